@@ -1,0 +1,141 @@
+"""The artifact: manifest.json + shaders/*.wgsl + weights.bin, deterministic to the byte."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from onnx2wgsl.ir import Graph, Value
+from onnx2wgsl.ir.types import storage_dtype
+from onnx2wgsl.runtime.manifest import FORMAT, MANIFEST, VERSION, validate
+
+from onnx2wgsl import __version__
+
+from .target import Target
+
+WEIGHTS = "weights.bin"
+
+
+@dataclass
+class Artifact:
+    manifest: dict
+    shaders: dict[str, str]  # file name -> WGSL
+    weights: bytes
+
+    def write(self, out: str | Path) -> Path:
+        out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise FileExistsError(f"{out} exists and is not a directory")
+        shader_dir = out / "shaders"
+        if shader_dir.is_dir():
+            shutil.rmtree(shader_dir)  # stale shaders of an earlier compile must not linger
+        shader_dir.mkdir(parents=True, exist_ok=True)
+        for name, text in self.shaders.items():
+            (shader_dir / name).write_text(text)
+        (out / WEIGHTS).write_bytes(self.weights)
+        (out / MANIFEST).write_text(json.dumps(self.manifest, indent=1) + "\n")
+        return out
+
+
+def storage_bytes(v: Value) -> bytes:
+    """A constant's bytes as the GPU stores it (32-bit scalars; see the dtype policy)."""
+    st = storage_dtype(v.dtype)
+    data = v.data
+    if st.value == "i32" and data.dtype.itemsize > 4 or data.dtype == np.uint64:
+        info = np.iinfo(np.int32 if st.value == "i32" else np.uint32)
+        if data.size and (data.min() < info.min or data.max() > info.max):
+            raise ValueError(f"constant %{v.name} has values outside the {st.value} range")
+    return np.ascontiguousarray(data.astype(st.numpy)).tobytes()
+
+
+def _io(v: Value, name: str) -> dict:
+    p = v.placement
+    return {
+        "name": name,
+        "dtype": v.dtype.numpy.name,
+        "storage": storage_dtype(v.dtype).value,
+        "shape": [int(d) for d in v.shape],
+        "buffer": p.buffer,
+        "offset": p.offset,
+        "size": v.nbytes,
+    }
+
+
+def build_artifact(g: Graph, target: Target, source_sha256: str | None = None) -> Artifact:
+    """Serialize a planned graph."""
+    segments = []
+    blob = bytearray()
+    for v in g.constants():
+        raw = storage_bytes(v)
+        p = v.placement
+        words = np.frombuffer(raw, dtype=np.uint32)
+        if words.size and (words == words[0]).all():
+            segments.append({"buffer": p.buffer, "offset": p.offset, "size": len(raw), "fill": int(words[0])})
+        else:
+            segments.append(
+                {"buffer": p.buffer, "offset": p.offset, "size": len(raw), "file_offset": len(blob)}
+            )
+            blob += raw
+
+    shader_index = {name: i for i, name in enumerate(g.shaders)}
+    binding_types: dict[str, list[str]] = {}
+    dispatches = []
+    for op in g.ops:
+        for d in op.dispatches:
+            types = ["read-only-storage" if b.value.is_const else "storage" for b in d.bindings]
+            binding_types.setdefault(d.shader, types)
+            dispatches.append(
+                {
+                    "shader": shader_index[d.shader],
+                    "grid": list(d.grid),
+                    "bindings": [
+                        {
+                            "buffer": b.value.placement.buffer,
+                            "offset": b.value.placement.offset + b.offset,
+                            "size": b.nbytes,
+                        }
+                        for b in d.bindings
+                    ],
+                    "label": f"{op.attrs.get('op', op.kind)} {op.name}".strip(),
+                }
+            )
+    shaders = {f"{name}.wgsl": text for name, text in g.shaders.items() if name in binding_types}
+    used = [n for n in g.shaders if n in binding_types]
+    remap = {shader_index[n]: i for i, n in enumerate(used)}
+    for d in dispatches:
+        d["shader"] = remap[d["shader"]]
+
+    input_names = g.metadata.get("input_names", [v.name for v in g.inputs])
+    output_names = g.metadata.get("output_names", [v.name for v in g.outputs])
+    limits = dict(target.limits)
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "name": g.name,
+        "producer": f"onnx2wgsl {__version__}",
+        "source": {
+            "opset": g.opset,
+            "producer": g.metadata.get("producer", ""),
+            **({"sha256": source_sha256} if source_sha256 else {}),
+        },
+        "target": {"name": target.name, "limits": limits, "features": list(target.features)},
+        "buffers": [{"name": n, **b} for n, b in g.buffers.items()],
+        "weights": {
+            "file": WEIGHTS,
+            "size": len(blob),
+            "sha256": hashlib.sha256(blob).hexdigest(),
+            "segments": segments,
+        },
+        "inputs": [_io(v, n) for v, n in zip(g.inputs, input_names)],
+        "outputs": [_io(v, n) for v, n in zip(g.outputs, output_names)],
+        "shaders": [
+            {"name": n, "file": f"shaders/{n}.wgsl", "entry": "main", "bindings": binding_types[n]}
+            for n in used
+        ],
+        "dispatches": dispatches,
+    }
+    return Artifact(validate(manifest), shaders, bytes(blob))

@@ -1,0 +1,257 @@
+"""The ``onnx2wgsl`` command line: compile, run, ops."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from onnx2wgsl import __version__
+from onnx2wgsl.errors import Onnx2WgslError
+
+
+class UsageError(Onnx2WgslError):
+    pass
+
+
+def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
+    out = {}
+    for item in values or []:
+        name, sep, value = item.rpartition("=")
+        if not sep or not name or not value:
+            raise UsageError(f"{what} {item!r} must look like NAME=VALUE")
+        out[name] = value
+    return out
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(d) for d in text.lower().split("x"))
+    except ValueError:
+        raise UsageError(f"shape {text!r} must look like 1x3x224x224") from None
+    if any(d < 0 for d in dims):
+        raise UsageError(f"shape {text!r} has a negative dim")
+    return dims
+
+
+def _progress(stage: str, _graph) -> None:
+    print(f"  .. {stage}", file=sys.stderr, flush=True)
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from .driver import compile_model
+
+    shapes = {k: _shape(v) for k, v in _pairs(args.shape, "--shape").items()}
+    dims = {}
+    for k, v in _pairs(args.dim, "--dim").items():
+        if not v.isdigit():
+            raise UsageError(f"--dim {k}={v}: the value must be a non-negative integer")
+        dims[k] = int(v)
+    res = compile_model(
+        args.model,
+        args.output,
+        shapes=shapes,
+        dims=dims,
+        target=args.limits,
+        opt_level=args.opt_level,
+        verify_ir=args.verify_ir,
+        on_stage=_progress if args.verbose else None,
+    )
+    if args.json:
+        print(json.dumps(res.report.as_dict(), indent=1))
+    else:
+        print(res.report.summary())
+    return 0
+
+
+def _load_array(path: str) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"input file not found: {path!r}")
+    if p.suffix == ".pb":
+        import onnx
+        from onnx import numpy_helper
+
+        return numpy_helper.to_array(onnx.load_tensor(str(p)))
+    try:
+        return np.load(p, allow_pickle=False)
+    except Exception as e:
+        raise UsageError(f"{path!r} is not a .npy or TensorProto .pb file ({e})") from e
+
+
+def random_input(dtype: str, shape: list[int], rng: np.random.Generator) -> np.ndarray:
+    dt = np.dtype(dtype)
+    if dt == np.bool_:
+        return rng.random(shape) < 0.5
+    if dt.kind in "iu":
+        return rng.integers(0, 10, size=shape).astype(dt)
+    return rng.random(shape, dtype=np.float32).astype(dt)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import onnx2wgsl
+
+    t0 = time.perf_counter()
+    sess = onnx2wgsl.load(args.artifact)
+    t_load = time.perf_counter() - t0
+    given = {k: _load_array(v) for k, v in _pairs(args.input, "--input").items()}
+    rng = np.random.default_rng(args.seed)
+    feeds = {}
+    for io in sess.get_inputs():
+        feeds[io.name] = given.pop(io.name) if io.name in given else random_input(io.dtype, io.shape, rng)
+    if given:
+        names = [io.name for io in sess.get_inputs()]
+        raise UsageError(f"--input names {sorted(given)} are not model inputs; the inputs are {names}")
+    times = []
+    outputs = None
+    for _ in range(max(1, args.repeat)):
+        t = time.perf_counter()
+        outputs = sess.run(None, feeds)
+        times.append(time.perf_counter() - t)
+    print(f"loaded {args.artifact} in {t_load:.2f}s on {_device_name(sess)}")
+    for io, y in zip(sess.get_outputs(), outputs):
+        digest = ""
+        if y.size:
+            flat = y.reshape(-1).astype(np.float64)
+            digest = f"min {flat.min():.6g} max {flat.max():.6g} mean {flat.mean():.6g} first {np.array2string(y.reshape(-1)[:4], precision=5)}"
+        print(f"  {io.name}: {y.dtype}{list(y.shape)}  {digest}")
+    first = times[0]
+    rest = sorted(times[1:])
+    line = f"run: first {first * 1000:.1f} ms"
+    if rest:
+        line += f", median of next {len(rest)} {rest[len(rest) // 2] * 1000:.1f} ms"
+    print(line)
+    if args.output_dir:
+        out = Path(args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for i, y in enumerate(outputs):
+            np.save(out / f"output_{i}.npy", y)
+    status = 0
+    for name, path in _pairs(args.expect, "--expect").items():
+        names = [io.name for io in sess.get_outputs()]
+        if name not in names:
+            raise UsageError(f"--expect names {name!r}, not an output; the outputs are {names}")
+        ref = _load_array(path)
+        y = outputs[names.index(name)]
+        ok = y.shape == ref.shape and np.allclose(y, ref, rtol=args.rtol, atol=args.atol)
+        err = float(np.abs(y.astype(np.float64) - ref).max()) if y.shape == ref.shape and y.size else 0.0
+        print(
+            f"  {name} vs {path}: {'match' if ok else 'MISMATCH'} (max abs diff {err:.3g}, rtol {args.rtol}, atol {args.atol})"
+        )
+        status |= 0 if ok else 1
+    return status
+
+
+def _device_name(sess) -> str:
+    try:
+        info = sess.device.adapter.info
+        return f"{info['device']} ({info['backend_type']})"
+    except Exception:
+        return "WebGPU device"
+
+
+def cmd_ops(args: argparse.Namespace) -> int:
+    from .lowering import supported_ops
+
+    print("\n".join(supported_ops()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="onnx2wgsl", description="Compile ONNX models to WGSL and run them on WebGPU."
+    )
+    p.add_argument("--version", action="version", version=f"onnx2wgsl {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    c = sub.add_parser("compile", help="compile an ONNX model into an artifact directory")
+    c.add_argument("model", help="the .onnx file")
+    c.add_argument("-o", "--output", required=True, help="artifact directory to write")
+    c.add_argument(
+        "--shape", action="append", metavar="NAME=AxBxC", help="fix an input's whole shape (repeatable)"
+    )
+    c.add_argument("--dim", action="append", metavar="SYMBOL=N", help="bind a symbolic dim (repeatable)")
+    c.add_argument(
+        "--limits",
+        default=None,
+        metavar="NAME|FILE.json",
+        help="limits profile to compile against (default: webgpu, the spec's default limits)",
+    )
+    c.add_argument(
+        "-O",
+        dest="opt_level",
+        type=int,
+        default=2,
+        choices=range(4),
+        metavar="LEVEL",
+        help="optimization level 0-3 (default 2)",
+    )
+    c.add_argument("--verify-ir", action="store_true", help="check the IR after every stage")
+    c.add_argument("--json", action="store_true", help="print the report as JSON")
+    c.add_argument("-v", "--verbose", action="store_true", help="show each stage as it finishes")
+    c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    c.set_defaults(fn=cmd_compile)
+
+    r = sub.add_parser("run", help="run a compiled artifact on the WebGPU device")
+    r.add_argument("artifact", help="artifact directory made by `onnx2wgsl compile`")
+    r.add_argument(
+        "--input",
+        action="append",
+        metavar="NAME=FILE",
+        help="input from a .npy or TensorProto .pb file (others are random)",
+    )
+    r.add_argument(
+        "--expect",
+        action="append",
+        metavar="NAME=FILE",
+        help="compare an output with a reference .npy/.pb; exit 1 on mismatch",
+    )
+    r.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance for --expect (default 1e-3)")
+    r.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance for --expect (default 1e-4)")
+    r.add_argument(
+        "--repeat", type=int, default=1, metavar="N", help="run N times and report the median after the first"
+    )
+    r.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    r.add_argument("--output-dir", metavar="DIR", help="save outputs as DIR/output_<i>.npy")
+    r.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    r.set_defaults(fn=cmd_run)
+
+    o = sub.add_parser("ops", help="list the ONNX ops that compile to WebGPU")
+    o.set_defaults(fn=cmd_ops)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "fn", None):
+        parser.print_help()
+        return 2
+    debug = args.debug or os.environ.get("ONNX2WGSL_DEBUG") == "1"
+    try:
+        return args.fn(args)
+    except Onnx2WgslError as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        if debug:
+            raise
+        print(
+            f"internal error: {type(e).__name__}: {e} (rerun with --debug for a traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,502 @@
+"""Frontend: load an ONNX model safely, bind its dims, fold constants, infer types -> Graph IR.
+
+Each node is taken in topological order. If all its inputs are constants it is evaluated on
+the host (int64 shape math never reaches the GPU). Otherwise onnx's own per-node shape
+inference (with the constant inputs as data) gives its output types, and ``legalize``
+rewrites it into its opset-independent IR form.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+from onnx2wgsl.ir import DType, Graph, TensorType, Value
+
+from onnx2wgsl.errors import CompileError, UnsupportedError
+
+from . import host_eval
+from .legalize import legalize
+
+MIN_OPSET = 7
+# Constant inputs up to this many elements are handed to onnx's shape inference as data
+# (shape tensors, axes, pads); bigger ones are weights, whose values never decide a shape.
+_DATA_PROP_LIMIT = 4096
+
+
+def load_model(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
+    """Read a model file (external data included, only from beside the model) or take a proto."""
+    if isinstance(model, onnx.ModelProto):
+        return model
+    path = Path(model)
+    if not path.is_file():
+        raise CompileError(f"model file not found: {str(path)!r}", hint="check the path")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:
+        raise CompileError(
+            f"{str(path)!r} is not a readable ONNX model ({type(e).__name__})",
+            hint="pass a .onnx file saved by onnx.save or an exporter",
+        ) from e
+    if not proto.graph.node and not proto.graph.output:
+        raise CompileError(f"{str(path)!r} holds no ONNX graph", hint="pass a .onnx model file")
+    _load_external_data(proto, path.parent)
+    return proto
+
+
+def _load_external_data(proto: onnx.ModelProto, base: Path) -> None:
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    base = base.resolve()
+    for t in _get_all_tensors(proto):
+        if not uses_external_data(t):
+            continue
+        info = {e.key: e.value for e in t.external_data}
+        loc = info.get("location", "")
+        target = (base / loc).resolve()
+        if os.path.isabs(loc) or base not in target.parents:
+            raise CompileError(
+                f"tensor {t.name!r} points to external data outside the model's folder: {loc!r}",
+                hint="external data files must lie beside the model (no absolute paths or '..')",
+            )
+        if not target.is_file():
+            raise CompileError(
+                f"external data file {loc!r} of tensor {t.name!r} is missing",
+                hint=f"put it in {str(base)!r} beside the model",
+            )
+        offset = int(info.get("offset", 0))
+        length = int(info["length"]) if "length" in info else None
+        with open(target, "rb") as f:
+            f.seek(offset)
+            raw = f.read() if length is None else f.read(length)
+        if length is not None and len(raw) != length:
+            raise CompileError(f"external data file {loc!r} is shorter than tensor {t.name!r} needs")
+        t.raw_data = raw
+        del t.external_data[:]
+        t.data_location = onnx.TensorProto.DEFAULT
+
+
+def attributes(node: onnx.NodeProto) -> dict[str, Any]:
+    """A node's attributes as Python values (tensors as numpy arrays, strings as str)."""
+    out: dict[str, Any] = {}
+    for a in node.attribute:
+        if a.ref_attr_name:
+            raise CompileError(
+                f"attribute {a.name!r} refers to a function attribute", node=node.name, op=node.op_type
+            )
+        v = helper.get_attribute_value(a)
+        if isinstance(v, bytes):
+            v = v.decode("utf-8", "replace")
+        elif isinstance(v, onnx.TensorProto):
+            v = numpy_helper.to_array(v)
+        elif isinstance(v, onnx.SparseTensorProto):
+            v = _dense(v)
+        elif isinstance(v, list) and v and isinstance(v[0], bytes):
+            v = [s.decode("utf-8", "replace") for s in v]
+        elif isinstance(v, list) and v and isinstance(v[0], onnx.TensorProto):
+            v = [numpy_helper.to_array(t) for t in v]
+        out[a.name] = v
+    return out
+
+
+def _dense(sp: onnx.SparseTensorProto) -> np.ndarray:
+    values = numpy_helper.to_array(sp.values)
+    idx = numpy_helper.to_array(sp.indices)
+    dense = np.zeros(tuple(sp.dims), dtype=values.dtype)
+    if idx.ndim == 1:
+        dense.reshape(-1)[idx] = values
+    else:
+        dense[tuple(idx.T)] = values
+    return dense
+
+
+@dataclass
+class NodeInfo:
+    """What a legalize rule sees of one ONNX node."""
+
+    op_type: str
+    name: str
+    domain: str
+    opset: int
+    inputs: list[Value | None]
+    attrs: dict[str, Any]
+    out_types: list[TensorType | None]
+    out_names: list[str]
+    schema: Any = None
+
+    def error(self, message: str, hint: str | None = None, cls=CompileError) -> CompileError:
+        return cls(message, node=self.name, op=self.op_type, opset=self.opset, hint=hint)
+
+    def const_input(self, i: int, what: str) -> np.ndarray | None:
+        """Input i's data, which must be known at compile time (None if omitted)."""
+        v = self.inputs[i] if i < len(self.inputs) else None
+        if v is None:
+            return None
+        if not v.is_const:
+            raise self.error(
+                f"its {what} input {v.name!r} is computed at run time, but must be a constant",
+                hint="export the model with static shapes, or bind its dims with --dim/--shape",
+                cls=UnsupportedError,
+            )
+        return v.data
+
+
+@dataclass
+class Importer:
+    model: onnx.ModelProto
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    dims: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.g = Graph(name=_clean_name(self.model.graph.name) or "main")
+        self.opset = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in self.model.opset_import}
+        self.env: dict[str, Value] = {}
+        self.used = _used_names(self.model.graph)
+
+    # -- entry ----------------------------------------------------------------------------
+    def run(self) -> Graph:
+        gp = self.model.graph
+        self.g.opset = dict(sorted(self.opset.items()))
+        self.g.metadata = {
+            "producer": f"{self.model.producer_name} {self.model.producer_version}".strip(),
+            "ir_version": self.model.ir_version,
+            "doc": self.model.doc_string[:200],
+        }
+        for t in gp.initializer:
+            self.env[t.name] = self._const(numpy_helper.to_array(t), t.name)
+        for sp in gp.sparse_initializer:
+            self.env[sp.values.name] = self._const(_dense(sp), sp.values.name)
+        self._bind_inputs([vi for vi in gp.input if vi.name not in self.env])
+        for node in _topological(gp):
+            self._node(node)
+        for vi in gp.output:
+            if vi.name not in self.env:
+                raise CompileError(f"graph output {vi.name!r} is produced by no node", hint="fix the model")
+            self.g.outputs.append(self.env[vi.name])
+        self.g.metadata["output_names"] = [vi.name for vi in gp.output]
+        return self.g
+
+    # -- inputs ---------------------------------------------------------------------------
+    def _bind_inputs(self, inputs: list[onnx.ValueInfoProto]) -> None:
+        names = {vi.name for vi in inputs}
+        for n in self.shapes:
+            if n not in names:
+                raise CompileError(
+                    f"--shape names {n!r}, which is not a model input",
+                    hint=f"the inputs are {sorted(names)}",
+                )
+        params = {d.dim_param for vi in inputs for d in vi.type.tensor_type.shape.dim if d.dim_param}
+        for n in self.dims:
+            if n not in params:
+                self.warnings.append(f"--dim {n}={self.dims[n]} matches no symbolic input dim")
+        unbound = []
+        for vi in inputs:
+            t = self._input_type(vi, unbound)
+            if t is not None:
+                self.env[vi.name] = self.g.add_input(vi.name, t)
+        if unbound:
+            raise CompileError(
+                "unbound input dims: " + ", ".join(unbound),
+                hint="bind each with --dim SYMBOL=N or give the whole shape with --shape NAME=AxBxC",
+            )
+
+    def _input_type(self, vi: onnx.ValueInfoProto, unbound: list[str]) -> TensorType | None:
+        kind = vi.type.WhichOneof("value")
+        if kind != "tensor_type":
+            raise UnsupportedError(
+                f"input {vi.name!r} is a {kind or 'untyped value'}; only tensors can live on the GPU"
+            )
+        tt = vi.type.tensor_type
+        dtype = _dtype(tt.elem_type, f"input {vi.name!r}")
+        declared = list(tt.shape.dim) if tt.HasField("shape") else None
+        if vi.name in self.shapes:
+            shape = tuple(int(d) for d in self.shapes[vi.name])
+            if declared is not None and len(declared) != len(shape):
+                raise CompileError(
+                    f"--shape {vi.name}={'x'.join(map(str, shape))} has rank {len(shape)}, "
+                    f"but the model declares rank {len(declared)}"
+                )
+            for i, (d, n) in enumerate(zip(declared or [], shape)):
+                if d.HasField("dim_value") and d.dim_value > 0 and d.dim_value != n:
+                    raise CompileError(
+                        f"--shape {vi.name} gives {n} at axis {i}, but the model fixes it to {d.dim_value}"
+                    )
+            return TensorType(dtype, shape)
+        if declared is None:
+            unbound.append(f"{vi.name!r} has no declared shape (use --shape {vi.name}=...)")
+            return TensorType(dtype, ())
+        shape = []
+        for i, d in enumerate(declared):
+            if d.HasField("dim_value") and d.dim_value >= 0:
+                shape.append(d.dim_value)
+            elif d.dim_param and d.dim_param in self.dims:
+                shape.append(int(self.dims[d.dim_param]))
+            elif d.dim_param:
+                unbound.append(f"{d.dim_param!r} (input {vi.name!r}, axis {i})")
+                shape.append(1)
+            else:
+                unbound.append(f"unnamed dim of input {vi.name!r} at axis {i} (use --shape)")
+                shape.append(1)
+        return TensorType(dtype, tuple(shape))
+
+    # -- nodes ----------------------------------------------------------------------------
+    def _const(self, data: np.ndarray, hint: str) -> Value:
+        if data.dtype == np.dtype(object):
+            return self.g.const(data, _clean_name(hint) or "const", dtype=DType.string)
+        return self.g.const(data, _clean_name(hint) or "const")
+
+    def _node(self, node: onnx.NodeProto) -> None:
+        domain = "" if node.domain == "ai.onnx" else node.domain
+        if domain not in self.opset:
+            raise CompileError(
+                f"its domain {domain!r} is not among the model's opset imports",
+                node=node.name,
+                op=node.op_type,
+                hint="fix the model's opset_import",
+            )
+        opset = self.opset[domain]
+        inputs: list[Value | None] = []
+        for name in node.input:
+            if not name:
+                inputs.append(None)
+            elif name in self.env:
+                inputs.append(self.env[name])
+            else:
+                raise CompileError(
+                    f"input {name!r} is produced by no node and is not a graph input or initializer",
+                    node=node.name,
+                    op=node.op_type,
+                    opset=opset,
+                )
+        attrs = attributes(node)
+        if node.op_type == "Constant" and domain == "":
+            outs = [self._const(_constant_value(node, attrs), node.output[0])]
+        elif (
+            domain == ""
+            and node.op_type not in host_eval.NONDETERMINISTIC
+            and all(v is None or v.is_const for v in inputs)
+            and not any(isinstance(a, onnx.GraphProto) for a in attrs.values())
+        ):
+            data = host_eval.evaluate(
+                node, attrs, [None if v is None else v.data for v in inputs], self.opset
+            )
+            outs = [None if d is None else self._const(d, o) for d, o in zip(data, node.output)]
+        else:
+            info = NodeInfo(
+                op_type=node.op_type,
+                name=node.name,
+                domain=domain,
+                opset=opset,
+                inputs=inputs,
+                attrs=attrs,
+                out_types=[],
+                out_names=[_clean_name(o) or node.op_type.lower() for o in node.output],
+            )
+            info.schema = _schema(info)
+            info.attrs = _with_defaults(info.attrs, info.schema)
+            info.out_types = self._infer(node, info)
+            outs = legalize(self.g, info)
+        for name, v in zip(node.output, outs):
+            if name and v is not None:
+                self.env[name] = v
+
+    def _infer(self, node: onnx.NodeProto, info: NodeInfo) -> list[TensorType | None]:
+        from .shape_rules import infer_shapes
+
+        onnx_types: dict[str, TensorType | None] = {}
+        if info.schema is not None:
+            input_types = {}
+            input_data = {}
+            for name, v in zip(node.input, info.inputs):
+                if v is None:
+                    continue
+                input_types[name] = helper.make_tensor_type_proto(v.dtype.onnx, list(v.shape))
+                if v.is_const and v.data.size <= _DATA_PROP_LIMIT and v.dtype != DType.string:
+                    input_data[name] = numpy_helper.from_array(v.data, name)
+            try:
+                res = onnx.shape_inference.infer_node_outputs(
+                    info.schema,
+                    node,
+                    input_types,
+                    input_data,
+                    opset_imports=[helper.make_opsetid(d, v) for d, v in self.opset.items()],
+                    ir_version=max(self.model.ir_version, 3),
+                )
+            except Exception as e:
+                raise info.error(f"shape inference failed: {str(e).strip().splitlines()[-1]}") from e
+            for name in node.output:
+                tp = res.get(name)
+                onnx_types[name] = _static_type(tp) if tp is not None else None
+        known = [onnx_types.get(n) for n in node.output]
+        if any(t is None for n, t in zip(node.output, known) if n):
+            own = infer_shapes(info)
+            known = [
+                k if k is not None else (own[i] if own and i < len(own) else None)
+                for i, k in enumerate(known)
+            ]
+        known = [t if name in self.used else None for name, t in zip(node.output, known)]
+        for name, t in zip(node.output, known):
+            if name in self.used and t is None:
+                raise info.error(
+                    f"cannot infer a static shape for output {name!r}",
+                    hint="its shape depends on run-time values; bind the model's dims with --dim/--shape",
+                    cls=UnsupportedError,
+                )
+        return known
+
+
+def _schema(info: NodeInfo):
+    try:
+        return onnx.defs.get_schema(info.op_type, info.opset, info.domain)
+    except onnx.defs.SchemaError:
+        if info.domain == "":
+            raise info.error(
+                f"{info.op_type!r} is not an ONNX operator at opset {info.opset}",
+                hint="check the model's opset import",
+                cls=UnsupportedError,
+            ) from None
+        return None
+
+
+def _with_defaults(attrs: dict[str, Any], schema) -> dict[str, Any]:
+    if schema is None:
+        return attrs
+    out = dict(attrs)
+    for name, a in schema.attributes.items():
+        if name not in out and a.default_value is not None and a.default_value.name:
+            v = helper.get_attribute_value(a.default_value)
+            out[name] = v.decode() if isinstance(v, bytes) else v
+    return out
+
+
+def _static_type(tp: onnx.TypeProto) -> TensorType | None:
+    if tp.WhichOneof("value") != "tensor_type":
+        return None
+    tt = tp.tensor_type
+    if tt.elem_type == 0 or not tt.HasField("shape"):
+        return None
+    dims = []
+    for d in tt.shape.dim:
+        if not d.HasField("dim_value"):
+            return None
+        dims.append(d.dim_value)
+    try:
+        return TensorType(DType.from_onnx(tt.elem_type), tuple(dims))
+    except KeyError:
+        return None
+
+
+def _dtype(elem_type: int, what: str) -> DType:
+    try:
+        return DType.from_onnx(elem_type)
+    except KeyError:
+        raise UnsupportedError(f"{what} has unknown element type {elem_type}") from None
+
+
+def _constant_value(node: onnx.NodeProto, attrs: dict[str, Any]) -> np.ndarray:
+    if "value" in attrs:
+        return np.asarray(attrs["value"])
+    table = {
+        "value_float": np.float32, "value_floats": np.float32, "value_int": np.int64,
+        "value_ints": np.int64,
+    }  # fmt: skip
+    for key, dt in table.items():
+        if key in attrs:
+            return np.asarray(attrs[key], dtype=dt)
+    if "value_string" in attrs or "value_strings" in attrs:
+        return np.asarray(attrs.get("value_string", attrs.get("value_strings")), dtype=object)
+    raise CompileError("Constant node has no value attribute", node=node.name, op="Constant")
+
+
+def _topological(gp: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """Nodes in a valid order (ONNX requires one, but not every exporter writes it)."""
+    known = {vi.name for vi in gp.input} | {t.name for t in gp.initializer}
+    known |= {sp.values.name for sp in gp.sparse_initializer} | {""}
+    pending = list(gp.node)
+    ordered: list[onnx.NodeProto] = []
+    while pending:
+        progress = []
+        rest = []
+        for n in pending:
+            if _needs(n) <= known:
+                progress.append(n)
+                known.update(n.output)
+            else:
+                rest.append(n)
+        if not progress:
+            # A cycle or a dangling input: keep file order and let the node report it.
+            return ordered + rest
+        ordered += progress
+        pending = rest
+    return ordered
+
+
+def _used_names(gp: onnx.GraphProto) -> set[str]:
+    """Names that some node (or subgraph) reads or the graph outputs; others may stay untyped."""
+    used = {vi.name for vi in gp.output}
+    for n in gp.node:
+        used |= _needs(n)
+    return used
+
+
+def _needs(n: onnx.NodeProto) -> set[str]:
+    """Names a node reads: its inputs and what its subgraphs take from the outer scope."""
+    needed = set(n.input)
+    for a in n.attribute:
+        for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+            inner = {vi.name for vi in sub.input} | {t.name for t in sub.initializer}
+            for m in sub.node:
+                needed |= _needs(m) - inner
+                inner.update(m.output)
+    return needed
+
+
+def _clean_name(name: str) -> str:
+    return name.strip()
+
+
+def import_model(
+    model: onnx.ModelProto,
+    shapes: dict[str, tuple[int, ...]] | None = None,
+    dims: dict[str, int] | None = None,
+) -> tuple[Graph, list[str]]:
+    """ONNX model -> Graph IR with bound dims, folded constants and legal ops (plus warnings)."""
+    model = _upgrade(model)
+    imp = Importer(model, dict(shapes or {}), dict(dims or {}))
+    return imp.run(), imp.warnings
+
+
+def _upgrade(model: onnx.ModelProto) -> onnx.ModelProto:
+    opset = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
+    newest = onnx.defs.onnx_opset_version()
+    v = opset.get("")
+    if v is None:
+        if not any(n.domain in ("", "ai.onnx") for n in model.graph.node):
+            return model
+        raise CompileError("the model imports no default-domain opset", hint="add an opset_import")
+    if v > newest:
+        raise CompileError(
+            f"the model uses opset {v}, newer than this onnx package knows ({newest})",
+            hint="upgrade the onnx package",
+        )
+    if v < MIN_OPSET:
+        from onnx import version_converter
+
+        try:
+            return version_converter.convert_model(model, MIN_OPSET)
+        except Exception as e:
+            raise CompileError(
+                f"the model uses opset {v}; converting it to opset {MIN_OPSET} failed ({e})",
+                hint="re-export the model at opset 7 or newer",
+            ) from e
+    if model.functions:
+        from onnx import inliner
+
+        model = inliner.inline_local_functions(model)
+    return model

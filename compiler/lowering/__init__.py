@@ -1,0 +1,189 @@
+"""Lowering: every graph op becomes ``kernel`` ops (WGSL dispatches) or a zero-copy ``view``.
+
+A lowering is a function registered per op kind with ``@lowers``; it reads the op, renders
+templates through the context (which deduplicates identical shaders), and emits kernel ops
+that reuse the op's input and output values, so use-def links survive the rewrite.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import jinja2
+from onnx2wgsl.ir import Binding, Dispatch, Graph, Op, TensorType, Value
+from onnx2wgsl.ir.types import storage_dtype
+
+from onnx2wgsl.errors import UnsupportedError
+
+from ..target import Target
+
+Lowering = Callable[["LowerCtx", Op], None]
+_LOWERINGS: dict[str, Lowering] = {}
+_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+_ENV = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(_TEMPLATES)),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    autoescape=False,
+)
+
+WORKGROUP = 64  # invocations per workgroup of the 1-D kernels: a safe size on every GPU
+
+
+def lowers(*kinds: str):
+    """Register a lowering for op kinds."""
+
+    def register(fn: Lowering) -> Lowering:
+        for k in kinds:
+            _LOWERINGS[k] = fn
+        return fn
+
+    return register
+
+
+def supported_ops() -> list[str]:
+    _load_all()
+    return sorted(_LOWERINGS)
+
+
+def wgsl_type(v: Value) -> str:
+    """The WGSL scalar type a value is stored as."""
+    st = storage_dtype(v.dtype)
+    if st is None:
+        raise UnsupportedError(f"dtype {v.dtype} of %{v.name} cannot be stored on the GPU")
+    return st.value
+
+
+class LowerCtx:
+    """What a lowering may do: render shaders, make values and constants, emit kernel ops."""
+
+    def __init__(self, g: Graph, target: Target):
+        self.g = g
+        self.target = target
+        self.ops: list[Op] = []
+        self._by_text: dict[str, str] = {}
+        self.current: Op | None = None
+
+    # -- shaders ------------------------------------------------------------------------
+    def shader(self, template: str, **params) -> str:
+        """Render a template; identical text gives the same shader name."""
+        text = _ENV.get_template(template).render(**params)
+        name = self._by_text.get(text)
+        if name is None:
+            stem = template.split(".")[0]
+            name = f"{len(self.g.shaders):03d}_{stem}"
+            self.g.shaders[name] = text
+            self._by_text[text] = name
+        return name
+
+    # -- values -------------------------------------------------------------------------
+    def temp(self, type: TensorType, hint: str) -> Value:
+        return self.g.value(hint, type)
+
+    def const(self, data, hint: str, dtype=None) -> Value:
+        return self.g.const(data, hint, dtype=dtype)
+
+    # -- ops ----------------------------------------------------------------------------
+    def kernel(self, inputs: list[Value], outputs: list[Value], dispatches: list[Dispatch], **attrs) -> Op:
+        src = self.current
+        op = Op(
+            "kernel",
+            inputs,
+            outputs,
+            {"op": src.kind if src else "", **attrs},
+            name=src.name if src else "",
+            dispatches=dispatches,
+        )
+        n = self.target.max_bindings
+        for d in dispatches:
+            if len(d.bindings) > n:
+                raise self.error(
+                    f"a dispatch needs {len(d.bindings)} storage bindings, the target allows {n}"
+                )
+            for b in d.bindings:
+                if b.nbytes > self.target.max_binding_size:
+                    raise self.error(
+                        f"%{b.value.name} needs a {b.nbytes:,}-byte binding, over the target's "
+                        f"maxStorageBufferBindingSize of {self.target.max_binding_size:,}",
+                        hint="compile for a target with larger limits (--limits FILE.json)",
+                    )
+            if any(n > self.target.max_groups for n in d.grid):
+                raise self.error(f"grid {d.grid} exceeds {self.target.max_groups} workgroups per dimension")
+        self.ops.append(op)
+        return op
+
+    def view(self, src: Value, dst: Value) -> Op:
+        op = Op("view", [src], [dst], name=self.current.name if self.current else "")
+        self.ops.append(op)
+        return op
+
+    def error(self, message: str, hint: str | None = None, cls=UnsupportedError):
+        op = self.current
+        return cls(
+            message,
+            node=op.name if op else None,
+            op=op.kind if op else None,
+            opset=self.g.opset.get(op.domain if op else "", None),
+            hint=hint,
+        )
+
+    # -- launch geometry ----------------------------------------------------------------
+    def grid(self, groups: int) -> tuple[tuple[int, int, int], int]:
+        """A grid of ``groups`` workgroups folded into 2-D under the per-dimension limit.
+
+        Returns the grid and its x extent (a shader's flat group id is y * x + x_id)."""
+        limit = self.target.max_groups
+        y = max(1, math.ceil(groups / limit))
+        x = max(1, math.ceil(groups / y))
+        return (x, y, 1), x
+
+
+def binding(v: Value, write: bool = False, offset: int = 0, size: int | None = None) -> Binding:
+    return Binding(v, offset, size, write)
+
+
+def decl(name: str, v: Value, write: bool = False, elem: str | None = None) -> dict:
+    """A binding declaration for the templates; constants live in read-only weight buffers."""
+    return {
+        "name": name,
+        "type": elem or wgsl_type(v),
+        "access": "read" if v.is_const else "read_write",
+    }
+
+
+def lower(g: Graph, target: Target) -> Graph:
+    """Replace every op of ``g`` by kernel and view ops."""
+    _load_all()
+    ctx = LowerCtx(g, target)
+    for op in list(g.ops):
+        fn = _LOWERINGS.get(op.kind) if op.domain == "" else None
+        ctx.current = op
+        if fn is None:
+            raise ctx.error(
+                f"no WebGPU lowering for {op.domain + '.' if op.domain else ''}{op.kind}",
+                hint=f"supported ops: see `onnx2wgsl ops` ({len(_LOWERINGS)} ops)",
+            )
+        for v in list(op.inputs) + list(op.outputs):
+            if v is not None and storage_dtype(v.dtype) is None:
+                _bad_dtype(ctx, v)
+        op.detach()
+        fn(ctx, op)
+        for v in op.outputs:
+            assert v.producer is not None, f"lowering of {op.label} left %{v.name} unproduced"
+    g.ops = ctx.ops
+    return g
+
+
+def _bad_dtype(ctx: LowerCtx, v: Value):
+    raise ctx.error(
+        f"tensor %{v.name} has dtype {v.dtype.name}, which WebGPU cannot hold",
+        hint="only float, integer and bool tensors can run on the GPU",
+    )
+
+
+def _load_all() -> None:
+    from . import conv, data, elementwise, gemm, norm, pool  # noqa: F401

@@ -1,0 +1,136 @@
+"""MatMul and Gemm on one register-tiled template.
+
+A constant B is re-laid out at compile time as [K, N] in vec4 columns (alpha folded in),
+and split along N into chunks that each fit one storage binding: a 25088x4096 fully
+connected weight (411 MB) runs as four dispatches under the 128 MiB binding limit.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from onnx2wgsl.ir import Dispatch, Op, Value
+
+from ..elementwise_ops import f32
+from . import WORKGROUP, LowerCtx, binding, decl, lowers
+from .indexing import View, broadcast, contiguous_strides, index_code
+
+
+def _rows_per_invocation(M: int) -> int:
+    return 4 if M >= 64 else 2 if M >= 8 else 1
+
+
+@lowers("MatMul")
+def lower_matmul(ctx: LowerCtx, op: Op) -> None:
+    a, b = op.inputs[0], op.inputs[1]
+    y = op.outputs[0]
+    a_shape = (1,) + tuple(a.shape) if a.type.rank == 1 else tuple(a.shape)
+    b_shape = tuple(b.shape) + (1,) if b.type.rank == 1 else tuple(b.shape)
+    M, K = a_shape[-2:]
+    N = b_shape[-1]
+    batch = tuple(np.broadcast_shapes(a_shape[:-2], b_shape[:-2]))
+    if batch and len(b_shape) == 2:
+        # A's batch dims are just more rows against one B
+        M, batch = M * math.prod(batch), ()
+        a_shape = (M, K)
+    _emit(ctx, op, a, b, None, y, M, N, K, batch, a_shape, b_shape, trans_a=False, trans_b=False)
+
+
+@lowers("Gemm")
+def lower_gemm(ctx: LowerCtx, op: Op) -> None:
+    a, b, c = op.inputs[0], op.inputs[1], op.input(2)
+    y = op.outputs[0]
+    ta, tb = op.attrs["transA"], op.attrs["transB"]
+    M, K = (a.shape[1], a.shape[0]) if ta else tuple(a.shape)
+    N = b.shape[0] if tb else b.shape[1]
+    _emit(ctx, op, a, b, c, y, M, N, K, (), tuple(a.shape), tuple(b.shape), bool(ta), bool(tb))
+
+
+def _emit(ctx, op, a, b, c, y, M, N, K, batch, a_shape, b_shape, trans_a, trans_b) -> None:
+    alpha = float(op.attrs.get("alpha", 1.0))
+    beta = float(op.attrs.get("beta", 1.0))
+    Z = math.prod(batch)
+    tm = _rows_per_invocation(M)
+    a_row, a_col = (1, M) if trans_a else (K, 1)
+
+    # Batch offsets of A, B and Y from the batch index z (broadcast batch dims read stride 0).
+    views = [
+        _batch_view(a_shape, batch, M * K),
+        _batch_view(b_shape, batch, K * N),
+        View(0, tuple(s * M * N for s in contiguous_strides(batch))),
+    ]
+    if batch:
+        lines, (ab, bb, yb) = index_code(batch, views, flat="z", prefix="zb")
+    else:
+        lines, (ab, bb, yb) = [], ["0u", "0u", "0u"]
+    batch_lines = lines + [f"let ab = {ab};", f"let bb = {bb};", f"let yb = {yb};"]
+
+    bias_inputs: list[Value] = []
+    bias_lines: list[str] = []
+    if c is not None and beta != 0.0:
+        cv = c
+        if c.is_const:
+            cv = ctx.const(c.data * np.float32(beta), f"{c.name}.beta", dtype=c.dtype) if beta != 1.0 else c
+        s0, s1 = broadcast(c.shape, (M, N)).strides
+        idx = " + ".join(t for t in (f"m * {s0}u" if s0 else "", f"n * {s1}u" if s1 else "") if t) or "0u"
+        scale = "" if (c.is_const or beta == 1.0) else f" * {f32(beta)}"
+        bias_lines = [f"v += C[{idx}]{scale};"]
+        bias_inputs = [cv]
+
+    out_expr = op.attrs.get("epilogue", "v")
+    if b.is_const and not batch:
+        # [K, N] with alpha folded in, padded to whole vec4 columns, chunked under the binding limit.
+        bm = (b.data.T if trans_b else b.data).astype(np.float32) * np.float32(alpha)
+        n4 = math.ceil(N / 4)
+        bm = np.pad(bm, ((0, 0), (0, n4 * 4 - N)))
+        cols = max(1, ctx.target.max_binding_size // (K * 16))  # vec4 columns per chunk
+        cols = min(n4, cols)
+        dispatches, consts = [], []
+        for c0 in range(0, n4, cols):
+            c1 = min(n4, c0 + cols)
+            part = np.ascontiguousarray(bm[:, c0 * 4 : c1 * 4]).reshape(K * (c1 - c0), 4)
+            w = ctx.const(part, f"{b.name}.mm{c0}" if c0 else f"{b.name}.mm", dtype=b.dtype)
+            consts.append(w)
+            dispatches.append(
+                _dispatch(ctx, a, w, bias_inputs, y, M, N, K, tm, a_row, a_col, batch_lines, bias_lines,
+                          vec=4, nv=c1 - c0, n_base=f"{c0 * 4}u", b_load=f"B[k * {c1 - c0}u + nv]",
+                          scale="", out_expr=out_expr, Z=1)
+            )  # fmt: skip
+        ctx.kernel([a, *consts, *bias_inputs], [y], dispatches)
+        return
+
+    scale = "" if alpha == 1.0 else f" * {f32(alpha)}"
+    if not trans_b and N % 4 == 0:
+        vec, nv, b_load = 4, N // 4, f"B[bb / 4u + k * {N // 4}u + nv]"
+    elif trans_b:
+        vec, nv, b_load = 1, N, f"B[bb + nv * {K}u + k]"
+    else:
+        vec, nv, b_load = 1, N, f"B[bb + k * {N}u + nv]"
+    d = _dispatch(ctx, a, b, bias_inputs, y, M, N, K, tm, a_row, a_col, batch_lines, bias_lines,
+                  vec=vec, nv=nv, n_base="0u", b_load=b_load, scale=scale, out_expr=out_expr, Z=Z)  # fmt: skip
+    ctx.kernel([a, b, *bias_inputs], [y], [d])
+
+
+def _batch_view(shape, batch, mat) -> View:
+    own = tuple(shape[:-2])
+    if not batch:
+        return View(0, ())
+    v = broadcast(own, batch)
+    return View(0, tuple(s * mat for s in v.strides))
+
+
+def _dispatch(ctx, a, b, bias_inputs, y, M, N, K, tm, a_row, a_col, batch_lines, bias_lines,
+              *, vec, nv, n_base, b_load, scale, out_expr, Z) -> Dispatch:  # fmt: skip
+    decls = [decl("A", a), decl("B", b, elem="vec4<f32>" if vec == 4 else None)]
+    decls += [decl("C", v) for v in bias_inputs]
+    decls.append(decl("Y", y, write=True))
+    shader = ctx.shader(
+        "matmul.wgsl.j2", decls=decls, wg=WORKGROUP, tm=tm, M=M, N=N, K=K, NV=nv, vec=vec,
+        acc_type="vec4<f32>" if vec == 4 else "f32", a_row=a_row, a_col=a_col, b_load=b_load,
+        batch_lines=batch_lines, bias_lines=bias_lines, n_base=n_base, scale=scale,
+        out_expr=out_expr,
+    )  # fmt: skip
+    grid = (math.ceil(nv / WORKGROUP), math.ceil(M / tm), Z)
+    bindings = [binding(a), binding(b)] + [binding(v) for v in bias_inputs] + [binding(y, write=True)]
+    return Dispatch(shader, grid, bindings)

@@ -1,0 +1,246 @@
+"""Static memory planning: liveness, then byte offsets in a few arenas; weights packed apart.
+
+Every value that needs GPU storage is a *root* (a graph input or a kernel output); views
+alias their root. A root lives from the step that writes it to the last step that reads it
+or any of its views (graph outputs to the end). Lifetimes are closed intervals, so a
+kernel's output never shares bytes with its own inputs: WebGPU forbids binding the same
+bytes as writable and readable in one dispatch, and the plan checker proves it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from onnx2wgsl.ir import Graph, Placement, Value
+
+from onnx2wgsl.errors import CompileError
+
+from .target import Target
+
+
+@dataclass
+class Block:
+    value: Value
+    size: int
+    start: int
+    end: int
+    buffer: int = -1
+    offset: int = -1
+
+
+@dataclass
+class MemoryPlan:
+    arena_sizes: list[int]
+    weight_sizes: list[int]
+    naive_bytes: int
+    lower_bound: int
+    strategy: str
+    blocks: list[Block] = field(default_factory=list)
+
+    @property
+    def arena_bytes(self) -> int:
+        return sum(self.arena_sizes)
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(self.weight_sizes)
+
+
+def align(n: int, a: int) -> int:
+    return -(-n // a) * a
+
+
+def roots(g: Graph) -> dict[int, Value]:
+    """Map id(value) -> the value whose storage it uses (itself unless it is a view)."""
+    root: dict[int, Value] = {}
+    for v in g.inputs:
+        root[id(v)] = v
+    for op in g.ops:
+        if op.kind == "view":
+            src = op.inputs[0]
+            root[id(op.outputs[0])] = root.get(id(src), src)
+        else:
+            for v in op.outputs:
+                root[id(v)] = v
+    return root
+
+
+def lifetimes(g: Graph, root: dict[int, Value]) -> list[Block]:
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    step = 0
+    for v in g.inputs:
+        first[id(v)] = 0
+        last[id(v)] = 0
+    for op in g.ops:
+        if op.kind == "view":
+            continue
+        step += 1
+        for v in op.inputs:
+            if v is not None and not v.is_const:
+                r = root[id(v)]
+                last[id(r)] = max(last.get(id(r), step), step)
+        for v in op.outputs:
+            first.setdefault(id(v), step)
+            last[id(v)] = max(last.get(id(v), step), step)
+    end = step + 1
+    for v in g.outputs:
+        if not v.is_const:
+            last[id(root[id(v)])] = end
+    blocks = []
+    seen: set[int] = set()
+    for v in list(g.inputs) + [o for op in g.ops if op.kind != "view" for o in op.outputs]:
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        blocks.append(Block(v, v.nbytes, first[id(v)], last[id(v)]))
+    return blocks
+
+
+_STRATEGIES = {
+    "size": lambda b: (-b.size, b.start, b.value.name),
+    "start": lambda b: (b.start, -b.size, b.value.name),
+    "duration": lambda b: (-(b.end - b.start), -b.size, b.value.name),
+}
+
+
+def _place(blocks: list[Block], order, cap: int, alignment: int) -> list[int]:
+    """Greedy first fit in the given order; returns arena sizes (block fields are set)."""
+    placed: list[list[Block]] = []
+    sizes: list[int] = []
+    for b in sorted(blocks, key=order):
+        b.buffer = b.offset = -1
+        for arena, members in enumerate(placed):
+            off = _first_fit(b, members, alignment)
+            if off + b.size <= cap:
+                b.buffer, b.offset = arena, off
+                break
+        else:
+            if b.size > cap:
+                raise CompileError(
+                    f"tensor %{b.value.name} needs {b.size:,} bytes, over the target's maxBufferSize of {cap:,}",
+                    hint="compile for a target with larger limits, or with smaller dims",
+                )
+            placed.append([])
+            sizes.append(0)
+            b.buffer, b.offset = len(placed) - 1, 0
+        placed[b.buffer].append(b)
+        sizes[b.buffer] = max(sizes[b.buffer], b.offset + b.size)
+    return sizes
+
+
+def _first_fit(b: Block, members: list[Block], alignment: int) -> int:
+    busy = sorted((m.offset, m.offset + m.size) for m in members if m.start <= b.end and b.start <= m.end)
+    off = 0
+    for lo, hi in busy:
+        if off + b.size <= lo:
+            break
+        off = max(off, align(hi, alignment))
+    return off
+
+
+def plan_memory(g: Graph, target: Target) -> MemoryPlan:
+    """Give every value a Placement; set ``g.buffers``; return the plan's figures."""
+    root = roots(g)
+    blocks = [b for b in lifetimes(g, root) if b.size > 0]
+    best: tuple[int, str, list[int], list[tuple[int, int]]] | None = None
+    for name, order in _STRATEGIES.items():
+        sizes = _place(blocks, order, target.max_buffer_size, target.alignment)
+        total = sum(sizes)
+        if best is None or total < best[0]:
+            best = (total, name, sizes, [(b.buffer, b.offset) for b in blocks])
+    assert best is not None or not blocks
+    total, strategy, arena_sizes, spots = best if best else (0, "none", [], [])
+    for b, (buf, off) in zip(blocks, spots):
+        b.buffer, b.offset = buf, off
+
+    buffers: dict[str, dict] = {}
+    for i, size in enumerate(arena_sizes):
+        buffers[f"arena{i}"] = {"kind": "arena", "size": align(max(size, 4), 16)}
+    for b in blocks:
+        b.value.placement = Placement(f"arena{b.buffer}", b.offset, b.size)
+    for b in lifetimes(g, root):
+        if b.size == 0:
+            b.value.placement = Placement("arena0" if arena_sizes else "", 0, 0)
+
+    weight_sizes = _pack_weights(g, target, buffers)
+    for v in g.values():
+        r = root.get(id(v))
+        if r is not None and r is not v:
+            v.placement = Placement(r.placement.buffer, r.placement.offset, v.nbytes)
+    g.buffers = buffers
+
+    live = [0] * (max((b.end for b in blocks), default=0) + 2)
+    for b in blocks:
+        for s in range(b.start, b.end + 1):
+            live[s] += b.size
+    naive = sum(align(b.size, target.alignment) for b in blocks)
+    return MemoryPlan(arena_sizes, weight_sizes, naive, max(live, default=0), strategy, blocks)
+
+
+def _pack_weights(g: Graph, target: Target, buffers: dict[str, dict]) -> list[int]:
+    sizes: list[int] = []
+    for v in g.constants():
+        n = v.nbytes
+        if n > target.max_binding_size:
+            raise CompileError(
+                f"constant %{v.name} of {n:,} bytes is over the maxStorageBufferBindingSize of "
+                f"{target.max_binding_size:,}, and its consumer cannot split it",
+                hint="compile for a target with larger limits",
+            )
+        off = align(sizes[-1], target.alignment) if sizes else 0
+        if not sizes or off + n > target.max_buffer_size:
+            sizes.append(0)
+            off = 0
+        v.placement = Placement(f"weights{len(sizes) - 1}", off, n)
+        sizes[-1] = off + n
+    for i, size in enumerate(sizes):
+        buffers[f"weights{i}"] = {"kind": "weights", "size": align(max(size, 4), 16)}
+    return sizes
+
+
+def check_plan(g: Graph, alignment: int = 256) -> None:
+    """Prove the plan safe: live tensors never share bytes; no dispatch binds bytes that it
+    writes through another binding too; every binding lies inside its buffer."""
+    root = roots(g)
+    blocks = lifetimes(g, root)
+    by_buf: dict[str, list[Block]] = {}
+    for b in blocks:
+        if b.size:
+            by_buf.setdefault(b.value.placement.buffer, []).append(b)
+    for members in by_buf.values():
+        members.sort(key=lambda b: b.value.placement.offset)
+        for i, a in enumerate(members):
+            pa = a.value.placement
+            for c in members[i + 1 :]:
+                pc = c.value.placement
+                if pc.offset >= pa.offset + pa.size:
+                    break
+                if a.start <= c.end and c.start <= a.end:
+                    raise CompileError(
+                        f"memory plan error: %{a.value.name} and %{c.value.name} are live at once "
+                        f"and share bytes of {pa.buffer}"
+                    )
+    for op in g.ops:
+        for d in op.dispatches:
+            ranges = []
+            for b in d.bindings:
+                p = b.value.placement
+                if p is None:
+                    raise CompileError(f"memory plan error: %{b.value.name} has no placement")
+                lo = p.offset + b.offset
+                hi = lo + b.nbytes
+                if hi > g.buffers[p.buffer]["size"]:
+                    raise CompileError(f"memory plan error: binding of %{b.value.name} overruns {p.buffer}")
+                if lo % alignment or b.nbytes % 4 or b.nbytes == 0:
+                    raise CompileError(
+                        f"memory plan error: binding of %{b.value.name} is misaligned or empty"
+                    )
+                ranges.append((p.buffer, lo, hi, b.write, b.value.name))
+            for i, (buf, lo, hi, w, name) in enumerate(ranges):
+                for buf2, lo2, hi2, w2, name2 in ranges[i + 1 :]:
+                    if buf == buf2 and (w or w2) and lo < hi2 and lo2 < hi:
+                        raise CompileError(
+                            f"memory plan error: {op.label} binds bytes of {buf} as writable "
+                            f"(%{name if w else name2}) and through another binding (%{name2 if w else name})"
+                        )

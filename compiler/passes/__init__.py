@@ -1,0 +1,52 @@
+"""Graph -> Graph passes and the per-level pipelines that sequence them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from onnx2wgsl.ir import Graph
+
+
+@dataclass
+class PassResult:
+    graph: Graph
+    changed: bool
+
+
+class Pass:
+    """A named rewrite of a Graph; ``run`` returns the graph and whether it changed."""
+
+    name = "pass"
+
+    def run(self, g: Graph) -> PassResult:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+from .canonicalize import Canonicalize  # noqa: E402
+from .dce import DeadCodeElimination  # noqa: E402
+from .fold import FoldConstants  # noqa: E402
+
+PASSES: dict[str, Callable[[], Pass]] = {
+    p.name: p for p in (Canonicalize, FoldConstants, DeadCodeElimination)
+}
+
+
+def pipeline(level: int = 2) -> list[Pass]:
+    """The graph passes for an optimization level (-O0 .. -O3)."""
+    passes: list[Pass] = [Canonicalize(), FoldConstants(), DeadCodeElimination()]
+    return passes
+
+
+def run_passes(g: Graph, passes: list[Pass], after: Callable[[str, Graph], None] | None = None) -> Graph:
+    for p in passes:
+        g = p.run(g).graph
+        if after is not None:
+            after(p.name, g)
+    return g
+
+
+__all__ = ["PASSES", "Pass", "PassResult", "pipeline", "run_passes"]

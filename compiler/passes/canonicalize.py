@@ -1,0 +1,46 @@
+"""Canonicalize: rewrite ops into the smaller set that lowering and fusion know."""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx2wgsl.ir import Graph, Op
+
+from . import Pass, PassResult
+
+
+class Canonicalize(Pass):
+    """Drop Identity ops; turn inference BatchNormalization with constant statistics into
+    Mul + Add by per-channel constants (scale = gamma / sqrt(var + eps), shift = beta -
+    mean * scale), which later passes fold into a preceding Conv or Gemm."""
+
+    name = "canonicalize"
+
+    def run(self, g: Graph) -> PassResult:
+        changed = False
+        for op in list(g.ops):
+            if op.kind == "Identity" and op.inputs[0] is not None:
+                g.replace_uses(op.outputs[0], op.inputs[0])
+                g.remove_op(op)
+                changed = True
+            elif op.kind == "BatchNormalization" and all(v.is_const for v in op.inputs[1:5]):
+                self._batchnorm(g, op)
+                changed = True
+        return PassResult(g, changed)
+
+    @staticmethod
+    def _batchnorm(g: Graph, op: Op) -> None:
+        x, gamma, beta, mean, var = op.inputs[:5]
+        y = op.outputs[0]
+        eps = op.attrs.get("epsilon", 1e-5)
+        f64 = [v.data.astype(np.float64) for v in (gamma, beta, mean, var)]
+        scale = f64[0] / np.sqrt(f64[3] + eps)
+        shift = f64[1] - f64[2] * scale
+        # Per-channel params broadcast over the spatial dims (axis 1 is the channel axis).
+        bshape = gamma.shape + (1,) * (x.type.rank - 1 - gamma.type.rank)
+        s = g.const(scale.reshape(bshape), f"{gamma.name}.scale", dtype=x.dtype)
+        b = g.const(shift.reshape(bshape), f"{beta.name}.shift", dtype=x.dtype)
+        mul = g.make_op("Mul", [x, s], [y.type], name=op.name, out_names=[f"{y.name}.scaled"])
+        at = g.ops.index(op)
+        g.remove_op(op)
+        add = Op("Add", [mul.outputs[0], b], [y], name=op.name)
+        g.ops[at:at] = [mul, add]

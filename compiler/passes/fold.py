@@ -1,0 +1,51 @@
+"""Constant folding of IR ops whose inputs are all constants."""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx2wgsl.ir import Graph, Op
+
+from ..elementwise_ops import TABLE
+from . import Pass, PassResult
+
+
+def _transpose(op: Op, x: np.ndarray) -> np.ndarray:
+    return np.transpose(x, op.attrs["perm"])
+
+
+def _concat(op: Op, *xs: np.ndarray) -> np.ndarray:
+    return np.concatenate(xs, axis=op.attrs["axis"])
+
+
+def _reshape(op: Op, x: np.ndarray) -> np.ndarray:
+    return x.reshape(op.outputs[0].shape)
+
+
+HOST = {"Transpose": _transpose, "Concat": _concat, "Reshape": _reshape}
+
+
+class FoldConstants(Pass):
+    """Evaluate on the host every op whose inputs are all constants and replace it by its result."""
+
+    name = "fold-constants"
+
+    def run(self, g: Graph) -> PassResult:
+        changed = False
+        for op in list(g.ops):
+            ins = [v for v in op.inputs if v is not None]
+            if not ins or not all(v.is_const for v in ins) or len(op.outputs) != 1:
+                continue
+            y = op.outputs[0]
+            if op.kind in HOST:
+                data = HOST[op.kind](op, *(v.data for v in ins))
+            elif op.kind in TABLE:
+                with np.errstate(all="ignore"):
+                    attrs = {k: v for k, v in op.attrs.items() if isinstance(v, (int, float))}
+                    data = TABLE[op.kind].numpy(*(v.data for v in ins), **attrs)
+            else:
+                continue
+            data = np.asarray(data).astype(y.dtype.numpy).reshape(y.shape)
+            g.replace_uses(y, g.const(data, f"{y.name}.folded", dtype=y.dtype))
+            g.remove_op(op)
+            changed = True
+        return PassResult(g, changed)

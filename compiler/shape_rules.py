@@ -1,0 +1,33 @@
+"""Own output-type rules, used where onnx's per-node shape inference leaves a dim unknown."""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx2wgsl.ir import DType, TensorType
+
+_SAME_AS_FIRST = {
+    "Relu", "Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Abs", "Neg", "Erf", "LeakyRelu", "Clip",
+    "Identity", "Dropout", "Softmax", "LogSoftmax", "LRN", "BatchNormalization", "Elu", "Selu",
+    "HardSigmoid", "Softplus", "Softsign", "Gelu", "HardSwish", "Mish", "Celu", "Reciprocal",
+    "Floor", "Ceil", "Round", "Sign", "Sin", "Cos", "Tan", "Not", "InstanceNormalization",
+    "LayerNormalization",
+}  # fmt: skip
+_BROADCAST = {
+    "Add", "Sub", "Mul", "Div", "Pow", "Sum", "Max", "Min", "Mean", "PRelu", "Mod", "Where",
+}  # fmt: skip
+_COMPARE = {"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor"}
+
+
+def infer_shapes(info) -> list[TensorType | None] | None:
+    """Output types of the node described by ``info`` where a rule knows them, else None."""
+    ins = [v for v in info.inputs if v is not None]
+    if not ins or info.domain != "":
+        return None
+    if info.op_type in _SAME_AS_FIRST:
+        return [ins[0].type]
+    if info.op_type in _BROADCAST or info.op_type in _COMPARE:
+        shape = np.broadcast_shapes(*(tuple(v.shape) for v in ins))
+        dtype = ins[-1].dtype if info.op_type == "Where" else ins[0].dtype
+        dtype = DType.bool if info.op_type in _COMPARE else dtype
+        return [TensorType(dtype, shape)]
+    return None

@@ -1,0 +1,252 @@
+"""The typed SSA graph: values, ops with attributes, constants, and the kernel-level forms.
+
+One Graph type serves every stage. Before lowering, ops are ONNX ops (kind = op_type).
+Lowering turns each (fused) group into a ``kernel`` op that owns its dispatches, or a
+``view`` op that aliases its input's storage. Memory planning then gives every value
+that needs storage a Placement.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .types import DType, TensorType, storage_nbytes
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a value lives after planning: a byte range of a named buffer."""
+
+    buffer: str
+    offset: int
+    size: int
+
+
+@dataclass
+class Binding:
+    """One storage binding of a dispatch: a byte range of a value, read or written."""
+
+    value: Value
+    offset: int = 0
+    size: int | None = None  # None: the whole value
+    write: bool = False
+
+    @property
+    def nbytes(self) -> int:
+        return self.value.nbytes - self.offset if self.size is None else self.size
+
+
+@dataclass
+class Dispatch:
+    """One compute dispatch: a shader, its bindings in binding order, a workgroup grid."""
+
+    shader: str
+    grid: tuple[int, int, int]
+    bindings: list[Binding]
+
+
+class Value:
+    """An SSA value. Constants carry their data; every other value has a producer or is a graph input."""
+
+    __slots__ = ("name", "type", "producer", "uses", "data", "placement", "__weakref__")
+
+    def __init__(self, name: str, type: TensorType, data: np.ndarray | None = None):
+        self.name = name
+        self.type = type
+        self.producer: Op | None = None
+        self.uses: list[Op] = []
+        self.data = data
+        self.placement: Placement | None = None
+
+    @property
+    def is_const(self) -> bool:
+        return self.data is not None
+
+    @property
+    def dtype(self) -> DType:
+        return self.type.dtype
+
+    @property
+    def shape(self) -> tuple:
+        return self.type.shape
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of GPU storage (every element is stored as a 32-bit scalar)."""
+        return storage_nbytes(self.type)
+
+    def __repr__(self) -> str:
+        return f"%{self.name}: {self.type}"
+
+
+class Op:
+    """An operation: ONNX op kinds before lowering, ``kernel`` / ``view`` after."""
+
+    __slots__ = ("kind", "domain", "name", "inputs", "outputs", "attrs", "dispatches")
+
+    def __init__(
+        self,
+        kind: str,
+        inputs: Iterable[Value | None],
+        outputs: Iterable[Value],
+        attrs: dict[str, Any] | None = None,
+        name: str = "",
+        domain: str = "",
+        dispatches: list[Dispatch] | None = None,
+    ):
+        self.kind = kind
+        self.domain = domain
+        self.name = name
+        self.inputs: list[Value | None] = list(inputs)
+        self.outputs: list[Value] = list(outputs)
+        self.attrs: dict[str, Any] = dict(attrs or {})
+        self.dispatches: list[Dispatch] = list(dispatches or [])
+        for v in self.inputs:
+            if v is not None:
+                v.uses.append(self)
+        for v in self.outputs:
+            v.producer = self
+
+    def input(self, i: int) -> Value | None:
+        return self.inputs[i] if i < len(self.inputs) else None
+
+    def set_input(self, i: int, v: Value | None) -> None:
+        old = self.inputs[i]
+        if old is not None:
+            old.uses.remove(self)
+        self.inputs[i] = v
+        if v is not None:
+            v.uses.append(self)
+
+    def detach(self) -> None:
+        """Drop this op's use-def links (its outputs keep their names and types)."""
+        for v in self.inputs:
+            if v is not None:
+                v.uses.remove(self)
+        for v in self.outputs:
+            if v.producer is self:
+                v.producer = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} node {self.name!r}" if self.name else f"{self.kind} node"
+
+    def __repr__(self) -> str:
+        ins = ", ".join("_" if v is None else f"%{v.name}" for v in self.inputs)
+        outs = ", ".join(f"%{v.name}" for v in self.outputs)
+        return f"{outs} = {self.kind}({ins})"
+
+
+@dataclass
+class Graph:
+    """A whole model: inputs, outputs, ops in a topological order, and what later stages add."""
+
+    name: str = "main"
+    inputs: list[Value] = field(default_factory=list)
+    outputs: list[Value] = field(default_factory=list)
+    ops: list[Op] = field(default_factory=list)
+    opset: dict[str, int] = field(default_factory=dict)
+    shaders: dict[str, str] = field(default_factory=dict)  # after lowering: name -> WGSL
+    buffers: dict[str, dict[str, Any]] = field(default_factory=dict)  # after planning
+    metadata: dict[str, Any] = field(default_factory=dict)
+    _names: set[str] = field(default_factory=set, repr=False)
+    _counter: Iterator[int] = field(default_factory=itertools.count, repr=False)
+
+    # -- construction -------------------------------------------------------------------
+    def fresh_name(self, hint: str) -> str:
+        """A value name not used yet in this graph, derived from hint."""
+        if hint and hint not in self._names:
+            self._names.add(hint)
+            return hint
+        base = hint or "v"
+        while True:
+            name = f"{base}.{next(self._counter)}"
+            if name not in self._names:
+                self._names.add(name)
+                return name
+
+    def reserve_name(self, name: str) -> None:
+        self._names.add(name)
+
+    def value(self, hint: str, type: TensorType) -> Value:
+        return Value(self.fresh_name(hint), type)
+
+    def const(self, data: np.ndarray, hint: str = "const", dtype: DType | None = None) -> Value:
+        data = np.asarray(data)
+        dt = dtype or DType.from_numpy(data.dtype)
+        data = np.ascontiguousarray(data.astype(dt.numpy, copy=False))
+        return Value(self.fresh_name(hint), TensorType(dt, data.shape), data=data)
+
+    def add_input(self, name: str, type: TensorType) -> Value:
+        v = Value(self.fresh_name(name), type)
+        self.inputs.append(v)
+        return v
+
+    def make_op(
+        self,
+        kind: str,
+        inputs: Iterable[Value | None],
+        out_types: Iterable[TensorType],
+        attrs: dict[str, Any] | None = None,
+        name: str = "",
+        out_names: Iterable[str] | None = None,
+        domain: str = "",
+    ) -> Op:
+        """Create an op with fresh output values; the caller places it in ``ops``."""
+        out_types = list(out_types)
+        hints = list(out_names) if out_names is not None else [name or kind.lower()] * len(out_types)
+        outs = [Value(self.fresh_name(h), t) for h, t in zip(hints, out_types)]
+        return Op(kind, inputs, outs, attrs, name=name, domain=domain)
+
+    def append(self, op: Op) -> Op:
+        self.ops.append(op)
+        return op
+
+    # -- rewriting ----------------------------------------------------------------------
+    def replace_uses(self, old: Value, new: Value) -> None:
+        """Point every use of ``old`` (graph outputs included) at ``new``."""
+        for op in list(old.uses):
+            for i, v in enumerate(op.inputs):
+                if v is old:
+                    op.set_input(i, new)
+        self.outputs = [new if v is old else v for v in self.outputs]
+
+    def remove_op(self, op: Op) -> None:
+        op.detach()
+        self.ops.remove(op)
+
+    # -- queries ------------------------------------------------------------------------
+    def constants(self) -> list[Value]:
+        """Constant values in first-use order (deterministic)."""
+        seen: dict[int, Value] = {}
+        for op in self.ops:
+            for v in op.inputs:
+                if v is not None and v.is_const and id(v) not in seen:
+                    seen[id(v)] = v
+        for v in self.outputs:
+            if v.is_const and id(v) not in seen:
+                seen[id(v)] = v
+        return list(seen.values())
+
+    def values(self) -> list[Value]:
+        """Every value the graph refers to, in definition order (inputs, constants, op outputs)."""
+        out: dict[int, Value] = {id(v): v for v in self.inputs}
+        for v in self.constants():
+            out.setdefault(id(v), v)
+        for op in self.ops:
+            for v in op.outputs:
+                out.setdefault(id(v), v)
+        for v in self.outputs:
+            out.setdefault(id(v), v)
+        return list(out.values())
+
+    def kernels(self) -> list[Op]:
+        return [op for op in self.ops if op.kind == "kernel"]
+
+    def dispatch_count(self) -> int:
+        return sum(len(op.dispatches) for op in self.ops)

@@ -1,0 +1,180 @@
+"""Tensor types: element dtypes and shapes whose dims are ints or named symbols."""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+Dim = int | str
+
+
+class DType(str, enum.Enum):
+    """Element types of the IR; the value is the short name used in IR text."""
+
+    f32 = "f32"
+    f16 = "f16"
+    bf16 = "bf16"
+    f64 = "f64"
+    i8 = "i8"
+    i16 = "i16"
+    i32 = "i32"
+    i64 = "i64"
+    u8 = "u8"
+    u16 = "u16"
+    u32 = "u32"
+    u64 = "u64"
+    bool = "bool"
+    string = "string"
+    c64 = "c64"
+    c128 = "c128"
+    f8e4m3fn = "f8e4m3fn"
+    f8e4m3fnuz = "f8e4m3fnuz"
+    f8e5m2 = "f8e5m2"
+    f8e5m2fnuz = "f8e5m2fnuz"
+    f8e8m0 = "f8e8m0"
+    u4 = "u4"
+    i4 = "i4"
+    u2 = "u2"
+    i2 = "i2"
+    f4e2m1 = "f4e2m1"
+    f6e2m3 = "f6e2m3"
+    f6e3m2 = "f6e3m2"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def numpy(self) -> np.dtype:
+        return _NUMPY[self]
+
+    @property
+    def itemsize(self) -> int:
+        return self.numpy.itemsize
+
+    @property
+    def is_float(self) -> bool:
+        return self in (DType.f32, DType.f16, DType.bf16, DType.f64)
+
+    @property
+    def is_int(self) -> bool:
+        return self in _INTS
+
+    @property
+    def is_signed(self) -> bool:
+        return self in (DType.i8, DType.i16, DType.i32, DType.i64) or self.is_float
+
+    @property
+    def onnx(self) -> int:
+        return _TO_ONNX[self]
+
+    @staticmethod
+    def from_onnx(elem_type: int) -> DType:
+        if elem_type not in _FROM_ONNX:
+            raise KeyError(elem_type)
+        return _FROM_ONNX[elem_type]
+
+    @staticmethod
+    def from_numpy(dtype: np.dtype) -> DType:
+        return _FROM_NUMPY[np.dtype(dtype)]
+
+
+_INTS = (DType.i8, DType.i16, DType.i32, DType.i64, DType.u8, DType.u16, DType.u32, DType.u64)
+
+# ONNX TensorProto.DataType numbers, in the order of DType's members above.
+_ONNX_CODES = {
+    "f32": 1, "u8": 2, "i8": 3, "u16": 4, "i16": 5, "i32": 6, "i64": 7, "string": 8,
+    "bool": 9, "f16": 10, "f64": 11, "u32": 12, "u64": 13, "c64": 14, "c128": 15,
+    "bf16": 16, "f8e4m3fn": 17, "f8e4m3fnuz": 18, "f8e5m2": 19, "f8e5m2fnuz": 20,
+    "u4": 21, "i4": 22, "f4e2m1": 23, "f8e8m0": 24, "u2": 25, "i2": 26,
+    "f6e2m3": 27, "f6e3m2": 28,
+}  # fmt: skip
+_TO_ONNX = {DType(k): v for k, v in _ONNX_CODES.items()}
+_FROM_ONNX = {v: k for k, v in _TO_ONNX.items()}
+
+
+def _numpy_table() -> dict[DType, np.dtype]:
+    from onnx import helper  # the onnx package knows the ml_dtypes names of exotic types
+
+    table = {}
+    for dt, code in _TO_ONNX.items():
+        try:
+            table[dt] = np.dtype(helper.tensor_dtype_to_np_dtype(code))
+        except (KeyError, TypeError, ValueError):
+            table[dt] = np.dtype(object)
+    return table
+
+
+try:
+    _NUMPY = _numpy_table()
+except ImportError:  # runtime-only installs need no onnx; the plain numpy types suffice there
+    _NUMPY = {
+        dt: np.dtype(n)
+        for dt, n in [
+            (DType.f32, "float32"), (DType.f16, "float16"), (DType.f64, "float64"),
+            (DType.i8, "int8"), (DType.i16, "int16"), (DType.i32, "int32"), (DType.i64, "int64"),
+            (DType.u8, "uint8"), (DType.u16, "uint16"), (DType.u32, "uint32"),
+            (DType.u64, "uint64"), (DType.bool, "bool"), (DType.string, "object"),
+        ]
+    }  # fmt: skip
+_FROM_NUMPY = {v: k for k, v in reversed(list(_NUMPY.items())) if v != np.dtype(object)}
+
+
+@dataclass(frozen=True)
+class TensorType:
+    """A dtype and a shape; each dim is an int or a named symbol."""
+
+    dtype: DType
+    shape: tuple[Dim, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(self.shape))
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def is_static(self) -> bool:
+        return all(isinstance(d, int) for d in self.shape)
+
+    @property
+    def numel(self) -> int:
+        if not self.is_static:
+            raise ValueError(f"shape {self} has symbolic dims")
+        return math.prod(self.shape)  # type: ignore[arg-type]
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.dtype.itemsize
+
+    def with_shape(self, shape) -> TensorType:
+        return TensorType(self.dtype, tuple(shape))
+
+    def with_dtype(self, dtype: DType) -> TensorType:
+        return TensorType(dtype, self.shape)
+
+    def __str__(self) -> str:
+        return f"{self.dtype}[{','.join(str(d) for d in self.shape)}]"
+
+
+# The dtype policy on WGSL (DESIGN.md): every GPU tensor is stored as 32-bit scalars.
+# Floats are computed in f32, signed ints (int64 too) in i32, unsigned ints and bool in u32.
+_STORAGE = {
+    DType.f32: DType.f32, DType.f16: DType.f32, DType.bf16: DType.f32, DType.f64: DType.f32,
+    DType.i8: DType.i32, DType.i16: DType.i32, DType.i32: DType.i32, DType.i64: DType.i32,
+    DType.u8: DType.u32, DType.u16: DType.u32, DType.u32: DType.u32, DType.u64: DType.u32,
+    DType.bool: DType.u32,
+}  # fmt: skip
+
+
+def storage_dtype(dt: DType) -> DType | None:
+    """The 32-bit type a tensor of ``dt`` is stored as on the GPU, or None if it cannot be."""
+    return _STORAGE.get(dt)
+
+
+def storage_nbytes(t: TensorType) -> int:
+    """Bytes a tensor of type ``t`` occupies on the GPU (4 per element)."""
+    return t.numel * 4

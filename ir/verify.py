@@ -1,0 +1,82 @@
+"""Structural checks of a Graph, run after every pass in tests (and on request in compiles)."""
+
+from __future__ import annotations
+
+from .graph import Graph
+
+
+class VerifyError(Exception):
+    """The graph breaks an IR invariant; the message names the op and the rule."""
+
+
+def verify(g: Graph, *, static: bool = False) -> None:
+    """Check SSA form, use-def links, topological order, types and kernel bindings.
+
+    With ``static=True`` every shape must be concrete (true after the frontend binds dims).
+    """
+    defined: set[int] = set()
+    names: dict[str, int] = {}
+
+    def define(v, where: str) -> None:
+        if id(v) in defined:
+            raise VerifyError(f"{where}: value %{v.name} is defined twice")
+        if v.name in names and names[v.name] != id(v):
+            raise VerifyError(f"{where}: two values are named %{v.name}")
+        names[v.name] = id(v)
+        defined.add(id(v))
+        if static and not v.type.is_static:
+            raise VerifyError(f"{where}: %{v.name} has a symbolic shape {v.type}")
+
+    for v in g.inputs:
+        if v.producer is not None or v.is_const:
+            raise VerifyError(f"graph input %{v.name} has a producer or data")
+        define(v, "graph input")
+    for v in g.constants():
+        if tuple(v.data.shape) != tuple(v.type.shape):
+            raise VerifyError(f"constant %{v.name}: data shape {v.data.shape} != type {v.type}")
+        if v.data.dtype != v.type.dtype.numpy:
+            raise VerifyError(f"constant %{v.name}: data dtype {v.data.dtype} != {v.type.dtype}")
+        define(v, "constant")
+
+    for op in g.ops:
+        where = op.label
+        for v in op.inputs:
+            if v is None:
+                continue
+            if id(v) not in defined:
+                raise VerifyError(f"{where}: input %{v.name} is used before it is defined")
+            if op not in v.uses:
+                raise VerifyError(f"{where}: %{v.name} does not list this op among its uses")
+        for v in op.outputs:
+            if v.producer is not op:
+                raise VerifyError(f"{where}: output %{v.name} names another producer")
+            define(v, where)
+        if op.kind == "kernel":
+            if not op.dispatches:
+                raise VerifyError(f"{where}: kernel op has no dispatches")
+            io = {id(v) for v in op.inputs if v is not None} | {id(v) for v in op.outputs}
+            for d in op.dispatches:
+                if d.shader not in g.shaders:
+                    raise VerifyError(f"{where}: dispatch names unknown shader {d.shader!r}")
+                if any(n < 0 for n in d.grid) or len(d.grid) != 3:
+                    raise VerifyError(f"{where}: bad grid {d.grid}")
+                for b in d.bindings:
+                    if id(b.value) not in io:
+                        raise VerifyError(f"{where}: binding of %{b.value.name}, not an operand")
+                    if b.write and b.value.is_const:
+                        raise VerifyError(f"{where}: writes to constant %{b.value.name}")
+                    if b.offset < 0 or b.offset + b.nbytes > b.value.nbytes:
+                        raise VerifyError(f"{where}: binding of %{b.value.name} is out of range")
+        elif op.dispatches:
+            raise VerifyError(f"{where}: only kernel ops carry dispatches")
+
+    op_ids = {id(op) for op in g.ops}
+    for v in g.values():
+        if v.producer is not None and id(v.producer) not in op_ids:
+            raise VerifyError(f"%{v.name}: its producer is not in the graph")
+        for op in v.uses:
+            if id(op) not in op_ids:
+                raise VerifyError(f"%{v.name} is used by {op.label}, which is not in the graph")
+    for v in g.outputs:
+        if id(v) not in defined:
+            raise VerifyError(f"graph output %{v.name} is not defined")

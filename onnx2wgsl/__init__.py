@@ -1,0 +1,35 @@
+"""onnx2wgsl: an ahead-of-time compiler from ONNX to WGSL, with thin WebGPU runtimes.
+
+report = onnx2wgsl.compile("model.onnx", "out/")
+sess = onnx2wgsl.load("out/")
+(y,) = sess.run(None, {"x": x})
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .errors import CompileError, DeviceError, InputError, ManifestError, Onnx2WgslError, UnsupportedError
+
+
+def compile(model, output=None, *, shapes=None, dims=None, target=None, opt_level=2):
+    """Compile an ONNX model (path or ModelProto) into an artifact directory.
+
+    ``shapes`` maps input names to shapes (tuples or "1x3x224x224"); ``dims`` binds symbolic
+    dims by name. Returns the CompileReport (``.summary()`` prints it)."""
+    from .compiler import compile_model
+
+    return compile_model(model, output, shapes=shapes, dims=dims, target=target, opt_level=opt_level).report
+
+
+def load(directory, **kwargs):
+    """Load a compiled artifact on a WebGPU device: an InferenceSession ready to ``run``."""
+    from .runtime import InferenceSession
+
+    return InferenceSession(directory, **kwargs)
+
+
+__all__ = [
+    "CompileError", "DeviceError", "InputError", "ManifestError", "Onnx2WgslError",
+    "UnsupportedError", "__version__", "compile", "load",
+]  # fmt: skip

@@ -1,0 +1,5 @@
+import sys
+
+from onnx2wgsl.compiler.cli import main
+
+sys.exit(main())

@@ -1,0 +1,55 @@
+"""Errors users see: each renders as one line that names the problem and the fix."""
+
+from __future__ import annotations
+
+
+class Onnx2WgslError(Exception):
+    """Base of every error onnx2wgsl raises on purpose (the CLI prints it as one line)."""
+
+
+class CompileError(Onnx2WgslError):
+    """The model cannot be compiled as given; names the node, op type and opset when known."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        node: str | None = None,
+        op: str | None = None,
+        opset: int | None = None,
+        hint: str | None = None,
+    ):
+        self.message = message
+        self.node = node
+        self.op = op
+        self.opset = opset
+        self.hint = hint
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = ""
+        if self.op is not None:
+            where = f"{self.op} node {self.node!r}" if self.node else f"{self.op} node"
+            if self.opset is not None:
+                where += f" (opset {self.opset})"
+            where += ": "
+        text = where + self.message
+        if self.hint:
+            text += f"; {self.hint}"
+        return text
+
+
+class UnsupportedError(CompileError):
+    """An op, dtype or attribute value that onnx2wgsl cannot run on WebGPU."""
+
+
+class InputError(Onnx2WgslError, ValueError):
+    """A run was fed a wrong input name, dtype or shape."""
+
+
+class ManifestError(Onnx2WgslError):
+    """An artifact directory is missing, damaged or of an unknown format version."""
+
+
+class DeviceError(Onnx2WgslError):
+    """No WebGPU adapter, or one that lacks the features or limits an artifact needs."""

@@ -1,0 +1,278 @@
+"""The Python runtime: an interpreter of manifest.json on wgpu-py.
+
+Load builds everything once: device, buffers, weights, shader modules, pipelines, bind
+groups and the read-back buffer. ``run`` only writes inputs, encodes the recorded
+dispatches into one command encoder, copies outputs out and reads them back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from onnx2wgsl.errors import DeviceError, InputError, ManifestError
+
+from . import manifest as mf
+
+_ONNX_TYPE = {
+    "float32": "tensor(float)", "float16": "tensor(float16)", "float64": "tensor(double)",
+    "bfloat16": "tensor(bfloat16)", "int8": "tensor(int8)", "int16": "tensor(int16)",
+    "int32": "tensor(int32)", "int64": "tensor(int64)", "uint8": "tensor(uint8)",
+    "uint16": "tensor(uint16)", "uint32": "tensor(uint32)", "uint64": "tensor(uint64)",
+    "bool": "tensor(bool)",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class IOInfo:
+    """A model input or output: the names onnxruntime's NodeArg has, plus numpy's dtype."""
+
+    name: str
+    dtype: str
+    shape: list[int]
+
+    @property
+    def type(self) -> str:
+        return _ONNX_TYPE.get(self.dtype, f"tensor({self.dtype})")
+
+
+_STORAGE = {"f32": np.dtype(np.float32), "i32": np.dtype(np.int32), "u32": np.dtype(np.uint32)}
+
+
+def _kebab(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower()
+
+
+def request_device(
+    required_limits: Mapping[str, int] | None = None,
+    features: Iterable[str] = (),
+    power_preference: str = "high-performance",
+):
+    """A wgpu device that grants the limits and features an artifact was compiled against."""
+    import wgpu
+
+    os.environ.setdefault("XDG_RUNTIME_DIR", _runtime_dir())
+    adapter = wgpu.gpu.request_adapter_sync(power_preference=power_preference)
+    if adapter is None:
+        raise DeviceError(
+            "no WebGPU adapter found; install a GPU driver, or Mesa's lavapipe for a software GPU "
+            "(apt-get install mesa-vulkan-drivers)"
+        )
+    have = dict(adapter.limits)
+    need = {}
+    for key, value in (required_limits or {}).items():
+        k = _kebab(key)
+        if k not in have:
+            continue
+        if key.startswith("min"):
+            if value < have[k]:
+                raise DeviceError(
+                    f"adapter {adapter.info['device']!r} needs {key} >= {have[k]}, the artifact assumes {value}"
+                )
+        elif value > have[k]:
+            raise DeviceError(
+                f"adapter {adapter.info['device']!r} grants {key} = {have[k]}, the artifact needs {value}; "
+                "recompile for this device's limits"
+            )
+        elif value > _DEFAULTS.get(key, 0):
+            need[k] = value
+    missing = [f for f in features if f not in adapter.features]
+    if missing:
+        raise DeviceError(
+            f"adapter {adapter.info['device']!r} lacks features {missing} that the artifact needs"
+        )
+    return adapter.request_device_sync(required_limits=need, required_features=list(features))
+
+
+_DEFAULTS = {
+    "maxStorageBuffersPerShaderStage": 8,
+    "maxStorageBufferBindingSize": 134217728,
+    "maxBufferSize": 268435456,
+    "maxComputeWorkgroupStorageSize": 16384,
+    "maxComputeInvocationsPerWorkgroup": 256,
+    "maxComputeWorkgroupSizeX": 256,
+    "maxComputeWorkgroupSizeY": 256,
+    "maxComputeWorkgroupSizeZ": 64,
+    "maxComputeWorkgroupsPerDimension": 65535,
+}
+
+
+def _runtime_dir() -> str:
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"onnx2wgsl-xdg-{os.getuid()}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    return str(path)
+
+
+class InferenceSession:
+    """A compiled model on a WebGPU device; ``run`` has onnxruntime's call shape."""
+
+    def __init__(
+        self, directory: str | os.PathLike, *, device: Any = None, power_preference: str = "high-performance"
+    ):
+        import wgpu
+
+        self.path = Path(directory)
+        m = self.manifest = mf.read(self.path)
+        self._inputs = {io["name"]: io for io in m["inputs"]}
+        self._outputs = [io for io in m["outputs"]]
+        self.device = device or request_device(
+            m["target"]["limits"], m["target"]["features"], power_preference
+        )
+        dev = self.device
+        usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_DST | wgpu.BufferUsage.COPY_SRC
+        self.buffers = {
+            b["name"]: dev.create_buffer(size=b["size"], usage=usage, label=b["name"]) for b in m["buffers"]
+        }
+        self._upload_weights()
+        self.pipelines = []
+        for s in m["shaders"]:
+            code = (self.path / s["file"]).read_text()
+            module = dev.create_shader_module(code=code, label=s["name"])
+            layout = dev.create_bind_group_layout(
+                entries=[
+                    {"binding": i, "visibility": wgpu.ShaderStage.COMPUTE, "buffer": {"type": t}}
+                    for i, t in enumerate(s["bindings"])
+                ]
+            )
+            pipeline = dev.create_compute_pipeline(
+                layout=dev.create_pipeline_layout(bind_group_layouts=[layout]),
+                compute={"module": module, "entry_point": s["entry"]},
+                label=s["name"],
+            )
+            self.pipelines.append((pipeline, layout))
+        self.steps = []
+        for d in m["dispatches"]:
+            pipeline, layout = self.pipelines[d["shader"]]
+            group = dev.create_bind_group(
+                layout=layout,
+                entries=[
+                    {
+                        "binding": i,
+                        "resource": {
+                            "buffer": self.buffers[b["buffer"]],
+                            "offset": b["offset"],
+                            "size": b["size"],
+                        },
+                    }
+                    for i, b in enumerate(d["bindings"])
+                ],
+            )
+            self.steps.append((pipeline, group, tuple(d["grid"])))
+        self._readback_at = {}
+        total = 0
+        for o in self._outputs:
+            self._readback_at[o["name"]] = total
+            total += -(-o["size"] // 4) * 4
+        self._readback = dev.create_buffer(
+            size=max(total, 4), usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST, label="readback"
+        )
+
+    def _upload_weights(self) -> None:
+        w = self.manifest["weights"]
+        blob = (self.path / w["file"]).read_bytes()
+        if len(blob) != w["size"] or hashlib.sha256(blob).hexdigest() != w["sha256"]:
+            raise ManifestError(
+                f"{self.path / w['file']} does not match the manifest (size or sha256); recompile"
+            )
+        q = self.device.queue
+        for seg in w["segments"]:
+            buf = self.buffers[seg["buffer"]]
+            if "fill" in seg:
+                if seg["fill"]:  # new buffers are zeroed already
+                    q.write_buffer(
+                        buf, seg["offset"], np.full(seg["size"] // 4, seg["fill"], dtype=np.uint32)
+                    )
+            else:
+                start = seg["file_offset"]
+                q.write_buffer(buf, seg["offset"], blob[start : start + seg["size"]])
+
+    # -- onnxruntime-shaped API -----------------------------------------------------------
+    def get_inputs(self) -> list[IOInfo]:
+        return [IOInfo(io["name"], io["dtype"], list(io["shape"])) for io in self.manifest["inputs"]]
+
+    def get_outputs(self) -> list[IOInfo]:
+        return [IOInfo(io["name"], io["dtype"], list(io["shape"])) for io in self.manifest["outputs"]]
+
+    def run(
+        self, output_names: list[str] | None, input_feed: Mapping[str, Any], run_options: Any = None
+    ) -> list[np.ndarray]:
+        """Write the inputs, run every dispatch in one command encoder, read the outputs."""
+        wanted = self._select(output_names)
+        staged = [(io, self._to_storage(io, input_feed[io["name"]])) for io in self._check_feed(input_feed)]
+        q = self.device.queue
+        for io, data in staged:
+            if data.nbytes:
+                q.write_buffer(self.buffers[io["buffer"]], io["offset"], data)
+        enc = self.device.create_command_encoder()
+        cpass = enc.begin_compute_pass()
+        for pipeline, group, grid in self.steps:
+            cpass.set_pipeline(pipeline)
+            cpass.set_bind_group(0, group)
+            cpass.dispatch_workgroups(*grid)
+        cpass.end()
+        for o in wanted:
+            if o["size"]:
+                enc.copy_buffer_to_buffer(
+                    self.buffers[o["buffer"]],
+                    o["offset"],
+                    self._readback,
+                    self._readback_at[o["name"]],
+                    o["size"],
+                )
+        q.submit([enc.finish()])
+        self._readback.map_sync(1)  # wgpu.MapMode.READ
+        try:
+            raw = self._readback.read_mapped(copy=True)
+        finally:
+            self._readback.unmap()
+        out = []
+        for o in wanted:
+            at = self._readback_at[o["name"]]
+            data = np.frombuffer(raw, dtype=_STORAGE[o["storage"]], count=o["size"] // 4, offset=at)
+            out.append(_from_storage(data, o))
+        return out
+
+    def _select(self, names: list[str] | None) -> list[dict]:
+        if names is None:
+            return self._outputs
+        by_name = {o["name"]: o for o in self._outputs}
+        bad = [n for n in names if n not in by_name]
+        if bad:
+            raise InputError(f"unknown output names {bad}; the model's outputs are {list(by_name)}")
+        return [by_name[n] for n in names]
+
+    def _check_feed(self, feed: Mapping[str, Any]) -> list[dict]:
+        unknown = [n for n in feed if n not in self._inputs]
+        missing = [n for n in self._inputs if n not in feed]
+        if unknown or missing:
+            expected = ", ".join(f"{n} ({io['dtype']}{io['shape']})" for n, io in self._inputs.items())
+            what = f"unknown input names {unknown}" if unknown else f"missing inputs {missing}"
+            raise InputError(f"{what}; the model expects: {expected}")
+        return list(self._inputs.values())
+
+    @staticmethod
+    def _to_storage(io: dict, value: Any) -> np.ndarray:
+        arr = np.asarray(value)
+        if arr.dtype != np.dtype(io["dtype"]):
+            raise InputError(f"input {io['name']!r} must be {io['dtype']}, got {arr.dtype}")
+        if list(arr.shape) != list(io["shape"]):
+            raise InputError(f"input {io['name']!r} must have shape {io['shape']}, got {list(arr.shape)}")
+        st = _STORAGE[io["storage"]]
+        if arr.dtype.kind in "iu" and arr.dtype.itemsize > 4 and arr.size:
+            info = np.iinfo(st)
+            if arr.min() < info.min or arr.max() > info.max:
+                raise InputError(
+                    f"input {io['name']!r} has values outside the {st} range the GPU computes in"
+                )
+        return np.ascontiguousarray(arr, dtype=st)
+
+
+def _from_storage(data: np.ndarray, io: dict) -> np.ndarray:
+    return data.astype(np.dtype(io["dtype"])).reshape(io["shape"])
