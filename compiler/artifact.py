@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from onnx2wgsl import __version__
 from onnx2wgsl.ir import Graph, Value
 from onnx2wgsl.ir.types import storage_dtype
 from onnx2wgsl.runtime.manifest import FORMAT, MANIFEST, VERSION, validate
-
-from onnx2wgsl import __version__
 
 from .target import Target
 

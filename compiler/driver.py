@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
+
 from onnx2wgsl.ir import Graph, verify
 
 from .artifact import Artifact, build_artifact

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
-from onnx2wgsl.ir import DType, Graph, TensorType, Value
 
 from onnx2wgsl.errors import CompileError, UnsupportedError
+from onnx2wgsl.ir import DType, Graph, TensorType, Value
 
 from . import host_eval
 from .legalize import legalize
@@ -277,6 +277,9 @@ class Importer:
         attrs = attributes(node)
         if node.op_type == "Constant" and domain == "":
             outs = [self._const(_constant_value(node, attrs), node.output[0])]
+        elif node.op_type in ("Shape", "Size") and domain == "" and inputs[0].type.is_static:
+            # they depend on the (bound, static) shape alone, never on the data
+            outs = [self._const(_shape_of(node.op_type, inputs[0].shape, attrs), node.output[0])]
         elif (
             domain == ""
             and node.op_type not in host_eval.NONDETERMINISTIC
@@ -399,6 +402,15 @@ def _dtype(elem_type: int, what: str) -> DType:
         raise UnsupportedError(f"{what} has unknown element type {elem_type}") from None
 
 
+def _shape_of(op_type: str, shape: tuple[int, ...], attrs: dict[str, Any]) -> np.ndarray:
+    if op_type == "Size":
+        return np.array(int(np.prod(shape)), dtype=np.int64)
+    rank = len(shape)
+    start, end = attrs.get("start", 0), attrs.get("end", rank)
+    start, end = (min(max(i + rank if i < 0 else i, 0), rank) for i in (start, end))
+    return np.array(shape[start:end], dtype=np.int64)
+
+
 def _constant_value(node: onnx.NodeProto, attrs: dict[str, Any]) -> np.ndarray:
     if "value" in attrs:
         return np.asarray(attrs["value"])
@@ -489,7 +501,7 @@ def _upgrade(model: onnx.ModelProto) -> onnx.ModelProto:
         from onnx import version_converter
 
         try:
-            return version_converter.convert_model(model, MIN_OPSET)
+            return version_converter.convert_version(model, MIN_OPSET)
         except Exception as e:
             raise CompileError(
                 f"the model uses opset {v}; converting it to opset {MIN_OPSET} failed ({e})",

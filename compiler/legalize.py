@@ -13,9 +13,9 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-from onnx2wgsl.ir import Graph, TensorType, Value
 
 from onnx2wgsl.errors import UnsupportedError
+from onnx2wgsl.ir import Graph, TensorType, Value
 
 Rule = Callable[[Graph, "NodeInfo"], list]  # noqa: F821
 _RULES: dict[str, Rule] = {}

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from onnx2wgsl.ir import Graph, Placement, Value
-
 from onnx2wgsl.errors import CompileError
+from onnx2wgsl.ir import Graph, Placement, Value
 
 from .target import Target
 

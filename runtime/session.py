@@ -174,6 +174,20 @@ class InferenceSession:
             size=max(total, 4), usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST, label="readback"
         )
 
+    def release(self) -> None:
+        """Free the session's GPU buffers now (a device passed in by the caller stays alive)."""
+        for buf in list(self.buffers.values()) + [self._readback]:
+            buf.destroy()
+        self.buffers = {}
+        self.steps = []
+        self.pipelines = []
+
+    def __enter__(self) -> InferenceSession:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
     def _upload_weights(self) -> None:
         w = self.manifest["weights"]
         blob = (self.path / w["file"]).read_bytes()

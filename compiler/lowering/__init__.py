@@ -12,10 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import jinja2
-from onnx2wgsl.ir import Binding, Dispatch, Graph, Op, TensorType, Value
-from onnx2wgsl.ir.types import storage_dtype
 
 from onnx2wgsl.errors import UnsupportedError
+from onnx2wgsl.ir import Binding, Dispatch, Graph, Op, TensorType, Value
+from onnx2wgsl.ir.types import storage_dtype
 
 from ..target import Target
 
@@ -45,9 +45,19 @@ def lowers(*kinds: str):
     return register
 
 
-def supported_ops() -> list[str]:
+# ONNX ops that legalize into another op's IR form, and ops that only ever fold on the host.
+ALIASES = {"Flatten": "Reshape", "Squeeze": "Reshape", "Unsqueeze": "Reshape", "Dropout": "Identity"}
+HOST_ONLY = ("Constant", "ConstantOfShape", "Shape", "Size")
+_VIEWS = ("Reshape", "Identity")
+
+
+def supported_ops() -> dict[str, str]:
+    """ONNX op type -> how it runs: 'gpu' (kernels), 'view' (zero-copy) or 'folded' (host, at compile time)."""
     _load_all()
-    return sorted(_LOWERINGS)
+    table = {k: "view" if k in _VIEWS else "gpu" for k in _LOWERINGS}
+    table.update({k: table[v] for k, v in ALIASES.items()})
+    table.update({k: "folded" for k in HOST_ONLY})
+    return dict(sorted(table.items()))
 
 
 def wgsl_type(v: Value) -> str:
@@ -165,7 +175,7 @@ def lower(g: Graph, target: Target) -> Graph:
         if fn is None:
             raise ctx.error(
                 f"no WebGPU lowering for {op.domain + '.' if op.domain else ''}{op.kind}",
-                hint=f"supported ops: see `onnx2wgsl ops` ({len(_LOWERINGS)} ops)",
+                hint="`onnx2wgsl ops` lists the supported ops",
             )
         for v in list(op.inputs) + list(op.outputs):
             if v is not None and storage_dtype(v.dtype) is None:
@@ -175,12 +185,16 @@ def lower(g: Graph, target: Target) -> Graph:
         for v in op.outputs:
             assert v.producer is not None, f"lowering of {op.label} left %{v.name} unproduced"
     g.ops = ctx.ops
+    ctx.current = None
+    for v in list(g.inputs) + list(g.outputs):
+        if storage_dtype(v.dtype) is None:
+            _bad_dtype(ctx, v)
     return g
 
 
 def _bad_dtype(ctx: LowerCtx, v: Value):
     raise ctx.error(
-        f"tensor %{v.name} has dtype {v.dtype.name}, which WebGPU cannot hold",
+        f"tensor {v.name!r} has dtype {v.dtype.name}, which WebGPU cannot hold",
         hint="only float, integer and bool tensors can run on the GPU",
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from onnx2wgsl.ir import Dispatch, Op
 
 from . import WORKGROUP, LowerCtx, binding, decl, lowers

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from onnx2wgsl.ir import Dispatch, Op, Value
 
 from ..elementwise_ops import f32

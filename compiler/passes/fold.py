@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from onnx2wgsl.ir import Graph, Op
 
 from ..elementwise_ops import TABLE

@@ -1,0 +1,30 @@
+"""Shared fixtures. GPU tests need a WebGPU adapter (Mesa's lavapipe in CI): under CI=true a
+missing adapter fails the run loudly; elsewhere those tests are skipped with the reason."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def device():
+    from onnx2wgsl.errors import DeviceError
+    from onnx2wgsl.runtime import request_device
+
+    try:
+        dev = request_device()
+    except DeviceError as e:
+        if IN_CI:
+            pytest.fail(f"CI=true but no WebGPU adapter: {e}", pytrace=False)
+        pytest.skip(f"no WebGPU adapter: {e}")
+    info = dev.adapter.info
+    if IN_CI and info.get("backend_type") != "Vulkan":
+        pytest.fail(f"CI=true expects lavapipe over Vulkan, got {info.get('device')} ({info.get('backend_type')})")
+    return dev

@@ -1,0 +1,90 @@
+"""Build small ONNX models, run them through onnx2wgsl and onnxruntime, compare."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+import onnx2wgsl
+from onnx2wgsl.compiler import compile_model
+
+NP_TO_ONNX = {
+    np.dtype(np.float32): TensorProto.FLOAT,
+    np.dtype(np.float64): TensorProto.DOUBLE,
+    np.dtype(np.float16): TensorProto.FLOAT16,
+    np.dtype(np.int32): TensorProto.INT32,
+    np.dtype(np.int64): TensorProto.INT64,
+    np.dtype(np.bool_): TensorProto.BOOL,
+}
+
+
+def node_model(
+    op_type: str,
+    inputs: dict[str, np.ndarray],
+    attrs: dict | None = None,
+    *,
+    opset: int = 17,
+    initializers: dict[str, np.ndarray] | None = None,
+    n_outputs: int = 1,
+    input_order: Sequence[str] | None = None,
+) -> onnx.ModelProto:
+    """A one-node model: runtime inputs from ``inputs``, constants from ``initializers``.
+
+    ``input_order`` lists the node's input names (use "" for an omitted optional input)."""
+    initializers = initializers or {}
+    order = list(input_order) if input_order is not None else list(inputs) + list(initializers)
+    outs = [f"y{i}" for i in range(n_outputs)]
+    node = helper.make_node(op_type, order, outs, **(attrs or {}))
+    graph = helper.make_graph(
+        [node],
+        op_type.lower(),
+        [helper.make_tensor_value_info(n, NP_TO_ONNX[a.dtype], a.shape) for n, a in inputs.items()],
+        [helper.make_value_info(o, onnx.TypeProto()) for o in outs],
+        [numpy_helper.from_array(a, n) for n, a in initializers.items()],
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = min(m.ir_version, 8)
+    return onnx.shape_inference.infer_shapes(m)
+
+
+def ort_run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def reference_run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """onnx's reference evaluator, for cases onnxruntime's CPU provider does not implement."""
+    from onnx.reference import ReferenceEvaluator
+
+    return [np.asarray(y) for y in ReferenceEvaluator(model).run(None, feeds)]
+
+
+def gpu_run(model: onnx.ModelProto, feeds: dict[str, np.ndarray], device, **compile_kwargs) -> list[np.ndarray]:
+    with tempfile.TemporaryDirectory() as out:
+        compile_model(model, out, verify_ir=True, **compile_kwargs)
+        sess = onnx2wgsl.load(out, device=device)
+        return sess.run(None, feeds)
+
+
+def assert_close(got: list[np.ndarray], want: list[np.ndarray], rtol: float = 1e-4, atol: float = 1e-5) -> None:
+    assert len(got) == len(want)
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g.shape == w.shape, f"output {i}: shape {g.shape} != {w.shape}"
+        assert g.dtype == w.dtype, f"output {i}: dtype {g.dtype} != {w.dtype}"
+        np.testing.assert_allclose(g, w, rtol=rtol, atol=atol, err_msg=f"output {i}")
+
+
+def check_against_ort(model, feeds, device, rtol=1e-4, atol=1e-5, **compile_kwargs):
+    assert_close(gpu_run(model, feeds, device, **compile_kwargs), ort_run(model, feeds), rtol, atol)
+
+
+def rand(*shape, seed=0, low=-1.0, high=1.0, dtype=np.float32) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(low, high, shape).astype(dtype)

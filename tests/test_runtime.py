@@ -1,0 +1,139 @@
+"""The Python runtime: load builds everything once; run only encodes; inputs are checked."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import wgpu
+from helpers import node_model, ort_run, rand
+from onnx import helper
+
+import onnx2wgsl
+from onnx2wgsl.errors import InputError, ManifestError
+
+pytestmark = pytest.mark.gpu
+
+
+def _two_layer_model():
+    x = helper.make_tensor_value_info("x", 1, [2, 8])
+    y = helper.make_tensor_value_info("y", 1, [2, 4])
+    z = helper.make_tensor_value_info("z", 1, [2, 8])
+    w = helper.make_tensor("w", 1, [8, 4], rand(8, 4).ravel().tolist())
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"]),
+        helper.make_node("Relu", ["h"], ["y"]),
+        helper.make_node("Sigmoid", ["x"], ["z"]),
+    ]
+    g = helper.make_graph(nodes, "two", [x], [y, z], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+@pytest.fixture
+def session(tmp_path, device):
+    onnx2wgsl.compile(_two_layer_model(), tmp_path / "a")
+    with onnx2wgsl.load(tmp_path / "a", device=device) as sess:
+        yield sess
+
+
+COUNTED = ("create_compute_pipeline", "create_compute_pipeline_async", "create_bind_group", "create_shader_module",
+           "create_bind_group_layout", "create_pipeline_layout", "create_buffer", "create_buffer_with_data")  # fmt: skip
+
+
+def test_run_creates_no_gpu_objects(session, monkeypatch):
+    calls = {name: 0 for name in COUNTED}
+    dev_cls = type(session.device)
+    for name in COUNTED:
+        original = getattr(dev_cls, name)
+
+        def counting(self, *a, __name=name, __orig=original, **k):
+            calls[__name] += 1
+            return __orig(self, *a, **k)
+
+        monkeypatch.setattr(dev_cls, name, counting)
+    # the counter sees creations: prove it with one (outside run) before trusting a zero
+    session.device.create_bind_group_layout(entries=[])
+    assert calls["create_bind_group_layout"] == 1
+    calls["create_bind_group_layout"] = 0
+    x = rand(2, 8)
+    for _ in range(3):
+        session.run(None, {"x": x})
+    assert calls == {name: 0 for name in COUNTED}
+
+
+def test_outputs_and_selection(session):
+    x = rand(2, 8)
+    y, z = session.run(None, {"x": x})
+    want_y, want_z = ort_run(_two_layer_model(), {"x": x})
+    np.testing.assert_allclose(y, want_y, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(z, want_z, rtol=1e-5, atol=1e-6)
+    (z2,) = session.run(["z"], {"x": x})
+    np.testing.assert_array_equal(z2, z)
+
+
+def test_io_metadata(session):
+    (i,) = session.get_inputs()
+    assert (i.name, i.dtype, i.shape, i.type) == ("x", "float32", [2, 8], "tensor(float)")
+    assert [o.name for o in session.get_outputs()] == ["y", "z"]
+    assert session.get_outputs()[0].shape == [2, 4]
+
+
+def test_repeated_runs_are_independent(session):
+    a, b = rand(2, 8, seed=1), rand(2, 8, seed=2)
+    ya = session.run(None, {"x": a})
+    session.run(None, {"x": b})
+    ya2 = session.run(None, {"x": a})
+    for p, q in zip(ya, ya2):
+        np.testing.assert_array_equal(p, q)
+
+
+@pytest.mark.parametrize(
+    "feed,message",
+    [
+        ({"nope": rand(2, 8)}, "unknown input names ['nope']; the model expects: x (float32[2, 8])"),
+        ({}, "missing inputs ['x']"),
+        ({"x": rand(2, 8).astype(np.float64)}, "input 'x' must be float32, got float64"),
+        ({"x": rand(8, 2)}, "input 'x' must have shape [2, 8], got [8, 2]"),
+    ],
+)
+def test_bad_feeds_name_what_was_expected(session, feed, message):
+    with pytest.raises(InputError) as e:
+        session.run(None, feed)
+    assert message in str(e.value)
+
+
+def test_unknown_output_name(session):
+    with pytest.raises(InputError, match=r"unknown output names \['w'\]; the model's outputs are \['y', 'z'\]"):
+        session.run(["w"], {"x": rand(2, 8)})
+
+
+def test_damaged_artifacts_are_refused(tmp_path, device):
+    with pytest.raises(ManifestError, match="not a compiled artifact"):
+        onnx2wgsl.load(tmp_path, device=device)
+    onnx2wgsl.compile(_two_layer_model(), tmp_path / "a")
+    blob = (tmp_path / "a" / "weights.bin").read_bytes()
+    (tmp_path / "a" / "weights.bin").write_bytes(blob[:-4] + b"\0\0\0\1")
+    with pytest.raises(ManifestError, match="does not match the manifest"):
+        onnx2wgsl.load(tmp_path / "a", device=device)
+    m = (tmp_path / "a" / "manifest.json").read_text().replace('"version": 1', '"version": 99')
+    (tmp_path / "a" / "manifest.json").write_text(m)
+    with pytest.raises(ManifestError, match="version 99"):
+        onnx2wgsl.load(tmp_path / "a", device=device)
+
+
+def test_int64_input_is_computed_as_int32(tmp_path, device):
+    model = node_model("Add", {"a": np.arange(6, dtype=np.int64).reshape(2, 3), "b": np.ones(3, np.int64)})
+    onnx2wgsl.compile(model, tmp_path / "a")
+    with onnx2wgsl.load(tmp_path / "a", device=device) as sess:
+        a = np.arange(6, dtype=np.int64).reshape(2, 3) - 3
+        (y,) = sess.run(None, {"a": a, "b": np.full(3, 7, np.int64)})
+        assert y.dtype == np.int64
+        np.testing.assert_array_equal(y, a + 7)
+        with pytest.raises(InputError, match="outside the int32 range"):
+            sess.run(None, {"a": a + 2**40, "b": np.ones(3, np.int64)})
+
+
+def test_adapter_is_vulkan(device):
+    assert isinstance(device, wgpu.GPUDevice)
+    assert device.adapter.info["backend_type"] in ("Vulkan", "Metal", "D3D12")
