@@ -79,14 +79,18 @@ class WebGPUBackend(Backend):
         return cls.prepare(model, device, **kwargs).run(inputs)
 
     @classmethod
-    def run_node(cls, node: onnx.NodeProto, inputs: Any, device: str = "CPU", outputs_info=None, **kwargs: Any) -> tuple:
+    def run_node(
+        cls, node: onnx.NodeProto, inputs: Any, device: str = "CPU", outputs_info=None, **kwargs: Any
+    ) -> tuple:
         """Run one node by wrapping it in a model (its outputs' types come from inference)."""
         from onnx import helper
 
         inputs = list(inputs)
         names = [n for n in node.input if n]
         graph_inputs = [
-            helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(np.asarray(x).dtype), np.asarray(x).shape)
+            helper.make_tensor_value_info(
+                n, helper.np_dtype_to_tensor_dtype(np.asarray(x).dtype), np.asarray(x).shape
+            )
             for n, x in zip(names, inputs)
         ]
         graph_outputs = [helper.make_value_info(o, onnx.TypeProto()) for o in node.output if o]

@@ -26,5 +26,7 @@ def device():
         pytest.skip(f"no WebGPU adapter: {e}")
     info = dev.adapter.info
     if IN_CI and info.get("backend_type") != "Vulkan":
-        pytest.fail(f"CI=true expects lavapipe over Vulkan, got {info.get('device')} ({info.get('backend_type')})")
+        pytest.fail(
+            f"CI=true expects lavapipe over Vulkan, got {info.get('device')} ({info.get('backend_type')})"
+        )
     return dev

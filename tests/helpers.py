@@ -67,14 +67,18 @@ def reference_run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[
     return [np.asarray(y) for y in ReferenceEvaluator(model).run(None, feeds)]
 
 
-def gpu_run(model: onnx.ModelProto, feeds: dict[str, np.ndarray], device, **compile_kwargs) -> list[np.ndarray]:
+def gpu_run(
+    model: onnx.ModelProto, feeds: dict[str, np.ndarray], device, **compile_kwargs
+) -> list[np.ndarray]:
     with tempfile.TemporaryDirectory() as out:
         compile_model(model, out, verify_ir=True, **compile_kwargs)
         sess = onnx2wgsl.load(out, device=device)
         return sess.run(None, feeds)
 
 
-def assert_close(got: list[np.ndarray], want: list[np.ndarray], rtol: float = 1e-4, atol: float = 1e-5) -> None:
+def assert_close(
+    got: list[np.ndarray], want: list[np.ndarray], rtol: float = 1e-4, atol: float = 1e-5
+) -> None:
     assert len(got) == len(want)
     for i, (g, w) in enumerate(zip(got, want)):
         assert g.shape == w.shape, f"output {i}: shape {g.shape} != {w.shape}"

@@ -22,7 +22,11 @@ from onnx2wgsl.errors import CompileError, UnsupportedError
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.mark.parametrize("name", ["squeezenet", "resnet50", "inception_v2"])
@@ -84,10 +88,14 @@ def _shape_chain_model():
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])
     nodes = [
         helper.make_node("Shape", ["x"], ["s"]),
-        helper.make_node("ConstantOfShape", ["s"], ["c"], value=numpy_helper.from_array(np.array([2.5], np.float32))),
+        helper.make_node(
+            "ConstantOfShape", ["s"], ["c"], value=numpy_helper.from_array(np.array([2.5], np.float32))
+        ),
         helper.make_node("Add", ["x", "c"], ["y"]),
     ]
-    m = helper.make_model(helper.make_graph(nodes, "g", [x], [y]), opset_imports=[helper.make_opsetid("", 13)])
+    m = helper.make_model(
+        helper.make_graph(nodes, "g", [x], [y]), opset_imports=[helper.make_opsetid("", 13)]
+    )
     m.ir_version = 8
     return m
 
@@ -100,7 +108,9 @@ def test_shape_math_folds_and_dims_bind():
 
 
 def test_unbound_dim_is_a_clear_error():
-    with pytest.raises(CompileError, match=r"unbound input dims: 'batch' \(input 'x', axis 0\); bind each with --dim"):
+    with pytest.raises(
+        CompileError, match=r"unbound input dims: 'batch' \(input 'x', axis 0\); bind each with --dim"
+    ):
         compile_model(_shape_chain_model())
 
 
@@ -136,7 +146,10 @@ def test_op_without_lowering_names_node_op_and_opset():
 def test_string_tensors_are_refused_clearly():
     x = helper.make_tensor_value_info("x", TensorProto.STRING, [2])
     y = helper.make_tensor_value_info("y", TensorProto.STRING, [2])
-    m = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
+    m = helper.make_model(
+        helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y]),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
     with pytest.raises(UnsupportedError, match="dtype string"):
         compile_model(m)
 

@@ -28,11 +28,35 @@ def test_digits_example_end_to_end(tmp_path):
 def test_readme_cli_example(tmp_path):
     model = ROOT / "examples" / "digits" / "model.onnx"
     c = subprocess.run(
-        [sys.executable, "-m", "onnx2wgsl", "compile", str(model), "-o", str(tmp_path / "d"), "--dim", "batch=1"],
+        [
+            sys.executable,
+            "-m",
+            "onnx2wgsl",
+            "compile",
+            str(model),
+            "-o",
+            str(tmp_path / "d"),
+            "--dim",
+            "batch=1",
+        ],
         capture_output=True,
         text=True,
     )
     assert c.returncode == 0, c.stderr
-    r = subprocess.run([sys.executable, "-m", "onnx2wgsl", "run", str(tmp_path / "d"), "--repeat", "3"], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "onnx2wgsl", "run", str(tmp_path / "d"), "--repeat", "3"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert "probabilities: float32[1, 10]" in r.stdout
+
+
+@pytest.mark.gpu
+def test_readme_python_example_runs(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Python")[1].split("```python")[1].split("```")[0]
+    code = block.replace('"examples/digits/model.onnx"', repr(str(ROOT / "examples" / "digits" / "model.onnx")))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "dispatches" in r.stdout

@@ -21,7 +21,10 @@ RTOL, ATOL = 1e-3, 1e-4
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "onnx2wgsl", *args], capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        [sys.executable, "-m", "onnx2wgsl", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
 
 
@@ -40,7 +43,14 @@ def test_cli_matches_shipped_reference(name, tmp_path):
     assert c.returncode == 0, c.stderr
     assert "dispatches" in c.stdout
     manifest = json.loads((out / "manifest.json").read_text())
-    r = cli("run", str(out), "--input", f"{input_name}={tmp_path / 'input.npy'}", "--expect", f"{manifest['outputs'][0]['name']}={ref}")
+    r = cli(
+        "run",
+        str(out),
+        "--input",
+        f"{input_name}={tmp_path / 'input.npy'}",
+        "--expect",
+        f"{manifest['outputs'][0]['name']}={ref}",
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert ": match" in r.stdout
 

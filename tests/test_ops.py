@@ -39,7 +39,14 @@ def test_leaky_relu(alpha, device):
     check_against_ort(node_model("LeakyRelu", {"x": x}, {"alpha": alpha}), {"x": x}, device)
 
 
-BROADCAST = [((7, 5), (7, 5)), ((2, 3, 4), (4,)), ((1,), (3, 1)), ((2, 1, 4), (3, 1)), ((1, 16, 5, 5), (16, 1, 1)), ((), (3, 2))]
+BROADCAST = [
+    ((7, 5), (7, 5)),
+    ((2, 3, 4), (4,)),
+    ((1,), (3, 1)),
+    ((2, 1, 4), (3, 1)),
+    ((1, 16, 5, 5), (16, 1, 1)),
+    ((), (3, 2)),
+]
 
 
 @pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div"])
@@ -112,7 +119,14 @@ def test_clip(opset, attrs, bounds, device):
 
 @pytest.mark.parametrize(
     "shape,opset,axis",
-    [((4, 10), 13, -1), ((2, 3, 7), 13, 1), ((2, 3, 4, 5), 11, 1), ((2, 3, 4, 5), 11, 3), ((1, 1000), 9, 1), ((3, 300), 13, 0)],
+    [
+        ((4, 10), 13, -1),
+        ((2, 3, 7), 13, 1),
+        ((2, 3, 4, 5), 11, 1),
+        ((2, 3, 4, 5), 11, 3),
+        ((1, 1000), 9, 1),
+        ((3, 300), 13, 0),
+    ],
 )
 @pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
 def test_softmax(op, shape, opset, axis, device):
@@ -145,7 +159,9 @@ def test_conv(xs, ws, attrs, bias, device):
     inits = {"w": rand(*ws, seed=1)}
     if bias:
         inits["b"] = rand(ws[0], seed=2)
-    check_against_ort(node_model("Conv", {"x": x}, attrs, initializers=inits), {"x": x}, device, rtol=1e-4, atol=1e-4)
+    check_against_ort(
+        node_model("Conv", {"x": x}, attrs, initializers=inits), {"x": x}, device, rtol=1e-4, atol=1e-4
+    )
 
 
 # -- normalization ---------------------------------------------------------------------------
@@ -162,7 +178,9 @@ def _bn_params(c, seed=0):
 @pytest.mark.parametrize("shape,opset", [((2, 3, 5, 5), 15), ((1, 4, 6), 9), ((2, 5), 7)])
 def test_batchnorm_constant_stats(shape, opset, device):
     x = rand(*shape)
-    model = node_model("BatchNormalization", {"x": x}, {"epsilon": 1e-3}, opset=opset, initializers=_bn_params(shape[1]))
+    model = node_model(
+        "BatchNormalization", {"x": x}, {"epsilon": 1e-3}, opset=opset, initializers=_bn_params(shape[1])
+    )
     check_against_ort(model, {"x": x}, device)
 
 
@@ -215,7 +233,13 @@ def test_pool(op, xs, attrs, device):
 @pytest.mark.parametrize("include", [0, 1])
 def test_average_pool_count_include_pad(include, device):
     x = rand(1, 2, 7, 7)
-    attrs = {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "count_include_pad": include, "ceil_mode": 1}
+    attrs = {
+        "kernel_shape": [3, 3],
+        "strides": [2, 2],
+        "pads": [1, 1, 1, 1],
+        "count_include_pad": include,
+        "ceil_mode": 1,
+    }
     check_against_ort(node_model("AveragePool", {"x": x}, attrs), {"x": x}, device)
 
 
@@ -317,7 +341,9 @@ def test_flatten(axis, device):
 def test_unsqueeze_squeeze(opset, device):
     x = rand(3, 4)
     if opset >= 13:
-        model = node_model("Unsqueeze", {"x": x}, initializers={"axes": np.array([0, 3], np.int64)}, opset=opset)
+        model = node_model(
+            "Unsqueeze", {"x": x}, initializers={"axes": np.array([0, 3], np.int64)}, opset=opset
+        )
     else:
         model = node_model("Unsqueeze", {"x": x}, {"axes": [0, 3]}, opset=opset)
     check_against_ort(model, {"x": x}, device)

@@ -104,7 +104,9 @@ def test_bad_feeds_name_what_was_expected(session, feed, message):
 
 
 def test_unknown_output_name(session):
-    with pytest.raises(InputError, match=r"unknown output names \['w'\]; the model's outputs are \['y', 'z'\]"):
+    with pytest.raises(
+        InputError, match=r"unknown output names \['w'\]; the model's outputs are \['y', 'z'\]"
+    ):
         session.run(["w"], {"x": rand(2, 8)})
 
 

@@ -183,7 +183,9 @@ def compare(got, want, rtol: float, atol: float) -> None:
         if w.dtype.kind in "biu":
             np.testing.assert_array_equal(g, w, err_msg=f"output {i}")
         else:
-            np.testing.assert_allclose(g.astype(np.float64), w.astype(np.float64), rtol=rtol, atol=atol, err_msg=f"output {i}")
+            np.testing.assert_allclose(
+                g.astype(np.float64), w.astype(np.float64), rtol=rtol, atol=atol, err_msg=f"output {i}"
+            )
 
 
 def read_expected(path: Path = EXPECTED_FAILURES) -> dict[str, tuple[str, str]]:
@@ -233,7 +235,9 @@ def main(argv=None) -> int:
     for suite, counts in by_suite.items():
         total = sum(counts.values())
         if args.markdown:
-            print(f"| {suite} | {total} | {counts['pass']} | " + " | ".join(str(counts[c]) for c in cats) + " |")
+            print(
+                f"| {suite} | {total} | {counts['pass']} | " + " | ".join(str(counts[c]) for c in cats) + " |"
+            )
         else:
             detail = ", ".join(f"{c} {counts[c]}" for c in cats if counts[c])
             print(f"{suite:18s} {counts['pass']:5d} / {total:5d} pass  ({detail})")
@@ -243,7 +247,19 @@ def main(argv=None) -> int:
           f"{len(unlisted)} failures not in expected_failures.txt; {len(fixed)} listed cases now pass")  # fmt: skip
     if args.json:
         Path(args.json).write_text(
-            json.dumps([{"id": r.case.id, "ok": r.ok, "category": r.category, "message": r.message, "seconds": round(r.seconds, 3)} for r in results], indent=1)
+            json.dumps(
+                [
+                    {
+                        "id": r.case.id,
+                        "ok": r.ok,
+                        "category": r.category,
+                        "message": r.message,
+                        "seconds": round(r.seconds, 3),
+                    }
+                    for r in results
+                ],
+                indent=1,
+            )
         )
     return 0
 

@@ -20,7 +20,9 @@ HERE = Path(__file__).resolve().parent
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default=str(HERE / "out"), help="artifact directory (default: examples/digits/out)")
+    ap.add_argument(
+        "--out", default=str(HERE / "out"), help="artifact directory (default: examples/digits/out)"
+    )
     args = ap.parse_args()
 
     data = np.load(HERE / "digits_test.npz")
@@ -45,7 +47,9 @@ def main() -> int:
     print(f"\nclassified {len(images)} digits: accuracy {accuracy:.3f}")
     print(f"first 10 predictions {probs.argmax(axis=1)[:10].tolist()}, labels {labels[:10].tolist()}")
     print(f"run time: first {times[0] * 1000:.1f} ms, median {sorted(times)[2] * 1000:.1f} ms")
-    print(f"agreement with the reference: max abs diff {diff:.2e} -> {'OK' if agree else 'MISMATCH'} (rtol 1e-3, atol 1e-4)")
+    print(
+        f"agreement with the reference: max abs diff {diff:.2e} -> {'OK' if agree else 'MISMATCH'} (rtol 1e-3, atol 1e-4)"
+    )
     return 0 if agree else 1
 
 

@@ -1,0 +1,72 @@
+"""Rewrite each ONNX node, at any opset, into its opset-independent IR form.
+
+The IR form of an op has the newest ONNX semantics, every attribute filled in (schema
+defaults included), and compile-time secondary inputs (axes, pads, shapes, clip bounds)
+moved into attributes. Shape-only ops (Reshape, Flatten, Squeeze, Unsqueeze) all become
+``Reshape``, whose output type carries the new shape; Dropout in inference becomes Identity.
+Ops without a rule here keep their kind and attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from onnx2wgsl.ir import Graph, Value
+
+Rule = Callable[[Graph, "NodeInfo"], list]  # noqa: F821
+_RULES: dict[str, Rule] = {}
+# Rules live in one module per op family below; each registers itself with @rule.
+
+
+def rule(*op_types: str):
+    def register(fn: Rule) -> Rule:
+        for t in op_types:
+            _RULES[t] = fn
+        return fn
+
+    return register
+
+
+def legalize(g: Graph, info) -> list[Value | None]:
+    """Emit the IR op(s) for one ONNX node into ``g``; return values for its outputs."""
+    _load_all()
+    fn = _RULES.get(info.op_type) if info.domain == "" else None
+    if fn is None:
+        return emit(g, info, info.op_type, info.inputs, info.attrs)
+    return fn(g, info)
+
+
+def emit(g: Graph, info, kind: str, inputs, attrs, out_types=None, out_names=None) -> list[Value]:
+    types = list(out_types if out_types is not None else info.out_types)
+    names = list(out_names if out_names is not None else info.out_names)
+    live = [i for i, (t, n) in enumerate(zip(types, names)) if t is not None]
+    op = g.make_op(
+        kind,
+        inputs,
+        [types[i] for i in live],
+        attrs,
+        name=info.name,
+        out_names=[names[i] for i in live],
+        domain=info.domain,
+    )
+    g.append(op)
+    outs: list = [None] * len(types)
+    for i, v in zip(live, op.outputs):
+        outs[i] = v
+    return outs
+
+
+def _axis(info, axis: int, rank: int) -> int:
+    if not -rank <= axis < max(rank, 1):
+        raise info.error(f"axis {axis} is out of range for rank {rank}")
+    return axis % max(rank, 1)
+
+
+def _ints(a) -> list[int]:
+    return [int(x) for x in np.asarray(a).reshape(-1)]
+
+
+def _load_all() -> None:
+    from . import elementwise, nn, tensor  # noqa: F401

@@ -1,0 +1,115 @@
+"""Legalize rules: convolution, pooling, matrix products, softmax family, normalization."""
+
+from __future__ import annotations
+
+import math
+
+from onnx2wgsl.errors import UnsupportedError
+from onnx2wgsl.ir import TensorType, Value
+
+from . import _axis, _ints, emit, rule
+
+
+# -- normalization of attributes ------------------------------------------------------------
+def _spatial(info, x: Value, kernel_shape: list[int]) -> dict:
+    """strides, dilations and explicit pads (auto_pad resolved) of a conv or pool."""
+    nd = len(kernel_shape)
+    a = info.attrs
+    strides = _ints(a.get("strides") or [1] * nd)
+    dilations = _ints(a.get("dilations") or [1] * nd)
+    pads = _ints(a.get("pads") or [0] * (2 * nd))
+    auto = a.get("auto_pad", "NOTSET") or "NOTSET"
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        pads = [0] * (2 * nd)
+        for i in range(nd):
+            size = x.shape[2 + i]
+            out = -(-size // strides[i])
+            total = max(0, (out - 1) * strides[i] + (kernel_shape[i] - 1) * dilations[i] + 1 - size)
+            small, big = total // 2, total - total // 2
+            pads[i], pads[i + nd] = (small, big) if auto == "SAME_UPPER" else (big, small)
+    elif auto == "VALID":
+        pads = [0] * (2 * nd)
+    elif auto != "NOTSET":
+        raise info.error(f"unknown auto_pad {auto!r}")
+    if len(strides) != nd or len(dilations) != nd or len(pads) != 2 * nd:
+        raise info.error("strides, dilations or pads do not match the kernel's rank")
+    return {"kernel_shape": list(kernel_shape), "strides": strides, "dilations": dilations, "pads": pads}
+
+
+@rule("Conv")
+def _conv(g, info):
+    x, w = info.inputs[0], info.inputs[1]
+    ks = _ints(info.attrs.get("kernel_shape") or w.shape[2:])
+    attrs = _spatial(info, x, ks)
+    attrs["group"] = int(info.attrs.get("group", 1))
+    return emit(g, info, "Conv", info.inputs[:3], attrs)
+
+
+@rule("MaxPool", "AveragePool", "LpPool")
+def _pool(g, info):
+    x = info.inputs[0]
+    ks = _ints(info.attrs["kernel_shape"])
+    attrs = _spatial(info, x, ks)
+    attrs["ceil_mode"] = int(info.attrs.get("ceil_mode", 0))
+    if info.op_type == "AveragePool":
+        attrs["count_include_pad"] = int(info.attrs.get("count_include_pad", 0))
+    if info.op_type == "LpPool":
+        attrs["p"] = int(info.attrs.get("p", 2))
+    if info.op_type == "MaxPool":
+        attrs["storage_order"] = int(info.attrs.get("storage_order", 0))
+    return emit(g, info, info.op_type, info.inputs[:1], attrs)
+
+
+@rule("Gemm")
+def _gemm(g, info):
+    a = info.attrs
+    attrs = {
+        "alpha": float(a.get("alpha", 1.0)),
+        "beta": float(a.get("beta", 1.0)),
+        "transA": int(a.get("transA", 0)),
+        "transB": int(a.get("transB", 0)),
+    }
+    return emit(g, info, "Gemm", info.inputs[:3], attrs)
+
+
+@rule("Softmax", "LogSoftmax", "Hardmax")
+def _softmax(g, info):
+    x = info.inputs[0]
+    rank = x.type.rank
+    default = -1 if info.opset >= 13 else 1
+    axis = _axis(info, int(info.attrs.get("axis", default)), rank)
+    if info.opset >= 13 or axis == rank - 1:
+        return emit(g, info, info.op_type, [x], {"axis": axis})
+    # Before opset 13 the input is coerced to 2-D at axis: a free view around a 2-D softmax.
+    rows = math.prod(x.shape[:axis])
+    flat = TensorType(x.dtype, (rows, math.prod(x.shape[axis:])))
+    (x2,) = emit(g, info, "Reshape", [x], {}, [flat], [info.out_names[0] + ".2d"])
+    (y2,) = emit(g, info, info.op_type, [x2], {"axis": 1}, [flat], [info.out_names[0] + ".2d"])
+    return emit(g, info, "Reshape", [y2], {})
+
+
+@rule("BatchNormalization")
+def _batchnorm(g, info):
+    if int(info.attrs.get("training_mode", 0)):
+        raise info.error("training_mode=1 is not supported (inference only)", cls=UnsupportedError)
+    if info.opset < 9 and not int(info.attrs.get("spatial", 1)):
+        # spatial=0: statistics per (C, H, W) element, not per channel
+        attrs = {"epsilon": float(info.attrs.get("epsilon", 1e-5)), "per_activation": 1}
+    else:
+        attrs = {"epsilon": float(info.attrs.get("epsilon", 1e-5))}
+    live = [info.out_types[0]] + [None] * (len(info.out_types) - 1)
+    if any(t is not None for t in info.out_types[1:]):
+        raise info.error("running-statistics outputs are training-only", cls=UnsupportedError)
+    return emit(g, info, "BatchNormalization", info.inputs[:5], attrs, out_types=live)
+
+
+@rule("LRN")
+def _lrn(g, info):
+    a = info.attrs
+    attrs = {
+        "size": int(a["size"]),
+        "alpha": float(a.get("alpha", 1e-4)),
+        "beta": float(a.get("beta", 0.75)),
+        "bias": float(a.get("bias", 1.0)),
+    }
+    return emit(g, info, "LRN", info.inputs[:1], attrs)
