@@ -56,7 +56,9 @@ def test_readme_cli_example(tmp_path):
 def test_readme_python_example_runs(tmp_path):
     readme = (ROOT / "README.md").read_text()
     block = readme.split("## Python")[1].split("```python")[1].split("```")[0]
-    code = block.replace('"examples/digits/model.onnx"', repr(str(ROOT / "examples" / "digits" / "model.onnx")))
+    code = block.replace(
+        '"examples/digits/model.onnx"', repr(str(ROOT / "examples" / "digits" / "model.onnx"))
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "dispatches" in r.stdout
