@@ -197,6 +197,8 @@ class InferenceSession:
             )
         q = self.device.queue
         for seg in w["segments"]:
+            if not seg["size"]:
+                continue
             buf = self.buffers[seg["buffer"]]
             if "fill" in seg:
                 if seg["fill"]:  # new buffers are zeroed already
@@ -274,7 +276,7 @@ class InferenceSession:
     @staticmethod
     def _to_storage(io: dict, value: Any) -> np.ndarray:
         arr = np.asarray(value)
-        if arr.dtype != np.dtype(io["dtype"]):
+        if arr.dtype != numpy_dtype(io["dtype"]):
             raise InputError(f"input {io['name']!r} must be {io['dtype']}, got {arr.dtype}")
         if list(arr.shape) != list(io["shape"]):
             raise InputError(f"input {io['name']!r} must have shape {io['shape']}, got {list(arr.shape)}")
@@ -288,5 +290,15 @@ class InferenceSession:
         return np.ascontiguousarray(arr, dtype=st)
 
 
+def numpy_dtype(name: str) -> np.dtype:
+    """numpy's dtype for a manifest dtype name; bfloat16 comes from ml_dtypes (onnx's own dependency)."""
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
 def _from_storage(data: np.ndarray, io: dict) -> np.ndarray:
-    return data.astype(np.dtype(io["dtype"])).reshape(io["shape"])
+    # float16/bfloat16/float64 were computed in f32: rounded here (to nearest even) to the declared type
+    return data.astype(numpy_dtype(io["dtype"])).reshape(io["shape"])
