@@ -52,11 +52,13 @@ def cmd_compile(args: argparse.Namespace) -> int:
         if not v.isdigit():
             raise UsageError(f"--dim {k}={v}: the value must be a non-negative integer")
         dims[k] = int(v)
+    constants = {k: _load_array(v) for k, v in _pairs(args.const, "--const").items()}
     res = compile_model(
         args.model,
         args.output,
         shapes=shapes,
         dims=dims,
+        constants=constants,
         target=args.limits,
         opt_level=args.opt_level,
         verify_ir=args.verify_ir,
@@ -180,6 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--shape", action="append", metavar="NAME=AxBxC", help="fix an input's whole shape (repeatable)"
     )
     c.add_argument("--dim", action="append", metavar="SYMBOL=N", help="bind a symbolic dim (repeatable)")
+    c.add_argument(
+        "--const",
+        action="append",
+        metavar="NAME=FILE",
+        help="freeze an input to the value in a .npy or TensorProto .pb file; it folds into the "
+        "model and is no longer an input (repeatable)",
+    )
     c.add_argument(
         "--limits",
         default=None,

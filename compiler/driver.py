@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from onnx2wgsl.ir import Graph, verify
@@ -49,8 +50,12 @@ def compile_model(
     opt_level: int = 2,
     verify_ir: bool = False,
     on_stage: Callable[[str, Graph], None] | None = None,
+    constants: dict[str, np.ndarray] | None = None,
 ) -> CompileResult:
-    """Compile an ONNX model (path or proto) into an artifact; write it if ``output`` is given."""
+    """Compile an ONNX model (path or proto) into an artifact; write it if ``output`` is given.
+
+    ``constants`` freezes graph inputs to the given arrays (see ``frontend.import_model``);
+    an op that needs an input's value at compile time raises ConstantRequiredError naming it."""
     t0 = time.perf_counter()
     tgt = get_target(target)
     proto = load_model(model)
@@ -64,7 +69,7 @@ def compile_model(
         if on_stage is not None:
             on_stage(name, g)
 
-    g, warnings = import_model(proto, _parse_shapes(shapes), dims)
+    g, warnings = import_model(proto, _parse_shapes(shapes), dims, constants)
     g.metadata["input_names"] = [v.name for v in g.inputs]
     stage("import", g)
     g = run_passes(g, pipeline(opt_level), after=stage)
@@ -94,7 +99,8 @@ def compile_model(
         target=tgt.name,
         output=str(output) if output is not None else None,
         warnings=warnings,
-        notes=_notes(g),
+        notes=_notes(g)
+        + ([f"inputs frozen to constants: {', '.join(sorted(constants))}"] if constants else []),
         seconds=time.perf_counter() - t0,
     )
     return CompileResult(g, plan, artifact, report)

@@ -9,17 +9,29 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .errors import CompileError, DeviceError, InputError, ManifestError, Onnx2WgslError, UnsupportedError
+from .errors import (
+    CompileError,
+    ConstantRequiredError,
+    DeviceError,
+    InputError,
+    ManifestError,
+    Onnx2WgslError,
+    ShapeRequiredError,
+    UnsupportedError,
+)
 
 
-def compile(model, output=None, *, shapes=None, dims=None, target=None, opt_level=2):
+def compile(model, output=None, *, shapes=None, dims=None, target=None, opt_level=2, constants=None):
     """Compile an ONNX model (path or ModelProto) into an artifact directory.
 
     ``shapes`` maps input names to shapes (tuples or "1x3x224x224"); ``dims`` binds symbolic
-    dims by name. Returns the CompileReport (``.summary()`` prints it)."""
+    dims by name; ``constants`` maps input names to arrays that freeze those inputs (they fold
+    into the model and leave its inputs). Returns the CompileReport (``.summary()`` prints it)."""
     from .compiler import compile_model
 
-    return compile_model(model, output, shapes=shapes, dims=dims, target=target, opt_level=opt_level).report
+    return compile_model(
+        model, output, shapes=shapes, dims=dims, target=target, opt_level=opt_level, constants=constants
+    ).report
 
 
 def load(directory, **kwargs):
@@ -30,6 +42,6 @@ def load(directory, **kwargs):
 
 
 __all__ = [
-    "CompileError", "DeviceError", "InputError", "ManifestError", "Onnx2WgslError",
-    "UnsupportedError", "__version__", "compile", "load",
+    "CompileError", "ConstantRequiredError", "DeviceError", "InputError", "ManifestError", "Onnx2WgslError",
+    "ShapeRequiredError", "UnsupportedError", "__version__", "compile", "load",
 ]  # fmt: skip
