@@ -434,9 +434,9 @@ class Importer:
             probe = dataclasses.replace(info, out_types=list(info.out_types))
             try:
                 legalize(Graph(name="probe"), probe)  # a scratch graph: the rule's emits go nowhere
-            except ConstantRequiredError:
-                raise
-            except Exception:  # the rule needed the types it lacks: no constant input to name
+            except CompileError:
+                raise  # the rule's own error: an input it needs as a constant, or another limit
+            except Exception:  # the rule needed the output types it lacks: nothing more to say
                 pass
         elif info.domain != "" or info.op_type not in supported_ops():
             # no rule would ask for constants and no lowering exists: that is the real error
