@@ -680,7 +680,7 @@ TABLE: dict[str, Elementwise] = {
     "PRelu": Elementwise(
         lambda a, at, t: f"select({a[1]} * {a[0]}, {a[0]}, {a[0]} >= {literal(0, t)})",
         lambda x, s, **_: np.where(x >= 0, x, x * s).astype(x.dtype),
-        types=SIGNED, arity=(2, 2), signature=_first_type,
+        types=NUM, arity=(2, 2), signature=_first_type,
     ),
     "Clip": Elementwise(_clip, _np_clip, types=NUM, arity=(1, 3), signature=_first_type),
     # -- arithmetic --------------------------------------------------------------------------

@@ -1,0 +1,749 @@
+"""Elementwise ops over every dtype they take, Cast/CastLike, zero-sized tensors and frozen
+inputs, compiled and run on the GPU against onnxruntime (CPU), or onnx.reference where
+onnxruntime lacks the op or the dtype."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import onnx
+import pytest
+from helpers import ort_run, reference_run
+from onnx import helper, numpy_helper
+
+import onnx2wgsl
+from onnx2wgsl.compiler import compile_model
+from onnx2wgsl.errors import CompileError, ConstantRequiredError, UnsupportedError
+
+pytestmark = pytest.mark.gpu
+
+INTS = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"]
+SIGNED_INTS = ["int8", "int16", "int32", "int64"]
+FLOATS = ["float32", "float16", "float64"]
+
+
+def model(op, inputs: dict, attrs=None, *, opset=17, initializers=None, order=None, n_outputs=1):
+    """A one-node model; ``inputs`` maps names to arrays (their dtype and shape are declared)."""
+    initializers = initializers or {}
+    names = list(order) if order is not None else list(inputs) + list(initializers)
+    outs = [f"y{i}" for i in range(n_outputs)]
+    node = helper.make_node(op, names, outs, **(attrs or {}))
+    graph = helper.make_graph(
+        [node],
+        op.lower(),
+        [
+            helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+            for n, a in inputs.items()
+        ],
+        [helper.make_value_info(o, onnx.TypeProto()) for o in outs],
+        [numpy_helper.from_array(a, n) for n, a in initializers.items()],
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8 if opset < 21 else 10
+    return onnx.shape_inference.infer_shapes(m)
+
+
+def gpu(m, feeds, device, **kw):
+    with tempfile.TemporaryDirectory() as out:
+        compile_model(m, out, verify_ir=True, **kw)
+        with onnx2wgsl.load(out, device=device) as sess:
+            return sess.run(None, feeds)
+
+
+def expected(m, feeds, ref):
+    return ort_run(m, feeds) if ref == "ort" else reference_run(m, feeds)
+
+
+def check(m, feeds, device, ref="ort", rtol=1e-5, atol=1e-6):
+    got, want = gpu(m, feeds, device), expected(m, feeds, ref)
+    assert len(got) == len(want)
+    for i, (g, w) in enumerate(zip(got, want)):
+        w = np.asarray(w)
+        assert g.shape == w.shape, f"output {i}: shape {g.shape} != {w.shape}"
+        assert g.dtype == w.dtype, f"output {i}: dtype {g.dtype} != {w.dtype}"
+        if w.dtype.kind in "biu":
+            np.testing.assert_array_equal(g, w, err_msg=f"output {i}")
+        else:
+            np.testing.assert_allclose(
+                g.astype(np.float64), w.astype(np.float64), rtol=rtol, atol=atol, err_msg=f"output {i}"
+            )
+    return got
+
+
+def rand(shape, dtype="float32", low=-3.0, high=3.0, seed=0):
+    rng = np.random.default_rng(seed)
+    dt = np.dtype(dtype)
+    if dt == np.bool_:
+        return rng.random(shape) < 0.5
+    if dt.kind in "iu":
+        info = np.iinfo(dt)
+        lo, hi = max(int(low), int(info.min)), min(int(high), int(info.max))
+        return rng.integers(lo, hi + 1, size=shape).astype(dt)
+    return rng.uniform(low, high, shape).astype(dt)
+
+
+SHAPES = [(7,), (3, 5, 17), (2, 3, 4, 5)]
+
+# -- float unary math and activations ------------------------------------------------------------
+UNARY = {
+    # op: (low, high, attrs, opset, reference)
+    "Sin": (-6, 6, {}, 17, "ort"),
+    "Cos": (-6, 6, {}, 17, "ort"),
+    "Tan": (-1.4, 1.4, {}, 17, "ort"),
+    "Asin": (-0.99, 0.99, {}, 17, "ort"),
+    "Acos": (-0.99, 0.99, {}, 17, "ort"),
+    "Atan": (-8, 8, {}, 17, "ort"),
+    "Sinh": (-5, 5, {}, 17, "ort"),
+    "Cosh": (-5, 5, {}, 17, "ort"),
+    "Asinh": (-8, 8, {}, 17, "ort"),
+    "Acosh": (1.01, 8, {}, 17, "ort"),
+    "Atanh": (-0.95, 0.95, {}, 17, "ort"),
+    "Floor": (-8, 8, {}, 17, "ort"),
+    "Ceil": (-8, 8, {}, 17, "ort"),
+    "Reciprocal": (0.5, 4, {}, 17, "ort"),
+    "Softplus": (-30, 30, {}, 17, "ort"),
+    "Softsign": (-6, 6, {}, 17, "ort"),
+    "HardSwish": (-5, 5, {}, 17, "ort"),
+    "Mish": (-12, 12, {}, 18, "ort"),
+    "Selu": (-4, 4, {"alpha": 1.5, "gamma": 2.0}, 17, "ort"),
+    "Elu": (-4, 4, {"alpha": 0.7}, 17, "ort"),
+    "Celu": (-4, 4, {"alpha": 1.3}, 17, "ort"),
+    "HardSigmoid": (-6, 6, {"alpha": 0.3, "beta": 0.4}, 17, "ort"),
+    "ThresholdedRelu": (-3, 3, {"alpha": 0.5}, 17, "ort"),
+    "Shrink": (-3, 3, {"lambd": 0.8, "bias": 0.3}, 17, "ort"),
+    "Gelu": (-5, 5, {}, 20, "ort"),
+    "Swish": (-8, 8, {"alpha": 0.7}, 24, "onnx"),
+    "Sigmoid": (-20, 20, {}, 17, "ort"),
+    "Tanh": (-12, 12, {}, 17, "ort"),
+    "Exp": (-10, 10, {}, 17, "ort"),
+    "Log": (0.001, 100, {}, 17, "ort"),
+    "Sqrt": (0, 100, {}, 17, "ort"),
+    "Erf": (-4, 4, {}, 17, "ort"),
+    "Abs": (-4, 4, {}, 17, "ort"),
+    "Neg": (-4, 4, {}, 17, "ort"),
+    "Relu": (-4, 4, {}, 17, "ort"),
+    "Sign": (-4, 4, {}, 17, "ort"),
+    "LeakyRelu": (-4, 4, {"alpha": 0.1}, 17, "ort"),
+}
+
+
+@pytest.mark.parametrize("op", sorted(UNARY))
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_unary_float(op, shape, device):
+    low, high, attrs, opset, ref = UNARY[op]
+    x = rand(shape, low=low, high=high, seed=len(shape))
+    check(model(op, {"x": x}, attrs, opset=opset), {"x": x}, device, ref, rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize(
+    "op", ["Tanh", "Sinh", "Asinh", "Atanh", "Softplus", "Mish", "Elu", "Selu", "Celu", "Gelu", "Sin", "Tan"]
+)
+def test_small_arguments_keep_relative_precision(op, device):
+    """Near 0, formulas like (e^x - e^-x) / 2 cancel; the results must stay relatively exact."""
+    x = np.array([1e-7, -1e-7, 3e-5, -3e-5, 1e-3, -1e-3, 0.02, -0.02, -10.0, -20.0], np.float32)
+    if op == "Atanh":
+        x = x[np.abs(x) < 1]
+    opset = {"Gelu": 20, "Mish": 18}.get(op, 17)
+    (got,) = gpu(model(op, {"x": x}, opset=opset), {"x": x}, device)
+    # the exact value: onnx's reference in float64 (onnxruntime's float32 exp(x) - 1 cancels too)
+    x64 = x.astype(np.float64)
+    (want,) = reference_run(model(op, {"x": x64}, opset=opset), {"x": x64})
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-30)
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu(approximate, device):
+    x = rand((4, 33), low=-6, high=6)
+    check(
+        model("Gelu", {"x": x}, {"approximate": approximate}, opset=20),
+        {"x": x},
+        device,
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_round_is_half_to_even(device):
+    x = np.array([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 3.5, 2.4, 2.6, -2.6, 0.0, 1e7 + 0.5], np.float32)
+    check(model("Round", {"x": x}), {"x": x}, device, rtol=0, atol=0)
+
+
+def _specials(dtype="float32"):
+    return np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1.5, -2.0, 3e38, -1e-40], dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_isnan(dtype, device):
+    x = _specials(dtype)
+    check(model("IsNaN", {"x": x}, opset=20), {"x": x}, device)
+
+
+@pytest.mark.parametrize("neg,pos", [(1, 1), (0, 1), (1, 0), (0, 0)])
+def test_isinf(neg, pos, device):
+    x = _specials()
+    m = model("IsInf", {"x": x}, {"detect_negative": neg, "detect_positive": pos}, opset=20)
+    check(m, {"x": x}, device)
+
+
+def test_nan_passes_through_sign_and_minmax(device):
+    a = _specials()
+    b = np.array([1.0, np.nan, 0.0, 2.0, np.nan, 1.0, np.inf, -np.inf, 1.0, 2.0], np.float32)
+    for op in ("Max", "Min"):
+        got = gpu(model(op, {"a": a, "b": b}), {"a": a, "b": b}, device)[0]
+        np.testing.assert_array_equal(got, (np.maximum if op == "Max" else np.minimum)(a, b))
+    got = gpu(model("Sign", {"a": a}), {"a": a}, device)[0]
+    np.testing.assert_array_equal(got, np.sign(a))
+
+
+@pytest.mark.parametrize("slope_shape", [(1,), (4,), (3, 1, 1), (2, 3, 1, 4), ()], ids=str)
+def test_prelu_slope_broadcast(slope_shape, device):
+    x = rand((2, 3, 5, 4))
+    s = rand(slope_shape, low=0.05, high=0.5, seed=3)
+    check(model("PRelu", {"x": x}, initializers={"s": s}), {"x": x}, device)
+    check(model("PRelu", {"x": x, "s": s}), {"x": x, "s": s}, device)
+
+
+@pytest.mark.parametrize("dtype", ["int32", "int64", "uint32"])
+def test_prelu_int(dtype, device):
+    x = rand((3, 6), dtype, -50, 50)
+    s = rand((6,), dtype, 0, 4, seed=1)
+    check(model("PRelu", {"x": x, "s": s}, opset=16), {"x": x, "s": s}, device)
+
+
+# -- arithmetic on every dtype ---------------------------------------------------------------
+@pytest.mark.parametrize("op", ["Add", "Sub", "Mul"])
+@pytest.mark.parametrize("dtype", INTS + FLOATS)
+def test_arith_dtypes(op, dtype, device):
+    """Results wrap like onnxruntime's (narrow ints wrap in their own width)."""
+    lo, hi = (-200, 200) if dtype[0] != "u" else (0, 300)
+    a, b = rand((3, 4), dtype, lo, hi, seed=1), rand((4,), dtype, lo, hi, seed=2)
+    if dtype == "uint64" and op == "Sub":  # uint64 computes in 32 bits: keep results in range
+        a = a + np.uint64(300)
+    check(model(op, {"a": a, "b": b}), {"a": a, "b": b}, device, rtol=2e-3 if dtype == "float16" else 1e-5)
+
+
+@pytest.mark.parametrize("dtype", INTS)
+def test_int_div_truncates(dtype, device):
+    signed = dtype[0] == "i"
+    a = rand((5, 6), dtype, -100 if signed else 0, 100, seed=1)
+    b = rand((5, 6), dtype, -9 if signed else 1, 9, seed=2)
+    b[b == 0] = 3
+    check(model("Div", {"a": a, "b": b}), {"a": a, "b": b}, device)
+
+
+@pytest.mark.parametrize("fmod", [0, 1])
+@pytest.mark.parametrize("dtype", INTS + ["float32", "float16"])
+def test_mod(fmod, dtype, device):
+    if dtype.startswith("float") and not fmod:
+        a, b = rand((4, 5), dtype, -10, 10, seed=1), rand((4, 5), dtype, -4, 4, seed=2)
+    else:
+        signed = dtype[0] != "u"
+        a = rand((4, 5), dtype, -50 if signed else 0, 50, seed=1)
+        b = rand((4, 5), dtype, -7 if signed else 1, 7, seed=2)
+    b[b == 0] = 3
+    ref = "ort" if fmod or not dtype.startswith("float") else "onnx"
+    check(model("Mod", {"a": a, "b": b}, {"fmod": fmod}), {"a": a, "b": b}, device, ref, rtol=1e-3, atol=1e-5)
+
+
+def test_mod_float_edge_cases(device):
+    x = np.array(
+        [0.0, -0.0, 0.0, -0.0, -3.0, 3.0, -1.0, 1.0, np.inf, -np.inf, 1.0, 1.0, np.nan, 1.0], np.float32
+    )
+    y = np.array(
+        [-2.0, 2.0, 2.0, -2.0, np.inf, np.inf, -np.inf, -np.inf, 2.0, 2.0, 0.0, -0.0, 2.0, np.nan], np.float32
+    )
+    got = gpu(model("Mod", {"x": x, "y": y}, {"fmod": 0}), {"x": x, "y": y}, device)[0]
+    with np.errstate(all="ignore"):
+        want = np.mod(x, y)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(np.signbit(got[:4]), np.signbit(want[:4]))
+    got = gpu(model("Mod", {"x": x, "y": y}, {"fmod": 1}), {"x": x, "y": y}, device)[0]
+    with np.errstate(all="ignore"):
+        np.testing.assert_array_equal(got, np.fmod(x, y))
+
+
+@pytest.mark.parametrize("op", ["Abs", "Neg", "Sign", "Relu"])
+@pytest.mark.parametrize("dtype", INTS)
+def test_int_unary(op, dtype, device):
+    if op in ("Neg", "Relu") and dtype[0] == "u":
+        pytest.skip(f"{op} is not defined for unsigned types")
+    x = rand((6, 7), dtype, -120, 120)
+    ref = "ort" if op != "Relu" or dtype in ("int8", "int32") else "onnx"
+    check(model(op, {"x": x}, opset=14), {"x": x}, device, ref)
+
+
+def test_int32_overflow_wraps(device):
+    a = np.array([2**31 - 1, -(2**31), 2**30, 123456789], np.int32)
+    b = np.array([1, -1, 4, 1000], np.int32)
+    for op in ("Add", "Sub", "Mul"):
+        check(model(op, {"a": a, "b": b}), {"a": a, "b": b}, device)
+    check(model("Neg", {"a": a}), {"a": a}, device)
+    check(model("Abs", {"a": a}), {"a": a}, device)
+
+
+@pytest.mark.parametrize("op", ["Max", "Min"])
+@pytest.mark.parametrize("dtype", ["int8", "int32", "int64", "uint8", "uint32", "uint64"])
+def test_variadic_int(op, dtype, device):
+    feeds = {f"x{i}": rand((2, 3, 4) if i != 1 else (3, 1), dtype, 0, 60, seed=i) for i in range(3)}
+    check(model(op, feeds), feeds, device)
+
+
+@pytest.mark.parametrize(
+    "base,expo", [("float32", "int32"), ("float32", "int64"), ("int32", "int32"), ("int64", "int64"),
+                  ("int32", "float32"), ("int64", "float32"), ("float32", "float32")],
+)  # fmt: skip
+def test_pow_types(base, expo, device):
+    a = rand((4, 6), base, -5 if base.startswith("float") else -6, 6, seed=1)
+    if base.startswith("int") and expo.startswith("float"):
+        b = rand((4, 6), expo, 0, 4, seed=2).round()
+    elif expo.startswith("float"):
+        b = rand((4, 6), expo, -3, 3, seed=2).round()
+    else:
+        b = rand((4, 6), expo, 0, 5, seed=2)
+    check(model("Pow", {"a": a, "b": b}, opset=15), {"a": a, "b": b}, device, rtol=1e-5)
+
+
+def test_pow_integral_results_are_exact(device):
+    a = np.array([3, 5, 7, -3, 2, 10], np.int32)
+    b = np.array([3.0, 3.0, 2.0, 3.0, 10.0, 5.0], np.float32)
+    check(model("Pow", {"a": a, "b": b}, opset=15), {"a": a, "b": b}, device)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "uint8", "int32", "int64", "uint64", "float16"])
+def test_clip_dtypes(dtype, device):
+    x = rand((5, 8), dtype, 0 if dtype[0] == "u" else -100, 100)
+    lo, hi = np.array(3 if dtype[0] == "u" else -20, dtype), np.array(60, dtype)
+    check(model("Clip", {"x": x}, initializers={"lo": lo, "hi": hi}, opset=13), {"x": x}, device)
+    check(model("Clip", {"x": x}, initializers={"hi": hi}, order=["x", "", "hi"], opset=13), {"x": x}, device)
+    check(model("Clip", {"x": x, "lo": lo}, order=["x", "lo"], opset=13), {"x": x, "lo": lo}, device)
+
+
+def test_clip_runtime_max_only(device):
+    x, hi = rand((3, 4)), np.array(0.5, np.float32)
+    check(model("Clip", {"x": x, "hi": hi}, order=["x", "", "hi"], opset=13), {"x": x, "hi": hi}, device)
+
+
+# -- comparisons, logic, bitwise ------------------------------------------------------------------
+@pytest.mark.parametrize("op", ["Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual"])
+@pytest.mark.parametrize(
+    "dtype", ["float32", "float16", "int8", "int32", "int64", "uint8", "uint32", "uint64"]
+)
+def test_compare(op, dtype, device):
+    a = rand((3, 4, 5), dtype, 0, 5, seed=1)
+    b = rand((4, 1), dtype, 0, 5, seed=2)
+    if dtype.startswith("float"):
+        a, b = a.round(), b.round()  # ties, so Equal and the -OrEqual forms are exercised
+    check(model(op, {"a": a, "b": b}, opset=16), {"a": a, "b": b}, device)
+
+
+def test_equal_bool(device):
+    a, b = rand((4, 5), "bool", seed=1), rand((5,), "bool", seed=2)
+    check(model("Equal", {"a": a, "b": b}), {"a": a, "b": b}, device)
+
+
+@pytest.mark.parametrize("op", ["And", "Or", "Xor"])
+def test_logical(op, device):
+    a, b = rand((2, 3, 4), "bool", seed=1), rand((3, 1), "bool", seed=2)
+    check(model(op, {"a": a, "b": b}), {"a": a, "b": b}, device)
+
+
+def test_not(device):
+    a = rand((3, 7), "bool")
+    check(model("Not", {"a": a}), {"a": a}, device)
+
+
+@pytest.mark.parametrize("op", ["BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitwiseNot"])
+@pytest.mark.parametrize("dtype", INTS)
+def test_bitwise(op, dtype, device):
+    info = np.iinfo(
+        np.dtype(dtype) if dtype not in ("int64", "uint64") else np.int32 if dtype == "int64" else np.uint32
+    )
+    a = rand((4, 6), dtype, info.min, info.max, seed=1)
+    b = rand((6,), dtype, info.min, info.max, seed=2)
+    if op == "BitwiseNot" and dtype == "uint64":
+        pytest.skip("~x of a uint64 never fits the 32 bits uint64 computes in")
+    feeds = {"a": a} if op == "BitwiseNot" else {"a": a, "b": b}
+    check(model(op, feeds, opset=18), feeds, device)
+
+
+@pytest.mark.parametrize("direction", ["LEFT", "RIGHT"])
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64"])
+def test_bitshift(direction, dtype, device):
+    bits = 32 if dtype.endswith("64") else np.dtype(dtype).itemsize * 8
+    info = np.iinfo(np.dtype(dtype))
+    lo = max(info.min, -(2**31)) if dtype[0] == "i" else 0
+    x = rand((3, 8), dtype, lo, min(info.max, 2**31 - 1), seed=1)
+    y = rand((3, 8), dtype, 0, bits - 1, seed=2)
+    if dtype[0] == "i":
+        y[0, :3] = np.array([-1, bits, 100 if bits > 8 else 127], dtype)  # shifts past the width
+    opset = 28 if dtype[0] == "i" else 11
+    if dtype.endswith("64"):  # 64-bit types compute in 32 bits: only shifts that stay in range
+        x, y = x >> np.array(33 if dtype[0] == "u" else 34, x.dtype), np.clip(y, 0, 2)
+    check(
+        model("BitShift", {"x": x, "y": y}, {"direction": direction}, opset=opset),
+        {"x": x, "y": y},
+        device,
+        "onnx",
+    )
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int32", "int64", "uint8", "bool", "float16"])
+def test_where(dtype, device):
+    c = rand((2, 1, 5), "bool")
+    x, y = rand((3, 5), dtype, 0, 9, seed=1), rand((2, 3, 1), dtype, 0, 9, seed=2)
+    ref = "onnx" if dtype in ("bool",) else "ort"
+    check(model("Where", {"c": c, "x": x, "y": y}), {"c": c, "x": x, "y": y}, device, ref)
+
+
+# -- Cast and CastLike ---------------------------------------------------------------------
+CAST_TYPES = [
+    "float32",
+    "float16",
+    "float64",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "bool",
+]
+
+
+def _cast_input(src: str, dst: str) -> np.ndarray:
+    """Values every (src, dst) pair defines the same way in onnxruntime, numpy and on the GPU:
+    in range of both types, fractional parts where src is a float."""
+    s = np.dtype(src)
+    if s == np.bool_:
+        return np.array([True, False, True, True, False, False])
+    d = np.dtype(dst)
+    lo, hi = -100, 100
+    if d.kind == "u" or s.kind == "u":
+        lo = 0
+    if d == np.int8 or s == np.int8:
+        hi = 100
+    vals = np.array([lo, hi, 0, 1, -1 if lo < 0 else 2, 37, 99, lo + 7], np.float64)
+    if s.kind == "f":
+        vals = vals + np.array([0.0, -0.25, 0.0, 0.5, -0.75, 0.9, 0.1, 0.4])
+        vals = np.clip(vals, lo, hi)
+    return vals.astype(s)
+
+
+@pytest.mark.parametrize("src", CAST_TYPES)
+@pytest.mark.parametrize("dst", CAST_TYPES)
+def test_cast(src, dst, device):
+    x = _cast_input(src, dst)
+    to = helper.np_dtype_to_tensor_dtype(np.dtype(dst))
+    check(
+        model("Cast", {"x": x}, {"to": to}, opset=19),
+        {"x": x},
+        device,
+        rtol=1e-3 if "float16" in (src, dst) else 1e-6,
+    )
+
+
+@pytest.mark.parametrize("dst", ["int32", "uint8", "int8", "uint32", "int16"])
+def test_cast_float_to_int_wraps_like_onnxruntime(dst, device):
+    """Out-of-range floats: onnxruntime (static_cast on x86) and numpy agree on these."""
+    x = np.array(
+        [300.7, -1.5, -129.9, 70000.2, -70000.9, 255.99, 2.5e9 if dst == "uint32" else 1e5], np.float32
+    )
+    to = helper.np_dtype_to_tensor_dtype(np.dtype(dst))
+    check(model("Cast", {"x": x}, {"to": to}, opset=19), {"x": x}, device)
+
+
+@pytest.mark.parametrize("dst", ["float16", "bfloat16"])
+def test_cast_rounds_to_half_precision(dst, device):
+    """Cast to float16/bfloat16 rounds to nearest even inside the graph (seen through a second
+    Cast back to float32), with overflow to inf, NaN kept and float16 subnormals."""
+    rng = np.random.default_rng(0)
+    x = np.concatenate(
+        [
+            rng.normal(0, 1000, 200),
+            rng.normal(0, 1e-5, 50),
+            [65504, 65519, 65520, 1e6, -1e6, np.nan, np.inf, -np.inf, 0, 3e-8, 6.1e-5],
+        ]
+    ).astype(np.float32)
+    to = helper.np_dtype_to_tensor_dtype(np.dtype(dst) if dst != "bfloat16" else np.dtype("float32"))
+    to = onnx.TensorProto.BFLOAT16 if dst == "bfloat16" else to
+    nodes = [
+        helper.make_node("Cast", ["x"], ["h"], to=to),
+        helper.make_node("Cast", ["h"], ["y"], to=onnx.TensorProto.FLOAT),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "c",
+        [helper.make_tensor_value_info("x", 1, x.shape)],
+        [helper.make_tensor_value_info("y", 1, x.shape)],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 19)])
+    m.ir_version = 9
+    (got,) = gpu(m, {"x": x}, device)
+    import ml_dtypes
+
+    want = x.astype(np.float16 if dst == "float16" else ml_dtypes.bfloat16).astype(np.float32)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(
+    "src,dst",
+    [
+        ("float32", "float16"),
+        ("int64", "float32"),
+        ("bool", "int32"),
+        ("float32", "bool"),
+        ("float16", "float64"),
+    ],
+)
+def test_castlike(src, dst, device):
+    x = _cast_input(src, dst)
+    like = np.zeros(2, dst)
+    check(model("CastLike", {"x": x}, initializers={"like": like}, opset=19), {"x": x}, device, rtol=1e-3)
+
+
+def test_same_storage_casts_are_views():
+    x = np.ones((2, 3), np.float16)
+    res = compile_model(model("Cast", {"x": x}, {"to": onnx.TensorProto.FLOAT}, opset=19))
+    assert res.report.dispatches == 0
+    res = compile_model(
+        model("Cast", {"x": x.astype(np.float32)}, {"to": onnx.TensorProto.FLOAT16}, opset=19)
+    )
+    assert res.report.dispatches == 1  # rounding to float16 is real work
+
+
+def test_unsupported_dtype_is_a_clear_error():
+    """onnx's schemas refuse most such models first; the lowering still checks (IR built directly)."""
+    from onnx2wgsl.compiler.lowering import lower
+    from onnx2wgsl.compiler.target import get_target
+    from onnx2wgsl.ir import DType, Graph, TensorType
+
+    g = Graph(opset={"": 17})
+    x = g.add_input("x", TensorType(DType.i32, (2, 3)))
+    op = g.append(g.make_op("Erf", [x], [TensorType(DType.i32, (2, 3))], name="erf0"))
+    g.outputs = [op.outputs[0]]
+    with pytest.raises(
+        UnsupportedError, match=r"Erf node 'erf0' \(opset 17\): dtype i32 is not supported for Erf"
+    ):
+        lower(g, get_target(None))
+
+
+def test_cast_to_float8_is_a_clear_error():
+    x = np.ones((2, 3), np.float32)
+    with pytest.raises(UnsupportedError, match="dtype f8e4m3fn, which WebGPU cannot hold"):
+        compile_model(model("Cast", {"x": x}, {"to": onnx.TensorProto.FLOAT8E4M3FN}, opset=19))
+
+
+# -- float16 / bfloat16 / float64 at the runtime boundary --------------------------------------
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float64"])
+def test_low_and_high_precision_io(dtype, device):
+    import ml_dtypes
+
+    dt = np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
+    a, b = rand((3, 5)).astype(dt), rand((5,), seed=1).astype(dt)
+    m = model("Mul", {"a": a, "b": b}, opset=17)
+    with tempfile.TemporaryDirectory() as out:
+        compile_model(m, out)
+        with onnx2wgsl.load(out, device=device) as sess:
+            assert [i.dtype for i in sess.get_inputs()] == [dtype, dtype]
+            (y,) = sess.run(None, {"a": a, "b": b})
+    want = (a.astype(np.float32) * b.astype(np.float32)).astype(dt)
+    assert y.dtype == dt
+    np.testing.assert_array_equal(y, want)
+
+
+# -- zero-sized tensors -----------------------------------------------------------------------
+def _graph(nodes, inputs, outputs, inits=(), opset=17):
+    g = helper.make_graph(nodes, "z", inputs, outputs, list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    return onnx.shape_inference.infer_shapes(m)
+
+
+def _vi(name, shape, elem=onnx.TensorProto.FLOAT):
+    return helper.make_tensor_value_info(name, elem, shape)
+
+
+def test_zero_sized_tensors_run_without_dispatches(device):
+    """An empty input through elementwise ops, a Concat that drops it, a Relu on the result,
+    an empty Cast: empty kernels dispatch nothing, the plan and verifier accept them, and
+    the runtime returns empty outputs of the right dtype and shape."""
+    nodes = [
+        helper.make_node("Add", ["e", "b"], ["s"]),  # [0, 4] + [4] -> [0, 4]
+        helper.make_node("Concat", ["s", "x"], ["c"], axis=0),  # [0, 4] ++ [3, 4] -> [3, 4]
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Cast", ["s"], ["i"], to=onnx.TensorProto.INT32),
+        helper.make_node("Sigmoid", ["e"], ["q"]),
+    ]
+    m = _graph(
+        nodes,
+        [_vi("e", [0, 4]), _vi("b", [4]), _vi("x", [3, 4])],
+        [_vi("r", [3, 4]), _vi("i", [0, 4], onnx.TensorProto.INT32), _vi("q", [0, 4]), _vi("e2", [0, 4])],
+    )
+    m.graph.node.append(helper.make_node("Identity", ["e"], ["e2"]))
+    res = compile_model(m, verify_ir=True)
+    manifest = res.artifact.manifest
+    assert all(max(d["grid"]) > 0 for d in manifest["dispatches"])
+    assert all(b["size"] > 0 for d in manifest["dispatches"] for b in d["bindings"])
+    labels = [d["label"].split()[0] for d in manifest["dispatches"]]
+    assert "Sigmoid" not in labels and "Add" not in labels and "Cast" not in labels
+    feeds = {"e": np.zeros((0, 4), np.float32), "b": rand((4,)), "x": rand((3, 4), seed=1)}
+    got = gpu(m, feeds, device)
+    want = ort_run(m, feeds)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and g.dtype == w.dtype
+        np.testing.assert_allclose(g, w)
+
+
+def test_zero_sized_graph_output_from_constant_shape_math(device):
+    """Shape(x)[2:1] is an empty int64 constant: a 0-byte output that the runtime returns."""
+    m = _graph(
+        [helper.make_node("Shape", ["x"], ["y"], start=2, end=1), helper.make_node("Relu", ["x"], ["z"])],
+        [_vi("x", [2, 3, 4])],
+        [_vi("y", [0], onnx.TensorProto.INT64), _vi("z", [2, 3, 4])],
+        opset=15,
+    )
+    x = rand((2, 3, 4))
+    y, z = gpu(m, {"x": x}, device)
+    assert y.shape == (0,) and y.dtype == np.int64
+    np.testing.assert_array_equal(z, np.maximum(x, 0))
+
+
+def test_all_tensors_empty(device):
+    """Nothing to place, upload, dispatch or read: the artifact has no arena at all."""
+    m = _graph([helper.make_node("Mul", ["x", "x"], ["y"])], [_vi("x", [3, 0])], [_vi("y", [3, 0])])
+    res = compile_model(m, verify_ir=True)
+    assert res.artifact.manifest["dispatches"] == []
+    (y,) = gpu(m, {"x": np.zeros((3, 0), np.float32)}, device)
+    assert y.shape == (3, 0) and y.dtype == np.float32
+
+
+def test_verifier_rejects_a_non_empty_kernel_without_dispatches():
+    from onnx2wgsl.ir import verify
+    from onnx2wgsl.ir.verify import VerifyError
+
+    m = model("Relu", {"x": rand((2, 3))})
+    res = compile_model(m)
+    g = res.graph
+    g.ops[0].dispatches = []
+    with pytest.raises(VerifyError, match="no dispatches"):
+        verify(g, static=True)
+
+
+# -- frozen inputs (constants) and the backend's specialization -----------------------------------
+def _reshape_model():
+    """y = Reshape(x + 1, shape) with ``shape`` a graph input (a compile-time value)."""
+    nodes = [helper.make_node("Add", ["x", "one"], ["t"]), helper.make_node("Reshape", ["t", "shape"], ["y"])]
+    one = numpy_helper.from_array(np.array(1.0, np.float32), "one")
+    return _graph(
+        nodes, [_vi("x", [2, 3, 4]), _vi("shape", [2], onnx.TensorProto.INT64)], [_vi("y", None)], [one]
+    )
+
+
+def test_constant_input_requirement_names_the_input():
+    with pytest.raises(ConstantRequiredError) as e:
+        compile_model(_reshape_model())
+    assert e.value.inputs == ("shape",)
+    assert "--const shape=FILE.npy" in str(e.value)
+
+
+def test_constants_freeze_inputs(device):
+    shape = np.array([4, 6], np.int64)
+    res = compile_model(_reshape_model(), constants={"shape": shape})
+    assert [i["name"] for i in res.artifact.manifest["inputs"]] == ["x"]
+    assert res.artifact.manifest["outputs"][0]["shape"] == [4, 6]
+    assert any("frozen" in n for n in res.report.notes)
+    x = rand((2, 3, 4))
+    (y,) = gpu(_reshape_model(), {"x": x}, device, constants={"shape": shape})
+    np.testing.assert_array_equal(y, (x + 1).reshape(4, 6))
+
+
+@pytest.mark.parametrize(
+    "constants,message",
+    [
+        ({"nope": np.zeros(2, np.int64)}, "not a model input"),
+        ({"shape": np.array([4, 6], np.int32)}, "is int32, but the model declares int64"),
+        ({"shape": np.array([4, 6, 1], np.int64)}, "has 3 at axis 0, but the model fixes it to 2"),
+        ({"shape": np.array(4, np.int64)}, "but the model declares rank 1"),
+    ],
+)
+def test_constants_are_checked(constants, message):
+    with pytest.raises(CompileError, match=message):
+        compile_model(_reshape_model(), constants=constants)
+
+
+def test_cli_const(tmp_path, device):
+    path = tmp_path / "m.onnx"
+    onnx.save(_reshape_model(), path)
+    np.save(tmp_path / "shape.npy", np.array([6, 4], np.int64))
+    run = [sys.executable, "-m", "onnx2wgsl"]
+    r = subprocess.run(
+        run + ["compile", str(path), "-o", str(tmp_path / "a")], capture_output=True, text=True
+    )
+    assert r.returncode == 1 and "--const shape=FILE.npy" in r.stderr
+    r = subprocess.run(
+        run + ["compile", str(path), "-o", str(tmp_path / "a"), "--const", f"shape={tmp_path / 'shape.npy'}"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert [i["name"] for i in manifest["inputs"]] == ["x"] and manifest["outputs"][0]["shape"] == [6, 4]
+
+
+def test_backend_specializes_on_the_inputs_the_compiler_asks_for(device, monkeypatch):
+    import onnx2wgsl.backend as backend
+
+    compiles = []
+    original = backend._compile_and_load
+
+    def counting(model, options, dev, constants=None, shapes=None):
+        compiles.append(None if constants is None else sorted(constants))
+        return original(model, options, dev, constants, shapes)
+
+    monkeypatch.setattr(backend, "_compile_and_load", counting)
+    rep = backend.prepare(_reshape_model(), webgpu_device=device)
+    try:
+        assert rep.session is None and rep.frozen == ("shape",)
+        x = rand((2, 3, 4))
+        for shape in ([4, 6], [24, 1], [4, 6]):
+            (y,) = rep.run([x, np.array(shape, np.int64)])
+            np.testing.assert_array_equal(y, (x + 1).reshape(shape))
+        # one failed ahead-of-time compile, then one per distinct shape value (cached after)
+        assert compiles == [None, ["shape"], ["shape"]]
+    finally:
+        rep.release()
+
+
+def test_backend_compiles_ahead_of_time_when_it_can(device):
+    import onnx2wgsl.backend as backend
+
+    x = rand((2, 3))
+    rep = backend.prepare(model("Relu", {"x": x}), webgpu_device=device)
+    try:
+        assert rep.session is not None and rep.frozen == ()
+        np.testing.assert_array_equal(rep.run([x])[0], np.maximum(x, 0))
+    finally:
+        rep.release()
+
+
+def test_backend_binds_symbolic_dims_from_the_feeds(device):
+    import onnx2wgsl.backend as backend
+
+    m = _graph([helper.make_node("Relu", ["x"], ["y"])], [_vi("x", ["batch", 3])], [_vi("y", ["batch", 3])])
+    with pytest.raises(onnx2wgsl.ShapeRequiredError) as e:
+        compile_model(m)
+    assert e.value.inputs == ("x",)
+    rep = backend.prepare(m, webgpu_device=device)
+    try:
+        assert rep.session is None and rep.shaped == ("x",)
+        for n in (2, 5):
+            x = rand((n, 3), seed=n)
+            np.testing.assert_array_equal(rep.run([x])[0], np.maximum(x, 0))
+    finally:
+        rep.release()
