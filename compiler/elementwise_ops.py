@@ -81,6 +81,8 @@ def load(expr: str, dt: DType) -> str:
 _NARROW = {
     DType.i8: "(({e} << 24u) >> 24u)", DType.i16: "(({e} << 16u) >> 16u)",
     DType.u8: "({e} & 0xffu)", DType.u16: "({e} & 0xffffu)",
+    DType.i4: "(({e} << 28u) >> 28u)", DType.i2: "(({e} << 30u) >> 30u)",
+    DType.u4: "({e} & 0xfu)", DType.u2: "({e} & 0x3u)",
 }  # fmt: skip
 
 
@@ -317,6 +319,38 @@ fn pow_u32(a: u32, b: u32) -> u32 {
   if (r > 65504.0f) { r = bitcast<f32>(0x7f800000u); }
   return select(r, -r, x < 0.0f);
 }""",
+    # Rounding to a float format with m mantissa bits, smallest normal exponent emin and
+    # largest finite value maxv (float8 and float4 types), to nearest even; results past
+    # maxv (and infinities) become ``overflow``: maxv when saturating, else inf or NaN.
+    "round_small_float": """fn round_small_float(x: f32, m: i32, emin: i32, maxv: f32, overflow: f32) -> f32 {
+  if (isnan_f32(x)) { return x; }
+  let a = abs(x);
+  var r = overflow;
+  if (!isinf_f32(a)) {
+    let e = max(i32(bitcast<u32>(a) >> 23u) - 127, emin);
+    let q = bitcast<f32>(u32(e - m + 127) << 23u);
+    r = round(a / q) * q;
+    if (r > maxv) { r = overflow; }
+  }
+  return select(r, -r, x < 0.0f);
+}""",
+    # float8e8m0 holds 2^(k - 127), k in 0..254 (255 is NaN): the f32 exponent field, rounded
+    # by round_mode (0 up, 1 down, 2 nearest) and saturated at 2^127 unless ``sat`` is false.
+    "round_e8m0": """fn round_e8m0(x: f32, mode: u32, sat: bool) -> f32 {
+  let b = bitcast<u32>(x);
+  var k = (b >> 23u) & 0xffu;
+  if (k == 0xffu) { return bitcast<f32>(0x7fc00000u); }
+  var up = false;
+  if (mode == 0u) {
+    up = (b & 0x7fffffu) != 0u;
+  } else if (mode == 2u) {
+    up = (b & 0x400000u) != 0u && ((b & 0x3fffffu) != 0u || k > 0u);
+  }
+  if (up && !(sat && k == 0xfeu)) { k = k + 1u; }
+  if (k == 0xffu) { return bitcast<f32>(0x7fc00000u); }
+  if (k == 0u) { return bitcast<f32>(0x00400000u); }
+  return bitcast<f32>(k << 23u);
+}""",
     "round_bf16": """fn round_bf16(x: f32) -> f32 {
   if (isnan_f32(x)) { return x; }
   let b = bitcast<u32>(x);
@@ -340,6 +374,7 @@ HELPER_DEPS: dict[str, tuple[str, ...]] = {
     "fmod": ("isinf", "isnan"),
     "mod": ("fmod",),
     "round_f16": ("isnan",),
+    "round_small_float": ("isnan", "isinf"),
     "round_bf16": ("isnan",),
 }
 
@@ -747,17 +782,28 @@ _INT_RANGE = {
     DType.bool: (0, 1), DType.i8: (-(2**7), 2**7 - 1), DType.i16: (-(2**15), 2**15 - 1),
     DType.i32: (-(2**31), 2**31 - 1), DType.i64: (-(2**31), 2**31 - 1),
     DType.u8: (0, 2**8 - 1), DType.u16: (0, 2**16 - 1), DType.u32: (0, 2**32 - 1), DType.u64: (0, 2**32 - 1),
+    DType.i4: (-8, 7), DType.i2: (-2, 1), DType.u4: (0, 15), DType.u2: (0, 3),
 }  # fmt: skip
 _WORD = (DType.i32, DType.i64, DType.u32, DType.u64)  # dtypes that hold any 32-bit pattern
 _ROUNDED = {DType.f16: "round_f16", DType.bf16: "round_bf16"}
+# float8/float4 formats: mantissa bits, smallest normal exponent, largest finite value, and
+# what an overflow becomes without saturation (ONNX Cast's tables; float4 always saturates).
+_SMALL_FLOATS = {
+    DType.f8e4m3fn: (3, -6, 448.0, math.nan), DType.f8e4m3fnuz: (3, -7, 240.0, math.nan),
+    DType.f8e5m2: (2, -14, 57344.0, math.inf), DType.f8e5m2fnuz: (2, -15, 57344.0, math.nan),
+    DType.f4e2m1: (1, 0, 6.0, None),
+}  # fmt: skip
+_E8M0_MODES = {"up": 0, "down": 1, "nearest": 2}
+WIDE_FLOATS = (DType.f32, DType.f64)  # hold every value of the other float dtypes exactly
+FLOATS = (DType.f32, DType.f16, DType.bf16, DType.f64, DType.f8e8m0, *_SMALL_FLOATS)
 
 
 def cast_is_copy(src: DType, dst: DType) -> bool:
     """Whether Cast src -> dst leaves every stored 32-bit word unchanged (a zero-copy view)."""
     if src == dst:
         return True
-    if src.is_float and dst.is_float:
-        return dst not in _ROUNDED
+    if src in FLOATS and dst in FLOATS:
+        return dst in WIDE_FLOATS  # widening; narrowing float dtypes round
     if src in _INT_RANGE and dst in _INT_RANGE and dst != DType.bool:
         lo, hi = _INT_RANGE[src]
         dlo, dhi = _INT_RANGE[dst]
@@ -766,18 +812,31 @@ def cast_is_copy(src: DType, dst: DType) -> bool:
     return False
 
 
-def cast(expr: str, src: DType, dst: DType) -> tuple[str, tuple[str, ...]]:
-    """The stored value of Cast(src -> dst) from a stored scalar ``expr``, and its helpers."""
+def cast(
+    expr: str, src: DType, dst: DType, saturate: bool = True, round_mode: str = "up"
+) -> tuple[str, tuple[str, ...]]:
+    """The stored value of Cast(src -> dst) from a stored scalar ``expr``, and its helpers.
+
+    ``saturate`` and ``round_mode`` are Cast's attributes for float8 targets."""
     s, d = compute_type(src), compute_type(dst)
     e = load(expr, src)
     helpers: list[str] = []
-    if s == "f32" and dst in (DType.u8, DType.u16):
+    if s == "f32" and dst in (DType.u8, DType.u16, DType.u4, DType.u2):
         e = f"bitcast<u32>(f32_to_i32({e}))"  # through int32, then wrapped by store
         helpers.append("f32_to_i32")
     else:
         e = convert(e, s, d)
         helpers += convert_helpers(s, d)
-    if dst in _ROUNDED and src != dst:
-        e = f"{_ROUNDED[dst]}({e})"
-        helpers.append(_ROUNDED[dst])
+    if src != dst:
+        if dst in _ROUNDED:
+            e = f"{_ROUNDED[dst]}({e})"
+            helpers.append(_ROUNDED[dst])
+        elif dst in _SMALL_FLOATS:
+            m, emin, maxv, overflow = _SMALL_FLOATS[dst]
+            over = f32(maxv if saturate or overflow is None else overflow)
+            e = f"round_small_float({e}, {m}, {emin}, {f32(maxv)}, {over})"
+            helpers.append("round_small_float")
+        elif dst == DType.f8e8m0:
+            e = f"round_e8m0({e}, {_E8M0_MODES[round_mode]}u, {'true' if saturate else 'false'})"
+            helpers.append("round_e8m0")
     return store(e, dst), tuple(helpers)

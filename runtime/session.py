@@ -290,12 +290,20 @@ class InferenceSession:
         return np.ascontiguousarray(arr, dtype=st)
 
 
+# dtypes numpy lacks, from ml_dtypes (onnx's own dependency). Looked up first: numpy would
+# read "int4" and "int2" as its own aliases of int32 and int16.
+_ML_DTYPES = (
+    "bfloat16", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz",
+    "float8_e8m0fnu", "float4_e2m1fn", "int4", "uint4", "int2", "uint2",
+)  # fmt: skip
+
+
 def numpy_dtype(name: str) -> np.dtype:
-    """numpy's dtype for a manifest dtype name; bfloat16 comes from ml_dtypes (onnx's own dependency)."""
-    if name == "bfloat16":
+    """numpy's dtype for a manifest dtype name."""
+    if name in _ML_DTYPES:
         import ml_dtypes
 
-        return np.dtype(ml_dtypes.bfloat16)
+        return np.dtype(getattr(ml_dtypes, name))
     return np.dtype(name)
 
 

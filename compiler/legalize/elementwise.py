@@ -51,9 +51,15 @@ def _float_attrs(g, info):
 @rule("Cast", "CastLike")
 def _cast(g, info):
     """Both become ``Cast`` to the output's dtype (the output type already holds it)."""
-    if info.attrs.get("round_mode", "up") != "up":
-        raise info.error(f"round_mode {info.attrs['round_mode']!r} is only defined for float8e8m0")
-    return emit(g, info, "Cast", info.inputs[:1], {"to": info.out_types[0].dtype.value})
+    round_mode = info.attrs.get("round_mode", "up")
+    if round_mode not in ("up", "down", "nearest"):
+        raise info.error(f"round_mode must be 'up', 'down' or 'nearest', got {round_mode!r}")
+    attrs = {
+        "to": info.out_types[0].dtype.value,
+        "saturate": int(info.attrs.get("saturate", 1)),
+        "round_mode": round_mode,
+    }
+    return emit(g, info, "Cast", info.inputs[:1], attrs)
 
 
 @rule("Mod")

@@ -188,13 +188,14 @@ def lower_cast(ctx: LowerCtx, op: Op) -> None:
     if cast_is_copy(x.dtype, y.dtype):
         ctx.view(x, y)
         return
-    _, helpers = cast("x", x.dtype, y.dtype)
+    options = {"saturate": bool(op.attrs.get("saturate", 1)), "round_mode": op.attrs.get("round_mode", "up")}
+    _, helpers = cast("x", x.dtype, y.dtype, **options)
     d = map_dispatch(
         ctx,
         y.shape,
         [(x, contiguous(x.shape))],
         (y, contiguous(y.shape)),
-        lambda a: cast(a[0], x.dtype, y.dtype)[0],
+        lambda a: cast(a[0], x.dtype, y.dtype, **options)[0],
         helpers,
     )
     emit_map(ctx, [x], y, [d])
