@@ -287,7 +287,8 @@ class InferenceSession:
                 raise InputError(
                     f"input {io['name']!r} has values outside the {st} range the GPU computes in"
                 )
-        return np.ascontiguousarray(arr, dtype=st)
+        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, as documented
+            return np.ascontiguousarray(arr, dtype=st)
 
 
 # dtypes numpy lacks, from ml_dtypes (onnx's own dependency). Looked up first: numpy would
