@@ -351,6 +351,28 @@ fn pow_u32(a: u32, b: u32) -> u32 {
   if (k == 0u) { return bitcast<f32>(0x00400000u); }
   return bitcast<f32>(k << 23u);
 }""",
+    # float16 bit patterns of f32-widened float16 values (exact: they were float16), and back
+    "f16_bits": """fn f32_to_f16_bits(x: f32) -> u32 {
+  let b = bitcast<u32>(x);
+  let sign = (b >> 16u) & 0x8000u;
+  let e = i32((b >> 23u) & 0xffu) - 127;
+  let m = b & 0x7fffffu;
+  if (e == 128) { return sign | 0x7c00u | select(0u, 0x200u | (m >> 13u), m != 0u); }
+  if (e >= -14) { return sign | (u32(e + 15) << 10u) | (m >> 13u); }
+  if (e < -24) { return sign; }
+  return sign | ((m | 0x800000u) >> u32(-e - 1));
+}
+fn f16_bits_to_f32(h: u32) -> f32 {
+  let sign = (h & 0x8000u) << 16u;
+  let e = (h >> 10u) & 0x1fu;
+  let m = h & 0x3ffu;
+  if (e == 0x1fu) { return bitcast<f32>(sign | 0x7f800000u | (m << 13u)); }
+  if (e == 0u) {
+    let v = f32(m) * 5.9604644775390625e-08f;
+    return select(v, -v, sign != 0u);
+  }
+  return bitcast<f32>(sign | ((e + 112u) << 23u) | (m << 13u));
+}""",
     "round_bf16": """fn round_bf16(x: f32) -> f32 {
   if (isnan_f32(x)) { return x; }
   let b = bitcast<u32>(x);
@@ -840,3 +862,40 @@ def cast(
             e = f"round_e8m0({e}, {_E8M0_MODES[round_mode]}u, {'true' if saturate else 'false'})"
             helpers.append("round_e8m0")
     return store(e, dst), tuple(helpers)
+
+
+# -- BitCast -------------------------------------------------------------------------------------
+# The bit pattern (in the low bits of a u32) of a stored word, and the stored word of a bit
+# pattern, per dtype. 64-bit dtypes are computed in 32 bits and float8/float4/sub-byte values
+# are widened, so their bit patterns are not kept: BitCast refuses them.
+_TO_BITS = {
+    DType.f32: "bitcast<u32>({e})", DType.i32: "bitcast<u32>({e})", DType.u32: "{e}",
+    DType.i16: "(bitcast<u32>({e}) & 0xffffu)", DType.u16: "{e}",
+    DType.i8: "(bitcast<u32>({e}) & 0xffu)", DType.u8: "{e}", DType.bool: "{e}",
+    DType.f16: "f32_to_f16_bits({e})", DType.bf16: "(bitcast<u32>({e}) >> 16u)",
+}  # fmt: skip
+_FROM_BITS = {
+    DType.f32: "bitcast<f32>({e})", DType.i32: "bitcast<i32>({e})", DType.u32: "{e}",
+    DType.i16: "((bitcast<i32>({e}) << 16u) >> 16u)", DType.u16: "{e}",
+    DType.i8: "((bitcast<i32>({e}) << 24u) >> 24u)", DType.u8: "{e}", DType.bool: "select(0u, 1u, {e} != 0u)",
+    DType.f16: "f16_bits_to_f32({e})", DType.bf16: "bitcast<f32>({e} << 16u)",
+}  # fmt: skip
+_WORD32 = (DType.f32, DType.i32, DType.u32)
+
+
+def bitcast_is_copy(src: DType, dst: DType) -> bool:
+    """Whether BitCast src -> dst keeps every stored word (both hold whole 32-bit patterns)."""
+    return src == dst or (src in _WORD32 and dst in _WORD32) or (src == DType.bool and dst == DType.u8)
+
+
+def bitcast(expr: str, src: DType, dst: DType) -> tuple[str, tuple[str, ...]]:
+    """The stored word of BitCast(src -> dst) from a stored word ``expr``, and its helpers."""
+    for dt in (src, dst):
+        if dt not in _TO_BITS:
+            raise ValueError(
+                f"BitCast of dtype {dt.name} is not supported: its bit pattern is not kept on the GPU "
+                f"({'64-bit types are computed in 32 bits' if dt.itemsize == 8 else 'it is widened to 32 bits'})"
+            )
+    bits = _TO_BITS[src].format(e=expr)
+    helpers = ("f16_bits",) if DType.f16 in (src, dst) else ()
+    return _FROM_BITS[dst].format(e=bits), helpers

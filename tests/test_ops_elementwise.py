@@ -620,6 +620,49 @@ def test_cast_to_float8e8m0(round_mode, saturate, device):
     check(m, {"x": x}, device, "onnx", rtol=0, atol=0)
 
 
+BITCASTS = [("float32", "int32"), ("int32", "float32"), ("uint32", "int32"), ("float32", "uint32"),
+            ("int8", "uint8"), ("uint8", "int8"), ("uint16", "int16"), ("int16", "uint16"), ("bool", "uint8"),
+            ("float16", "int16"), ("float16", "uint16"), ("int16", "float16"), ("uint16", "float16"),
+            ("bfloat16", "uint16"), ("int16", "bfloat16")]  # fmt: skip
+
+
+@pytest.mark.parametrize("src,dst", BITCASTS, ids=str)
+def test_bitcast(src, dst, device):
+    import ml_dtypes
+
+    def dtype(name):
+        return np.dtype(ml_dtypes.bfloat16) if name == "bfloat16" else np.dtype(name)
+
+    s = dtype(src)
+    if s.kind == "f" or s == np.dtype(ml_dtypes.bfloat16):
+        x = _specials("float32")[:8].astype(s)  # NaN, inf, zeros of both signs
+        x = np.concatenate(
+            [x, rand((40,), seed=1, low=-1e4, high=1e4).astype(s), np.array([6e-8, -3e-5, 1e-40], s)]
+        )
+    elif s == np.bool_:
+        x = rand((20,), "bool")
+    else:
+        info = np.iinfo(s)
+        x = rand((40,), src, max(info.min, -(2**31)), min(info.max, 2**31 - 1))
+    if src in ("int16", "uint16") and dst == "float16":
+        x[:4] = (
+            np.array([0x7C00, 0xFC00, 0x7E00, 0x0001]).astype(np.uint16).view(s)
+        )  # inf, -inf, NaN, subnormal
+    to = helper.np_dtype_to_tensor_dtype(dtype(dst))
+    (got,) = gpu(model("BitCast", {"x": x}, {"to": to}, opset=26), {"x": x}, device)
+    want = x.view(dtype(dst))
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))  # the bits, NaN payloads included
+
+
+def test_bitcast_of_64_bit_types_is_a_clear_error():
+    x = np.ones(3, np.float64)
+    with pytest.raises(
+        UnsupportedError, match="BitCast of dtype f64 is not supported: its bit pattern is not kept"
+    ):
+        compile_model(model("BitCast", {"x": x}, {"to": onnx.TensorProto.INT64}, opset=26))
+
+
 # -- float16 / bfloat16 / float64 at the runtime boundary --------------------------------------
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float64"])
 def test_low_and_high_precision_io(dtype, device):

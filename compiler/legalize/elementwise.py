@@ -118,3 +118,8 @@ def _broadcasts_to(small: tuple, big: tuple) -> bool:
     if len(small) > len(big):
         return False
     return all(s in (1, b) for s, b in zip(reversed(small), reversed(big)))
+
+
+@rule("BitCast")
+def _bitcast(g, info):
+    return emit(g, info, "BitCast", info.inputs[:1], {"to": info.out_types[0].dtype.value})

@@ -10,6 +10,8 @@ from onnx2wgsl.ir import Dispatch, Op, Value
 from ..elementwise_ops import (
     HELPERS,
     TABLE,
+    bitcast,
+    bitcast_is_copy,
     cast,
     cast_is_copy,
     compute_type,
@@ -196,6 +198,29 @@ def lower_cast(ctx: LowerCtx, op: Op) -> None:
         [(x, contiguous(x.shape))],
         (y, contiguous(y.shape)),
         lambda a: cast(a[0], x.dtype, y.dtype, **options)[0],
+        helpers,
+    )
+    emit_map(ctx, [x], y, [d])
+
+
+@lowers("BitCast")
+def lower_bitcast(ctx: LowerCtx, op: Op) -> None:
+    """Reinterpret bit patterns: a view between 32-bit types, else a copy that moves the
+    pattern from the source's stored word to the target's (sign-extending narrow ints)."""
+    x, y = op.inputs[0], op.outputs[0]
+    if bitcast_is_copy(x.dtype, y.dtype):
+        ctx.view(x, y)
+        return
+    try:
+        _, helpers = bitcast("x", x.dtype, y.dtype)
+    except ValueError as e:
+        raise ctx.error(str(e)) from None
+    d = map_dispatch(
+        ctx,
+        y.shape,
+        [(x, contiguous(x.shape))],
+        (y, contiguous(y.shape)),
+        lambda a: bitcast(a[0], x.dtype, y.dtype)[0],
         helpers,
     )
     emit_map(ctx, [x], y, [d])
