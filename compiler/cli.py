@@ -165,6 +165,18 @@ def cmd_ops(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_limits(args: argparse.Namespace) -> int:
+    from .target import device_target, target_json
+
+    text = target_json(device_target())
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+    else:
+        print(text, end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="onnx2wgsl", description="Compile ONNX models to WGSL and run them on WebGPU."
@@ -227,6 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     o = sub.add_parser("ops", help="list the ONNX ops that compile to WebGPU")
     o.set_defaults(fn=cmd_ops)
+
+    lim = sub.add_parser("limits", help="print this machine's WebGPU limits as a target JSON for --limits")
+    lim.add_argument("-o", "--output", metavar="FILE.json", help="write to a file instead of stdout")
+    lim.set_defaults(fn=cmd_limits)
     return p
 
 

@@ -81,7 +81,7 @@ def request_device(
                 f"adapter {adapter.info['device']!r} grants {key} = {have[k]}, the artifact needs {value}; "
                 "recompile for this device's limits"
             )
-        elif value > _DEFAULTS.get(key, 0):
+        elif value > mf.DEFAULT_LIMITS.get(key, 0):
             need[k] = value
     missing = [f for f in features if f not in adapter.features]
     if missing:
@@ -89,19 +89,6 @@ def request_device(
             f"adapter {adapter.info['device']!r} lacks features {missing} that the artifact needs"
         )
     return adapter.request_device_sync(required_limits=need, required_features=list(features))
-
-
-_DEFAULTS = {
-    "maxStorageBuffersPerShaderStage": 8,
-    "maxStorageBufferBindingSize": 134217728,
-    "maxBufferSize": 268435456,
-    "maxComputeWorkgroupStorageSize": 16384,
-    "maxComputeInvocationsPerWorkgroup": 256,
-    "maxComputeWorkgroupSizeX": 256,
-    "maxComputeWorkgroupSizeY": 256,
-    "maxComputeWorkgroupSizeZ": 64,
-    "maxComputeWorkgroupsPerDimension": 65535,
-}
 
 
 def _runtime_dir() -> str:

@@ -143,3 +143,29 @@ def test_a_200_mib_weight_compiles_for_default_limits_and_runs(tmp_path, device)
     report = onnx2wgsl.compile(m, tmp_path / "a")
     assert report.weight_bytes >= w.nbytes and report.dispatches >= 2
     check_against_ort(m, {"x": rand(2, k)}, device, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.gpu
+def test_limits_read_from_the_device_make_a_target(tmp_path, device):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "dev.json"
+    r = subprocess.run(
+        [sys.executable, "-m", "onnx2wgsl", "limits", "-o", str(out)], capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    data = json.loads(out.read_text())
+    assert data["limits"]["maxStorageBufferBindingSize"] >= 134217728
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])
+    m = helper.make_model(
+        helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    res = compile_model(m, tmp_path / "a", target=str(out))
+    assert res.artifact.manifest["target"]["limits"] == data["limits"]
+    with onnx2wgsl.load(tmp_path / "a", device=device) as sess:
+        xv = rand(3, 4)
+        np.testing.assert_array_equal(sess.run(None, {"x": xv})[0], np.maximum(xv, 0))
