@@ -91,6 +91,27 @@ def request_device(
     return adapter.request_device_sync(required_limits=need, required_features=list(features))
 
 
+def _check_device(device, limits: Mapping[str, int], features: Iterable[str]) -> None:
+    """A caller's device must grant what the artifact was compiled for."""
+    have = dict(device.limits)
+    for key, value in limits.items():
+        k = _kebab(key)
+        if (
+            k in have
+            and not key.startswith("min")
+            and value > have[k]
+            and value > mf.DEFAULT_LIMITS.get(key, 0)
+        ):
+            needed = {kk: v for kk, v in limits.items() if v > mf.DEFAULT_LIMITS.get(kk, 0)}
+            raise DeviceError(
+                f"the device grants {key} = {have[k]}, the artifact needs {value}; create the device "
+                f"with required_limits {needed} or let onnx2wgsl.load create it"
+            )
+    missing = [f for f in features if f not in device.features]
+    if missing:
+        raise DeviceError(f"the device lacks features {missing} that the artifact needs")
+
+
 def _runtime_dir() -> str:
     path = Path(os.environ.get("TMPDIR", "/tmp")) / f"onnx2wgsl-xdg-{os.getuid()}"
     path.mkdir(mode=0o700, exist_ok=True)
