@@ -130,9 +130,11 @@ class InferenceSession:
         m = self.manifest = mf.read(self.path)
         self._inputs = {io["name"]: io for io in m["inputs"]}
         self._outputs = [io for io in m["outputs"]]
-        self.device = device or request_device(
-            m["target"]["limits"], m["target"]["features"], power_preference
-        )
+        if device is None:
+            device = request_device(m["target"]["limits"], m["target"]["features"], power_preference)
+        else:
+            _check_device(device, m["target"]["limits"], m["target"]["features"])
+        self.device = device
         dev = self.device
         usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_DST | wgpu.BufferUsage.COPY_SRC
         self.buffers = {
