@@ -166,9 +166,23 @@ def test_limits_read_from_the_device_make_a_target(tmp_path, device):
     )
     res = compile_model(m, tmp_path / "a", target=str(out))
     assert res.artifact.manifest["target"]["limits"] == data["limits"]
-    if data["limits"]["maxStorageBuffersPerShaderStage"] > 8:  # the shared device has the defaults
-        with pytest.raises(onnx2wgsl.DeviceError, match="maxStorageBuffersPerShaderStage"):
-            onnx2wgsl.load(tmp_path / "a", device=device)
-    with onnx2wgsl.load(tmp_path / "a") as sess:
+    with onnx2wgsl.load(tmp_path / "a", device=device) as sess:
         xv = rand(3, 4)
         np.testing.assert_array_equal(sess.run(None, {"x": xv})[0], np.maximum(xv, 0))
+
+
+def test_a_callers_device_must_grant_the_artifacts_limits():
+    from types import SimpleNamespace
+
+    from onnx2wgsl.runtime.session import _check_device
+
+    small = SimpleNamespace(
+        limits={"max-storage-buffers-per-shader-stage": 8, "max-buffer-size": 2**28}, features=set()
+    )
+    _check_device(small, {"maxStorageBuffersPerShaderStage": 8}, [])
+    with pytest.raises(
+        onnx2wgsl.DeviceError, match="maxStorageBuffersPerShaderStage = 8, the artifact needs 10"
+    ):
+        _check_device(small, {"maxStorageBuffersPerShaderStage": 10}, [])
+    with pytest.raises(onnx2wgsl.DeviceError, match="lacks features"):
+        _check_device(small, {}, ["shader-f16"])
