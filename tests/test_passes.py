@@ -107,3 +107,47 @@ def test_no_fold_when_the_output_has_other_uses_or_the_constant_varies_spatially
     m = _model(nodes, [("x", [1, 2, 6, 6])], ["c", "y1", "y2"], inits)
     assert _kinds(m).count("Mul") == 2
     check_against_ort(m, {"x": rand(1, 2, 6, 6)}, device, rtol=1e-4, atol=1e-5)
+
+
+def _concat_model(hw: int, nested: bool):
+    """Two convs concatenated on channels; optionally a third conv reads the concat and a
+    second concat appends its output (the DenseNet pattern)."""
+    inits = {
+        "w1": rand(16, 3, 3, 3, seed=1),
+        "w2": rand(16, 3, 1, 1, seed=2),
+        "w3": rand(16, 32, 3, 3, seed=3),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["x", "w2"], ["b"]),
+        helper.make_node("Concat", ["a", "b"], ["c"], axis=1),
+    ]
+    out = "c"
+    if nested:
+        nodes += [
+            helper.make_node("Relu", ["c"], ["r"]),
+            helper.make_node("Conv", ["r", "w3"], ["d"], pads=[1, 1, 1, 1]),
+            helper.make_node("Concat", ["c", "d"], ["e"], axis=1),
+        ]
+        out = "e"
+    nodes.append(helper.make_node("Sigmoid", [out], ["y"]))
+    return _model(nodes, [("x", [1, 3, hw, hw])], ["y"], inits)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("nested", [False, True])
+def test_concat_written_in_place_by_its_producers(nested, device):
+    m = _concat_model(8, nested)  # 16 channels x 8 x 8 x 4 bytes = 4096: aligned slices
+    res = compile_model(m, verify_ir=True)
+    assert [op.kind for op in res.graph.ops].count("concat_view") == (2 if nested else 1)
+    assert "Concat" not in [op.attrs.get("op") for op in res.graph.ops]
+    check_against_ort(m, {"x": rand(1, 3, 8, 8)}, device, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.gpu
+def test_concat_copies_when_slices_would_be_misaligned(device):
+    m = _concat_model(5, False)  # 16 x 5 x 5 x 4 = 1600 bytes: not a multiple of 256
+    res = compile_model(m, verify_ir=True)
+    assert "concat_view" not in [op.kind for op in res.graph.ops]
+    assert compile_model(m, opt_level=0).graph.dispatch_count() == res.graph.dispatch_count()
+    check_against_ort(m, {"x": rand(1, 3, 5, 5)}, device, rtol=1e-4, atol=1e-4)
