@@ -209,7 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
         "and model.onnx, making DIR an npm package",
     )
     c.add_argument(
-        "--package-name", metavar="NAME", help="npm package name for --target js (default: from the model file)"
+        "--package-name",
+        metavar="NAME",
+        help="npm package name for --target js (default: from the model file)",
     )
     c.add_argument("--verify-ir", action="store_true", help="check the IR after every stage")
     c.add_argument("--json", action="store_true", help="print the report as JSON")

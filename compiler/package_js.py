@@ -86,7 +86,13 @@ def _copy_source(source, out: Path) -> list[str]:
 
     proto = onnx.load(str(src), load_external_data=False)
     locations = sorted(
-        {e.value for t in _get_all_tensors(proto) if uses_external_data(t) for e in t.external_data if e.key == "location"}
+        {
+            e.value
+            for t in _get_all_tensors(proto)
+            if uses_external_data(t)
+            for e in t.external_data
+            if e.key == "location"
+        }
     )
     for loc in locations:
         (out / loc).parent.mkdir(parents=True, exist_ok=True)
@@ -97,7 +103,14 @@ def _copy_source(source, out: Path) -> list[str]:
 
 def package_json(manifest: dict, name: str, has_source: bool) -> dict:
     """package.json of the model's package: an ES module with types, no dependencies."""
-    files = ["index.js", "index.d.ts", *RUNTIME_FILES[:2], "manifest.json", "shaders/", manifest["weights"]["file"]]
+    files = [
+        "index.js",
+        "index.d.ts",
+        *RUNTIME_FILES[:2],
+        "manifest.json",
+        "shaders/",
+        manifest["weights"]["file"],
+    ]
     files += [SOURCE_MODEL] if has_source else []
     return {
         "name": name,

@@ -89,6 +89,9 @@ const SCHEMA = {
 const fail = (message) => {
   throw new ManifestError(message);
 };
+const showShape = (shape) => `[${shape.join(', ')}]`;
+// names as Python prints a list of strings, so both runtimes word their errors alike
+const listing = (names) => `[${names.map((n) => `'${n}'`).join(', ')}]`;
 
 function check(obj, schema, where) {
   const at = (key) => (where ? `${where}.` : '') + key;
@@ -191,7 +194,7 @@ function needs(have, target, who) {
     if (min ? value < DEFAULTS[key] : value > (DEFAULTS[key] ?? 0)) req[key] = value;
   }
   const missing = target.features.filter((f) => !have.features.has(f));
-  if (missing.length) throw new DeviceError(`${who} lacks features [${missing}] that the artifact needs`);
+  if (missing.length) throw new DeviceError(`${who} lacks features ${listing(missing)} that the artifact needs`);
   return req;
 }
 
@@ -225,7 +228,6 @@ export async function isSupported(src, { powerPreference } = {}) {
 
 // ---- dtypes at the boundary: the caller's typed arrays <-> the GPU's 32-bit storage ---------
 const numel = (shape) => shape.reduce((a, b) => a * b, 1);
-const showShape = (shape) => `[${shape.join(', ')}]`;
 
 // float16 bits -> number
 function h2f(h) {
@@ -493,14 +495,14 @@ export class InferenceSession {
     const names = Array.isArray(fetches) ? fetches : fetches ? Object.keys(fetches) : null;
     const bad = names?.filter((n) => !this.outputNames.includes(n)) || [];
     if (bad.length)
-      throw new InputError(`unknown output names [${bad.map((n) => `'${n}'`)}]; the model's outputs are [${this.outputNames.map((n) => `'${n}'`)}]`);
+      throw new InputError(`unknown output names ${listing(bad)}; the model's outputs are ${listing(this.outputNames)}`);
     const wanted = names ? names.map((n) => outs.find((o) => o.name == n)) : outs;
 
     const unknown = Object.keys(feeds).filter((n) => !this.inputNames.includes(n));
     const missing = this.inputNames.filter((n) => !(n in feeds));
     if (unknown.length || missing.length) {
       const expected = m.inputs.map((io) => `${io.name} (${io.dtype}${showShape(io.shape)})`).join(', ');
-      const what = unknown.length ? `unknown input names [${unknown.map((n) => `'${n}'`)}]` : `missing inputs [${missing.map((n) => `'${n}'`)}]`;
+      const what = unknown.length ? `unknown input names ${listing(unknown)}` : `missing inputs ${listing(missing)}`;
       throw new InputError(`${what}; the model expects: ${expected}`);
     }
     // check and convert every input before anything reaches the device
