@@ -160,9 +160,9 @@ export declare function createSession(options?: SessionOptions): Promise<Inferen
 export declare function isModelSupported(options?: {{ powerPreference?: GPUPowerPreference }}): Promise<Support>;
 
 /** The feeds of {manifest["name"]}: pass them to session.run(). */
-export interface ModelFeeds {{
+export type ModelFeeds = {{
 {feeds}
-}}
+}};
 /** The output names of {manifest["name"]}. */
 export type OutputName = {outputs};
 """

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browser_support import read_png
-from conftest import JSTOOLS, Page, launch
+from browser_support import JSTOOLS, Page, launch, read_png, unavailable
 
 import onnx2wgsl
 
@@ -144,9 +143,7 @@ def test_without_webgpu_create_fails_clearly_and_the_demo_says_so(no_webgpu_brow
 def test_fallback_example_runs_model_onnx_on_wasm(no_webgpu_browser, server, digits, device):
     ort = JSTOOLS / "node_modules" / "onnxruntime-web" / "dist" / "ort.wasm.min.mjs"
     if not ort.is_file():
-        from conftest import _unavailable
-
-        _unavailable(f"onnxruntime-web is not installed ({ort})")
+        unavailable(f"onnxruntime-web is not installed ({ort})")
     url, out = digits
     p = _page(no_webgpu_browser, server)
     p.open(f"/examples/fallback.html?model={url}&ort=/ort/ort.wasm.min.mjs", ready="window.__done")
