@@ -62,10 +62,16 @@ def cmd_compile(args: argparse.Namespace) -> int:
         verify_ir=args.verify_ir,
         on_stage=_progress if args.verbose else None,
     )
+    if args.target == "js":
+        from .package_js import write_js_package
+
+        write_js_package(args.output, args.model, name=args.package_name)
     if args.json:
         print(json.dumps(res.report.as_dict(), indent=1))
     else:
         print(res.report.summary())
+        if args.target == "js":
+            print(f"  js package: {args.output} (npm-installable ES module; serve it as static files)")
     return 0
 
 
@@ -206,6 +212,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=range(4),
         metavar="LEVEL",
         help="optimization level 0-3 (default 2)",
+    )
+    c.add_argument(
+        "--target",
+        choices=("python", "js"),
+        default="python",
+        help="python: the artifact only (default); js: also the browser runtime, types, package.json "
+        "and model.onnx, making DIR an npm package",
+    )
+    c.add_argument(
+        "--package-name",
+        metavar="NAME",
+        help="npm package name for --target js (default: from the model file)",
     )
     c.add_argument("--verify-ir", action="store_true", help="check the IR after every stage")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
