@@ -109,6 +109,20 @@ def test_compile_restarted_from_any_stage_gives_the_same_artifact(name, tmp_path
         assert res.report.arena_bytes == direct.report.arena_bytes
 
 
+def test_vgg19_restarted_from_import_text_gives_the_same_artifact():
+    # its weight fills parse to read-only broadcast views, which lowering splits and packs
+    texts = {}
+
+    def keep(stage: str, g: Graph) -> None:
+        if stage == "import":
+            blob = WeightBlob()
+            texts[stage] = (print_ir(g, stage=stage, weights=blob), bytes(blob))
+
+    direct = compile_model(str(light_path("vgg19")), on_stage=keep)
+    mod = parse_module(*texts["import"])
+    assert _artifact_bytes(compile_model(mod.graph, stage=mod.stage)) == _artifact_bytes(direct)
+
+
 def test_compile_from_a_graph_infers_its_stage():
     g = run_to_stage(str(light_path("squeezenet")), "lower")
     assert infer_stage(g) == "lower"
