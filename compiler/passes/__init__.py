@@ -33,7 +33,7 @@ from .concat_in_place import ConcatInPlace  # noqa: E402
 from .fold_affine import FoldAffine  # noqa: E402
 
 PASSES: dict[str, Callable[[], Pass]] = {
-    p.name: p for p in (Canonicalize, FoldConstants, FoldAffine, DeadCodeElimination)
+    p.name: p for p in (Canonicalize, FoldConstants, FoldAffine, DeadCodeElimination, ConcatInPlace)
 }
 
 
