@@ -325,10 +325,15 @@ def _matmul_integer(g, info):
             raise info.error("operands must have rank 1 or more")
     M = a.shape[-2] if a.type.rank >= 2 else 1
     N = b.shape[-1] if b.type.rank >= 2 else 1
-    for zp, n, what in ((azp, M, "a_zero_point"), (bzp, N, "b_zero_point")):
-        if zp is not None and zp.type.numel not in (1, n):
+    # zero points: per tensor, per row of A ([M] or [..., M, 1]), per column of B ([N] or [..., 1, N])
+    for zp, want, what in ((azp, (M, 1), "a_zero_point"), (bzp, (1, N), "b_zero_point")):
+        if zp is None or zp.type.numel == 1:
+            continue
+        s = tuple(zp.shape)
+        ok = s == (max(want),) or (len(s) >= 2 and s[-2:] == want)
+        if not ok:
             raise info.error(
-                f"{what} of shape {zp.shape}: per-tensor or per-{'row' if n == M else 'column'} only"
+                f"{what} of shape {s} is neither per tensor nor per {'row' if want[1] == 1 else 'column'}"
             )
     attrs = {"has": [int(v is not None) for v in (azp, bzp, *scales)]}
     ins = [v for v in (a, b, azp, bzp, *scales) if v is not None]
