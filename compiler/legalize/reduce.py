@@ -338,3 +338,34 @@ def _matmul_integer(g, info):
     attrs = {"has": [int(v is not None) for v in (azp, bzp, *scales)]}
     ins = [v for v in (a, b, azp, bzp, *scales) if v is not None]
     return emit(g, info, info.op_type, ins, attrs)
+
+
+@rule("ConvInteger", "QLinearConv")
+def _conv_integer(g, info):
+    from .nn import _spatial
+
+    ins = list(info.inputs) + [None] * (9 - len(info.inputs))
+    if info.op_type == "ConvInteger":
+        x, w, xzp, wzp = ins[:4]
+        rest = [None] * 5
+    else:
+        x, xs, xzp, w, ws, wzp, ys, yzp, bias = ins
+        rest = [xs, ws, ys, yzp, bias]
+    if x.type.rank < 3 or w.type.rank != x.type.rank:
+        raise info.error(f"input {x.type} and weights {w.type} are not an N-C-spatial convolution")
+    attrs = _spatial(info, x, _ints(info.attrs.get("kernel_shape") or w.shape[2:]))
+    attrs["group"] = int(info.attrs.get("group", 1))
+    OC = w.shape[0]
+    for v, what in (
+        (xzp, "x_zero_point"),
+        (rest[0], "x_scale"),
+        (rest[2], "y_scale"),
+        (rest[3], "y_zero_point"),
+    ):
+        if v is not None and v.type.numel != 1:
+            raise info.error(f"{what} must be a scalar (per tensor)")
+    for v, what in ((wzp, "w_zero_point"), (rest[1], "w_scale"), (rest[4], "B")):
+        if v is not None and v.type.numel not in (1, OC) or (v is not None and v.type.rank > 1):
+            raise info.error(f"{what} must be a scalar or one value per output channel")
+    attrs["has"] = [int(v is not None) for v in (xzp, wzp, *rest)]
+    return emit(g, info, info.op_type, [v for v in (x, w, xzp, wzp, *rest) if v is not None], attrs)

@@ -217,3 +217,106 @@ def lower_qlinear_matmul(ctx: LowerCtx, op: Op) -> None:
         lambda r: _saturate(f"round(f32(a0) * (a1 * a2 / a3){shift})", y.dtype),
     )  # fmt: skip
     emit_map(ctx, [acc, sa, sb, sy] + ([zy] if zy is not None else []), y, [d])
+
+
+# -- integer convolutions --------------------------------------------------------------------
+def _padded(ctx: LowerCtx, x: Value, xzp: Value | None, pads: list[int]) -> Value:
+    """x with its spatial pads filled by the zero point (so they contribute nothing)."""
+    nd = len(pads) // 2
+    if not any(pads):
+        return x
+    shape = tuple(x.shape)
+    pshape = shape[:2] + tuple(n + pads[i] + pads[i + nd] for i, n in enumerate(shape[2:]))
+    xp = ctx.temp(TensorType(x.dtype, pshape), f"{x.name}.padded")
+    full = contiguous(pshape)
+    if xzp is not None:
+        fill = map_dispatch(ctx, pshape, [(xzp, View(0, (0,) * len(pshape)))], (xp, full), lambda a: a[0])
+    else:
+        fill = map_dispatch(ctx, pshape, [], (xp, full), lambda a: f"{wgsl_type(x)}(0)")
+    ps = contiguous_strides(pshape)
+    at = sum(pads[i] * ps[2 + i] for i in range(nd))
+    copy = map_dispatch(ctx, shape, [(x, contiguous(shape))], (xp, View(at, ps)), lambda a: a[0])
+    ctx.kernel([x] + ([xzp] if xzp is not None else []), [xp], [d for d in (fill, copy) if d is not None])
+    return xp
+
+
+def _integer_conv(ctx: LowerCtx, op: Op, x, w, xzp, wzp, out: Value) -> None:
+    """out[n, oc, o...] = sum over (ic, k...) of (x - xzp) * (w[oc] - wzp[oc]), in i32.
+
+    Over the zero-point-padded input every index is affine, so the convolution is one row
+    kernel over [N, G, OC/G, O..., IC/G, K...] (groups, strides and dilations included)."""
+    a = op.attrs
+    nd = len(a["kernel_shape"])
+    G = a["group"]
+    N, C = x.shape[:2]
+    OC, ICG = w.shape[:2]
+    if C % G or OC % G or ICG != C // G:
+        raise ctx.error(f"weights {w.type} do not match {C} input channels in {G} groups")
+    OCG = OC // G
+    xp = _padded(ctx, x, xzp, a["pads"])
+    xs, ws = contiguous_strides(xp.shape), contiguous_strides(w.shape)
+    osp = tuple(out.shape[2:])
+    ks = tuple(a["kernel_shape"])
+    space = (N, G, OCG) + osp + (ICG,) + ks
+    zeros_o = (0,) * nd
+    xv = View(0, (xs[0], ICG * xs[1], 0) + tuple(s * xs[2 + i] for i, s in enumerate(a["strides"]))
+              + (xs[1],) + tuple(d * xs[2 + i] for i, d in enumerate(a["dilations"])))  # fmt: skip
+    wv = View(0, (0, OCG * ws[0], ws[0]) + zeros_o + (ws[1],) + tuple(ws[2:]))
+    reads = [(xp, xv), (w, wv)]
+    tx, tw = "i32(a0)", "i32(a1)"
+    if xzp is not None:
+        reads.append((xzp, View(0, (0,) * len(space))))
+        tx = f"(i32(a0) - i32(a{len(reads) - 1}))"
+    if wzp is not None:
+        per_oc = wzp.type.numel > 1
+        reads.append((wzp, View(0, ((0, OCG, 1) if per_oc else (0, 0, 0)) + (0,) * (2 * nd + 1))))
+        tw = f"(i32(a1) - i32(a{len(reads) - 1}))"
+    reduced = list(range(3 + nd, len(space)))
+    sweep = fold_sweep("acc", "i32", "sum", f"{tx} * {tw}")
+    d = row_kernel(ctx, space, reduced, reads, [sweep], row_writes=[(out, "acc")],
+                   comment=f"integer convolution {x.type} * {w.type}")  # fmt: skip
+    ctx.kernel([v for v in (xp, w, xzp, wzp) if v is not None], [out], [d] if d else [])
+
+
+def _unpack_conv(op: Op) -> list[Value | None]:
+    it = iter(op.inputs)
+    return [next(it) if has else None for has in [1, 1] + op.attrs["has"]]
+
+
+@lowers("ConvInteger")
+def lower_conv_integer(ctx: LowerCtx, op: Op) -> None:
+    x, w, xzp, wzp = _unpack_conv(op)[:4]
+    _integer_conv(ctx, op, x, w, xzp, wzp, op.outputs[0])
+
+
+@lowers("QLinearConv")
+def lower_qlinear_conv(ctx: LowerCtx, op: Op) -> None:
+    """The i32 convolution (plus the i32 bias), requantized per output channel."""
+    x, w, xzp, wzp, sx, sw, sy, zy, bias = _unpack_conv(op)
+    y = op.outputs[0]
+    acc = ctx.temp(TensorType(DType.i32, y.shape), f"{y.name}.acc")
+    _integer_conv(ctx, op, x, w, xzp, wzp, acc)
+    shape = tuple(y.shape)
+    S = math.prod(shape[2:])
+    space = (shape[0], shape[1], S)
+    scalar, per_oc = View(0, (0, 0, 0)), View(0, (0, 1, 0))
+    reads = [
+        (acc, contiguous(space)),
+        (sx, scalar),
+        (sw, per_oc if sw.type.numel > 1 else scalar),
+        (sy, scalar),
+    ]
+    total = "f32(a0)"
+    if bias is not None:
+        reads.append((bias, per_oc if bias.type.numel > 1 else scalar))
+        total = f"f32(a0 + a{len(reads) - 1})"
+    shift = ""
+    if zy is not None:
+        reads.append((zy, scalar))
+        shift = f" + f32(a{len(reads) - 1})"
+    out_dt = y.dtype
+    d = map_dispatch(
+        ctx, space, reads, (y, contiguous(space)),
+        lambda r: _saturate(f"round({total} * (a1 * a2 / a3){shift})", out_dt),
+    )  # fmt: skip
+    emit_map(ctx, [v for v, _ in reads], y, [d])
