@@ -515,3 +515,20 @@ def test_qlinear_conv(xs, ws, attrs, dtype, per_channel, device):
     want = np.clip(np.rint(real.astype(np.float32)), 0, 255).astype(np.uint8)
     got = gpu_run(model, {"x": x}, device)[0]
     assert np.abs(got.astype(int) - want.astype(int)).max() <= 1  # f32 vs f64 scale products at .5 ties
+
+
+@pytest.mark.parametrize(
+    "equation,shapes,kernel",
+    [("bij,bjk->bik", [(2, 3, 4), (2, 4, 5)], "matmul"), ("bhkd,bhqd->bhqk", [(1, 2, 5, 8), (1, 2, 3, 8)], "matmul"),
+     ("ii->i", [(4, 4)], "reduce"), ("ij,j->ij", [(3, 4), (4,)], "reduce")],
+)  # fmt: skip
+def test_einsum_lowering_choice(equation, shapes, kernel):
+    # two-operand contractions become the tiled MatMul; diagonals and the rest the generic kernel
+    import tempfile
+
+    from onnx2wgsl.compiler import compile_model
+
+    feeds = {f"x{i}": rand(*s, seed=i) for i, s in enumerate(shapes)}
+    with tempfile.TemporaryDirectory() as out:
+        result = compile_model(node_model("Einsum", feeds, {"equation": equation}, opset=12), out)
+    assert any(kernel in name for name in result.graph.shaders)

@@ -238,7 +238,62 @@ def _einsum(g, info):
         terms, out = parse_einsum(str(info.attrs["equation"]), [v.type.rank for v in ins])
     except ValueError as e:
         raise info.error(f"equation {info.attrs['equation']!r}: {e}") from None
+    if len(ins) == 2 and info.out_types[0].dtype.is_float:
+        y = _einsum_as_matmul(g, info, ins, terms, out)
+        if y is not None:
+            return y
     return emit(g, info, "Einsum", ins, {"terms": terms, "output": out})
+
+
+def _einsum_as_matmul(g, info, ins, terms, out):
+    """A two-operand contraction without diagonals, broadcasting or one-sided sums is a batched
+    MatMul between transposes and free reshapes (the tiled GEMM template); None otherwise."""
+    (a, b), (ta, tb) = ins, terms
+    if len(set(ta)) != len(ta) or len(set(tb)) != len(tb):
+        return None
+    size = {}
+    for v, t in ((a, ta), (b, tb)):
+        for label, n in zip(t, v.shape):
+            if size.setdefault(label, n) != n:
+                return None
+    batch = [c for c in out if c in ta and c in tb]
+    M = [c for c in ta if c in out and c not in tb]
+    N = [c for c in tb if c in out and c not in ta]
+    K = [c for c in ta if c in tb and c not in out]
+    if not K or sorted(ta) != sorted(batch + M + K) or sorted(tb) != sorted(batch + K + N):
+        return None  # nothing summed is a broadcast product: the generic kernel does it directly
+    dt = info.out_types[0].dtype
+    name = info.out_names[0]
+
+    def prod(labels):
+        return math.prod(size[c] for c in labels)
+
+    def arrange(v, t, order, hint):
+        perm = [t.index(c) for c in order]
+        if perm != list(range(len(t))):
+            tt = TensorType(v.dtype, tuple(v.shape[p] for p in perm))
+            (v,) = emit(g, info, "Transpose", [v], {"perm": perm}, [tt], [f"{name}.{hint}t"])
+        return v
+
+    def reshape(v, shape, hint):
+        if tuple(v.shape) == tuple(shape):
+            return v
+        (r,) = emit(g, info, "Reshape", [v], {}, [TensorType(v.dtype, tuple(shape))], [f"{name}.{hint}"])
+        return r
+
+    lead = (prod(batch),) if batch else ()
+    a3 = reshape(arrange(a, ta, batch + M + K, "a"), lead + (prod(M), prod(K)), "a3")
+    b3 = reshape(arrange(b, tb, batch + K + N, "b"), lead + (prod(K), prod(N)), "b3")
+    mm = TensorType(dt, lead + (prod(M), prod(N)))
+    order = batch + M + N
+    perm = [order.index(c) for c in out]
+    if perm == list(range(len(out))) and mm.shape == tuple(info.out_types[0].shape):
+        return emit(g, info, "MatMul", [a3, b3], {})  # the product is the output as it stands
+    (y3,) = emit(g, info, "MatMul", [a3, b3], {}, [mm], [f"{name}.mm"])
+    if perm == list(range(len(out))):
+        return emit(g, info, "Reshape", [y3], {})
+    y = reshape(y3, tuple(size[c] for c in order), "mmshape")
+    return emit(g, info, "Transpose", [y], {"perm": perm})
 
 
 @rule("Det")
