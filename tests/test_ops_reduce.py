@@ -10,6 +10,7 @@ import pytest
 from helpers import assert_close, gpu_run, node_model, ort_run, rand, reference_run
 
 from onnx2wgsl.errors import CompileError, UnsupportedError
+from onnx2wgsl.ir.verify import VerifyError
 
 # the quantization tests feed 8- and 16-bit integers
 for _np, _onnx in [(np.int8, onnx.TensorProto.INT8), (np.uint8, onnx.TensorProto.UINT8),
@@ -532,3 +533,31 @@ def test_einsum_lowering_choice(equation, shapes, kernel):
     with tempfile.TemporaryDirectory() as out:
         result = compile_model(node_model("Einsum", feeds, {"equation": equation}, opset=12), out)
     assert any(kernel in name for name in result.graph.shaders)
+
+
+def test_einsum_empty_sum_gives_zeros(device):
+    feeds = {"a": np.zeros((3, 0), np.float32), "b": np.zeros((0, 2), np.float32)}
+    _check("Einsum", feeds, {"equation": "ij,jk->ik"}, opset=12, device=device, ref=reference_run)
+
+
+ZERO_SIZED = [
+    ("ReduceSum", (0, 3), {"keepdims": 0}, {"axes": np.array([1], np.int64)}, 18, 1),
+    ("ReduceMax", (4, 0, 2), {"keepdims": 1}, {"axes": np.array([2], np.int64)}, 18, 1),
+    ("ArgMax", (0, 3), {"axis": 1}, {}, 13, 1),
+    ("LayerNormalization", (0, 4), {}, {"s": np.ones(4, np.float32)}, 17, 1),
+    ("CumSum", (0, 3), {}, {"axis": np.array(1, np.int64)}, 14, 1),
+    ("TopK", (0, 5), {}, {"k": np.array([2], np.int64)}, 11, 2),
+    ("LpNormalization", (2, 0), {"axis": 0}, {}, 17, 1),
+]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=VerifyError,
+    reason="these lowerings emit a kernel without dispatches for an empty output; the IR verifier "
+    "refuses such kernels until zero-sized tensors are supported graph-wide (issue 4, item 6)",
+)
+@pytest.mark.parametrize("op,shape,attrs,inits,opset,n_out", ZERO_SIZED, ids=[c[0] for c in ZERO_SIZED])
+def test_zero_sized(op, shape, attrs, inits, opset, n_out, device):
+    x = np.zeros(shape, np.float32)
+    _check(op, {"x": x}, attrs, opset=opset, inits=inits, device=device, n_outputs=n_out, ref=reference_run)

@@ -201,6 +201,8 @@ def parse_einsum(equation: str, ranks: list[int]) -> tuple[list[list[str]], list
             ell_rank = max(ell_rank, rank - named)
         elif named != rank:
             raise ValueError(f"term {part!r} has {named} labels for an input of rank {rank}")
+    if ell_rank > 10:
+        raise ValueError("more than 10 dims under '...'")
     ell = [str(i) for i in range(ell_rank)]
 
     def expand(part: str, rank: int | None) -> list[str]:
@@ -242,14 +244,16 @@ def _einsum(g, info):
         y = _einsum_as_matmul(g, info, ins, terms, out)
         if y is not None:
             return y
-    return emit(g, info, "Einsum", ins, {"terms": terms, "output": out})
+    # IR form: the explicit equation, one character per label ('0'.. for the ellipsis dims)
+    equation = ",".join("".join(t) for t in terms) + "->" + "".join(out)
+    return emit(g, info, "Einsum", ins, {"equation": equation})
 
 
 def _einsum_as_matmul(g, info, ins, terms, out):
     """A two-operand contraction without diagonals, broadcasting or one-sided sums is a batched
     MatMul between transposes and free reshapes (the tiled GEMM template); None otherwise."""
     (a, b), (ta, tb) = ins, terms
-    if len(set(ta)) != len(ta) or len(set(tb)) != len(tb):
+    if len(set(ta)) != len(ta) or len(set(tb)) != len(tb) or not a.type.numel or not b.type.numel:
         return None
     size = {}
     for v, t in ((a, ta), (b, tb)):

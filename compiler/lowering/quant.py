@@ -171,8 +171,10 @@ def _integer_matmul(ctx: LowerCtx, a, b, azp, bzp, out: Value) -> None:
         tb = f"(i32(a1) - i32(a{len(reads) - 1}))"
     expr = f"{ta if azp is not None else 'i32(a0)'} * {tb if bzp is not None else 'i32(a1)'}"
     space = batch + (M, N, K)
-    if K == 0:
-        raise ctx.error("inner dimension of size 0")
+    if K == 0:  # an empty sum: zeros
+        d = map_dispatch(ctx, space[:-1], [], (out, contiguous(space[:-1])), lambda r: "0i")
+        ctx.kernel([v for v in (a, b, azp, bzp) if v is not None], [out], [d] if d else [])
+        return
     sweep = fold_sweep("acc", "i32", "sum", expr)
     d = row_kernel(
         ctx, space, [len(space) - 1], reads, [sweep], row_writes=[(out, "acc")],

@@ -318,7 +318,8 @@ def lower_einsum(ctx: LowerCtx, op: Op) -> None:
     """A generic contraction: the space is the output labels then the summed labels; each
     operand reads through strides per label (a repeated label sums its strides: a diagonal)."""
     ins, y = op.inputs, op.outputs[0]
-    terms, out = op.attrs["terms"], op.attrs["output"]
+    lhs, _, out = op.attrs["equation"].partition("->")
+    terms = lhs.split(",")
     sizes: dict[str, int] = {}
     for v, term in zip(ins, terms):
         for label, n in zip(term, v.shape):
@@ -342,9 +343,11 @@ def lower_einsum(ctx: LowerCtx, op: Op) -> None:
         raise ctx.error("operands of different dtypes")
     product = " * ".join(f"a{j}" for j in range(len(ins))) or IDENTITY["prod"][ty]
     reduced = list(range(len(out), len(labels)))
-    equation = ",".join("".join(t) for t in terms) + "->" + "".join(out)
-    if math.prod(space[d] for d in reduced) == 0:
-        raise ctx.error("a summed label has size 0")
+    equation = op.attrs["equation"]
+    if math.prod(space[d] for d in reduced) == 0:  # an empty sum: zeros, x is never read
+        d = _fill(ctx, y, IDENTITY["sum"][ty])
+        ctx.kernel(list(ins), [y], [d] if d else [])
+        return
     sweep = fold_sweep("acc", ty, "sum", product)
     d = row_kernel(ctx, space, reduced, reads, [sweep], row_writes=[(y, "acc")], comment=f"Einsum {equation}")
     ctx.kernel(list(ins), [y], [d] if d else [])
