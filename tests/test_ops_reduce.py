@@ -249,7 +249,9 @@ def test_lp_norm_zero_row_gives_zero(device):
 
 # -- CumSum ----------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "shape,axis", [((7,), 0), ((3, 5), 0), ((3, 5), -1), ((2, 3, 4), 1), ((2, 1000), 1)], ids=str
+    "shape,axis",
+    [((7,), 0), ((3, 5), 0), ((3, 5), -1), ((2, 3, 4), 1), ((2, 1000), 1), ((300, 3), 0), ((2, 5000), 1)],
+    ids=str,
 )
 @pytest.mark.parametrize("exclusive", [0, 1])
 @pytest.mark.parametrize("reverse", [0, 1])

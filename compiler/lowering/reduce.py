@@ -10,8 +10,9 @@ computes a row's base offsets once and the reduced offsets per point.
 A row is reduced by one invocation (few reduced points, or so many rows that each
 invocation already has enough work) or by one workgroup whose invocations stride the
 reduced points and then combine in a tree (a pairwise sum: error grows with log n, not n).
-Very long reductions with few rows are split in two stages: each chunk's partial result,
-then the partials.
+Rows of 32768 points or more are split in two stages (each chunk of 4096 points gives a
+partial, a second pass folds the partials): more workgroups to run in parallel when rows are
+few, and at most a few hundred points summed serially by any invocation.
 """
 
 from __future__ import annotations
@@ -32,8 +33,7 @@ from .indexing import View, broadcast, collapse, contiguous, contiguous_strides,
 # -- how a row is reduced --------------------------------------------------------------------
 THREAD_MAX_R = 32  # at most this many reduced points: one invocation per row
 THREAD_MANY_ROWS = (4096, 512)  # ... or at least 4096 rows of at most 512 points each
-SPLIT_MIN_R = 32768  # a reduction this long over at most SPLIT_MAX_ROWS rows runs in two stages
-SPLIT_MAX_ROWS = 64
+SPLIT_MIN_R = 32768  # a reduction this long runs in two stages
 SPLIT_CHUNK = 4096
 
 
@@ -259,8 +259,7 @@ def lower_reduce(ctx: LowerCtx, op: Op) -> None:
         d = row_kernel(ctx, space, axes, read, sweeps, row_writes=[(y, "log(s) + sh")], comment=label)
         ctx.kernel([x], [y], [d] if d else [])
         return
-    group, _ = choose_mode(rows, R)
-    if group and R >= SPLIT_MIN_R and rows <= SPLIT_MAX_ROWS:
+    if R >= SPLIT_MIN_R:
         _two_stage(ctx, op, kind, ty, space, axes, label)
         return
     sweep = fold_sweep("acc", ty, kind.combine, kind.pre("a0", ty))
@@ -354,13 +353,11 @@ def lower_einsum(ctx: LowerCtx, op: Op) -> None:
 
 
 # -- CumSum ----------------------------------------------------------------------------------
-SCAN_TILE = 256
+SCAN_CHUNK = 64  # points one invocation scans serially
 
 
 @lowers("CumSum")
 def lower_cumsum(ctx: LowerCtx, op: Op) -> None:
-    """One invocation per row for short rows; else one workgroup per row scanning tiles of
-    256 points in workgroup memory (Hillis-Steele) with a running carry."""
     x, y = op.inputs[0], op.outputs[0]
     axis = op.attrs["axis"]
     shape = tuple(x.shape)
@@ -370,16 +367,46 @@ def lower_cumsum(ctx: LowerCtx, op: Op) -> None:
     if rows == 0 or L == 0:
         ctx.kernel([x], [y], [])
         return
-    group = L > 64 and rows < 4096
-    wg = SCAN_TILE if group else 64
-    grid, nx = ctx.grid(rows if group else math.ceil(rows / wg))
+    _cumsum(ctx, x, y, rows, L, inner, bool(op.attrs["exclusive"]), bool(op.attrs["reverse"]))
+
+
+def _cumsum(ctx, x, y, rows, L, inner, exclusive, reverse) -> None:
+    """Each invocation scans a chunk of at most 64 points serially from its chunk's offset.
+    The offsets are the exclusive scan (in the scan direction) of the chunk sums, done the
+    same way one level down: log64(L) levels, no barriers, sums pairwise across levels."""
     ty = wgsl_type(x)
-    shader = ctx.shader(
-        "scan.wgsl.j2", decls=[decl("X", x), decl("Y", y, write=True)], group=group, wg=wg, nx=nx,
-        rows=rows, L=L, inner=inner, ty=ty, zero=IDENTITY["sum"][ty],
-        exclusive=bool(op.attrs["exclusive"]), reverse=bool(op.attrs["reverse"]),
+    if L <= SCAN_CHUNK:
+        ctx.kernel([x], [y], [_scan(ctx, x, y, rows, L, inner, exclusive, reverse, 1, None)])
+        return
+    chunks = math.ceil(L / SCAN_CHUNK)
+    space = (rows // inner, L, inner)
+    sums = ctx.temp(TensorType(DType(ty), (rows, chunks)), f"{y.name}.chunk_sums")
+    offsets = ctx.temp(TensorType(DType(ty), (rows, chunks)), f"{y.name}.chunk_offsets")
+    d = row_kernel(
+        ctx, space, [1], [(x, contiguous(space))], [fold_sweep("acc", ty, "sum", "a0")],
+        row_writes=[(sums, "acc")], comment=f"CumSum: the sums of {chunks} chunks per row",
+        split=(chunks, SCAN_CHUNK), mode=(False, 64),
     )  # fmt: skip
-    ctx.kernel([x], [y], [Dispatch(shader, grid, [binding(x), binding(y, write=True)])])
+    ctx.kernel([x], [sums], [d])
+    _cumsum(ctx, sums, offsets, rows, chunks, 1, True, reverse)
+    d = _scan(ctx, x, y, rows, L, inner, exclusive, reverse, chunks, offsets)
+    ctx.kernel([x, offsets], [y], [d])
+
+
+def _scan(ctx, x, y, rows, L, inner, exclusive, reverse, chunks, offsets) -> Dispatch:
+    units = rows * chunks
+    grid, nx = ctx.grid(math.ceil(units / 64))
+    ty = wgsl_type(x)
+    decls = (
+        [decl("X", x)] + ([decl("Off", offsets)] if offsets is not None else []) + [decl("Y", y, write=True)]
+    )
+    shader = ctx.shader(
+        "scan.wgsl.j2", decls=decls, wg=64, nx=nx, units=units, L=L, inner=inner, zero=IDENTITY["sum"][ty],
+        exclusive=exclusive, reverse=reverse, chunks=chunks, chunk=SCAN_CHUNK if chunks > 1 else L,
+        offsets=offsets is not None,
+    )  # fmt: skip
+    bindings = [binding(x)] + ([binding(offsets)] if offsets is not None else []) + [binding(y, write=True)]
+    return Dispatch(shader, grid, bindings)
 
 
 # -- TopK ------------------------------------------------------------------------------------
