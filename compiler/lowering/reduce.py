@@ -410,11 +410,16 @@ def _scan(ctx, x, y, rows, L, inner, exclusive, reverse, chunks, offsets) -> Dis
 
 
 # -- TopK ------------------------------------------------------------------------------------
+TOPK_RANK_RATIO = 16  # k >= L / 16: rank every point (L^2 comparisons, no barriers) ...
+TOPK_RANK_MAX_L = 16384  # ... for rows up to this long
+
+
 @lowers("TopK")
 def lower_topk(ctx: LowerCtx, op: Op) -> None:
     """k rounds per row, each a workgroup-wide arg-max over the points that come after the
     previous pick in the order (value, then lower index first): exact ties, no sorting
-    buffer, any row length."""
+    buffer, any row length. When k is a large part of the row, each point's rank in that
+    order is counted instead and is its output position."""
     x = op.inputs[0]
     axis, k = op.attrs["axis"], op.attrs["k"]
     outs = dict(zip(op.attrs["outputs"], op.outputs))
@@ -430,14 +435,22 @@ def lower_topk(ctx: LowerCtx, op: Op) -> None:
     indices = outs.get(1) or ctx.temp(TensorType(DType.i64, template.shape), f"{x.name}.topk_indices")
     ty = wgsl_type(x)
     largest = bool(op.attrs["largest"])
-    wg = 256 if L > 1024 else 64
-    grid, nx = ctx.grid(rows)
-    shader = ctx.shader(
-        "topk.wgsl.j2", decls=[decl("X", x), decl("V", values, write=True), decl("I", indices, write=True)],
-        wg=wg, nx=nx, rows=rows, L=L, inner=inner, k=k, ty=ty,
-        worst=IDENTITY["max" if largest else "min"][ty], better=">" if largest else "<",
-        worse="<" if largest else ">",
-    )  # fmt: skip
+    decls = [decl("X", x), decl("V", values, write=True), decl("I", indices, write=True)]
+    better = ">" if largest else "<"
+    if L <= TOPK_RANK_RATIO * k and L <= TOPK_RANK_MAX_L:
+        # many picks: ranking every point at once beats k rounds of workgroup-wide arg-max
+        grid, nx = ctx.grid(math.ceil(rows * L / 64))
+        shader = ctx.shader(
+            "topk_rank.wgsl.j2", decls=decls, wg=64, nx=nx, total=rows * L, L=L, inner=inner, k=k,
+            better=better,
+        )  # fmt: skip
+    else:
+        wg = 256 if L > 1024 else 64
+        grid, nx = ctx.grid(rows)
+        shader = ctx.shader(
+            "topk.wgsl.j2", decls=decls, wg=wg, nx=nx, rows=rows, L=L, inner=inner, k=k, ty=ty,
+            worst=IDENTITY["max" if largest else "min"][ty], better=better, worse="<" if largest else ">",
+        )  # fmt: skip
     d = Dispatch(shader, grid, [binding(x), binding(values, write=True), binding(indices, write=True)])
     ctx.kernel([x], [values, indices], [d])
 
