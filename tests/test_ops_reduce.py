@@ -271,7 +271,9 @@ def test_cumsum_int(n, device):
 
 # -- TopK ------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "shape,axis,k", [((3, 4), 1, 2), ((5, 6, 7), 1, 6), ((2, 2000), -1, 9), ((6, 3), 0, 6)], ids=str
+    "shape,axis,k",
+    [((3, 4), 1, 2), ((5, 6, 7), 1, 6), ((2, 2000), -1, 9), ((6, 3), 0, 6), ((40, 3, 2), 0, 2)],
+    ids=str,
 )
 @pytest.mark.parametrize("largest", [0, 1])
 def test_topk(shape, axis, k, largest, device):
