@@ -408,7 +408,15 @@ def test_dynamic_quantize(shape, sign, device):
 
 
 @pytest.mark.parametrize(
-    "a_shape,b_shape", [((4, 3), (3, 2)), ((2, 5, 7), (7, 3)), ((2, 3, 4), (2, 4, 6))], ids=str
+    "a_shape,b_shape",
+    [
+        ((4, 3), (3, 2)),
+        ((2, 5, 7), (7, 3)),
+        ((2, 3, 4), (2, 4, 6)),
+        ((3, 4), (2, 4, 6)),
+        ((33, 70), (70, 45)),
+    ],
+    ids=str,
 )
 @pytest.mark.parametrize("zps", ["none", "scalar", "vector"])
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8], ids=lambda t: t.__name__)
@@ -565,3 +573,13 @@ ZERO_SIZED = [
 def test_zero_sized(op, shape, attrs, inits, opset, n_out, device):
     x = np.zeros(shape, np.float32)
     _check(op, {"x": x}, attrs, opset=opset, inits=inits, device=device, n_outputs=n_out, ref=reference_run)
+
+
+def test_matmul_integer_batched_row_zero_points(device):
+    # a_zero_point of shape [batch, M, 1]: one per row of every matrix (the row-kernel path)
+    rng = np.random.default_rng(12)
+    a, b = rng.integers(0, 256, (2, 5, 7)).astype(np.uint8), rng.integers(0, 256, (7, 3)).astype(np.uint8)
+    azp = rng.integers(0, 9, (2, 5, 1)).astype(np.uint8)
+    model = node_model("MatMulInteger", {"a": a}, opset=10, initializers={"b": b, "azp": azp})
+    want = (a.astype(np.int32) - azp.astype(np.int32)) @ b.astype(np.int32)
+    assert_close(gpu_run(model, {"a": a}, device), [want])

@@ -12,12 +12,12 @@ import math
 
 import numpy as np
 
-from onnx2wgsl.ir import DType, Op, TensorType, Value
+from onnx2wgsl.ir import Dispatch, DType, Op, TensorType, Value
 
 from ..elementwise_ops import f32
-from . import LowerCtx, lowers, wgsl_type
+from . import LowerCtx, binding, decl, lowers, wgsl_type
 from .elementwise import emit_map, map_dispatch
-from .indexing import View, broadcast, contiguous, contiguous_strides
+from .indexing import View, broadcast, contiguous, contiguous_strides, index_code
 from .reduce import Sweep, fold_sweep, row_kernel
 
 QRANGE = {
@@ -171,16 +171,66 @@ def _integer_matmul(ctx: LowerCtx, a, b, azp, bzp, out: Value) -> None:
         tb = f"(i32(a1) - i32(a{len(reads) - 1}))"
     expr = f"{ta if azp is not None else 'i32(a0)'} * {tb if bzp is not None else 'i32(a1)'}"
     space = batch + (M, N, K)
+    if K and _tiled_integer_matmul(ctx, a, b, azp, bzp, out, batch, M, N, K, ash, bsh):
+        return
     if K == 0:  # an empty sum: zeros
         d = map_dispatch(ctx, space[:-1], [], (out, contiguous(space[:-1])), lambda r: "0i")
         ctx.kernel([v for v in (a, b, azp, bzp) if v is not None], [out], [d] if d else [])
         return
     sweep = fold_sweep("acc", "i32", "sum", expr)
     d = row_kernel(
-        ctx, space, [len(space) - 1], reads, [sweep], row_writes=[(out, "acc")],
+        ctx, space, [len(space) - 1], reads, [sweep], row_writes=[(out, "acc")], exact=True,
         comment=f"integer matmul {a.type} x {b.type}",
     )  # fmt: skip
     ctx.kernel([v for v in (a, b, azp, bzp) if v is not None], [out], [d] if d else [])
+
+
+TILE_M, TILE_N = 4, 4
+
+
+def _tiled_integer_matmul(ctx, a, b, azp, bzp, out, batch, M, N, K, ash, bsh) -> bool:
+    """The register-tiled integer matmul, for per-tensor or plain per-row / per-column zero
+    points; False where it does not apply (the row kernel then does the product)."""
+    for zp in (azp, bzp):
+        if zp is not None and zp.type.numel > 1 and zp.type.rank != 1:
+            return False
+    Z = math.prod(batch)
+    groups = (math.ceil(math.ceil(N / TILE_N) / 64), math.ceil(M / TILE_M), Z)
+    if max(groups) > ctx.target.max_groups:
+        return False
+
+    def batch_view(shape, mat):  # offsets of each matrix of an operand from the batch index
+        return View(0, tuple(s * mat for s in broadcast(shape[:-2], batch).strides)) if batch else View(0, ())
+
+    views = [
+        batch_view(ash, M * K),
+        batch_view(bsh, K * N),
+        View(0, tuple(s * M * N for s in contiguous_strides(batch))),
+    ]
+    lines, (ab, bb, yb) = index_code(batch, views, flat="z", prefix="bz") if batch else ([], ["0u"] * 3)
+    batch_lines = lines + [f"let ab = {ab};", f"let bb = {bb};", f"let yb = {yb};"]
+    decls = [decl("A", a), decl("B", b)]
+    bindings = [binding(a), binding(b)]
+
+    def zero_point(zp, name, base, last, count):  # per tensor, or one per row (column) of the tile
+        if zp is None:
+            return ["0i"] * count
+        decls.append(decl(name, zp))
+        bindings.append(binding(zp))
+        if zp.type.numel == 1:
+            return [f"i32({name}[0])"] * count
+        return [f"i32({name}[min({base} + {i}u, {last}u)])" for i in range(count)]
+
+    za = zero_point(azp, "ZA", "m0", M - 1, TILE_M)
+    zb = zero_point(bzp, "ZB", "n0", N - 1, TILE_N)
+    decls.append(decl("Y", out, write=True))
+    bindings.append(binding(out, write=True))
+    shader = ctx.shader(
+        "matmul_int.wgsl.j2", decls=decls, wg=64, tm=TILE_M, tn=TILE_N, M=M, N=N, K=K,
+        batch_lines=batch_lines, za=za, zb=zb,
+    )  # fmt: skip
+    ctx.kernel([v for v in (a, b, azp, bzp) if v is not None], [out], [Dispatch(shader, groups, bindings)])
+    return True
 
 
 def _unpack(op: Op) -> list[Value | None]:
@@ -275,7 +325,7 @@ def _integer_conv(ctx: LowerCtx, op: Op, x, w, xzp, wzp, out: Value) -> None:
         tw = f"(i32(a1) - i32(a{len(reads) - 1}))"
     reduced = list(range(3 + nd, len(space)))
     sweep = fold_sweep("acc", "i32", "sum", f"{tx} * {tw}")
-    d = row_kernel(ctx, space, reduced, reads, [sweep], row_writes=[(out, "acc")],
+    d = row_kernel(ctx, space, reduced, reads, [sweep], row_writes=[(out, "acc")], exact=True,
                    comment=f"integer convolution {x.type} * {w.type}")  # fmt: skip
     ctx.kernel([v for v in (xp, w, xzp, wzp) if v is not None], [out], [d] if d else [])
 

@@ -37,9 +37,12 @@ SPLIT_MIN_R = 32768  # a reduction this long runs in two stages
 SPLIT_CHUNK = 4096
 
 
-def choose_mode(rows: int, R: int) -> tuple[bool, int]:
-    """(group?, workgroup size) for ``rows`` rows of ``R`` reduced points each."""
-    if R <= THREAD_MAX_R or (rows >= THREAD_MANY_ROWS[0] and R <= THREAD_MANY_ROWS[1]):
+def choose_mode(rows: int, R: int, exact: bool = False) -> tuple[bool, int]:
+    """(group?, workgroup size) for ``rows`` rows of ``R`` reduced points each. ``exact``
+    accumulations (integers, max/min) lose nothing when serial, so many rows of any length
+    take one invocation each; float sums keep the tree's pairwise error beyond 512 points."""
+    many_rows = rows >= THREAD_MANY_ROWS[0]
+    if R <= THREAD_MAX_R or (many_rows and (exact or R <= THREAD_MANY_ROWS[1])):
         return False, 64
     return True, 64 if R <= 2048 else 256
 
@@ -130,6 +133,7 @@ def row_kernel(
     comment: str,
     mode: tuple[bool, int] | None = None,
     split: tuple[int, int] | None = None,
+    exact: bool = False,
 ) -> Dispatch | None:
     """One dispatch reducing ``space`` over its ``reduced`` dims, row by row.
 
@@ -138,7 +142,9 @@ def row_kernel(
     is the output layout with or without keepdims). ``elem_writes`` store an expression at
     every point of the row through their view, after the sweeps (normalizations).
     ``split=(chunks, chunk)`` reduces each row in ``chunks`` parts of ``chunk`` points, one
-    output row per part (the first stage of a two-stage reduction)."""
+    output row per part (the first stage of a two-stage reduction). ``exact`` says the sweeps
+    lose nothing to a serial order (integer sums, max, min), which lets long rows take one
+    invocation each when there are many rows."""
     kept = [d for d in range(len(space)) if d not in set(reduced)]
     red = sorted(set(reduced))
     views = [v for _, v in reads] + [v for _, v, _ in elem_writes]
@@ -151,7 +157,7 @@ def row_kernel(
         raise ctx.error("reduction over an empty axis reached the GPU")  # folded by legalize
     chunks, chunk = split or (1, R)
     out_rows = rows * chunks
-    group, wg = mode or choose_mode(out_rows, chunk)
+    group, wg = mode or choose_mode(out_rows, chunk, exact)
 
     values: list[Value] = []
     for v, _ in reads:
@@ -263,7 +269,10 @@ def lower_reduce(ctx: LowerCtx, op: Op) -> None:
         _two_stage(ctx, op, kind, ty, space, axes, label)
         return
     sweep = fold_sweep("acc", ty, kind.combine, kind.pre("a0", ty))
-    d = row_kernel(ctx, space, axes, read, [sweep], row_writes=[(y, kind.post("acc", R, ty))], comment=label)
+    exact = ty != "f32" or kind.combine in ("max", "min")
+    d = row_kernel(
+        ctx, space, axes, read, [sweep], row_writes=[(y, kind.post("acc", R, ty))], comment=label, exact=exact
+    )
     ctx.kernel([x], [y], [d] if d else [])
 
 
@@ -348,7 +357,16 @@ def lower_einsum(ctx: LowerCtx, op: Op) -> None:
         ctx.kernel(list(ins), [y], [d] if d else [])
         return
     sweep = fold_sweep("acc", ty, "sum", product)
-    d = row_kernel(ctx, space, reduced, reads, [sweep], row_writes=[(y, "acc")], comment=f"Einsum {equation}")
+    d = row_kernel(
+        ctx,
+        space,
+        reduced,
+        reads,
+        [sweep],
+        row_writes=[(y, "acc")],
+        comment=f"Einsum {equation}",
+        exact=ty != "f32",
+    )
     ctx.kernel(list(ins), [y], [d] if d else [])
 
 
