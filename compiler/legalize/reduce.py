@@ -98,7 +98,11 @@ def _layer_norm(g, info):
     ins = [v for v in info.inputs[:3] if v is not None]
     norm = tuple(x.shape[axis:])
     for v in ins[1:]:
-        if np.broadcast_shapes(tuple(v.shape), norm) != norm:
+        try:
+            fits = np.broadcast_shapes(tuple(v.shape), norm) == norm
+        except ValueError:
+            fits = False
+        if not fits:
             raise info.error(f"{v.name!r} of shape {v.shape} does not broadcast to {norm}")
     attrs = {"axis": axis, "epsilon": float(info.attrs.get("epsilon", 1e-5)), "outputs": live}
     if info.op_type == "LayerNormalization":
