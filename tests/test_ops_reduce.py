@@ -583,3 +583,38 @@ def test_matmul_integer_batched_row_zero_points(device):
     model = node_model("MatMulInteger", {"a": a}, opset=10, initializers={"b": b, "azp": azp})
     want = (a.astype(np.int32) - azp.astype(np.int32)) @ b.astype(np.int32)
     assert_close(gpu_run(model, {"a": a}, device), [want])
+
+
+def test_artifacts_are_byte_identical(tmp_path):
+    """Shaders, manifest and weights do not depend on dict/set order or object ids."""
+    from onnx import helper
+
+    from onnx2wgsl.compiler import compile_model
+
+    f = onnx.TensorProto.FLOAT
+    nodes = [
+        helper.make_node("LayerNormalization", ["x", "s", "b"], ["ln"], axis=-1),
+        helper.make_node("ReduceSum", ["ln", "axes"], ["rs"], keepdims=1),
+        helper.make_node("TopK", ["ln", "k"], ["tv", "ti"]),
+        helper.make_node("Einsum", ["ln", "ln"], ["ein"], equation="bij,bkj->bik"),
+        helper.make_node("CumSum", ["ln", "ax"], ["cs"]),
+    ]
+    inits = [
+        onnx.numpy_helper.from_array(rand(16, seed=1), "s"), onnx.numpy_helper.from_array(rand(16, seed=2), "b"),
+        onnx.numpy_helper.from_array(np.array([0, 2], np.int64), "axes"),
+        onnx.numpy_helper.from_array(np.array([3], np.int64), "k"),
+        onnx.numpy_helper.from_array(np.array(1, np.int64), "ax"),
+    ]  # fmt: skip
+    outs = [
+        helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None)
+        for n in ("rs", "tv", "ti", "ein", "cs")
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", f, [2, 5, 16])], outs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    for d in dirs:
+        compile_model(model, d)
+    files = sorted(p.relative_to(dirs[0]) for p in dirs[0].rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(dirs[1]) for p in dirs[1].rglob("*") if p.is_file())
+    for rel in files:
+        assert (dirs[0] / rel).read_bytes() == (dirs[1] / rel).read_bytes(), rel
