@@ -11,7 +11,7 @@ _SAME_AS_FIRST = {
     "Identity", "Dropout", "Softmax", "LogSoftmax", "LRN", "BatchNormalization", "Elu", "Selu",
     "HardSigmoid", "Softplus", "Softsign", "Gelu", "HardSwish", "Mish", "Celu", "Reciprocal",
     "Floor", "Ceil", "Round", "Sign", "Sin", "Cos", "Tan", "Not", "InstanceNormalization",
-    "LayerNormalization",
+    "LayerNormalization", "GroupNormalization", "MeanVarianceNormalization",
 }  # fmt: skip
 _BROADCAST = {
     "Add", "Sub", "Mul", "Div", "Pow", "Sum", "Max", "Min", "Mean", "PRelu", "Mod", "Where",
