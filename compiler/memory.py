@@ -64,6 +64,16 @@ def roots(g: Graph) -> dict[int, Value]:
     return root
 
 
+def view_offsets(g: Graph) -> dict[int, int]:
+    """Map id(view value) -> its byte offset into its root (views of views add up)."""
+    shift: dict[int, int] = {}
+    for op in g.ops:
+        if op.kind == "view":
+            base = shift.get(id(op.inputs[0]), 0)
+            shift[id(op.outputs[0])] = base + int(op.attrs.get("offset", 0))
+    return shift
+
+
 def lifetimes(g: Graph, root: dict[int, Value]) -> list[Block]:
     first: dict[int, int] = {}
     last: dict[int, int] = {}
@@ -163,10 +173,11 @@ def plan_memory(g: Graph, target: Target) -> MemoryPlan:
             b.value.placement = Placement("arena0" if arena_sizes else "", 0, 0)
 
     weight_sizes = _pack_weights(g, target, buffers)
+    shift = view_offsets(g)
     for v in g.values():
         r = root.get(id(v))
         if r is not None and r is not v:
-            v.placement = Placement(r.placement.buffer, r.placement.offset, v.nbytes)
+            v.placement = Placement(r.placement.buffer, r.placement.offset + shift[id(v)], v.nbytes)
     g.buffers = buffers
 
     live = [0] * (max((b.end for b in blocks), default=0) + 2)
