@@ -30,7 +30,7 @@ DATA_DEPENDENT = {
 SHAPE_INPUTS = {
     "Reshape": {1: "shape"}, "Expand": {1: "shape"}, "Tile": {1: "repeats"},
     "Slice": {1: "starts", 2: "ends", 3: "axes", 4: "steps"}, "Pad": {1: "pads", 3: "axes"},
-    "Split": {1: "split"}, "Resize": {1: "roi", 2: "scales", 3: "sizes"}, "Upsample": {1: "scales"},
+    "Split": {1: "split"}, "Resize": {2: "scales", 3: "sizes"}, "Upsample": {1: "scales"},
     "OneHot": {1: "depth"}, "ConstantOfShape": {0: "shape"}, "CenterCropPad": {1: "shape"},
     "Col2Im": {1: "image_shape", 2: "block_shape"}, "Squeeze": {1: "axes"}, "Unsqueeze": {1: "axes"},
     "TopK": {1: "K"},

@@ -400,6 +400,23 @@ def test_space_to_depth(shape, b, dtype, device):
     check(node_model("SpaceToDepth", {"x": x}, {"blocksize": b}), {"x": x}, device, ref=ref)
 
 
+@pytest.mark.parametrize("mode", ["DCR", "CRD"])
+def test_space_to_depth_modes(mode, device):
+    """SpaceToDepth-28's modes invert DepthToSpace's: their round trip is the identity."""
+    x = rand(2, 3, 4, 6)
+    sd = helper.make_node("SpaceToDepth", ["x"], ["s"], blocksize=2, mode=mode)
+    ds = helper.make_node("DepthToSpace", ["s"], ["y"], blocksize=2, mode=mode)
+    graph = helper.make_graph(
+        [sd, ds], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 28)])
+    model.ir_version = 11
+    assert_close(gpu_run(model, {"x": x}, device), [x])
+    single = node_model("SpaceToDepth", {"x": x}, {"blocksize": 2, "mode": mode}, opset=28)
+    check(single, {"x": x}, device, ref="onnx")
+
+
 @pytest.mark.parametrize("upper", [0, 1])
 @pytest.mark.parametrize("k", [None, 0, 2, -1, -7, 9])
 @pytest.mark.parametrize("shape", [(4, 5), (2, 3, 6, 4), (1, 5)], ids=str)
@@ -407,6 +424,18 @@ def test_trilu(upper, k, shape, device):
     x = rand(*shape)
     inits = {} if k is None else {"k": np.array(k, I64)}
     check(node_model("Trilu", {"x": x}, {"upper": upper}, initializers=inits, opset=14), {"x": x}, device)
+
+
+@pytest.mark.parametrize("k", [-2, 0, 3])
+def test_trilu_runtime_k(k, device):
+    x, kk = rand(2, 4, 5), np.array(k, I64)
+    check(node_model("Trilu", {"x": x, "k": kk}, {"upper": 1}, opset=14), {"x": x, "k": kk}, device)
+
+
+def test_trilu_huge_k(device):
+    x = rand(3, 4)
+    model = node_model("Trilu", {"x": x}, {"upper": 0}, initializers={"k": np.array(2**40, I64)}, opset=14)
+    check(model, {"x": x}, device)
 
 
 def test_trilu_int(device):
@@ -604,6 +633,14 @@ def test_upsample_and_resize10(mode, opset, scales, device):
     check(model, {"x": x}, device)
 
 
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+def test_resize11_tf_half_pixel_for_nn(mode, device):
+    x = rand(1, 1, 4, 6)
+    attrs = {"mode": mode, "coordinate_transformation_mode": "tf_half_pixel_for_nn"}
+    inits = {"roi": np.zeros(0, np.float32), "scales": np.array([1, 1, 1.5, 0.5], np.float32)}
+    check(node_model("Resize", {"x": x}, attrs, initializers=inits, opset=11), {"x": x}, device)
+
+
 def test_resize_downsample_resize10_nearest(device):
     x = rand(1, 1, 6, 7)
     model = node_model("Resize", {"x": x}, {"mode": "nearest"}, opset=10,
@@ -684,26 +721,30 @@ def _graph_model(nodes, inputs, outputs, inits=(), opset=17):
 
 
 def test_constant_data_dependent_ops_fold(device):
-    """NonZero, Range and Compress on constants fold: the GPU only sees their result."""
+    """NonZero, Range, Compress and Unique on constants fold: the GPU sees their results only."""
     c = onnx.numpy_helper.from_array(np.array([[1, 0], [0, 3]], np.float32), "c")
     nodes = [
-        helper.make_node("NonZero", ["c"], ["nz"]),
-        helper.make_node("Range", ["s", "l", "d"], ["r"]),
-        helper.make_node("Cast", ["nz"], ["nzf"], to=TensorProto.FLOAT),
-        helper.make_node("ReduceSum", ["nzf"], ["sum"], keepdims=0),
-        helper.make_node("Cast", ["r"], ["rf"], to=TensorProto.FLOAT),
-        helper.make_node("Add", ["x", "rf"], ["y"]),
+        helper.make_node("NonZero", ["c"], ["nz"]),  # [[0, 1], [0, 1]]
+        helper.make_node("Range", ["s", "l", "d"], ["r"]),  # [1, 3, 5, 7]
+        helper.make_node("Compress", ["r", "keep"], ["rc"], axis=0),  # [1, 5, 7]
+        helper.make_node("Unique", ["u"], ["uq"], sorted=1),  # [2, 4, 9]
+        helper.make_node("Concat", ["rc", "uq"], ["cat"], axis=0),
+        helper.make_node("Reshape", ["nz", "flat"], ["nzr"]),
+        helper.make_node("Concat", ["cat", "nzr"], ["all"], axis=0),
+        helper.make_node("Cast", ["all"], ["allf"], to=TensorProto.FLOAT),
+        helper.make_node("Add", ["x", "allf"], ["y"]),
     ]
-    inits = [c] + [
-        onnx.numpy_helper.from_array(np.array(v, I64), n) for n, v in (("s", 1), ("l", 9), ("d", 2))
-    ]
+    consts = {"s": np.array(1, I64), "l": np.array(9, I64), "d": np.array(2, I64),
+              "keep": np.array([1, 0, 1, 1], np.bool_), "u": np.array([9, 2, 9, 4], I64),
+              "flat": np.array([-1], I64)}  # fmt: skip
+    inits = [c] + [onnx.numpy_helper.from_array(v, n) for n, v in consts.items()]
     model = _graph_model(
         nodes,
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [10])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
         inits,
     )
-    x = rand(4)
+    x = rand(10)
     check(model, {"x": x}, device)
     assert compiled(model).graph.dispatch_count() == 1
 
@@ -771,3 +812,9 @@ def test_shape_and_size_fold(device):
     )
     check(model, {"x": x}, device)
     assert compiled(model).graph.dispatch_count() == 1
+
+
+def test_pad_of_an_empty_axis(device):
+    x = np.zeros((0, 3), np.float32)
+    inits = {"p": np.array([2, 1, 0, 0], I64), "v": np.array(2.5, np.float32)}
+    check(node_model("Pad", {"x": x}, initializers=inits, opset=13), {"x": x}, device, ref="onnx")

@@ -233,18 +233,20 @@ def _scatter_nd(g, info):
 # -- rearrangements ---------------------------------------------------------------------------
 @rule("DepthToSpace", "SpaceToDepth")
 def _depth_space(g, info):
-    attrs = {"blocksize": int(info.attrs["blocksize"])}
-    if info.op_type == "DepthToSpace":
-        attrs["mode"] = info.attrs.get("mode", "DCR")
-        if attrs["mode"] not in ("DCR", "CRD"):
-            raise info.error(f"unknown mode {attrs['mode']!r}")
+    # SpaceToDepth took a mode (DCR, CRD) like DepthToSpace's in later opsets
+    attrs = {"blocksize": int(info.attrs["blocksize"]), "mode": info.attrs.get("mode", "DCR")}
+    if attrs["mode"] not in ("DCR", "CRD"):
+        raise info.error(f"unknown mode {attrs['mode']!r}")
     return emit(g, info, info.op_type, info.inputs[:1], attrs)
 
 
 @rule("Trilu")
 def _trilu(g, info):
-    k = _opt(info, 1, "k")
-    attrs = {"upper": int(info.attrs.get("upper", 1)), "k": int(_scalar(k)) if k is not None else 0}
+    attrs = {"upper": int(info.attrs.get("upper", 1))}
+    k = info.inputs[1] if len(info.inputs) > 1 else None
+    if k is not None and not k.is_const:
+        return emit(g, info, "Trilu", info.inputs[:2], attrs)  # a run-time k is read on the GPU
+    attrs["k"] = int(_scalar(k.data)) if k is not None and k.data.size else 0
     return emit(g, info, "Trilu", info.inputs[:1], attrs)
 
 
@@ -336,7 +338,7 @@ def _col2im(g, info):
 # -- resize -----------------------------------------------------------------------------------
 _TRANSFORMS = (
     "half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric",
-    "tf_crop_and_resize",
+    "tf_crop_and_resize", "tf_half_pixel_for_nn",
 )  # fmt: skip
 _NEAREST = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 
@@ -361,10 +363,11 @@ def _resize(g, info):
         transform, nearest = "asymmetric", ["floor" if s >= 1 else "ceil" for s in scales]
         attrs = {"cubic_coeff_a": -0.75, "exclude_outside": 0, "extrapolation_value": 0.0, "antialias": 0}
     else:
-        roi = _opt(info, 1, "roi")
+        transform = a.get("coordinate_transformation_mode", "half_pixel")
+        # roi matters to tf_crop_and_resize alone; elsewhere it may even be a run-time input
+        roi = _opt(info, 1, "roi") if transform == "tf_crop_and_resize" else None
         scales = _opt(info, 2, "scales")
         sizes = _opt(info, 3, "sizes") if len(info.inputs) > 3 else None
-        transform = a.get("coordinate_transformation_mode", "half_pixel")
         nearest = [a.get("nearest_mode", "round_prefer_floor")] * rank
         attrs = {
             "cubic_coeff_a": float(a.get("cubic_coeff_a", -0.75)),

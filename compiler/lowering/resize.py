@@ -37,6 +37,8 @@ def _source_coords(transform: str, out_len: int, in_len: int, scale: float, roi:
         x = np.full(out_len, -0.5) if resized == 1 else (y + 0.5) / scale - 0.5
     elif transform == "half_pixel":
         x = (y + 0.5) / scale - 0.5
+    elif transform == "tf_half_pixel_for_nn":  # opset 11 only
+        x = (y + 0.5) / scale
     elif transform == "half_pixel_symmetric":
         offset = in_len / 2 * (1 - out_len / resized)
         x = offset + (y + 0.5) / scale - 0.5

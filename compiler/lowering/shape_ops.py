@@ -89,7 +89,8 @@ def lower_depth_space(ctx: LowerCtx, op: Op) -> None:
     b = op.attrs["blocksize"]
     N, C, H, W = x.shape
     if op.kind == "SpaceToDepth":
-        x6, perm = (N, C, H // b, b, W // b, b), (0, 3, 5, 1, 2, 4)
+        x6 = (N, C, H // b, b, W // b, b)
+        perm = (0, 3, 5, 1, 2, 4) if op.attrs["mode"] == "DCR" else (0, 1, 3, 5, 2, 4)
     elif op.attrs["mode"] == "DCR":
         x6, perm = (N, b, b, C // (b * b), H, W), (0, 3, 4, 1, 5, 2)
     else:
@@ -129,6 +130,10 @@ def lower_pad(ctx: LowerCtx, op: Op) -> None:
     rank = x.type.rank
     ty = wgsl_type(y)
     k = CoordKernel(ctx, y.shape)
+    if math.prod(x.shape) == 0:  # nothing to read (and no empty binding): all padding
+        k.store(_pad_value(k, op, ty), y)
+        ctx.kernel([v for v in op.inputs if v is not None], [y], [d for d in [k.dispatch()] if d])
+        return
     X = k.read(x)
     xs = contiguous_strides(x.shape)
     terms, inside = [], []
@@ -153,10 +158,7 @@ def lower_pad(ctx: LowerCtx, op: Op) -> None:
         terms.append(f"p{d}" if xs[d] == 1 else f"p{d} * {xs[d]}u")
     addr = " + ".join(terms) if terms else "0u"
     if inside:
-        if len(op.inputs) > 1:
-            value = f"{k.read(op.inputs[1])}[0]"
-        else:
-            value = literal(op.attrs.get("value", 0), ty)
+        value = _pad_value(k, op, ty)
         k.add(
             f"if (!({' && '.join(f'({c})' for c in inside)})) {{",
             f"  {k.write(y)}[i] = {value};",
@@ -165,6 +167,13 @@ def lower_pad(ctx: LowerCtx, op: Op) -> None:
         )
     k.store(f"{X}[{addr}]", y)
     ctx.kernel([v for v in op.inputs if v is not None], [y], [d for d in [k.dispatch()] if d])
+
+
+def _pad_value(k: CoordKernel, op: Op, ty: str) -> str:
+    """The constant pad value: a literal, or the run-time scalar operand."""
+    if len(op.inputs) > 1:
+        return f"{k.read(op.inputs[1])}[0]"
+    return literal(op.attrs.get("value", 0), ty)
 
 
 @lowers("Trilu")
@@ -177,8 +186,11 @@ def lower_trilu(ctx: LowerCtx, op: Op) -> None:
     k = CoordKernel(ctx, y.shape)
     diff = f"i32({k.c(r - 1)}) - i32({k.c(r - 2)})"
     cmp = ">=" if op.attrs["upper"] else "<="
-    k.store(f"select({ZERO[wgsl_type(y)]}, {k.read(x)}[i], {diff} {cmp} {op.attrs['k']}i)", y)
-    ctx.kernel([x], [y], [d for d in [k.dispatch()] if d])
+    # a run-time k is an int64 scalar stored as i32; |k| beyond the i32 range is refused on input
+    reach = x.shape[-1] + x.shape[-2]  # any |k| beyond this keeps or drops the whole matrix
+    kk = f"{k.read(op.inputs[1])}[0]" if len(op.inputs) > 1 else f"{max(-reach, min(reach, op.attrs['k']))}i"
+    k.store(f"select({ZERO[wgsl_type(y)]}, {k.read(x)}[i], {diff} {cmp} {kk})", y)
+    ctx.kernel(list(op.inputs), [y], [d for d in [k.dispatch()] if d])
 
 
 @lowers("EyeLike")
