@@ -22,10 +22,7 @@ _COMPARE = {"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", 
 
 # Ops whose output shape depends on the values of their inputs: they run only when all their
 # inputs are constants (and then fold at compile time).
-DATA_DEPENDENT = {
-    "NonZero", "Compress", "Unique", "NonMaxSuppression", "StringSplit", "Range",
-    "RegexFullMatch", "StringNormalizer", "TfIdfVectorizer",
-}  # fmt: skip
+DATA_DEPENDENT = {"NonZero", "Compress", "Unique", "NonMaxSuppression", "StringSplit", "Range"}
 # Secondary inputs that decide an output shape, by op: they must be compile-time constants.
 SHAPE_INPUTS = {
     "Reshape": {1: "shape"}, "Expand": {1: "shape"}, "Tile": {1: "repeats"},
