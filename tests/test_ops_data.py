@@ -183,16 +183,38 @@ def test_scatter_nd_against_ort(device):
     check(node_model("ScatterND", {"x": x, "i": i, "u": u}, opset=16), {"x": x, "i": i, "u": u}, device)
 
 
-def test_scatter_is_deterministic(device):
-    """Many updates to few slots: two compiles and runs agree bit for bit, and with the reference."""
-    x = rand(3, 2)
-    i = np.random.default_rng(5).integers(0, 3, (300, 1)).astype(I64)
-    u = rand(300, 2, seed=6)
-    model = node_model("ScatterND", {"x": x, "i": i, "u": u}, {"reduction": "add"}, opset=18)
-    a = gpu_run(model, {"x": x, "i": i, "u": u}, device)[0]
-    b = gpu_run(model, {"x": x, "i": i, "u": u}, device)[0]
-    assert np.array_equal(a, b)
-    assert_close([a], reference_run(model, {"x": x, "i": i, "u": u}), rtol=1e-4, atol=1e-4)
+@pytest.mark.parametrize("reduction,ufunc", [("add", np.add), ("mul", np.multiply), ("max", np.maximum)])
+def test_scatter_reductions_fold_in_index_order(reduction, ufunc, device):
+    """Thousands of updates to few slots: each slot folds its updates in index order, so the
+    result equals numpy's sequential ufunc.at bit for bit, run after run."""
+    rng = np.random.default_rng(5)
+    x = rng.uniform(0.5, 1.5, (40, 8)).astype(np.float32)
+    i = rng.integers(-40, 40, (3000, 1)).astype(I64)
+    u = rng.uniform(0.99, 1.01, (3000, 8)).astype(np.float32)
+    want = x.copy()
+    ufunc.at(want, i[:, 0], u)
+    model = node_model("ScatterND", {"x": x, "i": i, "u": u}, {"reduction": reduction}, opset=18)
+    for _ in range(2):
+        np.testing.assert_array_equal(gpu_run(model, {"x": x, "i": i, "u": u}, device)[0], want)
+    iu = np.broadcast_to(i, (3000, 8)).copy()
+    want = x.copy()
+    ufunc.at(want, (iu, np.broadcast_to(np.arange(8), (3000, 8))), u)
+    model = node_model("ScatterElements", {"x": x, "i": iu, "u": u}, {"reduction": reduction}, opset=18)
+    np.testing.assert_array_equal(gpu_run(model, {"x": x, "i": iu, "u": u}, device)[0], want)
+
+
+def test_scatter_last_update_wins(device):
+    """reduction=none with duplicates: the last update in index order wins, every run."""
+    rng = np.random.default_rng(6)
+    x = rng.random((50, 16), dtype=np.float32)
+    i = rng.integers(0, 50, (5000, 1)).astype(I64)
+    u = rng.random((5000, 16), dtype=np.float32)
+    want = x.copy()
+    for n in range(len(i)):
+        want[i[n, 0]] = u[n]
+    model = node_model("ScatterND", {"x": x, "i": i, "u": u}, opset=16)
+    for _ in range(2):
+        np.testing.assert_array_equal(gpu_run(model, {"x": x, "i": i, "u": u}, device)[0], want)
 
 
 # -- Slice / Split ----------------------------------------------------------------------------
@@ -486,6 +508,50 @@ def test_int_bool_data_movement(dtype, device):
     check(node_model("Transpose", {"a": a}, {"perm": [1, 0]}), {"a": a}, device)
     check(node_model("Reshape", {"a": a}, initializers={"s": np.array([3, 2], I64)}), {"a": a}, device)
     check(node_model("Identity", {"a": a}), {"a": a}, device)
+
+
+def _typed_model(op, inputs, attrs=None, inits=None, opset=17):
+    """A one-node model for any numpy dtype (the shared helper knows the common ones only)."""
+    inits = inits or {}
+    node = helper.make_node(op, list(inputs) + list(inits), ["y"], **(attrs or {}))
+    graph = helper.make_graph(
+        [node],
+        op.lower(),
+        [
+            helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+            for n, a in inputs.items()
+        ],
+        [helper.make_value_info("y", onnx.TypeProto())],
+        [onnx.numpy_helper.from_array(a, n) for n, a in inits.items()],
+    )
+    return onnx.shape_inference.infer_shapes(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    )
+
+
+SMALL = [np.uint8, np.int8, np.int16, np.uint16, np.uint32, np.float16, np.float64]
+
+
+@pytest.mark.parametrize("dtype", SMALL, ids=lambda d: np.dtype(d).name)
+def test_data_movement_on_every_storage_type(dtype, device):
+    """Values pass through gathers, slices, pads, transposes and scatters unchanged."""
+    x = data((4, 5), dtype)
+    i = np.array([[3, 0], [-1, 2]], I64)
+    cases = [
+        _typed_model("Gather", {"x": x, "i": i}, {"axis": 1}),
+        _typed_model("Slice", {"x": x}, inits={"s": np.array([3, 1], I64), "e": np.array([0, 5], I64),
+                                               "a": np.array([0, 1], I64), "st": np.array([-1, 2], I64)}),
+        _typed_model("Pad", {"x": x}, {"mode": "edge"}, inits={"p": np.array([1, 0, 0, 2], I64)}),
+        _typed_model("Transpose", {"x": x}, {"perm": [1, 0]}),
+        _typed_model("Tile", {"x": x}, inits={"r": np.array([2, 1], I64)}),
+    ]  # fmt: skip
+    for model in cases:
+        feeds = {n.name: v for n, v in zip(model.graph.input, (x, i))}
+        check(model, feeds, device, ref="onnx")
+    u = data((2, 5), dtype, seed=1)
+    j = np.array([[0, 1, 2, 3, 0], [3, 2, 1, 0, 1]], I64)
+    model = _typed_model("ScatterElements", {"x": x, "j": j, "u": u}, opset=13)
+    check(model, {"x": x, "j": j, "u": u}, device, ref="onnx")
 
 
 # -- Resize / Upsample ------------------------------------------------------------------------

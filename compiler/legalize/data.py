@@ -237,6 +237,8 @@ def _depth_space(g, info):
     attrs = {"blocksize": int(info.attrs["blocksize"]), "mode": info.attrs.get("mode", "DCR")}
     if attrs["mode"] not in ("DCR", "CRD"):
         raise info.error(f"unknown mode {attrs['mode']!r}")
+    if info.inputs[0].type.rank != 4:
+        raise info.error(f"{info.op_type} needs a 4-D input, got rank {info.inputs[0].type.rank}")
     return emit(g, info, info.op_type, info.inputs[:1], attrs)
 
 
@@ -253,6 +255,8 @@ def _trilu(g, info):
 @rule("OneHot")
 def _one_hot(g, info):
     depth = int(_scalar(info.const_input(1, "depth")))
+    if depth < 1:
+        raise info.error(f"depth {depth} is not positive")
     rank = info.inputs[0].type.rank + 1
     axis = _axis(info, int(info.attrs.get("axis", -1)), rank)
     idx = info.inputs[0]

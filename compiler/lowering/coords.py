@@ -49,6 +49,7 @@ class CoordKernel:
         self._reads: list[Value] = []
         self._writes: list[Value] = []
         self._coords: set[int] = set()
+        self._atomic: set[int] = set()
 
     # -- operands -------------------------------------------------------------------------
     def read(self, v: Value) -> str:
@@ -58,11 +59,14 @@ class CoordKernel:
         self._reads.append(v)
         return f"in{len(self._reads) - 1}"
 
-    def write(self, v: Value) -> str:
+    def write(self, v: Value, atomic: bool = False) -> str:
+        """Bind ``v`` for writing; ``atomic`` declares its (i32/u32) elements as atomics."""
         for k, u in enumerate(self._writes):
             if u is v:
                 return f"out{k}"
         self._writes.append(v)
+        if atomic:
+            self._atomic.add(len(self._writes) - 1)
         return f"out{len(self._writes) - 1}"
 
     # -- coordinates and addresses --------------------------------------------------------
@@ -101,7 +105,10 @@ class CoordKernel:
                 expr = f"{expr} % {shape[d]}u"
             coords.append(f"let c{d} = {expr};")
         decls = [decl(f"in{k}", v) for k, v in enumerate(self._reads)]
-        decls += [decl(f"out{k}", v, write=True) for k, v in enumerate(self._writes)]
+        decls += [
+            decl(f"out{k}", v, write=True, elem=f"atomic<{wgsl_type(v)}>" if k in self._atomic else None)
+            for k, v in enumerate(self._writes)
+        ]
         grid, nx = self.ctx.grid(math.ceil(n / WORKGROUP))
         shader = self.ctx.shader(
             "map.wgsl.j2",

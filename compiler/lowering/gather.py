@@ -5,17 +5,19 @@ loaded indices times strides. Indices (int32 or int64, both stored as i32) may b
 (they count from the end); an index outside its axis reads 0 and a scatter drops it, where
 ONNX leaves the result undefined.
 
-Scatters are one copy dispatch (out = data) and one update dispatch with an invocation per
-update. Updates that hit the same output element are serialized without atomics, so every
-reduction is exact and the result deterministic: the invocation of the first update to an
-element applies all of that element's updates in index order (later ones return at once).
+Scatters copy data to the output first, then apply the updates, deterministically and
+exactly whatever the duplicates among the indices. Without a reduction the last update to an
+element wins: an integer atomicMax claims each element for its highest update index, then the
+winners write. With a reduction (whose float rounding depends on order) the invocation of the
+first update to an element applies all of that element's updates in index order, and later
+ones return at once, so no atomics are needed.
 """
 
 from __future__ import annotations
 
 import math
 
-from onnx2wgsl.ir import Op, Value
+from onnx2wgsl.ir import DType, Op, TensorType, Value
 
 from . import LowerCtx, lowers, wgsl_type
 from .coords import ZERO, CoordKernel
@@ -109,7 +111,6 @@ def lower_one_hot(ctx: LowerCtx, op: Op) -> None:
 # How a reduction folds an update b into the value a, per storage type (bool is u32 0/1, where
 # ONNX's add and mul on bool are or and and).
 _COMBINE = {
-    "none": lambda a, b, t: b,
     "add": lambda a, b, t: f"({a} | {b})" if t == "bool" else f"({a} + {b})",
     "mul": lambda a, b, t: f"({a} & {b})" if t == "bool" else f"({a} * {b})",
     "max": lambda a, b, t: f"max({a}, {b})",
@@ -121,78 +122,152 @@ def _copy(ctx: LowerCtx, x: Value, y: Value):
     return map_dispatch(ctx, y.shape, [(x, contiguous(x.shape))], (y, contiguous(y.shape)), lambda a: a[0])
 
 
-def _serialize(k: CoordKernel, y: Value, reduction: str, same: str, update: str, count: str, mine: str,
-               target: str) -> None:  # fmt: skip
-    """The update loop shared by both scatters. ``same`` (with ``t``) tests whether update t hits
-    this invocation's element, ``update`` (with ``t``) loads it; ``mine`` is this invocation's
-    position among the candidates and ``target`` the element's address."""
+def _slot_helper(ind: str, lines: list[str]) -> str:
+    """``fn scatter_slot(t: u32) -> i32``: the slot update t writes, or -1 if an index is out of
+    range. ``lines`` name the indices binding ``{ind}``."""
+    body = [ln.replace("{ind}", ind) for ln in lines]
+    return "\n".join(["fn scatter_slot(t: u32) -> i32 {", *body, "}"])
+
+
+def _last_wins(
+    ctx: LowerCtx, op: Op, y: Value, count: int, slots: int, inner: int, slot_lines: list[str]
+) -> None:
+    """reduction=none: the last update to a slot wins. A claim pass takes the highest update
+    index per slot with atomicMax (integer, so exact and independent of order); an apply pass
+    writes each slot's winner. Linear in the number of updates, whatever their duplicates."""
+    x, idx, upd = op.inputs[:3]
+    win = ctx.temp(TensorType(DType.i32, (slots,)), f"{y.name}.winner")
+    fill = CoordKernel(ctx, (slots,))
+    fill.store("-1i", win)
+    claim = CoordKernel(ctx, (count,))
+    claim.helper(_slot_helper(claim.read(idx), slot_lines))
+    W = claim.write(win, atomic=True)
+    claim.add("let s = scatter_slot(i);", f"if (s >= 0i) {{ atomicMax(&{W}[u32(s)], i32(i)); }}")
+    apply = CoordKernel(ctx, (count, inner))
+    apply.helper(_slot_helper(apply.read(idx), slot_lines))
+    apply.add(
+        f"let s = scatter_slot({apply.c(0)});",
+        f"if (s < 0i || {apply.read(win)}[u32(s)] != i32({apply.c(0)})) {{ return; }}",
+        f"{apply.write(y)}[u32(s) * {inner}u + {apply.c(1)}] = {apply.read(upd)}[i];",
+    )
+    dispatches = [_copy(ctx, x, y), fill.dispatch(), claim.dispatch(), apply.dispatch()]
+    ctx.kernel([x, idx, upd], [y, win], [d for d in dispatches if d is not None])
+
+
+def _reduce_in_order(
+    ctx: LowerCtx, op: Op, y: Value, count: int, slots: int, inner: int, slot_lines: list[str]
+) -> None:
+    """Reductions, whose float rounding depends on order: every slot folds its updates in index
+    order, so results are deterministic (and equal the sequential definition's). The updates are
+    bucketed by slot with integer atomics (exact): a count per slot, a region per slot claimed
+    from a running total (regions land anywhere; only their contents matter), then each update
+    sorts itself into its region by counting the members with a smaller index. Linear work
+    plus the sum of squared bucket sizes, spread over the updates."""
+    x, idx, upd = op.inputs[:3]
+    fold = _COMBINE[op.attrs["reduction"]]
     kind = "bool" if y.dtype.name == "bool" else wgsl_type(y)
-    Y = k.write(y)
-    k.add(
-        f"for (var t = 0u; t < {mine}; t++) {{",
-        f"  if ({same}) {{ return; }}  // an earlier update owns this element",
-        "}",
+
+    def temp(n: int, what: str) -> Value:
+        return ctx.temp(TensorType(DType.i32, (n,)), f"{y.name}.{what}")
+
+    sizes, start = temp(slots + 1, "bucket_sizes"), temp(slots, "bucket_start")  # sizes[slots]: total
+    slot_of, arrival = temp(count, "slot"), temp(count, "arrival")
+    bucket, ordered = temp(count, "bucket"), temp(count, "ordered")
+    zero = CoordKernel(ctx, (slots + 1,))
+    zero.store("0i", sizes)
+    tally = CoordKernel(ctx, (count,))
+    tally.helper(_slot_helper(tally.read(idx), slot_lines))
+    S = tally.write(sizes, atomic=True)
+    tally.add(
+        "let s = scatter_slot(i);",
+        f"{tally.write(slot_of)}[i] = s;",
+        f"if (s >= 0i) {{ {tally.write(arrival)}[i] = atomicAdd(&{S}[u32(s)], 1i); }}",
     )
-    if reduction == "none":  # the last update wins
-        k.add(f"var acc = {update.replace('{t}', mine)};", f"for (var t = {mine} + 1u; t < {count}; t++) {{")
-    else:
-        k.add(f"var acc = {Y}[{target}];", f"for (var t = {mine}; t < {count}; t++) {{")
-    k.add(
-        f"  if ({same}) {{ acc = {_COMBINE[reduction]('acc', update.replace('{t}', 't'), kind)}; }}",
-        "}",
-        f"{Y}[{target}] = acc;",
+    claim = CoordKernel(ctx, (slots,))
+    S = claim.write(sizes, atomic=True)
+    claim.add(
+        f"let n = atomicLoad(&{S}[i]);",
+        f"if (n > 0i) {{ {claim.write(start)}[i] = atomicAdd(&{S}[{slots}u], n); }}",
     )
+    place = CoordKernel(ctx, (count,))
+    place.add(
+        f"let s = {place.read(slot_of)}[i];",
+        "if (s < 0i) { return; }",
+        f"{place.write(bucket)}[u32({place.read(start)}[u32(s)] + {place.read(arrival)}[i])] = i32(i);",
+    )
+    sort = CoordKernel(ctx, (count,))
+    B = sort.read(bucket)
+    sort.add(
+        f"let s = {sort.read(slot_of)}[i];",
+        "if (s < 0i) { return; }",
+        f"let first = u32({sort.read(start)}[u32(s)]);",
+        f"let n = u32({sort.read(sizes)}[u32(s)]);",
+        "var rank = 0u;",
+        f"for (var q = 0u; q < n; q++) {{ rank += u32({B}[first + q] < i32(i)); }}",
+        f"{sort.write(ordered)}[first + rank] = i32(i);",
+    )
+    apply = CoordKernel(ctx, (slots, inner))
+    Y, U, order = apply.write(y), apply.read(upd), apply.read(ordered)
+    apply.add(
+        f"let n = u32({apply.read(sizes)}[{apply.c(0)}]);",
+        "if (n == 0u) { return; }",
+        f"let first = u32({apply.read(start)}[{apply.c(0)}]);",
+        f"var acc = {Y}[i];",
+        "for (var q = 0u; q < n; q++) {",
+        f"  acc = {fold('acc', f'{U}[u32({order}[first + q]) * {inner}u + {apply.c(1)}]', kind)};",
+        "}",
+        f"{Y}[i] = acc;",
+    )
+    dispatches = [_copy(ctx, x, y)] + [k.dispatch() for k in (zero, tally, claim, place, sort, apply)]
+    temps = [sizes, start, slot_of, arrival, bucket, ordered]
+    ctx.kernel([x, idx, upd], [y, *temps], [d for d in dispatches if d is not None])
+
+
+def _norm(v: str, n: int) -> str:
+    return f"select({v}, {v} + {n}i, {v} < 0i)"
 
 
 @lowers("ScatterElements", "Scatter")
 def lower_scatter_elements(ctx: LowerCtx, op: Op) -> None:
-    """out = data; out[.., idx[u], ..] (axis position replaced) op= updates[u] for each u."""
+    """out = data; out[.., idx[u], ..] (axis position replaced) op= updates[u] for each u.
+    Each output element is a slot of its own."""
     x, idx, upd = op.inputs[:3]
     y = op.outputs[0]
     a = op.attrs["axis"]
     n = x.shape[a]
     ys, js = contiguous_strides(y.shape), contiguous_strides(idx.shape)
-    k = CoordKernel(ctx, idx.shape)
-    ind, U = k.read(idx), k.read(upd)
-    _index(k, "j", f"{ind}[i]", n)
-    k.add("if (!j_ok) { return; }")
-    # the candidates are the updates along the axis through this one (same other coords)
-    k.add(f"let row = i - {k.c(a)} * {js[a]}u;")
-    target = f"{k.at(View(0, tuple(0 if d == a else s for d, s in enumerate(ys))))} + j_u * {ys[a]}u"
-    k.add(f"let dst = {target};")
-
-    def norm(v):
-        return f"select({v}, {v} + {n}i, {v} < 0i)"
-
-    same = f"{norm(f'{ind}[row + t * {js[a]}u]')} == j"
-    _serialize(k, y, op.attrs["reduction"], same, f"{U}[row + {{t}} * {js[a]}u]", f"{idx.shape[a]}u",
-               k.c(a), "dst")  # fmt: skip
-    _emit(ctx, [x, idx, upd], y, [_copy(ctx, x, y), k.dispatch()])
+    # slot of update t: the flat output element at t's coordinates with the axis one replaced
+    lines = [f"  let u{d} = (t / {js[d]}u) % {m}u;" for d, m in enumerate(idx.shape)]
+    terms = [f"u{d} * {ys[d]}u" for d in range(len(ys)) if d != a] + [f"u32(v) * {ys[a]}u"]
+    lines += [
+        "  let v_raw = {ind}[t];",
+        f"  let v = {_norm('v_raw', n)};",
+        f"  if (v < 0i || v >= {n}i) {{ return -1i; }}",
+        f"  return i32({' + '.join(terms)});",
+    ]
+    reduce = _last_wins if op.attrs["reduction"] == "none" else _reduce_in_order
+    reduce(ctx, op, y, math.prod(idx.shape), math.prod(y.shape), 1, lines)
 
 
 @lowers("ScatterND")
 def lower_scatter_nd(ctx: LowerCtx, op: Op) -> None:
-    """out = data; out[idx[u]] (a slice of the trailing dims) op= updates[u] for each u."""
+    """out = data; out[idx[u]] (a slice of the trailing dims) op= updates[u] for each u.
+    A slot is one slice; its ``inner`` elements are updated in parallel."""
     x, idx, upd = op.inputs[:3]
     y = op.outputs[0]
     m = idx.shape[-1]
     count = math.prod(idx.shape[:-1])
     inner = math.prod(x.shape[m:])
-    xs = contiguous_strides(x.shape)
-    k = CoordKernel(ctx, (count, inner))
-    ind, U = k.read(idx), k.read(upd)
-    # scatter_slot(t): the flat offset of update t's slice, or -1 if an index is out of range
-    lines = ["fn scatter_slot(t: u32) -> i32 {", "  var at = 0i;"]
+    ps = contiguous_strides(x.shape[:m])
+    lines = ["  var at = 0i;"]
     for j in range(m):
         n = x.shape[j]
         lines += [
-            f"  let v{j}_raw = {ind}[t * {m}u + {j}u];",
-            f"  let v{j} = select(v{j}_raw, v{j}_raw + {n}i, v{j}_raw < 0i);",
+            f"  let v{j}_raw = {{ind}}[t * {m}u + {j}u];",
+            f"  let v{j} = {_norm(f'v{j}_raw', n)};",
             f"  if (v{j} < 0i || v{j} >= {n}i) {{ return -1i; }}",
-            f"  at += v{j} * {xs[j]}i;",
+            f"  at += v{j} * {ps[j]}i;",
         ]
-    k.helper("\n".join(lines + ["  return at;", "}"]))
-    k.add(f"let me = scatter_slot({k.c(0)});", "if (me < 0i) { return; }")
-    _serialize(k, y, op.attrs["reduction"], "scatter_slot(t) == me", f"{U}[{{t}} * {inner}u + {k.c(1)}]",
-               f"{count}u", k.c(0), f"u32(me) + {k.c(1)}")  # fmt: skip
-    _emit(ctx, [x, idx, upd], y, [_copy(ctx, x, y), k.dispatch()])
+    lines.append("  return at;")
+    reduce = _last_wins if op.attrs["reduction"] == "none" else _reduce_in_order
+    reduce(ctx, op, y, count, math.prod(x.shape[:m]), inner, lines)
