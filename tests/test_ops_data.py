@@ -274,6 +274,16 @@ def test_slice_contiguous_is_a_view(device):
     check(model, {"x": x}, device)
 
 
+def test_split_outer_axis_is_views(device):
+    x = rand(128, 3)
+    model = node_model("Split", {"x": x}, {"axis": 0}, n_outputs=2, opset=13)
+    res = compiled(model)
+    assert [op.kind for op in res.graph.ops] == ["view", "view"]
+    offsets = sorted(v.placement.offset - res.graph.inputs[0].placement.offset for v in res.graph.outputs)
+    assert offsets == [0, 64 * 3 * 4]
+    check(model, {"x": x}, device)
+
+
 def test_slice_view_feeds_another_op(device):
     x = rand(4, 64)
     s = helper.make_node("Slice", ["x", "s", "e"], ["v"])
@@ -752,6 +762,13 @@ def test_grid_sample_volumetric(mode, padding, align, device):
     attrs = {"mode": mode, "padding_mode": padding, "align_corners": align}
     model = node_model("GridSample", {"x": x, "g": grid}, attrs, opset=20)
     check(model, {"x": x, "g": grid}, device, ref="onnx", atol=1e-4)
+
+
+def test_grid_sample_cubic_5d_is_a_clear_error():
+    x, grid = rand(1, 1, 2, 3, 4), rand(1, 2, 2, 2, 3)
+    model = node_model("GridSample", {"x": x, "g": grid}, {"mode": "cubic"}, opset=20)
+    with pytest.raises(UnsupportedError, match="cubic sampling is defined for 4-D"):
+        compiled(model)
 
 
 @pytest.mark.parametrize(
