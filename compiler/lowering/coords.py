@@ -121,12 +121,3 @@ class CoordKernel:
         )
         bindings = [binding(v) for v in self._reads] + [binding(v, write=True) for v in self._writes]
         return Dispatch(shader, grid, bindings)
-
-
-def cast(expr: str, src: str, dst: str) -> str:
-    """Convert a WGSL scalar expression between storage types (identity if they agree)."""
-    return expr if src == dst else f"{dst}({expr})"
-
-
-def storage(v: Value) -> str:
-    return wgsl_type(v)

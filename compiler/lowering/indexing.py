@@ -106,4 +106,4 @@ def sliced(in_shape, starts, steps) -> View:
 def is_dense(shape, view: View) -> bool:
     """Whether the view walks ``shape`` as one contiguous run (so it can alias its tensor)."""
     shape2, (v,) = collapse(shape, [view])
-    return len(shape2) == 1 and v.strides[0] in (1, 0) and (v.strides[0] == 1 or shape2[0] == 1)
+    return len(shape2) == 1 and (v.strides[0] == 1 or shape2[0] == 1)

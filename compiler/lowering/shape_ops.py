@@ -12,7 +12,7 @@ from onnx2wgsl.ir import Op, Value
 from . import LowerCtx, lowers, wgsl_type
 from .coords import ZERO, CoordKernel, literal
 from .elementwise import emit_map, map_dispatch
-from .indexing import View, contiguous, contiguous_strides, is_dense, permuted, sliced
+from .indexing import View, broadcast, contiguous, contiguous_strides, is_dense, permuted, sliced
 
 
 def copy_or_alias(ctx: LowerCtx, x: Value, y: Value, view: View):
@@ -70,8 +70,6 @@ def lower_tile(ctx: LowerCtx, op: Op) -> None:
 
 @lowers("Expand")
 def lower_expand(ctx: LowerCtx, op: Op) -> None:
-    from .indexing import broadcast
-
     x, y = op.inputs[0], op.outputs[0]
     if tuple(x.shape) == tuple(y.shape) and not x.is_const:
         ctx.view(x, y)
