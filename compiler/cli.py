@@ -62,10 +62,16 @@ def cmd_compile(args: argparse.Namespace) -> int:
         verify_ir=args.verify_ir,
         on_stage=_progress if args.verbose else None,
     )
+    if args.target == "js":
+        from .package_js import write_js_package
+
+        write_js_package(args.output, args.model, name=args.package_name)
     if args.json:
         print(json.dumps(res.report.as_dict(), indent=1))
     else:
         print(res.report.summary())
+        if args.target == "js":
+            print(f"  js package: {args.output} (npm-installable ES module; serve it as static files)")
     return 0
 
 
@@ -165,6 +171,18 @@ def cmd_ops(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_limits(args: argparse.Namespace) -> int:
+    from .target import device_target, target_json
+
+    text = target_json(device_target())
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+    else:
+        print(text, end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="onnx2wgsl", description="Compile ONNX models to WGSL and run them on WebGPU."
@@ -194,6 +212,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=range(4),
         metavar="LEVEL",
         help="optimization level 0-3 (default 2)",
+    )
+    c.add_argument(
+        "--target",
+        choices=("python", "js"),
+        default="python",
+        help="python: the artifact only (default); js: also the browser runtime, types, package.json "
+        "and model.onnx, making DIR an npm package",
+    )
+    c.add_argument(
+        "--package-name",
+        metavar="NAME",
+        help="npm package name for --target js (default: from the model file)",
     )
     c.add_argument("--verify-ir", action="store_true", help="check the IR after every stage")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -227,6 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     o = sub.add_parser("ops", help="list the ONNX ops that compile to WebGPU")
     o.set_defaults(fn=cmd_ops)
+
+    lim = sub.add_parser("limits", help="print this machine's WebGPU limits as a target JSON for --limits")
+    lim.add_argument("-o", "--output", metavar="FILE.json", help="write to a file instead of stdout")
+    lim.set_defaults(fn=cmd_limits)
     return p
 
 

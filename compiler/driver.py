@@ -18,6 +18,7 @@ from .frontend import import_model, load_model
 from .lowering import lower
 from .memory import MemoryPlan, check_plan, plan_memory
 from .passes import pipeline, run_passes
+from .passes.concat_in_place import ConcatInPlace
 from .report import CompileReport
 from .target import Target, get_target
 
@@ -71,6 +72,8 @@ def compile_model(
     ops = len(g.ops)
     g = lower(g, tgt)
     stage("lower", g)
+    if opt_level >= 1:
+        g = run_passes(g, [ConcatInPlace(tgt.alignment)], after=stage)
     plan = plan_memory(g, tgt)
     check_plan(g, tgt.alignment)
     stage("plan", g)

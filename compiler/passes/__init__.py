@@ -29,15 +29,20 @@ class Pass:
 from .canonicalize import Canonicalize  # noqa: E402
 from .dce import DeadCodeElimination  # noqa: E402
 from .fold import FoldConstants  # noqa: E402
+from .fold_affine import FoldAffine  # noqa: E402
 
 PASSES: dict[str, Callable[[], Pass]] = {
-    p.name: p for p in (Canonicalize, FoldConstants, DeadCodeElimination)
+    p.name: p for p in (Canonicalize, FoldConstants, FoldAffine, DeadCodeElimination)
 }
 
 
 def pipeline(level: int = 2) -> list[Pass]:
-    """The graph passes for an optimization level (-O0 .. -O3)."""
-    passes: list[Pass] = [Canonicalize(), FoldConstants(), DeadCodeElimination()]
+    """The graph passes for an optimization level: -O0 only what correctness needs (BatchNorm
+    canonicalized, constants folded, dead ops removed); -O1 and up fold and fuse."""
+    passes: list[Pass] = [Canonicalize(), FoldConstants()]
+    if level >= 1:
+        passes += [FoldAffine()]
+    passes += [DeadCodeElimination()]
     return passes
 
 
