@@ -149,19 +149,43 @@ def is_graph_input(v: Value) -> bool:
     return not v.is_const and v.producer is None
 
 
+def _feeding_inputs(v: Value) -> tuple[str, ...] | None:
+    """The graph inputs whose values decide ``v``, when ``v`` is a small (shape-like) value
+    computed from small graph inputs and constants only; freezing them folds ``v``. None when
+    a large tensor (data, not shape math) takes part."""
+    found: dict[str, None] = {}
+    seen: set[int] = set()
+    stack = [v]
+    while stack:
+        u = stack.pop()
+        if id(u) in seen or u.is_const:
+            continue
+        seen.add(id(u))
+        if not u.type.is_static or u.type.numel > _DATA_PROP_LIMIT:
+            return None
+        if u.producer is None:
+            found[u.name] = None
+        else:
+            stack.extend(w for w in u.producer.inputs if w is not None)
+    return tuple(found) or None
+
+
 def needs_constant(info: NodeInfo, v: Value, what: str) -> CompileError:
-    """The error for a run-time value that must be known at compile time. When the value is
-    a graph input, it is a ConstantRequiredError naming it, so callers can freeze it."""
+    """The error for a run-time value that must be known at compile time. When graph inputs
+    decide the value (it is one, or shape math on small ones), it is a ConstantRequiredError
+    naming them, so callers can freeze them."""
     message = f"{what} is computed at run time, but must be a constant"
-    if is_graph_input(v):
+    inputs = _feeding_inputs(v)
+    if inputs:
+        names = ", ".join(repr(n) for n in inputs)
+        const = " ".join(f"--const {n}=FILE.npy" for n in inputs)
         return ConstantRequiredError(
-            message,
-            inputs=(v.name,),
+            message if is_graph_input(v) else f"{message} (it is computed from graph inputs {names})",
+            inputs=inputs,
             node=info.name,
             op=info.op_type,
             opset=info.opset,
-            hint=f"freeze graph input {v.name!r} with --const {v.name}=FILE.npy "
-            f"(Python: constants={{{v.name!r}: array}})",
+            hint=f"freeze {'it' if len(inputs) == 1 else 'them'} with {const} (Python: constants={{name: array}})",
         )
     return info.error(
         message,

@@ -21,17 +21,30 @@ from .errors import (
 )
 
 
-def compile(model, output=None, *, shapes=None, dims=None, target=None, opt_level=2, constants=None):
+def compile(
+    model, output=None, *, shapes=None, dims=None, target=None, opt_level=2, emit="python", constants=None
+):
     """Compile an ONNX model (path or ModelProto) into an artifact directory.
 
     ``shapes`` maps input names to shapes (tuples or "1x3x224x224"); ``dims`` binds symbolic
     dims by name; ``constants`` maps input names to arrays that freeze those inputs (they fold
-    into the model and leave its inputs). Returns the CompileReport (``.summary()`` prints it)."""
+    into the model and leave its inputs). ``emit="js"`` also makes the directory an npm
+    package for the browser (the CLI's ``--target js``). Returns the CompileReport
+    (``.summary()`` prints it)."""
     from .compiler import compile_model
 
-    return compile_model(
+    if emit not in ("python", "js"):
+        raise ValueError(f"emit must be 'python' or 'js', not {emit!r}")
+    if emit == "js" and output is None:
+        raise ValueError("emit='js' needs an output directory")
+    report = compile_model(
         model, output, shapes=shapes, dims=dims, target=target, opt_level=opt_level, constants=constants
     ).report
+    if emit == "js":
+        from .compiler.package_js import write_js_package
+
+        write_js_package(output, model)
+    return report
 
 
 def load(directory, **kwargs):

@@ -59,7 +59,14 @@ def _cast(g, info):
         "saturate": int(info.attrs.get("saturate", 1)),
         "round_mode": round_mode,
     }
-    return emit(g, info, "Cast", info.inputs[:1], attrs)
+    x = info.inputs[0]
+    if x.is_const:  # CastLike(constant, run-time value): fold (a view of a constant cannot be bound)
+        from onnx.reference.ops.op_cast import cast_to
+
+        out = info.out_types[0].dtype
+        data = cast_to(x.data, out.onnx, bool(attrs["saturate"]), round_mode)
+        return [g.const(np.asarray(data).astype(out.numpy), info.out_names[0], dtype=out)]
+    return emit(g, info, "Cast", [x], attrs)
 
 
 @rule("Mod")

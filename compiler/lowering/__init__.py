@@ -8,6 +8,7 @@ that reuse the op's input and output values, so use-def links survive the rewrit
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,7 +51,7 @@ ALIASES = {
     "Flatten": "Reshape", "Squeeze": "Reshape", "Unsqueeze": "Reshape", "Dropout": "Identity",
     "CastLike": "Cast",
 }  # fmt: skip
-HOST_ONLY = ("Constant", "ConstantOfShape", "Shape", "Size")
+HOST_ONLY = ("Constant", "ConstantOfShape", "Shape", "Size", "Range")
 _VIEWS = ("Reshape", "Identity")
 
 
@@ -71,6 +72,23 @@ def wgsl_type(v: Value) -> str:
     return st.value
 
 
+_CONST_BITCAST = re.compile(r"bitcast<f32>\((0x[0-9a-fA-F]+u)\)")
+_F32_BITS = """
+// WGSL makes a constant expression that evaluates to inf or nan a shader-creation error
+// (browsers' Tint enforces it); a call of a user function is never a constant expression.
+fn f32_bits(b: u32) -> f32 {
+  return bitcast<f32>(b);
+}
+"""
+
+
+def _runtime_special_floats(text: str) -> str:
+    """Turn constant bitcasts (how shaders spell inf and nan) into calls evaluated at run time."""
+    if not _CONST_BITCAST.search(text):
+        return text
+    return _CONST_BITCAST.sub(r"f32_bits(\1)", text).rstrip("\n") + "\n" + _F32_BITS
+
+
 class LowerCtx:
     """What a lowering may do: render shaders, make values and constants, emit kernel ops."""
 
@@ -84,7 +102,7 @@ class LowerCtx:
     # -- shaders ------------------------------------------------------------------------
     def shader(self, template: str, **params) -> str:
         """Render a template; identical text gives the same shader name."""
-        text = _ENV.get_template(template).render(**params)
+        text = _runtime_special_floats(_ENV.get_template(template).render(**params))
         name = self._by_text.get(text)
         if name is None:
             stem = template.split(".")[0]
@@ -129,8 +147,12 @@ class LowerCtx:
         self.ops.append(op)
         return op
 
-    def view(self, src: Value, dst: Value) -> Op:
-        op = Op("view", [src], [dst], name=self.current.name if self.current else "")
+    def view(self, src: Value, dst: Value, offset: int = 0) -> Op:
+        """``dst`` aliases ``src``'s storage, ``offset`` bytes in (a multiple of the target's
+        binding alignment, so any kernel can bind the view)."""
+        assert offset % self.target.alignment == 0, "view offsets must keep bindings aligned"
+        attrs = {"offset": offset} if offset else {}
+        op = Op("view", [src], [dst], attrs, name=self.current.name if self.current else "")
         self.ops.append(op)
         return op
 
@@ -206,4 +228,4 @@ def _bad_dtype(ctx: LowerCtx, v: Value):
 
 
 def _load_all() -> None:
-    from . import conv, data, elementwise, gemm, norm, pool  # noqa: F401
+    from . import conv, data, elementwise, gather, gemm, norm, pool, quant, reduce, resize, shape_ops  # noqa: F401
