@@ -36,13 +36,53 @@ def _spatial(info, x: Value, kernel_shape: list[int]) -> dict:
     return {"kernel_shape": list(kernel_shape), "strides": strides, "dilations": dilations, "pads": pads}
 
 
-@rule("Conv")
+@rule("Conv", "ConvInteger")
 def _conv(g, info):
     x, w = info.inputs[0], info.inputs[1]
     ks = _ints(info.attrs.get("kernel_shape") or w.shape[2:])
     attrs = _spatial(info, x, ks)
     attrs["group"] = int(info.attrs.get("group", 1))
-    return emit(g, info, "Conv", info.inputs[:3], attrs)
+    return emit(g, info, info.op_type, info.inputs[:3] if info.op_type == "Conv" else info.inputs[:4], attrs)
+
+
+@rule("ConvTranspose")
+def _conv_transpose(g, info):
+    """Resolve auto_pad / output_shape into explicit pads (as the ONNX spec computes them)."""
+    x, w = info.inputs[0], info.inputs[1]
+    nd = x.type.rank - 2
+    a = info.attrs
+    ks = _ints(a.get("kernel_shape") or w.shape[2:])
+    strides = _ints(a.get("strides") or [1] * nd)
+    dilations = _ints(a.get("dilations") or [1] * nd)
+    out_pad = _ints(a.get("output_padding") or [0] * nd)
+    pads = _ints(a.get("pads") or [])
+    out_shape = _ints(a.get("output_shape") or [])[-nd:] if a.get("output_shape") else []
+    auto = a.get("auto_pad", "NOTSET") or "NOTSET"
+    if auto not in ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"):
+        raise info.error(f"unknown auto_pad {auto!r}")
+    if any(len(v) != nd for v in (ks, strides, dilations, out_pad)) or len(pads) not in (0, 2 * nd):
+        raise info.error("kernel_shape, strides, dilations, pads or output_padding do not match the rank")
+    sizes = x.shape[2:]
+    full = [
+        s * (n - 1) + p + (k - 1) * d + 1 for s, n, p, k, d in zip(strides, sizes, out_pad, ks, dilations)
+    ]
+    if auto == "VALID":
+        begin = [0] * nd
+    elif pads and auto == "NOTSET" and not out_shape:
+        begin = pads[:nd]
+    elif out_shape or auto != "NOTSET":
+        target = out_shape or [n * s for n, s in zip(sizes, strides)]
+        total = [f - t for f, t in zip(full, target)]
+        begin = [t // 2 if auto == "SAME_UPPER" else t - t // 2 for t in total]
+    else:
+        begin = [0] * nd
+    out = info.out_types[0].shape[2:]
+    end = [f - o - b for f, o, b in zip(full, out, begin)]
+    attrs = {
+        "kernel_shape": ks, "strides": strides, "dilations": dilations, "pads": begin + end,
+        "group": int(a.get("group", 1)),
+    }  # fmt: skip
+    return emit(g, info, "ConvTranspose", info.inputs[:3], attrs)
 
 
 @rule("MaxPool", "AveragePool", "LpPool")

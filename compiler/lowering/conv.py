@@ -1,4 +1,11 @@
-"""Convolution: implicit GEMM with vec4 output channels, or direct for depthwise/narrow groups."""
+"""Convolutions: Conv (implicit GEMM or direct), ConvTranspose (gather form), ConvInteger.
+
+Every kernel is written for three spatial dims; 1-D and 2-D convolutions are viewed as 3-D
+ones with leading spatial dims of size 1 (their loops then run once, which shader compilers
+remove). Weights and biases may be constants or computed at run time: the implicit-GEMM
+kernel reads constant weights re-laid out at compile time as vec4s of output channels, and
+run-time weights in their ONNX layout, four channels per vec4 gathered by the kernel.
+"""
 
 from __future__ import annotations
 
@@ -6,89 +13,184 @@ import math
 
 import numpy as np
 
-from onnx2wgsl.ir import Dispatch, Op
+from onnx2wgsl.ir import Dispatch, Op, Value
 
-from . import WORKGROUP, LowerCtx, binding, decl, lowers
+from ..elementwise_ops import i32
+from . import WORKGROUP, LowerCtx, binding, decl, lowers, wgsl_type
+
+SPATIAL = 3  # kernels address (D, H, W); fewer spatial dims are padded with leading 1s
+
+
+def _as3(values, fill) -> list[int]:
+    values = [int(v) for v in values]
+    return [fill] * (SPATIAL - len(values)) + values
+
+
+def spatial_geometry(ctx: LowerCtx, op: Op, x: Value, y: Value) -> dict:
+    """Window geometry of a conv or pool over (D, H, W): sizes, kernel, strides, dilations, pads."""
+    nd = len(op.attrs["kernel_shape"])
+    if not 1 <= nd <= SPATIAL:
+        raise ctx.error(f"{nd}-D windows are not supported", hint="1-D, 2-D and 3-D are")
+    pads = op.attrs["pads"]
+    D, H, W = _as3(x.shape[2:], 1)
+    OD, OH, OW = _as3(y.shape[2:], 1)
+    KD, KH, KW = _as3(op.attrs["kernel_shape"], 1)
+    SD, SH, SW = _as3(op.attrs["strides"], 1)
+    DD, DH, DW = _as3(op.attrs["dilations"], 1)
+    PD, PH, PW = _as3(pads[:nd], 0)
+    PDE, PHE, PWE = _as3(pads[nd:], 0)
+    return dict(
+        D=D, H=H, W=W, S=D * H * W, OD=OD, OH=OH, OW=OW, OS=OD * OH * OW, KD=KD, KH=KH, KW=KW,
+        KS=KD * KH * KW, SD=SD, SH=SH, SW=SW, DD=DD, DH=DH, DW=DW, PD=PD, PH=PH, PW=PW,
+        PDE=PDE, PHE=PHE, PWE=PWE,
+    )  # fmt: skip
 
 
 def conv_geometry(ctx: LowerCtx, op: Op) -> dict:
-    """Conv shape parameters with 1-D convolutions viewed as 2-D of height 1."""
+    """Conv shape parameters: batch, channels, groups and the 3-D window geometry."""
     x, w = op.inputs[0], op.inputs[1]
-    y = op.outputs[0]
-    nd = len(op.attrs["kernel_shape"])
-    if nd not in (1, 2):
-        raise ctx.error(f"{nd}-D convolution is not supported yet", hint="1-D and 2-D are")
-
-    def two(v, fill):
-        return [fill] * (2 - nd) + list(v)
-
-    ks = two(op.attrs["kernel_shape"], 1)
-    st = two(op.attrs["strides"], 1)
-    dl = two(op.attrs["dilations"], 1)
-    pads = op.attrs["pads"]
-    pb = two(pads[:nd], 0)
-    H, W = two(x.shape[2:], 1)
-    OH, OW = two(y.shape[2:], 1)
+    p = spatial_geometry(ctx, op, x, op.outputs[0])
     G = op.attrs["group"]
     N, C = x.shape[:2]
     OC = w.shape[0]
     if C % G or OC % G or w.shape[1] != C // G:
         raise ctx.error(f"weights {w.type} do not match {C} input channels in {G} groups")
-    return dict(
-        N=N, C=C, H=H, W=W, HW=H * W, OC=OC, OH=OH, OW=OW, OHW=OH * OW, KH=ks[0], KW=ks[1],
-        KHKW=ks[0] * ks[1], SH=st[0], SW=st[1], DH=dl[0], DW=dl[1], PH=pb[0], PW=pb[1],
-        G=G, ICG=C // G, OCG=OC // G, K=(C // G) * ks[0] * ks[1], P=N * OH * OW,
-    )  # fmt: skip
+    p.update(N=N, C=C, OC=OC, G=G, ICG=C // G, OCG=OC // G, K=(C // G) * p["KS"], P=N * p["OS"])
+    return p
 
 
 @lowers("Conv")
 def lower_conv(ctx: LowerCtx, op: Op) -> None:
-    w, b = op.inputs[1], op.input(2)
     p = conv_geometry(ctx, op)
-    if not w.is_const:
-        raise ctx.error("weights computed at run time are not supported", hint="make W an initializer")
-    if b is not None and not b.is_const:
-        raise ctx.error("a bias computed at run time is not supported", hint="make B an initializer")
+    if math.prod(op.outputs[0].shape) == 0:
+        ctx.kernel([], [op.outputs[0]], [])
+        return
     if p["OCG"] >= 4:
         _gemm(ctx, op, p)
     else:
-        _direct(ctx, op, p)
+        _direct(ctx, op, p, float_conv(), bias=op.input(2))
 
 
 def _gemm(ctx: LowerCtx, op: Op, p: dict) -> None:
     x, w, b, y = op.inputs[0], op.inputs[1], op.input(2), op.outputs[0]
     G, OCG, K = p["G"], p["OCG"], p["K"]
     ocg4 = math.ceil(OCG / 4)
-    # [OC, ICG, KH, KW] -> [G, K, OCG padded to 4]: one vec4 of weights per k feeds 4 channels
-    wt = w.data.reshape(G, OCG, K).transpose(0, 2, 1)
-    wt = np.pad(wt, ((0, 0), (0, 0), (0, ocg4 * 4 - OCG)))
-    inputs = [x, ctx.const(wt.reshape(G * K * ocg4, 4), f"{w.name}.gemm", dtype=w.dtype)]
-    if b is not None:
-        bt = np.pad(b.data.reshape(G, OCG), ((0, 0), (0, ocg4 * 4 - OCG)))
-        inputs.append(ctx.const(bt.reshape(G * ocg4, 4), f"{b.name}.gemm", dtype=b.dtype))
+    if w.is_const:
+        # [OC, ICG, KD, KH, KW] -> [G, K, OCG padded to 4]: one vec4 of weights feeds 4 channels
+        wt = w.data.reshape(G, OCG, K).transpose(0, 2, 1)
+        wt = np.pad(wt, ((0, 0), (0, 0), (0, ocg4 * 4 - OCG)))
+        wv = ctx.const(wt.reshape(G * K * ocg4, 4), f"{w.name}.gemm", dtype=w.dtype)
+        w_decl = decl("Wt", wv, elem="vec4<f32>")
+        w_setup = [f"let wb = g * {K * ocg4}u + oc4;"]
+        w_load = f"Wt[wb + kk * {ocg4}u]"
+    else:
+        # run-time weights in ONNX layout: lane c reads channel oc4 * 4 + c (clamped; unused lanes
+        # past OCG are never stored)
+        wv = w
+        w_decl = decl("Wt", w)
+        w_setup = [f"let wb{c} = (g * {OCG}u + min(oc4 * 4u + {c}u, {OCG - 1}u)) * {K}u;" for c in range(4)]
+        w_load = "vec4<f32>(" + ", ".join(f"Wt[wb{c} + kk]" for c in range(4)) + ")"
+    inputs = [x, wv] + ([b] if b is not None else [])
     tm = 4 if p["P"] >= 4096 else 2 if p["P"] >= 512 else 1
     pointwise = (
-        p["KHKW"] == 1
-        and (p["SH"], p["SW"], p["PH"], p["PW"]) == (1, 1, 0, 0)
-        and (p["H"], p["W"]) == (p["OH"], p["OW"])
+        p["KS"] == 1
+        and (p["SD"], p["SH"], p["SW"]) == (1, 1, 1)
+        and (
+            (p["PD"], p["PH"], p["PW"]) == (0, 0, 0)
+            and (p["D"], p["H"], p["W"]) == (p["OD"], p["OH"], p["OW"])
+        )
     )
-    decls = [decl("X", x), decl("Wt", inputs[1], elem="vec4<f32>")]
-    if b is not None:
-        decls.append(decl("Bv", inputs[2], elem="vec4<f32>"))
-    decls.append(decl("Y", y, write=True))
+    decls = [decl("X", x), w_decl] + ([decl("Bv", b)] if b is not None else []) + [decl("Y", y, write=True)]
     shader = ctx.shader(
         "conv_gemm.wgsl.j2", decls=decls, wg=WORKGROUP, tm=tm, ocg4=ocg4, bias=b is not None,
-        pointwise=pointwise, out_expr=op.attrs.get("epilogue", "v"), **p,
+        pointwise=pointwise, w_setup=w_setup, w_load=w_load, out_expr=op.attrs.get("epilogue", "v"), **p,
     )  # fmt: skip
     grid = (math.ceil(p["P"] / (WORKGROUP * tm)), G * ocg4, 1)
     bindings = [binding(v) for v in inputs] + [binding(y, write=True)]
     ctx.kernel(inputs, [y], [Dispatch(shader, grid, bindings)])
 
 
-def _direct(ctx: LowerCtx, op: Op, p: dict) -> None:
+def float_conv() -> dict:
+    """How the direct kernel accumulates a float convolution."""
+    return {"acc_type": "f32", "zero": "0.0f", "x_val": "X[xi]", "w_val": "Wt[wi]", "extra": []}
+
+
+def _direct(ctx: LowerCtx, op: Op, p: dict, arith: dict, bias: Value | None) -> None:
+    """One output element per invocation: depthwise, narrow groups, and integer convolutions."""
+    x, w, b, y = op.inputs[0], op.inputs[1], bias, op.outputs[0]
+    extra = arith["extra"]  # zero points read at run time
+    inputs = [x, w] + ([b] if b is not None else []) + [v for _, v in extra]
+    total = p["N"] * p["OC"] * p["OS"]
+    decls = (
+        [decl("X", x), decl("Wt", w)]
+        + ([decl("Bv", b)] if b is not None else [])
+        + [decl(name, v) for name, v in extra]
+        + [decl("Y", y, write=True)]
+    )
+    grid, nx = ctx.grid(math.ceil(total / WORKGROUP))
+    shader = ctx.shader(
+        "conv_direct.wgsl.j2", decls=decls, wg=WORKGROUP, nx=nx, total=total, bias=b is not None,
+        acc_type=arith["acc_type"], zero=arith["zero"], x_val=arith["x_val"], w_val=arith["w_val"],
+        out_expr=op.attrs.get("epilogue", "v"), **p,
+    )  # fmt: skip
+    bindings = [binding(v) for v in inputs] + [binding(y, write=True)]
+    ctx.kernel(inputs, [y], [Dispatch(shader, grid, bindings)])
+
+
+@lowers("ConvInteger")
+def lower_conv_integer(ctx: LowerCtx, op: Op) -> None:
+    """(x - x_zero_point) conv (w - w_zero_point) in i32; padding contributes nothing."""
+    x, w = op.inputs[0], op.inputs[1]
+    xz, wz = op.input(2), op.input(3)
+    p = conv_geometry(ctx, op)
+    extra: list[tuple[str, Value]] = []
+
+    def zero_point(v: Value | None, name: str, per_channel_ok: bool) -> str:
+        if v is None:
+            return "0i"
+        n = math.prod(v.shape)
+        if n != 1 and not (per_channel_ok and n == p["OC"]):
+            what = "one value (or one per output channel)" if per_channel_ok else "one value"
+            raise ctx.error(f"its {name} zero point has shape {v.shape}; {what} is supported")
+        if v.is_const and n == 1:
+            return i32(int(np.asarray(v.data).reshape(-1)[0]))
+        extra.append((name, v))
+        return f"i32({name}[{'oc' if n > 1 else '0u'}])"
+
+    xz_expr = zero_point(xz, "XZ", False)
+    wz_expr = zero_point(wz, "WZ", True)
+    arith = {
+        "acc_type": "i32",
+        "zero": "0i",
+        "x_val": f"(i32(X[xi]) - {xz_expr})",
+        "w_val": f"(i32(Wt[wi]) - {wz_expr})",
+        "extra": extra,
+    }
+    for v in (x, w):
+        if wgsl_type(v) not in ("i32", "u32"):
+            raise ctx.error(f"{v.name!r} has dtype {v.dtype.name}; ConvInteger takes 8-bit integers")
+    if math.prod(op.outputs[0].shape) == 0:
+        ctx.kernel([], [op.outputs[0]], [])
+        return
+    _direct(ctx, op, p, arith, bias=None)
+
+
+@lowers("ConvTranspose")
+def lower_conv_transpose(ctx: LowerCtx, op: Op) -> None:
+    """Gather form: each output element sums the input positions whose window covers it."""
     x, w, b, y = op.inputs[0], op.inputs[1], op.input(2), op.outputs[0]
+    p = spatial_geometry(ctx, op, x, y)
+    G = op.attrs["group"]
+    N, C = x.shape[:2]
+    OC = y.shape[1]
+    if C % G or w.shape[0] != C or w.shape[1] * G != OC:
+        raise ctx.error(f"weights {w.type} do not match {C} input channels, {OC} outputs in {G} groups")
+    total = math.prod(y.shape)
+    if total == 0:
+        ctx.kernel([], [y], [])
+        return
+    p.update(N=N, C=C, OC=OC, G=G, ICG=C // G, OCG=OC // G)
     inputs = [x, w] + ([b] if b is not None else [])
-    total = p["N"] * p["OC"] * p["OHW"]
     decls = (
         [decl("X", x), decl("Wt", w)]
         + ([decl("Bv", b)] if b is not None else [])
@@ -96,7 +198,7 @@ def _direct(ctx: LowerCtx, op: Op, p: dict) -> None:
     )
     grid, nx = ctx.grid(math.ceil(total / WORKGROUP))
     shader = ctx.shader(
-        "conv_direct.wgsl.j2", decls=decls, wg=WORKGROUP, nx=nx, total=total, bias=b is not None,
+        "conv_transpose.wgsl.j2", decls=decls, wg=WORKGROUP, nx=nx, total=total, bias=b is not None,
         out_expr=op.attrs.get("epilogue", "v"), **p,
     )  # fmt: skip
     bindings = [binding(v) for v in inputs] + [binding(y, write=True)]
