@@ -24,6 +24,8 @@ def infer_shapes(info) -> list[TensorType | None] | None:
     ins = [v for v in info.inputs if v is not None]
     if not ins or info.domain != "":
         return None
+    if info.op_type in _OWN:
+        return _OWN[info.op_type](info)
     if info.op_type in _SAME_AS_FIRST:
         return [ins[0].type]
     if info.op_type in _BROADCAST or info.op_type in _COMPARE:
@@ -32,3 +34,14 @@ def infer_shapes(info) -> list[TensorType | None] | None:
         dtype = DType.bool if info.op_type in _COMPARE else dtype
         return [TensorType(dtype, shape)]
     return None
+
+
+def _max_unpool(info) -> list[TensorType | None] | None:
+    # onnx infers no shape when output_shape is given as an input, even a constant one
+    out = info.inputs[2] if len(info.inputs) > 2 else None
+    if out is None or not out.is_const:
+        return None
+    return [TensorType(info.inputs[0].dtype, tuple(int(d) for d in out.data.reshape(-1)))]
+
+
+_OWN = {"MaxUnpool": _max_unpool}

@@ -129,3 +129,151 @@ def test_conv_integer_per_channel_weight_zero_point(device):
 
 
 _ = (assert_close,)
+
+
+def _lp_pool_numpy(x, out_shape, attrs, p=2):
+    """LpPool by its definition: the p-norm of the window's elements inside the input."""
+    nd = x.ndim - 2
+    ks, st = attrs["kernel_shape"], attrs.get("strides", [1] * nd)
+    dl, pads = attrs.get("dilations", [1] * nd), attrs.get("pads", [0] * (2 * nd))
+    y = np.zeros(out_shape, np.float64)
+    for o in np.ndindex(*out_shape[2:]):
+        acc = np.zeros(x.shape[:2])
+        for k in np.ndindex(*ks):
+            pos = [o[d] * st[d] - pads[d] + k[d] * dl[d] for d in range(nd)]
+            if all(0 <= q < x.shape[2 + d] for d, q in enumerate(pos)):
+                acc += np.abs(x[(slice(None), slice(None), *pos)].astype(np.float64)) ** p
+        y[(slice(None), slice(None), *o)] = acc ** (1 / p)
+    return y.astype(np.float32)
+
+
+# -- pooling: 1-D / 2-D / 3-D, ceil_mode, dilations, pads, auto_pad, count_include_pad -----------
+POOLS_ND = [
+    ((1, 2, 6, 7, 5), {"kernel_shape": [2, 2, 2], "strides": [2, 2, 2]}),
+    ((2, 2, 5, 5, 5), {"kernel_shape": [3, 3, 3], "pads": [1, 1, 1, 1, 1, 1], "strides": [2, 1, 2]}),
+    ((1, 2, 7, 6, 8), {"kernel_shape": [3, 2, 3], "strides": [2, 2, 3], "ceil_mode": 1}),
+    ((1, 1, 8, 8, 8), {"kernel_shape": [2, 2, 2], "dilations": [2, 2, 1], "strides": [1, 2, 2]}),
+    ((1, 2, 6, 6, 6), {"kernel_shape": [3, 3, 3], "auto_pad": "SAME_LOWER", "strides": [2, 2, 2]}),
+    ((1, 3, 9, 8), {"kernel_shape": [3, 3], "dilations": [2, 2], "pads": [1, 2, 2, 1], "ceil_mode": 1}),
+    ((2, 3, 15), {"kernel_shape": [4], "strides": [3], "dilations": [2], "pads": [2, 1]}),
+]
+
+
+@pytest.mark.parametrize("xs,attrs", POOLS_ND, ids=[f"pool{i}" for i in range(len(POOLS_ND))])
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool", "LpPool"])
+def test_pool_nd(op, xs, attrs, device):
+    x = rand(*xs)
+    attrs = dict(attrs)
+    if op == "AveragePool":
+        attrs["count_include_pad"] = int(sum(attrs.get("pads", [])) > 0)
+    model = node_model(op, {"x": x}, attrs, opset=19 if op != "MaxPool" else 12)
+    if op == "LpPool" and (attrs.get("ceil_mode") or attrs.get("dilations")):
+        # onnxruntime's LpPool has neither, and onnx's reference rescales partial windows
+        (got,) = gpu_run(model, {"x": x}, device)
+        assert_close([got], [_lp_pool_numpy(x, got.shape, attrs)], rtol=1e-4, atol=1e-5)
+        return
+    check_against_ort(model, {"x": x}, device)
+
+
+@pytest.mark.parametrize(
+    "xs,attrs",
+    [
+        (
+            (1, 1, 5, 5, 5),
+            {"kernel_shape": [3, 3, 3], "dilations": [2, 2, 2], "ceil_mode": 1, "strides": [2, 2, 2]},
+        ),
+        ((1, 2, 7, 7), {"kernel_shape": [3, 3], "dilations": [2, 2], "pads": [1, 1, 2, 2], "ceil_mode": 1}),
+    ],
+    ids=["3d", "2d"],
+)
+@pytest.mark.parametrize("include", [0, 1])
+def test_average_pool_dilated_ceil_vs_reference(xs, attrs, include, device):
+    # dilated average pools: onnx's reference (the conformance data) is the spec here
+    x = rand(*xs)
+    model = node_model("AveragePool", {"x": x}, {**attrs, "count_include_pad": include}, opset=19)
+    assert_close(gpu_run(model, {"x": x}, device), reference_run(model, {"x": x}), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "xs,attrs",
+    [
+        ((2, 3, 9), {"kernel_shape": [3], "strides": [2], "pads": [1, 1]}),
+        ((1, 2, 6, 7), {"kernel_shape": [3, 2], "strides": [2, 2], "pads": [1, 0, 1, 1]}),
+        ((2, 2, 4, 5, 6), {"kernel_shape": [2, 3, 2], "strides": [2, 1, 2], "dilations": [1, 2, 1]}),
+        ((1, 1, 5, 5), {"kernel_shape": [5, 5], "pads": [2, 2, 2, 2]}),
+    ],
+    ids=["1d", "2d", "3d", "big_pads"],
+)
+@pytest.mark.parametrize("storage_order", [0, 1])
+def test_max_pool_indices(xs, attrs, storage_order, device):
+    x = rand(*xs)
+    model = node_model("MaxPool", {"x": x}, {**attrs, "storage_order": storage_order}, opset=12, n_outputs=2)
+    got = gpu_run(model, {"x": x}, device)
+    want = ort_run(model, {"x": x})
+    assert_close(got[:1], want[:1])
+    assert got[1].dtype == np.int64
+    np.testing.assert_array_equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_max_pool_integers(dtype, device):
+    rng = np.random.default_rng(0)
+    lo, hi = (-100, 100) if dtype != np.uint8 else (0, 255)
+    x = rng.integers(lo, hi, (1, 2, 6, 6)).astype(dtype)
+    model = model_of(
+        "MaxPool", {"x": x}, {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}, opset=12
+    )
+    np.testing.assert_array_equal(gpu_run(model, {"x": x}, device)[0], ort_run(model, {"x": x})[0])
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5), (1, 4, 6, 7), (1, 2, 3, 4, 5)])
+@pytest.mark.parametrize("p", [1, 2, 3])
+def test_global_lp_pool(shape, p, device):
+    x = rand(*shape)
+    check_against_ort(node_model("GlobalLpPool", {"x": x}, {"p": p}), {"x": x}, device)
+
+
+@pytest.mark.parametrize("op", ["GlobalAveragePool", "GlobalMaxPool"])
+def test_global_pool_3d(op, device):
+    x = rand(2, 3, 4, 5, 6)
+    check_against_ort(node_model(op, {"x": x}), {"x": x}, device)
+
+
+@pytest.mark.parametrize(
+    "xs,attrs",
+    [
+        ((1, 2, 8, 8), {"kernel_shape": [2, 2], "strides": [2, 2]}),
+        ((2, 1, 7, 9), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+        ((1, 2, 9), {"kernel_shape": [3], "strides": [3]}),
+        ((1, 1, 4, 6, 4), {"kernel_shape": [2, 2, 2], "strides": [2, 2, 2]}),
+    ],
+    ids=["2d", "2d_pads", "1d", "3d"],
+)
+def test_max_unpool_inverts_max_pool(xs, attrs, device):
+    # MaxPool -> (values, indices) -> MaxUnpool, in one model, against onnxruntime
+    x = rand(*xs)
+    g = helper.make_graph(
+        [
+            helper.make_node("MaxPool", ["x"], ["v", "i"], **attrs),
+            helper.make_node("MaxUnpool", ["v", "i"], ["y"], **{k: v for k, v in attrs.items()}),
+        ],
+        "unpool",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, xs)],
+        [helper.make_value_info("y", onnx.TypeProto())],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 12)])
+    m.ir_version = 8
+    m = onnx.shape_inference.infer_shapes(m)
+    check_against_ort(m, {"x": x}, device)
+
+
+def test_max_unpool_with_larger_output_shape(device):
+    # onnx's reference (and the conformance case): the unpooled block fills the leading corner
+    x = np.array([[[[5, 6], [7, 8]]]], np.float32)
+    ind = np.array([[[[5, 7], [13, 15]]]], np.int64)
+    model = model_of(
+        "MaxUnpool", {"x": x, "i": ind}, {"kernel_shape": [2, 2], "strides": [2, 2]},
+        initializers={"s": np.array([1, 1, 5, 5], np.int64)}, opset=11,
+    )  # fmt: skip
+    feeds = {"x": x, "i": ind}
+    assert_close(gpu_run(model, feeds, device), reference_run(model, feeds))

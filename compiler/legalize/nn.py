@@ -97,7 +97,22 @@ def _pool(g, info):
         attrs["p"] = int(info.attrs.get("p", 2))
     if info.op_type == "MaxPool":
         attrs["storage_order"] = int(info.attrs.get("storage_order", 0))
+        attrs["with_indices"] = int(len(info.out_types) > 1 and info.out_types[1] is not None)
     return emit(g, info, info.op_type, info.inputs[:1], attrs)
+
+
+@rule("MaxUnpool")
+def _max_unpool(g, info):
+    x = info.inputs[0]
+    ks = _ints(info.attrs["kernel_shape"])
+    nd = len(ks)
+    strides = _ints(info.attrs.get("strides") or [1] * nd)
+    pads = _ints(info.attrs.get("pads") or [0] * (2 * nd))
+    info.const_input(2, "output_shape")  # the output type already holds it; it must be known
+    inferred = list(x.shape[:2]) + [
+        (x.shape[2 + i] - 1) * strides[i] - (pads[i] + pads[nd + i]) + ks[i] for i in range(nd)
+    ]
+    return emit(g, info, "MaxUnpool", info.inputs[:2], {"inferred_shape": inferred})
 
 
 @rule("Gemm")
