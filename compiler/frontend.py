@@ -530,6 +530,8 @@ def _with_defaults(attrs: dict[str, Any], schema) -> dict[str, Any]:
     for name, a in schema.attributes.items():
         if name not in out and a.default_value is not None and a.default_value.name:
             v = helper.get_attribute_value(a.default_value)
+            if isinstance(v, list) and v and isinstance(v[0], bytes):
+                v = [s.decode() for s in v]
             out[name] = v.decode() if isinstance(v, bytes) else v
     return out
 

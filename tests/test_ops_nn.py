@@ -277,3 +277,145 @@ def test_max_unpool_with_larger_output_shape(device):
     )  # fmt: skip
     feeds = {"x": x, "i": ind}
     assert_close(gpu_run(model, feeds, device), reference_run(model, feeds))
+
+
+# -- recurrent layers -----------------------------------------------------------------------------
+GATE_COUNT = {"RNN": 1, "GRU": 3, "LSTM": 4}
+RECURRENT = [
+    # (op, attrs, options): options pick the optional inputs (b=bias, h=initial_h, c=initial_c,
+    # p=peepholes, s=const sequence_lens, S=run-time sequence_lens, w=run-time weights)
+    ("RNN", {}, ""),
+    ("RNN", {"direction": "bidirectional"}, "bhs"),
+    ("RNN", {"direction": "reverse", "activations": ["Relu"]}, "bS"),
+    ("GRU", {}, "b"),
+    ("GRU", {"linear_before_reset": 1, "direction": "reverse"}, "bh"),
+    ("GRU", {"direction": "bidirectional"}, "bhsw"),
+    ("GRU", {"layout": 1, "linear_before_reset": 1}, "bhS"),
+    ("LSTM", {}, ""),
+    ("LSTM", {"direction": "bidirectional"}, "bhcp"),
+    ("LSTM", {"direction": "reverse", "clip": 0.5}, "bhcsw"),
+    ("LSTM", {"layout": 1, "direction": "bidirectional"}, "bhcpS"),
+    ("LSTM", {"input_forget": 1}, "bp"),
+    (
+        "LSTM",
+        {
+            "activations": ["HardSigmoid", "Softsign", "LeakyRelu"],
+            "activation_alpha": [0.3, 0.05],
+            "activation_beta": [0.4],
+        },
+        "b",
+    ),
+    (
+        "GRU",
+        {
+            "activations": ["ScaledTanh", "Affine"],
+            "activation_alpha": [0.8, 0.5],
+            "activation_beta": [1.2, 0.1],
+        },
+        "bh",
+    ),
+    (
+        "RNN",
+        {
+            "activations": ["Elu", "ThresholdedRelu"],
+            "activation_alpha": [0.7, 0.1],
+            "direction": "bidirectional",
+        },
+        "",
+    ),
+]
+
+
+def _recurrent_case(op, attrs, options, T=5, batch=3, I=4, H=6):
+    rng = np.random.default_rng(7)
+    dirs = 2 if attrs.get("direction") == "bidirectional" else 1
+    G = GATE_COUNT[op]
+    layout = attrs.get("layout", 0)
+    x = rng.uniform(-1, 1, (T, batch, I) if layout == 0 else (batch, T, I)).astype(np.float32)
+    params = {
+        "w": rng.uniform(-0.5, 0.5, (dirs, G * H, I)).astype(np.float32),
+        "r": rng.uniform(-0.5, 0.5, (dirs, G * H, H)).astype(np.float32),
+    }
+    state = (dirs, batch, H) if layout == 0 else (batch, dirs, H)
+    extra = {
+        "b": ("b", rng.uniform(-0.3, 0.3, (dirs, 2 * G * H)).astype(np.float32)),
+        "h": ("h0", rng.uniform(-1, 1, state).astype(np.float32)),
+        "c": ("c0", rng.uniform(-1, 1, state).astype(np.float32)),
+        "p": ("p", rng.uniform(-0.5, 0.5, (dirs, 3 * H)).astype(np.float32)),
+    }
+    feeds, inits = {"x": x}, {}
+    (feeds if "w" in options else inits).update(params)
+    order = ["x", "w", "r"]
+    slots = ["b", "seq", "h", "c", "p"] if op == "LSTM" else ["b", "seq", "h"]
+    for slot in slots:
+        if slot == "seq":
+            if "s" in options or "S" in options:
+                lens = np.array([T, 2, 4][:batch], np.int32)
+                (inits if "s" in options else feeds)["seq"] = lens
+                order.append("seq")
+            else:
+                order.append("")
+        elif slot in options:
+            name, value = extra[slot]
+            inits[name] = value
+            order.append(name)
+        else:
+            order.append("")
+    while order and order[-1] == "":
+        order.pop()
+    full = {**attrs, "hidden_size": H}
+    n_out = 3 if op == "LSTM" else 2
+    model = model_of(op, feeds, full, opset=14, initializers=inits, input_order=order, n_outputs=n_out)
+    return model, feeds
+
+
+@pytest.mark.parametrize(
+    "op,attrs,options", RECURRENT, ids=[f"{o}-{i}" for i, (o, _, _) in enumerate(RECURRENT)]
+)
+def test_recurrent(op, attrs, options, device):
+    model, feeds = _recurrent_case(op, attrs, options)
+    if attrs.get("layout") != 1:
+        check_against_ort(model, feeds, device, rtol=1e-4, atol=1e-5)
+        return
+    # onnxruntime runs only layout 0: run the same layer batch-second and transpose around it
+    ref = onnx.ModelProto()
+    ref.CopyFrom(model)
+    node = ref.graph.node[0]
+    kept = [at for at in node.attribute if at.name != "layout"]
+    del node.attribute[:]
+    node.attribute.extend(kept)
+    swap = {"x": (1, 0, 2), "h0": (1, 0, 2), "c0": (1, 0, 2)}
+    for t in ref.graph.initializer:
+        if t.name in swap:
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).transpose(swap[t.name]), t.name))
+    ref_feeds = {k: np.ascontiguousarray(v.transpose(swap[k])) if k in swap else v for k, v in feeds.items()}
+    for vi in ref.graph.input:
+        if vi.name in ref_feeds:
+            vi.CopyFrom(
+                helper.make_tensor_value_info(
+                    vi.name, vi.type.tensor_type.elem_type, ref_feeds[vi.name].shape
+                )
+            )
+    del ref.graph.value_info[:]
+    for o in ref.graph.output:
+        o.type.tensor_type.ClearField("shape")
+    want = ort_run(ref, ref_feeds)
+    want = [want[0].transpose(2, 0, 1, 3)] + [w.transpose(1, 0, 2) for w in want[1:]]
+    assert_close(gpu_run(model, feeds, device), want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("keep", ["Y", "Y_h"])
+def test_recurrent_with_outputs_omitted(keep, device):
+    model, feeds = _recurrent_case("LSTM", {"direction": "bidirectional"}, "bhc")
+    node = model.graph.node[0]
+    node.output[:] = ["y0", ""] if keep == "Y" else ["", "y1"]
+    keep_outputs = [o for o in model.graph.output if o.name in node.output]
+    del model.graph.output[:]
+    model.graph.output.extend(keep_outputs)
+    check_against_ort(model, feeds, device, rtol=1e-4, atol=1e-5)
+
+
+def test_recurrent_hidden_size_over_a_workgroup(device):
+    # 300 hidden units: each invocation of the 256-wide workgroup owns one or two
+    model, feeds = _recurrent_case("GRU", {}, "bh", T=3, batch=2, I=5, H=300)
+    check_against_ort(model, feeds, device, rtol=1e-4, atol=1e-4)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from onnx2wgsl.errors import UnsupportedError
 from onnx2wgsl.ir import TensorType, Value
 
@@ -168,3 +170,81 @@ def _lrn(g, info):
         "bias": float(a.get("bias", 1.0)),
     }
     return emit(g, info, "LRN", info.inputs[:1], attrs)
+
+
+# -- recurrent layers -------------------------------------------------------------------------
+_GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
+_DEFAULT_ACTIVATIONS = {"RNN": ["Tanh"], "GRU": ["Sigmoid", "Tanh"], "LSTM": ["Sigmoid", "Tanh", "Tanh"]}
+# Activations that take alpha / beta, with the defaults of the ONNX ops of the same name.
+_ACTIVATION_PARAMS = {
+    "Affine": (1.0, 0.0), "LeakyRelu": (0.01, None), "ThresholdedRelu": (1.0, None),
+    "ScaledTanh": (1.0, 1.0), "HardSigmoid": (0.2, 0.5), "Elu": (1.0, None),
+}  # fmt: skip
+_ACTIVATION_NAMES = (
+    "Relu", "Tanh", "Sigmoid", "Affine", "LeakyRelu", "ThresholdedRelu", "ScaledTanh", "HardSigmoid",
+    "Elu", "Softsign", "Softplus",
+)  # fmt: skip
+
+
+@rule("RNN", "GRU", "LSTM")
+def _recurrent(g, info):
+    """Inputs as [X, W, R, B, sequence_lens, initial_h, initial_c, P]; activations resolved to
+    (name, alpha, beta) per direction; which of Y, Y_h, Y_c are wanted in ``outputs``."""
+    a = info.attrs
+    kind = info.op_type
+    ins = list(info.inputs) + [None] * (8 - len(info.inputs))
+    X, W = ins[0], ins[1]
+    direction = a.get("direction", "forward") or "forward"
+    if direction not in ("forward", "reverse", "bidirectional"):
+        raise info.error(f"unknown direction {direction!r}")
+    dirs = 2 if direction == "bidirectional" else 1
+    if W.shape[0] != dirs:
+        raise info.error(f"W has {W.shape[0]} directions, direction={direction!r} needs {dirs}")
+    hidden = int(a.get("hidden_size") or W.shape[1] // _GATES[kind])
+    layout = int(a.get("layout", 0) or 0)
+    T = X.shape[0] if layout == 0 else X.shape[1]
+    names = list(a.get("activations") or _DEFAULT_ACTIVATIONS[kind] * dirs)
+    n = len(_DEFAULT_ACTIVATIONS[kind])
+    if dirs == 1 and len(names) == 2 * n and names[:n] == names[n:]:
+        names = names[:n]  # RNN's schema default lists both directions' Tanh
+    if len(names) != len(_DEFAULT_ACTIVATIONS[kind]) * dirs:
+        raise info.error(
+            f"it lists {len(names)} activations; {kind} takes {len(_DEFAULT_ACTIVATIONS[kind])} per direction"
+        )
+    canonical = {n.lower(): n for n in _ACTIVATION_NAMES}
+    alphas = [float(v) for v in a.get("activation_alpha") or []]
+    betas = [float(v) for v in a.get("activation_beta") or []]
+    acts = []
+    for name in names:
+        if name.lower() not in canonical:
+            raise info.error(
+                f"activation {name!r} is not supported", hint=f"supported: {', '.join(_ACTIVATION_NAMES)}"
+            )
+        name = canonical[name.lower()]
+        alpha, beta = _ACTIVATION_PARAMS.get(name, (None, None))
+        # alphas and betas are consumed, in order, by the activations that take them
+        if alpha is not None and alphas:
+            alpha = alphas.pop(0)
+        if beta is not None and betas:
+            beta = betas.pop(0)
+        acts.append((name, alpha or 0.0, beta or 0.0))
+    seq_lens = ins[4]
+    if seq_lens is not None and seq_lens.is_const:
+        lens = np.asarray(seq_lens.data).reshape(-1)
+        if np.any(lens < 0) or np.any(lens > T):
+            raise info.error(f"sequence_lens {lens.tolist()} must lie in [0, {T}]")
+        if np.all(lens == T):
+            seq_lens = None
+    if kind != "LSTM":
+        ins[6] = ins[7] = None
+    attrs = {
+        "hidden_size": hidden, "direction": direction, "layout": layout,
+        "activations": [n for n, _, _ in acts], "activation_alpha": [al for _, al, _ in acts],
+        "activation_beta": [be for _, _, be in acts],
+        "linear_before_reset": int(a.get("linear_before_reset", 0) or 0),
+        "input_forget": int(a.get("input_forget", 0) or 0),
+        "outputs": [int(i < len(info.out_types) and info.out_types[i] is not None) for i in range(3)],
+    }  # fmt: skip
+    if a.get("clip") is not None:
+        attrs["clip"] = float(a["clip"])
+    return emit(g, info, kind, [ins[0], ins[1], ins[2], ins[3], seq_lens, ins[5], ins[6], ins[7]], attrs)
