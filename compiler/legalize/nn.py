@@ -248,3 +248,107 @@ def _recurrent(g, info):
     if a.get("clip") is not None:
         attrs["clip"] = float(a["clip"])
     return emit(g, info, kind, [ins[0], ins[1], ins[2], ins[3], seq_lens, ins[5], ins[6], ins[7]], attrs)
+
+
+# -- attention ----------------------------------------------------------------------------------
+@rule("Attention")
+def _attention(g, info):
+    """Attention as one IR op over [Q, K_all, V_all, attn_mask, nonpad_kv_seqlen].
+
+    With a KV cache, K_all / V_all are the present key/value (past concatenated with the new
+    keys, made 4-D first), which are also the op's present outputs. Without one, K and V are
+    read in place (3-D or 4-D). Attributes carry the head geometry and every mask option."""
+    a = info.attrs
+    ins = list(info.inputs) + [None] * (7 - len(info.inputs))
+    Q, K, V, mask, pk, pv, nonpad = ins[:7]
+    if (pk is None) != (pv is None):
+        raise info.error("past_key and past_value must be given together")
+    if nonpad is not None and pk is not None:
+        raise info.error("nonpad_kv_seqlen cannot be combined with past_key/past_value")
+    rank = Q.type.rank
+    if rank == 3:
+        Hq, Hkv = int(a.get("q_num_heads") or 0), int(a.get("kv_num_heads") or 0)
+        if not Hq or not Hkv:
+            raise info.error("3-D inputs need q_num_heads and kv_num_heads")
+        B, Sq = Q.shape[:2]
+        D, Dv, Skv = Q.shape[2] // Hq, V.shape[2] // Hkv, K.shape[1]
+    elif rank == 4:
+        B, Hq, Sq, D = Q.shape
+        Hkv, Skv, Dv = K.shape[1], K.shape[2], V.shape[3]
+    else:
+        raise info.error(f"Q has rank {rank}; Attention takes 3-D or 4-D inputs")
+    if Hq % Hkv:
+        raise info.error(f"{Hq} query heads cannot share {Hkv} key/value heads evenly")
+    names = info.out_names + [""] * (4 - len(info.out_names))
+    types = info.out_types + [None] * (4 - len(info.out_types))
+
+    def heads_first(x, dh, hint):  # (B, S, H*d) -> (B, H, S, d)
+        if rank == 4:
+            return x
+        S = x.shape[1]
+        (r,) = emit(g, info, "Reshape", [x], {}, [x.type.with_shape((B, S, Hkv, dh))], [hint + ".heads"])
+        (t,) = emit(
+            g, info, "Transpose", [r], {"perm": [0, 2, 1, 3]}, [r.type.with_shape((B, Hkv, S, dh))], [hint]
+        )
+        return t
+
+    outs = [None, None, None, None]
+    kv_4d = rank == 4
+    if pk is not None:
+        k4, v4 = heads_first(K, D, names[1] + ".new"), heads_first(V, Dv, names[2] + ".new")
+        L = pk.shape[2] + Skv
+        (K,) = emit(
+            g, info, "Concat", [pk, k4], {"axis": 2}, [k4.type.with_shape((B, Hkv, L, D))], [names[1]]
+        )
+        (V,) = emit(
+            g, info, "Concat", [pv, v4], {"axis": 2}, [v4.type.with_shape((B, Hkv, L, Dv))], [names[2]]
+        )
+        outs[1], outs[2] = K, V
+        kv_4d = True
+    else:
+        L = Skv
+        if types[1] is not None:
+            outs[1] = heads_first(K, D, names[1])
+        if types[2] is not None:
+            outs[2] = heads_first(V, Dv, names[2])
+    if mask is not None and mask.type.rank > 4:
+        raise info.error(f"attn_mask has rank {mask.type.rank}; at most 4 is allowed")
+    scale = a.get("scale")
+    attrs = {
+        "batch": B, "q_heads": Hq, "kv_heads": Hkv, "q_len": Sq, "kv_len": L, "head_size": D,
+        "v_head_size": Dv, "q_3d": int(rank == 3), "kv_3d": int(not kv_4d),
+        "past_len": pk.shape[2] if pk is not None else 0,
+        "scale": float(scale) if scale is not None else 1.0 / math.sqrt(D),
+        "softcap": float(a.get("softcap") or 0.0), "is_causal": int(a.get("is_causal") or 0),
+        "qk_matmul_output_mode": int(a.get("qk_matmul_output_mode") or 0),
+        "left_window_size": int(a.get("left_window_size", -1)), "right_window_size": int(a.get("right_window_size", -1)),
+    }  # fmt: skip
+    y, qk = emit(
+        g, info, "Attention", [Q, K, V, mask, nonpad], attrs, [types[0], types[3]], [names[0], names[3]]
+    )
+    outs[0], outs[3] = y, qk
+    return outs[: len(info.out_types)]
+
+
+@rule("RotaryEmbedding")
+def _rotary(g, info):
+    x = info.inputs[0]
+    rank = x.type.rank
+    heads = int(info.attrs.get("num_heads") or 0)
+    if rank == 3 and not heads:
+        raise info.error("a 3-D input needs the num_heads attribute")
+    if rank not in (3, 4):
+        raise info.error(f"input has rank {rank}; RotaryEmbedding takes 3-D or 4-D input")
+    head = x.shape[2] // heads if rank == 3 else x.shape[3]
+    dim = int(info.attrs.get("rotary_embedding_dim") or 0) or head
+    if dim > head or dim % 2:
+        raise info.error(f"rotary_embedding_dim {dim} must be even and at most the head size {head}")
+    half = info.inputs[1].shape[-1]
+    if half != dim // 2:
+        raise info.error(f"the cos/sin caches' last dim is {half}, rotary_embedding_dim/2 is {dim // 2}")
+    attrs = {
+        "interleaved": int(info.attrs.get("interleaved") or 0),
+        "num_heads": heads or x.shape[1],
+        "rotary_dim": dim,
+    }
+    return emit(g, info, "RotaryEmbedding", info.inputs[:4], attrs)

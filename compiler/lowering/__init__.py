@@ -200,4 +200,4 @@ def _bad_dtype(ctx: LowerCtx, v: Value):
 
 
 def _load_all() -> None:
-    from . import conv, data, elementwise, gemm, norm, pool, rnn  # noqa: F401
+    from . import attention, conv, data, elementwise, gemm, norm, pool, rnn  # noqa: F401
