@@ -419,3 +419,129 @@ def test_recurrent_hidden_size_over_a_workgroup(device):
     # 300 hidden units: each invocation of the 256-wide workgroup owns one or two
     model, feeds = _recurrent_case("GRU", {}, "bh", T=3, batch=2, I=5, H=300)
     check_against_ort(model, feeds, device, rtol=1e-4, atol=1e-4)
+
+
+# -- Attention ------------------------------------------------------------------------------------
+def _attention_case(
+    *, rank=4, B=2, Hq=4, Hkv=4, Sq=3, Skv=5, D=8, Dv=8, past=0, mask=None, opset=23, nonpad=None,
+    n_outputs=1, **attrs,
+):  # fmt: skip
+    rng = np.random.default_rng(3)
+    if rank == 4:
+        shapes = {"q": (B, Hq, Sq, D), "k": (B, Hkv, Skv, D), "v": (B, Hkv, Skv, Dv)}
+    else:
+        shapes = {"q": (B, Sq, Hq * D), "k": (B, Skv, Hkv * D), "v": (B, Skv, Hkv * Dv)}
+        attrs = {"q_num_heads": Hq, "kv_num_heads": Hkv, **attrs}
+    feeds = {n: rng.uniform(-1, 1, s).astype(np.float32) for n, s in shapes.items()}
+    order = ["q", "k", "v"]
+    L = past + Skv
+    if mask is not None:
+        kind, shape = mask
+        shape = tuple(L if d == "L" else d for d in shape)
+        if kind == "bool":
+            m = rng.uniform(0, 1, shape) > 0.3
+            m[..., 0] = True  # keep every row attending something
+        else:
+            m = rng.uniform(-2, 1, shape).astype(np.float32)
+            m[..., 1] = -np.inf
+        feeds["mask"] = m
+    order.append("mask" if mask is not None else "")
+    if past:
+        feeds["pk"] = rng.uniform(-1, 1, (B, Hkv, past, D)).astype(np.float32)
+        feeds["pv"] = rng.uniform(-1, 1, (B, Hkv, past, Dv)).astype(np.float32)
+        order += ["pk", "pv"]
+    else:
+        order += ["", ""]
+    if nonpad is not None:
+        feeds["nonpad"] = np.array(nonpad, np.int64)
+        order.append("nonpad")
+    while order[-1] == "":
+        order.pop()
+    model = model_of("Attention", feeds, attrs, opset=opset, input_order=order, n_outputs=n_outputs)
+    return model, feeds
+
+
+ATTENTION = [
+    {},
+    {"rank": 3},
+    {"Hkv": 2},  # grouped-query heads
+    {"rank": 3, "Hkv": 1, "Dv": 6},
+    {"is_causal": 1},
+    {"is_causal": 1, "Sq": 5, "Skv": 5, "Hkv": 2},
+    {"mask": ("float", (3, "L"))},
+    {"mask": ("bool", (2, 1, 3, "L"))},
+    {"mask": ("float", (4, 3, "L")), "is_causal": 1},
+    {"scale": 0.3},
+    {"softcap": 1.5},
+    {"past": 4, "n_outputs": 3},
+    {"rank": 3, "past": 2, "Hkv": 2, "is_causal": 1, "n_outputs": 3},
+    {"past": 3, "mask": ("bool", (3, "L")), "n_outputs": 3},
+]
+
+
+@pytest.mark.parametrize("case", ATTENTION, ids=[str(i) for i in range(len(ATTENTION))])
+def test_attention(case, device):
+    model, feeds = _attention_case(**case)
+    check_against_ort(model, feeds, device, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", [0, 1, 2, 3])
+@pytest.mark.parametrize("softcap", [None, 2.0])
+def test_attention_qk_matmul_output(mode, softcap, device):
+    attrs = {"qk_matmul_output_mode": mode, "mask": ("float", (3, "L")), "past": 2, "n_outputs": 4}
+    if softcap:
+        attrs["softcap"] = softcap
+    model, feeds = _attention_case(**attrs)
+    got = gpu_run(model, feeds, device)
+    want = ort_run(model, feeds)
+    assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_attention_short_mask_pads_and_fully_masked_rows(device):
+    # a mask shorter than the keys masks the rest; an all-False row gives zeros
+    model, feeds = _attention_case(mask=("bool", (3, 4)), Skv=6)
+    feeds["mask"][1, :] = False
+    (got,) = gpu_run(model, feeds, device)
+    assert np.all(got[:, :, 1, :] == 0)
+    assert_close([got], reference_run(model, feeds), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        {"opset": 24, "nonpad": [3, 5], "is_causal": 1, "Sq": 2},
+        {"opset": 24, "nonpad": [1, 4], "Hkv": 2},
+        {"opset": 25, "left_window_size": 1, "is_causal": 1, "Sq": 5, "Skv": 5},
+        {"opset": 25, "left_window_size": 2, "right_window_size": 1, "Sq": 5, "Skv": 5},
+        {"opset": 25, "left_window_size": 1, "past": 3, "is_causal": 1, "n_outputs": 3},
+        {"past": 3, "mask": ("bool", ("L",)), "n_outputs": 3},
+    ],
+    ids=["nonpad_causal", "nonpad_gqa", "window_causal", "window_both", "window_past", "rank1_mask"],
+)
+def test_attention_vs_reference(case, device):
+    # cases onnxruntime does not implement: nonpad_kv_seqlen, sliding windows, rank-1 masks
+    model, feeds = _attention_case(**case)
+    assert_close(gpu_run(model, feeds, device), reference_run(model, feeds), rtol=1e-4, atol=1e-5)
+
+
+# -- RotaryEmbedding --------------------------------------------------------------------------------
+@pytest.mark.parametrize("rank", [3, 4])
+@pytest.mark.parametrize("interleaved", [0, 1])
+@pytest.mark.parametrize("rotary_dim", [0, 4])
+@pytest.mark.parametrize("positions", [True, False])
+def test_rotary_embedding(rank, interleaved, rotary_dim, positions, device):
+    rng = np.random.default_rng(5)
+    B, S, N, Dh = 2, 3, 2, 8
+    x = rng.uniform(-1, 1, (B, N, S, Dh) if rank == 4 else (B, S, N * Dh)).astype(np.float32)
+    half = (rotary_dim or Dh) // 2
+    rows = (7,) if positions else (B, S)
+    cos = rng.uniform(-1, 1, (*rows, half)).astype(np.float32)
+    sin = rng.uniform(-1, 1, (*rows, half)).astype(np.float32)
+    feeds = {"x": x, "cos": cos, "sin": sin}
+    if positions:
+        feeds["pos"] = rng.integers(0, 7, (B, S)).astype(np.int64)
+    attrs = {"interleaved": interleaved, "rotary_embedding_dim": rotary_dim}
+    if rank == 3:
+        attrs["num_heads"] = N
+    model = model_of("RotaryEmbedding", feeds, attrs, opset=23)
+    check_against_ort(model, feeds, device)

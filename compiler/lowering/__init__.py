@@ -48,6 +48,8 @@ def lowers(*kinds: str):
 # ONNX ops that legalize into another op's IR form, and ops that only ever fold on the host.
 ALIASES = {"Flatten": "Reshape", "Squeeze": "Reshape", "Unsqueeze": "Reshape", "Dropout": "Identity"}
 HOST_ONLY = ("Constant", "ConstantOfShape", "Shape", "Size")
+# Control flow the frontend resolves at compile time (compiler/control_flow.py).
+UNROLLED = ("If", "Loop", "Scan")
 _VIEWS = ("Reshape", "Identity")
 
 
@@ -57,6 +59,7 @@ def supported_ops() -> dict[str, str]:
     table = {k: "view" if k in _VIEWS else "gpu" for k in _LOWERINGS}
     table.update({k: table[v] for k, v in ALIASES.items()})
     table.update({k: "folded" for k in HOST_ONLY})
+    table.update({k: "unrolled" for k in UNROLLED})
     return dict(sorted(table.items()))
 
 
