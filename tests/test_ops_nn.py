@@ -326,14 +326,14 @@ RECURRENT = [
 ]
 
 
-def _recurrent_case(op, attrs, options, T=5, batch=3, I=4, H=6):
+def _recurrent_case(op, attrs, options, T=5, batch=3, In=4, H=6):
     rng = np.random.default_rng(7)
     dirs = 2 if attrs.get("direction") == "bidirectional" else 1
     G = GATE_COUNT[op]
     layout = attrs.get("layout", 0)
-    x = rng.uniform(-1, 1, (T, batch, I) if layout == 0 else (batch, T, I)).astype(np.float32)
+    x = rng.uniform(-1, 1, (T, batch, In) if layout == 0 else (batch, T, In)).astype(np.float32)
     params = {
-        "w": rng.uniform(-0.5, 0.5, (dirs, G * H, I)).astype(np.float32),
+        "w": rng.uniform(-0.5, 0.5, (dirs, G * H, In)).astype(np.float32),
         "r": rng.uniform(-0.5, 0.5, (dirs, G * H, H)).astype(np.float32),
     }
     state = (dirs, batch, H) if layout == 0 else (batch, dirs, H)
@@ -417,7 +417,7 @@ def test_recurrent_with_outputs_omitted(keep, device):
 
 def test_recurrent_hidden_size_over_a_workgroup(device):
     # 300 hidden units: each invocation of the 256-wide workgroup owns one or two
-    model, feeds = _recurrent_case("GRU", {}, "bh", T=3, batch=2, I=5, H=300)
+    model, feeds = _recurrent_case("GRU", {}, "bh", T=3, batch=2, In=5, H=300)
     check_against_ort(model, feeds, device, rtol=1e-4, atol=1e-4)
 
 
