@@ -410,24 +410,21 @@ class Importer:
                 hint="export it as standard ONNX ops, or define it as a function inside the model",
                 cls=UnsupportedError,
             )
-        direct = info.domain != "" or functions.lowered(node.op_type)
         info.attrs = _with_defaults(info.attrs, info.schema)
-        if not direct:
-            body = functions.function_body(
-                node, info.schema, info.opset, [functions.input_type(v) for v in info.inputs]
-            )
-            if body is not None:
-                mark = len(self.g.ops)
-                info.out_types = self._infer(node, info, scope)
-                outs = legalize(self.g, info)
-                if all(functions.lowered(op.kind) for op in self.g.ops[mark:] if not op.domain):
-                    return outs
-                for op in self.g.ops[mark:]:
-                    op.detach()
-                del self.g.ops[mark:]
-                return self._inline(node, body, scope, info.inputs)
         info.out_types = self._infer(node, info, scope)
-        return legalize(self.g, info)
+        mark = len(self.g.ops)
+        outs = legalize(self.g, info)
+        if info.domain != "" or all(functions.lowered(op.kind) for op in self.g.ops[mark:] if not op.domain):
+            return outs
+        body = functions.function_body(
+            node, info.schema, info.opset, [functions.input_type(v) for v in info.inputs]
+        )
+        if body is None:
+            return outs  # lowering reports the op as unsupported
+        for op in self.g.ops[mark:]:
+            op.detach()
+        del self.g.ops[mark:]
+        return self._inline(node, body, scope, info.inputs)
 
     def _bind_outputs(self, node: onnx.NodeProto, outs: list[Value | None], scope: Scope) -> None:
         for name, v in zip(node.output, outs):

@@ -476,6 +476,8 @@ ATTENTION = [
     {"past": 4, "n_outputs": 3},
     {"rank": 3, "past": 2, "Hkv": 2, "is_causal": 1, "n_outputs": 3},
     {"past": 3, "mask": ("bool", (3, "L")), "n_outputs": 3},
+    {"n_outputs": 3},  # present key/value without a past cache
+    {"rank": 3, "Hkv": 2, "n_outputs": 3},
 ]
 
 

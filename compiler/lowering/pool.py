@@ -71,9 +71,6 @@ def _emit(ctx: LowerCtx, op: Op, geo: dict, kind: str, attrs: dict) -> None:
         init, acc = "0.0f", f"acc += pow(abs(v), {f32(p)});"
         finish = f"pow(acc, {f32(1.0 / p)})"
     total = math.prod(y.shape)
-    if total == 0:
-        ctx.kernel([x], [v for v in op.outputs], [])
-        return
     grid, nx = ctx.grid(math.ceil(total / WORKGROUP))
     decls = [decl("X", x), decl("Y", y, write=True)]
     if indices is not None:
@@ -100,10 +97,6 @@ def lower_max_unpool(ctx: LowerCtx, op: Op) -> None:
     out = tuple(y.shape)
     if any(i > o for i, o in zip(inferred, out)):
         raise ctx.error(f"output_shape {out} is smaller than the unpooled shape {tuple(inferred)}")
-    n = math.prod(out)
-    if n == 0:
-        ctx.kernel([x, ind], [y], [])
-        return
     zero = "0.0f" if wgsl_type(y) == "f32" else f"{wgsl_type(y)}(0)"
     fill = map_dispatch(ctx, out, [], (y, contiguous(out)), lambda a: zero)
     # flat index in the inferred shape -> coordinates -> flat index in the output
