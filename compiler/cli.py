@@ -1,4 +1,4 @@
-"""The ``onnx2wgsl`` command line: compile, run, ops."""
+"""The ``onnx2wgsl`` command line: compile, run, inspect, ops."""
 
 from __future__ import annotations
 
@@ -43,15 +43,23 @@ def _progress(stage: str, _graph) -> None:
     print(f"  .. {stage}", file=sys.stderr, flush=True)
 
 
-def cmd_compile(args: argparse.Namespace) -> int:
-    from .driver import compile_model
-
+def _shapes_and_dims(args: argparse.Namespace) -> tuple[dict, dict]:
     shapes = {k: _shape(v) for k, v in _pairs(args.shape, "--shape").items()}
     dims = {}
     for k, v in _pairs(args.dim, "--dim").items():
         if not v.isdigit():
             raise UsageError(f"--dim {k}={v}: the value must be a non-negative integer")
         dims[k] = int(v)
+    return shapes, dims
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from .driver import IRDumper, compile_model
+
+    shapes, dims = _shapes_and_dims(args)
+    hooks = [_progress] if args.verbose else []
+    if args.dump_ir:
+        hooks.append(IRDumper(args.dump_ir, args.opt_level))
     res = compile_model(
         args.model,
         args.output,
@@ -60,12 +68,18 @@ def cmd_compile(args: argparse.Namespace) -> int:
         target=args.limits,
         opt_level=args.opt_level,
         verify_ir=args.verify_ir,
-        on_stage=_progress if args.verbose else None,
+        on_stage=(lambda stage, g: [h(stage, g) for h in hooks]) if hooks else None,
     )
+    if args.target == "js":
+        from .package_js import write_js_package
+
+        write_js_package(args.output, args.model, name=args.package_name)
     if args.json:
         print(json.dumps(res.report.as_dict(), indent=1))
     else:
         print(res.report.summary())
+        if args.target == "js":
+            print(f"  js package: {args.output} (npm-installable ES module; serve it as static files)")
     return 0
 
 
@@ -155,6 +169,96 @@ def _device_name(sess) -> str:
         return "WebGPU device"
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from onnx2wgsl.ir import WeightBlob, load_ir, print_ir, save_ir
+
+    from .driver import infer_stage, run_to_stage, stage_names
+
+    src = Path(args.source)
+    names = stage_names(args.opt_level)
+    if args.stage is not None and args.stage not in names:
+        raise UsageError(f"--stage {args.stage!r} is not a stage; the stages are {', '.join(names)}")
+    if src.is_dir():
+        return _inspect_dir(src, args, names)
+    if not src.is_file():
+        raise UsageError(f"{args.source!r} is not a file or directory")
+    shapes, dims = _shapes_and_dims(args)
+    if src.suffix == ".ir":
+        mod = load_ir(src)
+        given = mod.stage or infer_stage(mod.graph)
+        stage = args.stage or given
+        if stage == given and not args.output:
+            sys.stdout.write(src.read_text(encoding="utf-8"))  # as it is; its weights lie beside it
+            return 0
+        model = mod.graph
+    else:
+        model, given, stage = str(src), None, args.stage or "import"
+    g = run_to_stage(
+        model, stage, shapes=shapes, dims=dims, target=args.limits, opt_level=args.opt_level, stage=given
+    )
+    if args.output:
+        save_ir(g, args.output, stage=stage)
+        print(f"wrote {args.output} (the IR after {stage})", file=sys.stderr)
+    else:
+        sys.stdout.write("// @weights[a:b]: offsets only; `inspect -o FILE.ir` writes the weights too\n")
+        sys.stdout.write(print_ir(g, stage=stage, weights=WeightBlob(keep=False)))
+    return 0
+
+
+def _inspect_dir(src: Path, args: argparse.Namespace, names: list[str]) -> int:
+    """A dump directory (NN-<stage>.ir files) or an artifact directory (manifest.json)."""
+    dumps = sorted(src.glob("[0-9][0-9]-*.ir"))
+    if dumps:
+        by_stage = {p.stem[3:]: p for p in dumps}
+        if args.stage is None:
+            from onnx2wgsl.ir import load_ir
+
+            print(f"IR dump in {src}: pick one with --stage NAME")
+            for stage, p in by_stage.items():
+                g = load_ir(p).graph
+                kernels = sum(op.kind == "kernel" for op in g.ops)
+                print(f"  {stage:16s} {p.name:24s} {len(g.ops):6d} ops {kernels:6d} kernels")
+            return 0
+        if args.stage not in by_stage:
+            raise UsageError(f"{src} has no IR after stage {args.stage!r}; it has {', '.join(by_stage)}")
+        sys.stdout.write(by_stage[args.stage].read_text(encoding="utf-8"))
+        return 0
+    if (src / "manifest.json").is_file():
+        if args.stage not in (None, "plan"):
+            raise UsageError(
+                "an artifact holds the planned schedule only; --stage applies to models and IR files"
+            )
+        from onnx2wgsl.runtime.manifest import read
+
+        print(schedule_summary(read(src)))
+        return 0
+    raise UsageError(f"{str(src)!r} holds neither IR files (NN-<stage>.ir) nor an artifact (manifest.json)")
+
+
+def schedule_summary(m: dict) -> str:
+    """A planned artifact, readable: buffers, inputs and outputs, then one line per dispatch
+    with its bindings (``ro`` read-only weights, ``rw`` read-write storage)."""
+    lines = [f"artifact {m['name']!r}  (target {m['target']['name']}, {m['producer']})", "buffers"]
+    for b in m["buffers"]:
+        lines.append(f"  {b['name']:12s} {b['kind']:8s} {b['size']:>14,} bytes")
+    for key in ("inputs", "outputs"):
+        lines.append(key)
+        for io in m[key]:
+            lines.append(
+                f"  {io['name']!r}: {io['dtype']}{io['shape']} at {io['buffer']}[{io['offset']}:{io['offset'] + io['size']}]"
+            )
+    lines.append(f"dispatches ({len(m['dispatches'])})")
+    for i, d in enumerate(m["dispatches"]):
+        sh = m["shaders"][d["shader"]]
+        binds = ", ".join(
+            f"{'rw' if t == 'storage' else 'ro'} {b['buffer']}[{b['offset']}:{b['offset'] + b['size']}]"
+            for b, t in zip(d["bindings"], sh["bindings"])
+        )
+        grid = "x".join(str(n) for n in d["grid"])
+        lines.append(f"  {i:4d} {sh['name']:24s} grid {grid:12s} {d.get('label', ''):28s} {binds}")
+    return "\n".join(lines)
+
+
 def cmd_ops(args: argparse.Namespace) -> int:
     from .lowering import supported_ops
 
@@ -162,6 +266,18 @@ def cmd_ops(args: argparse.Namespace) -> int:
     for name, how in ops.items():
         print(f"{name:24s} {how}")
     print(f"\n{len(ops)} ops; any op whose inputs are all constants also folds at compile time")
+    return 0
+
+
+def cmd_limits(args: argparse.Namespace) -> int:
+    from .target import device_target, target_json
+
+    text = target_json(device_target())
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+    else:
+        print(text, end="")
     return 0
 
 
@@ -173,8 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    c = sub.add_parser("compile", help="compile an ONNX model into an artifact directory")
-    c.add_argument("model", help="the .onnx file")
+    from .passes import pipeline
+
+    stages = ", ".join(["import", *(p.name for p in pipeline(2)), "lower", "plan"])
+    c = sub.add_parser("compile", help="compile an ONNX model (or IR text) into an artifact directory")
+    c.add_argument(
+        "model", help="the .onnx file, or a FILE.ir (compiled on from the stage it was dumped after)"
+    )
     c.add_argument("-o", "--output", required=True, help="artifact directory to write")
     c.add_argument(
         "--shape", action="append", metavar="NAME=AxBxC", help="fix an input's whole shape (repeatable)"
@@ -195,7 +316,24 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LEVEL",
         help="optimization level 0-3 (default 2)",
     )
+    c.add_argument(
+        "--target",
+        choices=("python", "js"),
+        default="python",
+        help="python: the artifact only (default); js: also the browser runtime, types, package.json "
+        "and model.onnx, making DIR an npm package",
+    )
+    c.add_argument(
+        "--package-name",
+        metavar="NAME",
+        help="npm package name for --target js (default: from the model file)",
+    )
     c.add_argument("--verify-ir", action="store_true", help="check the IR after every stage")
+    c.add_argument(
+        "--dump-ir",
+        metavar="DIR",
+        help=f"write the IR after every stage as DIR/NN-<stage>.ir (+ DIR/weights.bin); stages: {stages}",
+    )
     c.add_argument("--json", action="store_true", help="print the report as JSON")
     c.add_argument("-v", "--verbose", action="store_true", help="show each stage as it finishes")
     c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -225,8 +363,32 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     r.set_defaults(fn=cmd_run)
 
+    i = sub.add_parser(
+        "inspect",
+        help="print the IR of a model at any stage, an IR file, an IR dump or an artifact's schedule",
+        description="Print IR text. MODEL.onnx: the IR after --stage (default import). FILE.ir: the "
+        "file, or the IR after a later --stage. DIR of an IR dump (compile --dump-ir): a list of its "
+        "stages, or the one --stage names. Artifact DIR (manifest.json): its planned schedule "
+        "(buffers, inputs, outputs, one line per dispatch).",
+    )
+    i.add_argument("source", metavar="MODEL.onnx|FILE.ir|DIR")
+    i.add_argument("--stage", metavar="NAME", help=f"the stage whose IR to print: {stages}")
+    i.add_argument("-o", "--output", metavar="FILE.ir", help="write the IR (and FILE.weights.bin) instead")
+    i.add_argument("--shape", action="append", metavar="NAME=AxBxC", help="as for compile")
+    i.add_argument("--dim", action="append", metavar="SYMBOL=N", help="as for compile")
+    i.add_argument("--limits", default=None, metavar="NAME|FILE.json", help="as for compile")
+    i.add_argument(
+        "-O", dest="opt_level", type=int, default=2, choices=range(4), metavar="LEVEL", help="as for compile"
+    )
+    i.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    i.set_defaults(fn=cmd_inspect)
+
     o = sub.add_parser("ops", help="list the ONNX ops that compile to WebGPU")
     o.set_defaults(fn=cmd_ops)
+
+    lim = sub.add_parser("limits", help="print this machine's WebGPU limits as a target JSON for --limits")
+    lim.add_argument("-o", "--output", metavar="FILE.json", help="write to a file instead of stdout")
+    lim.set_defaults(fn=cmd_limits)
     return p
 
 
@@ -246,6 +408,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader went away (`onnx2wgsl inspect ... | head`): not an error; silence the flush at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:
         if debug:
             raise

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import onnx
 
-from onnx2wgsl.ir import Graph, verify
+from onnx2wgsl.errors import CompileError
+from onnx2wgsl.ir import Graph, VerifyError, verify
 
 from .artifact import Artifact, build_artifact
 from .frontend import import_model, load_model
 from .lowering import lower
-from .memory import MemoryPlan, check_plan, plan_memory
-from .passes import pipeline, run_passes
+from .memory import MemoryPlan, align, check_plan, lifetimes, plan_memory, roots
+from .passes import lowered_pipeline, pipeline, run_passes
 from .report import CompileReport
 from .target import Target, get_target
 
@@ -39,8 +40,80 @@ def _parse_shapes(shapes) -> dict[str, tuple[int, ...]]:
     return out
 
 
+def stage_names(opt_level: int = 2) -> list[str]:
+    """The stages of a compile, in order: import, each graph pass of the -O level, lower, each
+    pass over the lowered graph, plan.
+
+    After each one the driver calls ``on_stage(name, graph)``; IR dumped after any of them
+    (``print_ir(g, stage=name)``) can be compiled onward from there."""
+    return [
+        "import",
+        *(p.name for p in pipeline(opt_level)),
+        "lower",
+        *(p.name for p in lowered_pipeline(opt_level)),
+        "plan",
+    ]
+
+
+@dataclass
+class _Source:
+    """What a compile starts from: an ONNX proto, or a graph already past stage ``done``."""
+
+    label: str
+    proto: onnx.ModelProto | None = None
+    graph: Graph | None = None
+    done: str | None = None
+    sha256: str | None = None
+
+
+def infer_stage(g: Graph) -> str:
+    """The stage a graph without a recorded one is past: plan, lower, else import."""
+    if g.buffers or any(v.placement is not None for v in g.values()):
+        return "plan"
+    if g.shaders or any(op.kind in ("kernel", "view") for op in g.ops):
+        return "lower"
+    return "import"
+
+
+def _source(model, stage: str | None, names: list[str], shapes, dims) -> _Source:
+    if isinstance(model, onnx.ModelProto):
+        return _Source(model.graph.name or "model", proto=model)
+    if isinstance(model, Graph):
+        src = _Source(model.name, graph=model, done=stage or infer_stage(model))
+    elif Path(model).suffix == ".ir":
+        from onnx2wgsl.ir import load_ir
+
+        mod = load_ir(model)
+        src = _Source(Path(model).name, graph=mod.graph, done=stage or mod.stage or infer_stage(mod.graph))
+    else:
+        proto = load_model(model)
+        return _Source(
+            Path(model).name, proto=proto, sha256=hashlib.sha256(Path(model).read_bytes()).hexdigest()
+        )
+    if shapes or dims:
+        raise CompileError(
+            f"{src.label}: --shape and --dim apply to ONNX models; an IR graph's shapes are already bound"
+        )
+    if src.done not in names:
+        raise CompileError(
+            f"{src.label}: its IR is after stage {src.done!r}, which is not a stage of this compile",
+            hint=f"the stages are {', '.join(names)}",
+        )
+    try:
+        verify(src.graph)
+    except VerifyError as e:
+        raise CompileError(f"{src.label}: the IR is not valid ({e})") from None
+    src.sha256 = src.graph.metadata.get("source_sha256")
+    return src
+
+
+class _Stop(Exception):
+    def __init__(self, graph: Graph):
+        self.graph = graph
+
+
 def compile_model(
-    model: str | os.PathLike | onnx.ModelProto,
+    model: str | os.PathLike | onnx.ModelProto | Graph,
     output: str | os.PathLike | None = None,
     *,
     shapes: dict | None = None,
@@ -49,38 +122,62 @@ def compile_model(
     opt_level: int = 2,
     verify_ir: bool = False,
     on_stage: Callable[[str, Graph], None] | None = None,
+    stage: str | None = None,
 ) -> CompileResult:
-    """Compile an ONNX model (path or proto) into an artifact; write it if ``output`` is given."""
+    """Compile into an artifact; write it if ``output`` is given.
+
+    ``model`` is an ONNX model (path or proto), an IR file (``FILE.ir``, dumped after some
+    stage, which its header records) or a Graph (``stage`` names the stage it is past;
+    without it the stage is inferred: planned, lowered, or else all passes run). IR input
+    continues with the stages after its own; ``on_stage`` sees each stage that runs."""
     t0 = time.perf_counter()
     tgt = get_target(target)
-    proto = load_model(model)
-    source_sha = None
-    if not isinstance(model, onnx.ModelProto):
-        source_sha = hashlib.sha256(Path(model).read_bytes()).hexdigest()
+    names = stage_names(opt_level)
+    src = _source(model, stage, names, shapes, dims)
 
-    def stage(name: str, g: Graph) -> None:
+    def after(name: str, g: Graph) -> None:
         if verify_ir:
             verify(g, static=True)
         if on_stage is not None:
             on_stage(name, g)
 
-    g, warnings = import_model(proto, _parse_shapes(shapes), dims)
-    g.metadata["input_names"] = [v.name for v in g.inputs]
-    stage("import", g)
-    g = run_passes(g, pipeline(opt_level), after=stage)
+    done = names.index(src.done) if src.done else -1
+    warnings: list[str] = []
+    if src.proto is not None:
+        g, warnings = import_model(src.proto, _parse_shapes(shapes), dims)
+        g.metadata["input_names"] = [v.name for v in g.inputs]
+        g.metadata["onnx_nodes"] = len(src.proto.graph.node)
+        if src.sha256:
+            g.metadata["source_sha256"] = src.sha256
+        after("import", g)
+        done = 0
+    else:
+        g = src.graph
+    passes = pipeline(opt_level)
+    g = run_passes(g, passes[done:], after=after)  # names[1 + i] is passes[i]
     ops = len(g.ops)
-    g = lower(g, tgt)
-    stage("lower", g)
-    plan = plan_memory(g, tgt)
-    check_plan(g, tgt.alignment)
-    stage("plan", g)
-    artifact = build_artifact(g, tgt, source_sha)
+    if done < names.index("lower"):
+        g = lower(g, tgt)
+        after("lower", g)
+    lowered = lowered_pipeline(opt_level, tgt)
+    first = names.index("lower") + 1
+    for i, p in enumerate(lowered):
+        if done < first + i:
+            g = p.run(g).graph
+            after(p.name, g)
+    if done < names.index("plan"):
+        plan = plan_memory(g, tgt)
+        check_plan(g, tgt.alignment)
+        after("plan", g)
+    else:
+        check_plan(g, tgt.alignment)
+        plan = _plan_of_placements(g, tgt)
+    artifact = build_artifact(g, tgt, src.sha256)
     if output is not None:
         artifact.write(output)
-    name = Path(model).name if not isinstance(model, onnx.ModelProto) else (proto.graph.name or "model")
     report = CompileReport(
-        model=name,
-        onnx_nodes=len(proto.graph.node),
+        model=src.label,
+        onnx_nodes=int(g.metadata.get("onnx_nodes", 0)),
         ops=ops,
         kernels=len(g.kernels()),
         dispatches=g.dispatch_count(),
@@ -98,6 +195,95 @@ def compile_model(
         seconds=time.perf_counter() - t0,
     )
     return CompileResult(g, plan, artifact, report)
+
+
+def run_to_stage(model, until: str, **options) -> Graph:
+    """The graph right after stage ``until`` (see ``stage_names``), compiling no further.
+
+    ``model`` and ``options`` are as for ``compile_model``; an IR already after ``until`` is
+    returned as it is, one past it is an error."""
+    names = stage_names(options.get("opt_level", 2))
+    if until not in names:
+        raise CompileError(f"unknown stage {until!r}", hint=f"the stages are {', '.join(names)}")
+    user_hook = options.pop("on_stage", None)
+
+    def hook(name: str, g: Graph) -> None:
+        if user_hook is not None:
+            user_hook(name, g)
+        if name == until:
+            raise _Stop(g)
+
+    if not isinstance(model, (Graph, onnx.ModelProto)) and Path(model).suffix == ".ir":
+        from onnx2wgsl.ir import load_ir
+
+        mod = load_ir(model)
+        model = mod.graph
+        options["stage"] = options.get("stage") or mod.stage
+    if isinstance(model, Graph):
+        done = options.get("stage") or infer_stage(model)
+        if done in names and names.index(done) >= names.index(until):
+            if done == until:
+                return model
+            raise CompileError(f"the IR is after stage {done!r}, past {until!r}; it cannot go back")
+    try:
+        compile_model(model, on_stage=hook, **options)
+    except _Stop as stop:
+        return stop.graph
+    raise AssertionError(f"stage {until!r} never ran")  # every stage in names runs or was done
+
+
+def _plan_of_placements(g: Graph, tgt: Target) -> MemoryPlan:
+    """The figures of a plan an IR file already carries (the report needs them)."""
+    root = roots(g)
+    blocks = [b for b in lifetimes(g, root) if b.size > 0]
+    arenas: dict[str, int] = {}
+    for b in blocks:
+        p = b.value.placement
+        arenas[p.buffer] = max(arenas.get(p.buffer, 0), p.offset + p.size)
+    weights: dict[str, int] = {}
+    for v in g.constants():
+        p = v.placement
+        weights[p.buffer] = max(weights.get(p.buffer, 0), p.offset + p.size)
+    live = [0] * (max((b.end for b in blocks), default=0) + 2)
+    for b in blocks:
+        for s in range(b.start, b.end + 1):
+            live[s] += b.size
+    naive = sum(align(b.size, tgt.alignment) for b in blocks)
+    return MemoryPlan(
+        list(arenas.values()), list(weights.values()), naive, max(live, default=0), "from IR", blocks
+    )
+
+
+class IRDumper:
+    """An ``on_stage`` hook that writes ``DIR/NN-<stage>.ir`` after each stage.
+
+    All stages share one ``DIR/weights.bin`` (each distinct tensor stored once; the texts
+    name it in their header). The first write clears the IR files of an earlier dump there."""
+
+    def __init__(self, directory: str | os.PathLike, opt_level: int = 2):
+        from onnx2wgsl.ir import WeightBlob
+
+        self.dir = Path(directory)
+        self.names = stage_names(opt_level)
+        self.blob = WeightBlob()
+        self.written = 0
+        self.files: list[Path] = []
+
+    def __call__(self, stage: str, g: Graph) -> None:
+        from onnx2wgsl.ir import print_ir
+
+        if not self.files:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            for old in self.dir.glob("[0-9][0-9]-*.ir"):
+                old.unlink()
+            (self.dir / "weights.bin").write_bytes(b"")
+        text = print_ir(g, stage=stage, weights=self.blob, weights_file="weights.bin")
+        path = self.dir / f"{self.names.index(stage):02d}-{stage}.ir"
+        path.write_text(text, encoding="utf-8")
+        with open(self.dir / "weights.bin", "ab") as f:
+            f.write(self.blob.data[self.written :])
+        self.written = len(self.blob.data)
+        self.files.append(path)
 
 
 def _notes(g: Graph) -> list[str]:

@@ -1,7 +1,8 @@
 """Static memory planning: liveness, then byte offsets in a few arenas; weights packed apart.
 
-Every value that needs GPU storage is a *root* (a graph input or a kernel output); views
-alias their root. A root lives from the step that writes it to the last step that reads it
+Every value that needs GPU storage belongs to a *root* (a graph input or a kernel output):
+views alias their input, and the inputs of a ``concat_view`` (a Concat whose producers write
+straight into its output) live inside that output. A root lives from the step that writes it to the last step that reads it
 or any of its views (graph outputs to the end). Lifetimes are closed intervals, so a
 kernel's output never shares bytes with its own inputs: WebGPU forbids binding the same
 bytes as writable and readable in one dispatch, and the plan checker proves it.
@@ -49,51 +50,69 @@ def align(n: int, a: int) -> int:
     return -(-n // a) * a
 
 
-def roots(g: Graph) -> dict[int, Value]:
-    """Map id(value) -> the value whose storage it uses (itself unless it is a view)."""
-    root: dict[int, Value] = {}
-    for v in g.inputs:
-        root[id(v)] = v
+def aliases(g: Graph) -> dict[int, tuple[Value, int]]:
+    """Map id(value) -> (the value whose storage holds it, byte offset there) for every
+    non-constant value. A ``view`` output lives in its input's storage; each input of a
+    ``concat_view`` lives inside the output, at its offset."""
+    parent: dict[int, tuple[Value, int]] = {}
     for op in g.ops:
         if op.kind == "view":
-            src = op.inputs[0]
-            root[id(op.outputs[0])] = root.get(id(src), src)
-        else:
-            for v in op.outputs:
-                root[id(v)] = v
-    return root
+            parent[id(op.outputs[0])] = (op.inputs[0], int(op.attrs.get("offset", 0)))
+        elif op.kind == "concat_view":
+            for x, off in zip(op.inputs, op.attrs["offsets"]):
+                parent[id(x)] = (op.outputs[0], int(off))
+    out: dict[int, tuple[Value, int]] = {}
+
+    def find(v: Value) -> tuple[Value, int]:
+        if id(v) in out:
+            return out[id(v)]
+        if id(v) not in parent:
+            out[id(v)] = (v, 0)
+            return out[id(v)]
+        p, off = parent[id(v)]
+        r, roff = find(p)
+        out[id(v)] = (r, roff + off)
+        return out[id(v)]
+
+    for v in g.values():
+        if not v.is_const:
+            find(v)
+    return out
+
+
+def roots(g: Graph) -> dict[int, Value]:
+    """Map id(value) -> the value whose storage it uses (itself unless it aliases another)."""
+    return {k: r for k, (r, _) in aliases(g).items()}
 
 
 def lifetimes(g: Graph, root: dict[int, Value]) -> list[Block]:
+    """One block per root: from the first step that writes any of its aliases to the last
+    step that reads one (graph inputs from step 0, graph outputs to the end)."""
     first: dict[int, int] = {}
     last: dict[int, int] = {}
-    step = 0
+    values: dict[int, Value] = {}
+
+    def touch(v: Value, step: int) -> None:
+        r = root[id(v)]
+        values[id(r)] = r
+        first[id(r)] = min(first.get(id(r), step), step)
+        last[id(r)] = max(last.get(id(r), step), step)
+
     for v in g.inputs:
-        first[id(v)] = 0
-        last[id(v)] = 0
+        touch(v, 0)
+    step = 0
     for op in g.ops:
-        if op.kind == "view":
+        if op.kind in ("view", "concat_view"):
             continue
         step += 1
-        for v in op.inputs:
+        for v in list(op.inputs) + list(op.outputs):
             if v is not None and not v.is_const:
-                r = root[id(v)]
-                last[id(r)] = max(last.get(id(r), step), step)
-        for v in op.outputs:
-            first.setdefault(id(v), step)
-            last[id(v)] = max(last.get(id(v), step), step)
+                touch(v, step)
     end = step + 1
     for v in g.outputs:
         if not v.is_const:
-            last[id(root[id(v)])] = end
-    blocks = []
-    seen: set[int] = set()
-    for v in list(g.inputs) + [o for op in g.ops if op.kind != "view" for o in op.outputs]:
-        if id(v) in seen:
-            continue
-        seen.add(id(v))
-        blocks.append(Block(v, v.nbytes, first[id(v)], last[id(v)]))
-    return blocks
+            touch(v, end)
+    return [Block(r, r.nbytes, first[k], last[k]) for k, r in values.items()]
 
 
 _STRATEGIES = {
@@ -141,6 +160,7 @@ def _first_fit(b: Block, members: list[Block], alignment: int) -> int:
 def plan_memory(g: Graph, target: Target) -> MemoryPlan:
     """Give every value a Placement; set ``g.buffers``; return the plan's figures."""
     root = roots(g)
+    by_id = {id(v): v for v in g.values()}
     blocks = [b for b in lifetimes(g, root) if b.size > 0]
     best: tuple[int, str, list[int], list[tuple[int, int]]] | None = None
     for name, order in _STRATEGIES.items():
@@ -163,17 +183,19 @@ def plan_memory(g: Graph, target: Target) -> MemoryPlan:
             b.value.placement = Placement("arena0" if arena_sizes else "", 0, 0)
 
     weight_sizes = _pack_weights(g, target, buffers)
-    for v in g.values():
-        r = root.get(id(v))
-        if r is not None and r is not v:
-            v.placement = Placement(r.placement.buffer, r.placement.offset, v.nbytes)
+    for k, (r, off) in aliases(g).items():
+        v = by_id[k]
+        if r is not v and r.placement is not None:
+            v.placement = Placement(r.placement.buffer, r.placement.offset + off, v.nbytes)
     g.buffers = buffers
 
     live = [0] * (max((b.end for b in blocks), default=0) + 2)
     for b in blocks:
         for s in range(b.start, b.end + 1):
             live[s] += b.size
-    naive = sum(align(b.size, target.alignment) for b in blocks)
+    # naive: every graph input and every tensor an op produces in a buffer of its own
+    produced = [v for op in g.ops if op.kind in ("kernel", "concat_view") for v in op.outputs]
+    naive = sum(align(v.nbytes, target.alignment) for v in list(g.inputs) + produced)
     return MemoryPlan(arena_sizes, weight_sizes, naive, max(live, default=0), strategy, blocks)
 
 

@@ -7,25 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from onnx2wgsl.errors import CompileError
+from onnx2wgsl.runtime.manifest import DEFAULT_LIMITS
 
-# The WebGPU spec's default limits: every conforming browser grants at least these.
-WEBGPU_DEFAULT_LIMITS: dict[str, int] = {
-    "maxBindGroups": 4,
-    "maxBindingsPerBindGroup": 1000,
-    "maxStorageBuffersPerShaderStage": 8,
-    "maxUniformBuffersPerShaderStage": 12,
-    "maxStorageBufferBindingSize": 134217728,
-    "maxUniformBufferBindingSize": 65536,
-    "maxBufferSize": 268435456,
-    "minStorageBufferOffsetAlignment": 256,
-    "minUniformBufferOffsetAlignment": 256,
-    "maxComputeWorkgroupStorageSize": 16384,
-    "maxComputeInvocationsPerWorkgroup": 256,
-    "maxComputeWorkgroupSizeX": 256,
-    "maxComputeWorkgroupSizeY": 256,
-    "maxComputeWorkgroupSizeZ": 64,
-    "maxComputeWorkgroupsPerDimension": 65535,
-}
+# The WebGPU spec's default limits (every conforming browser grants at least these) are part of
+# the artifact contract, so they live beside the manifest schema.
+WEBGPU_DEFAULT_LIMITS = DEFAULT_LIMITS
 
 
 @dataclass(frozen=True)
@@ -63,14 +49,44 @@ class Target:
 TARGETS: dict[str, Target] = {"webgpu": Target("webgpu")}
 
 
+def _camel(kebab: str) -> str:
+    head, *rest = kebab.split("-")
+    return head + "".join(w.capitalize() for w in rest)
+
+
+def device_target() -> Target:
+    """The limits (and shader-f16) of this machine's WebGPU adapter, as a target."""
+    from onnx2wgsl.errors import DeviceError
+
+    try:
+        import wgpu
+
+        adapter = wgpu.gpu.request_adapter_sync(power_preference="high-performance")
+    except Exception as e:  # no wgpu backend library, no driver
+        raise DeviceError(f"cannot query the WebGPU adapter ({e})") from e
+    if adapter is None:
+        raise DeviceError("no WebGPU adapter found to read limits from")
+    have = {_camel(k): v for k, v in dict(adapter.limits).items()}
+    limits = {k: int(have.get(k, v)) for k, v in WEBGPU_DEFAULT_LIMITS.items()}
+    name = adapter.info.get("device") or "device"
+    return Target(f"device ({name})", limits)
+
+
+def target_json(t: Target) -> str:
+    return json.dumps({"name": t.name, "limits": t.limits, "features": list(t.features)}, indent=1) + "\n"
+
+
 def get_target(spec: str | Target | None) -> Target:
-    """A target by name ('webgpu'), from a JSON file of limits, or as given."""
+    """A target by name ('webgpu'; 'device' = this machine's adapter), from a JSON file of
+    limits (as `onnx2wgsl limits` writes), or as given."""
     if spec is None:
         return TARGETS["webgpu"]
     if isinstance(spec, Target):
         return spec
     if spec in TARGETS:
         return TARGETS[spec]
+    if spec == "device":
+        return device_target()
     path = Path(spec)
     if path.suffix == ".json" and path.is_file():
         try:
@@ -84,5 +100,6 @@ def get_target(spec: str | Target | None) -> Target:
         limits.update({k: int(v) for k, v in data.get("limits", {}).items()})
         return Target(data.get("name", path.stem), limits, tuple(data.get("features", ())))
     raise CompileError(
-        f"unknown target {spec!r}", hint=f"use one of {sorted(TARGETS)} or a JSON file of limits"
+        f"unknown target {spec!r}",
+        hint=f"use one of {sorted(TARGETS) + ['device']} or a JSON file of limits (see `onnx2wgsl limits`)",
     )

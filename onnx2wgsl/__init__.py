@@ -12,14 +12,24 @@ __version__ = "0.1.0"
 from .errors import CompileError, DeviceError, InputError, ManifestError, Onnx2WgslError, UnsupportedError
 
 
-def compile(model, output=None, *, shapes=None, dims=None, target=None, opt_level=2):
+def compile(model, output=None, *, shapes=None, dims=None, target=None, opt_level=2, emit="python"):
     """Compile an ONNX model (path or ModelProto) into an artifact directory.
 
     ``shapes`` maps input names to shapes (tuples or "1x3x224x224"); ``dims`` binds symbolic
-    dims by name. Returns the CompileReport (``.summary()`` prints it)."""
+    dims by name. ``emit="js"`` also makes the directory an npm package for the browser (the
+    CLI's ``--target js``). Returns the CompileReport (``.summary()`` prints it)."""
     from .compiler import compile_model
 
-    return compile_model(model, output, shapes=shapes, dims=dims, target=target, opt_level=opt_level).report
+    if emit not in ("python", "js"):
+        raise ValueError(f"emit must be 'python' or 'js', not {emit!r}")
+    if emit == "js" and output is None:
+        raise ValueError("emit='js' needs an output directory")
+    report = compile_model(model, output, shapes=shapes, dims=dims, target=target, opt_level=opt_level).report
+    if emit == "js":
+        from .compiler.package_js import write_js_package
+
+        write_js_package(output, model)
+    return report
 
 
 def load(directory, **kwargs):

@@ -34,6 +34,25 @@ _SCHEMA: dict[str, Any] = {
     "dispatches": [{"shader": int, "grid": list, "bindings": list}],
 }
 BINDING_TYPES = ("storage", "read-only-storage")
+
+# The WebGPU spec's default limits: a device grants them without asking, every browser has them.
+DEFAULT_LIMITS: dict[str, int] = {
+    "maxBindGroups": 4,
+    "maxBindingsPerBindGroup": 1000,
+    "maxStorageBuffersPerShaderStage": 8,
+    "maxUniformBuffersPerShaderStage": 12,
+    "maxStorageBufferBindingSize": 134217728,
+    "maxUniformBufferBindingSize": 65536,
+    "maxBufferSize": 268435456,
+    "minStorageBufferOffsetAlignment": 256,
+    "minUniformBufferOffsetAlignment": 256,
+    "maxComputeWorkgroupStorageSize": 16384,
+    "maxComputeInvocationsPerWorkgroup": 256,
+    "maxComputeWorkgroupSizeX": 256,
+    "maxComputeWorkgroupSizeY": 256,
+    "maxComputeWorkgroupSizeZ": 64,
+    "maxComputeWorkgroupsPerDimension": 65535,
+}
 STORAGE_TYPES = ("f32", "i32", "u32")
 
 

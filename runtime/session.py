@@ -81,7 +81,7 @@ def request_device(
                 f"adapter {adapter.info['device']!r} grants {key} = {have[k]}, the artifact needs {value}; "
                 "recompile for this device's limits"
             )
-        elif value > _DEFAULTS.get(key, 0):
+        elif value > mf.DEFAULT_LIMITS.get(key, 0):
             need[k] = value
     missing = [f for f in features if f not in adapter.features]
     if missing:
@@ -91,17 +91,25 @@ def request_device(
     return adapter.request_device_sync(required_limits=need, required_features=list(features))
 
 
-_DEFAULTS = {
-    "maxStorageBuffersPerShaderStage": 8,
-    "maxStorageBufferBindingSize": 134217728,
-    "maxBufferSize": 268435456,
-    "maxComputeWorkgroupStorageSize": 16384,
-    "maxComputeInvocationsPerWorkgroup": 256,
-    "maxComputeWorkgroupSizeX": 256,
-    "maxComputeWorkgroupSizeY": 256,
-    "maxComputeWorkgroupSizeZ": 64,
-    "maxComputeWorkgroupsPerDimension": 65535,
-}
+def _check_device(device, limits: Mapping[str, int], features: Iterable[str]) -> None:
+    """A caller's device must grant what the artifact was compiled for."""
+    have = dict(device.limits)
+    for key, value in limits.items():
+        k = _kebab(key)
+        if (
+            k in have
+            and not key.startswith("min")
+            and value > have[k]
+            and value > mf.DEFAULT_LIMITS.get(key, 0)
+        ):
+            needed = {kk: v for kk, v in limits.items() if v > mf.DEFAULT_LIMITS.get(kk, 0)}
+            raise DeviceError(
+                f"the device grants {key} = {have[k]}, the artifact needs {value}; create the device "
+                f"with required_limits {needed} or let onnx2wgsl.load create it"
+            )
+    missing = [f for f in features if f not in device.features]
+    if missing:
+        raise DeviceError(f"the device lacks features {missing} that the artifact needs")
 
 
 def _runtime_dir() -> str:
@@ -122,9 +130,11 @@ class InferenceSession:
         m = self.manifest = mf.read(self.path)
         self._inputs = {io["name"]: io for io in m["inputs"]}
         self._outputs = [io for io in m["outputs"]]
-        self.device = device or request_device(
-            m["target"]["limits"], m["target"]["features"], power_preference
-        )
+        if device is None:
+            device = request_device(m["target"]["limits"], m["target"]["features"], power_preference)
+        else:
+            _check_device(device, m["target"]["limits"], m["target"]["features"])
+        self.device = device
         dev = self.device
         usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_DST | wgpu.BufferUsage.COPY_SRC
         self.buffers = {

@@ -30,3 +30,12 @@ def device():
             f"CI=true expects lavapipe over Vulkan, got {info.get('device')} ({info.get('backend_type')})"
         )
     return dev
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        help="rewrite the expected IR of tests/golden/**/*.ir from what the passes now produce "
+        "(also ONNX2WGSL_UPDATE_GOLDEN=1); review the diff before committing it",
+    )

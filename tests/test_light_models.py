@@ -80,3 +80,19 @@ def test_random_weights_match_onnxruntime(name, tmp_path, device):
         assert np.abs(w).max() > 1e-3, "the reference is informative"
         np.testing.assert_allclose(g, w, rtol=RTOL, atol=ATOL)
     gc.collect()
+
+
+@pytest.mark.parametrize("name", LIGHT_MODELS)
+def test_o0_and_o2_give_the_same_outputs(name, tmp_path, device):
+    """-O0 (no folding or fusion) against -O2 on the random-weight model, both against onnxruntime."""
+    model = randomized(name, seed=3)
+    input_name, x = random_input(name, seed=4)
+    outs = {}
+    for level in (0, 2):
+        report = onnx2wgsl.compile(model, tmp_path / f"O{level}", opt_level=level)
+        with onnx2wgsl.load(tmp_path / f"O{level}", device=device) as sess:
+            outs[level] = (report.dispatches, sess.run(None, {input_name: x}))
+    assert outs[2][0] <= outs[0][0]
+    for a, b in zip(outs[0][1], outs[2][1]):
+        np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
+    gc.collect()

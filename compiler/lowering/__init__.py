@@ -8,6 +8,7 @@ that reuse the op's input and output values, so use-def links survive the rewrit
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -71,6 +72,23 @@ def wgsl_type(v: Value) -> str:
     return st.value
 
 
+_CONST_BITCAST = re.compile(r"bitcast<f32>\((0x[0-9a-fA-F]+u)\)")
+_F32_BITS = """
+// WGSL makes a constant expression that evaluates to inf or nan a shader-creation error
+// (browsers' Tint enforces it); a call of a user function is never a constant expression.
+fn f32_bits(b: u32) -> f32 {
+  return bitcast<f32>(b);
+}
+"""
+
+
+def _runtime_special_floats(text: str) -> str:
+    """Turn constant bitcasts (how shaders spell inf and nan) into calls evaluated at run time."""
+    if not _CONST_BITCAST.search(text):
+        return text
+    return _CONST_BITCAST.sub(r"f32_bits(\1)", text).rstrip("\n") + "\n" + _F32_BITS
+
+
 class LowerCtx:
     """What a lowering may do: render shaders, make values and constants, emit kernel ops."""
 
@@ -84,7 +102,7 @@ class LowerCtx:
     # -- shaders ------------------------------------------------------------------------
     def shader(self, template: str, **params) -> str:
         """Render a template; identical text gives the same shader name."""
-        text = _ENV.get_template(template).render(**params)
+        text = _runtime_special_floats(_ENV.get_template(template).render(**params))
         name = self._by_text.get(text)
         if name is None:
             stem = template.split(".")[0]

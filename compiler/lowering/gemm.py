@@ -35,7 +35,8 @@ def lower_matmul(ctx: LowerCtx, op: Op) -> None:
         # A's batch dims are just more rows against one B
         M, batch = M * math.prod(batch), ()
         a_shape = (M, K)
-    _emit(ctx, op, a, b, None, y, M, N, K, batch, a_shape, b_shape, trans_a=False, trans_b=False)
+    # a third input is a per-column bias that fold-affine moved in from a following Add
+    _emit(ctx, op, a, b, op.input(2), y, M, N, K, batch, a_shape, b_shape, trans_a=False, trans_b=False)
 
 
 @lowers("Gemm")

@@ -29,16 +29,28 @@ class Pass:
 from .canonicalize import Canonicalize  # noqa: E402
 from .dce import DeadCodeElimination  # noqa: E402
 from .fold import FoldConstants  # noqa: E402
+from .concat_in_place import ConcatInPlace  # noqa: E402
+from .fold_affine import FoldAffine  # noqa: E402
 
 PASSES: dict[str, Callable[[], Pass]] = {
-    p.name: p for p in (Canonicalize, FoldConstants, DeadCodeElimination)
+    p.name: p for p in (Canonicalize, FoldConstants, FoldAffine, DeadCodeElimination, ConcatInPlace)
 }
 
 
 def pipeline(level: int = 2) -> list[Pass]:
-    """The graph passes for an optimization level (-O0 .. -O3)."""
-    passes: list[Pass] = [Canonicalize(), FoldConstants(), DeadCodeElimination()]
+    """The graph passes for an optimization level: -O0 only what correctness needs (BatchNorm
+    canonicalized, constants folded, dead ops removed); -O1 and up fold and fuse."""
+    passes: list[Pass] = [Canonicalize(), FoldConstants()]
+    if level >= 1:
+        passes += [FoldAffine()]
+    passes += [DeadCodeElimination()]
     return passes
+
+
+def lowered_pipeline(level: int = 2, target=None) -> list[Pass]:
+    """The passes over the lowered graph (kernels and views), before memory planning."""
+    alignment = target.alignment if target is not None else 256
+    return [ConcatInPlace(alignment)] if level >= 1 else []
 
 
 def run_passes(g: Graph, passes: list[Pass], after: Callable[[str, Graph], None] | None = None) -> Graph:

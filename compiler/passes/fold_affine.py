@@ -1,0 +1,120 @@
+"""Fold per-channel scaling and shifting by constants into the weights of Conv, Gemm and MatMul."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onnx2wgsl.ir import Graph, Op, Value
+
+from . import Pass, PassResult
+
+_PRODUCERS = ("Conv", "Gemm", "MatMul")
+
+
+def _channel_vector(c: Value, out_shape: tuple, axis: int) -> np.ndarray | None:
+    """c's data as one value per channel of ``axis`` if c is constant along every other dim
+    of the (broadcast) output, else None."""
+    if not c.is_const or c.type.rank > len(out_shape):
+        return None
+    shape = (1,) * (len(out_shape) - c.type.rank) + tuple(c.shape)
+    if any(n != 1 for d, n in enumerate(shape) if d != axis):
+        return None
+    if shape[axis] not in (1, out_shape[axis]):
+        return None
+    return np.broadcast_to(c.data.reshape(-1).astype(np.float64), (out_shape[axis],))
+
+
+def _single_user(v: Value, g: Graph) -> Op | None:
+    if len(v.uses) != 1 or any(o is v for o in g.outputs):
+        return None
+    return v.uses[0]
+
+
+class FoldAffine(Pass):
+    """``Mul``/``Add`` of a Conv, Gemm or MatMul output by a per-output-channel constant
+    (what BatchNormalization canonicalizes into) folds into the producer's weights and bias:
+    ``(W x + B) * s + t = (W s) x + (B s + t)``. The producer's output must have no other use.
+    MatMul gains a third (bias) input for the shift, which its lowering adds in the epilogue."""
+
+    name = "fold-affine"
+
+    def run(self, g: Graph) -> PassResult:
+        changed = False
+        progress = True
+        while progress:
+            progress = False
+            for op in list(g.ops):
+                if op.kind in _PRODUCERS and op in g.ops and self._try(g, op):
+                    progress = changed = True
+        return PassResult(g, changed)
+
+    def _try(self, g: Graph, op: Op) -> bool:
+        y = op.outputs[0]
+        if not y.dtype.is_float:
+            return False
+        user = _single_user(y, g)
+        if user is None or user.kind not in ("Mul", "Add") or len(user.inputs) != 2:
+            return False
+        other = user.inputs[1] if user.inputs[0] is y else user.inputs[0]
+        if other is y or user.outputs[0].type != y.type:
+            return False
+        axis = 1 if op.kind == "Conv" else y.type.rank - 1
+        vec = _channel_vector(other, tuple(y.shape), axis)
+        if vec is None or not self._foldable(op):
+            return False
+        if user.kind == "Mul":
+            self._scale(g, op, vec)
+        else:
+            self._shift(g, op, vec)
+        # the producer now computes the user's result: splice the user out
+        g.replace_uses(user.outputs[0], y)
+        g.remove_op(user)
+        return True
+
+    @staticmethod
+    def _foldable(op: Op) -> bool:
+        w = op.inputs[1]
+        bias = op.input(2)
+        if not w.is_const or (bias is not None and not bias.is_const):
+            return False
+        if op.kind == "MatMul":
+            return w.type.rank == 2 and op.inputs[0].type.rank >= 2
+        if op.kind == "Gemm" and bias is not None:
+            return _channel_vector(bias, (1, op.outputs[0].shape[1]), 1) is not None
+        return True
+
+    @staticmethod
+    def _bias(g: Graph, op: Op, n: int) -> np.ndarray:
+        """The producer's current bias as a per-channel float64 vector (zeros if none)."""
+        b = op.input(2)
+        if b is None:
+            return np.zeros(n)
+        if op.kind == "Gemm":  # per-column (checked by _foldable)
+            return _channel_vector(b, (1, n), 1) * op.attrs.get("beta", 1.0)
+        return b.data.astype(np.float64).reshape(-1) * np.ones(n)
+
+    def _scale(self, g: Graph, op: Op, s: np.ndarray) -> None:
+        w = op.inputs[1]
+        data = w.data.astype(np.float64)
+        if op.kind == "Conv":
+            data = data * s.reshape((-1,) + (1,) * (w.type.rank - 1))
+        elif op.kind == "Gemm" and op.attrs.get("transB", 0):
+            data = data * s.reshape(-1, 1)
+        else:
+            data = data * s.reshape(1, -1)
+        op.set_input(1, g.const(data, f"{w.name}.scaled", dtype=w.dtype))
+        if op.input(2) is not None:
+            self._set_bias(g, op, self._bias(g, op, len(s)) * s)
+
+    def _shift(self, g: Graph, op: Op, t: np.ndarray) -> None:
+        self._set_bias(g, op, self._bias(g, op, len(t)) + t)
+
+    @staticmethod
+    def _set_bias(g: Graph, op: Op, vec: np.ndarray) -> None:
+        dtype = op.outputs[0].dtype
+        b = g.const(vec, "bias.folded", dtype=dtype)
+        if op.kind == "Gemm":
+            op.attrs["beta"] = 1.0
+        if len(op.inputs) < 3:
+            op.inputs.append(None)
+        op.set_input(2, b)

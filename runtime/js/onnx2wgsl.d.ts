@@ -1,0 +1,140 @@
+// Types of onnx2wgsl's browser runtime (onnx2wgsl.js). GPU types come from @webgpu/types.
+/// <reference types="@webgpu/types" />
+
+export declare const FORMAT: 'onnx2wgsl-artifact';
+export declare const VERSION: 1;
+
+/** The artifact is damaged, missing or of another format version. */
+export declare class ManifestError extends Error {}
+/** No WebGPU, the adapter or device lacks what the artifact needs, or the device was lost. */
+export declare class DeviceError extends Error {}
+/** A run was fed a wrong input name, type or shape, or asked for an unknown output. */
+export declare class InputError extends Error {}
+
+/** Element types, named as numpy and onnxruntime-web name them. */
+export type DataType =
+  | 'float32' | 'float64' | 'float16' | 'bfloat16'
+  | 'int8' | 'int16' | 'int32' | 'int64'
+  | 'uint8' | 'uint16' | 'uint32' | 'uint64' | 'bool';
+
+/** The typed array a tensor of each type holds (float16 is Uint16Array bits where Float16Array is missing). */
+export interface DataTypeMap {
+  float32: Float32Array;
+  float64: Float64Array;
+  /** A Float16Array where the browser has one, else Uint16Array holding the bits. */
+  float16: Uint16Array | (ArrayLike<number> & ArrayBufferView);
+  bfloat16: Uint16Array;
+  int8: Int8Array;
+  int16: Int16Array;
+  int32: Int32Array;
+  int64: BigInt64Array;
+  uint8: Uint8Array;
+  uint16: Uint16Array;
+  uint32: Uint32Array;
+  uint64: BigUint64Array;
+  bool: Uint8Array;
+}
+export type TypedArray = DataTypeMap[DataType];
+
+/** Where a tensor's data lives. */
+export type DataLocation = 'cpu' | 'gpu-buffer';
+
+export interface GpuBufferTensorOptions<T extends DataType = DataType> {
+  dataType: T;
+  dims: readonly number[];
+  /** Reads the buffer back (in the tensor's own type). */
+  download?: () => Promise<DataTypeMap[T]>;
+  /** Frees the buffer; called by Tensor.dispose(). */
+  dispose?: () => void;
+}
+
+/** A typed array with a type and dims, or a tensor whose data is a GPUBuffer. */
+export declare class Tensor<T extends DataType = DataType> {
+  constructor(type: T, data: DataTypeMap[T] | readonly number[] | readonly bigint[], dims?: readonly number[]);
+  constructor(data: TypedArray, dims?: readonly number[]);
+  /**
+   * A tensor in a GPUBuffer on the session's device, in the 32-bit storage form (one f32, i32
+   * or u32 per element, as the model's metadata `storage` says). The caller owns the buffer.
+   */
+  static fromGpuBuffer<T extends DataType>(buffer: GPUBuffer, options: GpuBufferTensorOptions<T>): Tensor<T>;
+  readonly type: T;
+  readonly dims: readonly number[];
+  readonly size: number;
+  readonly location: DataLocation;
+  /** The GPUBuffer of a 'gpu-buffer' tensor. */
+  readonly gpuBuffer?: GPUBuffer;
+  /** The data of a 'cpu' tensor; throws for a 'gpu-buffer' tensor (use getData()). */
+  readonly data: DataTypeMap[T];
+  /** The data, read back from the GPU if it lives there; releaseData disposes the tensor after. */
+  getData(releaseData?: boolean): Promise<DataTypeMap[T]>;
+  /** Destroys the GPUBuffer if the tensor owns it (outputs that run() placed in new buffers). */
+  dispose(): void;
+}
+
+/** A model input or output, as onnxruntime-web's ValueMetadata plus the GPU storage type. */
+export interface TensorMetadata {
+  readonly name: string;
+  readonly isTensor: true;
+  readonly type: DataType;
+  readonly shape: readonly number[];
+  /** The 32-bit type each element has on the GPU (what GPUBuffer feeds and outputs hold). */
+  readonly storage: 'f32' | 'i32' | 'u32';
+}
+
+export interface Progress {
+  stage: 'weights' | 'pipelines';
+  /** Bytes of weights, or pipelines built. */
+  loaded: number;
+  total: number;
+}
+
+export interface SessionOptions {
+  /** Your own GPUDevice: the session checks its limits and features and never destroys it. */
+  device?: GPUDevice;
+  powerPreference?: GPUPowerPreference;
+  /** Where run() puts outputs by default (default 'cpu'). */
+  preferredOutputLocation?: DataLocation;
+  onProgress?: (progress: Progress) => void;
+}
+
+/** A file of the artifact, by its path inside the artifact folder (e.g. "shaders/000_map.wgsl"). */
+export type ArtifactFile = Blob | ArrayBuffer | ArrayBufferView | string;
+/** A URL (the artifact folder or its manifest.json), or the artifact's files. */
+export type ArtifactSource = string | URL | FileList | readonly File[] | Map<string, ArtifactFile> | Record<string, ArtifactFile>;
+
+export type FeedValue = Tensor | TypedArray | GPUBuffer;
+export interface RunOptions {
+  /** Output names to compute, or name -> null (the default place) or a GPUBuffer / GPU tensor to write into. */
+  fetches?: readonly string[] | Record<string, null | GPUBuffer | Tensor>;
+  preferredOutputLocation?: DataLocation;
+}
+
+export declare class InferenceSession {
+  /** Load an artifact: fetch and verify, build buffers, pipelines and bind groups once. */
+  static create(source: ArtifactSource, options?: SessionOptions): Promise<InferenceSession>;
+  readonly inputNames: readonly string[];
+  readonly outputNames: readonly string[];
+  readonly inputMetadata: readonly TensorMetadata[];
+  readonly outputMetadata: readonly TensorMetadata[];
+  /** The session's GPUDevice (yours when you passed one): create GPUBuffer feeds on it. */
+  readonly device: GPUDevice;
+  /** The parsed manifest.json. */
+  readonly manifest: Record<string, unknown>;
+  /** Run the model; resolves to output name -> Tensor. Runs of one session are queued. */
+  run(feeds: Record<string, FeedValue>, options?: RunOptions): Promise<Record<string, Tensor>>;
+  /** Runs on zero inputs `times` times; resolves to the last run's milliseconds. */
+  warmup(times?: number): Promise<number>;
+  /** Destroys the session's buffers, and its device if the session created it. */
+  release(): Promise<void>;
+}
+
+export interface Support {
+  supported: boolean;
+  /** Why not, when not. */
+  reason?: string;
+}
+/** Whether WebGPU, an adapter and (given an artifact) its limits and features are here. Never rejects. */
+export declare function isSupported(source?: ArtifactSource, options?: { powerPreference?: GPUPowerPreference }): Promise<Support>;
+
+/** Check a parsed manifest.json; returns it or throws ManifestError. */
+export declare function validateManifest(manifest: unknown): Record<string, unknown>;

@@ -1,0 +1,604 @@
+// onnx2wgsl's browser runtime: an interpreter of a compiled artifact's manifest.json on WebGPU.
+//
+// create() builds everything once: device, buffers, verified weights, pipelines (all with
+// createComputePipelineAsync, in parallel) and one bind group per dispatch. run() only writes
+// the inputs, encodes the recorded dispatches in one compute pass and reads the outputs.
+// It mirrors runtime/session.py and runtime/manifest.py; it has no per-op logic and generates
+// no code (no eval, no new Function), so it runs under a strict Content-Security-Policy, in a
+// page or a Web Worker.
+
+export const FORMAT = 'onnx2wgsl-artifact';
+export const VERSION = 1;
+
+const kind = (name) =>
+  class extends Error {
+    constructor(message) {
+      super(message);
+      this.name = name;
+    }
+  };
+/** The artifact is damaged, missing or of another format version. */
+export const ManifestError = kind('ManifestError');
+/** No WebGPU, or the adapter/device lacks what the artifact needs, or the device was lost. */
+export const DeviceError = kind('DeviceError');
+/** A run was fed a wrong input name, type or shape, or asked for an unknown output. */
+export const InputError = kind('InputError');
+
+// WebGPU's numeric flags (its globals are absent where WebGPU is, so they are spelled out)
+const MAP_READ = 1;
+const COPY_SRC = 4;
+const COPY_DST = 8;
+const STORAGE = 128;
+const COMPUTE = 4;
+
+const F16 = globalThis.Float16Array;
+// numpy dtype name -> the typed arrays a feed of it may be (the first is what outputs come back
+// as); float16 also takes Uint16Array bits, bfloat16 only bits, bool is Uint8Array as in ORT
+const TYPES = {
+  float32: [Float32Array],
+  float64: [Float64Array],
+  int8: [Int8Array],
+  int16: [Int16Array],
+  int32: [Int32Array],
+  int64: [BigInt64Array],
+  uint8: [Uint8Array],
+  uint16: [Uint16Array],
+  uint32: [Uint32Array],
+  uint64: [BigUint64Array],
+  bool: [Uint8Array],
+  float16: F16 ? [F16, Uint16Array] : [Uint16Array],
+  bfloat16: [Uint16Array],
+};
+// the 32-bit form each tensor has on the GPU (manifest `storage`)
+const STORAGE_TYPES = { f32: Float32Array, i32: Int32Array, u32: Uint32Array };
+// the WebGPU spec's defaults: only limits beyond them are requested
+const DEFAULTS = {
+  maxBindGroups: 4,
+  maxBindingsPerBindGroup: 1000,
+  maxStorageBuffersPerShaderStage: 8,
+  maxUniformBuffersPerShaderStage: 12,
+  maxStorageBufferBindingSize: 134217728,
+  maxUniformBufferBindingSize: 65536,
+  maxBufferSize: 268435456,
+  minStorageBufferOffsetAlignment: 256,
+  minUniformBufferOffsetAlignment: 256,
+  maxComputeWorkgroupStorageSize: 16384,
+  maxComputeInvocationsPerWorkgroup: 256,
+  maxComputeWorkgroupSizeX: 256,
+  maxComputeWorkgroupSizeY: 256,
+  maxComputeWorkgroupSizeZ: 64,
+  maxComputeWorkgroupsPerDimension: 65535,
+};
+
+// ---- the manifest: the same structural check as runtime/manifest.py ----------------------
+// a schema by example: '' a string, 0 a non-negative integer, [] a list ([x]: of x), {} an object
+const IO = { name: '', dtype: '', storage: '', shape: [], buffer: '', offset: 0, size: 0 };
+const SCHEMA = {
+  format: '',
+  version: 0,
+  name: '',
+  target: { name: '', limits: {}, features: [] },
+  buffers: [{ name: '', kind: '', size: 0 }],
+  weights: { file: '', size: 0, sha256: '', segments: [] },
+  inputs: [IO],
+  outputs: [IO],
+  shaders: [{ name: '', file: '', entry: '', bindings: [] }],
+  dispatches: [{ shader: 0, grid: [], bindings: [] }],
+};
+
+const fail = (message) => {
+  throw new ManifestError(message);
+};
+const showShape = (shape) => `[${shape.join(', ')}]`;
+// names as Python prints a list of strings, so both runtimes word their errors alike
+const listing = (names) => `[${names.map((n) => `'${n}'`).join(', ')}]`;
+
+function check(obj, schema, where) {
+  const at = (key) => (where ? `${where}.` : '') + key;
+  if (Array.isArray(schema)) {
+    if (!Array.isArray(obj)) fail(`manifest ${where} must be a list`);
+    if (schema.length) obj.forEach((item, i) => check(item, schema[0], `${where}[${i}]`));
+  } else if (typeof schema == 'object') {
+    if (!obj || typeof obj != 'object' || Array.isArray(obj)) fail(`manifest ${where || 'root'} must be an object`);
+    for (const key in schema) {
+      if (!(key in obj)) fail(`manifest ${at(key)} is missing`);
+      check(obj[key], schema[key], at(key));
+    }
+  } else if (schema === 0) {
+    if (!Number.isInteger(obj) || obj < 0) fail(`manifest ${where} must be a non-negative integer`);
+  } else if (typeof obj != 'string') fail(`manifest ${where} must be a str`);
+}
+
+/** Check a parsed manifest; return it, or throw a ManifestError naming the first problem. */
+export function validateManifest(m) {
+  if (!m || m.format !== FORMAT) fail('not an onnx2wgsl artifact (manifest format field is wrong)');
+  if (m.version !== VERSION)
+    fail(
+      `artifact format version ${m.version} is not ${VERSION}, the one this runtime reads; ` +
+        'recompile the model with this onnx2wgsl version',
+    );
+  check(m, SCHEMA, '');
+  const buffers = new Set(m.buffers.map((b) => b.name));
+  for (const io of [...m.inputs, ...m.outputs]) {
+    if (!buffers.has(io.buffer) && io.size) fail(`manifest input/output '${io.name}' names unknown buffer '${io.buffer}'`);
+    if (!STORAGE_TYPES[io.storage]) fail(`manifest input/output '${io.name}' has unknown storage '${io.storage}'`);
+    if (!TYPES[io.dtype]) fail(`manifest input/output '${io.name}' has dtype '${io.dtype}', which this runtime cannot read`);
+  }
+  for (const s of m.shaders)
+    if (s.bindings.some((t) => t != 'storage' && t != 'read-only-storage')) fail(`shader '${s.name}' has an unknown binding type`);
+  m.dispatches.forEach((d, i) => {
+    const s = m.shaders[d.shader];
+    if (!s) fail(`dispatch ${i} names shader ${d.shader}, which does not exist`);
+    if (d.grid.length != 3) fail(`dispatch ${i} grid must have 3 numbers`);
+    if (d.bindings.length != s.bindings.length) fail(`dispatch ${i} binds a different number of buffers than its shader declares`);
+    for (const b of d.bindings) if (!buffers.has(b.buffer)) fail(`dispatch ${i} binds unknown buffer '${b.buffer}'`);
+  });
+  return m;
+}
+
+// ---- where the artifact's files come from: a URL, or files the caller holds ---------------
+function opener(src) {
+  if (typeof src == 'string' || src instanceof URL) {
+    const base = new URL(src, globalThis.location?.href);
+    if (base.pathname.endsWith('.json')) base.pathname = base.pathname.replace(/[^/]*$/, '');
+    else if (!base.pathname.endsWith('/')) base.pathname += '/';
+    return async (path) => {
+      const url = new URL(path, base);
+      const r = await fetch(url);
+      if (!r.ok) fail(`could not fetch ${url} (HTTP ${r.status})`);
+      return r;
+    };
+  }
+  // a Map or object path -> Blob | ArrayBuffer | view | string, or File objects (a FileList)
+  const entries =
+    src instanceof Map ? [...src] : Symbol.iterator in Object(src) ? [...src].map((f) => [f.webkitRelativePath || f.name, f]) : Object.entries(src);
+  return async (path) => {
+    const base = path.split('/').pop();
+    const hit = entries.find(([k]) => k == path || k.endsWith('/' + path)) || entries.find(([k]) => k == base);
+    if (!hit) fail(`the files given lack ${path}`);
+    return new Response(hit[1]);
+  };
+}
+
+async function readManifest(open) {
+  const text = await (await open('manifest.json')).text();
+  let m;
+  try {
+    m = JSON.parse(text);
+  } catch (e) {
+    fail(`manifest.json is not valid JSON (${e.message})`);
+  }
+  return validateManifest(m);
+}
+
+// ---- the device: limits and features the artifact was compiled against ----------------------
+const NO_WEBGPU =
+  'WebGPU is not available here (navigator.gpu is missing: the browser lacks WebGPU or has it ' +
+  'disabled, or the page is not a secure context); run model.onnx, shipped beside the artifact, ' +
+  "with onnxruntime-web's WASM backend instead";
+
+// the limits to request (those beyond the spec defaults), or a DeviceError naming the first
+// the adapter or device `have` cannot grant
+function needs(have, target, who) {
+  const req = {};
+  for (const [key, value] of Object.entries(target.limits)) {
+    if (!(key in have.limits)) continue;
+    const got = have.limits[key];
+    const min = key.startsWith('min');
+    if (min ? value < got : value > got)
+      throw new DeviceError(
+        min
+          ? `${who} needs ${key} >= ${got}, the artifact assumes ${value}`
+          : `${who} grants ${key} = ${got}, the artifact needs ${value}; recompile for this device's limits`,
+      );
+    if (min ? value < DEFAULTS[key] : value > (DEFAULTS[key] ?? 0)) req[key] = value;
+  }
+  const missing = target.features.filter((f) => !have.features.has(f));
+  if (missing.length) throw new DeviceError(`${who} lacks features ${listing(missing)} that the artifact needs`);
+  return req;
+}
+
+async function adapterFor(target, powerPreference) {
+  const gpu = globalThis.navigator?.gpu;
+  if (!gpu) throw new DeviceError(NO_WEBGPU);
+  const adapter = await gpu.requestAdapter({ powerPreference });
+  if (!adapter)
+    throw new DeviceError(
+      'WebGPU is present but no adapter was granted (the GPU is blocklisted or WebGPU is disabled); ' +
+        "run model.onnx with onnxruntime-web's WASM backend instead",
+    );
+  const info = adapter.info || {};
+  const who = `the WebGPU adapter (${[info.vendor, info.architecture, info.description].filter(Boolean).join(' ') || 'unnamed'})`;
+  return [adapter, needs(adapter, target, who)];
+}
+
+/**
+ * Whether this browser can run an artifact: WebGPU, an adapter, and the limits and features
+ * the artifact needs (when `src` names one). Resolves to {supported, reason?}; never rejects.
+ */
+export async function isSupported(src, { powerPreference } = {}) {
+  try {
+    const target = src ? (await readManifest(opener(src))).target : { limits: {}, features: [] };
+    await adapterFor(target, powerPreference);
+    return { supported: true };
+  } catch (e) {
+    return { supported: false, reason: e.message };
+  }
+}
+
+// ---- dtypes at the boundary: the caller's typed arrays <-> the GPU's 32-bit storage ---------
+const numel = (shape) => shape.reduce((a, b) => a * b, 1);
+
+// float16 bits -> number
+function h2f(h) {
+  const e = (h >> 10) & 31;
+  const m = h & 1023;
+  return (h & 0x8000 ? -1 : 1) * (e == 31 ? (m ? NaN : Infinity) : e ? 2 ** (e - 15) * (1 + m / 1024) : 2 ** -14 * (m / 1024));
+}
+
+const scratch = new Float32Array(1);
+const scratchBits = new Uint32Array(scratch.buffer);
+// number -> float16 bits, rounded to nearest even (only where Float16Array is missing)
+function f2h(x) {
+  scratch[0] = x;
+  const b = scratchBits[0];
+  const sign = (b >>> 16) & 0x8000;
+  const e = (b >>> 23) & 255;
+  const m = b & 0x7fffff;
+  if (e == 255) return sign | 0x7c00 | (m ? 0x200 : 0);
+  if (e > 142) return sign | 0x7c00;
+  const [mant, shift, base] = e > 112 ? [m, 13, (e - 112) << 10] : [m | 0x800000, 126 - e, 0];
+  if (shift > 24) return sign;
+  const r = base + (mant >>> shift);
+  const rest = mant & ((1 << shift) - 1);
+  const half = 1 << (shift - 1);
+  return sign | (r + (rest > half || (rest == half && r & 1) ? 1 : 0));
+}
+
+// float32 bits -> bfloat16 bits, rounded to nearest even, NaN kept quiet
+const f2bf = (b) => ((b & 0x7fffffff) > 0x7f800000 ? (b >>> 16) | 0x40 : (b + 0x7fff + ((b >>> 16) & 1)) >>> 16);
+
+function toStorage(io, data) {
+  const S = STORAGE_TYPES[io.storage];
+  const t = io.dtype;
+  if (data instanceof BigInt64Array || data instanceof BigUint64Array) {
+    const [lo, hi] = io.storage == 'i32' ? [-(2 ** 31), 2 ** 31 - 1] : [0, 2 ** 32 - 1];
+    return S.from(data, (v) => {
+      v = Number(v);
+      if (v < lo || v > hi)
+        throw new InputError(`input '${io.name}' has values outside the ${io.storage == 'i32' ? 'int32' : 'uint32'} range the GPU computes in`);
+      return v;
+    });
+  }
+  if (t == 'bfloat16') return new Float32Array(Uint32Array.from(data, (v) => v << 16).buffer);
+  if (t == 'bool') return S.from(data, (v) => (v ? 1 : 0));
+  if (t == 'float16' && !(F16 && data instanceof F16)) return S.from(data, h2f);
+  return data.constructor == S ? data : S.from(data);
+}
+
+function fromStorage(io, raw, at) {
+  const n = io.size / 4;
+  const S = STORAGE_TYPES[io.storage];
+  const view = new S(raw, at, n);
+  const t = io.dtype;
+  const C = TYPES[t][0];
+  if (t == 'bfloat16') return Uint16Array.from(new Uint32Array(raw, at, n), f2bf);
+  if (t == 'float16' && !F16) return Uint16Array.from(view, f2h);
+  if (t == 'bool') return Uint8Array.from(view, (v) => (v ? 1 : 0));
+  if (t.endsWith('int64')) return C.from(view, BigInt);
+  return C == S ? view.slice() : C.from(view);
+}
+
+// ---- tensors: the shape of onnxruntime-web's Tensor --------------------------------------
+/**
+ * A typed array with a type and dims (`new Tensor('float32', data, [1, 3])`, or
+ * `new Tensor(data, dims)`), or a tensor living in a GPUBuffer (`Tensor.fromGpuBuffer`).
+ */
+export class Tensor {
+  constructor(type, data, dims) {
+    if (typeof type != 'string') [type, data, dims] = [Object.keys(TYPES).find((k) => TYPES[k][0] == type?.constructor), type, data];
+    const C = TYPES[type];
+    if (!C) throw new InputError(`tensor type ${type} is not one of ${Object.keys(TYPES).join(', ')}`);
+    if (!ArrayBuffer.isView(data)) data = C[0].from(data, type.endsWith('int64') ? BigInt : undefined);
+    this.type = type;
+    this.dims = dims ?? [data.length];
+    this.size = numel(this.dims);
+    this.location = 'cpu';
+    this.cpuData = data;
+    if (this.size != data.length) throw new InputError(`tensor dims ${showShape(this.dims)} need ${this.size} elements, the data has ${data.length}`);
+  }
+
+  /**
+   * A tensor whose data is a GPUBuffer (in the 32-bit storage form: one f32, i32 or u32 per
+   * element). `download` reads it back, `dispose` frees it: the caller decides both.
+   */
+  static fromGpuBuffer(gpuBuffer, { dataType, dims, download, dispose }) {
+    const t = Object.create(Tensor.prototype);
+    return Object.assign(t, { type: dataType, dims, size: numel(dims), location: 'gpu-buffer', gpuBuffer, download, _dispose: dispose });
+  }
+
+  /** The data of a CPU tensor (a GPU tensor's must be awaited with getData()). */
+  get data() {
+    if (this.location != 'cpu') throw new Error('the tensor data is in a GPUBuffer: use await tensor.getData()');
+    return this.cpuData;
+  }
+
+  /** The data as a typed array, read back from the GPU when it lives there. */
+  async getData(releaseData) {
+    if (this.location == 'cpu') return this.cpuData;
+    if (!this.download) throw new Error('this GPU tensor has no download function');
+    const data = await this.download();
+    if (releaseData) this.dispose();
+    return data;
+  }
+
+  /** Free the tensor's GPUBuffer if the tensor owns it (outputs made by run() do). */
+  dispose() {
+    this._dispose?.();
+    this._dispose = this.download = this.gpuBuffer = this.cpuData = undefined;
+  }
+}
+
+const isGpuBuffer = (v) => !!v && typeof v.mapAsync == 'function' && typeof v.getMappedRange == 'function';
+const gpuBufferOf = (v) => (isGpuBuffer(v) ? v : v?.location == 'gpu-buffer' ? v.gpuBuffer : null);
+
+async function readBuffer(device, buffer, offset, size) {
+  const rb = device.createBuffer({ size: Math.max(size, 4), usage: MAP_READ | COPY_DST });
+  const enc = device.createCommandEncoder();
+  enc.copyBufferToBuffer(buffer, offset, rb, 0, size);
+  device.queue.submit([enc.finish()]);
+  await rb.mapAsync(1);
+  const raw = rb.getMappedRange().slice(0);
+  rb.destroy();
+  return raw;
+}
+
+// ---- the session -------------------------------------------------------------------------
+/** A compiled model on a WebGPU device: create() once, run() many times, release() at the end. */
+export class InferenceSession {
+  /**
+   * Load an artifact from a URL (its folder or its manifest.json) or from files (a FileList,
+   * File[], a Map or an object of path -> Blob/ArrayBuffer/string). Options: device (your own
+   * GPUDevice, never destroyed by the session), powerPreference, preferredOutputLocation
+   * ('cpu' or 'gpu-buffer'), onProgress({stage: 'weights'|'pipelines', loaded, total}).
+   */
+  static async create(src, options = {}) {
+    const open = opener(src);
+    const m = await readManifest(open);
+    let device = options.device;
+    if (device) needs(device, m.target, 'the GPUDevice given');
+    else {
+      const [adapter, requiredLimits] = await adapterFor(m.target, options.powerPreference);
+      device = await adapter.requestDevice({ requiredLimits, requiredFeatures: m.target.features });
+    }
+    const s = new InferenceSession();
+    s._owns = !options.device;
+    try {
+      await s._load(m, open, device, options);
+    } catch (e) {
+      s.release();
+      throw e;
+    }
+    return s;
+  }
+
+  async _load(m, open, device, { onProgress, preferredOutputLocation = 'cpu' }) {
+    this.manifest = m;
+    this.device = device;
+    this._where = preferredOutputLocation;
+    this._busy = Promise.resolve();
+    device.lost.then((info) => (this._lost = info.message || info.reason || 'unknown reason'));
+    const meta = (io) => ({ name: io.name, isTensor: true, type: io.dtype, shape: io.shape, storage: io.storage });
+    this.inputNames = m.inputs.map((io) => io.name);
+    this.outputNames = m.outputs.map((io) => io.name);
+    this.inputMetadata = m.inputs.map(meta);
+    this.outputMetadata = m.outputs.map(meta);
+    const progress = (stage, loaded, total) => onProgress?.({ stage, loaded, total });
+
+    device.pushErrorScope('out-of-memory');
+    device.pushErrorScope('validation');
+    let failed;
+    try {
+      await this._build(m, open, device, progress);
+    } catch (e) {
+      failed = e;
+    }
+    // pop both scopes whatever happened, so a caller's device is left as it was given
+    for (const scope of ['validation', 'out-of-memory']) {
+      const e = await device.popErrorScope();
+      if (e && !failed) failed = new DeviceError(`loading the artifact failed on the device (${scope}): ${e.message}`);
+    }
+    if (failed) throw failed;
+  }
+
+  async _build(m, open, device, progress) {
+    this._buffers = {};
+    for (const b of m.buffers) this._buffers[b.name] = device.createBuffer({ label: b.name, size: b.size, usage: STORAGE | COPY_SRC | COPY_DST });
+    this._at = {};
+    let total = 0;
+    for (const o of m.outputs) {
+      this._at[o.name] = total;
+      total += Math.ceil(o.size / 4) * 4;
+    }
+    this._readback = device.createBuffer({ label: 'readback', size: Math.max(total, 4), usage: MAP_READ | COPY_DST });
+
+    // weights stream in while the shaders compile
+    const weights = (async () => {
+      const w = m.weights;
+      const r = await open(w.file);
+      const blob = new Uint8Array(w.size);
+      let n = 0;
+      const bad = () => fail(`${w.file} does not match the manifest (size or sha256); recompile`);
+      const reader = r.body?.getReader();
+      for (let chunk; reader && !(chunk = await reader.read()).done; ) {
+        if (n + chunk.value.length > w.size) bad();
+        blob.set(chunk.value, n);
+        n += chunk.value.length;
+        progress('weights', n, w.size);
+      }
+      const hash = new Uint8Array(await crypto.subtle.digest('SHA-256', blob));
+      if (n != w.size || [...hash].map((x) => x.toString(16).padStart(2, '0')).join('') != w.sha256) bad();
+      for (const seg of w.segments) {
+        const buf = this._buffers[seg.buffer];
+        if (!('fill' in seg)) device.queue.writeBuffer(buf, seg.offset, blob, seg.file_offset, seg.size);
+        else if (seg.fill) device.queue.writeBuffer(buf, seg.offset, new Uint32Array(seg.size / 4).fill(seg.fill));
+      }
+    })();
+    let built = 0;
+    const pipelines = Promise.all(
+      m.shaders.map(async (s) => {
+        const code = await (await open(s.file)).text();
+        const layout = device.createBindGroupLayout({
+          label: s.name,
+          entries: s.bindings.map((type, binding) => ({ binding, visibility: COMPUTE, buffer: { type } })),
+        });
+        const pipeline = await device
+          .createComputePipelineAsync({
+            label: s.name,
+            layout: device.createPipelineLayout({ bindGroupLayouts: [layout] }),
+            compute: { module: device.createShaderModule({ label: s.name, code }), entryPoint: s.entry },
+          })
+          .catch((e) => {
+            throw new DeviceError(`shader ${s.name} did not compile on this device: ${e.message}`);
+          });
+        progress('pipelines', ++built, m.shaders.length);
+        return [pipeline, layout];
+      }),
+    );
+    const [, pipes] = await Promise.all([weights, pipelines]);
+    this._steps = m.dispatches.map((d) => {
+      const [pipeline, layout] = pipes[d.shader];
+      const entries = d.bindings.map((b, binding) => ({ binding, resource: { buffer: this._buffers[b.buffer], offset: b.offset, size: b.size } }));
+      return [pipeline, device.createBindGroup({ label: d.label, layout, entries }), d.grid];
+    });
+  }
+
+  /**
+   * Run the model. feeds: name -> Tensor, typed array (shaped as the model says) or GPUBuffer
+   * on this device (32-bit storage form). options.fetches: the output names to compute, or
+   * name -> null | GPUBuffer | Tensor.fromGpuBuffer(...) to write that output into your
+   * buffer. Resolves to name -> Tensor. Runs of one session are queued, never interleaved.
+   */
+  run(feeds, options) {
+    const result = this._busy.then(() => this._run(feeds, options || {}));
+    this._busy = result.catch(() => {});
+    return result;
+  }
+
+  async _run(feeds, { fetches, preferredOutputLocation = this._where }) {
+    if (!this._steps) throw new InputError('the session was released');
+    if (this._lost) throw new DeviceError(`the GPU device was lost (${this._lost}); create the session again`);
+    const m = this.manifest;
+    const device = this.device;
+    const outs = m.outputs;
+    const into = fetches && !Array.isArray(fetches) ? fetches : {};
+    const names = Array.isArray(fetches) ? fetches : fetches ? Object.keys(fetches) : null;
+    const bad = names?.filter((n) => !this.outputNames.includes(n)) || [];
+    if (bad.length)
+      throw new InputError(`unknown output names ${listing(bad)}; the model's outputs are ${listing(this.outputNames)}`);
+    const wanted = names ? names.map((n) => outs.find((o) => o.name == n)) : outs;
+
+    const unknown = Object.keys(feeds).filter((n) => !this.inputNames.includes(n));
+    const missing = this.inputNames.filter((n) => !(n in feeds));
+    if (unknown.length || missing.length) {
+      const expected = m.inputs.map((io) => `${io.name} (${io.dtype}${showShape(io.shape)})`).join(', ');
+      const what = unknown.length ? `unknown input names ${listing(unknown)}` : `missing inputs ${listing(missing)}`;
+      throw new InputError(`${what}; the model expects: ${expected}`);
+    }
+    // check and convert every input before anything reaches the device
+    const staged = m.inputs.map((io) => {
+      const value = feeds[io.name];
+      const gpu = gpuBufferOf(value);
+      const isTensor = value instanceof Tensor;
+      if (isTensor && value.type != io.dtype) throw new InputError(`input '${io.name}' must be ${io.dtype}, got ${value.type}`);
+      if (isTensor && showShape(value.dims) != showShape(io.shape))
+        throw new InputError(`input '${io.name}' must have shape ${showShape(io.shape)}, got ${showShape(value.dims)}`);
+      if (gpu) {
+        if (gpu.size < io.size || !(gpu.usage & COPY_SRC))
+          throw new InputError(`input '${io.name}' GPUBuffer must hold ${io.size} bytes (${io.storage} per element) and have COPY_SRC usage`);
+        return [io, gpu];
+      }
+      const data = isTensor ? value.data : value;
+      if (!TYPES[io.dtype].some((C) => data instanceof C))
+        throw new InputError(`input '${io.name}' must be ${io.dtype} (${TYPES[io.dtype].map((C) => C.name).join(' or ')}), got ${data?.constructor?.name}`);
+      if (data.length != numel(io.shape))
+        throw new InputError(`input '${io.name}' must have ${numel(io.shape)} elements (shape ${showShape(io.shape)}), got ${data.length}`);
+      return [io, null, io.size ? toStorage(io, data) : null];
+    });
+    const targets = wanted.map((o) => {
+      const buf = gpuBufferOf(into[o.name]);
+      if (buf && (buf.size < o.size || !(buf.usage & COPY_DST)))
+        throw new InputError(`output '${o.name}' GPUBuffer must hold ${o.size} bytes and have COPY_DST usage`);
+      return buf;
+    });
+
+    const results = {};
+    const tensor = (o, data) => (results[o.name] = new Tensor(o.dtype, data, o.shape));
+    // zero-sized outputs need no GPU work; when nothing else is asked for, none is done
+    for (const o of wanted) if (!o.size) tensor(o, new (TYPES[o.dtype][0])(0));
+    if (!wanted.some((o) => o.size)) return results;
+
+    const arena = (name) => this._buffers[name];
+    const enc = device.createCommandEncoder();
+    for (const [io, gpu, data] of staged) {
+      if (gpu && io.size) enc.copyBufferToBuffer(gpu, 0, arena(io.buffer), io.offset, io.size);
+      else if (data) device.queue.writeBuffer(arena(io.buffer), io.offset, data);
+    }
+    const pass = enc.beginComputePass();
+    for (const [pipeline, group, grid] of this._steps) {
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, group);
+      pass.dispatchWorkgroups(...grid);
+    }
+    pass.end();
+    const reads = [];
+    wanted.forEach((o, i) => {
+      if (!o.size) return;
+      const mine = !targets[i] && preferredOutputLocation == 'gpu-buffer';
+      if (targets[i] || mine) {
+        const buf = targets[i] || device.createBuffer({ label: o.name, size: o.size, usage: STORAGE | COPY_SRC | COPY_DST });
+        enc.copyBufferToBuffer(arena(o.buffer), o.offset, buf, 0, o.size);
+        results[o.name] = Tensor.fromGpuBuffer(buf, {
+          dataType: o.dtype,
+          dims: o.shape,
+          download: async () => fromStorage(o, await readBuffer(device, buf, 0, o.size), 0),
+          dispose: mine ? () => buf.destroy() : undefined,
+        });
+      } else {
+        enc.copyBufferToBuffer(arena(o.buffer), o.offset, this._readback, this._at[o.name], o.size);
+        reads.push(o);
+      }
+    });
+    device.queue.submit([enc.finish()]);
+    if (reads.length) {
+      await this._readback.mapAsync(1);
+      const raw = this._readback.getMappedRange().slice(0);
+      this._readback.unmap();
+      for (const o of reads) tensor(o, fromStorage(o, raw, this._at[o.name]));
+    }
+    return Object.fromEntries(wanted.map((o) => [o.name, results[o.name]]));
+  }
+
+  /** Run `times` times on zero inputs (compiles lazily built GPU state); resolves to the last run's ms. */
+  async warmup(times = 1) {
+    const feeds = {};
+    for (const io of this.manifest.inputs) feeds[io.name] = new (TYPES[io.dtype][0])(numel(io.shape));
+    let ms = 0;
+    for (let i = 0; i < times; i++) {
+      const t = performance.now();
+      await this.run(feeds);
+      ms = performance.now() - t;
+    }
+    return ms;
+  }
+
+  /**
+   * Free the session's GPU buffers now, and its device if the session created it (a device
+   * passed in by the caller stays alive). Output tensors in GPU buffers die with that device.
+   */
+  async release() {
+    for (const b of [...Object.values(this._buffers || {}), this._readback]) b?.destroy();
+    this._buffers = this._steps = this._readback = undefined;
+    if (this._owns) this.device.destroy();
+  }
+}
