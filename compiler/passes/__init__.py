@@ -27,9 +27,9 @@ class Pass:
 
 
 from .canonicalize import Canonicalize  # noqa: E402
+from .concat_in_place import ConcatInPlace  # noqa: E402
 from .dce import DeadCodeElimination  # noqa: E402
 from .fold import FoldConstants  # noqa: E402
-from .concat_in_place import ConcatInPlace  # noqa: E402
 from .fold_affine import FoldAffine  # noqa: E402
 
 PASSES: dict[str, Callable[[], Pass]] = {
