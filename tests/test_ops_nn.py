@@ -147,6 +147,55 @@ def _lp_pool_numpy(x, out_shape, attrs, p=2):
     return y.astype(np.float32)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("params", ["const", "runtime"])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_qlinear_conv(dtype, params, per_channel, device):
+    rng = np.random.default_rng(2)
+    info = np.iinfo(dtype)
+    x = rng.integers(info.min, info.max, (1, 4, 6, 5)).astype(dtype)
+    w = rng.integers(info.min, info.max, (6, 2, 3, 3)).astype(dtype)
+    oc = (6,) if per_channel else ()
+    q = {
+        "xs": np.array(0.02, np.float32), "xz": np.array(3, dtype),
+        "ws": rng.uniform(0.005, 0.02, oc).astype(np.float32), "wz": np.zeros(oc, dtype),
+        "ys": np.array(0.5, np.float32), "yz": np.array(-5 if dtype == np.int8 else 100, dtype),
+        "b": rng.integers(-500, 500, (6,)).astype(np.int32),
+    }  # fmt: skip
+    feeds, inits = {"x": x}, {"w": w}
+    (feeds if params == "runtime" else inits).update(q)
+    order = ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"]
+    attrs = {"group": 2, "pads": [1, 1, 1, 1], "strides": [1, 2]}
+    model = model_of("QLinearConv", feeds, attrs, opset=10, initializers=inits, input_order=order)
+    np.testing.assert_array_equal(gpu_run(model, feeds, device)[0], ort_run(model, feeds)[0])
+
+
+@pytest.mark.parametrize(
+    "xs,ws,attrs,mask",
+    [
+        ((1, 2, 5, 5), (3, 2, 3, 3), {"pads": [1, 1, 1, 1]}, False),
+        ((2, 4, 6, 5), (4, 2, 2, 3), {"group": 2, "offset_group": 2, "strides": [2, 1]}, True),
+        ((1, 3, 7, 7), (2, 3, 3, 3), {"dilations": [2, 2], "pads": [2, 1, 2, 1]}, True),
+    ],
+    ids=["pads", "groups", "dilations"],
+)
+def test_deform_conv(xs, ws, attrs, mask, device):
+    rng = np.random.default_rng(4)
+    x, w = rand(*xs), rand(*ws, seed=1)
+    og = attrs.get("offset_group", 1)
+    K = ws[2] * ws[3]
+    oh = xs[2] + sum(attrs.get("pads", [0] * 4)[::2]) - attrs.get("dilations", [1, 1])[0] * (ws[2] - 1) - 1
+    oh = oh // attrs.get("strides", [1, 1])[0] + 1
+    ow = xs[3] + sum(attrs.get("pads", [0] * 4)[1::2]) - attrs.get("dilations", [1, 1])[1] * (ws[3] - 1) - 1
+    ow = ow // attrs.get("strides", [1, 1])[1] + 1
+    feeds = {"x": x, "w": w, "off": rng.uniform(-1.5, 1.5, (xs[0], og * 2 * K, oh, ow)).astype(np.float32)}
+    feeds["b"] = rand(ws[0], seed=2)
+    if mask:
+        feeds["m"] = rng.uniform(0, 1, (xs[0], og * K, oh, ow)).astype(np.float32)
+    model = model_of("DeformConv", feeds, {"kernel_shape": list(ws[2:]), **attrs}, opset=19)
+    check_against_ort(model, feeds, device, rtol=1e-4, atol=1e-5)
+
+
 # -- pooling: 1-D / 2-D / 3-D, ceil_mode, dilations, pads, auto_pad, count_include_pad -----------
 POOLS_ND = [
     ((1, 2, 6, 7, 5), {"kernel_shape": [2, 2, 2], "strides": [2, 2, 2]}),
@@ -566,6 +615,16 @@ def _ir_cases():
     )[0]
     yield _attention_case(rank=3, past=2, Hkv=2, is_causal=1, mask=("bool", (3, "L")), n_outputs=4)[0]
     yield _attention_case(opset=25, left_window_size=1, nonpad=[3, 5])[0]
+    u8 = np.array(2, np.uint8)
+    yield model_of(
+        "QLinearConv", {"x": np.zeros((1, 1, 4, 4), np.uint8)}, {"pads": [1, 1, 1, 1]},
+        initializers={"xs": np.array(0.1, np.float32), "xz": u8, "w": np.ones((2, 1, 3, 3), np.uint8),
+                      "ws": np.array(0.2, np.float32), "wz": u8, "ys": np.array(0.3, np.float32), "yz": u8},
+        input_order=["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], opset=10,
+    )  # fmt: skip
+    yield model_of(
+        "DeformConv", {"x": rand(1, 2, 4, 4), "w": rand(2, 2, 2, 2), "off": rand(1, 8, 3, 3)}, {}, opset=19
+    )
     pos = {"pos": np.zeros((1, 2), np.int64)}
     yield model_of(
         "RotaryEmbedding", {"x": rand(1, 2, 8), "cos": rand(4, 2), "sin": rand(4, 2), **pos},

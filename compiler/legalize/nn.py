@@ -352,3 +352,23 @@ def _rotary(g, info):
         "rotary_dim": dim,
     }
     return emit(g, info, "RotaryEmbedding", info.inputs[:4], attrs)
+
+
+@rule("QLinearConv")
+def _qlinear_conv(g, info):
+    """Inputs reordered as [x, w, B, x_scale, x_zero_point, w_scale, w_zero_point, y_scale,
+    y_zero_point] so the convolution's own operands come first."""
+    ins = list(info.inputs) + [None] * (9 - len(info.inputs))
+    x, xs, xz, w, ws, wz, ys, yz, b = ins[:9]
+    attrs = _spatial(info, x, _ints(info.attrs.get("kernel_shape") or w.shape[2:]))
+    attrs["group"] = int(info.attrs.get("group", 1))
+    return emit(g, info, "QLinearConv", [x, w, b, xs, xz, ws, wz, ys, yz], attrs)
+
+
+@rule("DeformConv")
+def _deform_conv(g, info):
+    x, w = info.inputs[0], info.inputs[1]
+    attrs = _spatial(info, x, _ints(info.attrs.get("kernel_shape") or w.shape[2:]))
+    attrs["group"] = int(info.attrs.get("group", 1))
+    attrs["offset_group"] = int(info.attrs.get("offset_group", 1))
+    return emit(g, info, "DeformConv", info.inputs[:5], attrs)

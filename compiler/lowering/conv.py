@@ -1,4 +1,5 @@
-"""Convolutions: Conv (implicit GEMM or direct), ConvTranspose (gather form), ConvInteger.
+"""Convolutions: Conv (implicit GEMM or direct), ConvTranspose (gather form), ConvInteger,
+QLinearConv and DeformConv.
 
 Every kernel is written for three spatial dims; 1-D and 2-D convolutions are viewed as 3-D
 ones with leading spatial dims of size 1 (their loops then run once, which shader compilers
@@ -13,10 +14,12 @@ import math
 
 import numpy as np
 
-from onnx2wgsl.ir import Dispatch, Op, Value
+from onnx2wgsl.ir import Dispatch, DType, Op, TensorType, Value
 
 from ..elementwise_ops import i32
 from . import WORKGROUP, LowerCtx, binding, decl, lowers, wgsl_type
+from .elementwise import emit_map, map_dispatch
+from .indexing import View
 
 SPATIAL = 3  # kernels address (D, H, W); fewer spatial dims are padded with leading 1s
 
@@ -128,7 +131,7 @@ def _direct(ctx: LowerCtx, op: Op, p: dict, arith: dict, bias: Value | None) -> 
     shader = ctx.shader(
         "conv_direct.wgsl.j2", decls=decls, wg=WORKGROUP, nx=nx, total=total, bias=b is not None,
         acc_type=arith["acc_type"], zero=arith["zero"], x_val=arith["x_val"], w_val=arith["w_val"],
-        out_expr=op.attrs.get("epilogue", "v"), **p,
+        out_expr=arith.get("out", op.attrs.get("epilogue", "v")), **p,
     )  # fmt: skip
     bindings = [binding(v) for v in inputs] + [binding(y, write=True)]
     ctx.kernel(inputs, [y], [Dispatch(shader, grid, bindings)])
@@ -194,3 +197,92 @@ def lower_conv_transpose(ctx: LowerCtx, op: Op) -> None:
     )  # fmt: skip
     bindings = [binding(v) for v in inputs] + [binding(y, write=True)]
     ctx.kernel(inputs, [y], [Dispatch(shader, grid, bindings)])
+
+
+@lowers("QLinearConv")
+def lower_qlinear_conv(ctx: LowerCtx, op: Op) -> None:
+    """Integer convolution of zero-point-shifted operands (i32), then requantized:
+    round(acc * x_scale * w_scale / y_scale) + y_zero_point, saturated to the output type.
+    The scales and zero points travel in one small f32 buffer (inputs: x, w, B, x_scale,
+    x_zero_point, w_scale, w_zero_point, y_scale, y_zero_point)."""
+    x, w, b, xs, xz, ws, wz, ys, yz = (op.input(i) for i in range(9))
+    y = op.outputs[0]
+    p = conv_geometry(ctx, op)
+    parts = {"xs": xs, "xz": xz, "ws": ws, "wz": wz, "ys": ys, "yz": yz}
+    for name, v in parts.items():
+        n = 0 if v is None else math.prod(v.shape)
+        if n not in (0, 1) and not (name in ("ws", "wz") and n == p["OC"]):
+            raise ctx.error(
+                f"its {name} input has shape {v.shape}; one value (or one per output channel) is allowed"
+            )
+    q, at = _pack_scalars(ctx, op, parts)
+
+    def read(name: str, default: str) -> str:
+        v = parts[name]
+        if v is None:
+            return default
+        return f"Q[{at[name]}u + oc]" if math.prod(v.shape) > 1 else f"Q[{at[name]}u]"
+
+    lo, hi, cast = (-128, 127, "i32") if wgsl_type(y) == "i32" else (0, 255, "u32")
+    scale = f"{read('xs', '1.0f')} * {read('ws', '1.0f')} / {read('ys', '1.0f')}"
+    arith = {
+        "acc_type": "i32",
+        "zero": "0i",
+        "x_val": f"(i32(X[xi]) - i32({read('xz', '0.0f')}))",
+        "w_val": f"(i32(Wt[wi]) - i32({read('wz', '0.0f')}))",
+        "extra": [("Q", q)],
+        "out": f"{cast}(clamp(round(f32(v) * ({scale}) + {read('yz', '0.0f')}), {lo}.0f, {hi}.0f))",
+    }
+    _direct(ctx, op, p, arith, bias=b)
+
+
+def _pack_scalars(ctx: LowerCtx, op: Op, parts: dict[str, Value | None]) -> tuple[Value, dict[str, int]]:
+    """Small parameters of any dtype as one f32 buffer (on the host when all are constants)."""
+    at, n = {}, 0
+    for name, v in parts.items():
+        if v is not None:
+            at[name] = n
+            n += math.prod(v.shape)
+    present = [v for v in parts.values() if v is not None]
+    if all(v.is_const for v in present):
+        data = np.concatenate([np.asarray(v.data, np.float32).reshape(-1) for v in present] or [np.zeros(1)])
+        return ctx.const(data.astype(np.float32), f"{op.outputs[0].name}.qparams"), at
+    packed = ctx.temp(TensorType(DType.f32, (n,)), f"{op.outputs[0].name}.qparams")
+    dispatches = [
+        map_dispatch(
+            ctx,
+            (math.prod(v.shape),),
+            [(v, View(0, (1,)))],
+            (packed, View(at[k], (1,))),
+            lambda a: f"f32({a[0]})",
+        )
+        for k, v in parts.items()
+        if v is not None
+    ]
+    emit_map(ctx, present, packed, dispatches)
+    return packed, at
+
+
+@lowers("DeformConv")
+def lower_deform_conv(ctx: LowerCtx, op: Op) -> None:
+    """2-D deformable convolution: each kernel tap samples the input bilinearly (zero outside)
+    at its grid position plus a learned offset, scaled by an optional mask."""
+    x, w, off, b, mask = (op.input(i) for i in range(5))
+    y = op.outputs[0]
+    if x.type.rank != 4:
+        raise ctx.error(f"{x.type.rank - 2}-D deformable convolution is not supported", hint="2-D is")
+    p = conv_geometry(ctx, op)
+    OG = op.attrs["offset_group"]
+    if p["C"] % OG:
+        raise ctx.error(f"{p['C']} input channels do not split into {OG} offset groups")
+    reads = [("X", x), ("Wt", w), ("Off", off)] + ([("Bv", b)] if b is not None else [])
+    reads += [("Mk", mask)] if mask is not None else []
+    total = math.prod(y.shape)
+    grid, nx = ctx.grid(math.ceil(total / WORKGROUP))
+    shader = ctx.shader(
+        "deform_conv.wgsl.j2", decls=[decl(n, v) for n, v in reads] + [decl("Y", y, write=True)],
+        wg=WORKGROUP, nx=nx, total=total, bias=b is not None, masked=mask is not None, OG=OG,
+        ICOG=p["C"] // OG, out_expr=op.attrs.get("epilogue", "v"), **p,
+    )  # fmt: skip
+    bindings = [binding(v) for _, v in reads] + [binding(y, write=True)]
+    ctx.kernel([v for _, v in reads], [y], [Dispatch(shader, grid, bindings)])
