@@ -289,9 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    from .passes import pipeline
+    from .driver import stage_names
 
-    stages = ", ".join(["import", *(p.name for p in pipeline(2)), "lower", "plan"])
+    stages = ", ".join(stage_names(2))
     c = sub.add_parser("compile", help="compile an ONNX model (or IR text) into an artifact directory")
     c.add_argument(
         "model", help="the .onnx file, or a FILE.ir (compiled on from the stage it was dumped after)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from onnx2wgsl.errors import UnsupportedError
 from onnx2wgsl.ir import DType, TensorType
 
 _SAME_AS_FIRST = {
@@ -11,7 +12,7 @@ _SAME_AS_FIRST = {
     "Identity", "Dropout", "Softmax", "LogSoftmax", "LRN", "BatchNormalization", "Elu", "Selu",
     "HardSigmoid", "Softplus", "Softsign", "Gelu", "HardSwish", "Mish", "Celu", "Reciprocal",
     "Floor", "Ceil", "Round", "Sign", "Sin", "Cos", "Tan", "Not", "InstanceNormalization",
-    "LayerNormalization",
+    "LayerNormalization", "GroupNormalization", "MeanVarianceNormalization",
 }  # fmt: skip
 _BROADCAST = {
     "Add", "Sub", "Mul", "Div", "Pow", "Sum", "Max", "Min", "Mean", "PRelu", "Mod", "Where",
@@ -19,11 +20,36 @@ _BROADCAST = {
 _COMPARE = {"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor"}
 
 
+# Ops whose output shape depends on the values of their inputs: they run only when all their
+# inputs are constants (and then fold at compile time).
+DATA_DEPENDENT = {"NonZero", "Compress", "Unique", "NonMaxSuppression", "StringSplit", "Range"}
+# Secondary inputs that decide an output shape, by op: they must be compile-time constants.
+SHAPE_INPUTS = {
+    "Reshape": {1: "shape"}, "Expand": {1: "shape"}, "Tile": {1: "repeats"},
+    "Slice": {1: "starts", 2: "ends", 3: "axes", 4: "steps"}, "Pad": {1: "pads", 3: "axes"},
+    "Split": {1: "split"}, "Resize": {2: "scales", 3: "sizes"}, "Upsample": {1: "scales"},
+    "OneHot": {1: "depth"}, "ConstantOfShape": {0: "shape"}, "CenterCropPad": {1: "shape"},
+    "Col2Im": {1: "image_shape", 2: "block_shape"}, "Squeeze": {1: "axes"}, "Unsqueeze": {1: "axes"},
+    "TopK": {1: "K"},
+}  # fmt: skip
+
+
 def infer_shapes(info) -> list[TensorType | None] | None:
-    """Output types of the node described by ``info`` where a rule knows them, else None."""
+    """Output types of the node described by ``info`` where a rule knows them, else None.
+
+    For ops whose output shape hangs on run-time values this raises the error that says so."""
     ins = [v for v in info.inputs if v is not None]
     if not ins or info.domain != "":
         return None
+    if info.op_type in DATA_DEPENDENT:
+        raise info.error(
+            "its output shape depends on the run-time values of its inputs, which a static "
+            "WebGPU schedule cannot express",
+            hint="it runs only when all its inputs are constants (it is then folded at compile time)",
+            cls=UnsupportedError,
+        )
+    for i, what in SHAPE_INPUTS.get(info.op_type, {}).items():
+        info.const_input(i, what)  # raises, naming the input, if it is computed at run time
     if info.op_type in _OWN:
         return _OWN[info.op_type](info)
     if info.op_type in _SAME_AS_FIRST:

@@ -69,6 +69,10 @@ def verify(g: Graph, *, static: bool = False) -> None:
                         raise VerifyError(f"{where}: binding of %{b.value.name} is out of range")
         elif op.dispatches:
             raise VerifyError(f"{where}: only kernel ops carry dispatches")
+        if op.kind == "view" and static:
+            src, dst = op.inputs[0], op.outputs[0]
+            if op.attrs.get("offset", 0) + dst.nbytes > src.nbytes:
+                raise VerifyError(f"{where}: view %{dst.name} reaches past the end of %{src.name}")
 
     op_ids = {id(op) for op in g.ops}
     for v in g.values():

@@ -4,6 +4,7 @@ text gives a ParseError naming line and column; compiles restart from dumped tex
 from __future__ import annotations
 
 import itertools
+import json
 import struct
 import subprocess
 import sys
@@ -128,7 +129,7 @@ def test_compile_from_a_graph_infers_its_stage():
     assert infer_stage(g) == "lower"
     ran = []
     compile_model(g, on_stage=lambda s, _: ran.append(s))
-    assert ran == ["plan"]
+    assert ran == ["concat-in-place", "plan"]
 
 
 def test_run_to_stage_refuses_to_go_back():
@@ -348,22 +349,24 @@ def test_cli_dump_inspect_and_compile_from_ir(tmp_path):
     files = sorted(p.name for p in dump.iterdir())
     assert files == [f"{i:02d}-{s}.ir" for i, s in enumerate(stage_names())] + ["weights.bin"]
 
+    file = {s: f"{i:02d}-{s}.ir" for i, s in enumerate(stage_names())}
     r = _cli("inspect", str(dump))
-    assert r.returncode == 0 and "fold-constants" in r.stdout and "05-plan.ir" in r.stdout
+    assert r.returncode == 0 and "fold-constants" in r.stdout and file["plan"] in r.stdout
     r = _cli("inspect", str(dump), "--stage", "lower")
-    assert r.returncode == 0 and r.stdout == (dump / "04-lower.ir").read_text()
+    assert r.returncode == 0 and r.stdout == (dump / file["lower"]).read_text()
 
     r = _cli("inspect", model, "--stage", "dce")
     assert r.returncode == 0 and 'stage "dce"' in r.stdout and "= Conv(" in r.stdout
-    r = _cli("inspect", str(dump / "03-dce.ir"), "--stage", "plan")
+    r = _cli("inspect", str(dump / file["dce"]), "--stage", "plan")
     assert r.returncode == 0 and "dispatch @" in r.stdout and " at @arena0[" in r.stdout
     r = _cli("inspect", model, "--stage", "lower", "-o", str(tmp_path / "low.ir"))
     assert r.returncode == 0 and load_ir(tmp_path / "low.ir").stage == "lower"
 
     r = _cli("inspect", str(out1))
-    assert r.returncode == 0 and "dispatches (73)" in r.stdout and "000_conv_gemm" in r.stdout
+    n = len(json.loads((out1 / "manifest.json").read_text())["dispatches"])
+    assert r.returncode == 0 and f"dispatches ({n})" in r.stdout and "000_conv_gemm" in r.stdout
 
-    r = _cli("compile", str(dump / "02-fold-constants.ir"), "-o", str(out2))
+    r = _cli("compile", str(dump / file["fold-constants"]), "-o", str(out2))
     assert r.returncode == 0, r.stderr
     for f in ("manifest.json", "weights.bin"):
         assert (out1 / f).read_bytes() == (out2 / f).read_bytes()
@@ -372,11 +375,10 @@ def test_cli_dump_inspect_and_compile_from_ir(tmp_path):
 def test_cli_bad_stage_lists_the_stages(tmp_path):
     r = _cli("inspect", str(light_path("squeezenet")), "--stage", "fuse")
     assert r.returncode == 1
-    assert "the stages are import, canonicalize, fold-constants, dce, lower, plan" in r.stderr
+    assert f"the stages are {', '.join(stage_names())}" in r.stderr
     r = _cli("inspect", "--help")
-    assert r.returncode == 0 and "import, canonicalize, fold-constants, dce, lower, plan" in " ".join(
-        r.stdout.split()
-    )
+    squeeze = lambda text: "".join(text.split())  # noqa: E731 (argparse wraps lines, even at hyphens)
+    assert r.returncode == 0 and squeeze(", ".join(stage_names())) in squeeze(r.stdout)
 
 
 # -- property tests -------------------------------------------------------------------------------

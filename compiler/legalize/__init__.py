@@ -69,4 +69,4 @@ def _ints(a) -> list[int]:
 
 
 def _load_all() -> None:
-    from . import elementwise, nn, tensor  # noqa: F401
+    from . import data, elementwise, nn, reduce, tensor  # noqa: F401

@@ -38,13 +38,13 @@ def _spatial(info, x: Value, kernel_shape: list[int]) -> dict:
     return {"kernel_shape": list(kernel_shape), "strides": strides, "dilations": dilations, "pads": pads}
 
 
-@rule("Conv", "ConvInteger")
+@rule("Conv")
 def _conv(g, info):
     x, w = info.inputs[0], info.inputs[1]
     ks = _ints(info.attrs.get("kernel_shape") or w.shape[2:])
     attrs = _spatial(info, x, ks)
     attrs["group"] = int(info.attrs.get("group", 1))
-    return emit(g, info, info.op_type, info.inputs[:3] if info.op_type == "Conv" else info.inputs[:4], attrs)
+    return emit(g, info, "Conv", info.inputs[:3], attrs)
 
 
 @rule("ConvTranspose")
@@ -352,17 +352,6 @@ def _rotary(g, info):
         "rotary_dim": dim,
     }
     return emit(g, info, "RotaryEmbedding", info.inputs[:4], attrs)
-
-
-@rule("QLinearConv")
-def _qlinear_conv(g, info):
-    """Inputs reordered as [x, w, B, x_scale, x_zero_point, w_scale, w_zero_point, y_scale,
-    y_zero_point] so the convolution's own operands come first."""
-    ins = list(info.inputs) + [None] * (9 - len(info.inputs))
-    x, xs, xz, w, ws, wz, ys, yz, b = ins[:9]
-    attrs = _spatial(info, x, _ints(info.attrs.get("kernel_shape") or w.shape[2:]))
-    attrs["group"] = int(info.attrs.get("group", 1))
-    return emit(g, info, "QLinearConv", [x, w, b, xs, xz, ws, wz, ys, yz], attrs)
 
 
 @rule("DeformConv")

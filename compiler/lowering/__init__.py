@@ -48,7 +48,7 @@ def lowers(*kinds: str):
 
 # ONNX ops that legalize into another op's IR form, and ops that only ever fold on the host.
 ALIASES = {"Flatten": "Reshape", "Squeeze": "Reshape", "Unsqueeze": "Reshape", "Dropout": "Identity"}
-HOST_ONLY = ("Constant", "ConstantOfShape", "Shape", "Size")
+HOST_ONLY = ("Constant", "ConstantOfShape", "Shape", "Size", "Range")
 # Control flow the frontend resolves at compile time (compiler/control_flow.py).
 UNROLLED = ("If", "Loop", "Scan")
 _VIEWS = ("Reshape", "Identity")
@@ -147,8 +147,12 @@ class LowerCtx:
         self.ops.append(op)
         return op
 
-    def view(self, src: Value, dst: Value) -> Op:
-        op = Op("view", [src], [dst], name=self.current.name if self.current else "")
+    def view(self, src: Value, dst: Value, offset: int = 0) -> Op:
+        """``dst`` aliases ``src``'s storage, ``offset`` bytes in (a multiple of the target's
+        binding alignment, so any kernel can bind the view)."""
+        assert offset % self.target.alignment == 0, "view offsets must keep bindings aligned"
+        attrs = {"offset": offset} if offset else {}
+        op = Op("view", [src], [dst], attrs, name=self.current.name if self.current else "")
         self.ops.append(op)
         return op
 
@@ -221,4 +225,18 @@ def _bad_dtype(ctx: LowerCtx, v: Value):
 
 
 def _load_all() -> None:
-    from . import attention, conv, data, elementwise, gemm, norm, pool, rnn  # noqa: F401
+    from . import (  # noqa: F401
+        attention,
+        conv,
+        data,
+        elementwise,
+        gather,
+        gemm,
+        norm,
+        pool,
+        quant,
+        reduce,
+        resize,
+        rnn,
+        shape_ops,
+    )

@@ -1,5 +1,4 @@
-"""Convolutions: Conv (implicit GEMM or direct), ConvTranspose (gather form), ConvInteger,
-QLinearConv and DeformConv.
+"""Convolutions: Conv (implicit GEMM or direct), ConvTranspose (gather form), DeformConv.
 
 Every kernel is written for three spatial dims; 1-D and 2-D convolutions are viewed as 3-D
 ones with leading spatial dims of size 1 (their loops then run once, which shader compilers
@@ -14,12 +13,9 @@ import math
 
 import numpy as np
 
-from onnx2wgsl.ir import Dispatch, DType, Op, TensorType, Value
+from onnx2wgsl.ir import Dispatch, Op, Value
 
-from ..elementwise_ops import i32
-from . import WORKGROUP, LowerCtx, binding, decl, lowers, wgsl_type
-from .elementwise import emit_map, map_dispatch
-from .indexing import View
+from . import WORKGROUP, LowerCtx, binding, decl, lowers
 
 SPATIAL = 3  # kernels address (D, H, W); fewer spatial dims are padded with leading 1s
 
@@ -68,7 +64,7 @@ def lower_conv(ctx: LowerCtx, op: Op) -> None:
     if p["OCG"] >= 4:
         _gemm(ctx, op, p)
     else:
-        _direct(ctx, op, p, float_conv(), bias=op.input(2))
+        _direct(ctx, op, p)
 
 
 def _gemm(ctx: LowerCtx, op: Op, p: dict) -> None:
@@ -110,66 +106,23 @@ def _gemm(ctx: LowerCtx, op: Op, p: dict) -> None:
     ctx.kernel(inputs, [y], [Dispatch(shader, grid, bindings)])
 
 
-def float_conv() -> dict:
-    """How the direct kernel accumulates a float convolution."""
-    return {"acc_type": "f32", "zero": "0.0f", "x_val": "X[xi]", "w_val": "Wt[wi]", "extra": []}
-
-
-def _direct(ctx: LowerCtx, op: Op, p: dict, arith: dict, bias: Value | None) -> None:
-    """One output element per invocation: depthwise, narrow groups, and integer convolutions."""
-    x, w, b, y = op.inputs[0], op.inputs[1], bias, op.outputs[0]
-    extra = arith["extra"]  # zero points read at run time
-    inputs = [x, w] + ([b] if b is not None else []) + [v for _, v in extra]
+def _direct(ctx: LowerCtx, op: Op, p: dict) -> None:
+    """One output element per invocation: depthwise and narrow groups."""
+    x, w, b, y = op.inputs[0], op.inputs[1], op.input(2), op.outputs[0]
+    inputs = [x, w] + ([b] if b is not None else [])
     total = p["N"] * p["OC"] * p["OS"]
     decls = (
         [decl("X", x), decl("Wt", w)]
         + ([decl("Bv", b)] if b is not None else [])
-        + [decl(name, v) for name, v in extra]
         + [decl("Y", y, write=True)]
     )
     grid, nx = ctx.grid(math.ceil(total / WORKGROUP))
     shader = ctx.shader(
         "conv_direct.wgsl.j2", decls=decls, wg=WORKGROUP, nx=nx, total=total, bias=b is not None,
-        acc_type=arith["acc_type"], zero=arith["zero"], x_val=arith["x_val"], w_val=arith["w_val"],
-        out_expr=arith.get("out", op.attrs.get("epilogue", "v")), **p,
+        out_expr=op.attrs.get("epilogue", "v"), **p,
     )  # fmt: skip
     bindings = [binding(v) for v in inputs] + [binding(y, write=True)]
     ctx.kernel(inputs, [y], [Dispatch(shader, grid, bindings)])
-
-
-@lowers("ConvInteger")
-def lower_conv_integer(ctx: LowerCtx, op: Op) -> None:
-    """(x - x_zero_point) conv (w - w_zero_point) in i32; padding contributes nothing."""
-    x, w = op.inputs[0], op.inputs[1]
-    xz, wz = op.input(2), op.input(3)
-    p = conv_geometry(ctx, op)
-    extra: list[tuple[str, Value]] = []
-
-    def zero_point(v: Value | None, name: str, per_channel_ok: bool) -> str:
-        if v is None:
-            return "0i"
-        n = math.prod(v.shape)
-        if n != 1 and not (per_channel_ok and n == p["OC"]):
-            what = "one value (or one per output channel)" if per_channel_ok else "one value"
-            raise ctx.error(f"its {name} zero point has shape {v.shape}; {what} is supported")
-        if v.is_const and n == 1:
-            return i32(int(np.asarray(v.data).reshape(-1)[0]))
-        extra.append((name, v))
-        return f"i32({name}[{'oc' if n > 1 else '0u'}])"
-
-    xz_expr = zero_point(xz, "XZ", False)
-    wz_expr = zero_point(wz, "WZ", True)
-    arith = {
-        "acc_type": "i32",
-        "zero": "0i",
-        "x_val": f"(i32(X[xi]) - {xz_expr})",
-        "w_val": f"(i32(Wt[wi]) - {wz_expr})",
-        "extra": extra,
-    }
-    for v in (x, w):
-        if wgsl_type(v) not in ("i32", "u32"):
-            raise ctx.error(f"{v.name!r} has dtype {v.dtype.name}; ConvInteger takes 8-bit integers")
-    _direct(ctx, op, p, arith, bias=None)
 
 
 @lowers("ConvTranspose")
@@ -197,70 +150,6 @@ def lower_conv_transpose(ctx: LowerCtx, op: Op) -> None:
     )  # fmt: skip
     bindings = [binding(v) for v in inputs] + [binding(y, write=True)]
     ctx.kernel(inputs, [y], [Dispatch(shader, grid, bindings)])
-
-
-@lowers("QLinearConv")
-def lower_qlinear_conv(ctx: LowerCtx, op: Op) -> None:
-    """Integer convolution of zero-point-shifted operands (i32), then requantized:
-    round(acc * x_scale * w_scale / y_scale) + y_zero_point, saturated to the output type.
-    The scales and zero points travel in one small f32 buffer (inputs: x, w, B, x_scale,
-    x_zero_point, w_scale, w_zero_point, y_scale, y_zero_point)."""
-    x, w, b, xs, xz, ws, wz, ys, yz = (op.input(i) for i in range(9))
-    y = op.outputs[0]
-    p = conv_geometry(ctx, op)
-    parts = {"xs": xs, "xz": xz, "ws": ws, "wz": wz, "ys": ys, "yz": yz}
-    for name, v in parts.items():
-        n = 0 if v is None else math.prod(v.shape)
-        if n not in (0, 1) and not (name in ("ws", "wz") and n == p["OC"]):
-            raise ctx.error(
-                f"its {name} input has shape {v.shape}; one value (or one per output channel) is allowed"
-            )
-    q, at = _pack_scalars(ctx, op, parts)
-
-    def read(name: str, default: str) -> str:
-        v = parts[name]
-        if v is None:
-            return default
-        return f"Q[{at[name]}u + oc]" if math.prod(v.shape) > 1 else f"Q[{at[name]}u]"
-
-    lo, hi, cast = (-128, 127, "i32") if wgsl_type(y) == "i32" else (0, 255, "u32")
-    scale = f"{read('xs', '1.0f')} * {read('ws', '1.0f')} / {read('ys', '1.0f')}"
-    arith = {
-        "acc_type": "i32",
-        "zero": "0i",
-        "x_val": f"(i32(X[xi]) - i32({read('xz', '0.0f')}))",
-        "w_val": f"(i32(Wt[wi]) - i32({read('wz', '0.0f')}))",
-        "extra": [("Q", q)],
-        "out": f"{cast}(clamp(round(f32(v) * ({scale}) + {read('yz', '0.0f')}), {lo}.0f, {hi}.0f))",
-    }
-    _direct(ctx, op, p, arith, bias=b)
-
-
-def _pack_scalars(ctx: LowerCtx, op: Op, parts: dict[str, Value | None]) -> tuple[Value, dict[str, int]]:
-    """Small parameters of any dtype as one f32 buffer (on the host when all are constants)."""
-    at, n = {}, 0
-    for name, v in parts.items():
-        if v is not None:
-            at[name] = n
-            n += math.prod(v.shape)
-    present = [v for v in parts.values() if v is not None]
-    if all(v.is_const for v in present):
-        data = np.concatenate([np.asarray(v.data, np.float32).reshape(-1) for v in present] or [np.zeros(1)])
-        return ctx.const(data.astype(np.float32), f"{op.outputs[0].name}.qparams"), at
-    packed = ctx.temp(TensorType(DType.f32, (n,)), f"{op.outputs[0].name}.qparams")
-    dispatches = [
-        map_dispatch(
-            ctx,
-            (math.prod(v.shape),),
-            [(v, View(0, (1,)))],
-            (packed, View(at[k], (1,))),
-            lambda a: f"f32({a[0]})",
-        )
-        for k, v in parts.items()
-        if v is not None
-    ]
-    emit_map(ctx, present, packed, dispatches)
-    return packed, at
 
 
 @lowers("DeformConv")

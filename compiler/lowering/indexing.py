@@ -75,12 +75,35 @@ def index_code(shape, views: list[View], flat: str = "i", prefix: str = "c") -> 
     exprs = []
     for v, f in zip(views, flat_views):
         if f:
-            terms = [flat]
+            exprs.append(f"{flat} + {v.offset}u" if v.offset else flat)
         else:
-            terms = [
-                f"{prefix}{d}" if s == 1 else f"{prefix}{d} * {s}u" for d, s in enumerate(v.strides) if s
-            ]
-        if v.offset:
-            terms.append(f"{v.offset}u")
-        exprs.append(" + ".join(terms) if terms else "0u")
+            exprs.append(affine_expr(v, lambda d: f"{prefix}{d}"))
     return lines, exprs
+
+
+def affine_expr(view: View, coord) -> str:
+    """WGSL u32 expression ``offset + sum(coord(d) * strides[d])``; ``coord(d)`` names dim d.
+
+    Negative strides (reversed slices) are subtracted after the offset and the positive terms,
+    so no partial sum of a valid address drops below zero."""
+    pos = [coord(d) if s == 1 else f"{coord(d)} * {s}u" for d, s in enumerate(view.strides) if s > 0]
+    neg = [coord(d) if s == -1 else f"{coord(d)} * {-s}u" for d, s in enumerate(view.strides) if s < 0]
+    if neg:
+        head = [f"{view.offset}u"] + pos
+    else:
+        head = pos + ([f"{view.offset}u"] if view.offset else [])
+    text = " + ".join(head) if head else "0u"
+    return text + "".join(f" - {t}" for t in neg)
+
+
+def sliced(in_shape, starts, steps) -> View:
+    """The view of ``x[start_d::step_d]`` over the output's coordinates (steps may be negative)."""
+    strides = contiguous_strides(in_shape)
+    offset = sum(a * s for a, s in zip(starts, strides))
+    return View(offset, tuple(st * s for st, s in zip(steps, strides)))
+
+
+def is_dense(shape, view: View) -> bool:
+    """Whether the view walks ``shape`` as one contiguous run (so it can alias its tensor)."""
+    shape2, (v,) = collapse(shape, [view])
+    return len(shape2) == 1 and (v.strides[0] == 1 or shape2[0] == 1)

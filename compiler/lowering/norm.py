@@ -1,4 +1,5 @@
-"""Row reductions and normalizations: Softmax family, LRN, BatchNormalization."""
+"""Row reductions and normalizations: Softmax family, LRN, BatchNormalization, and the
+Layer / RMS / Instance / Group / mean-variance / Lp normalizations on the row kernel."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import math
 from onnx2wgsl.ir import Dispatch, Op
 
 from ..elementwise_ops import f32
-from . import WORKGROUP, LowerCtx, binding, decl, lowers
+from . import WORKGROUP, LowerCtx, binding, decl, lowers, wgsl_type
 from .elementwise import emit_map, map_dispatch
-from .indexing import broadcast, contiguous
+from .indexing import View, broadcast, contiguous
+from .reduce import Sweep, fold_sweep, row_kernel
 
 
 @lowers("Softmax", "LogSoftmax", "Hardmax")
@@ -55,3 +57,102 @@ def lower_batchnorm(ctx: LowerCtx, op: Op) -> None:
         lambda a: f"(({a[0]} - {a[3]}) * {a[1]} / sqrt({a[4]} + {eps}) + {a[2]})",
     )  # fmt: skip
     emit_map(ctx, [x, *params], y, [d])
+
+
+# -- normalizations over row statistics: one kernel each (statistics, then the normalized row)
+def _stats(R: int, eps: float | None) -> list[Sweep]:
+    """Mean, then the mean squared deviation from it (two passes: no cancellation), in f32."""
+    after = [f"let inv = 1.0f / sqrt(q / {f32(R)} + {f32(eps)});"] if eps is not None else []
+    return [
+        fold_sweep("s", "f32", "sum", "a0", after=[f"let mean = s / {f32(R)};"]),
+        fold_sweep("q", "f32", "sum", "(a0 - mean) * (a0 - mean)", after=after),
+    ]
+
+
+def _float_only(ctx: LowerCtx, x) -> None:
+    if wgsl_type(x) != "f32":
+        raise ctx.error(f"{x.dtype.name} input; this normalization is defined for floats")
+
+
+@lowers("LayerNormalization", "RMSNormalization")
+def lower_layer_norm(ctx: LowerCtx, op: Op) -> None:
+    """Normalize over the dims from ``axis`` on; scale (and bias) broadcast over them."""
+    x = op.inputs[0]
+    _float_only(ctx, x)
+    space, axis, eps = tuple(x.shape), op.attrs["axis"], op.attrs["epsilon"]
+    outs = dict(zip(op.attrs["outputs"], op.outputs))
+    params = [v for v in op.inputs[1:] if v is not None]
+    reads = [(x, contiguous(space))] + [(v, broadcast(v.shape, space)) for v in params]
+    R = math.prod(space[axis:])
+    if op.kind == "RMSNormalization":
+        sweeps = [fold_sweep("q", "f32", "sum", "a0 * a0",
+                             after=[f"let inv = 1.0f / sqrt(q / {f32(R)} + {f32(eps)});"])]  # fmt: skip
+        expr = "a0 * inv * a1"
+    else:
+        sweeps = _stats(R, eps)
+        expr = "(a0 - mean) * inv * a1" + (" + a2" if op.attrs["bias"] else "")
+    row_writes = [(outs[i], name) for i, name in ((1, "mean"), (2, "inv")) if i in outs]
+    elem = [(outs[0], contiguous(space), expr)] if 0 in outs else []
+    label = f"{op.kind} of {x.type} over dims {axis}.."
+    _emit_norm(ctx, op, space, range(axis, len(space)), reads, sweeps, row_writes, elem, label)
+
+
+@lowers("InstanceNormalization", "GroupNormalization")
+def lower_instance_norm(ctx: LowerCtx, op: Op) -> None:
+    """Per (instance, channel group): InstanceNormalization is the group-per-channel case.
+    The space is [N, G, C/G, spatial]; scale and bias are per channel (or per group)."""
+    x, scale, bias = op.inputs[:3]
+    y = op.outputs[0]
+    _float_only(ctx, x)
+    N, C = x.shape[:2]
+    S = math.prod(x.shape[2:])
+    G = op.attrs.get("num_groups", C)
+    space = (N, G, C // G, S)
+    per_group = op.attrs.get("per_group", 0)
+    pview = View(0, (0, 1, 0, 0)) if per_group else View(0, (0, C // G, 1, 0))
+    reads = [(x, contiguous(space)), (scale, pview), (bias, pview)]
+    elem = [(y, contiguous(space), "(a0 - mean) * inv * a1 + a2")]
+    label = f"{op.kind} of {x.type} in {G} groups"
+    _emit_norm(
+        ctx, op, space, [2, 3], reads, _stats(math.prod(space[2:]), op.attrs["epsilon"]), [], elem, label
+    )
+
+
+@lowers("MeanVarianceNormalization")
+def lower_mvn(ctx: LowerCtx, op: Op) -> None:
+    """(x - mean) / (std + 1e-9) over ``axes``, the function's definition."""
+    x, y = op.inputs[0], op.outputs[0]
+    _float_only(ctx, x)
+    space, axes = tuple(x.shape), op.attrs["axes"]
+    R = math.prod(space[a] for a in axes)
+    sweeps = _stats(R, None)
+    sweeps[-1].after.append(f"let den = sqrt(q / {f32(R)}) + {f32(1e-9)};")
+    elem = [(y, contiguous(space), "(a0 - mean) / den")]
+    _emit_norm(
+        ctx, op, space, axes, [(x, contiguous(space))], sweeps, [], elem, f"MVN of {x.type} over {axes}"
+    )
+
+
+@lowers("LpNormalization")
+def lower_lp_norm(ctx: LowerCtx, op: Op) -> None:
+    """x / ||x||_p along ``axis`` (p = 1 or 2); a zero norm gives 0, like the reference."""
+    x, y = op.inputs[0], op.outputs[0]
+    _float_only(ctx, x)
+    space, axis, p = tuple(x.shape), op.attrs["axis"], op.attrs["p"]
+    norm = "abs(a0)" if p == 1 else "a0 * a0"
+    sweeps = [fold_sweep("q", "f32", "sum", norm, after=["let n = q;" if p == 1 else "let n = sqrt(q);"])]
+    elem = [(y, contiguous(space), "select(a0 / n, 0.0f, n == 0.0f)")]
+    _emit_norm(ctx, op, space, [axis], [(x, contiguous(space))], sweeps, [], elem, f"L{p} norm of {x.type}")
+
+
+def _emit_norm(ctx, op, space, reduced, reads, sweeps, row_writes, elem, label) -> None:
+    ins = [v for v in op.inputs if v is not None]
+    if math.prod(space[d] for d in reduced) == 0:
+        if any(v.type.numel for v, _ in row_writes):
+            raise ctx.error("statistics over an empty set of points are undefined")
+        ctx.kernel(ins, list(op.outputs), [])
+        return
+    d = row_kernel(
+        ctx, space, list(reduced), reads, sweeps, row_writes=row_writes, elem_writes=elem, comment=label
+    )
+    ctx.kernel(ins, list(op.outputs), [d] if d else [])

@@ -1,0 +1,123 @@
+"""Coordinate kernels: map kernels whose body Python writes from the output coordinates.
+
+``map_dispatch`` covers ops where every operand is an affine view of the iteration space.
+Gathers, pads, resizes and scatters also read at addresses computed from *loaded* values
+or clamped coordinates. ``CoordKernel`` keeps the same shape of kernel (one invocation per
+point of a row-major space, the ``map.wgsl.j2`` template) and lets a lowering add WGSL lines
+that use the coordinates ``c0, c1, ...`` (u32), affine addresses of views, and the bound
+operands. Python decides every number and expression; the template only substitutes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from onnx2wgsl.ir import Dispatch, Value
+
+from ..elementwise_ops import f32
+from . import WORKGROUP, LowerCtx, binding, decl, wgsl_type
+from .indexing import View, affine_expr, contiguous_strides
+
+ZERO = {"f32": "0.0f", "i32": "0i", "u32": "0u"}
+
+
+def literal(value, ty: str) -> str:
+    """A WGSL literal of storage type ``ty`` (f32, i32, u32) for a Python or numpy scalar."""
+    if ty == "f32":
+        return f32(float(value))
+    if ty == "i32":
+        v = int(np.clip(int(value), -(2**31), 2**31 - 1))
+        return f"{v}i" if v != -(2**31) else "i32(-2147483647i - 1i)"
+    return f"{int(np.clip(int(value), 0, 2**32 - 1))}u"
+
+
+class CoordKernel:
+    """One dispatch of ``map.wgsl.j2`` over ``space``, its body built line by line.
+
+    ``read(v)`` / ``write(v)`` bind operands and return their WGSL names; ``c(d)`` is the
+    output coordinate of dim d; ``at(view)`` its affine address; ``add`` appends lines. The
+    flat invocation index is ``i``; ``store(expr)`` writes ``expr`` to the first written
+    operand at ``i`` (the output, contiguous over ``space``)."""
+
+    def __init__(self, ctx: LowerCtx, space):
+        self.ctx = ctx
+        self.space = tuple(int(d) for d in space)
+        self.lines: list[str] = []
+        self.helpers: list[str] = []
+        self._reads: list[Value] = []
+        self._writes: list[Value] = []
+        self._coords: set[int] = set()
+        self._atomic: set[int] = set()
+
+    # -- operands -------------------------------------------------------------------------
+    def read(self, v: Value) -> str:
+        for k, u in enumerate(self._reads):
+            if u is v:
+                return f"in{k}"
+        self._reads.append(v)
+        return f"in{len(self._reads) - 1}"
+
+    def write(self, v: Value, atomic: bool = False) -> str:
+        """Bind ``v`` for writing; ``atomic`` declares its (i32/u32) elements as atomics."""
+        for k, u in enumerate(self._writes):
+            if u is v:
+                return f"out{k}"
+        self._writes.append(v)
+        if atomic:
+            self._atomic.add(len(self._writes) - 1)
+        return f"out{len(self._writes) - 1}"
+
+    # -- coordinates and addresses --------------------------------------------------------
+    def c(self, d: int) -> str:
+        self._coords.add(d)
+        return f"c{d}"
+
+    def at(self, view: View) -> str:
+        """The u32 address of ``view`` at the current point (``i`` itself if it is dense)."""
+        if view.strides == contiguous_strides(self.space):
+            return f"i + {view.offset}u" if view.offset else "i"
+        return affine_expr(view, self.c)
+
+    # -- body -----------------------------------------------------------------------------
+    def add(self, *lines: str) -> None:
+        self.lines.extend(lines)
+
+    def helper(self, text: str) -> None:
+        if text not in self.helpers:
+            self.helpers.append(text)
+
+    def store(self, expr: str, out: Value) -> None:
+        self.add(f"{self.write(out)}[i] = {expr};")
+
+    def dispatch(self, n: int | None = None) -> Dispatch | None:
+        """The dispatch (None if the space is empty); ``n`` overrides the invocation count."""
+        n = math.prod(self.space) if n is None else n
+        if n == 0:
+            return None
+        shape = self.space
+        coords = []
+        for d in sorted(self._coords):
+            inner = math.prod(shape[d + 1 :])
+            expr = "i" if inner == 1 else f"(i / {inner}u)"
+            if d > 0:
+                expr = f"{expr} % {shape[d]}u"
+            coords.append(f"let c{d} = {expr};")
+        decls = [decl(f"in{k}", v) for k, v in enumerate(self._reads)]
+        decls += [
+            decl(f"out{k}", v, write=True, elem=f"atomic<{wgsl_type(v)}>" if k in self._atomic else None)
+            for k, v in enumerate(self._writes)
+        ]
+        grid, nx = self.ctx.grid(math.ceil(n / WORKGROUP))
+        shader = self.ctx.shader(
+            "map.wgsl.j2",
+            decls=decls,
+            helpers=self.helpers,
+            body=coords + self.lines,
+            n=n,
+            nx=nx,
+            wg=WORKGROUP,
+        )
+        bindings = [binding(v) for v in self._reads] + [binding(v, write=True) for v in self._writes]
+        return Dispatch(shader, grid, bindings)

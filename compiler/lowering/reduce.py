@@ -1,0 +1,535 @@
+"""Reductions over any subset of axes, and the row-kernel builder the normalizations share.
+
+An op that reduces is seen as an iteration *space* (a shape) whose dims are either kept
+(they index the output rows) or reduced (they are swept per row). Every operand is read
+through an affine ``View`` over that whole space, so reducing axes 0 and 2 of a 4-D tensor,
+an Einsum diagonal or a MatMulInteger are all one template: the kept dims and the reduced
+dims are each collapsed where every operand walks them contiguously, and the template
+computes a row's base offsets once and the reduced offsets per point.
+
+A row is reduced by one invocation (few reduced points, or so many rows that each
+invocation already has enough work) or by one workgroup whose invocations stride the
+reduced points and then combine in a tree (a pairwise sum: error grows with log n, not n).
+Rows of 32768 points or more are split in two stages (each chunk of 4096 points gives a
+partial, a second pass folds the partials): more workgroups to run in parallel when rows are
+few, and at most a few hundred points summed serially by any invocation.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from onnx2wgsl.ir import Dispatch, DType, Op, TensorType, Value
+
+from ..elementwise_ops import f32, i32
+from . import LowerCtx, binding, decl, lowers, wgsl_type
+from .indexing import View, broadcast, collapse, contiguous, contiguous_strides, index_code
+
+# -- how a row is reduced --------------------------------------------------------------------
+THREAD_MAX_R = 32  # at most this many reduced points: one invocation per row
+THREAD_MANY_ROWS = (4096, 512)  # ... or at least 4096 rows of at most 512 points each
+SPLIT_MIN_R = 32768  # a reduction this long runs in two stages
+SPLIT_CHUNK = 4096
+
+
+def choose_mode(rows: int, R: int, exact: bool = False) -> tuple[bool, int]:
+    """(group?, workgroup size) for ``rows`` rows of ``R`` reduced points each. ``exact``
+    accumulations (integers, max/min) lose nothing when serial, so many rows of any length
+    take one invocation each; float sums keep the tree's pairwise error beyond 512 points."""
+    many_rows = rows >= THREAD_MANY_ROWS[0]
+    if R <= THREAD_MAX_R or (many_rows and (exact or R <= THREAD_MANY_ROWS[1])):
+        return False, 64
+    return True, 64 if R <= 2048 else 256
+
+
+# -- sweeps: one pass over a row's reduced points --------------------------------------------
+@dataclass
+class Sweep:
+    """One pass over a row's reduced points.
+
+    ``accs`` are the accumulators (name, WGSL type, initial value); ``update`` runs per point
+    (the loads ``a0, a1, ...`` and the reduced index ``r`` are in scope); ``merge`` combines
+    ``red_<acc>[lid]`` with ``red_<acc>[lid + half]`` in the workgroup tree; ``after`` runs once
+    the accumulators hold the row's result (lets that later sweeps and writes may use)."""
+
+    accs: list[tuple[str, str, str]]
+    update: list[str]
+    merge: list[str]
+    after: list[str] = field(default_factory=list)
+
+
+COMBINE: dict[str, Callable[[str, str], str]] = {
+    "sum": lambda a, b: f"{a} + {b}",
+    "prod": lambda a, b: f"{a} * {b}",
+    "max": lambda a, b: f"max({a}, {b})",
+    "min": lambda a, b: f"min({a}, {b})",
+}
+_INF = math.inf
+IDENTITY: dict[str, dict[str, str]] = {
+    "sum": {"f32": "0.0f", "i32": "0i", "u32": "0u"},
+    "prod": {"f32": "1.0f", "i32": "1i", "u32": "1u"},
+    "max": {"f32": f32(-_INF), "i32": i32(-(2**31)), "u32": "0u"},
+    "min": {"f32": f32(_INF), "i32": i32(2**31 - 1), "u32": "0xffffffffu"},
+}
+
+
+def fold_sweep(name: str, ty: str, combine: str, expr: str, after: list[str] | None = None) -> Sweep:
+    """acc = combine(acc, expr) over the row (sum, prod, max or min)."""
+    c = COMBINE[combine]
+    return Sweep(
+        accs=[(name, ty, IDENTITY[combine][ty])],
+        update=[f"{name} = {c(name, expr)};"],
+        merge=[f"red_{name}[lid] = {c(f'red_{name}[lid]', f'red_{name}[lid + half]')};"],
+        after=list(after or []),
+    )
+
+
+NO_INDEX = "0xffffffffu"
+
+
+def arg_sweep(value: str, index: str, ty: str, expr: str, largest: bool, last: bool) -> Sweep:
+    """The best value over the row and its reduced index; ties go to the first (or last) index.
+
+    Each invocation visits its points in increasing ``r``, so a strict comparison keeps the
+    first of equal values and a non-strict one the last; the tree then breaks ties by index."""
+    better = ">" if largest else "<"
+    keep = better + ("=" if last else "")
+    tie = ">" if last else "<"
+    return Sweep(
+        accs=[(value, ty, IDENTITY["max" if largest else "min"][ty]), (index, "u32", NO_INDEX)],
+        update=[f"if ({index} == {NO_INDEX} || {expr} {keep} {value}) {{ {value} = {expr}; {index} = r; }}"],
+        merge=[
+            f"let bv = red_{value}[lid + half];",
+            f"let bi = red_{index}[lid + half];",
+            f"let av = red_{value}[lid];",
+            f"let ai = red_{index}[lid];",
+            f"if (bi != {NO_INDEX} && (ai == {NO_INDEX} || bv {better} av || (bv == av && bi {tie} ai))) {{",
+            f"  red_{value}[lid] = bv;",
+            f"  red_{index}[lid] = bi;",
+            "}",
+        ],
+    )
+
+
+# -- the row kernel --------------------------------------------------------------------------
+def _project(v: View, dims: list[int], keep_offset: bool) -> View:
+    return View(v.offset if keep_offset else 0, tuple(v.strides[d] for d in dims))
+
+
+def row_kernel(
+    ctx: LowerCtx,
+    space: tuple[int, ...],
+    reduced: set[int] | list[int],
+    reads: list[tuple[Value, View]],
+    sweeps: list[Sweep],
+    *,
+    row_writes: list[tuple[Value, str]] = (),
+    elem_writes: list[tuple[Value, View, str]] = (),
+    comment: str,
+    mode: tuple[bool, int] | None = None,
+    split: tuple[int, int] | None = None,
+    exact: bool = False,
+) -> Dispatch | None:
+    """One dispatch reducing ``space`` over its ``reduced`` dims, row by row.
+
+    ``reads`` are loaded as ``a0, a1, ...`` at each reduced point. ``row_writes`` store one
+    expression per row at index ``row`` of their value (row-major over the kept dims, which
+    is the output layout with or without keepdims). ``elem_writes`` store an expression at
+    every point of the row through their view, after the sweeps (normalizations).
+    ``split=(chunks, chunk)`` reduces each row in ``chunks`` parts of ``chunk`` points, one
+    output row per part (the first stage of a two-stage reduction). ``exact`` says the sweeps
+    lose nothing to a serial order (integer sums, max, min), which lets long rows take one
+    invocation each when there are many rows."""
+    kept = [d for d in range(len(space)) if d not in set(reduced)]
+    red = sorted(set(reduced))
+    views = [v for _, v in reads] + [v for _, v, _ in elem_writes]
+    kshape, kviews = collapse([space[d] for d in kept], [_project(v, kept, True) for v in views])
+    rshape, rviews = collapse([space[d] for d in red], [_project(v, red, False) for v in views])
+    rows, R = math.prod(kshape), math.prod(rshape)
+    if rows == 0:
+        return None
+    if R == 0:
+        raise ctx.error("reduction over an empty axis reached the GPU")  # folded by legalize
+    chunks, chunk = split or (1, R)
+    out_rows = rows * chunks
+    group, wg = mode or choose_mode(out_rows, chunk, exact)
+
+    values: list[Value] = []
+    for v, _ in reads:
+        if all(v is not u for u in values):
+            values.append(v)
+    slot = {id(v): k for k, v in enumerate(values)}
+    outs: list[Value] = []
+    for v in [v for v, _ in row_writes] + [v for v, _, _ in elem_writes]:
+        if all(v is not u for u in outs):
+            outs.append(v)
+    oslot = {id(v): k for k, v in enumerate(outs)}
+    decls = [decl(f"in{k}", v) for k, v in enumerate(values)]
+    decls += [decl(f"out{k}", v, write=True) for k, v in enumerate(outs)]
+
+    klines, kexprs = index_code(kshape, kviews, flat="krow", prefix="k")
+    rlines, rexprs = index_code(rshape, rviews, flat="r", prefix="q")
+    if split:
+        row_lines = [f"let krow = row / {chunks}u;", f"let r0 = (row % {chunks}u) * {chunk}u;"]
+        r_first, r_end = ("r0 + lid" if group else "r0"), f"min(r0 + {chunk}u, {R}u)"
+    else:
+        row_lines, r_first, r_end = ["let krow = row;"], ("lid" if group else "0u"), f"{R}u"
+    row_lines += klines + [f"let kb{j} = {e};" for j, e in enumerate(kexprs)]
+    loads = {f"a{j}": f"let a{j} = in{slot[id(v)]}[kb{j} + {rexprs[j]}];" for j, (v, _) in enumerate(reads)}
+
+    def loads_for(lines: list[str]) -> list[str]:  # the coordinates, and only the loads used
+        used = set(re.findall(r"\ba\d+\b", " ".join(lines)))
+        return list(rlines) + [line for name, line in loads.items() if name in used]
+
+    n = len(reads)
+    ewrites = []
+    for j, (v, _, expr) in enumerate(elem_writes):
+        ewrites.append(f"out{oslot[id(v)]}[kb{n + j} + {rexprs[n + j]}] = {expr};")
+    rwrites = [f"out{oslot[id(v)]}[row] = {expr};" for v, expr in row_writes]
+
+    shared = [{"name": a[0], "type": a[1]} for s in sweeps for a in s.accs]
+    grid, nx = ctx.grid(out_rows if group else math.ceil(out_rows / wg))
+    shader = ctx.shader(
+        "reduce.wgsl.j2", decls=decls, group=group, wg=wg, nx=nx, rows=out_rows, R=R,
+        comment=comment, shared=shared, row_lines=row_lines,
+        sweeps=[{"accs": [{"name": a[0], "init": a[2]} for a in s.accs], "loads": loads_for(s.update),
+                 "body": s.update, "merge": s.merge, "after": s.after} for s in sweeps],
+        r_first=r_first, r_end=r_end, r_step=f"{wg if group else 1}u", row_writes=rwrites, elem_writes=ewrites,
+        elem_loads=loads_for(ewrites),
+    )  # fmt: skip
+    bindings = [binding(v) for v in values] + [binding(v, write=True) for v in outs]
+    return Dispatch(shader, grid, bindings)
+
+
+def reduced_rows(space, reduced) -> tuple[int, int]:
+    """(rows, reduced points per row) of a space."""
+    R = math.prod(space[d] for d in reduced)
+    return math.prod(space) // max(R, 1), R
+
+
+# -- Reduce* ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReduceKind:
+    """A reduction as pre-map, combine and post-map; ``float_only`` kinds refuse integers."""
+
+    combine: str
+    pre: Callable[[str, str], str] = lambda a, ty: a
+    post: Callable[[str, int, str], str] = lambda acc, R, ty: acc
+    float_only: bool = False
+
+
+def _mean(acc: str, R: int, ty: str) -> str:
+    return f"{acc} / {f32(R)}" if ty == "f32" else f"{acc} / {R}{'i' if ty == 'i32' else 'u'}"
+
+
+def _l2(acc: str, R: int, ty: str) -> str:
+    return f"sqrt({acc})" if ty == "f32" else f"{ty}(sqrt(f32({acc})))"
+
+
+REDUCE: dict[str, ReduceKind] = {
+    "ReduceSum": ReduceKind("sum"),
+    "ReduceMean": ReduceKind("sum", post=_mean),
+    "ReduceSumSquare": ReduceKind("sum", pre=lambda a, ty: f"{a} * {a}"),
+    "ReduceL1": ReduceKind("sum", pre=lambda a, ty: a if ty == "u32" else f"abs({a})"),
+    "ReduceL2": ReduceKind("sum", pre=lambda a, ty: f"{a} * {a}", post=_l2),
+    "ReduceLogSum": ReduceKind("sum", post=lambda acc, R, ty: f"log({acc})", float_only=True),
+    "ReduceProd": ReduceKind("prod"),
+    "ReduceMax": ReduceKind("max"),
+    "ReduceMin": ReduceKind("min"),
+    "ReduceLogSumExp": ReduceKind("sum", float_only=True),  # two sweeps: see _logsumexp
+}
+
+
+@lowers(*REDUCE)
+def lower_reduce(ctx: LowerCtx, op: Op) -> None:
+    x, y = op.inputs[0], op.outputs[0]
+    kind = REDUCE[op.kind]
+    ty = wgsl_type(x)
+    if kind.float_only and ty != "f32":
+        raise ctx.error(
+            f"{op.kind} is defined for float inputs only, not {x.dtype.name}", hint="Cast the input to float"
+        )
+    space, axes = tuple(x.shape), op.attrs["axes"]
+    rows, R = reduced_rows(space, axes)
+    if rows != y.type.numel:
+        raise ctx.error(f"output {y.type} does not match reducing {x.type} over axes {axes}")
+    read = [(x, contiguous(space))]
+    label = f"{op.kind} of {x.type} over axes {list(axes)}"
+    if op.kind == "ReduceLogSumExp":
+        sweeps = _logsumexp("a0")
+        d = row_kernel(ctx, space, axes, read, sweeps, row_writes=[(y, "log(s) + sh")], comment=label)
+        ctx.kernel([x], [y], [d] if d else [])
+        return
+    if R >= SPLIT_MIN_R:
+        _two_stage(ctx, op, kind, ty, space, axes, label)
+        return
+    sweep = fold_sweep("acc", ty, kind.combine, kind.pre("a0", ty))
+    exact = ty != "f32" or kind.combine in ("max", "min")
+    d = row_kernel(
+        ctx, space, axes, read, [sweep], row_writes=[(y, kind.post("acc", R, ty))], comment=label, exact=exact
+    )
+    ctx.kernel([x], [y], [d] if d else [])
+
+
+def _logsumexp(a: str) -> list[Sweep]:
+    """max first (only to shift exp into range; an infinite max shifts by 0), then sum exp."""
+    return [
+        fold_sweep("m", "f32", "max", a, after=["let sh = select(0.0f, m, abs(m) < 3.0e38f);"]),
+        fold_sweep("s", "f32", "sum", f"exp({a} - sh)"),
+    ]
+
+
+def _two_stage(ctx: LowerCtx, op: Op, kind: ReduceKind, ty: str, space, axes, label: str) -> None:
+    """Chunks of the row reduce in parallel workgroups into partials; a second pass folds them."""
+    x, y = op.inputs[0], op.outputs[0]
+    rows, R = reduced_rows(space, axes)
+    chunks = min(256, math.ceil(R / SPLIT_CHUNK))
+    chunk = math.ceil(R / chunks)
+    part = ctx.temp(TensorType(DType(ty), (rows, chunks)), f"{y.name}.partial")
+    first = fold_sweep("acc", ty, kind.combine, kind.pre("a0", ty))
+    d1 = row_kernel(
+        ctx, space, axes, [(x, contiguous(space))], [first], row_writes=[(part, "acc")],
+        comment=f"{label}: partials of {chunks} chunks", split=(chunks, chunk), mode=(True, 256),
+    )  # fmt: skip
+    second = fold_sweep("acc", ty, kind.combine, "a0")
+    d2 = row_kernel(
+        ctx, (rows, chunks), [1], [(part, contiguous((rows, chunks)))], [second],
+        row_writes=[(y, kind.post("acc", R, ty))], comment=f"{label}: the partials",
+    )  # fmt: skip
+    ctx.kernel([x], [part], [d1])
+    ctx.kernel([part], [y], [d2])
+
+
+# -- ArgMax / ArgMin -------------------------------------------------------------------------
+@lowers("ArgMax", "ArgMin")
+def lower_arg(ctx: LowerCtx, op: Op) -> None:
+    x, y = op.inputs[0], op.outputs[0]
+    axis = op.attrs["axis"]
+    space = tuple(x.shape)
+    ty = wgsl_type(x)
+    sweep = arg_sweep("v", "i", ty, "a0", op.kind == "ArgMax", bool(op.attrs["select_last_index"]))
+    d = row_kernel(
+        ctx, space, [axis], [(x, contiguous(space))], [sweep], row_writes=[(y, f"{wgsl_type(y)}(i)")],
+        comment=f"{op.kind} of {x.type} along axis {axis}",
+    )  # fmt: skip
+    ctx.kernel([x], [y], [d] if d else [])
+
+
+# -- Einsum ----------------------------------------------------------------------------------
+@lowers("Einsum")
+def lower_einsum(ctx: LowerCtx, op: Op) -> None:
+    """A generic contraction: the space is the output labels then the summed labels; each
+    operand reads through strides per label (a repeated label sums its strides: a diagonal)."""
+    ins, y = op.inputs, op.outputs[0]
+    lhs, _, out = op.attrs["equation"].partition("->")
+    terms = lhs.split(",")
+    sizes: dict[str, int] = {}
+    for v, term in zip(ins, terms):
+        for label, n in zip(term, v.shape):
+            if sizes.get(label, 1) == 1:
+                sizes[label] = n
+            elif n not in (1, sizes[label]):
+                raise ctx.error(f"label {label!r} has sizes {sizes[label]} and {n}")
+    summed = [c for term in terms for c in term if c not in out]
+    labels = list(out) + list(dict.fromkeys(summed))
+    space = tuple(sizes[c] for c in labels)
+    reads = []
+    for v, term in zip(ins, terms):
+        st = contiguous_strides(v.shape)
+        strides = [0] * len(labels)
+        for label, n, s in zip(term, v.shape, st):
+            if n != 1:
+                strides[labels.index(label)] += s
+        reads.append((v, View(0, tuple(strides))))
+    ty = wgsl_type(y)
+    if any(wgsl_type(v) != ty for v in ins):
+        raise ctx.error("operands of different dtypes")
+    product = " * ".join(f"a{j}" for j in range(len(ins))) or IDENTITY["prod"][ty]
+    reduced = list(range(len(out), len(labels)))
+    equation = op.attrs["equation"]
+    if math.prod(space[d] for d in reduced) == 0:  # an empty sum: zeros, x is never read
+        d = _fill(ctx, y, IDENTITY["sum"][ty])
+        ctx.kernel(list(ins), [y], [d] if d else [])
+        return
+    sweep = fold_sweep("acc", ty, "sum", product)
+    d = row_kernel(
+        ctx,
+        space,
+        reduced,
+        reads,
+        [sweep],
+        row_writes=[(y, "acc")],
+        comment=f"Einsum {equation}",
+        exact=ty != "f32",
+    )
+    ctx.kernel(list(ins), [y], [d] if d else [])
+
+
+# -- CumSum ----------------------------------------------------------------------------------
+SCAN_CHUNK = 64  # points one invocation scans serially
+
+
+@lowers("CumSum")
+def lower_cumsum(ctx: LowerCtx, op: Op) -> None:
+    x, y = op.inputs[0], op.outputs[0]
+    axis = op.attrs["axis"]
+    shape = tuple(x.shape)
+    L = shape[axis]
+    inner = math.prod(shape[axis + 1 :])
+    rows = math.prod(shape) // max(L, 1)
+    if rows == 0 or L == 0:
+        ctx.kernel([x], [y], [])
+        return
+    _cumsum(ctx, x, y, rows, L, inner, bool(op.attrs["exclusive"]), bool(op.attrs["reverse"]))
+
+
+def _cumsum(ctx, x, y, rows, L, inner, exclusive, reverse) -> None:
+    """Each invocation scans a chunk of at most 64 points serially from its chunk's offset.
+    The offsets are the exclusive scan (in the scan direction) of the chunk sums, done the
+    same way one level down: log64(L) levels, no barriers, sums pairwise across levels."""
+    ty = wgsl_type(x)
+    if L <= SCAN_CHUNK:
+        ctx.kernel([x], [y], [_scan(ctx, x, y, rows, L, inner, exclusive, reverse, 1, None)])
+        return
+    chunks = math.ceil(L / SCAN_CHUNK)
+    space = (rows // inner, L, inner)
+    sums = ctx.temp(TensorType(DType(ty), (rows, chunks)), f"{y.name}.chunk_sums")
+    offsets = ctx.temp(TensorType(DType(ty), (rows, chunks)), f"{y.name}.chunk_offsets")
+    d = row_kernel(
+        ctx, space, [1], [(x, contiguous(space))], [fold_sweep("acc", ty, "sum", "a0")],
+        row_writes=[(sums, "acc")], comment=f"CumSum: the sums of {chunks} chunks per row",
+        split=(chunks, SCAN_CHUNK), mode=(False, 64),
+    )  # fmt: skip
+    ctx.kernel([x], [sums], [d])
+    _cumsum(ctx, sums, offsets, rows, chunks, 1, True, reverse)
+    d = _scan(ctx, x, y, rows, L, inner, exclusive, reverse, chunks, offsets)
+    ctx.kernel([x, offsets], [y], [d])
+
+
+def _scan(ctx, x, y, rows, L, inner, exclusive, reverse, chunks, offsets) -> Dispatch:
+    units = rows * chunks
+    grid, nx = ctx.grid(math.ceil(units / 64))
+    ty = wgsl_type(x)
+    decls = (
+        [decl("X", x)] + ([decl("Off", offsets)] if offsets is not None else []) + [decl("Y", y, write=True)]
+    )
+    shader = ctx.shader(
+        "scan.wgsl.j2", decls=decls, wg=64, nx=nx, units=units, L=L, inner=inner, zero=IDENTITY["sum"][ty],
+        exclusive=exclusive, reverse=reverse, chunks=chunks, chunk=SCAN_CHUNK if chunks > 1 else L,
+        offsets=offsets is not None,
+    )  # fmt: skip
+    bindings = [binding(x)] + ([binding(offsets)] if offsets is not None else []) + [binding(y, write=True)]
+    return Dispatch(shader, grid, bindings)
+
+
+# -- TopK ------------------------------------------------------------------------------------
+TOPK_RANK_RATIO = 16  # k >= L / 16: rank every point (L^2 comparisons, no barriers) ...
+TOPK_RANK_MAX_L = 16384  # ... for rows up to this long
+
+
+@lowers("TopK")
+def lower_topk(ctx: LowerCtx, op: Op) -> None:
+    """k rounds per row, each a workgroup-wide arg-max over the points that come after the
+    previous pick in the order (value, then lower index first): exact ties, no sorting
+    buffer, any row length. When k is a large part of the row, each point's rank in that
+    order is counted instead and is its output position."""
+    x = op.inputs[0]
+    axis, k = op.attrs["axis"], op.attrs["k"]
+    outs = dict(zip(op.attrs["outputs"], op.outputs))
+    shape = tuple(x.shape)
+    L = shape[axis]
+    inner = math.prod(shape[axis + 1 :])
+    rows = math.prod(shape) // max(L, 1)
+    template = outs.get(0, outs.get(1))
+    if rows == 0 or k == 0:
+        ctx.kernel([x], list(op.outputs), [])
+        return
+    values = outs.get(0) or ctx.temp(TensorType(x.dtype, template.shape), f"{x.name}.topk_values")
+    indices = outs.get(1) or ctx.temp(TensorType(DType.i64, template.shape), f"{x.name}.topk_indices")
+    ty = wgsl_type(x)
+    largest = bool(op.attrs["largest"])
+    decls = [decl("X", x), decl("V", values, write=True), decl("I", indices, write=True)]
+    better = ">" if largest else "<"
+    if L <= TOPK_RANK_RATIO * k and L <= TOPK_RANK_MAX_L:
+        # many picks: ranking every point at once beats k rounds of workgroup-wide arg-max
+        grid, nx = ctx.grid(math.ceil(rows * L / 64))
+        shader = ctx.shader(
+            "topk_rank.wgsl.j2", decls=decls, wg=64, nx=nx, total=rows * L, L=L, inner=inner, k=k,
+            better=better,
+        )  # fmt: skip
+    else:
+        wg = 256 if L > 1024 else 64
+        grid, nx = ctx.grid(rows)
+        shader = ctx.shader(
+            "topk.wgsl.j2", decls=decls, wg=wg, nx=nx, rows=rows, L=L, inner=inner, k=k, ty=ty,
+            worst=IDENTITY["max" if largest else "min"][ty], better=better, worse="<" if largest else ">",
+        )  # fmt: skip
+    d = Dispatch(shader, grid, [binding(x), binding(values, write=True), binding(indices, write=True)])
+    ctx.kernel([x], [values, indices], [d])
+
+
+# -- Det -------------------------------------------------------------------------------------
+DET_MAX_N = 16  # a private n x n copy per invocation; bigger matrices would spill badly
+
+
+@lowers("Det")
+def lower_det(ctx: LowerCtx, op: Op) -> None:
+    """Gaussian elimination with partial pivoting, one matrix per invocation, in f32."""
+    x, y = op.inputs[0], op.outputs[0]
+    n = x.shape[-1]
+    if x.shape[-2] != n:
+        raise ctx.error(f"Det needs square matrices, got {x.type}")
+    if n > DET_MAX_N:
+        raise ctx.error(f"Det of {n}x{n} matrices is not supported", hint=f"at most {DET_MAX_N}x{DET_MAX_N}")
+    count = math.prod(x.shape[:-2])
+    if count == 0:
+        ctx.kernel([x], [y], [])
+        return
+    if n == 0:
+        d = _fill(ctx, y, "1.0f")
+        ctx.kernel([x], [y], [d])
+        return
+    grid, nx = ctx.grid(math.ceil(count / 64))
+    shader = ctx.shader(
+        "det.wgsl.j2", decls=[decl("X", x), decl("Y", y, write=True)], wg=64, nx=nx, count=count, n=n
+    )
+    ctx.kernel([x], [y], [Dispatch(shader, grid, [binding(x), binding(y, write=True)])])
+
+
+def _fill(ctx: LowerCtx, y: Value, literal: str) -> Dispatch | None:
+    from .elementwise import map_dispatch
+
+    return map_dispatch(ctx, tuple(y.shape), [], (y, contiguous(y.shape)), lambda a: literal)
+
+
+def empty_reduction_value(kind: str, dtype: DType) -> np.ndarray | None:
+    """What a reduction over no points gives (the combine's identity, per the reference), or
+    None where the GPU cannot hold it (int64 extremes)."""
+    np_dt = dtype.numpy
+    if kind in ("ReduceSum", "ReduceSumSquare", "ReduceL1", "ReduceL2"):
+        return np.zeros((), np_dt)
+    if kind == "ReduceProd":
+        return np.ones((), np_dt)
+    if kind in ("ReduceLogSum", "ReduceLogSumExp"):
+        return np.array(-np.inf, np_dt)
+    if kind == "ReduceMean":
+        return np.array(np.nan, np_dt) if dtype.is_float else None
+    if kind in ("ReduceMax", "ReduceMin"):
+        lo = kind == "ReduceMax"
+        if dtype == DType.bool:
+            return np.array(not lo)
+        if dtype.is_float:
+            return np.array(-np.inf if lo else np.inf, np_dt)
+        if dtype in (DType.i64, DType.u64):
+            return None
+        info = np.iinfo(np_dt)
+        return np.array(info.min if lo else info.max, np_dt)
+    return None
+
+
+__all__ = ["Sweep", "arg_sweep", "broadcast", "fold_sweep", "row_kernel"]

@@ -1,0 +1,325 @@
+"""Resampling: Resize (and Upsample), GridSample, Col2Im.
+
+Resize is separable and linear in its input, and every number that decides it (shapes,
+scales, region of interest, mode) is known at compile time. So the compiler computes, per
+resized axis and output position, the taps (source index, weight) on the host in float64,
+exactly as the ONNX definition does, and the kernel only sums ``prod(weights) * x[taps]``.
+One table serves every mode, coordinate transform, nearest rounding, cubic coefficient,
+exclude_outside and antialias; nearest resizes become exact gathers (one tap, no float math).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from onnx2wgsl.ir import DType, Op
+
+from ..elementwise_ops import f32
+from . import LowerCtx, lowers, wgsl_type
+from .coords import CoordKernel, literal
+from .indexing import View, contiguous_strides
+
+
+# -- per-axis taps ----------------------------------------------------------------------------
+def _source_coords(transform: str, out_len: int, in_len: int, scale: float, roi: tuple[float, float]):
+    """Source coordinate of each output position (float64), and which fall outside the input
+    (tf_crop_and_resize only). ``length_resized`` is scale * in_len, as ONNX defines it."""
+    y = np.arange(out_len, dtype=np.float64)
+    resized = scale * in_len
+    outside = np.zeros(out_len, dtype=bool)
+    if transform == "align_corners":
+        x = np.zeros(out_len) if resized == 1 else y * (in_len - 1) / (resized - 1)
+    elif transform == "asymmetric":
+        x = y / scale
+    elif transform == "pytorch_half_pixel":
+        x = np.full(out_len, -0.5) if resized == 1 else (y + 0.5) / scale - 0.5
+    elif transform == "half_pixel":
+        x = (y + 0.5) / scale - 0.5
+    elif transform == "tf_half_pixel_for_nn":  # opset 11 only
+        x = (y + 0.5) / scale
+    elif transform == "half_pixel_symmetric":
+        offset = in_len / 2 * (1 - out_len / resized)
+        x = offset + (y + 0.5) / scale - 0.5
+    else:  # tf_crop_and_resize
+        lo, hi = roi
+        if resized == 1:
+            x = np.full(out_len, (hi - lo) * (in_len - 1) / 2)
+        else:
+            x = y * (hi - lo) * (in_len - 1) / (resized - 1)
+        x = x + lo * (in_len - 1)
+        outside = (x < 0) | (x > in_len - 1)
+    return x, outside
+
+
+def _keys(d: np.ndarray, A: float) -> np.ndarray:
+    """Keys' cubic convolution kernel with parameter A at distances d."""
+    d = np.abs(d)
+    near = ((A + 2) * d - (A + 3)) * d * d + 1
+    far = ((A * d - 5 * A) * d + 8 * A) * d - 4 * A
+    return np.where(d <= 1, near, np.where(d < 2, far, 0.0))
+
+
+def _coefficients(mode: str, ratio: np.ndarray, scale: float, a: dict, nearest: str) -> np.ndarray:
+    """Filter weights [out, n] for taps at offsets start.. of each position (ratio in (0, 1])."""
+    r = ratio[:, None]
+    if mode == "nearest":
+        up = {
+            "round_prefer_floor": r > 0.5,
+            "round_prefer_ceil": r >= 0.5,
+            "floor": r >= 1,  # ratio 1 is an exact integer: its own pixel (the second tap)
+            "ceil": np.ones_like(r, dtype=bool),
+        }[nearest]
+        up = up | (r >= 1)
+        return np.concatenate([~up, up], axis=1).astype(np.float64)
+    s = min(scale, 1.0) if a["antialias"] else 1.0
+    if mode == "linear":
+        start = math.floor(-1 / s) + 1
+        taps = np.arange(start, 2 - start, dtype=np.float64)[None, :]
+        w = np.clip(1 - np.abs((taps - r) * s), 0, 1)
+    else:
+        start = math.floor(-2 / s) + 1
+        taps = np.arange(start, 2 - start, dtype=np.float64)[None, :]
+        w = _keys((taps - r) * s, a["cubic_coeff_a"])
+    if a["antialias"]:
+        w = w / w.sum(axis=1, keepdims=True)
+    return w
+
+
+def axis_taps(op_attrs: dict, d: int, in_len: int, out_len: int):
+    """(indices [out, T], weights [out, T], outside [out]) of one axis of a Resize."""
+    a = op_attrs
+    rank = len(a["scales"])
+    x, outside = _source_coords(
+        a["coordinate_transformation_mode"],
+        out_len,
+        in_len,
+        a["scales"][d],
+        (a["roi"][d], a["roi"][d + rank]),
+    )
+    base = np.floor(x)
+    ratio = np.where(x == base, 1.0, x - base)  # prefer the pixel left of x: ratio in (0, 1]
+    w = _coefficients(a["mode"], ratio, a["scales"][d], a, a["nearest_mode"][d])
+    n = w.shape[1]
+    # The n taps nearest x (ties to the smaller index), counted in an edge-padded frame.
+    pad = -(-n // 2)
+    xp = x + pad
+    p = np.floor(xp)
+    frac = xp - p
+    if n % 2 == 0:
+        first = np.where(frac == 0, -(n // 2), -(n // 2) + 1)
+    else:
+        first = np.where(frac <= 0.5, -((n - 1) // 2), -((n - 1) // 2) + 1)
+    idx = (p + first)[:, None].astype(np.int64) + np.arange(n)[None, :] - pad
+    if a["exclude_outside"]:
+        w = np.where((idx < 0) | (idx >= in_len), 0.0, w)
+        total = w.sum(axis=1, keepdims=True)
+        w = w / np.where(total == 0, 1.0, total)
+    idx = np.clip(idx, 0, in_len - 1)
+    if a["mode"] == "nearest":  # one tap: the one with weight 1
+        pick = np.argmax(w, axis=1)
+        idx, w = idx[np.arange(out_len), pick][:, None], np.ones((out_len, 1))
+    return idx, w, outside
+
+
+@lowers("Resize", "Upsample")
+def lower_resize(ctx: LowerCtx, op: Op) -> None:
+    x, y = op.inputs[0], op.outputs[0]
+    a = op.attrs
+    ty = wgsl_type(y)
+    exact = a["mode"] == "nearest"
+    if ty != "f32" and not exact and y.dtype not in (DType.i8, DType.u8, DType.i16, DType.u16, DType.i32):
+        raise ctx.error(f"{a['mode']} resize of {y.dtype.name} is not supported", hint="use a float input")
+    tables, axes = [], []  # axes: (dim, taps, word offset in the table, any extrapolation)
+    at = 0
+    for d, (n_in, n_out) in enumerate(zip(x.shape, y.shape)):
+        idx, w, outside = axis_taps(a, d, n_in, n_out)
+        if not outside.any() and idx.shape[1] == 1 and np.array_equal(idx[:, 0], np.arange(n_out)):
+            continue  # an identity axis: read straight through
+        idx = np.where(outside[:, None], -1, idx)
+        words = np.stack([idx.astype(np.int32), w.astype(np.float32).view(np.int32)], axis=2)
+        tables.append(words.reshape(-1))
+        axes.append((d, idx.shape[1], at, bool(outside.any())))
+        at += words.size
+    k = CoordKernel(ctx, y.shape)
+    X = k.read(x)
+    xs = contiguous_strides(x.shape)
+    resized = {d for d, *_ in axes}
+    base = k.at(View(0, tuple(0 if d in resized else s for d, s in enumerate(xs))))
+    inputs = [x]
+    if not axes:  # every axis keeps its coordinate (a crop at most)
+        k.store(f"{X}[{base}]", y)
+    else:
+        table = ctx.const(np.concatenate(tables), f"{y.name}.taps", dtype=DType.i32)
+        inputs.append(table)
+        TAB = k.read(table)
+        k.add(f"let base = {base};")
+        for d, T, off, extrapolates in axes:
+            k.add(f"let row{d} = {off}u + {k.c(d)} * {2 * T}u;")
+            if extrapolates:
+                value = literal(a["extrapolation_value"], ty)
+                k.add(f"if ({TAB}[row{d}] < 0i) {{ {k.write(y)}[i] = {value}; return; }}")
+        if exact:
+            addr = " + ".join(["base"] + [f"u32({TAB}[row{d}]) * {xs[d]}u" for d, *_ in axes])
+            k.store(f"{X}[{addr}]", y)
+        else:
+            k.add("var acc = 0.0f;")
+            close = []
+            for d, T, _, _ in axes:
+                k.add(
+                    f"for (var t{d} = 0u; t{d} < {T}u; t{d}++) {{",
+                    f"let j{d} = u32({TAB}[row{d} + 2u * t{d}]) * {xs[d]}u;",
+                    f"let w{d} = bitcast<f32>({TAB}[row{d} + 2u * t{d} + 1u]);",
+                )
+                close.append("}")
+            weight = " * ".join(f"w{d}" for d, *_ in axes)
+            addr = " + ".join(["base"] + [f"j{d}" for d, *_ in axes])
+            value = f"{X}[{addr}]" if ty == "f32" else f"f32({X}[{addr}])"
+            k.add(f"acc += {weight} * {value};", *close)
+            k.store(_to_storage("acc", y), y)
+    ctx.kernel(inputs, [y], [d for d in [k.dispatch()] if d])
+
+
+def _to_storage(expr: str, y) -> str:
+    """An f32 result in y's storage type; integers round half to even and saturate."""
+    ty = wgsl_type(y)
+    if ty == "f32":
+        return expr
+    info = np.iinfo(y.dtype.numpy)
+    lo, hi = max(int(info.min), -(2**31)), min(int(info.max), 2**31 - 1)
+    return f"{ty}(clamp(round({expr}), {f32(lo)}, {f32(hi)}))"
+
+
+# -- GridSample -------------------------------------------------------------------------------
+_GS_REFLECT = """fn gs_reflect(x: f32, lo: f32, hi: f32) -> f32 {
+  let span = hi - lo;
+  if (span <= 0.0f) { return lo; }
+  if (x < lo) {
+    let dx = lo - x;
+    let n = floor(dx / span);
+    let r = dx - n * span;
+    return select(hi - r, lo + r, u32(n) % 2u == 0u);
+  }
+  if (x > hi) {
+    let dx = x - hi;
+    let n = floor(dx / span);
+    let r = dx - n * span;
+    return select(lo + r, hi - r, u32(n) % 2u == 0u);
+  }
+  return x;
+}"""
+_GS_CUBIC = """fn gs_cubic(t: f32) -> vec4<f32> {
+  let A = -0.75f;
+  let a = t + 1.0f;
+  let b = 1.0f - t;
+  let c = 2.0f - t;
+  return vec4<f32>(((A * a - 5.0f * A) * a + 8.0f * A) * a - 4.0f * A,
+                   ((A + 2.0f) * t - (A + 3.0f)) * t * t + 1.0f,
+                   ((A + 2.0f) * b - (A + 3.0f)) * b * b + 1.0f,
+                   ((A * c - 5.0f * A) * c + 8.0f * A) * c - 4.0f * A);
+}"""
+
+
+@lowers("GridSample")
+def lower_grid_sample(ctx: LowerCtx, op: Op) -> None:
+    """Sample x[n, c] at the grid's normalized points (last grid component = first spatial
+    dim's partner reversed: grid[..., 0] is the innermost dim), any number of spatial dims."""
+    x, grid = op.inputs[:2]
+    y = op.outputs[0]
+    mode, pad, align = op.attrs["mode"], op.attrs["padding_mode"], op.attrs["align_corners"]
+    if wgsl_type(y) != "f32":
+        raise ctx.error(f"GridSample of {y.dtype.name} is not supported", hint="use a float input")
+    dims = tuple(x.shape[2:])
+    nd = len(dims)
+    xs, gs = contiguous_strides(x.shape), contiguous_strides(grid.shape)
+    k = CoordKernel(ctx, y.shape)
+    X, G = k.read(x), k.read(grid)
+    k.helper(_GS_REFLECT)
+    gbase = k.at(View(0, (gs[0], 0) + gs[1:-1]))
+    k.add(f"let g = {gbase};", f"let xb = {k.at(View(0, (xs[0], xs[1]) + (0,) * nd))};")
+    for j, n in enumerate(dims):
+        lo, hi = (0.0, n - 1.0) if align else (-0.5, n - 0.5)
+        v = f"{G}[g + {nd - 1 - j}u]"
+        if align:
+            k.add(f"var x{j} = ({v} + 1.0f) * 0.5f * {f32(n - 1)};")
+        else:
+            k.add(f"var x{j} = (({v} + 1.0f) * {f32(n)} - 1.0f) * 0.5f;")
+        if mode == "nearest":
+            k.add(f"x{j} = round(x{j});")  # half to even
+        if pad == "border" and mode != "cubic":
+            # cubic clamps each tap instead, as onnxruntime and PyTorch do (onnx.reference
+            # clamps the coordinate first, which moves the cubic's weights)
+            k.add(f"x{j} = clamp(x{j}, 0.0f, {f32(n - 1)});")
+        elif pad == "reflection":
+            k.add(f"x{j} = gs_reflect(x{j}, {f32(lo)}, {f32(hi)});")
+
+    def fetch(taps: list[str]) -> tuple[str, str]:
+        """(address, in-range condition) of integer tap coordinates (i32 expressions)."""
+        terms, ok = [], []
+        for j, (t, n) in enumerate(zip(taps, dims)):
+            lo, hi = (0.0, n - 1.0) if align else (-0.5, n - 0.5)
+            if pad == "zeros":
+                ok.append(f"{t} >= 0i && {t} < {n}i")
+                t = f"clamp({t}, 0i, {n - 1}i)"
+            elif pad == "border":
+                t = f"clamp({t}, 0i, {n - 1}i)"
+            else:
+                t = f"clamp(i32(gs_reflect(f32({t}), {f32(lo)}, {f32(hi)})), 0i, {n - 1}i)"
+            terms.append(f"u32({t}) * {xs[2 + j]}u")
+        return "xb + " + " + ".join(terms), " && ".join(f"({c})" for c in ok) or "true"
+
+    if mode == "nearest":
+        addr, ok = fetch([f"i32(x{j})" for j in range(nd)])
+        k.store(f"select(0.0f, {X}[{addr}], {ok})", y)
+    else:
+        n_taps = 2 if mode == "linear" else 4
+        first = 0 if mode == "linear" else -1
+        for j in range(nd):
+            k.add(f"let f{j} = floor(x{j});", f"let b{j} = i32(f{j}) + {first}i;")
+            if mode == "linear":
+                k.add(f"let w{j} = vec2<f32>(1.0f - (x{j} - f{j}), x{j} - f{j});")
+            else:
+                k.helper(_GS_CUBIC)
+                k.add(f"let w{j} = gs_cubic(x{j} - f{j});")
+        k.add("var acc = 0.0f;")
+        for j in range(nd):
+            k.add(f"for (var t{j} = 0; t{j} < {n_taps}; t{j}++) {{")
+        addr, ok = fetch([f"(b{j} + t{j})" for j in range(nd)])
+        weight = " * ".join(f"w{j}[t{j}]" for j in range(nd))
+        k.add(f"if ({ok}) {{ acc += {weight} * {X}[{addr}]; }}", *["}"] * nd)
+        k.store("acc", y)
+    ctx.kernel([x, grid], [y], [d for d in [k.dispatch()] if d])
+
+
+# -- Col2Im -----------------------------------------------------------------------------------
+@lowers("Col2Im")
+def lower_col2im(ctx: LowerCtx, op: Op) -> None:
+    """Each image pixel sums the column entries of every block position that covers it
+    (owner computes: no atomics, a fixed summation order)."""
+    x, y = op.inputs[0], op.outputs[0]
+    a = op.attrs
+    image, block = a["image_shape"], a["block_shape"]
+    nd = len(image)
+    pads, strides, dil = a["pads"], a["strides"], a["dilations"]
+    blocks = [
+        (image[i] + pads[i] + pads[i + nd] - dil[i] * (block[i] - 1) - 1) // strides[i] + 1 for i in range(nd)
+    ]
+    K = math.prod(block)
+    ks, ls = contiguous_strides(block), contiguous_strides(blocks)
+    xs = contiguous_strides(x.shape)
+    ty = wgsl_type(y)
+    k = CoordKernel(ctx, y.shape)
+    X = k.read(x)
+    k.add(f"let xb = {k.c(0)} * {xs[0]}u + {k.c(1)} * {K * xs[1]}u;", f"var acc = {literal(0, ty)};")
+    for j in range(nd):
+        k.add(
+            f"for (var k{j} = 0i; k{j} < {block[j]}i; k{j}++) {{",
+            f"let q{j} = i32({k.c(2 + j)}) + {pads[j]}i - k{j} * {dil[j]}i;",
+            f"if (q{j} < 0i || q{j} % {strides[j]}i != 0i || q{j} / {strides[j]}i >= {blocks[j]}i) {{ continue; }}",
+        )
+    kk = " + ".join(f"u32(k{j}) * {ks[j]}u" for j in range(nd))
+    ll = " + ".join(f"u32(q{j} / {strides[j]}i) * {ls[j]}u" for j in range(nd))
+    k.add(f"acc += {X}[xb + ({kk}) * {xs[1]}u + {ll}];", *["}"] * nd)
+    k.store("acc", y)
+    ctx.kernel([x], [y], [d for d in [k.dispatch()] if d])
