@@ -153,8 +153,9 @@ def test_loop_condition_computed_at_run_time_is_a_clear_error():
 
 
 # -- Scan ------------------------------------------------------------------------------------
-def _scan_model(in_axis, in_dir, out_axis, out_dir):
-    """state' = state + x_t * w; y_t = state' (scan inputs constant, state a model input)."""
+def _scan_model(in_axis, in_dir, out_axis, out_dir, runtime_xs=False):
+    """state' = state + x_t * w; y_t = state' (state a model input; the scan input a constant,
+    whose slices fold, or a model input, sliced by Gather kernels)."""
     body = helper.make_graph(
         [
             helper.make_node("Mul", ["x_t", "w"], ["xw"]),
@@ -178,13 +179,11 @@ def _scan_model(in_axis, in_dir, out_axis, out_dir):
         scan_output_directions=[out_dir],
     )
     out_shape = [4, 3] if out_axis == 0 else [3, 4]
-    return _model(
-        [node],
-        [_vi("s0", [3]), _vi("w", [3])],
-        [_vi("s", [3]), _vi("ys", out_shape)],
-        [("xs", xs)],
-        opset=16,
+    inputs = [_vi("s0", [3]), _vi("w", [3])] + ([_vi("xs", list(xs.shape))] if runtime_xs else [])
+    m = _model(
+        [node], inputs, [_vi("s", [3]), _vi("ys", out_shape)], [] if runtime_xs else [("xs", xs)], opset=16
     )
+    return (m, xs) if runtime_xs else m
 
 
 @pytest.mark.parametrize(
@@ -194,6 +193,12 @@ def test_scan_unrolls_over_a_static_sequence(in_axis, in_dir, out_axis, out_dir,
     m = _scan_model(in_axis, in_dir, out_axis, out_dir)
     feeds = {"s0": rand(3, seed=1), "w": rand(3, seed=2)}
     check_against_ort(m, feeds, device)
+
+
+@pytest.mark.parametrize("in_axis,in_dir,out_axis,out_dir", [(0, 0, 0, 0), (1, 1, 1, 1)])
+def test_scan_over_a_run_time_input(in_axis, in_dir, out_axis, out_dir, device):
+    m, xs = _scan_model(in_axis, in_dir, out_axis, out_dir, runtime_xs=True)
+    check_against_ort(m, {"s0": rand(3, seed=1), "w": rand(3, seed=2), "xs": xs}, device)
 
 
 def test_subgraph_reads_outer_scope_values_and_inlines_functions(device):
