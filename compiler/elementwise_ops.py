@@ -416,6 +416,11 @@ def helper_closure(names) -> list[str]:
     return out
 
 
+def helper_code(*names: str) -> list[str]:
+    """The WGSL of helpers ``names`` and everything they call, ready to paste into a shader."""
+    return [HELPERS[h] for h in helper_closure(names)]
+
+
 # -- operand typing ----------------------------------------------------------------------------
 Signature = Callable[[list, DType, dict], tuple[list, str, str]]
 

@@ -21,7 +21,7 @@ from onnx import helper, numpy_helper
 from onnx2wgsl.errors import CompileError, ConstantRequiredError, ShapeRequiredError, UnsupportedError
 from onnx2wgsl.ir import DType, Graph, TensorType, Value
 
-from . import host_eval
+from . import control_flow, functions, host_eval
 from .legalize import legalize
 
 MIN_OPSET = 7
@@ -195,6 +195,46 @@ def needs_constant(info: NodeInfo, v: Value, what: str) -> CompileError:
 
 
 @dataclass
+class Scope:
+    """The names one graph body sees: its own, then (for subgraphs) its parent's.
+
+    The model's graph is the root scope. A subgraph (an If branch, a Loop or Scan body)
+    gets a child scope, so it reads outer values by name; a function body gets a scope of
+    its own with no parent, bound to the calling node's values, so a function's names never
+    meet the model's. ``used`` holds the names some node or output of the body reads; other
+    outputs may stay untyped. ``prefix`` makes IR names of inlined values readable."""
+
+    opset: dict[str, int]
+    parent: Scope | None = None
+    prefix: str = ""
+    names: dict[str, Value | None] = field(default_factory=dict)
+    used: set[str] = field(default_factory=set)
+    depth: int = 0
+
+    def lookup(self, name: str) -> Value | None:
+        """The value bound to ``name`` here or in an enclosing scope (KeyError if none)."""
+        s: Scope | None = self
+        while s is not None:
+            if name in s.names:
+                return s.names[name]
+            s = s.parent
+        raise KeyError(name)
+
+    def knows(self, name: str) -> bool:
+        try:
+            self.lookup(name)
+        except KeyError:
+            return False
+        return True
+
+    def child(self, prefix: str, used: set[str], opset: dict[str, int] | None = None) -> Scope:
+        """A subgraph's scope: sees this one; ``opset`` set (and no parent) for a function body."""
+        if opset is not None:
+            return Scope(opset, None, prefix, used=used, depth=self.depth + 1)
+        return Scope(self.opset, self, prefix, used=used, depth=self.depth + 1)
+
+
+@dataclass
 class Importer:
     model: onnx.ModelProto
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
@@ -205,8 +245,8 @@ class Importer:
     def __post_init__(self) -> None:
         self.g = Graph(name=_clean_name(self.model.graph.name) or "main")
         self.opset = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in self.model.opset_import}
-        self.env: dict[str, Value] = {}
-        self.used = _used_names(self.model.graph)
+        self.root = Scope(self.opset, used=_used_names(self.model.graph))
+        self.env = self.root.names
 
     # -- entry ----------------------------------------------------------------------------
     def run(self) -> Graph:
@@ -222,14 +262,60 @@ class Importer:
         for sp in gp.sparse_initializer:
             self.env[sp.values.name] = self._const(_dense(sp), sp.values.name)
         self._bind_inputs([vi for vi in gp.input if vi.name not in self.env])
-        for node in _topological(gp):
-            self._node(node)
+        self.run_nodes(gp.node, self.root)
         for vi in gp.output:
             if vi.name not in self.env:
                 raise CompileError(f"graph output {vi.name!r} is produced by no node", hint="fix the model")
             self.g.outputs.append(self.env[vi.name])
         self.g.metadata["output_names"] = [vi.name for vi in gp.output]
         return self.g
+
+    def run_nodes(self, nodes, scope: Scope) -> None:
+        """Import ``nodes`` (a graph's or a body's) in a valid order into ``scope``."""
+        for node in _topological(nodes):
+            self._node(node, scope)
+
+    def import_subgraph(self, gp: onnx.GraphProto, scope: Scope, inputs: list[Value | None], prefix: str):
+        """Import a subgraph (If branch, Loop/Scan body) once, its formal inputs bound to
+        ``inputs``, in a child of ``scope``; return its output values."""
+        if len(inputs) != len(gp.input):
+            raise CompileError(f"subgraph {gp.name!r} takes {len(gp.input)} inputs, given {len(inputs)}")
+        used = _used_names(gp)
+        sub = scope.child(prefix, used)
+        for vi, v in zip(gp.input, inputs):
+            sub.names[vi.name] = v
+        for t in gp.initializer:
+            sub.names[t.name] = self._const(numpy_helper.to_array(t), prefix + t.name)
+        for sp in gp.sparse_initializer:
+            sub.names[sp.values.name] = self._const(_dense(sp), prefix + sp.values.name)
+        self.run_nodes(gp.node, sub)
+        outs = []
+        for vi in gp.output:
+            if not sub.knows(vi.name):
+                raise CompileError(
+                    f"subgraph output {vi.name!r} is produced by no node", hint="fix the model"
+                )
+            outs.append(sub.lookup(vi.name))
+        return outs
+
+    def run_helper(
+        self, nodes, bindings: dict[str, Value], outputs: list[str], opset: int, prefix: str
+    ) -> list[Value]:
+        """Import nodes the compiler made (e.g. around an unrolled loop) in a scope of their own
+        whose names are ``bindings``; return the values of ``outputs``."""
+        sub = self.root.child(prefix, set().union(*(_needs(n) for n in nodes)) | set(outputs), {"": opset})
+        sub.names.update(bindings)
+        self.run_nodes(nodes, sub)
+        return [sub.lookup(o) for o in outputs]
+
+    def const_for(self, data: np.ndarray, vi: onnx.ValueInfoProto, hint: str) -> Value:
+        """A constant fed to a subgraph input, shaped as the input declares ([] or [1])."""
+        t = vi.type.tensor_type
+        if t.HasField("shape") and len(t.shape.dim) == 1:
+            data = np.reshape(data, (1,))
+        if t.elem_type:
+            data = data.astype(helper.tensor_dtype_to_np_dtype(t.elem_type))
+        return self._const(data, hint)
 
     # -- inputs ---------------------------------------------------------------------------
     def _bind_inputs(self, inputs: list[onnx.ValueInfoProto]) -> None:
@@ -351,22 +437,22 @@ class Importer:
             return self.g.const(data, _clean_name(hint) or "const", dtype=DType.string)
         return self.g.const(data, _clean_name(hint) or "const")
 
-    def _node(self, node: onnx.NodeProto) -> None:
+    def _node(self, node: onnx.NodeProto, scope: Scope) -> None:
         domain = "" if node.domain == "ai.onnx" else node.domain
-        if domain not in self.opset:
+        if domain not in scope.opset:
             raise CompileError(
                 f"its domain {domain!r} is not among the model's opset imports",
                 node=node.name,
                 op=node.op_type,
                 hint="fix the model's opset_import",
             )
-        opset = self.opset[domain]
+        opset = scope.opset[domain]
         inputs: list[Value | None] = []
         for name in node.input:
             if not name:
                 inputs.append(None)
-            elif name in self.env:
-                inputs.append(self.env[name])
+            elif scope.knows(name):
+                inputs.append(scope.lookup(name))
             else:
                 raise CompileError(
                     f"input {name!r} is produced by no node and is not a graph input or initializer",
@@ -374,12 +460,18 @@ class Importer:
                     op=node.op_type,
                     opset=opset,
                 )
+        if domain == "" and node.op_type in control_flow.HANDLERS:
+            outs = control_flow.HANDLERS[node.op_type](self, node, scope, inputs, opset)
+            self._bind_outputs(node, outs, scope)
+            return
         attrs = attributes(node)
         if node.op_type == "Constant" and domain == "":
-            outs = [self._const(_constant_value(node, attrs), node.output[0])]
+            outs = [self._const(_constant_value(node, attrs), scope.prefix + node.output[0])]
         elif node.op_type in ("Shape", "Size") and domain == "" and inputs[0].type.is_static:
             # they depend on the (bound, static) shape alone, never on the data
-            outs = [self._const(_shape_of(node.op_type, inputs[0].shape, attrs), node.output[0])]
+            outs = [
+                self._const(_shape_of(node.op_type, inputs[0].shape, attrs), scope.prefix + node.output[0])
+            ]
         elif (
             domain == ""
             and node.op_type not in host_eval.NONDETERMINISTIC
@@ -387,9 +479,11 @@ class Importer:
             and not any(isinstance(a, onnx.GraphProto) for a in attrs.values())
         ):
             data = host_eval.evaluate(
-                node, attrs, [None if v is None else v.data for v in inputs], self.opset
+                node, attrs, [None if v is None else v.data for v in inputs], scope.opset
             )
-            outs = [None if d is None else self._const(d, o) for d, o in zip(data, node.output)]
+            outs = [
+                None if d is None else self._const(d, scope.prefix + o) for d, o in zip(data, node.output)
+            ]
         else:
             info = NodeInfo(
                 op_type=node.op_type,
@@ -399,19 +493,78 @@ class Importer:
                 inputs=inputs,
                 attrs=attrs,
                 out_types=[],
-                out_names=[_clean_name(o) or node.op_type.lower() for o in node.output],
+                out_names=[scope.prefix + (_clean_name(o) or node.op_type.lower()) for o in node.output],
             )
             info.schema = _schema(info)
-            info.attrs = _with_defaults(info.attrs, info.schema)
-            info.out_types = self._infer(node, info)
-            if any(t is None and n in self.used for t, n in zip(info.out_types, node.output)):
-                self._no_static_shape(node, info)
-            outs = legalize(self.g, info)
+            outs = self._legalize_or_inline(node, info, scope)
+        self._bind_outputs(node, outs, scope)
+
+    def _legalize_or_inline(self, node: onnx.NodeProto, info: NodeInfo, scope: Scope) -> list[Value | None]:
+        """Legalize the node; if it has no lowering of its own but a function body, expand that.
+
+        An op counts as lowered when its legalized ops all have lowerings, so a rule that
+        rewrites it into lowered ops wins over its function body."""
+        if info.domain != "" and info.schema is None:
+            raise info.error(
+                f"no WebGPU lowering for {info.domain}.{info.op_type}, a custom op with no known definition",
+                hint="export it as standard ONNX ops, or define it as a function inside the model",
+                cls=UnsupportedError,
+            )
+        info.attrs = _with_defaults(info.attrs, info.schema)
+        info.out_types = self._infer(node, info, scope)
+        if any(t is None and n in scope.used for t, n in zip(info.out_types, node.output)):
+            return self._no_static_shape(node, info, scope)
+        mark = len(self.g.ops)
+        outs = legalize(self.g, info)
+        if info.domain != "" or all(functions.lowered(op.kind) for op in self.g.ops[mark:] if not op.domain):
+            return outs
+        body = functions.function_body(
+            node, info.schema, info.opset, [functions.input_type(v) for v in info.inputs]
+        )
+        if body is None:
+            return outs  # lowering reports the op as unsupported
+        for op in self.g.ops[mark:]:
+            op.detach()
+        del self.g.ops[mark:]
+        return self._inline(node, body, scope, info.inputs)
+
+    def _bind_outputs(self, node: onnx.NodeProto, outs: list[Value | None], scope: Scope) -> None:
         for name, v in zip(node.output, outs):
             if name and v is not None:
-                self.env[name] = v
+                scope.names[name] = v
 
-    def _infer(self, node: onnx.NodeProto, info: NodeInfo) -> list[TensorType | None]:
+    def _inline(self, node: onnx.NodeProto, body, scope: Scope, inputs: list[Value | None]):
+        """Expand ``node`` from its function body in a fresh scope bound to its inputs."""
+        if scope.depth >= functions.MAX_DEPTH:
+            raise CompileError(
+                f"function bodies nest deeper than {functions.MAX_DEPTH} levels",
+                node=node.name,
+                op=node.op_type,
+                hint="the op's definition refers to itself",
+            )
+        wanted = {f for f, o in zip(body.outputs, node.output) if o and o in scope.used}
+        used = set().union(*(_needs(n) for n in body.nodes)) | wanted
+        prefix = f"{scope.prefix}{_clean_name(node.name) or node.op_type}/"
+        inner = scope.child(prefix, used, opset=body.opset)
+        for i, formal in enumerate(body.inputs):
+            if formal:
+                inner.names[formal] = inputs[i] if i < len(inputs) else None
+        for n in body.nodes:  # errors inside the body then say where it came from
+            n.name = prefix + (n.name or n.op_type)
+        self.run_nodes(body.nodes, inner)
+        outs: list[Value | None] = []
+        for formal, actual in zip(body.outputs, node.output):
+            outs.append(inner.lookup(formal) if actual and formal in inner.names else None)
+        missing = [o for o, v in zip(node.output, outs) if o and o in scope.used and v is None]
+        if missing:
+            raise CompileError(
+                f"its function body does not produce output {missing[0]!r}",
+                node=node.name,
+                op=node.op_type,
+            )
+        return outs
+
+    def _infer(self, node: onnx.NodeProto, info: NodeInfo, scope: Scope) -> list[TensorType | None]:
         from .shape_rules import infer_shapes
 
         onnx_types: dict[str, TensorType | None] = {}
@@ -430,7 +583,7 @@ class Importer:
                     node,
                     input_types,
                     input_data,
-                    opset_imports=[helper.make_opsetid(d, v) for d, v in self.opset.items()],
+                    opset_imports=[helper.make_opsetid(d, v) for d, v in scope.opset.items()],
                     ir_version=max(self.model.ir_version, 3),
                 )
             except Exception as e:
@@ -445,14 +598,14 @@ class Importer:
                 k if k is not None else (own[i] if own and i < len(own) else None)
                 for i, k in enumerate(known)
             ]
-        return [t if name in self.used else None for name, t in zip(node.output, known)]
+        return [t if name in scope.used else None for name, t in zip(node.output, known)]
 
-    def _no_static_shape(self, node: onnx.NodeProto, info: NodeInfo) -> None:
+    def _no_static_shape(self, node: onnx.NodeProto, info: NodeInfo, scope: Scope) -> list[Value | None]:
         """An output's shape depends on run-time values. If the op's legalize rule needs a graph
-        input's value (shape, axes, k...), say which (a ConstantRequiredError); else the
-        shape is data-dependent, which a static plan cannot hold."""
+        input's value (shape, axes, k...), say which (a ConstantRequiredError); an op without
+        a lowering of its own but with a function body is expanded (its ops then say what they
+        need); else the shape is data-dependent, which a static plan cannot hold."""
         from .legalize import has_rule
-        from .lowering import supported_ops
 
         if has_rule(info.op_type, info.domain):
             probe = dataclasses.replace(info, out_types=list(info.out_types))
@@ -462,14 +615,20 @@ class Importer:
                 raise  # the rule's own error: an input it needs as a constant, or another limit
             except Exception:  # the rule needed the output types it lacks: nothing more to say
                 pass
-        elif info.domain != "" or info.op_type not in supported_ops():
-            # no rule would ask for constants and no lowering exists: that is the real error
+        if info.domain == "" and not functions.lowered(info.op_type):
+            body = functions.function_body(
+                node, info.schema, info.opset, [functions.input_type(v) for v in info.inputs]
+            )
+            if body is not None:
+                return self._inline(node, body, scope, info.inputs)
+        if info.domain != "" or not functions.lowered(info.op_type):
+            # no rule asked for constants and no lowering exists: that is the real error
             raise info.error(
                 f"no WebGPU lowering for {info.domain + '.' if info.domain else ''}{info.op_type}",
                 hint="`onnx2wgsl ops` lists the supported ops",
                 cls=UnsupportedError,
             )
-        name = next(n for t, n in zip(info.out_types, node.output) if t is None and n in self.used)
+        name = next(n for t, n in zip(info.out_types, node.output) if t is None and n in scope.used)
         raise info.error(
             f"cannot infer a static shape for output {name!r}",
             hint="its shape depends on run-time values; bind the model's dims with --dim/--shape",
@@ -497,6 +656,8 @@ def _with_defaults(attrs: dict[str, Any], schema) -> dict[str, Any]:
     for name, a in schema.attributes.items():
         if name not in out and a.default_value is not None and a.default_value.name:
             v = helper.get_attribute_value(a.default_value)
+            if isinstance(v, list) and v and isinstance(v[0], bytes):
+                v = [s.decode() for s in v]
             out[name] = v.decode() if isinstance(v, bytes) else v
     return out
 
@@ -549,23 +710,27 @@ def _constant_value(node: onnx.NodeProto, attrs: dict[str, Any]) -> np.ndarray:
     raise CompileError("Constant node has no value attribute", node=node.name, op="Constant")
 
 
-def _topological(gp: onnx.GraphProto) -> list[onnx.NodeProto]:
-    """Nodes in a valid order (ONNX requires one, but not every exporter writes it)."""
-    known = {vi.name for vi in gp.input} | {t.name for t in gp.initializer}
-    known |= {sp.values.name for sp in gp.sparse_initializer} | {""}
-    pending = list(gp.node)
+def _topological(nodes) -> list[onnx.NodeProto]:
+    """Nodes in a valid order (ONNX requires one, but not every exporter writes it).
+
+    A node is ready once every name it reads that some node of the list produces has been
+    produced; names no node produces come from outside (inputs, initializers, outer scope)."""
+    nodes = list(nodes)
+    produced = {o for n in nodes for o in n.output if o}
+    known: set[str] = set()
+    pending = nodes
     ordered: list[onnx.NodeProto] = []
     while pending:
         progress = []
         rest = []
         for n in pending:
-            if _needs(n) <= known:
+            if all(x in known or x not in produced for x in _needs(n)):
                 progress.append(n)
                 known.update(n.output)
             else:
                 rest.append(n)
         if not progress:
-            # A cycle or a dangling input: keep file order and let the node report it.
+            # A cycle: keep file order and let the node report it.
             return ordered + rest
         ordered += progress
         pending = rest

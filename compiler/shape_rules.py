@@ -50,6 +50,8 @@ def infer_shapes(info) -> list[TensorType | None] | None:
         )
     for i, what in SHAPE_INPUTS.get(info.op_type, {}).items():
         info.const_input(i, what)  # raises, naming the input, if it is computed at run time
+    if info.op_type in _OWN:
+        return _OWN[info.op_type](info)
     if info.op_type in _SAME_AS_FIRST:
         return [ins[0].type]
     if info.op_type in _BROADCAST or info.op_type in _COMPARE:
@@ -58,3 +60,32 @@ def infer_shapes(info) -> list[TensorType | None] | None:
         dtype = DType.bool if info.op_type in _COMPARE else dtype
         return [TensorType(dtype, shape)]
     return None
+
+
+def _max_unpool(info) -> list[TensorType | None] | None:
+    # onnx infers no shape when output_shape is given as an input, even a constant one
+    out = info.inputs[2] if len(info.inputs) > 2 else None
+    if out is None or not out.is_const:
+        return None
+    return [TensorType(info.inputs[0].dtype, tuple(int(d) for d in out.data.reshape(-1)))]
+
+
+def _attention(info) -> list[TensorType | None] | None:
+    # onnx types present_key/value only when a past cache is given; they are K/V per head anyway
+    ins = list(info.inputs) + [None] * (6 - len(info.inputs))
+    q, k, v, past = ins[0], ins[1], ins[2], ins[4]
+    if q.type.rank == 4:
+        B, Hq, Sq, _ = q.shape
+        Hkv, Skv, D, Dv = k.shape[1], k.shape[2], k.shape[3], v.shape[3]
+        y = (B, Hq, Sq, Dv)
+    else:
+        Hq, Hkv = int(info.attrs.get("q_num_heads") or 1), int(info.attrs.get("kv_num_heads") or 1)
+        B, Sq = q.shape[:2]
+        Skv, D, Dv = k.shape[1], k.shape[2] // Hkv, v.shape[2] // Hkv
+        y = (B, Sq, Hq * Dv)
+    L = Skv + (past.shape[2] if past is not None else 0)
+    shapes = [y, (B, Hkv, L, D), (B, Hkv, L, Dv), (B, Hq, Sq, L)]
+    return [TensorType(q.dtype, s) for s in shapes]
+
+
+_OWN = {"MaxUnpool": _max_unpool, "Attention": _attention}

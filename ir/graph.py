@@ -179,8 +179,7 @@ class Graph:
     def const(self, data: np.ndarray, hint: str = "const", dtype: DType | None = None) -> Value:
         data = np.asarray(data)
         dt = dtype or DType.from_numpy(data.dtype)
-        # np.require keeps 0-d arrays 0-d (np.ascontiguousarray would make them 1-d)
-        data = np.require(data.astype(dt.numpy, copy=False), requirements="C")
+        data = np.asarray(data.astype(dt.numpy, copy=False), order="C")  # keeps 0-d scalars 0-d
         return Value(self.fresh_name(hint), TensorType(dt, data.shape), data=data)
 
     def add_input(self, name: str, type: TensorType) -> Value:

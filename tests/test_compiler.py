@@ -137,10 +137,11 @@ def test_unknown_op_names_node_op_and_opset():
 
 
 def test_op_without_lowering_names_node_op_and_opset():
-    model = node_model("Bernoulli", {"x": rand(2, 3, low=0.0)}, opset=17)  # random: never lowered
-    model.graph.node[0].name = "bern_0"
+    model = node_model("RandomUniformLike", {"x": rand(2, 3)}, opset=17)  # random, no function body
+    model.graph.node[0].name = "rnd_0"
     with pytest.raises(
-        UnsupportedError, match=r"Bernoulli node 'bern_0' \(opset 17\): no WebGPU lowering for Bernoulli"
+        UnsupportedError,
+        match=r"RandomUniformLike node 'rnd_0' \(opset 17\): no WebGPU lowering for RandomUniformLike",
     ):
         compile_model(model)
 

@@ -52,6 +52,8 @@ ALIASES = {
     "CastLike": "Cast",
 }  # fmt: skip
 HOST_ONLY = ("Constant", "ConstantOfShape", "Shape", "Size", "Range")
+# Control flow the frontend resolves at compile time (compiler/control_flow.py).
+UNROLLED = ("If", "Loop", "Scan")
 _VIEWS = ("Reshape", "Identity")
 
 
@@ -61,6 +63,7 @@ def supported_ops() -> dict[str, str]:
     table = {k: "view" if k in _VIEWS else "gpu" for k in _LOWERINGS}
     table.update({k: table[v] for k, v in ALIASES.items()})
     table.update({k: "folded" for k in HOST_ONLY})
+    table.update({k: "unrolled" for k in UNROLLED})
     return dict(sorted(table.items()))
 
 
@@ -228,4 +231,18 @@ def _bad_dtype(ctx: LowerCtx, v: Value):
 
 
 def _load_all() -> None:
-    from . import conv, data, elementwise, gather, gemm, norm, pool, quant, reduce, resize, shape_ops  # noqa: F401
+    from . import (  # noqa: F401
+        attention,
+        conv,
+        data,
+        elementwise,
+        gather,
+        gemm,
+        norm,
+        pool,
+        quant,
+        reduce,
+        resize,
+        rnn,
+        shape_ops,
+    )

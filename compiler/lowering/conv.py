@@ -1,4 +1,11 @@
-"""Convolution: implicit GEMM with vec4 output channels, or direct for depthwise/narrow groups."""
+"""Convolutions: Conv (implicit GEMM or direct), ConvTranspose (gather form), DeformConv.
+
+Every kernel is written for three spatial dims; 1-D and 2-D convolutions are viewed as 3-D
+ones with leading spatial dims of size 1 (their loops then run once, which shader compilers
+remove). Weights and biases may be constants or computed at run time: the implicit-GEMM
+kernel reads constant weights re-laid out at compile time as vec4s of output channels, and
+run-time weights in their ONNX layout, four channels per vec4 gathered by the kernel.
+"""
 
 from __future__ import annotations
 
@@ -6,49 +13,54 @@ import math
 
 import numpy as np
 
-from onnx2wgsl.ir import Dispatch, Op
+from onnx2wgsl.ir import Dispatch, Op, Value
 
 from . import WORKGROUP, LowerCtx, binding, decl, lowers
 
+SPATIAL = 3  # kernels address (D, H, W); fewer spatial dims are padded with leading 1s
+
+
+def _as3(values, fill) -> list[int]:
+    values = [int(v) for v in values]
+    return [fill] * (SPATIAL - len(values)) + values
+
+
+def spatial_geometry(ctx: LowerCtx, op: Op, x: Value, y: Value) -> dict:
+    """Window geometry of a conv or pool over (D, H, W): sizes, kernel, strides, dilations, pads."""
+    nd = len(op.attrs["kernel_shape"])
+    if not 1 <= nd <= SPATIAL:
+        raise ctx.error(f"{nd}-D windows are not supported", hint="1-D, 2-D and 3-D are")
+    pads = op.attrs["pads"]
+    D, H, W = _as3(x.shape[2:], 1)
+    OD, OH, OW = _as3(y.shape[2:], 1)
+    KD, KH, KW = _as3(op.attrs["kernel_shape"], 1)
+    SD, SH, SW = _as3(op.attrs["strides"], 1)
+    DD, DH, DW = _as3(op.attrs["dilations"], 1)
+    PD, PH, PW = _as3(pads[:nd], 0)
+    PDE, PHE, PWE = _as3(pads[nd:], 0)
+    return dict(
+        D=D, H=H, W=W, S=D * H * W, OD=OD, OH=OH, OW=OW, OS=OD * OH * OW, KD=KD, KH=KH, KW=KW,
+        KS=KD * KH * KW, SD=SD, SH=SH, SW=SW, DD=DD, DH=DH, DW=DW, PD=PD, PH=PH, PW=PW,
+        PDE=PDE, PHE=PHE, PWE=PWE,
+    )  # fmt: skip
+
 
 def conv_geometry(ctx: LowerCtx, op: Op) -> dict:
-    """Conv shape parameters with 1-D convolutions viewed as 2-D of height 1."""
+    """Conv shape parameters: batch, channels, groups and the 3-D window geometry."""
     x, w = op.inputs[0], op.inputs[1]
-    y = op.outputs[0]
-    nd = len(op.attrs["kernel_shape"])
-    if nd not in (1, 2):
-        raise ctx.error(f"{nd}-D convolution is not supported yet", hint="1-D and 2-D are")
-
-    def two(v, fill):
-        return [fill] * (2 - nd) + list(v)
-
-    ks = two(op.attrs["kernel_shape"], 1)
-    st = two(op.attrs["strides"], 1)
-    dl = two(op.attrs["dilations"], 1)
-    pads = op.attrs["pads"]
-    pb = two(pads[:nd], 0)
-    H, W = two(x.shape[2:], 1)
-    OH, OW = two(y.shape[2:], 1)
+    p = spatial_geometry(ctx, op, x, op.outputs[0])
     G = op.attrs["group"]
     N, C = x.shape[:2]
     OC = w.shape[0]
     if C % G or OC % G or w.shape[1] != C // G:
         raise ctx.error(f"weights {w.type} do not match {C} input channels in {G} groups")
-    return dict(
-        N=N, C=C, H=H, W=W, HW=H * W, OC=OC, OH=OH, OW=OW, OHW=OH * OW, KH=ks[0], KW=ks[1],
-        KHKW=ks[0] * ks[1], SH=st[0], SW=st[1], DH=dl[0], DW=dl[1], PH=pb[0], PW=pb[1],
-        G=G, ICG=C // G, OCG=OC // G, K=(C // G) * ks[0] * ks[1], P=N * OH * OW,
-    )  # fmt: skip
+    p.update(N=N, C=C, OC=OC, G=G, ICG=C // G, OCG=OC // G, K=(C // G) * p["KS"], P=N * p["OS"])
+    return p
 
 
 @lowers("Conv")
 def lower_conv(ctx: LowerCtx, op: Op) -> None:
-    w, b = op.inputs[1], op.input(2)
     p = conv_geometry(ctx, op)
-    if not w.is_const:
-        raise ctx.error("weights computed at run time are not supported", hint="make W an initializer")
-    if b is not None and not b.is_const:
-        raise ctx.error("a bias computed at run time is not supported", hint="make B an initializer")
     if p["OCG"] >= 4:
         _gemm(ctx, op, p)
     else:
@@ -59,26 +71,35 @@ def _gemm(ctx: LowerCtx, op: Op, p: dict) -> None:
     x, w, b, y = op.inputs[0], op.inputs[1], op.input(2), op.outputs[0]
     G, OCG, K = p["G"], p["OCG"], p["K"]
     ocg4 = math.ceil(OCG / 4)
-    # [OC, ICG, KH, KW] -> [G, K, OCG padded to 4]: one vec4 of weights per k feeds 4 channels
-    wt = w.data.reshape(G, OCG, K).transpose(0, 2, 1)
-    wt = np.pad(wt, ((0, 0), (0, 0), (0, ocg4 * 4 - OCG)))
-    inputs = [x, ctx.const(wt.reshape(G * K * ocg4, 4), f"{w.name}.gemm", dtype=w.dtype)]
-    if b is not None:
-        bt = np.pad(b.data.reshape(G, OCG), ((0, 0), (0, ocg4 * 4 - OCG)))
-        inputs.append(ctx.const(bt.reshape(G * ocg4, 4), f"{b.name}.gemm", dtype=b.dtype))
+    if w.is_const:
+        # [OC, ICG, KD, KH, KW] -> [G, K, OCG padded to 4]: one vec4 of weights feeds 4 channels
+        wt = w.data.reshape(G, OCG, K).transpose(0, 2, 1)
+        wt = np.pad(wt, ((0, 0), (0, 0), (0, ocg4 * 4 - OCG)))
+        wv = ctx.const(wt.reshape(G * K * ocg4, 4), f"{w.name}.gemm", dtype=w.dtype)
+        w_decl = decl("Wt", wv, elem="vec4<f32>")
+        w_setup = [f"let wb = g * {K * ocg4}u + oc4;"]
+        w_load = f"Wt[wb + kk * {ocg4}u]"
+    else:
+        # run-time weights in ONNX layout: lane c reads channel oc4 * 4 + c (clamped; unused lanes
+        # past OCG are never stored)
+        wv = w
+        w_decl = decl("Wt", w)
+        w_setup = [f"let wb{c} = (g * {OCG}u + min(oc4 * 4u + {c}u, {OCG - 1}u)) * {K}u;" for c in range(4)]
+        w_load = "vec4<f32>(" + ", ".join(f"Wt[wb{c} + kk]" for c in range(4)) + ")"
+    inputs = [x, wv] + ([b] if b is not None else [])
     tm = 4 if p["P"] >= 4096 else 2 if p["P"] >= 512 else 1
     pointwise = (
-        p["KHKW"] == 1
-        and (p["SH"], p["SW"], p["PH"], p["PW"]) == (1, 1, 0, 0)
-        and (p["H"], p["W"]) == (p["OH"], p["OW"])
+        p["KS"] == 1
+        and (p["SD"], p["SH"], p["SW"]) == (1, 1, 1)
+        and (
+            (p["PD"], p["PH"], p["PW"]) == (0, 0, 0)
+            and (p["D"], p["H"], p["W"]) == (p["OD"], p["OH"], p["OW"])
+        )
     )
-    decls = [decl("X", x), decl("Wt", inputs[1], elem="vec4<f32>")]
-    if b is not None:
-        decls.append(decl("Bv", inputs[2], elem="vec4<f32>"))
-    decls.append(decl("Y", y, write=True))
+    decls = [decl("X", x), w_decl] + ([decl("Bv", b)] if b is not None else []) + [decl("Y", y, write=True)]
     shader = ctx.shader(
         "conv_gemm.wgsl.j2", decls=decls, wg=WORKGROUP, tm=tm, ocg4=ocg4, bias=b is not None,
-        pointwise=pointwise, out_expr=op.attrs.get("epilogue", "v"), **p,
+        pointwise=pointwise, w_setup=w_setup, w_load=w_load, out_expr=op.attrs.get("epilogue", "v"), **p,
     )  # fmt: skip
     grid = (math.ceil(p["P"] / (WORKGROUP * tm)), G * ocg4, 1)
     bindings = [binding(v) for v in inputs] + [binding(y, write=True)]
@@ -86,9 +107,10 @@ def _gemm(ctx: LowerCtx, op: Op, p: dict) -> None:
 
 
 def _direct(ctx: LowerCtx, op: Op, p: dict) -> None:
+    """One output element per invocation: depthwise and narrow groups."""
     x, w, b, y = op.inputs[0], op.inputs[1], op.input(2), op.outputs[0]
     inputs = [x, w] + ([b] if b is not None else [])
-    total = p["N"] * p["OC"] * p["OHW"]
+    total = p["N"] * p["OC"] * p["OS"]
     decls = (
         [decl("X", x), decl("Wt", w)]
         + ([decl("Bv", b)] if b is not None else [])
@@ -101,3 +123,55 @@ def _direct(ctx: LowerCtx, op: Op, p: dict) -> None:
     )  # fmt: skip
     bindings = [binding(v) for v in inputs] + [binding(y, write=True)]
     ctx.kernel(inputs, [y], [Dispatch(shader, grid, bindings)])
+
+
+@lowers("ConvTranspose")
+def lower_conv_transpose(ctx: LowerCtx, op: Op) -> None:
+    """Gather form: each output element sums the input positions whose window covers it."""
+    x, w, b, y = op.inputs[0], op.inputs[1], op.input(2), op.outputs[0]
+    p = spatial_geometry(ctx, op, x, y)
+    G = op.attrs["group"]
+    N, C = x.shape[:2]
+    OC = y.shape[1]
+    if C % G or w.shape[0] != C or w.shape[1] * G != OC:
+        raise ctx.error(f"weights {w.type} do not match {C} input channels, {OC} outputs in {G} groups")
+    total = math.prod(y.shape)
+    p.update(N=N, C=C, OC=OC, G=G, ICG=C // G, OCG=OC // G)
+    inputs = [x, w] + ([b] if b is not None else [])
+    decls = (
+        [decl("X", x), decl("Wt", w)]
+        + ([decl("Bv", b)] if b is not None else [])
+        + [decl("Y", y, write=True)]
+    )
+    grid, nx = ctx.grid(math.ceil(total / WORKGROUP))
+    shader = ctx.shader(
+        "conv_transpose.wgsl.j2", decls=decls, wg=WORKGROUP, nx=nx, total=total, bias=b is not None,
+        out_expr=op.attrs.get("epilogue", "v"), **p,
+    )  # fmt: skip
+    bindings = [binding(v) for v in inputs] + [binding(y, write=True)]
+    ctx.kernel(inputs, [y], [Dispatch(shader, grid, bindings)])
+
+
+@lowers("DeformConv")
+def lower_deform_conv(ctx: LowerCtx, op: Op) -> None:
+    """2-D deformable convolution: each kernel tap samples the input bilinearly (zero outside)
+    at its grid position plus a learned offset, scaled by an optional mask."""
+    x, w, off, b, mask = (op.input(i) for i in range(5))
+    y = op.outputs[0]
+    if x.type.rank != 4:
+        raise ctx.error(f"{x.type.rank - 2}-D deformable convolution is not supported", hint="2-D is")
+    p = conv_geometry(ctx, op)
+    OG = op.attrs["offset_group"]
+    if p["C"] % OG:
+        raise ctx.error(f"{p['C']} input channels do not split into {OG} offset groups")
+    reads = [("X", x), ("Wt", w), ("Off", off)] + ([("Bv", b)] if b is not None else [])
+    reads += [("Mk", mask)] if mask is not None else []
+    total = math.prod(y.shape)
+    grid, nx = ctx.grid(math.ceil(total / WORKGROUP))
+    shader = ctx.shader(
+        "deform_conv.wgsl.j2", decls=[decl(n, v) for n, v in reads] + [decl("Y", y, write=True)],
+        wg=WORKGROUP, nx=nx, total=total, bias=b is not None, masked=mask is not None, OG=OG,
+        ICOG=p["C"] // OG, out_expr=op.attrs.get("epilogue", "v"), **p,
+    )  # fmt: skip
+    bindings = [binding(v) for _, v in reads] + [binding(y, write=True)]
+    ctx.kernel([v for _, v in reads], [y], [Dispatch(shader, grid, bindings)])

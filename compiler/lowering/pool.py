@@ -1,4 +1,9 @@
-"""Pooling: windowed max / average / Lp, and the global pools as one window over all space."""
+"""Pooling over 1-3 spatial dims: windowed max (with indices) / average / Lp, the global pools
+as one window over all space, and MaxUnpool's scatter.
+
+Like the convolutions, every kernel addresses (D, H, W) and fewer spatial dims run with
+leading dims of size 1.
+"""
 
 from __future__ import annotations
 
@@ -7,44 +12,57 @@ import math
 from onnx2wgsl.ir import Dispatch, Op
 
 from ..elementwise_ops import f32
-from . import WORKGROUP, LowerCtx, binding, decl, lowers
+from . import WORKGROUP, LowerCtx, binding, decl, lowers, wgsl_type
+from .conv import spatial_geometry
+from .elementwise import map_dispatch
+from .indexing import contiguous
+
+# The most negative value of each storage type: where a max starts.
+_LOWEST = {"f32": "bitcast<f32>(0xff800000u)", "i32": "i32(-2147483647i - 1i)", "u32": "0u"}
 
 
 @lowers("MaxPool", "AveragePool", "LpPool")
 def lower_pool(ctx: LowerCtx, op: Op) -> None:
     x, y = op.inputs[0], op.outputs[0]
-    if len(op.outputs) > 1:
-        raise ctx.error("MaxPool's Indices output is not supported yet")
-    nd = len(op.attrs["kernel_shape"])
-    if nd not in (1, 2):
-        raise ctx.error(f"{nd}-D pooling is not supported yet", hint="1-D and 2-D are")
-
-    def two(v, fill):
-        return [fill] * (2 - nd) + list(v)
-
-    ks, st, dl = two(op.attrs["kernel_shape"], 1), two(op.attrs["strides"], 1), two(op.attrs["dilations"], 1)
-    pads = op.attrs["pads"]
-    pb, pe = two(pads[:nd], 0), two(pads[nd:], 0)
-    H, W = two(x.shape[2:], 1)
-    OH, OW = two(y.shape[2:], 1)
-    geo = dict(KH=ks[0], KW=ks[1], SH=st[0], SW=st[1], DH=dl[0], DW=dl[1], PH=pb[0], PW=pb[1],
-               PHE=pe[0], PWE=pe[1], H=H, W=W, OH=OH, OW=OW)  # fmt: skip
+    geo = spatial_geometry(ctx, op, x, y)
     _emit(ctx, op, geo, op.kind, op.attrs)
 
 
-@lowers("GlobalAveragePool", "GlobalMaxPool")
+@lowers("GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
 def lower_global_pool(ctx: LowerCtx, op: Op) -> None:
     x = op.inputs[0]
     S = math.prod(x.shape[2:])
-    geo = dict(KH=1, KW=S, SH=1, SW=1, DH=1, DW=1, PH=0, PW=0, PHE=0, PWE=0, H=1, W=S, OH=1, OW=1)
-    kind = "AveragePool" if op.kind == "GlobalAveragePool" else "MaxPool"
-    _emit(ctx, op, geo, kind, {"count_include_pad": 0})
+    geo = dict(
+        D=1, H=1, W=S, S=S, OD=1, OH=1, OW=1, OS=1, KD=1, KH=1, KW=S, KS=S, SD=1, SH=1, SW=1,
+        DD=1, DH=1, DW=1, PD=0, PH=0, PW=0, PDE=0, PHE=0, PWE=0,
+    )  # fmt: skip
+    kind = op.kind.removeprefix("Global")
+    _emit(ctx, op, geo, kind, {"count_include_pad": 0, "p": op.attrs.get("p", 2)})
 
 
 def _emit(ctx: LowerCtx, op: Op, geo: dict, kind: str, attrs: dict) -> None:
     x, y = op.inputs[0], op.outputs[0]
+    indices = op.outputs[1] if kind == "MaxPool" and op.attrs.get("with_indices") else None
+    ty = wgsl_type(x)
+    if kind != "MaxPool" and ty != "f32":
+        raise ctx.error(f"{kind} of {x.dtype.name} is not supported", hint="only float inputs average")
+    index = None
     if kind == "MaxPool":
-        init, acc, finish = "bitcast<f32>(0xff800000u)", "acc = max(acc, v);", "acc"
+        init, finish = _LOWEST[ty], "acc"
+        if indices is not None:
+            # flat index into the whole input: row-major, or column-major over the spatial dims
+            D, H = geo["D"], geo["H"]
+            if attrs.get("storage_order", 0):
+                index = f"i32(nc * {geo['S']}u) + z + y * {D} + x * {D * H}"
+            else:
+                index = f"i32(xb) + (z * {H} + y) * {geo['W']} + x"
+            acc = (
+                "if (valid == 0u || v > acc) {\n          acc = v;\n          best = "
+                + index
+                + ";\n        }"
+            )
+        else:
+            acc = "acc = max(acc, v);"
     elif kind == "AveragePool":
         div = "padded" if attrs.get("count_include_pad") else "valid"
         init, acc, finish = "0.0f", "acc += v;", f"acc / f32(max({div}, 1u))"
@@ -54,9 +72,50 @@ def _emit(ctx: LowerCtx, op: Op, geo: dict, kind: str, attrs: dict) -> None:
         finish = f"pow(acc, {f32(1.0 / p)})"
     total = math.prod(y.shape)
     grid, nx = ctx.grid(math.ceil(total / WORKGROUP))
+    decls = [decl("X", x), decl("Y", y, write=True)]
+    if indices is not None:
+        decls.append(decl("I", indices, write=True))
     shader = ctx.shader(
-        "pool.wgsl.j2", decls=[decl("X", x), decl("Y", y, write=True)], wg=WORKGROUP, nx=nx,
-        total=total, HW=geo["H"] * geo["W"], OHW=geo["OH"] * geo["OW"], kind=kind, init=init,
-        accumulate=acc, finish=finish, **geo,
+        "pool.wgsl.j2", decls=decls, wg=WORKGROUP, nx=nx, total=total, kind=kind, init=init,
+        accumulate=acc, finish=finish, with_index=indices is not None, **geo,
     )  # fmt: skip
-    ctx.kernel([x], [y], [Dispatch(shader, grid, [binding(x), binding(y, write=True)])])
+    bindings = [binding(x), binding(y, write=True)]
+    if indices is not None:
+        bindings.append(binding(indices, write=True))
+    ctx.kernel([x], list(op.outputs), [Dispatch(shader, grid, bindings)])
+
+
+@lowers("MaxUnpool")
+def lower_max_unpool(ctx: LowerCtx, op: Op) -> None:
+    """Zero the output, then scatter each value to its index. Indices address the shape MaxPool
+    would have unpooled to; a larger output_shape holds that block in its leading corner."""
+    x, ind, y = op.inputs[0], op.inputs[1], op.outputs[0]
+    inferred = op.attrs["inferred_shape"]
+    nd = len(inferred) - 2
+    if not 1 <= nd <= 3:
+        raise ctx.error(f"{nd}-D unpooling is not supported", hint="1-D, 2-D and 3-D are")
+    out = tuple(y.shape)
+    if any(i > o for i, o in zip(inferred, out)):
+        raise ctx.error(f"output_shape {out} is smaller than the unpooled shape {tuple(inferred)}")
+    zero = "0.0f" if wgsl_type(y) == "f32" else f"{wgsl_type(y)}(0)"
+    fill = map_dispatch(ctx, out, [], (y, contiguous(out)), lambda a: zero)
+    # flat index in the inferred shape -> coordinates -> flat index in the output
+    lines = ["var q = u32(idx);"]
+    terms = []
+    stride = 1
+    for d in reversed(range(len(out))):
+        lines.append(f"let c{d} = q % {inferred[d]}u;" if d else f"let c{d} = q;")
+        if d:
+            lines.append(f"q = q / {inferred[d]}u;")
+        terms.append(f"c{d} * {stride}u")
+        stride *= out[d]
+    total = math.prod(x.shape)
+    grid, nx = ctx.grid(math.ceil(total / WORKGROUP))
+    shader = ctx.shader(
+        "max_unpool.wgsl.j2",
+        decls=[decl("X", x), decl("Ind", ind), decl("Y", y, write=True)],
+        wg=WORKGROUP, nx=nx, total=total, limit=math.prod(inferred), lines=lines,
+        target=" + ".join(reversed(terms)),
+    )  # fmt: skip
+    scatter = Dispatch(shader, grid, [binding(x), binding(ind), binding(y, write=True)])
+    ctx.kernel([x, ind], [y], [d for d in (fill, scatter) if d is not None])

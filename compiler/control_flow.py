@@ -1,0 +1,257 @@
+"""Control flow resolved at compile time: If, Loop and Scan become straight-line ops.
+
+A WebGPU artifact is a fixed list of dispatches, so a branch or a trip count must be known
+when the model is compiled. ``If`` whose condition folds imports the taken branch in place;
+``Loop`` whose trip count and condition fold is unrolled, carrying its loop values from one
+copy of the body to the next; ``Scan`` (static sequence length) is unrolled over slices of
+its scan inputs. Bodies import through the same frontend as the model (outer-scope names
+resolve through the scope chain), so constants fold and shapes infer inside them too.
+Anything decided only at run time is a clear UnsupportedError.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from onnx2wgsl.errors import CompileError, UnsupportedError
+from onnx2wgsl.ir import Value
+
+# Unrolling copies the body once per iteration: past this many, the artifact would be huge.
+MAX_UNROLL = 4096
+# Opset of the helper nodes (Gather, Unsqueeze, Concat) unrolling adds around the bodies.
+_HELPER_OPSET = 17
+
+
+def _error(node, opset, message, hint=None, cls=UnsupportedError):
+    return cls(message, node=node.name, op=node.op_type, opset=opset, hint=hint)
+
+
+def _graphs(node) -> dict[str, onnx.GraphProto]:
+    return {a.name: a.g for a in node.attribute if a.HasField("g")}
+
+
+def _ints(node, name) -> list[int] | None:
+    for a in node.attribute:
+        if a.name == name:
+            return [int(x) for x in a.ints]
+    return None
+
+
+def _int(node, name, default) -> int:
+    for a in node.attribute:
+        if a.name == name:
+            return int(a.i)
+    return default
+
+
+def _scalar(v: Value) -> np.generic:
+    data = np.asarray(v.data)
+    if data.size != 1:
+        raise ValueError(f"expected one element, got shape {data.shape}")
+    return data.reshape(-1)[0]
+
+
+def _prefix(scope, node, what) -> str:
+    return f"{scope.prefix}{node.name or node.op_type}.{what}/"
+
+
+def import_if(imp, node, scope, inputs, opset) -> list[Value | None]:
+    """Inline the branch an If takes; its condition must fold at compile time."""
+    cond = inputs[0] if inputs else None
+    if cond is None or not cond.is_const:
+        raise _error(
+            node, opset, "its condition is computed at run time",
+            hint="a WebGPU artifact runs a fixed schedule: the condition must be a constant "
+            "(bind the model's dims with --dim/--shape if it depends on shapes)",
+        )  # fmt: skip
+    taken = bool(_scalar(cond))
+    branch = _graphs(node).get("then_branch" if taken else "else_branch")
+    if branch is None:
+        raise _error(node, opset, "it has no then_branch/else_branch graph", cls=CompileError)
+    outs = imp.import_subgraph(branch, scope, [], _prefix(scope, node, "then" if taken else "else"))
+    if len(outs) != len(node.output):
+        raise _error(
+            node, opset, f"its branch yields {len(outs)} outputs for {len(node.output)}", cls=CompileError
+        )
+    return outs
+
+
+def import_loop(imp, node, scope, inputs, opset) -> list[Value | None]:
+    """Unroll a Loop whose trip count and condition fold; scan outputs are stacked on axis 0."""
+    body = _graphs(node).get("body")
+    if body is None:
+        raise _error(node, opset, "it has no body graph", cls=CompileError)
+    trip_v = inputs[0] if inputs else None
+    cond_v = inputs[1] if len(inputs) > 1 else None
+    carried = list(inputs[2:])
+    for what, v in (("trip count M", trip_v), ("condition", cond_v)):
+        if v is not None and not v.is_const:
+            raise _error(
+                node, opset, f"its {what} is computed at run time",
+                hint="only loops whose trip count and condition fold at compile time can be unrolled",
+            )  # fmt: skip
+    trip = None if trip_v is None else int(_scalar(trip_v))
+    cond = True if cond_v is None else bool(_scalar(cond_v))
+    n_scan = len(body.output) - 1 - len(carried)
+    if n_scan < 0 or len(body.input) != 2 + len(carried):
+        raise _error(
+            node, opset, "its body's inputs and outputs do not match its loop values", cls=CompileError
+        )
+    scans: list[list[Value]] = [[] for _ in range(n_scan)]
+    i = 0
+    while (trip is None or i < trip) and cond:
+        if i >= MAX_UNROLL:
+            raise _error(
+                node, opset, f"it runs more than {MAX_UNROLL} iterations",
+                hint="unrolling it would make the artifact too large",
+            )  # fmt: skip
+        it = imp.const_for(np.array(i, np.int64), body.input[0], f"{node.name or 'loop'}.iter")
+        c = imp.const_for(np.array(cond), body.input[1], f"{node.name or 'loop'}.cond")
+        outs = imp.import_subgraph(body, scope, [it, c, *carried], _prefix(scope, node, i))
+        c_out = outs[0]
+        if c_out is None or not c_out.is_const:
+            raise _error(
+                node, opset, "its condition is computed at run time inside the body",
+                hint="only loops whose condition folds at compile time can be unrolled",
+            )  # fmt: skip
+        cond = bool(_scalar(c_out))
+        carried = outs[1 : 1 + len(carried)]
+        for k, v in enumerate(outs[1 + len(carried) :]):
+            scans[k].append(v)
+        i += 1
+    stacked = [
+        _stack(imp, node, opset, vals, 0, body.output[1 + len(carried) + k], f"{node.name or 'loop'}.scan{k}")
+        for k, vals in enumerate(scans)
+    ]
+    return carried + stacked
+
+
+def import_scan(imp, node, scope, inputs, opset) -> list[Value | None]:
+    """Unroll a Scan over its static sequence length (opset 8's batched form included)."""
+    body = _graphs(node).get("body")
+    if body is None:
+        raise _error(node, opset, "it has no body graph", cls=CompileError)
+    m = _int(node, "num_scan_inputs", -1)
+    if opset < 9:
+        return _scan8(imp, node, scope, inputs, opset, body, m)
+    n_state = len(inputs) - m
+    states, xs = list(inputs[:n_state]), list(inputs[n_state:])
+    n_out = len(body.output) - n_state
+    in_axes = _ints(node, "scan_input_axes") or [0] * m
+    in_dirs = _ints(node, "scan_input_directions") or [0] * m
+    out_axes = _ints(node, "scan_output_axes") or [0] * n_out
+    out_dirs = _ints(node, "scan_output_directions") or [0] * n_out
+    if any(x is None for x in xs):
+        raise _error(node, opset, "a scan input is missing", cls=CompileError)
+    in_axes = [a % x.type.rank for a, x in zip(in_axes, xs)]
+    lengths = {x.shape[a] for x, a in zip(xs, in_axes)}
+    if len(lengths) != 1:
+        raise _error(node, opset, f"its scan inputs disagree on the sequence length: {sorted(lengths)}")
+    (T,) = lengths
+    outs = _unroll_scan(imp, node, scope, opset, body, states, xs, in_axes, in_dirs, T, "")
+    states, per_step = outs
+    stacked = []
+    for k in range(n_out):
+        vals = [step[k] for step in per_step]
+        if out_dirs[k]:
+            vals = vals[::-1]
+        formal = body.output[n_state + k]
+        stacked.append(_stack(imp, node, opset, vals, out_axes[k], formal, f"{node.name or 'scan'}.out{k}"))
+    return states + stacked
+
+
+def _unroll_scan(imp, node, scope, opset, body, states, xs, axes, dirs, T, tag):
+    if T > MAX_UNROLL:
+        raise _error(
+            node,
+            opset,
+            f"its sequence length {T} is over {MAX_UNROLL}",
+            hint="unrolling it would be too large",
+        )
+    n_state = len(states)
+    per_step = []
+    for t in range(T):
+        slices = [
+            _take(imp, x, (T - 1 - t) if d else t, a, f"{node.name or 'scan'}{tag}.x{j}.{t}")
+            for j, (x, a, d) in enumerate(zip(xs, axes, dirs))
+        ]
+        outs = imp.import_subgraph(body, scope, [*states, *slices], _prefix(scope, node, f"{tag}{t}"))
+        states = outs[:n_state]
+        per_step.append(outs[n_state:])
+    return states, per_step
+
+
+def _scan8(imp, node, scope, inputs, opset, body, m):
+    """Opset 8: every tensor has a batch axis 0 and scans over axis 1 (optionally reversed)."""
+    seq_lens, rest = (inputs[0] if inputs else None), list(inputs[1:])
+    n_state = len(rest) - m
+    states, xs = rest[:n_state], rest[n_state:]
+    dirs = _ints(node, "directions") or [0] * m
+    B, T = xs[0].shape[0], xs[0].shape[1]
+    if seq_lens is not None:
+        if not seq_lens.is_const:
+            raise _error(node, opset, "its sequence_lens input is computed at run time")
+        if any(int(s) != T for s in np.asarray(seq_lens.data).reshape(-1)):
+            raise _error(node, opset, "sequence lengths shorter than the scan axis are not supported")
+    n_out = len(body.output) - n_state
+    finals: list[list[Value]] = [[] for _ in range(n_state)]
+    scanned: list[list[Value]] = [[] for _ in range(n_out)]
+    for b in range(B):
+        st = [_take(imp, s, b, 0, f"{node.name or 'scan'}.b{b}.s{j}") for j, s in enumerate(states)]
+        xb = [_take(imp, x, b, 0, f"{node.name or 'scan'}.b{b}.x{j}") for j, x in enumerate(xs)]
+        st, per_step = _unroll_scan(imp, node, scope, opset, body, st, xb, [0] * m, dirs, T, f"b{b}.")
+        for j, v in enumerate(st):
+            finals[j].append(v)
+        for k in range(n_out):
+            formal = body.output[n_state + k]
+            scanned[k].append(
+                _stack(
+                    imp, node, opset, [s[k] for s in per_step], 0, formal, f"{node.name or 'scan'}.b{b}.o{k}"
+                )
+            )
+    name = node.name or "scan"
+    return [_stack(imp, node, opset, v, 0, None, f"{name}.state{j}") for j, v in enumerate(finals)] + [
+        _stack(imp, node, opset, v, 0, None, f"{name}.out{k}") for k, v in enumerate(scanned)
+    ]
+
+
+# -- helper nodes, imported like any other (so constant ones fold) ------------------------------
+def _take(imp, x: Value, index: int, axis: int, hint: str) -> Value:
+    """x indexed at ``index`` along ``axis`` (that axis removed): a Gather with a scalar index."""
+    idx = np.array(index, np.int64)
+    (y,) = imp.run_helper(
+        [helper.make_node("Gather", ["x", "i"], ["y"], axis=axis)],
+        {"x": x, "i": imp.g.const(idx, hint + ".idx")},
+        ["y"],
+        _HELPER_OPSET,
+        hint + "/",
+    )
+    return y
+
+
+def _stack(imp, node, opset, values: list[Value], axis: int, formal, hint: str) -> Value:
+    """values (one shape) stacked along a new ``axis``: Unsqueeze each, then Concat."""
+    if not values:
+        # Zero iterations: an empty stack, whose element shape only the body's declaration gives.
+        t = formal.type.tensor_type if isinstance(formal, onnx.ValueInfoProto) else None
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim] if t else [None]
+        if t is None or None in dims or not t.elem_type:
+            raise _error(
+                node, opset, "it runs zero iterations and its scan outputs' shapes are not declared",
+                hint="declare the body outputs' shapes, or make the loop run at least once",
+            )  # fmt: skip
+        dims.insert(axis % (len(dims) + 1), 0)
+        return imp.g.const(np.zeros(dims, helper.tensor_dtype_to_np_dtype(t.elem_type)), hint)
+    rank = values[0].type.rank + 1
+    axis = axis % rank
+    names = {f"v{j}": v for j, v in enumerate(values)}
+    names["axes"] = imp.g.const(np.array([axis], np.int64), hint + ".axes")
+    nodes = [helper.make_node("Unsqueeze", [f"v{j}", "axes"], [f"u{j}"]) for j in range(len(values))]
+    nodes.append(helper.make_node("Concat", [f"u{j}" for j in range(len(values))], ["y"], axis=axis))
+    (y,) = imp.run_helper(nodes, names, ["y"], _HELPER_OPSET, hint + "/")
+    return y
+
+
+HANDLERS = {"If": import_if, "Loop": import_loop, "Scan": import_scan}

@@ -1,0 +1,134 @@
+"""Attention (opset 23+) and RotaryEmbedding as dedicated kernels.
+
+Attention runs one invocation per query row (batch, head, position): it walks the keys
+once with an online softmax (running max, running sum, rescaled V accumulator), so the
+scores are never stored, and skips every key the masks disallow (causal, attn_mask,
+nonpad_kv_seqlen, sliding window) instead of adding -inf, so a masked key can never turn
+a row into NaN. A row with no allowed key yields zeros, as the spec's fully-masked-row
+guard says. The optional QK output (modes 0-3) is written on the way, mode 3 (the
+probabilities) by a second walk once the row's max and sum are known.
+"""
+
+from __future__ import annotations
+
+import math
+
+from onnx2wgsl.ir import Dispatch, Op, Value
+
+from ..elementwise_ops import f32, helper_code
+from . import WORKGROUP, LowerCtx, binding, decl, lowers, wgsl_type
+from .indexing import broadcast
+
+NEG_INF = "bitcast<f32>(0xff800000u)"
+
+
+@lowers("Attention")
+def lower_attention(ctx: LowerCtx, op: Op) -> None:
+    a = op.attrs
+    Q, K, V, mask, nonpad = (op.input(i) for i in range(5))
+    outs = iter(op.outputs)
+    y = next(outs)
+    qk = next(outs, None)
+    B, Hq, Hkv, Sq, L = a["batch"], a["q_heads"], a["kv_heads"], a["q_len"], a["kv_len"]
+    D, Dv = a["head_size"], a["v_head_size"]
+    rows = B * Hq * Sq
+
+    # element offsets of row starts: q/y by (b, h, i), k/v by (b, kv head, key j)
+    if a["q_3d"]:
+        q_base = f"(b * {Sq}u + i) * {Hq * D}u + h * {D}u"
+        y_base = f"(b * {Sq}u + i) * {Hq * Dv}u + h * {Dv}u"
+    else:
+        q_base = f"row * {D}u"
+        y_base = f"row * {Dv}u"
+    Skv = L - a["past_len"]
+    if a["kv_3d"]:
+        k_base = f"(b * {Skv}u + j) * {Hkv * D}u + hk * {D}u"
+        v_base = f"(b * {Skv}u + j) * {Hkv * Dv}u + hk * {Dv}u"
+    else:
+        k_base = f"((b * {Hkv}u + hk) * {L}u + j) * {D}u"
+        v_base = f"((b * {Hkv}u + hk) * {L}u + j) * {Dv}u"
+
+    # which keys a row may attend, and the additive bias of a float mask
+    allow: list[str] = []
+    if nonpad is not None:
+        offset = f"i32(NP[b]) - {Sq}"
+        allow.append("j < u32(max(NP[b], 0))")
+    else:
+        offset = str(a["past_len"])
+    if a["is_causal"]:
+        allow.append("i32(j) <= i32(i) + off")
+    if a["left_window_size"] >= 0:
+        allow.append(f"i32(i) + off - i32(j) <= {a['left_window_size']}")
+    if a["right_window_size"] >= 0:
+        allow.append(f"i32(j) - i32(i) - off <= {a['right_window_size']}")
+    bias = "0.0f"
+    if mask is not None:
+        # right-aligned broadcast of the mask over (B, Hq, Sq, its own last dim)
+        full = (B, Hq, Sq, mask.shape[-1])
+        strides = broadcast(mask.shape, full).strides
+        terms = [f"{c} * {s}u" for c, s in zip(("b", "h", "i", "j"), strides) if s]
+        index = " + ".join(terms) or "0u"
+        allow.append(f"j < {mask.shape[-1]}u")
+        if wgsl_type(mask) == "f32":
+            bias = f"M[{index}]"
+        else:  # a bool mask: True attends
+            allow.append(f"M[{index}] != 0u")
+
+    mode = a["qk_matmul_output_mode"] if qk is not None else -1
+    softcap = a["softcap"]
+    reads: list[tuple[str, Value]] = [("Qm", Q), ("Km", K), ("Vm", V)]
+    if mask is not None:
+        reads.append(("M", mask))
+    if nonpad is not None:
+        reads.append(("NP", nonpad))
+    writes = [("Y", y)] + ([("QK", qk)] if qk is not None else [])
+    decls = [decl(n, v) for n, v in reads] + [decl(n, v, write=True) for n, v in writes]
+    grid, nx = ctx.grid(math.ceil(rows / WORKGROUP))
+    shader = ctx.shader(
+        "attention.wgsl.j2", decls=decls, wg=WORKGROUP, nx=nx, rows=rows, Sq=Sq, Hq=Hq, L=L, D=D, Dv=Dv,
+        group=Hq // Hkv, q_base=q_base, y_base=y_base, k_base=k_base, v_base=v_base, offset=offset,
+        allow=" && ".join(allow) or "true", bias=bias, scale=f32(a["scale"]), softcap=f32(softcap) if softcap > 0 else "",
+        mode=mode, neg_inf=NEG_INF, helpers=helper_code("tanh") if softcap > 0 else [],
+    )  # fmt: skip
+    bindings = [binding(v) for _, v in reads] + [binding(v, write=True) for _, v in writes]
+    ctx.kernel([v for _, v in reads], [v for _, v in writes], [Dispatch(shader, grid, bindings)])
+
+
+@lowers("RotaryEmbedding")
+def lower_rotary(ctx: LowerCtx, op: Op) -> None:
+    """Each output element rotates with its partner in the (first, second) half or the
+    (even, odd) pair of the head's first rotary_dim values; the rest pass through."""
+    x, cos, sin, pos = (op.input(i) for i in range(4))
+    y = op.outputs[0]
+    a = op.attrs
+    total = math.prod(y.shape)
+    R, half = a["rotary_dim"], a["rotary_dim"] // 2
+    if x.type.rank == 4:
+        _, N, S, Dh = x.shape
+        coords = [f"let d = i % {Dh}u;", f"let s = (i / {Dh}u) % {S}u;", f"let b = i / {N * S * Dh}u;"]
+    else:
+        _, S, hidden = x.shape
+        Dh = hidden // a["num_heads"]
+        coords = [f"let d = i % {Dh}u;", f"let s = (i / {hidden}u) % {S}u;", f"let b = i / {S * hidden}u;"]
+    if a["interleaved"]:
+        pair = [
+            "let k = d / 2u;",
+            "let first = d % 2u == 0u;",
+            "let partner = select(i - 1u, i + 1u, first);",
+        ]
+    else:
+        pair = [
+            f"let first = d < {half}u;",
+            f"let k = select(d - {half}u, d, first);",
+            f"let partner = select(i - {half}u, i + {half}u, first);",
+        ]
+    row = f"u32(P[b * {S}u + s])" if pos is not None else f"(b * {S}u + s)"
+    reads = [("X", x), ("C", cos), ("Sn", sin)] + ([("P", pos)] if pos is not None else [])
+    decls = [decl(n, v) for n, v in reads] + [decl("Y", y, write=True)]
+    grid, nx = ctx.grid(math.ceil(total / WORKGROUP))
+    shader = ctx.shader(
+        "rotary.wgsl.j2", decls=decls, wg=WORKGROUP, nx=nx, total=total, R=R, coords=coords, pair=pair,
+        cache_index=f"{row} * {half}u + k",
+    )  # fmt: skip
+    bindings = [binding(v) for _, v in reads] + [binding(y, write=True)]
+    ctx.kernel([v for _, v in reads], [y], [Dispatch(shader, grid, bindings)])
