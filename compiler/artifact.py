@@ -71,6 +71,8 @@ def build_artifact(g: Graph, target: Target, source_sha256: str | None = None) -
     blob = bytearray()
     for v in g.constants():
         raw = storage_bytes(v)
+        if not raw:
+            continue  # an empty constant has no bytes to upload
         p = v.placement
         words = np.frombuffer(raw, dtype=np.uint32)
         if words.size and (words == words[0]).all():

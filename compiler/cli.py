@@ -57,6 +57,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from .driver import IRDumper, compile_model
 
     shapes, dims = _shapes_and_dims(args)
+    constants = {k: _load_array(v) for k, v in _pairs(args.const, "--const").items()}
     hooks = [_progress] if args.verbose else []
     if args.dump_ir:
         hooks.append(IRDumper(args.dump_ir, args.opt_level))
@@ -65,6 +66,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         args.output,
         shapes=shapes,
         dims=dims,
+        constants=constants,
         target=args.limits,
         opt_level=args.opt_level,
         verify_ir=args.verify_ir,
@@ -301,6 +303,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--shape", action="append", metavar="NAME=AxBxC", help="fix an input's whole shape (repeatable)"
     )
     c.add_argument("--dim", action="append", metavar="SYMBOL=N", help="bind a symbolic dim (repeatable)")
+    c.add_argument(
+        "--const",
+        action="append",
+        metavar="NAME=FILE",
+        help="freeze an input to the value in a .npy or TensorProto .pb file; it folds into the "
+        "model and is no longer an input (repeatable)",
+    )
     c.add_argument(
         "--limits",
         default=None,

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from onnx2wgsl.errors import CompileError
@@ -123,13 +124,18 @@ def compile_model(
     verify_ir: bool = False,
     on_stage: Callable[[str, Graph], None] | None = None,
     stage: str | None = None,
+    constants: dict[str, np.ndarray] | None = None,
 ) -> CompileResult:
     """Compile into an artifact; write it if ``output`` is given.
 
     ``model`` is an ONNX model (path or proto), an IR file (``FILE.ir``, dumped after some
     stage, which its header records) or a Graph (``stage`` names the stage it is past;
     without it the stage is inferred: planned, lowered, or else all passes run). IR input
-    continues with the stages after its own; ``on_stage`` sees each stage that runs."""
+    continues with the stages after its own; ``on_stage`` sees each stage that runs.
+
+    ``constants`` freezes graph inputs of an ONNX model to the given arrays (see
+    ``frontend.import_model``); an op that needs an input's value at compile time raises
+    ConstantRequiredError naming it."""
     t0 = time.perf_counter()
     tgt = get_target(target)
     names = stage_names(opt_level)
@@ -144,13 +150,17 @@ def compile_model(
     done = names.index(src.done) if src.done else -1
     warnings: list[str] = []
     if src.proto is not None:
-        g, warnings = import_model(src.proto, _parse_shapes(shapes), dims)
+        g, warnings = import_model(src.proto, _parse_shapes(shapes), dims, constants)
         g.metadata["input_names"] = [v.name for v in g.inputs]
         g.metadata["onnx_nodes"] = len(src.proto.graph.node)
         if src.sha256:
             g.metadata["source_sha256"] = src.sha256
         after("import", g)
         done = 0
+    elif constants:
+        raise CompileError(
+            f"{src.label}: constants apply to ONNX models; an IR graph's inputs are already set"
+        )
     else:
         g = src.graph
     passes = pipeline(opt_level)
@@ -191,7 +201,8 @@ def compile_model(
         target=tgt.name,
         output=str(output) if output is not None else None,
         warnings=warnings,
-        notes=_notes(g),
+        notes=_notes(g)
+        + ([f"inputs frozen to constants: {', '.join(sorted(constants))}"] if constants else []),
         seconds=time.perf_counter() - t0,
     )
     return CompileResult(g, plan, artifact, report)

@@ -8,6 +8,7 @@ rewrites it into its opset-independent IR form.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnx2wgsl.errors import CompileError, UnsupportedError
+from onnx2wgsl.errors import CompileError, ConstantRequiredError, ShapeRequiredError, UnsupportedError
 from onnx2wgsl.ir import DType, Graph, TensorType, Value
 
 from . import control_flow, functions, host_eval
@@ -138,12 +139,59 @@ class NodeInfo:
         if v is None:
             return None
         if not v.is_const:
-            raise self.error(
-                f"its {what} input {v.name!r} is computed at run time, but must be a constant",
-                hint="export the model with static shapes, or bind its dims with --dim/--shape",
-                cls=UnsupportedError,
-            )
+            raise needs_constant(self, v, f"its {what} input {v.name!r}")
         return v.data
+
+
+def is_graph_input(v: Value) -> bool:
+    """A run-time value that no op produces: a graph input (in the frontend, every other
+    non-constant value already has its producer)."""
+    return not v.is_const and v.producer is None
+
+
+def _feeding_inputs(v: Value) -> tuple[str, ...] | None:
+    """The graph inputs whose values decide ``v``, when ``v`` is a small (shape-like) value
+    computed from small graph inputs and constants only; freezing them folds ``v``. None when
+    a large tensor (data, not shape math) takes part."""
+    found: dict[str, None] = {}
+    seen: set[int] = set()
+    stack = [v]
+    while stack:
+        u = stack.pop()
+        if id(u) in seen or u.is_const:
+            continue
+        seen.add(id(u))
+        if not u.type.is_static or u.type.numel > _DATA_PROP_LIMIT:
+            return None
+        if u.producer is None:
+            found[u.name] = None
+        else:
+            stack.extend(w for w in u.producer.inputs if w is not None)
+    return tuple(found) or None
+
+
+def needs_constant(info: NodeInfo, v: Value, what: str) -> CompileError:
+    """The error for a run-time value that must be known at compile time. When graph inputs
+    decide the value (it is one, or shape math on small ones), it is a ConstantRequiredError
+    naming them, so callers can freeze them."""
+    message = f"{what} is computed at run time, but must be a constant"
+    inputs = _feeding_inputs(v)
+    if inputs:
+        names = ", ".join(repr(n) for n in inputs)
+        const = " ".join(f"--const {n}=FILE.npy" for n in inputs)
+        return ConstantRequiredError(
+            message if is_graph_input(v) else f"{message} (it is computed from graph inputs {names})",
+            inputs=inputs,
+            node=info.name,
+            op=info.op_type,
+            opset=info.opset,
+            hint=f"freeze {'it' if len(inputs) == 1 else 'them'} with {const} (Python: constants={{name: array}})",
+        )
+    return info.error(
+        message,
+        hint="export the model with static shapes, or bind its dims with --dim/--shape",
+        cls=UnsupportedError,
+    )
 
 
 @dataclass
@@ -191,6 +239,7 @@ class Importer:
     model: onnx.ModelProto
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     dims: dict[str, int] = field(default_factory=dict)
+    constants: dict[str, np.ndarray] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -271,6 +320,16 @@ class Importer:
     # -- inputs ---------------------------------------------------------------------------
     def _bind_inputs(self, inputs: list[onnx.ValueInfoProto]) -> None:
         names = {vi.name for vi in inputs}
+        for n in self.constants:
+            if n not in names:
+                raise CompileError(
+                    f"constants names {n!r}, which is not a model input",
+                    hint=f"the inputs are {sorted(names)}",
+                )
+        for vi in inputs:
+            if vi.name in self.constants:
+                self.env[vi.name] = self._frozen_input(vi, self.constants[vi.name])
+        inputs = [vi for vi in inputs if vi.name not in self.constants]
         for n in self.shapes:
             if n not in names:
                 raise CompileError(
@@ -281,16 +340,57 @@ class Importer:
         for n in self.dims:
             if n not in params:
                 self.warnings.append(f"--dim {n}={self.dims[n]} matches no symbolic input dim")
-        unbound = []
+        unbound: list[str] = []
+        unbound_inputs = []
         for vi in inputs:
+            before = len(unbound)
             t = self._input_type(vi, unbound)
+            if len(unbound) > before:
+                unbound_inputs.append(vi.name)
             if t is not None:
                 self.env[vi.name] = self.g.add_input(vi.name, t)
         if unbound:
-            raise CompileError(
+            raise ShapeRequiredError(
                 "unbound input dims: " + ", ".join(unbound),
+                inputs=tuple(unbound_inputs),
                 hint="bind each with --dim SYMBOL=N or give the whole shape with --shape NAME=AxBxC",
             )
+
+    def _frozen_input(self, vi: onnx.ValueInfoProto, value) -> Value:
+        """A graph input frozen to a given value: a constant, checked against its declaration.
+        Its symbolic dims are bound from the value's shape (so inputs sharing them agree)."""
+        kind = vi.type.WhichOneof("value")
+        if kind != "tensor_type":
+            raise UnsupportedError(
+                f"input {vi.name!r} is a {kind or 'untyped value'}; only tensors can be frozen"
+            )
+        tt = vi.type.tensor_type
+        dtype = _dtype(tt.elem_type, f"input {vi.name!r}")
+        arr = np.asarray(value)
+        if arr.dtype != dtype.numpy:
+            raise CompileError(
+                f"the constant for input {vi.name!r} is {arr.dtype}, but the model declares {dtype.numpy}"
+            )
+        declared = list(tt.shape.dim) if tt.HasField("shape") else None
+        if declared is not None:
+            if len(declared) != arr.ndim:
+                raise CompileError(
+                    f"the constant for input {vi.name!r} has shape {list(arr.shape)}, "
+                    f"but the model declares rank {len(declared)}"
+                )
+            for i, (d, n) in enumerate(zip(declared, arr.shape)):
+                if d.HasField("dim_value") and d.dim_value != n:
+                    raise CompileError(
+                        f"the constant for input {vi.name!r} has {n} at axis {i}, but the model fixes it to {d.dim_value}"
+                    )
+                if d.dim_param:
+                    bound = self.dims.setdefault(d.dim_param, n)
+                    if bound != n:
+                        raise CompileError(
+                            f"the constant for input {vi.name!r} has {n} at axis {i}, "
+                            f"but dim {d.dim_param!r} is bound to {bound}"
+                        )
+        return self._const(arr, vi.name)
 
     def _input_type(self, vi: onnx.ValueInfoProto, unbound: list[str]) -> TensorType | None:
         kind = vi.type.WhichOneof("value")
@@ -412,6 +512,8 @@ class Importer:
             )
         info.attrs = _with_defaults(info.attrs, info.schema)
         info.out_types = self._infer(node, info, scope)
+        if any(t is None and n in scope.used for t, n in zip(info.out_types, node.output)):
+            return self._no_static_shape(node, info, scope)
         mark = len(self.g.ops)
         outs = legalize(self.g, info)
         if info.domain != "" or all(functions.lowered(op.kind) for op in self.g.ops[mark:] if not op.domain):
@@ -496,15 +598,42 @@ class Importer:
                 k if k is not None else (own[i] if own and i < len(own) else None)
                 for i, k in enumerate(known)
             ]
-        known = [t if name in scope.used else None for name, t in zip(node.output, known)]
-        for name, t in zip(node.output, known):
-            if name in scope.used and t is None:
-                raise info.error(
-                    f"cannot infer a static shape for output {name!r}",
-                    hint="its shape depends on run-time values; bind the model's dims with --dim/--shape",
-                    cls=UnsupportedError,
-                )
-        return known
+        return [t if name in scope.used else None for name, t in zip(node.output, known)]
+
+    def _no_static_shape(self, node: onnx.NodeProto, info: NodeInfo, scope: Scope) -> list[Value | None]:
+        """An output's shape depends on run-time values. If the op's legalize rule needs a graph
+        input's value (shape, axes, k...), say which (a ConstantRequiredError); an op without
+        a lowering of its own but with a function body is expanded (its ops then say what they
+        need); else the shape is data-dependent, which a static plan cannot hold."""
+        from .legalize import has_rule
+
+        if has_rule(info.op_type, info.domain):
+            probe = dataclasses.replace(info, out_types=list(info.out_types))
+            try:
+                legalize(Graph(name="probe"), probe)  # a scratch graph: the rule's emits go nowhere
+            except CompileError:
+                raise  # the rule's own error: an input it needs as a constant, or another limit
+            except Exception:  # the rule needed the output types it lacks: nothing more to say
+                pass
+        if info.domain == "" and not functions.lowered(info.op_type):
+            body = functions.function_body(
+                node, info.schema, info.opset, [functions.input_type(v) for v in info.inputs]
+            )
+            if body is not None:
+                return self._inline(node, body, scope, info.inputs)
+        if info.domain != "" or not functions.lowered(info.op_type):
+            # no rule asked for constants and no lowering exists: that is the real error
+            raise info.error(
+                f"no WebGPU lowering for {info.domain + '.' if info.domain else ''}{info.op_type}",
+                hint="`onnx2wgsl ops` lists the supported ops",
+                cls=UnsupportedError,
+            )
+        name = next(n for t, n in zip(info.out_types, node.output) if t is None and n in scope.used)
+        raise info.error(
+            f"cannot infer a static shape for output {name!r}",
+            hint="its shape depends on run-time values; bind the model's dims with --dim/--shape",
+            cls=UnsupportedError,
+        )
 
 
 def _schema(info: NodeInfo):
@@ -636,10 +765,15 @@ def import_model(
     model: onnx.ModelProto,
     shapes: dict[str, tuple[int, ...]] | None = None,
     dims: dict[str, int] | None = None,
+    constants: dict[str, np.ndarray] | None = None,
 ) -> tuple[Graph, list[str]]:
-    """ONNX model -> Graph IR with bound dims, folded constants and legal ops (plus warnings)."""
+    """ONNX model -> Graph IR with bound dims, folded constants and legal ops (plus warnings).
+
+    ``constants`` freezes graph inputs to given values: they become constants, fold like
+    initializers (secondary inputs such as shapes, axes and pads then reach the rules that
+    need them) and are no longer inputs of the compiled model."""
     model = _upgrade(model)
-    imp = Importer(model, dict(shapes or {}), dict(dims or {}))
+    imp = Importer(model, dict(shapes or {}), dict(dims or {}), dict(constants or {}))
     return imp.run(), imp.warnings
 
 

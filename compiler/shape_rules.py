@@ -22,7 +22,7 @@ _COMPARE = {"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", 
 
 # Ops whose output shape depends on the values of their inputs: they run only when all their
 # inputs are constants (and then fold at compile time).
-DATA_DEPENDENT = {"NonZero", "Compress", "Unique", "NonMaxSuppression", "StringSplit", "Range"}
+DATA_DEPENDENT = {"NonZero", "Compress", "Unique", "NonMaxSuppression", "StringSplit"}
 # Secondary inputs that decide an output shape, by op: they must be compile-time constants.
 SHAPE_INPUTS = {
     "Reshape": {1: "shape"}, "Expand": {1: "shape"}, "Tile": {1: "repeats"},
@@ -30,7 +30,7 @@ SHAPE_INPUTS = {
     "Split": {1: "split"}, "Resize": {2: "scales", 3: "sizes"}, "Upsample": {1: "scales"},
     "OneHot": {1: "depth"}, "ConstantOfShape": {0: "shape"}, "CenterCropPad": {1: "shape"},
     "Col2Im": {1: "image_shape", 2: "block_shape"}, "Squeeze": {1: "axes"}, "Unsqueeze": {1: "axes"},
-    "TopK": {1: "K"},
+    "TopK": {1: "K"}, "Range": {0: "start", 1: "limit", 2: "delta"},
 }  # fmt: skip
 
 

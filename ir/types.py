@@ -167,6 +167,10 @@ _STORAGE = {
     DType.i8: DType.i32, DType.i16: DType.i32, DType.i32: DType.i32, DType.i64: DType.i32,
     DType.u8: DType.u32, DType.u16: DType.u32, DType.u32: DType.u32, DType.u64: DType.u32,
     DType.bool: DType.u32,
+    # narrower than a byte or with a few mantissa bits: widened, every value exact in 32 bits
+    DType.f8e4m3fn: DType.f32, DType.f8e4m3fnuz: DType.f32, DType.f8e5m2: DType.f32,
+    DType.f8e5m2fnuz: DType.f32, DType.f8e8m0: DType.f32, DType.f4e2m1: DType.f32,
+    DType.i4: DType.i32, DType.i2: DType.i32, DType.u4: DType.u32, DType.u2: DType.u32,
 }  # fmt: skip
 
 

@@ -52,15 +52,20 @@ def verify(g: Graph, *, static: bool = False) -> None:
                 raise VerifyError(f"{where}: output %{v.name} names another producer")
             define(v, where)
         if op.kind == "kernel":
-            if not op.dispatches:
+            if not op.dispatches and any(v.type.numel for v in op.outputs):
+                # only a kernel whose outputs are all empty (a dim of 0) may have no work
                 raise VerifyError(f"{where}: kernel op has no dispatches")
             io = {id(v) for v in op.inputs if v is not None} | {id(v) for v in op.outputs}
             for d in op.dispatches:
                 if d.shader not in g.shaders:
                     raise VerifyError(f"{where}: dispatch names unknown shader {d.shader!r}")
-                if any(n < 0 for n in d.grid) or len(d.grid) != 3:
+                if len(d.grid) != 3 or any(n < 0 for n in d.grid):
                     raise VerifyError(f"{where}: bad grid {d.grid}")
+                if 0 in d.grid:
+                    raise VerifyError(f"{where}: empty grid {d.grid}; an empty dispatch must be left out")
                 for b in d.bindings:
+                    if b.nbytes <= 0:
+                        raise VerifyError(f"{where}: binding of %{b.value.name} is empty")
                     if id(b.value) not in io:
                         raise VerifyError(f"{where}: binding of %{b.value.name}, not an operand")
                     if b.write and b.value.is_const:

@@ -9,22 +9,37 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .errors import CompileError, DeviceError, InputError, ManifestError, Onnx2WgslError, UnsupportedError
+from .errors import (
+    CompileError,
+    ConstantRequiredError,
+    DeviceError,
+    InputError,
+    ManifestError,
+    Onnx2WgslError,
+    ShapeRequiredError,
+    UnsupportedError,
+)
 
 
-def compile(model, output=None, *, shapes=None, dims=None, target=None, opt_level=2, emit="python"):
+def compile(
+    model, output=None, *, shapes=None, dims=None, target=None, opt_level=2, emit="python", constants=None
+):
     """Compile an ONNX model (path or ModelProto) into an artifact directory.
 
     ``shapes`` maps input names to shapes (tuples or "1x3x224x224"); ``dims`` binds symbolic
-    dims by name. ``emit="js"`` also makes the directory an npm package for the browser (the
-    CLI's ``--target js``). Returns the CompileReport (``.summary()`` prints it)."""
+    dims by name; ``constants`` maps input names to arrays that freeze those inputs (they fold
+    into the model and leave its inputs). ``emit="js"`` also makes the directory an npm
+    package for the browser (the CLI's ``--target js``). Returns the CompileReport
+    (``.summary()`` prints it)."""
     from .compiler import compile_model
 
     if emit not in ("python", "js"):
         raise ValueError(f"emit must be 'python' or 'js', not {emit!r}")
     if emit == "js" and output is None:
         raise ValueError("emit='js' needs an output directory")
-    report = compile_model(model, output, shapes=shapes, dims=dims, target=target, opt_level=opt_level).report
+    report = compile_model(
+        model, output, shapes=shapes, dims=dims, target=target, opt_level=opt_level, constants=constants
+    ).report
     if emit == "js":
         from .compiler.package_js import write_js_package
 
@@ -40,6 +55,6 @@ def load(directory, **kwargs):
 
 
 __all__ = [
-    "CompileError", "DeviceError", "InputError", "ManifestError", "Onnx2WgslError",
-    "UnsupportedError", "__version__", "compile", "load",
+    "CompileError", "ConstantRequiredError", "DeviceError", "InputError", "ManifestError", "Onnx2WgslError",
+    "ShapeRequiredError", "UnsupportedError", "__version__", "compile", "load",
 ]  # fmt: skip

@@ -6,18 +6,39 @@
 
 The onnx test harness only knows the device names "CPU" and "CUDA"; this backend runs on the
 WebGPU adapter and answers to "CPU" (the default device) and "WEBGPU".
+
+Specialization. onnx2wgsl compiles ahead of time, so some values must be known when it
+compiles: the target shape of a Reshape, the axes of a reduction, the pads of a Pad, the k
+of a TopK... Models normally hold them as initializers or constant subgraphs. When a model
+feeds one as a *graph input*, ``prepare`` cannot compile it: the compiler raises
+ConstantRequiredError naming that input. The backend then defers compilation to ``run``,
+where the input's value is known, and compiles the model with exactly the inputs the
+compiler asked for frozen to their values (``compile_model(constants=...)``). The compiled
+session is cached by those values and reused while they repeat; new values compile again.
+Every other input stays a run-time input of the compiled kernels, and nothing runs on the
+host that would not also fold in an ahead-of-time compile with ``--const``. This is the
+behaviour of the ``onnx2wgsl compile --const NAME=FILE`` command line, applied per run.
+
+Likewise, a model whose inputs have dims that nothing binds (symbolic batch sizes) raises
+ShapeRequiredError at ``prepare``; it is then compiled at ``run`` for the shapes of the arrays
+fed (``--shape``), one compile per distinct shape.
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 import onnx
 from onnx.backend.base import Backend, BackendRep, namedtupledict
 
+from onnx2wgsl.errors import ConstantRequiredError, ShapeRequiredError
+
 DEVICES = ("CPU", "WEBGPU")
+COMPILE_OPTIONS = ("shapes", "dims", "target", "opt_level")
+CACHE_SIZE = 4  # specialized sessions kept per prepared model (each holds GPU buffers)
 _device = None
 
 
@@ -31,13 +52,47 @@ def shared_device():
     return _device
 
 
-class WebGPURep(BackendRep):
-    """A compiled, loaded model; ``run`` takes inputs in graph order (or by name)."""
+def _compile_and_load(
+    model: onnx.ModelProto, options: dict, device, constants: dict | None = None, shapes: dict | None = None
+):
+    from onnx2wgsl.compiler import compile_model
+    from onnx2wgsl.runtime import InferenceSession
 
-    def __init__(self, session, input_names: list[str], output_names: list[str]):
-        self.session = session
+    if shapes:
+        options = {**options, "shapes": {**options.get("shapes", {}), **shapes}}
+    with tempfile.TemporaryDirectory(prefix="onnx2wgsl-") as out:
+        compile_model(model, out, constants=constants, **options)
+        return InferenceSession(out, device=device)
+
+
+class WebGPURep(BackendRep):
+    """A prepared model; ``run`` takes inputs in graph order (or by name).
+
+    ``session`` is the loaded artifact when the model compiled ahead of time; when it needs
+    some inputs' values (``frozen``) or shapes (``shaped``) to compile, as the compiler named
+    them, sessions are compiled at ``run`` per distinct value / shape and cached."""
+
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        input_names: list[str],
+        output_names: list[str],
+        *,
+        session=None,
+        frozen: tuple[str, ...] = (),
+        shaped: tuple[str, ...] = (),
+        options: dict | None = None,
+        device=None,
+    ):
+        self.model = model
         self.input_names = input_names
         self.output_names = output_names
+        self.session = session
+        self.frozen = tuple(frozen)
+        self.shaped = tuple(shaped)
+        self.options = dict(options or {})
+        self.device = device
+        self._sessions: OrderedDict[tuple, Any] = OrderedDict()
 
     def run(self, inputs: Any, **kwargs: Any) -> tuple:
         if isinstance(inputs, dict):
@@ -46,8 +101,52 @@ class WebGPURep(BackendRep):
             if isinstance(inputs, np.ndarray):
                 inputs = [inputs]
             feeds = dict(zip(self.input_names, inputs))
-        outs = self.session.run(None, feeds)
+        session = self.session if self.session is not None else self._specialized(feeds)
+        names = {io.name for io in session.get_inputs()}
+        outs = session.run(None, {k: v for k, v in feeds.items() if k in names})
         return namedtupledict("Outputs", self.output_names)(*outs)
+
+    def _specialized(self, feeds: dict):
+        """The session compiled with the frozen inputs set to these feeds' values and the
+        shaped inputs bound to these feeds' shapes."""
+        while True:
+            missing = [n for n in self.frozen + self.shaped if n not in feeds]
+            if missing:
+                raise ValueError(f"the model needs inputs {missing} to compile")
+            values = {n: np.asarray(feeds[n]) for n in self.frozen}
+            shapes = {n: tuple(np.shape(feeds[n])) for n in self.shaped if n not in values}
+            key = (
+                tuple((n, v.dtype.str, v.shape, v.tobytes()) for n, v in sorted(values.items())),
+                tuple(sorted(shapes.items())),
+            )
+            if key in self._sessions:
+                self._sessions.move_to_end(key)
+                return self._sessions[key]
+            try:
+                session = _compile_and_load(self.model, self.options, self.device, values, shapes)
+            except (ConstantRequiredError, ShapeRequiredError) as e:
+                # the compiler needs one more input's value or shape: take it from the feeds too
+                known = self.frozen if isinstance(e, ConstantRequiredError) else self.shaped
+                new = tuple(n for n in e.inputs if n not in known and n in self.input_names)
+                if not new:
+                    raise
+                if isinstance(e, ConstantRequiredError):
+                    self.frozen += new
+                else:
+                    self.shaped += new
+                continue
+            self._sessions[key] = session
+            while len(self._sessions) > CACHE_SIZE:
+                _, old = self._sessions.popitem(last=False)
+                old.release()
+            return session
+
+    def release(self) -> None:
+        """Free the GPU buffers of every session this representation holds."""
+        for s in ([self.session] if self.session is not None else []) + list(self._sessions.values()):
+            s.release()
+        self._sessions.clear()
+        self.session = None
 
 
 class WebGPUBackend(Backend):
@@ -61,22 +160,31 @@ class WebGPUBackend(Backend):
 
     @classmethod
     def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs: Any) -> WebGPURep:
-        from onnx2wgsl.compiler import compile_model
-        from onnx2wgsl.runtime import InferenceSession
-
+        """Compile and load the model; if it needs some inputs' values to compile, defer
+        compiling to ``run`` (see the module docstring)."""
         if not cls.supports_device(device):
             raise ValueError(f"device {device!r} is not supported; use one of {DEVICES}")
-        compile_kwargs = {k: kwargs[k] for k in ("shapes", "dims", "target", "opt_level") if k in kwargs}
-        with tempfile.TemporaryDirectory(prefix="onnx2wgsl-") as out:
-            compile_model(model, out, **compile_kwargs)
-            session = InferenceSession(out, device=kwargs.get("webgpu_device") or shared_device())
-        inputs = [i["name"] for i in session.manifest["inputs"]]
-        outputs = [o["name"] for o in session.manifest["outputs"]]
-        return WebGPURep(session, inputs, outputs)
+        options = {k: kwargs[k] for k in COMPILE_OPTIONS if k in kwargs}
+        dev = kwargs.get("webgpu_device") or shared_device()
+        inits = {t.name for t in model.graph.initializer}
+        inputs = [i.name for i in model.graph.input if i.name not in inits]
+        outputs = [o.name for o in model.graph.output]
+        try:
+            session = _compile_and_load(model, options, dev)
+        except (ConstantRequiredError, ShapeRequiredError) as e:
+            if not e.inputs or any(n not in inputs for n in e.inputs):
+                raise
+            kind = "frozen" if isinstance(e, ConstantRequiredError) else "shaped"
+            return WebGPURep(model, inputs, outputs, options=options, device=dev, **{kind: e.inputs})
+        return WebGPURep(model, inputs, outputs, session=session, options=options, device=dev)
 
     @classmethod
     def run_model(cls, model: onnx.ModelProto, inputs: Any, device: str = "CPU", **kwargs: Any) -> tuple:
-        return cls.prepare(model, device, **kwargs).run(inputs)
+        rep = cls.prepare(model, device, **kwargs)
+        try:
+            return rep.run(inputs)
+        finally:
+            rep.release()
 
     @classmethod
     def run_node(

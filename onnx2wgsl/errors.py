@@ -43,6 +43,28 @@ class UnsupportedError(CompileError):
     """An op, dtype or attribute value that onnx2wgsl cannot run on WebGPU."""
 
 
+class ConstantRequiredError(UnsupportedError):
+    """An op needs the value of a graph input at compile time (a shape, axes, pads, k...).
+
+    ``inputs`` names those graph inputs: compiling again with ``constants={name: value}``
+    (CLI ``--const NAME=FILE``) freezes them, which is what ``onnx2wgsl.backend`` does at run
+    time when a model is fed such inputs."""
+
+    def __init__(self, message: str, *, inputs: tuple[str, ...] = (), **kwargs):
+        self.inputs = tuple(inputs)
+        super().__init__(message, **kwargs)
+
+
+class ShapeRequiredError(CompileError):
+    """Graph inputs with dims that nothing binds (symbolic or unnamed): ``inputs`` names them.
+    Compiling again with ``shapes=`` or ``dims=`` binds them; ``onnx2wgsl.backend`` does so
+    from the arrays it is fed."""
+
+    def __init__(self, message: str, *, inputs: tuple[str, ...] = (), **kwargs):
+        self.inputs = tuple(inputs)
+        super().__init__(message, **kwargs)
+
+
 class InputError(Onnx2WgslError, ValueError):
     """A run was fed a wrong input name, dtype or shape."""
 

@@ -207,6 +207,8 @@ class InferenceSession:
             )
         q = self.device.queue
         for seg in w["segments"]:
+            if not seg["size"]:
+                continue
             buf = self.buffers[seg["buffer"]]
             if "fill" in seg:
                 if seg["fill"]:  # new buffers are zeroed already
@@ -284,7 +286,7 @@ class InferenceSession:
     @staticmethod
     def _to_storage(io: dict, value: Any) -> np.ndarray:
         arr = np.asarray(value)
-        if arr.dtype != np.dtype(io["dtype"]):
+        if arr.dtype != numpy_dtype(io["dtype"]):
             raise InputError(f"input {io['name']!r} must be {io['dtype']}, got {arr.dtype}")
         if list(arr.shape) != list(io["shape"]):
             raise InputError(f"input {io['name']!r} must have shape {io['shape']}, got {list(arr.shape)}")
@@ -295,8 +297,27 @@ class InferenceSession:
                 raise InputError(
                     f"input {io['name']!r} has values outside the {st} range the GPU computes in"
                 )
-        return np.ascontiguousarray(arr, dtype=st)
+        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, as documented
+            return np.ascontiguousarray(arr, dtype=st)
+
+
+# dtypes numpy lacks, from ml_dtypes (onnx's own dependency). Looked up first: numpy would
+# read "int4" and "int2" as its own aliases of int32 and int16.
+_ML_DTYPES = (
+    "bfloat16", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz",
+    "float8_e8m0fnu", "float4_e2m1fn", "int4", "uint4", "int2", "uint2",
+)  # fmt: skip
+
+
+def numpy_dtype(name: str) -> np.dtype:
+    """numpy's dtype for a manifest dtype name."""
+    if name in _ML_DTYPES:
+        import ml_dtypes
+
+        return np.dtype(getattr(ml_dtypes, name))
+    return np.dtype(name)
 
 
 def _from_storage(data: np.ndarray, io: dict) -> np.ndarray:
-    return data.astype(np.dtype(io["dtype"])).reshape(io["shape"])
+    # float16/bfloat16/float64 were computed in f32: rounded here (to nearest even) to the declared type
+    return data.astype(numpy_dtype(io["dtype"])).reshape(io["shape"])

@@ -12,24 +12,27 @@ from onnx2wgsl.compiler import compile_model
 from onnx2wgsl.compiler.functions import function_body, lowered
 from onnx2wgsl.errors import UnsupportedError
 
-# (op, attrs, opset): ops whose only way onto the GPU is their function body today.
+# Ops whose only way onto the GPU is their function body today: (id, op, inputs, initializers,
+# attrs, opset). Covers schema defaults, context-dependent bodies and bodies that call
+# other functions.
 INLINED = [
-    ("HardSigmoid", {}, 17),  # schema defaults substituted for @alpha / @beta
-    ("HardSigmoid", {"alpha": 0.3, "beta": 0.4}, 22),  # body at opset 18 inside an opset-22 model
-    ("Softsign", {}, 17),
-    ("Softplus", {}, 17),
-    ("HardSwish", {}, 22),  # nested: HardSwish -> HardSigmoid with its own attributes
-    ("Gelu", {}, 20),  # context-dependent body
-    ("Gelu", {"approximate": "tanh"}, 20),
+    ("hann", "HannWindow", {}, {"n": np.array(10, np.int64)}, {}, 17),
+    ("hamming-symmetric", "HammingWindow", {}, {"n": np.array(9, np.int64)}, {"periodic": 0}, 17),
+    ("blackman", "BlackmanWindow", {}, {"n": np.array(12, np.int64)}, {}, 17),
+    ("nll-mean", "NegativeLogLikelihoodLoss", {"x": rand(4, 5, seed=3)}, {"t": np.array([0, 4, 2, 1], np.int64)},
+     {}, 17),
+    ("nll-none-ignore", "NegativeLogLikelihoodLoss", {"x": rand(4, 5, 3, seed=4)},
+     {"t": np.array([[0, 4, 2], [1, 1, 3], [2, 0, 0], [4, 3, 1]], np.int64)},
+     {"reduction": "none", "ignore_index": 1}, 17),
+    ("sce-sum", "SoftmaxCrossEntropyLoss", {"x": rand(3, 6, seed=5)}, {"t": np.array([5, 0, 2], np.int64)},
+     {"reduction": "sum"}, 17),
 ]
 
 
-@pytest.mark.parametrize("op,attrs,opset", INLINED, ids=[f"{o}-{a}-{v}" for o, a, v in INLINED])
-@pytest.mark.parametrize("shape", [(7,), (2, 3, 5)])
-def test_inlined_op_matches_onnxruntime(op, attrs, opset, shape, device):
+@pytest.mark.parametrize("op,inputs,inits,attrs,opset", [c[1:] for c in INLINED], ids=[c[0] for c in INLINED])
+def test_inlined_op_matches_onnxruntime(op, inputs, inits, attrs, opset, device):
     assert not lowered(op)
-    x = rand(*shape, low=-4.0, high=4.0)
-    check_against_ort(node_model(op, {"x": x}, attrs, opset=opset), {"x": x}, device)
+    check_against_ort(node_model(op, inputs, attrs, opset=opset, initializers=inits), inputs, device)
 
 
 @pytest.mark.parametrize("alpha", [None, 0.5])
@@ -59,19 +62,54 @@ def test_body_keeps_its_own_opset():
     assert not any(a.ref_attr_name for n in body.nodes for a in n.attribute)
 
 
-def test_inlined_constants_fold_and_only_real_work_reaches_the_gpu():
-    x = rand(4, 4)
-    res = compile_model(node_model("HardSigmoid", {"x": x}, {"alpha": 0.25}, opset=18))
+def _local_function_model(nodes, attributes=(), **call_attrs) -> onnx.ModelProto:
+    """A model calling a function ``local.F(X) -> Y`` defined in the model itself."""
+    fn = helper.make_function("local", "F", ["X"], ["Y"], nodes, [helper.make_opsetid("", 18)], list(attributes))
+    g = helper.make_graph(
+        [helper.make_node("F", ["x"], ["y"], domain="local", name="f_0", **call_attrs)],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 4])],
+    )
+    m = helper.make_model(
+        g,
+        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("local", 1)],
+        functions=[fn],
+    )
+    m.ir_version = 8
+    return m
+
+
+def test_inlined_constants_fold_and_only_real_work_reaches_the_gpu(device):
+    # A hard-sigmoid written the way ONNX schema bodies are: constants cast like the input.
+    model = _local_function_model(
+        [
+            helper.make_node("Constant", [], ["A"], value_float=0.25),
+            helper.make_node("CastLike", ["A", "X"], ["Ac"]),
+            helper.make_node("Constant", [], ["B"], value_float=0.5),
+            helper.make_node("CastLike", ["B", "X"], ["Bc"]),
+            helper.make_node("Mul", ["X", "Ac"], ["XA"]),
+            helper.make_node("Add", ["XA", "Bc"], ["Z"]),
+            helper.make_node("Constant", [], ["Zero"], value_float=0.0),
+            helper.make_node("Constant", [], ["One"], value_float=1.0),
+            helper.make_node("Clip", ["Z", "Zero", "One"], ["Y"]),
+        ]
+    )
+    res = compile_model(model)
     kinds = sorted(op.attrs["op"] for op in res.graph.kernels())
-    # Constant/CastLike fold away; Mul, Add and Clip (Max/Min at opset 18) remain
+    # Constant/CastLike fold away; Mul, Add and Clip remain
     assert "CastLike" not in kinds and "Cast" not in kinds and "Constant" not in kinds
-    assert len(kinds) <= 4, kinds
+    assert len(kinds) <= 3, kinds
+    x = rand(4, 4, low=-4.0, high=4.0)
+    assert_close(gpu_run(model, {"x": x}, device), [np.clip(x * 0.25 + 0.5, 0, 1)], rtol=1e-6, atol=1e-6)
 
 
 def test_errors_inside_a_body_name_the_calling_op():
-    x = rand(5)
-    with pytest.raises(UnsupportedError, match=r"'ThresholdedRelu/\w+'"):
-        compile_model(node_model("ThresholdedRelu", {"x": x}, {"alpha": 0.5}, opset=22))
+    # Bernoulli's body draws with RandomUniformLike, which has no lowering
+    model = node_model("Bernoulli", {"x": rand(5, low=0.0)}, opset=17)
+    model.graph.node[0].name = "bern_0"
+    with pytest.raises(UnsupportedError, match=r"RandomUniformLike node 'bern_0/RandomUniformLike'"):
+        compile_model(model)
 
 
 def test_inlining_inside_a_function_of_a_constant_input_folds(device):

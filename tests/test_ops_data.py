@@ -838,7 +838,6 @@ def test_constant_data_dependent_ops_fold(device):
         ("NonZero", {"x": np.ones((2, 3), np.float32)}, {}),
         ("Compress", {"x": np.ones((3, 2), np.float32), "c": np.array([1, 0, 1], np.bool_)}, {"axis": 0}),
         ("Unique", {"x": np.ones(5, np.float32)}, {}),
-        ("Range", {"s": np.array(0, I64), "l": np.array(5, I64), "d": np.array(1, I64)}, {}),
     ],
     ids=lambda v: v if isinstance(v, str) else "",
 )
@@ -846,6 +845,16 @@ def test_data_dependent_shapes_are_clear_errors(op, inputs, attrs):
     model = node_model(op, inputs, attrs, opset=13)
     with pytest.raises(UnsupportedError, match="output shape depends on the run-time values"):
         compiled(model)
+
+
+def test_range_of_run_time_scalars_asks_for_them():
+    """Range's scalars decide its length: graph inputs are named, to be frozen (then it folds)."""
+    from onnx2wgsl.errors import ConstantRequiredError
+
+    inputs = {"s": np.array(0, I64), "l": np.array(5, I64), "d": np.array(1, I64)}
+    with pytest.raises(ConstantRequiredError, match="its start input 's' is computed at run time") as e:
+        compiled(node_model("Range", inputs, {}, opset=13))
+    assert e.value.inputs == ("s",)
 
 
 def test_nms_runtime_is_a_clear_error():

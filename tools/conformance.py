@@ -3,10 +3,12 @@
     python tools/conformance.py                       # every suite, a table by suite and category
     python tools/conformance.py -k test_conv --show   # some cases, with each failure's message
     python tools/conformance.py --markdown            # the README table
+    python tools/conformance.py --write-expected      # rewrite tests/conformance/expected_failures.txt
 
 Node cases are generated from the generators in the installed onnx package into a cache
-folder (about 20 s, once per onnx version); the model suites ship in the onnx wheel.
-tests/test_conformance.py runs the same cases under pytest against expected_failures.txt.
+folder (about 20 s, once per onnx version); the model suites and the nine light CNNs ship in
+the onnx wheel. tests/test_conformance.py runs the same cases under pytest: each passes, or
+fails exactly as tests/conformance/expected_failures.txt lists it (CASE<TAB>CATEGORY<TAB>REASON).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import glob
 import json
 import os
+import re
 import sys
 import time
 import traceback
@@ -29,8 +32,13 @@ from onnx import numpy_helper
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(onnx.__file__).parent / "backend" / "test" / "data"
 MODEL_SUITES = ("simple", "pytorch-converted", "pytorch-operator")
-SUITES = ("node",) + MODEL_SUITES
+SUITES = ("node",) + MODEL_SUITES + ("light",)
 EXPECTED_FAILURES = ROOT / "tests" / "conformance" / "expected_failures.txt"
+
+
+def expected_failures_path() -> Path:
+    """The expected-failures file (ONNX2WGSL_EXPECTED_FAILURES overrides it, for tests)."""
+    return Path(os.environ.get("ONNX2WGSL_EXPECTED_FAILURES", EXPECTED_FAILURES))
 
 
 def cache_dir() -> Path:
@@ -43,16 +51,20 @@ def generate_node_cases(out: Path) -> Path:
     done = out / "node" / ".complete"
     if done.exists():
         return out / "node"
+    import warnings
+
     import onnx.backend.test.case.node as node_cases
     import onnx.backend.test.cmd_tools as cmd_tools
 
-    cases = node_cases.collect_testcases()
-    original = cmd_tools.model_test
-    cmd_tools.model_test = type("M", (), {"collect_testcases": staticmethod(lambda: cases)})
-    try:
-        cmd_tools.generate_data(argparse.Namespace(output=str(out)))
-    finally:
-        cmd_tools.model_test = original
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")  # the generators overflow on purpose (Cast edge cases)
+        cases = node_cases.collect_testcases()
+        original = cmd_tools.model_test
+        cmd_tools.model_test = type("M", (), {"collect_testcases": staticmethod(lambda: cases)})
+        try:
+            cmd_tools.generate_data(argparse.Namespace(output=str(out)))
+        finally:
+            cmd_tools.model_test = original
     done.write_text(onnx.__version__)
     return out / "node"
 
@@ -61,16 +73,24 @@ def generate_node_cases(out: Path) -> Path:
 class Case:
     suite: str
     name: str
-    path: Path
+    path: Path  # the case's folder; for light models, the .onnx file
 
     @property
     def id(self) -> str:
         return self.name if self.suite == "node" else f"{self.suite}/{self.name}"
 
+    @property
+    def model_path(self) -> Path:
+        return self.path if self.suite == "light" else self.path / "model.onnx"
+
 
 def collect(suites=SUITES) -> list[Case]:
     cases = []
     for suite in suites:
+        if suite == "light":
+            for p in sorted((DATA / "light").glob("light_*.onnx")):
+                cases.append(Case("light", p.stem.removeprefix("light_"), p))
+            continue
         root = generate_node_cases(cache_dir()) if suite == "node" else DATA / suite
         for d in sorted(p for p in root.iterdir() if (p / "model.onnx").is_file()):
             cases.append(Case(suite, d.name, d))
@@ -79,7 +99,7 @@ def collect(suites=SUITES) -> list[Case]:
 
 def _tolerances(case: Case) -> tuple[float, float]:
     data = case.path / "data.json"
-    if data.is_file():
+    if case.suite != "light" and data.is_file():
         d = json.loads(data.read_text())
         return d.get("rtol", 1e-3), d.get("atol", 1e-7)
     return 1e-3, 1e-7
@@ -108,6 +128,27 @@ def _load_data_set(d: Path, prefix: str, graph_io) -> list:
     return out
 
 
+def _data_sets(case: Case, model: onnx.ModelProto, graph_inputs) -> list[tuple[list, list]]:
+    if case.suite == "light":
+        # the light references were made with input arange(n) / n, as onnx's model runner feeds it
+        (inp,) = graph_inputs
+        shape = [d.dim_value for d in inp.type.tensor_type.shape.dim]
+        n = int(np.prod(shape))
+        x = (np.arange(n).reshape(shape) / n).astype(np.float32)
+        ref = numpy_helper.to_array(
+            onnx.load_tensor(str(case.path.with_name(f"light_{case.name}_output_0.pb")))
+        )
+        return [([x], [ref])]
+    sets = sorted(glob.glob(str(case.path / "test_data_set_*")))
+    return [
+        (
+            _load_data_set(Path(d), "input", graph_inputs),
+            _load_data_set(Path(d), "output", list(model.graph.output)),
+        )
+        for d in sets
+    ]
+
+
 @dataclass
 class Result:
     case: Case
@@ -117,18 +158,54 @@ class Result:
     seconds: float
 
 
+# -- failure categories ---------------------------------------------------------------------
+SEQUENCE_OPS = {
+    "SequenceAt", "SequenceConstruct", "SequenceEmpty", "SequenceErase", "SequenceInsert",
+    "SequenceLength", "SequenceMap", "SplitToSequence", "ConcatFromSequence",
+}  # fmt: skip
+OPTIONAL_OPS = {"Optional", "OptionalGetElement", "OptionalHasElement"}
+STRING_OPS = {"StringNormalizer", "StringConcat", "StringSplit", "RegexFullMatch", "TfIdfVectorizer"}
+TRAINING_OPS = {"Adagrad", "Adam", "Momentum", "Gradient"}
+DATA_DEPENDENT_OPS = {"NonZero", "Unique", "Compress", "NonMaxSuppression"}
+_DTYPE_CATEGORY = [
+    (re.compile(r"\bdtype (f8\w+)|\b(float8\w*)"), "float8"),
+    (re.compile(r"\bdtype ([iu][24]|f4e2m1)\b"), "sub-byte-type"),
+    (re.compile(r"\bdtype string\b"), "string-tensor"),
+]
+CATEGORIES = (
+    "string-tensor", "sequence-type", "optional-type", "float8", "sub-byte-type", "training-op",
+    "data-dependent-shape", "unsupported-op", "unsupported-dtype", "not-yet-supported",
+    "compile-error", "runtime-error", "wrong-result", "internal-error",
+)  # fmt: skip
+
+
 def categorize(e: BaseException) -> str:
+    """The category of a failure, from the error's type, op and message (see CATEGORIES)."""
     from onnx2wgsl.errors import CompileError, DeviceError, InputError, UnsupportedError
 
     text = str(e)
-    if isinstance(e, UnsupportedError):
+    if isinstance(e, CompileError):
+        op = (e.op or "").split(".")[-1]
+        if op in SEQUENCE_OPS or "sequence_type" in text:
+            return "sequence-type"
+        if op in OPTIONAL_OPS or "optional_type" in text:
+            return "optional-type"
+        if op in STRING_OPS:
+            return "string-tensor"
+        if op in TRAINING_OPS or "training" in text:
+            return "training-op"
+        for pattern, category in _DTYPE_CATEGORY:
+            if pattern.search(text):
+                return category
+        if op in DATA_DEPENDENT_OPS or "cannot infer a static shape" in text or "data-dependent" in text:
+            return "data-dependent-shape"
+        if not isinstance(e, UnsupportedError):
+            return "compile-error"
         if "no WebGPU lowering" in text:
             return "unsupported-op"
         if "dtype" in text or "element type" in text:
             return "unsupported-dtype"
-        return "unsupported"
-    if isinstance(e, CompileError):
-        return "compile-error"
+        return "not-yet-supported"
     if isinstance(e, (InputError, DeviceError)):
         return "runtime-error"
     if isinstance(e, AssertionError):
@@ -136,31 +213,32 @@ def categorize(e: BaseException) -> str:
     return "internal-error"
 
 
-def run_case(case: Case) -> Result:
+def run_case(case: Case, device=None) -> Result:
     """Compile, load and run one case on the GPU; compare every data set with its reference."""
     import onnx2wgsl.backend as backend
 
     t0 = time.perf_counter()
     try:
-        model = onnx.load(str(case.path / "model.onnx"))
-        rep = backend.prepare(model)
-        inits = {t.name for t in model.graph.initializer}
-        graph_inputs = [i for i in model.graph.input if i.name not in inits]
-        rtol, atol = _tolerances(case)
-        sets = sorted(glob.glob(str(case.path / "test_data_set_*")))
-        if not sets:
-            raise AssertionError("the case has no test data")
+        model = onnx.load(str(case.model_path))
+        rep = backend.prepare(model, **({"webgpu_device": device} if device is not None else {}))
         try:
-            for d in sets:
-                inputs = _load_data_set(Path(d), "input", graph_inputs)
-                want = _load_data_set(Path(d), "output", list(model.graph.output))
+            inits = {t.name for t in model.graph.initializer}
+            graph_inputs = [i for i in model.graph.input if i.name not in inits]
+            rtol, atol = _tolerances(case)
+            sets = _data_sets(case, model, graph_inputs)
+            if not sets:
+                raise AssertionError("the case has no test data")
+            for inputs, want in sets:
                 got = rep.run(inputs)
                 compare(got, want, rtol, atol)
         finally:
-            rep.session.release()
+            rep.release()
         return Result(case, True, "pass", "", time.perf_counter() - t0)
     except Exception as e:
-        msg = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        if isinstance(e, AssertionError):  # numpy's messages start on their second line
+            first = " ".join(line.strip() for line in str(e).strip().splitlines()[:4])
+        msg = f"{type(e).__name__}: {first}"
         if categorize(e) == "internal-error":
             msg += " @ " + traceback.extract_tb(e.__traceback__)[-1].filename.split("/")[-1]
         return Result(case, False, categorize(e), msg[:300], time.perf_counter() - t0)
@@ -188,20 +266,110 @@ def compare(got, want, rtol: float, atol: float) -> None:
             )
 
 
-def read_expected(path: Path = EXPECTED_FAILURES) -> dict[str, tuple[str, str]]:
+# -- expected failures --------------------------------------------------------------------------
+HEADER = """\
+# ONNX backend test cases that onnx2wgsl fails, one per line: CASE<TAB>CATEGORY<TAB>REASON.
+# tests/test_conformance.py fails the run when a listed case passes (remove its line) or
+# fails with another category than listed, and when an unlisted case fails.
+# Regenerate with `python tools/conformance.py --write-expected`: it keeps the reasons of
+# entries whose category is unchanged and writes the error message as the reason of new ones.
+# Categories: {categories}.
+"""
+
+
+def read_expected(path: Path | None = None) -> dict[str, tuple[str, str]]:
     """case id -> (category, reason), from lines 'CASE<TAB>CATEGORY<TAB>REASON' ('#' comments)."""
-    out = {}
+    path = path or expected_failures_path()
+    out: dict[str, tuple[str, str]] = {}
     if not path.is_file():
         return out
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
             continue
         parts = line.split("\t")
         if len(parts) != 3 or not all(p.strip() for p in parts):
-            raise ValueError(f"{path}: bad line {line!r}; expected CASE<TAB>CATEGORY<TAB>REASON")
-        out[parts[0]] = (parts[1], parts[2])
+            raise ValueError(f"{path}:{n}: bad line {line!r}; expected CASE<TAB>CATEGORY<TAB>REASON")
+        if parts[0] in out:
+            raise ValueError(f"{path}:{n}: {parts[0]} is listed twice")
+        if parts[1] not in CATEGORIES:
+            raise ValueError(f"{path}:{n}: unknown category {parts[1]!r}; use one of {', '.join(CATEGORIES)}")
+        out[parts[0]] = (parts[1], parts[2].strip())
     return out
+
+
+def write_expected(results: list[Result], path: Path | None = None) -> dict[str, tuple[str, str]]:
+    """Rewrite the file from ``results``: failing cases listed (reasons kept where the category
+    is unchanged), passing ones dropped; entries of cases not run are kept as they are."""
+    path = path or expected_failures_path()
+    entries = read_expected(path)
+    for r in results:
+        old = entries.pop(r.case.id, None)
+        if not r.ok:
+            reason = old[1] if old and old[0] == r.category else _reason(r.message)
+            entries[r.case.id] = (r.category, reason)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [HEADER.format(categories=", ".join(CATEGORIES))]
+    for case_id in sorted(entries, key=lambda c: ("/" in c, c)):
+        category, reason = entries[case_id]
+        lines.append(f"{case_id}\t{category}\t{reason}\n")
+    path.write_text("".join(lines))
+    return entries
+
+
+def _reason(message: str) -> str:
+    text = re.sub(r"^\w+Error: ", "", message).replace("\t", " ")
+    return re.sub(r"\s+", " ", text).strip() or "fails"
+
+
+def verdict(result: Result, expected: dict[str, tuple[str, str]]) -> tuple[bool, str]:
+    """(acceptable, explanation) of one result against the expected-failures entries."""
+    listed = expected.get(result.case.id)
+    name = expected_failures_path().name
+    if result.ok:
+        if listed:
+            return False, f"{result.case.id} passes now: remove it from {name}"
+        return True, "pass"
+    if not listed:
+        return False, (
+            f"{result.case.id} fails [{result.category}] {result.message}; fix it, or list it in {name} "
+            "(python tools/conformance.py --write-expected)"
+        )
+    if listed[0] != result.category:
+        return False, (
+            f"{result.case.id} fails as {result.category} ({result.message}), but {name} lists it as "
+            f"{listed[0]}: update its entry"
+        )
+    return True, f"expected failure [{listed[0]}] {listed[1]}"
+
+
+# -- command line ---------------------------------------------------------------------------------
+def markdown_table(results: list[Result]) -> str:
+    by_suite: dict[str, Counter] = defaultdict(Counter)
+    for r in results:
+        by_suite[r.case.suite][r.category] += 1
+    cats = [c for c in CATEGORIES if any(counts[c] for counts in by_suite.values())]
+    lines = [
+        "| suite | cases | pass | " + " | ".join(cats) + " |",
+        "|---|---:|---:|" + "---:|" * len(cats),
+    ]
+    totals: Counter = Counter()
+    for suite in SUITES:
+        if suite not in by_suite:
+            continue
+        counts = by_suite[suite]
+        totals.update(counts)
+        total = sum(counts.values())
+        lines.append(
+            f"| {suite} | {total} | {counts['pass']} | "
+            + " | ".join(str(counts[c] or "") for c in cats)
+            + " |"
+        )
+    lines.append(
+        f"| **all** | {sum(totals.values())} | {totals['pass']} | "
+        + " | ".join(str(totals[c] or "") for c in cats)
+        + " |"
+    )
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -211,6 +379,11 @@ def main(argv=None) -> int:
     ap.add_argument("--show", action="store_true", help="print each failure's message")
     ap.add_argument("--markdown", action="store_true", help="print the README table")
     ap.add_argument("--json", metavar="FILE", help="write every result to FILE")
+    ap.add_argument(
+        "--write-expected",
+        action="store_true",
+        help="rewrite expected_failures.txt from this run (keeps reasons where the category is unchanged)",
+    )
     args = ap.parse_args(argv)
     cases = collect(tuple(args.suite or SUITES))
     if args.pattern:
@@ -225,26 +398,26 @@ def main(argv=None) -> int:
             print(f"FAIL {case.id}: [{r.category}] {r.message}", flush=True)
         elif not args.show and sys.stderr.isatty():
             print(f"\r{i + 1}/{len(cases)}", end="", file=sys.stderr, flush=True)
-    by_suite = defaultdict(Counter)
-    for r in results:
-        by_suite[r.case.suite][r.category] += 1
-    cats = sorted({c for counts in by_suite.values() for c in counts} - {"pass"})
+    seconds = time.perf_counter() - t0
     if args.markdown:
-        print("| suite | cases | pass | " + " | ".join(cats) + " |")
-        print("|---|---:|---:|" + "---:|" * len(cats))
-    for suite, counts in by_suite.items():
-        total = sum(counts.values())
-        if args.markdown:
-            print(
-                f"| {suite} | {total} | {counts['pass']} | " + " | ".join(str(counts[c]) for c in cats) + " |"
-            )
-        else:
-            detail = ", ".join(f"{c} {counts[c]}" for c in cats if counts[c])
+        print(markdown_table(results))
+    else:
+        by_suite: dict[str, Counter] = defaultdict(Counter)
+        for r in results:
+            by_suite[r.case.suite][r.category] += 1
+        for suite, counts in by_suite.items():
+            total = sum(counts.values())
+            detail = ", ".join(f"{c} {counts[c]}" for c in CATEGORIES if counts[c])
             print(f"{suite:18s} {counts['pass']:5d} / {total:5d} pass  ({detail})")
-    unlisted = [r.case.id for r in results if not r.ok and r.case.id not in expected]
-    fixed = [r.case.id for r in results if r.ok and r.case.id in expected]
-    print(f"\n{sum(r.ok for r in results)} / {len(results)} pass in {time.perf_counter() - t0:.0f}s; "
-          f"{len(unlisted)} failures not in expected_failures.txt; {len(fixed)} listed cases now pass")  # fmt: skip
+    bad = [r for r in results if not verdict(r, expected)[0]]
+    print(
+        f"\n{sum(r.ok for r in results)} / {len(results)} pass in {seconds:.0f}s; "
+        f"{sum(1 for r in bad if not r.ok)} failures not as listed in {expected_failures_path().name}; "
+        f"{sum(1 for r in bad if r.ok)} listed cases now pass"
+    )
+    if args.write_expected:
+        entries = write_expected(results)
+        print(f"wrote {len(entries)} entries to {expected_failures_path()}")
     if args.json:
         Path(args.json).write_text(
             json.dumps(
@@ -259,7 +432,7 @@ def main(argv=None) -> int:
                     for r in results
                 ],
                 indent=1,
-            )
+            )  # fmt: skip
         )
     return 0
 

@@ -29,6 +29,12 @@ def rule(*op_types: str):
     return register
 
 
+def has_rule(op_type: str, domain: str = "") -> bool:
+    """Whether an op has its own legalize rule (ops without one keep their ONNX form)."""
+    _load_all()
+    return domain == "" and op_type in _RULES
+
+
 def legalize(g: Graph, info) -> list[Value | None]:
     """Emit the IR op(s) for one ONNX node into ``g``; return values for its outputs."""
     _load_all()

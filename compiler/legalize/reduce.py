@@ -353,6 +353,7 @@ def _quantize(g, info):
     y = info.out_types[0]
     _gpu_dtype(info, y.dtype, "output")
     attrs = _quant_params(info, x, scale, zp)
+    attrs["saturate"] = int(info.attrs.get("saturate", 1))  # float8 outputs: saturate or overflow
     return emit(g, info, "QuantizeLinear", [x, scale] + ([zp] if zp is not None else []), attrs)
 
 

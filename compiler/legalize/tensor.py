@@ -14,6 +14,8 @@ from . import _axis, _ints, emit, rule
 def _reshape(g, info):
     if info.op_type == "Reshape" and info.opset >= 5:
         info.const_input(1, "shape")  # the output type already holds it; it must be known
+    elif info.op_type in ("Squeeze", "Unsqueeze") and info.opset >= 13:
+        info.const_input(1, "axes")
     return emit(g, info, "Reshape", info.inputs[:1], {})
 
 

@@ -47,7 +47,10 @@ def lowers(*kinds: str):
 
 
 # ONNX ops that legalize into another op's IR form, and ops that only ever fold on the host.
-ALIASES = {"Flatten": "Reshape", "Squeeze": "Reshape", "Unsqueeze": "Reshape", "Dropout": "Identity"}
+ALIASES = {
+    "Flatten": "Reshape", "Squeeze": "Reshape", "Unsqueeze": "Reshape", "Dropout": "Identity",
+    "CastLike": "Cast",
+}  # fmt: skip
 HOST_ONLY = ("Constant", "ConstantOfShape", "Shape", "Size", "Range")
 # Control flow the frontend resolves at compile time (compiler/control_flow.py).
 UNROLLED = ("If", "Loop", "Scan")
@@ -206,7 +209,10 @@ def lower(g: Graph, target: Target) -> Graph:
             if v is not None and storage_dtype(v.dtype) is None:
                 _bad_dtype(ctx, v)
         op.detach()
-        fn(ctx, op)
+        if op.outputs and not any(v.type.numel for v in op.outputs):
+            ctx.kernel(list(op.inputs), list(op.outputs), [])  # empty outputs: no work to dispatch
+        else:
+            fn(ctx, op)
         for v in op.outputs:
             assert v.producer is not None, f"lowering of {op.label} left %{v.name} unproduced"
     g.ops = ctx.ops

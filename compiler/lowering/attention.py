@@ -15,7 +15,7 @@ import math
 
 from onnx2wgsl.ir import Dispatch, Op, Value
 
-from ..elementwise_ops import HELPERS, f32
+from ..elementwise_ops import f32, helper_code
 from . import WORKGROUP, LowerCtx, binding, decl, lowers, wgsl_type
 from .indexing import broadcast
 
@@ -88,7 +88,7 @@ def lower_attention(ctx: LowerCtx, op: Op) -> None:
         "attention.wgsl.j2", decls=decls, wg=WORKGROUP, nx=nx, rows=rows, Sq=Sq, Hq=Hq, L=L, D=D, Dv=Dv,
         group=Hq // Hkv, q_base=q_base, y_base=y_base, k_base=k_base, v_base=v_base, offset=offset,
         allow=" && ".join(allow) or "true", bias=bias, scale=f32(a["scale"]), softcap=f32(softcap) if softcap > 0 else "",
-        mode=mode, neg_inf=NEG_INF, helpers=[HELPERS["tanh"]] if softcap > 0 else [],
+        mode=mode, neg_inf=NEG_INF, helpers=helper_code("tanh") if softcap > 0 else [],
     )  # fmt: skip
     bindings = [binding(v) for _, v in reads] + [binding(v, write=True) for _, v in writes]
     ctx.kernel([v for _, v in reads], [v for _, v in writes], [Dispatch(shader, grid, bindings)])

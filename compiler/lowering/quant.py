@@ -13,8 +13,9 @@ import math
 import numpy as np
 
 from onnx2wgsl.ir import Dispatch, DType, Op, TensorType, Value
+from onnx2wgsl.ir.types import storage_dtype
 
-from ..elementwise_ops import f32
+from ..elementwise_ops import cast, f32
 from . import LowerCtx, binding, decl, lowers, wgsl_type
 from .elementwise import emit_map, map_dispatch
 from .indexing import View, broadcast, contiguous, contiguous_strides, index_code
@@ -23,6 +24,7 @@ from .reduce import Sweep, fold_sweep, row_kernel
 QRANGE = {
     DType.u8: (0, 255), DType.i8: (-128, 127), DType.u16: (0, 65535), DType.i16: (-32768, 32767),
     DType.i32: (-(2**31), 2**31 - 1), DType.u32: (0, 2**32 - 1),
+    DType.i4: (-8, 7), DType.u4: (0, 15), DType.i2: (-2, 1), DType.u2: (0, 3),
 }  # fmt: skip
 
 
@@ -30,7 +32,7 @@ def _saturate(expr: str, dt: DType) -> str:
     """The integer of storage type for float ``expr`` clamped to ``dt``'s range (the f32 -> int
     conversion itself saturates, which covers the 32-bit types' edges)."""
     lo, hi = QRANGE[dt]
-    ty = "u32" if not dt.is_signed else "i32"
+    ty = storage_dtype(dt).value  # i32 for int8/int16/int4/int2, u32 for the unsigned ones
     if dt in (DType.i32, DType.u32):
         return f"{ty}({expr})"
     return f"{ty}(clamp({expr}, {f32(lo)}, {f32(hi)}))"
@@ -73,9 +75,15 @@ def lower_quantize(ctx: LowerCtx, op: Op) -> None:
     y = op.outputs[0]
     ins = [x, scale] + ([zp] if zp is not None else [])
     dispatches = []
+    helpers: tuple[str, ...] = ()
     for space, xv, pv in _pieces(tuple(x.shape), tuple(scale.shape), op.attrs):
         reads = [(x, xv), (scale, pv)] + ([(zp, pv)] if zp is not None else [])
-        if op.kind == "QuantizeLinear":
+        if op.kind == "QuantizeLinear" and y.dtype not in QRANGE:
+            # float8 / float4: x / scale + zero point, rounded to nearest even and saturated
+            # (or not: the saturate attribute) like Cast to the type
+            expr, helpers = cast(f"(a0 / a1{' + a2' if zp is not None else ''})", DType.f32, y.dtype,
+                                 saturate=bool(op.attrs.get("saturate", 1)))  # fmt: skip
+        elif op.kind == "QuantizeLinear":
             shift = " + f32(a2)" if zp is not None else ""
             expr = _saturate(f"round(a0 / a1){shift}", y.dtype)
         else:
@@ -83,7 +91,7 @@ def lower_quantize(ctx: LowerCtx, op: Op) -> None:
             expr = f"(f32(a0){shift}) * a1"
         if op.kind == "QuantizeLinear" and wgsl_type(x) != "f32":
             raise ctx.error(f"input of type {x.dtype.name}; QuantizeLinear takes floats")
-        dispatches.append(map_dispatch(ctx, space, reads, (y, xv), lambda a, e=expr: e))
+        dispatches.append(map_dispatch(ctx, space, reads, (y, xv), lambda a, e=expr: e, helpers))
     emit_map(ctx, ins, y, dispatches)
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from onnx2wgsl.ir import Dispatch, Op, TensorType, Value
 
-from ..elementwise_ops import HELPERS, f32
+from ..elementwise_ops import f32, helper_code
 from . import LowerCtx, binding, decl, lowers
 from .elementwise import emit_map, map_dispatch
 from .indexing import View, contiguous
@@ -163,7 +163,7 @@ def lower_rnn(ctx: LowerCtx, op: Op) -> None:
     reverse = {"forward": "false", "reverse": "true", "bidirectional": "dir == 1u"}[a["direction"]]
     decls = [decl(n, v) for n, v in reads] + [decl(names[n], v, write=True) for n, v in writes]
     shader = ctx.shader(
-        "rnn.wgsl.j2", decls=decls, wg=wg, J=J, H=H, I=In, T=T, kind=kind, helpers=[HELPERS["tanh"]],
+        "rnn.wgsl.j2", decls=decls, wg=wg, J=J, H=H, I=In, T=T, kind=kind, helpers=helper_code("tanh"),
         off_r=off_r, gru_reset_first=shared == 2, private=private, prologue=prologue, init=init,
         phases=phases, step_write=step_write, skip_write=skip_write, final=final, x_base=x_base,
         reverse=reverse, seq_len="u32(SL[b])" if SL is not None else f"{T}u",

@@ -6,7 +6,7 @@ import numpy as np
 
 from onnx2wgsl.ir import Graph, Op
 
-from ..elementwise_ops import TABLE
+from ..elementwise_ops import TABLE, evaluate
 from . import Pass, PassResult
 
 
@@ -40,9 +40,9 @@ class FoldConstants(Pass):
             if op.kind in HOST:
                 data = HOST[op.kind](op, *(v.data for v in ins))
             elif op.kind in TABLE:
-                with np.errstate(all="ignore"):
-                    attrs = {k: v for k, v in op.attrs.items() if isinstance(v, (int, float))}
-                    data = TABLE[op.kind].numpy(*(v.data for v in ins), **attrs)
+                data = evaluate(
+                    op.kind, [None if v is None else v.data for v in op.inputs], op.attrs, y.dtype
+                )
             else:
                 continue
             data = np.asarray(data).astype(y.dtype.numpy).reshape(y.shape)
