@@ -163,7 +163,7 @@ def compile_model(
         )
     else:
         g = src.graph
-    passes = pipeline(opt_level)
+    passes = pipeline(opt_level, tgt)
     g = run_passes(g, passes[done:], after=after)  # names[1 + i] is passes[i]
     ops = len(g.ops)
     if done < names.index("lower"):

@@ -37,7 +37,11 @@ def _fast(*names: str):
 
 def _axes(attrs, inputs, opset, since):
     if opset >= since:
-        return None if len(inputs) < 2 or inputs[1] is None else [int(a) for a in np.asarray(inputs[1]).reshape(-1)]
+        return (
+            None
+            if len(inputs) < 2 or inputs[1] is None
+            else [int(a) for a in np.asarray(inputs[1]).reshape(-1)]
+        )
     return attrs.get("axes")
 
 

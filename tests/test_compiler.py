@@ -39,7 +39,8 @@ def test_same_model_twice_gives_byte_identical_artifacts(name, tmp_path):
 
 
 def test_resnet50_arena_is_at_most_15_percent_of_naive():
-    report = compile_model(str(light_path("resnet50"))).report
+    # unfused, so "naive" counts every op's result as its own buffer
+    report = compile_model(str(light_path("resnet50")), opt_level=0).report
     assert report.arena_bytes <= 0.15 * report.naive_bytes, report.summary()
     assert report.arena_bytes >= report.lower_bound
 

@@ -19,13 +19,30 @@ INLINED = [
     ("hann", "HannWindow", {}, {"n": np.array(10, np.int64)}, {}, 17),
     ("hamming-symmetric", "HammingWindow", {}, {"n": np.array(9, np.int64)}, {"periodic": 0}, 17),
     ("blackman", "BlackmanWindow", {}, {"n": np.array(12, np.int64)}, {}, 17),
-    ("nll-mean", "NegativeLogLikelihoodLoss", {"x": rand(4, 5, seed=3)}, {"t": np.array([0, 4, 2, 1], np.int64)},
-     {}, 17),
-    ("nll-none-ignore", "NegativeLogLikelihoodLoss", {"x": rand(4, 5, 3, seed=4)},
-     {"t": np.array([[0, 4, 2], [1, 1, 3], [2, 0, 0], [4, 3, 1]], np.int64)},
-     {"reduction": "none", "ignore_index": 1}, 17),
-    ("sce-sum", "SoftmaxCrossEntropyLoss", {"x": rand(3, 6, seed=5)}, {"t": np.array([5, 0, 2], np.int64)},
-     {"reduction": "sum"}, 17),
+    (
+        "nll-mean",
+        "NegativeLogLikelihoodLoss",
+        {"x": rand(4, 5, seed=3)},
+        {"t": np.array([0, 4, 2, 1], np.int64)},
+        {},
+        17,
+    ),
+    (
+        "nll-none-ignore",
+        "NegativeLogLikelihoodLoss",
+        {"x": rand(4, 5, 3, seed=4)},
+        {"t": np.array([[0, 4, 2], [1, 1, 3], [2, 0, 0], [4, 3, 1]], np.int64)},
+        {"reduction": "none", "ignore_index": 1},
+        17,
+    ),
+    (
+        "sce-sum",
+        "SoftmaxCrossEntropyLoss",
+        {"x": rand(3, 6, seed=5)},
+        {"t": np.array([5, 0, 2], np.int64)},
+        {"reduction": "sum"},
+        17,
+    ),
 ]
 
 
@@ -64,7 +81,9 @@ def test_body_keeps_its_own_opset():
 
 def _local_function_model(nodes, attributes=(), **call_attrs) -> onnx.ModelProto:
     """A model calling a function ``local.F(X) -> Y`` defined in the model itself."""
-    fn = helper.make_function("local", "F", ["X"], ["Y"], nodes, [helper.make_opsetid("", 18)], list(attributes))
+    fn = helper.make_function(
+        "local", "F", ["X"], ["Y"], nodes, [helper.make_opsetid("", 18)], list(attributes)
+    )
     g = helper.make_graph(
         [helper.make_node("F", ["x"], ["y"], domain="local", name="f_0", **call_attrs)],
         "g",

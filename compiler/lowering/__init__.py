@@ -55,12 +55,13 @@ HOST_ONLY = ("Constant", "ConstantOfShape", "Shape", "Size", "Range")
 # Control flow the frontend resolves at compile time (compiler/control_flow.py).
 UNROLLED = ("If", "Loop", "Scan")
 _VIEWS = ("Reshape", "Identity")
+INTERNAL = ("Fused",)  # made by passes, never read from a model
 
 
 def supported_ops() -> dict[str, str]:
     """ONNX op type -> how it runs: 'gpu' (kernels), 'view' (zero-copy) or 'folded' (host, at compile time)."""
     _load_all()
-    table = {k: "view" if k in _VIEWS else "gpu" for k in _LOWERINGS}
+    table = {k: "view" if k in _VIEWS else "gpu" for k in _LOWERINGS if k not in INTERNAL}
     table.update({k: table[v] for k, v in ALIASES.items()})
     table.update({k: "folded" for k in HOST_ONLY})
     table.update({k: "unrolled" for k in UNROLLED})
@@ -236,6 +237,7 @@ def _load_all() -> None:
         conv,
         data,
         elementwise,
+        fused,
         gather,
         gemm,
         norm,

@@ -16,6 +16,7 @@ import numpy as np
 from onnx2wgsl.ir import Dispatch, Op, Value
 
 from . import WORKGROUP, LowerCtx, binding, decl, lowers
+from .fused import epilogue
 
 SPATIAL = 3  # kernels address (D, H, W); fewer spatial dims are padded with leading 1s
 
@@ -96,14 +97,16 @@ def _gemm(ctx: LowerCtx, op: Op, p: dict) -> None:
             and (p["D"], p["H"], p["W"]) == (p["OD"], p["OH"], p["OW"])
         )
     )
-    decls = [decl("X", x), w_decl] + ([decl("Bv", b)] if b is not None else []) + [decl("Y", y, write=True)]
+    epi = epilogue(ctx, op)
+    decls = [decl("X", x), w_decl] + ([decl("Bv", b)] if b is not None else []) + epi.decls
     shader = ctx.shader(
-        "conv_gemm.wgsl.j2", decls=decls, wg=WORKGROUP, tm=tm, ocg4=ocg4, bias=b is not None,
-        pointwise=pointwise, w_setup=w_setup, w_load=w_load, out_expr=op.attrs.get("epilogue", "v"), **p,
+        "conv_gemm.wgsl.j2", decls=decls + [decl("Y", y, write=True)], wg=WORKGROUP, tm=tm, ocg4=ocg4,
+        bias=b is not None, pointwise=pointwise, w_setup=w_setup, w_load=w_load, out_expr=epi.expr,
+        epi_lines=epi.lines, helpers=epi.helpers, **p,
     )  # fmt: skip
     grid = (math.ceil(p["P"] / (WORKGROUP * tm)), G * ocg4, 1)
-    bindings = [binding(v) for v in inputs] + [binding(y, write=True)]
-    ctx.kernel(inputs, [y], [Dispatch(shader, grid, bindings)])
+    bindings = [binding(v) for v in inputs] + epi.bindings + [binding(y, write=True)]
+    ctx.kernel(inputs + epi.inputs, [y], [Dispatch(shader, grid, bindings)])
 
 
 def _direct(ctx: LowerCtx, op: Op, p: dict) -> None:
@@ -111,18 +114,20 @@ def _direct(ctx: LowerCtx, op: Op, p: dict) -> None:
     x, w, b, y = op.inputs[0], op.inputs[1], op.input(2), op.outputs[0]
     inputs = [x, w] + ([b] if b is not None else [])
     total = p["N"] * p["OC"] * p["OS"]
+    epi = epilogue(ctx, op)
     decls = (
         [decl("X", x), decl("Wt", w)]
         + ([decl("Bv", b)] if b is not None else [])
+        + epi.decls
         + [decl("Y", y, write=True)]
     )
     grid, nx = ctx.grid(math.ceil(total / WORKGROUP))
     shader = ctx.shader(
         "conv_direct.wgsl.j2", decls=decls, wg=WORKGROUP, nx=nx, total=total, bias=b is not None,
-        out_expr=op.attrs.get("epilogue", "v"), **p,
+        out_expr=epi.expr, epi_lines=epi.lines, helpers=epi.helpers, **p,
     )  # fmt: skip
-    bindings = [binding(v) for v in inputs] + [binding(y, write=True)]
-    ctx.kernel(inputs, [y], [Dispatch(shader, grid, bindings)])
+    bindings = [binding(v) for v in inputs] + epi.bindings + [binding(y, write=True)]
+    ctx.kernel(inputs + epi.inputs, [y], [Dispatch(shader, grid, bindings)])
 
 
 @lowers("ConvTranspose")
@@ -138,18 +143,20 @@ def lower_conv_transpose(ctx: LowerCtx, op: Op) -> None:
     total = math.prod(y.shape)
     p.update(N=N, C=C, OC=OC, G=G, ICG=C // G, OCG=OC // G)
     inputs = [x, w] + ([b] if b is not None else [])
+    epi = epilogue(ctx, op)
     decls = (
         [decl("X", x), decl("Wt", w)]
         + ([decl("Bv", b)] if b is not None else [])
+        + epi.decls
         + [decl("Y", y, write=True)]
     )
     grid, nx = ctx.grid(math.ceil(total / WORKGROUP))
     shader = ctx.shader(
         "conv_transpose.wgsl.j2", decls=decls, wg=WORKGROUP, nx=nx, total=total, bias=b is not None,
-        out_expr=op.attrs.get("epilogue", "v"), **p,
+        out_expr=epi.expr, epi_lines=epi.lines, helpers=epi.helpers, **p,
     )  # fmt: skip
-    bindings = [binding(v) for v in inputs] + [binding(y, write=True)]
-    ctx.kernel(inputs, [y], [Dispatch(shader, grid, bindings)])
+    bindings = [binding(v) for v in inputs] + epi.bindings + [binding(y, write=True)]
+    ctx.kernel(inputs + epi.inputs, [y], [Dispatch(shader, grid, bindings)])
 
 
 @lowers("DeformConv")
@@ -171,7 +178,7 @@ def lower_deform_conv(ctx: LowerCtx, op: Op) -> None:
     shader = ctx.shader(
         "deform_conv.wgsl.j2", decls=[decl(n, v) for n, v in reads] + [decl("Y", y, write=True)],
         wg=WORKGROUP, nx=nx, total=total, bias=b is not None, masked=mask is not None, OG=OG,
-        ICOG=p["C"] // OG, out_expr=op.attrs.get("epilogue", "v"), **p,
+        ICOG=p["C"] // OG, out_expr="v", **p,
     )  # fmt: skip
     bindings = [binding(v) for _, v in reads] + [binding(y, write=True)]
     ctx.kernel([v for _, v in reads], [y], [Dispatch(shader, grid, bindings)])

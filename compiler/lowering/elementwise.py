@@ -182,6 +182,11 @@ def _lower_variadic_chain(ctx: LowerCtx, op: Op, ins: list[Value], y: Value, roo
         emit_map(ctx, [acc], y, [d])
 
 
+def cast_options(op: Op) -> dict:
+    """Cast's attributes as ``cast`` takes them."""
+    return {"saturate": bool(op.attrs.get("saturate", 1)), "round_mode": op.attrs.get("round_mode", "up")}
+
+
 @lowers("Cast")
 def lower_cast(ctx: LowerCtx, op: Op) -> None:
     """A copy that converts each value (ONNX Cast rules); a zero-copy view where the stored
@@ -190,7 +195,7 @@ def lower_cast(ctx: LowerCtx, op: Op) -> None:
     if cast_is_copy(x.dtype, y.dtype) and not x.is_const:  # a view of a weight could not be bound
         ctx.view(x, y)
         return
-    options = {"saturate": bool(op.attrs.get("saturate", 1)), "round_mode": op.attrs.get("round_mode", "up")}
+    options = cast_options(op)
     _, helpers = cast("x", x.dtype, y.dtype, **options)
     d = map_dispatch(
         ctx,

@@ -15,6 +15,7 @@ from onnx2wgsl.ir import Dispatch, Op, Value
 
 from ..elementwise_ops import f32
 from . import WORKGROUP, LowerCtx, binding, decl, lowers
+from .fused import epilogue
 from .indexing import View, broadcast, contiguous_strides, index_code
 
 
@@ -80,7 +81,7 @@ def _emit(ctx, op, a, b, c, y, M, N, K, batch, a_shape, b_shape, trans_a, trans_
         bias_lines = [f"v += C[{idx}]{scale};"]
         bias_inputs = [cv]
 
-    out_expr = op.attrs.get("epilogue", "v")
+    epi = epilogue(ctx, op)
     if b.is_const and not batch:
         # [K, N] with alpha folded in, padded to whole vec4 columns, chunked under the binding limit.
         bm = (b.data.T if trans_b else b.data).astype(np.float32) * np.float32(alpha)
@@ -97,9 +98,9 @@ def _emit(ctx, op, a, b, c, y, M, N, K, batch, a_shape, b_shape, trans_a, trans_
             dispatches.append(
                 _dispatch(ctx, a, w, bias_inputs, y, M, N, K, tm, a_row, a_col, batch_lines, bias_lines,
                           vec=4, nv=c1 - c0, n_base=f"{c0 * 4}u", b_load=f"B[k * {c1 - c0}u + nv]",
-                          scale="", out_expr=out_expr, Z=1)
+                          scale="", epi=epi, Z=1)
             )  # fmt: skip
-        ctx.kernel([a, *consts, *bias_inputs], [y], dispatches)
+        ctx.kernel([a, *consts, *bias_inputs, *epi.inputs], [y], dispatches)
         return
 
     scale = "" if alpha == 1.0 else f" * {f32(alpha)}"
@@ -110,8 +111,8 @@ def _emit(ctx, op, a, b, c, y, M, N, K, batch, a_shape, b_shape, trans_a, trans_
     else:
         vec, nv, b_load = 1, N, f"B[bb + k * {N}u + nv]"
     d = _dispatch(ctx, a, b, bias_inputs, y, M, N, K, tm, a_row, a_col, batch_lines, bias_lines,
-                  vec=vec, nv=nv, n_base="0u", b_load=b_load, scale=scale, out_expr=out_expr, Z=Z)  # fmt: skip
-    ctx.kernel([a, b, *bias_inputs], [y], [d])
+                  vec=vec, nv=nv, n_base="0u", b_load=b_load, scale=scale, epi=epi, Z=Z)  # fmt: skip
+    ctx.kernel([a, b, *bias_inputs, *epi.inputs], [y], [d])
 
 
 def _batch_view(shape, batch, mat) -> View:
@@ -123,16 +124,18 @@ def _batch_view(shape, batch, mat) -> View:
 
 
 def _dispatch(ctx, a, b, bias_inputs, y, M, N, K, tm, a_row, a_col, batch_lines, bias_lines,
-              *, vec, nv, n_base, b_load, scale, out_expr, Z) -> Dispatch:  # fmt: skip
+              *, vec, nv, n_base, b_load, scale, epi, Z) -> Dispatch:  # fmt: skip
     decls = [decl("A", a), decl("B", b, elem="vec4<f32>" if vec == 4 else None)]
-    decls += [decl("C", v) for v in bias_inputs]
+    decls += [decl("C", v) for v in bias_inputs] + epi.decls
     decls.append(decl("Y", y, write=True))
     shader = ctx.shader(
         "matmul.wgsl.j2", decls=decls, wg=WORKGROUP, tm=tm, M=M, N=N, K=K, NV=nv, vec=vec,
         acc_type="vec4<f32>" if vec == 4 else "f32", a_row=a_row, a_col=a_col, b_load=b_load,
         batch_lines=batch_lines, bias_lines=bias_lines, n_base=n_base, scale=scale,
-        out_expr=out_expr,
+        out_expr=epi.expr, epi_lines=epi.lines, helpers=epi.helpers,
     )  # fmt: skip
     grid = (math.ceil(nv / WORKGROUP), math.ceil(M / tm), Z)
-    bindings = [binding(a), binding(b)] + [binding(v) for v in bias_inputs] + [binding(y, write=True)]
+    bindings = (
+        [binding(a), binding(b)] + [binding(v) for v in bias_inputs] + epi.bindings + [binding(y, write=True)]
+    )
     return Dispatch(shader, grid, bindings)

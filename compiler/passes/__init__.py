@@ -31,19 +31,36 @@ from .concat_in_place import ConcatInPlace  # noqa: E402
 from .dce import DeadCodeElimination  # noqa: E402
 from .fold import FoldConstants  # noqa: E402
 from .fold_affine import FoldAffine  # noqa: E402
+from .fuse import FuseElementwise, FuseEpilogue  # noqa: E402
 
 PASSES: dict[str, Callable[[], Pass]] = {
-    p.name: p for p in (Canonicalize, FoldConstants, FoldAffine, DeadCodeElimination, ConcatInPlace)
+    p.name: p
+    for p in (
+        Canonicalize,
+        FoldConstants,
+        FoldAffine,
+        DeadCodeElimination,
+        FuseElementwise,
+        FuseEpilogue,
+        ConcatInPlace,
+    )
 }
 
 
-def pipeline(level: int = 2) -> list[Pass]:
+def pipeline(level: int = 2, target=None) -> list[Pass]:
     """The graph passes for an optimization level: -O0 only what correctness needs (BatchNorm
-    canonicalized, constants folded, dead ops removed); -O1 and up fold and fuse."""
+    canonicalized, constants folded, dead ops removed); -O1 folds affine ops into weights and
+    fuses elementwise ops; -O2 also fuses epilogues into Conv, Gemm and MatMul. Fusion keeps
+    each kernel within the target's storage bindings per stage."""
+    bindings = target.max_bindings if target is not None else 8
     passes: list[Pass] = [Canonicalize(), FoldConstants()]
     if level >= 1:
         passes += [FoldAffine()]
     passes += [DeadCodeElimination()]
+    if level >= 1:
+        passes += [FuseElementwise(bindings)]
+    if level >= 2:
+        passes += [FuseEpilogue(bindings)]
     return passes
 
 

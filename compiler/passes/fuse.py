@@ -1,0 +1,266 @@
+"""Fusion: connected elementwise ops over one iteration space become one kernel
+(fuse-elementwise), and an elementwise consumer of a Conv, ConvTranspose, Gemm or MatMul
+result is applied at that op's store (fuse-epilogue)."""
+
+from __future__ import annotations
+
+from onnx2wgsl.ir import Graph, Op, Value
+
+from . import Pass, PassResult
+
+
+def fusable_kinds() -> set[str]:
+    from ..elementwise_ops import TABLE
+
+    return (set(TABLE) - {"Identity"}) | {"Cast"}
+
+
+def topological_sort(g: Graph) -> None:
+    """Reorder ``g.ops`` into a valid order, keeping the current order where it is valid."""
+    index = {id(op): i for i, op in enumerate(g.ops)}
+    done: set[int] = set()
+    order: list[Op] = []
+
+    def visit(op: Op) -> None:
+        stack = [(op, iter(_preds(op, index)))]
+        while stack:
+            cur, preds = stack[-1]
+            for p in preds:
+                if id(p) not in done:
+                    stack.append((p, iter(_preds(p, index))))
+                    break
+            else:
+                stack.pop()
+                if id(cur) not in done:
+                    done.add(id(cur))
+                    order.append(cur)
+
+    for op in g.ops:
+        if id(op) not in done:
+            visit(op)
+    g.ops = order
+
+
+def _preds(op: Op, index: dict[int, int]) -> list[Op]:
+    ps = {id(v.producer): v.producer for v in op.inputs if v is not None and v.producer is not None}
+    return sorted((p for k, p in ps.items() if k in index), key=lambda p: index[id(p)])
+
+
+class FuseElementwise(Pass):
+    """Fuse connected elementwise ops whose results share one shape into a ``Fused`` op whose
+    ``body`` attribute is the subgraph it computes (one kernel, one pass over memory).
+
+    A group may read any number of tensors broadcast into its shape and may expose several
+    results; it stays within ``max_bindings`` storage bindings. An op joins a group only if
+    none of its other operands depends on that group (which would make a cycle)."""
+
+    name = "fuse-elementwise"
+
+    def __init__(self, max_bindings: int = 8):
+        self.max_bindings = max_bindings
+
+    def run(self, g: Graph) -> PassResult:
+        kinds = fusable_kinds()
+        self._graph_outputs = {id(v) for v in g.outputs}
+        self._pos = {id(op): i for i, op in enumerate(g.ops)}
+        group: dict[int, list[Op]] = {id(op): [op] for op in g.ops if self._candidate(op, kinds)}
+        # Merge along every producer -> consumer edge between candidates, when the shapes
+        # agree, the bindings fit and no path through other ops leads from one group to the
+        # other (the fused kernel would then both feed and wait for that path).
+        for op in g.ops:
+            if id(op) not in group:
+                continue
+            for v in op.inputs:
+                p = v.producer if v is not None else None
+                if p is None or id(p) not in group:
+                    continue
+                a, b = group[id(p)], group[id(op)]
+                if a is b or a[0].outputs[0].shape != b[0].outputs[0].shape:
+                    continue
+                merged = sorted(a + b, key=lambda o: self._pos[id(o)])
+                members = {id(o) for o in merged}
+                ins, outs = _interface(merged, members, self._graph_outputs)
+                if len(ins) + len(outs) > self.max_bindings:
+                    continue
+                if self._path(a, b, members) or self._path(b, a, members):
+                    continue
+                for o in merged:
+                    group[id(o)] = merged
+        changed = False
+        done: set[int] = set()
+        for op in list(g.ops):
+            ops = group.get(id(op))
+            if ops is None or id(ops[0]) in done:
+                continue
+            done.add(id(ops[0]))
+            if len(ops) > 1:
+                self._replace(g, ops, self._graph_outputs)
+                changed = True
+        if changed:
+            topological_sort(g)
+        return PassResult(g, changed)
+
+    @staticmethod
+    def _candidate(op: Op, kinds: set[str]) -> bool:
+        return op.kind in kinds and op.domain == "" and len(op.outputs) == 1 and op.outputs[0].type.numel > 0
+
+    def _path(self, a: list[Op], b: list[Op], members: set[int]) -> bool:
+        """Whether a path from group ``a`` to group ``b`` runs through an op outside both."""
+        targets = {id(o) for o in b}
+        last = max(self._pos[id(o)] for o in b)
+        stack = [u for o in a for v in o.outputs for u in v.uses if id(u) not in members]
+        seen: set[int] = set()
+        while stack:
+            op = stack.pop()
+            if id(op) in seen or self._pos.get(id(op), last + 1) > last:
+                continue
+            seen.add(id(op))
+            for v in op.outputs:
+                for u in v.uses:
+                    if id(u) in targets:
+                        return True
+                    if id(u) not in members:
+                        stack.append(u)
+        return False
+
+    @staticmethod
+    def _replace(g: Graph, ops: list[Op], graph_outputs: set[int]) -> None:
+        members = {id(o) for o in ops}
+        ins, outs = _interface(ops, members, graph_outputs)
+        body = Graph(name="fused")
+        inner = {id(v): body.add_input(v.name, v.type) for v in ins}
+        _copy_body(ops, inner, body)
+        body.outputs = [inner[id(v)] for v in outs]
+        at = g.ops.index(ops[-1])
+        for op in ops:
+            op.detach()
+        fused = Op("Fused", ins, outs, {"body": body}, name=ops[-1].name)
+        keep = [o for o in g.ops if id(o) not in members]
+        g.ops = keep
+        g.ops.insert(min(at, len(keep)), fused)
+
+
+def _interface(ops: list[Op], members: set[int], graph_outputs: set[int]) -> tuple[list[Value], list[Value]]:
+    """The group's external inputs (first-use order) and its results used outside it."""
+    ins: list[Value] = []
+    seen: set[int] = set()
+    produced = {id(v) for op in ops for v in op.outputs}
+    for op in ops:
+        for v in op.inputs:
+            if v is not None and id(v) not in produced and id(v) not in seen:
+                seen.add(id(v))
+                ins.append(v)
+    outs = [
+        v
+        for op in ops
+        for v in op.outputs
+        if id(v) in graph_outputs or any(id(u) not in members for u in v.uses)
+    ]
+    return ins, outs
+
+
+def _copy_body(ops: list[Op], inner: dict[int, Value], body: Graph) -> None:
+    """Append copies of ``ops`` to ``body``; ``inner`` maps outer values to body values."""
+    for op in ops:
+        copy = Op(
+            op.kind,
+            [None if v is None else inner[id(v)] for v in op.inputs],
+            [Value(body.fresh_name(v.name), v.type) for v in op.outputs],
+            dict(op.attrs),
+            name=op.name,
+            domain=op.domain,
+        )
+        body.ops.append(copy)
+        for v, c in zip(op.outputs, copy.outputs):
+            inner[id(v)] = c
+
+
+# Ops whose kernels apply an epilogue at their store, and how many operands of their own they
+# take (the epilogue's operands follow; an omitted optional operand is None).
+EPILOGUE_HOSTS = {"Conv": 3, "ConvTranspose": 3, "Gemm": 3, "MatMul": 3}
+
+
+class FuseEpilogue(Pass):
+    """Move the only consumer of a Conv/ConvTranspose/Gemm/MatMul result into that op, when it
+    is elementwise (one op or a ``Fused`` group with one result) over the same shape and
+    dtype: bias, activation, residual Add and scaling then cost no kernel and no round trip
+    through memory. The op keeps its kind; attribute ``epilogue`` holds the consumer as a body
+    graph whose input 0 is the op's own result and whose other inputs are the op's operands
+    from ``epilogue_at`` on."""
+
+    name = "fuse-epilogue"
+
+    def __init__(self, max_bindings: int = 8):
+        self.max_bindings = max_bindings
+
+    def run(self, g: Graph) -> PassResult:
+        kinds = fusable_kinds()
+        outputs = {id(v) for v in g.outputs}
+        changed = False
+        for op in list(g.ops):
+            user = self._consumer(op, kinds, outputs)
+            if user is not None:
+                self._fuse(g, op, user)
+                changed = True
+        return PassResult(g, changed)
+
+    def _consumer(self, op: Op, kinds: set[str], outputs: set[int]) -> Op | None:
+        arity = EPILOGUE_HOSTS.get(op.kind)
+        if arity is None or op.domain or "epilogue" in op.attrs or len(op.inputs) > arity:
+            return None
+        y = op.outputs[0]
+        if len(op.outputs) != 1 or not y.dtype.is_float or id(y) in outputs or len(y.uses) != 1:
+            return None
+        user = y.uses[0]
+        if user.domain or len(user.outputs) != 1:
+            return None
+        if user.kind == "Fused":
+            body_ops = user.attrs["body"].ops
+        elif user.kind in kinds:
+            body_ops = [user]
+        else:
+            return None
+        out = user.outputs[0]
+        if out.type != y.type or any(v.type != y.type for o in body_ops for v in o.outputs):
+            return None
+        own = sum(v is not None for v in op.inputs)
+        extra = {id(v) for v in user.inputs if v is not None and v is not y}
+        if own + len(extra) + 1 > self.max_bindings:
+            return None
+        return user
+
+    @staticmethod
+    def _fuse(g: Graph, op: Op, user: Op) -> None:
+        y = op.outputs[0]
+        body = Graph(name="epilogue")
+        extras: list[Value] = []
+        for v in user.inputs:
+            if v is not None and v is not y and all(v is not u for u in extras):
+                extras.append(v)
+        head = body.add_input(y.name, y.type)
+        ins = {id(v): body.add_input(v.name, v.type) for v in extras}
+        if user.kind == "Fused":
+            inner_body: Graph = user.attrs["body"]
+            inner = {id(b): head if v is y else ins[id(v)] for b, v in zip(inner_body.inputs, user.inputs)}
+            _copy_body(inner_body.ops, inner, body)
+            body.outputs = [inner[id(inner_body.outputs[0])]]
+        else:
+            inner = {id(y): head, **ins}
+            _copy_body([user], inner, body)
+            body.outputs = [inner[id(user.outputs[0])]]
+        arity = EPILOGUE_HOSTS[op.kind]
+        own = list(op.inputs) + [None] * (arity - len(op.inputs))
+        at = g.ops.index(user)
+        out = user.outputs[0]
+        op.detach()
+        user.detach()
+        fused = Op(
+            op.kind,
+            own + extras,
+            [out],
+            {**op.attrs, "epilogue": body, "epilogue_at": arity},
+            name=op.name,
+            domain=op.domain,
+        )
+        g.ops[at] = fused
+        g.ops.remove(op)

@@ -1,0 +1,170 @@
+"""Fusion on the GPU: elementwise groups and epilogues give onnxruntime's results with fewer
+kernels, on every kernel template that takes an epilogue."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from helpers import check_against_ort, rand
+from onnx import TensorProto, helper, numpy_helper
+
+from onnx2wgsl.compiler import compile_model
+
+pytestmark = pytest.mark.gpu
+
+
+def _model(nodes, inputs: dict[str, np.ndarray], outputs: list[str], inits: dict[str, np.ndarray], opset=17):
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, a.shape) for n, a in inputs.items()],
+        [helper.make_value_info(o, onnx.TypeProto()) for o in outputs],
+        [numpy_helper.from_array(a, n) for n, a in inits.items()],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    return onnx.shape_inference.infer_shapes(m)
+
+
+def _kernels(model, level=2) -> list[str]:
+    return [op.attrs["op"] for op in compile_model(model, opt_level=level).graph.kernels()]
+
+
+def _check(model, feeds, device, kernels: list[str]):
+    """-O2 matches onnxruntime with exactly ``kernels``; -O0 matches too, unfused."""
+    assert sorted(_kernels(model)) == sorted(kernels)
+    check_against_ort(model, feeds, device)
+    assert len(_kernels(model, 0)) > len(kernels)
+    check_against_ort(model, feeds, device, opt_level=0)
+
+
+# Epilogue bodies: (nodes after the host op's result "h", extra inputs, extra initializers).
+EPILOGUES = {
+    "relu": ([helper.make_node("Relu", ["h"], ["y"])], {}, {}),
+    "clip": (
+        [helper.make_node("Clip", ["h", "lo", "hi"], ["y"])],
+        {},
+        {"lo": np.float32(-0.2), "hi": np.float32(0.3)},
+    ),
+    "silu": ([helper.make_node("Sigmoid", ["h"], ["s"]), helper.make_node("Mul", ["h", "s"], ["y"])], {}, {}),
+    "gelu-tanh": ([helper.make_node("Gelu", ["h"], ["y"], approximate="tanh")], {}, {}),
+    "hardswish": ([helper.make_node("HardSwish", ["h"], ["y"])], {}, {}),
+    "leaky": ([helper.make_node("LeakyRelu", ["h"], ["y"], alpha=0.1)], {}, {}),
+    "residual-relu": (
+        [helper.make_node("Add", ["r", "h"], ["s"]), helper.make_node("Relu", ["s"], ["y"])],
+        {"r": None},
+        {},
+    ),
+    "scale-tanh": (
+        [helper.make_node("Mul", ["h", "k"], ["s"]), helper.make_node("Tanh", ["s"], ["y"])],
+        {},
+        {"k": np.float32(0.7)},
+    ),
+}
+
+
+def _with_epilogue(host_nodes, inputs, inits, out_shape, epi: str, opset=20):
+    nodes, extra_in, extra_init = EPILOGUES[epi]
+    inputs = dict(inputs)
+    for n in extra_in:
+        inputs[n] = rand(*out_shape, seed=9)
+    return _model(host_nodes + nodes, inputs, ["y"], {**inits, **extra_init}, opset), inputs
+
+
+@pytest.mark.parametrize("epi", list(EPILOGUES))
+def test_conv_gemm_epilogue(epi, device):
+    x = rand(1, 3, 9, 9)
+    w, b = rand(8, 3, 3, 3, seed=1), rand(8, seed=2)
+    host = [helper.make_node("Conv", ["x", "w", "b"], ["h"], pads=[1, 1, 1, 1])]
+    model, feeds = _with_epilogue(host, {"x": x}, {"w": w, "b": b}, (1, 8, 9, 9), epi)
+    _check(model, feeds, device, ["Conv"])
+
+
+@pytest.mark.parametrize("epi", ["residual-relu", "hardswish"])
+def test_depthwise_conv_epilogue(epi, device):
+    x = rand(2, 4, 7, 7)
+    w = rand(4, 1, 3, 3, seed=1)
+    host = [helper.make_node("Conv", ["x", "w"], ["h"], group=4, strides=[2, 2])]
+    model, feeds = _with_epilogue(host, {"x": x}, {"w": w}, (2, 4, 3, 3), epi)
+    _check(model, feeds, device, ["Conv"])
+
+
+@pytest.mark.parametrize("epi", ["residual-relu", "silu"])
+def test_conv_transpose_epilogue(epi, device):
+    x = rand(1, 4, 5, 5)
+    w = rand(4, 2, 3, 3, seed=1)
+    host = [helper.make_node("ConvTranspose", ["x", "w"], ["h"], strides=[2, 2])]
+    model, feeds = _with_epilogue(host, {"x": x}, {"w": w}, (1, 2, 11, 11), epi)
+    _check(model, feeds, device, ["ConvTranspose"])
+
+
+@pytest.mark.parametrize("epi", ["residual-relu", "gelu-tanh", "clip"])
+def test_gemm_epilogue(epi, device):
+    a = rand(5, 6)
+    b, c = rand(7, 6, seed=1), rand(7, seed=2)
+    host = [helper.make_node("Gemm", ["a", "b", "c"], ["h"], transB=1, alpha=0.5)]
+    model, feeds = _with_epilogue(host, {"a": a}, {"b": b, "c": c}, (5, 7), epi)
+    _check(model, feeds, device, ["Gemm"])
+
+
+@pytest.mark.parametrize("epi", ["residual-relu", "scale-tanh"])
+def test_batched_matmul_epilogue(epi, device):
+    a, b = rand(3, 4, 5), rand(3, 5, 6, seed=1)
+    host = [helper.make_node("MatMul", ["a", "b"], ["h"])]
+    model, feeds = _with_epilogue(host, {"a": a, "b": b}, {}, (3, 4, 6), epi)
+    _check(model, feeds, device, ["MatMul"])
+
+
+def test_epilogue_operand_broadcasts(device):
+    # the residual is a per-row column, read broadcast along the MatMul's columns
+    a = rand(4, 5)
+    w, r = rand(5, 3, seed=1), rand(4, 1, seed=2)
+    nodes = [helper.make_node("MatMul", ["a", "w"], ["h"]), helper.make_node("Sub", ["h", "r"], ["y"])]
+    model = _model(nodes, {"a": a, "r": r}, ["y"], {"w": w})
+    _check(model, {"a": a, "r": r}, device, ["MatMul"])
+
+
+def test_elementwise_group_with_two_results(device):
+    # %s is a graph output and feeds the rest of the group: one kernel writes both
+    x, z = rand(2, 3, 4), rand(3, 4, seed=1)
+    nodes = [
+        helper.make_node("Sigmoid", ["x"], ["s"]),
+        helper.make_node("Mul", ["s", "z"], ["m"]),
+        helper.make_node("Sqrt", ["s"], ["q"]),
+        helper.make_node("Sub", ["m", "q"], ["y"]),
+    ]
+    model = _model(nodes, {"x": x, "z": z}, ["s", "y"], {})
+    _check(model, {"x": x, "z": z}, device, ["Fused"])
+
+
+def test_mixed_dtypes_inside_a_group(device):
+    # comparisons give bool, Where and Cast bring it back: every value keeps its stored form.
+    # Greater feeds both Where and (through Cast) Add, so all five must fuse or none of the
+    # path would: one group.
+    x = rand(3, 5, low=-2, high=2)
+    nodes = [
+        helper.make_node("Greater", ["x", "zero"], ["p"]),
+        helper.make_node("Neg", ["x"], ["n"]),
+        helper.make_node("Where", ["p", "x", "n"], ["a"]),
+        helper.make_node("Cast", ["p"], ["c"], to=TensorProto.FLOAT),
+        helper.make_node("Add", ["a", "c"], ["y"]),
+    ]
+    model = _model(nodes, {"x": x}, ["y"], {"zero": np.float32(0)})
+    _check(model, {"x": x}, device, ["Fused"])
+
+
+def test_groups_stay_within_the_binding_limit(device):
+    # nine inputs summed pairwise: one group cannot bind them all under 8 bindings
+    xs = {f"x{i}": rand(4, seed=i) for i in range(9)}
+    nodes, acc = [], "x0"
+    for i in range(1, 9):
+        nodes.append(helper.make_node("Add", [acc, f"x{i}"], [f"s{i}"]))
+        acc = f"s{i}"
+    nodes.append(helper.make_node("Relu", [acc], ["y"]))
+    model = _model(nodes, xs, ["y"], {})
+    compiled = compile_model(model)
+    kernels = list(compiled.graph.kernels())
+    assert 2 <= len(kernels) <= 3
+    assert all(len(d.bindings) <= 8 for k in kernels for d in k.dispatches)
+    check_against_ort(model, xs, device)
