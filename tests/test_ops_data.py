@@ -11,7 +11,7 @@ from helpers import assert_close, gpu_run, node_model, ort_run, rand, reference_
 from onnx import TensorProto, helper
 
 from onnx2wgsl.compiler import compile_model
-from onnx2wgsl.errors import UnsupportedError
+from onnx2wgsl.errors import CompileError, UnsupportedError
 
 pytestmark = pytest.mark.gpu
 
@@ -724,7 +724,7 @@ def test_resize_downsample_resize10_nearest(device):
     check(model, {"x": x}, device)
 
 
-# -- GridSample / Col2Im ----------------------------------------------------------------------
+# -- GridSample / RoiAlign / Col2Im ----------------------------------------------------------
 @pytest.mark.parametrize("mode", ["linear", "nearest", "cubic"])
 @pytest.mark.parametrize("padding", ["zeros", "border", "reflection"])
 @pytest.mark.parametrize("align", [0, 1])
@@ -768,6 +768,48 @@ def test_grid_sample_cubic_5d_is_a_clear_error():
     x, grid = rand(1, 1, 2, 3, 4), rand(1, 2, 2, 2, 3)
     model = node_model("GridSample", {"x": x, "g": grid}, {"mode": "cubic"}, opset=20)
     with pytest.raises(UnsupportedError, match="cubic sampling is defined for 4-D"):
+        compiled(model)
+
+
+# boxes inside, across the border, beyond the map, degenerate (x2 < x1) and sub-pixel
+ROIS = np.array(
+    [[0, 0, 9, 7], [1, 5, 4, 9], [-3, -2, 12, 4.5], [3.3, 1.2, 3.5, 8], [6, 6, 2, 1], [10.5, 0, 14, 3]],
+    np.float32,
+)
+
+
+def _roi_model(mode, ratio, opset, transform=None, scale=1.0, shape=(2, 3, 8, 10), out=(3, 4)):
+    x = rand(*shape)
+    rois = ROIS * np.float32(1 / scale)
+    batch = np.array([0, 1, 1, 0, 1, 0], I64)
+    attrs = {"mode": mode, "output_height": out[0], "output_width": out[1], "sampling_ratio": ratio,
+             "spatial_scale": scale}  # fmt: skip
+    if transform:
+        attrs["coordinate_transformation_mode"] = transform
+    feeds = {"x": x, "rois": rois, "batch": batch}
+    return node_model("RoiAlign", feeds, attrs, opset=opset), feeds
+
+
+@pytest.mark.parametrize("opset,transform", [(10, None), (16, "half_pixel"), (16, "output_half_pixel")])
+@pytest.mark.parametrize("mode", ["avg", "max"])
+@pytest.mark.parametrize("ratio", [0, 2])
+def test_roi_align(opset, transform, mode, ratio, device):
+    # opset 10 shifts nothing (output_half_pixel); max takes the largest weighted tap
+    model, feeds = _roi_model(mode, ratio, opset, transform)
+    check(model, feeds, device, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["avg", "max"])
+def test_roi_align_opset22_scaled(mode, device):
+    # onnxruntime has no RoiAlign-22: onnx.reference; a spatial_scale and a 1-row map
+    model, feeds = _roi_model(mode, 0, 22, "half_pixel", scale=0.25, shape=(2, 2, 1, 9), out=(2, 5))
+    check(model, feeds, device, ref="onnx", atol=1e-5)
+
+
+def test_roi_align_bad_rois_is_a_clear_error():
+    x, rois, batch = rand(1, 1, 4, 4), rand(2, 5), np.zeros(2, I64)
+    model = node_model("RoiAlign", {"x": x, "rois": rois, "batch": batch}, {}, opset=16)
+    with pytest.raises(CompileError, match=r"rois must be \[num_rois, 4\]"):
         compiled(model)
 
 

@@ -313,6 +313,41 @@ def _grid_sample(g, info):
     return emit(g, info, "GridSample", info.inputs[:2], attrs)
 
 
+@rule("RoiAlign")
+def _roi_align(g, info):
+    x, rois, batch = info.inputs[:3]
+    if x.type.rank != 4:
+        raise info.error(f"X must be [N, C, H, W], got {x.type}")
+    if rois.type.rank != 2 or rois.shape[1] != 4:
+        raise info.error(f"rois must be [num_rois, 4] boxes (x1, y1, x2, y2), got {rois.type}")
+    if batch.type.rank != 1 or batch.shape[0] != rois.shape[0]:
+        raise info.error(f"batch_indices must be [{rois.shape[0]}] (one per roi), got {batch.type}")
+    a = info.attrs
+    mode = a.get("mode", "avg")
+    if mode not in ("avg", "max"):
+        raise info.error(f"unknown mode {mode!r}", hint="use 'avg' or 'max'")
+    # Opset 10 had no coordinate_transformation_mode: its boxes were not shifted by half a pixel.
+    transform = (
+        a.get("coordinate_transformation_mode", "half_pixel") if info.opset >= 16 else "output_half_pixel"
+    )
+    if transform not in ("half_pixel", "output_half_pixel"):
+        raise info.error(
+            f"unknown coordinate_transformation_mode {transform!r}",
+            hint="use 'half_pixel' or 'output_half_pixel'",
+        )
+    attrs = {
+        "mode": mode,
+        "coordinate_transformation_mode": transform,
+        "output_height": int(a.get("output_height", 1)),
+        "output_width": int(a.get("output_width", 1)),
+        "sampling_ratio": int(a.get("sampling_ratio", 0)),
+        "spatial_scale": float(a.get("spatial_scale", 1.0)),
+    }
+    if attrs["output_height"] < 1 or attrs["output_width"] < 1 or attrs["sampling_ratio"] < 0:
+        raise info.error("output_height and output_width must be positive and sampling_ratio not negative")
+    return emit(g, info, "RoiAlign", [x, rois, batch], attrs)
+
+
 @rule("Col2Im")
 def _col2im(g, info):
     image = _ints(info.const_input(1, "image_shape"))
