@@ -217,6 +217,36 @@ def test_scatter_last_update_wins(device):
         np.testing.assert_array_equal(gpu_run(model, {"x": x, "i": i, "u": u}, device)[0], want)
 
 
+@pytest.mark.parametrize(
+    "past,seq,axis,where",
+    [
+        ((2, 3, 6, 4), 2, -2, [1, 4]),
+        ((3, 7, 5), 3, 1, [0, 4, 2]),
+        ((2, 5, 2, 3), 1, 1, None),  # no write_indices: every batch entry writes at 0
+        ((2, 8), 8, 1, [0, 0]),  # the whole cache replaced
+    ],
+    ids=str,
+)
+@pytest.mark.parametrize("mode", ["linear", "circular"])
+@pytest.mark.parametrize("dtype", [np.float32, np.int64], ids=["f32", "i64"])
+def test_tensor_scatter(past, seq, axis, where, mode, dtype, device):
+    cache = data(past, dtype)
+    upd_shape = list(past)
+    upd_shape[axis] = seq
+    feeds = {"past": cache, "update": data(upd_shape, dtype, seed=1)}
+    if where is not None:
+        if mode == "circular":  # indices wrap around the end of the cache
+            where = [(w + past[axis] - 1) for w in where]
+        feeds["where"] = np.array(where, I64)
+    check(node_model("TensorScatter", feeds, {"axis": axis, "mode": mode}, opset=24), feeds, device)
+
+
+def test_tensor_scatter_mismatched_update_is_a_clear_error():
+    feeds = {"past": rand(2, 4, 3), "update": rand(2, 5, 3)}
+    with pytest.raises(CompileError, match="does not fit past_cache"):
+        compiled(node_model("TensorScatter", feeds, {"axis": 1}, opset=24))
+
+
 # -- Slice / Split ----------------------------------------------------------------------------
 SLICES = [
     # starts, ends, axes, steps

@@ -230,6 +230,33 @@ def _scatter_nd(g, info):
     return emit(g, info, "ScatterND", info.inputs[:3], {"reduction": _reduction(info)})
 
 
+@rule("TensorScatter")
+def _tensor_scatter(g, info):
+    past, update = info.inputs[:2]
+    where = info.inputs[2] if len(info.inputs) > 2 else None
+    rank = past.type.rank
+    axis = _axis(info, int(info.attrs.get("axis", -2)), rank)
+    if axis == 0:
+        raise info.error("axis 0 is the batch axis, not a sequence axis", hint="use axis >= 1 (default -2)")
+    mode = info.attrs.get("mode", "linear")
+    if mode not in ("linear", "circular"):
+        raise info.error(f"unknown mode {mode!r}", hint="use 'linear' or 'circular'")
+    ps, us = tuple(past.shape), tuple(update.shape)
+    if (
+        len(us) != rank
+        or any(p != u for d, (p, u) in enumerate(zip(ps, us)) if d != axis)
+        or us[axis] > ps[axis]
+    ):
+        raise info.error(
+            f"update {us} does not fit past_cache {ps}: the shapes must agree except on axis {axis}, "
+            "where the update may not be longer"
+        )
+    if where is not None and tuple(where.shape) != (ps[0],):
+        raise info.error(f"write_indices must be [{ps[0]}] (one per batch entry), got {where.type}")
+    attrs = {"axis": axis, "mode": mode, "has_write_indices": int(where is not None)}
+    return emit(g, info, "TensorScatter", [v for v in (past, update, where) if v is not None], attrs)
+
+
 # -- rearrangements ---------------------------------------------------------------------------
 @rule("DepthToSpace", "SpaceToDepth")
 def _depth_space(g, info):
