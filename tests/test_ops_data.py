@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from helpers import assert_close, gpu_run, node_model, ort_run, rand, reference_run
+from helpers import assert_close, assert_ir_round_trips, gpu_run, node_model, ort_run, rand, reference_run
 from onnx import TensorProto, helper
 
 from onnx2wgsl.compiler import compile_model
@@ -239,6 +239,11 @@ def test_tensor_scatter(past, seq, axis, where, mode, dtype, device):
             where = [(w + past[axis] - 1) for w in where]
         feeds["where"] = np.array(where, I64)
     check(node_model("TensorScatter", feeds, {"axis": axis, "mode": mode}, opset=24), feeds, device)
+
+
+def test_tensor_scatter_ir_round_trips():
+    feeds = {"past": rand(2, 5, 3), "update": rand(2, 2, 3), "where": np.array([4, 1], I64)}
+    assert_ir_round_trips(node_model("TensorScatter", feeds, {"axis": 1, "mode": "circular"}, opset=24))
 
 
 def test_tensor_scatter_mismatched_update_is_a_clear_error():
@@ -834,6 +839,10 @@ def test_roi_align_opset22_scaled(mode, device):
     # onnxruntime has no RoiAlign-22: onnx.reference; a spatial_scale and a 1-row map
     model, feeds = _roi_model(mode, 0, 22, "half_pixel", scale=0.25, shape=(2, 2, 1, 9), out=(2, 5))
     check(model, feeds, device, ref="onnx", atol=1e-5)
+
+
+def test_roi_align_ir_round_trips():
+    assert_ir_round_trips(_roi_model("max", 0, 16, "output_half_pixel", scale=0.5)[0])
 
 
 def test_roi_align_bad_rois_is_a_clear_error():
