@@ -588,6 +588,7 @@ ZERO_SIZED = [
     ("ArgMax", (0, 3), {"axis": 1}, {}, 13, 1),
     ("LayerNormalization", (0, 4), {}, {"s": np.ones(4, np.float32)}, 17, 1),
     ("CumSum", (0, 3), {}, {"axis": np.array(1, np.int64)}, 14, 1),
+    ("CumProd", (2, 0), {}, {"axis": np.array(1, np.int64)}, 26, 1),
     ("TopK", (0, 5), {}, {"k": np.array([2], np.int64)}, 11, 2),
     ("LpNormalization", (2, 0), {"axis": 0}, {}, 17, 1),
 ]
