@@ -78,6 +78,11 @@ def test_dft_long_signal_is_accurate(device):
     np.testing.assert_allclose(got[..., 1], want.imag, atol=2e-6 * scale)
 
 
+def test_dft_of_an_empty_signal_padded_is_zeros(device):
+    x = np.zeros((2, 0, 1), np.float32)
+    _check(_dft_model(x, 20, 1, 4), {"x": x}, device)
+
+
 def test_dft_runtime_length_is_a_constant_error():
     x = rand(1, 8, 1)
     feeds = {"x": x, "len": np.array(8, I64)}

@@ -349,6 +349,8 @@ def _roi_align(g, info):
         raise info.error(f"rois must be [num_rois, 4] boxes (x1, y1, x2, y2), got {rois.type}")
     if batch.type.rank != 1 or batch.shape[0] != rois.shape[0]:
         raise info.error(f"batch_indices must be [{rois.shape[0]}] (one per roi), got {batch.type}")
+    if x.type.numel == 0 and rois.shape[0] and x.shape[1]:
+        raise info.error(f"X of shape {x.shape} holds no pixels to sample for {rois.shape[0]} rois")
     a = info.attrs
     mode = a.get("mode", "avg")
     if mode not in ("avg", "max"):

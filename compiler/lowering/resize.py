@@ -330,7 +330,8 @@ def lower_roi_align(ctx: LowerCtx, op: Op) -> None:
     """Each output bin averages (or maxes) a grid of bilinear samples inside its roi's bin.
     The grid is sampling_ratio per side, or ceil(bin size) when it is 0: that depends on the
     roi, so the loops' bounds are computed per invocation. "max" takes the largest weighted
-    tap (not the largest interpolated value), as onnx.reference and onnxruntime define it."""
+    tap (not the largest interpolated value), as onnx.reference and onnxruntime define it.
+    A batch index outside [0, N) reads the nearest image (ONNX leaves it undefined)."""
     x, rois, batch = op.inputs[:3]
     y = op.outputs[0]
     a = op.attrs

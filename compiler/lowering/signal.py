@@ -54,6 +54,11 @@ def _transform(
     divided by N) or irfft (a one-sided spectrum's inverse: real, the bins mirrored)."""
     if wgsl_type(y) != "f32":
         raise ctx.error(f"{ctx.current.kind} of {y.dtype.name} is not supported", hint="use a float input")
+    if count == 0:  # an empty signal padded to N points: all zeros, and x is never read
+        zeros = CoordKernel(ctx, y.shape)
+        zeros.store("0.0f", y)
+        ctx.kernel(inputs, [y], [zeros.dispatch()])
+        return
     space = tuple(y.shape[:-1])
     cplx = x.shape[-1] == 2
     table = _twiddles(ctx, length, f"{y.name}.twiddles")
