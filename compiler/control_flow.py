@@ -1,12 +1,14 @@
 """Control flow resolved at compile time: If, Loop and Scan become straight-line ops.
 
-A WebGPU artifact is a fixed list of dispatches, so a branch or a trip count must be known
-when the model is compiled. ``If`` whose condition folds imports the taken branch in place;
+A WebGPU artifact is a fixed list of dispatches, so a trip count must be known when the
+model is compiled. ``If`` whose condition folds imports the taken branch in place; one whose
+condition is computed at run time runs both branches and selects each output with a Where;
 ``Loop`` whose trip count and condition fold is unrolled, carrying its loop values from one
 copy of the body to the next; ``Scan`` (static sequence length) is unrolled over slices of
 its scan inputs. Bodies import through the same frontend as the model (outer-scope names
 resolve through the scope chain), so constants fold and shapes infer inside them too.
-Anything decided only at run time is a clear UnsupportedError.
+Anything else decided only at run time (a trip count, a loop condition, branches of
+different types) is a clear UnsupportedError.
 """
 
 from __future__ import annotations
@@ -58,23 +60,82 @@ def _prefix(scope, node, what) -> str:
 
 
 def import_if(imp, node, scope, inputs, opset) -> list[Value | None]:
-    """Inline the branch an If takes; its condition must fold at compile time."""
+    """Inline the branch an If takes when its condition folds; otherwise run both branches
+    and select each output with a Where on the condition (outputs must agree in type)."""
     cond = inputs[0] if inputs else None
-    if cond is None or not cond.is_const:
-        raise _error(
-            node, opset, "its condition is computed at run time",
-            hint="a WebGPU artifact runs a fixed schedule: the condition must be a constant "
-            "(bind the model's dims with --dim/--shape if it depends on shapes)",
-        )  # fmt: skip
+    graphs = _graphs(node)
+    if cond is None or "then_branch" not in graphs or "else_branch" not in graphs:
+        raise _error(node, opset, "it has no condition, then_branch or else_branch", cls=CompileError)
+    if not cond.is_const:
+        return _select_branches(imp, node, scope, cond, opset, graphs)
     taken = bool(_scalar(cond))
-    branch = _graphs(node).get("then_branch" if taken else "else_branch")
-    if branch is None:
-        raise _error(node, opset, "it has no then_branch/else_branch graph", cls=CompileError)
+    branch = graphs["then_branch" if taken else "else_branch"]
     outs = imp.import_subgraph(branch, scope, [], _prefix(scope, node, "then" if taken else "else"))
     if len(outs) != len(node.output):
         raise _error(
             node, opset, f"its branch yields {len(outs)} outputs for {len(node.output)}", cls=CompileError
         )
+    return outs
+
+
+_RUN_TIME_IF_HINT = (
+    "a WebGPU artifact runs a fixed schedule: both branches run and each output is selected, which "
+    "needs tensors of one type from both; or make the condition a constant (bind the model's dims "
+    "with --dim/--shape if it depends on shapes)"
+)
+
+
+def _select_branches(imp, node, scope, cond: Value, opset, graphs) -> list[Value | None]:
+    """Both branches imported; output k = Where(cond, then_k, else_k). Every output of both
+    branches must be a tensor of the same static type, or there is nothing one schedule can
+    select between."""
+    then_b, else_b = graphs["then_branch"], graphs["else_branch"]
+    for b in (then_b, else_b):
+        for vi in b.output:
+            kind = vi.type.WhichOneof("value")
+            if kind not in (None, "tensor_type"):
+                raise _error(
+                    node, opset,
+                    f"its condition is computed at run time and its {b.name or 'branch'} yields "
+                    f"{vi.name!r} of type {kind}, which the GPU cannot select (only tensors)",
+                    hint=_RUN_TIME_IF_HINT,
+                )  # fmt: skip
+    if cond.type.numel != 1 or cond.dtype.name != "bool":
+        raise _error(node, opset, f"its condition must be one bool, got {cond.type}", cls=CompileError)
+    then_outs = imp.import_subgraph(then_b, scope, [], _prefix(scope, node, "then"))
+    else_outs = imp.import_subgraph(else_b, scope, [], _prefix(scope, node, "else"))
+    if not len(then_outs) == len(else_outs) == len(node.output):
+        raise _error(
+            node, opset, f"its branches yield {len(then_outs)} and {len(else_outs)} outputs for "
+            f"{len(node.output)}", cls=CompileError,
+        )  # fmt: skip
+    name = node.name or "if"
+    c = cond
+    if c.type.rank:  # a [1] condition: the Where must not broadcast the outputs to rank 1
+        (c,) = imp.run_helper(
+            [helper.make_node("Reshape", ["c", "shape"], ["y"])],
+            {"c": cond, "shape": imp.g.const(np.zeros(0, np.int64), f"{name}.cond_shape")},
+            ["y"], _HELPER_OPSET, _prefix(scope, node, "cond"),
+        )  # fmt: skip
+    outs: list[Value | None] = []
+    for k, (t, e) in enumerate(zip(then_outs, else_outs)):
+        if t is e:  # both branches give the same value (an outer one, say)
+            outs.append(t)
+            continue
+        if t is None or e is None or t.type != e.type:
+            described = [("nothing" if v is None else str(v.type)) for v in (t, e)]
+            raise _error(
+                node, opset,
+                f"its condition is computed at run time and its branches give output {k} "
+                f"({node.output[k]!r}) different types: {described[0]} and {described[1]}",
+                hint=_RUN_TIME_IF_HINT,
+            )  # fmt: skip
+        (y,) = imp.run_helper(
+            [helper.make_node("Where", ["c", "t", "e"], ["y"])],
+            {"c": c, "t": t, "e": e},
+            ["y"], _HELPER_OPSET, _prefix(scope, node, f"select{k}"),
+        )  # fmt: skip
+        outs.append(y)
     return outs
 
 

@@ -92,3 +92,15 @@ def check_against_ort(model, feeds, device, rtol=1e-4, atol=1e-5, **compile_kwar
 
 def rand(*shape, seed=0, low=-1.0, high=1.0, dtype=np.float32) -> np.ndarray:
     return np.random.default_rng(seed).uniform(low, high, shape).astype(dtype)
+
+
+def assert_ir_round_trips(model: onnx.ModelProto) -> None:
+    """The model's IR prints and parses back exactly after every compile stage."""
+    from onnx2wgsl.ir import WeightBlob, graph_diff, parse_ir, print_ir
+
+    def check(stage, g):
+        blob = WeightBlob()
+        back = parse_ir(print_ir(g, stage=stage, weights=blob), bytes(blob))
+        assert graph_diff(g, back) is None, stage
+
+    compile_model(model, on_stage=check)

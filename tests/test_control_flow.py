@@ -1,11 +1,12 @@
-"""If / Loop / Scan resolved at compile time: branches inlined, loops unrolled, vs onnxruntime."""
+"""If / Loop / Scan resolved at compile time: branches inlined (or both run and selected when
+the condition is computed at run time), loops unrolled, vs onnxruntime."""
 
 from __future__ import annotations
 
 import numpy as np
 import onnx
 import pytest
-from helpers import check_against_ort, rand
+from helpers import assert_close, check_against_ort, gpu_run, rand, reference_run
 from onnx import TensorProto, helper, numpy_helper
 
 from onnx2wgsl.compiler import compile_model
@@ -69,15 +70,50 @@ def test_if_condition_from_shape_math_folds(device):
     check_against_ort(m, {"x": x}, device)
 
 
-def test_if_with_run_time_condition_is_a_clear_error():
-    then_b = _branch("then", [helper.make_node("Relu", ["x"], ["t"])], [_vi("t", [3])])
-    else_b = _branch("else", [helper.make_node("Neg", ["x"], ["e"])], [_vi("e", [3])])
-    m = _model(
-        [helper.make_node("If", ["c"], ["y"], then_branch=then_b, else_branch=else_b)],
-        [_vi("x", [3]), _vi("c", [], TensorProto.BOOL)],
-        [_vi("y", [3])],
-    )
-    with pytest.raises(UnsupportedError, match="If node.*condition is computed at run time"):
+def _run_time_if_model(cond_shape=(), then_op="Relu", then_out=("t", [3, 4]), extra=False):
+    """y = cond ? then_op(x) : Sigmoid(2x); with ``extra``, a second output (a scalar sum in then,
+    a constant in else) and a third that both branches take from the outer scope."""
+    then_nodes = [helper.make_node(then_op, ["x"], ["t"])]
+    else_nodes = [helper.make_node("Mul", ["x", "two"], ["e0"]), helper.make_node("Sigmoid", ["e0"], ["e"])]
+    then_outs, else_outs, outs = [_vi(*then_out)], [_vi("e", [3, 4])], [_vi("y", [3, 4])]
+    if extra:
+        then_nodes.append(helper.make_node("ReduceSum", ["x"], ["ts"], keepdims=0))
+        else_nodes.append(helper.make_node("Constant", [], ["es"], value_float=-1.0))
+        then_outs += [_vi("ts", []), _vi("x", [3, 4])]
+        else_outs += [_vi("es", []), _vi("x", [3, 4])]
+        outs += [_vi("s", []), _vi("same", [3, 4])]
+    node = helper.make_node(
+        "If", ["c"], [o.name for o in outs],
+        then_branch=_branch("then", then_nodes, then_outs), else_branch=_branch("else", else_nodes, else_outs),
+    )  # fmt: skip
+    inputs = [_vi("x", [3, 4]), _vi("c", list(cond_shape), TensorProto.BOOL)]
+    return _model([node], inputs, outs, [("two", np.array(2.0, np.float32))])
+
+
+@pytest.mark.parametrize("cond", [True, False])
+@pytest.mark.parametrize("cond_shape", [(), (1,)], ids=str)
+def test_if_with_run_time_condition_selects_between_both_branches(cond, cond_shape, device):
+    m = _run_time_if_model(cond_shape)
+    res = compile_model(m)
+    assert [op.attrs["op"] for op in res.graph.kernels()] == ["Relu", "Mul", "Sigmoid", "Where"]
+    check_against_ort(m, {"x": rand(3, 4), "c": np.full(cond_shape, cond)}, device)
+
+
+@pytest.mark.parametrize("cond", [True, False])
+def test_run_time_if_with_scalar_constant_and_outer_outputs(cond, device):
+    # onnxruntime refuses branches that return an outer value directly: onnx.reference
+    m = _run_time_if_model(extra=True)
+    feeds = {"x": rand(3, 4), "c": np.array(cond)}
+    assert_close(gpu_run(m, feeds, device), reference_run(m, feeds))
+    assert [op.attrs["op"] for op in compile_model(m).graph.kernels()].count("Where") == 2
+
+
+def test_run_time_if_with_branches_of_different_types_is_a_clear_error():
+    m = _run_time_if_model(then_op="Transpose", then_out=("t", [4, 3]))  # then [4, 3], else [3, 4]
+    with pytest.raises(
+        UnsupportedError,
+        match=r"If node.*condition is computed at run time.*output 0 \('y'\) different types",
+    ):
         compile_model(m)
 
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from helpers import assert_close, gpu_run, node_model, ort_run, rand, reference_run
+from helpers import assert_close, assert_ir_round_trips, gpu_run, node_model, ort_run, rand, reference_run
 from onnx import TensorProto, helper
 
 from onnx2wgsl.compiler import compile_model
-from onnx2wgsl.errors import UnsupportedError
+from onnx2wgsl.errors import CompileError, UnsupportedError
 
 pytestmark = pytest.mark.gpu
 
@@ -215,6 +215,41 @@ def test_scatter_last_update_wins(device):
     model = node_model("ScatterND", {"x": x, "i": i, "u": u}, opset=16)
     for _ in range(2):
         np.testing.assert_array_equal(gpu_run(model, {"x": x, "i": i, "u": u}, device)[0], want)
+
+
+@pytest.mark.parametrize(
+    "past,seq,axis,where",
+    [
+        ((2, 3, 6, 4), 2, -2, [1, 4]),
+        ((3, 7, 5), 3, 1, [0, 4, 2]),
+        ((2, 5, 2, 3), 1, 1, None),  # no write_indices: every batch entry writes at 0
+        ((2, 8), 8, 1, [0, 0]),  # the whole cache replaced
+    ],
+    ids=str,
+)
+@pytest.mark.parametrize("mode", ["linear", "circular"])
+@pytest.mark.parametrize("dtype", [np.float32, np.int64], ids=["f32", "i64"])
+def test_tensor_scatter(past, seq, axis, where, mode, dtype, device):
+    cache = data(past, dtype)
+    upd_shape = list(past)
+    upd_shape[axis] = seq
+    feeds = {"past": cache, "update": data(upd_shape, dtype, seed=1)}
+    if where is not None:
+        if mode == "circular":  # indices wrap around the end of the cache
+            where = [(w + past[axis] - 1) for w in where]
+        feeds["where"] = np.array(where, I64)
+    check(node_model("TensorScatter", feeds, {"axis": axis, "mode": mode}, opset=24), feeds, device)
+
+
+def test_tensor_scatter_ir_round_trips():
+    feeds = {"past": rand(2, 5, 3), "update": rand(2, 2, 3), "where": np.array([4, 1], I64)}
+    assert_ir_round_trips(node_model("TensorScatter", feeds, {"axis": 1, "mode": "circular"}, opset=24))
+
+
+def test_tensor_scatter_mismatched_update_is_a_clear_error():
+    feeds = {"past": rand(2, 4, 3), "update": rand(2, 5, 3)}
+    with pytest.raises(CompileError, match="does not fit past_cache"):
+        compiled(node_model("TensorScatter", feeds, {"axis": 1}, opset=24))
 
 
 # -- Slice / Split ----------------------------------------------------------------------------
@@ -724,7 +759,7 @@ def test_resize_downsample_resize10_nearest(device):
     check(model, {"x": x}, device)
 
 
-# -- GridSample / Col2Im ----------------------------------------------------------------------
+# -- GridSample / RoiAlign / Col2Im ----------------------------------------------------------
 @pytest.mark.parametrize("mode", ["linear", "nearest", "cubic"])
 @pytest.mark.parametrize("padding", ["zeros", "border", "reflection"])
 @pytest.mark.parametrize("align", [0, 1])
@@ -768,6 +803,52 @@ def test_grid_sample_cubic_5d_is_a_clear_error():
     x, grid = rand(1, 1, 2, 3, 4), rand(1, 2, 2, 2, 3)
     model = node_model("GridSample", {"x": x, "g": grid}, {"mode": "cubic"}, opset=20)
     with pytest.raises(UnsupportedError, match="cubic sampling is defined for 4-D"):
+        compiled(model)
+
+
+# boxes inside, across the border, beyond the map, degenerate (x2 < x1) and sub-pixel
+ROIS = np.array(
+    [[0, 0, 9, 7], [1, 5, 4, 9], [-3, -2, 12, 4.5], [3.3, 1.2, 3.5, 8], [6, 6, 2, 1], [10.5, 0, 14, 3]],
+    np.float32,
+)
+
+
+def _roi_model(mode, ratio, opset, transform=None, scale=1.0, shape=(2, 3, 8, 10), out=(3, 4)):
+    x = rand(*shape)
+    rois = ROIS * np.float32(1 / scale)
+    batch = np.array([0, 1, 1, 0, 1, 0], I64)
+    attrs = {"mode": mode, "output_height": out[0], "output_width": out[1], "sampling_ratio": ratio,
+             "spatial_scale": scale}  # fmt: skip
+    if transform:
+        attrs["coordinate_transformation_mode"] = transform
+    feeds = {"x": x, "rois": rois, "batch": batch}
+    return node_model("RoiAlign", feeds, attrs, opset=opset), feeds
+
+
+@pytest.mark.parametrize("opset,transform", [(10, None), (16, "half_pixel"), (16, "output_half_pixel")])
+@pytest.mark.parametrize("mode", ["avg", "max"])
+@pytest.mark.parametrize("ratio", [0, 2])
+def test_roi_align(opset, transform, mode, ratio, device):
+    # opset 10 shifts nothing (output_half_pixel); max takes the largest weighted tap
+    model, feeds = _roi_model(mode, ratio, opset, transform)
+    check(model, feeds, device, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["avg", "max"])
+def test_roi_align_opset22_scaled(mode, device):
+    # onnxruntime has no RoiAlign-22: onnx.reference; a spatial_scale and a 1-row map
+    model, feeds = _roi_model(mode, 0, 22, "half_pixel", scale=0.25, shape=(2, 2, 1, 9), out=(2, 5))
+    check(model, feeds, device, ref="onnx", atol=1e-5)
+
+
+def test_roi_align_ir_round_trips():
+    assert_ir_round_trips(_roi_model("max", 0, 16, "output_half_pixel", scale=0.5)[0])
+
+
+def test_roi_align_bad_rois_is_a_clear_error():
+    x, rois, batch = rand(1, 1, 4, 4), rand(2, 5), np.zeros(2, I64)
+    model = node_model("RoiAlign", {"x": x, "rois": rois, "batch": batch}, {}, opset=16)
+    with pytest.raises(CompileError, match=r"rois must be \[num_rois, 4\]"):
         compiled(model)
 
 

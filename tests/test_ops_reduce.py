@@ -1,5 +1,5 @@
-"""Reductions, arg-max/min, normalizations, CumSum, TopK, Einsum, Det and the quantization
-ops, compiled and run on the GPU, against onnxruntime (CPU) or onnx.reference."""
+"""Reductions, arg-max/min, normalizations, CumSum, CumProd, TopK, Einsum, Det and the
+quantization ops, compiled and run on the GPU, against onnxruntime (CPU) or onnx.reference."""
 
 from __future__ import annotations
 
@@ -268,6 +268,33 @@ def test_cumsum_int(n, device):
     _check(
         "CumSum", {"x": x}, {"exclusive": 1}, opset=14, inits={"axis": np.array(1, np.int32)}, device=device
     )
+
+
+# -- CumProd ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "shape,axis", [((6,), 0), ((3, 5), 0), ((2, 3, 4), -2), ((2, 300), 1), ((130, 3), 0)], ids=str
+)
+@pytest.mark.parametrize("exclusive,reverse", [(0, 0), (1, 0), (0, 1), (1, 1)], ids=str)
+def test_cumprod(shape, axis, exclusive, reverse, device):
+    # factors near 1 keep long products finite; 300 points take the chunked (two-level) path
+    x = rand(*shape, low=0.9, high=1.1)
+    x.reshape(-1)[::7] *= -1
+    _check("CumProd", {"x": x}, {"exclusive": exclusive, "reverse": reverse}, opset=26,
+           inits={"axis": np.array(axis, np.int64)}, device=device, rtol=1e-4, atol=1e-6)  # fmt: skip
+
+
+def test_cumprod_int(device):
+    x = np.random.default_rng(6).integers(-3, 4, (4, 9)).astype(np.int32)
+    _check(
+        "CumProd", {"x": x}, {"reverse": 1}, opset=26, inits={"axis": np.array(1, np.int32)}, device=device
+    )
+
+
+def test_cumprod_runtime_axis_is_a_constant_error():
+    x = rand(3, 4)
+    model = node_model("CumProd", {"x": x, "axis": np.array(1, np.int64)}, opset=26)
+    with pytest.raises(ConstantRequiredError, match="axis"):
+        gpu_run(model, {"x": x}, None)
 
 
 # -- TopK ------------------------------------------------------------------------------------
@@ -561,6 +588,7 @@ ZERO_SIZED = [
     ("ArgMax", (0, 3), {"axis": 1}, {}, 13, 1),
     ("LayerNormalization", (0, 4), {}, {"s": np.ones(4, np.float32)}, 17, 1),
     ("CumSum", (0, 3), {}, {"axis": np.array(1, np.int64)}, 14, 1),
+    ("CumProd", (2, 0), {}, {"axis": np.array(1, np.int64)}, 26, 1),
     ("TopK", (0, 5), {}, {"k": np.array([2], np.int64)}, 11, 2),
     ("LpNormalization", (2, 0), {"axis": 0}, {}, 17, 1),
 ]

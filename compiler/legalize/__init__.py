@@ -75,4 +75,4 @@ def _ints(a) -> list[int]:
 
 
 def _load_all() -> None:
-    from . import data, elementwise, nn, reduce, tensor  # noqa: F401
+    from . import data, elementwise, nn, reduce, signal, tensor  # noqa: F401

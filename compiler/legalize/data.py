@@ -230,6 +230,33 @@ def _scatter_nd(g, info):
     return emit(g, info, "ScatterND", info.inputs[:3], {"reduction": _reduction(info)})
 
 
+@rule("TensorScatter")
+def _tensor_scatter(g, info):
+    past, update = info.inputs[:2]
+    where = info.inputs[2] if len(info.inputs) > 2 else None
+    rank = past.type.rank
+    axis = _axis(info, int(info.attrs.get("axis", -2)), rank)
+    if axis == 0:
+        raise info.error("axis 0 is the batch axis, not a sequence axis", hint="use axis >= 1 (default -2)")
+    mode = info.attrs.get("mode", "linear")
+    if mode not in ("linear", "circular"):
+        raise info.error(f"unknown mode {mode!r}", hint="use 'linear' or 'circular'")
+    ps, us = tuple(past.shape), tuple(update.shape)
+    if (
+        len(us) != rank
+        or any(p != u for d, (p, u) in enumerate(zip(ps, us)) if d != axis)
+        or us[axis] > ps[axis]
+    ):
+        raise info.error(
+            f"update {us} does not fit past_cache {ps}: the shapes must agree except on axis {axis}, "
+            "where the update may not be longer"
+        )
+    if where is not None and tuple(where.shape) != (ps[0],):
+        raise info.error(f"write_indices must be [{ps[0]}] (one per batch entry), got {where.type}")
+    attrs = {"axis": axis, "mode": mode, "has_write_indices": int(where is not None)}
+    return emit(g, info, "TensorScatter", [v for v in (past, update, where) if v is not None], attrs)
+
+
 # -- rearrangements ---------------------------------------------------------------------------
 @rule("DepthToSpace", "SpaceToDepth")
 def _depth_space(g, info):
@@ -311,6 +338,43 @@ def _grid_sample(g, info):
         "align_corners": int(info.attrs.get("align_corners", 0)),
     }
     return emit(g, info, "GridSample", info.inputs[:2], attrs)
+
+
+@rule("RoiAlign")
+def _roi_align(g, info):
+    x, rois, batch = info.inputs[:3]
+    if x.type.rank != 4:
+        raise info.error(f"X must be [N, C, H, W], got {x.type}")
+    if rois.type.rank != 2 or rois.shape[1] != 4:
+        raise info.error(f"rois must be [num_rois, 4] boxes (x1, y1, x2, y2), got {rois.type}")
+    if batch.type.rank != 1 or batch.shape[0] != rois.shape[0]:
+        raise info.error(f"batch_indices must be [{rois.shape[0]}] (one per roi), got {batch.type}")
+    if x.type.numel == 0 and rois.shape[0] and x.shape[1]:
+        raise info.error(f"X of shape {x.shape} holds no pixels to sample for {rois.shape[0]} rois")
+    a = info.attrs
+    mode = a.get("mode", "avg")
+    if mode not in ("avg", "max"):
+        raise info.error(f"unknown mode {mode!r}", hint="use 'avg' or 'max'")
+    # Opset 10 had no coordinate_transformation_mode: its boxes were not shifted by half a pixel.
+    transform = (
+        a.get("coordinate_transformation_mode", "half_pixel") if info.opset >= 16 else "output_half_pixel"
+    )
+    if transform not in ("half_pixel", "output_half_pixel"):
+        raise info.error(
+            f"unknown coordinate_transformation_mode {transform!r}",
+            hint="use 'half_pixel' or 'output_half_pixel'",
+        )
+    attrs = {
+        "mode": mode,
+        "coordinate_transformation_mode": transform,
+        "output_height": int(a.get("output_height", 1)),
+        "output_width": int(a.get("output_width", 1)),
+        "sampling_ratio": int(a.get("sampling_ratio", 0)),
+        "spatial_scale": float(a.get("spatial_scale", 1.0)),
+    }
+    if attrs["output_height"] < 1 or attrs["output_width"] < 1 or attrs["sampling_ratio"] < 0:
+        raise info.error("output_height and output_width must be positive and sampling_ratio not negative")
+    return emit(g, info, "RoiAlign", [x, rois, batch], attrs)
 
 
 @rule("Col2Im")

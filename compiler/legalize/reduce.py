@@ -1,10 +1,10 @@
-"""Legalize rules: reductions, arg-max/min, normalizations, CumSum, TopK, Einsum, Det and
-the quantization ops.
+"""Legalize rules: reductions, arg-max/min, normalizations, CumSum, CumProd, TopK, Einsum,
+Det and the quantization ops.
 
 Axes (attribute or constant input, depending on the opset) become a sorted list of positive
-axes; every other compile-time input (CumSum's axis, TopK's k) becomes an attribute. Ops with
-optional outputs record which ones are used in ``outputs`` (output positions), since the IR
-op only carries the live ones.
+axes; every other compile-time input (CumSum's and CumProd's axis, TopK's k) becomes an
+attribute. Ops with optional outputs record which ones are used in ``outputs`` (output
+positions), since the IR op only carries the live ones.
 """
 
 from __future__ import annotations
@@ -153,8 +153,8 @@ def _lp_norm(g, info):
 
 
 # -- scans, selection, contraction -----------------------------------------------------------
-@rule("CumSum")
-def _cumsum(g, info):
+@rule("CumSum", "CumProd")
+def _cumulative(g, info):
     x = info.inputs[0]
     axis = np.asarray(info.const_input(1, "axis")).reshape(-1)
     if axis.size != 1:
@@ -164,7 +164,7 @@ def _cumsum(g, info):
         "exclusive": int(info.attrs.get("exclusive", 0)),
         "reverse": int(info.attrs.get("reverse", 0)),
     }
-    return emit(g, info, "CumSum", [x], attrs)
+    return emit(g, info, info.op_type, [x], attrs)
 
 
 @rule("TopK")

@@ -51,7 +51,8 @@ ALIASES = {
     "Flatten": "Reshape", "Squeeze": "Reshape", "Unsqueeze": "Reshape", "Dropout": "Identity",
     "CastLike": "Cast",
 }  # fmt: skip
-HOST_ONLY = ("Constant", "ConstantOfShape", "Shape", "Size", "Range")
+# (MelWeightMatrix: its input values decide its output shape.)
+HOST_ONLY = ("Constant", "ConstantOfShape", "Shape", "Size", "Range", "MelWeightMatrix")
 # Control flow the frontend resolves at compile time (compiler/control_flow.py).
 UNROLLED = ("If", "Loop", "Scan")
 _VIEWS = ("Reshape", "Identity")
@@ -247,4 +248,5 @@ def _load_all() -> None:
         resize,
         rnn,
         shape_ops,
+        signal,
     )

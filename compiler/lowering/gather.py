@@ -1,4 +1,5 @@
-"""Indexed loads and stores: Gather, GatherElements, GatherND, OneHot, ScatterElements, ScatterND.
+"""Indexed loads and stores: Gather, GatherElements, GatherND, OneHot, ScatterElements, ScatterND,
+TensorScatter.
 
 A gather is a coordinate kernel whose data address is an affine view of the output point plus
 loaded indices times strides. Indices (int32 or int64, both stored as i32) may be negative
@@ -271,3 +272,31 @@ def lower_scatter_nd(ctx: LowerCtx, op: Op) -> None:
     lines.append("  return at;")
     reduce = _last_wins if op.attrs["reduction"] == "none" else _reduce_in_order
     reduce(ctx, op, y, count, math.prod(x.shape[:m]), inner, lines)
+
+
+@lowers("TensorScatter")
+def lower_tensor_scatter(ctx: LowerCtx, op: Op) -> None:
+    """present = past with update written along ``axis`` from each batch entry's write index
+    (0 without write_indices; modulo the cache length in circular mode). Each output element
+    finds the update position that lands on it, if any: one pass, no copy first."""
+    past, update = op.inputs[:2]
+    where = op.inputs[2] if op.attrs["has_write_indices"] else None
+    y = op.outputs[0]
+    a = op.attrs["axis"]
+    M, L = past.shape[a], update.shape[a]
+    ins = [v for v in (past, update, where) if v is not None]
+    if L == 0:  # nothing to write: a copy
+        _emit(ctx, ins, y, [_copy(ctx, past, y)])
+        return
+    us = contiguous_strides(update.shape)
+    k = CoordKernel(ctx, y.shape)
+    P, U = k.read(past), k.read(update)
+    k.add(f"let w = {k.read(where)}[{k.c(0)}];" if where is not None else "let w = 0i;")
+    if op.attrs["mode"] == "circular":
+        k.add(f"let j = ((i32({k.c(a)}) - w) % {M}i + {M}i) % {M}i;")
+    else:
+        k.add(f"let j = i32({k.c(a)}) - w;")
+    row = k.at(View(0, tuple(0 if d == a else s for d, s in enumerate(us))))
+    addr = f"{row} + u32(clamp(j, 0i, {L - 1}i)) * {us[a]}u"
+    k.store(f"select({P}[i], {U}[{addr}], j >= 0i && j < {L}i)", y)
+    _emit(ctx, ins, y, [k.dispatch()])

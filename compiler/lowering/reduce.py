@@ -370,12 +370,13 @@ def lower_einsum(ctx: LowerCtx, op: Op) -> None:
     ctx.kernel(list(ins), [y], [d] if d else [])
 
 
-# -- CumSum ----------------------------------------------------------------------------------
+# -- CumSum, CumProd --------------------------------------------------------------------------
 SCAN_CHUNK = 64  # points one invocation scans serially
+SCAN_COMBINE = {"CumSum": "sum", "CumProd": "prod"}
 
 
-@lowers("CumSum")
-def lower_cumsum(ctx: LowerCtx, op: Op) -> None:
+@lowers(*SCAN_COMBINE)
+def lower_cumulative(ctx: LowerCtx, op: Op) -> None:
     x, y = op.inputs[0], op.outputs[0]
     axis = op.attrs["axis"]
     shape = tuple(x.shape)
@@ -385,33 +386,36 @@ def lower_cumsum(ctx: LowerCtx, op: Op) -> None:
     if rows == 0 or L == 0:
         ctx.kernel([x], [y], [])
         return
-    _cumsum(ctx, x, y, rows, L, inner, bool(op.attrs["exclusive"]), bool(op.attrs["reverse"]))
+    exclusive, reverse = bool(op.attrs["exclusive"]), bool(op.attrs["reverse"])
+    _cumulative(ctx, SCAN_COMBINE[op.kind], x, y, rows, L, inner, exclusive, reverse)
 
 
-def _cumsum(ctx, x, y, rows, L, inner, exclusive, reverse) -> None:
+def _cumulative(ctx, combine, x, y, rows, L, inner, exclusive, reverse) -> None:
     """Each invocation scans a chunk of at most 64 points serially from its chunk's offset.
-    The offsets are the exclusive scan (in the scan direction) of the chunk sums, done the
-    same way one level down: log64(L) levels, no barriers, sums pairwise across levels."""
+    The offsets are the exclusive scan (in the scan direction) of the chunk totals, done the
+    same way one level down: log64(L) levels, no barriers, sums pairwise across levels.
+    ``combine`` is "sum" (CumSum) or "prod" (CumProd); both are associative, so chunking only
+    changes the float rounding order."""
     ty = wgsl_type(x)
     if L <= SCAN_CHUNK:
-        ctx.kernel([x], [y], [_scan(ctx, x, y, rows, L, inner, exclusive, reverse, 1, None)])
+        ctx.kernel([x], [y], [_scan(ctx, combine, x, y, rows, L, inner, exclusive, reverse, 1, None)])
         return
     chunks = math.ceil(L / SCAN_CHUNK)
     space = (rows // inner, L, inner)
-    sums = ctx.temp(TensorType(DType(ty), (rows, chunks)), f"{y.name}.chunk_sums")
+    totals = ctx.temp(TensorType(DType(ty), (rows, chunks)), f"{y.name}.chunk_totals")
     offsets = ctx.temp(TensorType(DType(ty), (rows, chunks)), f"{y.name}.chunk_offsets")
     d = row_kernel(
-        ctx, space, [1], [(x, contiguous(space))], [fold_sweep("acc", ty, "sum", "a0")],
-        row_writes=[(sums, "acc")], comment=f"CumSum: the sums of {chunks} chunks per row",
+        ctx, space, [1], [(x, contiguous(space))], [fold_sweep("acc", ty, combine, "a0")],
+        row_writes=[(totals, "acc")], comment=f"{ctx.current.kind}: the totals of {chunks} chunks per row",
         split=(chunks, SCAN_CHUNK), mode=(False, 64),
     )  # fmt: skip
-    ctx.kernel([x], [sums], [d])
-    _cumsum(ctx, sums, offsets, rows, chunks, 1, True, reverse)
-    d = _scan(ctx, x, y, rows, L, inner, exclusive, reverse, chunks, offsets)
+    ctx.kernel([x], [totals], [d])
+    _cumulative(ctx, combine, totals, offsets, rows, chunks, 1, True, reverse)
+    d = _scan(ctx, combine, x, y, rows, L, inner, exclusive, reverse, chunks, offsets)
     ctx.kernel([x, offsets], [y], [d])
 
 
-def _scan(ctx, x, y, rows, L, inner, exclusive, reverse, chunks, offsets) -> Dispatch:
+def _scan(ctx, combine, x, y, rows, L, inner, exclusive, reverse, chunks, offsets) -> Dispatch:
     units = rows * chunks
     grid, nx = ctx.grid(math.ceil(units / 64))
     ty = wgsl_type(x)
@@ -419,7 +423,8 @@ def _scan(ctx, x, y, rows, L, inner, exclusive, reverse, chunks, offsets) -> Dis
         [decl("X", x)] + ([decl("Off", offsets)] if offsets is not None else []) + [decl("Y", y, write=True)]
     )
     shader = ctx.shader(
-        "scan.wgsl.j2", decls=decls, wg=64, nx=nx, units=units, L=L, inner=inner, zero=IDENTITY["sum"][ty],
+        "scan.wgsl.j2", decls=decls, wg=64, nx=nx, units=units, L=L, inner=inner, zero=IDENTITY[combine][ty],
+        what={"sum": "sum", "prod": "product"}[combine], combine=COMBINE[combine]("carry", "v"),
         exclusive=exclusive, reverse=reverse, chunks=chunks, chunk=SCAN_CHUNK if chunks > 1 else L,
         offsets=offsets is not None,
     )  # fmt: skip

@@ -1,4 +1,4 @@
-"""Resampling: Resize (and Upsample), GridSample, Col2Im.
+"""Resampling: Resize (and Upsample), GridSample, RoiAlign, Col2Im.
 
 Resize is separable and linear in its input, and every number that decides it (shapes,
 scales, region of interest, mode) is known at compile time. So the compiler computes, per
@@ -290,6 +290,95 @@ def lower_grid_sample(ctx: LowerCtx, op: Op) -> None:
         k.add(f"if ({ok}) {{ acc += {weight} * {X}[{addr}]; }}", *["}"] * nd)
         k.store("acc", y)
     ctx.kernel([x, grid], [y], [d for d in [k.dispatch()] if d])
+
+
+# -- RoiAlign ---------------------------------------------------------------------------------
+_ROI_CORNERS = """fn roi_corners(xb: u32, y_in: f32, x_in: f32) -> vec4<f32> {{
+  // The four bilinear taps around (y, x), each already times its weight; a point more than
+  // a pixel outside the map contributes nothing, and one up to a pixel outside is clamped.
+  if (y_in < -1.0f || y_in > {Hf} || x_in < -1.0f || x_in > {Wf}) {{
+    return vec4<f32>(0.0f);
+  }}
+  var y = max(y_in, 0.0f);
+  var x = max(x_in, 0.0f);
+  var y0 = u32(y);
+  var x0 = u32(x);
+  var y1 = y0 + 1u;
+  var x1 = x0 + 1u;
+  if (y0 >= {H1}u) {{
+    y0 = {H1}u;
+    y1 = {H1}u;
+    y = f32(y0);
+  }}
+  if (x0 >= {W1}u) {{
+    x0 = {W1}u;
+    x1 = {W1}u;
+    x = f32(x0);
+  }}
+  let ly = y - f32(y0);
+  let lx = x - f32(x0);
+  let hy = 1.0f - ly;
+  let hx = 1.0f - lx;
+  return vec4<f32>(
+    hy * hx * {X}[xb + y0 * {W}u + x0], hy * lx * {X}[xb + y0 * {W}u + x1],
+    ly * hx * {X}[xb + y1 * {W}u + x0], ly * lx * {X}[xb + y1 * {W}u + x1]);
+}}"""
+
+
+@lowers("RoiAlign")
+def lower_roi_align(ctx: LowerCtx, op: Op) -> None:
+    """Each output bin averages (or maxes) a grid of bilinear samples inside its roi's bin.
+    The grid is sampling_ratio per side, or ceil(bin size) when it is 0: that depends on the
+    roi, so the loops' bounds are computed per invocation. "max" takes the largest weighted
+    tap (not the largest interpolated value), as onnx.reference and onnxruntime define it.
+    A batch index outside [0, N) reads the nearest image (ONNX leaves it undefined)."""
+    x, rois, batch = op.inputs[:3]
+    y = op.outputs[0]
+    a = op.attrs
+    if wgsl_type(y) != "f32":
+        raise ctx.error(f"RoiAlign of {y.dtype.name} is not supported", hint="use a float input")
+    N, C, H, W = x.shape
+    oh, ow, ratio = a["output_height"], a["output_width"], a["sampling_ratio"]
+    half = a["coordinate_transformation_mode"] == "half_pixel"
+    k = CoordKernel(ctx, y.shape)
+    X, B, Rs = k.read(x), k.read(batch), k.read(rois)
+    k.helper(_ROI_CORNERS.format(X=X, H=H, W=W, H1=H - 1, W1=W - 1, Hf=f32(H), Wf=f32(W)))
+    scale, shift = f32(a["spatial_scale"]), f32(0.5 if half else 0.0)
+    k.add(
+        f"let n = u32(clamp({B}[{k.c(0)}], 0i, {N - 1}i));",
+        f"let xb = (n * {C}u + {k.c(1)}) * {H * W}u;",
+        *[f"let r{j} = {Rs}[{k.c(0)} * 4u + {j}u] * {scale} - {shift};" for j in range(4)],
+        "var rw = r2 - r0;",
+        "var rh = r3 - r1;",
+    )
+    if not half:
+        k.add("rw = max(rw, 1.0f);", "rh = max(rh, 1.0f);")  # malformed rois become 1x1
+    k.add(f"let bh = rh / {f32(oh)};", f"let bw = rw / {f32(ow)};")
+    if ratio > 0:
+        k.add(f"let gh = {ratio}i;", f"let gw = {ratio}i;")
+    else:
+        k.add("let gh = max(i32(ceil(bh)), 0i);", "let gw = max(i32(ceil(bw)), 0i);")
+    k.add(
+        f"let ys = r1 + f32({k.c(2)}) * bh;",
+        f"let xs = r0 + f32({k.c(3)}) * bw;",
+        "var acc = 0.0f;",
+        "for (var iy = 0i; iy < gh; iy++) {",
+        "  let yy = ys + (f32(iy) + 0.5f) * bh / f32(gh);",
+        "  for (var ix = 0i; ix < gw; ix++) {",
+        "    let t = roi_corners(xb, yy, xs + (f32(ix) + 0.5f) * bw / f32(gw));",
+    )
+    if a["mode"] == "avg":
+        k.add("    acc += t.x + t.y + t.z + t.w;", "  }", "}")
+        k.store("acc / f32(max(gh * gw, 1i))", y)
+    else:
+        k.add(
+            "    let m = max(max(t.x, t.y), max(t.z, t.w));",
+            "    acc = select(max(acc, m), m, iy == 0i && ix == 0i);",
+            "  }",
+            "}",
+        )
+        k.store("acc", y)
+    ctx.kernel([x, rois, batch], [y], [d for d in [k.dispatch()] if d])
 
 
 # -- Col2Im -----------------------------------------------------------------------------------
