@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers import check_against_ort, rand
-from light_models import light_path
+from light_models import light_input, light_path, light_reference
 from onnx import TensorProto, helper, numpy_helper
 
 import onnx2wgsl
@@ -203,3 +203,32 @@ def test_a_callers_device_must_grant_the_artifacts_limits():
         _check_device(small, {"maxStorageBuffersPerShaderStage": 10}, [])
     with pytest.raises(onnx2wgsl.DeviceError, match="lacks features"):
         _check_device(small, {}, ["shader-f16"])
+
+
+@pytest.mark.gpu
+def test_grids_over_the_workgroup_limit_are_folded(tmp_path, device):
+    """With at most 16 workgroups per dimension every big kernel is refolded (flat workgroup
+    ids recomputed in the shader); squeezenet still gives its shipped reference."""
+    import json
+
+    limits = tmp_path / "grid16.json"
+    limits.write_text(json.dumps({"name": "grid16", "limits": {"maxComputeWorkgroupsPerDimension": 16}}))
+    out = tmp_path / "sq"
+    res = compile_model(str(light_path("squeezenet")), out, target=str(limits))
+    folded = [
+        d for op in res.graph.kernels() for d in op.dispatches if "wid_folded" in res.graph.shaders[d.shader]
+    ]
+    assert len(folded) >= 10
+    assert all(max(d.grid) <= 16 for op in res.graph.kernels() for d in op.dispatches)
+    name, x = light_input("squeezenet")
+    (y,) = onnx2wgsl.load(out, device=device).run(None, {name: x})
+    np.testing.assert_allclose(y, light_reference("squeezenet"), rtol=1e-3, atol=1e-4)
+
+
+def test_a_grid_no_folding_can_fit_is_a_compile_error(tmp_path):
+    import json
+
+    limits = tmp_path / "grid2.json"
+    limits.write_text(json.dumps({"name": "grid2", "limits": {"maxComputeWorkgroupsPerDimension": 2}}))
+    with pytest.raises(CompileError, match=r"more than 2\^3 can address.*maxComputeWorkgroupsPerDimension"):
+        compile_model(str(light_path("squeezenet")), target=str(limits))

@@ -94,6 +94,9 @@ def _runtime_special_floats(text: str) -> str:
     return _CONST_BITCAST.sub(r"f32_bits(\1)", text).rstrip("\n") + "\n" + _F32_BITS
 
 
+_MAIN_ENTRY = "fn main(@builtin(workgroup_id) wid: vec3<u32>"  # how every kernel template starts
+
+
 class LowerCtx:
     """What a lowering may do: render shaders, make values and constants, emit kernel ops."""
 
@@ -108,13 +111,45 @@ class LowerCtx:
     def shader(self, template: str, **params) -> str:
         """Render a template; identical text gives the same shader name."""
         text = _runtime_special_floats(_ENV.get_template(template).render(**params))
+        return self._add_shader(text, template.split(".")[0])
+
+    def _add_shader(self, text: str, stem: str) -> str:
         name = self._by_text.get(text)
         if name is None:
-            stem = template.split(".")[0]
             name = f"{len(self.g.shaders):03d}_{stem}"
             self.g.shaders[name] = text
             self._by_text[text] = name
         return name
+
+    def _fold_grid(self, d: Dispatch) -> Dispatch:
+        """A dispatch whose grid is over the per-dimension limit, refolded to fit: the shader's
+        workgroup id is recomputed from a flat id over a grid of the same or a few more groups
+        (those past the end return at once, uniformly for their whole workgroup)."""
+        limit = self.target.max_groups
+        X, Y, Z = d.grid
+        total = X * Y * Z
+        gx = min(total, limit)
+        rest = math.ceil(total / gx)
+        gy = min(rest, limit)
+        gz = math.ceil(rest / gy)
+        if gz > limit:
+            raise self.error(
+                f"grid {d.grid} has {total:,} workgroups, more than {limit}^3 can address",
+                hint="compile for a target with a larger maxComputeWorkgroupsPerDimension",
+            )
+        text = self.g.shaders[d.shader]
+        if _MAIN_ENTRY not in text:
+            raise self.error(f"grid {d.grid} exceeds {limit} workgroups per dimension")
+        unfold = (
+            f"\n  let wid_flat = (wid_folded.z * {gy}u + wid_folded.y) * {gx}u + wid_folded.x;"
+            f"\n  if (wid_flat >= {total}u) {{\n    return;\n  }}"
+            f"\n  let wid = vec3<u32>(wid_flat % {X}u, (wid_flat / {X}u) % {Y}u, wid_flat / {X * Y}u);"
+        )
+        head, rest_text = text.split(_MAIN_ENTRY, 1)
+        signature, body = rest_text.split("{", 1)
+        folded = head + _MAIN_ENTRY.replace(" wid:", " wid_folded:") + signature + "{" + unfold + body
+        name = self._add_shader(folded, d.shader.split("_", 1)[1] + "_folded")
+        return Dispatch(name, (gx, gy, gz), d.bindings)
 
     # -- values -------------------------------------------------------------------------
     def temp(self, type: TensorType, hint: str) -> Value:
@@ -126,6 +161,7 @@ class LowerCtx:
     # -- ops ----------------------------------------------------------------------------
     def kernel(self, inputs: list[Value], outputs: list[Value], dispatches: list[Dispatch], **attrs) -> Op:
         src = self.current
+        dispatches = [self._fold_grid(d) if max(d.grid) > self.target.max_groups else d for d in dispatches]
         op = Op(
             "kernel",
             inputs,
