@@ -168,3 +168,47 @@ def test_groups_stay_within_the_binding_limit(device):
     assert 2 <= len(kernels) <= 3
     assert all(len(d.bindings) <= 8 for k in kernels for d in k.dispatches)
     check_against_ort(model, xs, device)
+
+
+@pytest.mark.parametrize("group", [1, 6])  # the implicit-GEMM and the direct kernel
+def test_conv_prologue_pads_with_zeros_after_it(group, device):
+    # BatchNorm-ReLU computed inside the Conv's loads: with a positive shift, relu(0 * s + t)
+    # is not 0, so reading the padding through the prologue would be wrong; it must stay 0.
+    x = rand(1, 6, 7, 7)
+    inits = {
+        "s": rand(6, 1, 1, seed=1, low=0.5, high=1.5),
+        "t": rand(6, 1, 1, seed=2, low=0.1, high=0.5),
+        "w": rand(12, 6 // group, 3, 3, seed=3),
+    }
+    nodes = [
+        helper.make_node("Mul", ["x", "s"], ["m"]),
+        helper.make_node("Add", ["m", "t"], ["a"]),
+        helper.make_node("Relu", ["a"], ["r"]),
+        helper.make_node("Conv", ["r", "w"], ["c"], pads=[1, 1, 1, 1], group=group),
+        helper.make_node("Relu", ["c"], ["y"]),
+    ]
+    model = _model(nodes, {"x": x}, ["y"], inits)
+    _check(model, {"x": x}, device, ["Conv"])
+
+
+def test_prologue_reads_a_run_time_operand(device):
+    # the prologue's other operand is a graph input read broadcast along H and W
+    x, g = rand(2, 4, 5, 5), rand(2, 4, 1, 1, seed=5)
+    nodes = [
+        helper.make_node("Mul", ["x", "g"], ["m"]),
+        helper.make_node("Conv", ["m", "w", "b"], ["y"], strides=[2, 2]),
+    ]
+    model = _model(nodes, {"x": x, "g": g}, ["y"], {"w": rand(8, 4, 3, 3, seed=6), "b": rand(8, seed=7)})
+    _check(model, {"x": x, "g": g}, device, ["Conv"])
+
+
+def test_no_prologue_when_the_input_has_another_use(device):
+    x = rand(1, 4, 5, 5)
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Conv", ["r", "w"], ["c"]),
+        helper.make_node("ReduceSum", ["r"], ["y2"], keepdims=0),
+    ]
+    model = _model(nodes, {"x": x}, ["c", "y2"], {"w": rand(4, 4, 3, 3, seed=1)})
+    assert sorted(_kernels(model)) == ["Conv", "ReduceSum", "Relu"]
+    check_against_ort(model, {"x": x}, device)

@@ -16,7 +16,7 @@ import numpy as np
 from onnx2wgsl.ir import Dispatch, Op, Value
 
 from . import WORKGROUP, LowerCtx, binding, decl, lowers
-from .fused import epilogue
+from .fused import Epilogue, Prologue, epilogue, operands, prologue
 
 SPATIAL = 3  # kernels address (D, H, W); fewer spatial dims are padded with leading 1s
 
@@ -46,9 +46,8 @@ def spatial_geometry(ctx: LowerCtx, op: Op, x: Value, y: Value) -> dict:
     )  # fmt: skip
 
 
-def conv_geometry(ctx: LowerCtx, op: Op) -> dict:
+def conv_geometry(ctx: LowerCtx, op: Op, x: Value, w: Value) -> dict:
     """Conv shape parameters: batch, channels, groups and the 3-D window geometry."""
-    x, w = op.inputs[0], op.inputs[1]
     p = spatial_geometry(ctx, op, x, op.outputs[0])
     G = op.attrs["group"]
     N, C = x.shape[:2]
@@ -61,15 +60,20 @@ def conv_geometry(ctx: LowerCtx, op: Op) -> dict:
 
 @lowers("Conv")
 def lower_conv(ctx: LowerCtx, op: Op) -> None:
-    p = conv_geometry(ctx, op)
+    """Input 0 is read through ``load_x`` (stored, or computed by a prologue); a result goes
+    through the epilogue before it is stored."""
+    pro = prologue(ctx, op)
+    own = operands(op)[1]
+    w, b = own[1], own[2] if len(own) > 2 else None
+    p = conv_geometry(ctx, op, pro.x, w)
     if p["OCG"] >= 4:
-        _gemm(ctx, op, p)
+        _gemm(ctx, op, p, pro, w, b)
     else:
-        _direct(ctx, op, p)
+        _direct(ctx, op, p, pro, w, b)
 
 
-def _gemm(ctx: LowerCtx, op: Op, p: dict) -> None:
-    x, w, b, y = op.inputs[0], op.inputs[1], op.input(2), op.outputs[0]
+def _gemm(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | None) -> None:
+    y = op.outputs[0]
     G, OCG, K = p["G"], p["OCG"], p["K"]
     ocg4 = math.ceil(OCG / 4)
     if w.is_const:
@@ -87,7 +91,7 @@ def _gemm(ctx: LowerCtx, op: Op, p: dict) -> None:
         w_decl = decl("Wt", w)
         w_setup = [f"let wb{c} = (g * {OCG}u + min(oc4 * 4u + {c}u, {OCG - 1}u)) * {K}u;" for c in range(4)]
         w_load = "vec4<f32>(" + ", ".join(f"Wt[wb{c} + kk]" for c in range(4)) + ")"
-    inputs = [x, wv] + ([b] if b is not None else [])
+    inputs = pro.inputs + [wv] + ([b] if b is not None else [])
     tm = 4 if p["P"] >= 4096 else 2 if p["P"] >= 512 else 1
     pointwise = (
         p["KS"] == 1
@@ -98,25 +102,26 @@ def _gemm(ctx: LowerCtx, op: Op, p: dict) -> None:
         )
     )
     epi = epilogue(ctx, op)
-    decls = [decl("X", x), w_decl] + ([decl("Bv", b)] if b is not None else []) + epi.decls
+    decls = pro.decls + [w_decl] + ([decl("Bv", b)] if b is not None else []) + epi.decls
     shader = ctx.shader(
         "conv_gemm.wgsl.j2", decls=decls + [decl("Y", y, write=True)], wg=WORKGROUP, tm=tm, ocg4=ocg4,
         bias=b is not None, pointwise=pointwise, w_setup=w_setup, w_load=w_load, out_expr=epi.expr,
-        epi_lines=epi.lines, helpers=epi.helpers, **p,
+        epi_lines=epi.lines, helpers=_helpers(pro, epi), load_x=pro.code, **p,
     )  # fmt: skip
     grid = (math.ceil(p["P"] / (WORKGROUP * tm)), G * ocg4, 1)
     bindings = [binding(v) for v in inputs] + epi.bindings + [binding(y, write=True)]
     ctx.kernel(inputs + epi.inputs, [y], [Dispatch(shader, grid, bindings)])
 
 
-def _direct(ctx: LowerCtx, op: Op, p: dict) -> None:
+def _direct(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | None) -> None:
     """One output element per invocation: depthwise and narrow groups."""
-    x, w, b, y = op.inputs[0], op.inputs[1], op.input(2), op.outputs[0]
-    inputs = [x, w] + ([b] if b is not None else [])
+    y = op.outputs[0]
+    inputs = pro.inputs + [w] + ([b] if b is not None else [])
     total = p["N"] * p["OC"] * p["OS"]
     epi = epilogue(ctx, op)
     decls = (
-        [decl("X", x), decl("Wt", w)]
+        pro.decls
+        + [decl("Wt", w)]
         + ([decl("Bv", b)] if b is not None else [])
         + epi.decls
         + [decl("Y", y, write=True)]
@@ -124,10 +129,14 @@ def _direct(ctx: LowerCtx, op: Op, p: dict) -> None:
     grid, nx = ctx.grid(math.ceil(total / WORKGROUP))
     shader = ctx.shader(
         "conv_direct.wgsl.j2", decls=decls, wg=WORKGROUP, nx=nx, total=total, bias=b is not None,
-        out_expr=epi.expr, epi_lines=epi.lines, helpers=epi.helpers, **p,
+        out_expr=epi.expr, epi_lines=epi.lines, helpers=_helpers(pro, epi), load_x=pro.code, **p,
     )  # fmt: skip
     bindings = [binding(v) for v in inputs] + epi.bindings + [binding(y, write=True)]
     ctx.kernel(inputs + epi.inputs, [y], [Dispatch(shader, grid, bindings)])
+
+
+def _helpers(pro: Prologue, epi: Epilogue) -> list[str]:
+    return pro.helpers + [h for h in epi.helpers if h not in pro.helpers]
 
 
 @lowers("ConvTranspose")
@@ -167,7 +176,7 @@ def lower_deform_conv(ctx: LowerCtx, op: Op) -> None:
     y = op.outputs[0]
     if x.type.rank != 4:
         raise ctx.error(f"{x.type.rank - 2}-D deformable convolution is not supported", hint="2-D is")
-    p = conv_geometry(ctx, op)
+    p = conv_geometry(ctx, op, x, w)
     OG = op.attrs["offset_group"]
     if p["C"] % OG:
         raise ctx.error(f"{p['C']} input channels do not split into {OG} offset groups")

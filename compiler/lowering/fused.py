@@ -100,20 +100,23 @@ class Epilogue:
         return [binding(v) for v in self.inputs]
 
 
-def own_inputs(op: Op) -> list[Value | None]:
-    """The op's operands without those its epilogue reads."""
-    n = op.attrs.get("epilogue_at")
-    return list(op.inputs if n is None else op.inputs[:n])
+def operands(op: Op) -> tuple[list[Value], list[Value | None], list[Value]]:
+    """An op's operands split into those its prologue reads (attribute ``prologue_n`` of them,
+    first), its own (``epilogue_at`` of them when it has an epilogue; its input 0 is None when
+    the prologue computes it) and those its epilogue reads (the rest)."""
+    k = op.attrs.get("prologue_n", 0)
+    n = op.attrs.get("epilogue_at", len(op.inputs) - k)
+    return list(op.inputs[:k]), list(op.inputs[k : k + n]), list(op.inputs[k + n :])
 
 
 def epilogue(ctx: LowerCtx, op: Op) -> Epilogue:
     """The op's epilogue (attribute ``epilogue``: a body graph whose input 0 is the op's own
-    result and whose other inputs are the op's operands past ``epilogue_at``), or none."""
+    result and whose other inputs are the op's epilogue operands), or none."""
     body: Graph | None = op.attrs.get("epilogue")
     if body is None:
         return Epilogue()
     y = op.outputs[0]
-    extra = list(op.inputs[op.attrs["epilogue_at"] :])
+    extra = operands(op)[2]
     values: list[Value] = []
     for v in extra:
         if all(v is not u for u in values):
@@ -134,3 +137,44 @@ def epilogue(ctx: LowerCtx, op: Op) -> Epilogue:
         expr=result,
         helpers=helper_code(*helpers),
     )
+
+
+# -- prologues ----------------------------------------------------------------------------------
+@dataclass
+class Prologue:
+    """How a kernel template reads its input 0: through ``fn load_x(i: u32) -> f32`` (``code``),
+    which reads the flat element ``i`` of the tensor, either stored (binding ``X``) or computed
+    by the op's prologue from the bindings ``P0``, ``P1``... in ``decls``."""
+
+    x: Value
+    inputs: list[Value]
+    decls: list[dict]
+    code: str
+    helpers: list[str] = field(default_factory=list)
+
+    @property
+    def bindings(self) -> list[Binding]:
+        return [binding(v) for v in self.inputs]
+
+
+def prologue(ctx: LowerCtx, op: Op) -> Prologue:
+    """Input 0 of ``op`` as its kernel reads it: stored, or computed by its ``prologue`` (a body
+    graph over the op's prologue operands whose one output is the tensor input 0 would be)."""
+    pro, own, _ = operands(op)
+    body: Graph | None = op.attrs.get("prologue")
+    if body is None:
+        x = own[0]
+        return Prologue(x, [x], [decl("X", x)], "fn load_x(i: u32) -> f32 {\n  return X[i];\n}")
+    x = body.outputs[0]
+    values: list[Value] = []
+    for v in pro:
+        if all(v is not u for u in values):
+            values.append(v)
+    shape, views = collapse(x.shape, [broadcast(v.shape, x.shape) for v in values] + [contiguous(x.shape)])
+    coords, idx = index_code(shape, views, flat="i", prefix="pc")
+    slot = {id(v): k for k, v in enumerate(values)}
+    lines = coords + [f"let pr{k} = P{k}[{idx[k]}];" for k in range(len(values))]
+    code, (result,), helpers = body_code(ctx, body, [f"pr{slot[id(v)]}" for v in pro], "pt")
+    text = "fn load_x(i: u32) -> f32 {\n" + "".join(f"  {line}\n" for line in lines + code)
+    text += f"  return {result};\n}}"
+    return Prologue(x, values, [decl(f"P{k}", v) for k, v in enumerate(values)], text, helper_code(*helpers))

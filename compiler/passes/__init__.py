@@ -31,7 +31,7 @@ from .concat_in_place import ConcatInPlace  # noqa: E402
 from .dce import DeadCodeElimination  # noqa: E402
 from .fold import FoldConstants  # noqa: E402
 from .fold_affine import FoldAffine  # noqa: E402
-from .fuse import FuseElementwise, FuseEpilogue  # noqa: E402
+from .fuse import FuseElementwise, FuseEpilogue, FusePrologue  # noqa: E402
 
 PASSES: dict[str, Callable[[], Pass]] = {
     p.name: p
@@ -42,6 +42,7 @@ PASSES: dict[str, Callable[[], Pass]] = {
         DeadCodeElimination,
         FuseElementwise,
         FuseEpilogue,
+        FusePrologue,
         ConcatInPlace,
     )
 }
@@ -60,7 +61,7 @@ def pipeline(level: int = 2, target=None) -> list[Pass]:
     if level >= 1:
         passes += [FuseElementwise(bindings)]
     if level >= 2:
-        passes += [FuseEpilogue(bindings)]
+        passes += [FuseEpilogue(bindings), FusePrologue(bindings)]
     return passes
 
 

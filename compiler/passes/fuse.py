@@ -4,7 +4,7 @@ result is applied at that op's store (fuse-epilogue)."""
 
 from __future__ import annotations
 
-from onnx2wgsl.ir import Graph, Op, Value
+from onnx2wgsl.ir import DType, Graph, Op, Value
 
 from . import Pass, PassResult
 
@@ -264,3 +264,78 @@ class FuseEpilogue(Pass):
         )
         g.ops[at] = fused
         g.ops.remove(op)
+
+
+class FusePrologue(Pass):
+    """Compute a Conv's input inside the Conv when an elementwise op (or a ``Fused`` group
+    with one result) makes it for that Conv alone: the Conv reads the producer's operands and
+    applies it at each load, so the input tensor is never written (BatchNorm-ReLU before a
+    convolution, as in pre-activation networks). Padding still reads zeros, as ONNX pads the
+    computed input. Attribute ``prologue`` holds the producer as a body graph over the
+    Conv's first ``prologue_n`` operands; the Conv's own input 0 becomes None."""
+
+    name = "fuse-prologue"
+
+    def __init__(self, max_bindings: int = 8):
+        self.max_bindings = max_bindings
+
+    def run(self, g: Graph) -> PassResult:
+        kinds = fusable_kinds()
+        outputs = {id(v) for v in g.outputs}
+        changed = False
+        for op in list(g.ops):
+            producer = self._producer(op, kinds, outputs)
+            if producer is not None:
+                self._fuse(g, producer, op)
+                changed = True
+        return PassResult(g, changed)
+
+    def _producer(self, op: Op, kinds: set[str], outputs: set[int]) -> Op | None:
+        if op.kind != "Conv" or op.domain or "prologue" in op.attrs or not op.inputs:
+            return None
+        x = op.inputs[0]
+        if x is None or x.producer is None or x.dtype != DType.f32 or id(x) in outputs:
+            return None
+        if len(x.uses) != 1 or any(v is x for v in op.inputs[1:]):
+            return None
+        p = x.producer
+        if p.domain or len(p.outputs) != 1 or not (p.kind in kinds or p.kind == "Fused"):
+            return None
+        reads = {id(v) for v in p.inputs if v is not None}
+        own = sum(v is not None for v in op.inputs[1:]) + 1  # the rest, and the output
+        if own + len(reads) > self.max_bindings:
+            return None
+        return p
+
+    @staticmethod
+    def _fuse(g: Graph, producer: Op, op: Op) -> None:
+        x = producer.outputs[0]
+        reads: list[Value] = []
+        for v in producer.inputs:
+            if v is not None and all(v is not u for u in reads):
+                reads.append(v)
+        body = Graph(name="prologue")
+        inner = {id(v): body.add_input(v.name, v.type) for v in reads}
+        if producer.kind == "Fused":
+            src: Graph = producer.attrs["body"]
+            mapped = {id(b): inner[id(v)] for b, v in zip(src.inputs, producer.inputs)}
+            _copy_body(src.ops, mapped, body)
+            body.outputs = [mapped[id(src.outputs[0])]]
+        else:
+            _copy_body([producer], inner, body)
+            body.outputs = [inner[id(x)]]
+        n = op.attrs.get("epilogue_at", len(op.inputs))
+        at = g.ops.index(op)
+        own = [None] + list(op.inputs[1:])
+        op.detach()
+        producer.detach()
+        fused = Op(
+            op.kind,
+            reads + own,
+            list(op.outputs),
+            {**op.attrs, "prologue": body, "prologue_n": len(reads), "epilogue_at": n},
+            name=op.name,
+            domain=op.domain,
+        )
+        g.ops[at] = fused
+        g.ops.remove(producer)
