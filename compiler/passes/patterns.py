@@ -103,7 +103,7 @@ class _Uses:
 # -- shared pieces -----------------------------------------------------------------------------
 def _square(op: Op | None, x: Value | None = None) -> Value | None:
     """The value ``op`` squares (Pow(x, 2) or Mul(x, x)), if it is x or x is not given."""
-    if op is None or op.domain or len(op.inputs) != 2:
+    if op is None or op.domain or len(op.inputs) != 2 or op.outputs[0].type != op.inputs[0].type:
         return None
     a, b = op.inputs
     if (op.kind == "Pow" and _scalar(b) == 2.0) or (op.kind == "Mul" and a is b):
