@@ -32,6 +32,7 @@ from .dce import DeadCodeElimination  # noqa: E402
 from .fold import FoldConstants  # noqa: E402
 from .fold_affine import FoldAffine  # noqa: E402
 from .fuse import FuseElementwise, FuseEpilogue, FusePrologue  # noqa: E402
+from .patterns import FusePatterns  # noqa: E402
 
 PASSES: dict[str, Callable[[], Pass]] = {
     p.name: p
@@ -39,6 +40,7 @@ PASSES: dict[str, Callable[[], Pass]] = {
         Canonicalize,
         FoldConstants,
         FoldAffine,
+        FusePatterns,
         DeadCodeElimination,
         FuseElementwise,
         FuseEpilogue,
@@ -50,13 +52,15 @@ PASSES: dict[str, Callable[[], Pass]] = {
 
 def pipeline(level: int = 2, target=None) -> list[Pass]:
     """The graph passes for an optimization level: -O0 only what correctness needs (BatchNorm
-    canonicalized, constants folded, dead ops removed); -O1 folds affine ops into weights and
-    fuses elementwise ops; -O2 also fuses epilogues into Conv, Gemm and MatMul. Fusion keeps
-    each kernel within the target's storage bindings per stage."""
+    canonicalized, constants folded, dead ops removed); -O1 folds affine ops into weights,
+    replaces decomposed normalizations and softmax by their single ops, and fuses elementwise
+    ops; -O2 also fuses epilogues into Conv, ConvTranspose, Gemm and MatMul and prologues
+    into Conv. Fusion keeps each kernel within
+    the target's storage bindings per stage."""
     bindings = target.max_bindings if target is not None else 8
     passes: list[Pass] = [Canonicalize(), FoldConstants()]
     if level >= 1:
-        passes += [FoldAffine()]
+        passes += [FoldAffine(), FusePatterns()]
     passes += [DeadCodeElimination()]
     if level >= 1:
         passes += [FuseElementwise(bindings)]

@@ -1,0 +1,350 @@
+"""Recognize normalizations and softmax written out in primitive ops, the way PyTorch, TF and
+Keras exporters often emit them, and replace each by the one op whose lowering runs it as a
+single kernel (a row kernel, or the softmax template) instead of five to ten kernels and as
+many round trips through memory."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from onnx2wgsl.ir import Graph, Op, TensorType, Value
+
+from . import Pass, PassResult
+
+# A match: the ops it covers in topological order (the last computes the pattern's result) and
+# a builder that, given that result value, returns the ops computing it instead.
+Match = tuple[list[Op], Callable[[Value], list[Op]]]
+
+
+def _scalar(v: Value | None) -> float | None:
+    """v's value if it is a constant holding one value (any number of times), else None."""
+    if v is None or not v.is_const or v.type.numel == 0:
+        return None
+    flat = v.data.reshape(-1)
+    if not np.all(flat == flat[0]):
+        return None
+    if flat.dtype.kind == "f":  # the shortest decimal of the stored precision: 1e-05, not 9.99e-06
+        return float(str(flat[0]))
+    return float(flat[0])
+
+
+def _other(op: Op, v: Value) -> Value | None:
+    """The operand of binary ``op`` beside ``v`` (v itself for ``op(v, v)``); None if v is not one."""
+    if len(op.inputs) != 2:
+        return None
+    a, b = op.inputs
+    return b if a is v else a if b is v else None
+
+
+def _block(op: Op) -> tuple[int, int] | None:
+    """(first, last) of a keepdims reduction's axes when they are one contiguous run of dims."""
+    axes = op.attrs.get("axes")
+    if not axes or not op.attrs.get("keepdims", 1) or list(axes) != list(range(axes[0], axes[-1] + 1)):
+        return None
+    return axes[0], axes[-1]
+
+
+def _trailing(op: Op) -> int | None:
+    """The first axis of a keepdims reduction over the trailing dims from it on, else None."""
+    block = _block(op)
+    return block[0] if block is not None and block[1] == op.inputs[0].type.rank - 1 else None
+
+
+def _param_shape(v: Value, norm: tuple, dtype) -> tuple | None:
+    """The shape that makes constant ``v`` a LayerNormalization / RMSNormalization scale or bias
+    over the normalized dims ``norm`` (leading 1s dropped), or None if it varies across rows."""
+    if not v.is_const or v.dtype != dtype:
+        return None
+    shape = tuple(v.shape)
+    while len(shape) > len(norm) and shape[0] == 1:
+        shape = shape[1:]
+    try:
+        fits = len(shape) <= len(norm) and np.broadcast_shapes(shape, norm) == norm
+    except ValueError:
+        fits = False
+    return shape if fits else None
+
+
+class _Uses:
+    """Use queries that ignore dead ops (an intermediate read only by dead code still counts
+    as single-use: dead-code elimination removes that reader after the rewrite)."""
+
+    def __init__(self, g: Graph):
+        self.outputs = {id(v) for v in g.outputs}
+        live: set[int] = set()
+        for op in reversed(g.ops):
+            if any(id(v) in self.outputs or any(id(u) in live for u in v.uses) for v in op.outputs):
+                live.add(id(op))
+        self.dead = {id(op): op for op in g.ops if id(op) not in live}
+
+    def users(self, v: Value) -> list[Op]:
+        """The distinct live ops reading v."""
+        seen: dict[int, Op] = {}
+        for u in v.uses:
+            if id(u) not in self.dead:
+                seen.setdefault(id(u), u)
+        return list(seen.values())
+
+    def internal(self, v: Value) -> bool:
+        """Whether v may vanish in a rewrite: no graph output (its other users are checked apart)."""
+        return id(v) not in self.outputs
+
+    def only(self, v: Value, *kinds: str) -> Op | None:
+        """The one live op reading intermediate v, if v has exactly one and it is of ``kinds``."""
+        us = self.users(v)
+        if not self.internal(v) or len(us) != 1 or us[0].domain or (kinds and us[0].kind not in kinds):
+            return None
+        return us[0]
+
+
+# -- shared pieces -----------------------------------------------------------------------------
+def _square(op: Op | None, x: Value | None = None) -> Value | None:
+    """The value ``op`` squares (Pow(x, 2) or Mul(x, x)), if it is x or x is not given."""
+    if op is None or op.domain or len(op.inputs) != 2 or op.outputs[0].type != op.inputs[0].type:
+        return None
+    a, b = op.inputs
+    if (op.kind == "Pow" and _scalar(b) == 2.0) or (op.kind == "Mul" and a is b):
+        return a if x is None or a is x else None
+    return None
+
+
+def _divide(u: _Uses, num: Value, den: Value) -> list[Op] | None:
+    """The ops from ``den`` on that compute num / den: Div(num, den), or num * Reciprocal(den),
+    or num * Div(1, den). The last one reads ``num``."""
+    op = u.only(den, "Div", "Reciprocal")
+    if op is None:
+        return None
+    if op.kind == "Div" and op.inputs[0] is num and op.inputs[1] is den:
+        return [op] if op.outputs[0].type == num.type else None
+    if op.kind == "Div" and (op.inputs[1] is not den or _scalar(op.inputs[0]) != 1.0):
+        return None
+    r = op.outputs[0]
+    mul = u.only(r, "Mul")
+    if r.type != den.type or mul is None or _other(mul, r) is not num or mul.outputs[0].type != num.type:
+        return None
+    return [op, mul]
+
+
+def _normalize(u: _Uses, ms: Value, num: Value) -> tuple[float, list[Op]] | None:
+    """From a mean square ``ms`` on: + eps (a constant), then num / sqrt(.) in any of the
+    forms of ``_divide`` or as num * Pow(., -0.5). Returns eps and the ops (the last reads num)."""
+    add = u.only(ms, "Add")
+    eps = _scalar(_other(add, ms)) if add is not None else None
+    if eps is None or add.outputs[0].type != ms.type:
+        return None
+    ve = add.outputs[0]
+    op = u.only(ve, "Sqrt", "Pow")
+    if op is None or op.inputs[0] is not ve or op.outputs[0].type != ve.type:
+        return None
+    if op.kind == "Sqrt":
+        rest = _divide(u, num, op.outputs[0])
+    else:
+        mul = u.only(op.outputs[0], "Mul") if _scalar(op.inputs[1]) == -0.5 else None
+        ok = mul is not None and _other(mul, op.outputs[0]) is num and mul.outputs[0].type == num.type
+        rest = [mul] if ok else None
+    return None if rest is None else (eps, [add, op, *rest])
+
+
+def _affine(u: _Uses, n: Value, axis: int, kinds: tuple[str, ...]) -> tuple[list[Op], dict]:
+    """The Mul by a constant scale and the Add of a constant shift (``kinds`` says which may
+    occur) that follow the normalized ``n``, each optional; returns those ops and
+    {kind: (constant, the shape it takes as the op's parameter)}."""
+    norm = tuple(n.shape[axis:])
+    ops: list[Op] = []
+    params: dict[str, tuple[Value, tuple]] = {}
+    for kind in kinds:
+        op = u.only(n, kind)
+        p = _other(op, n) if op is not None else None
+        shape = _param_shape(p, norm, n.dtype) if p is not None and p is not n else None
+        if shape is None or op.outputs[0].type != n.type:
+            continue
+        ops.append(op)
+        params[kind] = (p, shape)
+        n = op.outputs[0]
+    return ops, params
+
+
+def _reshaped(g: Graph, v: Value, shape: tuple) -> Value:
+    return v if tuple(v.shape) == shape else g.const(v.data.reshape(shape), f"{v.name}.r", dtype=v.dtype)
+
+
+def _norm_op(g: Graph, kind: str, x: Value, y: Value, params: dict, axis: int, eps: float, name: str) -> Op:
+    """LayerNormalization / RMSNormalization of x into y; a missing scale is ones."""
+    if "Mul" in params:
+        scale = _reshaped(g, *params["Mul"])
+    else:
+        scale = g.const(np.ones(1), f"{y.name}.scale", dtype=x.dtype)
+    attrs = {"axis": axis, "epsilon": eps, "outputs": [0]}
+    ins = [x, scale]
+    if kind == "LayerNormalization":
+        attrs["bias"] = int("Add" in params)
+        ins += [_reshaped(g, *params["Add"])] if "Add" in params else []
+    return Op(kind, ins, [y], attrs, name=name)
+
+
+# -- the patterns --------------------------------------------------------------------------------
+def layer_norm(g: Graph, u: _Uses, mean_op: Op) -> Match | None:
+    """d = x - ReduceMean(x); d / sqrt(ReduceMean(d^2) + eps) [* gamma] [+ beta], over the
+    trailing dims from ``axis``."""
+    x = mean_op.inputs[0]
+    axis = _trailing(mean_op)
+    sub = u.only(mean_op.outputs[0], "Sub")
+    if axis is None or not x.dtype.is_float or sub is None or sub.inputs != [x, mean_op.outputs[0]]:
+        return None
+    d = sub.outputs[0]
+    readers = u.users(d)
+    if d.type != x.type or not u.internal(d) or len(readers) != 2:
+        return None
+    sq = next((op for op in readers if _square(op, d) is not None), None)
+    var_op = u.only(sq.outputs[0], "ReduceMean") if sq is not None else None
+    if var_op is None or _trailing(var_op) != axis:
+        return None
+    found = _normalize(u, var_op.outputs[0], d)
+    if found is None or found[1][-1] not in readers or found[1][-1] is sq:
+        return None
+    eps, ops = found
+    tail, params = _affine(u, ops[-1].outputs[0], axis, ("Mul", "Add"))
+    matched = [mean_op, sub, sq, var_op, *ops, *tail]
+    return matched, lambda y: [_norm_op(g, "LayerNormalization", x, y, params, axis, eps, matched[-1].name)]
+
+
+def rms_norm(g: Graph, u: _Uses, ms_op: Op) -> Match | None:
+    """x / sqrt(ReduceMean(x^2) + eps) [* gamma] over the trailing dims from ``axis``."""
+    p = ms_op.inputs[0]
+    sq = p.producer
+    x = _square(sq)
+    axis = _trailing(ms_op)
+    if x is None or axis is None or not x.dtype.is_float or p.type != x.type or u.only(p) is not ms_op:
+        return None
+    found = _normalize(u, ms_op.outputs[0], x)
+    if found is None:
+        return None
+    eps, ops = found
+    tail, params = _affine(u, ops[-1].outputs[0], axis, ("Mul",))
+    matched = [sq, ms_op, *ops, *tail]
+    return matched, lambda y: [_norm_op(g, "RMSNormalization", x, y, params, axis, eps, matched[-1].name)]
+
+
+def _exp_of_shifted(sum_op: Op) -> tuple[Op, Value, list[Op]] | None:
+    """For ReduceSum(Exp(b)): the Exp, the softmax input x and the ops before the Exp: b is x,
+    or b = x - ReduceMax(x) over the same axes (the stable form; then [ReduceMax, Sub])."""
+    exp = sum_op.inputs[0].producer
+    if exp is None or exp.kind != "Exp" or exp.domain or not exp.inputs[0].dtype.is_float:
+        return None
+    b = exp.inputs[0]
+    sub = b.producer
+    mx = sub.inputs[1].producer if sub is not None and sub.kind == "Sub" and not sub.domain else None
+    if (
+        mx is not None and mx.kind == "ReduceMax" and mx.inputs[0] is sub.inputs[0]
+        and _block(mx) is not None and mx.attrs["axes"] == sum_op.attrs["axes"]
+        and b.type == sub.inputs[0].type
+    ):  # fmt: skip
+        return exp, sub.inputs[0], [mx, sub]
+    return exp, b, []
+
+
+def _shift_absorbed(u: _Uses, pre: list[Op], readers: set[int]) -> bool:
+    """Whether the stabilizing ReduceMax and Sub ``pre`` are read by nothing but the pattern
+    (``readers``: the ops that may read the shifted value)."""
+    mx, sub = pre
+    b = sub.outputs[0]
+    return u.only(mx.outputs[0]) is sub and u.internal(b) and {id(op) for op in u.users(b)} == readers
+
+
+def _softmax_ops(g: Graph, kind: str, x: Value, y: Value, block: tuple[int, int], name: str) -> list[Op]:
+    """``kind`` (Softmax / LogSoftmax) of x over the contiguous dims ``block``: one axis
+    directly, several merged into one by Reshape views around it."""
+    a, b = block
+    if a == b:
+        return [Op(kind, [x], [y], {"axis": a}, name=name)]
+    shape = (*x.shape[:a], math.prod(x.shape[a : b + 1]), *x.shape[b + 1 :])
+    flat = TensorType(x.dtype, shape)
+    x2 = g.make_op("Reshape", [x], [flat], name=name, out_names=[f"{y.name}.in"])
+    op = g.make_op(kind, x2.outputs, [flat], {"axis": a}, name=name, out_names=[f"{y.name}.flat"])
+    return [x2, op, Op("Reshape", op.outputs, [y], name=name)]
+
+
+def softmax(g: Graph, u: _Uses, sum_op: Op) -> Match | None:
+    """Exp(b) / ReduceSum(Exp(b)), b = x or x - ReduceMax(x)."""
+    block = _block(sum_op)
+    found = _exp_of_shifted(sum_op) if block is not None else None
+    if found is None:
+        return None
+    exp, x, pre = found
+    e, s = exp.outputs[0], sum_op.outputs[0]
+    div = _divide(u, e, s)
+    if div is None or not u.internal(e) or {id(op) for op in u.users(e)} != {id(sum_op), id(div[-1])}:
+        return None
+    if pre and not _shift_absorbed(u, pre, {id(exp)}):
+        x, pre = exp.inputs[0], []  # the shifted value is needed anyway: softmax of it
+    matched = [*pre, exp, sum_op, *div]
+    return matched, lambda y: _softmax_ops(g, "Softmax", x, y, block, matched[-1].name)
+
+
+def log_softmax(g: Graph, u: _Uses, sum_op: Op) -> Match | None:
+    """b - Log(ReduceSum(Exp(b))), b = x or x - ReduceMax(x)."""
+    block = _block(sum_op)
+    found = _exp_of_shifted(sum_op) if block is not None else None
+    if found is None:
+        return None
+    exp, x, pre = found
+    b, s = exp.inputs[0], sum_op.outputs[0]
+    log = u.only(s, "Log")
+    sub = u.only(log.outputs[0], "Sub") if log is not None else None
+    if sub is None or sub.inputs != [b, log.outputs[0]] or sub.outputs[0].type != b.type:
+        return None
+    if u.only(exp.outputs[0]) is not sum_op:
+        return None
+    if pre and not _shift_absorbed(u, pre, {id(exp), id(sub)}):
+        x, pre = b, []
+    matched = [*pre, exp, sum_op, log, sub]
+    return matched, lambda y: _softmax_ops(g, "LogSoftmax", x, y, block, matched[-1].name)
+
+
+# The reduction each pattern is anchored at, and the patterns to try there, in order.
+PATTERNS: dict[str, tuple[Callable[[Graph, _Uses, Op], Match | None], ...]] = {
+    "ReduceMean": (layer_norm, rms_norm),
+    "ReduceSum": (softmax, log_softmax),
+}
+
+
+class FusePatterns(Pass):
+    """Replace decomposed LayerNorm (ReduceMean, Sub, Pow or Mul, ReduceMean, Add eps, Sqrt,
+    Div or Reciprocal and Mul, optional constant scale and shift), RMSNorm (the same without
+    the mean) and Softmax / LogSoftmax (Exp, ReduceSum, Div / Log and Sub, with or without the
+    stabilizing ReduceMax and Sub) by LayerNormalization, RMSNormalization, Softmax and
+    LogSoftmax. Matches only when no intermediate has a use (or is a graph output) outside the
+    pattern, the reductions keep dims over trailing (normalizations) or contiguous (softmax)
+    axes, and eps, scale and shift are constants that do not vary across rows."""
+
+    name = "fuse-patterns"
+
+    def run(self, g: Graph) -> PassResult:
+        u = _Uses(g)
+        changed = False
+        for op in list(g.ops):
+            if not op.outputs or op.outputs[0].producer is not op or id(op) in u.dead or op.domain:
+                continue  # already rewritten away, or dead
+            for pattern in PATTERNS.get(op.kind, ()):
+                match = pattern(g, u, op)
+                if match is not None:
+                    self._replace(g, u, *match)
+                    changed = True
+                    break
+        return PassResult(g, changed)
+
+    @staticmethod
+    def _replace(g: Graph, u: _Uses, ops: list[Op], build: Callable[[Value], list[Op]]) -> None:
+        last = ops[-1]
+        y = last.outputs[0]
+        at = g.ops.index(last)
+        g.remove_op(last)  # y keeps its name and type; the new ops compute it
+        g.ops[at:at] = build(y)
+        for op in reversed(ops[:-1]):
+            if any(v.uses or id(v) in u.outputs for v in op.outputs):
+                u.dead[id(op)] = op  # read only by dead code now; dead-code elimination drops it
+            else:
+                g.remove_op(op)
