@@ -212,3 +212,34 @@ def test_no_prologue_when_the_input_has_another_use(device):
     model = _model(nodes, {"x": x}, ["c", "y2"], {"w": rand(4, 4, 3, 3, seed=1)})
     assert sorted(_kernels(model)) == ["Conv", "ReduceSum", "Relu"]
     check_against_ort(model, {"x": x}, device)
+
+
+@pytest.mark.parametrize(
+    "a_perm,b_perm",
+    [(None, [0, 2, 1]), ([0, 2, 1], None), ([0, 2, 1], [0, 2, 1])],
+    ids=["transB", "transA", "both"],
+)
+def test_transposed_matmul_operands_are_read_in_place(a_perm, b_perm, device):
+    a = rand(3, 4, 5) if a_perm is None else rand(3, 5, 4)
+    b = rand(3, 5, 6, seed=1) if b_perm is None else rand(3, 6, 5, seed=1)
+    nodes, names = [], []
+    for n, perm in (("a", a_perm), ("b", b_perm)):
+        if perm is None:
+            names.append(n)
+        else:
+            nodes.append(helper.make_node("Transpose", [n], [n + "t"], perm=perm))
+            names.append(n + "t")
+    nodes.append(helper.make_node("MatMul", names, ["y"]))
+    model = _model(nodes, {"a": a, "b": b}, ["y"], {})
+    _check(model, {"a": a, "b": b}, device, ["MatMul"])
+
+
+def test_transposed_gemm_operand_with_a_matrix_b(device):
+    # a 4-D A against a 2-D B read transposed (a Linear layer whose weight arrives at run time)
+    a, w = rand(2, 3, 4, 5), rand(6, 5, seed=1)
+    nodes = [
+        helper.make_node("Transpose", ["w"], ["wt"], perm=[1, 0]),
+        helper.make_node("MatMul", ["a", "wt"], ["y"]),
+    ]
+    model = _model(nodes, {"a": a, "w": w}, ["y"], {})
+    _check(model, {"a": a, "w": w}, device, ["MatMul"])

@@ -27,17 +27,24 @@ def _rows_per_invocation(M: int) -> int:
 def lower_matmul(ctx: LowerCtx, op: Op) -> None:
     a, b = op.inputs[0], op.inputs[1]
     y = op.outputs[0]
-    a_shape = (1,) + tuple(a.shape) if a.type.rank == 1 else tuple(a.shape)
-    b_shape = tuple(b.shape) + (1,) if b.type.rank == 1 else tuple(b.shape)
+    # transA/transB (set by fold-transpose): the operand is stored with its last two dims swapped
+    ta, tb = bool(op.attrs.get("transA", 0)), bool(op.attrs.get("transB", 0))
+    a_shape = (1,) + tuple(a.shape) if a.type.rank == 1 else _swapped(a.shape, ta)
+    b_shape = tuple(b.shape) + (1,) if b.type.rank == 1 else _swapped(b.shape, tb)
     M, K = a_shape[-2:]
     N = b_shape[-1]
     batch = tuple(np.broadcast_shapes(a_shape[:-2], b_shape[:-2]))
-    if batch and len(b_shape) == 2:
+    if batch and len(b_shape) == 2 and not ta:
         # A's batch dims are just more rows against one B
         M, batch = M * math.prod(batch), ()
         a_shape = (M, K)
     # a third input is a per-column bias that fold-affine moved in from a following Add
-    _emit(ctx, op, a, b, op.input(2), y, M, N, K, batch, a_shape, b_shape, trans_a=False, trans_b=False)
+    _emit(ctx, op, a, b, op.input(2), y, M, N, K, batch, a_shape, b_shape, trans_a=ta, trans_b=tb)
+
+
+def _swapped(shape, swap: bool) -> tuple[int, ...]:
+    shape = tuple(shape)
+    return shape[:-2] + (shape[-1], shape[-2]) if swap else shape
 
 
 @lowers("Gemm")

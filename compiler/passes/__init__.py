@@ -31,6 +31,7 @@ from .concat_in_place import ConcatInPlace  # noqa: E402
 from .dce import DeadCodeElimination  # noqa: E402
 from .fold import FoldConstants  # noqa: E402
 from .fold_affine import FoldAffine  # noqa: E402
+from .fold_transpose import FoldTranspose  # noqa: E402
 from .fuse import FuseElementwise, FuseEpilogue, FusePrologue  # noqa: E402
 from .patterns import FusePatterns  # noqa: E402
 
@@ -40,6 +41,7 @@ PASSES: dict[str, Callable[[], Pass]] = {
         Canonicalize,
         FoldConstants,
         FoldAffine,
+        FoldTranspose,
         FusePatterns,
         DeadCodeElimination,
         FuseElementwise,
@@ -52,7 +54,8 @@ PASSES: dict[str, Callable[[], Pass]] = {
 
 def pipeline(level: int = 2, target=None) -> list[Pass]:
     """The graph passes for an optimization level: -O0 only what correctness needs (BatchNorm
-    canonicalized, constants folded, dead ops removed); -O1 folds affine ops into weights,
+    canonicalized, constants folded, dead ops removed); -O1 folds affine ops into weights and
+    last-two-dim Transposes into MatMul/Gemm flags,
     replaces decomposed normalizations and softmax by their single ops, and fuses elementwise
     ops; -O2 also fuses epilogues into Conv, ConvTranspose, Gemm and MatMul and prologues
     into Conv. Fusion keeps each kernel within
@@ -60,7 +63,7 @@ def pipeline(level: int = 2, target=None) -> list[Pass]:
     bindings = target.max_bindings if target is not None else 8
     passes: list[Pass] = [Canonicalize(), FoldConstants()]
     if level >= 1:
-        passes += [FoldAffine(), FusePatterns()]
+        passes += [FoldAffine(), FoldTranspose(), FusePatterns()]
     passes += [DeadCodeElimination()]
     if level >= 1:
         passes += [FuseElementwise(bindings)]
