@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from onnx2wgsl.ir import Graph, Op
+from onnx2wgsl.ir import Graph
 
 from . import Pass, PassResult
 
