@@ -45,6 +45,15 @@ def test_resnet50_arena_is_at_most_15_percent_of_naive():
     assert report.arena_bytes >= report.lower_bound
 
 
+@pytest.mark.parametrize("name", ["resnet50", "densenet121", "inception_v2"])
+def test_o2_dispatches_at_most_045_per_onnx_node(name):
+    model = onnx.load(str(light_path(name)))
+    nodes = sum(n.op_type not in ("Constant", "ConstantOfShape") for n in model.graph.node)
+    report = compile_model(model, opt_level=2).report
+    assert report.dispatches <= 0.45 * nodes, report.summary()
+    assert report.arena_bytes <= 1.10 * report.lower_bound, report.summary()
+
+
 @pytest.mark.parametrize("name", LIGHT_MODELS)
 def test_every_light_model_plan_is_checked_and_within_limits(name):
     res = compile_model(str(light_path(name)), verify_ir=True)

@@ -1,0 +1,50 @@
+"""Kernels per model at each -O level: the nine light CNNs of the onnx wheel (or given
+models), their ONNX node count without Constant/ConstantOfShape, dispatches at -O0/-O1/-O2,
+the -O2 ratio, and -O2 arena bytes over the lower bound.
+
+    python tools/fusion.py                 # a markdown table of the light models
+    python tools/fusion.py model.onnx ...  # the same for other models
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import onnx
+
+from onnx2wgsl.compiler import compile_model
+
+LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+
+
+def row(path: Path) -> list[str]:
+    model = onnx.load(str(path))
+    nodes = sum(n.op_type not in ("Constant", "ConstantOfShape") for n in model.graph.node)
+    counts = []
+    for level in (0, 1, 2):
+        res = compile_model(model, opt_level=level)
+        counts.append(res.report.dispatches)
+    r = res.report
+    return [
+        path.stem,
+        str(nodes),
+        *map(str, counts),
+        f"{counts[2] / nodes:.2f}",
+        f"{r.arena_bytes / r.lower_bound:.2f}",
+    ]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("models", nargs="*", type=Path)
+    args = ap.parse_args()
+    paths = args.models or sorted(LIGHT.glob("*.onnx"))
+    print("| model | ONNX nodes | -O0 | -O1 | -O2 | -O2 / nodes | arena / lower bound |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for p in paths:
+        print("| " + " | ".join(row(p)) + " |")
+
+
+if __name__ == "__main__":
+    main()
