@@ -175,20 +175,8 @@ def _copy_body(ops: list[Op], inner: dict[int, Value], body: Graph) -> None:
             inner[id(v)] = c
 
 
-# Ops whose kernels apply an epilogue at their store, and how many operands of their own they
-# take (the epilogue's operands follow; an omitted optional operand is None).
-EPILOGUE_HOSTS = {"Conv": 3, "ConvTranspose": 3, "Gemm": 3, "MatMul": 3}
-
-
-class FuseEpilogue(Pass):
-    """Move the only consumer of a Conv/ConvTranspose/Gemm/MatMul result into that op, when it
-    is elementwise (one op or a ``Fused`` group with one result) over the same shape and
-    dtype: bias, activation, residual Add and scaling then cost no kernel and no round trip
-    through memory. The op keeps its kind; attribute ``epilogue`` holds the consumer as a body
-    graph whose input 0 is the op's own result and whose other inputs are the op's operands
-    from ``epilogue_at`` on."""
-
-    name = "fuse-epilogue"
+class _IntoHost(Pass):
+    """Moves an elementwise neighbour into a host op: ``_match`` finds it, ``_fuse`` rewrites."""
 
     def __init__(self, max_bindings: int = 8):
         self.max_bindings = max_bindings
@@ -198,13 +186,47 @@ class FuseEpilogue(Pass):
         outputs = {id(v) for v in g.outputs}
         changed = False
         for op in list(g.ops):
-            user = self._consumer(op, kinds, outputs)
-            if user is not None:
-                self._fuse(g, op, user)
+            other = self._match(op, kinds, outputs)
+            if other is not None:
+                self._fuse(g, op, other)
                 changed = True
         return PassResult(g, changed)
 
-    def _consumer(self, op: Op, kinds: set[str], outputs: set[int]) -> Op | None:
+    def _match(self, op: Op, kinds: set[str], outputs: set[int]) -> Op | None:
+        raise NotImplementedError
+
+    def _fuse(self, g: Graph, op: Op, other: Op) -> None:
+        raise NotImplementedError
+
+
+def _body_of(op: Op, inner: dict[int, Value], body: Graph) -> Value:
+    """Copy an elementwise op, or a one-result ``Fused`` group's ops, into ``body``; ``inner``
+    maps the op's operands to body values. Returns the body value of its result."""
+    if op.kind != "Fused":
+        _copy_body([op], inner, body)
+        return inner[id(op.outputs[0])]
+    src: Graph = op.attrs["body"]
+    mapped = {id(b): inner[id(v)] for b, v in zip(src.inputs, op.inputs)}
+    _copy_body(src.ops, mapped, body)
+    return mapped[id(src.outputs[0])]
+
+
+# Ops whose kernels apply an epilogue at their store, and how many operands of their own they
+# take (the epilogue's operands follow; an omitted optional operand is None).
+EPILOGUE_HOSTS = {"Conv": 3, "ConvTranspose": 3, "Gemm": 3, "MatMul": 3}
+
+
+class FuseEpilogue(_IntoHost):
+    """Move the only consumer of a Conv/ConvTranspose/Gemm/MatMul result into that op, when it
+    is elementwise (one op or a ``Fused`` group with one result) over the same shape and
+    dtype: bias, activation, residual Add and scaling then cost no kernel and no round trip
+    through memory. The op keeps its kind; attribute ``epilogue`` holds the consumer as a body
+    graph whose input 0 is the op's own result and whose other inputs are the op's operands
+    from ``epilogue_at`` on."""
+
+    name = "fuse-epilogue"
+
+    def _match(self, op: Op, kinds: set[str], outputs: set[int]) -> Op | None:
         arity = EPILOGUE_HOSTS.get(op.kind)
         if arity is None or op.domain or "epilogue" in op.attrs or len(op.inputs) > arity:
             return None
@@ -229,25 +251,16 @@ class FuseEpilogue(Pass):
             return None
         return user
 
-    @staticmethod
-    def _fuse(g: Graph, op: Op, user: Op) -> None:
+    def _fuse(self, g: Graph, op: Op, user: Op) -> None:
         y = op.outputs[0]
         body = Graph(name="epilogue")
         extras: list[Value] = []
         for v in user.inputs:
             if v is not None and v is not y and all(v is not u for u in extras):
                 extras.append(v)
-        head = body.add_input(y.name, y.type)
-        ins = {id(v): body.add_input(v.name, v.type) for v in extras}
-        if user.kind == "Fused":
-            inner_body: Graph = user.attrs["body"]
-            inner = {id(b): head if v is y else ins[id(v)] for b, v in zip(inner_body.inputs, user.inputs)}
-            _copy_body(inner_body.ops, inner, body)
-            body.outputs = [inner[id(inner_body.outputs[0])]]
-        else:
-            inner = {id(y): head, **ins}
-            _copy_body([user], inner, body)
-            body.outputs = [inner[id(user.outputs[0])]]
+        inner = {id(y): body.add_input(y.name, y.type)}
+        inner.update({id(v): body.add_input(v.name, v.type) for v in extras})
+        body.outputs = [_body_of(user, inner, body)]
         arity = EPILOGUE_HOSTS[op.kind]
         own = list(op.inputs) + [None] * (arity - len(op.inputs))
         at = g.ops.index(user)
@@ -266,7 +279,7 @@ class FuseEpilogue(Pass):
         g.ops.remove(op)
 
 
-class FusePrologue(Pass):
+class FusePrologue(_IntoHost):
     """Compute a Conv's input inside the Conv when an elementwise op (or a ``Fused`` group
     with one result) makes it for that Conv alone: the Conv reads the producer's operands and
     applies it at each load, so the input tensor is never written (BatchNorm-ReLU before a
@@ -276,21 +289,7 @@ class FusePrologue(Pass):
 
     name = "fuse-prologue"
 
-    def __init__(self, max_bindings: int = 8):
-        self.max_bindings = max_bindings
-
-    def run(self, g: Graph) -> PassResult:
-        kinds = fusable_kinds()
-        outputs = {id(v) for v in g.outputs}
-        changed = False
-        for op in list(g.ops):
-            producer = self._producer(op, kinds, outputs)
-            if producer is not None:
-                self._fuse(g, producer, op)
-                changed = True
-        return PassResult(g, changed)
-
-    def _producer(self, op: Op, kinds: set[str], outputs: set[int]) -> Op | None:
+    def _match(self, op: Op, kinds: set[str], outputs: set[int]) -> Op | None:
         if op.kind != "Conv" or op.domain or "prologue" in op.attrs or not op.inputs:
             return None
         x = op.inputs[0]
@@ -307,23 +306,14 @@ class FusePrologue(Pass):
             return None
         return p
 
-    @staticmethod
-    def _fuse(g: Graph, producer: Op, op: Op) -> None:
-        x = producer.outputs[0]
+    def _fuse(self, g: Graph, op: Op, producer: Op) -> None:
         reads: list[Value] = []
         for v in producer.inputs:
             if v is not None and all(v is not u for u in reads):
                 reads.append(v)
         body = Graph(name="prologue")
         inner = {id(v): body.add_input(v.name, v.type) for v in reads}
-        if producer.kind == "Fused":
-            src: Graph = producer.attrs["body"]
-            mapped = {id(b): inner[id(v)] for b, v in zip(src.inputs, producer.inputs)}
-            _copy_body(src.ops, mapped, body)
-            body.outputs = [mapped[id(src.outputs[0])]]
-        else:
-            _copy_body([producer], inner, body)
-            body.outputs = [inner[id(x)]]
+        body.outputs = [_body_of(producer, inner, body)]
         n = op.attrs.get("epilogue_at", len(op.inputs))
         at = g.ops.index(op)
         own = [None] + list(op.inputs[1:])
