@@ -7,19 +7,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 import onnx2wgsl
 from onnx2wgsl.compiler import compile_model
-
-NP_TO_ONNX = {
-    np.dtype(np.float32): TensorProto.FLOAT,
-    np.dtype(np.float64): TensorProto.DOUBLE,
-    np.dtype(np.float16): TensorProto.FLOAT16,
-    np.dtype(np.int32): TensorProto.INT32,
-    np.dtype(np.int64): TensorProto.INT64,
-    np.dtype(np.bool_): TensorProto.BOOL,
-}
 
 
 def node_model(
@@ -32,7 +23,8 @@ def node_model(
     n_outputs: int = 1,
     input_order: Sequence[str] | None = None,
 ) -> onnx.ModelProto:
-    """A one-node model: runtime inputs from ``inputs``, constants from ``initializers``.
+    """A one-node model: runtime inputs from ``inputs`` (any numpy dtype; their dtypes and
+    shapes are declared), constants from ``initializers``.
 
     ``input_order`` lists the node's input names (use "" for an omitted optional input)."""
     initializers = initializers or {}
@@ -42,12 +34,15 @@ def node_model(
     graph = helper.make_graph(
         [node],
         op_type.lower(),
-        [helper.make_tensor_value_info(n, NP_TO_ONNX[a.dtype], a.shape) for n, a in inputs.items()],
+        [
+            helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+            for n, a in inputs.items()
+        ],
         [helper.make_value_info(o, onnx.TypeProto()) for o in outs],
         [numpy_helper.from_array(a, n) for n, a in initializers.items()],
     )
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    m.ir_version = min(m.ir_version, 8)
+    m.ir_version = 8 if opset < 21 else 10  # the oldest IR each opset allows
     return onnx.shape_inference.infer_shapes(m)
 
 

@@ -12,7 +12,7 @@ import tempfile
 import numpy as np
 import onnx
 import pytest
-from helpers import ort_run, reference_run
+from helpers import node_model, ort_run, reference_run
 from onnx import helper, numpy_helper
 
 import onnx2wgsl
@@ -24,27 +24,6 @@ pytestmark = pytest.mark.gpu
 INTS = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"]
 SIGNED_INTS = ["int8", "int16", "int32", "int64"]
 FLOATS = ["float32", "float16", "float64"]
-
-
-def model(op, inputs: dict, attrs=None, *, opset=17, initializers=None, order=None, n_outputs=1):
-    """A one-node model; ``inputs`` maps names to arrays (their dtype and shape are declared)."""
-    initializers = initializers or {}
-    names = list(order) if order is not None else list(inputs) + list(initializers)
-    outs = [f"y{i}" for i in range(n_outputs)]
-    node = helper.make_node(op, names, outs, **(attrs or {}))
-    graph = helper.make_graph(
-        [node],
-        op.lower(),
-        [
-            helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
-            for n, a in inputs.items()
-        ],
-        [helper.make_value_info(o, onnx.TypeProto()) for o in outs],
-        [numpy_helper.from_array(a, n) for n, a in initializers.items()],
-    )
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    m.ir_version = 8 if opset < 21 else 10
-    return onnx.shape_inference.infer_shapes(m)
 
 
 def gpu(m, feeds, device, **kw):
@@ -136,7 +115,7 @@ UNARY = {
 def test_unary_float(op, shape, device):
     low, high, attrs, opset, ref = UNARY[op]
     x = rand(shape, low=low, high=high, seed=len(shape))
-    check(model(op, {"x": x}, attrs, opset=opset), {"x": x}, device, ref, rtol=2e-5, atol=2e-6)
+    check(node_model(op, {"x": x}, attrs, opset=opset), {"x": x}, device, ref, rtol=2e-5, atol=2e-6)
 
 
 @pytest.mark.parametrize(
@@ -148,10 +127,10 @@ def test_small_arguments_keep_relative_precision(op, device):
     if op == "Atanh":
         x = x[np.abs(x) < 1]
     opset = {"Gelu": 20, "Mish": 18}.get(op, 17)
-    (got,) = gpu(model(op, {"x": x}, opset=opset), {"x": x}, device)
+    (got,) = gpu(node_model(op, {"x": x}, opset=opset), {"x": x}, device)
     # the exact value: onnx's reference in float64 (onnxruntime's float32 exp(x) - 1 cancels too)
     x64 = x.astype(np.float64)
-    (want,) = reference_run(model(op, {"x": x64}, opset=opset), {"x": x64})
+    (want,) = reference_run(node_model(op, {"x": x64}, opset=opset), {"x": x64})
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-30)
 
 
@@ -159,7 +138,7 @@ def test_small_arguments_keep_relative_precision(op, device):
 def test_gelu(approximate, device):
     x = rand((4, 33), low=-6, high=6)
     check(
-        model("Gelu", {"x": x}, {"approximate": approximate}, opset=20),
+        node_model("Gelu", {"x": x}, {"approximate": approximate}, opset=20),
         {"x": x},
         device,
         rtol=1e-5,
@@ -169,7 +148,7 @@ def test_gelu(approximate, device):
 
 def test_round_is_half_to_even(device):
     x = np.array([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 3.5, 2.4, 2.6, -2.6, 0.0, 1e7 + 0.5], np.float32)
-    check(model("Round", {"x": x}), {"x": x}, device, rtol=0, atol=0)
+    check(node_model("Round", {"x": x}), {"x": x}, device, rtol=0, atol=0)
 
 
 def _specials(dtype="float32"):
@@ -180,13 +159,13 @@ def _specials(dtype="float32"):
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_isnan(dtype, device):
     x = _specials(dtype)
-    check(model("IsNaN", {"x": x}, opset=20), {"x": x}, device)
+    check(node_model("IsNaN", {"x": x}, opset=20), {"x": x}, device)
 
 
 @pytest.mark.parametrize("neg,pos", [(1, 1), (0, 1), (1, 0), (0, 0)])
 def test_isinf(neg, pos, device):
     x = _specials()
-    m = model("IsInf", {"x": x}, {"detect_negative": neg, "detect_positive": pos}, opset=20)
+    m = node_model("IsInf", {"x": x}, {"detect_negative": neg, "detect_positive": pos}, opset=20)
     check(m, {"x": x}, device)
 
 
@@ -194,9 +173,9 @@ def test_nan_passes_through_sign_and_minmax(device):
     a = _specials()
     b = np.array([1.0, np.nan, 0.0, 2.0, np.nan, 1.0, np.inf, -np.inf, 1.0, 2.0], np.float32)
     for op in ("Max", "Min"):
-        got = gpu(model(op, {"a": a, "b": b}), {"a": a, "b": b}, device)[0]
+        got = gpu(node_model(op, {"a": a, "b": b}), {"a": a, "b": b}, device)[0]
         np.testing.assert_array_equal(got, (np.maximum if op == "Max" else np.minimum)(a, b))
-    got = gpu(model("Sign", {"a": a}), {"a": a}, device)[0]
+    got = gpu(node_model("Sign", {"a": a}), {"a": a}, device)[0]
     np.testing.assert_array_equal(got, np.sign(a))
 
 
@@ -204,15 +183,15 @@ def test_nan_passes_through_sign_and_minmax(device):
 def test_prelu_slope_broadcast(slope_shape, device):
     x = rand((2, 3, 5, 4))
     s = rand(slope_shape, low=0.05, high=0.5, seed=3)
-    check(model("PRelu", {"x": x}, initializers={"s": s}), {"x": x}, device)
-    check(model("PRelu", {"x": x, "s": s}), {"x": x, "s": s}, device)
+    check(node_model("PRelu", {"x": x}, initializers={"s": s}), {"x": x}, device)
+    check(node_model("PRelu", {"x": x, "s": s}), {"x": x, "s": s}, device)
 
 
 @pytest.mark.parametrize("dtype", ["int32", "int64", "uint32"])
 def test_prelu_int(dtype, device):
     x = rand((3, 6), dtype, -50, 50)
     s = rand((6,), dtype, 0, 4, seed=1)
-    check(model("PRelu", {"x": x, "s": s}, opset=16), {"x": x, "s": s}, device)
+    check(node_model("PRelu", {"x": x, "s": s}, opset=16), {"x": x, "s": s}, device)
 
 
 # -- arithmetic on every dtype ---------------------------------------------------------------
@@ -224,7 +203,9 @@ def test_arith_dtypes(op, dtype, device):
     a, b = rand((3, 4), dtype, lo, hi, seed=1), rand((4,), dtype, lo, hi, seed=2)
     if dtype == "uint64" and op == "Sub":  # uint64 computes in 32 bits: keep results in range
         a = a + np.uint64(300)
-    check(model(op, {"a": a, "b": b}), {"a": a, "b": b}, device, rtol=2e-3 if dtype == "float16" else 1e-5)
+    check(
+        node_model(op, {"a": a, "b": b}), {"a": a, "b": b}, device, rtol=2e-3 if dtype == "float16" else 1e-5
+    )
 
 
 @pytest.mark.parametrize("dtype", INTS)
@@ -233,7 +214,7 @@ def test_int_div_truncates(dtype, device):
     a = rand((5, 6), dtype, -100 if signed else 0, 100, seed=1)
     b = rand((5, 6), dtype, -9 if signed else 1, 9, seed=2)
     b[b == 0] = 3
-    check(model("Div", {"a": a, "b": b}), {"a": a, "b": b}, device)
+    check(node_model("Div", {"a": a, "b": b}), {"a": a, "b": b}, device)
 
 
 @pytest.mark.parametrize("fmod", [0, 1])
@@ -247,7 +228,14 @@ def test_mod(fmod, dtype, device):
         b = rand((4, 5), dtype, -7 if signed else 1, 7, seed=2)
     b[b == 0] = 3
     ref = "ort" if fmod or not dtype.startswith("float") else "onnx"
-    check(model("Mod", {"a": a, "b": b}, {"fmod": fmod}), {"a": a, "b": b}, device, ref, rtol=1e-3, atol=1e-5)
+    check(
+        node_model("Mod", {"a": a, "b": b}, {"fmod": fmod}),
+        {"a": a, "b": b},
+        device,
+        ref,
+        rtol=1e-3,
+        atol=1e-5,
+    )
 
 
 def test_mod_float_edge_cases(device):
@@ -257,12 +245,12 @@ def test_mod_float_edge_cases(device):
     y = np.array(
         [-2.0, 2.0, 2.0, -2.0, np.inf, np.inf, -np.inf, -np.inf, 2.0, 2.0, 0.0, -0.0, 2.0, np.nan], np.float32
     )
-    got = gpu(model("Mod", {"x": x, "y": y}, {"fmod": 0}), {"x": x, "y": y}, device)[0]
+    got = gpu(node_model("Mod", {"x": x, "y": y}, {"fmod": 0}), {"x": x, "y": y}, device)[0]
     with np.errstate(all="ignore"):
         want = np.mod(x, y)
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(np.signbit(got[:4]), np.signbit(want[:4]))
-    got = gpu(model("Mod", {"x": x, "y": y}, {"fmod": 1}), {"x": x, "y": y}, device)[0]
+    got = gpu(node_model("Mod", {"x": x, "y": y}, {"fmod": 1}), {"x": x, "y": y}, device)[0]
     with np.errstate(all="ignore"):
         np.testing.assert_array_equal(got, np.fmod(x, y))
 
@@ -279,23 +267,23 @@ def test_mod_float_edge_cases(device):
 def test_int_unary(op, dtype, device):
     x = rand((6, 7), dtype, -120, 120)
     ref = "ort" if op != "Relu" or dtype in ("int8", "int32") else "onnx"
-    check(model(op, {"x": x}, opset=14), {"x": x}, device, ref)
+    check(node_model(op, {"x": x}, opset=14), {"x": x}, device, ref)
 
 
 def test_int32_overflow_wraps(device):
     a = np.array([2**31 - 1, -(2**31), 2**30, 123456789], np.int32)
     b = np.array([1, -1, 4, 1000], np.int32)
     for op in ("Add", "Sub", "Mul"):
-        check(model(op, {"a": a, "b": b}), {"a": a, "b": b}, device)
-    check(model("Neg", {"a": a}), {"a": a}, device)
-    check(model("Abs", {"a": a}), {"a": a}, device)
+        check(node_model(op, {"a": a, "b": b}), {"a": a, "b": b}, device)
+    check(node_model("Neg", {"a": a}), {"a": a}, device)
+    check(node_model("Abs", {"a": a}), {"a": a}, device)
 
 
 @pytest.mark.parametrize("op", ["Max", "Min"])
 @pytest.mark.parametrize("dtype", ["int8", "int32", "int64", "uint8", "uint32", "uint64"])
 def test_variadic_int(op, dtype, device):
     feeds = {f"x{i}": rand((2, 3, 4) if i != 1 else (3, 1), dtype, 0, 60, seed=i) for i in range(3)}
-    check(model(op, feeds), feeds, device)
+    check(node_model(op, feeds), feeds, device)
 
 
 @pytest.mark.parametrize(
@@ -310,27 +298,37 @@ def test_pow_types(base, expo, device):
         b = rand((4, 6), expo, -3, 3, seed=2).round()
     else:
         b = rand((4, 6), expo, 0, 5, seed=2)
-    check(model("Pow", {"a": a, "b": b}, opset=15), {"a": a, "b": b}, device, rtol=1e-5)
+    check(node_model("Pow", {"a": a, "b": b}, opset=15), {"a": a, "b": b}, device, rtol=1e-5)
 
 
 def test_pow_integral_results_are_exact(device):
     a = np.array([3, 5, 7, -3, 2, 10], np.int32)
     b = np.array([3.0, 3.0, 2.0, 3.0, 10.0, 5.0], np.float32)
-    check(model("Pow", {"a": a, "b": b}, opset=15), {"a": a, "b": b}, device)
+    check(node_model("Pow", {"a": a, "b": b}, opset=15), {"a": a, "b": b}, device)
 
 
 @pytest.mark.parametrize("dtype", ["int8", "uint8", "int32", "int64", "uint64", "float16"])
 def test_clip_dtypes(dtype, device):
     x = rand((5, 8), dtype, 0 if dtype[0] == "u" else -100, 100)
     lo, hi = np.array(3 if dtype[0] == "u" else -20, dtype), np.array(60, dtype)
-    check(model("Clip", {"x": x}, initializers={"lo": lo, "hi": hi}, opset=13), {"x": x}, device)
-    check(model("Clip", {"x": x}, initializers={"hi": hi}, order=["x", "", "hi"], opset=13), {"x": x}, device)
-    check(model("Clip", {"x": x, "lo": lo}, order=["x", "lo"], opset=13), {"x": x, "lo": lo}, device)
+    check(node_model("Clip", {"x": x}, initializers={"lo": lo, "hi": hi}, opset=13), {"x": x}, device)
+    check(
+        node_model("Clip", {"x": x}, initializers={"hi": hi}, input_order=["x", "", "hi"], opset=13),
+        {"x": x},
+        device,
+    )
+    check(
+        node_model("Clip", {"x": x, "lo": lo}, input_order=["x", "lo"], opset=13), {"x": x, "lo": lo}, device
+    )
 
 
 def test_clip_runtime_max_only(device):
     x, hi = rand((3, 4)), np.array(0.5, np.float32)
-    check(model("Clip", {"x": x, "hi": hi}, order=["x", "", "hi"], opset=13), {"x": x, "hi": hi}, device)
+    check(
+        node_model("Clip", {"x": x, "hi": hi}, input_order=["x", "", "hi"], opset=13),
+        {"x": x, "hi": hi},
+        device,
+    )
 
 
 # -- comparisons, logic, bitwise ------------------------------------------------------------------
@@ -343,23 +341,23 @@ def test_compare(op, dtype, device):
     b = rand((4, 1), dtype, 0, 5, seed=2)
     if dtype.startswith("float"):
         a, b = a.round(), b.round()  # ties, so Equal and the -OrEqual forms are exercised
-    check(model(op, {"a": a, "b": b}, opset=16), {"a": a, "b": b}, device)
+    check(node_model(op, {"a": a, "b": b}, opset=16), {"a": a, "b": b}, device)
 
 
 def test_equal_bool(device):
     a, b = rand((4, 5), "bool", seed=1), rand((5,), "bool", seed=2)
-    check(model("Equal", {"a": a, "b": b}), {"a": a, "b": b}, device)
+    check(node_model("Equal", {"a": a, "b": b}), {"a": a, "b": b}, device)
 
 
 @pytest.mark.parametrize("op", ["And", "Or", "Xor"])
 def test_logical(op, device):
     a, b = rand((2, 3, 4), "bool", seed=1), rand((3, 1), "bool", seed=2)
-    check(model(op, {"a": a, "b": b}), {"a": a, "b": b}, device)
+    check(node_model(op, {"a": a, "b": b}), {"a": a, "b": b}, device)
 
 
 def test_not(device):
     a = rand((3, 7), "bool")
-    check(model("Not", {"a": a}), {"a": a}, device)
+    check(node_model("Not", {"a": a}), {"a": a}, device)
 
 
 @pytest.mark.parametrize(
@@ -374,7 +372,7 @@ def test_bitwise(op, dtype, device):
     a = rand((4, 6), dtype, info.min, info.max, seed=1)
     b = rand((6,), dtype, info.min, info.max, seed=2)
     feeds = {"a": a} if op == "BitwiseNot" else {"a": a, "b": b}
-    check(model(op, feeds, opset=18), feeds, device)
+    check(node_model(op, feeds, opset=18), feeds, device)
 
 
 @pytest.mark.parametrize("direction", ["LEFT", "RIGHT"])
@@ -391,7 +389,7 @@ def test_bitshift(direction, dtype, device):
     if dtype.endswith("64"):  # 64-bit types compute in 32 bits: only shifts that stay in range
         x, y = x >> np.array(33 if dtype[0] == "u" else 34, x.dtype), np.clip(y, 0, 2)
     check(
-        model("BitShift", {"x": x, "y": y}, {"direction": direction}, opset=opset),
+        node_model("BitShift", {"x": x, "y": y}, {"direction": direction}, opset=opset),
         {"x": x, "y": y},
         device,
         "onnx",
@@ -403,7 +401,7 @@ def test_where(dtype, device):
     c = rand((2, 1, 5), "bool")
     x, y = rand((3, 5), dtype, 0, 9, seed=1), rand((2, 3, 1), dtype, 0, 9, seed=2)
     ref = "onnx" if dtype in ("bool",) else "ort"
-    check(model("Where", {"c": c, "x": x, "y": y}), {"c": c, "x": x, "y": y}, device, ref)
+    check(node_model("Where", {"c": c, "x": x, "y": y}), {"c": c, "x": x, "y": y}, device, ref)
 
 
 # -- Cast and CastLike ---------------------------------------------------------------------
@@ -448,7 +446,7 @@ def test_cast(src, dst, device):
     x = _cast_input(src, dst)
     to = helper.np_dtype_to_tensor_dtype(np.dtype(dst))
     check(
-        model("Cast", {"x": x}, {"to": to}, opset=19),
+        node_model("Cast", {"x": x}, {"to": to}, opset=19),
         {"x": x},
         device,
         rtol=1e-3 if "float16" in (src, dst) else 1e-6,
@@ -462,7 +460,7 @@ def test_cast_float_to_int_wraps_like_onnxruntime(dst, device):
         [300.7, -1.5, -129.9, 70000.2, -70000.9, 255.99, 2.5e9 if dst == "uint32" else 1e5], np.float32
     )
     to = helper.np_dtype_to_tensor_dtype(np.dtype(dst))
-    check(model("Cast", {"x": x}, {"to": to}, opset=19), {"x": x}, device)
+    check(node_model("Cast", {"x": x}, {"to": to}, opset=19), {"x": x}, device)
 
 
 @pytest.mark.parametrize("dst", ["float16", "bfloat16"])
@@ -512,15 +510,17 @@ def test_cast_rounds_to_half_precision(dst, device):
 def test_castlike(src, dst, device):
     x = _cast_input(src, dst)
     like = np.zeros(2, dst)
-    check(model("CastLike", {"x": x}, initializers={"like": like}, opset=19), {"x": x}, device, rtol=1e-3)
+    check(
+        node_model("CastLike", {"x": x}, initializers={"like": like}, opset=19), {"x": x}, device, rtol=1e-3
+    )
 
 
 def test_same_storage_casts_are_views():
     x = np.ones((2, 3), np.float16)
-    res = compile_model(model("Cast", {"x": x}, {"to": onnx.TensorProto.FLOAT}, opset=19))
+    res = compile_model(node_model("Cast", {"x": x}, {"to": onnx.TensorProto.FLOAT}, opset=19))
     assert res.report.dispatches == 0
     res = compile_model(
-        model("Cast", {"x": x.astype(np.float32)}, {"to": onnx.TensorProto.FLOAT16}, opset=19)
+        node_model("Cast", {"x": x.astype(np.float32)}, {"to": onnx.TensorProto.FLOAT16}, opset=19)
     )
     assert res.report.dispatches == 1  # rounding to float16 is real work
 
@@ -559,7 +559,7 @@ def test_cast_to_float8_and_float4(to, saturate, device):
     back as the float8/float4 dtype (ml_dtypes) and through a second Cast to float32."""
     x = _edge_floats()
     code = getattr(onnx.TensorProto, to)
-    m = model("Cast", {"x": x}, {"to": code, "saturate": saturate}, opset=23)
+    m = node_model("Cast", {"x": x}, {"to": code, "saturate": saturate}, opset=23)
     (got,) = check(m, {"x": x}, device, "onnx", rtol=0, atol=0)
     nodes = [helper.make_node("Cast", ["x"], ["h"], to=code, saturate=saturate),
              helper.make_node("Cast", ["h"], ["y"], to=onnx.TensorProto.FLOAT)]  # fmt: skip
@@ -583,7 +583,7 @@ def test_cast_from_float8_and_float4(src, dst, device):
         x = np.clip(x.astype(np.float32), 0 if dst[0] == "U" else -100, 100).astype(dt)
     assert x.dtype == np.dtype(getattr(ml_dtypes, x.dtype.name))
     check(
-        model("Cast", {"x": x}, {"to": getattr(onnx.TensorProto, dst)}, opset=23),
+        node_model("Cast", {"x": x}, {"to": getattr(onnx.TensorProto, dst)}, opset=23),
         {"x": x},
         device,
         "onnx",
@@ -598,11 +598,13 @@ def test_cast_to_and_from_sub_byte_ints(to, device):
     x = np.concatenate([np.arange(-9, 16), [2.5, -2.5, 7.9, -8.7, 1.7]]).astype(np.float32)
     code = getattr(onnx.TensorProto, to)
     opset = 25 if to.endswith("2") else 23  # 2-bit types came in opset 25
-    (got,) = check(model("Cast", {"x": x}, {"to": code}, opset=opset), {"x": x}, device, "onnx")
-    back = gpu(model("Cast", {"x": got}, {"to": onnx.TensorProto.FLOAT}, opset=opset), {"x": got}, device)[0]
+    (got,) = check(node_model("Cast", {"x": x}, {"to": code}, opset=opset), {"x": x}, device, "onnx")
+    back = gpu(
+        node_model("Cast", {"x": got}, {"to": onnx.TensorProto.FLOAT}, opset=opset), {"x": got}, device
+    )[0]
     np.testing.assert_array_equal(back, got.astype(np.float32))
     wide = onnx.TensorProto.INT8 if to.startswith("INT") else onnx.TensorProto.UINT8
-    check(model("Cast", {"x": got}, {"to": wide}, opset=opset), {"x": got}, device, "onnx")
+    check(node_model("Cast", {"x": got}, {"to": wide}, opset=opset), {"x": got}, device, "onnx")
 
 
 @pytest.mark.parametrize(
@@ -624,7 +626,7 @@ def test_quantize_linear_to_small_types(to, saturate, device):
     # float8 cases use a zero point of 0, where both agree.
     scale, zp = np.array(0.5, np.float32), np.array(0 if to.startswith("FLOAT8") else 1, dt)
     attrs = {"saturate": saturate} if to.startswith("FLOAT8") else {}
-    m = model("QuantizeLinear", {"x": x}, attrs, initializers={"s": scale, "z": zp}, opset=23)
+    m = node_model("QuantizeLinear", {"x": x}, attrs, initializers={"s": scale, "z": zp}, opset=23)
     check(m, {"x": x}, device, "onnx", rtol=0, atol=0)
 
 
@@ -634,7 +636,7 @@ def test_cast_to_float8e8m0(round_mode, saturate, device):
     rng = np.random.default_rng(0)
     x = np.concatenate([[0.0, np.nan, np.inf, 1.0, 1.5, 3.0, 2**127, 3 * 2**126, 2**-126, 2**-127, 1e-40],
                         rng.uniform(0, 100, 50), 2.0 ** rng.integers(-60, 60, 30)]).astype(np.float32)  # fmt: skip
-    m = model(
+    m = node_model(
         "Cast",
         {"x": x},
         {"to": onnx.TensorProto.FLOAT8E8M0, "saturate": saturate, "round_mode": round_mode},
@@ -672,7 +674,7 @@ def test_bitcast(src, dst, device):
             np.array([0x7C00, 0xFC00, 0x7E00, 0x0001]).astype(np.uint16).view(s)
         )  # inf, -inf, NaN, subnormal
     to = helper.np_dtype_to_tensor_dtype(dtype(dst))
-    (got,) = gpu(model("BitCast", {"x": x}, {"to": to}, opset=26), {"x": x}, device)
+    (got,) = gpu(node_model("BitCast", {"x": x}, {"to": to}, opset=26), {"x": x}, device)
     want = x.view(dtype(dst))
     assert got.dtype == want.dtype and got.shape == want.shape
     np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))  # the bits, NaN payloads included
@@ -683,7 +685,7 @@ def test_bitcast_of_64_bit_types_is_a_clear_error():
     with pytest.raises(
         UnsupportedError, match="BitCast of dtype f64 is not supported: its bit pattern is not kept"
     ):
-        compile_model(model("BitCast", {"x": x}, {"to": onnx.TensorProto.INT64}, opset=26))
+        compile_model(node_model("BitCast", {"x": x}, {"to": onnx.TensorProto.INT64}, opset=26))
 
 
 # -- float16 / bfloat16 / float64 at the runtime boundary --------------------------------------
@@ -693,7 +695,7 @@ def test_low_and_high_precision_io(dtype, device):
 
     dt = np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
     a, b = rand((3, 5)).astype(dt), rand((5,), seed=1).astype(dt)
-    m = model("Mul", {"a": a, "b": b}, opset=17)
+    m = node_model("Mul", {"a": a, "b": b}, opset=17)
     with tempfile.TemporaryDirectory() as out:
         compile_model(m, out)
         with onnx2wgsl.load(out, device=device) as sess:
@@ -774,7 +776,7 @@ def test_verifier_rejects_a_non_empty_kernel_without_dispatches():
     from onnx2wgsl.ir import verify
     from onnx2wgsl.ir.verify import VerifyError
 
-    m = model("Relu", {"x": rand((2, 3))})
+    m = node_model("Relu", {"x": rand((2, 3))})
     res = compile_model(m)
     g = res.graph
     g.ops[0].dispatches = []
@@ -902,7 +904,7 @@ def test_backend_compiles_ahead_of_time_when_it_can(device):
     import onnx2wgsl.backend as backend
 
     x = rand((2, 3))
-    rep = backend.prepare(model("Relu", {"x": x}), webgpu_device=device)
+    rep = backend.prepare(node_model("Relu", {"x": x}), webgpu_device=device)
     try:
         assert rep.session is not None and rep.frozen == ()
         np.testing.assert_array_equal(rep.run([x])[0], np.maximum(x, 0))

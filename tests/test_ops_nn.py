@@ -13,26 +13,6 @@ from onnx import helper, numpy_helper
 pytestmark = pytest.mark.gpu
 
 
-def model_of(op, inputs, attrs=None, *, opset=17, initializers=None, input_order=None, n_outputs=1):
-    """A one-node model like helpers.node_model, for any numpy dtype ("" = omitted input)."""
-    initializers = initializers or {}
-    order = list(input_order) if input_order is not None else list(inputs) + list(initializers)
-    outs = [f"y{i}" for i in range(n_outputs)]
-    graph = helper.make_graph(
-        [helper.make_node(op, order, outs, **(attrs or {}))],
-        op.lower(),
-        [
-            helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
-            for n, a in inputs.items()
-        ],
-        [helper.make_value_info(o, onnx.TypeProto()) for o in outs],
-        [numpy_helper.from_array(a, n) for n, a in initializers.items()],
-    )
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    m.ir_version = 8 if opset <= 21 else 10
-    return onnx.shape_inference.infer_shapes(m)
-
-
 # -- Conv: 1-D / 2-D / 3-D, weights and bias constant or computed at run time -------------------
 CONVS_ND = [
     # (x shape, w shape, attrs)
@@ -114,7 +94,7 @@ def test_conv_integer(dtype, zero_points, attrs, device):
         xz, wz = np.array(3, dtype), np.array(-2 if dtype == np.int8 else 5, dtype)
         (feeds if zero_points == "runtime" else inits).update({"xz": xz, "wz": wz})
         order += ["xz", "wz"]
-    model = model_of("ConvInteger", feeds, attrs, opset=10, initializers=inits, input_order=order)
+    model = node_model("ConvInteger", feeds, attrs, opset=10, initializers=inits, input_order=order)
     got = gpu_run(model, feeds, device)
     np.testing.assert_array_equal(got[0], ort_run(model, feeds)[0])
 
@@ -124,7 +104,7 @@ def test_conv_integer_per_channel_weight_zero_point(device):
     x = rng.integers(0, 255, (1, 1, 3, 3)).astype(np.uint8)
     w = rng.integers(0, 255, (2, 1, 2, 2)).astype(np.uint8)
     feeds = {"x": x, "w": w, "xz": np.array(1, np.uint8), "wz": np.array([1, 2], np.uint8)}
-    model = model_of("ConvInteger", feeds, {"pads": [1, 1, 1, 1]}, opset=10)
+    model = node_model("ConvInteger", feeds, {"pads": [1, 1, 1, 1]}, opset=10)
     np.testing.assert_array_equal(gpu_run(model, feeds, device)[0], reference_run(model, feeds)[0])
 
 
@@ -166,7 +146,7 @@ def test_qlinear_conv(dtype, params, per_channel, device):
     (feeds if params == "runtime" else inits).update(q)
     order = ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"]
     attrs = {"group": 2, "pads": [1, 1, 1, 1], "strides": [1, 2]}
-    model = model_of("QLinearConv", feeds, attrs, opset=10, initializers=inits, input_order=order)
+    model = node_model("QLinearConv", feeds, attrs, opset=10, initializers=inits, input_order=order)
     np.testing.assert_array_equal(gpu_run(model, feeds, device)[0], ort_run(model, feeds)[0])
 
 
@@ -192,7 +172,7 @@ def test_deform_conv(xs, ws, attrs, mask, device):
     feeds["b"] = rand(ws[0], seed=2)
     if mask:
         feeds["m"] = rng.uniform(0, 1, (xs[0], og * K, oh, ow)).astype(np.float32)
-    model = model_of("DeformConv", feeds, {"kernel_shape": list(ws[2:]), **attrs}, opset=19)
+    model = node_model("DeformConv", feeds, {"kernel_shape": list(ws[2:]), **attrs}, opset=19)
     check_against_ort(model, feeds, device, rtol=1e-4, atol=1e-5)
 
 
@@ -269,7 +249,7 @@ def test_max_pool_integers(dtype, device):
     rng = np.random.default_rng(0)
     lo, hi = (-100, 100) if dtype != np.uint8 else (0, 255)
     x = rng.integers(lo, hi, (1, 2, 6, 6)).astype(dtype)
-    model = model_of(
+    model = node_model(
         "MaxPool", {"x": x}, {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}, opset=12
     )
     np.testing.assert_array_equal(gpu_run(model, {"x": x}, device)[0], ort_run(model, {"x": x})[0])
@@ -320,7 +300,7 @@ def test_max_unpool_with_larger_output_shape(device):
     # onnx's reference (and the conformance case): the unpooled block fills the leading corner
     x = np.array([[[[5, 6], [7, 8]]]], np.float32)
     ind = np.array([[[[5, 7], [13, 15]]]], np.int64)
-    model = model_of(
+    model = node_model(
         "MaxUnpool", {"x": x, "i": ind}, {"kernel_shape": [2, 2], "strides": [2, 2]},
         initializers={"s": np.array([1, 1, 5, 5], np.int64)}, opset=11,
     )  # fmt: skip
@@ -414,7 +394,7 @@ def _recurrent_case(op, attrs, options, T=5, batch=3, In=4, H=6):
         order.pop()
     full = {**attrs, "hidden_size": H}
     n_out = 3 if op == "LSTM" else 2
-    model = model_of(op, feeds, full, opset=14, initializers=inits, input_order=order, n_outputs=n_out)
+    model = node_model(op, feeds, full, opset=14, initializers=inits, input_order=order, n_outputs=n_out)
     return model, feeds
 
 
@@ -506,7 +486,7 @@ def _attention_case(
         order.append("nonpad")
     while order[-1] == "":
         order.pop()
-    model = model_of("Attention", feeds, attrs, opset=opset, input_order=order, n_outputs=n_outputs)
+    model = node_model("Attention", feeds, attrs, opset=opset, input_order=order, n_outputs=n_outputs)
     return model, feeds
 
 
@@ -594,21 +574,21 @@ def test_rotary_embedding(rank, interleaved, rotary_dim, positions, device):
     attrs = {"interleaved": interleaved, "rotary_embedding_dim": rotary_dim}
     if rank == 3:
         attrs["num_heads"] = N
-    model = model_of("RotaryEmbedding", feeds, attrs, opset=23)
+    model = node_model("RotaryEmbedding", feeds, attrs, opset=23)
     check_against_ort(model, feeds, device)
 
 
 # -- every new op's IR prints and parses back exactly, at every stage ---------------------------------
 def _ir_cases():
     x = rand(1, 2, 4, 4, 4)
-    yield model_of("Conv", {"x": x, "w": rand(4, 2, 3, 3, 3, seed=1)}, {"pads": [1] * 6})
-    yield model_of(
+    yield node_model("Conv", {"x": x, "w": rand(4, 2, 3, 3, 3, seed=1)}, {"pads": [1] * 6})
+    yield node_model(
         "ConvTranspose", {"x": rand(1, 2, 3, 3)}, {"strides": [2, 2]}, initializers={"w": rand(2, 3, 3, 3)}
     )
-    yield model_of(
+    yield node_model(
         "MaxPool", {"x": x}, {"kernel_shape": [2, 2, 2], "storage_order": 1}, opset=12, n_outputs=2
     )
-    yield model_of("GlobalLpPool", {"x": x}, {"p": 3})
+    yield node_model("GlobalLpPool", {"x": x}, {"p": 3})
     yield _recurrent_case("LSTM", {"direction": "bidirectional", "clip": 0.5}, "bhcpS")[0]
     yield _recurrent_case(
         "GRU", {"activations": ["ScaledTanh", "Affine"], "activation_alpha": [0.8, 0.5]}, "b"
@@ -616,17 +596,17 @@ def _ir_cases():
     yield _attention_case(rank=3, past=2, Hkv=2, is_causal=1, mask=("bool", (3, "L")), n_outputs=4)[0]
     yield _attention_case(opset=25, left_window_size=1, nonpad=[3, 5])[0]
     u8 = np.array(2, np.uint8)
-    yield model_of(
+    yield node_model(
         "QLinearConv", {"x": np.zeros((1, 1, 4, 4), np.uint8)}, {"pads": [1, 1, 1, 1]},
         initializers={"xs": np.array(0.1, np.float32), "xz": u8, "w": np.ones((2, 1, 3, 3), np.uint8),
                       "ws": np.array(0.2, np.float32), "wz": u8, "ys": np.array(0.3, np.float32), "yz": u8},
         input_order=["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], opset=10,
     )  # fmt: skip
-    yield model_of(
+    yield node_model(
         "DeformConv", {"x": rand(1, 2, 4, 4), "w": rand(2, 2, 2, 2), "off": rand(1, 8, 3, 3)}, {}, opset=19
     )
     pos = {"pos": np.zeros((1, 2), np.int64)}
-    yield model_of(
+    yield node_model(
         "RotaryEmbedding", {"x": rand(1, 2, 8), "cos": rand(4, 2), "sin": rand(4, 2), **pos},
         {"num_heads": 2, "rotary_embedding_dim": 4, "interleaved": 1}, opset=23,
     )  # fmt: skip

@@ -3,18 +3,12 @@ quantization ops, compiled and run on the GPU, against onnxruntime (CPU) or onnx
 
 from __future__ import annotations
 
-import helpers
 import numpy as np
 import onnx
 import pytest
 from helpers import assert_close, gpu_run, node_model, ort_run, rand, reference_run
 
 from onnx2wgsl.errors import CompileError, ConstantRequiredError, UnsupportedError
-
-# the quantization tests feed 8- and 16-bit integers
-for _np, _onnx in [(np.int8, onnx.TensorProto.INT8), (np.uint8, onnx.TensorProto.UINT8),
-                   (np.int16, onnx.TensorProto.INT16), (np.uint16, onnx.TensorProto.UINT16)]:  # fmt: skip
-    helpers.NP_TO_ONNX.setdefault(np.dtype(_np), _onnx)
 
 pytestmark = pytest.mark.gpu
 
