@@ -1,13 +1,14 @@
 """onnx2wgsl.ir: the typed SSA graph shared by every compiler stage, and its text form."""
 
 from .compare import graph_diff, graphs_equal
-from .graph import Binding, Dispatch, Graph, Op, Placement, Value
+from .graph import Binding, Dispatch, Graph, Op, Placement, Value, distinct
 from .parser import IRModule, ParseError, load_ir, parse_ir, parse_module, weights_path
 from .printer import WeightBlob, print_ir, save_ir
 from .types import Dim, DType, TensorType
 from .verify import VerifyError, verify
 
 __all__ = [
+    "distinct",
     "Binding", "Dim", "Dispatch", "DType", "Graph", "IRModule", "Op", "ParseError", "Placement",
     "TensorType", "Value", "VerifyError", "WeightBlob", "graph_diff", "graphs_equal", "load_ir",
     "parse_ir", "parse_module", "print_ir", "save_ir", "verify", "weights_path",

@@ -142,6 +142,17 @@ class Op:
         return f"{outs} = {self.kind}({ins})"
 
 
+def distinct(values: Iterable[Value | None]) -> list[Value]:
+    """The values, each once (by identity), in first-seen order; None dropped."""
+    out: list[Value] = []
+    seen: set[int] = set()
+    for v in values:
+        if v is not None and id(v) not in seen:
+            seen.add(id(v))
+            out.append(v)
+    return out
+
+
 @dataclass
 class Graph:
     """A whole model: inputs, outputs, ops in a topological order, and what later stages add."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from onnx2wgsl.ir import Dispatch, Op, Value
+from onnx2wgsl.ir import Dispatch, Op, Value, distinct
 
 from ..elementwise_ops import (
     HELPERS,
@@ -49,10 +49,7 @@ def map_dispatch(
         return None
     shape, views = collapse(space, [v for _, v in reads] + [write[1]])
     coords, idx = index_code(shape, views)
-    values: list[Value] = []
-    for v, _ in reads:
-        if all(v is not u for u in values):
-            values.append(v)
+    values = distinct(v for v, _ in reads)
     slot = {id(v): k for k, v in enumerate(values)}
     decls = [decl(f"in{k}", v) for k, v in enumerate(values)]
     decls.append(decl("out0", write[0], write=True))

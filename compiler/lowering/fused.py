@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from onnx2wgsl.ir import Binding, Dispatch, Graph, Op, Value
+from onnx2wgsl.ir import Binding, Dispatch, Graph, Op, Value, distinct
 
 from ..elementwise_ops import cast, helper_code
 from . import WORKGROUP, LowerCtx, binding, decl, lowers
@@ -54,10 +54,7 @@ def lower_fused(ctx: LowerCtx, op: Op) -> None:
     body: Graph = op.attrs["body"]
     outs = list(op.outputs)
     space = outs[0].shape
-    values: list[Value] = []
-    for v in op.inputs:
-        if all(v is not u for u in values):
-            values.append(v)
+    values = distinct(op.inputs)
     views = [broadcast(v.shape, space) for v in values] + [contiguous(space)]
     shape, views = collapse(space, views)
     coords, idx = index_code(shape, views)
@@ -117,10 +114,7 @@ def epilogue(ctx: LowerCtx, op: Op) -> Epilogue:
         return Epilogue()
     y = op.outputs[0]
     extra = operands(op)[2]
-    values: list[Value] = []
-    for v in extra:
-        if all(v is not u for u in values):
-            values.append(v)
+    values = distinct(extra)
     views = [broadcast(v.shape, y.shape) for v in values]
     lines: list[str] = []
     if values:
@@ -166,10 +160,7 @@ def prologue(ctx: LowerCtx, op: Op) -> Prologue:
         x = own[0]
         return Prologue(x, [x], [decl("X", x)], "fn load_x(i: u32) -> f32 {\n  return X[i];\n}")
     x = body.outputs[0]
-    values: list[Value] = []
-    for v in pro:
-        if all(v is not u for u in values):
-            values.append(v)
+    values = distinct(pro)
     shape, views = collapse(x.shape, [broadcast(v.shape, x.shape) for v in values] + [contiguous(x.shape)])
     coords, idx = index_code(shape, views, flat="i", prefix="pc")
     slot = {id(v): k for k, v in enumerate(values)}

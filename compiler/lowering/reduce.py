@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from onnx2wgsl.ir import Dispatch, DType, Op, TensorType, Value
+from onnx2wgsl.ir import Dispatch, DType, Op, TensorType, Value, distinct
 
 from ..elementwise_ops import f32, i32
 from . import LowerCtx, binding, decl, lowers, wgsl_type
@@ -159,15 +159,9 @@ def row_kernel(
     out_rows = rows * chunks
     group, wg = mode or choose_mode(out_rows, chunk, exact)
 
-    values: list[Value] = []
-    for v, _ in reads:
-        if all(v is not u for u in values):
-            values.append(v)
+    values = distinct(v for v, _ in reads)
     slot = {id(v): k for k, v in enumerate(values)}
-    outs: list[Value] = []
-    for v in [v for v, _ in row_writes] + [v for v, _, _ in elem_writes]:
-        if all(v is not u for u in outs):
-            outs.append(v)
+    outs = distinct([v for v, _ in row_writes] + [v for v, _, _ in elem_writes])
     oslot = {id(v): k for k, v in enumerate(outs)}
     decls = [decl(f"in{k}", v) for k, v in enumerate(values)]
     decls += [decl(f"out{k}", v, write=True) for k, v in enumerate(outs)]

@@ -4,7 +4,7 @@ result is applied at that op's store (fuse-epilogue)."""
 
 from __future__ import annotations
 
-from onnx2wgsl.ir import DType, Graph, Op, Value
+from onnx2wgsl.ir import DType, Graph, Op, Value, distinct
 
 from . import Pass, PassResult
 
@@ -142,14 +142,8 @@ class FuseElementwise(Pass):
 
 def _interface(ops: list[Op], members: set[int], graph_outputs: set[int]) -> tuple[list[Value], list[Value]]:
     """The group's external inputs (first-use order) and its results used outside it."""
-    ins: list[Value] = []
-    seen: set[int] = set()
     produced = {id(v) for op in ops for v in op.outputs}
-    for op in ops:
-        for v in op.inputs:
-            if v is not None and id(v) not in produced and id(v) not in seen:
-                seen.add(id(v))
-                ins.append(v)
+    ins = distinct(v for op in ops for v in op.inputs if v is not None and id(v) not in produced)
     outs = [
         v
         for op in ops
@@ -254,10 +248,7 @@ class FuseEpilogue(_IntoHost):
     def _fuse(self, g: Graph, op: Op, user: Op) -> None:
         y = op.outputs[0]
         body = Graph(name="epilogue")
-        extras: list[Value] = []
-        for v in user.inputs:
-            if v is not None and v is not y and all(v is not u for u in extras):
-                extras.append(v)
+        extras = distinct(v for v in user.inputs if v is not y)
         inner = {id(y): body.add_input(y.name, y.type)}
         inner.update({id(v): body.add_input(v.name, v.type) for v in extras})
         body.outputs = [_body_of(user, inner, body)]
@@ -307,10 +298,7 @@ class FusePrologue(_IntoHost):
         return p
 
     def _fuse(self, g: Graph, op: Op, producer: Op) -> None:
-        reads: list[Value] = []
-        for v in producer.inputs:
-            if v is not None and all(v is not u for u in reads):
-                reads.append(v)
+        reads = distinct(producer.inputs)
         body = Graph(name="prologue")
         inner = {id(v): body.add_input(v.name, v.type) for v in reads}
         body.outputs = [_body_of(producer, inner, body)]
