@@ -8,7 +8,6 @@ from collections.abc import Callable
 from onnx2wgsl.ir import Dispatch, Op, Value, distinct
 
 from ..elementwise_ops import (
-    HELPERS,
     TABLE,
     bitcast,
     bitcast_is_copy,
@@ -18,7 +17,7 @@ from ..elementwise_ops import (
     convert,
     convert_helpers,
     f32,
-    helper_closure,
+    helper_code,
     load,
     store,
 )
@@ -26,6 +25,43 @@ from . import WORKGROUP, LowerCtx, binding, decl, lowers
 from .indexing import View, broadcast, collapse, contiguous, index_code
 
 Conv = Callable[[str], str]
+
+
+def map_kernel(
+    ctx: LowerCtx,
+    space: tuple[int, ...],
+    reads: list[tuple[Value, View]],
+    writes: list[tuple[Value, View]],
+    body: Callable[[list[str], list[str]], list[str]],
+    helpers: tuple[str, ...] = (),
+) -> Dispatch | None:
+    """One invocation per point of ``space``. ``body(raws, targets)`` gives the WGSL lines of
+    one point: ``raws[j]`` reads read j's stored element (each distinct value is bound
+    once), ``targets[k]`` is write k's element to assign. None for an empty space."""
+    n = math.prod(space)
+    if n == 0:
+        return None
+    shape, views = collapse(space, [v for _, v in reads] + [v for _, v in writes])
+    coords, idx = index_code(shape, views)
+    values = distinct(v for v, _ in reads)
+    outs = [y for y, _ in writes]
+    slot = {id(v): k for k, v in enumerate(values)}
+    raws = [f"in{slot[id(v)]}[{idx[j]}]" for j, (v, _) in enumerate(reads)]
+    targets = [f"out{k}[{idx[len(reads) + k]}]" for k in range(len(writes))]
+    decls = [decl(f"in{k}", v) for k, v in enumerate(values)]
+    decls += [decl(f"out{k}", y, write=True) for k, y in enumerate(outs)]
+    grid, nx = ctx.grid(math.ceil(n / WORKGROUP))
+    shader = ctx.shader(
+        "map.wgsl.j2",
+        decls=decls,
+        helpers=helper_code(*helpers),
+        body=list(coords) + body(raws, targets),
+        n=n,
+        nx=nx,
+        wg=WORKGROUP,
+    )
+    bindings = [binding(v) for v in values] + [binding(y, write=True) for y in outs]
+    return Dispatch(shader, grid, bindings)
 
 
 def map_dispatch(
@@ -44,36 +80,16 @@ def map_dispatch(
     ``loads`` (one per read, None = as stored) and ``store`` convert between the stored
     32-bit scalars and the values ``expr`` computes with (see elementwise_ops.load/store).
     Returns None for an empty space: no work, no dispatch."""
-    n = math.prod(space)
-    if n == 0:
-        return None
-    shape, views = collapse(space, [v for _, v in reads] + [write[1]])
-    coords, idx = index_code(shape, views)
-    values = distinct(v for v, _ in reads)
-    slot = {id(v): k for k, v in enumerate(values)}
-    decls = [decl(f"in{k}", v) for k, v in enumerate(values)]
-    decls.append(decl("out0", write[0], write=True))
-    body = list(coords)
-    args = []
-    for j, (v, _) in enumerate(reads):
-        raw = f"in{slot[id(v)]}[{idx[j]}]"
-        conv = loads[j] if loads is not None else None
-        body.append(f"let a{j} = {conv(raw) if conv else raw};")
-        args.append(f"a{j}")
-    result = expr(args)
-    body.append(f"out0[{idx[-1]}] = {store(result) if store else result};")
-    grid, nx = ctx.grid(math.ceil(n / WORKGROUP))
-    shader = ctx.shader(
-        "map.wgsl.j2",
-        decls=decls,
-        helpers=[HELPERS[h] for h in helper_closure(helpers)],
-        body=body,
-        n=n,
-        nx=nx,
-        wg=WORKGROUP,
-    )
-    bindings = [binding(v) for v in values] + [binding(write[0], write=True)]
-    return Dispatch(shader, grid, bindings)
+
+    def body(raws: list[str], targets: list[str]) -> list[str]:
+        lines = []
+        for j, raw in enumerate(raws):
+            conv = loads[j] if loads is not None else None
+            lines.append(f"let a{j} = {conv(raw) if conv else raw};")
+        result = expr([f"a{j}" for j in range(len(raws))])
+        return lines + [f"{targets[0]} = {store(result) if store else result};"]
+
+    return map_kernel(ctx, space, reads, [write], body, helpers)
 
 
 def emit_map(

@@ -9,14 +9,13 @@ skips the round trips through memory.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
-from onnx2wgsl.ir import Binding, Dispatch, Graph, Op, Value, distinct
+from onnx2wgsl.ir import Binding, Graph, Op, Value, distinct
 
 from ..elementwise_ops import cast, helper_code
-from . import WORKGROUP, LowerCtx, binding, decl, lowers
-from .elementwise import cast_options, typed_expr
+from . import LowerCtx, binding, decl, lowers
+from .elementwise import cast_options, map_kernel, typed_expr
 from .indexing import broadcast, collapse, contiguous, index_code
 
 
@@ -55,26 +54,16 @@ def lower_fused(ctx: LowerCtx, op: Op) -> None:
     outs = list(op.outputs)
     space = outs[0].shape
     values = distinct(op.inputs)
-    views = [broadcast(v.shape, space) for v in values] + [contiguous(space)]
-    shape, views = collapse(space, views)
-    coords, idx = index_code(shape, views)
-    lines = list(coords)
     slot = {id(v): k for k, v in enumerate(values)}
-    lines += [f"let r{k} = in{k}[{idx[k]}];" for k in range(len(values))]
-    raw = [f"r{slot[id(v)]}" for v in op.inputs]
-    code, results, helpers = body_code(ctx, body, raw, "t")
-    lines += code
-    for k, r in enumerate(results):
-        lines.append(f"out{k}[{idx[-1]}] = {r};")
-    n = math.prod(space)
-    grid, nx = ctx.grid(math.ceil(n / WORKGROUP))
-    decls = [decl(f"in{k}", v) for k, v in enumerate(values)]
-    decls += [decl(f"out{k}", y, write=True) for k, y in enumerate(outs)]
-    shader = ctx.shader(
-        "map.wgsl.j2", decls=decls, helpers=helper_code(*helpers), body=lines, n=n, nx=nx, wg=WORKGROUP
-    )
-    bindings = [binding(v) for v in values] + [binding(y, write=True) for y in outs]
-    ctx.kernel(list(op.inputs), outs, [Dispatch(shader, grid, bindings)])
+    code, results, helpers = body_code(ctx, body, [f"r{slot[id(v)]}" for v in op.inputs], "t")
+
+    def lines(raws: list[str], targets: list[str]) -> list[str]:
+        loads = [f"let r{k} = {raw};" for k, raw in enumerate(raws)]
+        return loads + code + [f"{t} = {r};" for t, r in zip(targets, results)]
+
+    reads = [(v, broadcast(v.shape, space)) for v in values]
+    d = map_kernel(ctx, space, reads, [(y, contiguous(space)) for y in outs], lines, tuple(helpers))
+    ctx.kernel(list(op.inputs), outs, [d])
 
 
 # -- epilogues ----------------------------------------------------------------------------------
