@@ -1,15 +1,18 @@
 """Static memory planning: liveness, then byte offsets in a few arenas; weights packed apart.
 
 Every value that needs GPU storage belongs to a *root* (a graph input or a kernel output):
-views alias their input, and the inputs of a ``concat_view`` (a Concat whose producers write
-straight into its output) live inside that output. A root lives from the step that writes it to the last step that reads it
-or any of its views (graph outputs to the end). Lifetimes are closed intervals, so a
-kernel's output never shares bytes with its own inputs: WebGPU forbids binding the same
-bytes as writable and readable in one dispatch, and the plan checker proves it.
+views alias their input, the inputs of a ``concat_view`` (a Concat whose producers write
+straight into its output) live inside that output, and a kernel's ``in_place`` output lives in
+the input it overwrites (see passes/in_place.py). A root lives from the step that writes it to
+the last step that reads it or any of its aliases (graph outputs to the end). Lifetimes are
+closed intervals, so apart from in-place pairs, which the kernel binds once as read-write, a
+kernel's output never shares bytes with its own inputs: WebGPU forbids binding the same bytes
+as writable and readable in one dispatch, and the plan checker proves it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from onnx2wgsl.errors import CompileError
@@ -53,7 +56,8 @@ def align(n: int, a: int) -> int:
 def aliases(g: Graph) -> dict[int, tuple[Value, int]]:
     """Map id(value) -> (the value whose storage holds it, byte offset there) for every
     non-constant value. A ``view`` output lives in its input's storage; each input of a
-    ``concat_view`` lives inside the output, at its offset."""
+    ``concat_view`` lives inside the output, at its offset; an ``in_place`` output of a
+    kernel lives in the input it overwrites."""
     parent: dict[int, tuple[Value, int]] = {}
     for op in g.ops:
         if op.kind == "view":
@@ -61,6 +65,9 @@ def aliases(g: Graph) -> dict[int, tuple[Value, int]]:
         elif op.kind == "concat_view":
             for x, off in zip(op.inputs, op.attrs["offsets"]):
                 parent[id(x)] = (op.outputs[0], int(off))
+        elif op.kind == "kernel":
+            for o, i in op.attrs.get("in_place", []):
+                parent[id(op.outputs[o])] = (op.inputs[i], 0)
     out: dict[int, tuple[Value, int]] = {}
 
     def find(v: Value) -> tuple[Value, int]:
@@ -222,7 +229,9 @@ def _pack_weights(g: Graph, target: Target, buffers: dict[str, dict]) -> list[in
 
 def check_plan(g: Graph, alignment: int = 256) -> None:
     """Prove the plan safe: live tensors never share bytes; no dispatch binds bytes that it
-    writes through another binding too; every binding lies inside its buffer."""
+    writes through another binding too; every binding lies inside its buffer; an in-place
+    output overwrites only bytes that nothing reads again."""
+    _check_in_place(g)
     root = roots(g)
     blocks = lifetimes(g, root)
     by_buf: dict[str, list[Block]] = {}
@@ -265,3 +274,53 @@ def check_plan(g: Graph, alignment: int = 256) -> None:
                             f"memory plan error: {op.label} binds bytes of {buf} as writable "
                             f"(%{name if w else name2}) and through another binding (%{name2 if w else name})"
                         )
+
+
+def _check_in_place(g: Graph) -> None:
+    """An in-place output overwrites its input's bytes: no step after its kernel may read the
+    input or anything sharing its storage from before (views of it, tensors it lives in), and
+    none of those may be a graph input or output."""
+    parent: dict[int, Value] = {}
+    for op in g.ops:
+        if op.kind == "view":
+            parent[id(op.outputs[0])] = op.inputs[0]
+        elif op.kind == "concat_view":
+            for x in op.inputs:
+                parent[id(x)] = op.outputs[0]
+        elif op.kind == "kernel":
+            for o, i in op.attrs.get("in_place", []):
+                parent[id(op.outputs[o])] = op.inputs[i]
+
+    def chain(v: Value) -> list[int]:
+        out = [id(v)]
+        while out[-1] in parent:
+            out.append(id(parent[out[-1]]))
+        return out
+
+    last_read: dict[int, float] = {}
+    step = 0
+    for op in g.ops:
+        if op.kind in ("view", "concat_view"):
+            continue
+        step += 1
+        for v in op.inputs:
+            if v is not None and not v.is_const:
+                last_read[id(v)] = step
+    for v in list(g.inputs) + list(g.outputs):
+        last_read[id(v)] = math.inf
+    members = [v for v in g.values() if not v.is_const]
+    step = 0
+    for op in g.ops:
+        if op.kind in ("view", "concat_view"):
+            continue
+        step += 1
+        for o, i in op.attrs.get("in_place", []) if op.kind == "kernel" else []:
+            x, y = op.inputs[i], op.outputs[o]
+            root = chain(x)[-1]
+            for v in members:
+                c = chain(v)
+                if c[-1] == root and id(y) not in c and last_read.get(id(v), 0) > step:
+                    raise CompileError(
+                        f"memory plan error: {op.label} writes %{y.name} over %{x.name}, but "
+                        f"%{v.name}, which shares those bytes, is read later or is a graph input or output"
+                    )

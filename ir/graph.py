@@ -43,11 +43,17 @@ class Binding:
 
 @dataclass
 class Dispatch:
-    """One compute dispatch: a shader, its bindings in binding order, a workgroup grid."""
+    """One compute dispatch: a shader, its bindings in binding order, a workgroup grid.
+
+    ``inplace`` lists (read, write) pairs of binding indices whose values may share storage:
+    the shader reads each element of the read binding only where it writes the same element
+    of the write binding, and before writing it, so the in-place pass may merge the two
+    into one read-write binding (see compiler/passes/in_place.py)."""
 
     shader: str
     grid: tuple[int, int, int]
     bindings: list[Binding]
+    inplace: tuple[tuple[int, int], ...] = ()
 
 
 class Value:

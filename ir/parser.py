@@ -338,8 +338,14 @@ class _ToRecords(Transformer):
             raise _Fail(f"placement range [{a}:{b}] is reversed or negative", start)
         return Placement(_sym(buf), a, b - a)
 
-    def dispatch(self, shader, bindings, grid):
-        return shader, bindings, grid
+    def dispatch(self, shader, bindings, grid, inplace):
+        return shader, bindings, grid, inplace or ()
+
+    def inplace(self, *pairs):
+        return tuple(pairs)
+
+    def pair(self, read, write):
+        return _int(read), _int(write)
 
     def grid(self, *ns):
         return tuple(_int(n) for n in ns)
@@ -575,9 +581,9 @@ class _Builder:
         for tok, v in zip(rec.outs, outputs):
             scope.define(v, tok)
         made = []
-        for shader_tok, bindings, grid in rec.dispatches:
+        for shader_tok, bindings, grid, inplace in rec.dispatches:
             bs = [Binding(scope.lookup(local), off, size, write) for write, local, off, size in bindings]
-            made.append((shader_tok, Dispatch(_sym(shader_tok), grid, bs)))
+            made.append((shader_tok, Dispatch(_sym(shader_tok), grid, bs, inplace)))
         op = Op(
             rec.kind,
             inputs,

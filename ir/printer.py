@@ -324,7 +324,10 @@ class _Printer:
                     text += f"[{b.offset}:]"
                 binds.append(text)
             grid = ", ".join(str(int(n)) for n in d.grid)
-            self.lines.append(f"{pad}{_INDENT}dispatch {sym('@', d.shader)}({', '.join(binds)}) grid({grid})")
+            line = f"{pad}{_INDENT}dispatch {sym('@', d.shader)}({', '.join(binds)}) grid({grid})"
+            if d.inplace:
+                line += " inplace(" + ", ".join(f"{r} -> {w}" for r, w in d.inplace) + ")"
+            self.lines.append(line)
 
 
 class _Names:

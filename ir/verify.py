@@ -72,6 +72,24 @@ def verify(g: Graph, *, static: bool = False) -> None:
                         raise VerifyError(f"{where}: writes to constant %{b.value.name}")
                     if b.offset < 0 or b.offset + b.nbytes > b.value.nbytes:
                         raise VerifyError(f"{where}: binding of %{b.value.name} is out of range")
+                for r, w in d.inplace:
+                    n = len(d.bindings)
+                    if not (0 <= r < n and 0 <= w < n) or r == w:
+                        raise VerifyError(f"{where}: inplace pair {r} -> {w} names no pair of bindings")
+                    br, bw = d.bindings[r], d.bindings[w]
+                    if br.write or br.value.is_const or not bw.write or br.nbytes != bw.nbytes:
+                        raise VerifyError(
+                            f"{where}: inplace pair {r} -> {w} must pair a read of a tensor with a "
+                            "write of as many bytes"
+                        )
+            for pair in op.attrs.get("in_place", []):
+                o, i = pair
+                if not (0 <= o < len(op.outputs) and 0 <= i < len(op.inputs)) or op.inputs[i] is None:
+                    raise VerifyError(f"{where}: in_place pair {pair} names no output and input")
+                if op.inputs[i].nbytes != op.outputs[o].nbytes or op.inputs[i].is_const:
+                    raise VerifyError(
+                        f"{where}: in_place output %{op.outputs[o].name} cannot live in %{op.inputs[i].name}"
+                    )
         elif op.dispatches:
             raise VerifyError(f"{where}: only kernel ops carry dispatches")
         if op.kind == "view" and static:

@@ -110,7 +110,8 @@ def _gemm(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | No
     )  # fmt: skip
     grid = (math.ceil(p["P"] / (WORKGROUP * tm)), G * ocg4, 1)
     bindings = [binding(v) for v in inputs] + epi.bindings + [binding(y, write=True)]
-    ctx.kernel(inputs + epi.inputs, [y], [Dispatch(shader, grid, bindings)])
+    pairs = epi.inplace(len(inputs), len(bindings) - 1, y, inputs)
+    ctx.kernel(inputs + epi.inputs, [y], [Dispatch(shader, grid, bindings, pairs)])
 
 
 def _direct(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | None) -> None:
@@ -132,7 +133,8 @@ def _direct(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | 
         out_expr=epi.expr, epi_lines=epi.lines, helpers=_helpers(pro, epi), load_x=pro.code, **p,
     )  # fmt: skip
     bindings = [binding(v) for v in inputs] + epi.bindings + [binding(y, write=True)]
-    ctx.kernel(inputs + epi.inputs, [y], [Dispatch(shader, grid, bindings)])
+    pairs = epi.inplace(len(inputs), len(bindings) - 1, y, inputs)
+    ctx.kernel(inputs + epi.inputs, [y], [Dispatch(shader, grid, bindings, pairs)])
 
 
 def _helpers(pro: Prologue, epi: Epilogue) -> list[str]:
@@ -165,7 +167,8 @@ def lower_conv_transpose(ctx: LowerCtx, op: Op) -> None:
         out_expr=epi.expr, epi_lines=epi.lines, helpers=epi.helpers, **p,
     )  # fmt: skip
     bindings = [binding(v) for v in inputs] + epi.bindings + [binding(y, write=True)]
-    ctx.kernel(inputs + epi.inputs, [y], [Dispatch(shader, grid, bindings)])
+    pairs = epi.inplace(len(inputs), len(bindings) - 1, y, inputs)
+    ctx.kernel(inputs + epi.inputs, [y], [Dispatch(shader, grid, bindings, pairs)])
 
 
 @lowers("DeformConv")

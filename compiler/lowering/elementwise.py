@@ -21,7 +21,7 @@ from ..elementwise_ops import (
     load,
     store,
 )
-from . import WORKGROUP, LowerCtx, binding, decl, lowers
+from . import WORKGROUP, LowerCtx, binding, decl, lowers, wgsl_type
 from .indexing import View, broadcast, collapse, contiguous, index_code
 
 Conv = Callable[[str], str]
@@ -51,17 +51,40 @@ def map_kernel(
     decls = [decl(f"in{k}", v) for k, v in enumerate(values)]
     decls += [decl(f"out{k}", y, write=True) for k, y in enumerate(outs)]
     grid, nx = ctx.grid(math.ceil(n / WORKGROUP))
+    lines = body(raws, targets)
     shader = ctx.shader(
         "map.wgsl.j2",
         decls=decls,
         helpers=helper_code(*helpers),
-        body=list(coords) + body(raws, targets),
+        body=list(coords) + lines,
         n=n,
         nx=nx,
         wg=WORKGROUP,
     )
     bindings = [binding(v) for v in values] + [binding(y, write=True) for y in outs]
-    return Dispatch(shader, grid, bindings)
+    return Dispatch(shader, grid, bindings, _inplace_pairs(reads, writes, idx, lines, raws, targets))
+
+
+def _inplace_pairs(reads, writes, idx, lines, raws, targets) -> tuple[tuple[int, int], ...]:
+    """The (read, write) binding pairs a map kernel can run in place: every read of the value
+    is at the index where the write stores, both are stored as the same scalar, and the body
+    has read the value before its first store. Each value pairs with one write at most."""
+    values = distinct(v for v, _ in reads)
+    first_store = min(
+        (n for n, line in enumerate(lines) if any(t in line for t in targets)), default=len(lines)
+    )
+    late = "\n".join(lines[first_store:])
+    pairs = []
+    for k, v in enumerate(values):
+        mine = [j for j, (u, _) in enumerate(reads) if u is v]
+        if v.is_const or any(raws[j] in late for j in mine):
+            continue
+        for w, (y, _) in enumerate(writes):
+            at = len(reads) + w
+            if all(idx[j] == idx[at] for j in mine) and v.nbytes == y.nbytes and wgsl_type(v) == wgsl_type(y):
+                pairs.append((k, len(values) + w))
+                break
+    return tuple(pairs)
 
 
 def map_dispatch(

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from onnx2wgsl.ir import Binding, Graph, Op, Value, distinct
 
 from ..elementwise_ops import cast, helper_code
-from . import LowerCtx, binding, decl, lowers
+from . import LowerCtx, binding, decl, lowers, wgsl_type
 from .elementwise import cast_options, map_kernel, typed_expr
 from .indexing import broadcast, collapse, contiguous, index_code
 
@@ -80,10 +80,22 @@ class Epilogue:
     lines: list[str] = field(default_factory=list)
     expr: str = "v"
     helpers: list[str] = field(default_factory=list)
+    at_store: list[int] = field(default_factory=list)  # inputs read only at ``oi``
 
     @property
     def bindings(self) -> list[Binding]:
         return [binding(v) for v in self.inputs]
+
+    def inplace(self, first: int, out: int, y: Value, others: list[Value]) -> tuple[tuple[int, int], ...]:
+        """(read, write) pairs for a dispatch that binds these inputs from binding ``first``
+        and the output ``y`` at binding ``out``: an operand read only at the store index, stored
+        like ``y`` and bound nowhere else (``others``: the dispatch's other bound values) may
+        share ``y``'s storage. The first such operand is paired."""
+        for k in self.at_store:
+            v = self.inputs[k]
+            if v.nbytes == y.nbytes and wgsl_type(v) == wgsl_type(y) and all(u is not v for u in others):
+                return ((first + k, out),)
+        return ()
 
 
 def operands(op: Op) -> tuple[list[Value], list[Value | None], list[Value]]:
@@ -106,11 +118,13 @@ def epilogue(ctx: LowerCtx, op: Op) -> Epilogue:
     values = distinct(extra)
     views = [broadcast(v.shape, y.shape) for v in values]
     lines: list[str] = []
+    at_store: list[int] = []
     if values:
         shape, cviews = collapse(y.shape, views + [contiguous(y.shape)])
         coords, idx = index_code(shape, cviews, flat="oi", prefix="ec")
         lines += coords
         lines += [f"let er{k} = E{k}[{idx[k]}];" for k in range(len(values))]
+        at_store = [k for k in range(len(values)) if idx[k] == "oi" and not values[k].is_const]
     slot = {id(v): k for k, v in enumerate(values)}
     code, (result,), helpers = body_code(ctx, body, ["v"] + [f"er{slot[id(v)]}" for v in extra], "et")
     return Epilogue(
@@ -119,6 +133,7 @@ def epilogue(ctx: LowerCtx, op: Op) -> Epilogue:
         lines=lines + code,
         expr=result,
         helpers=helper_code(*helpers),
+        at_store=at_store,
     )
 
 

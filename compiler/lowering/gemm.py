@@ -142,7 +142,6 @@ def _dispatch(ctx, a, b, bias_inputs, y, M, N, K, tm, a_row, a_col, batch_lines,
         out_expr=epi.expr, epi_lines=epi.lines, helpers=epi.helpers,
     )  # fmt: skip
     grid = (math.ceil(nv / WORKGROUP), math.ceil(M / tm), Z)
-    bindings = (
-        [binding(a), binding(b)] + [binding(v) for v in bias_inputs] + epi.bindings + [binding(y, write=True)]
-    )
-    return Dispatch(shader, grid, bindings)
+    own = [a, b, *bias_inputs]
+    bindings = [binding(v) for v in own] + epi.bindings + [binding(y, write=True)]
+    return Dispatch(shader, grid, bindings, epi.inplace(len(own), len(bindings) - 1, y, own))

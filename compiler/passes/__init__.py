@@ -33,6 +33,7 @@ from .fold import FoldConstants  # noqa: E402
 from .fold_affine import FoldAffine  # noqa: E402
 from .fold_transpose import FoldTranspose  # noqa: E402
 from .fuse import FuseElementwise, FuseEpilogue, FusePrologue  # noqa: E402
+from .in_place import InPlace  # noqa: E402
 from .patterns import FusePatterns  # noqa: E402
 
 PASSES: dict[str, Callable[[], Pass]] = {
@@ -48,6 +49,7 @@ PASSES: dict[str, Callable[[], Pass]] = {
         FuseEpilogue,
         FusePrologue,
         ConcatInPlace,
+        InPlace,
     )
 }
 
@@ -73,9 +75,11 @@ def pipeline(level: int = 2, target=None) -> list[Pass]:
 
 
 def lowered_pipeline(level: int = 2, target=None) -> list[Pass]:
-    """The passes over the lowered graph (kernels and views), before memory planning."""
+    """The passes over the lowered graph (kernels and views), before memory planning: from -O1,
+    Concat outputs written in place by their producers, then outputs written over inputs that
+    die at their kernel."""
     alignment = target.alignment if target is not None else 256
-    return [ConcatInPlace(alignment)] if level >= 1 else []
+    return [ConcatInPlace(alignment), InPlace()] if level >= 1 else []
 
 
 def run_passes(g: Graph, passes: list[Pass], after: Callable[[str, Graph], None] | None = None) -> Graph:

@@ -1,0 +1,189 @@
+"""In place: a kernel writes its output over an input that dies at that kernel."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from onnx2wgsl.errors import CompileError
+from onnx2wgsl.ir import Dispatch, Graph, Op, Value
+
+from . import Pass, PassResult
+
+_DECL = re.compile(r"^@group\(0\) @binding\((\d+)\) var<storage, (\w+)> (\w+): (.+);$", re.M)
+
+
+class InPlace(Pass):
+    """Let a kernel's output share the storage of one of its inputs when that input's bytes
+    are read by nothing after the kernel, so the two never need room at once.
+
+    Runs after lowering and concat-in-place. A lowering declares which of its dispatches'
+    (read, write) binding pairs may share storage (``Dispatch.inplace``: the shader reads each
+    element of the input only where, and before, it writes the same element of the output).
+    A pair is taken when the input is no graph input, its storage (with every view of it and
+    every tensor it lives in) is touched by no later step and is no graph output, the output
+    lives in storage of its own, and every dispatch of the kernel that binds either of them
+    declares the pair. Each taken pair becomes one read-write binding, the shader is
+    rewritten to match, and the kernel records ``in_place = [[output, input], ...]`` for the
+    memory planner (compiler/memory.py), which then places the output in the input's bytes."""
+
+    name = "in-place"
+
+    def run(self, g: Graph) -> PassResult:
+        groups = _Groups(g)
+        changed = False
+        step = 0
+        for op in g.ops:
+            if op.kind in ("view", "concat_view"):
+                continue
+            step += 1
+            if op.kind != "kernel":
+                continue
+            for y_at, y in enumerate(op.outputs):
+                if any(pair[0] == y_at for pair in op.attrs.get("in_place", [])):
+                    continue
+                x = self._partner(op, y, step, groups)
+                if x is None:
+                    continue
+                op.dispatches = [_merge(g, d, x, y) for d in op.dispatches]
+                x_at = next(i for i, v in enumerate(op.inputs) if v is x)
+                op.attrs["in_place"] = [*op.attrs.get("in_place", []), [y_at, x_at]]
+                groups.union(x, y)
+                changed = True
+        if changed:
+            used = {d.shader for op in g.ops for d in op.dispatches}
+            g.shaders = {name: text for name, text in g.shaders.items() if name in used}
+        return PassResult(g, changed)
+
+    def _partner(self, op: Op, y: Value, step: int, groups: _Groups) -> Value | None:
+        """The input whose storage ``y`` can take at this step, if any."""
+        if not groups.alone(y):
+            return None
+        for d in op.dispatches:
+            for r, w in d.inplace:
+                x = d.bindings[r].value
+                if d.bindings[w].value is not y or not groups.dies_at(x, step):
+                    continue
+                if all(_pairs(e, x, y, groups) for e in op.dispatches):
+                    return x
+        return None
+
+
+def _pairs(d: Dispatch, x: Value, y: Value, groups: _Groups) -> bool:
+    """Whether a dispatch binds neither ``x`` nor ``y`` (nor anything sharing their storage), or
+    binds each once, whole, as a declared pair."""
+    gx, gy = groups.find(x), groups.find(y)
+    mine = [i for i, b in enumerate(d.bindings) if groups.find(b.value) in (gx, gy)]
+    if not mine:
+        return True
+    if len(mine) != 2:
+        return False
+    r, w = mine
+    if d.bindings[r].write:
+        r, w = w, r
+    br, bw = d.bindings[r], d.bindings[w]
+    whole = all(b.offset == 0 and b.nbytes == b.value.nbytes for b in (br, bw))
+    return br.value is x and bw.value is y and whole and (r, w) in d.inplace
+
+
+def _merge(g: Graph, d: Dispatch, x: Value, y: Value) -> Dispatch:
+    """The dispatch with ``x``'s binding dropped and its shader reading ``x`` through ``y``'s."""
+    at = {id(b.value): i for i, b in enumerate(d.bindings)}
+    if id(x) not in at:
+        return d
+    r, w = at[id(x)], at[id(y)]
+    text = g.shaders[d.shader]
+    decls = {int(m[1]): m for m in _DECL.finditer(text)}
+    if r not in decls or w not in decls or decls[r][4] != decls[w][4] or decls[w][2] != "read_write":
+        raise CompileError(
+            f"internal error: shader {d.shader} declares no matching read_write bindings {r} and {w} "
+            "for the in-place pair its lowering declared"
+        )
+    old, new = decls[r][3], decls[w][3]
+    text = text.replace(decls[r][0] + "\n", "", 1)
+    text = re.sub(rf"\b{re.escape(old)}\b", new, text)
+
+    def renumber(m: re.Match) -> str:
+        k = int(m[1])
+        return m[0] if k < r else m[0].replace(f"@binding({k})", f"@binding({k - 1})", 1)
+
+    text = _DECL.sub(renumber, text)
+    shift = lambda i: i - (i > r)  # noqa: E731
+    pairs = tuple((shift(a), shift(b)) for a, b in d.inplace if r not in (a, b) and w not in (a, b))
+    bindings = [b for i, b in enumerate(d.bindings) if i != r]
+    return Dispatch(_add_shader(g, text, d.shader), d.grid, bindings, pairs)
+
+
+def _add_shader(g: Graph, text: str, like: str) -> str:
+    for name, existing in g.shaders.items():
+        if existing == text:
+            return name
+    stem = like.split("_", 1)[1] if "_" in like else like
+    stem = stem if stem.endswith("_inplace") else stem + "_inplace"
+    n = len(g.shaders)
+    while f"{n:03d}_{stem}" in g.shaders:
+        n += 1
+    name = f"{n:03d}_{stem}"
+    g.shaders[name] = text
+    return name
+
+
+class _Groups:
+    """Values that share storage (views, concat slices, earlier in-place pairs), as a union-find
+    that knows each group's last step and whether it holds a graph input or output."""
+
+    def __init__(self, g: Graph):
+        self.parent: dict[int, int] = {}
+        self.last: dict[int, float] = {}
+        self.pinned: set[int] = set()  # groups with a graph input or output
+        self.hosted: set[int] = set()  # values living in another tensor's storage
+        for op in g.ops:
+            if op.kind == "view":
+                self.union(op.inputs[0], op.outputs[0])
+                self.hosted.add(id(op.outputs[0]))
+            elif op.kind == "concat_view":
+                for v in op.inputs:
+                    self.union(v, op.outputs[0])
+                    self.hosted.add(id(v))
+            for o, i in op.attrs.get("in_place", []) if op.kind == "kernel" else []:
+                self.union(op.inputs[i], op.outputs[o])
+                self.hosted.add(id(op.outputs[o]))
+        step = 0
+        for op in g.ops:
+            if op.kind in ("view", "concat_view"):
+                continue
+            step += 1
+            for v in list(op.inputs) + list(op.outputs):
+                if v is not None and not v.is_const:
+                    r = self.find(v)
+                    self.last[r] = max(self.last.get(r, 0), step)
+        for v in list(g.inputs) + list(g.outputs):
+            r = self.find(v)
+            self.pinned.add(r)
+            self.last[r] = math.inf
+
+    def find(self, v: Value) -> int:
+        k = id(v)
+        self.parent.setdefault(k, k)
+        while self.parent[k] != k:
+            self.parent[k] = self.parent[self.parent[k]]
+            k = self.parent[k]
+        return k
+
+    def union(self, a: Value, b: Value) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        self.parent[rb] = ra
+        self.last[ra] = max(self.last.pop(ra, 0), self.last.pop(rb, 0))
+        if rb in self.pinned:
+            self.pinned.add(ra)
+
+    def dies_at(self, x: Value, step: int) -> bool:
+        """Nothing touches ``x``'s storage after ``step``, and it is no graph input or output."""
+        r = self.find(x)
+        return not x.is_const and r not in self.pinned and self.last.get(r, 0) <= step
+
+    def alone(self, y: Value) -> bool:
+        """``y`` lives in storage of its own (views of it aside): no Concat hosts it."""
+        return id(y) not in self.hosted
