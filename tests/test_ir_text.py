@@ -129,7 +129,7 @@ def test_compile_from_a_graph_infers_its_stage():
     assert infer_stage(g) == "lower"
     ran = []
     compile_model(g, on_stage=lambda s, _: ran.append(s))
-    assert ran == ["concat-in-place", "plan"]
+    assert ran == ["concat-in-place", "in-place", "plan"]
 
 
 def test_run_to_stage_refuses_to_go_back():
