@@ -243,3 +243,58 @@ def test_transposed_gemm_operand_with_a_matrix_b(device):
     ]
     model = _model(nodes, {"a": a, "w": w}, ["y"], {})
     _check(model, {"a": a, "w": w}, device, ["MatMul"])
+
+
+def test_transposes_of_operands_are_read_through_permuted_strides(device):
+    # %x is read both as stored and transposed; %u's transpose is broadcast along dim 0; the
+    # Transpose of %q is also a graph output, so it is written as well.
+    x, u, q = rand(4, 4, 6), rand(6, 4, seed=1), rand(6, 4, 4, seed=2)
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]),
+        helper.make_node("Transpose", ["u"], ["ut"], perm=[1, 0]),
+        helper.make_node("Transpose", ["q"], ["qt"], perm=[2, 1, 0]),
+        helper.make_node("Add", ["xt", "x"], ["a"]),
+        helper.make_node("Mul", ["a", "ut"], ["m"]),
+        helper.make_node("Sub", ["m", "qt"], ["y"]),
+    ]
+    feeds = {"x": x, "u": u, "q": q}
+    model = _model(nodes, feeds, ["y", "qt"], {})
+    _check(model, feeds, device, ["Fused"])
+
+
+def test_a_transpose_of_a_value_computed_in_the_group_stays_a_kernel(device):
+    x = rand(5, 3)
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Transpose", ["r"], ["t"], perm=[1, 0]),
+        helper.make_node("Tanh", ["t"], ["y"]),
+    ]
+    model = _model(nodes, {"x": x}, ["y"], {})
+    assert sorted(_kernels(model)) == ["Relu", "Transpose"] or sorted(_kernels(model)) == ["Fused", "Relu"]
+    check_against_ort(model, {"x": x}, device)
+
+
+def test_a_transposed_residual_is_read_by_the_epilogue(device):
+    # an NHWC residual transposed to NCHW is read through strides at the Conv's store
+    x, q = rand(1, 4, 5, 5), rand(1, 5, 5, 6, seed=1)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["h"], pads=[1, 1, 1, 1]),
+        helper.make_node("Transpose", ["q"], ["r"], perm=[0, 3, 1, 2]),
+        helper.make_node("Add", ["h", "r"], ["y"]),
+    ]
+    feeds = {"x": x, "q": q}
+    model = _model(nodes, feeds, ["y"], {"w": rand(6, 4, 3, 3, seed=2)})
+    _check(model, feeds, device, ["Conv"])
+
+
+def test_a_transposed_input_is_computed_in_the_conv_loads(device):
+    # an NHWC input transposed to NCHW and scaled per channel, read by the Conv's prologue
+    x = rand(1, 5, 5, 4)
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 3, 1, 2]),
+        helper.make_node("Mul", ["xt", "k"], ["xs"]),
+        helper.make_node("Conv", ["xs", "w"], ["y"], pads=[1, 1, 1, 1]),
+    ]
+    inits = {"w": rand(6, 4, 3, 3, seed=2), "k": rand(4, 1, 1, seed=3)}
+    model = _model(nodes, {"x": x}, ["y"], inits)
+    _check(model, {"x": x}, device, ["Conv"])

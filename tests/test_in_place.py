@@ -38,12 +38,11 @@ def _in_place(model, level=2) -> dict[str, int]:
 
 
 def _residual(host_nodes, inputs, inits, out_shape):
-    """``host_nodes`` make %h; the residual %r comes from a Transpose kernel (so it is no graph
+    """``host_nodes`` make %h; the residual %r comes from a Softmax kernel (so it is no graph
     input and fuses into nothing) and dies at the host op's epilogue Add."""
-    q = rand(*reversed(out_shape), seed=9)
-    perm = list(reversed(range(len(out_shape))))
+    q = rand(*out_shape, seed=9)
     nodes = [
-        helper.make_node("Transpose", ["q"], ["r"], perm=perm),
+        helper.make_node("Softmax", ["q"], ["r"], axis=-1),
         *host_nodes,
         helper.make_node("Add", ["h", "r"], ["s"]),
         helper.make_node("Relu", ["s"], ["y"]),
@@ -100,16 +99,16 @@ def test_epilogue_writes_over_a_dying_residual(host, device):
 
 @pytest.mark.gpu
 def test_elementwise_kernels_write_over_dying_inputs(device):
-    # Softmax and Transpose make kernels of their own, so each elementwise group between them
-    # reads a dying kernel output: the one-result group overwrites it; the two-result group
-    # overwrites it with one result and writes the other apart; the broadcast operand %z and
-    # the graph input %x are never overwritten.
+    # Softmaxes make kernels of their own, so each elementwise group between them reads a
+    # dying kernel output: the one-result group overwrites it; the two-result group overwrites
+    # it with one result and writes the other apart; the broadcast operand %z and the graph
+    # input %x are never overwritten.
     x, z = rand(2, 3, 8), rand(3, 1, seed=1)
     nodes = [
         helper.make_node("Softmax", ["x"], ["p"], axis=-1),
         helper.make_node("Mul", ["p", "z"], ["m"]),
         helper.make_node("Tanh", ["m"], ["t"]),
-        helper.make_node("Transpose", ["t"], ["u"], perm=[2, 0, 1]),
+        helper.make_node("Softmax", ["t"], ["u"], axis=1),
         helper.make_node("Sigmoid", ["u"], ["s"]),
         helper.make_node("Sqrt", ["s"], ["y1"]),
         helper.make_node("Neg", ["s"], ["n"]),

@@ -16,21 +16,26 @@ from onnx2wgsl.ir import Binding, Graph, Op, Value, distinct
 from ..elementwise_ops import cast, helper_code
 from . import LowerCtx, binding, decl, lowers, wgsl_type
 from .elementwise import cast_options, map_kernel, typed_expr
-from .indexing import broadcast, collapse, contiguous, index_code
+from .indexing import View, broadcast, broadcast_view, collapse, contiguous, index_code, permuted
 
 
 def body_code(
-    ctx: LowerCtx, body: Graph, raw: list[str], prefix: str
+    ctx: LowerCtx, body: Graph, raw: list[str | None], prefix: str, given: dict[int, str] | None = None
 ) -> tuple[list[str], list[str], list[str]]:
-    """WGSL lines computing ``body`` from its inputs' stored words ``raw``.
+    """WGSL lines computing ``body`` from its inputs' stored words ``raw`` (None for an input
+    only ``given`` values are read from); ``given`` maps body values that the caller reads
+    itself (transposed reads) to their stored words, and the ops making them are skipped.
 
     Returns the lines, the expression of each body output (a stored word) and the helper
     names the lines call."""
-    names = {id(v): r for v, r in zip(body.inputs, raw)}
+    names = {id(v): r for v, r in zip(body.inputs, raw) if r is not None}
+    names.update(given or {})
     lines: list[str] = []
     helpers: list[str] = []
     for k, op in enumerate(body.ops):
         t = f"{prefix}{k}"
+        if id(op.outputs[0]) in (given or {}):
+            continue
         if op.kind == "Cast":  # stored word to stored word, as its own kernel does it
             code, hs = cast(
                 names[id(op.inputs[0])], op.inputs[0].dtype, op.outputs[0].dtype, **cast_options(op)
@@ -46,22 +51,52 @@ def body_code(
     return lines, [names[id(v)] for v in body.outputs], helpers
 
 
+def operand_reads(
+    ctx: LowerCtx, body: Graph, operands: dict[int, Value], space
+) -> tuple[list[tuple[Value, View]], dict[int, int]]:
+    """How a kernel running ``body`` once per point of ``space`` reads the body's operands
+    (``operands``: body input id -> the tensor it stands for): each operand an elementwise op
+    uses is read broadcast into ``space``, and each Transpose of an operand is a read through
+    permuted strides (fuse-elementwise lets a group transpose only what it reads from outside).
+
+    Returns the reads and, for each body value read (operands and Transposes), its read's index."""
+    reads: list[tuple[Value, View]] = []
+    at: dict[int, int] = {}
+    for o in body.ops:
+        if o.kind == "Transpose":
+            continue
+        for b in o.inputs:
+            if b is not None and id(b) in operands and id(b) not in at:
+                v = operands[id(b)]
+                at[id(b)] = len(reads)
+                reads.append((v, broadcast(v.shape, space)))
+    for o in body.ops:
+        if o.kind != "Transpose":
+            continue
+        x = operands.get(id(o.inputs[0]))
+        if x is None:
+            raise ctx.error(f"a fused Transpose reads %{o.inputs[0].name}, which the group computes")
+        at[id(o.outputs[0])] = len(reads)
+        reads.append((x, broadcast_view(permuted(x.shape, o.attrs["perm"]), o.outputs[0].shape, space)))
+    return reads, at
+
+
 @lowers("Fused")
 def lower_fused(ctx: LowerCtx, op: Op) -> None:
-    """One invocation per element of the common shape: every external input is read once,
-    the body runs in registers, and each exposed result is written."""
+    """One invocation per element of the common shape: every external input is read once
+    (twice at most when it is also read transposed), the body runs in registers, and each
+    exposed result is written."""
     body: Graph = op.attrs["body"]
     outs = list(op.outputs)
     space = outs[0].shape
-    values = distinct(op.inputs)
-    slot = {id(v): k for k, v in enumerate(values)}
-    code, results, helpers = body_code(ctx, body, [f"r{slot[id(v)]}" for v in op.inputs], "t")
+    reads, at = operand_reads(ctx, body, {id(b): v for b, v in zip(body.inputs, op.inputs)}, space)
+    given = {k: f"r{j}" for k, j in at.items()}
+    code, results, helpers = body_code(ctx, body, [None] * len(body.inputs), "t", given)
 
     def lines(raws: list[str], targets: list[str]) -> list[str]:
         loads = [f"let r{k} = {raw};" for k, raw in enumerate(raws)]
         return loads + code + [f"{t} = {r};" for t, r in zip(targets, results)]
 
-    reads = [(v, broadcast(v.shape, space)) for v in values]
     d = map_kernel(ctx, space, reads, [(y, contiguous(space)) for y in outs], lines, tuple(helpers))
     ctx.kernel(list(op.inputs), outs, [d])
 
@@ -115,18 +150,23 @@ def epilogue(ctx: LowerCtx, op: Op) -> Epilogue:
         return Epilogue()
     y = op.outputs[0]
     extra = operands(op)[2]
-    values = distinct(extra)
-    views = [broadcast(v.shape, y.shape) for v in values]
+    reads, at = operand_reads(ctx, body, {id(b): v for b, v in zip(body.inputs[1:], extra)}, y.shape)
+    values = distinct(v for v, _ in reads)
+    slot = {id(v): k for k, v in enumerate(values)}
     lines: list[str] = []
     at_store: list[int] = []
-    if values:
-        shape, cviews = collapse(y.shape, views + [contiguous(y.shape)])
+    if reads:
+        shape, cviews = collapse(y.shape, [view for _, view in reads] + [contiguous(y.shape)])
         coords, idx = index_code(shape, cviews, flat="oi", prefix="ec")
         lines += coords
-        lines += [f"let er{k} = E{k}[{idx[k]}];" for k in range(len(values))]
-        at_store = [k for k in range(len(values)) if idx[k] == "oi" and not values[k].is_const]
-    slot = {id(v): k for k, v in enumerate(values)}
-    code, (result,), helpers = body_code(ctx, body, ["v"] + [f"er{slot[id(v)]}" for v in extra], "et")
+        lines += [f"let er{j} = E{slot[id(v)]}[{idx[j]}];" for j, (v, _) in enumerate(reads)]
+        at_store = [
+            k
+            for k, v in enumerate(values)
+            if not v.is_const and all(idx[j] == "oi" for j, (u, _) in enumerate(reads) if u is v)
+        ]
+    given = {k: f"er{j}" for k, j in at.items()}
+    code, (result,), helpers = body_code(ctx, body, ["v"] + [None] * len(extra), "et", given)
     return Epilogue(
         inputs=values,
         decls=[decl(f"E{k}", v) for k, v in enumerate(values)],
@@ -164,12 +204,14 @@ def prologue(ctx: LowerCtx, op: Op) -> Prologue:
         x = own[0]
         return Prologue(x, [x], [decl("X", x)], "fn load_x(i: u32) -> f32 {\n  return X[i];\n}")
     x = body.outputs[0]
-    values = distinct(pro)
-    shape, views = collapse(x.shape, [broadcast(v.shape, x.shape) for v in values] + [contiguous(x.shape)])
-    coords, idx = index_code(shape, views, flat="i", prefix="pc")
+    reads, at = operand_reads(ctx, body, {id(b): v for b, v in zip(body.inputs, pro)}, x.shape)
+    values = distinct(v for v, _ in reads)
     slot = {id(v): k for k, v in enumerate(values)}
-    lines = coords + [f"let pr{k} = P{k}[{idx[k]}];" for k in range(len(values))]
-    code, (result,), helpers = body_code(ctx, body, [f"pr{slot[id(v)]}" for v in pro], "pt")
+    shape, views = collapse(x.shape, [view for _, view in reads] + [contiguous(x.shape)])
+    coords, idx = index_code(shape, views, flat="i", prefix="pc")
+    lines = coords + [f"let pr{j} = P{slot[id(v)]}[{idx[j]}];" for j, (v, _) in enumerate(reads)]
+    given = {k: f"pr{j}" for k, j in at.items()}
+    code, (result,), helpers = body_code(ctx, body, [None] * len(pro), "pt", given)
     text = "fn load_x(i: u32) -> f32 {\n" + "".join(f"  {line}\n" for line in lines + code)
     text += f"  return {result};\n}}"
     return Prologue(x, values, [decl(f"P{k}", v) for k, v in enumerate(values)], text, helper_code(*helpers))

@@ -37,6 +37,16 @@ def broadcast(in_shape, out_shape) -> View:
     return View(0, tuple(0 if n == 1 and m != 1 else s for n, m, s in zip(in_shape, out_shape, strides)))
 
 
+def broadcast_view(view: View, shape, out_shape) -> View:
+    """A view over ``shape`` coordinates, read over ``out_shape`` (numpy broadcasting)."""
+    pad = len(out_shape) - len(shape)
+    shape = (1,) * pad + tuple(shape)
+    strides = (0,) * pad + tuple(view.strides)
+    return View(
+        view.offset, tuple(0 if n == 1 and m != 1 else s for n, m, s in zip(shape, out_shape, strides))
+    )
+
+
 def permuted(in_shape, perm) -> View:
     """The view of a tensor read as its transpose by ``perm`` (output dim d = input dim perm[d])."""
     strides = contiguous_strides(in_shape)

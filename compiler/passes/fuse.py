@@ -1,6 +1,7 @@
 """Fusion: connected elementwise ops over one iteration space become one kernel
-(fuse-elementwise), and an elementwise consumer of a Conv, ConvTranspose, Gemm or MatMul
-result is applied at that op's store (fuse-epilogue)."""
+(fuse-elementwise), an elementwise consumer of a Conv, ConvTranspose, Gemm or MatMul
+result is applied at that op's store (fuse-epilogue), and an elementwise producer of a Conv's
+input is computed in the Conv's loads (fuse-prologue)."""
 
 from __future__ import annotations
 
@@ -52,7 +53,11 @@ class FuseElementwise(Pass):
 
     A group may read any number of tensors broadcast into its shape and may expose several
     results; it stays within ``max_bindings`` storage bindings. An op joins a group only if
-    none of its other operands depends on that group (which would make a cycle)."""
+    none of its other operands depends on that group (which would make a cycle).
+
+    A Transpose of a tensor the group reads from outside joins too: the kernel then reads that
+    tensor through permuted strides, and the transposed copy is never written (unless it is
+    used outside the group). A Transpose of a value computed inside the group does not."""
 
     name = "fuse-elementwise"
 
@@ -60,7 +65,7 @@ class FuseElementwise(Pass):
         self.max_bindings = max_bindings
 
     def run(self, g: Graph) -> PassResult:
-        kinds = fusable_kinds()
+        kinds = fusable_kinds() | {"Transpose"}
         self._graph_outputs = {id(v) for v in g.outputs}
         self._pos = {id(op): i for i, op in enumerate(g.ops)}
         group: dict[int, list[Op]] = {id(op): [op] for op in g.ops if self._candidate(op, kinds)}
@@ -75,7 +80,7 @@ class FuseElementwise(Pass):
                 if p is None or id(p) not in group:
                     continue
                 a, b = group[id(p)], group[id(op)]
-                if a is b or a[0].outputs[0].shape != b[0].outputs[0].shape:
+                if a is b or (_space(a) != _space(b) and not self._broadcast_read(a, b)):
                     continue
                 merged = sorted(a + b, key=lambda o: self._pos[id(o)])
                 members = {id(o) for o in merged}
@@ -83,6 +88,8 @@ class FuseElementwise(Pass):
                 if len(ins) + len(outs) > self.max_bindings:
                     continue
                 if self._path(a, b, members) or self._path(b, a, members):
+                    continue
+                if any(o.kind == "Transpose" and o.inputs[0].producer in merged for o in merged):
                     continue
                 for o in merged:
                     group[id(o)] = merged
@@ -99,6 +106,15 @@ class FuseElementwise(Pass):
         if changed:
             topological_sort(g)
         return PassResult(g, changed)
+
+    def _broadcast_read(self, a: list[Op], b: list[Op]) -> bool:
+        """Whether group ``a`` is one Transpose read only by group ``b``, broadcast into its
+        shape: ``b`` can read the Transpose's input through strides, with no copy written."""
+        if len(a) != 1 or a[0].kind != "Transpose" or all(o.kind == "Transpose" for o in b):
+            return False
+        t = a[0].outputs[0]
+        inside = {id(o) for o in b}
+        return id(t) not in self._graph_outputs and all(id(u) in inside for u in t.uses)
 
     @staticmethod
     def _candidate(op: Op, kinds: set[str]) -> bool:
@@ -138,6 +154,12 @@ class FuseElementwise(Pass):
         keep = [o for o in g.ops if id(o) not in members]
         g.ops = keep
         g.ops.insert(min(at, len(keep)), fused)
+
+
+def _space(ops: list[Op]) -> tuple:
+    """The shape a group computes over: its elementwise ops' (a Transpose it reads may be
+    broadcast into it)."""
+    return next((o.outputs[0].shape for o in ops if o.kind != "Transpose"), ops[0].outputs[0].shape)
 
 
 def _interface(ops: list[Op], members: set[int], graph_outputs: set[int]) -> tuple[list[Value], list[Value]]:
@@ -193,6 +215,15 @@ class _IntoHost(Pass):
         raise NotImplementedError
 
 
+def _transposed(op: Op) -> list[Value]:
+    """The operands a ``Fused`` group reads transposed (none for a single elementwise op)."""
+    if op.kind != "Fused":
+        return []
+    body: Graph = op.attrs["body"]
+    outer = {id(b): v for b, v in zip(body.inputs, op.inputs)}
+    return [outer[id(o.inputs[0])] for o in body.ops if o.kind == "Transpose"]
+
+
 def _body_of(op: Op, inner: dict[int, Value], body: Graph) -> Value:
     """Copy an elementwise op, or a one-result ``Fused`` group's ops, into ``body``; ``inner``
     maps the op's operands to body values. Returns the body value of its result."""
@@ -230,14 +261,17 @@ class FuseEpilogue(_IntoHost):
         user = y.uses[0]
         if user.domain or len(user.outputs) != 1:
             return None
-        if user.kind == "Fused":
+        if user.kind == "Fused" and all(v is not y for v in _transposed(user)):
+            # (the host computes its result one element at a time: none can be read transposed)
             body_ops = user.attrs["body"].ops
         elif user.kind in kinds:
             body_ops = [user]
         else:
             return None
         out = user.outputs[0]
-        if out.type != y.type or any(v.type != y.type for o in body_ops for v in o.outputs):
+        if out.type != y.type or any(
+            v.type != y.type for o in body_ops if o.kind != "Transpose" for v in o.outputs
+        ):
             return None
         own = sum(v is not None for v in op.inputs)
         extra = {id(v) for v in user.inputs if v is not None and v is not y}
