@@ -10,7 +10,7 @@ from . import Pass, PassResult
 
 
 class Canonicalize(Pass):
-    """Drop Identity ops; turn inference BatchNormalization with constant statistics into
+    """Drop Identity ops and Casts to the dtype their input already has; turn inference BatchNormalization with constant statistics into
     Mul + Add by per-channel constants (scale = gamma / sqrt(var + eps), shift = beta -
     mean * scale), which later passes fold into a preceding Conv or Gemm."""
 
@@ -19,7 +19,7 @@ class Canonicalize(Pass):
     def run(self, g: Graph) -> PassResult:
         changed = False
         for op in list(g.ops):
-            if op.kind == "Identity" and op.inputs[0] is not None:
+            if op.inputs and op.inputs[0] is not None and self._identity(op):
                 g.replace_uses(op.outputs[0], op.inputs[0])
                 g.remove_op(op)
                 changed = True
@@ -27,6 +27,13 @@ class Canonicalize(Pass):
                 self._batchnorm(g, op)
                 changed = True
         return PassResult(g, changed)
+
+    @staticmethod
+    def _identity(op: Op) -> bool:
+        if op.domain:
+            return False
+        same = op.outputs[0].dtype == op.inputs[0].dtype
+        return op.kind == "Identity" or (op.kind in ("Cast", "CastLike") and same)
 
     @staticmethod
     def _batchnorm(g: Graph, op: Op) -> None:
