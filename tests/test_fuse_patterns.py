@@ -147,6 +147,62 @@ def test_layer_norm_whose_mean_is_shared_becomes_rms_norm_of_the_deviation(devic
     check_against_ort(model, {"x": rand(*shape, low=-3, high=3) + 1.0}, device, **NORM_TOL)
 
 
+def keras_layer_norm_model(shape, variance, inverse, gamma, beta, opset=18, eps=1e-3):
+    """Keras LayerNormalization as tf2onnx writes it: s = gamma / sqrt(var + eps), then
+    x * s + (beta - mean * s), over the last dim."""
+    b = _Graph(opset)
+    mean = b.reduce("ReduceMean", "x", "mean", [-1])
+    if variance == "deviation":
+        d = b.op("Sub", ["x", mean], "d")
+        var = b.reduce("ReduceMean", b.op("Mul", [d, d], "d2"), "var", [-1])
+    else:  # E[x^2] - E[x]^2
+        ex2 = b.reduce("ReduceMean", b.op("Pow", ["x", b.const("two", 2.0)], "x2"), "ex2", [-1])
+        var = b.op("Sub", [ex2, b.op("Mul", [mean, mean], "m2")], "var")
+    ve = b.op("Add", [var, b.const("eps", eps)], "ve")
+    if inverse == "pow":
+        s = b.op("Pow", [ve, b.const("minus_half", -0.5)], "inv")
+    elif inverse == "recip":
+        s = b.op("Reciprocal", [b.op("Sqrt", [ve], "std")], "inv")
+    else:
+        s = b.op("Div", [b.const("one", 1.0), b.op("Sqrt", [ve], "std")], "inv")
+    if gamma:
+        s = b.op("Mul", [s, b.const("gamma", rand(shape[-1], seed=1, low=0.5, high=1.5))], "s")
+    xs = b.op("Mul", ["x", s], "xs")
+    ms = b.op("Mul", [mean, s], "ms")
+    if beta:
+        y = b.op("Add", [xs, b.op("Sub", [b.const("beta", rand(shape[-1], seed=2)), ms], "sh")], "y")
+    else:
+        y = b.op("Sub", [xs, ms], "y")
+    return b, y
+
+
+@pytest.mark.parametrize(
+    "shape,variance,inverse,gamma,beta",
+    [
+        ((2, 5, 12), "deviation", "recip", True, True),
+        ((4, 16), "deviation", "pow", False, True),
+        ((3, 64), "mean-of-squares", "div", True, True),
+        ((2, 3, 10), "mean-of-squares", "pow", False, False),
+        ((1, 7, 768), "deviation", "recip", True, False),
+    ],
+    ids=str,
+)
+def test_keras_layer_norm(shape, variance, inverse, gamma, beta, device):
+    b, y = keras_layer_norm_model(shape, variance, inverse, gamma, beta)
+    model = b.model({"x": np.zeros(shape, np.float32)}, [y])
+    assert _kernels(model) == ["LayerNormalization"]
+    x = rand(*shape, low=-2, high=2) + 0.5
+    check_against_ort(model, {"x": x}, device, **NORM_TOL)
+
+
+def test_keras_layer_norm_with_its_scale_read_elsewhere_is_not_fused(device):
+    shape = (3, 8)
+    b, y = keras_layer_norm_model(shape, "deviation", "recip", True, True)
+    model = b.model({"x": np.zeros(shape, np.float32)}, [y, "s"])
+    assert "LayerNormalization" not in _kernels(model)
+    check_against_ort(model, {"x": rand(*shape, low=-2, high=2)}, device, **NORM_TOL)
+
+
 # -- RMSNorm ------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "shape,axes,square,divide,scale,opset",

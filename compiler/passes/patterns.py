@@ -211,6 +211,124 @@ def layer_norm(g: Graph, u: _Uses, mean_op: Op) -> Match | None:
     return matched, lambda y: [_norm_op(g, "LayerNormalization", x, y, params, axis, eps, matched[-1].name)]
 
 
+def _inverse_std(u: _Uses, var: Value) -> tuple[float, list[Op]] | None:
+    """From a variance on: + eps (a constant), then 1 / sqrt(.) as Reciprocal(Sqrt(.)),
+    Div(1, Sqrt(.)) or Pow(., -0.5). Returns eps and the ops (the last makes the inverse)."""
+    add = u.only(var, "Add")
+    eps = _scalar(_other(add, var)) if add is not None else None
+    if eps is None or add.outputs[0].type != var.type:
+        return None
+    ve = add.outputs[0]
+    op = u.only(ve, "Sqrt", "Pow")
+    if op is None or op.inputs[0] is not ve or op.outputs[0].type != ve.type:
+        return None
+    if op.kind == "Pow":
+        return (eps, [add, op]) if _scalar(op.inputs[1]) == -0.5 else None
+    inv = u.only(op.outputs[0], "Reciprocal", "Div")
+    if inv is None or inv.outputs[0].type != ve.type:
+        return None
+    if inv.kind == "Div" and (inv.inputs[1] is not op.outputs[0] or _scalar(inv.inputs[0]) != 1.0):
+        return None
+    return eps, [add, op, inv]
+
+
+def _variance(u: _Uses, mean_op: Op, x: Value, axis: int) -> tuple[list[Op], Value] | None:
+    """The variance of x beside its mean ``mean_op``: ReduceMean((x - mean)^2), or
+    ReduceMean(x^2) - mean^2. Returns the ops and the mean's other reader they leave."""
+    mean = mean_op.outputs[0]
+    readers = u.users(mean)
+    if not u.internal(mean) or len(readers) != 2:
+        return None
+    for op in readers:
+        if op.kind == "Sub" and op.inputs == [x, mean] and op.outputs[0].type == x.type:
+            d = op.outputs[0]
+            sq = u.only(d)
+            var_op = u.only(sq.outputs[0], "ReduceMean") if _square(sq, d) is not None else None
+            if var_op is not None and _trailing(var_op) == axis:
+                return [op, sq, var_op], var_op.outputs[0]
+        elif _square(op, mean) is not None:
+            m2 = op.outputs[0]
+            sub = u.only(m2, "Sub")
+            ex2 = sub.inputs[0].producer if sub is not None and sub.inputs[1] is m2 else None
+            if ex2 is None or ex2.kind != "ReduceMean" or ex2.domain or _trailing(ex2) != axis:
+                continue
+            sq = ex2.inputs[0].producer
+            if (
+                _square(sq, x) is None
+                or u.only(sq.outputs[0]) is not ex2
+                or u.only(ex2.outputs[0]) is not sub
+            ):
+                continue
+            if sub.outputs[0].type == mean.type:
+                return [op, sq, ex2, sub], sub.outputs[0]
+    return None
+
+
+def layer_norm_folded(g: Graph, u: _Uses, mean_op: Op) -> Match | None:
+    """The form with the scale folded into the inverse std (Keras LayerNormalization as
+    tf2onnx writes it): s = gamma / sqrt(var + eps); y = x * s + (beta - mean * s), the
+    variance as E[(x - mean)^2] or E[x^2] - mean^2; gamma and beta optional."""
+    x = mean_op.inputs[0]
+    axis = _trailing(mean_op)
+    if axis is None or not x.dtype.is_float:
+        return None
+    found = _variance(u, mean_op, x, axis)
+    if found is None:
+        return None
+    var_ops, var = found
+    mean = mean_op.outputs[0]
+    inv_found = _inverse_std(u, var)
+    if inv_found is None:
+        return None
+    eps, inv_ops = inv_found
+    s = inv_ops[-1].outputs[0]
+    norm = tuple(x.shape[axis:])
+    params: dict[str, tuple[Value, tuple]] = {}
+    scale_ops: list[Op] = []
+    users = u.users(s)
+    if len(users) == 1 and users[0].kind == "Mul" and not users[0].domain:  # s = inv * gamma
+        gamma = _other(users[0], s)
+        shape = _param_shape(gamma, norm, x.dtype) if gamma is not None and gamma is not s else None
+        if shape is None or not u.internal(s):
+            return None
+        params["Mul"] = (gamma, shape)
+        scale_ops = [users[0]]
+        s = users[0].outputs[0]
+        users = u.users(s)
+    if not u.internal(s) or len(users) != 2 or any(op.kind != "Mul" or op.domain for op in users):
+        return None
+    xm = next((op for op in users if _other(op, s) is x), None)
+    mm = next((op for op in users if _other(op, s) is mean and op is not xm), None)
+    if xm is None or mm is None or xm.outputs[0].type != x.type:
+        return None
+    m = mm.outputs[0]
+    tail = u.only(m, "Sub")
+    if tail is None:
+        return None
+    if tail.inputs == [xm.outputs[0], m]:  # no shift: x * s - mean * s
+        if not u.internal(xm.outputs[0]) or u.only(xm.outputs[0]) is not tail:
+            return None
+        shift_ops = [tail]
+    else:  # x * s + (beta - mean * s)
+        beta = tail.inputs[0] if tail.inputs[1] is m else None
+        shape = _param_shape(beta, norm, x.dtype) if beta is not None else None
+        add = u.only(tail.outputs[0], "Add")
+        if shape is None or add is None or _other(add, tail.outputs[0]) is not xm.outputs[0]:
+            return None
+        if u.only(xm.outputs[0]) is not add:
+            return None
+        params["Add"] = (beta, shape)
+        shift_ops = [tail, add]
+    if shift_ops[-1].outputs[0].type != x.type:
+        return None
+    matched = [mean_op, *var_ops, *inv_ops, *scale_ops, mm, xm, *shift_ops]
+    matched.sort(key=lambda op: g.ops.index(op))
+    last = shift_ops[-1]
+    if matched[-1] is not last:
+        return None
+    return matched, lambda y: [_norm_op(g, "LayerNormalization", x, y, params, axis, eps, last.name)]
+
+
 def rms_norm(g: Graph, u: _Uses, ms_op: Op) -> Match | None:
     """x / sqrt(ReduceMean(x^2) + eps) [* gamma] over the trailing dims from ``axis``."""
     p = ms_op.inputs[0]
@@ -306,14 +424,15 @@ def log_softmax(g: Graph, u: _Uses, sum_op: Op) -> Match | None:
 
 # The reduction each pattern is anchored at, and the patterns to try there, in order.
 PATTERNS: dict[str, tuple[Callable[[Graph, _Uses, Op], Match | None], ...]] = {
-    "ReduceMean": (layer_norm, rms_norm),
+    "ReduceMean": (layer_norm, layer_norm_folded, rms_norm),
     "ReduceSum": (softmax, log_softmax),
 }
 
 
 class FusePatterns(Pass):
     """Replace decomposed LayerNorm (ReduceMean, Sub, Pow or Mul, ReduceMean, Add eps, Sqrt,
-    Div or Reciprocal and Mul, optional constant scale and shift), RMSNorm (the same without
+    Div or Reciprocal and Mul, optional constant scale and shift; or the Keras form with the
+    scale folded into the inverse std, x * s + (beta - mean * s)), RMSNorm (the same without
     the mean) and Softmax / LogSoftmax (Exp, ReduceSum, Div / Log and Sub, with or without the
     stabilizing ReduceMax and Sub) by LayerNormalization, RMSNormalization, Softmax and
     LogSoftmax. Matches only when no intermediate has a use (or is a graph output) outside the
