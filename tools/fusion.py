@@ -1,6 +1,6 @@
 """Kernels per model at each -O level: the nine light CNNs of the onnx wheel (or given
 models), their ONNX node count without Constant/ConstantOfShape, dispatches at -O0/-O1/-O2,
-the -O2 ratio, and -O2 arena bytes over the lower bound.
+the -O2 ratio, and the -O2 arena: its size, over the lower bound and over the naive bytes.
 
     python tools/fusion.py                 # a markdown table of the light models
     python tools/fusion.py model.onnx ...  # the same for other models
@@ -31,7 +31,9 @@ def row(path: Path) -> list[str]:
         str(nodes),
         *map(str, counts),
         f"{counts[2] / nodes:.2f}",
+        f"{r.arena_bytes / 1e6:.1f} MB",
         f"{r.arena_bytes / r.lower_bound:.2f}",
+        f"{r.arena_bytes / r.naive_bytes:.1%}",
     ]
 
 
@@ -40,8 +42,10 @@ def main() -> None:
     ap.add_argument("models", nargs="*", type=Path)
     args = ap.parse_args()
     paths = args.models or sorted(LIGHT.glob("*.onnx"))
-    print("| model | ONNX nodes | -O0 | -O1 | -O2 | -O2 / nodes | arena / lower bound |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| model | ONNX nodes | -O0 | -O1 | -O2 | -O2 / nodes | arena | arena / lower bound | arena / naive |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for p in paths:
         print("| " + " | ".join(row(p)) + " |")
 
