@@ -13,10 +13,11 @@ as writable and readable in one dispatch, and the plan checker proves it.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from onnx2wgsl.errors import CompileError
-from onnx2wgsl.ir import Graph, Placement, Value
+from onnx2wgsl.ir import Graph, Op, Placement, Value
 
 from .target import Target
 
@@ -53,21 +54,36 @@ def align(n: int, a: int) -> int:
     return -(-n // a) * a
 
 
-def aliases(g: Graph) -> dict[int, tuple[Value, int]]:
-    """Map id(value) -> (the value whose storage holds it, byte offset there) for every
-    non-constant value. A ``view`` output lives in its input's storage; each input of a
-    ``concat_view`` lives inside the output, at its offset; an ``in_place`` output of a
-    kernel lives in the input it overwrites."""
-    parent: dict[int, tuple[Value, int]] = {}
+def storage_links(g: Graph) -> Iterator[tuple[Value, Value, int]]:
+    """Each (value, the value whose storage holds it, byte offset there) that the lowered graph
+    declares: a ``view`` output lives in its input's storage; each input of a ``concat_view``
+    lives inside the output, at its offset; an ``in_place`` output of a kernel lives in the
+    input it overwrites."""
     for op in g.ops:
         if op.kind == "view":
-            parent[id(op.outputs[0])] = (op.inputs[0], int(op.attrs.get("offset", 0)))
+            yield op.outputs[0], op.inputs[0], int(op.attrs.get("offset", 0))
         elif op.kind == "concat_view":
             for x, off in zip(op.inputs, op.attrs["offsets"]):
-                parent[id(x)] = (op.outputs[0], int(off))
+                yield x, op.outputs[0], int(off)
         elif op.kind == "kernel":
             for o, i in op.attrs.get("in_place", []):
-                parent[id(op.outputs[o])] = (op.inputs[i], 0)
+                yield op.outputs[o], op.inputs[i], 0
+
+
+def steps(g: Graph) -> Iterator[tuple[int, Op]]:
+    """The schedule: every op that runs work (views and concat_views run none) with its step,
+    counted from 1 (step 0 writes the graph inputs)."""
+    step = 0
+    for op in g.ops:
+        if op.kind not in ("view", "concat_view"):
+            step += 1
+            yield step, op
+
+
+def aliases(g: Graph) -> dict[int, tuple[Value, int]]:
+    """Map id(value) -> (the value whose storage holds it, byte offset there) for every
+    non-constant value (see ``storage_links``)."""
+    parent = {id(v): (host, off) for v, host, off in storage_links(g)}
     out: dict[int, tuple[Value, int]] = {}
 
     def find(v: Value) -> tuple[Value, int]:
@@ -108,10 +124,7 @@ def lifetimes(g: Graph, root: dict[int, Value]) -> list[Block]:
     for v in g.inputs:
         touch(v, 0)
     step = 0
-    for op in g.ops:
-        if op.kind in ("view", "concat_view"):
-            continue
-        step += 1
+    for step, op in steps(g):
         for v in list(op.inputs) + list(op.outputs):
             if v is not None and not v.is_const:
                 touch(v, step)
@@ -280,16 +293,7 @@ def _check_in_place(g: Graph) -> None:
     """An in-place output overwrites its input's bytes: no step after its kernel may read the
     input or anything sharing its storage from before (views of it, tensors it lives in), and
     none of those may be a graph input or output."""
-    parent: dict[int, Value] = {}
-    for op in g.ops:
-        if op.kind == "view":
-            parent[id(op.outputs[0])] = op.inputs[0]
-        elif op.kind == "concat_view":
-            for x in op.inputs:
-                parent[id(x)] = op.outputs[0]
-        elif op.kind == "kernel":
-            for o, i in op.attrs.get("in_place", []):
-                parent[id(op.outputs[o])] = op.inputs[i]
+    parent = {id(v): host for v, host, _ in storage_links(g)}
 
     def chain(v: Value) -> list[int]:
         out = [id(v)]
@@ -298,22 +302,14 @@ def _check_in_place(g: Graph) -> None:
         return out
 
     last_read: dict[int, float] = {}
-    step = 0
-    for op in g.ops:
-        if op.kind in ("view", "concat_view"):
-            continue
-        step += 1
+    for step, op in steps(g):
         for v in op.inputs:
             if v is not None and not v.is_const:
                 last_read[id(v)] = step
     for v in list(g.inputs) + list(g.outputs):
         last_read[id(v)] = math.inf
     members = [v for v in g.values() if not v.is_const]
-    step = 0
-    for op in g.ops:
-        if op.kind in ("view", "concat_view"):
-            continue
-        step += 1
+    for step, op in steps(g):
         for o, i in op.attrs.get("in_place", []) if op.kind == "kernel" else []:
             x, y = op.inputs[i], op.outputs[o]
             root = chain(x)[-1]

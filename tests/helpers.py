@@ -31,15 +31,29 @@ def node_model(
     order = list(input_order) if input_order is not None else list(inputs) + list(initializers)
     outs = [f"y{i}" for i in range(n_outputs)]
     node = helper.make_node(op_type, order, outs, **(attrs or {}))
+    return graph_model([node], inputs, outs, initializers, opset=opset, name=op_type.lower())
+
+
+def graph_model(
+    nodes: list[onnx.NodeProto],
+    inputs: dict[str, np.ndarray],
+    outputs: list[str],
+    initializers: dict[str, np.ndarray] | None = None,
+    *,
+    opset: int = 17,
+    name: str = "g",
+) -> onnx.ModelProto:
+    """A model of ``nodes``: runtime inputs declared from ``inputs`` (dtype and shape),
+    constants from ``initializers``, outputs typed by shape inference."""
     graph = helper.make_graph(
-        [node],
-        op_type.lower(),
+        nodes,
+        name,
         [
             helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
             for n, a in inputs.items()
         ],
-        [helper.make_value_info(o, onnx.TypeProto()) for o in outs],
-        [numpy_helper.from_array(a, n) for n, a in initializers.items()],
+        [helper.make_value_info(o, onnx.TypeProto()) for o in outputs],
+        [numpy_helper.from_array(a, n) for n, a in (initializers or {}).items()],
     )
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     m.ir_version = 8 if opset < 21 else 10  # the oldest IR each opset allows

@@ -4,10 +4,9 @@ kernels, on every kernel template that takes an epilogue."""
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
-from helpers import check_against_ort, rand
-from onnx import TensorProto, helper, numpy_helper
+from helpers import check_against_ort, graph_model, rand
+from onnx import TensorProto, helper
 
 from onnx2wgsl.compiler import compile_model
 
@@ -15,16 +14,7 @@ pytestmark = pytest.mark.gpu
 
 
 def _model(nodes, inputs: dict[str, np.ndarray], outputs: list[str], inits: dict[str, np.ndarray], opset=17):
-    g = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, a.shape) for n, a in inputs.items()],
-        [helper.make_value_info(o, onnx.TypeProto()) for o in outputs],
-        [numpy_helper.from_array(a, n) for n, a in inits.items()],
-    )
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
-    m.ir_version = 8
-    return onnx.shape_inference.infer_shapes(m)
+    return graph_model(nodes, inputs, outputs, inits, opset=opset)
 
 
 def _kernels(model, level=2) -> list[str]:

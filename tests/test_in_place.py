@@ -4,11 +4,10 @@ against onnxruntime, and what the plan checker refuses."""
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
-from helpers import check_against_ort, rand
+from helpers import check_against_ort, graph_model, rand
 from light_models import light_path
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 from onnx2wgsl.compiler import compile_model
 from onnx2wgsl.compiler.memory import check_plan
@@ -16,16 +15,7 @@ from onnx2wgsl.errors import CompileError
 
 
 def _model(nodes, inputs: dict[str, np.ndarray], outputs: list[str], inits: dict[str, np.ndarray]):
-    g = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, a.shape) for n, a in inputs.items()],
-        [helper.make_value_info(o, onnx.TypeProto()) for o in outputs],
-        [numpy_helper.from_array(a, n) for n, a in inits.items()],
-    )
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 20)])
-    m.ir_version = 8
-    return onnx.shape_inference.infer_shapes(m)
+    return graph_model(nodes, inputs, outputs, inits, opset=20)
 
 
 def _in_place(model, level=2) -> dict[str, int]:

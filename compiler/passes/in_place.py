@@ -8,6 +8,7 @@ import re
 from onnx2wgsl.errors import CompileError
 from onnx2wgsl.ir import Dispatch, Graph, Op, Value
 
+from ..memory import steps, storage_links
 from . import Pass, PassResult
 
 _DECL = re.compile(r"^@group\(0\) @binding\((\d+)\) var<storage, (\w+)> (\w+): (.+);$", re.M)
@@ -32,11 +33,7 @@ class InPlace(Pass):
     def run(self, g: Graph) -> PassResult:
         groups = _Groups(g)
         changed = False
-        step = 0
-        for op in g.ops:
-            if op.kind in ("view", "concat_view"):
-                continue
-            step += 1
+        for step, op in steps(g):
             if op.kind != "kernel":
                 continue
             for y_at, y in enumerate(op.outputs):
@@ -137,22 +134,10 @@ class _Groups:
         self.last: dict[int, float] = {}
         self.pinned: set[int] = set()  # groups with a graph input or output
         self.hosted: set[int] = set()  # values living in another tensor's storage
-        for op in g.ops:
-            if op.kind == "view":
-                self.union(op.inputs[0], op.outputs[0])
-                self.hosted.add(id(op.outputs[0]))
-            elif op.kind == "concat_view":
-                for v in op.inputs:
-                    self.union(v, op.outputs[0])
-                    self.hosted.add(id(v))
-            for o, i in op.attrs.get("in_place", []) if op.kind == "kernel" else []:
-                self.union(op.inputs[i], op.outputs[o])
-                self.hosted.add(id(op.outputs[o]))
-        step = 0
-        for op in g.ops:
-            if op.kind in ("view", "concat_view"):
-                continue
-            step += 1
+        for v, host, _ in storage_links(g):
+            self.union(host, v)
+            self.hosted.add(id(v))
+        for step, op in steps(g):
             for v in list(op.inputs) + list(op.outputs):
                 if v is not None and not v.is_const:
                     r = self.find(v)

@@ -128,9 +128,9 @@ def _divide(u: _Uses, num: Value, den: Value) -> list[Op] | None:
     return [op, mul]
 
 
-def _normalize(u: _Uses, ms: Value, num: Value) -> tuple[float, list[Op]] | None:
-    """From a mean square ``ms`` on: + eps (a constant), then num / sqrt(.) in any of the
-    forms of ``_divide`` or as num * Pow(., -0.5). Returns eps and the ops (the last reads num)."""
+def _root_of_eps(u: _Uses, ms: Value) -> tuple[float, Op, Op] | None:
+    """From a mean square ``ms`` on: Add of a constant eps, then Sqrt or Pow of the sum.
+    Returns eps, the Add and the Sqrt / Pow (a Pow's exponent is left to the caller)."""
     add = u.only(ms, "Add")
     eps = _scalar(_other(add, ms)) if add is not None else None
     if eps is None or add.outputs[0].type != ms.type:
@@ -139,6 +139,16 @@ def _normalize(u: _Uses, ms: Value, num: Value) -> tuple[float, list[Op]] | None
     op = u.only(ve, "Sqrt", "Pow")
     if op is None or op.inputs[0] is not ve or op.outputs[0].type != ve.type:
         return None
+    return eps, add, op
+
+
+def _normalize(u: _Uses, ms: Value, num: Value) -> tuple[float, list[Op]] | None:
+    """From a mean square ``ms`` on: + eps (a constant), then num / sqrt(.) in any of the
+    forms of ``_divide`` or as num * Pow(., -0.5). Returns eps and the ops (the last reads num)."""
+    found = _root_of_eps(u, ms)
+    if found is None:
+        return None
+    eps, add, op = found
     if op.kind == "Sqrt":
         rest = _divide(u, num, op.outputs[0])
     else:
@@ -214,18 +224,14 @@ def layer_norm(g: Graph, u: _Uses, mean_op: Op) -> Match | None:
 def _inverse_std(u: _Uses, var: Value) -> tuple[float, list[Op]] | None:
     """From a variance on: + eps (a constant), then 1 / sqrt(.) as Reciprocal(Sqrt(.)),
     Div(1, Sqrt(.)) or Pow(., -0.5). Returns eps and the ops (the last makes the inverse)."""
-    add = u.only(var, "Add")
-    eps = _scalar(_other(add, var)) if add is not None else None
-    if eps is None or add.outputs[0].type != var.type:
+    found = _root_of_eps(u, var)
+    if found is None:
         return None
-    ve = add.outputs[0]
-    op = u.only(ve, "Sqrt", "Pow")
-    if op is None or op.inputs[0] is not ve or op.outputs[0].type != ve.type:
-        return None
+    eps, add, op = found
     if op.kind == "Pow":
         return (eps, [add, op]) if _scalar(op.inputs[1]) == -0.5 else None
     inv = u.only(op.outputs[0], "Reciprocal", "Div")
-    if inv is None or inv.outputs[0].type != ve.type:
+    if inv is None or inv.outputs[0].type != var.type:
         return None
     if inv.kind == "Div" and (inv.inputs[1] is not op.outputs[0] or _scalar(inv.inputs[0]) != 1.0):
         return None
