@@ -38,9 +38,11 @@ def test_same_model_twice_gives_byte_identical_artifacts(name, tmp_path):
     assert not filecmp.dircmp(tmp_path / "a", tmp_path / "b").diff_files
 
 
-def test_resnet50_arena_is_at_most_15_percent_of_naive():
-    # unfused, so "naive" counts every op's result as its own buffer
-    report = compile_model(str(light_path("resnet50")), opt_level=0).report
+@pytest.mark.parametrize("level", [0, 1, 2])
+def test_resnet50_arena_is_at_most_15_percent_of_naive(level):
+    # "naive" counts every tensor a kernel writes as its own buffer; fusion leaves fewer of
+    # them, and in-place reuse (from -O1) keeps the arena under 15% of what remains
+    report = compile_model(str(light_path("resnet50")), opt_level=level).report
     assert report.arena_bytes <= 0.15 * report.naive_bytes, report.summary()
     assert report.arena_bytes >= report.lower_bound
 
