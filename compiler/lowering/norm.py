@@ -26,7 +26,10 @@ def lower_softmax(ctx: LowerCtx, op: Op) -> None:
         "softmax.wgsl.j2", decls=[decl("X", x), decl("Y", y, write=True)], wg=WORKGROUP, nx=nx,
         rows=rows, L=L, inner=inner, kind=op.kind,
     )  # fmt: skip
-    ctx.kernel([x], [y], [Dispatch(shader, grid, [binding(x), binding(y, write=True)])])
+    # Y may go over X: a row's last loop reads X only where it writes Y, after barriers that
+    # every other read of the row precedes.
+    pairs = ((0, 1),) if x.nbytes == y.nbytes and wgsl_type(x) == wgsl_type(y) else ()
+    ctx.kernel([x], [y], [Dispatch(shader, grid, [binding(x), binding(y, write=True)], pairs)])
 
 
 @lowers("LRN")

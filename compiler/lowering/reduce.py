@@ -197,7 +197,19 @@ def row_kernel(
         elem_loads=loads_for(ewrites),
     )  # fmt: skip
     bindings = [binding(v) for v in values] + [binding(v, write=True) for v in outs]
-    return Dispatch(shader, grid, bindings)
+    pairs: list[tuple[int, int]] = []
+    if not split:
+        # An element write may go over an operand read only where it stores: the sweeps have
+        # read the whole row before the element loop starts (a barrier, or one invocation a row).
+        at = [(kexprs[i], rexprs[i]) for i in range(len(views))]
+        for k, v in enumerate(values):
+            mine = {at[j] for j, (u, _) in enumerate(reads) if u is v}
+            for j, (y, _, _) in enumerate(elem_writes):
+                same = v.nbytes == y.nbytes and wgsl_type(v) == wgsl_type(y) and not v.is_const
+                if same and mine == {at[n + j]} and (k, len(values) + oslot[id(y)]) not in pairs:
+                    pairs.append((k, len(values) + oslot[id(y)]))
+                    break
+    return Dispatch(shader, grid, bindings, tuple(pairs))
 
 
 def reduced_rows(space, reduced) -> tuple[int, int]:
