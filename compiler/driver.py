@@ -191,6 +191,7 @@ def compile_model(
         ops=ops,
         kernels=len(g.kernels()),
         dispatches=g.dispatch_count(),
+        in_place=sum(bool(op.attrs.get("in_place")) for op in g.kernels()),
         shaders=len(artifact.shaders),
         weight_bytes=plan.weight_bytes,
         weight_file_bytes=len(artifact.weights),

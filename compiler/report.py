@@ -16,6 +16,7 @@ class CompileReport:
     ops: int
     kernels: int
     dispatches: int
+    in_place: int
     shaders: int
     weight_bytes: int
     weight_file_bytes: int
@@ -38,6 +39,7 @@ class CompileReport:
             f"  graph ops       {self.ops:>10}  (after folding and passes)",
             f"  kernels         {self.kernels:>10}",
             f"  dispatches      {self.dispatches:>10}",
+            f"  in place        {self.in_place:>10}  (kernels writing over an input that dies there)",
             f"  unique shaders  {self.shaders:>10}",
             f"  weight bytes    {self.weight_bytes:>14,}  ({_mib(self.weight_bytes)}; {self.weight_file_bytes:,} in weights.bin)",
             f"  arena bytes     {self.arena_bytes:>14,}  ({_mib(self.arena_bytes)}; {ratio:.1%} of naive, plan: {self.strategy})",

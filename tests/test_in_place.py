@@ -175,3 +175,10 @@ def test_row_kernels_write_over_a_dying_input(kind, device):
         model = _model(nodes, {"x": x}, ["y"], inits)
         assert _in_place(model).get(kind) == 1, shape
         check_against_ort(model, {"x": x}, device, rtol=1e-3, atol=1e-4)
+
+
+def test_the_compile_summary_counts_kernels_in_place():
+    res = compile_model(str(light_path("resnet50")))
+    count = sum(bool(op.attrs.get("in_place")) for op in res.graph.kernels())
+    line = next(x for x in res.report.summary().splitlines() if x.strip().startswith("in place"))
+    assert res.report.in_place == count == int(line.split()[2]) > 0
