@@ -187,6 +187,19 @@ class Graph:
                 self._names.add(name)
                 return name
 
+    def add_shader(self, text: str, stem: str) -> str:
+        """The name of a shader with this WGSL text: an existing one's, else a new
+        ``NNN_stem`` (shaders are deduplicated by text)."""
+        for name, existing in self.shaders.items():
+            if existing == text:
+                return name
+        n = len(self.shaders)
+        while f"{n:03d}_{stem}" in self.shaders:
+            n += 1
+        name = f"{n:03d}_{stem}"
+        self.shaders[name] = text
+        return name
+
     def reserve_name(self, name: str) -> None:
         self._names.add(name)
 

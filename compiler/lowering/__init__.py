@@ -114,11 +114,9 @@ class LowerCtx:
         return self._add_shader(text, template.split(".")[0])
 
     def _add_shader(self, text: str, stem: str) -> str:
-        name = self._by_text.get(text)
+        name = self._by_text.get(text)  # a fast path for Graph.add_shader's search
         if name is None:
-            name = f"{len(self.g.shaders):03d}_{stem}"
-            self.g.shaders[name] = text
-            self._by_text[text] = name
+            name = self._by_text[text] = self.g.add_shader(text, stem)
         return name
 
     def _fold_grid(self, d: Dispatch) -> Dispatch:

@@ -108,21 +108,10 @@ def _merge(g: Graph, d: Dispatch, x: Value, y: Value) -> Dispatch:
     shift = lambda i: i - (i > r)  # noqa: E731
     pairs = tuple((shift(a), shift(b)) for a, b in d.inplace if r not in (a, b) and w not in (a, b))
     bindings = [b for i, b in enumerate(d.bindings) if i != r]
-    return Dispatch(_add_shader(g, text, d.shader), d.grid, bindings, pairs)
-
-
-def _add_shader(g: Graph, text: str, like: str) -> str:
-    for name, existing in g.shaders.items():
-        if existing == text:
-            return name
-    stem = like.split("_", 1)[1] if "_" in like else like
-    stem = stem if stem.endswith("_inplace") else stem + "_inplace"
-    n = len(g.shaders)
-    while f"{n:03d}_{stem}" in g.shaders:
-        n += 1
-    name = f"{n:03d}_{stem}"
-    g.shaders[name] = text
-    return name
+    stem = d.shader.split("_", 1)[1]
+    return Dispatch(
+        g.add_shader(text, stem if stem.endswith("_inplace") else stem + "_inplace"), d.grid, bindings, pairs
+    )
 
 
 class _Groups:
