@@ -102,16 +102,14 @@ def _gemm(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | No
         )
     )
     epi = epilogue(ctx, op)
-    decls = pro.decls + [w_decl] + ([decl("Bv", b)] if b is not None else []) + epi.decls
+    decls = epi.decls_with(pro.decls + [w_decl] + ([decl("Bv", b)] if b is not None else []), y)
     shader = ctx.shader(
-        "conv_gemm.wgsl.j2", decls=decls + [decl("Y", y, write=True)], wg=WORKGROUP, tm=tm, ocg4=ocg4,
+        "conv_gemm.wgsl.j2", decls=decls, wg=WORKGROUP, tm=tm, ocg4=ocg4,
         bias=b is not None, pointwise=pointwise, w_setup=w_setup, w_load=w_load, out_expr=epi.expr,
         epi_lines=epi.lines, helpers=_helpers(pro, epi), load_x=pro.code, **p,
     )  # fmt: skip
     grid = (math.ceil(p["P"] / (WORKGROUP * tm)), G * ocg4, 1)
-    bindings = [binding(v) for v in inputs] + epi.bindings + [binding(y, write=True)]
-    pairs = epi.inplace(len(inputs), len(bindings) - 1, y, inputs)
-    ctx.kernel(inputs + epi.inputs, [y], [Dispatch(shader, grid, bindings, pairs)])
+    ctx.kernel(inputs + epi.inputs, [y], [epi.dispatch(shader, grid, inputs, y)])
 
 
 def _direct(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | None) -> None:
@@ -120,21 +118,13 @@ def _direct(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | 
     inputs = pro.inputs + [w] + ([b] if b is not None else [])
     total = p["N"] * p["OC"] * p["OS"]
     epi = epilogue(ctx, op)
-    decls = (
-        pro.decls
-        + [decl("Wt", w)]
-        + ([decl("Bv", b)] if b is not None else [])
-        + epi.decls
-        + [decl("Y", y, write=True)]
-    )
+    decls = epi.decls_with(pro.decls + [decl("Wt", w)] + ([decl("Bv", b)] if b is not None else []), y)
     grid, nx = ctx.grid(math.ceil(total / WORKGROUP))
     shader = ctx.shader(
         "conv_direct.wgsl.j2", decls=decls, wg=WORKGROUP, nx=nx, total=total, bias=b is not None,
         out_expr=epi.expr, epi_lines=epi.lines, helpers=_helpers(pro, epi), load_x=pro.code, **p,
     )  # fmt: skip
-    bindings = [binding(v) for v in inputs] + epi.bindings + [binding(y, write=True)]
-    pairs = epi.inplace(len(inputs), len(bindings) - 1, y, inputs)
-    ctx.kernel(inputs + epi.inputs, [y], [Dispatch(shader, grid, bindings, pairs)])
+    ctx.kernel(inputs + epi.inputs, [y], [epi.dispatch(shader, grid, inputs, y)])
 
 
 def _helpers(pro: Prologue, epi: Epilogue) -> list[str]:
@@ -155,20 +145,13 @@ def lower_conv_transpose(ctx: LowerCtx, op: Op) -> None:
     p.update(N=N, C=C, OC=OC, G=G, ICG=C // G, OCG=OC // G)
     inputs = [x, w] + ([b] if b is not None else [])
     epi = epilogue(ctx, op)
-    decls = (
-        [decl("X", x), decl("Wt", w)]
-        + ([decl("Bv", b)] if b is not None else [])
-        + epi.decls
-        + [decl("Y", y, write=True)]
-    )
+    decls = epi.decls_with([decl("X", x), decl("Wt", w)] + ([decl("Bv", b)] if b is not None else []), y)
     grid, nx = ctx.grid(math.ceil(total / WORKGROUP))
     shader = ctx.shader(
         "conv_transpose.wgsl.j2", decls=decls, wg=WORKGROUP, nx=nx, total=total, bias=b is not None,
         out_expr=epi.expr, epi_lines=epi.lines, helpers=epi.helpers, **p,
     )  # fmt: skip
-    bindings = [binding(v) for v in inputs] + epi.bindings + [binding(y, write=True)]
-    pairs = epi.inplace(len(inputs), len(bindings) - 1, y, inputs)
-    ctx.kernel(inputs + epi.inputs, [y], [Dispatch(shader, grid, bindings, pairs)])
+    ctx.kernel(inputs + epi.inputs, [y], [epi.dispatch(shader, grid, inputs, y)])
 
 
 @lowers("DeformConv")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from onnx2wgsl.ir import Binding, Graph, Op, Value, distinct
+from onnx2wgsl.ir import Binding, Dispatch, Graph, Op, Value, distinct
 
 from ..elementwise_ops import cast, helper_code
 from . import LowerCtx, binding, decl, lowers, wgsl_type
@@ -121,16 +121,23 @@ class Epilogue:
     def bindings(self) -> list[Binding]:
         return [binding(v) for v in self.inputs]
 
-    def inplace(self, first: int, out: int, y: Value, others: list[Value]) -> tuple[tuple[int, int], ...]:
-        """(read, write) pairs for a dispatch that binds these inputs from binding ``first``
-        and the output ``y`` at binding ``out``: an operand read only at the store index, stored
-        like ``y`` and bound nowhere else (``others``: the dispatch's other bound values) may
-        share ``y``'s storage. The first such operand is paired."""
+    def decls_with(self, own: list[dict], y: Value) -> list[dict]:
+        """A template's binding declarations: its own, the epilogue's, then the output ``Y``."""
+        return own + self.decls + [decl("Y", y, write=True)]
+
+    def dispatch(self, shader: str, grid, own: list[Value], y: Value) -> Dispatch:
+        """The dispatch binding the template's own operands, the epilogue's and the output, in
+        that order (``decls_with``'s). An epilogue operand read only at the store index, stored
+        like ``y`` and bound nowhere else may share ``y``'s storage: the first such one is
+        declared as an in-place pair."""
+        bindings = [binding(v) for v in own] + self.bindings + [binding(y, write=True)]
+        pairs: tuple[tuple[int, int], ...] = ()
         for k in self.at_store:
             v = self.inputs[k]
-            if v.nbytes == y.nbytes and wgsl_type(v) == wgsl_type(y) and all(u is not v for u in others):
-                return ((first + k, out),)
-        return ()
+            if v.nbytes == y.nbytes and wgsl_type(v) == wgsl_type(y) and all(u is not v for u in own):
+                pairs = ((len(own) + k, len(bindings) - 1),)
+                break
+        return Dispatch(shader, grid, bindings, pairs)
 
 
 def operands(op: Op) -> tuple[list[Value], list[Value | None], list[Value]]:

@@ -14,7 +14,7 @@ import numpy as np
 from onnx2wgsl.ir import Dispatch, Op, Value
 
 from ..elementwise_ops import f32
-from . import WORKGROUP, LowerCtx, binding, decl, lowers
+from . import WORKGROUP, LowerCtx, decl, lowers
 from .fused import epilogue
 from .indexing import View, broadcast, contiguous_strides, index_code
 
@@ -133,8 +133,7 @@ def _batch_view(shape, batch, mat) -> View:
 def _dispatch(ctx, a, b, bias_inputs, y, M, N, K, tm, a_row, a_col, batch_lines, bias_lines,
               *, vec, nv, n_base, b_load, scale, epi, Z) -> Dispatch:  # fmt: skip
     decls = [decl("A", a), decl("B", b, elem="vec4<f32>" if vec == 4 else None)]
-    decls += [decl("C", v) for v in bias_inputs] + epi.decls
-    decls.append(decl("Y", y, write=True))
+    decls = epi.decls_with(decls + [decl("C", v) for v in bias_inputs], y)
     shader = ctx.shader(
         "matmul.wgsl.j2", decls=decls, wg=WORKGROUP, tm=tm, M=M, N=N, K=K, NV=nv, vec=vec,
         acc_type="vec4<f32>" if vec == 4 else "f32", a_row=a_row, a_col=a_col, b_load=b_load,
@@ -142,6 +141,4 @@ def _dispatch(ctx, a, b, bias_inputs, y, M, N, K, tm, a_row, a_col, batch_lines,
         out_expr=epi.expr, epi_lines=epi.lines, helpers=epi.helpers,
     )  # fmt: skip
     grid = (math.ceil(nv / WORKGROUP), math.ceil(M / tm), Z)
-    own = [a, b, *bias_inputs]
-    bindings = [binding(v) for v in own] + epi.bindings + [binding(y, write=True)]
-    return Dispatch(shader, grid, bindings, epi.inplace(len(own), len(bindings) - 1, y, own))
+    return epi.dispatch(shader, grid, [a, b, *bias_inputs], y)
