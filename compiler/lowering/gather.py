@@ -47,13 +47,8 @@ def lower_gather(ctx: LowerCtx, op: Op) -> None:
     y = op.outputs[0]
     a, q, r = op.attrs["axis"], idx.type.rank, x.type.rank
     xs, js = contiguous_strides(x.shape), contiguous_strides(idx.shape)
-    k = CoordKernel(ctx, y.shape)
     idx_view = View(0, (0,) * a + js + (0,) * (r - a - 1))
-    data_view = View(0, xs[:a] + (0,) * q + xs[a + 1 :])
-    _index(k, "j", f"{k.read(idx)}[{k.at(idx_view)}]", x.shape[a])
-    addr = f"{k.at(data_view)} + j_u * {xs[a]}u"
-    k.store(f"select({ZERO[wgsl_type(y)]}, {k.read(x)}[{addr}], j_ok)", y)
-    _emit(ctx, [x, idx], y, [k.dispatch()])
+    _gather_along(ctx, x, idx, y, a, idx_view, View(0, xs[:a] + (0,) * q + xs[a + 1 :]))
 
 
 @lowers("GatherElements")
@@ -62,9 +57,19 @@ def lower_gather_elements(ctx: LowerCtx, op: Op) -> None:
     y = op.outputs[0]
     a = op.attrs["axis"]
     xs = contiguous_strides(x.shape)
+    _gather_along(
+        ctx, x, idx, y, a, contiguous(y.shape), View(0, tuple(0 if d == a else s for d, s in enumerate(xs)))
+    )
+
+
+def _gather_along(
+    ctx: LowerCtx, x: Value, idx: Value, y: Value, a: int, idx_view: View, data_view: View
+) -> None:
+    """y = x at ``data_view`` of the output point plus the index read at ``idx_view`` times
+    axis ``a``'s stride; an index out of range reads 0."""
     k = CoordKernel(ctx, y.shape)
-    _index(k, "j", f"{k.read(idx)}[i]", x.shape[a])
-    addr = f"{k.at(View(0, tuple(0 if d == a else s for d, s in enumerate(xs))))} + j_u * {xs[a]}u"
+    _index(k, "j", f"{k.read(idx)}[{k.at(idx_view)}]", x.shape[a])
+    addr = f"{k.at(data_view)} + j_u * {contiguous_strides(x.shape)[a]}u"
     k.store(f"select({ZERO[wgsl_type(y)]}, {k.read(x)}[{addr}], j_ok)", y)
     _emit(ctx, [x, idx], y, [k.dispatch()])
 

@@ -352,11 +352,13 @@ def rms_norm(g: Graph, u: _Uses, ms_op: Op) -> Match | None:
     return matched, lambda y: [_norm_op(g, "RMSNormalization", x, y, params, axis, eps, matched[-1].name)]
 
 
-def _exp_of_shifted(sum_op: Op) -> tuple[Op, Value, list[Op]] | None:
-    """For ReduceSum(Exp(b)): the Exp, the softmax input x and the ops before the Exp: b is x,
-    or b = x - ReduceMax(x) over the same axes (the stable form; then [ReduceMax, Sub])."""
+def _exp_of_shifted(sum_op: Op) -> tuple[tuple[int, int], Op, Value, list[Op]] | None:
+    """For ReduceSum(Exp(b)) over a contiguous block of axes: the block, the Exp, the softmax
+    input x and the ops before the Exp: b is x, or b = x - ReduceMax(x) over the same axes
+    (the stable form; then [ReduceMax, Sub])."""
+    block = _block(sum_op)
     exp = sum_op.inputs[0].producer
-    if exp is None or exp.kind != "Exp" or exp.domain or not exp.inputs[0].dtype.is_float:
+    if block is None or exp is None or exp.kind != "Exp" or exp.domain or not exp.inputs[0].dtype.is_float:
         return None
     b = exp.inputs[0]
     sub = b.producer
@@ -366,8 +368,8 @@ def _exp_of_shifted(sum_op: Op) -> tuple[Op, Value, list[Op]] | None:
         and _block(mx) is not None and mx.attrs["axes"] == sum_op.attrs["axes"]
         and b.type == sub.inputs[0].type
     ):  # fmt: skip
-        return exp, sub.inputs[0], [mx, sub]
-    return exp, b, []
+        return block, exp, sub.inputs[0], [mx, sub]
+    return block, exp, b, []
 
 
 def _shift_absorbed(u: _Uses, pre: list[Op], readers: set[int]) -> bool:
@@ -393,11 +395,10 @@ def _softmax_ops(g: Graph, kind: str, x: Value, y: Value, block: tuple[int, int]
 
 def softmax(g: Graph, u: _Uses, sum_op: Op) -> Match | None:
     """Exp(b) / ReduceSum(Exp(b)), b = x or x - ReduceMax(x)."""
-    block = _block(sum_op)
-    found = _exp_of_shifted(sum_op) if block is not None else None
+    found = _exp_of_shifted(sum_op)
     if found is None:
         return None
-    exp, x, pre = found
+    block, exp, x, pre = found
     e, s = exp.outputs[0], sum_op.outputs[0]
     div = _divide(u, e, s)
     if div is None or not u.internal(e) or {id(op) for op in u.users(e)} != {id(sum_op), id(div[-1])}:
@@ -410,11 +411,10 @@ def softmax(g: Graph, u: _Uses, sum_op: Op) -> Match | None:
 
 def log_softmax(g: Graph, u: _Uses, sum_op: Op) -> Match | None:
     """b - Log(ReduceSum(Exp(b))), b = x or x - ReduceMax(x)."""
-    block = _block(sum_op)
-    found = _exp_of_shifted(sum_op) if block is not None else None
+    found = _exp_of_shifted(sum_op)
     if found is None:
         return None
-    exp, x, pre = found
+    block, exp, x, pre = found
     b, s = exp.inputs[0], sum_op.outputs[0]
     log = u.only(s, "Log")
     sub = u.only(log.outputs[0], "Sub") if log is not None else None
