@@ -60,6 +60,29 @@ def graph_model(
     return onnx.shape_inference.infer_shapes(m)
 
 
+def bn_params(c: int, seed: int = 0, names=("scale", "bias", "mean", "var")) -> dict[str, np.ndarray]:
+    """BatchNormalization's scale, bias, mean and var for ``c`` channels (positive scale and
+    var), under ``names``."""
+    rng = np.random.default_rng(seed)
+    values = (
+        rng.uniform(0.5, 1.5, c).astype(np.float32),
+        rng.normal(0, 1, c).astype(np.float32),
+        rng.normal(0, 1, c).astype(np.float32),
+        rng.uniform(0.5, 2.0, c).astype(np.float32),
+    )
+    return dict(zip(names, values))
+
+
+def two_layer_model() -> onnx.ModelProto:
+    """x[2,8] -> y = Relu(x @ w)[2,4], z = Sigmoid(x)[2,8]: two outputs, one weight."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"]),
+        helper.make_node("Relu", ["h"], ["y"]),
+        helper.make_node("Sigmoid", ["x"], ["z"]),
+    ]
+    return graph_model(nodes, {"x": rand(2, 8)}, ["y", "z"], {"w": rand(8, 4)}, name="two")
+
+
 def ort_run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     import onnxruntime as ort
 

@@ -46,53 +46,36 @@ def _live_pair(g):
     raise AssertionError("no two tensors live at once")
 
 
-def test_overlapping_live_tensors_are_caught(planned):
+def test_overlapping_live_tensors_are_caught(planned, monkeypatch):
     a, b = _live_pair(planned)
-    saved = b.placement
-    b.placement = Placement(a.placement.buffer, a.placement.offset, saved.size)
-    try:
-        with pytest.raises(CompileError, match="live at once and share bytes"):
-            check_plan(planned)
-    finally:
-        b.placement = saved
+    monkeypatch.setattr(b, "placement", Placement(a.placement.buffer, a.placement.offset, b.placement.size))
+    with pytest.raises(CompileError, match="live at once and share bytes"):
+        check_plan(planned)
 
 
-def test_writable_and_readable_alias_in_one_dispatch_is_caught(planned):
+def test_writable_and_readable_alias_in_one_dispatch_is_caught(planned, monkeypatch):
     op = _kernels(planned)[2]
     d = op.dispatches[0]
-    x = op.inputs[0]
-    d.bindings.append(Binding(x, 0, None, True))  # the input bound a second time, writable
-    try:
-        with pytest.raises(CompileError, match="binds bytes of .* as writable"):
-            check_plan(planned)
-    finally:
-        d.bindings.pop()
+    # the input bound a second time, writable
+    monkeypatch.setattr(d, "bindings", [*d.bindings, Binding(op.inputs[0], 0, None, True)])
+    with pytest.raises(CompileError, match="binds bytes of .* as writable"):
+        check_plan(planned)
 
 
-def test_binding_out_of_bounds_is_caught(planned):
-    op = _kernels(planned)[-1]
-    y = op.outputs[0]
-    saved = y.placement
-    size = planned.buffers[saved.buffer]["size"]
-    y.placement = Placement(saved.buffer, size - 256, saved.size)
-    try:
-        with pytest.raises(CompileError, match="overruns"):
-            check_plan(planned)
-    finally:
-        y.placement = saved
+def test_binding_out_of_bounds_is_caught(planned, monkeypatch):
+    y = _kernels(planned)[-1].outputs[0]
+    p = y.placement
+    monkeypatch.setattr(y, "placement", Placement(p.buffer, planned.buffers[p.buffer]["size"] - 256, p.size))
+    with pytest.raises(CompileError, match="overruns"):
+        check_plan(planned)
 
 
-def test_misaligned_binding_is_caught(planned):
-    op = _kernels(planned)[1]
-    b = op.dispatches[0].bindings[0]
-    saved = b.offset
-    b.offset = 4
-    b.size = b.value.nbytes - 4
-    try:
-        with pytest.raises(CompileError, match="misaligned"):
-            check_plan(planned)
-    finally:
-        b.offset, b.size = saved, None
+def test_misaligned_binding_is_caught(planned, monkeypatch):
+    b = _kernels(planned)[1].dispatches[0].bindings[0]
+    monkeypatch.setattr(b, "offset", 4)
+    monkeypatch.setattr(b, "size", b.value.nbytes - 4)
+    with pytest.raises(CompileError, match="misaligned"):
+        check_plan(planned)
 
 
 def test_arena_is_close_to_the_lower_bound():

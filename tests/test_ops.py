@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import assert_close, check_against_ort, gpu_run, node_model, rand
+from helpers import assert_close, bn_params, check_against_ort, gpu_run, node_model, rand
 
 pytestmark = pytest.mark.gpu
 
@@ -165,28 +165,18 @@ def test_conv(xs, ws, attrs, bias, device):
 
 
 # -- normalization ---------------------------------------------------------------------------
-def _bn_params(c, seed=0):
-    rng = np.random.default_rng(seed)
-    return {
-        "scale": rng.uniform(0.5, 1.5, c).astype(np.float32),
-        "bias": rng.normal(0, 1, c).astype(np.float32),
-        "mean": rng.normal(0, 1, c).astype(np.float32),
-        "var": rng.uniform(0.5, 2.0, c).astype(np.float32),
-    }
-
-
 @pytest.mark.parametrize("shape,opset", [((2, 3, 5, 5), 15), ((1, 4, 6), 9), ((2, 5), 7)])
 def test_batchnorm_constant_stats(shape, opset, device):
     x = rand(*shape)
     model = node_model(
-        "BatchNormalization", {"x": x}, {"epsilon": 1e-3}, opset=opset, initializers=_bn_params(shape[1])
+        "BatchNormalization", {"x": x}, {"epsilon": 1e-3}, opset=opset, initializers=bn_params(shape[1])
     )
     check_against_ort(model, {"x": x}, device)
 
 
 def test_batchnorm_runtime_stats(device):
     x = rand(2, 3, 4, 4)
-    params = _bn_params(3)
+    params = bn_params(3)
     feeds = {"x": x, **params}
     check_against_ort(node_model("BatchNormalization", feeds), feeds, device)
 

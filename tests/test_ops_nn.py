@@ -26,16 +26,19 @@ CONVS_ND = [
 ]
 
 
+def _with_weights(op_type: str, x, params: dict, attrs: dict, weights: str):
+    """A one-node model of x and ``params``: constants, or inputs fed at run time."""
+    if weights == "const":
+        return node_model(op_type, {"x": x}, attrs, initializers=params), {"x": x}
+    feeds = {"x": x, **params}
+    return node_model(op_type, feeds, attrs), feeds
+
+
 @pytest.mark.parametrize("xs,ws,attrs", CONVS_ND, ids=[f"conv{i}" for i in range(len(CONVS_ND))])
 @pytest.mark.parametrize("weights", ["const", "runtime"])
 def test_conv_nd(xs, ws, attrs, weights, device):
-    x, w, b = rand(*xs), rand(*ws, seed=1), rand(ws[0], seed=2)
-    if weights == "const":
-        model = node_model("Conv", {"x": x}, attrs, initializers={"w": w, "b": b})
-        feeds = {"x": x}
-    else:
-        feeds = {"x": x, "w": w, "b": b}
-        model = node_model("Conv", feeds, attrs)
+    params = {"w": rand(*ws, seed=1), "b": rand(ws[0], seed=2)}
+    model, feeds = _with_weights("Conv", rand(*xs), params, attrs, weights)
     check_against_ort(model, feeds, device, rtol=1e-4, atol=1e-4)
 
 
@@ -67,14 +70,8 @@ CONV_TRANSPOSES = [
 @pytest.mark.parametrize("xs,ws,attrs", CONV_TRANSPOSES, ids=[f"ct{i}" for i in range(len(CONV_TRANSPOSES))])
 @pytest.mark.parametrize("weights", ["const", "runtime"])
 def test_conv_transpose(xs, ws, attrs, weights, device):
-    x, w = rand(*xs), rand(*ws, seed=1)
-    b = rand(ws[1] * attrs.get("group", 1), seed=2)
-    if weights == "const":
-        model = node_model("ConvTranspose", {"x": x}, attrs, initializers={"w": w, "b": b})
-        feeds = {"x": x}
-    else:
-        feeds = {"x": x, "w": w, "b": b}
-        model = node_model("ConvTranspose", feeds, attrs)
+    params = {"w": rand(*ws, seed=1), "b": rand(ws[1] * attrs.get("group", 1), seed=2)}
+    model, feeds = _with_weights("ConvTranspose", rand(*xs), params, attrs, weights)
     check_against_ort(model, feeds, device, rtol=1e-4, atol=1e-4)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from helpers import check_against_ort, rand
+from helpers import bn_params, check_against_ort, rand
 from onnx import TensorProto, helper, numpy_helper
 
 from onnx2wgsl.compiler import compile_model
@@ -30,20 +30,10 @@ def _kinds(model, level=2):
     ]
 
 
-def _bn(c, seed=0):
-    r = np.random.default_rng(seed)
-    return {
-        "s": r.uniform(0.5, 1.5, c).astype(np.float32),
-        "b": r.normal(0, 1, c).astype(np.float32),
-        "m": r.normal(0, 1, c).astype(np.float32),
-        "v": r.uniform(0.5, 2, c).astype(np.float32),
-    }
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("bias", [True, False])
 def test_conv_batchnorm_folds_into_weights(bias, device):
-    inits = {"w": rand(8, 3, 3, 3, seed=1), **_bn(8)}
+    inits = {"w": rand(8, 3, 3, 3, seed=1), **bn_params(8, names="sbmv")}
     conv_in = ["x", "w"] + (["cb"] if bias else [])
     if bias:
         inits["cb"] = rand(8, seed=2)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import wgpu
-from helpers import node_model, ort_run, rand
-from onnx import helper
+from helpers import node_model, ort_run, rand, two_layer_model
 
 import onnx2wgsl
 from onnx2wgsl.errors import InputError, ManifestError
@@ -14,25 +13,9 @@ from onnx2wgsl.errors import InputError, ManifestError
 pytestmark = pytest.mark.gpu
 
 
-def _two_layer_model():
-    x = helper.make_tensor_value_info("x", 1, [2, 8])
-    y = helper.make_tensor_value_info("y", 1, [2, 4])
-    z = helper.make_tensor_value_info("z", 1, [2, 8])
-    w = helper.make_tensor("w", 1, [8, 4], rand(8, 4).ravel().tolist())
-    nodes = [
-        helper.make_node("MatMul", ["x", "w"], ["h"]),
-        helper.make_node("Relu", ["h"], ["y"]),
-        helper.make_node("Sigmoid", ["x"], ["z"]),
-    ]
-    g = helper.make_graph(nodes, "two", [x], [y, z], [w])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    return m
-
-
 @pytest.fixture
 def session(tmp_path, device):
-    onnx2wgsl.compile(_two_layer_model(), tmp_path / "a")
+    onnx2wgsl.compile(two_layer_model(), tmp_path / "a")
     with onnx2wgsl.load(tmp_path / "a", device=device) as sess:
         yield sess
 
@@ -65,7 +48,7 @@ def test_run_creates_no_gpu_objects(session, monkeypatch):
 def test_outputs_and_selection(session):
     x = rand(2, 8)
     y, z = session.run(None, {"x": x})
-    want_y, want_z = ort_run(_two_layer_model(), {"x": x})
+    want_y, want_z = ort_run(two_layer_model(), {"x": x})
     np.testing.assert_allclose(y, want_y, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(z, want_z, rtol=1e-5, atol=1e-6)
     (z2,) = session.run(["z"], {"x": x})
@@ -113,7 +96,7 @@ def test_unknown_output_name(session):
 def test_damaged_artifacts_are_refused(tmp_path, device):
     with pytest.raises(ManifestError, match="not a compiled artifact"):
         onnx2wgsl.load(tmp_path, device=device)
-    onnx2wgsl.compile(_two_layer_model(), tmp_path / "a")
+    onnx2wgsl.compile(two_layer_model(), tmp_path / "a")
     blob = (tmp_path / "a" / "weights.bin").read_bytes()
     (tmp_path / "a" / "weights.bin").write_bytes(blob[:-4] + b"\0\0\0\1")
     with pytest.raises(ManifestError, match="does not match the manifest"):

@@ -83,17 +83,23 @@ def test_worker_example_classifies_in_a_worker(page, digits, device):
     assert [r["predicted"] for r in results] == [r["label"] for r in results]
 
 
+# What isSupported() says and the error InferenceSession.create() throws, after ``%s`` (a
+# statement that takes WebGPU away, or nothing).
+_SUPPORT_AND_CREATE = """async (pkg) => withModule(pkg, async (rt) => {
+  %s
+  const support = await rt.isSupported(pkg);
+  let err;
+  try { await rt.InferenceSession.create(pkg); } catch (e) { err = `${e.name}: ${e.message}`; }
+  return { support, err };
+})"""
+
+
 def test_runtime_says_why_without_navigator_gpu(page, digits):
     url, _ = digits
     page.open("/tests/harness.html")
     out = page.evaluate(
-        """async (pkg) => withModule(pkg, async (rt) => {
-          Object.defineProperty(Navigator.prototype, 'gpu', { get: () => undefined, configurable: true });
-          const support = await rt.isSupported(pkg);
-          let err;
-          try { await rt.InferenceSession.create(pkg); } catch (e) { err = `${e.name}: ${e.message}`; }
-          return { support, err };
-        })""",
+        _SUPPORT_AND_CREATE
+        % "Object.defineProperty(Navigator.prototype, 'gpu', { get: () => undefined, configurable: true });",
         url,
     )
     assert out["support"]["supported"] is False and "navigator.gpu is missing" in out["support"]["reason"]
@@ -120,12 +126,7 @@ def test_without_webgpu_create_fails_clearly_and_the_demo_says_so(no_webgpu_brow
     p = _page(no_webgpu_browser, server)
     p.open("/tests/harness.html")
     out = p.evaluate(
-        """async (pkg) => withModule(pkg, async (rt) => {
-          const support = await rt.isSupported(pkg);
-          let err;
-          try { await rt.InferenceSession.create(pkg); } catch (e) { err = `${e.name}: ${e.message}`; }
-          return { support, err };
-        })""",
+        _SUPPORT_AND_CREATE % "",
         url,
     )
     assert out["support"]["supported"] is False

@@ -9,31 +9,12 @@ import shutil
 import numpy as np
 import pytest
 from browser_support import decode
-from helpers import node_model, rand
-from onnx import helper
+from helpers import node_model, rand, two_layer_model
 
 import onnx2wgsl
 from onnx2wgsl.compiler.target import WEBGPU_DEFAULT_LIMITS, Target
 
 pytestmark = [pytest.mark.gpu, pytest.mark.browser]
-
-
-def two_layer_model():
-    """x[2,8] -> y = Relu(x @ w)[2,4], z = Sigmoid(x)[2,8] (as tests/test_runtime.py)."""
-    x = helper.make_tensor_value_info("x", 1, [2, 8])
-    y = helper.make_tensor_value_info("y", 1, [2, 4])
-    z = helper.make_tensor_value_info("z", 1, [2, 8])
-    w = helper.make_tensor("w", 1, [8, 4], rand(8, 4).ravel().tolist())
-    nodes = [
-        helper.make_node("MatMul", ["x", "w"], ["h"]),
-        helper.make_node("Relu", ["h"], ["y"]),
-        helper.make_node("Sigmoid", ["x"], ["z"]),
-    ]
-    m = helper.make_model(
-        helper.make_graph(nodes, "two", [x], [y, z], [w]), opset_imports=[helper.make_opsetid("", 17)]
-    )
-    m.ir_version = 8
-    return m
 
 
 @pytest.fixture
