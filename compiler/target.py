@@ -13,6 +13,12 @@ from onnx2wgsl.runtime.manifest import DEFAULT_LIMITS
 # the artifact contract, so they live beside the manifest schema.
 WEBGPU_DEFAULT_LIMITS = DEFAULT_LIMITS
 
+# Mesa 22's lavapipe (llvmpipe, Debian 12's software Vulkan) silently ends every loop of an
+# invocation once that invocation has taken this many loop back-edges, all its loops counted
+# together. Kernels whose invocations would loop longer split the work across invocations or
+# dispatches; a kernel that counts its back-edges stays at or under this.
+LOOP_BUDGET = 65535
+
 
 @dataclass(frozen=True)
 class Target:

@@ -4,11 +4,15 @@ recurrent layers, Attention and RotaryEmbedding."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
 from helpers import assert_close, check_against_ort, gpu_run, node_model, ort_run, rand, reference_run
 from onnx import helper, numpy_helper
+
+import onnx2wgsl
 
 pytestmark = pytest.mark.gpu
 
@@ -354,13 +358,16 @@ RECURRENT = [
 
 def _recurrent_case(op, attrs, options, T=5, batch=3, In=4, H=6):
     rng = np.random.default_rng(7)
+    # recurrent weights of a gain near 1: larger ones make a long sequence chaotic, where float
+    # rounding alone (any engine's) grows into differences of order 1 within tens of steps
+    r_scale = min(0.5, 1.5 / H**0.5)
     dirs = 2 if attrs.get("direction") == "bidirectional" else 1
     G = GATE_COUNT[op]
     layout = attrs.get("layout", 0)
     x = rng.uniform(-1, 1, (T, batch, In) if layout == 0 else (batch, T, In)).astype(np.float32)
     params = {
         "w": rng.uniform(-0.5, 0.5, (dirs, G * H, In)).astype(np.float32),
-        "r": rng.uniform(-0.5, 0.5, (dirs, G * H, H)).astype(np.float32),
+        "r": rng.uniform(-r_scale, r_scale, (dirs, G * H, H)).astype(np.float32),
     }
     state = (dirs, batch, H) if layout == 0 else (batch, dirs, H)
     extra = {
@@ -445,6 +452,51 @@ def test_recurrent_hidden_size_over_a_workgroup(device):
     # 300 hidden units: each invocation of the 256-wide workgroup owns one or two
     model, feeds = _recurrent_case("GRU", {}, "bh", T=3, batch=2, In=5, H=300)
     check_against_ort(model, feeds, device, rtol=1e-4, atol=1e-4)
+
+
+def test_lstm_hidden_512_over_32_steps(device):
+    """The CRNN text recogniser's layer that Mesa 22's lavapipe got wrong: its loops outran the
+    driver's per-invocation loop budget (compiler.target.LOOP_BUDGET) and ended early."""
+    rng = np.random.default_rng(0)
+    H, T, In = 512, 32, 64
+    w = {k: (rng.standard_normal(s) * 0.1).astype(np.float32)
+         for k, s in (("w", (1, 4 * H, In)), ("r", (1, 4 * H, H)), ("b", (1, 8 * H)))}  # fmt: skip
+    x = rng.standard_normal((T, 1, In)).astype(np.float32)
+    model = node_model("LSTM", {"x": x}, {"hidden_size": H}, opset=12, initializers=w, n_outputs=3)
+    check_against_ort(model, {"x": x}, device, rtol=1e-4, atol=1e-4)
+
+
+LONG_RECURRENT = [
+    # (op, hidden, steps, attrs, options): past one dispatch's loop budget the layer runs in
+    # chunks of steps, its state carried over from one dispatch to the next
+    ("LSTM", 512, 100, {"direction": "bidirectional"}, "bhc"),
+    ("LSTM", 1024, 32, {}, "bhcp"),
+    ("LSTM", 1024, 100, {"direction": "bidirectional"}, "bS"),
+    ("GRU", 512, 100, {"direction": "bidirectional"}, "bh"),
+    ("GRU", 1024, 100, {"direction": "reverse", "linear_before_reset": 1}, "bh"),
+    ("GRU", 1024, 32, {}, "bs"),
+    ("RNN", 1024, 100, {"direction": "bidirectional"}, "bhs"),
+]
+
+
+@pytest.mark.parametrize(
+    "op,H,T,attrs,options",
+    LONG_RECURRENT,
+    ids=[f"{o}-{h}x{t}-{i}" for i, (o, h, t, _, _) in enumerate(LONG_RECURRENT)],
+)
+def test_recurrent_long_and_wide(op, H, T, attrs, options, device):
+    model, feeds = _recurrent_case(op, attrs, options, T=T, batch=2, In=64, H=H)
+    check_against_ort(model, feeds, device, rtol=1e-4, atol=1e-4)
+
+
+def test_recurrent_long_layer_runs_in_chunks_of_one_resumable_shader(tmp_path):
+    """Past the loop budget a layer splits its steps over dispatches: the first from the initial
+    state, the rest resuming (one shader for all of them), so pipelines do not grow with T."""
+    model, _ = _recurrent_case("LSTM", {"direction": "bidirectional"}, "bhc", T=100, batch=1, In=64, H=1024)
+    onnx2wgsl.compile(model, tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert len(manifest["shaders"]) == 2
+    assert [d["shader"] for d in manifest["dispatches"]] == [0] + [1] * 6
 
 
 # -- Attention ------------------------------------------------------------------------------------

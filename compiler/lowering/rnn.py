@@ -20,9 +20,10 @@ import math
 
 import numpy as np
 
-from onnx2wgsl.ir import Dispatch, Op, TensorType, Value
+from onnx2wgsl.ir import Dispatch, DType, Op, TensorType, Value
 
 from ..elementwise_ops import f32, helper_code
+from ..target import LOOP_BUDGET
 from . import LowerCtx, binding, decl, lowers
 from .elementwise import emit_map, map_dispatch
 from .indexing import View, contiguous
@@ -139,11 +140,18 @@ def lower_rnn(ctx: LowerCtx, op: Op) -> None:
     if kind == "LSTM" and P is not None:
         prologue.append(f"let pb = {off_p}u + dir * {3 * H}u + j;")
 
+    # Steps per dispatch: few enough that no invocation loops past the budget (LOOP_BUDGET).
+    dots = _dot_functions(In, H, off_r, kind == "GRU" and shared == 2)
+    per_dot = {d["name"]: d["trips"] for d in dots}
+    calls = sum(line.count(f"{n}(") * per_dot[n] for phase in phases for line in phase for n in per_dot)
+    per_step = J * (calls + len(phases) + 1) + 1
+    S = max(1, min(T, (LOOP_BUDGET - 4 * J - 8) // per_step))
+    chunks = math.ceil(T / S)
+
     reads: list[tuple[str, Value]] = [("X", X), ("P", params)]
-    init = []
+    init = [f"hs[j] = {'H0[' + state_idx + ']' if H0 is not None else '0.0f'};"]
     if H0 is not None:
         reads.append(("H0", H0))
-    init.append(f"hs[j] = {'H0[' + state_idx + ']' if H0 is not None else '0.0f'};")
     if kind == "LSTM":
         if C0 is not None:
             reads.append(("C0", C0))
@@ -161,15 +169,70 @@ def lower_rnn(ctx: LowerCtx, op: Op) -> None:
     if "Y_c" in outs:
         final.append(f"Yc[{state_idx}] = cs[q];")
     reverse = {"forward": "false", "reverse": "true", "bidirectional": "dir == 1u"}[a["direction"]]
-    decls = [decl(n, v) for n, v in reads] + [decl(names[n], v, write=True) for n, v in writes]
-    shader = ctx.shader(
-        "rnn.wgsl.j2", decls=decls, wg=wg, J=J, H=H, I=In, T=T, kind=kind, helpers=helper_code("tanh"),
-        off_r=off_r, gru_reset_first=shared == 2, private=private, prologue=prologue, init=init,
-        phases=phases, step_write=step_write, skip_write=skip_write, final=final, x_base=x_base,
-        reverse=reverse, seq_len="u32(SL[b])" if SL is not None else f"{T}u",
+    common = dict(
+        wg=wg, J=J, H=H, T=T, Bt=Bt, kind=kind, helpers=helper_code("tanh"), dots=dots,
+        gru_reset_first=shared == 2, private=private, prologue=prologue, phases=phases,
+        step_write=step_write, skip_write=skip_write, final=final, x_base=x_base, reverse=reverse,
+        seq_len="u32(SL[b])" if SL is not None else f"{T}u",
     )  # fmt: skip
+    decls = [decl(n, v) for n, v in reads] + [decl(names[n], v, write=True) for n, v in writes]
     bindings = [binding(v) for _, v in reads] + [binding(v, write=True) for _, v in writes]
-    ctx.kernel([v for _, v in reads], [v for _, v in writes], [Dispatch(shader, (Bt, dirs, 1), bindings)])
+    if chunks == 1:
+        shader = ctx.shader("rnn.wgsl.j2", decls=decls, init=init, S=T, what=f"all {T} steps",
+                            chunked=False, resume=False, save=[], counter_at=0, **common)  # fmt: skip
+        ctx.kernel([v for _, v in reads], [v for _, v in writes], [Dispatch(shader, (Bt, dirs, 1), bindings)])
+        return
+
+    # Long sequences: `chunks` dispatches of S steps each. The hidden (and cell) state and a
+    # step counter per sequence carry over in a scratch buffer; the first dispatch starts from
+    # the initial state, the others resume from the scratch, and the last writes Y_h, Y_c.
+    n = dirs * Bt * H
+    cells = n if kind == "LSTM" else 0
+    state = ctx.temp(TensorType(DType.f32, (n + cells + dirs * Bt,)), f"{op.outputs[0].name}.rnn_state")
+    slot = f"ci * {H}u + j"
+    save = [f"St[{slot}] = hs[j];"] + ([f"St[{n}u + {slot}] = cs[q];"] if cells else [])
+    resume = [f"hs[j] = St[{slot}];"] + ([f"cs[q] = St[{n}u + {slot}];"] if cells else [])
+    st_decl, st_binding = decl("St", state, write=True), binding(state, write=True)
+    first = ctx.shader(
+        "rnn.wgsl.j2", decls=decls + [st_decl], init=init, S=S, what=f"its first {S} of {T} steps",
+        chunked=True, resume=False, save=save, counter_at=n + cells, **common,
+    )  # fmt: skip
+    rest_reads = [(k, v) for k, v in reads if k not in ("H0", "C0")]
+    rest_decls = [decl(k, v) for k, v in rest_reads] + [decl(names[k], v, write=True) for k, v in writes]
+    rest = ctx.shader(
+        "rnn.wgsl.j2", decls=rest_decls + [st_decl], init=resume, S=S,
+        what=f"the next {S} of {T} steps, from the state the dispatch before left",
+        chunked=True, resume=True, save=save, counter_at=n + cells, **common,
+    )  # fmt: skip
+    rest_bindings = [binding(v) for _, v in rest_reads] + [binding(v, write=True) for _, v in writes]
+    dispatches = [Dispatch(first, (Bt, dirs, 1), bindings + [st_binding])]
+    dispatches += [Dispatch(rest, (Bt, dirs, 1), rest_bindings + [st_binding])] * (chunks - 1)
+    ctx.kernel([v for _, v in reads], [v for _, v in writes] + [state], dispatches)
+
+
+def _dot_functions(In: int, H: int, off_r: int, with_rh: bool) -> list[dict]:
+    """The dot products of a gate row, four products per loop trip (a quarter of the loop
+    back-edges, and fewer loop overheads): input part X[t, b, :] . W[row, :], recurrent part
+    h . R[row, :], and (GRU resetting first) (r * h) . R[row, :]."""
+    U = 4
+
+    def dot(name, params, a, w, n, comment):
+        trips = n // U
+        body = " + ".join(f"{a(f'k + {u}u')} * {w(f'k + {u}u')}" for u in range(U))
+        tail = [f"{a(f'{k}u')} * {w(f'{k}u')}" for k in range(trips * U, n)]
+        return {"name": name, "params": params, "trips": trips, "unroll": U, "body": body, "tail": tail,
+                "comment": comment}  # fmt: skip
+
+    out = [
+        dot("dot_x", "xb: u32, row: u32", lambda k: f"X[xb + {k}]", lambda k: f"P[row * {In}u + {k}]", In,
+            "input part of a gate row: X[t, b, :] . W[row, :]"),
+        dot("dot_h", "row: u32", lambda k: f"hs[{k}]", lambda k: f"P[{off_r}u + row * {H}u + {k}]", H,
+            "recurrent part of a gate row: h[:] . R[row, :]"),
+    ]  # fmt: skip
+    if with_rh:
+        out.append(dot("dot_rh", "row: u32", lambda k: f"rh[{k}]", lambda k: f"P[{off_r}u + row * {H}u + {k}]",
+                       H, "(r * h)[:] . R[row, :]"))  # fmt: skip
+    return out
 
 
 def _activation_code(a: dict, kind: str, dirs: int) -> list:
