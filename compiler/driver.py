@@ -78,7 +78,7 @@ def infer_stage(g: Graph) -> str:
 
 def _source(model, stage: str | None, names: list[str], shapes, dims) -> _Source:
     if isinstance(model, onnx.ModelProto):
-        return _Source(model.graph.name or "model", proto=model)
+        return _Source(model.graph.name or "model", proto=load_model(model))
     if isinstance(model, Graph):
         src = _Source(model.name, graph=model, done=stage or infer_stage(model))
     elif Path(model).suffix == ".ir":

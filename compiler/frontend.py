@@ -31,8 +31,12 @@ _DATA_PROP_LIMIT = 4096
 
 
 def load_model(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
-    """Read a model file (external data included, only from beside the model) or take a proto."""
+    """Read a model file (external data included, only from beside the model) or take a proto.
+
+    A proto carries no folder, so one whose tensors still point at external data files is
+    refused rather than read relative to the working directory."""
     if isinstance(model, onnx.ModelProto):
+        _refuse_external_data(model)
         return model
     path = Path(model)
     if not path.is_file():
@@ -50,6 +54,32 @@ def load_model(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
     return proto
 
 
+def _refuse_external_data(proto: onnx.ModelProto) -> None:
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    for t in _get_all_tensors(proto):
+        if uses_external_data(t):
+            loc = {e.key: e.value for e in t.external_data}.get("location", "")
+            raise CompileError(
+                f"tensor {t.name!r} of the model points to external data {loc!r}, and a ModelProto "
+                "has no folder to read it from",
+                hint="pass the model's file path instead (its external data is read from beside "
+                "it), or load it with onnx.load(path), which reads the data into the proto",
+            )
+
+
+def _external_int(info: dict, key: str, default: int | None, loc: str, name: str) -> int | None:
+    if key not in info:
+        return default
+    try:
+        value = int(info[key])
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise CompileError(f"external data of tensor {name!r} in {loc!r} has a bad {key}: {info[key]!r}")
+    return value
+
+
 def _load_external_data(proto: onnx.ModelProto, base: Path) -> None:
     from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
@@ -59,24 +89,29 @@ def _load_external_data(proto: onnx.ModelProto, base: Path) -> None:
             continue
         info = {e.key: e.value for e in t.external_data}
         loc = info.get("location", "")
+        # resolve() follows links in every component, a linked folder's too
         target = (base / loc).resolve()
-        if os.path.isabs(loc) or base not in target.parents:
+        if not loc or os.path.isabs(loc) or base not in target.parents:
             raise CompileError(
                 f"tensor {t.name!r} points to external data outside the model's folder: {loc!r}",
-                hint="external data files must lie beside the model (no absolute paths or '..')",
+                hint="external data files must lie beside the model (no absolute paths, '..' or links out)",
             )
         if not target.is_file():
             raise CompileError(
-                f"external data file {loc!r} of tensor {t.name!r} is missing",
+                f"external data file {loc!r} of tensor {t.name!r} is missing or not a regular file",
                 hint=f"put it in {str(base)!r} beside the model",
             )
-        offset = int(info.get("offset", 0))
-        length = int(info["length"]) if "length" in info else None
+        offset = _external_int(info, "offset", 0, loc, t.name)
+        length = _external_int(info, "length", None, loc, t.name)
+        size = target.stat().st_size
+        if offset + (length or 0) > size:
+            raise CompileError(
+                f"external data of tensor {t.name!r} lies past the end of {loc!r} "
+                f"(offset {offset:,}, length {length or 0:,}, file size {size:,})"
+            )
         with open(target, "rb") as f:
             f.seek(offset)
-            raw = f.read() if length is None else f.read(length)
-        if length is not None and len(raw) != length:
-            raise CompileError(f"external data file {loc!r} is shorter than tensor {t.name!r} needs")
+            raw = f.read(size - offset if length is None else length)
         t.raw_data = raw
         del t.external_data[:]
         t.data_location = onnx.TensorProto.DEFAULT
