@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from onnx2wgsl import __version__
+from onnx2wgsl.errors import CompileError
 from onnx2wgsl.ir import Graph, Value
 from onnx2wgsl.ir.types import storage_dtype
 from onnx2wgsl.runtime.manifest import FORMAT, MANIFEST, VERSION, validate
@@ -26,19 +27,65 @@ class Artifact:
     shaders: dict[str, str]  # file name -> WGSL
     weights: bytes
 
-    def write(self, out: str | Path) -> Path:
+    def write(self, out: str | Path, force: bool = False) -> Path:
+        """Write into ``out``: a new or empty folder, or one holding an earlier artifact (whose
+        shader files are replaced); any other folder only with ``force``. Files that no compile
+        wrote are never deleted."""
         out = Path(out)
-        if out.exists() and not out.is_dir():
-            raise FileExistsError(f"{out} exists and is not a directory")
+        check_output_dir(out, force)
         shader_dir = out / "shaders"
-        if shader_dir.is_dir():
-            shutil.rmtree(shader_dir)  # stale shaders of an earlier compile must not linger
+        for old in _artifact_files(out):
+            if old.parent == shader_dir and old.name not in self.shaders:
+                old.unlink()  # a stale shader of the earlier compile must not linger
         shader_dir.mkdir(parents=True, exist_ok=True)
         for name, text in self.shaders.items():
             (shader_dir / name).write_text(text)
         (out / WEIGHTS).write_bytes(self.weights)
         (out / MANIFEST).write_text(json.dumps(self.manifest, indent=1) + "\n")
         return out
+
+
+_SHADER_FILE = re.compile(r"shaders/[A-Za-z0-9_.\-]+\.wgsl")
+
+
+def _earlier_manifest(out: Path) -> dict | None:
+    """The manifest of an artifact already in ``out``, or None."""
+    try:
+        manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and manifest.get("format") == FORMAT else None
+
+
+def holds_artifact(out: Path) -> bool:
+    return _earlier_manifest(out) is not None
+
+
+def _artifact_files(out: Path) -> list[Path]:
+    """The shader files an earlier artifact in ``out`` lists (only plain names inside shaders/)."""
+    shaders = (_earlier_manifest(out) or {}).get("shaders")
+    files = [s.get("file") for s in shaders if isinstance(s, dict)] if isinstance(shaders, list) else []
+    return [
+        out / f for f in files if isinstance(f, str) and _SHADER_FILE.fullmatch(f) and (out / f).is_file()
+    ]
+
+
+def check_output_dir(out: str | Path, force: bool = False) -> None:
+    """Refuse an output that is a file, or a folder holding files but no artifact of ours."""
+    out = Path(out)
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise CompileError(
+            f"output {str(out)!r} exists and is not a folder", hint="choose another output path"
+        )
+    if force or holds_artifact(out) or not any(out.iterdir()):
+        return
+    raise CompileError(
+        f"output folder {str(out)!r} is not empty and holds no onnx2wgsl artifact",
+        hint="choose a new or empty folder, or pass --force (Python: force=True) to write the "
+        "artifact's files into it; other files there are kept",
+    )
 
 
 def storage_bytes(v: Value) -> bytes:

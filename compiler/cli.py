@@ -14,6 +14,8 @@ import numpy as np
 from onnx2wgsl import __version__
 from onnx2wgsl.errors import Onnx2WgslError
 
+from .host_eval import FOLD_LIMIT
+
 
 class UsageError(Onnx2WgslError):
     pass
@@ -27,6 +29,15 @@ def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
             raise UsageError(f"{what} {item!r} must look like NAME=VALUE")
         out[name] = value
     return out
+
+
+def _bytes(text: str) -> int:
+    """A byte count for argparse: 1048576, 512M, 2G."""
+    scale = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(text[-1:].lower(), 1)
+    digits = text[:-1] if scale > 1 else text
+    if not digits.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a byte count (e.g. 1048576, 512M, 2G)")
+    return int(digits) * scale
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -60,7 +71,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     constants = {k: _load_array(v) for k, v in _pairs(args.const, "--const").items()}
     hooks = [_progress] if args.verbose else []
     if args.dump_ir:
-        hooks.append(IRDumper(args.dump_ir, args.opt_level))
+        hooks.append(IRDumper(args.dump_ir, args.opt_level, force=args.force))
     res = compile_model(
         args.model,
         args.output,
@@ -71,6 +82,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
         opt_level=args.opt_level,
         verify_ir=args.verify_ir,
         on_stage=(lambda stage, g: [h(stage, g) for h in hooks]) if hooks else None,
+        force=args.force,
+        fold_limit=args.fold_limit,
     )
     if args.target == "js":
         from .package_js import write_js_package
@@ -298,7 +311,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "model", help="the .onnx file, or a FILE.ir (compiled on from the stage it was dumped after)"
     )
-    c.add_argument("-o", "--output", required=True, help="artifact directory to write")
+    c.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="artifact directory to write: new, empty or holding an earlier artifact (see --force)",
+    )
+    c.add_argument(
+        "--force",
+        action="store_true",
+        help="write into -o (and --dump-ir) DIR even when it holds other files; they are kept",
+    )
     c.add_argument(
         "--shape", action="append", metavar="NAME=AxBxC", help="fix an input's whole shape (repeatable)"
     )
@@ -336,6 +359,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--package-name",
         metavar="NAME",
         help="npm package name for --target js (default: from the model file)",
+    )
+    c.add_argument(
+        "--fold-limit",
+        type=_bytes,
+        default=FOLD_LIMIT,
+        metavar="BYTES",
+        help=f"the most bytes one tensor folded at compile time may take (default {FOLD_LIMIT:,}; "
+        "suffixes K, M, G)",
     )
     c.add_argument("--verify-ir", action="store_true", help="check the IR after every stage")
     c.add_argument(

@@ -14,9 +14,11 @@ import onnx
 
 from onnx2wgsl.errors import CompileError
 from onnx2wgsl.ir import Graph, VerifyError, verify
+from onnx2wgsl.ir.printer import HEADER as IR_HEADER
 
-from .artifact import Artifact, build_artifact
+from .artifact import Artifact, build_artifact, check_output_dir
 from .frontend import import_model, load_model
+from .host_eval import FOLD_LIMIT
 from .lowering import lower
 from .memory import MemoryPlan, align, check_plan, lifetimes, plan_memory, roots
 from .passes import lowered_pipeline, pipeline, run_passes
@@ -125,8 +127,11 @@ def compile_model(
     on_stage: Callable[[str, Graph], None] | None = None,
     stage: str | None = None,
     constants: dict[str, np.ndarray] | None = None,
+    force: bool = False,
+    fold_limit: int = FOLD_LIMIT,
 ) -> CompileResult:
-    """Compile into an artifact; write it if ``output`` is given.
+    """Compile into an artifact; write it if ``output`` is given (a new or empty folder, or one
+    holding an earlier artifact; any other folder only with ``force``).
 
     ``model`` is an ONNX model (path or proto), an IR file (``FILE.ir``, dumped after some
     stage, which its header records) or a Graph (``stage`` names the stage it is past;
@@ -135,8 +140,11 @@ def compile_model(
 
     ``constants`` freezes graph inputs of an ONNX model to the given arrays (see
     ``frontend.import_model``); an op that needs an input's value at compile time raises
-    ConstantRequiredError naming it."""
+    ConstantRequiredError naming it. No tensor folded on the host may take more than
+    ``fold_limit`` bytes (a clear error names the node)."""
     t0 = time.perf_counter()
+    if output is not None:
+        check_output_dir(output, force)  # before the work, not after it
     tgt = get_target(target)
     names = stage_names(opt_level)
     src = _source(model, stage, names, shapes, dims)
@@ -150,7 +158,7 @@ def compile_model(
     done = names.index(src.done) if src.done else -1
     warnings: list[str] = []
     if src.proto is not None:
-        g, warnings = import_model(src.proto, _parse_shapes(shapes), dims, constants)
+        g, warnings = import_model(src.proto, _parse_shapes(shapes), dims, constants, fold_limit)
         g.metadata["input_names"] = [v.name for v in g.inputs]
         g.metadata["onnx_nodes"] = len(src.proto.graph.node)
         if src.sha256:
@@ -163,7 +171,7 @@ def compile_model(
         )
     else:
         g = src.graph
-    passes = pipeline(opt_level, tgt)
+    passes = pipeline(opt_level, tgt, fold_limit)
     g = run_passes(g, passes[done:], after=after)  # names[1 + i] is passes[i]
     ops = len(g.ops)
     if done < names.index("lower"):
@@ -184,7 +192,7 @@ def compile_model(
         plan = _plan_of_placements(g, tgt)
     artifact = build_artifact(g, tgt, src.sha256)
     if output is not None:
-        artifact.write(output)
+        artifact.write(output, force)
     report = CompileReport(
         model=src.label,
         onnx_nodes=int(g.metadata.get("onnx_nodes", 0)),
@@ -270,12 +278,21 @@ class IRDumper:
     """An ``on_stage`` hook that writes ``DIR/NN-<stage>.ir`` after each stage.
 
     All stages share one ``DIR/weights.bin`` (each distinct tensor stored once; the texts
-    name it in their header). The first write clears the IR files of an earlier dump there."""
+    name it in their header). DIR must be new, empty or an earlier dump (whose IR files the
+    first write removes), or any folder with ``force``; no other file is deleted."""
 
-    def __init__(self, directory: str | os.PathLike, opt_level: int = 2):
+    def __init__(self, directory: str | os.PathLike, opt_level: int = 2, force: bool = False):
         from onnx2wgsl.ir import WeightBlob
 
         self.dir = Path(directory)
+        self.earlier = _earlier_dump(self.dir)
+        if self.dir.exists() and not self.dir.is_dir():
+            raise CompileError(f"--dump-ir {str(self.dir)!r} exists and is not a folder")
+        if self.dir.is_dir() and not (force or self.earlier or not any(self.dir.iterdir())):
+            raise CompileError(
+                f"--dump-ir folder {str(self.dir)!r} is not empty and holds no IR dump",
+                hint="choose a new or empty folder, or pass --force to write the dump's files into it",
+            )
         self.names = stage_names(opt_level)
         self.blob = WeightBlob()
         self.written = 0
@@ -286,7 +303,7 @@ class IRDumper:
 
         if not self.files:
             self.dir.mkdir(parents=True, exist_ok=True)
-            for old in self.dir.glob("[0-9][0-9]-*.ir"):
+            for old in self.earlier:
                 old.unlink()
             (self.dir / "weights.bin").write_bytes(b"")
         text = print_ir(g, stage=stage, weights=self.blob, weights_file="weights.bin")
@@ -296,6 +313,20 @@ class IRDumper:
             f.write(self.blob.data[self.written :])
         self.written = len(self.blob.data)
         self.files.append(path)
+
+
+def _earlier_dump(d: Path) -> list[Path]:
+    """The IR files of an earlier dump in ``d``: NN-<stage>.ir files that begin as print_ir's do."""
+    found = []
+    for f in sorted(d.glob("[0-9][0-9]-*.ir")) if d.is_dir() else []:
+        try:
+            with open(f, encoding="utf-8") as fh:
+                head = fh.read(len(IR_HEADER))
+        except (OSError, UnicodeDecodeError):
+            continue
+        if f.is_file() and not f.is_symlink() and head == IR_HEADER:
+            found.append(f)
+    return found
 
 
 def _notes(g: Graph) -> list[str]:

@@ -276,6 +276,7 @@ class Importer:
     dims: dict[str, int] = field(default_factory=dict)
     constants: dict[str, np.ndarray] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    fold_limit: int = host_eval.FOLD_LIMIT
 
     def __post_init__(self) -> None:
         self.g = Graph(name=_clean_name(self.model.graph.name) or "main")
@@ -513,6 +514,7 @@ class Importer:
             and all(v is None or v.is_const for v in inputs)
             and not any(isinstance(a, onnx.GraphProto) for a in attrs.values())
         ):
+            self._check_fold_size(node, inputs, scope, opset)
             data = host_eval.evaluate(
                 node, attrs, [None if v is None else v.data for v in inputs], scope.opset
             )
@@ -533,6 +535,31 @@ class Importer:
             info.schema = _schema(info)
             outs = self._legalize_or_inline(node, info, scope)
         self._bind_outputs(node, outs, scope)
+
+    def _check_fold_size(self, node: onnx.NodeProto, inputs: list, scope: Scope, opset: int) -> None:
+        """Before a node folds on the host: its outputs' sizes, from ONNX's shape inference on its
+        constant inputs, within the fold limit (where inference can tell)."""
+        try:
+            schema = onnx.defs.get_schema(node.op_type, opset, "")
+            types = {n: helper.make_tensor_type_proto(v.dtype.onnx, list(v.shape))
+                     for n, v in zip(node.input, inputs) if v is not None and v.dtype != DType.string}  # fmt: skip
+            data = {n: numpy_helper.from_array(v.data, n)
+                    for n, v in zip(node.input, inputs)
+                    if v is not None and v.data.size <= _DATA_PROP_LIMIT and v.dtype != DType.string}  # fmt: skip
+            res = onnx.shape_inference.infer_node_outputs(
+                schema, node, types, data,
+                opset_imports=[helper.make_opsetid(d, v) for d, v in scope.opset.items()],
+                ir_version=max(self.model.ir_version, 3),
+            )  # fmt: skip
+        except Exception:  # inference cannot tell: evaluation reports what is wrong
+            return
+        for name in node.output:
+            t = _static_type(res[name]) if name in res else None
+            if t is not None and t.dtype.numpy.itemsize:
+                host_eval.check_fold_size(
+                    t.shape, t.dtype.numpy.itemsize, self.fold_limit, f"{name!r}",
+                    node=node.name, op=node.op_type, opset=opset,
+                )  # fmt: skip
 
     def _legalize_or_inline(self, node: onnx.NodeProto, info: NodeInfo, scope: Scope) -> list[Value | None]:
         """Legalize the node; if it has no lowering of its own but a function body, expand that.
@@ -801,14 +828,16 @@ def import_model(
     shapes: dict[str, tuple[int, ...]] | None = None,
     dims: dict[str, int] | None = None,
     constants: dict[str, np.ndarray] | None = None,
+    fold_limit: int = host_eval.FOLD_LIMIT,
 ) -> tuple[Graph, list[str]]:
     """ONNX model -> Graph IR with bound dims, folded constants and legal ops (plus warnings).
 
     ``constants`` freezes graph inputs to given values: they become constants, fold like
     initializers (secondary inputs such as shapes, axes and pads then reach the rules that
-    need them) and are no longer inputs of the compiled model."""
+    need them) and are no longer inputs of the compiled model. No tensor folded on the host may
+    take more than ``fold_limit`` bytes."""
     model = _upgrade(model)
-    imp = Importer(model, dict(shapes or {}), dict(dims or {}), dict(constants or {}))
+    imp = Importer(model, dict(shapes or {}), dict(dims or {}), dict(constants or {}), fold_limit=fold_limit)
     return imp.run(), imp.warnings
 
 

@@ -22,6 +22,27 @@ NONDETERMINISTIC = {
     "Bernoulli",
 }  # fmt: skip
 
+# The most bytes one tensor folded on the host may take unless the compile raises it
+# (fold_limit=, --fold-limit): a model of a hundred bytes can ask for an enormous constant
+# (ConstantOfShape([100000, 100000])), and its size is checked before anything is allocated.
+FOLD_LIMIT = 1 << 30
+
+
+def check_fold_size(shape, itemsize: int, limit: int, what: str, **where) -> None:
+    """A clear error when a tensor folded on the host would take more than ``limit`` bytes."""
+    n = 1
+    for d in shape:
+        n *= int(d)
+    if n * itemsize > limit:
+        raise CompileError(
+            f"folding it on the host would make {what} of shape {list(shape)} ({n * itemsize:,} bytes), "
+            f"over the fold limit of {limit:,} bytes",
+            hint="raise the limit with --fold-limit BYTES (Python: fold_limit=) if the model really "
+            "holds such a constant",
+            **where,
+        )
+
+
 FastPath = Callable[[dict[str, Any], list, int], list]
 _FAST: dict[str, FastPath] = {}
 
@@ -142,11 +163,20 @@ def evaluate(
     domain = node.domain if node.domain != "ai.onnx" else ""
     opset = opset_imports.get(domain, 1)
     fast = _FAST.get(node.op_type) if domain == "" else None
-    if fast is not None and all(v is not None for v in inputs[:1]):
-        out = fast({**attrs, "__op": node.op_type}, inputs, opset)
-        if out is not None:
-            return [np.asarray(o) for o in out]
-    return _reference(node, inputs, opset_imports)
+    try:
+        if fast is not None and all(v is not None for v in inputs[:1]):
+            out = fast({**attrs, "__op": node.op_type}, inputs, opset)
+            if out is not None:
+                return [np.asarray(o) for o in out]
+        return _reference(node, inputs, opset_imports)
+    except MemoryError as e:
+        raise CompileError(
+            "folding it on the host ran out of memory",
+            node=node.name,
+            op=node.op_type,
+            opset=opset,
+            hint="the model asks for an enormous constant; check the node's inputs",
+        ) from e
 
 
 def _reference(node, inputs, opset_imports) -> list[np.ndarray]:

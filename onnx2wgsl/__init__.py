@@ -22,14 +22,27 @@ from .errors import (
 
 
 def compile(
-    model, output=None, *, shapes=None, dims=None, target=None, opt_level=2, emit="python", constants=None
+    model,
+    output=None,
+    *,
+    shapes=None,
+    dims=None,
+    target=None,
+    opt_level=2,
+    emit="python",
+    constants=None,
+    force=False,
+    fold_limit=None,
 ):
     """Compile an ONNX model (path or ModelProto) into an artifact directory.
 
     ``shapes`` maps input names to shapes (tuples or "1x3x224x224"); ``dims`` binds symbolic
     dims by name; ``constants`` maps input names to arrays that freeze those inputs (they fold
     into the model and leave its inputs). ``emit="js"`` also makes the directory an npm
-    package for the browser (the CLI's ``--target js``). Returns the CompileReport
+    package for the browser (the CLI's ``--target js``). ``output`` must be new, empty or hold
+    an earlier artifact; ``force=True`` writes into any folder (its other files are kept).
+    ``fold_limit`` caps the bytes of one tensor folded on the host (default 1 GiB).
+    Returns the CompileReport
     (``.summary()`` prints it)."""
     from .compiler import compile_model
 
@@ -38,7 +51,15 @@ def compile(
     if emit == "js" and output is None:
         raise ValueError("emit='js' needs an output directory")
     report = compile_model(
-        model, output, shapes=shapes, dims=dims, target=target, opt_level=opt_level, constants=constants
+        model,
+        output,
+        shapes=shapes,
+        dims=dims,
+        target=target,
+        opt_level=opt_level,
+        constants=constants,
+        force=force,
+        **({} if fold_limit is None else {"fold_limit": int(fold_limit)}),
     ).report
     if emit == "js":
         from .compiler.package_js import write_js_package

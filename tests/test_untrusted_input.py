@@ -4,6 +4,7 @@ file's bounds, and never through a ModelProto (which has no folder to confine it
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -125,3 +126,132 @@ def test_onnx_load_then_compile_still_works(tmp_path, device):
     with onnx2wgsl.load(tmp_path / "out", device=device) as sess:
         (y,) = sess.run(None, {"x": np.ones(4, np.float32)})
     np.testing.assert_array_equal(y, w + 1)
+
+
+# -- careless use: output folders -----------------------------------------------------------------
+def test_compile_refuses_a_folder_of_other_files_and_keeps_them(tmp_path):
+    m = node_model("Relu", {"x": np.zeros(4, np.float32)})
+    out = tmp_path / "mine"
+    (out / "shaders").mkdir(parents=True)
+    (out / "shaders" / "notes.wgsl").write_text("// a user's file")
+    (out / "photo.jpg").write_bytes(b"\xff\xd8")
+    with pytest.raises(CompileError, match="holds no onnx2wgsl artifact") as e:
+        onnx2wgsl.compile(m, out)
+    assert "--force" in e.value.hint
+    assert sorted(p.name for p in out.rglob("*")) == ["notes.wgsl", "photo.jpg", "shaders"]
+    onnx2wgsl.compile(m, out, force=True)  # writes the artifact beside them, deletes nothing
+    assert (out / "shaders" / "notes.wgsl").exists() and (out / "photo.jpg").exists()
+    assert (out / "manifest.json").exists()
+
+
+def test_recompiling_into_an_artifact_replaces_only_its_own_shaders(tmp_path):
+    import json
+
+    out = tmp_path / "a"
+    x = np.zeros((2, 4), np.float32)
+    w = np.ones((4, 4), np.float32)
+    onnx2wgsl.compile(node_model("MatMul", {"x": x}, initializers={"w": w}), out, opt_level=0)
+    onnx2wgsl.compile(node_model("Softmax", {"x": x}), tmp_path / "b", opt_level=0)
+    before = {p.name for p in (out / "shaders").glob("*.wgsl")}
+    (out / "shaders" / "mine.wgsl").write_text("// kept")
+    onnx2wgsl.compile(node_model("Softmax", {"x": x}), out, opt_level=0)
+    listed = {Path(s["file"]).name for s in json.loads((out / "manifest.json").read_text())["shaders"]}
+    assert before - listed, "the two models should not share every shader name"
+    assert {p.name for p in (out / "shaders").glob("*.wgsl")} == listed | {"mine.wgsl"}
+
+
+def test_compile_refuses_an_output_that_is_a_file(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(CompileError, match="not a folder"):
+        onnx2wgsl.compile(node_model("Relu", {"x": np.zeros(4, np.float32)}), tmp_path / "f")
+
+
+def test_dump_ir_refuses_a_folder_of_other_files(tmp_path):
+    import subprocess
+    import sys
+
+    model = tmp_path / "m.onnx"
+    onnx.save(node_model("Relu", {"x": np.zeros(4, np.float32)}), model)
+    dump = tmp_path / "dump"
+    dump.mkdir()
+    (dump / "01-notes.ir").write_text("my notes, not IR")
+    (dump / "weights.bin").write_bytes(b"precious")
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "onnx2wgsl", *args], capture_output=True, text=True)
+
+    r = cli("compile", str(model), "-o", str(tmp_path / "out"), "--dump-ir", str(dump))
+    assert r.returncode == 1 and "holds no IR dump" in r.stderr and r.stderr.count("\n") == 1
+    assert (dump / "weights.bin").read_bytes() == b"precious" and not (tmp_path / "out").exists()
+    r = cli("compile", str(model), "-o", str(tmp_path / "out"), "--dump-ir", str(dump), "--force")
+    assert r.returncode == 0, r.stderr
+    assert (dump / "01-notes.ir").read_text() == "my notes, not IR"  # not a dump file: kept
+    assert (dump / "00-import.ir").exists()
+    # a second dump into the first one's folder replaces its IR files, and keeps the notes
+    r = cli("compile", str(model), "-o", str(tmp_path / "out"), "--dump-ir", str(dump))
+    assert r.returncode == 0, r.stderr
+    assert (dump / "01-notes.ir").read_text() == "my notes, not IR"
+
+
+# -- memory amplification at compile time ---------------------------------------------------------
+def _constant_of_shape_model(n: int) -> onnx.ModelProto:
+    """A hundred-byte model whose folded constant would take 4 * n * n bytes."""
+    from onnx import helper
+
+    shape = numpy_helper.from_array(np.array([n, n], np.int64), "shape")
+    nodes = [
+        helper.make_node("ConstantOfShape", ["shape"], ["big"]),
+        helper.make_node("Add", ["x", "big"], ["y"]),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "amplify",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [n, n])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [n, n])],
+        [shape],
+    )
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("n", [20000, 100000])
+def test_a_planted_huge_constant_is_refused_before_it_is_allocated(tmp_path, n):
+    import tracemalloc
+
+    model = _constant_of_shape_model(n)
+    assert model.ByteSize() < 300
+    tracemalloc.start()
+    try:
+        with pytest.raises(CompileError, match="over the fold limit") as e:
+            onnx2wgsl.compile(model, tmp_path / "out")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20, f"{peak:,} bytes allocated before the refusal"
+    assert e.value.op == "ConstantOfShape" and "--fold-limit" in e.value.hint
+    assert "\n" not in str(e.value)
+
+
+def test_the_fold_limit_can_be_raised_and_lowered(tmp_path):
+    model = _constant_of_shape_model(64)  # a 16 KiB constant
+    with pytest.raises(CompileError, match="over the fold limit of 1,024 bytes"):
+        onnx2wgsl.compile(model, tmp_path / "a", fold_limit=1024)
+    onnx2wgsl.compile(model, tmp_path / "b", fold_limit=16384)
+
+
+def test_a_broadcast_that_folds_into_a_huge_constant_is_refused(tmp_path):
+    """Two small constants whose sum broadcasts to [n, n] (the IR fold pass's check)."""
+    from onnx import helper
+
+    n = 30000
+    col = numpy_helper.from_array(np.ones((n, 1), np.float32), "col")
+    row = numpy_helper.from_array(np.ones((1, n), np.float32), "row")
+    g = helper.make_graph(
+        [helper.make_node("Add", ["col", "row"], ["s"]), helper.make_node("Mul", ["x", "s"], ["y"])],
+        "broadcast",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [n, n])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [n, n])],
+        [col, row],
+    )
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(CompileError, match="over the fold limit"):
+        onnx2wgsl.compile(model, tmp_path / "out")

@@ -54,7 +54,7 @@ PASSES: dict[str, Callable[[], Pass]] = {
 }
 
 
-def pipeline(level: int = 2, target=None) -> list[Pass]:
+def pipeline(level: int = 2, target=None, fold_limit: int | None = None) -> list[Pass]:
     """The graph passes for an optimization level: -O0 only what correctness needs (BatchNorm
     canonicalized, constants folded, dead ops removed); -O1 folds affine ops into weights and
     last-two-dim Transposes into MatMul/Gemm flags,
@@ -63,7 +63,7 @@ def pipeline(level: int = 2, target=None) -> list[Pass]:
     into Conv. Fusion keeps each kernel within
     the target's storage bindings per stage."""
     bindings = target.max_bindings if target is not None else 8
-    passes: list[Pass] = [Canonicalize(), FoldConstants()]
+    passes: list[Pass] = [Canonicalize(), FoldConstants(fold_limit)]
     if level >= 1:
         passes += [FoldAffine(), FoldTranspose(), FusePatterns()]
     passes += [DeadCodeElimination()]

@@ -7,6 +7,7 @@ import numpy as np
 from onnx2wgsl.ir import Graph, Op
 
 from ..elementwise_ops import TABLE, evaluate
+from ..host_eval import FOLD_LIMIT, check_fold_size
 from . import Pass, PassResult
 
 
@@ -26,9 +27,13 @@ HOST = {"Transpose": _transpose, "Concat": _concat, "Reshape": _reshape}
 
 
 class FoldConstants(Pass):
-    """Evaluate on the host every op whose inputs are all constants and replace it by its result."""
+    """Evaluate on the host every op whose inputs are all constants and replace it by its result
+    (none whose result would take more than ``fold_limit`` bytes)."""
 
     name = "fold-constants"
+
+    def __init__(self, fold_limit: int | None = None):
+        self.fold_limit = FOLD_LIMIT if fold_limit is None else fold_limit
 
     def run(self, g: Graph) -> PassResult:
         changed = False
@@ -37,6 +42,10 @@ class FoldConstants(Pass):
             if not ins or not all(v.is_const for v in ins) or len(op.outputs) != 1:
                 continue
             y = op.outputs[0]
+            if op.kind in HOST or op.kind in TABLE:
+                check_fold_size(
+                    y.shape, y.dtype.itemsize, self.fold_limit, f"%{y.name}", node=op.name, op=op.kind
+                )
             if op.kind in HOST:
                 data = HOST[op.kind](op, *(v.data for v in ins))
             elif op.kind in TABLE:
