@@ -39,7 +39,7 @@ class Artifact:
                 old.unlink()  # a stale shader of the earlier compile must not linger
         shader_dir.mkdir(parents=True, exist_ok=True)
         for name, text in self.shaders.items():
-            (shader_dir / name).write_text(text)
+            (shader_dir / name).write_bytes(text.encode("utf-8"))  # the bytes the manifest hashes
         (out / WEIGHTS).write_bytes(self.weights)
         (out / MANIFEST).write_text(json.dumps(self.manifest, indent=1) + "\n")
         return out
@@ -182,7 +182,13 @@ def build_artifact(g: Graph, target: Target, source_sha256: str | None = None) -
         "inputs": [_io(v, n) for v, n in zip(g.inputs, input_names)],
         "outputs": [_io(v, n) for v, n in zip(g.outputs, output_names)],
         "shaders": [
-            {"name": n, "file": f"shaders/{n}.wgsl", "entry": "main", "bindings": binding_types[n]}
+            {
+                "name": n,
+                "file": f"shaders/{n}.wgsl",
+                "sha256": hashlib.sha256(g.shaders[n].encode("utf-8")).hexdigest(),
+                "entry": "main",
+                "bindings": binding_types[n],
+            }
             for n in used
         ],
         "dispatches": dispatches,

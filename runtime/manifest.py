@@ -1,20 +1,33 @@
-"""The artifact contract: manifest.json's format name, version and a structural check.
+"""The artifact contract: manifest.json's format name, version and its check.
 
 The manifest is the only thing the compiler and the runtimes share. Both runtimes (this one
-and runtime/js) check it the same way before they touch a device.
+and runtime/js) check it the same way before they touch a device or read another file: its
+structure, every number (sizes, offsets and grids within the buffers and limits the artifact
+declares) and every path (plain names inside the artifact folder), so that an artifact from
+an untrusted source can fail to load but cannot make a runtime read outside its folder,
+allocate without bound, or write past a buffer's end.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from onnx2wgsl.errors import ManifestError
 
 FORMAT = "onnx2wgsl-artifact"
-VERSION = 1
+VERSION = 2
 MANIFEST = "manifest.json"
+MAX_INT = 2**53 - 1  # JSON integers both runtimes read exactly
+MAX_MANIFEST_BYTES = 64 << 20
+MAX_SHADER_BYTES = 16 << 20
+SHADER_FILE = re.compile(r"shaders/[A-Za-z0-9_.\-]{1,200}\.wgsl")
+WEIGHTS_FILE = re.compile(r"[A-Za-z0-9_.\-]{1,200}\.bin")
+SHA256 = re.compile(r"[0-9a-f]{64}")
+ENTRY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 # key -> type, for the top level and for each entry of the listed arrays
 _SCHEMA: dict[str, Any] = {
@@ -30,7 +43,7 @@ _SCHEMA: dict[str, Any] = {
     "outputs": [
         {"name": str, "dtype": str, "storage": str, "shape": list, "buffer": str, "offset": int, "size": int}
     ],
-    "shaders": [{"name": str, "file": str, "entry": str, "bindings": list}],
+    "shaders": [{"name": str, "file": str, "sha256": str, "entry": str, "bindings": list}],
     "dispatches": [{"shader": int, "grid": list, "bindings": list}],
 }
 BINDING_TYPES = ("storage", "read-only-storage")
@@ -70,8 +83,8 @@ def _check(obj: Any, schema: Any, where: str) -> None:
         for i, item in enumerate(obj):
             _check(item, schema[0], f"{where}[{i}]")
     elif schema is int:
-        if not isinstance(obj, int) or isinstance(obj, bool) or obj < 0:
-            raise ManifestError(f"manifest {where} must be a non-negative integer")
+        if not isinstance(obj, int) or isinstance(obj, bool) or not 0 <= obj <= MAX_INT:
+            raise ManifestError(f"manifest {where} must be a non-negative integer (at most 2^53 - 1)")
     elif not isinstance(obj, schema):
         raise ManifestError(f"manifest {where} must be a {schema.__name__}")
 
@@ -86,26 +99,127 @@ def validate(m: dict) -> dict:
             "recompile the model with this onnx2wgsl version"
         )
     _check(m, _SCHEMA, "")
-    buffers = {b["name"] for b in m["buffers"]}
+    limits = dict(DEFAULT_LIMITS)
+    for k, v in m["target"]["limits"].items():
+        _check(v, int, f"target.limits.{k}")
+        limits[k] = v
+    for f in m["target"]["features"]:
+        _check(f, str, "target.features[]")
+    sizes = _buffers(m, limits)
     for io in m["inputs"] + m["outputs"]:
-        if io["buffer"] not in buffers and io["size"]:
-            raise ManifestError(f"manifest input/output {io['name']!r} names unknown buffer {io['buffer']!r}")
+        where = f"input/output {io['name']!r}"
         if io["storage"] not in STORAGE_TYPES:
-            raise ManifestError(f"manifest input/output {io['name']!r} has unknown storage {io['storage']!r}")
+            raise ManifestError(f"manifest {where} has unknown storage {io['storage']!r}")
+        n = 1
+        for d in io["shape"]:
+            _check(d, int, f"{where} shape")
+            n *= d
+        if io["size"] != 4 * n:  # every element is stored as a 32-bit scalar
+            raise ManifestError(f"manifest {where} has size {io['size']} for shape {io['shape']}")
+        if io["size"]:
+            _within(sizes, io, where)
+    for group in ("inputs", "outputs"):
+        names = [io["name"] for io in m[group]]
+        if len(set(names)) != len(names):
+            raise ManifestError(f"manifest {group} repeat a name")
+    _weights(m["weights"], sizes)
     for s in m["shaders"]:
+        if not SHADER_FILE.fullmatch(s["file"]) or not SHA256.fullmatch(s["sha256"]):
+            raise ManifestError(f"shader {s['name']!r}: file must be shaders/NAME.wgsl, with its sha256")
+        if not ENTRY.fullmatch(s["entry"]):
+            raise ManifestError(f"shader {s['name']!r} has a bad entry point name")
         if any(t not in BINDING_TYPES for t in s["bindings"]):
             raise ManifestError(f"shader {s['name']!r} has an unknown binding type")
     for i, d in enumerate(m["dispatches"]):
         if not 0 <= d["shader"] < len(m["shaders"]):
             raise ManifestError(f"dispatch {i} names shader {d['shader']}, which does not exist")
-        if len(d["grid"]) != 3:
-            raise ManifestError(f"dispatch {i} grid must have 3 numbers")
+        if len(d["grid"]) != 3 or not all(_is_int(g) and 1 <= g <= limits["maxComputeWorkgroupsPerDimension"]
+                                          for g in d["grid"]):  # fmt: skip
+            raise ManifestError(
+                f"dispatch {i} grid must be 3 numbers from 1 to {limits['maxComputeWorkgroupsPerDimension']}"
+            )
         if len(d["bindings"]) != len(m["shaders"][d["shader"]]["bindings"]):
             raise ManifestError(f"dispatch {i} binds a different number of buffers than its shader declares")
         for b in d["bindings"]:
-            if b.get("buffer") not in buffers:
-                raise ManifestError(f"dispatch {i} binds unknown buffer {b.get('buffer')!r}")
+            _check(b, {"buffer": str, "offset": int, "size": int}, f"dispatches[{i}].bindings[]")
+            if b["offset"] % limits["minStorageBufferOffsetAlignment"] or not (
+                0 < b["size"] <= limits["maxStorageBufferBindingSize"]
+            ):
+                raise ManifestError(f"dispatch {i} has a binding of bad offset or size")
+            _within(sizes, b, f"dispatch {i} binding")
     return m
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _buffers(m: dict, limits: dict) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    for b in m["buffers"]:
+        if b["name"] in sizes:
+            raise ManifestError(f"manifest names buffer {b['name']!r} twice")
+        if not 0 < b["size"] <= limits["maxBufferSize"] or b["size"] % 4:
+            raise ManifestError(
+                f"buffer {b['name']!r} has size {b['size']}, not a multiple of 4 from 4 to maxBufferSize"
+            )
+        sizes[b["name"]] = b["size"]
+    return sizes
+
+
+def _within(sizes: dict[str, int], r: dict, where: str) -> None:
+    """A range of a buffer: it exists, and offset and size are 4-aligned and inside it."""
+    size = sizes.get(r["buffer"])
+    if size is None:
+        raise ManifestError(f"manifest {where} names unknown buffer {r['buffer']!r}")
+    if r["offset"] % 4 or r["size"] % 4 or r["offset"] + r["size"] > size:
+        raise ManifestError(
+            f"manifest {where} lies outside buffer {r['buffer']!r} "
+            f"(offset {r['offset']}, size {r['size']}, buffer size {size})"
+        )
+
+
+def _weights(w: dict, sizes: dict[str, int]) -> None:
+    if not WEIGHTS_FILE.fullmatch(w["file"]) or not SHA256.fullmatch(w["sha256"]):
+        raise ManifestError(
+            "manifest weights: file must be a plain NAME.bin beside the manifest, with its sha256"
+        )
+    for i, seg in enumerate(w["segments"]):
+        where = f"weights.segments[{i}]"
+        _check(seg, {"buffer": str, "offset": int, "size": int}, where)
+        _within(sizes, seg, where)
+        if "fill" in seg:
+            if not _is_int(seg["fill"]) or not 0 <= seg["fill"] < 2**32:
+                raise ManifestError(f"manifest {where}.fill must be a 32-bit word")
+        else:
+            _check(seg.get("file_offset"), int, f"{where}.file_offset")
+            if seg["file_offset"] + seg["size"] > w["size"]:
+                raise ManifestError(f"manifest {where} reads past the end of {w['file']}")
+
+
+def artifact_file(
+    directory: str | Path, name: str, size: int | None, limit: int, sha256: str | None
+) -> bytes:
+    """The bytes of a file the manifest names: a regular file inside the artifact folder (links
+    resolved), read in bounded chunks, of the size (at most ``limit``) and sha256 it declares."""
+    root = Path(directory).resolve()
+    path = (root / name).resolve()
+    if root not in path.parents or not path.is_file():
+        raise ManifestError(
+            f"artifact file {name!r} is missing, not a regular file, or outside the artifact folder"
+        )
+    actual = path.stat().st_size
+    if (size is not None and actual != size) or actual > limit:
+        raise ManifestError(f"{name} does not match the manifest (size {actual:,}); recompile")
+    h = hashlib.sha256()
+    data = bytearray()
+    with open(path, "rb") as f:
+        while len(data) <= actual and (chunk := f.read(min(1 << 24, actual + 1 - len(data)))):
+            h.update(chunk)
+            data += chunk
+    if len(data) != actual or (sha256 is not None and h.hexdigest() != sha256):
+        raise ManifestError(f"{name} does not match the manifest (size or sha256); recompile")
+    return bytes(data)
 
 
 def read(directory: str | Path) -> dict:
@@ -115,8 +229,11 @@ def read(directory: str | Path) -> dict:
             f"{str(directory)!r} is not a compiled artifact (no {MANIFEST}); "
             "make one with `onnx2wgsl compile MODEL.onnx -o DIR`"
         )
+    raw = artifact_file(directory, MANIFEST, None, MAX_MANIFEST_BYTES, None)
     try:
-        m = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ManifestError(f"{path} is not valid JSON ({e})") from e
+        m = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ManifestError(
+            f"{path} is not valid JSON ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        ) from e
     return validate(m)

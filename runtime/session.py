@@ -7,7 +7,6 @@ dispatches into one command encoder, copies outputs out and reads them back.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -17,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from onnx2wgsl.errors import DeviceError, InputError, ManifestError
+from onnx2wgsl.errors import DeviceError, InputError
 
 from . import manifest as mf
 
@@ -112,6 +111,11 @@ def _check_device(device, limits: Mapping[str, int], features: Iterable[str]) ->
         raise DeviceError(f"the device lacks features {missing} that the artifact needs")
 
 
+def _first_line(e: BaseException) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return " / ".join(lines[:3])[:400] if lines else type(e).__name__
+
+
 def _runtime_dir() -> str:
     path = Path(os.environ.get("TMPDIR", "/tmp")) / f"onnx2wgsl-xdg-{os.getuid()}"
     path.mkdir(mode=0o700, exist_ok=True)
@@ -143,19 +147,25 @@ class InferenceSession:
         self._upload_weights()
         self.pipelines = []
         for s in m["shaders"]:
-            code = (self.path / s["file"]).read_text()
-            module = dev.create_shader_module(code=code, label=s["name"])
-            layout = dev.create_bind_group_layout(
-                entries=[
-                    {"binding": i, "visibility": wgpu.ShaderStage.COMPUTE, "buffer": {"type": t}}
-                    for i, t in enumerate(s["bindings"])
-                ]
-            )
-            pipeline = dev.create_compute_pipeline(
-                layout=dev.create_pipeline_layout(bind_group_layouts=[layout]),
-                compute={"module": module, "entry_point": s["entry"]},
-                label=s["name"],
-            )
+            raw = mf.artifact_file(self.path, s["file"], None, mf.MAX_SHADER_BYTES, s["sha256"])
+            try:
+                code = raw.decode("utf-8")
+                module = dev.create_shader_module(code=code, label=s["name"])
+                layout = dev.create_bind_group_layout(
+                    entries=[
+                        {"binding": i, "visibility": wgpu.ShaderStage.COMPUTE, "buffer": {"type": t}}
+                        for i, t in enumerate(s["bindings"])
+                    ]
+                )
+                pipeline = dev.create_compute_pipeline(
+                    layout=dev.create_pipeline_layout(bind_group_layouts=[layout]),
+                    compute={"module": module, "entry_point": s["entry"]},
+                    label=s["name"],
+                )
+            except Exception as e:  # wgpu's validation errors are long and multi-line
+                raise DeviceError(
+                    f"shader {s['name']} ({s['file']}) did not load on this device: {_first_line(e)}"
+                ) from e
             self.pipelines.append((pipeline, layout))
         self.steps = []
         for d in m["dispatches"]:
@@ -200,11 +210,7 @@ class InferenceSession:
 
     def _upload_weights(self) -> None:
         w = self.manifest["weights"]
-        blob = (self.path / w["file"]).read_bytes()
-        if len(blob) != w["size"] or hashlib.sha256(blob).hexdigest() != w["sha256"]:
-            raise ManifestError(
-                f"{self.path / w['file']} does not match the manifest (size or sha256); recompile"
-            )
+        blob = mf.artifact_file(self.path, w["file"], w["size"], w["size"], w["sha256"])
         q = self.device.queue
         for seg in w["segments"]:
             if not seg["size"]:
@@ -230,6 +236,13 @@ class InferenceSession:
         self, output_names: list[str] | None, input_feed: Mapping[str, Any], run_options: Any = None
     ) -> list[np.ndarray]:
         """Write the inputs, run every dispatch in one command encoder, read the outputs."""
+        if not self.buffers:
+            raise InputError("this session was released; load the artifact again to run it")
+        if not isinstance(input_feed, Mapping):
+            raise InputError(
+                f"input_feed must map input names to arrays, not a {type(input_feed).__name__} "
+                f"(the model's inputs are {list(self._inputs)})"
+            )
         wanted = self._select(output_names)
         staged = [(io, self._to_storage(io, input_feed[io["name"]])) for io in self._check_feed(input_feed)]
         q = self.device.queue

@@ -101,7 +101,7 @@ def test_damaged_artifacts_are_refused(tmp_path, device):
     (tmp_path / "a" / "weights.bin").write_bytes(blob[:-4] + b"\0\0\0\1")
     with pytest.raises(ManifestError, match="does not match the manifest"):
         onnx2wgsl.load(tmp_path / "a", device=device)
-    m = (tmp_path / "a" / "manifest.json").read_text().replace('"version": 1', '"version": 99')
+    m = (tmp_path / "a" / "manifest.json").read_text().replace('"version": 2', '"version": 99')
     (tmp_path / "a" / "manifest.json").write_text(m)
     with pytest.raises(ManifestError, match="version 99"):
         onnx2wgsl.load(tmp_path / "a", device=device)

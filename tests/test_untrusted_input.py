@@ -255,3 +255,101 @@ def test_a_broadcast_that_folds_into_a_huge_constant_is_refused(tmp_path):
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(CompileError, match="over the fold limit"):
         onnx2wgsl.compile(model, tmp_path / "out")
+
+
+# -- artifacts from strangers ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    out = tmp_path_factory.mktemp("artifact") / "a"
+    x = np.zeros((2, 8), np.float32)
+    onnx2wgsl.compile(
+        node_model("MatMul", {"x": x}, initializers={"w": np.arange(32, dtype=np.float32).reshape(8, 4)}), out
+    )
+    return out
+
+
+def _tampered(artifact, tmp_path, edit=None, files=None):
+    import json
+    import shutil
+
+    out = tmp_path / "t"
+    shutil.copytree(artifact, out)
+    m = json.loads((out / "manifest.json").read_text())
+    if edit is not None:
+        edit(m)
+    (out / "manifest.json").write_text(json.dumps(m))
+    for name, make in (files or {}).items():
+        (out / name).unlink()
+        make(out / name)
+    return out
+
+
+TAMPERED = {
+    # manifest edit -> the words of the one-line ManifestError
+    "shader outside": (lambda m: m["shaders"][0].update(file="../../../../etc/passwd"), "shaders/NAME.wgsl"),
+    "shader absolute": (lambda m: m["shaders"][0].update(file="/etc/passwd"), "shaders/NAME.wgsl"),
+    "weights device": (lambda m: m["weights"].update(file="/dev/zero"), "plain NAME.bin"),
+    "weights up": (lambda m: m["weights"].update(file="../weights.bin"), "plain NAME.bin"),
+    "grid zero": (lambda m: m["dispatches"][0].update(grid=[0, 0, 0]), "grid must be 3 numbers"),
+    "grid float": (lambda m: m["dispatches"][0].update(grid=[1.5, 1, 1]), "grid must be 3 numbers"),
+    "input too big": (lambda m: m["inputs"][0].update(shape=[2, 80]), "has size 64 for shape [2, 80]"),
+    "input past buffer": (lambda m: m["inputs"][0].update(offset=1 << 30), "lies outside buffer"),
+    "segment huge": (lambda m: m["weights"]["segments"][0].update(size=1 << 40), "lies outside buffer"),
+    "segment past file": (lambda m: m["weights"]["segments"][0].update(file_offset=1 << 20), "past the end"),
+    "binding past buffer": (
+        lambda m: m["dispatches"][0]["bindings"][0].update(offset=1 << 20),
+        "outside buffer",
+    ),
+    "binding unaligned": (lambda m: m["dispatches"][0]["bindings"][0].update(offset=4), "bad offset or size"),
+    "buffer huge": (lambda m: m["buffers"][0].update(size=1 << 50), "not a multiple of 4 from 4"),
+    "number too big": (lambda m: m["buffers"][0].update(size=1 << 60), "at most 2^53 - 1"),
+    "missing key": (lambda m: m.pop("dispatches"), "dispatches is missing"),
+    "entry point": (lambda m: m["shaders"][0].update(entry="main; evil"), "bad entry point"),
+    "shader hash": (lambda m: m["shaders"][0].update(sha256="0" * 64), "does not match the manifest"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TAMPERED))
+def test_a_tampered_manifest_is_one_clear_error(artifact, tmp_path, case, device):
+    from onnx2wgsl.errors import ManifestError
+
+    edit, words = TAMPERED[case]
+    out = _tampered(artifact, tmp_path, edit)
+    with pytest.raises(ManifestError) as e:
+        onnx2wgsl.load(out, device=device)
+    assert words in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("how", ["link-out", "fifo", "grown"])
+def test_weights_and_shader_files_are_read_only_as_declared(artifact, tmp_path, how, device):
+    """A weights file that is a link out of the folder, a FIFO (reading would hang) or longer
+    than declared is refused before it is read; so is a shader file that links out."""
+    from onnx2wgsl.errors import ManifestError
+
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(SECRET)
+    make = {
+        "link-out": lambda p: p.symlink_to(secret),
+        "fifo": lambda p: os.mkfifo(p),
+        "grown": lambda p: p.write_bytes((artifact / "weights.bin").read_bytes() + b"\0" * 64),
+    }[how]
+    out = _tampered(artifact, tmp_path, files={"weights.bin": make})
+    with pytest.raises(ManifestError, match="weights.bin"):
+        onnx2wgsl.load(out, device=device)
+    (shader,) = (artifact / "shaders").glob("*.wgsl")
+    out2 = _tampered(
+        artifact, tmp_path / "s", files={f"shaders/{shader.name}": lambda p: p.symlink_to(secret)}
+    )
+    with pytest.raises(ManifestError, match="outside the artifact folder"):
+        onnx2wgsl.load(out2, device=device)
+
+
+def test_run_misuse_is_an_input_error(artifact, device):
+    from onnx2wgsl.errors import InputError
+
+    sess = onnx2wgsl.load(artifact, device=device)
+    with pytest.raises(InputError, match="must map input names to arrays, not a list"):
+        sess.run(None, [np.zeros((2, 8), np.float32)])
+    sess.release()
+    with pytest.raises(InputError, match="released"):
+        sess.run(None, {"x": np.zeros((2, 8), np.float32)})

@@ -2,7 +2,7 @@
 /// <reference types="@webgpu/types" />
 
 export declare const FORMAT: 'onnx2wgsl-artifact';
-export declare const VERSION: 1;
+export declare const VERSION: 2;
 
 /** The artifact is damaged, missing or of another format version. */
 export declare class ManifestError extends Error {}

@@ -8,7 +8,7 @@
 // page or a Web Worker.
 
 export const FORMAT = 'onnx2wgsl-artifact';
-export const VERSION = 1;
+export const VERSION = 2;
 
 const kind = (name) =>
   class extends Error {
@@ -82,9 +82,15 @@ const SCHEMA = {
   weights: { file: '', size: 0, sha256: '', segments: [] },
   inputs: [IO],
   outputs: [IO],
-  shaders: [{ name: '', file: '', entry: '', bindings: [] }],
+  shaders: [{ name: '', file: '', sha256: '', entry: '', bindings: [] }],
   dispatches: [{ shader: 0, grid: [], bindings: [] }],
 };
+
+const SHADER_FILE = /^shaders\/[A-Za-z0-9_.-]{1,200}\.wgsl$/;
+const WEIGHTS_FILE = /^[A-Za-z0-9_.-]{1,200}\.bin$/;
+const SHA256 = /^[0-9a-f]{64}$/;
+const ENTRY = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
+const hex = (bytes) => [...new Uint8Array(bytes)].map((x) => x.toString(16).padStart(2, '0')).join('');
 
 const fail = (message) => {
   throw new ManifestError(message);
@@ -105,7 +111,7 @@ function check(obj, schema, where) {
       check(obj[key], schema[key], at(key));
     }
   } else if (schema === 0) {
-    if (!Number.isInteger(obj) || obj < 0) fail(`manifest ${where} must be a non-negative integer`);
+    if (!Number.isSafeInteger(obj) || obj < 0) fail(`manifest ${where} must be a non-negative integer (at most 2^53 - 1)`);
   } else if (typeof obj != 'string') fail(`manifest ${where} must be a str`);
 }
 
@@ -118,20 +124,61 @@ export function validateManifest(m) {
         'recompile the model with this onnx2wgsl version',
     );
   check(m, SCHEMA, '');
-  const buffers = new Set(m.buffers.map((b) => b.name));
-  for (const io of [...m.inputs, ...m.outputs]) {
-    if (!buffers.has(io.buffer) && io.size) fail(`manifest input/output '${io.name}' names unknown buffer '${io.buffer}'`);
-    if (!STORAGE_TYPES[io.storage]) fail(`manifest input/output '${io.name}' has unknown storage '${io.storage}'`);
-    if (!TYPES[io.dtype]) fail(`manifest input/output '${io.name}' has dtype '${io.dtype}', which this runtime cannot read`);
+  const limits = { ...DEFAULTS };
+  for (const k in m.target.limits) check((limits[k] = m.target.limits[k]), 0, `target.limits.${k}`);
+  const sizes = {};
+  for (const b of m.buffers) {
+    if (b.name in sizes) fail(`manifest names buffer '${b.name}' twice`);
+    if (!(b.size > 0 && b.size <= limits.maxBufferSize) || b.size % 4)
+      fail(`buffer '${b.name}' has size ${b.size}, not a multiple of 4 from 4 to maxBufferSize`);
+    sizes[b.name] = b.size;
   }
-  for (const s of m.shaders)
+  // a range of a buffer: it exists, and offset and size are 4-aligned and inside it
+  const within = (r, where) => {
+    check(r, { buffer: '', offset: 0, size: 0 }, where);
+    const size = sizes[r.buffer];
+    if (size === undefined) fail(`manifest ${where} names unknown buffer '${r.buffer}'`);
+    if (r.offset % 4 || r.size % 4 || r.offset + r.size > size)
+      fail(`manifest ${where} lies outside buffer '${r.buffer}' (offset ${r.offset}, size ${r.size}, buffer size ${size})`);
+  };
+  for (const io of [...m.inputs, ...m.outputs]) {
+    const where = `input/output '${io.name}'`;
+    if (!STORAGE_TYPES[io.storage]) fail(`manifest ${where} has unknown storage '${io.storage}'`);
+    if (!TYPES[io.dtype]) fail(`manifest ${where} has dtype '${io.dtype}', which this runtime cannot read`);
+    io.shape.forEach((d) => check(d, 0, `${where} shape`));
+    if (io.size != 4 * io.shape.reduce((a, b) => a * b, 1)) fail(`manifest ${where} has size ${io.size} for shape ${showShape(io.shape)}`);
+    if (io.size) within(io, where);
+  }
+  for (const g of ['inputs', 'outputs']) if (new Set(m[g].map((io) => io.name)).size != m[g].length) fail(`manifest ${g} repeat a name`);
+  const w = m.weights;
+  if (!WEIGHTS_FILE.test(w.file) || !SHA256.test(w.sha256)) fail('manifest weights: file must be a plain NAME.bin beside the manifest, with its sha256');
+  w.segments.forEach((seg, i) => {
+    const where = `weights.segments[${i}]`;
+    within(seg, where);
+    if ('fill' in seg) {
+      if (!Number.isInteger(seg.fill) || seg.fill < 0 || seg.fill >= 2 ** 32) fail(`manifest ${where}.fill must be a 32-bit word`);
+    } else {
+      check(seg.file_offset, 0, `${where}.file_offset`);
+      if (seg.file_offset + seg.size > w.size) fail(`manifest ${where} reads past the end of ${w.file}`);
+    }
+  });
+  for (const s of m.shaders) {
+    if (!SHADER_FILE.test(s.file) || !SHA256.test(s.sha256)) fail(`shader '${s.name}': file must be shaders/NAME.wgsl, with its sha256`);
+    if (!ENTRY.test(s.entry)) fail(`shader '${s.name}' has a bad entry point name`);
     if (s.bindings.some((t) => t != 'storage' && t != 'read-only-storage')) fail(`shader '${s.name}' has an unknown binding type`);
+  }
+  const most = limits.maxComputeWorkgroupsPerDimension;
   m.dispatches.forEach((d, i) => {
     const s = m.shaders[d.shader];
     if (!s) fail(`dispatch ${i} names shader ${d.shader}, which does not exist`);
-    if (d.grid.length != 3) fail(`dispatch ${i} grid must have 3 numbers`);
+    if (d.grid.length != 3 || !d.grid.every((g) => Number.isInteger(g) && g >= 1 && g <= most))
+      fail(`dispatch ${i} grid must be 3 numbers from 1 to ${most}`);
     if (d.bindings.length != s.bindings.length) fail(`dispatch ${i} binds a different number of buffers than its shader declares`);
-    for (const b of d.bindings) if (!buffers.has(b.buffer)) fail(`dispatch ${i} binds unknown buffer '${b.buffer}'`);
+    for (const b of d.bindings) {
+      within(b, `dispatch ${i} binding`);
+      if (b.offset % limits.minStorageBufferOffsetAlignment || !(b.size > 0 && b.size <= limits.maxStorageBufferBindingSize))
+        fail(`dispatch ${i} has a binding of bad offset or size`);
+    }
   });
   return m;
 }
@@ -436,8 +483,7 @@ export class InferenceSession {
         n += chunk.value.length;
         progress('weights', n, w.size);
       }
-      const hash = new Uint8Array(await crypto.subtle.digest('SHA-256', blob));
-      if (n != w.size || [...hash].map((x) => x.toString(16).padStart(2, '0')).join('') != w.sha256) bad();
+      if (n != w.size || hex(await crypto.subtle.digest('SHA-256', blob)) != w.sha256) bad();
       for (const seg of w.segments) {
         const buf = this._buffers[seg.buffer];
         if (!('fill' in seg)) device.queue.writeBuffer(buf, seg.offset, blob, seg.file_offset, seg.size);
@@ -447,7 +493,10 @@ export class InferenceSession {
     let built = 0;
     const pipelines = Promise.all(
       m.shaders.map(async (s) => {
-        const code = await (await open(s.file)).text();
+        const bytes = await (await open(s.file)).arrayBuffer();
+        if (bytes.byteLength > 16 << 20 || hex(await crypto.subtle.digest('SHA-256', bytes)) != s.sha256)
+          fail(`${s.file} does not match the manifest (size or sha256); recompile`);
+        const code = new TextDecoder().decode(bytes);
         const layout = device.createBindGroupLayout({
           label: s.name,
           entries: s.bindings.map((type, binding) => ({ binding, visibility: COMPUTE, buffer: { type } })),
