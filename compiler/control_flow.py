@@ -8,7 +8,9 @@ copy of the body to the next; ``Scan`` (static sequence length) is unrolled over
 its scan inputs. Bodies import through the same frontend as the model (outer-scope names
 resolve through the scope chain), so constants fold and shapes infer inside them too.
 Anything else decided only at run time (a trip count, a loop condition, branches of
-different types) is a clear UnsupportedError.
+different types) is a clear UnsupportedError. A run-time If with a branch that does not
+compile (often the one never taken at these shapes) is one error naming the graph inputs its
+condition is computed from: a ConstantRequiredError when they are small enough to freeze.
 """
 
 from __future__ import annotations
@@ -17,17 +19,22 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnx2wgsl.errors import CompileError, UnsupportedError
+from onnx2wgsl.errors import CompileError, ConstantRequiredError, UnsupportedError
 from onnx2wgsl.ir import Value
 
 # Unrolling copies the body once per iteration: past this many, the artifact would be huge.
 MAX_UNROLL = 4096
+# A run-time If whose condition is read from inputs this small (a flag, a sample rate, a length)
+# is worth compiling once per value of them; a condition on larger inputs depends on data.
+_FREEZABLE = 16
+# Past this many ops between a condition and its input, no value hint is worked out.
+_FOLD_OPS = 64
 # Opset of the helper nodes (Gather, Unsqueeze, Concat) unrolling adds around the bodies.
 _HELPER_OPSET = 17
 
 
-def _error(node, opset, message, hint=None, cls=UnsupportedError):
-    return cls(message, node=node.name, op=node.op_type, opset=opset, hint=hint)
+def _error(node, opset, message, hint=None, cls=UnsupportedError, **extra):
+    return cls(message, node=node.name, op=node.op_type, opset=opset, hint=hint, **extra)
 
 
 def _graphs(node) -> dict[str, onnx.GraphProto]:
@@ -102,8 +109,7 @@ def _select_branches(imp, node, scope, cond: Value, opset, graphs) -> list[Value
                 )  # fmt: skip
     if cond.type.numel != 1 or cond.dtype.name != "bool":
         raise _error(node, opset, f"its condition must be one bool, got {cond.type}", cls=CompileError)
-    then_outs = imp.import_subgraph(then_b, scope, [], _prefix(scope, node, "then"))
-    else_outs = imp.import_subgraph(else_b, scope, [], _prefix(scope, node, "else"))
+    then_outs, else_outs = _import_both(imp, node, scope, cond, opset, then_b, else_b)
     if not len(then_outs) == len(else_outs) == len(node.output):
         raise _error(
             node, opset, f"its branches yield {len(then_outs)} and {len(else_outs)} outputs for "
@@ -137,6 +143,163 @@ def _select_branches(imp, node, scope, cond: Value, opset, graphs) -> list[Value
         )  # fmt: skip
         outs.append(y)
     return outs
+
+
+def _import_both(imp, node, scope, cond: Value, opset, then_b, else_b):
+    """Both branches' outputs. A branch that cannot be compiled (often the one a model never
+    takes at these shapes) fails the If with one error naming the graph inputs the condition
+    is computed from, so that freezing them folds it and only the taken branch is compiled."""
+    outs: dict[str, list[Value | None]] = {}
+    failed: dict[str, CompileError] = {}
+    for which, b in (("then", then_b), ("else", else_b)):
+        try:
+            outs[which] = imp.import_subgraph(b, scope, [], _prefix(scope, node, which))
+        except CompileError as e:
+            failed[which] = e
+    if not failed:
+        return outs["then"], outs["else"]
+    which, e = next(iter(failed.items()))
+    inputs = _condition_inputs(cond)
+    freezable = bool(inputs) and all(v.type.is_static and v.type.numel <= _FREEZABLE for v in inputs)
+    if e.op == "If" and (isinstance(e, ConstantRequiredError) or not freezable):
+        raise e  # an If nested in the branch already said what to freeze, or there is nothing to add
+    other = "else" if which == "then" else "then"
+    raise _branch_error(node, opset, cond, inputs, freezable, which, e, other not in failed) from e
+
+
+def _branch_error(node, opset, cond, inputs, freezable, which, e, other_compiles) -> CompileError:
+    """The If's error for branch ``which`` failing with ``e``: a ConstantRequiredError naming
+    the condition's inputs when they are small enough to freeze (the backend then compiles per
+    value fed), else an error that says the condition depends on data."""
+    names = tuple(v.name for v in inputs)
+    listed = ", ".join(repr(n) for n in names)
+    source = f" from graph input{'s' if len(names) > 1 else ''} {listed}" if names else ""
+    message = (
+        f"its condition is computed at run time{source}, so both branches are compiled, and its "
+        f"{which} branch fails: {_brief(e)}"
+    )
+    if freezable:
+        from .frontend import freeze_hint
+
+        hint = freeze_hint(names)
+        if other_compiles:
+            hint += _folding_hint(cond, inputs, "else" if which == "then" else "then")
+        return _error(node, opset, message, hint, ConstantRequiredError, inputs=names)
+    if isinstance(e, ConstantRequiredError):  # what the branch needs frozen still helps
+        return _error(node, opset, message, e.hint, ConstantRequiredError, inputs=e.inputs)
+    hint = "its condition depends on run-time data, so both branches must compile at these shapes"
+    return _error(node, opset, message, hint, CompileError)
+
+
+def _brief(e: CompileError) -> str:
+    """An error's where and what, without its hint, on one line."""
+    return " ".join(str(CompileError(e.message, node=e.node, op=e.op, opset=e.opset)).split())
+
+
+def _condition_inputs(cond: Value) -> list[Value]:
+    """The graph inputs a value is computed from (in the frontend, a run-time value without a
+    producer is a graph input)."""
+    found: dict[int, Value] = {}
+    seen: set[int] = set()
+    stack = [cond]
+    while stack:
+        v = stack.pop()
+        if id(v) in seen or v.is_const:
+            continue
+        seen.add(id(v))
+        if v.producer is None:
+            found[id(v)] = v
+        else:
+            stack.extend(w for w in reversed(v.producer.inputs) if w is not None)
+    return list(found.values())
+
+
+def _folding_hint(cond: Value, inputs: list[Value], branch: str) -> str:
+    """'; the then branch compiles and is taken when sr == 16000', when one scalar input
+    decides the condition and some value of it, among the constants the condition compares
+    it with (or, failing those, their neighbours), selects ``branch``; else ''. The condition
+    is folded on the host for each candidate, so what it says holds; it never raises."""
+    try:
+        (x,) = inputs
+        if x.type.numel != 1:
+            return ""
+        literals, neighbours = _candidates(cond, x)
+        want = branch == "then"
+        for values in (literals, neighbours):
+            hits = [c for c in values if _fold_condition(cond, x, c) == want]
+            if hits:
+                shown = [str(c) for c in hits[:3]]
+                when = f"{x.name} == {shown[0]}" if len(shown) == 1 else f"{x.name} is {' or '.join(shown)}"
+                return f"; the {branch} branch compiles and is taken when {when}"
+    except Exception:  # a hint is a courtesy: never let it hide the error itself
+        pass
+    return ""
+
+
+def _candidates(cond: Value, x: Value) -> tuple[list, list]:
+    """Values worth trying for ``x``: the small constants read along the condition's ops
+    (Equal(sr, 16000) gives 16000), then each +-1 (Less(n, 8) is decided at 7 and 8)."""
+    literals: list = []
+    seen: set[int] = set()
+    stack = [cond]
+    while stack and len(seen) < _FOLD_OPS:
+        v = stack.pop()
+        if id(v) in seen or v.is_const or v.producer is None:
+            continue
+        seen.add(id(v))
+        for w in v.producer.inputs:
+            if w is not None and w.is_const and w.type.numel <= _FREEZABLE:
+                literals.extend(np.asarray(w.data).reshape(-1).tolist())
+            elif w is not None:
+                stack.append(w)
+    if x.dtype.name == "bool":
+        return [False, True], []
+    literals = _in_dtype(literals, x)
+    neighbours = _in_dtype([c + d for c in literals for d in (-1, 1)], x)
+    return literals, [c for c in neighbours if c not in literals]
+
+
+def _in_dtype(values: list, x: Value) -> list:
+    """The values as ``x``'s dtype holds them (those it cannot hold dropped), each once, sorted."""
+    out = []
+    for c in values:
+        held = np.asarray(c).astype(x.dtype.numpy)
+        if held.item() == c and held.item() not in out:
+            out.append(held.item())
+    return sorted(out)
+
+
+def _fold_condition(cond: Value, x: Value, value) -> bool | None:
+    """The condition folded on the host with ``x`` set to ``value`` (None when an op on the
+    way has no host evaluation)."""
+    from .elementwise_ops import TABLE, evaluate
+    from .passes.fold import HOST
+
+    known: dict[int, np.ndarray] = {id(x): np.full(x.shape, value, x.dtype.numpy)}
+
+    def fold(v: Value) -> np.ndarray:
+        if v.is_const:
+            return np.asarray(v.data)
+        if id(v) not in known:
+            op = v.producer
+            if op is None or len(op.outputs) != 1 or len(known) > _FOLD_OPS:
+                raise LookupError(v.name)
+            ins = [None if w is None else fold(w) for w in op.inputs]
+            if op.kind in HOST:
+                data = HOST[op.kind](op, *(a for a in ins if a is not None))
+            elif op.kind in TABLE:
+                data = evaluate(op.kind, ins, op.attrs, v.dtype)
+            elif op.kind in ("Cast", "Identity"):  # numpy's astype below: exact for sample rates and flags
+                data = ins[0]
+            else:
+                raise LookupError(op.kind)
+            known[id(v)] = np.asarray(data).astype(v.dtype.numpy).reshape(v.shape)
+        return known[id(v)]
+
+    try:
+        return bool(fold(cond).reshape(-1)[0])
+    except LookupError:
+        return None
 
 
 def import_loop(imp, node, scope, inputs, opset) -> list[Value | None]:

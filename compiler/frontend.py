@@ -205,6 +205,12 @@ def _feeding_inputs(v: Value) -> tuple[str, ...] | None:
     return tuple(found) or None
 
 
+def freeze_hint(inputs: tuple[str, ...]) -> str:
+    """How to freeze graph inputs, on the command line and in Python."""
+    const = " ".join(f"--const {n}=FILE.npy" for n in inputs)
+    return f"freeze {'it' if len(inputs) == 1 else 'them'} with {const} (Python: constants={{name: array}})"
+
+
 def needs_constant(info: NodeInfo, v: Value, what: str) -> CompileError:
     """The error for a run-time value that must be known at compile time. When graph inputs
     decide the value (it is one, or shape math on small ones), it is a ConstantRequiredError
@@ -213,14 +219,13 @@ def needs_constant(info: NodeInfo, v: Value, what: str) -> CompileError:
     inputs = _feeding_inputs(v)
     if inputs:
         names = ", ".join(repr(n) for n in inputs)
-        const = " ".join(f"--const {n}=FILE.npy" for n in inputs)
         return ConstantRequiredError(
             message if is_graph_input(v) else f"{message} (it is computed from graph inputs {names})",
             inputs=inputs,
             node=info.name,
             op=info.op_type,
             opset=info.opset,
-            hint=f"freeze {'it' if len(inputs) == 1 else 'them'} with {const} (Python: constants={{name: array}})",
+            hint=freeze_hint(inputs),
         )
     return info.error(
         message,

@@ -3,14 +3,17 @@ the condition is computed at run time), loops unrolled, vs onnxruntime."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import onnx
 import pytest
-from helpers import assert_close, check_against_ort, gpu_run, rand, reference_run
+from helpers import assert_close, check_against_ort, gpu_run, ort_run, rand, reference_run
 from onnx import TensorProto, helper, numpy_helper
 
 from onnx2wgsl.compiler import compile_model
-from onnx2wgsl.errors import UnsupportedError
+from onnx2wgsl.errors import CompileError, ConstantRequiredError, UnsupportedError
 
 F = TensorProto.FLOAT
 
@@ -115,6 +118,157 @@ def test_run_time_if_with_branches_of_different_types_is_a_clear_error():
         match=r"If node.*condition is computed at run time.*output 0 \('y'\) different types",
     ):
         compile_model(m)
+
+
+_SR = ("sr", TensorProto.INT64)
+_SR_IS_16K = [helper.make_node("Equal", ["sr", "k16000"], ["c"])]
+
+
+def _rate_branches(bad):
+    """(then, else): h = LSTM(x), or in the ``bad`` branch(es) an LSTM fed Squeeze(x), which
+    for x: [1, 5, 4] has rank 2 and fails shape inference."""
+    good = _branch(
+        "good", [helper.make_node("LSTM", ["x", "W", "R"], ["gy", "h"], hidden_size=3)], [_vi("h", None)]
+    )
+    squeezed = [
+        helper.make_node("Squeeze", ["x"], ["sq"]),
+        helper.make_node("LSTM", ["sq", "W", "R"], ["by", "h"], hidden_size=3, name="bad/lstm"),
+    ]
+    broken = _branch("bad", squeezed, [_vi("h", None)])
+    return (broken if bad in ("then", "both") else good), (broken if bad in ("else", "both") else good)
+
+
+def _rate_model(cond_nodes=_SR_IS_16K, bad="else", cond_input=_SR, cond="c", outer=None):
+    """A voice-activity model's shape: an If on a run-time scalar (``cond`` computed by
+    ``cond_nodes`` from input ``cond_input``) whose ``bad`` branch does not compile at
+    x: [1, 5, 4]. x's dims are symbolic, so onnxruntime loads the model and fails only if it
+    takes that branch. ``outer``: the If sits in the then branch of an If on Equal(sr, 16000)."""
+    then_b, else_b = _rate_branches(bad)
+    nodes = [
+        *cond_nodes,
+        helper.make_node("If", [cond], ["h"], then_branch=then_b, else_branch=else_b, name="rate_if"),
+    ]
+    inputs = [_vi("x", ["t", "b", 4]), _vi(cond_input[0], [], cond_input[1])]
+    if outer:
+        then_b, (else_b, _) = _branch("outer_then", nodes, [_vi("h", None)]), _rate_branches(bad=None)
+        outer_if = helper.make_node(
+            "If", ["c"], ["h"], then_branch=then_b, else_branch=else_b, name="outer_if"
+        )
+        nodes = [*_SR_IS_16K, outer_if]
+        inputs.append(_vi("sr", [], TensorProto.INT64))
+    rng = np.random.default_rng(7)
+    inits = [
+        ("W", rng.uniform(-1, 1, (1, 12, 4)).astype(np.float32)),
+        ("R", rng.uniform(-1, 1, (1, 12, 3)).astype(np.float32)),
+        ("k16000", np.array(16000, np.int64)),
+        ("k8000", np.array(8000.0, np.float32)),
+    ]
+    return _model(nodes, inputs, [_vi("h", None)], inits)
+
+
+_X_SHAPE = {"x": (1, 5, 4)}
+
+
+def test_run_time_if_whose_other_branch_fails_names_the_input_to_freeze(device):
+    m = _rate_model()
+    with pytest.raises(ConstantRequiredError) as e:
+        compile_model(m, shapes=_X_SHAPE)
+    text = str(e.value)
+    assert "\n" not in text and e.value.inputs == ("sr",), text
+    assert text.startswith(
+        "If node 'rate_if' (opset 17): its condition is computed at run time from graph input 'sr'"
+    )
+    assert "its else branch fails: LSTM node 'bad/lstm' (opset 17): shape inference failed" in text, text
+    assert (
+        "--const sr=FILE.npy" in text and "the then branch compiles and is taken when sr == 16000" in text
+    ), text
+    assert isinstance(e.value.__cause__, CompileError)
+    x, sr = rand(1, 5, 4), np.array(16000, np.int64)
+    got = gpu_run(m, {"x": x}, device, shapes=_X_SHAPE, constants={"sr": sr})
+    assert_close(got, ort_run(m, {"x": x, "sr": sr}))
+
+
+@pytest.mark.parametrize(
+    "cond_nodes,bad,cond_input,hint",
+    [
+        (_SR_IS_16K, "then", _SR, "the else branch compiles and is taken when sr is 15999 or 16001"),
+        ([helper.make_node("Equal", ["sr", "k16000"], ["e"]), helper.make_node("Not", ["e"], ["c"])], "then", _SR,
+         "the else branch compiles and is taken when sr == 16000"),
+        ([helper.make_node("Cast", ["sr"], ["f"], to=F), helper.make_node("Greater", ["f", "k8000"], ["c"])], "else", _SR,
+         "the then branch compiles and is taken when sr == 8001"),
+        ([helper.make_node("Identity", ["flag"], ["c"])], "then", ("flag", TensorProto.BOOL),
+         "the else branch compiles and is taken when flag == False"),
+        (_SR_IS_16K, "both", _SR, ""),  # neither branch compiles: no value to name
+    ],
+    ids=["equal", "not-equal", "greater", "bool-input", "both-fail"],
+)  # fmt: skip
+def test_run_time_if_error_says_which_value_folds_to_the_branch_that_compiles(
+    cond_nodes, bad, cond_input, hint
+):
+    with pytest.raises(ConstantRequiredError) as e:
+        compile_model(_rate_model(cond_nodes, bad, cond_input), shapes=_X_SHAPE)
+    name = cond_input[0]
+    assert e.value.inputs == (name,)
+    freeze = f"freeze it with --const {name}=FILE.npy (Python: constants={{name: array}})"
+    assert str(e.value).endswith(freeze + (f"; {hint}" if hint else "")), str(e.value)
+
+
+def test_run_time_if_on_data_whose_branch_fails_names_the_data_but_offers_no_freeze():
+    # cond = max(x) > 8000: x (20 values) is data, not a setting to compile once per value
+    cond_nodes = [
+        helper.make_node("ReduceMax", ["x"], ["m"], keepdims=0),
+        helper.make_node("Greater", ["m", "k8000"], ["c"]),
+    ]
+    with pytest.raises(CompileError) as e:
+        compile_model(_rate_model(cond_nodes), shapes=_X_SHAPE)
+    assert not isinstance(e.value, ConstantRequiredError)
+    assert "from graph input 'x'" in str(e.value) and "depends on run-time data" in str(e.value), str(e.value)
+    assert "--const" not in str(e.value)
+
+
+def test_a_nested_run_time_if_reports_its_own_error_on_one_line():
+    m = _rate_model(
+        [helper.make_node("Identity", ["flag"], ["c2"])], "else", ("flag", TensorProto.BOOL), "c2", outer=True
+    )
+    with pytest.raises(ConstantRequiredError) as e:
+        compile_model(m, shapes=_X_SHAPE)
+    text = str(e.value)
+    assert e.value.inputs == ("flag",) and "\n" not in text and "outer_if" not in text, text
+    assert text.startswith("If node 'rate_if'") and text.count("If node") == 1, text
+    assert text.endswith("the then branch compiles and is taken when flag == True"), text
+    # flag frozen, the inner If folds to its good branch and the outer one compiles both of its
+    compile_model(m, shapes=_X_SHAPE, constants={"flag": np.array(True)})
+
+
+def test_cli_run_time_if_error_is_one_line(tmp_path):
+    path = tmp_path / "m.onnx"
+    onnx.save(_rate_model(), path)
+    np.save(tmp_path / "sr.npy", np.array(16000, np.int64))
+    cmd = [sys.executable, "-m", "onnx2wgsl", "compile", str(path), "-o", str(tmp_path / "o"), "--shape"]
+    r = subprocess.run([*cmd, "x=1x5x4"], capture_output=True, text=True)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: If node 'rate_if'"), r.stderr
+    assert "--const sr=FILE.npy" in lines[0] and "sr == 16000" in lines[0], r.stderr
+    r = subprocess.run(
+        [*cmd, "x=1x5x4", "--const", f"sr={tmp_path / 'sr.npy'}"], capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+
+
+def test_backend_compiles_a_run_time_if_per_value_of_its_condition_input(device):
+    import onnx2wgsl.backend as backend
+
+    m = _rate_model()
+    rep = backend.prepare(m, webgpu_device=device)
+    try:
+        x = rand(1, 5, 4)
+        sr = np.array(16000, np.int64)
+        assert_close(list(rep.run({"x": x, "sr": sr})), ort_run(m, {"x": x, "sr": sr}))
+        assert rep.frozen == ("sr",) and rep.shaped == ("x",)
+        with pytest.raises(CompileError, match="First input tensor must have rank 3"):
+            rep.run({"x": x, "sr": np.array(8000, np.int64)})  # the branch it takes does not compile
+    finally:
+        rep.release()
 
 
 # -- Loop ------------------------------------------------------------------------------------
