@@ -131,6 +131,7 @@ class InferenceSession:
         import wgpu
 
         self.path = Path(directory)
+        self._released = False
         m = self.manifest = mf.read(self.path)
         self._inputs = {io["name"]: io for io in m["inputs"]}
         self._outputs = [io for io in m["outputs"]]
@@ -201,6 +202,7 @@ class InferenceSession:
         self.buffers = {}
         self.steps = []
         self.pipelines = []
+        self._released = True
 
     def __enter__(self) -> InferenceSession:
         return self
@@ -236,7 +238,7 @@ class InferenceSession:
         self, output_names: list[str] | None, input_feed: Mapping[str, Any], run_options: Any = None
     ) -> list[np.ndarray]:
         """Write the inputs, run every dispatch in one command encoder, read the outputs."""
-        if not self.buffers:
+        if self._released:
             raise InputError("this session was released; load the artifact again to run it")
         if not isinstance(input_feed, Mapping):
             raise InputError(
