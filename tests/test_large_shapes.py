@@ -406,14 +406,6 @@ CASES: dict[str, Case] = {
 
 # Cases that still fail on a driver that cuts long loops short, and why.
 FAILS: dict[str, str] = {
-    "matmul-1xKx4-const": "loop limit: one invocation sums all 70,000 products of K",
-    "matmul-1xKx4-runtime": "loop limit: one invocation sums all 70,000 products of K",
-    "matmul-2xKx3-runtime": "loop limit: one invocation sums all 70,000 products of K",
-    "matmul-batched-2x3xKx4": "loop limit: one invocation sums all 70,000 products of K",
-    "matmul-epilogue-3xKx8": "loop limit: one invocation sums all 70,000 products of K",
-    "gemm-transB-const": "loop limit: one invocation sums all 70,000 products of K",
-    "gemm-transB-runtime": "loop limit: one invocation sums all 70,000 products of K",
-    "einsum-ij,jk-K": "loop limit: the contraction lowers to MatMul, one invocation per output",
     "matmul_integer-3xKx5": "loop limit: one invocation sums all 70,000 products of K",
     "conv_gemm-pointwise-70000": "loop limit: one invocation sums 70,000 input channels",
     "conv_gemm-1d-kernel-20000": "loop limit: one invocation sums 4 channels x 20,000 taps",

@@ -18,7 +18,7 @@ from onnx2wgsl.errors import UnsupportedError
 from onnx2wgsl.ir import Binding, Dispatch, Graph, Op, TensorType, Value
 from onnx2wgsl.ir.types import storage_dtype
 
-from ..target import Target
+from ..target import LOOP_BUDGET, Target
 
 Lowering = Callable[["LowerCtx", Op], None]
 _LOWERINGS: dict[str, Lowering] = {}
@@ -33,6 +33,32 @@ _ENV = jinja2.Environment(
 )
 
 WORKGROUP = 64  # invocations per workgroup of the 1-D kernels: a safe size on every GPU
+LOOP_SLACK = 1024  # iterations left for a kernel's short fixed loops (workgroup trees, lanes)
+
+
+def loops_fit(iterations: int) -> bool:
+    """Whether an invocation looping ``iterations`` times in all (every loop's iterations,
+    nested ones included) stays within the target.LOOP_BUDGET that some drivers enforce."""
+    return iterations <= LOOP_BUDGET - LOOP_SLACK
+
+
+SPLIT_WORKGROUPS = (WORKGROUP, 256)
+
+
+def split_workgroup(ctx: LowerCtx, n: int, per_step: int = 1) -> int | None:
+    """For a loop of ``n`` steps of ``per_step`` iterations each (inner loops included) that one
+    invocation would run: None when that fits the loop budget, else the smallest workgroup
+    whose invocations, each taking every wg-th step, fit it (they then combine in a tree)."""
+    if loops_fit(n * per_step):
+        return None
+    for wg in SPLIT_WORKGROUPS:
+        if loops_fit(math.ceil(n / wg) * per_step):
+            return wg
+    raise ctx.error(
+        f"a reduction of {n:,} steps is too long for one workgroup to run within the loop budget "
+        f"of {LOOP_BUDGET:,} iterations per invocation",
+        hint="split the reduction into smaller ops",
+    )
 
 
 def lowers(*kinds: str):
