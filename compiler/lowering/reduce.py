@@ -12,7 +12,9 @@ invocation already has enough work) or by one workgroup whose invocations stride
 reduced points and then combine in a tree (a pairwise sum: error grows with log n, not n).
 Rows of 32768 points or more are split in two stages (each chunk of 4096 points gives a
 partial, a second pass folds the partials): more workgroups to run in parallel when rows are
-few, and at most a few hundred points summed serially by any invocation.
+few, and at most a few hundred points summed serially by any invocation. Normalizations
+sweep a whole row in one workgroup; a row so long that its invocations would loop past
+target.LOOP_BUDGET takes several points per loop iteration.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 from onnx2wgsl.ir import Dispatch, DType, Op, TensorType, Value, distinct
 
 from ..elementwise_ops import f32, i32
-from . import LowerCtx, binding, decl, lowers, wgsl_type
+from . import LowerCtx, binding, decl, loops_fit, lowers, wgsl_type
 from .indexing import View, broadcast, collapse, contiguous, contiguous_strides, index_code
 
 # -- how a row is reduced --------------------------------------------------------------------
@@ -35,6 +37,7 @@ THREAD_MAX_R = 32  # at most this many reduced points: one invocation per row
 THREAD_MANY_ROWS = (4096, 512)  # ... or at least 4096 rows of at most 512 points each
 SPLIT_MIN_R = 32768  # a reduction this long runs in two stages
 SPLIT_CHUNK = 4096
+MAX_UNROLL = 16  # points per loop iteration when a row is too long for the loop budget
 
 
 def choose_mode(rows: int, R: int, exact: bool = False) -> tuple[bool, int]:
@@ -158,6 +161,10 @@ def row_kernel(
     chunks, chunk = split or (1, R)
     out_rows = rows * chunks
     group, wg = mode or choose_mode(out_rows, chunk, exact)
+    passes = len(sweeps) + bool(elem_writes)  # loops over the row's points
+    if not group and not loops_fit(passes * chunk):
+        group, wg = True, 256  # rows too long for one invocation each
+    unroll = _unroll(ctx, passes, math.ceil(chunk / wg) if group else chunk)
 
     values = distinct(v for v, _ in reads)
     slot = {id(v): k for k, v in enumerate(values)}
@@ -194,7 +201,7 @@ def row_kernel(
         sweeps=[{"accs": [{"name": a[0], "init": a[2]} for a in s.accs], "loads": loads_for(s.update),
                  "body": s.update, "merge": s.merge, "after": s.after} for s in sweeps],
         r_first=r_first, r_end=r_end, r_step=f"{wg if group else 1}u", row_writes=rwrites, elem_writes=ewrites,
-        elem_loads=loads_for(ewrites),
+        elem_loads=loads_for(ewrites), unroll=unroll, r_stride=f"{(wg if group else 1) * unroll}u",
     )  # fmt: skip
     bindings = [binding(v) for v in values] + [binding(v, write=True) for v in outs]
     pairs: list[tuple[int, int]] = []
@@ -210,6 +217,17 @@ def row_kernel(
                     pairs.append((k, len(values) + oslot[id(y)]))
                     break
     return Dispatch(shader, grid, bindings, tuple(pairs))
+
+
+def _unroll(ctx: LowerCtx, passes: int, steps: int) -> int:
+    """Points each loop iteration takes so that ``passes`` loops of ``steps`` points per
+    invocation fit the loop budget: 1 (the plain loop) unless a row is very long."""
+    unroll = 1
+    while not loops_fit(passes * math.ceil(steps / unroll)):
+        unroll *= 2
+        if unroll > MAX_UNROLL:
+            raise ctx.error(f"rows of {steps:,} points per invocation do not fit the loop budget")
+    return unroll
 
 
 def reduced_rows(space, reduced) -> tuple[int, int]:
