@@ -45,17 +45,18 @@ def loops_fit(iterations: int) -> bool:
 SPLIT_WORKGROUPS = (WORKGROUP, 256)
 
 
-def split_workgroup(ctx: LowerCtx, n: int, per_step: int = 1) -> int | None:
-    """For a loop of ``n`` steps of ``per_step`` iterations each (inner loops included) that one
-    invocation would run: None when that fits the loop budget, else the smallest workgroup
-    whose invocations, each taking every wg-th step, fit it (they then combine in a tree)."""
-    if loops_fit(n * per_step):
+def split_workgroup(ctx: LowerCtx, serial: int, steps: int | None = None, per_step: int = 1) -> int | None:
+    """None when an invocation may loop ``serial`` times (target.LOOP_BUDGET), else the smallest
+    workgroup whose invocations, each taking every wg-th of ``steps`` steps (default ``serial``)
+    of ``per_step`` iterations each, stay within the budget; they then combine in a tree."""
+    if loops_fit(serial):
         return None
+    steps = serial if steps is None else steps
     for wg in SPLIT_WORKGROUPS:
-        if loops_fit(math.ceil(n / wg) * per_step):
+        if loops_fit(math.ceil(steps / wg) * per_step):
             return wg
     raise ctx.error(
-        f"a reduction of {n:,} steps is too long for one workgroup to run within the loop budget "
+        f"a reduction of {steps:,} steps is too long for one workgroup to run within the loop budget "
         f"of {LOOP_BUDGET:,} iterations per invocation",
         hint="split the reduction into smaller ops",
     )
