@@ -228,6 +228,13 @@ def _roi_align():
     return node_model("RoiAlign", feeds, attrs, opset=16), feeds
 
 
+def _max_pool_indices():
+    x = uniform(1, 2, 300, 300)
+    x[:, :, 10, 10] = x[:, :, 200, 201] = 4.0  # a tie: the first point of the window wins
+    attrs = {"kernel_shape": [300, 300]}
+    return node_model("MaxPool", {"x": x}, attrs, opset=12, n_outputs=2), {"x": x}
+
+
 def _max_unpool():
     x = rand(1, 4, 512, 512)
     pool = helper.make_node("MaxPool", ["x"], ["p", "i"], kernel_shape=[2, 2], strides=[2, 2])
@@ -354,6 +361,7 @@ CASES: dict[str, Case] = {
     "max_pool-300x300-window": Case(
         one("MaxPool", lambda: {"x": needle(1, 1, 300, 300)}, {"kernel_shape": [300, 300]})
     ),
+    "max_pool-indices-300x300-window": Case(_max_pool_indices),
     "average_pool-3d-window": Case(
         one("AveragePool", lambda: {"x": uniform(1, 1, 50, 45, 40)}, {"kernel_shape": [50, 45, 40]})
     ),
@@ -432,11 +440,6 @@ CASES: dict[str, Case] = {
 
 # Cases that still fail on a driver that cuts long loops short, and why.
 FAILS: dict[str, str] = {
-    "global_average_pool-300x300": "loop limit: one invocation reads the whole 90,000-point window",
-    "global_max_pool-300x300": "loop limit: one invocation reads the whole 90,000-point window",
-    "global_lp_pool-300x300": "loop limit: one invocation reads the whole 90,000-point window",
-    "max_pool-300x300-window": "loop limit: one invocation reads the whole 90,000-point window",
-    "average_pool-3d-window": "loop limit: one invocation reads the whole 90,000-point window",
     "softmax-row-6M": "loop limit: one workgroup of 64 sweeps the 6M row three times",
     "hardmax-row-6M": "loop limit: one workgroup of 64 sweeps the 6M row three times",
     "topk-100000-k300": "loop limit: 300 rounds of a workgroup-wide arg-max over 100,000 points",
