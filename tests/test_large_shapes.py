@@ -162,15 +162,24 @@ def _conv_integer():
 
 
 # -- attention -------------------------------------------------------------------------------------
-def _attention(B, H, Sq, L, D, causal=0):
+def _attention(B, H, Sq, L, D, Hkv=None, mask=False, qk_mode=None):
     def build():
         rng = np.random.default_rng(3)
         feeds = {
             "q": rng.uniform(-1, 1, (B, H, Sq, D)).astype(np.float32),
-            "k": rng.uniform(-1, 1, (B, H, L, D)).astype(np.float32),
-            "v": rng.uniform(-1, 1, (B, H, L, D)).astype(np.float32),
+            "k": rng.uniform(-1, 1, (B, Hkv or H, L, D)).astype(np.float32),
+            "v": rng.uniform(-1, 1, (B, Hkv or H, L, D)).astype(np.float32),
         }
-        return node_model("Attention", feeds, {"is_causal": causal}, opset=23), feeds
+        order, attrs, n_outputs = ["q", "k", "v"], {}, 1
+        if mask:
+            m = rng.uniform(-2, 1, (Sq, L)).astype(np.float32)
+            m[:, ::7] = -np.inf
+            feeds["mask"] = m
+            order.append("mask")
+        if qk_mode is not None:
+            attrs["qk_matmul_output_mode"], n_outputs = qk_mode, 4
+        model = node_model("Attention", feeds, attrs, opset=23, input_order=order, n_outputs=n_outputs)
+        return model, feeds
 
     return build
 
@@ -417,6 +426,8 @@ CASES: dict[str, Case] = {
     # attention over long keys
     "attention-keys-1024-d64": Case(_attention(1, 2, 4, 1024, 64)),
     "attention-keys-8192-d16": Case(_attention(1, 1, 4, 8192, 16)),
+    "attention-decode-4096-gqa-mask-probs": Case(_attention(1, 4, 1, 4096, 64, Hkv=2, mask=True, qk_mode=3)),
+    "attention-keys-2048-scores": Case(_attention(1, 2, 3, 2048, 32, qk_mode=0), atol=1e-5),
     "rotary-8x4096x64": Case(_rotary),
     # gathers and scatters with large tensors
     "gather-100000x16": Case(_gather),
@@ -443,7 +454,6 @@ FAILS: dict[str, str] = {
     "softmax-row-6M": "loop limit: one workgroup of 64 sweeps the 6M row three times",
     "hardmax-row-6M": "loop limit: one workgroup of 64 sweeps the 6M row three times",
     "topk-100000-k300": "loop limit: 300 rounds of a workgroup-wide arg-max over 100,000 points",
-    "attention-keys-1024-d64": "loop limit: one invocation per query walks 1024 keys x (64 + 64) dims",
     "resize-antialias-512-to-2": "loop limit: one invocation per output walks 512 x 512 filter taps",
     "roi_align-600x600-adaptive": "loop limit: one invocation per bin takes 300 x 300 samples",
 }

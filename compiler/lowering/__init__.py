@@ -36,10 +36,16 @@ WORKGROUP = 64  # invocations per workgroup of the 1-D kernels: a safe size on e
 LOOP_SLACK = 1024  # iterations left for a kernel's short fixed loops (workgroup trees, lanes)
 
 
+def loop_room() -> int:
+    """Loop iterations a kernel may plan for one invocation: target.LOOP_BUDGET, which some
+    drivers enforce, less the slack."""
+    return LOOP_BUDGET - LOOP_SLACK
+
+
 def loops_fit(iterations: int) -> bool:
     """Whether an invocation looping ``iterations`` times in all (every loop's iterations,
-    nested ones included) stays within the target.LOOP_BUDGET that some drivers enforce."""
-    return iterations <= LOOP_BUDGET - LOOP_SLACK
+    nested ones included) stays within the loop budget."""
+    return iterations <= loop_room()
 
 
 SPLIT_WORKGROUPS = (WORKGROUP, 256)
