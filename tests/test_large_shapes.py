@@ -217,24 +217,28 @@ def _scatter_nd():
     return node_model("ScatterND", {"x": x, "i": i, "u": u}, opset=16), {"x": x, "i": i, "u": u}
 
 
-def _resize(shape, sizes, attrs):
+def _resize(shape, sizes, attrs, roi=None):
     def build():
         x = uniform(*shape)
         inits = {"sizes": np.array(sizes, np.int64)}
-        model = node_model(
-            "Resize", {"x": x}, attrs, opset=19, initializers=inits, input_order=["x", "", "", "sizes"]
-        )
+        if roi is not None:
+            inits["roi"] = np.array(roi, np.float32)
+        order = ["x", "roi" if roi is not None else "", "", "sizes"]
+        model = node_model("Resize", {"x": x}, attrs, opset=19, initializers=inits, input_order=order)
         return model, {"x": x}
 
     return build
 
 
-def _roi_align():
-    x = uniform(1, 1, 600, 600)
-    rois, batch = np.array([[0, 0, 599, 599]], np.float32), np.zeros(1, np.int64)
-    attrs = {"output_height": 2, "output_width": 2, "sampling_ratio": 0}
-    feeds = {"x": x, "rois": rois, "batch": batch}
-    return node_model("RoiAlign", feeds, attrs, opset=16), feeds
+def _roi_align(mode):
+    def build():
+        x = uniform(1, 1, 600, 600)
+        rois = np.array([[0, 0, 599, 599], [10, 20, 500, 580]], np.float32)
+        attrs = {"output_height": 2, "output_width": 2, "sampling_ratio": 0, "mode": mode}
+        feeds = {"x": x, "rois": rois, "batch": np.zeros(2, np.int64)}
+        return node_model("RoiAlign", feeds, attrs, opset=16), feeds
+
+    return build
 
 
 def _max_pool_indices():
@@ -450,8 +454,24 @@ CASES: dict[str, Case] = {
         ref=reference_run,
         atol=1e-5,
     ),
+    "resize-antialias-crop-extrapolated": Case(
+        _resize(
+            (1, 1, 512, 512),
+            [1, 1, 3, 3],
+            {
+                "mode": "cubic",
+                "antialias": 1,
+                "coordinate_transformation_mode": "tf_crop_and_resize",
+                "extrapolation_value": 7.0,
+            },
+            roi=[0, 0, -0.5, 0.2, 1, 1, 0.9, 1.4],
+        ),
+        ref=reference_run,
+        atol=1e-5,
+    ),  # fmt: skip
     "resize-cubic-512x512": Case(_resize((1, 2, 256, 256), [1, 2, 512, 512], {"mode": "cubic"}), atol=1e-5),
-    "roi_align-600x600-adaptive": Case(_roi_align, atol=1e-5),
+    "roi_align-600x600-adaptive-avg": Case(_roi_align("avg"), atol=1e-5),
+    "roi_align-600x600-adaptive-max": Case(_roi_align("max"), atol=1e-5),
     # signal and small linear algebra
     "dft-8192": Case(_dft(8192), ref=reference_run, atol=5e-3),
     "stft-64000": Case(_stft, ref=reference_run, atol=2e-3),
@@ -463,8 +483,6 @@ CASES: dict[str, Case] = {
 # Cases that still fail on a driver that cuts long loops short, and why.
 FAILS: dict[str, str] = {
     "topk-100000-k300": "loop limit: 300 rounds of a workgroup-wide arg-max over 100,000 points",
-    "resize-antialias-512-to-2": "loop limit: one invocation per output walks 512 x 512 filter taps",
-    "roi_align-600x600-adaptive": "loop limit: one invocation per bin takes 300 x 300 samples",
 }
 
 

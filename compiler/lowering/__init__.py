@@ -48,6 +48,15 @@ def loops_fit(iterations: int) -> bool:
     return iterations <= loop_room()
 
 
+def nested_loops(*trips: int) -> int:
+    """Iterations of nested loops with these trip counts, outer first (every level counts)."""
+    total, outer = 0, 1
+    for t in trips:
+        outer *= t
+        total += outer
+    return total
+
+
 SPLIT_WORKGROUPS = (WORKGROUP, 256)
 
 

@@ -20,19 +20,10 @@ import numpy as np
 
 from onnx2wgsl.ir import Dispatch, Op, Value
 
-from . import WORKGROUP, LowerCtx, binding, decl, lowers, split_workgroup
+from . import WORKGROUP, LowerCtx, binding, decl, lowers, nested_loops, split_workgroup
 from .fused import Epilogue, Prologue, epilogue, operands, prologue
 
 SPATIAL = 3  # kernels address (D, H, W); fewer spatial dims are padded with leading 1s
-
-
-def nested_loops(*trips: int) -> int:
-    """Iterations of nested loops with these trip counts, outer first (every level counts)."""
-    total, outer = 0, 1
-    for t in trips:
-        outer *= t
-        total += outer
-    return total
 
 
 def _as3(values, fill) -> list[int]:

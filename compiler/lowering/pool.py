@@ -13,8 +13,8 @@ import math
 from onnx2wgsl.ir import Dispatch, Op
 
 from ..elementwise_ops import f32
-from . import WORKGROUP, LowerCtx, binding, decl, lowers, split_workgroup, wgsl_type
-from .conv import nested_loops, spatial_geometry
+from . import WORKGROUP, LowerCtx, binding, decl, lowers, nested_loops, split_workgroup, wgsl_type
+from .conv import spatial_geometry
 from .elementwise import map_dispatch
 from .indexing import contiguous
 
