@@ -459,6 +459,7 @@ def _scan(ctx, combine, x, y, rows, L, inner, exclusive, reverse, chunks, offset
 # -- TopK ------------------------------------------------------------------------------------
 TOPK_RANK_RATIO = 16  # k >= L / 16: rank every point (L^2 comparisons, no barriers) ...
 TOPK_RANK_MAX_L = 16384  # ... for rows up to this long
+TOPK_MAX_CHUNKS = 4096
 
 
 @lowers("TopK")
@@ -466,7 +467,9 @@ def lower_topk(ctx: LowerCtx, op: Op) -> None:
     """k rounds per row, each a workgroup-wide arg-max over the points that come after the
     previous pick in the order (value, then lower index first): exact ties, no sorting
     buffer, any row length. When k is a large part of the row, each point's rank in that
-    order is counted instead and is its output position."""
+    order is counted instead and is its output position. When k rounds over the whole row
+    would loop past target.LOOP_BUDGET, the row's chunks first pick their own top k (with
+    their indices), a workgroup each, and the rounds then run over those candidates."""
     x = op.inputs[0]
     axis, k = op.attrs["axis"], op.attrs["k"]
     outs = dict(zip(op.attrs["outputs"], op.outputs))
@@ -491,15 +494,84 @@ def lower_topk(ctx: LowerCtx, op: Op) -> None:
             "topk_rank.wgsl.j2", decls=decls, wg=64, nx=nx, total=rows * L, L=L, inner=inner, k=k,
             better=better,
         )  # fmt: skip
-    else:
-        wg = 256 if L > 1024 else 64
+        d = Dispatch(shader, grid, [binding(x), binding(values, write=True), binding(indices, write=True)])
+        ctx.kernel([x], [values, indices], [d])
+        return
+    wg = 256 if L > 1024 else 64
+    rounds = dict(
+        k=k, ty=ty, wg=wg, worst=IDENTITY["max" if largest else "min"][ty], better=better,
+        worse="<" if largest else ">",
+    )  # fmt: skip
+    row_lines = [
+        "let row = unit;",
+        f"let base = (row / {inner}u) * {L * inner}u + row % {inner}u;",
+        f"let obase = (row / {inner}u) * {k * inner}u + row % {inner}u;",
+        f"let n = {L}u;",
+    ]
+    if _topk_fits(k, L, wg):
         grid, nx = ctx.grid(rows)
         shader = ctx.shader(
-            "topk.wgsl.j2", decls=decls, wg=wg, nx=nx, rows=rows, L=L, inner=inner, k=k, ty=ty,
-            worst=IDENTITY["max" if largest else "min"][ty], better=better, worse="<" if largest else ">",
+            "topk.wgsl.j2", decls=decls, nx=nx, units=rows, unit_lines=row_lines, inner=inner,
+            out_stride=inner, index="i32(pi)", what=f"{L} points (stride {inner}) per row", **rounds,
         )  # fmt: skip
-    d = Dispatch(shader, grid, [binding(x), binding(values, write=True), binding(indices, write=True)])
-    ctx.kernel([x], [values, indices], [d])
+        d = Dispatch(shader, grid, [binding(x), binding(values, write=True), binding(indices, write=True)])
+        ctx.kernel([x], [values, indices], [d])
+        return
+    chunks = _topk_chunks(k, L, wg)
+    if chunks is None:  # k too large a part of a long row: the rounds loop past the budget
+        raise ctx.error(f"TopK of k={k} over {L:,} points is too long for the loop budget")
+    # candidates: each chunk's top k in order, with their indices in the row
+    cand = k * chunks
+    cv = ctx.temp(TensorType(x.dtype, (rows, cand)), f"{x.name}.topk_candidates")
+    ci = ctx.temp(TensorType(DType.i32, (rows, cand)), f"{x.name}.topk_candidate_indices")
+    chunk_lines = [
+        f"let row = unit / {chunks}u;",
+        f"let j0 = (unit % {chunks}u) * {L}u / {chunks}u;  // chunks of floor or ceil L / chunks >= k points",
+        f"let n = ((unit % {chunks}u) + 1u) * {L}u / {chunks}u - j0;",
+        f"let base = (row / {inner}u) * {L * inner}u + row % {inner}u + j0 * {inner}u;",
+        f"let obase = unit * {k}u;",
+    ]
+    grid, nx = ctx.grid(rows * chunks)
+    first = ctx.shader(
+        "topk.wgsl.j2", decls=[decl("X", x), decl("V", cv, write=True), decl("I", ci, write=True)], nx=nx,
+        units=rows * chunks, unit_lines=chunk_lines, inner=inner, out_stride=1, index="i32(j0 + pi)",
+        what=f"each of {chunks} chunks of {L} points (stride {inner})", **rounds,
+    )  # fmt: skip
+    d = Dispatch(first, grid, [binding(x), binding(cv, write=True), binding(ci, write=True)])
+    ctx.kernel([x], [cv, ci], [d])
+    # a row's candidates in chunk order, each chunk's in (value, index) order: among equal
+    # values, a lower slot is a lower index, so the rounds' ties still go to the lower index
+    cand_lines = [
+        "let row = unit;",
+        f"let base = row * {cand}u;",
+        f"let obase = (row / {inner}u) * {k * inner}u + row % {inner}u;",
+        f"let n = {cand}u;",
+    ]
+    grid, nx = ctx.grid(rows)
+    decls = [decl("X", cv), decl("CI", ci), decl("V", values, write=True), decl("I", indices, write=True)]
+    second = ctx.shader(
+        "topk.wgsl.j2", decls=decls, nx=nx, units=rows, unit_lines=cand_lines, inner=1, out_stride=inner,
+        index="CI[base + pi]", what=f"the {cand} candidates of a row's {chunks} chunks", **rounds,
+    )  # fmt: skip
+    bindings = [binding(cv), binding(ci), binding(values, write=True), binding(indices, write=True)]
+    ctx.kernel([cv, ci], [values, indices], [Dispatch(second, grid, bindings)])
+
+
+def _topk_fits(k: int, n: int, wg: int) -> bool:
+    """Whether k rounds of a workgroup's arg-max over n points fit the loop budget."""
+    return loops_fit(k * (1 + math.ceil(n / wg) + int(math.log2(wg))))
+
+
+def _topk_chunks(k: int, L: int, wg: int) -> int | None:
+    """The number of chunks (each at least k points) whose candidate rounds fit the loop
+    budget and loop least, or None."""
+    best = None
+    for chunks in range(2, min(L // k, TOPK_MAX_CHUNKS) + 1):
+        if _topk_fits(k, math.ceil(L / chunks), wg) and _topk_fits(k, chunks * k, wg):
+            cost = max(math.ceil(L / chunks), chunks * k)
+            if best is None or cost < best[0]:
+                best = (cost, chunks)
+    return best and best[1]
 
 
 # -- Det -------------------------------------------------------------------------------------
