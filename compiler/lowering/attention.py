@@ -95,14 +95,15 @@ def lower_attention(ctx: LowerCtx, op: Op) -> None:
         helpers=helper_code("tanh") if softcap > 0 else [],
     )  # fmt: skip
     per_key, fixed = 1 + D + 2 * Dv, D + 2 * Dv  # a key's score, V sum and worst-case rescale
-    if loops_fit(fixed + L * per_key + (L * (1 + D) if mode == 3 else 0)):
+    chunk = min(MAX_CHUNK, (loop_room() - fixed) // per_key)
+    chunks = math.ceil(L / max(chunk, 1))
+    # one invocation per row when it fits the budget, or when no split does (huge heads, or
+    # more chunks than the second pass may fold): that still loops past it on lavapipe
+    fits = loops_fit(fixed + L * per_key + (L * (1 + D) if mode == 3 else 0))
+    if fits or chunk < 1 or not loops_fit(2 * chunks):
         writes = [("Y", y)] + ([("QK", qk)] if qk is not None else [])
         _dispatch(ctx, "rows", rows, reads, writes, params)
         return
-    chunk = min(MAX_CHUNK, (loop_room() - fixed) // per_key)
-    chunks = math.ceil(L / chunk)
-    if chunk < 1 or not loops_fit(2 * chunks):
-        raise ctx.error(f"{L:,} keys of {D} + {Dv} values are too many to split within the loop budget")
     params.update(chunk=chunk, chunks=chunks)
     part = ctx.temp(TensorType(DType.f32, (rows, chunks, Dv + 2)), f"{y.name}.partials")
     early = [("QK", qk)] if 0 <= mode <= 2 else []

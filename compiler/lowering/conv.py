@@ -99,7 +99,7 @@ def _gemm(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | No
     inputs = pro.inputs + [wv] + ([b] if b is not None else [])
     epi = epilogue(ctx, op)
     decls = epi.decls_with(pro.decls + [w_decl] + ([decl("Bv", b)] if b is not None else []), y)
-    split = split_workgroup(ctx, nested_loops(p["ICG"], p["KD"], p["KH"], p["KW"]), p["K"])
+    split = split_workgroup(nested_loops(p["ICG"], p["KD"], p["KH"], p["KW"]), p["K"])
     if split:
         channels = [f"let g = wid.y / {ocg4}u;", f"let oc4 = wid.y % {ocg4}u;"]
         grid = (p["P"], G * ocg4, 1)
@@ -130,7 +130,7 @@ def _direct(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | 
     total = p["N"] * p["OC"] * p["OS"]
     epi = epilogue(ctx, op)
     decls = epi.decls_with(pro.decls + [decl("Wt", w)] + ([decl("Bv", b)] if b is not None else []), y)
-    split = split_workgroup(ctx, nested_loops(p["ICG"], p["KD"], p["KH"], p["KW"]), p["K"])
+    split = split_workgroup(nested_loops(p["ICG"], p["KD"], p["KH"], p["KW"]), p["K"])
     if split:
         channels = ["let oc = wid.y;", f"let g = oc / {p['OCG']}u;"]
         w_load = f"Wt[oc * {p['K']}u + kk]"
@@ -182,9 +182,7 @@ def lower_conv_transpose(ctx: LowerCtx, op: Op) -> None:
         math.ceil(p[k] / (p[s] // math.gcd(p[d], p[s])))
         for k, s, d in (("KD", "SD", "DD"), ("KH", "SH", "DH"), ("KW", "SW", "DW"))
     )
-    split = split_workgroup(
-        ctx, nested_loops(p["KD"], p["KH"], p["KW"]) + taps * p["ICG"], p["KS"] * p["ICG"]
-    )
+    split = split_workgroup(nested_loops(p["KD"], p["KH"], p["KW"]) + taps * p["ICG"], p["KS"] * p["ICG"])
     grid, nx = ctx.grid(total if split else math.ceil(total / WORKGROUP))
     shader = ctx.shader(
         "conv_transpose.wgsl.j2", decls=decls, wg=split or WORKGROUP, nx=nx, total=total, bias=b is not None,
@@ -209,7 +207,7 @@ def lower_deform_conv(ctx: LowerCtx, op: Op) -> None:
     reads += [("Mk", mask)] if mask is not None else []
     total = math.prod(y.shape)
     sample = 2 + 4  # the bilinear sample's 2x2 loop
-    split = split_workgroup(ctx, nested_loops(p["ICG"], p["KH"], p["KW"], sample), p["K"], 1 + sample)
+    split = split_workgroup(nested_loops(p["ICG"], p["KH"], p["KW"], sample), p["K"], 1 + sample)
     grid, nx = ctx.grid(total if split else math.ceil(total / WORKGROUP))
     shader = ctx.shader(
         "deform_conv.wgsl.j2", decls=[decl(n, v) for n, v in reads] + [decl("Y", y, write=True)],

@@ -139,7 +139,7 @@ def _dispatch(ctx, a, b, bias_inputs, y, M, N, K, tm, a_row, a_col, batch_lines,
     decls = [decl("A", a), decl("B", b, elem="vec4<f32>" if vec == 4 else None)]
     decls = epi.decls_with(decls + [decl("C", v) for v in bias_inputs], y)
     acc_type = "vec4<f32>" if vec == 4 else "f32"
-    split = split_workgroup(ctx, K)
+    split = split_workgroup(K)
     wg = split or WORKGROUP
     accs = [(f"acc{t}", acc_type) for t in range(tm)]
     shader = ctx.shader(

@@ -41,10 +41,11 @@ def lower_softmax(ctx: LowerCtx, op: Op) -> None:
         pairs = ((0, 1),) if same else ()
         ctx.kernel([x], [y], [Dispatch(shader, grid, [binding(x), binding(y, write=True)], pairs)])
         return
-    chunks = math.ceil(L / SOFTMAX_CHUNK)
-    if not loops_fit(2 * chunks + math.ceil(SOFTMAX_CHUNK / WORKGROUP)):
-        raise ctx.error(f"rows of {L:,} points are too long for the loop budget")
-    params.update(chunk=SOFTMAX_CHUNK, chunks=chunks)
+    chunk = SOFTMAX_CHUNK
+    while not loops_fit(2 * math.ceil(L / chunk) + 3 * math.ceil(chunk / WORKGROUP)) and chunk < L:
+        chunk *= 2  # rows beyond 16M points: fewer, longer chunks
+    chunks = math.ceil(L / chunk)
+    params.update(chunk=chunk, chunks=chunks)
     part = ctx.temp(TensorType(DType.u32, (rows, chunks, 2)), f"{y.name}.chunk_max")
     grid, nx = ctx.grid(rows * chunks)
     first = ctx.shader(

@@ -47,7 +47,7 @@ def _emit(ctx: LowerCtx, op: Op, geo: dict, kind: str, attrs: dict) -> None:
     ty = wgsl_type(x)
     if kind != "MaxPool" and ty != "f32":
         raise ctx.error(f"{kind} of {x.dtype.name} is not supported", hint="only float inputs average")
-    split = split_workgroup(ctx, nested_loops(geo["KD"], geo["KH"], geo["KW"]), geo["KS"])
+    split = split_workgroup(nested_loops(geo["KD"], geo["KH"], geo["KW"]), geo["KS"])
     index = None
     if kind == "MaxPool":
         init, finish = _LOWEST[ty], "acc"

@@ -203,7 +203,7 @@ def _tiled_integer_matmul(ctx, a, b, azp, bzp, out, batch, M, N, K, ash, bsh) ->
         if zp is not None and zp.type.numel > 1 and zp.type.rank != 1:
             return False
     Z = math.prod(batch)
-    split = split_workgroup(ctx, K)  # a K too long for one invocation: a workgroup per tile
+    split = split_workgroup(K)  # a K too long for one invocation: a workgroup per tile
     wg = split or 64
     tiles_n = math.ceil(N / TILE_N)
     groups = (

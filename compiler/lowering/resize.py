@@ -144,7 +144,7 @@ def lower_resize(ctx: LowerCtx, op: Op) -> None:
         at += words.size
     # taps too many for one invocation (a wide antialiasing filter): a workgroup per output
     taps = [T for _, T, _, _ in axes]
-    group = None if exact else split_workgroup(ctx, nested_loops(*taps), math.prod(taps))
+    group = None if exact else split_workgroup(nested_loops(*taps), math.prod(taps))
     k = CoordKernel(ctx, y.shape, group=group)
     X = k.read(x)
     xs = contiguous_strides(x.shape)
@@ -363,7 +363,7 @@ def lower_roi_align(ctx: LowerCtx, op: Op) -> None:
     oh, ow, ratio = a["output_height"], a["output_width"], a["sampling_ratio"]
     half = a["coordinate_transformation_mode"] == "half_pixel"
     gh_max, gw_max = (ratio, ratio) if ratio > 0 else (math.ceil(H / oh) + 1, math.ceil(W / ow) + 1)
-    group = split_workgroup(ctx, nested_loops(gh_max, gw_max), gh_max * gw_max)
+    group = split_workgroup(nested_loops(gh_max, gw_max), gh_max * gw_max)
     k = CoordKernel(ctx, y.shape, group=group)
     X, B, Rs = k.read(x), k.read(batch), k.read(rois)
     k.helper(_ROI_CORNERS.format(X=X, H=H, W=W, H1=H - 1, W1=W - 1, Hf=f32(H), Wf=f32(W)))
