@@ -31,6 +31,7 @@ class Case:
     ref: Callable = ort_run
     rtol: float = 1e-4
     atol: float = 1e-5
+    marker: str = ""  # (small cases) text of the split kernel's shader
 
 
 def uniform(*shape, seed=0, low=0.0, high=1.0, dtype=np.float32):
@@ -162,22 +163,34 @@ def _conv_integer():
 
 
 # -- attention -------------------------------------------------------------------------------------
-def _attention(B, H, Sq, L, D, Hkv=None, mask=False, qk_mode=None):
+def _attention(B, H, Sq, L, D, Hkv=None, mask=None, qk_mode=None, past=0, **attrs):
+    """``mask``: "float" (some keys -inf) or "bool"; ``past`` keys come in a KV cache."""
+
     def build():
         rng = np.random.default_rng(3)
+        Skv = L - past
         feeds = {
             "q": rng.uniform(-1, 1, (B, H, Sq, D)).astype(np.float32),
-            "k": rng.uniform(-1, 1, (B, Hkv or H, L, D)).astype(np.float32),
-            "v": rng.uniform(-1, 1, (B, Hkv or H, L, D)).astype(np.float32),
+            "k": rng.uniform(-1, 1, (B, Hkv or H, Skv, D)).astype(np.float32),
+            "v": rng.uniform(-1, 1, (B, Hkv or H, Skv, D)).astype(np.float32),
         }
-        order, attrs, n_outputs = ["q", "k", "v"], {}, 1
+        order, n_outputs = ["q", "k", "v", ""], 1
+        if mask == "float":
+            feeds["mask"] = rng.uniform(-2, 1, (Sq, L)).astype(np.float32)
+            feeds["mask"][:, ::7] = -np.inf
+        elif mask == "bool":
+            feeds["mask"] = rng.uniform(0, 1, (Sq, L)) > 0.3
         if mask:
-            m = rng.uniform(-2, 1, (Sq, L)).astype(np.float32)
-            m[:, ::7] = -np.inf
-            feeds["mask"] = m
-            order.append("mask")
+            order[3] = "mask"
+        if past:
+            feeds["pk"] = rng.uniform(-1, 1, (B, Hkv or H, past, D)).astype(np.float32)
+            feeds["pv"] = rng.uniform(-1, 1, (B, Hkv or H, past, D)).astype(np.float32)
+            order += ["pk", "pv"]
+            n_outputs = 3
         if qk_mode is not None:
             attrs["qk_matmul_output_mode"], n_outputs = qk_mode, 4
+        while order[-1] == "":
+            order.pop()
         model = node_model("Attention", feeds, attrs, opset=23, input_order=order, n_outputs=n_outputs)
         return model, feeds
 
@@ -444,7 +457,9 @@ CASES: dict[str, Case] = {
     # attention over long keys
     "attention-keys-1024-d64": Case(_attention(1, 2, 4, 1024, 64)),
     "attention-keys-8192-d16": Case(_attention(1, 1, 4, 8192, 16)),
-    "attention-decode-4096-gqa-mask-probs": Case(_attention(1, 4, 1, 4096, 64, Hkv=2, mask=True, qk_mode=3)),
+    "attention-decode-4096-gqa-mask-probs": Case(
+        _attention(1, 4, 1, 4096, 64, Hkv=2, mask="float", qk_mode=3)
+    ),
     "attention-keys-2048-scores": Case(_attention(1, 2, 3, 2048, 32, qk_mode=0), atol=1e-5),
     "rotary-8x4096x64": Case(_rotary),
     # gathers and scatters with large tensors
@@ -510,3 +525,234 @@ def test_long_exact_rows_take_a_workgroup_each(tmp_path):
     compile_model(node_model("ConvInteger", feeds, opset=10), tmp_path)
     (shader,) = (tmp_path / "shaders").iterdir()
     assert "one workgroup per row" in shader.read_text()
+
+
+# -- every split path, at small shapes under a small budget -------------------------------------
+# With the budget cut to 64 iterations, small models take the paths that long loops take at full
+# size, on the features the large cases leave out (strides, groups, dilations, masks, caches,
+# indices, inverse transforms...). Each case names text that its split kernel's shader has.
+SMALL_BUDGET = 64
+TREE = "sum in a tree"
+
+
+def _ints(shape, seed=0):
+    return np.random.default_rng(seed).integers(0, 8, shape).astype(np.uint8)
+
+
+def _ties(*shape, seed=0):
+    return np.round(rand(*shape, seed=seed) * 4) / 4  # few distinct values
+
+
+def _dft_small(**attrs):
+    def build():
+        x = rand(2, 100, 2 if not attrs.get("onesided") else 1, low=-2, high=2)
+        if attrs.get("inverse") and attrs.get("onesided"):
+            x = rand(2, 100, 2, low=-2, high=2)
+        inits = {
+            "axis": np.array(1, np.int64),
+            "len": np.array(150 if attrs.get("onesided") else 90, np.int64),
+        }
+        model = node_model(
+            "DFT", {"x": x}, attrs, opset=20, initializers=inits, input_order=["x", "len", "axis"]
+        )
+        return model, {"x": x}
+
+    return build
+
+
+def _col2im():
+    image, block = [10, 11], [9, 8]
+    attrs = {"pads": [1, 0, 2, 1], "strides": [1, 2], "dilations": [1, 1]}
+    L = ((10 + 3 - 9) // 1 + 1) * ((11 + 1 - 8) // 2 + 1)
+    x = rand(2, 2 * 72, L)
+    inits = {"image": np.array(image, np.int64), "block": np.array(block, np.int64)}
+    return node_model("Col2Im", {"x": x}, attrs, initializers=inits, opset=18), {"x": x}
+
+
+def _roi_small(mode):
+    def build():
+        x = uniform(1, 2, 20, 20)
+        rois = np.array([[0, 0, 19, 19], [2, 3, 15, 18], [5, 5, 5, 5]], np.float32)  # the last is empty
+        attrs = {"output_height": 2, "output_width": 2, "sampling_ratio": 0, "mode": mode}
+        feeds = {"x": x, "rois": rois, "batch": np.zeros(3, np.int64)}
+        return node_model("RoiAlign", feeds, attrs, opset=16), feeds
+
+    return build
+
+
+SMALL: dict[str, Case] = {
+    "matmul-batched-broadcast": Case(_matmul((2, 3, 5, 100), (3, 100, 7)), marker=TREE),
+    "matmul-const-epilogue": Case(_matmul((5, 200), (200, 8), const_b=True, epilogue=True), marker=TREE),
+    "gemm-runtime-transB": Case(_gemm(5, 6, 150, False), marker=TREE),
+    "matmul_integer": Case(
+        one(
+            "MatMulInteger",
+            lambda: {"a": _ints((4, 100)), "b": _ints((100, 6), 1)},
+            opset=10,
+            inits={"za": np.array(3, np.uint8), "zb": np.array(2, np.uint8)},
+        ),
+        marker=TREE,
+    ),  # fmt: skip
+    "conv-groups-strides-runtime-w": Case(
+        _conv(
+            (1, 32, 9, 9), (8, 16, 3, 3), {"group": 2, "strides": [2, 2], "pads": [1, 1, 1, 1]}, const_w=False
+        ),
+        marker="one workgroup per output pixel",
+    ),
+    "conv-3d-dilated": Case(
+        _conv(
+            (1, 4, 5, 6, 7), (4, 4, 3, 3, 3), {"dilations": [2, 1, 1], "pads": [1] * 6, "strides": [1, 2, 1]}
+        ),
+        atol=1e-4,
+        marker="one workgroup per output pixel",
+    ),  # fmt: skip
+    "conv-depthwise-9x9": Case(
+        _conv((1, 3, 12, 12), (3, 1, 9, 9), {"group": 3, "strides": [2, 2], "pads": [3, 3, 3, 3]}),
+        marker="one workgroup per output pixel",
+    ),
+    "conv_transpose-groups-strides": Case(
+        one(
+            "ConvTranspose",
+            lambda: {"x": rand(1, 32, 4, 5), "w": rand(32, 6, 3, 3, seed=1), "b": rand(12, seed=2)},
+            {
+                "group": 2,
+                "strides": [2, 2],
+                "dilations": [1, 2],
+                "pads": [1, 1, 0, 1],
+                "output_padding": [1, 0],
+            },
+        ),
+        atol=1e-4,
+        marker="One workgroup per output element",
+    ),  # fmt: skip
+    "deform_conv-mask-groups": Case(
+        one(
+            "DeformConv",
+            lambda: {
+                "x": rand(1, 8, 6, 5),
+                "w": rand(4, 4, 2, 3, seed=1),
+                "off": rand(1, 24, 3, 5, seed=2) * 2,
+                "b": rand(4, seed=3),
+                "m": uniform(1, 12, 3, 5, seed=4),
+            },
+            {"kernel_shape": [2, 3], "group": 2, "offset_group": 2, "strides": [2, 1], "pads": [1, 1, 0, 1]},
+            opset=19,
+        ),
+        atol=1e-4,
+        marker="One workgroup per output element",
+    ),  # fmt: skip
+    "max_pool-indices-column-major": Case(
+        one(
+            "MaxPool",
+            lambda: {"x": _ties(1, 2, 20, 20)},
+            {
+                "kernel_shape": [9, 9],
+                "strides": [3, 3],
+                "pads": [2, 2, 2, 2],
+                "ceil_mode": 1,
+                "storage_order": 1,
+            },
+            opset=12,
+            n_outputs=2,
+        ),
+        marker="combine in a tree",
+    ),  # fmt: skip
+    "average_pool-3d-include-pad": Case(
+        one(
+            "AveragePool",
+            lambda: {"x": rand(1, 2, 8, 9, 10)},
+            {"kernel_shape": [4, 4, 5], "strides": [2, 2, 2], "pads": [1] * 6, "count_include_pad": 1},
+            opset=19,
+        ),
+        marker="combine in a tree",
+    ),  # fmt: skip
+    "lp_pool": Case(
+        one(
+            "LpPool", lambda: {"x": rand(1, 2, 12, 12)}, {"kernel_shape": [9, 9], "strides": [3, 3]}, opset=18
+        ),
+        marker="combine in a tree",
+    ),
+    "global_average_pool": Case(
+        one("GlobalAveragePool", lambda: {"x": rand(1, 3, 10, 10)}), marker="combine in a tree"
+    ),
+    "attention-causal-gqa-past-softcap": Case(
+        _attention(2, 4, 3, 30, 8, Hkv=2, past=10, is_causal=1, softcap=2.0), marker="first of two passes"
+    ),
+    "attention-bool-mask-scores": Case(
+        _attention(1, 2, 3, 30, 8, mask="bool", qk_mode=1), marker="first of two passes"
+    ),
+    "attention-float-mask-probs": Case(
+        _attention(1, 2, 3, 30, 8, mask="float", qk_mode=3), marker="first of two passes"
+    ),
+    "topk-ties-axis0-smallest": Case(_topk(2000, 5, largest=0, axis=0, ties=True), marker="candidates"),
+    "layer_norm-bias-unrolled": Case(
+        _norm("LayerNormalization", (2, 20_000), {"axis": -1}, {"s": (20_000,), "b": (20_000,)}),
+        rtol=1e-3,
+        atol=1e-4,
+        marker="points per iteration",
+    ),  # fmt: skip
+    "argmax-last-ties-unrolled": Case(
+        one(
+            "ArgMax",
+            lambda: {"x": _ties(2, 20_000)},
+            {"axis": 1, "keepdims": 0, "select_last_index": 1},
+            opset=13,
+        ),
+        marker="points per iteration",
+    ),
+    "reduce_max-int-rows": Case(
+        _reduce("ReduceMax", (5000, 100), [1], x=lambda: _ints((5000, 100)).astype(np.int32)),
+        marker="one workgroup per row",
+    ),
+    "resize-antialias": Case(
+        _resize((1, 2, 40, 40), [1, 2, 3, 3], {"mode": "linear", "antialias": 1}),
+        ref=reference_run,
+        marker="One workgroup per point",
+    ),  # fmt: skip
+    "resize-cubic-crop-extrapolated": Case(
+        _resize(
+            (1, 1, 40, 40),
+            [1, 1, 3, 4],
+            {
+                "mode": "cubic",
+                "antialias": 1,
+                "extrapolation_value": -3.0,
+                "coordinate_transformation_mode": "tf_crop_and_resize",
+            },
+            roi=[0, 0, -0.3, 0.1, 1, 1, 0.8, 1.2],
+        ),
+        ref=reference_run,
+        marker="One workgroup per point",
+    ),  # fmt: skip
+    "roi_align-avg": Case(_roi_small("avg"), marker="One workgroup per point"),
+    "roi_align-max": Case(_roi_small("max"), marker="One workgroup per point"),
+    "dft-complex-truncated": Case(
+        _dft_small(), ref=reference_run, atol=1e-4, marker="One workgroup per point"
+    ),
+    "dft-inverse": Case(
+        _dft_small(inverse=1), ref=reference_run, atol=1e-4, marker="One workgroup per point"
+    ),
+    "dft-irfft": Case(
+        _dft_small(inverse=1, onesided=1), ref=reference_run, atol=1e-4, marker="One workgroup per point"
+    ),
+    "dft-onesided-padded": Case(
+        _dft_small(onesided=1), ref=reference_run, atol=1e-4, marker="One workgroup per point"
+    ),
+    "col2im-pads-strides": Case(_col2im, ref=reference_run, marker="One workgroup per point"),
+}
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_split_paths_at_small_shapes(name, device, monkeypatch, tmp_path):
+    import onnx2wgsl
+    from onnx2wgsl.compiler import compile_model, lowering
+
+    monkeypatch.setattr(lowering, "LOOP_BUDGET", lowering.LOOP_SLACK + SMALL_BUDGET)
+    case = SMALL[name]
+    model, feeds = case.build()
+    compile_model(model, tmp_path, verify_ir=True)
+    shaders = [f.read_text() for f in (tmp_path / "shaders").iterdir()]
+    assert any(case.marker in text for text in shaders), f"no shader takes the split path ({case.marker!r})"
+    with onnx2wgsl.load(tmp_path, device=device) as sess:
+        got = sess.run(None, feeds)
+    assert_close(got, case.ref(model, feeds), case.rtol, case.atol)

@@ -428,7 +428,8 @@ def lower_roi_align(ctx: LowerCtx, op: Op) -> None:
 @lowers("Col2Im")
 def lower_col2im(ctx: LowerCtx, op: Op) -> None:
     """Each image pixel sums the column entries of every block position that covers it
-    (owner computes: no atomics, a fixed summation order)."""
+    (owner computes: no atomics, a fixed summation order); a workgroup per pixel when its
+    block is too big for one invocation to loop over."""
     x, y = op.inputs[0], op.outputs[0]
     a = op.attrs
     image, block = a["image_shape"], a["block_shape"]
@@ -441,17 +442,24 @@ def lower_col2im(ctx: LowerCtx, op: Op) -> None:
     ks, ls = contiguous_strides(block), contiguous_strides(blocks)
     xs = contiguous_strides(x.shape)
     ty = wgsl_type(y)
-    k = CoordKernel(ctx, y.shape)
+    group = split_workgroup(nested_loops(*block), K)
+    k = CoordKernel(ctx, y.shape, group=group)
     X = k.read(x)
     k.add(f"let xb = {k.c(0)} * {xs[0]}u + {k.c(1)} * {K * xs[1]}u;", f"var acc = {literal(0, ty)};")
+    if group:  # invocation lid takes every group-th block position
+        k.add(f"for (var kf = lid; kf < {K}u; kf += {group}u) {{")
     for j in range(nd):
         k.add(
-            f"for (var k{j} = 0i; k{j} < {block[j]}i; k{j}++) {{",
+            f"let k{j} = i32(kf / {ks[j]}u % {block[j]}u);"
+            if group
+            else f"for (var k{j} = 0i; k{j} < {block[j]}i; k{j}++) {{",
             f"let q{j} = i32({k.c(2 + j)}) + {pads[j]}i - k{j} * {dil[j]}i;",
             f"if (q{j} < 0i || q{j} % {strides[j]}i != 0i || q{j} / {strides[j]}i >= {blocks[j]}i) {{ continue; }}",
         )
     kk = " + ".join(f"u32(k{j}) * {ks[j]}u" for j in range(nd))
     ll = " + ".join(f"u32(q{j} / {strides[j]}i) * {ls[j]}u" for j in range(nd))
-    k.add(f"acc += {X}[xb + ({kk}) * {xs[1]}u + {ll}];", *["}"] * nd)
+    k.add(f"acc += {X}[xb + ({kk}) * {xs[1]}u + {ll}];", *["}"] * (1 if group else nd))
+    if group:
+        k.tree([("acc", ty)], ["red_acc[lid] += red_acc[lid + half];"])
     k.store("acc", y)
     ctx.kernel([x], [y], [d for d in [k.dispatch()] if d])
