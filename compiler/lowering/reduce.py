@@ -566,6 +566,8 @@ def _topk_chunks(k: int, L: int, wg: int) -> int | None:
     budget and loop least, or None."""
     best = None
     for chunks in range(2, min(L // k, TOPK_MAX_CHUNKS) + 1):
+        if chunks * L >= 2**32:  # a chunk's start, c * L / chunks, is computed in u32
+            break
         if _topk_fits(k, math.ceil(L / chunks), wg) and _topk_fits(k, chunks * k, wg):
             cost = max(math.ceil(L / chunks), chunks * k)
             if best is None or cost < best[0]:
