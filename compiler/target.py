@@ -13,11 +13,13 @@ from onnx2wgsl.runtime.manifest import DEFAULT_LIMITS
 # the artifact contract, so they live beside the manifest schema.
 WEBGPU_DEFAULT_LIMITS = DEFAULT_LIMITS
 
-# Mesa 22's lavapipe (llvmpipe, Debian 12's software Vulkan) silently ends every loop of an
-# invocation once that invocation has taken this many loop back-edges, all its loops counted
-# together. Kernels whose invocations would loop longer split the work across invocations or
-# dispatches; a kernel that counts its back-edges stays at or under this.
-LOOP_BUDGET = 65535
+# Loop iterations one shader invocation may run, all its loops together (an inner loop's
+# iterations count as well as the outer loop's). Mesa 22's lavapipe (llvmpipe's "loop
+# limiter") gives each invocation this budget and, once it is spent, makes every loop exit
+# early without an error: the kernel then stores wrong numbers. Later Mesa has no such limit
+# and WebGPU names none, but an artifact may meet either driver, so every kernel keeps each
+# invocation's loops under it (long reductions are split across invocations or workgroups).
+LOOP_BUDGET = 65_535
 
 
 @dataclass(frozen=True)

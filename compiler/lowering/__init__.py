@@ -18,7 +18,7 @@ from onnx2wgsl.errors import UnsupportedError
 from onnx2wgsl.ir import Binding, Dispatch, Graph, Op, TensorType, Value
 from onnx2wgsl.ir.types import storage_dtype
 
-from ..target import Target
+from ..target import LOOP_BUDGET, Target
 
 Lowering = Callable[["LowerCtx", Op], None]
 _LOWERINGS: dict[str, Lowering] = {}
@@ -33,6 +33,49 @@ _ENV = jinja2.Environment(
 )
 
 WORKGROUP = 64  # invocations per workgroup of the 1-D kernels: a safe size on every GPU
+LOOP_SLACK = 1024  # iterations left for a kernel's short fixed loops (workgroup trees, lanes)
+
+
+def loop_room() -> int:
+    """Loop iterations a kernel may plan for one invocation: target.LOOP_BUDGET, which some
+    drivers enforce, less the slack."""
+    return LOOP_BUDGET - LOOP_SLACK
+
+
+def loops_fit(iterations: int) -> bool:
+    """Whether an invocation looping ``iterations`` times in all (every loop's iterations,
+    nested ones included) stays within the loop budget."""
+    return iterations <= loop_room()
+
+
+def nested_loops(*trips: int) -> int:
+    """Iterations of nested loops with these trip counts, outer first (every level counts)."""
+    total, outer = 0, 1
+    for t in trips:
+        outer *= t
+        total += outer
+    return total
+
+
+SPLIT_WORKGROUPS = (WORKGROUP, 256)
+
+
+def split_workgroup(serial: int, steps: int | None = None, per_step: int = 1) -> int | None:
+    """None when an invocation may loop ``serial`` times (target.LOOP_BUDGET), else the smallest
+    workgroup whose invocations, each taking every wg-th of ``steps`` steps (default ``serial``)
+    of ``per_step`` iterations each, stay within the budget; they then combine in a tree.
+
+    Past 256 x the budget (16M points in one reduction, near the default binding limit) the
+    largest workgroup still loops too long on a driver that cuts loops short: such a
+    reduction would need a second pass over partial results, which these kernels do not have.
+    It still compiles, and runs right on every other driver."""
+    if loops_fit(serial):
+        return None
+    steps = serial if steps is None else steps
+    for wg in SPLIT_WORKGROUPS:
+        if loops_fit(math.ceil(steps / wg) * per_step):
+            return wg
+    return SPLIT_WORKGROUPS[-1]
 
 
 def lowers(*kinds: str):

@@ -7,19 +7,26 @@ nonpad_kv_seqlen, sliding window) instead of adding -inf, so a masked key can ne
 a row into NaN. A row with no allowed key yields zeros, as the spec's fully-masked-row
 guard says. The optional QK output (modes 0-3) is written on the way, mode 3 (the
 probabilities) by a second walk once the row's max and sum are known.
+
+Keys too many for one invocation to walk within target.LOOP_BUDGET are split into chunks,
+one invocation per row and chunk, each storing its chunk's max, sum and V sum; a second pass
+folds a row's chunks (one invocation per output value), and for mode 3 a third computes each
+probability (one invocation per score). Decoding (one query row, thousands of keys) then
+runs on many invocations instead of one per head.
 """
 
 from __future__ import annotations
 
 import math
 
-from onnx2wgsl.ir import Dispatch, Op, Value
+from onnx2wgsl.ir import Dispatch, DType, Op, TensorType, Value
 
 from ..elementwise_ops import f32, helper_code
-from . import WORKGROUP, LowerCtx, binding, decl, lowers, wgsl_type
+from . import WORKGROUP, LowerCtx, binding, decl, loop_room, loops_fit, lowers, wgsl_type
 from .indexing import broadcast
 
 NEG_INF = "bitcast<f32>(0xff800000u)"
+MAX_CHUNK = 512  # keys per invocation when a row's keys are split
 
 
 @lowers("Attention")
@@ -81,15 +88,37 @@ def lower_attention(ctx: LowerCtx, op: Op) -> None:
         reads.append(("M", mask))
     if nonpad is not None:
         reads.append(("NP", nonpad))
-    writes = [("Y", y)] + ([("QK", qk)] if qk is not None else [])
-    decls = [decl(n, v) for n, v in reads] + [decl(n, v, write=True) for n, v in writes]
-    grid, nx = ctx.grid(math.ceil(rows / WORKGROUP))
-    shader = ctx.shader(
-        "attention.wgsl.j2", decls=decls, wg=WORKGROUP, nx=nx, rows=rows, Sq=Sq, Hq=Hq, L=L, D=D, Dv=Dv,
-        group=Hq // Hkv, q_base=q_base, y_base=y_base, k_base=k_base, v_base=v_base, offset=offset,
-        allow=" && ".join(allow) or "true", bias=bias, scale=f32(a["scale"]), softcap=f32(softcap) if softcap > 0 else "",
-        mode=mode, neg_inf=NEG_INF, helpers=helper_code("tanh") if softcap > 0 else [],
+    params = dict(
+        wg=WORKGROUP, rows=rows, Sq=Sq, Hq=Hq, L=L, D=D, Dv=Dv, group=Hq // Hkv, q_base=q_base, y_base=y_base,
+        k_base=k_base, v_base=v_base, offset=offset, allow=" && ".join(allow) or "true", bias=bias,
+        scale=f32(a["scale"]), softcap=f32(softcap) if softcap > 0 else "", mode=mode, neg_inf=NEG_INF,
+        helpers=helper_code("tanh") if softcap > 0 else [],
     )  # fmt: skip
+    per_key, fixed = 1 + D + 2 * Dv, D + 2 * Dv  # a key's score, V sum and worst-case rescale
+    chunk = min(MAX_CHUNK, (loop_room() - fixed) // per_key)
+    chunks = math.ceil(L / max(chunk, 1))
+    # one invocation per row when it fits the budget, or when no split does (huge heads, or
+    # more chunks than the second pass may fold): that still loops past it on lavapipe
+    fits = loops_fit(fixed + L * per_key + (L * (1 + D) if mode == 3 else 0))
+    if fits or chunk < 1 or not loops_fit(2 * chunks):
+        writes = [("Y", y)] + ([("QK", qk)] if qk is not None else [])
+        _dispatch(ctx, "rows", rows, reads, writes, params)
+        return
+    params.update(chunk=chunk, chunks=chunks)
+    part = ctx.temp(TensorType(DType.f32, (rows, chunks, Dv + 2)), f"{y.name}.partials")
+    early = [("QK", qk)] if 0 <= mode <= 2 else []
+    _dispatch(ctx, "chunks", rows * chunks, reads, [("Pt", part)] + early, params)
+    stats = [("St", ctx.temp(TensorType(DType.f32, (rows, 2)), f"{y.name}.stats"))] if mode == 3 else []
+    _dispatch(ctx, "combine", rows * Dv, [("Pt", part)], [("Y", y)] + stats, params)
+    if mode == 3:
+        _dispatch(ctx, "probs", rows * L, [r for r in reads if r[0] != "Vm"] + stats, [("QK", qk)], params)
+
+
+def _dispatch(ctx, stage: str, units: int, reads, writes, params: dict) -> None:
+    """One kernel of one invocation per unit running ``stage`` of attention.wgsl.j2."""
+    decls = [decl(n, v) for n, v in reads] + [decl(n, v, write=True) for n, v in writes]
+    grid, nx = ctx.grid(math.ceil(units / WORKGROUP))
+    shader = ctx.shader("attention.wgsl.j2", decls=decls, stage=stage, nx=nx, **params)
     bindings = [binding(v) for _, v in reads] + [binding(v, write=True) for _, v in writes]
     ctx.kernel([v for _, v in reads], [v for _, v in writes], [Dispatch(shader, grid, bindings)])
 

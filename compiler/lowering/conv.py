@@ -5,6 +5,11 @@ ones with leading spatial dims of size 1 (their loops then run once, which shade
 remove). Weights and biases may be constants or computed at run time: the implicit-GEMM
 kernel reads constant weights re-laid out at compile time as vec4s of output channels, and
 run-time weights in their ONNX layout, four channels per vec4 gathered by the kernel.
+
+An output whose reduction (input channels x kernel taps) is too long for one invocation to
+loop over (target.LOOP_BUDGET) gets a workgroup of its own instead: its invocations take
+every 64th (or 256th) product and sum in a tree (conv_split.wgsl.j2, and the split branches of
+the ConvTranspose and DeformConv templates).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import numpy as np
 
 from onnx2wgsl.ir import Dispatch, Op, Value
 
-from . import WORKGROUP, LowerCtx, binding, decl, lowers
+from . import WORKGROUP, LowerCtx, binding, decl, lowers, nested_loops, split_workgroup
 from .fused import Epilogue, Prologue, epilogue, operands, prologue
 
 SPATIAL = 3  # kernels address (D, H, W); fewer spatial dims are padded with leading 1s
@@ -92,6 +97,14 @@ def _gemm(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | No
         w_setup = [f"let wb{c} = (g * {OCG}u + min(oc4 * 4u + {c}u, {OCG - 1}u)) * {K}u;" for c in range(4)]
         w_load = "vec4<f32>(" + ", ".join(f"Wt[wb{c} + kk]" for c in range(4)) + ")"
     inputs = pro.inputs + [wv] + ([b] if b is not None else [])
+    epi = epilogue(ctx, op)
+    decls = epi.decls_with(pro.decls + [w_decl] + ([decl("Bv", b)] if b is not None else []), y)
+    split = split_workgroup(nested_loops(p["ICG"], p["KD"], p["KH"], p["KW"]), p["K"])
+    if split:
+        channels = [f"let g = wid.y / {ocg4}u;", f"let oc4 = wid.y % {ocg4}u;"]
+        grid = (p["P"], G * ocg4, 1)
+        _split(ctx, op, p, pro, epi, decls, inputs, split, channels, w_setup, w_load, 4, grid, b is not None)
+        return
     tm = 4 if p["P"] >= 4096 else 2 if p["P"] >= 512 else 1
     pointwise = (
         p["KS"] == 1
@@ -101,8 +114,6 @@ def _gemm(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | No
             and (p["D"], p["H"], p["W"]) == (p["OD"], p["OH"], p["OW"])
         )
     )
-    epi = epilogue(ctx, op)
-    decls = epi.decls_with(pro.decls + [w_decl] + ([decl("Bv", b)] if b is not None else []), y)
     shader = ctx.shader(
         "conv_gemm.wgsl.j2", decls=decls, wg=WORKGROUP, tm=tm, ocg4=ocg4,
         bias=b is not None, pointwise=pointwise, w_setup=w_setup, w_load=w_load, out_expr=epi.expr,
@@ -119,9 +130,29 @@ def _direct(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | 
     total = p["N"] * p["OC"] * p["OS"]
     epi = epilogue(ctx, op)
     decls = epi.decls_with(pro.decls + [decl("Wt", w)] + ([decl("Bv", b)] if b is not None else []), y)
+    split = split_workgroup(nested_loops(p["ICG"], p["KD"], p["KH"], p["KW"]), p["K"])
+    if split:
+        channels = ["let oc = wid.y;", f"let g = oc / {p['OCG']}u;"]
+        w_load = f"Wt[oc * {p['K']}u + kk]"
+        grid = (p["P"], p["OC"], 1)
+        _split(ctx, op, p, pro, epi, decls, inputs, split, channels, [], w_load, 1, grid, b is not None)
+        return
     grid, nx = ctx.grid(math.ceil(total / WORKGROUP))
     shader = ctx.shader(
         "conv_direct.wgsl.j2", decls=decls, wg=WORKGROUP, nx=nx, total=total, bias=b is not None,
+        out_expr=epi.expr, epi_lines=epi.lines, helpers=_helpers(pro, epi), load_x=pro.code, **p,
+    )  # fmt: skip
+    ctx.kernel(inputs + epi.inputs, [y], [epi.dispatch(shader, grid, inputs, y)])
+
+
+def _split(ctx, op, p, pro, epi, decls, inputs, wg, channels, w_setup, w_load, lanes, grid, bias) -> None:
+    """A workgroup per output pixel and ``lanes`` output channels (``channels`` lines name the
+    group ``g`` and the channel ``oc`` or quad ``oc4`` from ``wid.y``), for reductions too
+    long for one invocation."""
+    y = op.outputs[0]
+    shader = ctx.shader(
+        "conv_split.wgsl.j2", decls=decls, wg=wg, lanes=lanes, acc_type="vec4<f32>" if lanes == 4 else "f32",
+        channel_lines=channels, w_setup=w_setup, w_load=w_load, bias=bias,
         out_expr=epi.expr, epi_lines=epi.lines, helpers=_helpers(pro, epi), load_x=pro.code, **p,
     )  # fmt: skip
     ctx.kernel(inputs + epi.inputs, [y], [epi.dispatch(shader, grid, inputs, y)])
@@ -146,10 +177,16 @@ def lower_conv_transpose(ctx: LowerCtx, op: Op) -> None:
     inputs = [x, w] + ([b] if b is not None else [])
     epi = epilogue(ctx, op)
     decls = epi.decls_with([decl("X", x), decl("Wt", w)] + ([decl("Bv", b)] if b is not None else []), y)
-    grid, nx = ctx.grid(math.ceil(total / WORKGROUP))
+    # an output gathers through the taps whose stride phase matches it, each over ICG channels
+    taps = math.prod(
+        math.ceil(p[k] / (p[s] // math.gcd(p[d], p[s])))
+        for k, s, d in (("KD", "SD", "DD"), ("KH", "SH", "DH"), ("KW", "SW", "DW"))
+    )
+    split = split_workgroup(nested_loops(p["KD"], p["KH"], p["KW"]) + taps * p["ICG"], p["KS"] * p["ICG"])
+    grid, nx = ctx.grid(total if split else math.ceil(total / WORKGROUP))
     shader = ctx.shader(
-        "conv_transpose.wgsl.j2", decls=decls, wg=WORKGROUP, nx=nx, total=total, bias=b is not None,
-        out_expr=epi.expr, epi_lines=epi.lines, helpers=epi.helpers, **p,
+        "conv_transpose.wgsl.j2", decls=decls, wg=split or WORKGROUP, nx=nx, total=total, bias=b is not None,
+        out_expr=epi.expr, epi_lines=epi.lines, helpers=epi.helpers, split=split is not None, **p,
     )  # fmt: skip
     ctx.kernel(inputs + epi.inputs, [y], [epi.dispatch(shader, grid, inputs, y)])
 
@@ -169,11 +206,13 @@ def lower_deform_conv(ctx: LowerCtx, op: Op) -> None:
     reads = [("X", x), ("Wt", w), ("Off", off)] + ([("Bv", b)] if b is not None else [])
     reads += [("Mk", mask)] if mask is not None else []
     total = math.prod(y.shape)
-    grid, nx = ctx.grid(math.ceil(total / WORKGROUP))
+    sample = 2 + 4  # the bilinear sample's 2x2 loop
+    split = split_workgroup(nested_loops(p["ICG"], p["KH"], p["KW"], sample), p["K"], 1 + sample)
+    grid, nx = ctx.grid(total if split else math.ceil(total / WORKGROUP))
     shader = ctx.shader(
         "deform_conv.wgsl.j2", decls=[decl(n, v) for n, v in reads] + [decl("Y", y, write=True)],
-        wg=WORKGROUP, nx=nx, total=total, bias=b is not None, masked=mask is not None, OG=OG,
-        ICOG=p["C"] // OG, out_expr="v", **p,
+        wg=split or WORKGROUP, nx=nx, total=total, bias=b is not None, masked=mask is not None, OG=OG,
+        ICOG=p["C"] // OG, out_expr="v", split=split is not None, **p,
     )  # fmt: skip
     bindings = [binding(v) for _, v in reads] + [binding(y, write=True)]
     ctx.kernel([v for _, v in reads], [y], [Dispatch(shader, grid, bindings)])

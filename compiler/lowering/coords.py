@@ -6,6 +6,10 @@ or clamped coordinates. ``CoordKernel`` keeps the same shape of kernel (one invo
 point of a row-major space, the ``map.wgsl.j2`` template) and lets a lowering add WGSL lines
 that use the coordinates ``c0, c1, ...`` (u32), affine addresses of views, and the bound
 operands. Python decides every number and expression; the template only substitutes.
+
+A point whose loop is too long for one invocation (target.LOOP_BUDGET) can take a workgroup
+of its own instead (``group``): its invocations split the loop by ``lid`` and ``tree``
+combines their accumulators before invocation 0 finishes the point.
 """
 
 from __future__ import annotations
@@ -39,11 +43,17 @@ class CoordKernel:
     ``read(v)`` / ``write(v)`` bind operands and return their WGSL names; ``c(d)`` is the
     output coordinate of dim d; ``at(view)`` its affine address; ``add`` appends lines. The
     flat invocation index is ``i``; ``store(expr)`` writes ``expr`` to the first written
-    operand at ``i`` (the output, contiguous over ``space``)."""
+    operand at ``i`` (the output, contiguous over ``space``).
 
-    def __init__(self, ctx: LowerCtx, space):
+    With ``group`` (a workgroup size) each point gets a workgroup: ``i`` is the point, the
+    body's lines run in all ``group`` invocations (``lid``), and the lines added after
+    ``tree`` in invocation 0 alone."""
+
+    def __init__(self, ctx: LowerCtx, space, group: int | None = None):
         self.ctx = ctx
         self.space = tuple(int(d) for d in space)
+        self.group = group
+        self._tree: tuple[list[tuple[str, str]], list[str], int] | None = None
         self.lines: list[str] = []
         self.helpers: list[str] = []
         self._reads: list[Value] = []
@@ -88,6 +98,13 @@ class CoordKernel:
         if text not in self.helpers:
             self.helpers.append(text)
 
+    def tree(self, accs: list[tuple[str, str]], merge: list[str]) -> None:
+        """Combine the workgroup's accumulators ``accs`` (name, WGSL type): each ``merge`` line
+        folds red_<name>[lid + half] into red_<name>[lid]. Lines added later run in invocation 0
+        only, with each accumulator holding the workgroup's result."""
+        assert self.group and self._tree is None, "one tree, in a group kernel"
+        self._tree = (accs, merge, len(self.lines))
+
     def store(self, expr: str, out: Value) -> None:
         self.add(f"{self.write(out)}[i] = {expr};")
 
@@ -109,15 +126,21 @@ class CoordKernel:
             decl(f"out{k}", v, write=True, elem=f"atomic<{wgsl_type(v)}>" if k in self._atomic else None)
             for k, v in enumerate(self._writes)
         ]
-        grid, nx = self.ctx.grid(math.ceil(n / WORKGROUP))
+        body, tree = coords + self.lines, None
+        if self.group:
+            assert self._tree is not None, "a group kernel combines its invocations in a tree"
+            accs, merge, at = self._tree
+            body, tree = coords + self.lines[:at], {"accs": accs, "merge": merge, "tail": self.lines[at:]}
+        grid, nx = self.ctx.grid(n if self.group else math.ceil(n / WORKGROUP))
         shader = self.ctx.shader(
             "map.wgsl.j2",
             decls=decls,
             helpers=self.helpers,
-            body=coords + self.lines,
+            body=body,
             n=n,
             nx=nx,
-            wg=WORKGROUP,
+            wg=self.group or WORKGROUP,
+            tree=tree,
         )
         bindings = [binding(v) for v in self._reads] + [binding(v, write=True) for v in self._writes]
         return Dispatch(shader, grid, bindings)

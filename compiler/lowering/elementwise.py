@@ -60,6 +60,7 @@ def map_kernel(
         n=n,
         nx=nx,
         wg=WORKGROUP,
+        tree=None,
     )
     bindings = [binding(v) for v in values] + [binding(y, write=True) for y in outs]
     return Dispatch(shader, grid, bindings, _inplace_pairs(reads, writes, idx, lines, raws, targets))

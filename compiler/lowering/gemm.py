@@ -3,6 +3,10 @@
 A constant B is re-laid out at compile time as [K, N] in vec4 columns (alpha folded in),
 and split along N into chunks that each fit one storage binding: a 25088x4096 fully
 connected weight (411 MB) runs as four dispatches under the 128 MiB binding limit.
+
+Each invocation sums all K products of its tile, unless K is longer than one invocation may
+loop (target.LOOP_BUDGET): then a workgroup computes the tile, its invocations taking every
+64th (or 256th) k, and sums their partial tiles in a tree.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import numpy as np
 from onnx2wgsl.ir import Dispatch, Op, Value
 
 from ..elementwise_ops import f32
-from . import WORKGROUP, LowerCtx, decl, lowers
+from . import WORKGROUP, LowerCtx, decl, lowers, split_workgroup
 from .fused import epilogue
 from .indexing import View, broadcast, contiguous_strides, index_code
 
@@ -134,11 +138,16 @@ def _dispatch(ctx, a, b, bias_inputs, y, M, N, K, tm, a_row, a_col, batch_lines,
               *, vec, nv, n_base, b_load, scale, epi, Z) -> Dispatch:  # fmt: skip
     decls = [decl("A", a), decl("B", b, elem="vec4<f32>" if vec == 4 else None)]
     decls = epi.decls_with(decls + [decl("C", v) for v in bias_inputs], y)
+    acc_type = "vec4<f32>" if vec == 4 else "f32"
+    split = split_workgroup(K)
+    wg = split or WORKGROUP
+    accs = [(f"acc{t}", acc_type) for t in range(tm)]
     shader = ctx.shader(
-        "matmul.wgsl.j2", decls=decls, wg=WORKGROUP, tm=tm, M=M, N=N, K=K, NV=nv, vec=vec,
-        acc_type="vec4<f32>" if vec == 4 else "f32", a_row=a_row, a_col=a_col, b_load=b_load,
+        "matmul.wgsl.j2", decls=decls, wg=wg, tm=tm, M=M, N=N, K=K, NV=nv, vec=vec,
+        acc_type=acc_type, a_row=a_row, a_col=a_col, b_load=b_load,
         batch_lines=batch_lines, bias_lines=bias_lines, n_base=n_base, scale=scale,
-        out_expr=epi.expr, epi_lines=epi.lines, helpers=epi.helpers,
+        out_expr=epi.expr, epi_lines=epi.lines, helpers=epi.helpers, split=split is not None,
+        accs=accs, merge=[f"red_{n}[lid] += red_{n}[lid + half];" for n, _ in accs],
     )  # fmt: skip
-    grid = (math.ceil(nv / WORKGROUP), math.ceil(M / tm), Z)
+    grid = (nv if split else math.ceil(nv / WORKGROUP), math.ceil(M / tm), Z)
     return epi.dispatch(shader, grid, [a, b, *bias_inputs], y)

@@ -5,31 +5,61 @@ from __future__ import annotations
 
 import math
 
-from onnx2wgsl.ir import Dispatch, Op
+from onnx2wgsl.ir import Dispatch, DType, Op, TensorType
 
 from ..elementwise_ops import f32
-from . import WORKGROUP, LowerCtx, binding, decl, lowers, wgsl_type
+from . import WORKGROUP, LowerCtx, binding, decl, loops_fit, lowers, wgsl_type
 from .elementwise import emit_map, map_dispatch
 from .indexing import View, broadcast, contiguous
 from .reduce import Sweep, fold_sweep, row_kernel
 
+SOFTMAX_SPLIT_L = 32768  # rows this long run in chunks, a workgroup each ...
+SOFTMAX_CHUNK = 4096  # ... of this many points
+
 
 @lowers("Softmax", "LogSoftmax", "Hardmax")
 def lower_softmax(ctx: LowerCtx, op: Op) -> None:
+    """One workgroup per row: the row's max, then its sum of exp(x - max), then the outputs.
+    A long row runs in chunks, a workgroup each, in two passes: each chunk's max and sum (for
+    Hardmax, the first index of its max), then each chunk's workgroup folds the row's chunk
+    results and writes its outputs. More workgroups for vocabulary-sized rows, and no
+    invocation loops past target.LOOP_BUDGET over rows of millions."""
     x, y = op.inputs[0], op.outputs[0]
     axis = op.attrs["axis"]
     L = x.shape[axis]
     inner = math.prod(x.shape[axis + 1 :])
     rows = math.prod(x.shape) // max(L, 1)
-    grid, nx = ctx.grid(rows)
-    shader = ctx.shader(
-        "softmax.wgsl.j2", decls=[decl("X", x), decl("Y", y, write=True)], wg=WORKGROUP, nx=nx,
-        rows=rows, L=L, inner=inner, kind=op.kind,
-    )  # fmt: skip
-    # Y may go over X: a row's last loop reads X only where it writes Y, after barriers that
-    # every other read of the row precedes.
-    pairs = ((0, 1),) if x.nbytes == y.nbytes and wgsl_type(x) == wgsl_type(y) else ()
-    ctx.kernel([x], [y], [Dispatch(shader, grid, [binding(x), binding(y, write=True)], pairs)])
+    params = dict(wg=WORKGROUP, rows=rows, L=L, inner=inner, kind=op.kind)
+    # Y may go over X: a row's (or chunk's) last loop reads X only where it writes Y, after
+    # barriers that every other read of the row precedes.
+    same = x.nbytes == y.nbytes and wgsl_type(x) == wgsl_type(y)
+    if L < SOFTMAX_SPLIT_L:
+        grid, nx = ctx.grid(rows)
+        shader = ctx.shader(
+            "softmax.wgsl.j2", decls=[decl("X", x), decl("Y", y, write=True)], nx=nx, stage="rows", **params
+        )
+        pairs = ((0, 1),) if same else ()
+        ctx.kernel([x], [y], [Dispatch(shader, grid, [binding(x), binding(y, write=True)], pairs)])
+        return
+    chunk = SOFTMAX_CHUNK
+    while not loops_fit(2 * math.ceil(L / chunk) + 3 * math.ceil(chunk / WORKGROUP)) and chunk < L:
+        chunk *= 2  # rows beyond 16M points: fewer, longer chunks
+    chunks = math.ceil(L / chunk)
+    params.update(chunk=chunk, chunks=chunks)
+    part = ctx.temp(TensorType(DType.u32, (rows, chunks, 2)), f"{y.name}.chunk_max")
+    grid, nx = ctx.grid(rows * chunks)
+    first = ctx.shader(
+        "softmax.wgsl.j2",
+        decls=[decl("X", x), decl("P", part, write=True)],
+        nx=nx,
+        stage="partials",
+        **params,
+    )
+    ctx.kernel([x], [part], [Dispatch(first, grid, [binding(x), binding(part, write=True)])])
+    decls = [decl("X", x), decl("P", part), decl("Y", y, write=True)]
+    second = ctx.shader("softmax.wgsl.j2", decls=decls, nx=nx, stage="write", **params)
+    bindings = [binding(x), binding(part), binding(y, write=True)]
+    ctx.kernel([x, part], [y], [Dispatch(second, grid, bindings, ((0, 2),) if same else ())])
 
 
 @lowers("LRN")

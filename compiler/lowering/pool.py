@@ -2,7 +2,8 @@
 as one window over all space, and MaxUnpool's scatter.
 
 Like the convolutions, every kernel addresses (D, H, W) and fewer spatial dims run with
-leading dims of size 1.
+leading dims of size 1. A window too big for one invocation to loop over (a global pool of
+a large image) is shared by a workgroup's invocations, combined in a tree.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 from onnx2wgsl.ir import Dispatch, Op
 
 from ..elementwise_ops import f32
-from . import WORKGROUP, LowerCtx, binding, decl, lowers, wgsl_type
+from . import WORKGROUP, LowerCtx, binding, decl, lowers, nested_loops, split_workgroup, wgsl_type
 from .conv import spatial_geometry
 from .elementwise import map_dispatch
 from .indexing import contiguous
@@ -46,6 +47,7 @@ def _emit(ctx: LowerCtx, op: Op, geo: dict, kind: str, attrs: dict) -> None:
     ty = wgsl_type(x)
     if kind != "MaxPool" and ty != "f32":
         raise ctx.error(f"{kind} of {x.dtype.name} is not supported", hint="only float inputs average")
+    split = split_workgroup(nested_loops(geo["KD"], geo["KH"], geo["KW"]), geo["KS"])
     index = None
     if kind == "MaxPool":
         init, finish = _LOWEST[ty], "acc"
@@ -56,11 +58,8 @@ def _emit(ctx: LowerCtx, op: Op, geo: dict, kind: str, attrs: dict) -> None:
                 index = f"i32(nc * {geo['S']}u) + z + y * {D} + x * {D * H}"
             else:
                 index = f"i32(xb) + (z * {H} + y) * {geo['W']} + x"
-            acc = (
-                "if (valid == 0u || v > acc) {\n          acc = v;\n          best = "
-                + index
-                + ";\n        }"
-            )
+            at = "\n          bt = t;" if split else ""  # a split window breaks ties by place
+            acc = f"if (valid == 0u || v > acc) {{\n          acc = v;\n          best = {index};{at}\n        }}"
         else:
             acc = "acc = max(acc, v);"
     elif kind == "AveragePool":
@@ -71,13 +70,32 @@ def _emit(ctx: LowerCtx, op: Op, geo: dict, kind: str, attrs: dict) -> None:
         init, acc = "0.0f", f"acc += pow(abs(v), {f32(p)});"
         finish = f"pow(acc, {f32(1.0 / p)})"
     total = math.prod(y.shape)
-    grid, nx = ctx.grid(math.ceil(total / WORKGROUP))
+    accs, merge = [("acc", ty), ("valid", "u32"), ("padded", "u32")], []
+    if split:
+        if indices is not None:
+            accs += [("best", "i32"), ("bt", "u32")]
+            merge = [  # before this level's counts are summed: a half without points never wins
+                "let o = lid + half;",
+                "if (red_valid[o] > 0u && (red_valid[lid] == 0u || red_acc[o] > red_acc[lid] ||",
+                "    (red_acc[o] == red_acc[lid] && red_bt[o] < red_bt[lid]))) {",
+                "  red_acc[lid] = red_acc[o];",
+                "  red_best[lid] = red_best[o];",
+                "  red_bt[lid] = red_bt[o];",
+                "}",
+            ]
+        elif kind == "MaxPool":
+            merge = ["red_acc[lid] = max(red_acc[lid], red_acc[lid + half]);"]
+        else:
+            merge = ["red_acc[lid] += red_acc[lid + half];"]
+        merge += [f"red_{n}[lid] += red_{n}[lid + half];" for n in ("valid", "padded")]
+    grid, nx = ctx.grid(total if split else math.ceil(total / WORKGROUP))
     decls = [decl("X", x), decl("Y", y, write=True)]
     if indices is not None:
         decls.append(decl("I", indices, write=True))
     shader = ctx.shader(
-        "pool.wgsl.j2", decls=decls, wg=WORKGROUP, nx=nx, total=total, kind=kind, init=init,
-        accumulate=acc, finish=finish, with_index=indices is not None, **geo,
+        "pool.wgsl.j2", decls=decls, wg=split or WORKGROUP, nx=nx, total=total, kind=kind, init=init,
+        accumulate=acc, finish=finish, with_index=indices is not None, split=split is not None,
+        accs=accs, merge=merge, **geo,
     )  # fmt: skip
     bindings = [binding(x), binding(y, write=True)]
     if indices is not None:

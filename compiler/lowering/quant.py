@@ -16,7 +16,7 @@ from onnx2wgsl.ir import Dispatch, DType, Op, TensorType, Value
 from onnx2wgsl.ir.types import storage_dtype
 
 from ..elementwise_ops import cast, f32
-from . import LowerCtx, binding, decl, lowers, wgsl_type
+from . import LowerCtx, binding, decl, lowers, split_workgroup, wgsl_type
 from .elementwise import emit_map, map_dispatch
 from .indexing import View, broadcast, contiguous, contiguous_strides, index_code
 from .reduce import Sweep, fold_sweep, row_kernel
@@ -203,7 +203,14 @@ def _tiled_integer_matmul(ctx, a, b, azp, bzp, out, batch, M, N, K, ash, bsh) ->
         if zp is not None and zp.type.numel > 1 and zp.type.rank != 1:
             return False
     Z = math.prod(batch)
-    groups = (math.ceil(math.ceil(N / TILE_N) / 64), math.ceil(M / TILE_M), Z)  # ctx.kernel refolds big grids
+    split = split_workgroup(K)  # a K too long for one invocation: a workgroup per tile
+    wg = split or 64
+    tiles_n = math.ceil(N / TILE_N)
+    groups = (
+        tiles_n if split else math.ceil(tiles_n / wg),
+        math.ceil(M / TILE_M),
+        Z,
+    )  # ctx.kernel refolds big grids
 
     def batch_view(shape, mat):  # offsets of each matrix of an operand from the batch index
         return View(0, tuple(s * mat for s in broadcast(shape[:-2], batch).strides)) if batch else View(0, ())
@@ -231,9 +238,11 @@ def _tiled_integer_matmul(ctx, a, b, azp, bzp, out, batch, M, N, K, ash, bsh) ->
     zb = zero_point(bzp, "ZB", "n0", N - 1, TILE_N)
     decls.append(decl("Y", out, write=True))
     bindings.append(binding(out, write=True))
+    accs = [(f"acc{t}_{c}", "i32") for t in range(TILE_M) for c in range(TILE_N)]
     shader = ctx.shader(
-        "matmul_int.wgsl.j2", decls=decls, wg=64, tm=TILE_M, tn=TILE_N, M=M, N=N, K=K,
-        batch_lines=batch_lines, za=za, zb=zb,
+        "matmul_int.wgsl.j2", decls=decls, wg=wg, tm=TILE_M, tn=TILE_N, M=M, N=N, K=K,
+        batch_lines=batch_lines, za=za, zb=zb, split=split is not None, accs=accs,
+        merge=[f"red_{n}[lid] += red_{n}[lid + half];" for n, _ in accs],
     )  # fmt: skip
     ctx.kernel([v for v in (a, b, azp, bzp) if v is not None], [out], [Dispatch(shader, groups, bindings)])
     return True

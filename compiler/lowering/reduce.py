@@ -12,7 +12,9 @@ invocation already has enough work) or by one workgroup whose invocations stride
 reduced points and then combine in a tree (a pairwise sum: error grows with log n, not n).
 Rows of 32768 points or more are split in two stages (each chunk of 4096 points gives a
 partial, a second pass folds the partials): more workgroups to run in parallel when rows are
-few, and at most a few hundred points summed serially by any invocation.
+few, and at most a few hundred points summed serially by any invocation. Normalizations
+sweep a whole row in one workgroup; a row so long that its invocations would loop past
+target.LOOP_BUDGET takes several points per loop iteration.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 from onnx2wgsl.ir import Dispatch, DType, Op, TensorType, Value, distinct
 
 from ..elementwise_ops import f32, i32
-from . import LowerCtx, binding, decl, lowers, wgsl_type
+from . import LowerCtx, binding, decl, loops_fit, lowers, wgsl_type
 from .indexing import View, broadcast, collapse, contiguous, contiguous_strides, index_code
 
 # -- how a row is reduced --------------------------------------------------------------------
@@ -35,6 +37,7 @@ THREAD_MAX_R = 32  # at most this many reduced points: one invocation per row
 THREAD_MANY_ROWS = (4096, 512)  # ... or at least 4096 rows of at most 512 points each
 SPLIT_MIN_R = 32768  # a reduction this long runs in two stages
 SPLIT_CHUNK = 4096
+MAX_UNROLL = 16  # points per loop iteration when a row is too long for the loop budget
 
 
 def choose_mode(rows: int, R: int, exact: bool = False) -> tuple[bool, int]:
@@ -158,6 +161,10 @@ def row_kernel(
     chunks, chunk = split or (1, R)
     out_rows = rows * chunks
     group, wg = mode or choose_mode(out_rows, chunk, exact)
+    passes = len(sweeps) + bool(elem_writes)  # loops over the row's points
+    if not group and not loops_fit(passes * chunk):
+        group, wg = True, 256  # rows too long for one invocation each
+    unroll = _unroll(passes, math.ceil(chunk / wg) if group else chunk)
 
     values = distinct(v for v, _ in reads)
     slot = {id(v): k for k, v in enumerate(values)}
@@ -194,7 +201,7 @@ def row_kernel(
         sweeps=[{"accs": [{"name": a[0], "init": a[2]} for a in s.accs], "loads": loads_for(s.update),
                  "body": s.update, "merge": s.merge, "after": s.after} for s in sweeps],
         r_first=r_first, r_end=r_end, r_step=f"{wg if group else 1}u", row_writes=rwrites, elem_writes=ewrites,
-        elem_loads=loads_for(ewrites),
+        elem_loads=loads_for(ewrites), unroll=unroll, r_stride=f"{(wg if group else 1) * unroll}u",
     )  # fmt: skip
     bindings = [binding(v) for v in values] + [binding(v, write=True) for v in outs]
     pairs: list[tuple[int, int]] = []
@@ -210,6 +217,16 @@ def row_kernel(
                     pairs.append((k, len(values) + oslot[id(y)]))
                     break
     return Dispatch(shader, grid, bindings, tuple(pairs))
+
+
+def _unroll(passes: int, steps: int) -> int:
+    """Points each loop iteration takes so that ``passes`` loops of ``steps`` points per
+    invocation fit the loop budget: 1 (the plain loop) unless a row is very long; at most
+    MAX_UNROLL, which covers any row the default binding limit allows."""
+    unroll = 1
+    while not loops_fit(passes * math.ceil(steps / unroll)) and unroll < MAX_UNROLL:
+        unroll *= 2
+    return unroll
 
 
 def reduced_rows(space, reduced) -> tuple[int, int]:
@@ -441,6 +458,7 @@ def _scan(ctx, combine, x, y, rows, L, inner, exclusive, reverse, chunks, offset
 # -- TopK ------------------------------------------------------------------------------------
 TOPK_RANK_RATIO = 16  # k >= L / 16: rank every point (L^2 comparisons, no barriers) ...
 TOPK_RANK_MAX_L = 16384  # ... for rows up to this long
+TOPK_MAX_CHUNKS = 4096
 
 
 @lowers("TopK")
@@ -448,7 +466,9 @@ def lower_topk(ctx: LowerCtx, op: Op) -> None:
     """k rounds per row, each a workgroup-wide arg-max over the points that come after the
     previous pick in the order (value, then lower index first): exact ties, no sorting
     buffer, any row length. When k is a large part of the row, each point's rank in that
-    order is counted instead and is its output position."""
+    order is counted instead and is its output position. When k rounds over the whole row
+    would loop past target.LOOP_BUDGET, the row's chunks first pick their own top k (with
+    their indices), a workgroup each, and the rounds then run over those candidates."""
     x = op.inputs[0]
     axis, k = op.attrs["axis"], op.attrs["k"]
     outs = dict(zip(op.attrs["outputs"], op.outputs))
@@ -473,15 +493,86 @@ def lower_topk(ctx: LowerCtx, op: Op) -> None:
             "topk_rank.wgsl.j2", decls=decls, wg=64, nx=nx, total=rows * L, L=L, inner=inner, k=k,
             better=better,
         )  # fmt: skip
-    else:
-        wg = 256 if L > 1024 else 64
+        d = Dispatch(shader, grid, [binding(x), binding(values, write=True), binding(indices, write=True)])
+        ctx.kernel([x], [values, indices], [d])
+        return
+    wg = 256 if L > 1024 else 64
+    rounds = dict(
+        k=k, ty=ty, wg=wg, worst=IDENTITY["max" if largest else "min"][ty], better=better,
+        worse="<" if largest else ">",
+    )  # fmt: skip
+    row_lines = [
+        "let row = unit;",
+        f"let base = (row / {inner}u) * {L * inner}u + row % {inner}u;",
+        f"let obase = (row / {inner}u) * {k * inner}u + row % {inner}u;",
+        f"let n = {L}u;",
+    ]
+    chunks = None if _topk_fits(k, L, wg) else _topk_chunks(k, L, wg)
+    if chunks is None:
+        # one workgroup per row; when no chunking fits the budget either (k too large a part of
+        # a long row), this still loops past it on a driver that cuts loops short
         grid, nx = ctx.grid(rows)
         shader = ctx.shader(
-            "topk.wgsl.j2", decls=decls, wg=wg, nx=nx, rows=rows, L=L, inner=inner, k=k, ty=ty,
-            worst=IDENTITY["max" if largest else "min"][ty], better=better, worse="<" if largest else ">",
+            "topk.wgsl.j2", decls=decls, nx=nx, units=rows, unit_lines=row_lines, inner=inner,
+            out_stride=inner, index="i32(pi)", what=f"{L} points (stride {inner}) per row", **rounds,
         )  # fmt: skip
-    d = Dispatch(shader, grid, [binding(x), binding(values, write=True), binding(indices, write=True)])
-    ctx.kernel([x], [values, indices], [d])
+        d = Dispatch(shader, grid, [binding(x), binding(values, write=True), binding(indices, write=True)])
+        ctx.kernel([x], [values, indices], [d])
+        return
+    # candidates: each chunk's top k in order, with their indices in the row
+    cand = k * chunks
+    cv = ctx.temp(TensorType(x.dtype, (rows, cand)), f"{x.name}.topk_candidates")
+    ci = ctx.temp(TensorType(DType.i32, (rows, cand)), f"{x.name}.topk_candidate_indices")
+    chunk_lines = [
+        f"let row = unit / {chunks}u;",
+        f"let j0 = (unit % {chunks}u) * {L}u / {chunks}u;  // chunks of floor or ceil L / chunks >= k points",
+        f"let n = ((unit % {chunks}u) + 1u) * {L}u / {chunks}u - j0;",
+        f"let base = (row / {inner}u) * {L * inner}u + row % {inner}u + j0 * {inner}u;",
+        f"let obase = unit * {k}u;",
+    ]
+    grid, nx = ctx.grid(rows * chunks)
+    first = ctx.shader(
+        "topk.wgsl.j2", decls=[decl("X", x), decl("V", cv, write=True), decl("I", ci, write=True)], nx=nx,
+        units=rows * chunks, unit_lines=chunk_lines, inner=inner, out_stride=1, index="i32(j0 + pi)",
+        what=f"each of {chunks} chunks of {L} points (stride {inner})", **rounds,
+    )  # fmt: skip
+    d = Dispatch(first, grid, [binding(x), binding(cv, write=True), binding(ci, write=True)])
+    ctx.kernel([x], [cv, ci], [d])
+    # a row's candidates in chunk order, each chunk's in (value, index) order: among equal
+    # values, a lower slot is a lower index, so the rounds' ties still go to the lower index
+    cand_lines = [
+        "let row = unit;",
+        f"let base = row * {cand}u;",
+        f"let obase = (row / {inner}u) * {k * inner}u + row % {inner}u;",
+        f"let n = {cand}u;",
+    ]
+    grid, nx = ctx.grid(rows)
+    decls = [decl("X", cv), decl("CI", ci), decl("V", values, write=True), decl("I", indices, write=True)]
+    second = ctx.shader(
+        "topk.wgsl.j2", decls=decls, nx=nx, units=rows, unit_lines=cand_lines, inner=1, out_stride=inner,
+        index="CI[base + pi]", what=f"the {cand} candidates of a row's {chunks} chunks", **rounds,
+    )  # fmt: skip
+    bindings = [binding(cv), binding(ci), binding(values, write=True), binding(indices, write=True)]
+    ctx.kernel([cv, ci], [values, indices], [Dispatch(second, grid, bindings)])
+
+
+def _topk_fits(k: int, n: int, wg: int) -> bool:
+    """Whether k rounds of a workgroup's arg-max over n points fit the loop budget."""
+    return loops_fit(k * (1 + math.ceil(n / wg) + int(math.log2(wg))))
+
+
+def _topk_chunks(k: int, L: int, wg: int) -> int | None:
+    """The number of chunks (each at least k points) whose candidate rounds fit the loop
+    budget and loop least, or None."""
+    best = None
+    for chunks in range(2, min(L // k, TOPK_MAX_CHUNKS) + 1):
+        if chunks * L >= 2**32:  # a chunk's start, c * L / chunks, is computed in u32
+            break
+        if _topk_fits(k, math.ceil(L / chunks), wg) and _topk_fits(k, chunks * k, wg):
+            cost = max(math.ceil(L / chunks), chunks * k)
+            if best is None or cost < best[0]:
+                best = (cost, chunks)
+    return best and best[1]
 
 
 # -- Det -------------------------------------------------------------------------------------

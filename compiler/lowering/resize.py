@@ -17,7 +17,7 @@ import numpy as np
 from onnx2wgsl.ir import DType, Op
 
 from ..elementwise_ops import f32
-from . import LowerCtx, lowers, wgsl_type
+from . import LowerCtx, lowers, nested_loops, split_workgroup, wgsl_type
 from .coords import CoordKernel, literal
 from .indexing import View, contiguous_strides
 
@@ -142,7 +142,10 @@ def lower_resize(ctx: LowerCtx, op: Op) -> None:
         tables.append(words.reshape(-1))
         axes.append((d, idx.shape[1], at, bool(outside.any())))
         at += words.size
-    k = CoordKernel(ctx, y.shape)
+    # taps too many for one invocation (a wide antialiasing filter): a workgroup per output
+    taps = [T for _, T, _, _ in axes]
+    group = None if exact else split_workgroup(nested_loops(*taps), math.prod(taps))
+    k = CoordKernel(ctx, y.shape, group=group)
     X = k.read(x)
     xs = contiguous_strides(x.shape)
     resized = {d for d, *_ in axes}
@@ -155,28 +158,44 @@ def lower_resize(ctx: LowerCtx, op: Op) -> None:
         inputs.append(table)
         TAB = k.read(table)
         k.add(f"let base = {base};")
+        outside = []  # (an extrapolated point's taps read index -1: in a group kernel, clamped)
         for d, T, off, extrapolates in axes:
             k.add(f"let row{d} = {off}u + {k.c(d)} * {2 * T}u;")
             if extrapolates:
                 value = literal(a["extrapolation_value"], ty)
-                k.add(f"if ({TAB}[row{d}] < 0i) {{ {k.write(y)}[i] = {value}; return; }}")
+                outside.append(f"if ({TAB}[row{d}] < 0i) {{ {k.write(y)}[i] = {value}; return; }}")
+        if not group:
+            k.add(*outside)
         if exact:
             addr = " + ".join(["base"] + [f"u32({TAB}[row{d}]) * {xs[d]}u" for d, *_ in axes])
             k.store(f"{X}[{addr}]", y)
         else:
-            k.add("var acc = 0.0f;")
-            close = []
-            for d, T, _, _ in axes:
-                k.add(
-                    f"for (var t{d} = 0u; t{d} < {T}u; t{d}++) {{",
-                    f"let j{d} = u32({TAB}[row{d} + 2u * t{d}]) * {xs[d]}u;",
-                    f"let w{d} = bitcast<f32>({TAB}[row{d} + 2u * t{d} + 1u]);",
-                )
-                close.append("}")
             weight = " * ".join(f"w{d}" for d, *_ in axes)
             addr = " + ".join(["base"] + [f"j{d}" for d, *_ in axes])
             value = f"{X}[{addr}]" if ty == "f32" else f"f32({X}[{addr}])"
-            k.add(f"acc += {weight} * {value};", *close)
+
+            def tap(d: int) -> list[str]:  # tap t<d> of axis d: its source offset and weight
+                index = f"{TAB}[row{d} + 2u * t{d}]"
+                index = f"max({index}, 0i)" if group else index
+                return [
+                    f"let j{d} = u32({index}) * {xs[d]}u;",
+                    f"let w{d} = bitcast<f32>({TAB}[row{d} + 2u * t{d} + 1u]);",
+                ]
+
+            k.add("var acc = 0.0f;")
+            if group:  # invocation lid takes every group-th point of the flattened tap grid
+                k.add(f"for (var t = lid; t < {math.prod(taps)}u; t += {group}u) {{")
+                inner = 1
+                for d, T, _, _ in reversed(axes):
+                    k.add(f"let t{d} = (t / {inner}u) % {T}u;", *tap(d))
+                    inner *= T
+                k.add(f"acc += {weight} * {value};", "}")
+                k.tree([("acc", "f32")], ["red_acc[lid] += red_acc[lid + half];"])
+                k.add(*outside)
+            else:
+                for d, T, _, _ in axes:
+                    k.add(f"for (var t{d} = 0u; t{d} < {T}u; t{d}++) {{", *tap(d))
+                k.add(f"acc += {weight} * {value};", *["}"] * len(axes))
             k.store(_to_storage("acc", y), y)
     ctx.kernel(inputs, [y], [d for d in [k.dispatch()] if d])
 
@@ -331,7 +350,10 @@ def lower_roi_align(ctx: LowerCtx, op: Op) -> None:
     The grid is sampling_ratio per side, or ceil(bin size) when it is 0: that depends on the
     roi, so the loops' bounds are computed per invocation. "max" takes the largest weighted
     tap (not the largest interpolated value), as onnx.reference and onnxruntime define it.
-    A batch index outside [0, N) reads the nearest image (ONNX leaves it undefined)."""
+    A batch index outside [0, N) reads the nearest image (ONNX leaves it undefined). When a
+    bin's grid may be too big for one invocation to loop over (a fixed ratio that large, or an
+    adaptive grid over a roi as big as the map), each bin gets a workgroup sharing its samples;
+    the bound assumes rois inside the feature map."""
     x, rois, batch = op.inputs[:3]
     y = op.outputs[0]
     a = op.attrs
@@ -340,7 +362,9 @@ def lower_roi_align(ctx: LowerCtx, op: Op) -> None:
     N, C, H, W = x.shape
     oh, ow, ratio = a["output_height"], a["output_width"], a["sampling_ratio"]
     half = a["coordinate_transformation_mode"] == "half_pixel"
-    k = CoordKernel(ctx, y.shape)
+    gh_max, gw_max = (ratio, ratio) if ratio > 0 else (math.ceil(H / oh) + 1, math.ceil(W / ow) + 1)
+    group = split_workgroup(nested_loops(gh_max, gw_max), gh_max * gw_max)
+    k = CoordKernel(ctx, y.shape, group=group)
     X, B, Rs = k.read(x), k.read(batch), k.read(rois)
     k.helper(_ROI_CORNERS.format(X=X, H=H, W=W, H1=H - 1, W1=W - 1, Hf=f32(H), Wf=f32(W)))
     scale, shift = f32(a["spatial_scale"]), f32(0.5 if half else 0.0)
@@ -358,9 +382,28 @@ def lower_roi_align(ctx: LowerCtx, op: Op) -> None:
         k.add(f"let gh = {ratio}i;", f"let gw = {ratio}i;")
     else:
         k.add("let gh = max(i32(ceil(bh)), 0i);", "let gw = max(i32(ceil(bw)), 0i);")
+    k.add(f"let ys = r1 + f32({k.c(2)}) * bh;", f"let xs = r0 + f32({k.c(3)}) * bw;")
+    if group:
+        # invocation lid takes every group-th sample of the bin's grid
+        neg_inf = f32(-math.inf)
+        k.add(
+            f"var acc = {neg_inf if a['mode'] == 'max' else '0.0f'};",
+            f"for (var s = lid; s < u32(gh * gw); s += {group}u) {{",
+            "  let iy = i32(s) / gw;",
+            "  let ix = i32(s) % gw;",
+            "  let t = roi_corners(xb, ys + (f32(iy) + 0.5f) * bh / f32(gh), xs + (f32(ix) + 0.5f) * bw / f32(gw));",
+        )
+        if a["mode"] == "avg":
+            k.add("  acc += t.x + t.y + t.z + t.w;", "}")
+            k.tree([("acc", "f32")], ["red_acc[lid] += red_acc[lid + half];"])
+            k.store("acc / f32(max(gh * gw, 1i))", y)
+        else:
+            k.add("  acc = max(acc, max(max(t.x, t.y), max(t.z, t.w)));", "}")
+            k.tree([("acc", "f32")], ["red_acc[lid] = max(red_acc[lid], red_acc[lid + half]);"])
+            k.store("select(acc, 0.0f, gh * gw == 0i)", y)  # an empty grid gives 0, as serially
+        ctx.kernel([x, rois, batch], [y], [d for d in [k.dispatch()] if d])
+        return
     k.add(
-        f"let ys = r1 + f32({k.c(2)}) * bh;",
-        f"let xs = r0 + f32({k.c(3)}) * bw;",
         "var acc = 0.0f;",
         "for (var iy = 0i; iy < gh; iy++) {",
         "  let yy = ys + (f32(iy) + 0.5f) * bh / f32(gh);",
@@ -385,7 +428,8 @@ def lower_roi_align(ctx: LowerCtx, op: Op) -> None:
 @lowers("Col2Im")
 def lower_col2im(ctx: LowerCtx, op: Op) -> None:
     """Each image pixel sums the column entries of every block position that covers it
-    (owner computes: no atomics, a fixed summation order)."""
+    (owner computes: no atomics, a fixed summation order); a workgroup per pixel when its
+    block is too big for one invocation to loop over."""
     x, y = op.inputs[0], op.outputs[0]
     a = op.attrs
     image, block = a["image_shape"], a["block_shape"]
@@ -398,17 +442,24 @@ def lower_col2im(ctx: LowerCtx, op: Op) -> None:
     ks, ls = contiguous_strides(block), contiguous_strides(blocks)
     xs = contiguous_strides(x.shape)
     ty = wgsl_type(y)
-    k = CoordKernel(ctx, y.shape)
+    group = split_workgroup(nested_loops(*block), K)
+    k = CoordKernel(ctx, y.shape, group=group)
     X = k.read(x)
     k.add(f"let xb = {k.c(0)} * {xs[0]}u + {k.c(1)} * {K * xs[1]}u;", f"var acc = {literal(0, ty)};")
+    if group:  # invocation lid takes every group-th block position
+        k.add(f"for (var kf = lid; kf < {K}u; kf += {group}u) {{")
     for j in range(nd):
         k.add(
-            f"for (var k{j} = 0i; k{j} < {block[j]}i; k{j}++) {{",
+            f"let k{j} = i32(kf / {ks[j]}u % {block[j]}u);"
+            if group
+            else f"for (var k{j} = 0i; k{j} < {block[j]}i; k{j}++) {{",
             f"let q{j} = i32({k.c(2 + j)}) + {pads[j]}i - k{j} * {dil[j]}i;",
             f"if (q{j} < 0i || q{j} % {strides[j]}i != 0i || q{j} / {strides[j]}i >= {blocks[j]}i) {{ continue; }}",
         )
     kk = " + ".join(f"u32(k{j}) * {ks[j]}u" for j in range(nd))
     ll = " + ".join(f"u32(q{j} / {strides[j]}i) * {ls[j]}u" for j in range(nd))
-    k.add(f"acc += {X}[xb + ({kk}) * {xs[1]}u + {ll}];", *["}"] * nd)
+    k.add(f"acc += {X}[xb + ({kk}) * {xs[1]}u + {ll}];", *["}"] * (1 if group else nd))
+    if group:
+        k.tree([("acc", ty)], ["red_acc[lid] += red_acc[lid + half];"])
     k.store("acc", y)
     ctx.kernel([x], [y], [d for d in [k.dispatch()] if d])

@@ -23,8 +23,7 @@ import numpy as np
 from onnx2wgsl.ir import Dispatch, DType, Op, TensorType, Value
 
 from ..elementwise_ops import f32, helper_code
-from ..target import LOOP_BUDGET
-from . import LowerCtx, binding, decl, lowers
+from . import LowerCtx, binding, decl, loop_room, lowers
 from .elementwise import emit_map, map_dispatch
 from .indexing import View, contiguous
 
@@ -140,12 +139,12 @@ def lower_rnn(ctx: LowerCtx, op: Op) -> None:
     if kind == "LSTM" and P is not None:
         prologue.append(f"let pb = {off_p}u + dir * {3 * H}u + j;")
 
-    # Steps per dispatch: few enough that no invocation loops past the budget (LOOP_BUDGET).
+    # Steps per dispatch: few enough that no invocation loops past the budget (target.LOOP_BUDGET).
     dots = _dot_functions(In, H, off_r, kind == "GRU" and shared == 2)
     per_dot = {d["name"]: d["trips"] for d in dots}
     calls = sum(line.count(f"{n}(") * per_dot[n] for phase in phases for line in phase for n in per_dot)
     per_step = J * (calls + len(phases) + 1) + 1
-    S = max(1, min(T, (LOOP_BUDGET - 4 * J - 8) // per_step))
+    S = max(1, min(T, (loop_room() - 4 * J) // per_step))
     chunks = math.ceil(T / S)
 
     reads: list[tuple[str, Value]] = [("X", X), ("P", params)]

@@ -4,7 +4,8 @@ Each output bin k sums x[n] * exp(-+2 pi i k n / N) over its samples n in f32: O
 bin, which is plenty for the lengths models use (spectrograms, small FFT layers). The
 twiddle factors come from a table of cos/sin(2 pi j / N) computed on the host in float64,
 indexed by k * n mod N kept in integers as n advances, so no angle ever loses precision
-and no GPU's sin/cos accuracy matters.
+and no GPU's sin/cos accuracy matters. A signal too long for one invocation to loop over
+(target.LOOP_BUDGET) gets a workgroup per bin, its invocations taking every 64th sample.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 from onnx2wgsl.ir import Op, Value
 
 from ..elementwise_ops import f32
-from . import LowerCtx, lowers, wgsl_type
+from . import LowerCtx, lowers, split_workgroup, wgsl_type
 from .coords import CoordKernel
 from .indexing import View, contiguous_strides
 
@@ -62,16 +63,23 @@ def _transform(
     space = tuple(y.shape[:-1])
     cplx = x.shape[-1] == 2
     table = _twiddles(ctx, length, f"{y.name}.twiddles")
-    k = CoordKernel(ctx, space)
+    group = split_workgroup(count)
+    if group and length * group >= 2**32:  # k * lid would wrap: keep one invocation per bin
+        group = None
+    k = CoordKernel(ctx, space, group=group)
     X, T, Y = k.read(x), k.read(table), k.write(y)
     kk = k.c(axis)
     weight = f" * {k.read(window)}[n]" if window is not None else ""
+    first, step, advance = "0u", "n++", kk  # sample n and its twiddle t = k * n mod N
+    if group:  # invocation lid takes every group-th sample
+        first, step, advance = "lid", f"n += {group}u", f"{kk} * {group}u % {length}u"
     k.add(
         f"let b = {k.at(base)};",
         "var re = 0.0f;",
         "var im = 0.0f;",
-        "var t = 0u;  // k * n mod N",
-        f"for (var n = 0u; n < {count}u; n++) {{",
+        f"var t = {kk} * {first} % {length}u;  // k * n mod N" if group else "var t = 0u;  // k * n mod N",
+        f"let dt = {advance};",
+        f"for (var n = {first}; n < {count}u; {step}) {{",
         f"  let p = b + n * {stride}u;",
         f"  let xr = {X}[p]{weight};",
         f"  let xi = {X}[p + 1u]{weight};" if cplx else "  let xi = 0.0f;",
@@ -79,7 +87,11 @@ def _transform(
         f"  let s = {T}[2u * t + 1u];",
     )
     k.add(*_ACCUMULATE[mode](length))
-    k.add(f"  t += {kk};", f"  if (t >= {length}u) {{ t -= {length}u; }}", "}")
+    k.add("  t += dt;", f"  if (t >= {length}u) {{ t -= {length}u; }}", "}")
+    if group:
+        k.tree(
+            [("re", "f32"), ("im", "f32")], [f"red_{n}[lid] += red_{n}[lid + half];" for n in ("re", "im")]
+        )
     scale = "" if mode == "forward" else f" * {f32(1.0 / length)}"
     if mode == "irfft":
         k.add(f"{Y}[i] = re{scale};")
