@@ -160,6 +160,23 @@ def test_groups_stay_within_the_binding_limit(device):
     check_against_ort(model, xs, device)
 
 
+def test_no_merge_across_a_path_through_another_group(device):
+    # Relu -> Add(b) is a direct edge, and no op-level path joins them otherwise; but Relu
+    # feeds the group {Add(a), Neg, Mul}, whose Neg feeds ReduceSum, which feeds Add(b).
+    # Fusing Relu with Add(b) would make a cycle of kernels (it once hung the compiler).
+    x, z = rand(4, 4), rand(2, 4, 4, seed=1)
+    nodes = [
+        helper.make_node("Relu", ["x"], ["p"]),
+        helper.make_node("Neg", ["z"], ["n"]),
+        helper.make_node("Add", ["z", "p"], ["a"]),
+        helper.make_node("Mul", ["a", "n"], ["m"]),
+        helper.make_node("ReduceSum", ["n"], ["r"], axes=[0], keepdims=0),
+        helper.make_node("Add", ["p", "r"], ["b"]),
+    ]
+    model = _model(nodes, {"x": x, "z": z}, ["m", "b"], {}, opset=12)
+    _check(model, {"x": x, "z": z}, device, ["Relu", "Fused", "ReduceSum", "Add"])
+
+
 @pytest.mark.parametrize("group", [1, 6])  # the implicit-GEMM and the direct kernel
 def test_conv_prologue_pads_with_zeros_after_it(group, device):
     # BatchNorm-ReLU computed inside the Conv's loads: with a positive shift, relu(0 * s + t)
