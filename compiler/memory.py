@@ -12,6 +12,7 @@ as writable and readable in one dispatch, and the plan checker proves it.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -155,12 +156,13 @@ _STRATEGIES = {
 
 def _place(blocks: list[Block], order, cap: int, alignment: int) -> list[int]:
     """Greedy first fit in the given order; returns arena sizes (block fields are set)."""
-    placed: list[list[Block]] = []
+    placed: list[_Timeline] = []
     sizes: list[int] = []
+    steps = max((b.end for b in blocks), default=0) + 1
     for b in sorted(blocks, key=order):
         b.buffer = b.offset = -1
         for arena, members in enumerate(placed):
-            off = _first_fit(b, members, alignment)
+            off = _first_fit(b, members.overlapping(b.start, b.end), alignment)
             if off + b.size <= cap:
                 b.buffer, b.offset = arena, off
                 break
@@ -170,12 +172,60 @@ def _place(blocks: list[Block], order, cap: int, alignment: int) -> list[int]:
                     f"tensor %{b.value.name} needs {b.size:,} bytes, over the target's maxBufferSize of {cap:,}",
                     hint="compile for a target with larger limits, or with smaller dims",
                 )
-            placed.append([])
+            placed.append(_Timeline(steps))
             sizes.append(0)
             b.buffer, b.offset = len(placed) - 1, 0
-        placed[b.buffer].append(b)
+        placed[b.buffer].add(b)
         sizes[b.buffer] = max(sizes[b.buffer], b.offset + b.size)
     return sizes
+
+
+class _Timeline:
+    """The blocks placed in one arena, found by the steps they live at without a scan of them all.
+
+    A segment tree over steps holds each block at the O(log steps) nodes that tile its life
+    (those live at step s lie on the path from s's leaf to the root) and at every node whose
+    range holds its start (those starting in a range lie at the nodes that tile it)."""
+
+    def __init__(self, steps: int):
+        self.leaves = 1 << max(steps - 1, 0).bit_length()
+        self.covering: dict[int, list[Block]] = {}
+        self.starting: dict[int, list[Block]] = {}
+
+    def add(self, b: Block) -> None:
+        for node in self._tiles(b.start, b.end):
+            self.covering.setdefault(node, []).append(b)
+        node = b.start + self.leaves
+        while node:
+            self.starting.setdefault(node, []).append(b)
+            node >>= 1
+
+    def overlapping(self, start: int, end: int) -> list[Block]:
+        """The blocks live at some step of [start, end]: those live at ``start``, and those
+        starting after it, up to ``end``."""
+        out: list[Block] = []
+        node = start + self.leaves
+        while node:
+            out += self.covering.get(node, ())
+            node >>= 1
+        for node in self._tiles(start + 1, end):
+            out += self.starting.get(node, ())
+        return out
+
+    def _tiles(self, lo: int, hi: int) -> list[int]:
+        """The tree nodes whose ranges tile steps [lo, hi]."""
+        nodes = []
+        lo, hi = lo + self.leaves, hi + self.leaves + 1
+        while lo < hi:
+            if lo & 1:
+                nodes.append(lo)
+                lo += 1
+            if hi & 1:
+                hi -= 1
+                nodes.append(hi)
+            lo >>= 1
+            hi >>= 1
+        return nodes
 
 
 def _first_fit(b: Block, members: list[Block], alignment: int) -> int:
@@ -259,6 +309,8 @@ def check_plan(g: Graph, alignment: int = 256) -> None:
         if b.size:
             by_buf.setdefault(b.value.placement.buffer, []).append(b)
     for members in by_buf.values():
+        if not _may_share_bytes(members):
+            continue
         members.sort(key=lambda b: b.value.placement.offset)
         for i, a in enumerate(members):
             pa = a.value.placement
@@ -294,6 +346,33 @@ def check_plan(g: Graph, alignment: int = 256) -> None:
                             f"memory plan error: {op.label} binds bytes of {buf} as writable "
                             f"(%{name if w else name2}) and through another binding (%{name2 if w else name})"
                         )
+
+
+def _may_share_bytes(members: list[Block]) -> bool:
+    """Whether two of one buffer's blocks may share bytes while both are live: a sweep over the
+    steps keeps the live blocks' byte ranges (each at least one byte long, so the exact check
+    that runs on True misses nothing) in offset order, where a new one can only overlap its
+    neighbours as long as no two overlap."""
+    starts: dict[int, list[Block]] = {}
+    ends: dict[int, list[Block]] = {}
+    for b in members:
+        starts.setdefault(b.start, []).append(b)
+        ends.setdefault(b.end, []).append(b)
+    los: list[int] = []
+    his: list[int] = []
+    for step in sorted(starts.keys() | ends.keys()):
+        for b in starts.get(step, ()):  # lives are closed: starts before ends at one step
+            p = b.value.placement
+            lo, hi = p.offset, p.offset + max(p.size, 1)
+            i = bisect.bisect_left(los, lo)
+            if (i > 0 and his[i - 1] > lo) or (i < len(los) and los[i] < hi):
+                return True
+            los.insert(i, lo)
+            his.insert(i, hi)
+        for b in ends.get(step, ()):
+            i = bisect.bisect_left(los, b.value.placement.offset)
+            del los[i], his[i]
+    return False
 
 
 def _check_in_place(g: Graph) -> None:
