@@ -9,6 +9,10 @@ Graphs (every tensor [1, 64] f32, constants shared so the weights stay small):
   softmax  Softmax, Add(x, c), repeated: nothing fuses across a Softmax
   matmul   MatMul(x, W), Add(x, c), repeated: each Add is a MatMul epilogue
   wide     N / 2 branches Add(x, c_i), Relu, joined by Concat of 8 and Sum of 8 per level
+  identity Identity, Relu, repeated: canonicalize drops half the graph
+  affine   one MatMul, then N - 1 per-column Muls and Adds: fold-affine folds them all
+  patterns N / 5 written-out Softmaxes in a chain: fuse-patterns rewrites each
+  shapes   Pad (one more column), Relu, repeated: N kernels, N distinct shaders
 """
 
 from __future__ import annotations
@@ -112,7 +116,64 @@ def wide(n: int) -> onnx.ModelProto:
     return _model(nodes, inits, level[0])
 
 
-GRAPHS = {"chain": chain, "softmax": softmax, "matmul": matmul, "wide": wide}
+def identity(n: int) -> onnx.ModelProto:
+    """Identity, Relu, repeated: canonicalize drops every Identity."""
+    nodes, prev = [], "x"
+    for i in range(n):
+        nodes.append(helper.make_node(("Identity", "Relu")[i % 2], [prev], [f"t{i}"], name=f"n{i}"))
+        prev = f"t{i}"
+    return _model(nodes, [], prev)
+
+
+def affine(n: int) -> onnx.ModelProto:
+    """One MatMul, then N Muls and Adds by per-column constants: fold-affine folds them all."""
+    rng = np.random.default_rng(0)
+    inits = _consts(rng, w=np.eye(WIDTH), s=rng.uniform(0.99, 1.01, WIDTH), t=rng.normal(size=WIDTH) * 0.01)
+    nodes, prev = [helper.make_node("MatMul", ["x", "w"], ["m"], name="mm")], "m"
+    for i in range(n - 1):
+        nodes.append(helper.make_node(("Mul", "Add")[i % 2], [prev, "st"[i % 2]], [f"t{i}"], name=f"n{i}"))
+        prev = f"t{i}"
+    return _model(nodes, inits, prev)
+
+
+def patterns(n: int) -> onnx.ModelProto:
+    """Softmax written out (ReduceMax, Sub, Exp, ReduceSum, Div) N / 5 times in a chain:
+    fuse-patterns makes each one Softmax."""
+    nodes, prev = [], "x"
+    for i in range(max(n // 5, 1)):
+        p = f"s{i}"
+        nodes += [
+            helper.make_node("ReduceMax", [prev], [p + "m"], axes=[1], keepdims=1),
+            helper.make_node("Sub", [prev, p + "m"], [p + "d"]),
+            helper.make_node("Exp", [p + "d"], [p + "e"]),
+            helper.make_node("ReduceSum", [p + "e", "axes"], [p + "s"], keepdims=1),
+            helper.make_node("Div", [p + "e", p + "s"], [p]),
+        ]
+        prev = p
+    return _model(nodes, [numpy_helper.from_array(np.array([1], np.int64), "axes")], prev)
+
+
+def shapes(n: int) -> onnx.ModelProto:
+    """Pad (one more column), Relu, repeated: every kernel has a shape, so a shader, of its own."""
+    pads = numpy_helper.from_array(np.array([0, 0, 0, 1], np.int64), "pads")
+    nodes, prev = [], "x"
+    for i in range(n):
+        ins = [prev, "pads"] if i % 2 == 0 else [prev]
+        nodes.append(helper.make_node(("Pad", "Relu")[i % 2], ins, [f"t{i}"], name=f"n{i}"))
+        prev = f"t{i}"
+    return _model(nodes, [pads], prev, (1, WIDTH + (n + 1) // 2))
+
+
+GRAPHS = {
+    "chain": chain,
+    "softmax": softmax,
+    "matmul": matmul,
+    "wide": wide,
+    "identity": identity,
+    "affine": affine,
+    "patterns": patterns,
+    "shapes": shapes,
+}
 
 
 def time_stages(model: onnx.ModelProto, opt_level: int = 2) -> dict[str, float]:
