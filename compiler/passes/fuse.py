@@ -365,18 +365,25 @@ class _IntoHost(Pass):
     def run(self, g: Graph) -> PassResult:
         kinds = fusable_kinds()
         outputs = {id(v) for v in g.outputs}
-        changed = False
-        for op in list(g.ops):
+        # the fused op takes one op's place and the other op leaves; the list is rebuilt once
+        put: dict[int, Op] = {}
+        drop: set[int] = set()
+        for op in g.ops:
             other = self._match(op, kinds, outputs)
             if other is not None:
-                self._fuse(g, op, other)
-                changed = True
-        return PassResult(g, changed)
+                at, gone, fused = self._fuse(op, other)
+                put[id(at)] = fused
+                drop.add(id(gone))
+        if put:
+            g.ops = [put.get(id(op), op) for op in g.ops if id(op) not in drop]
+        return PassResult(g, bool(put))
 
     def _match(self, op: Op, kinds: set[str], outputs: set[int]) -> Op | None:
         raise NotImplementedError
 
-    def _fuse(self, g: Graph, op: Op, other: Op) -> None:
+    def _fuse(self, op: Op, other: Op) -> tuple[Op, Op, Op]:
+        """Detach ``op`` and ``other``; return the one whose place the fused op takes, the
+        one that leaves the list, and the fused op."""
         raise NotImplementedError
 
 
@@ -444,7 +451,7 @@ class FuseEpilogue(_IntoHost):
             return None
         return user
 
-    def _fuse(self, g: Graph, op: Op, user: Op) -> None:
+    def _fuse(self, op: Op, user: Op) -> tuple[Op, Op, Op]:
         y = op.outputs[0]
         body = Graph(name="epilogue")
         extras = distinct(v for v in user.inputs if v is not y)
@@ -453,7 +460,6 @@ class FuseEpilogue(_IntoHost):
         body.outputs = [_body_of(user, inner, body)]
         arity = EPILOGUE_HOSTS[op.kind]
         own = list(op.inputs) + [None] * (arity - len(op.inputs))
-        at = g.ops.index(user)
         out = user.outputs[0]
         op.detach()
         user.detach()
@@ -465,8 +471,7 @@ class FuseEpilogue(_IntoHost):
             name=op.name,
             domain=op.domain,
         )
-        g.ops[at] = fused
-        g.ops.remove(op)
+        return user, op, fused
 
 
 class FusePrologue(_IntoHost):
@@ -496,13 +501,12 @@ class FusePrologue(_IntoHost):
             return None
         return p
 
-    def _fuse(self, g: Graph, op: Op, producer: Op) -> None:
+    def _fuse(self, op: Op, producer: Op) -> tuple[Op, Op, Op]:
         reads = distinct(producer.inputs)
         body = Graph(name="prologue")
         inner = {id(v): body.add_input(v.name, v.type) for v in reads}
         body.outputs = [_body_of(producer, inner, body)]
         n = op.attrs.get("epilogue_at", len(op.inputs))
-        at = g.ops.index(op)
         own = [None] + list(op.inputs[1:])
         op.detach()
         producer.detach()
@@ -514,5 +518,4 @@ class FusePrologue(_IntoHost):
             name=op.name,
             domain=op.domain,
         )
-        g.ops[at] = fused
-        g.ops.remove(producer)
+        return op, producer, fused
