@@ -49,6 +49,12 @@ def _preds(op: Op, index: dict[int, int]) -> list[Op]:
     return sorted((p for k, p in ps.items() if k in index), key=lambda p: index[id(p)])
 
 
+# The most ops one Fused group takes. Driver shader compilers are superlinear in a kernel's
+# length (lavapipe's first dispatch of one fused chain: 0.9 s at 5,000 ops, 3.2 s at 10,000,
+# 12.4 s at 20,000); past this size another kernel costs less than a longer one.
+MAX_GROUP_OPS = 1024
+
+
 class _Group:
     """A set of ops that becomes one kernel, as a node of the graph in which every group is
     contracted to one node. Every op of the graph has one: ops that cannot fuse stay alone.
@@ -84,8 +90,9 @@ class FuseElementwise(Pass):
     ``body`` attribute is the subgraph it computes (one kernel, one pass over memory).
 
     A group may read any number of tensors broadcast into its shape and may expose several
-    results; it stays within ``max_bindings`` storage bindings. Two groups merge only if no
-    path through other ops or groups leads from one to the other (which would make a cycle).
+    results; it stays within ``max_bindings`` storage bindings and ``max_ops`` ops. Two groups
+    merge only if no path through other ops or groups leads from one to the other (which would
+    make a cycle).
 
     A Transpose of a tensor the group reads from outside joins too: the kernel then reads that
     tensor through permuted strides, and the transposed copy is never written (unless it is
@@ -96,8 +103,9 @@ class FuseElementwise(Pass):
 
     name = "fuse-elementwise"
 
-    def __init__(self, max_bindings: int = 8):
+    def __init__(self, max_bindings: int = 8, max_ops: int = MAX_GROUP_OPS):
         self.max_bindings = max_bindings
+        self.max_ops = max_ops
 
     def run(self, g: Graph) -> PassResult:
         kinds = fusable_kinds() | {"Transpose"}
@@ -115,7 +123,7 @@ class FuseElementwise(Pass):
             for v in op.inputs:
                 a = self._group.get(id(v.producer)) if v is not None and v.producer is not None else None
                 b = self._group[id(op)]
-                if a is None or not a.fusable or a is b:
+                if a is None or not a.fusable or a is b or len(a.ops) + len(b.ops) > self.max_ops:
                     continue
                 if a.shape() != b.shape() and not self._broadcast_read(a, b):
                     continue
