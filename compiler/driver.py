@@ -20,7 +20,7 @@ from .artifact import Artifact, build_artifact, check_output_dir
 from .frontend import import_model, load_model
 from .host_eval import FOLD_LIMIT
 from .lowering import lower
-from .memory import MemoryPlan, align, check_plan, lifetimes, plan_memory, roots
+from .memory import MemoryPlan, align, check_plan, lifetimes, peak_bytes, plan_memory, roots
 from .passes import lowered_pipeline, pipeline, run_passes
 from .report import CompileReport
 from .target import Target, get_target
@@ -264,13 +264,9 @@ def _plan_of_placements(g: Graph, tgt: Target) -> MemoryPlan:
     for v in g.constants():
         p = v.placement
         weights[p.buffer] = max(weights.get(p.buffer, 0), p.offset + p.size)
-    live = [0] * (max((b.end for b in blocks), default=0) + 2)
-    for b in blocks:
-        for s in range(b.start, b.end + 1):
-            live[s] += b.size
     naive = sum(align(b.size, tgt.alignment) for b in blocks)
     return MemoryPlan(
-        list(arenas.values()), list(weights.values()), naive, max(live, default=0), "from IR", blocks
+        list(arenas.values()), list(weights.values()), naive, peak_bytes(blocks), "from IR", blocks
     )
 
 

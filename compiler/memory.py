@@ -12,6 +12,7 @@ as writable and readable in one dispatch, and the plan checker proves it.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -85,21 +86,19 @@ def aliases(g: Graph) -> dict[int, tuple[Value, int]]:
     non-constant value (see ``storage_links``)."""
     parent = {id(v): (host, off) for v, host, off in storage_links(g)}
     out: dict[int, tuple[Value, int]] = {}
-
-    def find(v: Value) -> tuple[Value, int]:
-        if id(v) in out:
-            return out[id(v)]
-        if id(v) not in parent:
-            out[id(v)] = (v, 0)
-            return out[id(v)]
-        p, off = parent[id(v)]
-        r, roff = find(p)
-        out[id(v)] = (r, roff + off)
-        return out[id(v)]
-
     for v in g.values():
-        if not v.is_const:
-            find(v)
+        if v.is_const:
+            continue
+        path = []  # walked up without recursion: alias chains can be as long as the graph
+        while id(v) not in out and id(v) in parent:
+            path.append(v)
+            v = parent[id(v)][0]
+        if id(v) not in out:
+            out[id(v)] = (v, 0)
+        root, off = out[id(v)]
+        for u in reversed(path):
+            off += parent[id(u)][1]
+            out[id(u)] = (root, off)
     return out
 
 
@@ -135,6 +134,19 @@ def lifetimes(g: Graph, root: dict[int, Value]) -> list[Block]:
     return [Block(r, r.nbytes, first[k], last[k]) for k, r in values.items()]
 
 
+def peak_bytes(blocks: list[Block]) -> int:
+    """The most bytes live at one step (the plan's lower bound)."""
+    change = [0] * (max((b.end for b in blocks), default=0) + 2)
+    for b in blocks:  # (per block, not per step of its life: long lives cost nothing more)
+        change[b.start] += b.size
+        change[b.end + 1] -= b.size
+    live = peak = 0
+    for d in change:
+        live += d
+        peak = max(peak, live)
+    return peak
+
+
 _STRATEGIES = {
     "size": lambda b: (-b.size, b.start, b.value.name),
     "start": lambda b: (b.start, -b.size, b.value.name),
@@ -144,12 +156,13 @@ _STRATEGIES = {
 
 def _place(blocks: list[Block], order, cap: int, alignment: int) -> list[int]:
     """Greedy first fit in the given order; returns arena sizes (block fields are set)."""
-    placed: list[list[Block]] = []
+    placed: list[_Timeline] = []
     sizes: list[int] = []
+    steps = max((b.end for b in blocks), default=0) + 1
     for b in sorted(blocks, key=order):
         b.buffer = b.offset = -1
         for arena, members in enumerate(placed):
-            off = _first_fit(b, members, alignment)
+            off = _first_fit(b, members.overlapping(b.start, b.end), alignment)
             if off + b.size <= cap:
                 b.buffer, b.offset = arena, off
                 break
@@ -159,12 +172,60 @@ def _place(blocks: list[Block], order, cap: int, alignment: int) -> list[int]:
                     f"tensor %{b.value.name} needs {b.size:,} bytes, over the target's maxBufferSize of {cap:,}",
                     hint="compile for a target with larger limits, or with smaller dims",
                 )
-            placed.append([])
+            placed.append(_Timeline(steps))
             sizes.append(0)
             b.buffer, b.offset = len(placed) - 1, 0
-        placed[b.buffer].append(b)
+        placed[b.buffer].add(b)
         sizes[b.buffer] = max(sizes[b.buffer], b.offset + b.size)
     return sizes
+
+
+class _Timeline:
+    """The blocks placed in one arena, found by the steps they live at without a scan of them all.
+
+    A segment tree over steps holds each block at the O(log steps) nodes that tile its life
+    (those live at step s lie on the path from s's leaf to the root) and at every node whose
+    range holds its start (those starting in a range lie at the nodes that tile it)."""
+
+    def __init__(self, steps: int):
+        self.leaves = 1 << max(steps - 1, 0).bit_length()
+        self.covering: dict[int, list[Block]] = {}
+        self.starting: dict[int, list[Block]] = {}
+
+    def add(self, b: Block) -> None:
+        for node in self._tiles(b.start, b.end):
+            self.covering.setdefault(node, []).append(b)
+        node = b.start + self.leaves
+        while node:
+            self.starting.setdefault(node, []).append(b)
+            node >>= 1
+
+    def overlapping(self, start: int, end: int) -> list[Block]:
+        """The blocks live at some step of [start, end]: those live at ``start``, and those
+        starting after it, up to ``end``."""
+        out: list[Block] = []
+        node = start + self.leaves
+        while node:
+            out += self.covering.get(node, ())
+            node >>= 1
+        for node in self._tiles(start + 1, end):
+            out += self.starting.get(node, ())
+        return out
+
+    def _tiles(self, lo: int, hi: int) -> list[int]:
+        """The tree nodes whose ranges tile steps [lo, hi]."""
+        nodes = []
+        lo, hi = lo + self.leaves, hi + self.leaves + 1
+        while lo < hi:
+            if lo & 1:
+                nodes.append(lo)
+                lo += 1
+            if hi & 1:
+                hi -= 1
+                nodes.append(hi)
+            lo >>= 1
+            hi >>= 1
+        return nodes
 
 
 def _first_fit(b: Block, members: list[Block], alignment: int) -> int:
@@ -209,14 +270,10 @@ def plan_memory(g: Graph, target: Target) -> MemoryPlan:
             v.placement = Placement(r.placement.buffer, r.placement.offset + off, v.nbytes)
     g.buffers = buffers
 
-    live = [0] * (max((b.end for b in blocks), default=0) + 2)
-    for b in blocks:
-        for s in range(b.start, b.end + 1):
-            live[s] += b.size
     # naive: every graph input and every tensor an op produces in a buffer of its own
     produced = [v for op in g.ops if op.kind in ("kernel", "concat_view") for v in op.outputs]
     naive = sum(align(v.nbytes, target.alignment) for v in list(g.inputs) + produced)
-    return MemoryPlan(arena_sizes, weight_sizes, naive, max(live, default=0), strategy, blocks)
+    return MemoryPlan(arena_sizes, weight_sizes, naive, peak_bytes(blocks), strategy, blocks)
 
 
 def _pack_weights(g: Graph, target: Target, buffers: dict[str, dict]) -> list[int]:
@@ -252,6 +309,8 @@ def check_plan(g: Graph, alignment: int = 256) -> None:
         if b.size:
             by_buf.setdefault(b.value.placement.buffer, []).append(b)
     for members in by_buf.values():
+        if not _may_share_bytes(members):
+            continue
         members.sort(key=lambda b: b.value.placement.offset)
         for i, a in enumerate(members):
             pa = a.value.placement
@@ -289,18 +348,46 @@ def check_plan(g: Graph, alignment: int = 256) -> None:
                         )
 
 
+def _may_share_bytes(members: list[Block]) -> bool:
+    """Whether two of one buffer's blocks may share bytes while both are live: a sweep over the
+    steps keeps the live blocks' byte ranges (each at least one byte long, so the exact check
+    that runs on True misses nothing) in offset order, where a new one can only overlap its
+    neighbours as long as no two overlap."""
+    starts: dict[int, list[Block]] = {}
+    ends: dict[int, list[Block]] = {}
+    for b in members:
+        starts.setdefault(b.start, []).append(b)
+        ends.setdefault(b.end, []).append(b)
+    los: list[int] = []
+    his: list[int] = []
+    for step in sorted(starts.keys() | ends.keys()):
+        for b in starts.get(step, ()):  # lives are closed: starts before ends at one step
+            p = b.value.placement
+            lo, hi = p.offset, p.offset + max(p.size, 1)
+            i = bisect.bisect_left(los, lo)
+            if (i > 0 and his[i - 1] > lo) or (i < len(los) and los[i] < hi):
+                return True
+            los.insert(i, lo)
+            his.insert(i, hi)
+        for b in ends.get(step, ()):
+            i = bisect.bisect_left(los, b.value.placement.offset)
+            del los[i], his[i]
+    return False
+
+
 def _check_in_place(g: Graph) -> None:
     """An in-place output overwrites its input's bytes: no step after its kernel may read the
     input or anything sharing its storage from before (views of it, tensors it lives in), and
     none of those may be a graph input or output."""
+    pairs = [
+        (step, op, op.inputs[i], op.outputs[o])
+        for step, op in steps(g)
+        if op.kind == "kernel"
+        for o, i in op.attrs.get("in_place", [])
+    ]
+    if not pairs:
+        return
     parent = {id(v): host for v, host, _ in storage_links(g)}
-
-    def chain(v: Value) -> list[int]:
-        out = [id(v)]
-        while out[-1] in parent:
-            out.append(id(parent[out[-1]]))
-        return out
-
     last_read: dict[int, float] = {}
     for step, op in steps(g):
         for v in op.inputs:
@@ -309,14 +396,68 @@ def _check_in_place(g: Graph) -> None:
     for v in list(g.inputs) + list(g.outputs):
         last_read[id(v)] = math.inf
     members = [v for v in g.values() if not v.is_const]
-    for step, op in steps(g):
-        for o, i in op.attrs.get("in_place", []) if op.kind == "kernel" else []:
-            x, y = op.inputs[i], op.outputs[o]
-            root = chain(x)[-1]
-            for v in members:
-                c = chain(v)
-                if c[-1] == root and id(y) not in c and last_read.get(id(v), 0) > step:
-                    raise CompileError(
-                        f"memory plan error: {op.label} writes %{y.name} over %{x.name}, but "
-                        f"%{v.name}, which shares those bytes, is read later or is a graph input or output"
-                    )
+    # The storage links form a forest (a value's parent holds it). Numbered in depth-first
+    # order, the values sharing bytes with x but not living in y are those of x's tree outside
+    # y's subtree: a prefix and a suffix of the tree's interval, whose latest reads are kept.
+    children: dict[int, list[int]] = {}
+    for k, host in parent.items():
+        children.setdefault(id(host), []).append(k)
+    read = {id(v): last_read.get(id(v), 0) for v in members}
+    nodes = list(read) + [k for k in children if k not in read]
+    enter: dict[int, int] = {}
+    leave: dict[int, int] = {}
+    latest: list[float] = []  # by number: the value's last read
+    tree: list[tuple[int, int]] = []  # by number: its tree's interval
+    for r in nodes:
+        if r in parent or r in enter:
+            continue
+        start = len(latest)
+        stack = [(r, False)]
+        while stack:
+            k, done = stack.pop()
+            if done:
+                leave[k] = len(latest) - 1
+                continue
+            enter[k] = len(latest)
+            latest.append(read.get(k, -math.inf))
+            stack.append((k, True))
+            stack.extend((c, False) for c in children.get(k, ()))
+        tree += [(start, len(latest) - 1)] * (len(latest) - start)
+    prefix = latest[:]
+    suffix = latest[:]
+    for t in range(1, len(latest)):
+        if tree[t][0] < t:
+            prefix[t] = max(prefix[t], prefix[t - 1])
+    for t in range(len(latest) - 2, -1, -1):
+        if tree[t][1] > t:
+            suffix[t] = max(suffix[t], suffix[t + 1])
+    for step, op, x, y in pairs:
+        lo, hi = tree[enter[id(x)]]
+        if id(y) in enter and tree[enter[id(y)]] == (lo, hi):
+            a, b = enter[id(y)], leave[id(y)]
+            worst = max(prefix[a - 1] if a > lo else -math.inf, suffix[b + 1] if b < hi else -math.inf)
+        else:
+            worst = prefix[hi]
+        if worst > step:
+            _in_place_error(op, x, y, step, members, parent, last_read)
+
+
+def _in_place_error(op: Op, x: Value, y: Value, step: int, members: list[Value], parent, last_read) -> None:
+    """Raise the error for an in-place pair known to overwrite bytes read later, naming the
+    first such value."""
+
+    def chain(v: Value) -> list[int]:
+        out = [id(v)]
+        while out[-1] in parent:
+            out.append(id(parent[out[-1]]))
+        return out
+
+    root = chain(x)[-1]
+    for v in members:
+        c = chain(v)
+        if c[-1] == root and id(y) not in c and last_read.get(id(v), 0) > step:
+            raise CompileError(
+                f"memory plan error: {op.label} writes %{y.name} over %{x.name}, but "
+                f"%{v.name}, which shares those bytes, is read later or is a graph input or output"
+            )
+    raise AssertionError(f"{op.label}: no value found for an in-place conflict")

@@ -173,6 +173,9 @@ class Graph:
     metadata: dict[str, Any] = field(default_factory=dict)
     _names: set[str] = field(default_factory=set, repr=False)
     _counter: Iterator[int] = field(default_factory=itertools.count, repr=False)
+    # add_shader's index of ``shaders`` (text -> first name), and the dict and size it indexed
+    _shader_index: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    _shader_indexed: tuple[Any, int] = field(default=(None, 0), repr=False, compare=False)
 
     # -- construction -------------------------------------------------------------------
     def fresh_name(self, hint: str) -> str:
@@ -188,16 +191,26 @@ class Graph:
                 return name
 
     def add_shader(self, text: str, stem: str) -> str:
-        """The name of a shader with this WGSL text: an existing one's, else a new
-        ``NNN_stem`` (shaders are deduplicated by text)."""
-        for name, existing in self.shaders.items():
-            if existing == text:
-                return name
+        """The name of a shader with this WGSL text: an existing one's (the first), else a new
+        ``NNN_stem`` (shaders are deduplicated by text).
+
+        The texts are indexed, not searched; the index is rebuilt when ``shaders`` is another
+        dict or changed size since (add to it here, or assign a new dict)."""
+        if self._shader_indexed[0] is not self.shaders or self._shader_indexed[1] != len(self.shaders):
+            self._shader_index = {}
+            for name, existing in self.shaders.items():
+                self._shader_index.setdefault(existing, name)
+        found = self._shader_index.get(text)
+        if found is not None:
+            self._shader_indexed = (self.shaders, len(self.shaders))
+            return found
         n = len(self.shaders)
         while f"{n:03d}_{stem}" in self.shaders:
             n += 1
         name = f"{n:03d}_{stem}"
         self.shaders[name] = text
+        self._shader_index[text] = name
+        self._shader_indexed = (self.shaders, len(self.shaders))
         return name
 
     def reserve_name(self, name: str) -> None:

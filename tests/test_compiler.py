@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import cProfile
 import filecmp
 import hashlib
+import pstats
 import subprocess
 import sys
 from pathlib import Path
@@ -79,6 +81,40 @@ def test_plan_checker_catches_planted_overlap():
     y.placement = type(y.placement)(x.placement.buffer, x.placement.offset, y.placement.size)
     with pytest.raises(CompileError, match="memory plan error"):
         check_plan(g)
+
+
+# -- scale: every stage near-linear in the graph ---------------------------------------------
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+from compile_time import GRAPHS, chain  # noqa: E402
+
+
+def test_a_20000_op_elementwise_chain_compiles():
+    # once minutes: fusion re-examined the whole group for every op it added (a few seconds
+    # now, on two cores; tools/compile_time.py measures each stage, no timing is asserted here)
+    res = compile_model(chain(20_000))
+    kernels = res.graph.kernels()
+    assert [k.attrs["op"] for k in kernels] == ["Fused"] * 20  # 1024 ops per kernel at most
+    # three shaders: the first kernel's, the other full ones' (each written over its input:
+    # 1024 is a multiple of the chain's period) and the last, shorter one's
+    assert len(res.artifact.shaders) == 3
+    assert all(len(d.bindings) <= 4 for k in kernels for d in k.dispatches)
+
+
+def _python_calls(model) -> int:
+    prof = cProfile.Profile()
+    prof.enable()
+    compile_model(model)
+    prof.disable()
+    return pstats.Stats(prof).total_calls
+
+
+@pytest.mark.parametrize("graph", sorted(GRAPHS))
+def test_compile_work_grows_linearly(graph):
+    # Python calls measure the work deterministically: twice the ops may take twice the calls
+    # (and a log factor), not four times, as passes that rescanned the graph per op did
+    compile_model(GRAPHS[graph](8))  # imports and caches stay out of the count
+    small, big = _python_calls(GRAPHS[graph](500)), _python_calls(GRAPHS[graph](1000))
+    assert big <= 2.2 * small, (small, big)
 
 
 def test_vgg_fc_weight_is_split_under_the_binding_limit():

@@ -3,12 +3,18 @@ kernels, on every kernel template that takes an epilogue."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from helpers import check_against_ort, graph_model, rand
 from onnx import TensorProto, helper
 
 from onnx2wgsl.compiler import compile_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+from compile_time import chain  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
@@ -158,6 +164,31 @@ def test_groups_stay_within_the_binding_limit(device):
     assert 2 <= len(kernels) <= 3
     assert all(len(d.bindings) <= 8 for k in kernels for d in k.dispatches)
     check_against_ort(model, xs, device)
+
+
+def test_a_2000_op_chain_runs_as_two_kernels(device):
+    # a group stops at MAX_GROUP_OPS ops: drivers compile one long kernel in superlinear time
+    model = chain(2000)
+    x = rand(1, 64)
+    assert _kernels(model) == ["Fused", "Fused"]
+    check_against_ort(model, {"x": x}, device)
+
+
+def test_no_merge_across_a_path_through_another_group(device):
+    # Relu -> Add(b) is a direct edge, and no op-level path joins them otherwise; but Relu
+    # feeds the group {Add(a), Neg, Mul}, whose Neg feeds ReduceSum, which feeds Add(b).
+    # Fusing Relu with Add(b) would make a cycle of kernels (it once hung the compiler).
+    x, z = rand(4, 4), rand(2, 4, 4, seed=1)
+    nodes = [
+        helper.make_node("Relu", ["x"], ["p"]),
+        helper.make_node("Neg", ["z"], ["n"]),
+        helper.make_node("Add", ["z", "p"], ["a"]),
+        helper.make_node("Mul", ["a", "n"], ["m"]),
+        helper.make_node("ReduceSum", ["n"], ["r"], axes=[0], keepdims=0),
+        helper.make_node("Add", ["p", "r"], ["b"]),
+    ]
+    model = _model(nodes, {"x": x, "z": z}, ["m", "b"], {}, opset=12)
+    _check(model, {"x": x, "z": z}, device, ["Relu", "Fused", "ReduceSum", "Add"])
 
 
 @pytest.mark.parametrize("group", [1, 6])  # the implicit-GEMM and the direct kernel

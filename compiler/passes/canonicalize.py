@@ -18,14 +18,18 @@ class Canonicalize(Pass):
 
     def run(self, g: Graph) -> PassResult:
         changed = False
-        for op in list(g.ops):
+        ops: list[Op] = []  # the new list, built in one pass (no list.remove per dropped op)
+        for op in g.ops:
             if op.inputs and op.inputs[0] is not None and self._identity(op):
                 g.replace_uses(op.outputs[0], op.inputs[0])
-                g.remove_op(op)
+                op.detach()
                 changed = True
             elif op.kind == "BatchNormalization" and all(v.is_const for v in op.inputs[1:5]):
-                self._batchnorm(g, op)
+                ops += self._batchnorm(g, op)
                 changed = True
+            else:
+                ops.append(op)
+        g.ops = ops
         return PassResult(g, changed)
 
     @staticmethod
@@ -36,7 +40,8 @@ class Canonicalize(Pass):
         return op.kind == "Identity" or (op.kind in ("Cast", "CastLike") and same)
 
     @staticmethod
-    def _batchnorm(g: Graph, op: Op) -> None:
+    def _batchnorm(g: Graph, op: Op) -> list[Op]:
+        """Detach the BatchNormalization; return the Mul and Add that replace it."""
         x, gamma, beta, mean, var = op.inputs[:5]
         y = op.outputs[0]
         eps = op.attrs.get("epsilon", 1e-5)
@@ -48,7 +53,5 @@ class Canonicalize(Pass):
         s = g.const(scale.reshape(bshape), f"{gamma.name}.scale", dtype=x.dtype)
         b = g.const(shift.reshape(bshape), f"{beta.name}.shift", dtype=x.dtype)
         mul = g.make_op("Mul", [x, s], [y.type], name=op.name, out_names=[f"{y.name}.scaled"])
-        at = g.ops.index(op)
-        g.remove_op(op)
-        add = Op("Add", [mul.outputs[0], b], [y], name=op.name)
-        g.ops[at:at] = [mul, add]
+        op.detach()
+        return [mul, Op("Add", [mul.outputs[0], b], [y], name=op.name)]

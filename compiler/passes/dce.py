@@ -14,9 +14,11 @@ class DeadCodeElimination(Pass):
 
     def run(self, g: Graph) -> PassResult:
         outputs = {id(v) for v in g.outputs}
-        removed = False
-        for op in reversed(list(g.ops)):
+        removed: set[int] = set()
+        for op in reversed(g.ops):
             if not any(v.uses or id(v) in outputs for v in op.outputs):
-                g.remove_op(op)
-                removed = True
-        return PassResult(g, removed)
+                op.detach()  # (its inputs' producers, visited later, may die of it)
+                removed.add(id(op))
+        if removed:
+            g.ops = [op for op in g.ops if id(op) not in removed]
+        return PassResult(g, bool(removed))

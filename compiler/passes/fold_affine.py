@@ -39,14 +39,16 @@ class FoldAffine(Pass):
     name = "fold-affine"
 
     def run(self, g: Graph) -> PassResult:
-        changed = False
-        progress = True
-        while progress:
-            progress = False
-            for op in list(g.ops):
-                if op.kind in _PRODUCERS and op in g.ops and self._try(g, op):
-                    progress = changed = True
-        return PassResult(g, changed)
+        # Rounds over the producers in graph order, as long as one folds. A fold changes only
+        # its own producer's prospects, so a round after the first needs to look only at the
+        # producers that folded in the one before; the folded users leave the list at the end.
+        self._removed: set[int] = set()
+        todo = [op for op in g.ops if op.kind in _PRODUCERS]
+        while todo:
+            todo = [op for op in todo if self._try(g, op)]
+        if self._removed:
+            g.ops = [op for op in g.ops if id(op) not in self._removed]
+        return PassResult(g, bool(self._removed))
 
     def _try(self, g: Graph, op: Op) -> bool:
         y = op.outputs[0]
@@ -68,7 +70,8 @@ class FoldAffine(Pass):
             self._shift(g, op, vec)
         # the producer now computes the user's result: splice the user out
         g.replace_uses(user.outputs[0], y)
-        g.remove_op(user)
+        user.detach()
+        self._removed.add(id(user))
         return True
 
     @staticmethod

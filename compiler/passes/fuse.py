@@ -5,6 +5,8 @@ input is computed in the Conv's loads (fuse-prologue)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from onnx2wgsl.ir import DType, Graph, Op, Value, distinct
 
 from . import Pass, PassResult
@@ -47,119 +49,290 @@ def _preds(op: Op, index: dict[int, int]) -> list[Op]:
     return sorted((p for k, p in ps.items() if k in index), key=lambda p: index[id(p)])
 
 
+# The most ops one Fused group takes. Driver shader compilers are superlinear in a kernel's
+# length (lavapipe's first dispatch of one fused chain: 0.9 s at 5,000 ops, 3.2 s at 10,000,
+# 12.4 s at 20,000); past this size another kernel costs less than a longer one.
+MAX_GROUP_OPS = 1024
+
+
+class _Group:
+    """A set of ops that becomes one kernel, as a node of the graph in which every group is
+    contracted to one node. Every op of the graph has one: ops that cannot fuse stay alone.
+
+    ``rank`` orders the contracted graph topologically (every edge goes to a higher rank; see
+    ``FuseElementwise._merge``). ``ins`` are the values its ops read from outside it, ``outs``
+    the values it makes that are read outside it or are graph outputs: a group's kernel binds
+    both, and they are its edges in the contracted graph."""
+
+    __slots__ = ("ops", "rank", "fusable", "ins", "outs", "first", "space", "elementwise", "transposes")
+
+    def __init__(self, op: Op, pos: int, fusable: bool, graph_outputs: set[int]):
+        self.ops = [op]
+        self.rank = pos
+        self.fusable = fusable
+        self.ins = {id(v): v for v in op.inputs if v is not None}
+        self.outs = {id(v): v for v in op.outputs if v.uses or id(v) in graph_outputs}
+        # (position, shape) of its first op, and of its first op that is not a Transpose
+        self.first = (pos, op.outputs[0].shape if op.outputs else ())
+        is_t = op.kind == "Transpose"
+        self.space = None if is_t else self.first
+        self.elementwise = 0 if is_t else 1
+        self.transposes = [op] if is_t else []
+
+    def shape(self) -> tuple:
+        """The shape it computes over: its first elementwise op's (a Transpose it reads may be
+        broadcast into it)."""
+        return (self.space or self.first)[1]
+
+
 class FuseElementwise(Pass):
     """Fuse connected elementwise ops whose results share one shape into a ``Fused`` op whose
     ``body`` attribute is the subgraph it computes (one kernel, one pass over memory).
 
     A group may read any number of tensors broadcast into its shape and may expose several
-    results; it stays within ``max_bindings`` storage bindings. An op joins a group only if
-    none of its other operands depends on that group (which would make a cycle).
+    results; it stays within ``max_bindings`` storage bindings and ``max_ops`` ops. Two groups
+    merge only if no path through other ops or groups leads from one to the other (which would
+    make a cycle).
 
     A Transpose of a tensor the group reads from outside joins too: the kernel then reads that
     tensor through permuted strides, and the transposed copy is never written (unless it is
-    used outside the group). A Transpose of a value computed inside the group does not."""
+    used outside the group). A Transpose of a value computed inside the group does not.
+
+    Near-linear in the graph: each group keeps its interface and a rank in a topological order
+    of the contracted graph, so a merge looks only at the groups ranked between the two."""
 
     name = "fuse-elementwise"
 
-    def __init__(self, max_bindings: int = 8):
+    def __init__(self, max_bindings: int = 8, max_ops: int = MAX_GROUP_OPS):
         self.max_bindings = max_bindings
+        self.max_ops = max_ops
 
     def run(self, g: Graph) -> PassResult:
         kinds = fusable_kinds() | {"Transpose"}
-        self._graph_outputs = {id(v) for v in g.outputs}
+        self._graph_outputs = outputs = {id(v) for v in g.outputs}
         self._pos = {id(op): i for i, op in enumerate(g.ops)}
-        group: dict[int, list[Op]] = {id(op): [op] for op in g.ops if self._candidate(op, kinds)}
+        self._group = {
+            id(op): _Group(op, i, self._candidate(op, kinds), outputs) for i, op in enumerate(g.ops)
+        }
         # Merge along every producer -> consumer edge between candidates, when the shapes
-        # agree, the bindings fit and no path through other ops leads from one group to the
-        # other (the fused kernel would then both feed and wait for that path).
+        # agree, the bindings fit and no other path leads from one group to the other (the
+        # fused kernel would then both feed and wait for that path).
         for op in g.ops:
-            if id(op) not in group:
+            if not self._group[id(op)].fusable:
                 continue
             for v in op.inputs:
-                p = v.producer if v is not None else None
-                if p is None or id(p) not in group:
+                a = self._group.get(id(v.producer)) if v is not None and v.producer is not None else None
+                b = self._group[id(op)]
+                if a is None or not a.fusable or a is b or len(a.ops) + len(b.ops) > self.max_ops:
                     continue
-                a, b = group[id(p)], group[id(op)]
-                if a is b or (_space(a) != _space(b) and not self._broadcast_read(a, b)):
+                if a.shape() != b.shape() and not self._broadcast_read(a, b):
                     continue
-                merged = sorted(a + b, key=lambda o: self._pos[id(o)])
-                members = {id(o) for o in merged}
-                ins, outs = _interface(merged, members, self._graph_outputs)
-                if len(ins) + len(outs) > self.max_bindings:
+                if any(self._transposes_own(t, a, b) for t in a.transposes + b.transposes):
                     continue
-                if self._path(a, b, members) or self._path(b, a, members):
+                if self._bindings(a, b) > self.max_bindings:
                     continue
-                if any(o.kind == "Transpose" and o.inputs[0].producer in merged for o in merged):
+                later = self._reachable_before(a, b)
+                if later is None:
                     continue
-                for o in merged:
-                    group[id(o)] = merged
-        changed = False
-        done: set[int] = set()
-        for op in list(g.ops):
-            ops = group.get(id(op))
-            if ops is None or id(ops[0]) in done:
-                continue
-            done.add(id(ops[0]))
-            if len(ops) > 1:
-                self._replace(g, ops, self._graph_outputs)
-                changed = True
+                self._merge(a, b, later)
+        changed = self._replace_groups(g)
         if changed:
             topological_sort(g)
         return PassResult(g, changed)
 
-    def _broadcast_read(self, a: list[Op], b: list[Op]) -> bool:
+    def _broadcast_read(self, a: _Group, b: _Group) -> bool:
         """Whether group ``a`` is one Transpose read only by group ``b``, broadcast into its
         shape: ``b`` can read the Transpose's input through strides, with no copy written."""
-        if len(a) != 1 or a[0].kind != "Transpose" or all(o.kind == "Transpose" for o in b):
+        if len(a.ops) != 1 or a.ops[0].kind != "Transpose" or not b.elementwise:
             return False
-        t = a[0].outputs[0]
-        inside = {id(o) for o in b}
-        return id(t) not in self._graph_outputs and all(id(u) in inside for u in t.uses)
+        t = a.ops[0].outputs[0]
+        return id(t) not in self._graph_outputs and all(self._group.get(id(u)) is b for u in t.uses)
+
+    def _transposes_own(self, t: Op, a: _Group, b: _Group) -> bool:
+        """Whether Transpose ``t`` would transpose a value that the merged group computes."""
+        p = t.inputs[0].producer
+        return p is not None and self._group.get(id(p)) in (a, b)
 
     @staticmethod
     def _candidate(op: Op, kinds: set[str]) -> bool:
         return op.kind in kinds and op.domain == "" and len(op.outputs) == 1 and op.outputs[0].type.numel > 0
 
-    def _path(self, a: list[Op], b: list[Op], members: set[int]) -> bool:
-        """Whether a path from group ``a`` to group ``b`` runs through an op outside both."""
-        targets = {id(o) for o in b}
-        last = max(self._pos[id(o)] for o in b)
-        stack = [u for o in a for v in o.outputs for u in v.uses if id(u) not in members]
-        seen: set[int] = set()
+    def _produced_by(self, v: Value, g: _Group) -> bool:
+        return v.producer is not None and self._group.get(id(v.producer)) is g
+
+    def _bindings(self, a: _Group, b: _Group) -> int:
+        """Storage bindings of the merged group: external inputs plus exposed results."""
+        # (each candidate makes one value, so at most len(ops) of the other's inputs become internal)
+        if len(a.ins) - len(b.ops) > self.max_bindings or len(b.ins) - len(a.ops) > self.max_bindings:
+            return self.max_bindings + 1
+        return len(self._merged_ins(a, b)) + len(self._merged_outs(a, b))
+
+    def _merged_ins(self, a: _Group, b: _Group) -> dict[int, Value]:
+        ins = {k: v for k, v in a.ins.items() if not self._produced_by(v, b)}
+        ins.update((k, v) for k, v in b.ins.items() if not self._produced_by(v, a))
+        return ins
+
+    def _merged_outs(self, a: _Group, b: _Group) -> dict[int, Value]:
+        group, outputs = self._group, self._graph_outputs
+        return {
+            k: v
+            for k, v in (*a.outs.items(), *b.outs.items())
+            if k in outputs or any(group.get(id(u)) not in (a, b) for u in v.uses)
+        }
+
+    def _successors(self, x: _Group) -> Iterator[_Group]:
+        for v in x.outs.values():
+            for u in v.uses:
+                s = self._group.get(id(u))
+                if s is not None and s is not x:
+                    yield s
+
+    def _predecessors(self, x: _Group) -> Iterator[_Group]:
+        for v in x.ins.values():
+            if v.producer is not None:
+                p = self._group.get(id(v.producer))
+                if p is not None and p is not x:
+                    yield p
+
+    def _reachable_before(self, a: _Group, b: _Group) -> list[_Group] | None:
+        """The groups reachable from ``a`` that rank below ``b``; None if ``b`` is reachable
+        from ``a`` other than by their direct edge (merging them would make a cycle). Only groups
+        ranked below ``b`` can lead to it."""
+        seen = {id(a), id(b)}
+        found: list[_Group] = []
+        stack = [a]
         while stack:
-            op = stack.pop()
-            if id(op) in seen or self._pos.get(id(op), last + 1) > last:
-                continue
-            seen.add(id(op))
-            for v in op.outputs:
-                for u in v.uses:
-                    if id(u) in targets:
-                        return True
-                    if id(u) not in members:
-                        stack.append(u)
-        return False
+            x = stack.pop()
+            for s in self._successors(x):
+                if s is b:
+                    if x is not a:
+                        return None
+                elif s.rank < b.rank and id(s) not in seen:
+                    seen.add(id(s))
+                    found.append(s)
+                    stack.append(s)
+        return found
+
+    def _reaching_after(self, a: _Group, b: _Group) -> list[_Group]:
+        """The groups ranked above ``a`` from which ``b`` is reachable (only those can reach it)."""
+        seen = {id(a), id(b)}
+        found: list[_Group] = []
+        stack = [b]
+        while stack:
+            for p in self._predecessors(stack.pop()):
+                if p.rank > a.rank and id(p) not in seen:
+                    seen.add(id(p))
+                    found.append(p)
+                    stack.append(p)
+        return found
+
+    def _merge(self, a: _Group, b: _Group, later: list[_Group]) -> None:
+        """Merge ``b`` into ``a`` (or ``a`` into ``b``, whichever is smaller) and re-rank.
+
+        The groups between the two ranks that reach ``b`` move before the merged group, those
+        that ``a`` reaches (``later``) after it, each set in its old order, in the ranks the
+        moved groups held (an online topological order, as Pearce and Kelly keep one)."""
+        earlier = self._reaching_after(a, b)
+        moved = sorted(earlier, key=lambda x: x.rank) + [a] + sorted(later, key=lambda x: x.rank)
+        ranks = sorted([x.rank for x in earlier + later] + [a.rank, b.rank])
+        ins, outs = self._merged_ins(a, b), self._merged_outs(a, b)
+        big, small = (a, b) if len(a.ops) >= len(b.ops) else (b, a)
+        for op in small.ops:
+            self._group[id(op)] = big
+        big.ops += small.ops
+        big.ins, big.outs = ins, outs
+        big.first = min(a.first, b.first)
+        big.space = min((s for s in (a.space, b.space) if s is not None), default=None)
+        big.elementwise += small.elementwise
+        big.transposes += small.transposes
+        moved[len(earlier)] = big
+        for x, r in zip(moved, ranks):
+            x.rank = r
 
     @staticmethod
-    def _replace(g: Graph, ops: list[Op], graph_outputs: set[int]) -> None:
+    def _replace(ops: list[Op], graph_outputs: set[int]) -> Op:
+        """Detach ``ops`` (in graph order) and return the ``Fused`` op that computes them."""
         members = {id(o) for o in ops}
         ins, outs = _interface(ops, members, graph_outputs)
         body = Graph(name="fused")
         inner = {id(v): body.add_input(v.name, v.type) for v in ins}
         _copy_body(ops, inner, body)
         body.outputs = [inner[id(v)] for v in outs]
-        at = g.ops.index(ops[-1])
         for op in ops:
             op.detach()
-        fused = Op("Fused", ins, outs, {"body": body}, name=ops[-1].name)
-        keep = [o for o in g.ops if id(o) not in members]
-        g.ops = keep
-        g.ops.insert(min(at, len(keep)), fused)
+        return Op("Fused", ins, outs, {"body": body}, name=ops[-1].name)
+
+    def _replace_groups(self, g: Graph) -> bool:
+        """Replace each group of two or more ops by a ``Fused`` op.
+
+        Each Fused op goes where replacing the groups one by one, in the order of their first
+        ops, put it: at the index its last op had, in the list without the group's ops, i.e.
+        after the ``len(ops) - 1`` ops that followed its last op (topological_sort then moves
+        what must move). A linked list makes that cost the group's size, not the graph's."""
+        order = _OpList(g.ops)
+        changed = False
+        done: set[int] = set()
+        for op in list(g.ops):
+            group = self._group[id(op)]
+            if id(group) in done or len(group.ops) == 1:
+                continue
+            done.add(id(group))
+            ops = sorted(group.ops, key=lambda o: self._pos[id(o)])
+            anchor = order.walk(ops[-1], len(ops) - 1)
+            fused = self._replace(ops, self._graph_outputs)
+            for o in ops:
+                order.unlink(o)
+            order.insert_after(fused, anchor if anchor is not None else order.tail)
+            changed = True
+        g.ops = list(order)
+        return changed
 
 
-def _space(ops: list[Op]) -> tuple:
-    """The shape a group computes over: its elementwise ops' (a Transpose it reads may be
-    broadcast into it)."""
-    return next((o.outputs[0].shape for o in ops if o.kind != "Transpose"), ops[0].outputs[0].shape)
+class _OpList:
+    """Ops in a doubly linked list: unlink and insert in O(1)."""
+
+    def __init__(self, ops: list[Op]):
+        self.next: dict[int, Op | None] = {}
+        self.prev: dict[int, Op | None] = {}
+        self.head: Op | None = None
+        self.tail: Op | None = None
+        for op in ops:
+            self.insert_after(op, self.tail)
+
+    def __iter__(self) -> Iterator[Op]:
+        op = self.head
+        while op is not None:
+            yield op
+            op = self.next[id(op)]
+
+    def walk(self, op: Op, n: int) -> Op | None:
+        """The op ``n`` places after ``op``; None if the list ends sooner."""
+        at: Op | None = op
+        for _ in range(n):
+            if at is None:
+                break
+            at = self.next[id(at)]
+        return at
+
+    def unlink(self, op: Op) -> None:
+        before, after = self.prev.pop(id(op)), self.next.pop(id(op))
+        self._join(before, after)
+
+    def insert_after(self, op: Op, before: Op | None) -> None:
+        """Insert ``op`` after ``before`` (None: at the head)."""
+        after = self.head if before is None else self.next[id(before)]
+        self._join(before, op)
+        self._join(op, after)
+
+    def _join(self, before: Op | None, after: Op | None) -> None:
+        if before is None:
+            self.head = after
+        else:
+            self.next[id(before)] = after
+        if after is None:
+            self.tail = before
+        else:
+            self.prev[id(after)] = before
 
 
 def _interface(ops: list[Op], members: set[int], graph_outputs: set[int]) -> tuple[list[Value], list[Value]]:
@@ -200,18 +373,25 @@ class _IntoHost(Pass):
     def run(self, g: Graph) -> PassResult:
         kinds = fusable_kinds()
         outputs = {id(v) for v in g.outputs}
-        changed = False
-        for op in list(g.ops):
+        # the fused op takes one op's place and the other op leaves; the list is rebuilt once
+        put: dict[int, Op] = {}
+        drop: set[int] = set()
+        for op in g.ops:
             other = self._match(op, kinds, outputs)
             if other is not None:
-                self._fuse(g, op, other)
-                changed = True
-        return PassResult(g, changed)
+                at, gone, fused = self._fuse(op, other)
+                put[id(at)] = fused
+                drop.add(id(gone))
+        if put:
+            g.ops = [put.get(id(op), op) for op in g.ops if id(op) not in drop]
+        return PassResult(g, bool(put))
 
     def _match(self, op: Op, kinds: set[str], outputs: set[int]) -> Op | None:
         raise NotImplementedError
 
-    def _fuse(self, g: Graph, op: Op, other: Op) -> None:
+    def _fuse(self, op: Op, other: Op) -> tuple[Op, Op, Op]:
+        """Detach ``op`` and ``other``; return the one whose place the fused op takes, the
+        one that leaves the list, and the fused op."""
         raise NotImplementedError
 
 
@@ -279,7 +459,7 @@ class FuseEpilogue(_IntoHost):
             return None
         return user
 
-    def _fuse(self, g: Graph, op: Op, user: Op) -> None:
+    def _fuse(self, op: Op, user: Op) -> tuple[Op, Op, Op]:
         y = op.outputs[0]
         body = Graph(name="epilogue")
         extras = distinct(v for v in user.inputs if v is not y)
@@ -288,7 +468,6 @@ class FuseEpilogue(_IntoHost):
         body.outputs = [_body_of(user, inner, body)]
         arity = EPILOGUE_HOSTS[op.kind]
         own = list(op.inputs) + [None] * (arity - len(op.inputs))
-        at = g.ops.index(user)
         out = user.outputs[0]
         op.detach()
         user.detach()
@@ -300,8 +479,7 @@ class FuseEpilogue(_IntoHost):
             name=op.name,
             domain=op.domain,
         )
-        g.ops[at] = fused
-        g.ops.remove(op)
+        return user, op, fused
 
 
 class FusePrologue(_IntoHost):
@@ -331,13 +509,12 @@ class FusePrologue(_IntoHost):
             return None
         return p
 
-    def _fuse(self, g: Graph, op: Op, producer: Op) -> None:
+    def _fuse(self, op: Op, producer: Op) -> tuple[Op, Op, Op]:
         reads = distinct(producer.inputs)
         body = Graph(name="prologue")
         inner = {id(v): body.add_input(v.name, v.type) for v in reads}
         body.outputs = [_body_of(producer, inner, body)]
         n = op.attrs.get("epilogue_at", len(op.inputs))
-        at = g.ops.index(op)
         own = [None] + list(op.inputs[1:])
         op.detach()
         producer.detach()
@@ -349,5 +526,4 @@ class FusePrologue(_IntoHost):
             name=op.name,
             domain=op.domain,
         )
-        g.ops[at] = fused
-        g.ops.remove(producer)
+        return op, producer, fused

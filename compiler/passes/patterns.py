@@ -79,6 +79,7 @@ class _Uses:
             if any(id(v) in self.outputs or any(id(u) in live for u in v.uses) for v in op.outputs):
                 live.add(id(op))
         self.dead = {id(op): op for op in g.ops if id(op) not in live}
+        self.order = {id(op): i for i, op in enumerate(g.ops)}  # rewrites keep the rest in order
 
     def users(self, v: Value) -> list[Op]:
         """The distinct live ops reading v."""
@@ -328,7 +329,7 @@ def layer_norm_folded(g: Graph, u: _Uses, mean_op: Op) -> Match | None:
     if shift_ops[-1].outputs[0].type != x.type:
         return None
     matched = [mean_op, *var_ops, *inv_ops, *scale_ops, mm, xm, *shift_ops]
-    matched.sort(key=lambda op: g.ops.index(op))
+    matched.sort(key=lambda op: u.order[id(op)])
     last = shift_ops[-1]
     if matched[-1] is not last:
         return None
@@ -449,27 +450,32 @@ class FusePatterns(Pass):
 
     def run(self, g: Graph) -> PassResult:
         u = _Uses(g)
-        changed = False
-        for op in list(g.ops):
+        # each match's last op gives way to the new ops, the others leave: the list is rebuilt once
+        put: dict[int, list[Op]] = {}
+        gone: set[int] = set()
+        for op in g.ops:
             if not op.outputs or op.outputs[0].producer is not op or id(op) in u.dead or op.domain:
                 continue  # already rewritten away, or dead
             for pattern in PATTERNS.get(op.kind, ()):
                 match = pattern(g, u, op)
                 if match is not None:
-                    self._replace(g, u, *match)
-                    changed = True
+                    self._replace(u, *match, put, gone)
                     break
-        return PassResult(g, changed)
+        if put:
+            g.ops = [new for op in g.ops if id(op) not in gone for new in put.get(id(op), [op])]
+        return PassResult(g, bool(put))
 
     @staticmethod
-    def _replace(g: Graph, u: _Uses, ops: list[Op], build: Callable[[Value], list[Op]]) -> None:
+    def _replace(
+        u: _Uses, ops: list[Op], build: Callable[[Value], list[Op]], put: dict[int, list[Op]], gone: set[int]
+    ) -> None:
         last = ops[-1]
         y = last.outputs[0]
-        at = g.ops.index(last)
-        g.remove_op(last)  # y keeps its name and type; the new ops compute it
-        g.ops[at:at] = build(y)
+        last.detach()  # y keeps its name and type; the new ops compute it
+        put[id(last)] = build(y)
         for op in reversed(ops[:-1]):
             if any(v.uses or id(v) in u.outputs for v in op.outputs):
                 u.dead[id(op)] = op  # read only by dead code now; dead-code elimination drops it
             else:
-                g.remove_op(op)
+                op.detach()
+                gone.add(id(op))
