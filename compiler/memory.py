@@ -229,12 +229,16 @@ class _Timeline:
 
 
 def _first_fit(b: Block, members: list[Block], alignment: int) -> int:
-    busy = sorted((m.offset, m.offset + m.size) for m in members if m.start <= b.end and b.start <= m.end)
+    """The lowest offset, 0 or the aligned end of a member, where ``b`` overlaps no member
+    (``members``: the blocks live at some step of b's life, each once)."""
+    busy = sorted([(m.offset, m.offset + m.size) for m in members])
     off = 0
-    for lo, hi in busy:
-        if off + b.size <= lo:
+    size = b.size
+    for lo, hi in busy:  # (O(live blocks) per block: the inner loop stays lean)
+        if off + size <= lo:
             break
-        off = max(off, align(hi, alignment))
+        if hi > off:
+            off = -(-hi // alignment) * alignment
     return off
 
 
