@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from onnx2wgsl.errors import CompileError
+from onnx2wgsl.errors import CompileError, InternalError, Onnx2WgslError
 from onnx2wgsl.ir import Graph, VerifyError, verify
 from onnx2wgsl.ir.printer import HEADER as IR_HEADER
 
@@ -141,19 +141,73 @@ def compile_model(
     ``constants`` freezes graph inputs of an ONNX model to the given arrays (see
     ``frontend.import_model``); an op that needs an input's value at compile time raises
     ConstantRequiredError naming it. No tensor folded on the host may take more than
-    ``fold_limit`` bytes (a clear error names the node)."""
+    ``fold_limit`` bytes (a clear error names the node).
+
+    Only onnx2wgsl's errors leave (an exception ``on_stage`` raises passes through as it is):
+    any other is a bug, wrapped as an InternalError naming the stage it was raised in."""
+    at = _Progress(stage_names(opt_level))
+    try:
+        return _compile(
+            model, output, at, shapes=shapes, dims=dims, target=target, opt_level=opt_level,
+            verify_ir=verify_ir, on_stage=on_stage, stage=stage, constants=constants, force=force,
+            fold_limit=fold_limit,
+        )  # fmt: skip
+    except Onnx2WgslError:
+        raise
+    except _HookError as e:
+        raise e.error from None  # the caller's own hook: its exception is the caller's
+    except MemoryError as e:
+        raise CompileError(
+            f"ran out of memory in stage {at.stage!r}",
+            hint="the model asks for more than this machine holds; lower --fold-limit to find the node",
+        ) from e
+    except Exception as e:
+        raise InternalError(at.stage, e) from e
+
+
+class _HookError(Exception):
+    """An exception of the caller's ``on_stage`` hook, carried through the boundary unwrapped."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+@dataclass
+class _Progress:
+    """The stage a compile is in, for the error that wraps an unexpected exception."""
+
+    names: list[str]
+    stage: str = "load"
+
+    def done(self, name: str) -> None:
+        i = self.names.index(name)
+        self.stage = self.names[i + 1] if i + 1 < len(self.names) else "artifact"
+
+
+def _compile(
+    model, output, at: _Progress, *, shapes, dims, target, opt_level, verify_ir, on_stage, stage,
+    constants, force, fold_limit,
+) -> CompileResult:  # fmt: skip
     t0 = time.perf_counter()
     if output is not None:
         check_output_dir(output, force)  # before the work, not after it
     tgt = get_target(target)
-    names = stage_names(opt_level)
+    names = at.names
     src = _source(model, stage, names, shapes, dims)
+    if src.done:
+        at.done(src.done)
+    else:
+        at.stage = "import"
 
     def after(name: str, g: Graph) -> None:
+        at.done(name)
         if verify_ir:
             verify(g, static=True)
         if on_stage is not None:
-            on_stage(name, g)
+            try:
+                on_stage(name, g)
+            except Exception as e:
+                raise _HookError(e) from e
 
     done = names.index(src.done) if src.done else -1
     warnings: list[str] = []
@@ -190,9 +244,16 @@ def compile_model(
     else:
         check_plan(g, tgt.alignment)
         plan = _plan_of_placements(g, tgt)
+    at.stage = "artifact"
     artifact = build_artifact(g, tgt, src.sha256)
     if output is not None:
-        artifact.write(output, force)
+        try:
+            artifact.write(output, force)
+        except OSError as e:
+            raise CompileError(
+                f"cannot write the artifact to {str(output)!r} ({e.strerror or e})",
+                hint="check the folder's permissions and free space",
+            ) from e
     report = CompileReport(
         model=src.label,
         onnx_nodes=int(g.metadata.get("onnx_nodes", 0)),

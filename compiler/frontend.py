@@ -18,7 +18,14 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnx2wgsl.errors import CompileError, ConstantRequiredError, ShapeRequiredError, UnsupportedError
+from onnx2wgsl.errors import (
+    CompileError,
+    ConstantRequiredError,
+    InternalError,
+    Onnx2WgslError,
+    ShapeRequiredError,
+    UnsupportedError,
+)
 from onnx2wgsl.ir import DType, Graph, TensorType, Value
 
 from . import control_flow, functions, host_eval
@@ -474,6 +481,17 @@ class Importer:
         return self.g.const(data, _clean_name(hint) or "const")
 
     def _node(self, node: onnx.NodeProto, scope: Scope) -> None:
+        try:
+            self._import_node(node, scope)
+        except Onnx2WgslError:
+            raise
+        except Exception as e:  # a bug: say which node it happened in (the innermost one)
+            domain = "" if node.domain == "ai.onnx" else node.domain
+            raise InternalError(
+                "import", e, node=node.name, op=node.op_type, opset=scope.opset.get(domain)
+            ) from e
+
+    def _import_node(self, node: onnx.NodeProto, scope: Scope) -> None:
         domain = "" if node.domain == "ai.onnx" else node.domain
         if domain not in scope.opset:
             raise CompileError(

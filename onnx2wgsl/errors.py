@@ -75,3 +75,36 @@ class ManifestError(Onnx2WgslError):
 
 class DeviceError(Onnx2WgslError):
     """No WebGPU adapter, or one that lacks the features or limits an artifact needs."""
+
+
+class InternalError(Onnx2WgslError):
+    """A bug in onnx2wgsl: an exception that no check of ours anticipated, wrapped at the
+    compiler's boundary (``compile_model``, the IR parser) with the stage and, when known, the
+    node it was raised in, so that only onnx2wgsl's errors leave. ``error`` is the original;
+    the fuzzer (tools/fuzz.py) counts these as findings to fix."""
+
+    def __init__(
+        self,
+        stage: str,
+        error: BaseException,
+        *,
+        node: str | None = None,
+        op: str | None = None,
+        opset: int | None = None,
+    ):
+        self.stage = stage
+        self.error = error
+        self.node = node
+        self.op = op
+        self.opset = opset
+        where = f"stage {stage!r}"
+        if op is not None:
+            where += f", {op} node {node!r}" if node else f", {op} node"
+            if opset is not None:
+                where += f" (opset {opset})"
+        lines = str(error).strip().splitlines()
+        what = type(error).__name__ + (f": {lines[0][:300]}" if lines else "")
+        super().__init__(
+            f"internal error in {where}: {what}; this is a bug in onnx2wgsl, please report it with "
+            "the model (--debug shows the traceback)"
+        )

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import jinja2
 
-from onnx2wgsl.errors import UnsupportedError
+from onnx2wgsl.errors import InternalError, Onnx2WgslError, UnsupportedError
 from onnx2wgsl.ir import Binding, Dispatch, Graph, Op, TensorType, Value
 from onnx2wgsl.ir.types import storage_dtype
 
@@ -245,12 +245,17 @@ def lower(g: Graph, target: Target) -> Graph:
             if v is not None and storage_dtype(v.dtype) is None:
                 _bad_dtype(ctx, v)
         op.detach()
-        if op.outputs and not any(v.type.numel for v in op.outputs):
-            ctx.kernel(list(op.inputs), list(op.outputs), [])  # empty outputs: no work to dispatch
-        else:
-            fn(ctx, op)
-        for v in op.outputs:
-            assert v.producer is not None, f"lowering of {op.label} left %{v.name} unproduced"
+        try:
+            if op.outputs and not any(v.type.numel for v in op.outputs):
+                ctx.kernel(list(op.inputs), list(op.outputs), [])  # empty outputs: no work to dispatch
+            else:
+                fn(ctx, op)
+            for v in op.outputs:
+                assert v.producer is not None, f"lowering of {op.label} left %{v.name} unproduced"
+        except Onnx2WgslError:
+            raise
+        except Exception as e:  # a bug: say which op it happened in
+            raise InternalError("lower", e, node=op.name, op=op.kind) from e
     g.ops = ctx.ops
     ctx.current = None
     for v in list(g.inputs) + list(g.outputs):
