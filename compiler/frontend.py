@@ -28,7 +28,7 @@ from onnx2wgsl.errors import (
 )
 from onnx2wgsl.ir import DType, Graph, TensorType, Value
 
-from . import control_flow, functions, host_eval
+from . import control_flow, functions, host_eval, validate
 from .legalize import legalize
 
 MIN_OPSET = 7
@@ -136,21 +136,40 @@ def attributes(node: onnx.NodeProto) -> dict[str, Any]:
         if isinstance(v, bytes):
             v = v.decode("utf-8", "replace")
         elif isinstance(v, onnx.TensorProto):
-            v = numpy_helper.to_array(v)
+            v = validate.tensor_array(v, f"tensor of attribute {a.name!r}")
         elif isinstance(v, onnx.SparseTensorProto):
-            v = _dense(v)
+            v = _dense(v, f"sparse tensor of attribute {a.name!r}")
         elif isinstance(v, list) and v and isinstance(v[0], bytes):
             v = [s.decode("utf-8", "replace") for s in v]
         elif isinstance(v, list) and v and isinstance(v[0], onnx.TensorProto):
-            v = [numpy_helper.to_array(t) for t in v]
+            v = [validate.tensor_array(t, f"tensor of attribute {a.name!r}") for t in v]
         out[a.name] = v
     return out
 
 
-def _dense(sp: onnx.SparseTensorProto) -> np.ndarray:
-    values = numpy_helper.to_array(sp.values)
-    idx = numpy_helper.to_array(sp.indices)
-    dense = np.zeros(tuple(sp.dims), dtype=values.dtype)
+def _dense(sp: onnx.SparseTensorProto, what: str = "sparse initializer") -> np.ndarray:
+    values = validate.tensor_array(sp.values, what)
+    idx = validate.tensor_array(sp.indices, f"indices of {what}")
+    name = sp.values.name
+    dims = tuple(sp.dims)
+    if any(d < 0 for d in dims):
+        raise CompileError(f"{what} {name!r} has a negative dim: {list(dims)}", hint="fix the model")
+    n = int(np.prod(dims, dtype=np.int64))
+    rank_ok = (idx.ndim == 1 and values.ndim == 1 and idx.shape == values.shape) or (
+        idx.ndim == 2 and idx.shape == (values.size, len(dims)) and values.ndim == 1
+    )
+    if not rank_ok or idx.dtype.kind not in "iu":
+        raise CompileError(
+            f"{what} {name!r} has indices of shape {list(idx.shape)} for {values.size} values of a "
+            f"tensor of shape {list(dims)}",
+            hint="indices are [NNZ] (flat) or [NNZ, rank] integers",
+        )
+    bound = np.array([n]) if idx.ndim == 1 else np.array(dims)
+    if idx.size and ((idx < 0).any() or (idx >= bound).any()):
+        raise CompileError(
+            f"{what} {name!r} has indices outside its shape {list(dims)}", hint="fix the model"
+        )
+    dense = np.zeros(dims, dtype=values.dtype)
     if idx.ndim == 1:
         dense.reshape(-1)[idx] = values
     else:
@@ -300,8 +319,9 @@ class Importer:
             "ir_version": self.model.ir_version,
             "doc": self.model.doc_string[:200],
         }
+        validate.check_graph(gp)
         for t in gp.initializer:
-            self.env[t.name] = self._const(numpy_helper.to_array(t), t.name)
+            self.env[t.name] = self._const(validate.tensor_array(t, "initializer"), t.name)
         for sp in gp.sparse_initializer:
             self.env[sp.values.name] = self._const(_dense(sp), sp.values.name)
         self._bind_inputs([vi for vi in gp.input if vi.name not in self.env])
@@ -323,12 +343,13 @@ class Importer:
         ``inputs``, in a child of ``scope``; return its output values."""
         if len(inputs) != len(gp.input):
             raise CompileError(f"subgraph {gp.name!r} takes {len(gp.input)} inputs, given {len(inputs)}")
+        validate.check_graph(gp, f"subgraph {gp.name!r}")
         used = _used_names(gp)
         sub = scope.child(prefix, used)
         for vi, v in zip(gp.input, inputs):
             sub.names[vi.name] = v
         for t in gp.initializer:
-            sub.names[t.name] = self._const(numpy_helper.to_array(t), prefix + t.name)
+            sub.names[t.name] = self._const(validate.tensor_array(t, "initializer"), prefix + t.name)
         for sp in gp.sparse_initializer:
             sub.names[sp.values.name] = self._const(_dense(sp), prefix + sp.values.name)
         self.run_nodes(gp.node, sub)
@@ -501,6 +522,7 @@ class Importer:
                 hint="fix the model's opset_import",
             )
         opset = scope.opset[domain]
+        validate.check_node(node, _find_schema(node.op_type, opset, domain), opset)
         inputs: list[Value | None] = []
         for name in node.input:
             if not name:
@@ -729,6 +751,13 @@ def _schema(info: NodeInfo):
         return None
 
 
+def _find_schema(op_type: str, opset: int, domain: str):
+    try:
+        return onnx.defs.get_schema(op_type, opset, domain)
+    except onnx.defs.SchemaError:
+        return None
+
+
 def _with_defaults(attrs: dict[str, Any], schema) -> dict[str, Any]:
     if schema is None:
         return attrs
@@ -810,8 +839,15 @@ def _topological(nodes) -> list[onnx.NodeProto]:
             else:
                 rest.append(n)
         if not progress:
-            # A cycle: keep file order and let the node report it.
-            return ordered + rest
+            ring = validate.cycle(rest, _needs)
+            steps = []
+            for n, m in zip(ring, ring[1:] + ring[:1]):  # m reads an output of n
+                value = next(o for o in n.output if o and o in _needs(m))
+                steps += [f"{n.op_type} {n.name!r}" if n.name else n.op_type, repr(value)]
+            raise CompileError(
+                f"the graph has a cycle: {' -> '.join(steps + steps[:1])}",
+                hint="an ONNX graph is acyclic; fix the model",
+            )
         ordered += progress
         pending = rest
     return ordered
@@ -885,5 +921,16 @@ def _upgrade(model: onnx.ModelProto) -> onnx.ModelProto:
     if model.functions:
         from onnx import inliner
 
-        model = inliner.inline_local_functions(model)
+        try:
+            model = inliner.inline_local_functions(model)
+        except Exception as e:  # onnx's inliner refuses recursive or broken functions
+            raise CompileError(
+                f"the model's local functions cannot be inlined ({_first_line(e)})",
+                hint="fix the model's functions",
+            ) from e
     return model
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0][:300] if lines else type(e).__name__

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import node_model
+from helpers import assert_close, gpu_run, graph_model, node_model, rand, reference_run
+from onnx import TensorProto, helper
 
 from onnx2wgsl.compiler import cli, compile_model
-from onnx2wgsl.errors import InternalError
+from onnx2wgsl.errors import CompileError, InternalError
 from onnx2wgsl.ir import parse_ir, print_ir
 
 X = np.zeros((2, 4), np.float32)
@@ -85,3 +86,218 @@ def test_the_cli_prints_an_internal_error_as_one_line(monkeypatch, tmp_path, cap
     assert cli.main(["compile", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: internal error in stage 'lower', Relu node") and err.count("\n") == 1
+
+
+# -- damaged models: each a clear CompileError, never an exception of numpy or onnx ---------------
+def _folded(node, consts: dict) -> object:
+    """x + <node's output>, where the node's inputs are all constants (so it folds on the host)."""
+    return graph_model([node, helper.make_node("Add", ["x", "c"], ["y"])], {"x": X}, ["y"], consts)
+
+
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        (
+            lambda: _folded(
+                helper.make_node("Gather", ["d", "i"], ["c"]),
+                {"d": np.zeros((3, 4), np.float32), "i": np.array(5, np.int64)},
+            ),
+            r"Gather node \(opset 17\): index 5 is out of range for axis 0 of size 3",
+        ),
+        (
+            lambda: _folded(
+                helper.make_node("Concat", ["a", "b"], ["c"], axis=0),
+                {"a": np.zeros((1, 4), np.float32), "b": np.zeros((1, 3), np.float32)},
+            ),
+            r"Concat node \(opset 17\): cannot concatenate shapes \[\[1, 4\], \[1, 3\]\]",
+        ),
+        (
+            lambda: _folded(
+                helper.make_node("Range", ["s", "l", "d"], ["c"]),
+                {n: np.array(v, np.float32) for n, v in (("s", 0), ("l", 4), ("d", 0))},
+            ),
+            "Range node .*delta is 0.0, so the range never reaches its limit",
+        ),
+        (
+            lambda: graph_model([helper.make_node("Cast", ["w"], ["y"], to=-2)], {"x": X}, ["y"], {"w": X}),
+            r"Cast node \(opset 17\): attribute to=-2 is not an ONNX data type",
+        ),
+        (lambda: node_model("Cast", {"x": X}, {"to": -2}), "attribute to=-2 is not an ONNX data type"),
+        (
+            lambda: graph_model([helper.make_node("Shape", [""], ["y"])], {"x": X}, ["y"]),
+            r"Shape node \(opset 17\): its input 0 \(data\) is required, but the node leaves it empty",
+        ),
+        (lambda: _renamed_input(""), "the model's graph has an input with an empty name"),
+        (lambda: _short_initializer(), r"initializer 'w' holds 8 bytes of data, but its shape \[2, 4\]"),
+        (lambda: _no_outputs(), "the model's graph has no outputs"),
+        (
+            lambda: node_model("Concat", {"x": X}),
+            r"Concat node \(opset 17\): it lacks the required attribute 'axis'",
+        ),
+        (
+            lambda: node_model("Relu", {"x": X}, {"alpha": 1.0}, input_order=["x", "x"]),
+            "Relu node .*it has 2 inputs; the op takes 1",
+        ),
+        (
+            lambda: node_model("Flatten", {"x": X}, {"axis": 1.5}),
+            "attribute 'axis' is FLOAT, but the op declares it INT",
+        ),
+        (lambda: _recursive_function(), "local functions cannot be inlined .*must not be recursive"),
+    ],
+    ids=[
+        "gather-index", "concat-shapes", "range-delta-0", "cast-to-const", "cast-to", "omitted-input",
+        "empty-input-name", "short-raw-data", "no-outputs", "missing-attribute", "input-count",
+        "attribute-type", "recursive-function",
+    ],
+)  # fmt: skip
+def test_a_damaged_model_is_one_clear_compile_error(model, message):
+    with pytest.raises(CompileError, match=message) as e:
+        compile_model(model())
+    assert "\n" not in str(e.value)
+
+
+def _renamed_input(name: str):
+    m = node_model("Relu", {"x": X})
+    m.graph.input[0].name = name
+    m.graph.node[0].input[0] = name
+    return m
+
+
+def _short_initializer():
+    m = node_model("Add", {"x": X}, initializers={"w": X})
+    m.graph.initializer[0].raw_data = bytes(8)
+    return m
+
+
+def _no_outputs():
+    m = node_model("Relu", {"x": X})
+    del m.graph.output[:]
+    return m
+
+
+def _recursive_function():
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("local", 1)]
+    f = helper.make_function(
+        "local", "F", ["a"], ["b"], [helper.make_node("F", ["a"], ["b"], domain="local")], opsets
+    )
+    g = helper.make_graph(
+        [helper.make_node("F", ["x"], ["y"], domain="local")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+    )
+    m = helper.make_model(g, opset_imports=opsets, functions=[f])
+    m.ir_version = 8
+    return m
+
+
+@pytest.mark.parametrize("content", [b"not a tensor", b""], ids=["garbage", "empty"])
+@pytest.mark.parametrize("suffix", [".pb", ".npy"])
+def test_cli_a_damaged_input_file_is_one_error_line(tmp_path, capsys, content, suffix):
+    import onnx
+
+    onnx.save(_relu(), tmp_path / "m.onnx")
+    (tmp_path / f"bad{suffix}").write_bytes(content)
+    args = [
+        "compile",
+        str(tmp_path / "m.onnx"),
+        "-o",
+        str(tmp_path / "out"),
+        "--const",
+        f"x={tmp_path}/bad{suffix}",
+    ]
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: '{tmp_path}/bad{suffix}'")
+    assert err.count("\n") == 1 and "internal error" not in err
+
+
+# -- invalid models that ONNX's checker and onnxruntime refuse -------------------------------------
+def _with_negative_dim():
+    m = node_model("Add", {"x": X}, initializers={"w": X})
+    m.graph.initializer[0].dims[0] = -2
+    return m
+
+
+def _with_input_twice():
+    m = node_model("Relu", {"x": X})
+    m.graph.input.extend([m.graph.input[0]])
+    return m
+
+
+def _reshape(shape):
+    return node_model("Reshape", {"x": X}, initializers={"s": np.array(shape, np.int64)})
+
+
+def _attention(attrs):
+    q = np.zeros((1, 2, 3, 4), np.float32)
+    return node_model("Attention", {"q": q, "k": q, "v": q}, attrs, opset=23)
+
+
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        (
+            lambda: graph_model(
+                [helper.make_node("Relu", ["x"], ["y"], name="a"), helper.make_node("Neg", ["x"], ["y"], name="b")],
+                {"x": X},
+                ["y"],
+            ),
+            "Neg node 'b': output 'y' is also written by Relu node 'a'; ONNX defines each name once",
+        ),
+        (
+            lambda: graph_model([helper.make_node("Relu", ["x"], ["x"])], {"x": X}, ["x"]),
+            "output 'x' is also written by a graph input",
+        ),
+        (_with_input_twice, "the model's graph lists input 'x' twice"),
+        (_with_negative_dim, r"initializer 'w' has a negative dim: \[-2, 4\]"),
+        (lambda: _reshape([3, 3]), r"cannot reshape \[2, 4\] \(8 elements\) to \[3, 3\] \(9 elements\)"),
+        (lambda: _reshape([2, 2]), r"cannot reshape \[2, 4\] \(8 elements\) to \[2, 2\] \(4 elements\)"),
+        (
+            lambda: graph_model(
+                [helper.make_node("Relu", ["b"], ["a"]), helper.make_node("Neg", ["a"], ["b"])], {"x": X}, ["a"]
+            ),
+            "the graph has a cycle: (Relu -> 'a' -> Neg -> 'b' -> Relu|Neg -> 'b' -> Relu -> 'a' -> Neg)",
+        ),
+        (lambda: _attention({"is_causal": 2}), "Attention node .*attribute is_causal=2 is out of spec; it is 0 or 1"),
+        (
+            lambda: node_model("ReduceSum", {"x": X}, {"keepdims": 5}, initializers={"a": np.array([1])}),
+            "ReduceSum node .*attribute keepdims=5 is out of spec; it is 0 or 1",
+        ),
+        (
+            lambda: _attention({"qk_matmul_output_mode": 7}),
+            "attribute qk_matmul_output_mode=7 is out of spec; it is one of 0, 1, 2, 3",
+        ),
+    ],
+    ids=[
+        "two-writers", "writes-an-input", "input-twice", "negative-dim", "reshape-3x3", "reshape-2x2",
+        "cycle", "is-causal-2", "keepdims-5", "qk-mode-7",
+    ],
+)  # fmt: skip
+def test_an_invalid_model_is_refused(model, message):
+    with pytest.raises(CompileError, match=message) as e:
+        compile_model(model())
+    assert "\n" not in str(e.value)
+
+
+def _window_model(left: int):
+    q = rand(1, 2, 5, 4)
+    return node_model("Attention", {"q": q, "k": rand(1, 2, 5, 4, seed=1), "v": rand(1, 2, 5, 4, seed=2)},
+                      {"left_window_size": left, "is_causal": 1}, opset=25)  # fmt: skip
+
+
+def test_a_window_wider_than_the_sequence_bounds_nothing(device):
+    """A left_window_size beyond i32 once made WGSL that failed to load; any window at least as
+    wide as every query-key distance is no bound at all."""
+    huge = compile_model(_window_model(2**40))
+    assert "1099511627776" not in "".join(huge.artifact.shaders.values())
+    assert huge.artifact.shaders == compile_model(_window_model(-1)).artifact.shaders
+    feeds = {n: rand(1, 2, 5, 4, seed=i) for i, n in enumerate("qkv")}
+    assert_close(gpu_run(_window_model(2**40), feeds, device), gpu_run(_window_model(-1), feeds, device))
+    narrow = gpu_run(_window_model(1), feeds, device)
+    assert_close(narrow, reference_run(_window_model(1), feeds), rtol=1e-4, atol=1e-5)
+
+
+def test_a_window_below_minus_one_is_refused():
+    with pytest.raises(CompileError, match="left_window_size must be -1 or nonnegative"):
+        compile_model(_window_model(-5))

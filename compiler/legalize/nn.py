@@ -314,6 +314,13 @@ def _attention(g, info):
     if mask is not None and mask.type.rank > 4:
         raise info.error(f"attn_mask has rank {mask.type.rank}; at most 4 is allowed")
     scale = a.get("scale")
+    windows = {}
+    for side in ("left_window_size", "right_window_size"):
+        w = int(a.get(side, -1))
+        if w < -1:
+            raise info.error(f"{side}={w} is out of spec; it is -1 (unbounded) or a count >= 0")
+        # a window wider than any query-key distance bounds nothing (and stays a valid WGSL i32)
+        windows[side] = -1 if w >= L + Sq else w
     attrs = {
         "batch": B, "q_heads": Hq, "kv_heads": Hkv, "q_len": Sq, "kv_len": L, "head_size": D,
         "v_head_size": Dv, "q_3d": int(rank == 3), "kv_3d": int(not kv_4d),
@@ -321,7 +328,7 @@ def _attention(g, info):
         "scale": float(scale) if scale is not None else 1.0 / math.sqrt(D),
         "softcap": float(a.get("softcap") or 0.0), "is_causal": int(a.get("is_causal") or 0),
         "qk_matmul_output_mode": int(a.get("qk_matmul_output_mode") or 0),
-        "left_window_size": int(a.get("left_window_size", -1)), "right_window_size": int(a.get("right_window_size", -1)),
+        **windows,
     }  # fmt: skip
     y, qk = emit(
         g, info, "Attention", [Q, K, V, mask, nonpad], attrs, [types[0], types[3]], [names[0], names[3]]
