@@ -320,11 +320,26 @@ class Importer:
             "doc": self.model.doc_string[:200],
         }
         validate.check_graph(gp)
-        for t in gp.initializer:
-            self.env[t.name] = self._const(validate.tensor_array(t, "initializer"), t.name)
-        for sp in gp.sparse_initializer:
-            self.env[sp.values.name] = self._const(_dense(sp), sp.values.name)
-        self._bind_inputs([vi for vi in gp.input if vi.name not in self.env])
+        inits = [(t.name, lambda t=t: validate.tensor_array(t, "initializer")) for t in gp.initializer]
+        inits += [(sp.values.name, lambda sp=sp: _dense(sp)) for sp in gp.sparse_initializer]
+        # From IR version 4 an initializer named like a graph input is that input's default,
+        # which a feed overrides (onnxruntime's "overridable initializer"); before, it is a constant.
+        overridable = {vi.name for vi in gp.input} if self.model.ir_version >= 4 else set()
+        defaults: dict[str, np.ndarray] = {}
+        for name, value in inits:
+            if name not in overridable:
+                self.env[name] = self._const(value(), name)
+            elif name not in self.constants:  # a frozen one takes the given value instead
+                defaults[name] = value()
+        self._bind_inputs([vi for vi in gp.input if vi.name not in self.env], defaults)
+        if defaults:
+            names = ", ".join(repr(n) for n in defaults)
+            self.warnings.append(
+                f"inputs {names} have an initializer of the same name, which ONNX (IR version >= 4) "
+                "makes only a default that a feed overrides: they stay inputs that every run feeds; "
+                "to compile the initializer in, freeze them with --const NAME=FILE or drop them "
+                "from the graph inputs"
+            )
         self.run_nodes(gp.node, self.root)
         for vi in gp.output:
             if vi.name not in self.env:
@@ -382,7 +397,9 @@ class Importer:
         return self._const(data, hint)
 
     # -- inputs ---------------------------------------------------------------------------
-    def _bind_inputs(self, inputs: list[onnx.ValueInfoProto]) -> None:
+    def _bind_inputs(self, inputs: list[onnx.ValueInfoProto], defaults: dict[str, np.ndarray]) -> None:
+        """Bind the graph inputs: frozen ones become constants, the others GPU inputs of their
+        declared (or given) type. ``defaults`` are the initializers of overridable inputs."""
         names = {vi.name for vi in inputs}
         for n in self.constants:
             if n not in names:
@@ -408,7 +425,7 @@ class Importer:
         unbound_inputs = []
         for vi in inputs:
             before = len(unbound)
-            t = self._input_type(vi, unbound)
+            t = self._input_type(vi, unbound, defaults.get(vi.name))
             if len(unbound) > before:
                 unbound_inputs.append(vi.name)
             if t is not None:
@@ -456,7 +473,9 @@ class Importer:
                         )
         return self._const(arr, vi.name)
 
-    def _input_type(self, vi: onnx.ValueInfoProto, unbound: list[str]) -> TensorType | None:
+    def _input_type(
+        self, vi: onnx.ValueInfoProto, unbound: list[str], default: np.ndarray | None = None
+    ) -> TensorType | None:
         kind = vi.type.WhichOneof("value")
         if kind != "tensor_type":
             raise UnsupportedError(
@@ -465,6 +484,24 @@ class Importer:
         tt = vi.type.tensor_type
         dtype = _dtype(tt.elem_type, f"input {vi.name!r}")
         declared = list(tt.shape.dim) if tt.HasField("shape") else None
+        if default is not None:
+            if default.dtype != dtype.numpy:
+                raise CompileError(
+                    f"input {vi.name!r} is declared {dtype.name}, but its initializer (its default) is "
+                    f"{default.dtype}",
+                    hint="fix the model",
+                )
+            if declared is None and vi.name not in self.shapes:
+                return TensorType(dtype, tuple(default.shape))  # the default's shape is the input's
+            fixed = [d.dim_value if d.HasField("dim_value") else None for d in declared or []]
+            if declared is not None and (
+                len(fixed) != default.ndim or any(d not in (None, n) for d, n in zip(fixed, default.shape))
+            ):
+                raise CompileError(
+                    f"input {vi.name!r} is declared of shape {fixed}, but its initializer (its "
+                    f"default) has shape {list(default.shape)}",
+                    hint="fix the model",
+                )
         if vi.name in self.shapes:
             shape = tuple(int(d) for d in self.shapes[vi.name])
             if declared is not None and len(declared) != len(shape):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import assert_close, gpu_run, graph_model, node_model, rand, reference_run
+from helpers import assert_close, gpu_run, graph_model, node_model, ort_run, rand, reference_run
 from onnx import TensorProto, helper
 
 from onnx2wgsl.compiler import cli, compile_model
@@ -213,6 +213,14 @@ def test_cli_a_damaged_input_file_is_one_error_line(tmp_path, capsys, content, s
 
 
 # -- invalid models that ONNX's checker and onnxruntime refuse -------------------------------------
+def _shadowing_model(ir_version: int):
+    """y = x + w, where the initializer w (ones) is also a graph input."""
+    m = node_model("Add", {"x": X}, initializers={"w": np.ones_like(X)})
+    m.graph.input.extend([helper.make_tensor_value_info("w", TensorProto.FLOAT, list(X.shape))])
+    m.ir_version = ir_version
+    return m
+
+
 def _with_negative_dim():
     m = node_model("Add", {"x": X}, initializers={"w": X})
     m.graph.initializer[0].dims[0] = -2
@@ -278,6 +286,42 @@ def test_an_invalid_model_is_refused(model, message):
     with pytest.raises(CompileError, match=message) as e:
         compile_model(model())
     assert "\n" not in str(e.value)
+
+
+def test_an_initializer_shadowing_an_input_is_its_default_from_ir_4(device):
+    """As onnxruntime: the input stays an input, and a feed overrides the initializer."""
+    import onnx2wgsl.backend as backend
+
+    m = _shadowing_model(8)
+    res = compile_model(m)
+    assert [i["name"] for i in res.artifact.manifest["inputs"]] == ["x", "w"]
+    assert any("'w' have an initializer of the same name" in w for w in res.report.warnings)
+    x, w = rand(2, 4), rand(2, 4, seed=1)
+    assert_close(gpu_run(m, {"x": x, "w": w}, device), ort_run(m, {"x": x, "w": w}))
+    rep = backend.prepare(m, webgpu_device=device)
+    try:
+        assert_close(list(rep.run([x])), ort_run(m, {"x": x}))  # not fed: the default
+        assert_close(list(rep.run({"x": x, "w": w})), ort_run(m, {"x": x, "w": w}))
+    finally:
+        rep.release()
+
+
+def test_an_initializer_shadowing_an_input_can_be_frozen():
+    res = compile_model(_shadowing_model(8), constants={"w": np.full_like(X, 2)})
+    assert [i["name"] for i in res.artifact.manifest["inputs"]] == ["x"]
+    assert not res.report.warnings
+
+
+def test_an_initializer_listed_as_an_input_is_a_constant_before_ir_4():
+    res = compile_model(_shadowing_model(3))
+    assert [i["name"] for i in res.artifact.manifest["inputs"]] == ["x"]
+
+
+def test_an_initializer_unlike_its_input_is_refused():
+    m = _shadowing_model(8)
+    m.graph.input[1].type.tensor_type.shape.dim[0].dim_value = 3
+    with pytest.raises(CompileError, match=r"declared of shape \[3, 4\], but its initializer .* \[2, 4\]"):
+        compile_model(m)
 
 
 def _window_model(left: int):
