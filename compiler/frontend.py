@@ -308,6 +308,13 @@ class Importer:
         self.g = Graph(name=_clean_name(self.model.graph.name) or "main")
         self.opset = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in self.model.opset_import}
         self.root = Scope(self.opset, used=_used_names(self.model.graph))
+        # the element types the graph declares for its intermediate values (checked when bound)
+        self.declared = {
+            vi.name: vi.type.tensor_type.elem_type
+            for vi in self.model.graph.value_info
+            if vi.type.WhichOneof("value") == "tensor_type"
+            and vi.type.tensor_type.elem_type in validate.DATA_TYPES
+        }
         self.env = self.root.names
 
     # -- entry ----------------------------------------------------------------------------
@@ -344,7 +351,17 @@ class Importer:
         for vi in gp.output:
             if vi.name not in self.env:
                 raise CompileError(f"graph output {vi.name!r} is produced by no node", hint="fix the model")
-            self.g.outputs.append(self.env[vi.name])
+            v = self.env[vi.name]
+            declared = vi.type.tensor_type.elem_type if vi.type.HasField("tensor_type") else None
+            if declared is not None and v is not None and declared != v.dtype.onnx:
+                name = (
+                    onnx.TensorProto.DataType.Name(declared) if declared in validate.DATA_TYPES else declared
+                )
+                raise CompileError(
+                    f"graph output {vi.name!r} is declared {name}, but its value is {v.dtype.name}",
+                    hint="fix the output's declared type (onnxruntime refuses the model too)",
+                )
+            self.g.outputs.append(v)
         self.g.metadata["output_names"] = [vi.name for vi in gp.output]
         return self.g
 
@@ -573,6 +590,14 @@ class Importer:
                     op=node.op_type,
                     opset=opset,
                 )
+        if not any(o in scope.used for o in node.output if o):
+            # nothing reads its outputs: a dead node (ONNX nodes have no side effects), which is
+            # not compiled, but still checked as onnxruntime checks it
+            if not any(
+                a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute
+            ):
+                self._checked_inference(node, inputs, scope, opset)
+            return
         if domain == "" and node.op_type in control_flow.HANDLERS:
             outs = control_flow.HANDLERS[node.op_type](self, node, scope, inputs, opset)
             self._bind_outputs(node, outs, scope)
@@ -613,26 +638,42 @@ class Importer:
             outs = self._legalize_or_inline(node, info, scope)
         self._bind_outputs(node, outs, scope)
 
-    def _check_fold_size(self, node: onnx.NodeProto, inputs: list, scope: Scope, opset: int) -> None:
-        """Before a node folds on the host: its outputs' sizes, from ONNX's shape inference on its
-        constant inputs, within the fold limit (where inference can tell)."""
+    def _checked_inference(self, node: onnx.NodeProto, inputs: list, scope: Scope, opset: int) -> dict:
+        """ONNX's inference of a node the frontend does not legalize (it folds, or is dead): the
+        type and shape errors it finds (an input type the op does not take, a repeated perm...)
+        are the model's, as onnxruntime reports them; where it cannot tell, nothing."""
+        from onnx.checker import ValidationError
+        from onnx.shape_inference import InferenceError
+
+        domain = "" if node.domain == "ai.onnx" else node.domain
+        schema = _find_schema(node.op_type, opset, domain)
+        if schema is None or any(v is not None and v.dtype == DType.string for v in inputs):
+            return {}
+        types = {n: helper.make_tensor_type_proto(v.dtype.onnx, list(v.shape))
+                 for n, v in zip(node.input, inputs) if v is not None}  # fmt: skip
+        data = {n: numpy_helper.from_array(v.data, n)
+                for n, v in zip(node.input, inputs) if v is not None and v.is_const and v.data.size <= _DATA_PROP_LIMIT}  # fmt: skip
         try:
-            schema = onnx.defs.get_schema(node.op_type, opset, "")
-            types = {n: helper.make_tensor_type_proto(v.dtype.onnx, list(v.shape))
-                     for n, v in zip(node.input, inputs) if v is not None and v.dtype != DType.string}  # fmt: skip
-            data = {n: numpy_helper.from_array(v.data, n)
-                    for n, v in zip(node.input, inputs)
-                    if v is not None and v.data.size <= _DATA_PROP_LIMIT and v.dtype != DType.string}  # fmt: skip
-            res = onnx.shape_inference.infer_node_outputs(
+            return onnx.shape_inference.infer_node_outputs(
                 schema, node, types, data,
                 opset_imports=[helper.make_opsetid(d, v) for d, v in scope.opset.items()],
                 ir_version=max(self.model.ir_version, 3),
             )  # fmt: skip
+        except (InferenceError, ValidationError) as e:
+            raise CompileError(
+                f"shape inference failed: {str(e).strip().splitlines()[-1]}",
+                node=node.name, op=node.op_type, opset=opset,
+            ) from None  # fmt: skip
         except Exception:  # inference cannot tell: evaluation reports what is wrong
-            return
+            return {}
+
+    def _check_fold_size(self, node: onnx.NodeProto, inputs: list, scope: Scope, opset: int) -> None:
+        """Before a node folds on the host: its outputs' sizes, from ONNX's shape inference on its
+        constant inputs, within the fold limit (where inference can tell)."""
+        res = self._checked_inference(node, inputs, scope, opset)
         for name in node.output:
             t = _static_type(res[name]) if name in res else None
-            if t is not None and t.dtype.numpy.itemsize:
+            if t is not None and t.dtype.numpy.itemsize and min(t.shape, default=0) >= 0:
                 host_eval.check_fold_size(
                     t.shape, t.dtype.numpy.itemsize, self.fold_limit, f"{name!r}",
                     node=node.name, op=node.op_type, opset=opset,
@@ -671,6 +712,14 @@ class Importer:
         for name, v in zip(node.output, outs):
             if name and v is not None:
                 scope.names[name] = v
+                declared = self.declared.get(name) if scope is self.root else None
+                if declared is not None and declared != v.dtype.onnx:
+                    raise CompileError(
+                        f"its output {name!r} is {v.dtype.name}, but the graph's value_info declares "
+                        f"{onnx.TensorProto.DataType.Name(declared)}",
+                        node=node.name, op=node.op_type, opset=scope.opset.get(node.domain or ""),
+                        hint="fix the declared type (onnxruntime refuses the model too)",
+                    )  # fmt: skip
 
     def _inline(self, node: onnx.NodeProto, body, scope: Scope, inputs: list[Value | None]):
         """Expand ``node`` from its function body in a fresh scope bound to its inputs."""
@@ -730,6 +779,12 @@ class Importer:
             for name in node.output:
                 tp = res.get(name)
                 onnx_types[name] = _static_type(tp) if tp is not None else None
+                if onnx_types[name] is not None and any(d < 0 for d in onnx_types[name].shape):
+                    raise info.error(
+                        f"its output {name!r} would have shape {list(onnx_types[name].shape)}: its "
+                        "attributes do not fit its inputs' shapes",
+                        hint="fix the model",
+                    )
         known = [onnx_types.get(n) for n in node.output]
         if any(t is None for n, t in zip(node.output, known) if n):
             own = infer_shapes(info)
@@ -933,6 +988,12 @@ def import_model(
 
 
 def _upgrade(model: onnx.ModelProto) -> onnx.ModelProto:
+    if model.ir_version > onnx.IR_VERSION:
+        raise CompileError(
+            f"the model's IR version {model.ir_version} is newer than this onnx package knows "
+            f"({onnx.IR_VERSION})",
+            hint="upgrade the onnx package",
+        )
     opset = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
     newest = onnx.defs.onnx_opset_version()
     v = opset.get("")

@@ -33,7 +33,7 @@ CHOICES: dict[tuple[str, str], tuple[int, ...]] = {
     ("Attention", "qk_matmul_output_mode"): (0, 1, 2, 3),
     ("Attention", "softmax_precision"): (1, 10, 11, 16),
 }
-_DATA_TYPES = frozenset(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
+DATA_TYPES = frozenset(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
 _ATTR_TYPE_NAMES = {v: k for k, v in onnx.AttributeProto.AttributeType.items()}
 
 
@@ -54,7 +54,7 @@ def check_graph(gp: onnx.GraphProto, what: str = "the model's graph") -> None:
                 hint=f"name every graph {kind}",
             )
         twice = [n for n, c in Counter(names).items() if c > 1]
-        if twice:
+        if twice and kind != "output":  # one value may be listed as two outputs (onnxruntime agrees)
             raise CompileError(
                 f"{what} lists {kind} {twice[0]!r} twice", hint=f"ONNX names each graph {kind} once"
             )
@@ -91,18 +91,28 @@ def check_node(node: onnx.NodeProto, schema, opset: int) -> None:
             f"it has {n_out} outputs; the op gives {_range(schema.min_output, schema.max_output)}", **where
         )
     option = onnx.defs.OpSchema.FormalParameterOption
-    for i, name in enumerate(node.input):
-        formal = schema.inputs[min(i, len(schema.inputs) - 1)]
-        if not name and formal.option != option.Optional:
-            raise CompileError(
-                f"its input {i} ({formal.name}) is required, but the node leaves it empty", **where
-            )
+    for what, names, formals in (
+        ("input", node.input, schema.inputs),
+        ("output", node.output, schema.outputs),
+    ):
+        for i, name in enumerate(names):
+            formal = formals[min(i, len(formals) - 1)]
+            if not name and formal.option != option.Optional:
+                raise CompileError(
+                    f"its {what} {i} ({formal.name}) is required, but the node leaves it empty", **where
+                )
     given = {a.name: a for a in node.attribute}
     for name, spec in schema.attributes.items():
         if spec.required and name not in given:
             raise CompileError(f"it lacks the required attribute {name!r}", **where)
     for a in node.attribute:
         spec = schema.attributes.get(a.name)
+        if spec is None and not a.ref_attr_name:  # onnx's checker and onnxruntime refuse it too
+            raise CompileError(
+                f"{a.name!r} is not an attribute of {node.op_type} at opset {opset}",
+                hint=f"its attributes are {', '.join(sorted(schema.attributes)) or 'none'}",
+                **where,
+            )
         if spec is None or a.ref_attr_name:
             continue
         if a.type != spec.type:
@@ -118,7 +128,7 @@ def check_node(node: onnx.NodeProto, schema, opset: int) -> None:
 def _check_int(op: str, name: str, value: int, where: dict[str, Any]) -> None:
     if name in FLAGS and value not in (0, 1):
         raise CompileError(f"attribute {name}={value} is out of spec; it is 0 or 1", **where)
-    if name in DTYPE_ATTRS and value not in _DATA_TYPES:
+    if name in DTYPE_ATTRS and value not in DATA_TYPES:
         raise CompileError(
             f"attribute {name}={value} is not an ONNX data type", hint="see TensorProto.DataType", **where
         )
@@ -141,7 +151,7 @@ def tensor_array(t: onnx.TensorProto, what: str) -> np.ndarray:
     dims = list(t.dims)
     if any(d < 0 for d in dims):
         raise CompileError(f"{what} {t.name!r} has a negative dim: {dims}", hint="the file is damaged")
-    if t.data_type not in _DATA_TYPES:
+    if t.data_type not in DATA_TYPES:
         raise CompileError(
             f"{what} {t.name!r} has unknown data type {t.data_type}", hint="the file is damaged"
         )
@@ -179,7 +189,8 @@ def _first_line(e: BaseException) -> str:
 
 def cycle(nodes: list[onnx.NodeProto], needs) -> list[onnx.NodeProto]:
     """Nodes that read each other's outputs in a ring, among ``nodes``, each of which waits
-    for an output of another of them (so a ring exists); ``needs(node)`` is the names it reads."""
+    for an output of another of them (so a ring exists); ``needs(node)`` is the names it reads.
+    Each node of the ring reads an output of the one before it (the last's feeds the first)."""
     producer = {o: n for n in nodes for o in n.output if o}
     order: list[onnx.NodeProto] = []
     seen: dict[int, int] = {}
@@ -188,4 +199,4 @@ def cycle(nodes: list[onnx.NodeProto], needs) -> list[onnx.NodeProto]:
         seen[id(n)] = len(order)
         order.append(n)
         n = next(producer[x] for x in sorted(needs(n)) if x in producer)
-    return order[seen[id(n)] :]
+    return order[seen[id(n)] :][::-1]  # walked from readers to producers

@@ -109,7 +109,7 @@ def _folded(node, consts: dict) -> object:
                 helper.make_node("Concat", ["a", "b"], ["c"], axis=0),
                 {"a": np.zeros((1, 4), np.float32), "b": np.zeros((1, 3), np.float32)},
             ),
-            r"Concat node \(opset 17\): cannot concatenate shapes \[\[1, 4\], \[1, 3\]\]",
+            r"Concat node \(opset 17\): shape inference failed: .*Inferred=3 Declared=4 Dimension=1",
         ),
         (
             lambda: _folded(
@@ -345,3 +345,117 @@ def test_a_window_wider_than_the_sequence_bounds_nothing(device):
 def test_a_window_below_minus_one_is_refused():
     with pytest.raises(CompileError, match="left_window_size must be -1 or nonnegative"):
         compile_model(_window_model(-5))
+
+
+# -- found by the fuzzer (tools/fuzz.py) -----------------------------------------------------------
+def test_a_dead_node_is_not_compiled():
+    """Outputs nothing reads once left ops without outputs, which canonicalize indexed."""
+    nodes = [
+        helper.make_node("Relu", ["x"], ["y"]),
+        helper.make_node("Cast", ["x"], ["unused"], to=TensorProto.FLOAT),
+        helper.make_node("Concat", ["x", "x"], ["unused2"], axis=0),
+    ]
+    res = compile_model(graph_model(nodes, {"x": X}, ["y"]))
+    assert [op.attrs.get("op") for op in res.graph.ops] == ["Relu"]
+
+
+def _with_value_info(m, name: str, elem_type: int):
+    m.graph.value_info.append(helper.make_tensor_value_info(name, elem_type, None))
+    return m
+
+
+def _output_declared(elem_type: int):
+    m = node_model("Relu", {"x": X})
+    m.graph.output[0].type.tensor_type.elem_type = elem_type
+    return m
+
+
+def _opset_ir(ir_version: int):
+    m = node_model("Relu", {"x": X})
+    m.ir_version = ir_version
+    return m
+
+
+def _gemm(a_shape, b_shape, c_shape=None, **attrs):
+    inits = {"b": np.ones(b_shape, np.float32)}
+    if c_shape is not None:
+        inits["c"] = np.ones(c_shape, np.float32)
+    # at opset 11 onnx's inference leaves the inner dims unchecked
+    return node_model("Gemm", {"a": np.zeros(a_shape, np.float32)}, attrs, initializers=inits, opset=11)
+
+
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        (
+            lambda: graph_model(
+                [helper.make_node("Exp", ["i"], ["dead"]), helper.make_node("Relu", ["x"], ["y"])],
+                {"x": X}, ["y"], {"i": np.array([1, 2], np.int64)},
+            ),
+            r"Exp node \(opset 17\): shape inference failed: .*unsupported type: tensor\(int64\)",
+        ),
+        (
+            lambda: _folded(helper.make_node("Exp", ["i"], ["c"]), {"i": np.ones((2, 4), np.int64)}),
+            r"Exp node \(opset 17\): shape inference failed: .*unsupported type: tensor\(int64\)",
+        ),
+        (lambda: _gemm((2, 1), (3, 4), transB=1), r"A \[2, 1\] .* and B \[3, 4\] .* do not share an inner dim"),
+        (lambda: _gemm((2, 4), (4, 3), (5,)), r"C of shape \[5\] does not broadcast to \[2, 3\]"),
+        (
+            lambda: node_model("Conv", {"x": np.zeros((1, 2, 5, 5), np.float32)},
+                               initializers={"w": np.ones((2, 2, 3, 3), np.float32), "b": np.ones(5, np.float32)}),
+            r"Conv node \(opset 17\): bias has shape \[5\]; the op needs \[2\]",
+        ),
+        (
+            lambda: node_model("InstanceNormalization", {"x": np.zeros((1, 3, 2, 2), np.float32)},
+                               initializers={"s": np.ones(4, np.float32), "b": np.ones(3, np.float32)}),
+            r"scale has shape \[4\]; the op needs \[3\]",
+        ),
+        (
+            lambda: node_model("MaxPool", {"x": np.zeros((1, 2, 4, 4), np.float32)}, {"kernel_shape": [2, 2**31]}),
+            r"MaxPool node \(opset 17\): its output 'y0' would have shape \[1, 2, 3, -\d+\]",
+        ),
+        (
+            lambda: node_model("MaxPool", {"x": np.zeros((1, 2, 4, 4), np.float32)},
+                               {"kernel_shape": [2, 2], "strides": [1, 2**30]}),
+            r"strides \[1, 1073741824\] is out of range; each is 1 to 16,777,216",
+        ),
+        (
+            lambda: node_model("Transpose", {"x": np.zeros((2, 3, 4), np.float32)}, {"perm": [1, 2]}),
+            r"perm \[1, 2\] is not a permutation of the input's 3 axes",
+        ),
+        (
+            lambda: node_model("Shape", {"x": X}, {"start": 1}, opset=13),
+            r"Shape node \(opset 13\): 'start' is not an attribute of Shape at opset 13",
+        ),
+        (
+            lambda: graph_model([helper.make_node("Softmax", ["x"], [""])], {"x": X}, ["x"]),
+            r"Softmax node \(opset 17\): its output 0 \(output\) is required, but the node leaves it empty",
+        ),
+        (lambda: _opset_ir(99), "the model's IR version 99 is newer than this onnx package knows"),
+        (lambda: _output_declared(TensorProto.INT64), "graph output 'y0' is declared INT64, but its value is f32"),
+        (lambda: _output_declared(0), "graph output 'y0' is declared 0, but its value is f32"),
+        (
+            lambda: _with_value_info(
+                graph_model([helper.make_node("Relu", ["x"], ["h"]), helper.make_node("Neg", ["h"], ["y"])], {"x": X}, ["y"]),
+                "h", TensorProto.INT32,
+            ),
+            r"Relu node \(opset 17\): its output 'h' is f32, but the graph's value_info declares INT32",
+        ),
+    ],
+    ids=[
+        "dead-node-type", "folded-node-type", "gemm-inner-dim", "gemm-c", "conv-bias", "instance-norm-scale",
+        "pool-negative-output", "pool-stride", "transpose-perm", "unknown-attribute", "empty-required-output",
+        "ir-version", "output-dtype", "output-dtype-undefined", "value-info-dtype",
+    ],
+)  # fmt: skip
+def test_an_invalid_model_found_by_fuzzing_is_refused(model, message):
+    with pytest.raises(CompileError, match=message) as e:
+        compile_model(model())
+    assert "\n" not in str(e.value)
+
+
+def test_one_value_may_be_two_graph_outputs():
+    m = node_model("Relu", {"x": X})
+    m.graph.output.extend([m.graph.output[0]])
+    res = compile_model(m)
+    assert [o["name"] for o in res.artifact.manifest["outputs"]] == ["y0", "y0"]

@@ -11,8 +11,21 @@ from onnx2wgsl.ir import TensorType, Value
 
 from . import _axis, _ints, emit, rule
 
-
 # -- normalization of attributes ------------------------------------------------------------
+_WINDOW_MAX = 1 << 24  # far beyond any real window, and inside the i32 range of WGSL's loops
+
+
+def _check_window(info, **lists: list[int]) -> None:
+    """Window attributes within their ranges: sizes, strides and dilations >= 1, pads >= 0."""
+    for name, values in lists.items():
+        low = 0 if name in ("pads", "output_padding") else 1
+        if any(not low <= v <= _WINDOW_MAX for v in values):
+            raise info.error(
+                f"{name} {list(values)} is out of range; each is {low} to {_WINDOW_MAX:,}",
+                hint="fix the model",
+            )
+
+
 def _spatial(info, x: Value, kernel_shape: list[int]) -> dict:
     """strides, dilations and explicit pads (auto_pad resolved) of a conv or pool."""
     nd = len(kernel_shape)
@@ -35,12 +48,20 @@ def _spatial(info, x: Value, kernel_shape: list[int]) -> dict:
         raise info.error(f"unknown auto_pad {auto!r}")
     if len(strides) != nd or len(dilations) != nd or len(pads) != 2 * nd:
         raise info.error("strides, dilations or pads do not match the kernel's rank")
+    _check_window(info, kernel_shape=kernel_shape, strides=strides, dilations=dilations, pads=pads)
     return {"kernel_shape": list(kernel_shape), "strides": strides, "dilations": dilations, "pads": pads}
+
+
+def _check_bias(info, b: Value | None, n: int, what: str = "bias") -> None:
+    """An optional per-channel operand of shape [n] (onnx's inference leaves it unchecked)."""
+    if b is not None and tuple(b.shape) != (n,):
+        raise info.error(f"{what} has shape {list(b.shape)}; the op needs [{n}]", hint="fix the model")
 
 
 @rule("Conv")
 def _conv(g, info):
     x, w = info.inputs[0], info.inputs[1]
+    _check_bias(info, info.inputs[2] if len(info.inputs) > 2 else None, w.shape[0] if w.type.rank else 0)
     ks = _ints(info.attrs.get("kernel_shape") or w.shape[2:])
     attrs = _spatial(info, x, ks)
     attrs["group"] = int(info.attrs.get("group", 1))
@@ -53,6 +74,8 @@ def _conv_transpose(g, info):
     x, w = info.inputs[0], info.inputs[1]
     nd = x.type.rank - 2
     a = info.attrs
+    if len(info.inputs) > 2 and w.type.rank >= 2:
+        _check_bias(info, info.inputs[2], w.shape[1] * int(a.get("group", 1)))
     ks = _ints(a.get("kernel_shape") or w.shape[2:])
     strides = _ints(a.get("strides") or [1] * nd)
     dilations = _ints(a.get("dilations") or [1] * nd)
@@ -64,6 +87,9 @@ def _conv_transpose(g, info):
         raise info.error(f"unknown auto_pad {auto!r}")
     if any(len(v) != nd for v in (ks, strides, dilations, out_pad)) or len(pads) not in (0, 2 * nd):
         raise info.error("kernel_shape, strides, dilations, pads or output_padding do not match the rank")
+    _check_window(
+        info, kernel_shape=ks, strides=strides, dilations=dilations, pads=pads, output_padding=out_pad
+    )
     sizes = x.shape[2:]
     full = [
         s * (n - 1) + p + (k - 1) * d + 1 for s, n, p, k, d in zip(strides, sizes, out_pad, ks, dilations)
@@ -126,6 +152,19 @@ def _gemm(g, info):
         "transA": int(a.get("transA", 0)),
         "transB": int(a.get("transB", 0)),
     }
+    A, B = info.inputs[0], info.inputs[1]
+    if A.type.rank != 2 or B.type.rank != 2:
+        raise info.error(f"A {list(A.shape)} and B {list(B.shape)} must be matrices (rank 2)")
+    (M, K), (K2, N) = A.shape[:: -1 if attrs["transA"] else 1], B.shape[:: -1 if attrs["transB"] else 1]
+    if K != K2:
+        raise info.error(
+            f"A {list(A.shape)} (transA={attrs['transA']}) and B {list(B.shape)} (transB={attrs['transB']}) "
+            f"do not share an inner dim ({K} vs {K2})",
+            hint="fix the model",
+        )
+    C = info.inputs[2] if len(info.inputs) > 2 else None
+    if C is not None and (C.type.rank > 2 or any(c not in (1, n) for c, n in zip(C.shape[::-1], (N, M)))):
+        raise info.error(f"C of shape {list(C.shape)} does not broadcast to [{M}, {N}]", hint="fix the model")
     return emit(g, info, "Gemm", info.inputs[:3], attrs)
 
 

@@ -55,6 +55,8 @@ def _concat(g, info):
 def _transpose(g, info):
     rank = info.inputs[0].type.rank
     perm = _ints(info.attrs.get("perm") or list(reversed(range(rank))))
+    if sorted(perm) != list(range(rank)):
+        raise info.error(f"perm {perm} is not a permutation of the input's {rank} axes", hint="fix the model")
     return emit(g, info, "Transpose", info.inputs[:1], {"perm": perm})
 
 
