@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from onnx2wgsl.errors import CompileError, InternalError, Onnx2WgslError
+from onnx2wgsl.errors import CompileError, InternalError, IRError, Onnx2WgslError
 from onnx2wgsl.ir import Graph, VerifyError, verify
 from onnx2wgsl.ir.printer import HEADER as IR_HEADER
 
@@ -24,6 +24,7 @@ from .memory import MemoryPlan, align, check_plan, lifetimes, plan_memory, roots
 from .passes import lowered_pipeline, pipeline, run_passes
 from .report import CompileReport
 from .target import Target, get_target
+from .validate import check_ir_ops
 
 
 @dataclass
@@ -106,6 +107,7 @@ def _source(model, stage: str | None, names: list[str], shapes, dims) -> _Source
         verify(src.graph)
     except VerifyError as e:
         raise CompileError(f"{src.label}: the IR is not valid ({e})") from None
+    check_ir_ops(src.graph.ops)
     src.sha256 = src.graph.metadata.get("source_sha256")
     return src
 
@@ -144,7 +146,9 @@ def compile_model(
     ``fold_limit`` bytes (a clear error names the node).
 
     Only onnx2wgsl's errors leave (an exception ``on_stage`` raises passes through as it is):
-    any other is a bug, wrapped as an InternalError naming the stage it was raised in."""
+    any other is a bug, wrapped as an InternalError naming the stage it was raised in; when the
+    compile started from IR, whose ops are checked for structure but not for every op's
+    meaning, it is an IRError that says the IR breaks what the stage relies on."""
     at = _Progress(stage_names(opt_level))
     try:
         return _compile(
@@ -152,6 +156,10 @@ def compile_model(
             verify_ir=verify_ir, on_stage=on_stage, stage=stage, constants=constants, force=force,
             fold_limit=fold_limit,
         )  # fmt: skip
+    except InternalError as e:
+        if at.from_ir:  # the graph came in as IR, whose ops are checked for structure only
+            raise IRError(e.stage, e.error, node=e.node, op=e.op) from e.error
+        raise
     except Onnx2WgslError:
         raise
     except _HookError as e:
@@ -162,6 +170,8 @@ def compile_model(
             hint="the model asks for more than this machine holds; lower --fold-limit to find the node",
         ) from e
     except Exception as e:
+        if at.from_ir:
+            raise IRError(at.stage, e) from e
         raise InternalError(at.stage, e) from e
 
 
@@ -178,6 +188,7 @@ class _Progress:
 
     names: list[str]
     stage: str = "load"
+    from_ir: bool = False  # the compile started from IR text or a Graph, not from ONNX
 
     def done(self, name: str) -> None:
         i = self.names.index(name)
@@ -194,6 +205,7 @@ def _compile(
     tgt = get_target(target)
     names = at.names
     src = _source(model, stage, names, shapes, dims)
+    at.from_ir = src.proto is None
     if src.done:
         at.done(src.done)
     else:

@@ -558,7 +558,7 @@ class Importer:
     def _node(self, node: onnx.NodeProto, scope: Scope) -> None:
         try:
             self._import_node(node, scope)
-        except Onnx2WgslError:
+        except (Onnx2WgslError, MemoryError):
             raise
         except Exception as e:  # a bug: say which node it happened in (the innermost one)
             domain = "" if node.domain == "ai.onnx" else node.domain

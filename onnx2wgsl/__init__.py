@@ -15,6 +15,7 @@ from .errors import (
     DeviceError,
     InputError,
     InternalError,
+    IRError,
     ManifestError,
     Onnx2WgslError,
     ShapeRequiredError,
@@ -77,6 +78,6 @@ def load(directory, **kwargs):
 
 
 __all__ = [
-    "CompileError", "ConstantRequiredError", "DeviceError", "InputError", "InternalError", "ManifestError",
-    "Onnx2WgslError", "ShapeRequiredError", "UnsupportedError", "__version__", "compile", "load",
+    "CompileError", "ConstantRequiredError", "DeviceError", "InputError", "InternalError", "IRError",
+    "ManifestError", "Onnx2WgslError", "ShapeRequiredError", "UnsupportedError", "__version__", "compile", "load",
 ]  # fmt: skip

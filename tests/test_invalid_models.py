@@ -9,7 +9,7 @@ from helpers import assert_close, gpu_run, graph_model, node_model, ort_run, ran
 from onnx import TensorProto, helper
 
 from onnx2wgsl.compiler import cli, compile_model
-from onnx2wgsl.errors import CompileError, InternalError
+from onnx2wgsl.errors import CompileError, InternalError, IRError
 from onnx2wgsl.ir import parse_ir, print_ir
 
 X = np.zeros((2, 4), np.float32)
@@ -459,3 +459,28 @@ def test_one_value_may_be_two_graph_outputs():
     m.graph.output.extend([m.graph.output[0]])
     res = compile_model(m)
     assert [o["name"] for o in res.artifact.manifest["outputs"]] == ["y0", "y0"]
+
+
+def _ir_text() -> str:
+    m = node_model("Gemm", {"a": X, "b": np.zeros((4, 3), np.float32)})
+    from onnx2wgsl.compiler.driver import run_to_stage
+
+    return print_ir(run_to_stage(m, "import"), stage="import")
+
+
+@pytest.mark.parametrize(
+    "old, new, error, message",
+    [
+        ("transA = 0", "transA = 256", CompileError, r"Gemm node: attribute transA=256 is out of spec; it is 0 or 1"),
+        ("transA = 0", 'transA = "x"', CompileError, r"Gemm node: attribute transA must be an integer, not 'x'"),
+        ("transA = 0, ", "", IRError, r"Gemm node: the IR breaks what stage 'lower' relies on \(KeyError: 'transA'\)"),
+        ("Gemm(%a, %b)", "Gemm(%a)", IRError, r"Gemm node: the IR breaks what stage 'lower' relies on \(IndexError"),
+    ],
+    ids=["flag-value", "flag-type", "missing-attribute", "missing-operand"],
+)  # fmt: skip
+def test_edited_ir_that_breaks_an_op_is_a_compile_error(old, new, error, message):
+    text = _ir_text()
+    assert old in text
+    with pytest.raises(error, match=message) as e:
+        compile_model(parse_ir(text.replace(old, new)), stage="import")
+    assert not isinstance(e.value, InternalError) and "\n" not in str(e.value)

@@ -252,7 +252,7 @@ def lower(g: Graph, target: Target) -> Graph:
                 fn(ctx, op)
             for v in op.outputs:
                 assert v.producer is not None, f"lowering of {op.label} left %{v.name} unproduced"
-        except Onnx2WgslError:
+        except (Onnx2WgslError, MemoryError):
             raise
         except Exception as e:  # a bug: say which op it happened in
             raise InternalError("lower", e, node=op.name, op=op.kind) from e
