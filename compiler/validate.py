@@ -141,13 +141,20 @@ def _check_int(op: str, name: str, value: int, where: dict[str, Any]) -> None:
 
 def check_ir_ops(ops) -> None:
     """The attribute values of IR ops that keep an ONNX op's name (their attributes have its
-    meaning): 0/1 flags, data types and choices, as ``check_node`` checks an ONNX node."""
+    meaning): 0/1 flags and choices, as ``check_node`` checks an ONNX node; data types are
+    the IR's dtype names (``to = "i32"``)."""
+    from onnx2wgsl.ir import DType
+
+    dtypes = {d.value for d in DType}
     for op in ops:
         if op.domain:
             continue
         where = {"node": op.name, "op": op.kind}
         for name, value in op.attrs.items():
-            if name in FLAGS or name in DTYPE_ATTRS or (op.kind, name) in CHOICES:
+            if name in DTYPE_ATTRS and isinstance(value, str):
+                if value not in dtypes:
+                    raise CompileError(f"attribute {name} = {value!r} is not a dtype of the IR", **where)
+            elif name in FLAGS or name in DTYPE_ATTRS or (op.kind, name) in CHOICES:
                 if not isinstance(value, int) or isinstance(value, bool):
                     raise CompileError(f"attribute {name} must be an integer, not {value!r}", **where)
                 _check_int(op.kind, name, value, where)

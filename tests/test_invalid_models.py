@@ -484,3 +484,16 @@ def test_edited_ir_that_breaks_an_op_is_a_compile_error(old, new, error, message
     with pytest.raises(error, match=message) as e:
         compile_model(parse_ir(text.replace(old, new)), stage="import")
     assert not isinstance(e.value, InternalError) and "\n" not in str(e.value)
+
+
+def test_ir_with_a_cast_compiles_on():
+    """The IR names a Cast's target dtype (to = "i32"); the attribute check once wanted an int."""
+    from onnx2wgsl.compiler.driver import run_to_stage
+
+    m = node_model("Cast", {"x": X}, {"to": TensorProto.INT32})
+    text = print_ir(run_to_stage(m, "import"), stage="import")
+    assert 'to = "i32"' in text
+    res = compile_model(parse_ir(text), stage="import")
+    assert res.artifact.manifest == compile_model(m).artifact.manifest
+    with pytest.raises(CompileError, match="attribute to = 'x32' is not a dtype of the IR"):
+        compile_model(parse_ir(text.replace('"i32"', '"x32"')), stage="import")
