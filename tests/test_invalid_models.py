@@ -432,6 +432,22 @@ def _gemm(a_shape, b_shape, c_shape=None, **attrs):
             r"Softmax node \(opset 17\): its output 0 \(output\) is required, but the node leaves it empty",
         ),
         (lambda: _opset_ir(99), "the model's IR version 99 is newer than this onnx package knows"),
+        (
+            lambda: node_model("Attention", {"q": np.zeros((1, 2, 3, 4), np.float32), "k": np.zeros((1, 2, 3, 4), np.float32),
+                                             "v": np.zeros((1, 2, 4), np.float32)}, opset=23),
+            r"Attention node \(opset 23\): Q, K and V have ranks 4, 4 and 3",
+        ),
+        (
+            lambda: node_model("Attention", {"q": np.zeros((1, 2, 3, 4), np.float32), "k": np.zeros((1, 2, 3, 4), np.float32),
+                                             "v": np.zeros((1, 2, 5, 4), np.float32)}, opset=23),
+            r"Q \[1, 2, 3, 4\], K \[1, 2, 3, 4\] and V \[1, 2, 5, 4\] do not agree",
+        ),
+        (
+            lambda: node_model("BatchNormalization", {"x": np.zeros((1, 2, 4, 4), np.float32)}, opset=9,
+                               initializers={"s": np.ones(2, np.float32), "b": np.ones((2, 1), np.float32),
+                                             "m": np.ones(2, np.float32), "v": np.ones(2, np.float32)}),
+            r"BatchNormalization node \(opset 9\): B has shape \[2, 1\]; the op needs \[2\]",
+        ),
         (lambda: _output_declared(TensorProto.INT64), "graph output 'y0' is declared INT64, but its value is f32"),
         (lambda: _output_declared(0), "graph output 'y0' is declared 0, but its value is f32"),
         (
@@ -445,7 +461,8 @@ def _gemm(a_shape, b_shape, c_shape=None, **attrs):
     ids=[
         "dead-node-type", "folded-node-type", "gemm-inner-dim", "gemm-c", "conv-bias", "instance-norm-scale",
         "pool-negative-output", "pool-stride", "transpose-perm", "unknown-attribute", "empty-required-output",
-        "ir-version", "output-dtype", "output-dtype-undefined", "value-info-dtype",
+        "ir-version", "attention-ranks", "attention-shapes", "batchnorm-params", "output-dtype",
+        "output-dtype-undefined", "value-info-dtype",
     ],
 )  # fmt: skip
 def test_an_invalid_model_found_by_fuzzing_is_refused(model, message):

@@ -188,11 +188,19 @@ def _softmax(g, info):
 def _batchnorm(g, info):
     if int(info.attrs.get("training_mode", 0)):
         raise info.error("training_mode=1 is not supported (inference only)", cls=UnsupportedError)
+    x = info.inputs[0]
     if info.opset < 9 and not int(info.attrs.get("spatial", 1)):
         # spatial=0: statistics per (C, H, W) element, not per channel
         attrs = {"epsilon": float(info.attrs.get("epsilon", 1e-5)), "per_activation": 1}
+        params = tuple(x.shape[1:])
     else:
         attrs = {"epsilon": float(info.attrs.get("epsilon", 1e-5))}
+        params = tuple(x.shape[1:2])
+    for what, v in zip(("scale", "B", "mean", "var"), info.inputs[1:5]):
+        if v is not None and tuple(v.shape) != params:
+            raise info.error(
+                f"{what} has shape {list(v.shape)}; the op needs {list(params)}", hint="fix the model"
+            )
     live = [info.out_types[0]] + [None] * (len(info.out_types) - 1)
     if any(t is not None for t in info.out_types[1:]):
         raise info.error("running-statistics outputs are training-only", cls=UnsupportedError)
@@ -305,17 +313,29 @@ def _attention(g, info):
     if nonpad is not None and pk is not None:
         raise info.error("nonpad_kv_seqlen cannot be combined with past_key/past_value")
     rank = Q.type.rank
+    if rank not in (3, 4) or K.type.rank != rank or V.type.rank != rank:
+        raise info.error(
+            f"Q, K and V have ranks {Q.type.rank}, {K.type.rank} and {V.type.rank}; Attention takes "
+            "all three 3-D or all three 4-D"
+        )
     if rank == 3:
         Hq, Hkv = int(a.get("q_num_heads") or 0), int(a.get("kv_num_heads") or 0)
-        if not Hq or not Hkv:
-            raise info.error("3-D inputs need q_num_heads and kv_num_heads")
+        if Hq <= 0 or Hkv <= 0:
+            raise info.error("3-D inputs need q_num_heads and kv_num_heads (positive)")
         B, Sq = Q.shape[:2]
         D, Dv, Skv = Q.shape[2] // Hq, V.shape[2] // Hkv, K.shape[1]
-    elif rank == 4:
+        fits = Q.shape[2] == Hq * D and K.shape[2] == Hkv * D and V.shape[2] == Hkv * Dv
+        fits = fits and K.shape[0] == V.shape[0] == B and V.shape[1] == Skv
+    else:
         B, Hq, Sq, D = Q.shape
         Hkv, Skv, Dv = K.shape[1], K.shape[2], V.shape[3]
-    else:
-        raise info.error(f"Q has rank {rank}; Attention takes 3-D or 4-D inputs")
+        fits = K.shape[0] == V.shape[0] == B and K.shape[3] == D and V.shape[1] == Hkv and V.shape[2] == Skv
+    if not fits or not Hkv:
+        raise info.error(
+            f"Q {list(Q.shape)}, K {list(K.shape)} and V {list(V.shape)} do not agree on batch, heads, "
+            "head size and key length",
+            hint="fix the model",
+        )
     if Hq % Hkv:
         raise info.error(f"{Hq} query heads cannot share {Hkv} key/value heads evenly")
     names = info.out_names + [""] * (4 - len(info.out_names))
