@@ -43,6 +43,7 @@ def load_model(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
     A proto carries no folder, so one whose tensors still point at external data files is
     refused rather than read relative to the working directory."""
     if isinstance(model, onnx.ModelProto):
+        validate.check_strings(model)
         _refuse_external_data(model)
         return model
     path = Path(model)
@@ -57,6 +58,7 @@ def load_model(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
         ) from e
     if not proto.graph.node and not proto.graph.output:
         raise CompileError(f"{str(path)!r} holds no ONNX graph", hint="pass a .onnx model file")
+    validate.check_strings(proto)
     _load_external_data(proto, path.parent)
     return proto
 

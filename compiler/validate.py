@@ -75,6 +75,24 @@ def check_graph(gp: onnx.GraphProto, what: str = "the model's graph") -> None:
             defined[o] = f"{node.op_type} node {node.name!r}" if node.name else f"a {node.op_type} node"
 
 
+def check_strings(message, where: str = "the model") -> None:
+    """Every string field (names, op types, domains...) valid UTF-8: protobuf hands an invalid
+    one over as bytes, which nothing downstream expects."""
+    from google.protobuf.descriptor import FieldDescriptor
+
+    for fd, value in message.ListFields():
+        if fd.type == FieldDescriptor.TYPE_STRING:
+            for s in value if fd.is_repeated else [value]:
+                if not isinstance(s, str):
+                    raise CompileError(
+                        f"{where} has a string field {fd.name!r} that is not valid UTF-8: {bytes(s)[:40]!r}",
+                        hint="the file is damaged",
+                    )
+        elif fd.type == FieldDescriptor.TYPE_MESSAGE:
+            for m in value if fd.is_repeated else [value]:
+                check_strings(m, where)
+
+
 def check_node(node: onnx.NodeProto, schema, opset: int) -> None:
     """A node against its ONNX schema: input and output counts, required inputs given,
     required attributes present, every attribute of the declared type and within its values."""

@@ -514,3 +514,24 @@ def test_ir_with_a_cast_compiles_on():
     assert res.artifact.manifest == compile_model(m).artifact.manifest
     with pytest.raises(CompileError, match="attribute to = 'x32' is not a dtype of the IR"):
         compile_model(parse_ir(text.replace('"i32"', '"x32"')), stage="import")
+
+
+def test_a_name_that_is_not_utf8_is_refused():
+    """protobuf hands an invalid UTF-8 string over as bytes (a mangled file)."""
+    data = _relu().SerializeToString().replace(b"Relu", b"R\xa3lu")
+    import onnx
+
+    with pytest.raises(CompileError, match=r"string field 'op_type' that is not valid UTF-8: b'R\\xa3lu'"):
+        compile_model(onnx.load_from_string(data))
+
+
+def test_a_tensor_over_the_buffer_limit_is_refused_before_lowering():
+    """A Resize of 2**31 channels once spent minutes building host tables before the planner
+    refused it."""
+    m = node_model("Resize", {"x": np.zeros((1, 2, 4, 4), np.float32)}, {"mode": "nearest"},
+                   initializers={"sc": np.array([1, 1, 2, 2], np.float32)}, input_order=["x", "", "sc"], opset=13)  # fmt: skip
+    m.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 2**31
+    with pytest.raises(
+        CompileError, match=r"tensor %x \(f32\[1,2147483648,4,4\]\) needs 137,438,953,472 bytes"
+    ):
+        compile_model(m)

@@ -244,6 +244,15 @@ def lower(g: Graph, target: Target) -> Graph:
         for v in list(op.inputs) + list(op.outputs):
             if v is not None and storage_dtype(v.dtype) is None:
                 _bad_dtype(ctx, v)
+            if v is not None and not v.is_const and v.nbytes > target.max_buffer_size:
+                # before the lowering: some build host tables as large as a dim (weights may
+                # be split over buffers; a computed tensor must fit one)
+                raise ctx.error(
+                    f"tensor %{v.name} ({v.type}) needs {v.nbytes:,} bytes, over the target's "
+                    f"maxBufferSize of {target.max_buffer_size:,}",
+                    hint="bind smaller dims (--dim, --shape), or compile for a device with larger "
+                    "limits (--limits)",
+                )
         op.detach()
         try:
             if op.outputs and not any(v.type.numel for v in op.outputs):
