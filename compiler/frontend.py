@@ -354,8 +354,8 @@ class Importer:
             if vi.name not in self.env:
                 raise CompileError(f"graph output {vi.name!r} is produced by no node", hint="fix the model")
             v = self.env[vi.name]
-            declared = vi.type.tensor_type.elem_type if vi.type.HasField("tensor_type") else None
-            if declared is not None and v is not None and declared != v.dtype.onnx:
+            declared = vi.type.tensor_type.elem_type if vi.type.HasField("tensor_type") else 0
+            if declared and v is not None and declared != v.dtype.onnx:  # 0: left to inference
                 name = (
                     onnx.TensorProto.DataType.Name(declared) if declared in validate.DATA_TYPES else declared
                 )

@@ -434,6 +434,7 @@ def test_quantize_float8(device):
     model = node_model("QuantizeLinear", {"x": x}, opset=19, initializers={"s": np.array(1.0, np.float32)})
     model.graph.initializer.append(zp)
     model.graph.node[0].input.append("zp")
+    model.graph.output[0].type.tensor_type.elem_type = onnx.TensorProto.FLOAT8E4M3FN  # zp's type
     (got,) = gpu_run(model, {"x": x}, device)
     (want,) = reference_run(model, {"x": x})
     np.testing.assert_array_equal(got.astype(np.float32), want.astype(np.float32))
