@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers import assert_close, gpu_run, graph_model, node_model, ort_run, rand, reference_run
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from onnx2wgsl.compiler import cli, compile_model
 from onnx2wgsl.errors import CompileError, InternalError, IRError
@@ -433,6 +433,25 @@ def _gemm(a_shape, b_shape, c_shape=None, **attrs):
         ),
         (lambda: _opset_ir(99), "the model's IR version 99 is newer than this onnx package knows"),
         (
+            lambda: node_model("Conv", {"x": np.zeros((1, 2, 4, 4), np.float32)}, {"kernel_shape": [1, 3]},
+                               initializers={"w": np.ones(2, np.float32)}),
+            r"Conv node \(opset 17\): X \[1, 2, 4, 4\] and W \[2\] must have one rank, at least 3",
+        ),
+        (
+            lambda: node_model("GatherElements", {"x": np.zeros((2, 3, 2), np.float32)}, {"axis": 1},
+                               initializers={"i": np.zeros((2, 2), np.int64)}),
+            r"GatherElements node \(opset 17\): data, indices of shapes \[\[2, 3, 2\], \[2, 2\]\] do not fit",
+        ),
+        (
+            lambda: node_model("ScatterND", {"x": np.zeros((4, 3), np.float32)},
+                               initializers={"i": np.array([[1], [3]], np.int64), "u": np.ones((2, 2), np.float32)}),
+            r"ScatterND node \(opset 17\): data, indices and updates of shapes \[\[4, 3\], \[2, 1\], \[2, 2\]\] do not fit",
+        ),
+        (
+            lambda: _loop_with_cond(np.zeros((0, 1), bool)),
+            r"Loop node \(opset 17\): its body's condition output holds 0 values \(shape \[0, 1\]\), not one",
+        ),
+        (
             lambda: node_model("Attention", {"q": np.zeros((1, 2, 3, 4), np.float32), "k": np.zeros((1, 2, 3, 4), np.float32),
                                              "v": np.zeros((1, 2, 4), np.float32)}, opset=23),
             r"Attention node \(opset 23\): Q, K and V have ranks 4, 4 and 3",
@@ -460,7 +479,8 @@ def _gemm(a_shape, b_shape, c_shape=None, **attrs):
     ids=[
         "dead-node-type", "folded-node-type", "gemm-inner-dim", "gemm-c", "conv-bias", "instance-norm-scale",
         "pool-negative-output", "pool-stride", "transpose-perm", "unknown-attribute", "empty-required-output",
-        "ir-version", "attention-ranks", "attention-shapes", "batchnorm-params", "output-dtype",
+        "ir-version", "conv-ranks", "gather-elements-rank",
+        "scatter-nd-updates", "loop-condition-shape", "attention-ranks", "attention-shapes", "batchnorm-params", "output-dtype",
         "value-info-dtype",
     ],
 )  # fmt: skip
@@ -468,6 +488,20 @@ def test_an_invalid_model_found_by_fuzzing_is_refused(model, message):
     with pytest.raises(CompileError, match=message) as e:
         compile_model(model())
     assert "\n" not in str(e.value)
+
+
+def _loop_with_cond(cond: np.ndarray):
+    """A Loop of 3 trips whose body's condition output is the constant ``cond``."""
+    body = helper.make_graph(
+        [helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(cond)),
+         helper.make_node("Add", ["acc", "x"], ["acc_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("c", TensorProto.BOOL, None), helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [2, 4])],
+    )  # fmt: skip
+    node = helper.make_node("Loop", ["n", "", "x"], ["y"], body=body)
+    return graph_model([node], {"x": X}, ["y"], {"n": np.array(3, np.int64)})
 
 
 def test_one_value_may_be_two_graph_outputs():

@@ -58,9 +58,18 @@ def _check_bias(info, b: Value | None, n: int, what: str = "bias") -> None:
         raise info.error(f"{what} has shape {list(b.shape)}; the op needs [{n}]", hint="fix the model")
 
 
+def _check_ranks(info, x: Value, w: Value) -> None:
+    if x.type.rank < 3 or w.type.rank != x.type.rank:
+        raise info.error(
+            f"X {list(x.shape)} and W {list(w.shape)} must have one rank, at least 3 (N, C and spatial dims)",
+            hint="fix the model",
+        )
+
+
 @rule("Conv")
 def _conv(g, info):
     x, w = info.inputs[0], info.inputs[1]
+    _check_ranks(info, x, w)
     _check_bias(info, info.inputs[2] if len(info.inputs) > 2 else None, w.shape[0] if w.type.rank else 0)
     ks = _ints(info.attrs.get("kernel_shape") or w.shape[2:])
     attrs = _spatial(info, x, ks)
@@ -72,9 +81,10 @@ def _conv(g, info):
 def _conv_transpose(g, info):
     """Resolve auto_pad / output_shape into explicit pads (as the ONNX spec computes them)."""
     x, w = info.inputs[0], info.inputs[1]
+    _check_ranks(info, x, w)
     nd = x.type.rank - 2
     a = info.attrs
-    if len(info.inputs) > 2 and w.type.rank >= 2:
+    if len(info.inputs) > 2:
         _check_bias(info, info.inputs[2], w.shape[1] * int(a.get("group", 1)))
     ks = _ints(a.get("kernel_shape") or w.shape[2:])
     strides = _ints(a.get("strides") or [1] * nd)
