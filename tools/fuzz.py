@@ -190,6 +190,22 @@ def corpus(rng: random.Random):
         lambda: _model(
             [mk("Attention", ["q", "k", "v"], ["y"], is_causal=1)], {n: [1, 2, 3, 4] for n in "qkv"}, ["y"], opset=23
         ),
+        lambda: _model([mk("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2])], x4, ["y"],
+                       {"w": np.ones((2, 3, 2, 2), f)}, opset),
+        lambda: _model([mk("DepthToSpace", ["x"], ["y"], blocksize=2)], {"x": [1, 4, 2, 3]}, ["y"], opset=opset),
+        lambda: _model([mk("GatherElements", ["x", "i"], ["y"], axis=1)], {"x": [2, 3]}, ["y"],
+                       {"i": np.array([[0, 2], [1, 0]], np.int64)}, max(opset, 11)),
+        lambda: _model([mk("ScatterND", ["x", "i", "u"], ["y"])], {"x": [4, 3]}, ["y"],
+                       {"i": np.array([[1], [3]], np.int64), "u": np.ones((2, 3), f)}, max(opset, 11)),
+        lambda: _model([mk("Tile", ["x", "r"], ["y"])], {"x": [2, 3]}, ["y"], {"r": np.array([2, 1], np.int64)}, opset),
+        lambda: _model([mk("Expand", ["x", "s"], ["y"])], {"x": [3, 1]}, ["y"], {"s": np.array([2, 3, 4], np.int64)},
+                       max(opset, 8)),
+        lambda: _model([mk("Trilu", ["x"], ["y"], upper=0)], {"x": [3, 4]}, ["y"], opset=max(opset, 14)),
+        lambda: _model([mk("ArgMax", ["x"], ["y"], axis=1, keepdims=0)], {"x": [3, 4]}, ["y"], opset=opset),
+        lambda: _model([mk("InstanceNormalization", ["x", "s", "b"], ["y"])], x4, ["y"],
+                       {"s": np.ones(2, f), "b": np.zeros(2, f)}, opset),
+        lambda: _model([mk("OneHot", ["i", "d", "v"], ["y"], axis=-1)], {"i": [3]}, ["y"],
+                       {"d": np.array(4, np.int64), "v": np.array([0, 1], f)}, max(opset, 11)),
     ]  # fmt: skip
     return rng.choice(cases)()
 
@@ -283,7 +299,8 @@ def random_graph(rng: random.Random):
             break
         rank = len(shape)
         kind = rng.choice(["unary"] * 4 + ["binary"] * 3 + ["matmul", "transpose", "reshape", "reduce",
-                          "softmax", "concat", "slice", "gather", "cast", "where", "clip", "pad", "norm"])  # fmt: skip
+                          "softmax", "concat", "slice", "gather", "cast", "where", "clip", "pad", "norm",
+                          "conv", "pool", "gemm", "expand", "tile", "split", "unsqueeze", "argmax"])  # fmt: skip
         if kind == "unary":
             add(rng.choice(UNARY), [x], shape)
         elif kind == "binary":
@@ -360,6 +377,53 @@ def random_graph(rng: random.Random):
         elif kind == "norm" and opset >= 17:
             d = shape[-1]
             add("LayerNormalization", [x, const(np.ones(d, f)), const(np.zeros(d, f))], shape, axis=-1)
+        elif kind in ("conv", "pool") and rank == 4:
+            k = [rng.randint(1, min(3, shape[2])), rng.randint(1, min(3, shape[3]))]
+            s, p = [rng.randint(1, 2), rng.randint(1, 2)], [rng.randint(0, 1) for _ in range(4)]
+            if any(p[i] >= k[i] or p[i + 2] >= k[i] for i in range(2)):
+                p = [0, 0, 0, 0]  # a pad as wide as the window leaves some windows all padding
+            hw = tuple((shape[2 + i] + p[i] + p[i + 2] - k[i]) // s[i] + 1 for i in range(2))
+            if kind == "conv":
+                m = rng.randint(1, 4)
+                w = np.random.default_rng(rng.randint(0, 99)).uniform(-1, 1, (m, shape[1], *k)).astype(f)
+                add(
+                    "Conv",
+                    [x, const(w), const(np.zeros(m, f))],
+                    (shape[0], m, *hw),
+                    kernel_shape=k,
+                    strides=s,
+                    pads=p,
+                )
+            else:
+                op = rng.choice(["MaxPool", "AveragePool"])
+                add(op, [x], shape[:2] + hw, kernel_shape=k, strides=s, pads=p)
+        elif kind == "gemm" and rank == 2:
+            n = rng.randint(1, 5)
+            w = np.random.default_rng(rng.randint(0, 99)).uniform(-1, 1, (n, shape[1])).astype(f)
+            add("Gemm", [x, const(w), const(np.ones(n, f))], (shape[0], n), transB=1, alpha=0.5)
+        elif kind == "expand":
+            target = tuple(d if d > 1 or rng.random() < 0.5 else rng.randint(2, 3) for d in shape)
+            add("Expand", [x, const(np.array(target, np.int64))], target)
+        elif kind == "tile":
+            reps = [rng.randint(1, 2) for _ in shape]
+            add("Tile", [x, const(np.array(reps, np.int64))], tuple(d * r for d, r in zip(shape, reps)))
+        elif kind == "split" and shape[-1] >= 2:
+            a, b = fresh("s"), fresh("v")
+            half = shape[-1] // 2
+            sizes = const(np.array([half, shape[-1] - half], np.int64))
+            nodes.append(helper.make_node("Split", [x, sizes], [a, b], axis=-1))
+            values.append((a, shape[:-1] + (half,)))
+            values.append((b, shape[:-1] + (shape[-1] - half,)))
+        elif kind == "unsqueeze" and rank < 4:
+            axis = rng.randint(0, rank)
+            add("Unsqueeze", [x, const(np.array([axis], np.int64))], shape[:axis] + (1,) + shape[axis:])
+        elif kind == "argmax":
+            out = fresh("i")
+            axis = rng.randrange(rank)
+            nodes.append(
+                helper.make_node(rng.choice(["ArgMax", "ArgMin"]), [x], [out], axis=axis, keepdims=1)
+            )
+            add("Cast", [out], shape[:axis] + (1,) + shape[axis + 1 :], to=TensorProto.FLOAT)
     outs = [values[-1][0]]
     if len(values) > 2 and rng.random() < 0.3:
         other = rng.choice(values[:-1])[0]
