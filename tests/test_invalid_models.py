@@ -448,6 +448,18 @@ def _gemm(a_shape, b_shape, c_shape=None, **attrs):
             r"ScatterND node \(opset 17\): data, indices and updates of shapes \[\[4, 3\], \[2, 1\], \[2, 2\]\] do not fit",
         ),
         (
+            lambda: node_model("Gather", {"x": np.zeros((3,), np.float32)}, initializers={"i": np.array([2, 2**62, -1])}),
+            r"Gather node \(opset 17\): index 4611686018427387904 is out of range for axis 0 of size 3",
+        ),
+        (
+            lambda: node_model("DepthToSpace", {"x": np.zeros((1, 4, 2, 3), np.float32)}, {"blocksize": 2**31 - 1}),
+            r"blocksize 2147483647 does not divide the input's channels \[1, 4, 2, 3\]",
+        ),
+        (
+            lambda: node_model("Add", {"x": np.zeros(2, np.int64)}, initializers={"c": np.array([1, 2**40])}),
+            r"constant %c \(i64\) holds 1099511627776, outside the i32 range the GPU stores i64 in",
+        ),
+        (
             lambda: _loop_with_cond(np.zeros((0, 1), bool)),
             r"Loop node \(opset 17\): its body's condition output holds 0 values \(shape \[0, 1\]\), not one",
         ),
@@ -480,6 +492,7 @@ def _gemm(a_shape, b_shape, c_shape=None, **attrs):
         "dead-node-type", "folded-node-type", "gemm-inner-dim", "gemm-c", "conv-bias", "instance-norm-scale",
         "pool-negative-output", "pool-stride", "transpose-perm", "unknown-attribute", "empty-required-output",
         "ir-version", "conv-ranks", "gather-elements-rank",
+        "gather-index", "depth-to-space-blocksize", "int64-constant-range",
         "scatter-nd-updates", "loop-condition-shape", "attention-ranks", "attention-shapes", "batchnorm-params", "output-dtype",
         "value-info-dtype",
     ],

@@ -201,7 +201,19 @@ def _gather(g, info):
     axis = _axis(info, int(info.attrs.get("axis", 0)), rank)
     if info.op_type == "GatherElements":
         _same_rank(info, info.inputs[0], info.inputs[1])
+    _check_indices(info, info.inputs[1], info.inputs[0].shape[axis] if rank else 0, axis)
     return emit(g, info, info.op_type, info.inputs[:2], {"axis": axis})
+
+
+def _check_indices(info, indices, n: int, axis: int) -> None:
+    """Constant indices within [-n, n) (onnxruntime refuses others when it runs)."""
+    if indices.is_const and indices.data.size:
+        lo, hi = int(indices.data.min()), int(indices.data.max())
+        if lo < -n or hi >= n:
+            raise info.error(
+                f"index {lo if lo < -n else hi} is out of range for axis {axis} of size {n}",
+                hint="fix the model",
+            )
 
 
 def _same_rank(info, data, indices, updates=None) -> None:
@@ -299,8 +311,18 @@ def _depth_space(g, info):
     attrs = {"blocksize": int(info.attrs["blocksize"]), "mode": info.attrs.get("mode", "DCR")}
     if attrs["mode"] not in ("DCR", "CRD"):
         raise info.error(f"unknown mode {attrs['mode']!r}")
-    if info.inputs[0].type.rank != 4:
-        raise info.error(f"{info.op_type} needs a 4-D input, got rank {info.inputs[0].type.rank}")
+    x = info.inputs[0]
+    if x.type.rank != 4:
+        raise info.error(f"{info.op_type} needs a 4-D input, got rank {x.type.rank}")
+    b = attrs["blocksize"]
+    if b < 1:
+        raise info.error(f"blocksize {b} must be at least 1")
+    split = x.shape[1] % (b * b) if info.op_type == "DepthToSpace" else x.shape[2] % b or x.shape[3] % b
+    if split:
+        what = "channels" if info.op_type == "DepthToSpace" else "height and width"
+        raise info.error(
+            f"blocksize {b} does not divide the input's {what} {list(x.shape)}", hint="fix the model"
+        )
     return emit(g, info, info.op_type, info.inputs[:1], attrs)
 
 
