@@ -51,7 +51,7 @@ TARGETS = ("models", "ir", "artifacts")
 FOLD_LIMIT = 64 << 20  # a fuzzed model may ask for any constant; keep the host's memory small
 # outcomes that are findings; every other outcome is fine
 FINDINGS = ("internal", "foreign", "mismatch", "badartifact", "restart", "crash", "hang")
-PER_SIGNATURE = 3  # findings of one kind kept in the regressions folder
+PER_SIGNATURE = {"models": 3, "ir": 3, "artifacts": 1}  # findings of one kind kept in the folder
 
 
 @dataclass
@@ -1260,8 +1260,8 @@ def fuzz(
                     if case is None:  # the worker crashed or hung: make the case here to keep it
                         case = MAKERS[target](seed, i)
                     findings.append((case, outcome))
-                    seen[outcome.signature] += 1
-                    if out_dir is not None and seen[outcome.signature] <= PER_SIGNATURE:
+                    seen[target, outcome.signature] += 1
+                    if out_dir is not None and seen[target, outcome.signature] <= PER_SIGNATURE[target]:
                         save_finding(case, outcome, Path(out_dir))
                     if progress:
                         progress(
