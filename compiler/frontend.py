@@ -592,6 +592,8 @@ class Importer:
                     op=node.op_type,
                     opset=opset,
                 )
+        first = inputs[0] if inputs else None
+        validate.check_axes(node, first.type.rank if first is not None else None, opset)
         if not any(o in scope.used for o in node.output if o):
             # nothing reads its outputs: a dead node (ONNX nodes have no side effects), which is
             # not compiled, but still checked as onnxruntime checks it

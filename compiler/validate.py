@@ -143,6 +143,28 @@ def check_node(node: onnx.NodeProto, schema, opset: int) -> None:
             _check_int(node.op_type, a.name, a.i, where)
 
 
+def check_axes(node: onnx.NodeProto, rank: int | None, opset: int) -> None:
+    """Axis attributes near the rank of the node's first input: onnx's inference indexes with
+    them unchecked (a LayerNormalization axis of 2**31 crashes the process), so an absurd one
+    is refused before it runs. The op's exact range is the op's own check."""
+    if rank is None:
+        return
+    for a in node.attribute:
+        if a.name in ("axis", "batch_axis", "time_axis") and a.type == onnx.AttributeProto.INT:
+            values = [a.i]
+        elif a.name == "axes" and a.type == onnx.AttributeProto.INTS:
+            values = list(a.ints)
+        else:
+            continue
+        bound = rank + max(1, len(values))  # Unsqueeze's axes, OneHot's and Flatten's axis reach past it
+        bad = [v for v in values if not -bound <= v <= bound]
+        if bad:
+            raise CompileError(
+                f"attribute {a.name} {bad[0]} is out of range for an input of rank {rank}",
+                node=node.name, op=node.op_type, opset=opset, hint="fix the model",
+            )  # fmt: skip
+
+
 def _check_int(op: str, name: str, value: int, where: dict[str, Any]) -> None:
     if name in FLAGS and value not in (0, 1):
         raise CompileError(f"attribute {name}={value} is out of spec; it is 0 or 1", **where)

@@ -581,3 +581,25 @@ def test_a_tensor_over_the_buffer_limit_is_refused_before_lowering():
         CompileError, match=r"tensor %x \(f32\[1,2147483648,4,4\]\) needs 137,438,953,472 bytes"
     ):
         compile_model(m)
+
+
+def test_an_absurd_axis_is_refused_before_onnx_inference_crashes(tmp_path):
+    """onnx's LayerNormalization inference indexes with an axis of 2**31 unchecked and the
+    process dies (found by fuzzing); run in a child process so that a regression fails here."""
+    import subprocess
+    import sys
+
+    import onnx
+
+    m = node_model(
+        "LayerNormalization", {"x": X}, {"axis": 2**31}, initializers={"s": np.ones(4, np.float32)}
+    )
+    onnx.save(m, tmp_path / "m.onnx")
+    r = subprocess.run(
+        [sys.executable, "-m", "onnx2wgsl.compiler.cli", "compile", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.startswith(
+        "error: LayerNormalization node (opset 17): attribute axis 2147483648 is out of range"
+    )
