@@ -1214,15 +1214,20 @@ def load_finding(path: Path) -> Case:
         return Case("artifacts", 0, 0, files, [path.name])
     if path.suffix == ".onnx":
         # a model kept for a mismatch is compared with onnxruntime again
-        found = path.parent / "FOUND.tsv"
-        lines = found.read_text(encoding="utf-8").splitlines() if found.is_file() else []
-        compare = any(line.split("\t")[:5:4] == [path.name, "mismatch"] for line in lines)
+        compare = found_kinds(path.parent).get(path.name) == "mismatch"
         return Case("models", 0, 0, {"model.onnx": path.read_bytes()}, [path.name], compare=compare)
     weights = path.with_name(path.stem + ".weights.bin")
     files = {"case.ir": path.read_bytes()}
     if weights.is_file():
         files["case.weights.bin"] = weights.read_bytes()
     return Case("ir", 0, 0, files, [path.name])
+
+
+def found_kinds(folder: Path) -> dict[str, str]:
+    """What each kept finding was when it was found (FOUND.tsv: name, ..., outcome kind)."""
+    index = Path(folder) / "FOUND.tsv"
+    lines = index.read_text(encoding="utf-8").splitlines() if index.is_file() else []
+    return {cols[0]: cols[4] for cols in (line.split("\t") for line in lines) if len(cols) > 4}
 
 
 def findings_in(folder: Path) -> list[Path]:
