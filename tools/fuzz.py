@@ -1223,6 +1223,15 @@ def load_finding(path: Path) -> Case:
     return Case("ir", 0, 0, files, [path.name])
 
 
+def kept_signatures(folder: Path) -> Counter:
+    """How many findings of each (target, kind of finding) the folder keeps already."""
+    index = Path(folder) / "FOUND.tsv"
+    lines = index.read_text(encoding="utf-8").splitlines() if index.is_file() else []
+    return Counter(
+        (c[1], Outcome(c[4], c[5]).signature) for c in (line.split("\t") for line in lines) if len(c) > 5
+    )
+
+
 def found_kinds(folder: Path) -> dict[str, str]:
     """What each kept finding was when it was found (FOUND.tsv: name, ..., outcome kind)."""
     index = Path(folder) / "FOUND.tsv"
@@ -1253,7 +1262,7 @@ def fuzz(
     """Run ``cases`` cases per target; return the outcome counts and the findings."""
     counts: Counter = Counter()
     findings: list[tuple[Case | None, Outcome]] = []
-    seen: Counter = Counter()
+    seen = kept_signatures(Path(out_dir)) if out_dir is not None else Counter()
     pool = Pool(timeout, gpu, quiet)
     try:
         for target in targets:
