@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from onnx2wgsl import __version__
-from onnx2wgsl.errors import CompileError
+from onnx2wgsl.errors import CompileError, UnsupportedError
 from onnx2wgsl.ir import Graph, Value
 from onnx2wgsl.ir.types import storage_dtype
 from onnx2wgsl.runtime.manifest import FORMAT, MANIFEST, VERSION, validate
@@ -95,7 +95,12 @@ def storage_bytes(v: Value) -> bytes:
     if st.value == "i32" and data.dtype.itemsize > 4 or data.dtype == np.uint64:
         info = np.iinfo(np.int32 if st.value == "i32" else np.uint32)
         if data.size and (data.min() < info.min or data.max() > info.max):
-            raise ValueError(f"constant %{v.name} has values outside the {st.value} range")
+            bad = data.min() if data.min() < info.min else data.max()
+            raise UnsupportedError(
+                f"constant %{v.name} ({v.dtype.name}) holds {bad}, outside the {st.value} range the "
+                f"GPU stores {v.dtype.name} in",
+                hint="64-bit integers are computed in 32 bits on the GPU; keep such values in that range",
+            )
     return np.ascontiguousarray(data.astype(st.numpy)).tobytes()
 
 

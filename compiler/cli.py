@@ -102,15 +102,21 @@ def _load_array(path: str) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"input file not found: {path!r}")
-    if p.suffix == ".pb":
-        import onnx
-        from onnx import numpy_helper
-
-        return numpy_helper.to_array(onnx.load_tensor(str(p)))
     try:
+        if p.suffix == ".pb":
+            import onnx
+
+            from .validate import tensor_array
+
+            return tensor_array(onnx.load_tensor(str(p)), "tensor")
         return np.load(p, allow_pickle=False)
-    except Exception as e:
-        raise UsageError(f"{path!r} is not a .npy or TensorProto .pb file ({e})") from e
+    except Onnx2WgslError as e:
+        raise UsageError(f"{path!r}: {e}") from e
+    except Exception as e:  # numpy and protobuf raise many types for a damaged file
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise UsageError(
+            f"{path!r} is not a readable .npy or TensorProto .pb file ({type(e).__name__}: {first})"
+        ) from e
 
 
 def random_input(dtype: str, shape: list[int], rng: np.random.Generator) -> np.ndarray:

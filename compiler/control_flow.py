@@ -55,10 +55,11 @@ def _int(node, name, default) -> int:
     return default
 
 
-def _scalar(v: Value) -> np.generic:
+def _scalar(v: Value, node, opset: int, what: str) -> np.generic:
     data = np.asarray(v.data)
     if data.size != 1:
-        raise ValueError(f"expected one element, got shape {data.shape}")
+        raise _error(node, opset, f"its {what} holds {data.size} values (shape {list(data.shape)}), not one",
+                     cls=CompileError)  # fmt: skip
     return data.reshape(-1)[0]
 
 
@@ -75,7 +76,7 @@ def import_if(imp, node, scope, inputs, opset) -> list[Value | None]:
         raise _error(node, opset, "it has no condition, then_branch or else_branch", cls=CompileError)
     if not cond.is_const:
         return _select_branches(imp, node, scope, cond, opset, graphs)
-    taken = bool(_scalar(cond))
+    taken = bool(_scalar(cond, node, opset, "condition"))
     branch = graphs["then_branch" if taken else "else_branch"]
     outs = imp.import_subgraph(branch, scope, [], _prefix(scope, node, "then" if taken else "else"))
     if len(outs) != len(node.output):
@@ -316,8 +317,8 @@ def import_loop(imp, node, scope, inputs, opset) -> list[Value | None]:
                 node, opset, f"its {what} is computed at run time",
                 hint="only loops whose trip count and condition fold at compile time can be unrolled",
             )  # fmt: skip
-    trip = None if trip_v is None else int(_scalar(trip_v))
-    cond = True if cond_v is None else bool(_scalar(cond_v))
+    trip = None if trip_v is None else int(_scalar(trip_v, node, opset, "trip count M"))
+    cond = True if cond_v is None else bool(_scalar(cond_v, node, opset, "condition"))
     n_scan = len(body.output) - 1 - len(carried)
     if n_scan < 0 or len(body.input) != 2 + len(carried):
         raise _error(
@@ -340,7 +341,7 @@ def import_loop(imp, node, scope, inputs, opset) -> list[Value | None]:
                 node, opset, "its condition is computed at run time inside the body",
                 hint="only loops whose condition folds at compile time can be unrolled",
             )  # fmt: skip
-        cond = bool(_scalar(c_out))
+        cond = bool(_scalar(c_out, node, opset, "body's condition output"))
         carried = outs[1 : 1 + len(carried)]
         for k, v in enumerate(outs[1 + len(carried) :]):
             scans[k].append(v)

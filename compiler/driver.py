@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from onnx2wgsl.errors import CompileError
+from onnx2wgsl.errors import CompileError, InternalError, IRError, Onnx2WgslError
 from onnx2wgsl.ir import Graph, VerifyError, verify
 from onnx2wgsl.ir.printer import HEADER as IR_HEADER
 
@@ -24,6 +24,7 @@ from .memory import MemoryPlan, align, check_plan, lifetimes, peak_bytes, plan_m
 from .passes import lowered_pipeline, pipeline, run_passes
 from .report import CompileReport
 from .target import Target, get_target
+from .validate import check_ir_ops
 
 
 @dataclass
@@ -106,6 +107,7 @@ def _source(model, stage: str | None, names: list[str], shapes, dims) -> _Source
         verify(src.graph)
     except VerifyError as e:
         raise CompileError(f"{src.label}: the IR is not valid ({e})") from None
+    check_ir_ops(src.graph.ops)
     src.sha256 = src.graph.metadata.get("source_sha256")
     return src
 
@@ -141,19 +143,83 @@ def compile_model(
     ``constants`` freezes graph inputs of an ONNX model to the given arrays (see
     ``frontend.import_model``); an op that needs an input's value at compile time raises
     ConstantRequiredError naming it. No tensor folded on the host may take more than
-    ``fold_limit`` bytes (a clear error names the node)."""
+    ``fold_limit`` bytes (a clear error names the node).
+
+    Only onnx2wgsl's errors leave (an exception ``on_stage`` raises passes through as it is):
+    any other is a bug, wrapped as an InternalError naming the stage it was raised in; when the
+    compile started from IR, whose ops are checked for structure but not for every op's
+    meaning, it is an IRError that says the IR breaks what the stage relies on."""
+    at = _Progress(stage_names(opt_level))
+    try:
+        return _compile(
+            model, output, at, shapes=shapes, dims=dims, target=target, opt_level=opt_level,
+            verify_ir=verify_ir, on_stage=on_stage, stage=stage, constants=constants, force=force,
+            fold_limit=fold_limit,
+        )  # fmt: skip
+    except InternalError as e:
+        if at.from_ir:  # the graph came in as IR, whose ops are checked for structure only
+            raise IRError(e.stage, e.error, node=e.node, op=e.op) from e.error
+        raise
+    except Onnx2WgslError:
+        raise
+    except _HookError as e:
+        raise e.error from None  # the caller's own hook: its exception is the caller's
+    except MemoryError as e:
+        raise CompileError(
+            f"ran out of memory in stage {at.stage!r}",
+            hint="the model asks for more than this machine holds; lower --fold-limit to find the node",
+        ) from e
+    except Exception as e:
+        if at.from_ir:
+            raise IRError(at.stage, e) from e
+        raise InternalError(at.stage, e) from e
+
+
+class _HookError(Exception):
+    """An exception of the caller's ``on_stage`` hook, carried through the boundary unwrapped."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+@dataclass
+class _Progress:
+    """The stage a compile is in, for the error that wraps an unexpected exception."""
+
+    names: list[str]
+    stage: str = "load"
+    from_ir: bool = False  # the compile started from IR text or a Graph, not from ONNX
+
+    def done(self, name: str) -> None:
+        i = self.names.index(name)
+        self.stage = self.names[i + 1] if i + 1 < len(self.names) else "artifact"
+
+
+def _compile(
+    model, output, at: _Progress, *, shapes, dims, target, opt_level, verify_ir, on_stage, stage,
+    constants, force, fold_limit,
+) -> CompileResult:  # fmt: skip
     t0 = time.perf_counter()
     if output is not None:
         check_output_dir(output, force)  # before the work, not after it
     tgt = get_target(target)
-    names = stage_names(opt_level)
+    names = at.names
     src = _source(model, stage, names, shapes, dims)
+    at.from_ir = src.proto is None
+    if src.done:
+        at.done(src.done)
+    else:
+        at.stage = "import"
 
     def after(name: str, g: Graph) -> None:
+        at.done(name)
         if verify_ir:
             verify(g, static=True)
         if on_stage is not None:
-            on_stage(name, g)
+            try:
+                on_stage(name, g)
+            except Exception as e:
+                raise _HookError(e) from e
 
     done = names.index(src.done) if src.done else -1
     warnings: list[str] = []
@@ -190,9 +256,16 @@ def compile_model(
     else:
         check_plan(g, tgt.alignment)
         plan = _plan_of_placements(g, tgt)
+    at.stage = "artifact"
     artifact = build_artifact(g, tgt, src.sha256)
     if output is not None:
-        artifact.write(output, force)
+        try:
+            artifact.write(output, force)
+        except OSError as e:
+            raise CompileError(
+                f"cannot write the artifact to {str(output)!r} ({e.strerror or e})",
+                hint="check the folder's permissions and free space",
+            ) from e
     report = CompileReport(
         model=src.label,
         onnx_nodes=int(g.metadata.get("onnx_nodes", 0)),

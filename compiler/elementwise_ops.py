@@ -589,7 +589,7 @@ def _clip(a, at, t):
         x = f"max({x}, {lo})"
     if hi is not None:
         x = f"min({x}, {hi})"
-    return x
+    return _keep_nan(x, a[0], t)
 
 
 def _bound(v, t: str, side: int) -> str | None:
@@ -631,8 +631,14 @@ def _isinf(a, at, t):
     return f"({test})"
 
 
+def _keep_nan(expr: str, x: str, t: str) -> str:
+    """``expr`` of ``x``, or ``x`` when it is a NaN: max, min and clamp may drop a NaN operand,
+    where onnxruntime and onnx's reference (Relu, Clip, HardSigmoid, Celu) give NaN."""
+    return f"select({expr}, {x}, isnan_f32({x}))" if t == "f32" else expr
+
+
 def _relu(a, at, t):
-    return f"max({a[0]}, {literal(0, t)})"
+    return _keep_nan(f"max({a[0]}, {literal(0, t)})", a[0], t)
 
 
 def _shift(a, at, t):
@@ -666,7 +672,7 @@ def _a(at, key, default):
 _F = np.float32
 TABLE: dict[str, Elementwise] = {
     # -- unary math ---------------------------------------------------------------------------
-    "Relu": Elementwise(_relu, lambda x, **_: np.maximum(x, 0).astype(x.dtype), types=SIGNED),
+    "Relu": Elementwise(_relu, lambda x, **_: np.maximum(x, 0).astype(x.dtype), types=SIGNED, helpers=("isnan",)),
     "Sigmoid": Elementwise(lambda a, at, t: f"(1.0f / (1.0f + exp(-{a[0]})))", lambda x, **_: 1 / (1 + np.exp(-x))),
     "Tanh": Elementwise(lambda a, at, t: f"tanh_f32({a[0]})", lambda x, **_: np.tanh(x), helpers=("tanh",)),
     "Exp": Elementwise(_unary("exp"), lambda x, **_: np.exp(x)),
@@ -710,17 +716,18 @@ TABLE: dict[str, Elementwise] = {
         helpers=("expm1",),
     ),
     "Celu": Elementwise(
-        lambda a, at, t: f"(max({a[0]}, 0.0f) + min(0.0f, {_a(at, 'alpha', 1.0)} * expm1_f32({a[0]} / {_a(at, 'alpha', 1.0)})))",
+        lambda a, at, t: _keep_nan(f"(max({a[0]}, 0.0f) + min(0.0f, {_a(at, 'alpha', 1.0)} * expm1_f32({a[0]} / {_a(at, 'alpha', 1.0)})))", a[0], t),
         lambda x, alpha=1.0, **_: (np.maximum(x, 0) + np.minimum(0, alpha * np.expm1(x / alpha))).astype(x.dtype),
-        helpers=("expm1",),
+        helpers=("expm1", "isnan"),
     ),
     "ThresholdedRelu": Elementwise(
         lambda a, at, t: f"select(0.0f, {a[0]}, {a[0]} > {_a(at, 'alpha', 1.0)})",
         lambda x, alpha=1.0, **_: np.where(x > alpha, x, 0).astype(x.dtype),
     ),
     "HardSigmoid": Elementwise(
-        lambda a, at, t: f"clamp({_a(at, 'alpha', 0.2)} * {a[0]} + {_a(at, 'beta', 0.5)}, 0.0f, 1.0f)",
+        lambda a, at, t: _keep_nan(f"clamp({_a(at, 'alpha', 0.2)} * {a[0]} + {_a(at, 'beta', 0.5)}, 0.0f, 1.0f)", a[0], t),
         lambda x, alpha=0.2, beta=0.5, **_: np.clip(_F(alpha) * x + _F(beta), 0, 1).astype(x.dtype),
+        helpers=("isnan",),
     ),
     "HardSwish": Elementwise(
         lambda a, at, t: f"({a[0]} * clamp({a[0]} * {f32(1 / 6)} + 0.5f, 0.0f, 1.0f))",
@@ -744,7 +751,7 @@ TABLE: dict[str, Elementwise] = {
         lambda x, s, **_: np.where(x >= 0, x, x * s).astype(x.dtype),
         types=NUM, arity=(2, 2), signature=_first_type,
     ),
-    "Clip": Elementwise(_clip, _np_clip, types=NUM, arity=(1, 3), signature=_first_type),
+    "Clip": Elementwise(_clip, _np_clip, types=NUM, arity=(1, 3), signature=_first_type, helpers=("isnan",)),
     # -- arithmetic --------------------------------------------------------------------------
     "Add": Elementwise(_binop("+"), lambda x, y, **_: x + y, types=NUM, arity=(2, 2)),
     "Sub": Elementwise(_binop("-"), lambda x, y, **_: x - y, types=NUM, arity=(2, 2)),

@@ -18,10 +18,17 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnx2wgsl.errors import CompileError, ConstantRequiredError, ShapeRequiredError, UnsupportedError
+from onnx2wgsl.errors import (
+    CompileError,
+    ConstantRequiredError,
+    InternalError,
+    Onnx2WgslError,
+    ShapeRequiredError,
+    UnsupportedError,
+)
 from onnx2wgsl.ir import DType, Graph, TensorType, Value
 
-from . import control_flow, functions, host_eval
+from . import control_flow, functions, host_eval, validate
 from .legalize import legalize
 
 MIN_OPSET = 7
@@ -36,6 +43,7 @@ def load_model(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
     A proto carries no folder, so one whose tensors still point at external data files is
     refused rather than read relative to the working directory."""
     if isinstance(model, onnx.ModelProto):
+        validate.check_strings(model)
         _refuse_external_data(model)
         return model
     path = Path(model)
@@ -50,6 +58,7 @@ def load_model(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
         ) from e
     if not proto.graph.node and not proto.graph.output:
         raise CompileError(f"{str(path)!r} holds no ONNX graph", hint="pass a .onnx model file")
+    validate.check_strings(proto)
     _load_external_data(proto, path.parent)
     return proto
 
@@ -129,21 +138,40 @@ def attributes(node: onnx.NodeProto) -> dict[str, Any]:
         if isinstance(v, bytes):
             v = v.decode("utf-8", "replace")
         elif isinstance(v, onnx.TensorProto):
-            v = numpy_helper.to_array(v)
+            v = validate.tensor_array(v, f"tensor of attribute {a.name!r}")
         elif isinstance(v, onnx.SparseTensorProto):
-            v = _dense(v)
+            v = _dense(v, f"sparse tensor of attribute {a.name!r}")
         elif isinstance(v, list) and v and isinstance(v[0], bytes):
             v = [s.decode("utf-8", "replace") for s in v]
         elif isinstance(v, list) and v and isinstance(v[0], onnx.TensorProto):
-            v = [numpy_helper.to_array(t) for t in v]
+            v = [validate.tensor_array(t, f"tensor of attribute {a.name!r}") for t in v]
         out[a.name] = v
     return out
 
 
-def _dense(sp: onnx.SparseTensorProto) -> np.ndarray:
-    values = numpy_helper.to_array(sp.values)
-    idx = numpy_helper.to_array(sp.indices)
-    dense = np.zeros(tuple(sp.dims), dtype=values.dtype)
+def _dense(sp: onnx.SparseTensorProto, what: str = "sparse initializer") -> np.ndarray:
+    values = validate.tensor_array(sp.values, what)
+    idx = validate.tensor_array(sp.indices, f"indices of {what}")
+    name = sp.values.name
+    dims = tuple(sp.dims)
+    if any(d < 0 for d in dims):
+        raise CompileError(f"{what} {name!r} has a negative dim: {list(dims)}", hint="fix the model")
+    n = int(np.prod(dims, dtype=np.int64))
+    rank_ok = (idx.ndim == 1 and values.ndim == 1 and idx.shape == values.shape) or (
+        idx.ndim == 2 and idx.shape == (values.size, len(dims)) and values.ndim == 1
+    )
+    if not rank_ok or idx.dtype.kind not in "iu":
+        raise CompileError(
+            f"{what} {name!r} has indices of shape {list(idx.shape)} for {values.size} values of a "
+            f"tensor of shape {list(dims)}",
+            hint="indices are [NNZ] (flat) or [NNZ, rank] integers",
+        )
+    bound = np.array([n]) if idx.ndim == 1 else np.array(dims)
+    if idx.size and ((idx < 0).any() or (idx >= bound).any()):
+        raise CompileError(
+            f"{what} {name!r} has indices outside its shape {list(dims)}", hint="fix the model"
+        )
+    dense = np.zeros(dims, dtype=values.dtype)
     if idx.ndim == 1:
         dense.reshape(-1)[idx] = values
     else:
@@ -287,6 +315,13 @@ class Importer:
         self.g = Graph(name=_clean_name(self.model.graph.name) or "main")
         self.opset = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in self.model.opset_import}
         self.root = Scope(self.opset, used=_used_names(self.model.graph))
+        # the element types the graph declares for its intermediate values (checked when bound)
+        self.declared = {
+            vi.name: vi.type.tensor_type.elem_type
+            for vi in self.model.graph.value_info
+            if vi.type.WhichOneof("value") == "tensor_type"
+            and vi.type.tensor_type.elem_type in validate.DATA_TYPES
+        }
         self.env = self.root.names
 
     # -- entry ----------------------------------------------------------------------------
@@ -298,16 +333,42 @@ class Importer:
             "ir_version": self.model.ir_version,
             "doc": self.model.doc_string[:200],
         }
-        for t in gp.initializer:
-            self.env[t.name] = self._const(numpy_helper.to_array(t), t.name)
-        for sp in gp.sparse_initializer:
-            self.env[sp.values.name] = self._const(_dense(sp), sp.values.name)
-        self._bind_inputs([vi for vi in gp.input if vi.name not in self.env])
+        validate.check_graph(gp)
+        inits = [(t.name, lambda t=t: validate.tensor_array(t, "initializer")) for t in gp.initializer]
+        inits += [(sp.values.name, lambda sp=sp: _dense(sp)) for sp in gp.sparse_initializer]
+        # From IR version 4 an initializer named like a graph input is that input's default,
+        # which a feed overrides (onnxruntime's "overridable initializer"); before, it is a constant.
+        overridable = {vi.name for vi in gp.input} if self.model.ir_version >= 4 else set()
+        defaults: dict[str, np.ndarray] = {}
+        for name, value in inits:
+            if name not in overridable:
+                self.env[name] = self._const(value(), name)
+            elif name not in self.constants:  # a frozen one takes the given value instead
+                defaults[name] = value()
+        self._bind_inputs([vi for vi in gp.input if vi.name not in self.env], defaults)
+        if defaults:
+            names = ", ".join(repr(n) for n in defaults)
+            self.warnings.append(
+                f"inputs {names} have an initializer of the same name, which ONNX (IR version >= 4) "
+                "makes only a default that a feed overrides: they stay inputs that every run feeds; "
+                "to compile the initializer in, freeze them with --const NAME=FILE or drop them "
+                "from the graph inputs"
+            )
         self.run_nodes(gp.node, self.root)
         for vi in gp.output:
             if vi.name not in self.env:
                 raise CompileError(f"graph output {vi.name!r} is produced by no node", hint="fix the model")
-            self.g.outputs.append(self.env[vi.name])
+            v = self.env[vi.name]
+            declared = vi.type.tensor_type.elem_type if vi.type.HasField("tensor_type") else 0
+            if declared and v is not None and declared != v.dtype.onnx:  # 0: left to inference
+                name = (
+                    onnx.TensorProto.DataType.Name(declared) if declared in validate.DATA_TYPES else declared
+                )
+                raise CompileError(
+                    f"graph output {vi.name!r} is declared {name}, but its value is {v.dtype.name}",
+                    hint="fix the output's declared type (onnxruntime refuses the model too)",
+                )
+            self.g.outputs.append(v)
         self.g.metadata["output_names"] = [vi.name for vi in gp.output]
         return self.g
 
@@ -321,12 +382,13 @@ class Importer:
         ``inputs``, in a child of ``scope``; return its output values."""
         if len(inputs) != len(gp.input):
             raise CompileError(f"subgraph {gp.name!r} takes {len(gp.input)} inputs, given {len(inputs)}")
+        validate.check_graph(gp, f"subgraph {gp.name!r}")
         used = _used_names(gp)
         sub = scope.child(prefix, used)
         for vi, v in zip(gp.input, inputs):
             sub.names[vi.name] = v
         for t in gp.initializer:
-            sub.names[t.name] = self._const(numpy_helper.to_array(t), prefix + t.name)
+            sub.names[t.name] = self._const(validate.tensor_array(t, "initializer"), prefix + t.name)
         for sp in gp.sparse_initializer:
             sub.names[sp.values.name] = self._const(_dense(sp), prefix + sp.values.name)
         self.run_nodes(gp.node, sub)
@@ -359,7 +421,9 @@ class Importer:
         return self._const(data, hint)
 
     # -- inputs ---------------------------------------------------------------------------
-    def _bind_inputs(self, inputs: list[onnx.ValueInfoProto]) -> None:
+    def _bind_inputs(self, inputs: list[onnx.ValueInfoProto], defaults: dict[str, np.ndarray]) -> None:
+        """Bind the graph inputs: frozen ones become constants, the others GPU inputs of their
+        declared (or given) type. ``defaults`` are the initializers of overridable inputs."""
         names = {vi.name for vi in inputs}
         for n in self.constants:
             if n not in names:
@@ -385,7 +449,7 @@ class Importer:
         unbound_inputs = []
         for vi in inputs:
             before = len(unbound)
-            t = self._input_type(vi, unbound)
+            t = self._input_type(vi, unbound, defaults.get(vi.name))
             if len(unbound) > before:
                 unbound_inputs.append(vi.name)
             if t is not None:
@@ -433,7 +497,9 @@ class Importer:
                         )
         return self._const(arr, vi.name)
 
-    def _input_type(self, vi: onnx.ValueInfoProto, unbound: list[str]) -> TensorType | None:
+    def _input_type(
+        self, vi: onnx.ValueInfoProto, unbound: list[str], default: np.ndarray | None = None
+    ) -> TensorType | None:
         kind = vi.type.WhichOneof("value")
         if kind != "tensor_type":
             raise UnsupportedError(
@@ -442,6 +508,24 @@ class Importer:
         tt = vi.type.tensor_type
         dtype = _dtype(tt.elem_type, f"input {vi.name!r}")
         declared = list(tt.shape.dim) if tt.HasField("shape") else None
+        if default is not None:
+            if default.dtype != dtype.numpy:
+                raise CompileError(
+                    f"input {vi.name!r} is declared {dtype.name}, but its initializer (its default) is "
+                    f"{default.dtype}",
+                    hint="fix the model",
+                )
+            if declared is None and vi.name not in self.shapes:
+                return TensorType(dtype, tuple(default.shape))  # the default's shape is the input's
+            fixed = [d.dim_value if d.HasField("dim_value") else None for d in declared or []]
+            if declared is not None and (
+                len(fixed) != default.ndim or any(d not in (None, n) for d, n in zip(fixed, default.shape))
+            ):
+                raise CompileError(
+                    f"input {vi.name!r} is declared of shape {fixed}, but its initializer (its "
+                    f"default) has shape {list(default.shape)}",
+                    hint="fix the model",
+                )
         if vi.name in self.shapes:
             shape = tuple(int(d) for d in self.shapes[vi.name])
             if declared is not None and len(declared) != len(shape):
@@ -479,6 +563,17 @@ class Importer:
         return self.g.const(data, _clean_name(hint) or "const")
 
     def _node(self, node: onnx.NodeProto, scope: Scope) -> None:
+        try:
+            self._import_node(node, scope)
+        except (Onnx2WgslError, MemoryError):
+            raise
+        except Exception as e:  # a bug: say which node it happened in (the innermost one)
+            domain = "" if node.domain == "ai.onnx" else node.domain
+            raise InternalError(
+                "import", e, node=node.name, op=node.op_type, opset=scope.opset.get(domain)
+            ) from e
+
+    def _import_node(self, node: onnx.NodeProto, scope: Scope) -> None:
         domain = "" if node.domain == "ai.onnx" else node.domain
         if domain not in scope.opset:
             raise CompileError(
@@ -488,6 +583,7 @@ class Importer:
                 hint="fix the model's opset_import",
             )
         opset = scope.opset[domain]
+        validate.check_node(node, _find_schema(node.op_type, opset, domain), opset)
         inputs: list[Value | None] = []
         for name in node.input:
             if not name:
@@ -501,6 +597,16 @@ class Importer:
                     op=node.op_type,
                     opset=opset,
                 )
+        first = inputs[0] if inputs else None
+        validate.check_axes(node, first.type.rank if first is not None else None, opset)
+        if not any(o in scope.used for o in node.output if o):
+            # nothing reads its outputs: a dead node (ONNX nodes have no side effects), which is
+            # not compiled, but still checked as onnxruntime checks it
+            if not any(
+                a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute
+            ):
+                self._checked_inference(node, inputs, scope, opset)
+            return
         if domain == "" and node.op_type in control_flow.HANDLERS:
             outs = control_flow.HANDLERS[node.op_type](self, node, scope, inputs, opset)
             self._bind_outputs(node, outs, scope)
@@ -541,26 +647,46 @@ class Importer:
             outs = self._legalize_or_inline(node, info, scope)
         self._bind_outputs(node, outs, scope)
 
-    def _check_fold_size(self, node: onnx.NodeProto, inputs: list, scope: Scope, opset: int) -> None:
-        """Before a node folds on the host: its outputs' sizes, from ONNX's shape inference on its
-        constant inputs, within the fold limit (where inference can tell)."""
+    def _checked_inference(self, node: onnx.NodeProto, inputs: list, scope: Scope, opset: int) -> dict:
+        """ONNX's inference of a node the frontend does not legalize (it folds, or is dead): the
+        type errors it finds (an input type the op does not take, a repeated perm...) are the
+        model's, as onnxruntime reports them; where it cannot tell, nothing."""
+        from onnx.checker import ValidationError
+        from onnx.shape_inference import InferenceError
+
+        domain = "" if node.domain == "ai.onnx" else node.domain
+        schema = _find_schema(node.op_type, opset, domain)
+        if schema is None or any(v is not None and v.dtype == DType.string for v in inputs):
+            return {}
+        types = {n: helper.make_tensor_type_proto(v.dtype.onnx, list(v.shape))
+                 for n, v in zip(node.input, inputs) if v is not None}  # fmt: skip
+        data = {n: numpy_helper.from_array(v.data, n)
+                for n, v in zip(node.input, inputs) if v is not None and v.is_const and v.data.size <= _DATA_PROP_LIMIT}  # fmt: skip
         try:
-            schema = onnx.defs.get_schema(node.op_type, opset, "")
-            types = {n: helper.make_tensor_type_proto(v.dtype.onnx, list(v.shape))
-                     for n, v in zip(node.input, inputs) if v is not None and v.dtype != DType.string}  # fmt: skip
-            data = {n: numpy_helper.from_array(v.data, n)
-                    for n, v in zip(node.input, inputs)
-                    if v is not None and v.data.size <= _DATA_PROP_LIMIT and v.dtype != DType.string}  # fmt: skip
-            res = onnx.shape_inference.infer_node_outputs(
+            return onnx.shape_inference.infer_node_outputs(
                 schema, node, types, data,
                 opset_imports=[helper.make_opsetid(d, v) for d, v in scope.opset.items()],
                 ir_version=max(self.model.ir_version, 3),
             )  # fmt: skip
+        except (InferenceError, ValidationError) as e:
+            # a type the op does not take is the model's error; a shape complaint may not be
+            # (onnx's own AffineGrid body feeds Range [1]-shaped bounds, which evaluate fine)
+            if isinstance(e, ValidationError) or "TypeInferenceError" in str(e):
+                raise CompileError(
+                    f"shape inference failed: {str(e).strip().splitlines()[-1]}",
+                    node=node.name, op=node.op_type, opset=opset,
+                ) from None  # fmt: skip
+            return {}
         except Exception:  # inference cannot tell: evaluation reports what is wrong
-            return
+            return {}
+
+    def _check_fold_size(self, node: onnx.NodeProto, inputs: list, scope: Scope, opset: int) -> None:
+        """Before a node folds on the host: its outputs' sizes, from ONNX's shape inference on its
+        constant inputs, within the fold limit (where inference can tell)."""
+        res = self._checked_inference(node, inputs, scope, opset)
         for name in node.output:
             t = _static_type(res[name]) if name in res else None
-            if t is not None and t.dtype.numpy.itemsize:
+            if t is not None and t.dtype.numpy.itemsize and min(t.shape, default=0) >= 0:
                 host_eval.check_fold_size(
                     t.shape, t.dtype.numpy.itemsize, self.fold_limit, f"{name!r}",
                     node=node.name, op=node.op_type, opset=opset,
@@ -599,6 +725,14 @@ class Importer:
         for name, v in zip(node.output, outs):
             if name and v is not None:
                 scope.names[name] = v
+                declared = self.declared.get(name) if scope is self.root else None
+                if declared is not None and declared != v.dtype.onnx:
+                    raise CompileError(
+                        f"its output {name!r} is {v.dtype.name}, but the graph's value_info declares "
+                        f"{onnx.TensorProto.DataType.Name(declared)}",
+                        node=node.name, op=node.op_type, opset=scope.opset.get(node.domain or ""),
+                        hint="fix the declared type (onnxruntime refuses the model too)",
+                    )  # fmt: skip
 
     def _inline(self, node: onnx.NodeProto, body, scope: Scope, inputs: list[Value | None]):
         """Expand ``node`` from its function body in a fresh scope bound to its inputs."""
@@ -658,6 +792,12 @@ class Importer:
             for name in node.output:
                 tp = res.get(name)
                 onnx_types[name] = _static_type(tp) if tp is not None else None
+                if onnx_types[name] is not None and any(d < 0 for d in onnx_types[name].shape):
+                    raise info.error(
+                        f"its output {name!r} would have shape {list(onnx_types[name].shape)}: its "
+                        "attributes do not fit its inputs' shapes",
+                        hint="fix the model",
+                    )
         known = [onnx_types.get(n) for n in node.output]
         if any(t is None for n, t in zip(node.output, known) if n):
             own = infer_shapes(info)
@@ -713,6 +853,13 @@ def _schema(info: NodeInfo):
                 hint="check the model's opset import",
                 cls=UnsupportedError,
             ) from None
+        return None
+
+
+def _find_schema(op_type: str, opset: int, domain: str):
+    try:
+        return onnx.defs.get_schema(op_type, opset, domain)
+    except onnx.defs.SchemaError:
         return None
 
 
@@ -797,8 +944,15 @@ def _topological(nodes) -> list[onnx.NodeProto]:
             else:
                 rest.append(n)
         if not progress:
-            # A cycle: keep file order and let the node report it.
-            return ordered + rest
+            ring = validate.cycle(rest, _needs)
+            steps = []
+            for n, m in zip(ring, ring[1:] + ring[:1]):  # m reads an output of n
+                value = next(o for o in n.output if o and o in _needs(m))
+                steps += [f"{n.op_type} {n.name!r}" if n.name else n.op_type, repr(value)]
+            raise CompileError(
+                f"the graph has a cycle: {' -> '.join(steps + steps[:1])}",
+                hint="an ONNX graph is acyclic; fix the model",
+            )
         ordered += progress
         pending = rest
     return ordered
@@ -847,6 +1001,12 @@ def import_model(
 
 
 def _upgrade(model: onnx.ModelProto) -> onnx.ModelProto:
+    if model.ir_version > onnx.IR_VERSION:
+        raise CompileError(
+            f"the model's IR version {model.ir_version} is newer than this onnx package knows "
+            f"({onnx.IR_VERSION})",
+            hint="upgrade the onnx package",
+        )
     opset = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
     newest = onnx.defs.onnx_opset_version()
     v = opset.get("")
@@ -872,5 +1032,16 @@ def _upgrade(model: onnx.ModelProto) -> onnx.ModelProto:
     if model.functions:
         from onnx import inliner
 
-        model = inliner.inline_local_functions(model)
+        try:
+            model = inliner.inline_local_functions(model)
+        except Exception as e:  # onnx's inliner refuses recursive or broken functions
+            raise CompileError(
+                f"the model's local functions cannot be inlined ({_first_line(e)})",
+                hint="fix the model's functions",
+            ) from e
     return model
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0][:300] if lines else type(e).__name__

@@ -82,11 +82,21 @@ def _size(attrs, x, opset):
     return [np.array(x[0].size, dtype=np.int64)]
 
 
+class FoldError(Exception):
+    """A fast path's inputs break the op's rules; ``evaluate`` turns it into a CompileError."""
+
+
 @_fast("Gather")
 def _gather(attrs, x, opset):
     data, idx = x
     axis = attrs.get("axis", 0)
-    idx = np.where(idx < 0, idx + data.shape[axis], idx)
+    if not -data.ndim <= axis < data.ndim:
+        raise FoldError(f"axis {axis} is out of range for data of rank {data.ndim}")
+    n = data.shape[axis]
+    if idx.size and (idx.min() < -n or idx.max() >= n):
+        bad = idx.min() if idx.min() < -n else idx.max()
+        raise FoldError(f"index {int(bad)} is out of range for axis {axis} of size {n}")
+    idx = np.where(idx < 0, idx + n, idx)
     return [np.take(data, idx, axis=axis)]
 
 
@@ -110,7 +120,21 @@ def _squeeze(attrs, x, opset):
 
 @_fast("Concat")
 def _concat(attrs, x, opset):
-    return [np.concatenate([a for a in x if a is not None], axis=attrs["axis"])]
+    parts = [a for a in x if a is not None]
+    axis = attrs["axis"]
+    rank = parts[0].ndim
+    if not -rank <= axis < max(rank, 1) or any(a.ndim != rank for a in parts):
+        raise FoldError(f"cannot concatenate shapes {[list(a.shape) for a in parts]} along axis {axis}")
+    axis %= max(rank, 1)
+    if any(
+        a.shape[:axis] + a.shape[axis + 1 :] != parts[0].shape[:axis] + parts[0].shape[axis + 1 :]
+        for a in parts
+    ):
+        raise FoldError(
+            f"cannot concatenate shapes {[list(a.shape) for a in parts]} along axis {axis}: "
+            "the other dims differ"
+        )
+    return [np.concatenate(parts, axis=axis)]
 
 
 @_fast("Cast")
@@ -149,7 +173,11 @@ def _constant_of_shape(attrs, x, opset):
 
 @_fast("Range")
 def _range(attrs, x, opset):
+    if any(a.size != 1 for a in x):
+        raise FoldError(f"start, limit and delta must be scalars, not of shapes {[list(a.shape) for a in x]}")
     start, limit, delta = (a.item() for a in x)
+    if delta == 0 or delta != delta:
+        raise FoldError(f"delta is {delta}, so the range never reaches its limit")
     return [np.arange(start, limit, delta).astype(x[0].dtype)]
 
 
@@ -165,7 +193,18 @@ def evaluate(
     fast = _FAST.get(node.op_type) if domain == "" else None
     try:
         if fast is not None and all(v is not None for v in inputs[:1]):
-            out = fast({**attrs, "__op": node.op_type}, inputs, opset)
+            try:
+                out = fast({**attrs, "__op": node.op_type}, inputs, opset)
+            except FoldError as e:
+                raise CompileError(
+                    str(e),
+                    node=node.name,
+                    op=node.op_type,
+                    opset=opset,
+                    hint="its inputs are constants; fix them",
+                ) from None
+            except (ArithmeticError, IndexError, KeyError, TypeError, ValueError):
+                out = None  # inputs the fast path does not handle: the reference says what is wrong
             if out is not None:
                 return [np.asarray(o) for o in out]
         return _reference(node, inputs, opset_imports)

@@ -74,12 +74,15 @@ def _attention(info) -> list[TensorType | None] | None:
     # onnx types present_key/value only when a past cache is given; they are K/V per head anyway
     ins = list(info.inputs) + [None] * (6 - len(info.inputs))
     q, k, v, past = ins[0], ins[1], ins[2], ins[4]
+    heads = int(info.attrs.get("q_num_heads") or 1), int(info.attrs.get("kv_num_heads") or 1)
+    if not q.type.rank == k.type.rank == v.type.rank or q.type.rank not in (3, 4) or min(heads) <= 0:
+        return None  # the legalize rule names what does not fit
     if q.type.rank == 4:
         B, Hq, Sq, _ = q.shape
         Hkv, Skv, D, Dv = k.shape[1], k.shape[2], k.shape[3], v.shape[3]
         y = (B, Hq, Sq, Dv)
     else:
-        Hq, Hkv = int(info.attrs.get("q_num_heads") or 1), int(info.attrs.get("kv_num_heads") or 1)
+        Hq, Hkv = heads
         B, Sq = q.shape[:2]
         Skv, D, Dv = k.shape[1], k.shape[2] // Hkv, v.shape[2] // Hkv
         y = (B, Sq, Hq * Dv)

@@ -27,7 +27,7 @@ import numpy as np
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
-from onnx2wgsl.errors import Onnx2WgslError
+from onnx2wgsl.errors import InternalError, Onnx2WgslError
 
 from .graph import Binding, Dispatch, Graph, Op, Placement, Value
 from .types import DType, TensorType
@@ -664,6 +664,8 @@ def parse_module(text: str, weights=None, *, source: str = "<text>") -> IRModule
             raise _from_lark(e, text, source) from None
         except (ValueError, TypeError, OverflowError, MemoryError, RecursionError) as e:
             raise ParseError(f"cannot build the IR: {type(e).__name__}: {e}", source=source) from None
+        except Exception as e:  # a bug: only onnx2wgsl's errors leave the parser
+            raise InternalError("parse", e) from e
         finally:
             records.source_weights = records.weights = None
 

@@ -297,7 +297,8 @@ class _Printer:
         if state:
             self.lines.append(pad + "names " + self.dict_text(state, depth + 1, names))
         for name, text in g.shaders.items():
-            body = '"""\n' + text + '"""' if '"""' not in text else quote(text)
+            # a text block ends at the first """: a text holding one, or ending in ", is quoted
+            body = '"""\n' + text + '"""' if '"""' not in text and not text.endswith('"') else quote(text)
             self.lines.append(f"{pad}shader {sym('@', name)} {body}")
         self.lines.append(_INDENT * depth + "}")
 

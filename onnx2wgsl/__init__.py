@@ -14,6 +14,8 @@ from .errors import (
     ConstantRequiredError,
     DeviceError,
     InputError,
+    InternalError,
+    IRError,
     ManifestError,
     Onnx2WgslError,
     ShapeRequiredError,
@@ -76,6 +78,6 @@ def load(directory, **kwargs):
 
 
 __all__ = [
-    "CompileError", "ConstantRequiredError", "DeviceError", "InputError", "ManifestError", "Onnx2WgslError",
-    "ShapeRequiredError", "UnsupportedError", "__version__", "compile", "load",
+    "CompileError", "ConstantRequiredError", "DeviceError", "InputError", "InternalError", "IRError",
+    "ManifestError", "Onnx2WgslError", "ShapeRequiredError", "UnsupportedError", "__version__", "compile", "load",
 ]  # fmt: skip

@@ -83,8 +83,10 @@ class WebGPURep(BackendRep):
         shaped: tuple[str, ...] = (),
         options: dict | None = None,
         device=None,
+        defaults: dict[str, np.ndarray] | None = None,
     ):
         self.model = model
+        self.defaults = dict(defaults or {})
         self.input_names = input_names
         self.output_names = output_names
         self.session = session
@@ -101,6 +103,7 @@ class WebGPURep(BackendRep):
             if isinstance(inputs, np.ndarray):
                 inputs = [inputs]
             feeds = dict(zip(self.input_names, inputs))
+        feeds = {**self.defaults, **feeds}  # an input with an initializer defaults to it
         session = self.session if self.session is not None else self._specialized(feeds)
         names = {io.name for io in session.get_inputs()}
         outs = session.run(None, {k: v for k, v in feeds.items() if k in names})
@@ -149,6 +152,24 @@ class WebGPURep(BackendRep):
         self.session = None
 
 
+def _input_defaults(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """The initializers that are graph inputs' defaults (IR version >= 4), which the compiled
+    model keeps as inputs: ``run`` feeds them when the caller does not, as onnxruntime does."""
+    if model.ir_version < 4:
+        return {}
+    from onnx import numpy_helper
+
+    names = {i.name for i in model.graph.input}
+    out = {}
+    for t in model.graph.initializer:
+        if t.name in names:
+            try:
+                out[t.name] = numpy_helper.to_array(t)
+            except Exception:  # a damaged tensor: the compile names it
+                continue
+    return out
+
+
 class WebGPUBackend(Backend):
     @classmethod
     def is_compatible(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs: Any) -> bool:
@@ -169,14 +190,19 @@ class WebGPUBackend(Backend):
         inits = {t.name for t in model.graph.initializer}
         inputs = [i.name for i in model.graph.input if i.name not in inits]
         outputs = [o.name for o in model.graph.output]
+        defaults = _input_defaults(model)
         try:
             session = _compile_and_load(model, options, dev)
         except (ConstantRequiredError, ShapeRequiredError) as e:
-            if not e.inputs or any(n not in inputs for n in e.inputs):
+            if not e.inputs or any(n not in inputs and n not in defaults for n in e.inputs):
                 raise
             kind = "frozen" if isinstance(e, ConstantRequiredError) else "shaped"
-            return WebGPURep(model, inputs, outputs, options=options, device=dev, **{kind: e.inputs})
-        return WebGPURep(model, inputs, outputs, session=session, options=options, device=dev)
+            return WebGPURep(
+                model, inputs, outputs, options=options, device=dev, defaults=defaults, **{kind: e.inputs}
+            )
+        return WebGPURep(
+            model, inputs, outputs, session=session, options=options, device=dev, defaults=defaults
+        )
 
     @classmethod
     def run_model(cls, model: onnx.ModelProto, inputs: Any, device: str = "CPU", **kwargs: Any) -> tuple:

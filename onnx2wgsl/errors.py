@@ -75,3 +75,56 @@ class ManifestError(Onnx2WgslError):
 
 class DeviceError(Onnx2WgslError):
     """No WebGPU adapter, or one that lacks the features or limits an artifact needs."""
+
+
+class IRError(CompileError):
+    """An IR graph given to the compiler (text or Graph) whose op breaks what a stage relies on:
+    a missing attribute or operand, types that do not fit the op. IR from the compiler's own
+    dumps never does; an edited one may, and the compiler checks its structure, not every op's
+    meaning, so what a stage then raises is reported as this, naming the stage and the op."""
+
+    def __init__(self, stage: str, error: BaseException, *, node: str | None = None, op: str | None = None):
+        self.stage = stage
+        self.error = error
+        lines = str(error).strip().splitlines()
+        what = type(error).__name__ + (f": {lines[0][:200]}" if lines else "")
+        super().__init__(
+            f"the IR breaks what stage {stage!r} relies on ({what})",
+            node=node,
+            op=op,
+            hint="check the op's attributes, operands and types against what onnx2wgsl prints for "
+            "such an op; if the IR is as onnx2wgsl printed it, this is a bug: please report it",
+        )
+
+
+class InternalError(Onnx2WgslError):
+    """A bug in onnx2wgsl: an exception that no check of ours anticipated, wrapped at the
+    compiler's boundary (``compile_model``, the IR parser) with the stage and, when known, the
+    node it was raised in, so that only onnx2wgsl's errors leave. ``error`` is the original;
+    the fuzzer (tools/fuzz.py) counts these as findings to fix."""
+
+    def __init__(
+        self,
+        stage: str,
+        error: BaseException,
+        *,
+        node: str | None = None,
+        op: str | None = None,
+        opset: int | None = None,
+    ):
+        self.stage = stage
+        self.error = error
+        self.node = node
+        self.op = op
+        self.opset = opset
+        where = f"stage {stage!r}"
+        if op is not None:
+            where += f", {op} node {node!r}" if node else f", {op} node"
+            if opset is not None:
+                where += f" (opset {opset})"
+        lines = str(error).strip().splitlines()
+        what = type(error).__name__ + (f": {lines[0][:300]}" if lines else "")
+        super().__init__(
+            f"internal error in {where}: {what}; this is a bug in onnx2wgsl, please report it with "
+            "the model (--debug shows the traceback)"
+        )

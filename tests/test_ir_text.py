@@ -226,7 +226,7 @@ def _odd_graph() -> Graph:
     g.outputs = [op.outputs[0], op.outputs[1], x, k.outputs[0], small]
     g.opset = {"": 17, "com.x-y": 1}
     g.metadata = {"producer": "x", "n": 3, "nested": {"list": [1, "a"]}}
-    g.shaders = {"000 map": 'fn main() {}\n// """ inside\n', "001": "no newline at end"}
+    g.shaders = {"000 map": 'fn main() {}\n// """ inside\n', "001": "no newline at end", "002": 'ends in "'}
     g.buffers = {"arena 0": {"kind": "arena", "size": 1024}}
     g.fresh_name("at")  # advances the name counter
     g.reserve_name("gone")

@@ -258,6 +258,8 @@ def test_global_pool(op, shape, device):
         ((2, 1, 4, 6), (3, 6, 8), False),
         ((6,), (6, 3), False),
         ((4, 6), (6,), False),
+        ((4, 6), (6,), True),  # a constant vector B (the fuzzer found it failing to lower)
+        ((2, 4, 6), (6,), True),
         ((1, 64), (64, 130), True),
     ],
     ids=str,

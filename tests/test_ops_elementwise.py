@@ -180,6 +180,21 @@ def test_nan_passes_through_sign_and_minmax(device):
     np.testing.assert_array_equal(got, np.sign(a))
 
 
+@pytest.mark.parametrize(
+    "op, inits",
+    [("Relu", {}), ("HardSigmoid", {}), ("Celu", {}),
+     ("Clip", {"lo": np.array(-0.5, np.float32), "hi": np.array(0.5, np.float32)})],
+)  # fmt: skip
+def test_nan_passes_through_clamping_activations(op, inits, device):
+    """WGSL's max, min and clamp may drop a NaN; onnxruntime keeps it (found by fuzzing)."""
+    x = _specials()
+    m = node_model(op, {"x": x}, initializers=inits)
+    got = gpu(m, {"x": x}, device)[0]
+    want = ort_run(m, {"x": x})[0]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    check(m, {"x": x}, device)
+
+
 @pytest.mark.parametrize("slope_shape", [(1,), (4,), (3, 1, 1), (2, 3, 1, 4), ()], ids=str)
 def test_prelu_slope_broadcast(slope_shape, device):
     x = rand((2, 3, 5, 4))

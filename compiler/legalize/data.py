@@ -199,12 +199,57 @@ def _expand(g, info):
 def _gather(g, info):
     rank = info.inputs[0].type.rank
     axis = _axis(info, int(info.attrs.get("axis", 0)), rank)
+    if info.op_type == "GatherElements":
+        _same_rank(info, info.inputs[0], info.inputs[1])
+    _check_indices(info, info.inputs[1], info.inputs[0].shape[axis] if rank else 0, axis)
     return emit(g, info, info.op_type, info.inputs[:2], {"axis": axis})
+
+
+def _check_indices(info, indices, n: int, axis: int) -> None:
+    """Constant indices within [-n, n) (onnxruntime refuses others when it runs)."""
+    if indices.is_const and indices.data.size:
+        lo, hi = int(indices.data.min()), int(indices.data.max())
+        if lo < -n or hi >= n:
+            raise info.error(
+                f"index {lo if lo < -n else hi} is out of range for axis {axis} of size {n}",
+                hint="fix the model",
+            )
+
+
+def _same_rank(info, data, indices, updates=None) -> None:
+    """GatherElements' and ScatterElements' indices (and updates) have the data's rank."""
+    if indices.type.rank != data.type.rank or (updates is not None and updates.shape != indices.shape):
+        shapes = [list(v.shape) for v in (data, indices, updates) if v is not None]
+        raise info.error(
+            f"data, indices{' and updates' if updates is not None else ''} of shapes {shapes} do not "
+            "fit: indices have the data's rank"
+            + (" and updates the indices' shape" if updates is not None else ""),
+            hint="fix the model",
+        )
+
+
+def _nd_shapes(info, data, indices, batch_dims: int, updates=None) -> None:
+    """GatherND / ScatterND: indices [..., k] with 1 <= k <= rank - batch_dims, batch dims
+    that agree, and (ScatterND) updates of shape indices[:-1] + data[k:], as the spec says."""
+    r, q = data.type.rank, indices.type.rank
+    k = indices.shape[-1] if q else 0
+    ok = r >= 1 and q >= 1 and 0 <= batch_dims < min(q, r) and 1 <= k <= r - batch_dims
+    ok = ok and tuple(data.shape[:batch_dims]) == tuple(indices.shape[:batch_dims])
+    if ok and updates is not None:
+        ok = tuple(updates.shape) == tuple(indices.shape[:-1]) + tuple(data.shape[k:])
+    if not ok:
+        shapes = [list(v.shape) for v in (data, indices, updates) if v is not None]
+        names = "data, indices and updates" if updates is not None else "data and indices"
+        raise info.error(
+            f"{names} of shapes {shapes} do not fit (batch_dims {batch_dims})", hint="fix the model"
+        )
 
 
 @rule("GatherND")
 def _gather_nd(g, info):
-    return emit(g, info, "GatherND", info.inputs[:2], {"batch_dims": int(info.attrs.get("batch_dims", 0))})
+    batch_dims = int(info.attrs.get("batch_dims", 0))
+    _nd_shapes(info, info.inputs[0], info.inputs[1], batch_dims)
+    return emit(g, info, "GatherND", info.inputs[:2], {"batch_dims": batch_dims})
 
 
 REDUCTIONS = ("none", "add", "mul", "max", "min")
@@ -221,12 +266,14 @@ def _reduction(info) -> str:
 def _scatter_elements(g, info):
     rank = info.inputs[0].type.rank
     axis = _axis(info, int(info.attrs.get("axis", 0)), rank)
+    _same_rank(info, *info.inputs[:3])
     attrs = {"axis": axis, "reduction": _reduction(info)}
     return emit(g, info, "ScatterElements", info.inputs[:3], attrs)
 
 
 @rule("ScatterND")
 def _scatter_nd(g, info):
+    _nd_shapes(info, info.inputs[0], info.inputs[1], 0, info.inputs[2])
     return emit(g, info, "ScatterND", info.inputs[:3], {"reduction": _reduction(info)})
 
 
@@ -264,8 +311,18 @@ def _depth_space(g, info):
     attrs = {"blocksize": int(info.attrs["blocksize"]), "mode": info.attrs.get("mode", "DCR")}
     if attrs["mode"] not in ("DCR", "CRD"):
         raise info.error(f"unknown mode {attrs['mode']!r}")
-    if info.inputs[0].type.rank != 4:
-        raise info.error(f"{info.op_type} needs a 4-D input, got rank {info.inputs[0].type.rank}")
+    x = info.inputs[0]
+    if x.type.rank != 4:
+        raise info.error(f"{info.op_type} needs a 4-D input, got rank {x.type.rank}")
+    b = attrs["blocksize"]
+    if b < 1:
+        raise info.error(f"blocksize {b} must be at least 1")
+    split = x.shape[1] % (b * b) if info.op_type == "DepthToSpace" else x.shape[2] % b or x.shape[3] % b
+    if split:
+        what = "channels" if info.op_type == "DepthToSpace" else "height and width"
+        raise info.error(
+            f"blocksize {b} does not divide the input's {what} {list(x.shape)}", hint="fix the model"
+        )
     return emit(g, info, info.op_type, info.inputs[:1], attrs)
 
 

@@ -11,8 +11,21 @@ from onnx2wgsl.ir import TensorType, Value
 
 from . import _axis, _ints, emit, rule
 
-
 # -- normalization of attributes ------------------------------------------------------------
+_WINDOW_MAX = 1 << 24  # far beyond any real window, and inside the i32 range of WGSL's loops
+
+
+def _check_window(info, **lists: list[int]) -> None:
+    """Window attributes within their ranges: sizes, strides and dilations >= 1, pads >= 0."""
+    for name, values in lists.items():
+        low = 0 if name in ("pads", "output_padding") else 1
+        if any(not low <= v <= _WINDOW_MAX for v in values):
+            raise info.error(
+                f"{name} {list(values)} is out of range; each is {low} to {_WINDOW_MAX:,}",
+                hint="fix the model",
+            )
+
+
 def _spatial(info, x: Value, kernel_shape: list[int]) -> dict:
     """strides, dilations and explicit pads (auto_pad resolved) of a conv or pool."""
     nd = len(kernel_shape)
@@ -35,12 +48,29 @@ def _spatial(info, x: Value, kernel_shape: list[int]) -> dict:
         raise info.error(f"unknown auto_pad {auto!r}")
     if len(strides) != nd or len(dilations) != nd or len(pads) != 2 * nd:
         raise info.error("strides, dilations or pads do not match the kernel's rank")
+    _check_window(info, kernel_shape=kernel_shape, strides=strides, dilations=dilations, pads=pads)
     return {"kernel_shape": list(kernel_shape), "strides": strides, "dilations": dilations, "pads": pads}
+
+
+def _check_bias(info, b: Value | None, n: int, what: str = "bias") -> None:
+    """An optional per-channel operand of shape [n] (onnx's inference leaves it unchecked)."""
+    if b is not None and tuple(b.shape) != (n,):
+        raise info.error(f"{what} has shape {list(b.shape)}; the op needs [{n}]", hint="fix the model")
+
+
+def _check_ranks(info, x: Value, w: Value) -> None:
+    if x.type.rank < 3 or w.type.rank != x.type.rank:
+        raise info.error(
+            f"X {list(x.shape)} and W {list(w.shape)} must have one rank, at least 3 (N, C and spatial dims)",
+            hint="fix the model",
+        )
 
 
 @rule("Conv")
 def _conv(g, info):
     x, w = info.inputs[0], info.inputs[1]
+    _check_ranks(info, x, w)
+    _check_bias(info, info.inputs[2] if len(info.inputs) > 2 else None, w.shape[0] if w.type.rank else 0)
     ks = _ints(info.attrs.get("kernel_shape") or w.shape[2:])
     attrs = _spatial(info, x, ks)
     attrs["group"] = int(info.attrs.get("group", 1))
@@ -51,8 +81,11 @@ def _conv(g, info):
 def _conv_transpose(g, info):
     """Resolve auto_pad / output_shape into explicit pads (as the ONNX spec computes them)."""
     x, w = info.inputs[0], info.inputs[1]
+    _check_ranks(info, x, w)
     nd = x.type.rank - 2
     a = info.attrs
+    if len(info.inputs) > 2:
+        _check_bias(info, info.inputs[2], w.shape[1] * int(a.get("group", 1)))
     ks = _ints(a.get("kernel_shape") or w.shape[2:])
     strides = _ints(a.get("strides") or [1] * nd)
     dilations = _ints(a.get("dilations") or [1] * nd)
@@ -64,6 +97,9 @@ def _conv_transpose(g, info):
         raise info.error(f"unknown auto_pad {auto!r}")
     if any(len(v) != nd for v in (ks, strides, dilations, out_pad)) or len(pads) not in (0, 2 * nd):
         raise info.error("kernel_shape, strides, dilations, pads or output_padding do not match the rank")
+    _check_window(
+        info, kernel_shape=ks, strides=strides, dilations=dilations, pads=pads, output_padding=out_pad
+    )
     sizes = x.shape[2:]
     full = [
         s * (n - 1) + p + (k - 1) * d + 1 for s, n, p, k, d in zip(strides, sizes, out_pad, ks, dilations)
@@ -126,6 +162,19 @@ def _gemm(g, info):
         "transA": int(a.get("transA", 0)),
         "transB": int(a.get("transB", 0)),
     }
+    A, B = info.inputs[0], info.inputs[1]
+    if A.type.rank != 2 or B.type.rank != 2:
+        raise info.error(f"A {list(A.shape)} and B {list(B.shape)} must be matrices (rank 2)")
+    (M, K), (K2, N) = A.shape[:: -1 if attrs["transA"] else 1], B.shape[:: -1 if attrs["transB"] else 1]
+    if K != K2:
+        raise info.error(
+            f"A {list(A.shape)} (transA={attrs['transA']}) and B {list(B.shape)} (transB={attrs['transB']}) "
+            f"do not share an inner dim ({K} vs {K2})",
+            hint="fix the model",
+        )
+    C = info.inputs[2] if len(info.inputs) > 2 else None
+    if C is not None and (C.type.rank > 2 or any(c not in (1, n) for c, n in zip(C.shape[::-1], (N, M)))):
+        raise info.error(f"C of shape {list(C.shape)} does not broadcast to [{M}, {N}]", hint="fix the model")
     return emit(g, info, "Gemm", info.inputs[:3], attrs)
 
 
@@ -149,11 +198,19 @@ def _softmax(g, info):
 def _batchnorm(g, info):
     if int(info.attrs.get("training_mode", 0)):
         raise info.error("training_mode=1 is not supported (inference only)", cls=UnsupportedError)
+    x = info.inputs[0]
     if info.opset < 9 and not int(info.attrs.get("spatial", 1)):
         # spatial=0: statistics per (C, H, W) element, not per channel
         attrs = {"epsilon": float(info.attrs.get("epsilon", 1e-5)), "per_activation": 1}
+        params = tuple(x.shape[1:])
     else:
         attrs = {"epsilon": float(info.attrs.get("epsilon", 1e-5))}
+        params = tuple(x.shape[1:2])
+    for what, v in zip(("scale", "B", "mean", "var"), info.inputs[1:5]):
+        if v is not None and tuple(v.shape) != params:
+            raise info.error(
+                f"{what} has shape {list(v.shape)}; the op needs {list(params)}", hint="fix the model"
+            )
     live = [info.out_types[0]] + [None] * (len(info.out_types) - 1)
     if any(t is not None for t in info.out_types[1:]):
         raise info.error("running-statistics outputs are training-only", cls=UnsupportedError)
@@ -266,17 +323,29 @@ def _attention(g, info):
     if nonpad is not None and pk is not None:
         raise info.error("nonpad_kv_seqlen cannot be combined with past_key/past_value")
     rank = Q.type.rank
+    if rank not in (3, 4) or K.type.rank != rank or V.type.rank != rank:
+        raise info.error(
+            f"Q, K and V have ranks {Q.type.rank}, {K.type.rank} and {V.type.rank}; Attention takes "
+            "all three 3-D or all three 4-D"
+        )
     if rank == 3:
         Hq, Hkv = int(a.get("q_num_heads") or 0), int(a.get("kv_num_heads") or 0)
-        if not Hq or not Hkv:
-            raise info.error("3-D inputs need q_num_heads and kv_num_heads")
+        if Hq <= 0 or Hkv <= 0:
+            raise info.error("3-D inputs need q_num_heads and kv_num_heads (positive)")
         B, Sq = Q.shape[:2]
         D, Dv, Skv = Q.shape[2] // Hq, V.shape[2] // Hkv, K.shape[1]
-    elif rank == 4:
+        fits = Q.shape[2] == Hq * D and K.shape[2] == Hkv * D and V.shape[2] == Hkv * Dv
+        fits = fits and K.shape[0] == V.shape[0] == B and V.shape[1] == Skv
+    else:
         B, Hq, Sq, D = Q.shape
         Hkv, Skv, Dv = K.shape[1], K.shape[2], V.shape[3]
-    else:
-        raise info.error(f"Q has rank {rank}; Attention takes 3-D or 4-D inputs")
+        fits = K.shape[0] == V.shape[0] == B and K.shape[3] == D and V.shape[1] == Hkv and V.shape[2] == Skv
+    if not fits or not Hkv:
+        raise info.error(
+            f"Q {list(Q.shape)}, K {list(K.shape)} and V {list(V.shape)} do not agree on batch, heads, "
+            "head size and key length",
+            hint="fix the model",
+        )
     if Hq % Hkv:
         raise info.error(f"{Hq} query heads cannot share {Hkv} key/value heads evenly")
     names = info.out_names + [""] * (4 - len(info.out_names))
@@ -314,6 +383,13 @@ def _attention(g, info):
     if mask is not None and mask.type.rank > 4:
         raise info.error(f"attn_mask has rank {mask.type.rank}; at most 4 is allowed")
     scale = a.get("scale")
+    windows = {}
+    for side in ("left_window_size", "right_window_size"):
+        w = int(a.get(side, -1))
+        if w < -1:
+            raise info.error(f"{side}={w} is out of spec; it is -1 (unbounded) or a count >= 0")
+        # a window wider than any query-key distance bounds nothing (and stays a valid WGSL i32)
+        windows[side] = -1 if w >= L + Sq else w
     attrs = {
         "batch": B, "q_heads": Hq, "kv_heads": Hkv, "q_len": Sq, "kv_len": L, "head_size": D,
         "v_head_size": Dv, "q_3d": int(rank == 3), "kv_3d": int(not kv_4d),
@@ -321,7 +397,7 @@ def _attention(g, info):
         "scale": float(scale) if scale is not None else 1.0 / math.sqrt(D),
         "softcap": float(a.get("softcap") or 0.0), "is_causal": int(a.get("is_causal") or 0),
         "qk_matmul_output_mode": int(a.get("qk_matmul_output_mode") or 0),
-        "left_window_size": int(a.get("left_window_size", -1)), "right_window_size": int(a.get("right_window_size", -1)),
+        **windows,
     }  # fmt: skip
     y, qk = emit(
         g, info, "Attention", [Q, K, V, mask, nonpad], attrs, [types[0], types[3]], [names[0], names[3]]

@@ -115,6 +115,11 @@ def _instance_norm(g, info):
     x = info.inputs[0]
     if x.type.rank < 3:
         raise info.error(f"input of rank {x.type.rank}; InstanceNormalization needs N, C and spatial dims")
+    for what, v in zip(("scale", "B"), info.inputs[1:3]):
+        if v is not None and tuple(v.shape) != (x.shape[1],):
+            raise info.error(
+                f"{what} has shape {list(v.shape)}; the op needs [{x.shape[1]}]", hint="fix the model"
+            )
     attrs = {"epsilon": float(info.attrs.get("epsilon", 1e-5))}
     return emit(g, info, "InstanceNormalization", info.inputs[:3], attrs)
 

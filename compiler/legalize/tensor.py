@@ -16,6 +16,13 @@ def _reshape(g, info):
         info.const_input(1, "shape")  # the output type already holds it; it must be known
     elif info.op_type in ("Squeeze", "Unsqueeze") and info.opset >= 13:
         info.const_input(1, "axes")
+    x, out = info.inputs[0].type, info.out_types[0]
+    if out is not None and x.numel != out.numel:
+        # onnx's inference takes the requested shape as it is; onnxruntime refuses it at run time
+        raise info.error(
+            f"cannot reshape {list(x.shape)} ({x.numel} elements) to {list(out.shape)} ({out.numel} elements)",
+            hint="a reshape keeps the number of elements; fix the target shape",
+        )
     return emit(g, info, "Reshape", info.inputs[:1], {})
 
 
@@ -48,6 +55,8 @@ def _concat(g, info):
 def _transpose(g, info):
     rank = info.inputs[0].type.rank
     perm = _ints(info.attrs.get("perm") or list(reversed(range(rank))))
+    if sorted(perm) != list(range(rank)):
+        raise info.error(f"perm {perm} is not a permutation of the input's {rank} axes", hint="fix the model")
     return emit(g, info, "Transpose", info.inputs[:1], {"perm": perm})
 
 

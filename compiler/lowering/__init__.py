@@ -14,7 +14,7 @@ from pathlib import Path
 
 import jinja2
 
-from onnx2wgsl.errors import UnsupportedError
+from onnx2wgsl.errors import InternalError, Onnx2WgslError, UnsupportedError
 from onnx2wgsl.ir import Binding, Dispatch, Graph, Op, TensorType, Value
 from onnx2wgsl.ir.types import storage_dtype
 
@@ -287,13 +287,27 @@ def lower(g: Graph, target: Target) -> Graph:
         for v in list(op.inputs) + list(op.outputs):
             if v is not None and storage_dtype(v.dtype) is None:
                 _bad_dtype(ctx, v)
+            if v is not None and not v.is_const and v.nbytes > target.max_buffer_size:
+                # before the lowering: some build host tables as large as a dim (weights may
+                # be split over buffers; a computed tensor must fit one)
+                raise ctx.error(
+                    f"tensor %{v.name} ({v.type}) needs {v.nbytes:,} bytes, over the target's "
+                    f"maxBufferSize of {target.max_buffer_size:,}",
+                    hint="bind smaller dims (--dim, --shape), or compile for a device with larger "
+                    "limits (--limits)",
+                )
         op.detach()
-        if op.outputs and not any(v.type.numel for v in op.outputs):
-            ctx.kernel(list(op.inputs), list(op.outputs), [])  # empty outputs: no work to dispatch
-        else:
-            fn(ctx, op)
-        for v in op.outputs:
-            assert v.producer is not None, f"lowering of {op.label} left %{v.name} unproduced"
+        try:
+            if op.outputs and not any(v.type.numel for v in op.outputs):
+                ctx.kernel(list(op.inputs), list(op.outputs), [])  # empty outputs: no work to dispatch
+            else:
+                fn(ctx, op)
+            for v in op.outputs:
+                assert v.producer is not None, f"lowering of {op.label} left %{v.name} unproduced"
+        except (Onnx2WgslError, MemoryError):
+            raise
+        except Exception as e:  # a bug: say which op it happened in
+            raise InternalError("lower", e, node=op.name, op=op.kind) from e
     g.ops = ctx.ops
     ctx.current = None
     for v in list(g.inputs) + list(g.outputs):

@@ -95,7 +95,8 @@ def _emit(ctx, op, a, b, c, y, M, N, K, batch, a_shape, b_shape, trans_a, trans_
     epi = epilogue(ctx, op)
     if b.is_const and not batch:
         # [K, N] with alpha folded in, padded to whole vec4 columns, chunked under the binding limit.
-        bm = (b.data.T if trans_b else b.data).astype(np.float32) * np.float32(alpha)
+        bdata = b.data.reshape(b_shape) if b.type.rank == 1 else b.data  # a vector is a [K, 1] matrix
+        bm = (bdata.T if trans_b else bdata).astype(np.float32) * np.float32(alpha)
         n4 = math.ceil(N / 4)
         bm = np.pad(bm, ((0, 0), (0, n4 * 4 - N)))
         cols = max(1, ctx.target.max_binding_size // (K * 16))  # vec4 columns per chunk

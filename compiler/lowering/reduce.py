@@ -81,9 +81,22 @@ IDENTITY: dict[str, dict[str, str]] = {
 }
 
 
+def _nan(x: str) -> str:
+    return f"((bitcast<u32>({x}) & 0x7fffffffu) > 0x7f800000u)"
+
+
+def combiner(combine: str, ty: str) -> Callable[[str, str], str]:
+    """COMBINE for a WGSL type: a float max or min propagates a NaN operand, as numpy and
+    onnxruntime do (WGSL's max and min may return either operand)."""
+    c = COMBINE[combine]
+    if ty == "f32" and combine in ("max", "min"):
+        return lambda a, b: f"select({c(a, b)}, {a} + {b}, {_nan(a)} || {_nan(b)})"
+    return c
+
+
 def fold_sweep(name: str, ty: str, combine: str, expr: str, after: list[str] | None = None) -> Sweep:
     """acc = combine(acc, expr) over the row (sum, prod, max or min)."""
-    c = COMBINE[combine]
+    c = combiner(combine, ty)
     return Sweep(
         accs=[(name, ty, IDENTITY[combine][ty])],
         update=[f"{name} = {c(name, expr)};"],

@@ -34,7 +34,7 @@ class Canonicalize(Pass):
 
     @staticmethod
     def _identity(op: Op) -> bool:
-        if op.domain:
+        if op.domain or not op.outputs:  # no outputs: a dead op, which dce removes
             return False
         same = op.outputs[0].dtype == op.inputs[0].dtype
         return op.kind == "Identity" or (op.kind in ("Cast", "CastLike") and same)
