@@ -67,6 +67,12 @@ DEFAULT_LIMITS: dict[str, int] = {
     "maxComputeWorkgroupsPerDimension": 65535,
 }
 STORAGE_TYPES = ("f32", "i32", "u32")
+# the dtype names a manifest may give an input or output (the JS runtime reads the same set)
+DTYPES = (
+    "float32", "float64", "float16", "bfloat16", "int8", "int16", "int32", "int64", "uint8", "uint16",
+    "uint32", "uint64", "bool", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz",
+    "float8_e8m0fnu", "float4_e2m1fn", "int4", "uint4", "int2", "uint2",
+)  # fmt: skip
 
 
 def _check(obj: Any, schema: Any, where: str) -> None:
@@ -110,6 +116,8 @@ def validate(m: dict) -> dict:
         where = f"input/output {io['name']!r}"
         if io["storage"] not in STORAGE_TYPES:
             raise ManifestError(f"manifest {where} has unknown storage {io['storage']!r}")
+        if io["dtype"] not in DTYPES:
+            raise ManifestError(f"manifest {where} has dtype {io['dtype']!r}, which this runtime cannot read")
         n = 1
         for d in io["shape"]:
             _check(d, int, f"{where} shape")

@@ -14,8 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 import fuzz  # noqa: E402
 
 SMOKE_SEED = 20261202
-# Findings of the artifacts target are the runtime's to fix (runtime/: manifest checks, issue 12).
-RUNTIME_SIDE = "artifact checks belong to runtime/ (issue 12, items 2 and 4)"
+# An artifact whose grid is legal but enormous runs as long as its GPU work takes: no check of
+# the manifest can tell that from a big model, so that finding is kept, not replayed.
+RUNTIME_SIDE = "a legal grid of 65535 x 65535 x 64 workgroups runs for minutes"
 
 
 def _gpu() -> bool:
@@ -52,8 +53,8 @@ def _kept() -> list:
     params = []
     for path in fuzz.findings_in(fuzz.REGRESSIONS):
         marks = []
-        if path.name.startswith("artifacts-"):
-            marks = [pytest.mark.xfail(reason=RUNTIME_SIDE, strict=False, run=kinds.get(path.name) != "hang")]
+        if kinds.get(path.name) == "hang":
+            marks = [pytest.mark.xfail(reason=RUNTIME_SIDE, run=False)]
         params.append(pytest.param(path, marks=marks, id=path.name))
     return params
 
