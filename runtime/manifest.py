@@ -111,6 +111,11 @@ def validate(m: dict) -> dict:
         limits[k] = v
     for f in m["target"]["features"]:
         _check(f, str, "target.features[]")
+    align = limits["minStorageBufferOffsetAlignment"]
+    if align < 4 or align & (align - 1):
+        raise ManifestError(
+            f"manifest target.limits.minStorageBufferOffsetAlignment {align} is not a power of two >= 4"
+        )
     sizes = _buffers(m, limits)
     for io in m["inputs"] + m["outputs"]:
         where = f"input/output {io['name']!r}"

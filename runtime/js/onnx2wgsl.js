@@ -126,6 +126,8 @@ export function validateManifest(m) {
   check(m, SCHEMA, '');
   const limits = { ...DEFAULTS };
   for (const k in m.target.limits) check((limits[k] = m.target.limits[k]), 0, `target.limits.${k}`);
+  const align = limits.minStorageBufferOffsetAlignment;
+  if (align < 4 || align & (align - 1)) fail(`manifest target.limits.minStorageBufferOffsetAlignment ${align} is not a power of two >= 4`);
   const sizes = {};
   for (const b of m.buffers) {
     if (b.name in sizes) fail(`manifest names buffer '${b.name}' twice`);
