@@ -131,10 +131,9 @@ def validate(m: dict) -> dict:
             raise ManifestError(f"manifest {where} has size {io['size']} for shape {io['shape']}")
         if io["size"]:
             _within(sizes, io, where)
-    for group in ("inputs", "outputs"):
-        names = [io["name"] for io in m[group]]
-        if len(set(names)) != len(names):
-            raise ManifestError(f"manifest {group} repeat a name")
+    names = [io["name"] for io in m["inputs"]]  # feeds are by name (a model may list an output twice)
+    if len(set(names)) != len(names):
+        raise ManifestError("manifest inputs repeat a name")
     _weights(m["weights"], sizes)
     for s in m["shaders"]:
         if not SHADER_FILE.fullmatch(s["file"]) or not SHA256.fullmatch(s["sha256"]):

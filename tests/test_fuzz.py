@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -84,10 +83,7 @@ def test_a_finding_is_kept_as_a_small_file_and_replays(tmp_path):
     assert outcome.kind == "error" and outcome.detail.startswith("CompileError")
 
 
-@pytest.mark.skipif(
-    os.environ.get("ONNX2WGSL_FUZZ_ARTIFACTS") != "1", reason="set ONNX2WGSL_FUZZ_ARTIFACTS=1"
-)
 def test_a_short_artifact_fuzz_run(tmp_path):
-    """Runtime-side: mutated artifacts load and run or raise onnx2wgsl's errors."""
+    """Mutated artifacts load and run or raise onnx2wgsl's errors."""
     counts, findings = fuzz.fuzz(("artifacts",), 100, SMOKE_SEED, timeout=60, out_dir=tmp_path, gpu=True)
     assert not findings

@@ -151,7 +151,7 @@ export function validateManifest(m) {
     if (io.size != 4 * io.shape.reduce((a, b) => a * b, 1)) fail(`manifest ${where} has size ${io.size} for shape ${showShape(io.shape)}`);
     if (io.size) within(io, where);
   }
-  for (const g of ['inputs', 'outputs']) if (new Set(m[g].map((io) => io.name)).size != m[g].length) fail(`manifest ${g} repeat a name`);
+  if (new Set(m.inputs.map((io) => io.name)).size != m.inputs.length) fail('manifest inputs repeat a name');
   const w = m.weights;
   if (!WEIGHTS_FILE.test(w.file) || !SHA256.test(w.sha256)) fail('manifest weights: file must be a plain NAME.bin beside the manifest, with its sha256');
   w.segments.forEach((seg, i) => {
