@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from onnx2wgsl import __version__
-from onnx2wgsl.errors import Onnx2WgslError
+from onnx2wgsl.errors import Onnx2WgslError, first_line
 
 from .host_eval import FOLD_LIMIT
 
@@ -113,9 +113,8 @@ def _load_array(path: str) -> np.ndarray:
     except Onnx2WgslError as e:
         raise UsageError(f"{path!r}: {e}") from e
     except Exception as e:  # numpy and protobuf raise many types for a damaged file
-        first = (str(e).strip().splitlines() or [""])[0][:200]
         raise UsageError(
-            f"{path!r} is not a readable .npy or TensorProto .pb file ({type(e).__name__}: {first})"
+            f"{path!r} is not a readable .npy or TensorProto .pb file ({type(e).__name__}: {first_line(e, 200)})"
         ) from e
 
 

@@ -25,6 +25,7 @@ from onnx2wgsl.errors import (
     Onnx2WgslError,
     ShapeRequiredError,
     UnsupportedError,
+    first_line,
 )
 from onnx2wgsl.ir import DType, Graph, TensorType, Value
 
@@ -1036,12 +1037,7 @@ def _upgrade(model: onnx.ModelProto) -> onnx.ModelProto:
             model = inliner.inline_local_functions(model)
         except Exception as e:  # onnx's inliner refuses recursive or broken functions
             raise CompileError(
-                f"the model's local functions cannot be inlined ({_first_line(e)})",
+                f"the model's local functions cannot be inlined ({first_line(e) or type(e).__name__})",
                 hint="fix the model's functions",
             ) from e
     return model
-
-
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0][:300] if lines else type(e).__name__

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnx2wgsl.errors import CompileError
+from onnx2wgsl.errors import CompileError, first_line
 
 # INT attributes whose only values are 0 and 1 (the spec's booleans), of any op that has one
 FLAGS = frozenset({
@@ -230,7 +230,7 @@ def tensor_array(t: onnx.TensorProto, what: str) -> np.ndarray:
         return numpy_helper.to_array(t)
     except Exception as e:  # onnx/numpy say many things about damaged tensors
         raise CompileError(
-            f"{what} {t.name!r} cannot be read ({type(e).__name__}: {_first_line(e)})",
+            f"{what} {t.name!r} cannot be read ({type(e).__name__}: {first_line(e, 200)})",
             hint="the file is damaged",
         ) from None
 
@@ -241,11 +241,6 @@ _SUBBYTE = {
     for n, b in (("INT4", 4), ("UINT4", 4), ("FLOAT4E2M1", 4), ("INT2", 2), ("UINT2", 2))
     if hasattr(onnx.TensorProto, n)
 }
-
-
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0][:200] if lines else ""
 
 
 def cycle(nodes: list[onnx.NodeProto], needs) -> list[onnx.NodeProto]:

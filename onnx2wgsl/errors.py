@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 
+def first_line(e: BaseException, limit: int = 300, lines: int = 1) -> str:
+    """The first line (or ``lines`` lines, joined) of an exception's message, for a one-line
+    error of ours that quotes a foreign one; '' when it has no message."""
+    text = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    return " / ".join(text[:lines])[:limit]
+
+
 class Onnx2WgslError(Exception):
     """Base of every error onnx2wgsl raises on purpose (the CLI prints it as one line)."""
 
@@ -86,8 +93,8 @@ class IRError(CompileError):
     def __init__(self, stage: str, error: BaseException, *, node: str | None = None, op: str | None = None):
         self.stage = stage
         self.error = error
-        lines = str(error).strip().splitlines()
-        what = type(error).__name__ + (f": {lines[0][:200]}" if lines else "")
+        line = first_line(error, 200)
+        what = type(error).__name__ + (f": {line}" if line else "")
         super().__init__(
             f"the IR breaks what stage {stage!r} relies on ({what})",
             node=node,
@@ -122,8 +129,8 @@ class InternalError(Onnx2WgslError):
             where += f", {op} node {node!r}" if node else f", {op} node"
             if opset is not None:
                 where += f" (opset {opset})"
-        lines = str(error).strip().splitlines()
-        what = type(error).__name__ + (f": {lines[0][:300]}" if lines else "")
+        line = first_line(error)
+        what = type(error).__name__ + (f": {line}" if line else "")
         super().__init__(
             f"internal error in {where}: {what}; this is a bug in onnx2wgsl, please report it with "
             "the model (--debug shows the traceback)"

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from onnx2wgsl.errors import ManifestError
+from onnx2wgsl.errors import ManifestError, first_line
 
 FORMAT = "onnx2wgsl-artifact"
 VERSION = 2
@@ -245,7 +245,5 @@ def read(directory: str | Path) -> dict:
     try:
         m = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise ManifestError(
-            f"{path} is not valid JSON ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
-        ) from e
+        raise ManifestError(f"{path} is not valid JSON ({first_line(e) or type(e).__name__})") from e
     return validate(m)

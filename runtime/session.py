@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from onnx2wgsl.errors import DeviceError, InputError
+from onnx2wgsl.errors import DeviceError, InputError, first_line
 
 from . import manifest as mf
 
@@ -111,11 +111,6 @@ def _check_device(device, limits: Mapping[str, int], features: Iterable[str]) ->
         raise DeviceError(f"the device lacks features {missing} that the artifact needs")
 
 
-def _first_line(e: BaseException) -> str:
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    return " / ".join(lines[:3])[:400] if lines else type(e).__name__
-
-
 def _runtime_dir() -> str:
     path = Path(os.environ.get("TMPDIR", "/tmp")) / f"onnx2wgsl-xdg-{os.getuid()}"
     path.mkdir(mode=0o700, exist_ok=True)
@@ -165,7 +160,7 @@ class InferenceSession:
                 )
             except Exception as e:  # wgpu's validation errors are long and multi-line
                 raise DeviceError(
-                    f"shader {s['name']} ({s['file']}) did not load on this device: {_first_line(e)}"
+                    f"shader {s['name']} ({s['file']}) did not load on this device: {first_line(e, 400, lines=3) or type(e).__name__}"
                 ) from e
             self.pipelines.append((pipeline, layout))
         self.steps = []

@@ -1090,8 +1090,9 @@ def _random_input(rng, dtype: str, shape: list):
 
 
 def _line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0][:300] if lines else ""
+    from onnx2wgsl.errors import first_line
+
+    return first_line(e)
 
 
 # -- the worker process and the driver ----------------------------------------------------------
