@@ -648,6 +648,19 @@ class Importer:
             outs = self._legalize_or_inline(node, info, scope)
         self._bind_outputs(node, outs, scope)
 
+    def _onnx_inference(self, schema, node: onnx.NodeProto, inputs: list, scope: Scope) -> dict:
+        """onnx's per-node inference on the inputs' types, small constants given as data (shape
+        tensors, axes, pads); raises what onnx raises."""
+        types = {n: helper.make_tensor_type_proto(v.dtype.onnx, list(v.shape))
+                 for n, v in zip(node.input, inputs) if v is not None}  # fmt: skip
+        data = {n: numpy_helper.from_array(v.data, n) for n, v in zip(node.input, inputs)
+                if v is not None and v.is_const and v.data.size <= _DATA_PROP_LIMIT and v.dtype != DType.string}  # fmt: skip
+        return onnx.shape_inference.infer_node_outputs(
+            schema, node, types, data,
+            opset_imports=[helper.make_opsetid(d, v) for d, v in scope.opset.items()],
+            ir_version=max(self.model.ir_version, 3),
+        )  # fmt: skip
+
     def _checked_inference(self, node: onnx.NodeProto, inputs: list, scope: Scope, opset: int) -> dict:
         """ONNX's inference of a node the frontend does not legalize (it folds, or is dead): the
         type errors it finds (an input type the op does not take, a repeated perm...) are the
@@ -659,16 +672,8 @@ class Importer:
         schema = _find_schema(node.op_type, opset, domain)
         if schema is None or any(v is not None and v.dtype == DType.string for v in inputs):
             return {}
-        types = {n: helper.make_tensor_type_proto(v.dtype.onnx, list(v.shape))
-                 for n, v in zip(node.input, inputs) if v is not None}  # fmt: skip
-        data = {n: numpy_helper.from_array(v.data, n)
-                for n, v in zip(node.input, inputs) if v is not None and v.is_const and v.data.size <= _DATA_PROP_LIMIT}  # fmt: skip
         try:
-            return onnx.shape_inference.infer_node_outputs(
-                schema, node, types, data,
-                opset_imports=[helper.make_opsetid(d, v) for d, v in scope.opset.items()],
-                ir_version=max(self.model.ir_version, 3),
-            )  # fmt: skip
+            return self._onnx_inference(schema, node, inputs, scope)
         except (InferenceError, ValidationError) as e:
             # a type the op does not take is the model's error; a shape complaint may not be
             # (onnx's own AffineGrid body feeds Range [1]-shaped bounds, which evaluate fine)
@@ -771,23 +776,8 @@ class Importer:
 
         onnx_types: dict[str, TensorType | None] = {}
         if info.schema is not None:
-            input_types = {}
-            input_data = {}
-            for name, v in zip(node.input, info.inputs):
-                if v is None:
-                    continue
-                input_types[name] = helper.make_tensor_type_proto(v.dtype.onnx, list(v.shape))
-                if v.is_const and v.data.size <= _DATA_PROP_LIMIT and v.dtype != DType.string:
-                    input_data[name] = numpy_helper.from_array(v.data, name)
             try:
-                res = onnx.shape_inference.infer_node_outputs(
-                    info.schema,
-                    node,
-                    input_types,
-                    input_data,
-                    opset_imports=[helper.make_opsetid(d, v) for d, v in scope.opset.items()],
-                    ir_version=max(self.model.ir_version, 3),
-                )
+                res = self._onnx_inference(info.schema, node, info.inputs, scope)
             except Exception as e:
                 raise info.error(f"shape inference failed: {str(e).strip().splitlines()[-1]}") from e
             for name in node.output:
