@@ -141,9 +141,10 @@ def lower_rnn(ctx: LowerCtx, op: Op) -> None:
 
     # Steps per dispatch: few enough that no invocation loops past the budget (target.LOOP_BUDGET).
     dots = _dot_functions(In, H, off_r, kind == "GRU" and shared == 2)
-    per_dot = {d["name"]: d["trips"] for d in dots}
-    calls = sum(line.count(f"{n}(") * per_dot[n] for phase in phases for line in phase for n in per_dot)
-    per_step = J * (calls + len(phases) + 1) + 1
+    # each of the G gates of a unit takes one input and one recurrent dot product (dot_h, or
+    # dot_rh of the same length), then every phase and the write-back loop over J units
+    trips = {d["name"]: d["trips"] for d in dots}
+    per_step = J * (G * (trips["dot_x"] + trips["dot_h"]) + len(phases) + 1) + 1
     S = max(1, min(T, (loop_room() - 4 * J) // per_step))
     chunks = math.ceil(T / S)
 
