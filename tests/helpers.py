@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Sequence
 
@@ -136,3 +139,13 @@ def assert_ir_round_trips(model: onnx.ModelProto) -> None:
         assert graph_diff(g, back) is None, stage
 
     compile_model(model, on_stage=check)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """Run the onnx2wgsl command line in a fresh process; its exit code and output."""
+    return subprocess.run(
+        [sys.executable, "-m", "onnx2wgsl", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )

@@ -6,14 +6,13 @@ import cProfile
 import filecmp
 import hashlib
 import pstats
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from helpers import node_model, rand
+from helpers import cli, node_model, rand
 from light_models import LIGHT_MODELS, light_path
 from onnx import TensorProto, helper, numpy_helper
 
@@ -206,10 +205,6 @@ def test_string_tensors_are_refused_clearly():
 
 
 # -- CLI errors --------------------------------------------------------------------------------
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "onnx2wgsl", *args], capture_output=True, text=True)
-
-
 def test_cli_errors_are_one_line_with_exit_code_1(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"this is not a model")
@@ -218,29 +213,29 @@ def test_cli_errors_are_one_line_with_exit_code_1(tmp_path):
         (("compile", str(bad), "-o", str(tmp_path / "o")), "is not a readable ONNX model"),
         (("run", str(tmp_path)), "is not a compiled artifact"),
     ]:
-        r = _cli(*args)
+        r = cli(*args)
         assert r.returncode == 1, r
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], r.stderr
 
 
 def test_cli_debug_shows_traceback(tmp_path):
-    r = _cli("--debug", "compile", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "o"))
+    r = cli("--debug", "compile", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "o"))
     assert r.returncode == 1 and "Traceback" in r.stderr
 
 
 def test_cli_unbound_dim(tmp_path):
     path = tmp_path / "m.onnx"
     onnx.save(_shape_chain_model(), path)
-    r = _cli("compile", str(path), "-o", str(tmp_path / "o"))
+    r = cli("compile", str(path), "-o", str(tmp_path / "o"))
     assert r.returncode == 1 and "--dim" in r.stderr
-    r = _cli("compile", str(path), "-o", str(tmp_path / "o"), "--dim", "batch=4")
+    r = cli("compile", str(path), "-o", str(tmp_path / "o"), "--dim", "batch=4")
     assert r.returncode == 0, r.stderr
 
 
 @pytest.mark.parametrize("sub", [(), ("compile",), ("run",), ("ops",)])
 def test_cli_help_everywhere(sub):
-    r = _cli(*sub, "--help")
+    r = cli(*sub, "--help")
     assert r.returncode == 0 and "usage: onnx2wgsl" in r.stdout
 
 

@@ -6,12 +6,11 @@ from __future__ import annotations
 import itertools
 import json
 import struct
-import subprocess
-import sys
 
 import numpy as np
 import onnx
 import pytest
+from helpers import cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from light_models import LIGHT_MODELS, light_path, randomized
@@ -330,53 +329,49 @@ def test_cli_prints_a_parse_error_as_one_line(tmp_path):
         ["compile", str(path), "-o", str(tmp_path / "out")],
         ["inspect", str(path), "--stage", "plan"],
     ):
-        r = subprocess.run([sys.executable, "-m", "onnx2wgsl", *args], capture_output=True, text=True)
+        r = cli(*args)
         assert r.returncode == 1
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"error: {path}:4:16: unexpected '{{'"), r.stderr
 
 
 # -- command line -------------------------------------------------------------------------------
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "onnx2wgsl", *args], capture_output=True, text=True)
-
-
 def test_cli_dump_inspect_and_compile_from_ir(tmp_path):
     model = str(light_path("squeezenet"))
     dump, out1, out2 = tmp_path / "dump", tmp_path / "a", tmp_path / "b"
-    r = _cli("compile", model, "-o", str(out1), "--dump-ir", str(dump))
+    r = cli("compile", model, "-o", str(out1), "--dump-ir", str(dump))
     assert r.returncode == 0, r.stderr
     files = sorted(p.name for p in dump.iterdir())
     assert files == [f"{i:02d}-{s}.ir" for i, s in enumerate(stage_names())] + ["weights.bin"]
 
     file = {s: f"{i:02d}-{s}.ir" for i, s in enumerate(stage_names())}
-    r = _cli("inspect", str(dump))
+    r = cli("inspect", str(dump))
     assert r.returncode == 0 and "fold-constants" in r.stdout and file["plan"] in r.stdout
-    r = _cli("inspect", str(dump), "--stage", "lower")
+    r = cli("inspect", str(dump), "--stage", "lower")
     assert r.returncode == 0 and r.stdout == (dump / file["lower"]).read_text()
 
-    r = _cli("inspect", model, "--stage", "dce")
+    r = cli("inspect", model, "--stage", "dce")
     assert r.returncode == 0 and 'stage "dce"' in r.stdout and "= Conv(" in r.stdout
-    r = _cli("inspect", str(dump / file["dce"]), "--stage", "plan")
+    r = cli("inspect", str(dump / file["dce"]), "--stage", "plan")
     assert r.returncode == 0 and "dispatch @" in r.stdout and " at @arena0[" in r.stdout
-    r = _cli("inspect", model, "--stage", "lower", "-o", str(tmp_path / "low.ir"))
+    r = cli("inspect", model, "--stage", "lower", "-o", str(tmp_path / "low.ir"))
     assert r.returncode == 0 and load_ir(tmp_path / "low.ir").stage == "lower"
 
-    r = _cli("inspect", str(out1))
+    r = cli("inspect", str(out1))
     n = len(json.loads((out1 / "manifest.json").read_text())["dispatches"])
     assert r.returncode == 0 and f"dispatches ({n})" in r.stdout and "000_conv_gemm" in r.stdout
 
-    r = _cli("compile", str(dump / file["fold-constants"]), "-o", str(out2))
+    r = cli("compile", str(dump / file["fold-constants"]), "-o", str(out2))
     assert r.returncode == 0, r.stderr
     for f in ("manifest.json", "weights.bin"):
         assert (out1 / f).read_bytes() == (out2 / f).read_bytes()
 
 
 def test_cli_bad_stage_lists_the_stages(tmp_path):
-    r = _cli("inspect", str(light_path("squeezenet")), "--stage", "fuse")
+    r = cli("inspect", str(light_path("squeezenet")), "--stage", "fuse")
     assert r.returncode == 1
     assert f"the stages are {', '.join(stage_names())}" in r.stderr
-    r = _cli("inspect", "--help")
+    r = cli("inspect", "--help")
     squeeze = lambda text: "".join(text.split())  # noqa: E731 (argparse wraps lines, even at hyphens)
     assert r.returncode == 0 and squeeze(", ".join(stage_names())) in squeeze(r.stdout)
 

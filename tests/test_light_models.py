@@ -4,28 +4,16 @@ from __future__ import annotations
 
 import gc
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from helpers import ort_run
+from helpers import cli, ort_run
 from light_models import LIGHT_MODELS, light_input, light_path, light_reference, random_input, randomized
 
 import onnx2wgsl
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 RTOL, ATOL = 1e-3, 1e-4
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "onnx2wgsl", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
 
 
 def test_nine_models_present():

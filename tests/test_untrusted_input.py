@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from helpers import node_model
+from helpers import cli, node_model
 from onnx import numpy_helper
 
 import onnx2wgsl
@@ -167,18 +167,12 @@ def test_compile_refuses_an_output_that_is_a_file(tmp_path):
 
 
 def test_dump_ir_refuses_a_folder_of_other_files(tmp_path):
-    import subprocess
-    import sys
-
     model = tmp_path / "m.onnx"
     onnx.save(node_model("Relu", {"x": np.zeros(4, np.float32)}), model)
     dump = tmp_path / "dump"
     dump.mkdir()
     (dump / "01-notes.ir").write_text("my notes, not IR")
     (dump / "weights.bin").write_bytes(b"precious")
-
-    def cli(*args):
-        return subprocess.run([sys.executable, "-m", "onnx2wgsl", *args], capture_output=True, text=True)
 
     r = cli("compile", str(model), "-o", str(tmp_path / "out"), "--dump-ir", str(dump))
     assert r.returncode == 1 and "holds no IR dump" in r.stderr and r.stderr.count("\n") == 1
