@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from onnx2wgsl import __version__
 from onnx2wgsl.errors import CompileError, UnsupportedError
 from onnx2wgsl.ir import Graph, Value
 from onnx2wgsl.ir.types import storage_dtype
-from onnx2wgsl.runtime.manifest import FORMAT, MANIFEST, VERSION, validate
+from onnx2wgsl.runtime.manifest import FORMAT, MANIFEST, SHADER_FILE, VERSION, validate
 
 from .target import Target
 
@@ -45,9 +44,6 @@ class Artifact:
         return out
 
 
-_SHADER_FILE = re.compile(r"shaders/[A-Za-z0-9_.\-]+\.wgsl")
-
-
 def _earlier_manifest(out: Path) -> dict | None:
     """The manifest of an artifact already in ``out``, or None."""
     try:
@@ -65,9 +61,7 @@ def _artifact_files(out: Path) -> list[Path]:
     """The shader files an earlier artifact in ``out`` lists (only plain names inside shaders/)."""
     shaders = (_earlier_manifest(out) or {}).get("shaders")
     files = [s.get("file") for s in shaders if isinstance(s, dict)] if isinstance(shaders, list) else []
-    return [
-        out / f for f in files if isinstance(f, str) and _SHADER_FILE.fullmatch(f) and (out / f).is_file()
-    ]
+    return [out / f for f in files if isinstance(f, str) and SHADER_FILE.fullmatch(f) and (out / f).is_file()]
 
 
 def check_output_dir(out: str | Path, force: bool = False) -> None:
