@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -159,7 +160,21 @@ def validate(m: dict) -> dict:
             ):
                 raise ManifestError(f"dispatch {i} has a binding of bad offset or size")
             _within(sizes, b, f"dispatch {i} binding")
+        most = max_workgroups(d["bindings"], limits["maxComputeWorkgroupsPerDimension"])
+        if math.prod(d["grid"]) > most:
+            raise ManifestError(
+                f"dispatch {i} asks for {math.prod(d['grid']):,} workgroups, more than the "
+                f"{most:,} its bindings' elements can give work to"
+            )
     return m
+
+
+def max_workgroups(bindings: list[dict], per_dimension: int) -> int:
+    """The most workgroups a compiled dispatch launches: one per element of its largest binding
+    (no kernel gives a workgroup less than one element of work), plus the padding of a grid
+    folded under the per-dimension limit. The compiler checks its dispatches against it too, so
+    a larger grid in a manifest is damage, and would only spend GPU time."""
+    return max((b["size"] // 4 for b in bindings), default=0) + per_dimension
 
 
 def _is_int(x: Any) -> bool:

@@ -16,7 +16,6 @@ import fuzz  # noqa: E402
 SMOKE_SEED = 20261202
 # An artifact whose grid is legal but enormous runs as long as its GPU work takes: no check of
 # the manifest can tell that from a big model, so that finding is kept, not replayed.
-RUNTIME_SIDE = "a legal grid of 65535 x 65535 x 64 workgroups runs for minutes"
 
 
 def _gpu() -> bool:
@@ -50,16 +49,8 @@ def test_each_case_is_made_again_from_its_seed_and_index():
 
 
 def _kept() -> list:
-    """The kept findings; those of artifacts are the runtime's, and one that hangs would spend
-    the whole timeout (`python tools/fuzz.py --replay tests/fuzz_regressions` runs it)."""
-    kinds = fuzz.found_kinds(fuzz.REGRESSIONS)
-    params = []
-    for path in fuzz.findings_in(fuzz.REGRESSIONS):
-        marks = []
-        if kinds.get(path.name) == "hang":
-            marks = [pytest.mark.xfail(reason=RUNTIME_SIDE, run=False)]
-        params.append(pytest.param(path, marks=marks, id=path.name))
-    return params
+    """The kept findings (those of artifacts are the runtime's)."""
+    return [pytest.param(path, id=path.name) for path in fuzz.findings_in(fuzz.REGRESSIONS)]
 
 
 @pytest.fixture(scope="module")

@@ -286,6 +286,7 @@ TAMPERED = {
     "weights up": (lambda m: m["weights"].update(file="../weights.bin"), "plain NAME.bin"),
     "grid zero": (lambda m: m["dispatches"][0].update(grid=[0, 0, 0]), "grid must be 3 numbers"),
     "grid float": (lambda m: m["dispatches"][0].update(grid=[1.5, 1, 1]), "grid must be 3 numbers"),
+    "grid huge": (lambda m: m["dispatches"][0].update(grid=[65535, 65535, 64]), "workgroups, more than the"),
     "input too big": (lambda m: m["inputs"][0].update(shape=[2, 80]), "has size 64 for shape [2, 80]"),
     "input past buffer": (lambda m: m["inputs"][0].update(offset=1 << 30), "lies outside buffer"),
     "segment huge": (lambda m: m["weights"]["segments"][0].update(size=1 << 40), "lies outside buffer"),

@@ -17,6 +17,7 @@ import jinja2
 from onnx2wgsl.errors import InternalError, Onnx2WgslError, UnsupportedError
 from onnx2wgsl.ir import Binding, Dispatch, Graph, Op, TensorType, Value
 from onnx2wgsl.ir.types import storage_dtype
+from onnx2wgsl.runtime.manifest import max_workgroups
 
 from ..target import LOOP_BUDGET, Target
 
@@ -226,6 +227,16 @@ class LowerCtx:
                     )
             if any(n > self.target.max_groups for n in d.grid):
                 raise self.error(f"grid {d.grid} exceeds {self.target.max_groups} workgroups per dimension")
+            most = max_workgroups([{"size": b.nbytes} for b in d.bindings], self.target.max_groups)
+            if math.prod(d.grid) > most:  # the runtimes refuse such a dispatch as damage
+                raise InternalError(
+                    "lower",
+                    AssertionError(
+                        f"grid {d.grid} gives more workgroups than the {most} its bindings can occupy"
+                    ),
+                    node=src.name if src else None,
+                    op=src.kind if src else None,
+                )
         self.ops.append(op)
         return op
 

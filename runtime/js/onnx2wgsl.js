@@ -181,6 +181,11 @@ export function validateManifest(m) {
       if (b.offset % limits.minStorageBufferOffsetAlignment || !(b.size > 0 && b.size <= limits.maxStorageBufferBindingSize))
         fail(`dispatch ${i} has a binding of bad offset or size`);
     }
+    // No compiled kernel gives a workgroup less than one element of its largest binding to do
+    // (plus the padding of a folded grid), so a larger grid is damage that would only spend GPU time.
+    const groups = d.grid[0] * d.grid[1] * d.grid[2];
+    const room = Math.max(0, ...d.bindings.map((b) => Math.floor(b.size / 4))) + most;
+    if (groups > room) fail(`dispatch ${i} asks for ${groups} workgroups, more than the ${room} its bindings' elements can give work to`);
   });
   return m;
 }

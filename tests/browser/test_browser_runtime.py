@@ -249,7 +249,7 @@ def test_create_from_files_and_concurrent_runs(two):
 def test_damaged_artifacts_are_refused(page, compiled, server):
     _, good = compiled("two", two_layer_model())
     cases = {}
-    for case in ("weights", "version", "schema"):
+    for case in ("weights", "version", "schema", "grid"):
         d = server.root / "m" / f"damaged_{case}"
         shutil.rmtree(d, ignore_errors=True)
         shutil.copytree(good, d)
@@ -258,6 +258,9 @@ def test_damaged_artifacts_are_refused(page, compiled, server):
     (server.root / "m" / "damaged_weights" / "weights.bin").write_bytes(blob[:-4] + b"\0\0\0\1")
     m = json.loads((good / "manifest.json").read_text())
     (server.root / "m" / "damaged_version" / "manifest.json").write_text(json.dumps({**m, "version": 99}))
+    grid = json.loads(json.dumps(m))
+    grid["dispatches"][0]["grid"] = [65535, 65535, 64]
+    (server.root / "m" / "damaged_grid" / "manifest.json").write_text(json.dumps(grid))
     del m["dispatches"][0]["grid"]
     (server.root / "m" / "damaged_schema" / "manifest.json").write_text(json.dumps(m))
     page.open("/tests/harness.html")
@@ -279,6 +282,7 @@ def test_damaged_artifacts_are_refused(page, compiled, server):
     )
     assert out["version"].startswith("ManifestError: artifact format version 99 is not 2")
     assert out["schema"] == "ManifestError: manifest dispatches[0].grid is missing"
+    assert out["grid"].startswith("ManifestError: dispatch 0 asks for 274869518400 workgroups, more than the")
     assert out["missing"].startswith("ManifestError: could not fetch") and "404" in out["missing"]
 
 
