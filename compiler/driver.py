@@ -225,6 +225,7 @@ def _compile(
     warnings: list[str] = []
     if src.proto is not None:
         g, warnings = import_model(src.proto, _parse_shapes(shapes), dims, constants, fold_limit)
+        warnings += wide_int_warnings(g)
         g.metadata["input_names"] = [v.name for v in g.inputs]
         g.metadata["onnx_nodes"] = len(src.proto.graph.node)
         if src.sha256:
@@ -396,6 +397,39 @@ def _earlier_dump(d: Path) -> list[Path]:
         if f.is_file() and not f.is_symlink() and head == IR_HEADER:
             found.append(f)
     return found
+
+
+# Ops whose 32-bit result can wrap on inputs that fit it: sums, products and powers, negation
+# and absolute value of the least value, shifts past 31 bits, and casts of large floats.
+_WRAPS = frozenset(
+    "Add Sub Mul Neg Abs Pow Div Sum CumSum ReduceSum ReduceProd ReduceSumSquare ReduceL1 MatMul "
+    "Gemm MatMulInteger ConvInteger Conv Einsum BitShift Cast".split()
+)
+_SHOWN = 4
+
+
+def wide_int_warnings(g: Graph) -> list[str]:
+    """A warning naming the GPU ops (those left after import's folding) whose int64 or uint64
+    result is computed in 32 bits and can wrap although their inputs fit: the dtype policy
+    computes 64-bit integers in 32 bits, which silently differs from onnxruntime past 2^31."""
+    from onnx2wgsl.ir import DType
+
+    wide = (DType.i64, DType.u64)
+    risky = []
+    for op in g.ops:
+        if op.kind not in _WRAPS or not any(v is not None and v.dtype in wide for v in op.outputs):
+            continue
+        if op.kind == "Cast" and not op.inputs[0].dtype.is_float:
+            continue  # a cast from an integer type that fits is exact (wider inputs are refused)
+        risky.append(f"{op.kind} {op.name!r}" if op.name else op.kind)
+    if not risky:
+        return []
+    shown = ", ".join(risky[:_SHOWN]) + (f" and {len(risky) - _SHOWN} more" if len(risky) > _SHOWN else "")
+    return [
+        f"{len(risky)} op{'s' if len(risky) > 1 else ''} with int64/uint64 results run in 32 bits on the "
+        f"GPU and wrap past 2^31 where onnxruntime would not: {shown}; fine for indices, positions "
+        "and counts, wrong for values that grow past 32 bits (README: dtype policy)"
+    ]
 
 
 def _notes(g: Graph) -> list[str]:

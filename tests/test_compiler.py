@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from helpers import cli, node_model, rand
+from helpers import cli, graph_model, node_model, rand
 from light_models import LIGHT_MODELS, light_path
 from onnx import TensorProto, helper, numpy_helper
 
@@ -246,3 +246,34 @@ def test_readme_lists_every_supported_op():
     section = readme.split("## Supported ops")[1].split("\n## ")[0]
     missing = [op for op in supported_ops() if op not in section]
     assert not missing, f"README's op list lacks {missing}"
+
+
+def _int64_warnings(model) -> list[str]:
+    return [w for w in compile_model(model).report.warnings if "int64/uint64" in w]
+
+
+def test_int64_results_that_can_wrap_in_32_bits_are_named_at_compile_time():
+    i64 = np.array([[1, 2], [3, 4]], np.int64)
+    added = _int64_warnings(node_model("Add", {"a": i64, "b": i64}))
+    assert len(added) == 1 and "1 op with" in added[0] and "Add" in added[0]
+    many = [helper.make_node("Mul", ["a", "b"], ["m0"], name="m0")]
+    many += [helper.make_node("Mul", [f"m{i}", "b"], [f"m{i + 1}"], name=f"m{i + 1}") for i in range(5)]
+    (text,) = _int64_warnings(graph_model(many, {"a": i64, "b": i64}, ["m5"]))
+    assert "6 ops with" in text and "Mul 'm0'" in text and "and 2 more" in text
+    floats = np.ones((4, 8), np.float32)
+    assert _int64_warnings(node_model("Cast", {"x": floats}, {"to": TensorProto.INT64}))
+
+
+def test_int64_ops_that_cannot_wrap_or_fold_on_the_host_give_no_warning():
+    i64 = np.array([[1, 2], [3, 4]], np.int64)
+    assert not _int64_warnings(node_model("Max", {"a": i64, "b": i64}))
+    assert not _int64_warnings(node_model("Cast", {"x": i64.astype(np.int32)}, {"to": TensorProto.INT64}))
+    assert not _int64_warnings(
+        node_model("Add", {"a": np.ones((2, 2), np.float32), "b": np.ones((2, 2), np.float32)})
+    )
+    shape_math = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Mul", ["s", "s"], ["s2"]),
+        helper.make_node("Reshape", ["x", "s2"], ["y"]),
+    ]
+    assert not _int64_warnings(graph_model(shape_math, {"x": np.ones((1, 1), np.float32)}, ["y"]))
