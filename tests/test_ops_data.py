@@ -70,6 +70,42 @@ def test_gather_constant_indices(device):
     check(model, {"x": x}, device)
 
 
+def _small_bindings():
+    from onnx2wgsl.compiler.target import WEBGPU_DEFAULT_LIMITS, Target
+
+    return Target("small-bindings", {**WEBGPU_DEFAULT_LIMITS, "maxStorageBufferBindingSize": 4096})
+
+
+@pytest.mark.parametrize(
+    "op,table_shape,axis,idx",
+    [
+        ("Gather", (100, 24), 0, [[0, 41, 42, 99, -1, -100], [83, 84, 1, 50, 98, 200]]),
+        ("Gather", (3, 100, 8), 1, [[0, 41, 42, 99, -1, -100], [83, 84, 1, 50, 98, -101]]),
+        ("Gather", (100, 24), 0, 5),
+        ("GatherElements", (3, 100, 8), 1, "random"),
+    ],
+    ids=["embedding", "axis1", "scalar", "elements"],
+)
+def test_a_constant_table_over_the_binding_limit_is_split(op, table_shape, axis, idx, device):
+    """Each part of the table gets a dispatch that writes the points whose index falls in it
+    (the first also out-of-range ones, as zeros), as a 50k-token vocabulary's embeddings need."""
+    table = rand(*table_shape)
+    if idx == "random":
+        idx = np.random.default_rng(1).integers(-100, 100, (3, 7, 8))
+    i = np.array(idx, I64)
+    model = node_model(op, {"i": i}, {"axis": axis}, initializers={"t": table}, input_order=["t", "i"])
+    res = compile_model(model, target=_small_bindings())
+    (kernel,) = [k for k in res.graph.kernels() if k.attrs.get("op") == op]
+    assert len(kernel.dispatches) == 3  # 9,600 bytes in parts of at most 4,096
+    (got,) = gpu_run(model, {"i": i}, device, target=_small_bindings())
+    n = table.shape[axis]
+    ok = (i >= -n) & (i < n)
+    (want,) = ort_run(model, {"i": np.where(ok, i, 0)})  # onnxruntime refuses indices out of range
+    if op == "Gather":  # which read 0 here
+        ok = ok.reshape((1,) * axis + i.shape + (1,) * (table.ndim - axis - 1))
+    assert_close([got], [np.where(ok, want, np.float32(0))])
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 @pytest.mark.parametrize(
     "shape,ishape,axis",

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from onnx2wgsl.ir import DType, Op, TensorType, Value
 
 from . import LowerCtx, lowers, wgsl_type
@@ -46,9 +48,9 @@ def lower_gather(ctx: LowerCtx, op: Op) -> None:
     x, idx = op.inputs[:2]
     y = op.outputs[0]
     a, q, r = op.attrs["axis"], idx.type.rank, x.type.rank
-    xs, js = contiguous_strides(x.shape), contiguous_strides(idx.shape)
+    js = contiguous_strides(idx.shape)
     idx_view = View(0, (0,) * a + js + (0,) * (r - a - 1))
-    _gather_along(ctx, x, idx, y, a, idx_view, View(0, xs[:a] + (0,) * q + xs[a + 1 :]))
+    _gather_along(ctx, x, idx, y, a, idx_view, lambda xs: View(0, xs[:a] + (0,) * q + xs[a + 1 :]))
 
 
 @lowers("GatherElements")
@@ -56,22 +58,62 @@ def lower_gather_elements(ctx: LowerCtx, op: Op) -> None:
     x, idx = op.inputs[:2]
     y = op.outputs[0]
     a = op.attrs["axis"]
-    xs = contiguous_strides(x.shape)
     _gather_along(
-        ctx, x, idx, y, a, contiguous(y.shape), View(0, tuple(0 if d == a else s for d, s in enumerate(xs)))
+        ctx,
+        x,
+        idx,
+        y,
+        a,
+        contiguous(y.shape),
+        lambda xs: View(0, tuple(0 if d == a else s for d, s in enumerate(xs))),
     )
 
 
-def _gather_along(
-    ctx: LowerCtx, x: Value, idx: Value, y: Value, a: int, idx_view: View, data_view: View
-) -> None:
-    """y = x at ``data_view`` of the output point plus the index read at ``idx_view`` times
-    axis ``a``'s stride; an index out of range reads 0."""
-    k = CoordKernel(ctx, y.shape)
-    _index(k, "j", f"{k.read(idx)}[{k.at(idx_view)}]", x.shape[a])
-    addr = f"{k.at(data_view)} + j_u * {contiguous_strides(x.shape)[a]}u"
-    k.store(f"select({ZERO[wgsl_type(y)]}, {k.read(x)}[{addr}], j_ok)", y)
-    _emit(ctx, [x, idx], y, [k.dispatch()])
+def _gather_along(ctx: LowerCtx, x: Value, idx: Value, y: Value, a: int, idx_view: View, data_view) -> None:
+    """y = x at ``data_view(x's strides)`` of the output point plus the index read at
+    ``idx_view`` times axis ``a``'s stride; an index out of range reads 0.
+
+    A constant table over the binding limit (a 50k-token vocabulary's embeddings) is cut along
+    axis ``a`` into constants that each fit one binding, with one dispatch per part: each writes
+    the points whose index falls in its part, and the first also those whose index is out of
+    range, so every point is written once."""
+    n = x.shape[a]
+    parts = _table_parts(ctx, x, a)
+    dispatches = []
+    for table, lo, hi in parts:
+        k = CoordKernel(ctx, y.shape)
+        _index(k, "j", f"{k.read(idx)}[{k.at(idx_view)}]", n)
+        strides = contiguous_strides(table.shape)
+        if len(parts) > 1:  # the first part also writes the zeros of indices out of range
+            theirs = f"j_ok && j >= {hi}i" if lo == 0 else f"!(j_ok && j >= {lo}i && j < {hi}i)"
+            k.add(f"if ({theirs}) {{", "  return;", "}")
+        row = f"(j_u - {lo}u)" if lo else "j_u"
+        addr = f"{k.at(data_view(strides))} + {row} * {strides[a]}u"
+        k.store(f"select({ZERO[wgsl_type(y)]}, {k.read(table)}[{addr}], j_ok)", y)
+        dispatches.append(k.dispatch())
+    _emit(ctx, [*(t for t, _, _ in parts), idx], y, dispatches)
+
+
+def _table_parts(ctx: LowerCtx, x: Value, a: int) -> list[tuple[Value, int, int]]:
+    """``x`` as (part, first index, end index) along axis ``a``: itself when it fits one
+    binding, else a constant's slices that each do."""
+    limit = ctx.target.max_binding_size
+    if x.nbytes <= limit or not x.is_const:
+        return [(x, 0, x.shape[a])]  # a computed table over the limit fails the binding check
+    per_index = x.nbytes // x.shape[a]
+    step = limit // per_index
+    if step == 0:
+        raise ctx.error(
+            f"one index of %{x.name} along axis {a} spans {per_index:,} bytes, over the target's "
+            f"maxStorageBufferBindingSize of {limit:,}",
+            hint="compile for a target with larger limits (--limits FILE.json)",
+        )
+    parts = []
+    for lo in range(0, x.shape[a], step):
+        hi = min(x.shape[a], lo + step)
+        data = np.ascontiguousarray(x.data[(slice(None),) * a + (slice(lo, hi),)])
+        parts.append((ctx.const(data, f"{x.name}.rows{lo}", dtype=x.dtype), lo, hi))
+    return parts
 
 
 @lowers("GatherND")
