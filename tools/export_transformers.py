@@ -6,7 +6,8 @@ Needs torch and transformers, which the test environment does not carry:
     /tmp/export/bin/python tools/export_transformers.py
 
 Each model comes from a tiny config with random weights (fixed seed), so the files stay small
-and nothing is downloaded. Both torch exporters are used, since models in the wild come from
+and nothing is downloaded: BERT (both exporters), GPT-2, Llama with grouped-query attention,
+ViT, the Whisper encoder and DistilBERT. Both torch exporters are used, since models in the wild come from
 both: the TorchScript one (``dynamo=False``) and the dynamo one. Batch and sequence stay
 symbolic (``batch``, ``seq``).
 """
@@ -76,12 +77,95 @@ def export_bert(dynamo: bool) -> Path:
     return path
 
 
+class _Logits(torch.nn.Module):
+    """A model's one tensor out, by attribute name, with keyword inputs in a fixed order."""
+
+    def __init__(self, model: torch.nn.Module, names: list[str], out: str, **fixed):
+        super().__init__()
+        self.model, self.names, self.out, self.fixed = model, names, out, fixed
+
+    def forward(self, *args):
+        return getattr(self.model(**dict(zip(self.names, args)), **self.fixed), self.out)
+
+
+def _export(
+    name: str, model: torch.nn.Module, args: tuple, names: list[str], out: str, axes: dict, dynamo: bool
+) -> Path:
+    """Export with ``axes`` ({input: {dim: symbol}}) kept symbolic; ``out`` is the output's name."""
+    model.eval()
+    path = OUT / f"{name}.onnx"
+    if dynamo:
+        dims = {s: torch.export.Dim(s, min=1, max=128) for a in axes.values() for s in a.values()}
+        shapes = {n: {d: dims[s] for d, s in a.items()} for n, a in axes.items()}
+        torch.onnx.export(
+            model, args, str(path), input_names=names, output_names=[out], dynamo=True,
+            dynamic_shapes=(tuple(shapes.get(n) for n in names),), opset_version=18, external_data=False,
+        )  # fmt: skip
+    else:
+        torch.onnx.export(
+            model, args, str(path), input_names=names, output_names=[out], dynamo=False,
+            dynamic_axes=axes, opset_version=17,
+        )  # fmt: skip
+    return path
+
+
+def export_others() -> list[Path]:
+    """GPT-2 (dynamo: the TorchScript exporter has no aten::diff), Llama with grouped-query
+    attention, ViT, the Whisper encoder and DistilBERT (TorchScript)."""
+    torch.manual_seed(0)
+    ids, mask = torch.randint(0, 1000, (1, 12)), torch.ones(1, 12, dtype=torch.int64)
+    text = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}}
+    gpt2 = transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(vocab_size=1000, n_embd=32, n_layer=2, n_head=4, n_positions=128)
+    )
+    llama = transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(
+            vocab_size=1000, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=128,
+        )
+    )  # fmt: skip
+    vit = transformers.ViTModel(
+        transformers.ViTConfig(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32,
+            patch_size=8,
+        )
+    )  # fmt: skip
+    whisper = transformers.WhisperModel(
+        transformers.WhisperConfig(
+            vocab_size=1000, d_model=32, encoder_layers=2, encoder_attention_heads=4, decoder_layers=2,
+            decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=16,
+            max_source_positions=50, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
+        )
+    ).encoder  # fmt: skip
+    distil = transformers.DistilBertModel(
+        transformers.DistilBertConfig(vocab_size=1000, dim=32, n_layers=2, n_heads=4, hidden_dim=64)
+    )
+    with torch.no_grad():  # biases and norms away from their 0/1 start, so a dropped one shows
+        for m in (gpt2, llama, vit, whisper, distil):
+            for n, p in m.named_parameters():
+                if n.endswith("bias") or "norm" in n:
+                    p.add_(0.1 * torch.randn_like(p))
+    return [
+        _export("gpt2_tiny_dynamo", _Logits(gpt2, ["input_ids"], "logits", use_cache=False), (ids,), ["input_ids"],
+                "logits", {"input_ids": text["input_ids"]}, dynamo=True),
+        _export("llama_tiny_torchscript", _Logits(llama, ["input_ids", "attention_mask"], "logits", use_cache=False),
+                (ids, mask), ["input_ids", "attention_mask"], "logits", text, dynamo=False),
+        _export("vit_tiny_torchscript", _Logits(vit, ["pixel_values"], "last_hidden_state"),
+                (torch.randn(1, 3, 32, 32),), ["pixel_values"], "last_hidden_state",
+                {"pixel_values": {0: "batch"}}, dynamo=False),
+        _export("whisper_encoder_tiny_torchscript", _Logits(whisper, ["input_features"], "last_hidden_state"),
+                (torch.randn(1, 16, 100),), ["input_features"], "last_hidden_state",
+                {"input_features": {0: "batch"}}, dynamo=False),
+        _export("distilbert_tiny_torchscript", _Logits(distil, ["input_ids", "attention_mask"], "last_hidden_state"),
+                (ids, mask), ["input_ids", "attention_mask"], "last_hidden_state", text, dynamo=False),
+    ]  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    for dynamo in (False, True):
-        path = export_bert(dynamo)
+    for path in [export_bert(False), export_bert(True), *export_others()]:
         print(f"{path.relative_to(OUT.parent.parent)}: {path.stat().st_size:,} bytes")
 
 
