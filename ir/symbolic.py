@@ -350,29 +350,23 @@ def mod(a: Dimish, b: Dimish) -> Expr:
 
 
 def smax(a: Dimish, b: Dimish) -> Dimish:
-    a, b = as_expr(a), as_expr(b)
-    if b.bounds[1] <= a.bounds[0]:
-        return simplify(a)
-    if a.bounds[1] <= b.bounds[0]:
-        return simplify(b)
-    lo, hi = (a - b).bounds
-    if lo >= 0 or hi <= 0:
-        return simplify(a if lo >= 0 else b)
-    x, y = sorted((a, b), key=str)
-    return Expr._atom(_Node("max", (x, y)))
+    return _extreme("max", a, b)
 
 
 def smin(a: Dimish, b: Dimish) -> Dimish:
+    return _extreme("min", a, b)
+
+
+def _extreme(kind: str, a: Dimish, b: Dimish) -> Dimish:
+    """max or min: the operand the ranges show is the larger (smaller), else an atom. (The
+    bounds of ``a - b`` are at least as tight as comparing those of ``a`` and ``b``.)"""
     a, b = as_expr(a), as_expr(b)
-    if a.bounds[1] <= b.bounds[0]:
-        return simplify(a)
-    if b.bounds[1] <= a.bounds[0]:
-        return simplify(b)
     lo, hi = (a - b).bounds
     if lo >= 0 or hi <= 0:
-        return simplify(b if lo >= 0 else a)
+        a_larger = lo >= 0
+        return simplify(a if a_larger == (kind == "max") else b)
     x, y = sorted((a, b), key=str)
-    return Expr._atom(_Node("min", (x, y)))
+    return Expr._atom(_Node(kind, (x, y)))
 
 
 def compare(a: Dimish, b: Dimish) -> int | None:
