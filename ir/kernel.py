@@ -124,8 +124,8 @@ class Kernel:
 
     def check(self) -> str | None:
         """What is wrong with the kernel's structure, or None: every reference names a buffer,
-        every buffer is used (a pipeline's bind group holds only the bindings it uses), the
-        slots are known and the declarations and entry point appear once each."""
+        the slots are known and the declarations and entry point appear once each. (A buffer
+        may go unused: the runtimes bind by the manifest's explicit layouts.)"""
         names = [b.name for b in self.buffers]
         if len(set(names)) != len(names):
             return f"buffers {names} repeat a name"
@@ -134,8 +134,6 @@ class Kernel:
         used = {p.name for p in self.parts if isinstance(p, Ref)}
         if used - set(names):
             return f"references undeclared buffers {sorted(used - set(names))}"
-        if set(names) - used:
-            return f"never uses buffers {sorted(set(names) - used)}"
         slots = [p.kind for p in self.parts if isinstance(p, Slot)]
         if set(slots) - set(SLOTS):
             return f"has unknown slots {sorted(set(slots) - set(SLOTS))}"
