@@ -151,7 +151,8 @@ def build_artifact(g: Graph, target: Target, source_sha256: str | None = None) -
                     "label": f"{op.attrs.get('op', op.kind)} {op.name}".strip(),
                 }
             )
-    shaders = {f"{name}.wgsl": text for name, text in g.shaders.items() if name in binding_types}
+    # WGSL text is rendered here, once, from the kernels (ir/kernel.py)
+    shaders = {f"{name}.wgsl": kernel.text for name, kernel in g.shaders.items() if name in binding_types}
     used = [n for n in g.shaders if n in binding_types]
     remap = {shader_index[n]: i for i, n in enumerate(used)}
     for d in dispatches:
@@ -184,7 +185,7 @@ def build_artifact(g: Graph, target: Target, source_sha256: str | None = None) -
             {
                 "name": n,
                 "file": f"shaders/{n}.wgsl",
-                "sha256": hashlib.sha256(g.shaders[n].encode("utf-8")).hexdigest(),
+                "sha256": hashlib.sha256(g.shaders[n].text.encode("utf-8")).hexdigest(),
                 "entry": "main",
                 "bindings": binding_types[n],
             }

@@ -23,16 +23,26 @@ from typing import Any
 import numpy as np
 
 from onnx2wgsl.ir import DType
+from onnx2wgsl.ir.kernel import F32_BITS, slot
 from onnx2wgsl.ir.types import storage_dtype
+
+
+def f32_bits(bits: str) -> str:
+    """The f32 with these bits (a u32 literal), bit-cast at run time: WGSL makes a constant
+    expression that evaluates to inf or nan a shader-creation error (ir/kernel.py)."""
+    return f"{slot(F32_BITS)}({bits})"
+
+
+NAN, POS_INF, NEG_INF = f32_bits("0x7fc00000u"), f32_bits("0x7f800000u"), f32_bits("0xff800000u")
 
 
 def f32(v: float) -> str:
     """A WGSL f32 literal for v (inf and nan through bitcasts; WGSL has no literals for them)."""
     v32 = np.float32(v)
     if math.isnan(v32):
-        return "bitcast<f32>(0x7fc00000u)"
+        return NAN
     if math.isinf(v32):
-        return "bitcast<f32>(0x7f800000u)" if v32 > 0 else "bitcast<f32>(0xff800000u)"
+        return POS_INF if v32 > 0 else NEG_INF
     return f"{v32}f" if "e" in str(v32) or "." in str(v32) else f"{v32}.0f"
 
 
@@ -146,7 +156,9 @@ HELPERS: dict[str, str] = {
   }
   let r = exp(b * log_f32(abs(a)));
   if (a >= 0.0f || isnan_f32(a)) { return r; }
-  return bitcast<f32>(0x7fc00000u);
+  return """
+    + NAN
+    + """;
 }""",
     "pow_int": """fn pow_i32(a: i32, b: i32) -> i32 {
   if (b < 0) { return select(select(0i, select(1i, -1i, (b & 1) == 1), a == -1i), 1i, a == 1i); }
@@ -200,7 +212,11 @@ fn pow_u32(a: u32, b: u32) -> u32 {
   return 2.0f * s + 2.0f * s * s2 * (0.33333333f + s2 * (0.2f + s2 * (0.14285714f + s2 * (0.11111111f + s2 * 0.09090909f))));
 }""",
     "log": """fn log_f32(x: f32) -> f32 {
-  if (!(x > 0.0f)) { return select(bitcast<f32>(0x7fc00000u), bitcast<f32>(0xff800000u), x == 0.0f); }
+  if (!(x > 0.0f)) { return select("""
+    + NAN
+    + """, """
+    + NEG_INF
+    + """, x == 0.0f); }
   var b = bitcast<u32>(x);
   if (b >= 0x7f800000u) { return x; }
   var e = i32(b >> 23u) - 127;
@@ -316,7 +332,9 @@ fn pow_u32(a: u32, b: u32) -> u32 {
     let b = bitcast<u32>(a);
     r = bitcast<f32>((b + 0xfffu + ((b >> 13u) & 1u)) & 0xffffe000u);
   }
-  if (r > 65504.0f) { r = bitcast<f32>(0x7f800000u); }
+  if (r > 65504.0f) { r = """
+    + POS_INF
+    + """; }
   return select(r, -r, x < 0.0f);
 }""",
     # Rounding to a float format with m mantissa bits, smallest normal exponent emin and
@@ -339,7 +357,9 @@ fn pow_u32(a: u32, b: u32) -> u32 {
     "round_e8m0": """fn round_e8m0(x: f32, mode: u32, sat: bool) -> f32 {
   let b = bitcast<u32>(x);
   var k = (b >> 23u) & 0xffu;
-  if (k == 0xffu) { return bitcast<f32>(0x7fc00000u); }
+  if (k == 0xffu) { return """
+    + NAN
+    + """; }
   var up = false;
   if (mode == 0u) {
     up = (b & 0x7fffffu) != 0u;
@@ -347,8 +367,12 @@ fn pow_u32(a: u32, b: u32) -> u32 {
     up = (b & 0x400000u) != 0u && ((b & 0x3fffffu) != 0u || k > 0u);
   }
   if (up && !(sat && k == 0xfeu)) { k = k + 1u; }
-  if (k == 0xffu) { return bitcast<f32>(0x7fc00000u); }
-  if (k == 0u) { return bitcast<f32>(0x00400000u); }
+  if (k == 0xffu) { return """
+    + NAN
+    + """; }
+  if (k == 0u) { return """
+    + f32_bits("0x00400000u")
+    + """; }
   return bitcast<f32>(k << 23u);
 }""",
     # float16 bit patterns of f32-widened float16 values (exact: they were float16), and back

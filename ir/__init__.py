@@ -2,6 +2,7 @@
 
 from .compare import graph_diff, graphs_equal
 from .graph import Binding, Dispatch, Graph, Op, Placement, Value, distinct
+from .kernel import Buffer, Kernel
 from .parser import IRModule, ParseError, load_ir, parse_ir, parse_module, weights_path
 from .printer import WeightBlob, print_ir, save_ir
 from .types import Dim, DType, TensorType
@@ -9,7 +10,7 @@ from .verify import VerifyError, verify
 
 __all__ = [
     "distinct",
-    "Binding", "Dim", "Dispatch", "DType", "Graph", "IRModule", "Op", "ParseError", "Placement",
+    "Binding", "Buffer", "Dim", "Dispatch", "DType", "Graph", "IRModule", "Kernel", "Op", "ParseError", "Placement",
     "TensorType", "Value", "VerifyError", "WeightBlob", "graph_diff", "graphs_equal", "load_ir",
     "parse_ir", "parse_module", "print_ir", "save_ir", "verify", "weights_path",
 ]  # fmt: skip

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .kernel import Kernel
 from .types import DType, TensorType, storage_nbytes
 
 
@@ -168,13 +169,13 @@ class Graph:
     outputs: list[Value] = field(default_factory=list)
     ops: list[Op] = field(default_factory=list)
     opset: dict[str, int] = field(default_factory=dict)
-    shaders: dict[str, str] = field(default_factory=dict)  # after lowering: name -> WGSL
+    shaders: dict[str, Kernel] = field(default_factory=dict)  # after lowering: name -> kernel
     buffers: dict[str, dict[str, Any]] = field(default_factory=dict)  # after planning
     metadata: dict[str, Any] = field(default_factory=dict)
     _names: set[str] = field(default_factory=set, repr=False)
     _counter: Iterator[int] = field(default_factory=itertools.count, repr=False)
-    # add_shader's index of ``shaders`` (text -> first name), and the dict and size it indexed
-    _shader_index: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    # add_shader's index of ``shaders`` (kernel -> first name), and the dict and size it indexed
+    _shader_index: dict[Kernel, str] = field(default_factory=dict, repr=False, compare=False)
     _shader_indexed: tuple[Any, int] = field(default=(None, 0), repr=False, compare=False)
 
     # -- construction -------------------------------------------------------------------
@@ -190,17 +191,17 @@ class Graph:
                 self._names.add(name)
                 return name
 
-    def add_shader(self, text: str, stem: str) -> str:
-        """The name of a shader with this WGSL text: an existing one's (the first), else a new
-        ``NNN_stem`` (shaders are deduplicated by text).
+    def add_shader(self, kernel: Kernel, stem: str) -> str:
+        """The name of a shader with this kernel: an existing one's (the first), else a new
+        ``NNN_stem`` (shaders are deduplicated by kernel, which is a structural value).
 
-        The texts are indexed, not searched; the index is rebuilt when ``shaders`` is another
+        The kernels are indexed, not searched; the index is rebuilt when ``shaders`` is another
         dict or changed size since (add to it here, or assign a new dict)."""
         if self._shader_indexed[0] is not self.shaders or self._shader_indexed[1] != len(self.shaders):
             self._shader_index = {}
             for name, existing in self.shaders.items():
                 self._shader_index.setdefault(existing, name)
-        found = self._shader_index.get(text)
+        found = self._shader_index.get(kernel)
         if found is not None:
             self._shader_indexed = (self.shaders, len(self.shaders))
             return found
@@ -208,8 +209,8 @@ class Graph:
         while f"{n:03d}_{stem}" in self.shaders:
             n += 1
         name = f"{n:03d}_{stem}"
-        self.shaders[name] = text
-        self._shader_index[text] = name
+        self.shaders[name] = kernel
+        self._shader_index[kernel] = name
         self._shader_indexed = (self.shaders, len(self.shaders))
         return name
 

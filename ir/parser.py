@@ -30,6 +30,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from onnx2wgsl.errors import InternalError, Onnx2WgslError
 
 from .graph import Binding, Dispatch, Graph, Op, Placement, Value
+from .kernel import SLOTS, Buffer, Fold, Kernel, Ref, Slot
 from .types import DType, TensorType
 
 GRAMMAR = Path(__file__).with_name("ir.lark")
@@ -124,6 +125,24 @@ def _word(tok: Token) -> str:
 
 def _int(tok: Token) -> int:
     return int(str(tok))
+
+
+def _kernel_parts(body: str, tok: Token) -> tuple:
+    """A kernel's parts from its printed text: ``${name}`` a buffer reference, ``${@slot}`` a slot."""
+    pieces = body.split("${")
+    parts: list = [pieces[0]]
+    for piece in pieces[1:]:
+        name, brace, rest = piece.partition("}")
+        if not brace or not name:
+            raise _Fail("a kernel's text has a ${ without a name and }", tok)
+        if name[0] == "@":
+            if name[1:] not in SLOTS:
+                raise _Fail(f"a kernel's text names unknown slot ${{{name}}}; slots are {list(SLOTS)}", tok)
+            parts.append(Slot(name[1:]))
+        else:
+            parts.append(Ref(name))
+        parts.append(rest)
+    return tuple(p for p in parts if p != "")
 
 
 def _float(tok: Token) -> float:
@@ -369,9 +388,22 @@ class _ToRecords(Transformer):
     def buffer(self, name, d):
         return ("buffer", name, dict(d))
 
-    def shader(self, name, text):
+    def shader(self, name, buffers, workgroup, fold, text):
         body = str(text)[4:-3] if text.type == "TEXT" else _unquote(text)
-        return ("shader", name, body)
+        kernel = Kernel(tuple(buffers), _int(workgroup), _kernel_parts(body, text), fold)
+        problem = kernel.check()
+        if problem is not None:
+            raise _Fail(f"shader @{_sym(name)} {problem}", name)
+        return ("shader", name, kernel)
+
+    def kbuffers(self, *buffers):
+        return list(buffers)
+
+    def kbuffer(self, name, elem, access):
+        return Buffer(str(name), _unquote(elem) if elem.type == "STRING" else str(elem), str(access))
+
+    def kfold(self, *numbers):
+        return Fold(*(_int(n) for n in numbers))
 
     # types and data
     def type(self, dt, dims):

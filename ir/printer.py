@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .graph import Graph, Op, Value
+from .kernel import Kernel, Ref
 from .types import DType, TensorType
 
 INLINE_LIMIT = 16  # constants with at most this many elements print their values inline
@@ -37,7 +38,7 @@ _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 _INDENT = "  "
 # Words the grammar reads as keywords somewhere: never printed bare where a name is meant.
 RESERVED = frozenset(
-    "stage weights graph const opset metadata names buffer shader dispatch grid write at "
+    "stage weights graph const opset metadata names buffer shader dispatch grid write at workgroup fold "
     "splat true false none inf nan hex _".split()
 )
 _CANONICAL_NAN = 0x7FF8000000000000
@@ -100,6 +101,20 @@ def sym(sigil: str, name: str) -> str:
 def word(name: str) -> str:
     """An op kind, domain, dict key or dim symbol: bare if a plain non-reserved word."""
     return name if _WORD.fullmatch(name) and name not in RESERVED else quote(name)
+
+
+def kernel_text(k: Kernel) -> str:
+    """A kernel after its shader's name: ``(buffers) workgroup(n) [fold(...)]`` and its parts
+    as a text block, with ``${name}`` for a buffer reference and ``${@slot}`` for a slot."""
+    buffers = ", ".join(f"{b.name}: {word(b.elem)} {b.access}" for b in k.buffers)
+    fold = f" fold({k.fold.gx}, {k.fold.gy}, {k.fold.total}, {k.fold.x}, {k.fold.y})" if k.fold else ""
+    text = "".join(
+        p if isinstance(p, str) else "${" + (p.name if isinstance(p, Ref) else "@" + p.kind) + "}"
+        for p in k.parts
+    )
+    # a text block ends at the first """: a text holding one, or ending in ", is quoted
+    body = '"""\n' + text + '"""' if '"""' not in text and not text.endswith('"') else quote(text)
+    return f"({buffers}) workgroup({k.workgroup}){fold} {body}"
 
 
 def float_text(x: float) -> str:
@@ -296,10 +311,8 @@ class _Printer:
         state = _name_state(g, names)  # after the ops: it is bookkeeping, not what one reads first
         if state:
             self.lines.append(pad + "names " + self.dict_text(state, depth + 1, names))
-        for name, text in g.shaders.items():
-            # a text block ends at the first """: a text holding one, or ending in ", is quoted
-            body = '"""\n' + text + '"""' if '"""' not in text and not text.endswith('"') else quote(text)
-            self.lines.append(f"{pad}shader {sym('@', name)} {body}")
+        for name, kernel in g.shaders.items():
+            self.lines.append(f"{pad}shader {sym('@', name)}{kernel_text(kernel)}")
         self.lines.append(_INDENT * depth + "}")
 
     def op(self, op: Op, depth: int, names: _Names) -> None:

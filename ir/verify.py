@@ -59,6 +59,11 @@ def verify(g: Graph, *, static: bool = False) -> None:
             for d in op.dispatches:
                 if d.shader not in g.shaders:
                     raise VerifyError(f"{where}: dispatch names unknown shader {d.shader!r}")
+                if len(d.bindings) != len(g.shaders[d.shader].buffers):
+                    raise VerifyError(
+                        f"{where}: dispatch binds {len(d.bindings)} buffers, shader {d.shader!r} "
+                        f"declares {len(g.shaders[d.shader].buffers)}"
+                    )
                 if len(d.grid) != 3 or any(n < 0 for n in d.grid):
                     raise VerifyError(f"{where}: bad grid {d.grid}")
                 if 0 in d.grid:

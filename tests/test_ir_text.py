@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import struct
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -20,9 +21,11 @@ from onnx2wgsl.compiler.driver import IRDumper, infer_stage, run_to_stage, stage
 from onnx2wgsl.errors import CompileError
 from onnx2wgsl.ir import (
     Binding,
+    Buffer,
     Dispatch,
     DType,
     Graph,
+    Kernel,
     Op,
     ParseError,
     Placement,
@@ -37,6 +40,7 @@ from onnx2wgsl.ir import (
     save_ir,
     verify,
 )
+from onnx2wgsl.ir.kernel import Fold, Ref, Slot
 
 
 def round_trip(g: Graph, blob: bool = True) -> tuple[str, Graph]:
@@ -174,6 +178,13 @@ def test_the_style_guide_example_parses():
     round_trip(g)
 
 
+def _kernel(text: str, *buffers: Buffer) -> Kernel:
+    """A kernel that loads each buffer once (or spells a NaN), then ends in ``text``."""
+    uses = [p for b in buffers for p in ("\n  let x = ", Ref(b.name), "[0];")]
+    uses = uses or ["\n  let x = ", Slot("f32_bits"), "(0x7fc00000u);"]
+    return Kernel(buffers, 64, (Slot("bindings"), Slot("entry"), *uses, "\n" + text))
+
+
 def _odd_graph() -> Graph:
     g = Graph(name="odd / ü")
     x = g.add_input("gpu_0/data 0:1", TensorType(DType.f32, ("batch", "const", "5", 3, "a b", "")))
@@ -225,7 +236,13 @@ def _odd_graph() -> Graph:
     g.outputs = [op.outputs[0], op.outputs[1], x, k.outputs[0], small]
     g.opset = {"": 17, "com.x-y": 1}
     g.metadata = {"producer": "x", "n": 3, "nested": {"list": [1, "a"]}}
-    g.shaders = {"000 map": 'fn main() {}\n// """ inside\n', "001": "no newline at end", "002": 'ends in "'}
+    g.shaders = {
+        "000 map": _kernel(
+            '\n// """ inside\n', Buffer("a", "f32", "read"), Buffer("b", "vec4<f32>", "read_write")
+        ),
+        "001": replace(_kernel("no newline at end"), fold=Fold(65535, 2, 70000, 70000, 1)),
+        "002": _kernel('ends in "'),
+    }
     g.buffers = {"arena 0": {"kind": "arena", "size": 1024}}
     g.fresh_name("at")  # advances the name counter
     g.reserve_name("gone")
@@ -256,8 +273,10 @@ def test_every_construct_round_trips():
         'dispatch @001(%"out,1"[0:8], write %"out,1"[4:4]) grid(7, 1, 1)',
         "Print(%k/out)",
         'names {next = 3, retired = ["at.2", "gone"]}',
-        'shader @"000 map" "fn main() {}\\n// \\"\\"\\" inside\\n"',
-        'shader @001 """\nno newline at end"""',
+        'shader @"000 map"(a: f32 read, b: "vec4<f32>" read_write) workgroup(64) "${@bindings}${@entry}'
+        '\\n  let x = ${a}[0];\\n  let x = ${b}[0];\\n\\n// \\"\\"\\" inside\\n"',
+        'shader @001() workgroup(64) fold(65535, 2, 70000, 70000, 1) """\n${@bindings}${@entry}\n'
+        '  let x = ${@f32_bits}(0x7fc00000u);\nno newline at end"""',
     ]:
         assert snippet in text, snippet
 
@@ -472,7 +491,8 @@ def graphs(draw, depth: int = 0, outer: list[Value] | None = None, used: set | N
         v = Value(fresh(), TensorType(dt, data.shape), data=data)
         place(v)
         defined.append(v)
-    shaders = {draw(names): draw(st.text(max_size=30)) for _ in range(draw(st.integers(0, 2)))}
+    texts = st.text(max_size=30).filter(lambda t: "$" not in t and "\x00" not in t)
+    shaders = {draw(names): _kernel(draw(texts)) for _ in range(draw(st.integers(0, 2)))}
     g.shaders = shaders
     visible = defined + list(outer or [])
     for _ in range(draw(st.integers(0, 5))):

@@ -8,7 +8,6 @@ that reuse the op's input and output values, so use-def links survive the rewrit
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import jinja2
 
 from onnx2wgsl.errors import InternalError, Onnx2WgslError, UnsupportedError
 from onnx2wgsl.ir import Binding, Dispatch, Graph, Op, TensorType, Value
+from onnx2wgsl.ir.kernel import DECLARATIONS, ENTRY, F32_BITS, Buffer, Fold, Kernel, ref, slot
 from onnx2wgsl.ir.types import storage_dtype
 from onnx2wgsl.runtime.manifest import max_workgroups
 
@@ -121,26 +121,6 @@ def wgsl_type(v: Value) -> str:
     return st.value
 
 
-_CONST_BITCAST = re.compile(r"bitcast<f32>\((0x[0-9a-fA-F]+u)\)")
-_F32_BITS = """
-// WGSL makes a constant expression that evaluates to inf or nan a shader-creation error
-// (browsers' Tint enforces it); a call of a user function is never a constant expression.
-fn f32_bits(b: u32) -> f32 {
-  return bitcast<f32>(b);
-}
-"""
-
-
-def _runtime_special_floats(text: str) -> str:
-    """Turn constant bitcasts (how shaders spell inf and nan) into calls evaluated at run time."""
-    if not _CONST_BITCAST.search(text):
-        return text
-    return _CONST_BITCAST.sub(r"f32_bits(\1)", text).rstrip("\n") + "\n" + _F32_BITS
-
-
-_MAIN_ENTRY = "fn main(@builtin(workgroup_id) wid: vec3<u32>"  # how every kernel template starts
-
-
 class LowerCtx:
     """What a lowering may do: render shaders, make values and constants, emit kernel ops."""
 
@@ -148,25 +128,42 @@ class LowerCtx:
         self.g = g
         self.target = target
         self.ops: list[Op] = []
-        self._by_text: dict[str, str] = {}
         self.current: Op | None = None
 
     # -- shaders ------------------------------------------------------------------------
-    def shader(self, template: str, **params) -> str:
-        """Render a template; identical text gives the same shader name."""
-        text = _runtime_special_floats(_ENV.get_template(template).render(**params))
-        return self._add_shader(text, template.split(".")[0])
+    def shader(self, template: str, *, decls: list[Buffer], **params) -> str:
+        """Render a template into a kernel; an identical kernel gives the same shader name.
 
-    def _add_shader(self, text: str, stem: str) -> str:
-        name = self._by_text.get(text)  # a fast path for Graph.add_shader's search
-        if name is None:
-            name = self._by_text[text] = self.g.add_shader(text, stem)
-        return name
+        The template writes each buffer ``N`` of ``decls`` as ``{{ N }}``, the declarations as
+        ``{{ declarations }}``, the entry point as ``{{ entry(workgroup_size) }}`` and a run-time
+        bit-cast (how shaders spell inf and nan) as ``{{ f32_bits }}``: markers the kernel
+        renders itself (ir/kernel.py)."""
+        buffers = tuple(decls)
+        refs = {b.name: ref(b.name) for b in buffers}
+        assert not refs.keys() & params.keys(), f"{template}: a parameter shares a buffer's name"
+        sizes: list[int] = []
+
+        def entry(size: int) -> str:
+            sizes.append(int(size))
+            return slot(ENTRY)
+
+        text = _ENV.get_template(template).render(
+            **params, **refs, declarations=slot(DECLARATIONS), entry=entry, f32_bits=slot(F32_BITS)
+        )
+        assert len(sizes) == 1, f"{template} has {len(sizes)} entry points"
+        return self.add_kernel(Kernel.from_marked(text, buffers, sizes[0]), template.split(".")[0])
+
+    def add_kernel(self, kernel: Kernel, stem: str) -> str:
+        """The shader name of ``kernel`` (shaders are deduplicated by kernel)."""
+        problem = kernel.check()
+        if problem is not None:
+            raise AssertionError(f"a {stem} kernel {problem}")
+        return self.g.add_shader(kernel, stem)
 
     def _fold_grid(self, d: Dispatch) -> Dispatch:
-        """A dispatch whose grid is over the per-dimension limit, refolded to fit: the shader's
-        workgroup id is recomputed from a flat id over a grid of the same or a few more groups
-        (those past the end return at once, uniformly for their whole workgroup)."""
+        """A dispatch whose grid is over the per-dimension limit, refolded to fit: the kernel's
+        entry point recomputes the workgroup id from a flat id over a grid of the same or a few
+        more groups (those past the end return at once, uniformly for their whole workgroup)."""
         limit = self.target.max_groups
         X, Y, Z = d.grid
         total = X * Y * Z
@@ -179,18 +176,11 @@ class LowerCtx:
                 f"grid {d.grid} has {total:,} workgroups, more than {limit}^3 can address",
                 hint="compile for a target with a larger maxComputeWorkgroupsPerDimension",
             )
-        text = self.g.shaders[d.shader]
-        if _MAIN_ENTRY not in text:
+        kernel = self.g.shaders[d.shader]
+        if kernel.fold is not None:
             raise self.error(f"grid {d.grid} exceeds {limit} workgroups per dimension")
-        unfold = (
-            f"\n  let wid_flat = (wid_folded.z * {gy}u + wid_folded.y) * {gx}u + wid_folded.x;"
-            f"\n  if (wid_flat >= {total}u) {{\n    return;\n  }}"
-            f"\n  let wid = vec3<u32>(wid_flat % {X}u, (wid_flat / {X}u) % {Y}u, wid_flat / {X * Y}u);"
-        )
-        head, rest_text = text.split(_MAIN_ENTRY, 1)
-        signature, body = rest_text.split("{", 1)
-        folded = head + _MAIN_ENTRY.replace(" wid:", " wid_folded:") + signature + "{" + unfold + body
-        name = self._add_shader(folded, d.shader.split("_", 1)[1] + "_folded")
+        folded = kernel.folded(Fold(gx, gy, total, X, Y))
+        name = self.add_kernel(folded, d.shader.split("_", 1)[1] + "_folded")
         return Dispatch(name, (gx, gy, gz), d.bindings)
 
     # -- values -------------------------------------------------------------------------
@@ -274,13 +264,11 @@ def binding(v: Value, write: bool = False, offset: int = 0, size: int | None = N
     return Binding(v, offset, size, write)
 
 
-def decl(name: str, v: Value, write: bool = False, elem: str | None = None) -> dict:
-    """A binding declaration for the templates; constants live in read-only weight buffers."""
-    return {
-        "name": name,
-        "type": elem or wgsl_type(v),
-        "access": "read" if v.is_const else "read_write",
-    }
+def decl(name: str, v: Value, write: bool = False, elem: str | None = None) -> Buffer:
+    """A kernel's buffer for ``v``, named ``name`` in its shader: constants live in read-only
+    weight buffers; everything else is read_write, since WebGPU forbids one buffer in a
+    dispatch as both read-only and writable storage."""
+    return Buffer(name, elem or wgsl_type(v), "read" if v.is_const else "read_write")
 
 
 def lower(g: Graph, target: Target) -> Graph:

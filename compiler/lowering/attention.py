@@ -20,12 +20,12 @@ from __future__ import annotations
 import math
 
 from onnx2wgsl.ir import Dispatch, DType, Op, TensorType, Value
+from onnx2wgsl.ir.kernel import ref
 
-from ..elementwise_ops import f32, helper_code
+from ..elementwise_ops import NEG_INF, f32, helper_code
 from . import WORKGROUP, LowerCtx, binding, decl, loop_room, loops_fit, lowers, wgsl_type
 from .indexing import broadcast
 
-NEG_INF = "bitcast<f32>(0xff800000u)"
 MAX_CHUNK = 512  # keys per invocation when a row's keys are split
 
 
@@ -58,8 +58,8 @@ def lower_attention(ctx: LowerCtx, op: Op) -> None:
     # which keys a row may attend, and the additive bias of a float mask
     allow: list[str] = []
     if nonpad is not None:
-        offset = f"i32(NP[b]) - {Sq}"
-        allow.append("j < u32(max(NP[b], 0))")
+        offset = f"i32({ref('NP')}[b]) - {Sq}"
+        allow.append(f"j < u32(max({ref('NP')}[b], 0))")
     else:
         offset = str(a["past_len"])
     if a["is_causal"]:
@@ -77,9 +77,9 @@ def lower_attention(ctx: LowerCtx, op: Op) -> None:
         index = " + ".join(terms) or "0u"
         allow.append(f"j < {mask.shape[-1]}u")
         if wgsl_type(mask) == "f32":
-            bias = f"M[{index}]"
+            bias = f"{ref('M')}[{index}]"
         else:  # a bool mask: True attends
-            allow.append(f"M[{index}] != 0u")
+            allow.append(f"{ref('M')}[{index}] != 0u")
 
     mode = a["qk_matmul_output_mode"] if qk is not None else -1
     softcap = a["softcap"]
@@ -151,7 +151,7 @@ def lower_rotary(ctx: LowerCtx, op: Op) -> None:
             f"let k = select(d - {half}u, d, first);",
             f"let partner = select(i - {half}u, i + {half}u, first);",
         ]
-    row = f"u32(P[b * {S}u + s])" if pos is not None else f"(b * {S}u + s)"
+    row = f"u32({ref('P')}[b * {S}u + s])" if pos is not None else f"(b * {S}u + s)"
     reads = [("X", x), ("C", cos), ("Sn", sin)] + ([("P", pos)] if pos is not None else [])
     decls = [decl(n, v) for n, v in reads] + [decl("Y", y, write=True)]
     grid, nx = ctx.grid(math.ceil(total / WORKGROUP))

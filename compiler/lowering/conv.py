@@ -19,6 +19,7 @@ import math
 import numpy as np
 
 from onnx2wgsl.ir import Dispatch, Op, Value
+from onnx2wgsl.ir.kernel import ref
 
 from . import WORKGROUP, LowerCtx, binding, decl, lowers, nested_loops, split_workgroup
 from .fused import Epilogue, Prologue, epilogue, operands, prologue
@@ -88,14 +89,14 @@ def _gemm(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | No
         wv = ctx.const(wt.reshape(G * K * ocg4, 4), f"{w.name}.gemm", dtype=w.dtype)
         w_decl = decl("Wt", wv, elem="vec4<f32>")
         w_setup = [f"let wb = g * {K * ocg4}u + oc4;"]
-        w_load = f"Wt[wb + kk * {ocg4}u]"
+        w_load = f"{ref('Wt')}[wb + kk * {ocg4}u]"
     else:
         # run-time weights in ONNX layout: lane c reads channel oc4 * 4 + c (clamped; unused lanes
         # past OCG are never stored)
         wv = w
         w_decl = decl("Wt", w)
         w_setup = [f"let wb{c} = (g * {OCG}u + min(oc4 * 4u + {c}u, {OCG - 1}u)) * {K}u;" for c in range(4)]
-        w_load = "vec4<f32>(" + ", ".join(f"Wt[wb{c} + kk]" for c in range(4)) + ")"
+        w_load = "vec4<f32>(" + ", ".join(f"{ref('Wt')}[wb{c} + kk]" for c in range(4)) + ")"
     inputs = pro.inputs + [wv] + ([b] if b is not None else [])
     epi = epilogue(ctx, op)
     decls = epi.decls_with(pro.decls + [w_decl] + ([decl("Bv", b)] if b is not None else []), y)
@@ -133,7 +134,7 @@ def _direct(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | 
     split = split_workgroup(nested_loops(p["ICG"], p["KD"], p["KH"], p["KW"]), p["K"])
     if split:
         channels = ["let oc = wid.y;", f"let g = oc / {p['OCG']}u;"]
-        w_load = f"Wt[oc * {p['K']}u + kk]"
+        w_load = f"{ref('Wt')}[oc * {p['K']}u + kk]"
         grid = (p["P"], p["OC"], 1)
         _split(ctx, op, p, pro, epi, decls, inputs, split, channels, [], w_load, 1, grid, b is not None)
         return

@@ -19,6 +19,7 @@ import math
 import numpy as np
 
 from onnx2wgsl.ir import Dispatch, Value
+from onnx2wgsl.ir.kernel import ref
 
 from ..elementwise_ops import f32
 from . import WORKGROUP, LowerCtx, binding, decl, wgsl_type
@@ -65,19 +66,19 @@ class CoordKernel:
     def read(self, v: Value) -> str:
         for k, u in enumerate(self._reads):
             if u is v:
-                return f"in{k}"
+                return ref(f"in{k}")
         self._reads.append(v)
-        return f"in{len(self._reads) - 1}"
+        return ref(f"in{len(self._reads) - 1}")
 
     def write(self, v: Value, atomic: bool = False) -> str:
         """Bind ``v`` for writing; ``atomic`` declares its (i32/u32) elements as atomics."""
         for k, u in enumerate(self._writes):
             if u is v:
-                return f"out{k}"
+                return ref(f"out{k}")
         self._writes.append(v)
         if atomic:
             self._atomic.add(len(self._writes) - 1)
-        return f"out{len(self._writes) - 1}"
+        return ref(f"out{len(self._writes) - 1}")
 
     # -- coordinates and addresses --------------------------------------------------------
     def c(self, d: int) -> str:

@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable
 
 from onnx2wgsl.ir import Dispatch, Op, Value, distinct
+from onnx2wgsl.ir.kernel import ref
 
 from ..elementwise_ops import (
     TABLE,
@@ -46,8 +47,8 @@ def map_kernel(
     values = distinct(v for v, _ in reads)
     outs = [y for y, _ in writes]
     slot = {id(v): k for k, v in enumerate(values)}
-    raws = [f"in{slot[id(v)]}[{idx[j]}]" for j, (v, _) in enumerate(reads)]
-    targets = [f"out{k}[{idx[len(reads) + k]}]" for k in range(len(writes))]
+    raws = [f"{ref(f'in{slot[id(v)]}')}[{idx[j]}]" for j, (v, _) in enumerate(reads)]
+    targets = [f"{ref(f'out{k}')}[{idx[len(reads) + k]}]" for k in range(len(writes))]
     decls = [decl(f"in{k}", v) for k, v in enumerate(values)]
     decls += [decl(f"out{k}", y, write=True) for k, y in enumerate(outs)]
     grid, nx = ctx.grid(math.ceil(n / WORKGROUP))

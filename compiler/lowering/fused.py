@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from onnx2wgsl.ir import Binding, Dispatch, Graph, Op, Value, distinct
+from onnx2wgsl.ir.kernel import Buffer, ref
 
 from ..elementwise_ops import cast, helper_code
 from . import LowerCtx, binding, decl, lowers, wgsl_type
@@ -111,7 +112,7 @@ class Epilogue:
     before its output) read the epilogue's other operands."""
 
     inputs: list[Value] = field(default_factory=list)
-    decls: list[dict] = field(default_factory=list)
+    decls: list[Buffer] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
     expr: str = "v"
     helpers: list[str] = field(default_factory=list)
@@ -121,7 +122,7 @@ class Epilogue:
     def bindings(self) -> list[Binding]:
         return [binding(v) for v in self.inputs]
 
-    def decls_with(self, own: list[dict], y: Value) -> list[dict]:
+    def decls_with(self, own: list[Buffer], y: Value) -> list[Buffer]:
         """A template's binding declarations: its own, the epilogue's, then the output ``Y``."""
         return own + self.decls + [decl("Y", y, write=True)]
 
@@ -166,7 +167,7 @@ def epilogue(ctx: LowerCtx, op: Op) -> Epilogue:
         shape, cviews = collapse(y.shape, [view for _, view in reads] + [contiguous(y.shape)])
         coords, idx = index_code(shape, cviews, flat="oi", prefix="ec")
         lines += coords
-        lines += [f"let er{j} = E{slot[id(v)]}[{idx[j]}];" for j, (v, _) in enumerate(reads)]
+        lines += [f"let er{j} = {ref(f'E{slot[id(v)]}')}[{idx[j]}];" for j, (v, _) in enumerate(reads)]
         at_store = [
             k
             for k, v in enumerate(values)
@@ -193,7 +194,7 @@ class Prologue:
 
     x: Value
     inputs: list[Value]
-    decls: list[dict]
+    decls: list[Buffer]
     code: str
     helpers: list[str] = field(default_factory=list)
 
@@ -209,14 +210,16 @@ def prologue(ctx: LowerCtx, op: Op) -> Prologue:
     body: Graph | None = op.attrs.get("prologue")
     if body is None:
         x = own[0]
-        return Prologue(x, [x], [decl("X", x)], "fn load_x(i: u32) -> f32 {\n  return X[i];\n}")
+        return Prologue(
+            x, [x], [decl("X", x)], "fn load_x(i: u32) -> f32 {\n  return " + ref("X") + "[i];\n}"
+        )
     x = body.outputs[0]
     reads, at = operand_reads(ctx, body, {id(b): v for b, v in zip(body.inputs, pro)}, x.shape)
     values = distinct(v for v, _ in reads)
     slot = {id(v): k for k, v in enumerate(values)}
     shape, views = collapse(x.shape, [view for _, view in reads] + [contiguous(x.shape)])
     coords, idx = index_code(shape, views, flat="i", prefix="pc")
-    lines = coords + [f"let pr{j} = P{slot[id(v)]}[{idx[j]}];" for j, (v, _) in enumerate(reads)]
+    lines = coords + [f"let pr{j} = {ref(f'P{slot[id(v)]}')}[{idx[j]}];" for j, (v, _) in enumerate(reads)]
     given = {k: f"pr{j}" for k, j in at.items()}
     code, (result,), helpers = body_code(ctx, body, [None] * len(pro), "pt", given)
     text = "fn load_x(i: u32) -> f32 {\n" + "".join(f"  {line}\n" for line in lines + code)

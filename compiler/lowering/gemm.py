@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from onnx2wgsl.ir import Dispatch, Op, Value
+from onnx2wgsl.ir.kernel import ref
 
 from ..elementwise_ops import f32
 from . import WORKGROUP, LowerCtx, decl, lowers, split_workgroup
@@ -89,7 +90,7 @@ def _emit(ctx, op, a, b, c, y, M, N, K, batch, a_shape, b_shape, trans_a, trans_
         s0, s1 = broadcast(c.shape, (M, N)).strides
         idx = " + ".join(t for t in (f"m * {s0}u" if s0 else "", f"n * {s1}u" if s1 else "") if t) or "0u"
         scale = "" if (c.is_const or beta == 1.0) else f" * {f32(beta)}"
-        bias_lines = [f"v += C[{idx}]{scale};"]
+        bias_lines = [f"v += {ref('C')}[{idx}]{scale};"]
         bias_inputs = [cv]
 
     epi = epilogue(ctx, op)
@@ -109,7 +110,7 @@ def _emit(ctx, op, a, b, c, y, M, N, K, batch, a_shape, b_shape, trans_a, trans_
             consts.append(w)
             dispatches.append(
                 _dispatch(ctx, a, w, bias_inputs, y, M, N, K, tm, a_row, a_col, batch_lines, bias_lines,
-                          vec=4, nv=c1 - c0, n_base=f"{c0 * 4}u", b_load=f"B[k * {c1 - c0}u + nv]",
+                          vec=4, nv=c1 - c0, n_base=f"{c0 * 4}u", b_load=f"{ref('B')}[k * {c1 - c0}u + nv]",
                           scale="", epi=epi, Z=1)
             )  # fmt: skip
         ctx.kernel([a, *consts, *bias_inputs, *epi.inputs], [y], dispatches)
@@ -117,11 +118,11 @@ def _emit(ctx, op, a, b, c, y, M, N, K, batch, a_shape, b_shape, trans_a, trans_
 
     scale = "" if alpha == 1.0 else f" * {f32(alpha)}"
     if not trans_b and N % 4 == 0:
-        vec, nv, b_load = 4, N // 4, f"B[bb / 4u + k * {N // 4}u + nv]"
+        vec, nv, b_load = 4, N // 4, f"{ref('B')}[bb / 4u + k * {N // 4}u + nv]"
     elif trans_b:
-        vec, nv, b_load = 1, N, f"B[bb + nv * {K}u + k]"
+        vec, nv, b_load = 1, N, f"{ref('B')}[bb + nv * {K}u + k]"
     else:
-        vec, nv, b_load = 1, N, f"B[bb + k * {N}u + nv]"
+        vec, nv, b_load = 1, N, f"{ref('B')}[bb + k * {N}u + nv]"
     d = _dispatch(ctx, a, b, bias_inputs, y, M, N, K, tm, a_row, a_col, batch_lines, bias_lines,
                   vec=vec, nv=nv, n_base="0u", b_load=b_load, scale=scale, epi=epi, Z=Z)  # fmt: skip
     ctx.kernel([a, b, *bias_inputs, *epi.inputs], [y], [d])

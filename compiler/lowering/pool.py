@@ -12,14 +12,14 @@ import math
 
 from onnx2wgsl.ir import Dispatch, Op
 
-from ..elementwise_ops import f32
+from ..elementwise_ops import NEG_INF, f32
 from . import WORKGROUP, LowerCtx, binding, decl, lowers, nested_loops, split_workgroup, wgsl_type
 from .conv import spatial_geometry
 from .elementwise import map_dispatch
 from .indexing import contiguous
 
 # The most negative value of each storage type: where a max starts.
-_LOWEST = {"f32": "bitcast<f32>(0xff800000u)", "i32": "i32(-2147483647i - 1i)", "u32": "0u"}
+_LOWEST = {"f32": NEG_INF, "i32": "i32(-2147483647i - 1i)", "u32": "0u"}
 
 
 @lowers("MaxPool", "AveragePool", "LpPool")

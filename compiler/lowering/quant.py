@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from onnx2wgsl.ir import Dispatch, DType, Op, TensorType, Value
+from onnx2wgsl.ir.kernel import ref
 from onnx2wgsl.ir.types import storage_dtype
 
 from ..elementwise_ops import cast, f32
@@ -231,8 +232,8 @@ def _tiled_integer_matmul(ctx, a, b, azp, bzp, out, batch, M, N, K, ash, bsh) ->
         decls.append(decl(name, zp))
         bindings.append(binding(zp))
         if zp.type.numel == 1:
-            return [f"i32({name}[0])"] * count
-        return [f"i32({name}[min({base} + {i}u, {last}u)])" for i in range(count)]
+            return [f"i32({ref(name)}[0])"] * count
+        return [f"i32({ref(name)}[min({base} + {i}u, {last}u)])" for i in range(count)]
 
     za = zero_point(azp, "ZA", "m0", M - 1, TILE_M)
     zb = zero_point(bzp, "ZB", "n0", N - 1, TILE_N)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from onnx2wgsl.ir import Dispatch, DType, Op, TensorType, Value, distinct
+from onnx2wgsl.ir.kernel import ref
 
 from ..elementwise_ops import f32, i32
 from . import LowerCtx, binding, decl, loops_fit, lowers, wgsl_type
@@ -194,7 +195,10 @@ def row_kernel(
     else:
         row_lines, r_first, r_end = ["let krow = row;"], ("lid" if group else "0u"), f"{R}u"
     row_lines += klines + [f"let kb{j} = {e};" for j, e in enumerate(kexprs)]
-    loads = {f"a{j}": f"let a{j} = in{slot[id(v)]}[kb{j} + {rexprs[j]}];" for j, (v, _) in enumerate(reads)}
+    loads = {
+        f"a{j}": f"let a{j} = {ref(f'in{slot[id(v)]}')}[kb{j} + {rexprs[j]}];"
+        for j, (v, _) in enumerate(reads)
+    }
 
     def loads_for(lines: list[str]) -> list[str]:  # the coordinates, and only the loads used
         used = set(re.findall(r"\ba\d+\b", " ".join(lines)))
@@ -203,8 +207,8 @@ def row_kernel(
     n = len(reads)
     ewrites = []
     for j, (v, _, expr) in enumerate(elem_writes):
-        ewrites.append(f"out{oslot[id(v)]}[kb{n + j} + {rexprs[n + j]}] = {expr};")
-    rwrites = [f"out{oslot[id(v)]}[row] = {expr};" for v, expr in row_writes]
+        ewrites.append(f"{ref(f'out{oslot[id(v)]}')}[kb{n + j} + {rexprs[n + j]}] = {expr};")
+    rwrites = [f"{ref(f'out{oslot[id(v)]}')}[row] = {expr};" for v, expr in row_writes]
 
     shared = [{"name": a[0], "type": a[1]} for s in sweeps for a in s.accs]
     grid, nx = ctx.grid(out_rows if group else math.ceil(out_rows / wg))
@@ -563,7 +567,7 @@ def lower_topk(ctx: LowerCtx, op: Op) -> None:
     decls = [decl("X", cv), decl("CI", ci), decl("V", values, write=True), decl("I", indices, write=True)]
     second = ctx.shader(
         "topk.wgsl.j2", decls=decls, nx=nx, units=rows, unit_lines=cand_lines, inner=1, out_stride=inner,
-        index="CI[base + pi]", what=f"the {cand} candidates of a row's {chunks} chunks", **rounds,
+        index=f"{ref('CI')}[base + pi]", what=f"the {cand} candidates of a row's {chunks} chunks", **rounds,
     )  # fmt: skip
     bindings = [binding(cv), binding(ci), binding(values, write=True), binding(indices, write=True)]
     ctx.kernel([cv, ci], [values, indices], [Dispatch(second, grid, bindings)])

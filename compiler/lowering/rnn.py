@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 from onnx2wgsl.ir import Dispatch, DType, Op, TensorType, Value
+from onnx2wgsl.ir.kernel import ref
 
 from ..elementwise_ops import f32, helper_code
 from . import LowerCtx, binding, decl, loop_room, lowers
@@ -44,6 +45,11 @@ ACTIVATIONS = {
 GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
 # How many activation functions each direction takes: f (RNN); f, g (GRU); f, g, h (LSTM).
 N_ACTIVATIONS = {"RNN": 1, "GRU": 2, "LSTM": 3}
+
+# the names of the kernel's buffers, as its shader text refers to them
+_X, _P, _H0, _C0, _SL, _Y, _Yh, _Yc, _St = (
+    ref(n) for n in ("X", "P", "H0", "C0", "SL", "Y", "Yh", "Yc", "St")
+)
 
 
 @lowers("RNN", "GRU", "LSTM")
@@ -85,7 +91,7 @@ def lower_rnn(ctx: LowerCtx, op: Op) -> None:
         return e if clip is None else f"clamp({e}, {f32(-clip)}, {f32(clip)})"
 
     def gate(g: int, h_term: str = "dot_h") -> str:
-        return f"dot_x(xb, rb + {g * H}u) + P[bb + {g * H}u] + P[bb + {(G + g) * H}u]" + (
+        return f"dot_x(xb, rb + {g * H}u) + {_P}[bb + {g * H}u] + {_P}[bb + {(G + g) * H}u]" + (
             f" + {h_term}(rb + {g * H}u)" if h_term else ""
         )
 
@@ -97,8 +103,8 @@ def lower_rnn(ctx: LowerCtx, op: Op) -> None:
         z = f"{f(clipped(gate(0)))}"
         r = f"{f(clipped(gate(1)))}"
         if a["linear_before_reset"]:
-            h_lin = f"dot_h(rb + {2 * H}u) + P[bb + {(G + 2) * H}u]"
-            ht = g_(clipped(f"dot_x(xb, rb + {2 * H}u) + P[bb + {2 * H}u] + r * ({h_lin})"))
+            h_lin = f"dot_h(rb + {2 * H}u) + {_P}[bb + {(G + 2) * H}u]"
+            ht = g_(clipped(f"dot_x(xb, rb + {2 * H}u) + {_P}[bb + {2 * H}u] + r * ({h_lin})"))
             phases = [
                 [f"let z = {z};", f"let r = {r};", f"let ht = {ht};", "hn[q] = (1.0f - z) * ht + z * hs[j];"]
             ]
@@ -117,7 +123,7 @@ def lower_rnn(ctx: LowerCtx, op: Op) -> None:
         peep = P is not None
 
         def pp(k: int, cell: str) -> str:
-            return f" + P[pb + {k * H}u] * {cell}" if peep else ""
+            return f" + {_P}[pb + {k * H}u] * {cell}" if peep else ""
 
         forget = (
             "let fg = 1.0f - ig;"
@@ -149,31 +155,31 @@ def lower_rnn(ctx: LowerCtx, op: Op) -> None:
     chunks = math.ceil(T / S)
 
     reads: list[tuple[str, Value]] = [("X", X), ("P", params)]
-    init = [f"hs[j] = {'H0[' + state_idx + ']' if H0 is not None else '0.0f'};"]
+    init = [f"hs[j] = {_H0 + '[' + state_idx + ']' if H0 is not None else '0.0f'};"]
     if H0 is not None:
         reads.append(("H0", H0))
     if kind == "LSTM":
         if C0 is not None:
             reads.append(("C0", C0))
-        init.append(f"cs[q] = {'C0[' + state_idx + ']' if C0 is not None else '0.0f'};")
+        init.append(f"cs[q] = {_C0 + '[' + state_idx + ']' if C0 is not None else '0.0f'};")
     if SL is not None:
         reads.append(("SL", SL))
     writes = [(n, outs[n]) for n in ("Y", "Y_h", "Y_c") if n in outs]
     names = {"Y": "Y", "Y_h": "Yh", "Y_c": "Yc"}
     step_write, skip_write, final = [], [], []
     if "Y" in outs:
-        step_write.append(f"Y[{y_idx('t')}] = hn[q];")
-        skip_write.append(f"Y[{y_idx('s')}] = 0.0f;")
+        step_write.append(f"{_Y}[{y_idx('t')}] = hn[q];")
+        skip_write.append(f"{_Y}[{y_idx('s')}] = 0.0f;")
     if "Y_h" in outs:
-        final.append(f"Yh[{state_idx}] = hs[j];")
+        final.append(f"{_Yh}[{state_idx}] = hs[j];")
     if "Y_c" in outs:
-        final.append(f"Yc[{state_idx}] = cs[q];")
+        final.append(f"{_Yc}[{state_idx}] = cs[q];")
     reverse = {"forward": "false", "reverse": "true", "bidirectional": "dir == 1u"}[a["direction"]]
     common = dict(
         wg=wg, J=J, H=H, T=T, Bt=Bt, kind=kind, helpers=helper_code("tanh"), dots=dots,
         gru_reset_first=shared == 2, private=private, prologue=prologue, phases=phases,
         step_write=step_write, skip_write=skip_write, final=final, x_base=x_base, reverse=reverse,
-        seq_len="u32(SL[b])" if SL is not None else f"{T}u",
+        seq_len=f"u32({_SL}[b])" if SL is not None else f"{T}u",
     )  # fmt: skip
     decls = [decl(n, v) for n, v in reads] + [decl(names[n], v, write=True) for n, v in writes]
     bindings = [binding(v) for _, v in reads] + [binding(v, write=True) for _, v in writes]
@@ -190,8 +196,8 @@ def lower_rnn(ctx: LowerCtx, op: Op) -> None:
     cells = n if kind == "LSTM" else 0
     state = ctx.temp(TensorType(DType.f32, (n + cells + dirs * Bt,)), f"{op.outputs[0].name}.rnn_state")
     slot = f"ci * {H}u + j"
-    save = [f"St[{slot}] = hs[j];"] + ([f"St[{n}u + {slot}] = cs[q];"] if cells else [])
-    resume = [f"hs[j] = St[{slot}];"] + ([f"cs[q] = St[{n}u + {slot}];"] if cells else [])
+    save = [f"{_St}[{slot}] = hs[j];"] + ([f"{_St}[{n}u + {slot}] = cs[q];"] if cells else [])
+    resume = [f"hs[j] = {_St}[{slot}];"] + ([f"cs[q] = {_St}[{n}u + {slot}];"] if cells else [])
     st_decl, st_binding = decl("St", state, write=True), binding(state, write=True)
     first = ctx.shader(
         "rnn.wgsl.j2", decls=decls + [st_decl], init=init, S=S, what=f"its first {S} of {T} steps",
@@ -224,13 +230,13 @@ def _dot_functions(In: int, H: int, off_r: int, with_rh: bool) -> list[dict]:
                 "comment": comment}  # fmt: skip
 
     out = [
-        dot("dot_x", "xb: u32, row: u32", lambda k: f"X[xb + {k}]", lambda k: f"P[row * {In}u + {k}]", In,
+        dot("dot_x", "xb: u32, row: u32", lambda k: f"{_X}[xb + {k}]", lambda k: f"{_P}[row * {In}u + {k}]", In,
             "input part of a gate row: X[t, b, :] . W[row, :]"),
-        dot("dot_h", "row: u32", lambda k: f"hs[{k}]", lambda k: f"P[{off_r}u + row * {H}u + {k}]", H,
+        dot("dot_h", "row: u32", lambda k: f"hs[{k}]", lambda k: f"{_P}[{off_r}u + row * {H}u + {k}]", H,
             "recurrent part of a gate row: h[:] . R[row, :]"),
     ]  # fmt: skip
     if with_rh:
-        out.append(dot("dot_rh", "row: u32", lambda k: f"rh[{k}]", lambda k: f"P[{off_r}u + row * {H}u + {k}]",
+        out.append(dot("dot_rh", "row: u32", lambda k: f"rh[{k}]", lambda k: f"{_P}[{off_r}u + row * {H}u + {k}]",
                        H, "(r * h)[:] . R[row, :]"))  # fmt: skip
     return out
 

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import math
-import re
 
 from onnx2wgsl.errors import CompileError
 from onnx2wgsl.ir import Dispatch, Graph, Op, Value
 
 from ..memory import steps, storage_links
 from . import Pass, PassResult
-
-_DECL = re.compile(r"^@group\(0\) @binding\((\d+)\) var<storage, (\w+)> (\w+): (.+);$", re.M)
 
 
 class InPlace(Pass):
@@ -24,9 +21,9 @@ class InPlace(Pass):
     A pair is taken when the input is no graph input, its storage (with every view of it and
     every tensor it lives in) is touched by no later step and is no graph output, the output
     lives in storage of its own, and every dispatch of the kernel that binds either of them
-    declares the pair. Each taken pair becomes one read-write binding, the shader is
-    rewritten to match, and the kernel records ``in_place = [[output, input], ...]`` for the
-    memory planner (compiler/memory.py), which then places the output in the input's bytes."""
+    declares the pair. Each taken pair becomes one read-write binding (the kernel drops the
+    input's buffer and reads it through the output's), and the kernel op records
+    ``in_place = [[output, input], ...]`` for the memory planner (compiler/memory.py), which then places the output in the input's bytes."""
 
     name = "in-place"
 
@@ -49,7 +46,7 @@ class InPlace(Pass):
                 changed = True
         if changed:
             used = {d.shader for op in g.ops for d in op.dispatches}
-            g.shaders = {name: text for name, text in g.shaders.items() if name in used}
+            g.shaders = {name: kernel for name, kernel in g.shaders.items() if name in used}
         return PassResult(g, changed)
 
     def _partner(self, op: Op, y: Value, step: int, groups: _Groups) -> Value | None:
@@ -84,34 +81,26 @@ def _pairs(d: Dispatch, x: Value, y: Value, groups: _Groups) -> bool:
 
 
 def _merge(g: Graph, d: Dispatch, x: Value, y: Value) -> Dispatch:
-    """The dispatch with ``x``'s binding dropped and its shader reading ``x`` through ``y``'s."""
+    """The dispatch with ``x``'s binding dropped and its kernel reading ``x`` through ``y``'s
+    buffer: the kernel drops the buffer and points its references at the other (no text is
+    edited; the declarations are numbered when the kernel renders)."""
     at = {id(b.value): i for i, b in enumerate(d.bindings)}
     if id(x) not in at:
         return d
     r, w = at[id(x)], at[id(y)]
-    text = g.shaders[d.shader]
-    decls = {int(m[1]): m for m in _DECL.finditer(text)}
-    if r not in decls or w not in decls or decls[r][4] != decls[w][4] or decls[w][2] != "read_write":
+    kernel = g.shaders[d.shader]
+    br, bw = kernel.buffers[r], kernel.buffers[w]
+    if br.elem != bw.elem or bw.access != "read_write":
         raise CompileError(
             f"internal error: shader {d.shader} declares no matching read_write bindings {r} and {w} "
             "for the in-place pair its lowering declared"
         )
-    old, new = decls[r][3], decls[w][3]
-    text = text.replace(decls[r][0] + "\n", "", 1)
-    text = re.sub(rf"\b{re.escape(old)}\b", new, text)
-
-    def renumber(m: re.Match) -> str:
-        k = int(m[1])
-        return m[0] if k < r else m[0].replace(f"@binding({k})", f"@binding({k - 1})", 1)
-
-    text = _DECL.sub(renumber, text)
     shift = lambda i: i - (i > r)  # noqa: E731
     pairs = tuple((shift(a), shift(b)) for a, b in d.inplace if r not in (a, b) and w not in (a, b))
     bindings = [b for i, b in enumerate(d.bindings) if i != r]
     stem = d.shader.split("_", 1)[1]
-    return Dispatch(
-        g.add_shader(text, stem if stem.endswith("_inplace") else stem + "_inplace"), d.grid, bindings, pairs
-    )
+    name = g.add_shader(kernel.merged(r, w), stem if stem.endswith("_inplace") else stem + "_inplace")
+    return Dispatch(name, d.grid, bindings, pairs)
 
 
 class _Groups:
