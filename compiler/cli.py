@@ -84,6 +84,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         on_stage=(lambda stage, g: [h(stage, g) for h in hooks]) if hooks else None,
         force=args.force,
         fold_limit=args.fold_limit,
+        freeze_initializers=args.freeze_initializers,
     )
     if args.target == "js":
         from .package_js import write_js_package
@@ -337,6 +338,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=FILE",
         help="freeze an input to the value in a .npy or TensorProto .pb file; it folds into the "
         "model and is no longer an input (repeatable)",
+    )
+    c.add_argument(
+        "--freeze-initializers",
+        action="store_true",
+        help="compile every input that has an initializer of its name (IR version >= 4, which "
+        "makes the initializer only a default) in as that constant: faster, but no longer "
+        "feedable; without it such inputs stay inputs that default to their initializer",
     )
     c.add_argument(
         "--limits",
