@@ -11,7 +11,7 @@ import numpy as np
 
 from onnx2wgsl import __version__
 from onnx2wgsl.errors import CompileError, UnsupportedError
-from onnx2wgsl.ir import Graph, Value
+from onnx2wgsl.ir import DType, Graph, Value
 from onnx2wgsl.ir.types import storage_dtype
 from onnx2wgsl.runtime.manifest import FORMAT, MANIFEST, SHADER_FILE, VERSION, validate
 
@@ -84,21 +84,38 @@ def check_output_dir(out: str | Path, force: bool = False) -> None:
 
 def storage_bytes(v: Value) -> bytes:
     """A constant's bytes as the GPU stores it (32-bit scalars; see the dtype policy)."""
-    st = storage_dtype(v.dtype)
-    data = v.data
+    return _storage_bytes(v.data, v.dtype, f"constant %{v.name}")
+
+
+def _storage_bytes(data: np.ndarray, dtype: DType, what: str) -> bytes:
+    st = storage_dtype(dtype)
     if st.value == "i32" and data.dtype.itemsize > 4 or data.dtype == np.uint64:
         info = np.iinfo(np.int32 if st.value == "i32" else np.uint32)
         if data.size and (data.min() < info.min or data.max() > info.max):
             bad = data.min() if data.min() < info.min else data.max()
             raise UnsupportedError(
-                f"constant %{v.name} ({v.dtype.name}) holds {bad}, outside the {st.value} range the "
-                f"GPU stores {v.dtype.name} in",
+                f"{what} ({dtype.name}) holds {bad}, outside the {st.value} range the "
+                f"GPU stores {dtype.name} in",
                 hint="64-bit integers are computed in 32 bits on the GPU; keep such values in that range",
             )
     return np.ascontiguousarray(data.astype(st.numpy)).tobytes()
 
 
-def _io(v: Value, name: str) -> dict:
+class _WeightsFile:
+    """weights.bin as it is written: a run of 32-bit words stored once (``fill``) or bytes."""
+
+    def __init__(self) -> None:
+        self.blob = bytearray()
+
+    def add(self, raw: bytes) -> dict:
+        words = np.frombuffer(raw, dtype=np.uint32)
+        if not words.size or (words == words[0]).all():
+            return {"size": len(raw), "fill": int(words[0]) if words.size else 0}
+        self.blob += raw
+        return {"size": len(raw), "file_offset": len(self.blob) - len(raw)}
+
+
+def _io(v: Value, name: str, default: dict | None = None) -> dict:
     p = v.placement
     return {
         "name": name,
@@ -108,26 +125,20 @@ def _io(v: Value, name: str) -> dict:
         "buffer": p.buffer,
         "offset": p.offset,
         "size": v.nbytes,
+        **({"default": default} if default is not None else {}),
     }
 
 
 def build_artifact(g: Graph, target: Target, source_sha256: str | None = None) -> Artifact:
     """Serialize a planned graph."""
     segments = []
-    blob = bytearray()
+    weights = _WeightsFile()
     for v in g.constants():
         raw = storage_bytes(v)
         if not raw:
             continue  # an empty constant has no bytes to upload
         p = v.placement
-        words = np.frombuffer(raw, dtype=np.uint32)
-        if words.size and (words == words[0]).all():
-            segments.append({"buffer": p.buffer, "offset": p.offset, "size": len(raw), "fill": int(words[0])})
-        else:
-            segments.append(
-                {"buffer": p.buffer, "offset": p.offset, "size": len(raw), "file_offset": len(blob)}
-            )
-            blob += raw
+        segments.append({"buffer": p.buffer, "offset": p.offset, **weights.add(raw)})
 
     shader_index = {name: i for i, name in enumerate(g.shaders)}
     binding_types: dict[str, list[str]] = {}
@@ -160,6 +171,14 @@ def build_artifact(g: Graph, target: Target, source_sha256: str | None = None) -
 
     input_names = g.metadata.get("input_names", [v.name for v in g.inputs])
     output_names = g.metadata.get("output_names", [v.name for v in g.outputs])
+    # an input's default (its initializer, which a feed overrides) is stored as a weight is
+    defaults = g.metadata.get("input_defaults", {})
+    inputs = [
+        _io(v, n, weights.add(_storage_bytes(np.asarray(defaults[v.name]), v.dtype, f"the default of input {n!r}")))
+        if v.name in defaults else _io(v, n)
+        for v, n in zip(g.inputs, input_names)
+    ]  # fmt: skip
+    blob = weights.blob
     limits = dict(target.limits)
     manifest = {
         "format": FORMAT,
@@ -179,7 +198,7 @@ def build_artifact(g: Graph, target: Target, source_sha256: str | None = None) -
             "sha256": hashlib.sha256(blob).hexdigest(),
             "segments": segments,
         },
-        "inputs": [_io(v, n) for v, n in zip(g.inputs, input_names)],
+        "inputs": inputs,
         "outputs": [_io(v, n) for v, n in zip(g.outputs, output_names)],
         "shaders": [
             {

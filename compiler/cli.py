@@ -84,6 +84,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         on_stage=(lambda stage, g: [h(stage, g) for h in hooks]) if hooks else None,
         force=args.force,
         fold_limit=args.fold_limit,
+        freeze_initializers=args.freeze_initializers,
     )
     if args.target == "js":
         from .package_js import write_js_package
@@ -137,7 +138,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(args.seed)
     feeds = {}
     for io in sess.get_inputs():
-        feeds[io.name] = given.pop(io.name) if io.name in given else random_input(io.dtype, io.shape, rng)
+        if io.name in given:
+            feeds[io.name] = given.pop(io.name)
+        elif not io.optional:  # an optional input not given keeps its default
+            feeds[io.name] = random_input(io.dtype, io.shape, rng)
     if given:
         names = [io.name for io in sess.get_inputs()]
         raise UsageError(f"--input names {sorted(given)} are not model inputs; the inputs are {names}")
@@ -266,6 +270,7 @@ def schedule_summary(m: dict) -> str:
         for io in m[key]:
             lines.append(
                 f"  {io['name']!r}: {io['dtype']}{io['shape']} at {io['buffer']}[{io['offset']}:{io['offset'] + io['size']}]"
+                + (" (optional: has a default)" if "default" in io else "")
             )
     lines.append(f"dispatches ({len(m['dispatches'])})")
     for i, d in enumerate(m["dispatches"]):
@@ -339,6 +344,13 @@ def build_parser() -> argparse.ArgumentParser:
         "model and is no longer an input (repeatable)",
     )
     c.add_argument(
+        "--freeze-initializers",
+        action="store_true",
+        help="compile every input that has an initializer of its name (IR version >= 4, which "
+        "makes the initializer only a default) in as that constant: faster, but no longer "
+        "feedable; without it such inputs stay inputs that default to their initializer",
+    )
+    c.add_argument(
         "--limits",
         default=None,
         metavar="NAME|FILE.json",
@@ -390,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--input",
         action="append",
         metavar="NAME=FILE",
-        help="input from a .npy or TensorProto .pb file (others are random)",
+        help="input from a .npy or TensorProto .pb file (others are random, or their default)",
     )
     r.add_argument(
         "--expect",

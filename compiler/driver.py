@@ -131,6 +131,7 @@ def compile_model(
     constants: dict[str, np.ndarray] | None = None,
     force: bool = False,
     fold_limit: int = FOLD_LIMIT,
+    freeze_initializers: bool = False,
 ) -> CompileResult:
     """Compile into an artifact; write it if ``output`` is given (a new or empty folder, or one
     holding an earlier artifact; any other folder only with ``force``).
@@ -142,8 +143,10 @@ def compile_model(
 
     ``constants`` freezes graph inputs of an ONNX model to the given arrays (see
     ``frontend.import_model``); an op that needs an input's value at compile time raises
-    ConstantRequiredError naming it. No tensor folded on the host may take more than
-    ``fold_limit`` bytes (a clear error names the node).
+    ConstantRequiredError naming it. An input with an initializer of its name (IR version >= 4)
+    stays an input that defaults to it, unless an op needs its value; ``freeze_initializers``
+    compiles every such initializer in as a constant. No tensor folded on the host may take
+    more than ``fold_limit`` bytes (a clear error names the node).
 
     Only onnx2wgsl's errors leave (an exception ``on_stage`` raises passes through as it is):
     any other is a bug, wrapped as an InternalError naming the stage it was raised in; when the
@@ -154,7 +157,7 @@ def compile_model(
         return _compile(
             model, output, at, shapes=shapes, dims=dims, target=target, opt_level=opt_level,
             verify_ir=verify_ir, on_stage=on_stage, stage=stage, constants=constants, force=force,
-            fold_limit=fold_limit,
+            fold_limit=fold_limit, freeze_initializers=freeze_initializers,
         )  # fmt: skip
     except InternalError as e:
         if at.from_ir:  # the graph came in as IR, whose ops are checked for structure only
@@ -197,7 +200,7 @@ class _Progress:
 
 def _compile(
     model, output, at: _Progress, *, shapes, dims, target, opt_level, verify_ir, on_stage, stage,
-    constants, force, fold_limit,
+    constants, force, fold_limit, freeze_initializers,
 ) -> CompileResult:  # fmt: skip
     t0 = time.perf_counter()
     if output is not None:
@@ -224,7 +227,9 @@ def _compile(
     done = names.index(src.done) if src.done else -1
     warnings: list[str] = []
     if src.proto is not None:
-        g, warnings = import_model(src.proto, _parse_shapes(shapes), dims, constants, fold_limit)
+        g, warnings = import_model(
+            src.proto, _parse_shapes(shapes), dims, constants, fold_limit, freeze_initializers
+        )
         warnings += wide_int_warnings(g)
         g.metadata["input_names"] = [v.name for v in g.inputs]
         g.metadata["onnx_nodes"] = len(src.proto.graph.node)

@@ -311,6 +311,10 @@ class Importer:
     constants: dict[str, np.ndarray] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     fold_limit: int = host_eval.FOLD_LIMIT
+    # every overridable initializer becomes a constant, not an input with a default
+    freeze_initializers: bool = False
+    # overridable inputs compiled in with their initializer's value -> the node that needs it
+    compiled_in: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.g = Graph(name=_clean_name(self.model.graph.name) or "main")
@@ -324,6 +328,7 @@ class Importer:
             and vi.type.tensor_type.elem_type in validate.DATA_TYPES
         }
         self.env = self.root.names
+        self.defaults: dict[str, np.ndarray] = {}  # overridable inputs' initializers, by name
 
     # -- entry ----------------------------------------------------------------------------
     def run(self) -> Graph:
@@ -340,20 +345,38 @@ class Importer:
         # From IR version 4 an initializer named like a graph input is that input's default,
         # which a feed overrides (onnxruntime's "overridable initializer"); before, it is a constant.
         overridable = {vi.name for vi in gp.input} if self.model.ir_version >= 4 else set()
-        defaults: dict[str, np.ndarray] = {}
+        self.defaults = {}
         for name, value in inits:
             if name not in overridable:
                 self.env[name] = self._const(value(), name)
             elif name not in self.constants:  # a frozen one takes the given value instead
-                defaults[name] = value()
-        self._bind_inputs([vi for vi in gp.input if vi.name not in self.env], defaults)
-        if defaults:
-            names = ", ".join(repr(n) for n in defaults)
+                self.defaults[name] = value()
+        declared = {vi.name: vi for vi in gp.input}
+        for name, default in self.defaults.items():
+            self._check_default(declared[name], default)
+        if not self.freeze_initializers:
+            for name, where in _shape_deciding(gp, self.defaults, self.root.used).items():
+                self.compiled_in.setdefault(name, where)
+        frozen = {n: d for n, d in self.defaults.items() if self.freeze_initializers or n in self.compiled_in}
+        kept = {n: d for n, d in self.defaults.items() if n not in frozen}
+        self._bind_inputs([vi for vi in gp.input if vi.name not in self.env], kept, frozen)
+        for name in frozen:
+            if name in self.compiled_in:
+                self.warnings.append(
+                    f"input {name!r} decides a shape or another value that {self.compiled_in[name]} "
+                    "needs at compile time, so it is compiled in with its initializer's value and "
+                    f"cannot be fed (--const {name}=FILE compiles in another value)"
+                )
+        if kept:
+            # the graph carries each default to the artifact, keyed by the input's IR name
+            self.g.metadata["input_defaults"] = {self.env[n].name: d for n, d in kept.items()}
+            names = ", ".join(repr(n) for n in kept)
             self.warnings.append(
                 f"inputs {names} have an initializer of the same name, which ONNX (IR version >= 4) "
-                "makes only a default that a feed overrides: they stay inputs that every run feeds; "
-                "to compile the initializer in, freeze them with --const NAME=FILE or drop them "
-                "from the graph inputs"
+                "makes only a default that a feed overrides: they stay inputs, which a run fills "
+                "with that default when it does not feed them; to compile every such initializer in "
+                "as a constant (faster: constants fold, fuse and pack with the weights), pass "
+                "--freeze-initializers (Python: freeze_initializers=True), or --const NAME=FILE for one"
             )
         self.run_nodes(gp.node, self.root)
         for vi in gp.output:
@@ -422,9 +445,16 @@ class Importer:
         return self._const(data, hint)
 
     # -- inputs ---------------------------------------------------------------------------
-    def _bind_inputs(self, inputs: list[onnx.ValueInfoProto], defaults: dict[str, np.ndarray]) -> None:
+    def _bind_inputs(
+        self,
+        inputs: list[onnx.ValueInfoProto],
+        defaults: dict[str, np.ndarray],
+        compiled_in: dict[str, np.ndarray],
+    ) -> None:
         """Bind the graph inputs: frozen ones become constants, the others GPU inputs of their
-        declared (or given) type. ``defaults`` are the initializers of overridable inputs."""
+        declared (or given) type. ``defaults`` are the initializers of the overridable inputs
+        that stay inputs (one that does not fit the input's bound shape is dropped from it);
+        ``compiled_in`` those that become constants with their initializer's value."""
         names = {vi.name for vi in inputs}
         for n in self.constants:
             if n not in names:
@@ -432,10 +462,11 @@ class Importer:
                     f"constants names {n!r}, which is not a model input",
                     hint=f"the inputs are {sorted(names)}",
                 )
+        frozen = {**compiled_in, **self.constants}
         for vi in inputs:
-            if vi.name in self.constants:
-                self.env[vi.name] = self._frozen_input(vi, self.constants[vi.name])
-        inputs = [vi for vi in inputs if vi.name not in self.constants]
+            if vi.name in frozen:
+                self.env[vi.name] = self._frozen_input(vi, frozen[vi.name])
+        inputs = [vi for vi in inputs if vi.name not in frozen]
         for n in self.shapes:
             if n not in names:
                 raise CompileError(
@@ -450,9 +481,16 @@ class Importer:
         unbound_inputs = []
         for vi in inputs:
             before = len(unbound)
-            t = self._input_type(vi, unbound, defaults.get(vi.name))
+            default = defaults.get(vi.name)
+            t = self._input_type(vi, unbound, default)
             if len(unbound) > before:
                 unbound_inputs.append(vi.name)
+            if default is not None and t is not None and tuple(default.shape) != t.shape:
+                del defaults[vi.name]
+                self.warnings.append(
+                    f"input {vi.name!r} is compiled with shape {list(t.shape)}, which its initializer "
+                    f"(its default) of shape {list(default.shape)} does not fill: every run must feed it"
+                )
             if t is not None:
                 self.env[vi.name] = self.g.add_input(vi.name, t)
         if unbound:
@@ -498,6 +536,28 @@ class Importer:
                         )
         return self._const(arr, vi.name)
 
+    def _check_default(self, vi: onnx.ValueInfoProto, default: np.ndarray) -> None:
+        """An overridable input's initializer (its default) has the input's declared type."""
+        if vi.type.WhichOneof("value") != "tensor_type":
+            return  # binding the input says what it is
+        tt = vi.type.tensor_type
+        dtype = _dtype(tt.elem_type, f"input {vi.name!r}")
+        if default.dtype != dtype.numpy:
+            raise CompileError(
+                f"input {vi.name!r} is declared {dtype.name}, but its initializer (its default) is "
+                f"{default.dtype}",
+                hint="fix the model",
+            )
+        if not tt.HasField("shape"):
+            return
+        fixed = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        if len(fixed) != default.ndim or any(d not in (None, n) for d, n in zip(fixed, default.shape)):
+            raise CompileError(
+                f"input {vi.name!r} is declared of shape {fixed}, but its initializer (its "
+                f"default) has shape {list(default.shape)}",
+                hint="fix the model",
+            )
+
     def _input_type(
         self, vi: onnx.ValueInfoProto, unbound: list[str], default: np.ndarray | None = None
     ) -> TensorType | None:
@@ -509,24 +569,8 @@ class Importer:
         tt = vi.type.tensor_type
         dtype = _dtype(tt.elem_type, f"input {vi.name!r}")
         declared = list(tt.shape.dim) if tt.HasField("shape") else None
-        if default is not None:
-            if default.dtype != dtype.numpy:
-                raise CompileError(
-                    f"input {vi.name!r} is declared {dtype.name}, but its initializer (its default) is "
-                    f"{default.dtype}",
-                    hint="fix the model",
-                )
-            if declared is None and vi.name not in self.shapes:
-                return TensorType(dtype, tuple(default.shape))  # the default's shape is the input's
-            fixed = [d.dim_value if d.HasField("dim_value") else None for d in declared or []]
-            if declared is not None and (
-                len(fixed) != default.ndim or any(d not in (None, n) for d, n in zip(fixed, default.shape))
-            ):
-                raise CompileError(
-                    f"input {vi.name!r} is declared of shape {fixed}, but its initializer (its "
-                    f"default) has shape {list(default.shape)}",
-                    hint="fix the model",
-                )
+        if default is not None and declared is None and vi.name not in self.shapes:
+            return TensorType(dtype, tuple(default.shape))  # the default's shape is the input's
         if vi.name in self.shapes:
             shape = tuple(int(d) for d in self.shapes[vi.name])
             if declared is not None and len(declared) != len(shape):
@@ -969,6 +1013,27 @@ def _needs(n: onnx.NodeProto) -> set[str]:
     return needed
 
 
+def _shape_deciding(gp: onnx.GraphProto, defaults: dict, used: set[str]) -> dict[str, str]:
+    """The inputs among ``defaults`` that a live node of the graph reads where a shape is decided
+    (a Reshape's shape, a Pad's pads...), each with that node: they must be compiled in. Spotting
+    them here spares an import per input; others surface as ConstantRequiredError (see
+    ``import_model``)."""
+    from .shape_rules import SHAPE_INPUTS
+
+    found: dict[str, str] = {}
+    for n in gp.node:
+        if n.domain not in ("", "ai.onnx") or not any(o in used for o in n.output if o):
+            continue
+        for i in SHAPE_INPUTS.get(n.op_type, {}):
+            if i < len(n.input) and n.input[i] in defaults:
+                found.setdefault(n.input[i], _where(n.op_type, n.name))
+    return found
+
+
+def _where(op: str | None, node: str | None) -> str:
+    return f"{op} node {node!r}" if node else f"{op} node"
+
+
 def _clean_name(name: str) -> str:
     return name.strip()
 
@@ -979,16 +1044,34 @@ def import_model(
     dims: dict[str, int] | None = None,
     constants: dict[str, np.ndarray] | None = None,
     fold_limit: int = host_eval.FOLD_LIMIT,
+    freeze_initializers: bool = False,
 ) -> tuple[Graph, list[str]]:
     """ONNX model -> Graph IR with bound dims, folded constants and legal ops (plus warnings).
 
     ``constants`` freezes graph inputs to given values: they become constants, fold like
     initializers (secondary inputs such as shapes, axes and pads then reach the rules that
     need them) and are no longer inputs of the compiled model. No tensor folded on the host may
-    take more than ``fold_limit`` bytes."""
+    take more than ``fold_limit`` bytes.
+
+    An input with an initializer of its name (IR version >= 4) stays an input, whose
+    initializer is its default (``metadata["input_defaults"]``), unless an op needs its value
+    at compile time: then it is compiled in with its initializer's value, as a constant.
+    ``freeze_initializers`` compiles every such initializer in."""
     model = _upgrade(model)
-    imp = Importer(model, dict(shapes or {}), dict(dims or {}), dict(constants or {}), fold_limit=fold_limit)
-    return imp.run(), imp.warnings
+    compiled_in: dict[str, str] = {}
+    while True:
+        imp = Importer(
+            model, dict(shapes or {}), dict(dims or {}), dict(constants or {}), fold_limit=fold_limit,
+            freeze_initializers=freeze_initializers, compiled_in=dict(compiled_in),
+        )  # fmt: skip
+        try:
+            return imp.run(), imp.warnings
+        except ConstantRequiredError as e:
+            # an op needs the value of inputs that have a default: compile those in, import again
+            new = [n for n in e.inputs if n in imp.defaults and n not in compiled_in]
+            if not new:
+                raise
+            compiled_in.update(dict.fromkeys(new, _where(e.op, e.node)))
 
 
 def _upgrade(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -141,7 +141,8 @@ def _io_line(io: dict) -> str:
 def index_dts(manifest: dict) -> str:
     """index.d.ts: the runtime's types plus this model's feeds and output names."""
     feeds = "\n".join(
-        f"  /** {_io_line(io)} */\n  {json.dumps(io['name'])}: Tensor<{json.dumps(io['dtype'])}> | "
+        f"  /** {_io_line(io)}{', optional: omitted, its default is used' if 'default' in io else ''} */\n"
+        f"  {json.dumps(io['name'])}{'?' if 'default' in io else ''}: Tensor<{json.dumps(io['dtype'])}> | "
         f"DataTypeMap[{json.dumps(io['dtype'])}] | GPUBuffer;"
         for io in manifest["inputs"]
     )
@@ -171,7 +172,7 @@ export type OutputName = {outputs};
 def readme(manifest: dict, pkg: str, has_source: bool) -> str:
     """README.md of the package: what the model takes and gives, and how to run it."""
     rows = "\n".join(
-        f"| {kind} | `{io['name']}` | {io['dtype']} | [{', '.join(str(d) for d in io['shape'])}] | {io['storage']} |"
+        f"| {kind}{' (optional: has a default)' if 'default' in io else ''} | `{io['name']}` | {io['dtype']} | [{', '.join(str(d) for d in io['shape'])}] | {io['storage']} |"
         for kind, group in (("input", manifest["inputs"]), ("output", manifest["outputs"]))
         for io in group
     )

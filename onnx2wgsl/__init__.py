@@ -35,12 +35,17 @@ def compile(
     constants=None,
     force=False,
     fold_limit=None,
+    freeze_initializers=False,
 ):
     """Compile an ONNX model (path or ModelProto) into an artifact directory.
 
     ``shapes`` maps input names to shapes (tuples or "1x3x224x224"); ``dims`` binds symbolic
     dims by name; ``constants`` maps input names to arrays that freeze those inputs (they fold
-    into the model and leave its inputs). ``emit="js"`` also makes the directory an npm
+    into the model and leave its inputs). An input with an initializer of its name (IR version
+    >= 4) is an input whose default is that initializer (a run that does not feed it uses it),
+    unless an op needs its value at compile time (a Reshape's shape...): it is then compiled in
+    with that value; ``freeze_initializers=True`` compiles every such initializer in as a
+    constant (faster: folding, fusion and weight packing apply). ``emit="js"`` also makes the directory an npm
     package for the browser (the CLI's ``--target js``). ``output`` must be new, empty or hold
     an earlier artifact; ``force=True`` writes into any folder (its other files are kept).
     ``fold_limit`` caps the bytes of one tensor folded on the host (default 1 GiB).
@@ -61,6 +66,7 @@ def compile(
         opt_level=opt_level,
         constants=constants,
         force=force,
+        freeze_initializers=freeze_initializers,
         **({} if fold_limit is None else {"fold_limit": int(fold_limit)}),
     ).report
     if emit == "js":

@@ -103,20 +103,26 @@ class WebGPURep(BackendRep):
             if isinstance(inputs, np.ndarray):
                 inputs = [inputs]
             feeds = dict(zip(self.input_names, inputs))
-        feeds = {**self.defaults, **feeds}  # an input with an initializer defaults to it
         session = self.session if self.session is not None else self._specialized(feeds)
+        taken = {io.name for io in session.get_inputs()}
+        overrides = tuple(n for n in feeds if n in self.defaults and n not in taken)
+        if overrides:  # feeds for initializers the compile took in (they decide shapes)
+            session = self._specialized(feeds, overrides)
+        # an input with a default that is not fed: the session fills it in, as onnxruntime does
         names = {io.name for io in session.get_inputs()}
         outs = session.run(None, {k: v for k, v in feeds.items() if k in names})
         return namedtupledict("Outputs", self.output_names)(*outs)
 
-    def _specialized(self, feeds: dict):
-        """The session compiled with the frozen inputs set to these feeds' values and the
-        shaped inputs bound to these feeds' shapes."""
+    def _specialized(self, feeds: dict, overrides: tuple[str, ...] = ()):
+        """The session compiled with the frozen inputs (and ``overrides``) set to these feeds'
+        values, or their defaults, and the shaped inputs bound to these feeds' shapes."""
+        feeds = {**self.defaults, **feeds}
         while True:
-            missing = [n for n in self.frozen + self.shaped if n not in feeds]
+            frozen = self.frozen + tuple(n for n in overrides if n not in self.frozen)
+            missing = [n for n in frozen + self.shaped if n not in feeds]
             if missing:
                 raise ValueError(f"the model needs inputs {missing} to compile")
-            values = {n: np.asarray(feeds[n]) for n in self.frozen}
+            values = {n: np.asarray(feeds[n]) for n in frozen}
             shapes = {n: tuple(np.shape(feeds[n])) for n in self.shaped if n not in values}
             key = (
                 tuple((n, v.dtype.str, v.shape, v.tobytes()) for n, v in sorted(values.items())),
@@ -153,8 +159,9 @@ class WebGPURep(BackendRep):
 
 
 def _input_defaults(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    """The initializers that are graph inputs' defaults (IR version >= 4), which the compiled
-    model keeps as inputs: ``run`` feeds them when the caller does not, as onnxruntime does."""
+    """The initializers that are graph inputs' defaults (IR version >= 4). The compiled model
+    keeps most as inputs with that default; one an op needs at compile time is compiled in,
+    and ``run`` compiles again for a feed that overrides it."""
     if model.ir_version < 4:
         return {}
     from onnx import numpy_helper

@@ -136,6 +136,12 @@ def validate(m: dict) -> dict:
     if len(set(names)) != len(names):
         raise ManifestError("manifest inputs repeat a name")
     _weights(m["weights"], sizes)
+    for io in m["inputs"]:
+        if "default" in io:
+            _default(io, m["weights"])
+    for io in m["outputs"]:
+        if "default" in io:
+            raise ManifestError(f"manifest output {io['name']!r} has a default, which only inputs have")
     for s in m["shaders"]:
         if not SHADER_FILE.fullmatch(s["file"]) or not SHA256.fullmatch(s["sha256"]):
             raise ManifestError(f"shader {s['name']!r}: file must be shaders/NAME.wgsl, with its sha256")
@@ -222,6 +228,22 @@ def _weights(w: dict, sizes: dict[str, int]) -> None:
             _check(seg.get("file_offset"), int, f"{where}.file_offset")
             if seg["file_offset"] + seg["size"] > w["size"]:
                 raise ManifestError(f"manifest {where} reads past the end of {w['file']}")
+
+
+def _default(io: dict, w: dict) -> None:
+    """An input's default: its bytes in the weights file, or one 32-bit word repeated."""
+    where = f"input {io['name']!r} default"
+    d = io["default"]
+    _check(d, {"size": int}, where)
+    if d["size"] != io["size"]:
+        raise ManifestError(f"manifest {where} has size {d['size']}, but the input has size {io['size']}")
+    if "fill" in d:
+        if not _is_int(d["fill"]) or not 0 <= d["fill"] < 2**32:
+            raise ManifestError(f"manifest {where}.fill must be a 32-bit word")
+    else:
+        _check(d.get("file_offset"), int, f"{where}.file_offset")
+        if d["file_offset"] % 4 or d["file_offset"] + d["size"] > w["size"]:
+            raise ManifestError(f"manifest {where} is unaligned or reads past the end of {w['file']}")
 
 
 def artifact_file(

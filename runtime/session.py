@@ -36,6 +36,7 @@ class IOInfo:
     name: str
     dtype: str
     shape: list[int]
+    optional: bool = False  # an input with a default (its initializer), used when a run omits it
 
     @property
     def type(self) -> str:
@@ -221,10 +222,28 @@ class InferenceSession:
             else:
                 start = seg["file_offset"]
                 q.write_buffer(buf, seg["offset"], blob[start : start + seg["size"]])
+        # inputs' defaults, kept in memory: a run that omits such an input writes these bytes
+        self._defaults = {}
+        for io in self.manifest["inputs"]:
+            d = io.get("default")
+            if d is not None:
+                self._defaults[io["name"]] = (
+                    np.full(d["size"] // 4, d["fill"], dtype=np.uint32)
+                    if "fill" in d
+                    else np.frombuffer(blob, np.uint8, d["size"], d["file_offset"]).copy()  # not a view
+                )
 
     # -- onnxruntime-shaped API -----------------------------------------------------------
     def get_inputs(self) -> list[IOInfo]:
-        return [IOInfo(io["name"], io["dtype"], list(io["shape"])) for io in self.manifest["inputs"]]
+        """Every input a run may feed; those with a default are ``optional``."""
+        return [
+            IOInfo(io["name"], io["dtype"], list(io["shape"]), "default" in io)
+            for io in self.manifest["inputs"]
+        ]
+
+    def get_overridable_initializers(self) -> list[IOInfo]:
+        """The inputs with a default, as onnxruntime names them: a run that omits one uses it."""
+        return [io for io in self.get_inputs() if io.optional]
 
     def get_outputs(self) -> list[IOInfo]:
         return [IOInfo(io["name"], io["dtype"], list(io["shape"])) for io in self.manifest["outputs"]]
@@ -241,7 +260,10 @@ class InferenceSession:
                 f"(the model's inputs are {list(self._inputs)})"
             )
         wanted = self._select(output_names)
-        staged = [(io, self._to_storage(io, input_feed[io["name"]])) for io in self._check_feed(input_feed)]
+        staged = [
+            (io, self._to_storage(io, input_feed[io["name"]]) if io["name"] in input_feed else self._defaults[io["name"]])
+            for io in self._check_feed(input_feed)
+        ]  # fmt: skip
         q = self.device.queue
         for io, data in staged:
             if data.nbytes:
@@ -286,9 +308,12 @@ class InferenceSession:
 
     def _check_feed(self, feed: Mapping[str, Any]) -> list[dict]:
         unknown = [n for n in feed if n not in self._inputs]
-        missing = [n for n in self._inputs if n not in feed]
+        missing = [n for n, io in self._inputs.items() if n not in feed and "default" not in io]
         if unknown or missing:
-            expected = ", ".join(f"{n} ({io['dtype']}{io['shape']})" for n, io in self._inputs.items())
+            expected = ", ".join(
+                f"{n} ({io['dtype']}{io['shape']}{', optional' if 'default' in io else ''})"
+                for n, io in self._inputs.items()
+            )
             what = f"unknown input names {unknown}" if unknown else f"missing inputs {missing}"
             raise InputError(f"{what}; the model expects: {expected}")
         return list(self._inputs.values())

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 import onnx2wgsl
 from onnx2wgsl.compiler import compile_model
@@ -149,3 +149,62 @@ def cli(*args: str) -> subprocess.CompletedProcess:
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+
+
+# -- inputs with a default (initializers that are also graph inputs, IR version >= 4) -----------
+DEFAULT_W = rand(4, 3, seed=1)
+
+
+def defaults_graph(nodes, inputs: dict, defaults: dict, outputs: list[str], opset: int = 17):
+    """A model of float ``outputs`` whose ``defaults`` are initializers that are also graph
+    inputs (IR version 8)."""
+    declared = [
+        helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+        for n, a in {**inputs, **defaults}.items()
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        declared,
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
+        [numpy_helper.from_array(a, n) for n, a in defaults.items()],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    return m
+
+
+def defaults_model():
+    """y = Reshape(x, s) @ w + b, z = Gather(y, k, axis=1): s is compiled in; w (stored in the
+    weights file), b (zeros: one repeated word) and k (int64) stay inputs with defaults."""
+    nodes = [
+        helper.make_node("Reshape", ["x", "s"], ["r"]),
+        helper.make_node("MatMul", ["r", "w"], ["m"]),
+        helper.make_node("Add", ["m", "b"], ["y"]),
+        helper.make_node("Gather", ["y", "k"], ["z"], axis=1),
+    ]
+    defaults = {
+        "s": np.array([2, 4], np.int64),
+        "w": DEFAULT_W,
+        "b": np.zeros(3, np.float32),
+        "k": np.array([2, 0], np.int64),
+    }
+    return defaults_graph(nodes, {"x": rand(8)}, defaults, ["y", "z"])
+
+
+def tampered_defaults() -> dict:
+    """case -> (edit of defaults_model's manifest, words of the one-line ManifestError)."""
+
+    def default(m: dict, name: str) -> dict:
+        return next(io for io in m["inputs"] if io["name"] == name)["default"]
+
+    return {
+        "past the file": (lambda m: default(m, "w").update(file_offset=m["weights"]["size"] - 8), "past the end"),
+        "huge offset": (lambda m: default(m, "w").update(file_offset=1 << 52), "past the end"),
+        "unaligned": (lambda m: default(m, "w").update(file_offset=2), "is unaligned"),
+        "wrong size": (lambda m: default(m, "w").update(size=44), "has size 44, but the input has size 48"),
+        "no offset": (lambda m: default(m, "w").pop("file_offset"), "default.file_offset must be"),
+        "bad fill": (lambda m: default(m, "b").update(fill=1 << 32), "fill must be a 32-bit word"),
+        "not an object": (lambda m: m["inputs"][1].update(default=[0]), "default must be an object"),
+        "on an output": (lambda m: m["outputs"][0].update(default={"size": 48, "fill": 0}), "only inputs have"),
+    }  # fmt: skip

@@ -79,6 +79,11 @@ export interface TensorMetadata {
   readonly shape: readonly number[];
   /** The 32-bit type each element has on the GPU (what GPUBuffer feeds and outputs hold). */
   readonly storage: 'f32' | 'i32' | 'u32';
+  /**
+   * Inputs only: the input has a default (its initializer, in the artifact's weights), which
+   * run() uses when the feeds omit it; a feed overrides it.
+   */
+  readonly optional?: boolean;
 }
 
 export interface Progress {
@@ -120,9 +125,9 @@ export declare class InferenceSession {
   readonly device: GPUDevice;
   /** The parsed manifest.json. */
   readonly manifest: Record<string, unknown>;
-  /** Run the model; resolves to output name -> Tensor. Runs of one session are queued. */
+  /** Run the model (optional inputs may be omitted: their defaults are used); resolves to output name -> Tensor. Runs of one session are queued. */
   run(feeds: Record<string, FeedValue>, options?: RunOptions): Promise<Record<string, Tensor>>;
-  /** Runs on zero inputs `times` times; resolves to the last run's milliseconds. */
+  /** Runs on zero inputs (optional ones keep their defaults) `times` times; resolves to the last run's milliseconds. */
   warmup(times?: number): Promise<number>;
   /** Destroys the session's buffers, and its device if the session created it. */
   release(): Promise<void>;

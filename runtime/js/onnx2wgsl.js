@@ -154,6 +154,21 @@ export function validateManifest(m) {
   if (new Set(m.inputs.map((io) => io.name)).size != m.inputs.length) fail('manifest inputs repeat a name');
   const w = m.weights;
   if (!WEIGHTS_FILE.test(w.file) || !SHA256.test(w.sha256)) fail('manifest weights: file must be a plain NAME.bin beside the manifest, with its sha256');
+  // an input's default: its bytes in the weights file, or one 32-bit word repeated
+  for (const io of m.inputs) {
+    const d = io.default;
+    const where = `input '${io.name}' default`;
+    if (d === undefined) continue;
+    check(d, { size: 0 }, where);
+    if (d.size != io.size) fail(`manifest ${where} has size ${d.size}, but the input has size ${io.size}`);
+    if ('fill' in d) {
+      if (!Number.isInteger(d.fill) || d.fill < 0 || d.fill >= 2 ** 32) fail(`manifest ${where}.fill must be a 32-bit word`);
+    } else {
+      check(d.file_offset, 0, `${where}.file_offset`);
+      if (d.file_offset % 4 || d.file_offset + d.size > w.size) fail(`manifest ${where} is unaligned or reads past the end of ${w.file}`);
+    }
+  }
+  for (const io of m.outputs) if ('default' in io) fail(`manifest output '${io.name}' has a default, which only inputs have`);
   w.segments.forEach((seg, i) => {
     const where = `weights.segments[${i}]`;
     within(seg, where);
@@ -445,7 +460,8 @@ export class InferenceSession {
     const meta = (io) => ({ name: io.name, isTensor: true, type: io.dtype, shape: io.shape, storage: io.storage });
     this.inputNames = m.inputs.map((io) => io.name);
     this.outputNames = m.outputs.map((io) => io.name);
-    this.inputMetadata = m.inputs.map(meta);
+    // an optional input has a default (its initializer), which a run that omits it uses
+    this.inputMetadata = m.inputs.map((io) => ({ ...meta(io), optional: 'default' in io }));
     this.outputMetadata = m.outputs.map(meta);
     const progress = (stage, loaded, total) => onProgress?.({ stage, loaded, total });
 
@@ -496,6 +512,10 @@ export class InferenceSession {
         if (!('fill' in seg)) device.queue.writeBuffer(buf, seg.offset, blob, seg.file_offset, seg.size);
         else if (seg.fill) device.queue.writeBuffer(buf, seg.offset, new Uint32Array(seg.size / 4).fill(seg.fill));
       }
+      // inputs' defaults, copied out of the file's bytes: a run that omits such an input writes them
+      this._defaults = {};
+      for (const { name, default: d } of m.inputs)
+        if (d) this._defaults[name] = 'fill' in d ? new Uint32Array(d.size / 4).fill(d.fill) : blob.slice(d.file_offset, d.file_offset + d.size);
     })();
     let built = 0;
     const pipelines = Promise.all(
@@ -531,7 +551,8 @@ export class InferenceSession {
 
   /**
    * Run the model. feeds: name -> Tensor, typed array (shaped as the model says) or GPUBuffer
-   * on this device (32-bit storage form). options.fetches: the output names to compute, or
+   * on this device (32-bit storage form); an optional input (one with a default) may be
+   * omitted, and its default is used. options.fetches: the output names to compute, or
    * name -> null | GPUBuffer | Tensor.fromGpuBuffer(...) to write that output into your
    * buffer. Resolves to name -> Tensor. Runs of one session are queued, never interleaved.
    */
@@ -555,14 +576,15 @@ export class InferenceSession {
     const wanted = names ? names.map((n) => outs.find((o) => o.name == n)) : outs;
 
     const unknown = Object.keys(feeds).filter((n) => !this.inputNames.includes(n));
-    const missing = this.inputNames.filter((n) => !(n in feeds));
+    const missing = m.inputs.filter((io) => !(io.name in feeds || io.default)).map((io) => io.name);
     if (unknown.length || missing.length) {
-      const expected = m.inputs.map((io) => `${io.name} (${io.dtype}${showShape(io.shape)})`).join(', ');
+      const expected = m.inputs.map((io) => `${io.name} (${io.dtype}${showShape(io.shape)}${io.default ? ', optional' : ''})`).join(', ');
       const what = unknown.length ? `unknown input names ${listing(unknown)}` : `missing inputs ${listing(missing)}`;
       throw new InputError(`${what}; the model expects: ${expected}`);
     }
     // check and convert every input before anything reaches the device
     const staged = m.inputs.map((io) => {
+      if (!(io.name in feeds)) return [io, null, io.size ? this._defaults[io.name] : null];
       const value = feeds[io.name];
       const gpu = gpuBufferOf(value);
       const isTensor = value instanceof Tensor;
@@ -635,10 +657,10 @@ export class InferenceSession {
     return Object.fromEntries(wanted.map((o) => [o.name, results[o.name]]));
   }
 
-  /** Run `times` times on zero inputs (compiles lazily built GPU state); resolves to the last run's ms. */
+  /** Run `times` times on zero inputs, optional ones at their defaults (compiles lazily built GPU state); resolves to the last run's ms. */
   async warmup(times = 1) {
     const feeds = {};
-    for (const io of this.manifest.inputs) feeds[io.name] = new (TYPES[io.dtype][0])(numel(io.shape));
+    for (const io of this.manifest.inputs) if (!io.default) feeds[io.name] = new (TYPES[io.dtype][0])(numel(io.shape));
     let ms = 0;
     for (let i = 0; i < times; i++) {
       const t = performance.now();

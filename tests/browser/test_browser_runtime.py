@@ -3,13 +3,22 @@ tensors, errors that name what was expected, files instead of URLs, a strict CSP
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 
 import numpy as np
 import pytest
 from browser_support import decode
-from helpers import node_model, rand, two_layer_model
+from helpers import (
+    assert_close,
+    defaults_model,
+    node_model,
+    ort_run,
+    rand,
+    tampered_defaults,
+    two_layer_model,
+)
 
 import onnx2wgsl
 from onnx2wgsl.compiler.target import WEBGPU_DEFAULT_LIMITS, Target
@@ -52,7 +61,14 @@ def test_load_builds_everything_once_and_run_only_encodes(page, compiled, feeds,
     meta = res["meta"]
     assert meta["inputNames"] == ["x"] and meta["outputNames"] == ["y", "z"]
     assert meta["inputMetadata"] == [
-        {"name": "x", "isTensor": True, "type": "float32", "shape": [2, 8], "storage": "f32"}
+        {
+            "name": "x",
+            "isTensor": True,
+            "type": "float32",
+            "shape": [2, 8],
+            "storage": "f32",
+            "optional": False,
+        }
     ]
 
 
@@ -331,3 +347,54 @@ def test_limits_beyond_the_defaults_are_requested_or_refused(page, compiled):
         "the GPUDevice given grants maxStorageBufferBindingSize = 134217728, the artifact needs 268435456; "
         "recompile for this device's limits"
     )
+
+
+def test_an_omitted_input_with_a_default_gets_it(page, compiled):
+    """An input whose initializer is its default: omitted, the default is used (as onnxruntime
+    does); fed, the feed overrides it; the validator checks the field as the Python one does."""
+    m = defaults_model()
+    url, out = compiled("defaults", m)
+    manifest = json.loads((out / "manifest.json").read_text())
+    cases = tampered_defaults()
+    tampered = {}
+    for case, (edit, _) in cases.items():
+        tampered[case] = copy.deepcopy(manifest)
+        edit(tampered[case])
+    x, w = rand(8, seed=2), rand(4, 3, seed=3)
+    page.open("/tests/harness.html")
+    res = js(
+        page,
+        """
+        const session = await rt.InferenceSession.create(arg.pkg);
+        const x = new Float32Array(arg.x);
+        const out = async (feeds) => Object.values(await session.run(feeds)).map((t) => [...t.data]);
+        const r = {
+          meta: session.inputMetadata.map((io) => [io.name, io.optional]),
+          plain: await out({ x }),
+          fed: await out({ x, w: new Float32Array(arg.w) }),
+          again: await out({ x }),
+          warm: await session.warmup(),
+          errors: {},
+        };
+        try { await session.run({ w: new Float32Array(12) }); } catch (e) { r.missing = e.message; }
+        for (const [k, m] of Object.entries(arg.tampered)) {
+          try { rt.validateManifest(m); r.errors[k] = 'valid'; } catch (e) { r.errors[k] = `${e.name}: ${e.message}`; }
+        }
+        await session.release();
+        return r;
+        """,
+        {"pkg": url, "x": x.tolist(), "w": w.ravel().tolist(), "tampered": tampered},
+    )
+    assert res["meta"] == [["x", False], ["w", True], ["b", True], ["k", True]]
+
+    def outputs(got):
+        return [np.array(got[0], np.float32).reshape(2, 3), np.array(got[1], np.float32).reshape(2, 2)]
+
+    assert_close(outputs(res["plain"]), ort_run(m, {"x": x}))
+    assert_close(outputs(res["fed"]), ort_run(m, {"x": x, "w": w}))
+    assert_close(outputs(res["again"]), ort_run(m, {"x": x}))
+    assert res["missing"].startswith(
+        "missing inputs ['x']; the model expects: x (float32[8]), w (float32[4, 3], optional)"
+    )
+    for case, (_, words) in cases.items():
+        assert res["errors"][case].startswith("ManifestError: ") and words in res["errors"][case], case
