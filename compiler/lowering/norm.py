@@ -11,7 +11,7 @@ from ..elementwise_ops import f32
 from . import WORKGROUP, LowerCtx, binding, decl, loops_fit, lowers, wgsl_type
 from .elementwise import emit_map, map_dispatch
 from .indexing import View, broadcast, contiguous
-from .reduce import Sweep, fold_sweep, row_kernel
+from .reduce import Sweep, fold_sweep, load, row_kernel
 
 SOFTMAX_SPLIT_L = 32768  # rows this long run in chunks, a workgroup each ...
 SOFTMAX_CHUNK = 4096  # ... of this many points
@@ -97,8 +97,8 @@ def _stats(R: int, eps: float | None) -> list[Sweep]:
     """Mean, then the mean squared deviation from it (two passes: no cancellation), in f32."""
     after = [f"let inv = 1.0f / sqrt(q / {f32(R)} + {f32(eps)});"] if eps is not None else []
     return [
-        fold_sweep("s", "f32", "sum", "a0", after=[f"let mean = s / {f32(R)};"]),
-        fold_sweep("q", "f32", "sum", "(a0 - mean) * (a0 - mean)", after=after),
+        fold_sweep("s", "f32", "sum", load(0), after=[f"let mean = s / {f32(R)};"]),
+        fold_sweep("q", "f32", "sum", f"({load(0)} - mean) * ({load(0)} - mean)", after=after),
     ]
 
 
@@ -118,12 +118,12 @@ def lower_layer_norm(ctx: LowerCtx, op: Op) -> None:
     reads = [(x, contiguous(space))] + [(v, broadcast(v.shape, space)) for v in params]
     R = math.prod(space[axis:])
     if op.kind == "RMSNormalization":
-        sweeps = [fold_sweep("q", "f32", "sum", "a0 * a0",
+        sweeps = [fold_sweep("q", "f32", "sum", f"{load(0)} * {load(0)}",
                              after=[f"let inv = 1.0f / sqrt(q / {f32(R)} + {f32(eps)});"])]  # fmt: skip
-        expr = "a0 * inv * a1"
+        expr = f"{load(0)} * inv * {load(1)}"
     else:
         sweeps = _stats(R, eps)
-        expr = "(a0 - mean) * inv * a1" + (" + a2" if op.attrs["bias"] else "")
+        expr = f"({load(0)} - mean) * inv * {load(1)}" + (f" + {load(2)}" if op.attrs["bias"] else "")
     row_writes = [(outs[i], name) for i, name in ((1, "mean"), (2, "inv")) if i in outs]
     elem = [(outs[0], contiguous(space), expr)] if 0 in outs else []
     label = f"{op.kind} of {x.type} over dims {axis}.."
@@ -144,7 +144,7 @@ def lower_instance_norm(ctx: LowerCtx, op: Op) -> None:
     per_group = op.attrs.get("per_group", 0)
     pview = View(0, (0, 1, 0, 0)) if per_group else View(0, (0, C // G, 1, 0))
     reads = [(x, contiguous(space)), (scale, pview), (bias, pview)]
-    elem = [(y, contiguous(space), "(a0 - mean) * inv * a1 + a2")]
+    elem = [(y, contiguous(space), f"({load(0)} - mean) * inv * {load(1)} + {load(2)}")]
     label = f"{op.kind} of {x.type} in {G} groups"
     _emit_norm(
         ctx, op, space, [2, 3], reads, _stats(math.prod(space[2:]), op.attrs["epsilon"]), [], elem, label
@@ -160,7 +160,7 @@ def lower_mvn(ctx: LowerCtx, op: Op) -> None:
     R = math.prod(space[a] for a in axes)
     sweeps = _stats(R, None)
     sweeps[-1].after.append(f"let den = sqrt(q / {f32(R)}) + {f32(1e-9)};")
-    elem = [(y, contiguous(space), "(a0 - mean) / den")]
+    elem = [(y, contiguous(space), f"({load(0)} - mean) / den")]
     _emit_norm(
         ctx, op, space, axes, [(x, contiguous(space))], sweeps, [], elem, f"MVN of {x.type} over {axes}"
     )
@@ -172,9 +172,9 @@ def lower_lp_norm(ctx: LowerCtx, op: Op) -> None:
     x, y = op.inputs[0], op.outputs[0]
     _float_only(ctx, x)
     space, axis, p = tuple(x.shape), op.attrs["axis"], op.attrs["p"]
-    norm = "abs(a0)" if p == 1 else "a0 * a0"
+    norm = f"abs({load(0)})" if p == 1 else f"{load(0)} * {load(0)}"
     sweeps = [fold_sweep("q", "f32", "sum", norm, after=["let n = q;" if p == 1 else "let n = sqrt(q);"])]
-    elem = [(y, contiguous(space), "select(a0 / n, 0.0f, n == 0.0f)")]
+    elem = [(y, contiguous(space), f"select({load(0)} / n, 0.0f, n == 0.0f)")]
     _emit_norm(ctx, op, space, [axis], [(x, contiguous(space))], sweeps, [], elem, f"L{p} norm of {x.type}")
 
 

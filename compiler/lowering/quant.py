@@ -20,7 +20,7 @@ from ..elementwise_ops import cast, f32
 from . import LowerCtx, binding, decl, lowers, split_workgroup, wgsl_type
 from .elementwise import emit_map, map_dispatch
 from .indexing import View, broadcast, contiguous, contiguous_strides, index_code
-from .reduce import Sweep, fold_sweep, row_kernel
+from .reduce import Sweep, fold_sweep, load, row_kernel
 
 QRANGE = {
     DType.u8: (0, 255), DType.i8: (-128, 127), DType.u16: (0, 65535), DType.i16: (-32768, 32767),
@@ -109,7 +109,7 @@ def lower_dynamic_quantize(ctx: LowerCtx, op: Op) -> None:
     space = (n,)
     sweep = Sweep(
         accs=[("lo", "f32", f32(math.inf)), ("hi", "f32", f32(-math.inf))],
-        update=["lo = min(lo, a0);", "hi = max(hi, a0);"],
+        update=[f"lo = min(lo, {load(0)});", f"hi = max(hi, {load(0)});"],
         merge=[
             "red_lo[lid] = min(red_lo[lid], red_lo[lid + half]);",
             "red_hi[lid] = max(red_hi[lid], red_hi[lid + half]);",
@@ -171,14 +171,14 @@ def _integer_matmul(ctx: LowerCtx, a, b, azp, bzp, out: Value) -> None:
         (a, View(0, tuple(s * M * K for s in ab) + (K, 0, 1))),
         (b, View(0, tuple(s * K * N for s in bb) + (0, 1, N))),
     ]
-    ta, tb = "a0", "a1"
+    ta, tb = f"i32({load(0)})", f"i32({load(1)})"
     if azp is not None:
         reads.append((azp, _param_view(azp, "a", batch, M, N)))
-        ta = f"(i32(a0) - i32(a{len(reads) - 1}))"
+        ta = f"({ta} - i32({load(len(reads) - 1)}))"
     if bzp is not None:
         reads.append((bzp, _param_view(bzp, "b", batch, M, N)))
-        tb = f"(i32(a1) - i32(a{len(reads) - 1}))"
-    expr = f"{ta if azp is not None else 'i32(a0)'} * {tb if bzp is not None else 'i32(a1)'}"
+        tb = f"({tb} - i32({load(len(reads) - 1)}))"
+    expr = f"{ta} * {tb}"
     space = batch + (M, N, K)
     if K and _tiled_integer_matmul(ctx, a, b, azp, bzp, out, batch, M, N, K, ash, bsh):
         return
@@ -331,14 +331,14 @@ def _integer_conv(ctx: LowerCtx, op: Op, x, w, xzp, wzp, out: Value) -> None:
               + (xs[1],) + tuple(d * xs[2 + i] for i, d in enumerate(a["dilations"])))  # fmt: skip
     wv = View(0, (0, OCG * ws[0], ws[0]) + zeros_o + (ws[1],) + tuple(ws[2:]))
     reads = [(xp, xv), (w, wv)]
-    tx, tw = "i32(a0)", "i32(a1)"
+    tx, tw = f"i32({load(0)})", f"i32({load(1)})"
     if xzp is not None:
         reads.append((xzp, View(0, (0,) * len(space))))
-        tx = f"(i32(a0) - i32(a{len(reads) - 1}))"
+        tx = f"({tx} - i32({load(len(reads) - 1)}))"
     if wzp is not None:
         per_oc = wzp.type.numel > 1
         reads.append((wzp, View(0, ((0, OCG, 1) if per_oc else (0, 0, 0)) + (0,) * (2 * nd + 1))))
-        tw = f"(i32(a1) - i32(a{len(reads) - 1}))"
+        tw = f"({tw} - i32({load(len(reads) - 1)}))"
     reduced = list(range(3 + nd, len(space)))
     sweep = fold_sweep("acc", "i32", "sum", f"{tx} * {tw}")
     d = row_kernel(ctx, space, reduced, reads, [sweep], row_writes=[(out, "acc")], exact=True,

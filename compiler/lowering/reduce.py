@@ -20,14 +20,13 @@ target.LOOP_BUDGET takes several points per loop iteration.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from onnx2wgsl.ir import Dispatch, DType, Op, TensorType, Value, distinct
-from onnx2wgsl.ir.kernel import ref
+from onnx2wgsl.ir.kernel import MARK, ref
 
 from ..elementwise_ops import f32, i32
 from . import LowerCtx, binding, decl, loops_fit, lowers, wgsl_type
@@ -134,6 +133,32 @@ def arg_sweep(value: str, index: str, ty: str, expr: str, largest: bool, last: b
 
 
 # -- the row kernel --------------------------------------------------------------------------
+_LOAD = "%"  # marks an operand load in sweep and element lines (MARK-delimited, like ir.kernel's)
+
+
+def load(j: int) -> str:
+    """Read ``j``'s value at the current point of the row, to write into the lines of sweeps
+    and element writes; the row kernel emits the loads that the lines use."""
+    return f"{MARK}{_LOAD}a{j}{MARK}"
+
+
+def _resolve_loads(lines: list[str]) -> tuple[list[str], set[str]]:
+    """The lines with their load marks turned into the loads' names, and those names (other
+    marks, the kernel's own, are kept for it)."""
+    used: set[str] = set()
+    out = []
+    for line in lines:
+        pieces = line.split(MARK)
+        for k in range(1, len(pieces), 2):
+            if pieces[k].startswith(_LOAD):
+                used.add(pieces[k][1:])
+                pieces[k] = pieces[k][1:]
+            else:
+                pieces[k] = MARK + pieces[k] + MARK
+        out.append("".join(pieces))
+    return out, used
+
+
 def _project(v: View, dims: list[int], keep_offset: bool) -> View:
     return View(v.offset if keep_offset else 0, tuple(v.strides[d] for d in dims))
 
@@ -200,25 +225,30 @@ def row_kernel(
         for j, (v, _) in enumerate(reads)
     }
 
-    def loads_for(lines: list[str]) -> list[str]:  # the coordinates, and only the loads used
-        used = set(re.findall(r"\ba\d+\b", " ".join(lines)))
+    def loads_for(used: set[str]) -> list[str]:  # the coordinates, and only the loads used
         return list(rlines) + [line for name, line in loads.items() if name in used]
 
     n = len(reads)
     ewrites = []
     for j, (v, _, expr) in enumerate(elem_writes):
         ewrites.append(f"{ref(f'out{oslot[id(v)]}')}[kb{n + j} + {rexprs[n + j]}] = {expr};")
-    rwrites = [f"{ref(f'out{oslot[id(v)]}')}[row] = {expr};" for v, expr in row_writes]
+    ewrites, elem_used = _resolve_loads(ewrites)
+    rwrites, _ = _resolve_loads([f"{ref(f'out{oslot[id(v)]}')}[row] = {expr};" for v, expr in row_writes])
+    sweep_params = []
+    for s in sweeps:
+        body, used = _resolve_loads(s.update)
+        sweep_params.append({
+            "accs": [{"name": acc[0], "init": acc[2]} for acc in s.accs], "loads": loads_for(used), "body": body,
+            "merge": s.merge, "after": _resolve_loads(s.after)[0],
+        })  # fmt: skip
 
-    shared = [{"name": a[0], "type": a[1]} for s in sweeps for a in s.accs]
+    shared = [{"name": acc[0], "type": acc[1]} for s in sweeps for acc in s.accs]
     grid, nx = ctx.grid(out_rows if group else math.ceil(out_rows / wg))
     shader = ctx.shader(
         "reduce.wgsl.j2", decls=decls, group=group, wg=wg, nx=nx, rows=out_rows, R=R,
-        comment=comment, shared=shared, row_lines=row_lines,
-        sweeps=[{"accs": [{"name": a[0], "init": a[2]} for a in s.accs], "loads": loads_for(s.update),
-                 "body": s.update, "merge": s.merge, "after": s.after} for s in sweeps],
+        comment=comment, shared=shared, row_lines=row_lines, sweeps=sweep_params,
         r_first=r_first, r_end=r_end, r_step=f"{wg if group else 1}u", row_writes=rwrites, elem_writes=ewrites,
-        elem_loads=loads_for(ewrites), unroll=unroll, r_stride=f"{(wg if group else 1) * unroll}u",
+        elem_loads=loads_for(elem_used), unroll=unroll, r_stride=f"{(wg if group else 1) * unroll}u",
     )  # fmt: skip
     bindings = [binding(v) for v in values] + [binding(v, write=True) for v in outs]
     pairs: list[tuple[int, int]] = []
@@ -301,14 +331,14 @@ def lower_reduce(ctx: LowerCtx, op: Op) -> None:
     read = [(x, contiguous(space))]
     label = f"{op.kind} of {x.type} over axes {list(axes)}"
     if op.kind == "ReduceLogSumExp":
-        sweeps = _logsumexp("a0")
+        sweeps = _logsumexp(load(0))
         d = row_kernel(ctx, space, axes, read, sweeps, row_writes=[(y, "log(s) + sh")], comment=label)
         ctx.kernel([x], [y], [d] if d else [])
         return
     if R >= SPLIT_MIN_R:
         _two_stage(ctx, op, kind, ty, space, axes, label)
         return
-    sweep = fold_sweep("acc", ty, kind.combine, kind.pre("a0", ty))
+    sweep = fold_sweep("acc", ty, kind.combine, kind.pre(load(0), ty))
     exact = ty != "f32" or kind.combine in ("max", "min")
     d = row_kernel(
         ctx, space, axes, read, [sweep], row_writes=[(y, kind.post("acc", R, ty))], comment=label, exact=exact
@@ -331,12 +361,12 @@ def _two_stage(ctx: LowerCtx, op: Op, kind: ReduceKind, ty: str, space, axes, la
     chunks = min(256, math.ceil(R / SPLIT_CHUNK))
     chunk = math.ceil(R / chunks)
     part = ctx.temp(TensorType(DType(ty), (rows, chunks)), f"{y.name}.partial")
-    first = fold_sweep("acc", ty, kind.combine, kind.pre("a0", ty))
+    first = fold_sweep("acc", ty, kind.combine, kind.pre(load(0), ty))
     d1 = row_kernel(
         ctx, space, axes, [(x, contiguous(space))], [first], row_writes=[(part, "acc")],
         comment=f"{label}: partials of {chunks} chunks", split=(chunks, chunk), mode=(True, 256),
     )  # fmt: skip
-    second = fold_sweep("acc", ty, kind.combine, "a0")
+    second = fold_sweep("acc", ty, kind.combine, load(0))
     d2 = row_kernel(
         ctx, (rows, chunks), [1], [(part, contiguous((rows, chunks)))], [second],
         row_writes=[(y, kind.post("acc", R, ty))], comment=f"{label}: the partials",
@@ -352,7 +382,7 @@ def lower_arg(ctx: LowerCtx, op: Op) -> None:
     axis = op.attrs["axis"]
     space = tuple(x.shape)
     ty = wgsl_type(x)
-    sweep = arg_sweep("v", "i", ty, "a0", op.kind == "ArgMax", bool(op.attrs["select_last_index"]))
+    sweep = arg_sweep("v", "i", ty, load(0), op.kind == "ArgMax", bool(op.attrs["select_last_index"]))
     d = row_kernel(
         ctx, space, [axis], [(x, contiguous(space))], [sweep], row_writes=[(y, f"{wgsl_type(y)}(i)")],
         comment=f"{op.kind} of {x.type} along axis {axis}",
@@ -389,7 +419,7 @@ def lower_einsum(ctx: LowerCtx, op: Op) -> None:
     ty = wgsl_type(y)
     if any(wgsl_type(v) != ty for v in ins):
         raise ctx.error("operands of different dtypes")
-    product = " * ".join(f"a{j}" for j in range(len(ins))) or IDENTITY["prod"][ty]
+    product = " * ".join(load(j) for j in range(len(ins))) or IDENTITY["prod"][ty]
     reduced = list(range(len(out), len(labels)))
     equation = op.attrs["equation"]
     if math.prod(space[d] for d in reduced) == 0:  # an empty sum: zeros, x is never read
@@ -445,7 +475,7 @@ def _cumulative(ctx, combine, x, y, rows, L, inner, exclusive, reverse) -> None:
     totals = ctx.temp(TensorType(DType(ty), (rows, chunks)), f"{y.name}.chunk_totals")
     offsets = ctx.temp(TensorType(DType(ty), (rows, chunks)), f"{y.name}.chunk_offsets")
     d = row_kernel(
-        ctx, space, [1], [(x, contiguous(space))], [fold_sweep("acc", ty, combine, "a0")],
+        ctx, space, [1], [(x, contiguous(space))], [fold_sweep("acc", ty, combine, load(0))],
         row_writes=[(totals, "acc")], comment=f"{ctx.current.kind}: the totals of {chunks} chunks per row",
         split=(chunks, SCAN_CHUNK), mode=(False, 64),
     )  # fmt: skip
