@@ -137,13 +137,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     given = {k: _load_array(v) for k, v in _pairs(args.input, "--input").items()}
     rng = np.random.default_rng(args.seed)
     feeds = {}
-    for io in sess.get_inputs():
+    for io in sess.get_inputs() + sess.get_overridable_initializers():
         if io.name in given:
             feeds[io.name] = given.pop(io.name)
         elif not io.optional:  # an optional input not given keeps its default
             feeds[io.name] = random_input(io.dtype, io.shape, rng)
     if given:
-        names = [io.name for io in sess.get_inputs()]
+        names = [io.name for io in sess.get_inputs() + sess.get_overridable_initializers()]
         raise UsageError(f"--input names {sorted(given)} are not model inputs; the inputs are {names}")
     times = []
     outputs = None

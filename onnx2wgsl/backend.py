@@ -104,13 +104,13 @@ class WebGPURep(BackendRep):
                 inputs = [inputs]
             feeds = dict(zip(self.input_names, inputs))
         session = self.session if self.session is not None else self._specialized(feeds)
-        taken = {io.name for io in session.get_inputs()}
+        taken = _feedable(session)
         overrides = tuple(n for n in feeds if n in self.defaults and n not in taken)
         if overrides:  # feeds for initializers the compile took in (they decide shapes)
             session = self._specialized(feeds, overrides)
+            taken = _feedable(session)
         # an input with a default that is not fed: the session fills it in, as onnxruntime does
-        names = {io.name for io in session.get_inputs()}
-        outs = session.run(None, {k: v for k, v in feeds.items() if k in names})
+        outs = session.run(None, {k: v for k, v in feeds.items() if k in taken})
         return namedtupledict("Outputs", self.output_names)(*outs)
 
     def _specialized(self, feeds: dict, overrides: tuple[str, ...] = ()):
@@ -156,6 +156,11 @@ class WebGPURep(BackendRep):
             s.release()
         self._sessions.clear()
         self.session = None
+
+
+def _feedable(session) -> set[str]:
+    """The names a session's run may feed: its inputs and its inputs with a default."""
+    return {io.name for io in session.get_inputs() + session.get_overridable_initializers()}
 
 
 def _input_defaults(model: onnx.ModelProto) -> dict[str, np.ndarray]:

@@ -235,15 +235,20 @@ class InferenceSession:
 
     # -- onnxruntime-shaped API -----------------------------------------------------------
     def get_inputs(self) -> list[IOInfo]:
-        """Every input a run may feed; those with a default are ``optional``."""
+        """The inputs every run feeds; as in onnxruntime, those with a default are not among
+        them (``get_overridable_initializers``), so feeds made from this list keep defaults."""
+        return [io for io in self._declared_inputs() if not io.optional]
+
+    def get_overridable_initializers(self) -> list[IOInfo]:
+        """The inputs with a default (``optional``), as onnxruntime names them: a run that
+        omits one uses the default, a feed overrides it."""
+        return [io for io in self._declared_inputs() if io.optional]
+
+    def _declared_inputs(self) -> list[IOInfo]:
         return [
             IOInfo(io["name"], io["dtype"], list(io["shape"]), "default" in io)
             for io in self.manifest["inputs"]
         ]
-
-    def get_overridable_initializers(self) -> list[IOInfo]:
-        """The inputs with a default, as onnxruntime names them: a run that omits one uses it."""
-        return [io for io in self.get_inputs() if io.optional]
 
     def get_outputs(self) -> list[IOInfo]:
         return [IOInfo(io["name"], io["dtype"], list(io["shape"])) for io in self.manifest["outputs"]]
