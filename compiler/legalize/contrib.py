@@ -1,0 +1,262 @@
+"""Legalize rules: onnxruntime's contrib ops (domain ``com.microsoft``).
+
+Transformer models rewritten by onnxruntime's optimizer, or exported by optimum and
+onnxruntime-genai, use these fused ops. Each becomes the default-domain IR ops it stands for
+(Add + Gelu, Add + LayerNormalization, RMSNormalization, MatMul, Gather, ...), so constant
+folding, fusion and the norm kernels apply to them as to any exporter's output. Semantics
+follow onnxruntime's ContribOperators.md and its CPU kernels, which the tests compare with.
+
+Quantized weights (MatMulNBits, GatherBlockQuantized) must be constants: they are
+dequantized at compile time into float constants (within the fold limit). Keeping them
+packed on the GPU and dequantizing in the kernel is later work.
+
+Any attribute or input combination not handled here is an UnsupportedError naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from onnx2wgsl.errors import UnsupportedError
+from onnx2wgsl.ir import DType, TensorType, Value
+
+from . import emit, legalize, rule
+
+MS = "com.microsoft"
+# onnxruntime registers these in the default domain, where ONNX itself defines no such op.
+DEFAULT_DOMAIN = ("SimplifiedLayerNormalization",)
+# The ops of this module, as (domain, op type), for `onnx2wgsl ops` and the frontend.
+OPS: list[tuple[str, str]] = []
+# onnx's default-domain schemas the IR forms below follow (rules read ``info.opset``).
+_STANDARD_OPSET = 23
+
+
+def contrib(*op_types: str, domain: str = MS):
+    def register(fn):
+        OPS.extend((domain, t) for t in op_types)
+        return rule(*op_types, domain=domain)(fn)
+
+    return register
+
+
+# -- helpers ----------------------------------------------------------------------------------
+def _unsupported(info, what: str, hint: str | None = None):
+    return info.error(f"{what} is not supported", hint=hint, cls=UnsupportedError)
+
+
+def _inputs(info, n_min: int, n_max: int) -> list[Value | None]:
+    """The node's inputs padded with None to ``n_max``; the required ones present (onnx has no
+    schema to check these ops against)."""
+    ins = list(info.inputs)
+    if len(ins) > n_max:
+        raise info.error(
+            f"it has {len(ins)} inputs; {info.op_type} takes at most {n_max}", hint="fix the model"
+        )
+    ins += [None] * (n_max - len(ins))
+    missing = [i for i in range(n_min) if ins[i] is None]
+    if missing:
+        raise info.error(
+            f"its input {missing[0]} is required, but the node leaves it empty", hint="fix the model"
+        )
+    return ins
+
+
+def _outputs(info, n_max: int) -> list[TensorType | None]:
+    types = list(info.out_types)
+    if len(types) > n_max:
+        raise info.error(
+            f"it has {len(types)} outputs; {info.op_type} gives at most {n_max}", hint="fix the model"
+        )
+    return types + [None] * (n_max - len(types))
+
+
+def _float_input(info, v: Value, what: str) -> None:
+    if not v.dtype.is_float:
+        raise info.error(
+            f"{what} is {v.dtype.name}; {info.op_type} takes float tensors", hint="fix the model"
+        )
+
+
+def _standard(g, info, op_type: str, inputs, attrs, out_types, out_names) -> list[Value | None]:
+    """Legalize the default-domain op ``op_type`` on these operands: its IR form, by its own rule."""
+    std = dataclasses.replace(
+        info, op_type=op_type, domain="", opset=_STANDARD_OPSET, inputs=list(inputs), attrs=dict(attrs),
+        out_types=list(out_types), out_names=list(out_names), schema=None,
+    )  # fmt: skip
+    return legalize(g, std)
+
+
+def _binary(g, info, kind: str, a: Value, b: Value, name: str) -> Value:
+    try:
+        shape = np.broadcast_shapes(tuple(a.shape), tuple(b.shape))
+    except ValueError:
+        raise info.error(
+            f"{a.name!r} {list(a.shape)} and {b.name!r} {list(b.shape)} do not broadcast",
+            hint="fix the model",
+        ) from None
+    (y,) = emit(g, info, kind, [a, b], {}, [TensorType(a.dtype, tuple(shape))], [name], domain="")
+    return y
+
+
+def _last_dim_param(info, x: Value, v: Value | None, what: str) -> None:
+    """An optional per-feature operand: shape [hidden] (the input's last dim)."""
+    if v is not None and tuple(v.shape) != (x.shape[-1],):
+        raise info.error(
+            f"{what} has shape {list(v.shape)}; it must be [{x.shape[-1]}]", hint="fix the model"
+        )
+
+
+# -- activations ------------------------------------------------------------------------------
+@contrib("Gelu", "BiasGelu", "FastGelu")
+def _gelu(g, info):
+    """Gelu (erf), BiasGelu (erf of A + B) and FastGelu (the tanh form, optional bias)."""
+    n_min, n_max = {"Gelu": (1, 1), "BiasGelu": (2, 2), "FastGelu": (1, 2)}[info.op_type]
+    x, bias = (_inputs(info, n_min, n_max) + [None])[:2]
+    _outputs(info, 1)
+    _float_input(info, x, "its input")
+    if bias is not None:
+        if bias.type.rank != 1 or bias.shape[0] != (x.shape[-1] if x.type.rank else -1):
+            raise info.error(
+                f"bias has shape {list(bias.shape)}; it must be [{x.shape[-1] if x.type.rank else '?'}] "
+                "(the input's last dim)",
+                hint="fix the model",
+            )
+        x = _binary(g, info, "Add", x, bias, info.out_names[0] + ".biased")
+    approximate = "tanh" if info.op_type == "FastGelu" else "none"
+    return _standard(g, info, "Gelu", [x], {"approximate": approximate}, info.out_types, info.out_names)
+
+
+@contrib("QuickGelu")
+def _quick_gelu(g, info):
+    """x * Sigmoid(alpha * x)."""
+    (x,) = _inputs(info, 1, 1)
+    _outputs(info, 1)
+    _float_input(info, x, "its input")
+    alpha = float(info.attrs.get("alpha", 1.702))
+    name = info.out_names[0]
+    scaled = x
+    if alpha != 1.0:
+        scaled = _binary(
+            g, info, "Mul", x, g.const(np.asarray(alpha, x.dtype.numpy), name + ".alpha"), name + ".ax"
+        )
+    (gate,) = emit(g, info, "Sigmoid", [scaled], {}, [x.type], [name + ".gate"], domain="")
+    return emit(g, info, "Mul", [x, gate], {}, domain="")
+
+
+@contrib("BiasAdd")
+def _bias_add(g, info):
+    """X + bias + skip; X and skip are (N, S, C), bias (C)."""
+    x, bias, skip = _inputs(info, 3, 3)
+    _outputs(info, 1)
+    if x.type.rank != 3 or tuple(skip.shape) != tuple(x.shape):
+        raise info.error(
+            f"X {list(x.shape)} and skip {list(skip.shape)} must have one shape (N, S, C)",
+            hint="fix the model",
+        )
+    _last_dim_param(info, x, bias, "bias")
+    s = _binary(g, info, "Add", x, bias, info.out_names[0] + ".biased")
+    return emit(g, info, "Add", [s, skip], {}, domain="")
+
+
+# -- normalizations ---------------------------------------------------------------------------
+def _stat_type(x: Value, axis: int) -> TensorType:
+    """Mean / inv_std_var: the input's dims before ``axis``, ones after (always float32)."""
+    return TensorType(DType.f32, tuple(x.shape[:axis]) + (1,) * (x.type.rank - axis))
+
+
+@contrib("SkipLayerNormalization", "SkipSimplifiedLayerNormalization")
+def _skip_norm(g, info):
+    """LayerNormalization (or RMS) over the last dim of input + skip (+ bias); outputs output,
+    mean, inv_std_var, input_skip_bias_sum."""
+    simplified = info.op_type == "SkipSimplifiedLayerNormalization"
+    if simplified:
+        x, skip, gamma, bias = _inputs(info, 3, 4)
+        beta = None
+    else:
+        x, skip, gamma, beta, bias = _inputs(info, 3, 5)
+    types = _outputs(info, 4)
+    _float_input(info, x, "its input")
+    if x.type.rank not in (2, 3):
+        raise info.error(
+            f"input has rank {x.type.rank}; {info.op_type} takes 2-D or 3-D input", hint="fix the model"
+        )
+    hidden = x.shape[-1]
+    try:
+        fits = np.broadcast_shapes(tuple(skip.shape), tuple(x.shape)) == tuple(x.shape)
+    except ValueError:
+        fits = False
+    if not fits or skip.shape[-1] != hidden:
+        raise info.error(
+            f"skip {list(skip.shape)} does not broadcast to input {list(x.shape)}", hint="fix the model"
+        )
+    for what, v in (("gamma", gamma), ("beta", beta), ("bias", bias)):
+        _last_dim_param(info, x, v, what)
+    if simplified and types[1] is not None:
+        raise _unsupported(
+            info, "its mean output (onnxruntime leaves it undefined for RMS normalization)",
+            hint="leave output 1 empty",
+        )  # fmt: skip
+    names = list(info.out_names) + [""] * (4 - len(info.out_names))
+    total = _binary(g, info, "Add", x, skip, names[3] + ".skip" if bias is not None else names[3])
+    if bias is not None:
+        total = _binary(g, info, "Add", total, bias, names[3])
+    eps = float(info.attrs.get("epsilon", 1e-12))
+    axis = x.type.rank - 1
+    if simplified:
+        stat = types[2] and _stat_type(x, axis)
+        y, inv = _rms(g, info, total, gamma, axis, eps, [types[0], stat], [names[0], names[2]])
+        mean = None
+    else:
+        stat = [types[0], types[1] and _stat_type(x, axis), types[2] and _stat_type(x, axis)]
+        y, mean, inv = _standard(
+            g, info, "LayerNormalization", [total, gamma, beta], {"axis": axis, "epsilon": eps},
+            stat, names[:3],
+        )  # fmt: skip
+    outs = [y, mean, inv, total if types[3] is not None else None]
+    return outs[: len(info.out_types)]
+
+
+def _rms(g, info, x, scale, axis, eps, out_types, out_names) -> list[Value | None]:
+    """RMSNormalization of x over the dims from ``axis``; its optional second output is the
+    inverse RMS per row (IR outputs 0 and 2, the places LayerNormalization gives them)."""
+    norm = tuple(x.shape[axis:])
+    try:
+        fits = np.broadcast_shapes(tuple(scale.shape), norm) == norm
+    except ValueError:
+        fits = False
+    if not fits:
+        raise info.error(
+            f"scale {list(scale.shape)} does not broadcast to {list(norm)}", hint="fix the model"
+        )
+    types = [out_types[0], None, out_types[1]]
+    live = [i for i, t in enumerate(types) if t is not None]
+    (y, _, inv) = emit(
+        g, info, "RMSNormalization", [x, scale], {"axis": axis, "epsilon": eps, "outputs": live},
+        types, [out_names[0], "", out_names[1]], domain="",
+    )  # fmt: skip
+    return [y, inv]
+
+
+@contrib("SimplifiedLayerNormalization", domain="")
+def _simplified_norm(g, info):
+    """RMS normalization over the dims from ``axis`` on: X / sqrt(mean(X^2) + epsilon) * scale,
+    computed in float32 (``stash_type`` 1, the default)."""
+    x, scale = _inputs(info, 2, 2)
+    types = _outputs(info, 2)
+    _float_input(info, x, "X")
+    rank = x.type.rank
+    axis = int(info.attrs.get("axis", -1))
+    if not -rank <= axis < rank:
+        raise info.error(f"axis {axis} is out of range for rank {rank}", hint="fix the model")
+    axis %= rank
+    stash = int(info.attrs.get("stash_type", 1))
+    if stash != 1:
+        raise _unsupported(
+            info, f"stash_type {stash}", hint="the statistics are computed in float32 (stash_type 1)"
+        )
+    eps = float(info.attrs.get("epsilon", 1e-5))
+    names = list(info.out_names) + [""]
+    outs = _rms(g, info, x, scale, axis, eps, [types[0], types[1] and _stat_type(x, axis)], names[:2])
+    return outs[: len(info.out_types)]
