@@ -8,7 +8,7 @@ import pytest
 from helpers import assert_close, gpu_run, node_model, ort_run, rand
 
 from onnx2wgsl.compiler import compile_model
-from onnx2wgsl.errors import UnsupportedError
+from onnx2wgsl.errors import ConstantRequiredError, UnsupportedError
 
 pytestmark = pytest.mark.gpu
 
@@ -165,3 +165,118 @@ def test_unknown_contrib_op_is_still_refused():
     model = node_model("NoSuchContribOp", {"x": rand(2, 3)}, domain=MS)
     with pytest.raises(UnsupportedError, match="com.microsoft.NoSuchContribOp"):
         compile_model(model)
+
+
+# -- MatMulNBits -----------------------------------------------------------------------------
+def _pack(q: np.ndarray, bits: int) -> np.ndarray:
+    """Values < 2^bits along the last axis -> uint8 bytes, low-order bits first (onnxruntime's
+    layout; the last axis must hold a multiple of 8 / bits values)."""
+    per = 8 // bits
+    q = q.astype(np.uint8).reshape(*q.shape[:-1], -1, per)
+    return np.bitwise_or.reduce(q << (np.arange(per, dtype=np.uint8) * bits), axis=-1).astype(np.uint8)
+
+
+def _quantized_weights(K, N, block, bits, zero_points, seed=0):
+    """B, scales, zero_points (None, "packed" uint8 or "float") and the dequantized W [N, K]."""
+    rng = np.random.default_rng(seed)
+    blocks = -(-K // block)
+    q = rng.integers(0, 1 << bits, (N, blocks * block)).astype(np.uint8)
+    scales = rng.uniform(0.01, 0.1, (N, blocks)).astype(np.float32)
+    if zero_points is None:
+        z = np.full((N, blocks), 1 << (bits - 1), np.float32)
+        zp = None
+    elif zero_points == "packed":
+        zq = rng.integers(0, 1 << bits, (N, blocks)).astype(np.uint8)
+        per_row = -(-blocks * bits // 8)
+        padded = np.zeros((N, per_row * 8 // bits), np.uint8)
+        padded[:, :blocks] = zq
+        zp, z = _pack(padded, bits), zq.astype(np.float32)
+    else:
+        z = rng.uniform(0, (1 << bits) - 1, (N, blocks)).astype(np.float32)
+        zp = z
+    B = _pack(q, bits).reshape(N, blocks, block * bits // 8)
+    group = np.arange(K) // block
+    W = (q[:, :K].astype(np.float32) - z[:, group]) * scales[:, group]
+    return B, scales, zp, W
+
+
+@pytest.mark.parametrize(
+    "K, N, block, bits, zero_points",
+    [
+        (64, 24, 32, 4, None),
+        (64, 24, 16, 4, "packed"),
+        (96, 8, 64, 4, "packed"),  # 2 blocks: a packed zero-point row with a pad nibble
+        (80, 8, 32, 4, "float"),  # K not a multiple of block_size
+        (128, 16, 128, 8, None),
+        (256, 16, 256, 8, "packed"),
+        (64, 8, 16, 2, "packed"),
+        (48, 12, 16, 4, "float"),
+    ],
+)
+@pytest.mark.parametrize("bias", [False, True])
+def test_matmul_nbits(K, N, block, bits, zero_points, bias, device):
+    B, scales, zp, W = _quantized_weights(K, N, block, bits, zero_points)
+    a = rand(2, 3, K, seed=5)
+    inits = {"B": B, "scales": scales}
+    order = ["a", "B", "scales"]
+    if zp is not None:
+        inits["zp"] = zp
+        order.append("zp")
+    if bias:
+        inits["bias"] = rand(N, seed=6, low=-2, high=2)
+        order += [""] * (5 - len(order)) + ["bias"]
+    attrs = {
+        "K": K,
+        "N": N,
+        "block_size": block,
+        "bits": bits,
+        "accuracy_level": 1,
+    }  # 4 would round A to int8
+    model = node_model("MatMulNBits", {"a": a}, attrs, initializers=inits, input_order=order, domain=MS)
+    want = ort_run(model, {"a": a})
+    # our packing is onnxruntime's: its result is A @ W^T (+ bias) with W dequantized in numpy
+    ref = a @ W.T + (inits["bias"] if bias else 0)
+    np.testing.assert_allclose(want[0], ref, rtol=1e-3, atol=1e-3)
+    assert_close(gpu_run(model, {"a": a}, device), want, rtol=1e-4, atol=1e-4)
+
+
+def test_matmul_nbits_needs_constant_weights():
+    K, N = 32, 8
+    B, scales, _, _ = _quantized_weights(K, N, 16, 4, None)
+    feeds = {"a": rand(2, K), "B": B}
+    model = node_model(
+        "MatMulNBits", feeds, {"K": K, "N": N, "block_size": 16}, initializers={"s": scales}, domain=MS,
+        input_order=["a", "B", "s"],
+    )  # fmt: skip
+    with pytest.raises(ConstantRequiredError) as e:
+        compile_model(model)
+    assert "MatMulNBits" in str(e.value) and "'B'" in str(e.value) and "\n" not in str(e.value).strip()
+
+
+def test_matmul_nbits_unsupported_bits_is_a_clear_error():
+    model = node_model(
+        "MatMulNBits", {"a": rand(2, 32)}, {"K": 32, "N": 8, "block_size": 16, "bits": 3},
+        initializers={"B": np.zeros((8, 2, 6), np.uint8), "s": np.ones((8, 2), np.float32)}, domain=MS,
+    )  # fmt: skip
+    with pytest.raises(UnsupportedError, match="bits=3 is not supported"):
+        compile_model(model)
+
+
+@pytest.mark.parametrize("zero_points", [None, "float"])
+def test_matmul_nbits_g_idx(zero_points, device):
+    """g_idx maps each k to its block (act-order quantization): permuted groups."""
+    K, N, block = 64, 8, 16
+    rng = np.random.default_rng(7)
+    B, scales, zp, _ = _quantized_weights(K, N, block, 4, zero_points, seed=7)
+    g_idx = rng.permutation(np.arange(K) // block).astype(np.int32)
+    inits = {"B": B, "scales": scales, "zp": zp, "g_idx": g_idx}
+    order = ["a", "B", "scales", "zp" if zp is not None else "", "g_idx"]
+    inits = {k: v for k, v in inits.items() if v is not None}
+    a = rand(3, K, seed=8)
+    model = node_model("MatMulNBits", {"a": a}, {"K": K, "N": N, "block_size": block}, initializers=inits,
+                       input_order=order, domain=MS)  # fmt: skip
+    want = ort_run(model, {"a": a})
+    plain = ort_run(node_model("MatMulNBits", {"a": a}, {"K": K, "N": N, "block_size": block},
+                               initializers={k: inits[k] for k in order[1:4] if k}, domain=MS), {"a": a})  # fmt: skip
+    assert not np.allclose(want[0], plain[0], atol=1e-2)  # g_idx matters here
+    assert_close(gpu_run(model, {"a": a}, device), want, rtol=1e-4, atol=1e-4)

@@ -22,6 +22,7 @@ import numpy as np
 from onnx2wgsl.errors import UnsupportedError
 from onnx2wgsl.ir import DType, TensorType, Value
 
+from .. import host_eval
 from . import emit, legalize, rule
 
 MS = "com.microsoft"
@@ -260,3 +261,116 @@ def _simplified_norm(g, info):
     names = list(info.out_names) + [""]
     outs = _rms(g, info, x, scale, axis, eps, [types[0], types[1] and _stat_type(x, axis)], names[:2])
     return outs[: len(info.out_types)]
+
+
+# -- block-quantized weights, dequantized at compile time -------------------------------------
+def _unpack(packed: np.ndarray, bits: int) -> np.ndarray:
+    """uint8 bytes holding 8/bits values each, low-order bits first -> one value per element
+    along the last axis."""
+    shifts = np.arange(0, 8, bits, dtype=np.uint8)
+    vals = (packed[..., None] >> shifts) & np.uint8((1 << bits) - 1)
+    return vals.reshape(*packed.shape[:-1], packed.shape[-1] * (8 // bits))
+
+
+def _constant(info, i: int, what: str) -> np.ndarray | None:
+    """Input i, which must be a compile-time constant (the weights are dequantized then)."""
+    return info.const_input(i, what)  # raises, naming the node and the input, for a run-time one
+
+
+def _check_fold(info, shape, dtype: DType, what: str) -> None:
+    host_eval.check_fold_size(
+        shape,
+        max(dtype.itemsize, 4),
+        info.fold_limit,
+        what,
+        node=info.name,
+        op=info.op_type,
+        opset=info.opset,
+    )
+
+
+@contrib("MatMulNBits")
+def _matmul_nbits(g, info):
+    """Y = A @ dequantize(B)^T (+ bias). B (N, k_blocks, blob) holds ``bits``-bit values packed
+    along K, block by block; each (row, block) has a scale and a zero point (default
+    2^(bits-1); packed uint8 or unpacked floats); g_idx maps each k to its block."""
+    a_, _, _, _, _, bias = _inputs(info, 3, 6)
+    _outputs(info, 1)
+    _float_input(info, a_, "A")
+    attrs = info.attrs
+    for name in ("K", "N", "block_size"):
+        if name not in attrs:
+            raise info.error(f"it lacks the required attribute {name!r}", hint="fix the model")
+    K, N, block, bits = int(attrs["K"]), int(attrs["N"]), int(attrs["block_size"]), int(attrs.get("bits", 4))
+    if int(attrs.get("weight_prepacked", 0)):
+        raise _unsupported(info, f"weight_prepacked={attrs['weight_prepacked']} (a GPU vendor's layout)")
+    if bits not in (2, 4, 8):
+        raise _unsupported(info, f"bits={bits}", hint="bits 2, 4 and 8 are")
+    if block < 16 or block & (block - 1):
+        raise info.error(f"block_size {block} must be a power of two, at least 16", hint="fix the model")
+    if K <= 0 or N <= 0:
+        raise info.error(f"K={K} and N={N} must be positive", hint="fix the model")
+    if a_.type.rank < 1 or a_.shape[-1] != K:
+        raise info.error(f"A {list(a_.shape)} must have K={K} as its last dim", hint="fix the model")
+    if bias is not None and tuple(bias.shape) != (N,):
+        raise info.error(f"bias has shape {list(bias.shape)}; it must be [{N}]", hint="fix the model")
+    blocks = -(-K // block)
+    _check_fold(info, (K, N), a_.dtype, "the dequantized weight")
+    B = _constant(info, 1, "B (quantized weights)")
+    scales = _constant(info, 2, "scales")
+    zp = _constant(info, 3, "zero_points")
+    g_idx = _constant(info, 4, "g_idx")
+    if g_idx is not None and zp is not None and zp.dtype == np.uint8:
+        # onnxruntime's CPU kernel reads such zero points in a layout its docs do not describe
+        raise _unsupported(
+            info, "g_idx together with packed (uint8) zero_points", hint="unpacked (float) zero points are"
+        )
+    if B.size == 0:  # an omitted projection: zeros (plus the bias)
+        W = np.zeros((N, K), np.float32)
+    else:
+        blob = block * bits // 8
+        if B.dtype != np.uint8 or B.size != N * blocks * blob:
+            raise info.error(
+                f"B is {B.dtype} of shape {list(B.shape)}; K={K}, N={N}, block_size={block}, bits={bits} "
+                f"need uint8 [{N}, {blocks}, {blob}]",
+                hint="fix the model",
+            )
+        q = _unpack(B.reshape(N, blocks * blob), bits)[:, :K].astype(np.float32)
+        if scales.size != N * blocks:
+            raise info.error(
+                f"scales has shape {list(scales.shape)}; it must be [{N}, {blocks}]", hint="fix the model"
+            )
+        s = scales.reshape(N, blocks).astype(np.float32)
+        if zp is None:
+            z = np.full((N, blocks), 1 << (bits - 1), np.float32)
+        elif zp.dtype == np.uint8:
+            per_row = -(-blocks * bits // 8)
+            if zp.size != N * per_row:
+                raise info.error(
+                    f"packed zero_points has shape {list(zp.shape)}; it must be [{N}, {per_row}]",
+                    hint="fix the model",
+                )
+            z = _unpack(zp.reshape(N, per_row), bits)[:, :blocks].astype(np.float32)
+        else:
+            if zp.size != N * blocks:
+                raise info.error(
+                    f"zero_points has shape {list(zp.shape)}; unpacked it must be [{N}, {blocks}]",
+                    hint="fix the model",
+                )
+            z = zp.reshape(N, blocks).astype(np.float32)
+        if g_idx is None:
+            group = np.arange(K) // block
+        else:
+            group = g_idx.reshape(-1).astype(np.int64)
+            if group.size != K or group.min(initial=0) < 0 or group.max(initial=0) >= blocks:
+                raise info.error(
+                    f"g_idx must hold K={K} block indices in [0, {blocks})", hint="fix the model"
+                )
+        W = (q - z[:, group]) * s[:, group]
+    w = g.const(np.ascontiguousarray(W.T).astype(a_.dtype.numpy), info.inputs[1].name + ".dequantized")
+    name = info.out_names[0]
+    if bias is None:
+        return emit(g, info, "MatMul", [a_, w], {}, domain="")
+    out = info.out_types[0]
+    (y,) = emit(g, info, "MatMul", [a_, w], {}, [out], [name + ".matmul"], domain="")
+    return emit(g, info, "Add", [y, bias], {}, domain="")
