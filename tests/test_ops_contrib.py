@@ -4,11 +4,12 @@ domain), legalized into IR ops, compiled and run on the GPU against onnxruntime'
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 from helpers import assert_close, gpu_run, node_model, ort_run, rand
 
 from onnx2wgsl.compiler import compile_model
-from onnx2wgsl.errors import ConstantRequiredError, UnsupportedError
+from onnx2wgsl.errors import CompileError, ConstantRequiredError, UnsupportedError
 
 pytestmark = pytest.mark.gpu
 
@@ -280,3 +281,68 @@ def test_matmul_nbits_g_idx(zero_points, device):
                                initializers={k: inits[k] for k in order[1:4] if k}, domain=MS), {"a": a})  # fmt: skip
     assert not np.allclose(want[0], plain[0], atol=1e-2)  # g_idx matters here
     assert_close(gpu_run(model, {"a": a}, device), want, rtol=1e-4, atol=1e-4)
+
+
+# -- GatherBlockQuantized ----------------------------------------------------------------------
+def _int4(values: np.ndarray, signed: bool) -> np.ndarray:
+    from onnx import helper
+
+    dtype = helper.tensor_dtype_to_np_dtype(onnx.TensorProto.INT4 if signed else onnx.TensorProto.UINT4)
+    return values.astype(dtype)
+
+
+@pytest.mark.parametrize(
+    "dtype, shape, qa, ga, block, bits, zero_points",
+    [
+        ("int4", (10, 64), 1, 0, 32, 4, False),
+        ("int4", (10, 64), 1, 0, 16, 4, True),
+        ("uint4", (12, 48), -1, 0, 32, 4, True),  # 48 is not a multiple of 32
+        ("uint4", (32, 10), 0, 1, 16, 4, True),  # quantized along the gathered axis's neighbour
+        ("int4", (3, 8, 32), 2, 1, 16, 4, True),
+        ("uint8", (10, 32), 1, 0, 16, 8, False),
+        ("uint8", (10, 32), 1, 0, 16, 8, True),
+        ("uint8", (10, 64), 1, 0, 32, 4, True),  # 4-bit values packed in uint8 along the last axis
+        ("uint8", (10, 64), 1, 0, 16, 4, False),
+    ],
+)
+def test_gather_block_quantized(dtype, shape, qa, ga, block, bits, zero_points, device):
+    rng = np.random.default_rng(11)
+    rank = len(shape)
+    blocks = list(shape)
+    blocks[qa % rank] = -(-shape[qa % rank] // block)
+    if dtype == "uint8":
+        q = rng.integers(0, 1 << bits, shape)
+        data = _pack(q, bits) if bits < 8 else q.astype(np.uint8)
+        zq = rng.integers(0, 1 << bits, blocks)
+        if bits < 8 and blocks[-1] % (8 // bits):
+            zq = np.concatenate([zq, np.zeros((*blocks[:-1], 8 // bits - blocks[-1] % (8 // bits)), int)], -1)
+        zp = _pack(zq, bits) if bits < 8 else zq.astype(np.uint8)
+    else:
+        low, high = (-8, 8) if dtype == "int4" else (0, 16)
+        data = _int4(rng.integers(low, high, shape), dtype == "int4")
+        zp = _int4(rng.integers(low, high, blocks), dtype == "int4")
+    scales = rng.uniform(0.5, 2.0, blocks).astype(np.float32)
+    n = shape[ga]
+    indices = np.array([[0, n - 1, 2], [1, -1, -n]], np.int64)
+    inits = {"data": data, "scales": scales, **({"zp": zp} if zero_points else {})}
+    attrs = {"quantize_axis": qa, "gather_axis": ga, "block_size": block, "bits": bits}
+    model = node_model(
+        "GatherBlockQuantized", {"indices": indices}, attrs, initializers=inits, domain=MS,
+        input_order=["data", "indices", "scales", *(["zp"] if zero_points else [])],
+    )  # fmt: skip
+    want = ort_run(model, {"indices": indices})
+    assert_close(gpu_run(model, {"indices": indices}, device), want)
+
+
+def test_dequantized_weights_respect_the_fold_limit():
+    K, N = 64, 16
+    B, scales, _, _ = _quantized_weights(K, N, 32, 4, None)
+    model = node_model(
+        "MatMulNBits", {"a": rand(2, K)}, {"K": K, "N": N, "block_size": 32}, initializers={"B": B, "s": scales},
+        domain=MS,
+    )  # fmt: skip
+    model.graph.node[0].name = "proj"
+    with pytest.raises(CompileError, match="fold limit") as e:
+        compile_model(model, fold_limit=1024)
+    assert "proj" in str(e.value) and "MatMulNBits" in str(e.value)
+    compile_model(model, fold_limit=K * N * 4)

@@ -374,3 +374,60 @@ def _matmul_nbits(g, info):
     out = info.out_types[0]
     (y,) = emit(g, info, "MatMul", [a_, w], {}, [out], [name + ".matmul"], domain="")
     return emit(g, info, "Add", [y, bias], {}, domain="")
+
+
+@contrib("GatherBlockQuantized")
+def _gather_block_quantized(g, info):
+    """Gather from a table quantized block-wise along ``quantize_axis``: int4 / uint4 data
+    (zero point default 0), or uint8 holding 2-, 4- or 8-bit values packed along the last axis
+    (default 2^(bits-1)). The whole table is dequantized at compile time, then gathered."""
+    data_v, indices, scales_v, _ = _inputs(info, 3, 4)
+    _outputs(info, 1)
+    attrs = info.attrs
+    bits, block = int(attrs.get("bits", 4)), int(attrs.get("block_size", 128))
+    if indices.dtype not in (DType.i32, DType.i64):
+        raise info.error(
+            f"indices are {indices.dtype.name}; they must be int32 or int64", hint="fix the model"
+        )
+    if not scales_v.dtype.is_float:
+        raise info.error(f"scales are {scales_v.dtype.name}; they must be floats", hint="fix the model")
+    if data_v.dtype not in (DType.i4, DType.u4, DType.u8):
+        raise _unsupported(info, f"{data_v.dtype.name} data", hint="int4, uint4 and uint8 data are")
+    packed = data_v.dtype == DType.u8 and bits < 8
+    if data_v.dtype == DType.u8 and bits not in (2, 4, 8):
+        raise _unsupported(info, f"bits={bits}", hint="bits 2, 4 and 8 are")
+    if block < 16 or block & (block - 1):
+        raise info.error(f"block_size {block} must be a power of two, at least 16", hint="fix the model")
+    data = _constant(info, 0, "data (quantized table)")
+    scales = _constant(info, 2, "scales")
+    zp = _constant(info, 3, "zero_points")
+    q = (_unpack(data, bits) if packed else data).astype(np.float32)
+    rank = q.ndim
+    qa, ga = (int(attrs.get(k, d)) for k, d in (("quantize_axis", 1), ("gather_axis", 0)))
+    for what, axis in (("quantize_axis", qa), ("gather_axis", ga)):
+        if not -rank <= axis < rank:
+            raise info.error(f"{what} {axis} is out of range for rank {rank}", hint="fix the model")
+    qa, ga = qa % rank, ga % rank
+    if data_v.dtype == DType.u8 and (ga != 0 or (packed and qa == ga)):
+        raise info.error(
+            f"uint8 data needs gather_axis 0{' and another quantize_axis' if packed else ''} "
+            f"(got gather_axis {ga}, quantize_axis {qa})",
+            hint="fix the model",
+        )
+    blocks = list(q.shape)
+    blocks[qa] = -(-q.shape[qa] // block)
+    if tuple(scales.shape) != tuple(blocks):
+        raise info.error(f"scales has shape {list(scales.shape)}; it must be {blocks}", hint="fix the model")
+    if zp is None:
+        z = np.float32(1 << (bits - 1) if data_v.dtype == DType.u8 else 0)
+    else:
+        z = (_unpack(zp, bits)[..., : blocks[-1]] if packed else zp).astype(np.float32)
+        if z.shape != tuple(blocks):
+            raise info.error(
+                f"zero_points has shape {list(zp.shape)}; it must hold {blocks} values", hint="fix the model"
+            )
+        z = np.repeat(z, block, axis=qa).take(range(q.shape[qa]), axis=qa)
+    _check_fold(info, q.shape, scales_v.dtype, "the dequantized table")
+    s = np.repeat(scales.astype(np.float32), block, axis=qa).take(range(q.shape[qa]), axis=qa)
+    table = g.const(((q - z) * s).astype(scales_v.dtype.numpy), data_v.name + ".dequantized")
+    return _standard(g, info, "Gather", [table, indices], {"axis": ga}, info.out_types, info.out_names)
