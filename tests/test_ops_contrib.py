@@ -346,3 +346,38 @@ def test_dequantized_weights_respect_the_fold_limit():
         compile_model(model, fold_limit=1024)
     assert "proj" in str(e.value) and "MatMulNBits" in str(e.value)
     compile_model(model, fold_limit=K * N * 4)
+
+
+# -- RotaryEmbedding ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "shape, heads, dim",
+    [((2, 5, 32), 0, 0), ((2, 5, 32), 4, 0), ((2, 5, 32), 2, 8), ((2, 4, 5, 8), 0, 0), ((1, 3, 24), 3, 0)],
+)
+@pytest.mark.parametrize("interleaved", [0, 1])
+@pytest.mark.parametrize("positions", ["start", "start_input", "ids"])
+def test_rotary_embedding(shape, heads, dim, interleaved, positions, device):
+    rank = len(shape)
+    S = shape[1] if rank == 3 else shape[2]
+    # without num_heads a 3-D input's head size comes from the caches: 32 = 4 heads of 8
+    head = shape[-1] if rank == 4 else shape[2] // heads if heads else 8
+    half = (dim or head) // 2
+    rng = np.random.default_rng(12)
+    angles = rng.uniform(0, 6.3, (16, half))
+    cos, sin = np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+    x = rand(*shape, seed=13)
+    if positions == "ids":
+        pos = rng.integers(0, 16, (shape[0], S)).astype(np.int64)
+    else:
+        pos = np.array([16 - S], np.int64)
+    attrs = {"interleaved": interleaved, **({"num_heads": heads} if heads else {})}
+    if dim:
+        attrs["rotary_embedding_dim"] = dim
+    order = ["x", "pos", "cos", "sin"]
+    if positions == "start_input" or positions == "ids":
+        feeds = {"x": x, "pos": pos}
+        inits = {"cos": cos, "sin": sin}
+    else:
+        feeds = {"x": x}
+        inits = {"pos": pos, "cos": cos, "sin": sin}
+    model = node_model("RotaryEmbedding", feeds, attrs, initializers=inits, input_order=order, domain=MS)
+    assert_close(gpu_run(model, feeds, device), ort_run(model, feeds))

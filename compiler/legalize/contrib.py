@@ -431,3 +431,58 @@ def _gather_block_quantized(g, info):
     s = np.repeat(scales.astype(np.float32), block, axis=qa).take(range(q.shape[qa]), axis=qa)
     table = g.const(((q - z) * s).astype(scales_v.dtype.numpy), data_v.name + ".dequantized")
     return _standard(g, info, "Gather", [table, indices], {"axis": ga}, info.out_types, info.out_names)
+
+
+# -- attention building blocks ----------------------------------------------------------------
+@contrib("RotaryEmbedding")
+def _rotary(g, info):
+    """onnxruntime's RoPE as ONNX's RotaryEmbedding (opset 23): position_ids of shape (1) (the
+    first position; the others follow it) become the (batch, sequence) ids ONNX takes."""
+    x, pos, cos, sin = _inputs(info, 4, 4)
+    _outputs(info, 1)
+    _float_input(info, x, "input")
+    a = info.attrs
+    if int(a.get("is_packed_batching", 0)):
+        raise _unsupported(info, "is_packed_batching=1 (ragged batches)")
+    if float(a.get("scale", 1.0)) != 1.0:
+        raise _unsupported(info, f"scale={a['scale']}", hint="scale 1.0 (the default) is")
+    if x.type.rank not in (3, 4) or cos.type.rank != 2 or tuple(sin.shape) != tuple(cos.shape):
+        raise info.error(
+            f"input {list(x.shape)}, cos_cache {list(cos.shape)} and sin_cache {list(sin.shape)} do not fit: "
+            "input is 3-D or 4-D, the caches 2-D of one shape",
+            hint="fix the model",
+        )
+    B, S = x.shape[0], x.shape[1] if x.type.rank == 3 else x.shape[2]
+    heads, dim = int(a.get("num_heads", 0)), int(a.get("rotary_embedding_dim", 0))
+    if x.type.rank == 3 and not heads:
+        if dim:
+            raise info.error("rotary_embedding_dim needs num_heads with 3-D input", hint="fix the model")
+        heads = x.shape[2] // (2 * cos.shape[1]) if cos.shape[1] else 0
+        if heads <= 0 or heads * 2 * cos.shape[1] != x.shape[2]:
+            raise info.error(
+                f"hidden size {x.shape[2]} is not a multiple of the head size {2 * cos.shape[1]} the caches give",
+                hint="fix the model",
+            )
+    if pos.dtype != DType.i64:
+        raise info.error(f"position_ids are {pos.dtype.name}; they must be int64", hint="fix the model")
+    if tuple(pos.shape) == (1,):
+        steps = np.broadcast_to(np.arange(S, dtype=np.int64), (B, S))
+        if pos.is_const:
+            pos = g.const(steps + pos.data.reshape(()), pos.name + ".positions")
+        else:
+            pos = _binary(
+                g,
+                info,
+                "Add",
+                pos,
+                g.const(np.ascontiguousarray(steps), pos.name + ".steps"),
+                pos.name + ".positions",
+            )
+    elif tuple(pos.shape) != (B, S):
+        raise info.error(
+            f"position_ids has shape {list(pos.shape)}; it must be [1] or [{B}, {S}]", hint="fix the model"
+        )
+    attrs = {"interleaved": int(a.get("interleaved", 0)), "num_heads": heads}
+    if dim:
+        attrs["rotary_embedding_dim"] = dim
+    return _standard(g, info, "RotaryEmbedding", [x, cos, sin, pos], attrs, info.out_types, info.out_names)
