@@ -132,6 +132,14 @@ def _gather_block_quantized(info) -> list[TensorType | None]:
     return [TensorType(scales.dtype, shape[:axis] + tuple(indices.shape) + shape[axis + 1 :])]
 
 
+def _multi_head_attention(info) -> list[TensorType | None]:
+    q, k, v = info.inputs[:3]
+    heads = int(info.attrs["num_heads"])
+    (B, S, _), L = q.shape, k.shape[1]
+    present = [TensorType(q.dtype, (B, heads, L, w.shape[2] // heads)) for w in (k, v)]
+    return [TensorType(q.dtype, (B, S, v.shape[2])), *present]
+
+
 _MS = "com.microsoft"
 _CONTRIB = {
     **{
@@ -143,4 +151,5 @@ _CONTRIB = {
     ("", "SimplifiedLayerNormalization"): _simplified_norm,
     (_MS, "MatMulNBits"): _matmul_nbits,
     (_MS, "GatherBlockQuantized"): _gather_block_quantized,
+    (_MS, "MultiHeadAttention"): _multi_head_attention,
 }

@@ -381,3 +381,39 @@ def test_rotary_embedding(shape, heads, dim, interleaved, positions, device):
         inits = {"pos": pos, "cos": cos, "sin": sin}
     model = node_model("RotaryEmbedding", feeds, attrs, initializers=inits, input_order=order, domain=MS)
     assert_close(gpu_run(model, feeds, device), ort_run(model, feeds))
+
+
+# -- MultiHeadAttention ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "B, S, L, hidden, v_hidden, heads",
+    [(2, 5, 5, 16, 16, 2), (1, 3, 7, 24, 12, 3), (2, 4, 4, 32, 32, 4)],
+)
+@pytest.mark.parametrize("variant", ["plain", "causal", "scale", "attn_bias", "presents"])
+def test_multi_head_attention(B, S, L, hidden, v_hidden, heads, variant, device):
+    if variant == "causal" and S != L:
+        pytest.skip("unidirectional is self-attention")
+    feeds = {
+        "q": rand(B, S, hidden, seed=20),
+        "k": rand(B, L, hidden, seed=21),
+        "v": rand(B, L, v_hidden, seed=22),
+    }
+    attrs = {"num_heads": heads}
+    order, outputs = ["q", "k", "v"], ["y"]
+    if variant == "causal":
+        attrs["unidirectional"] = 1
+    if variant == "scale":
+        attrs["scale"] = 0.3
+    if variant == "attn_bias":
+        feeds["ab"] = rand(1, heads, S, L, seed=23, low=-2, high=2)
+        order += ["", "", "ab"]
+    if variant == "presents":
+        outputs += ["pk", "pv"]
+    model = node_model("MultiHeadAttention", feeds, attrs, input_order=order, outputs=outputs, domain=MS)
+    assert_close(gpu_run(model, feeds, device), ort_run(model, feeds), rtol=1e-4, atol=1e-5)
+
+
+def test_multi_head_attention_unsupported_inputs_are_clear_errors():
+    feeds = {"q": rand(1, 4, 16), "k": rand(1, 4, 16), "v": rand(1, 4, 16), "b": rand(48)}
+    model = node_model("MultiHeadAttention", feeds, {"num_heads": 2}, domain=MS)
+    with pytest.raises(UnsupportedError, match="projection bias input is not supported"):
+        compile_model(model)

@@ -486,3 +486,52 @@ def _rotary(g, info):
     if dim:
         attrs["rotary_embedding_dim"] = dim
     return _standard(g, info, "RotaryEmbedding", [x, cos, sin, pos], attrs, info.out_types, info.out_names)
+
+
+@contrib("MultiHeadAttention")
+def _multi_head_attention(g, info):
+    """Separate 3-D query, key and value, an optional attention_bias added to the scores, and
+    unidirectional (causal) self-attention, as ONNX's Attention; present_key / present_value
+    are the keys and values per head. Packed QKV, the projection bias, key padding masks,
+    past state and the qk output are not covered yet."""
+    ins = _inputs(info, 1, 10)
+    types = _outputs(info, 4)
+    q, k, v, bias, pad, attn_bias = ins[:6]
+    given = {
+        "the projection bias": bias, "key_padding_mask": pad, "past_key": ins[6], "past_value": ins[7],
+        "past_sequence_length": ins[8], "cache_indirection": ins[9],
+    }  # fmt: skip
+    for what, val in given.items():
+        if val is not None:
+            raise _unsupported(info, f"its {what} input")
+    if types[3] is not None:
+        raise _unsupported(info, "its qk output")
+    if k is None or v is None or not q.type.rank == k.type.rank == v.type.rank == 3:
+        raise _unsupported(
+            info, "packed QKV / KV or key/value as past state", hint="separate 3-D query, key and value are"
+        )
+    _float_input(info, q, "query")
+    heads = int(info.attrs.get("num_heads", 0))
+    if heads <= 0 or q.shape[2] % heads or k.shape[2] % heads or v.shape[2] % heads:
+        raise info.error(
+            f"num_heads {heads} must divide the hidden sizes of query {list(q.shape)}, key {list(k.shape)} "
+            f"and value {list(v.shape)}",
+            hint="fix the model",
+        )
+    causal = int(info.attrs.get("unidirectional", 0))
+    if causal and q.shape[1] != k.shape[1]:
+        raise _unsupported(info, "unidirectional with a key length other than the query's")
+    if attn_bias is not None and (
+        attn_bias.type.rank != 4 or tuple(attn_bias.shape[2:]) != (q.shape[1], k.shape[1])
+    ):
+        raise info.error(
+            f"attention_bias has shape {list(attn_bias.shape)}; it must be [batch or 1, heads or 1, "
+            f"{q.shape[1]}, {k.shape[1]}]",
+            hint="fix the model",
+        )
+    attrs = {"q_num_heads": heads, "kv_num_heads": heads, "is_causal": causal}
+    if info.attrs.get("scale") is not None and float(info.attrs["scale"]) != 0.0:
+        attrs["scale"] = float(info.attrs["scale"])
+    names = list(info.out_names) + [""] * (4 - len(info.out_names))
+    outs = _standard(g, info, "Attention", [q, k, v, attn_bias], attrs, types, names)
+    return outs[: len(info.out_types)]
