@@ -31,6 +31,7 @@ from onnx2wgsl.ir import DType, Graph, TensorType, Value
 
 from . import control_flow, functions, host_eval, validate
 from .legalize import legalize
+from .legalize.contrib import DEFAULT_DOMAIN as ORT_DEFAULT_DOMAIN
 
 MIN_OPSET = 7
 # Constant inputs up to this many elements are handed to onnx's shape inference as data
@@ -193,6 +194,7 @@ class NodeInfo:
     out_types: list[TensorType | None]
     out_names: list[str]
     schema: Any = None
+    fold_limit: int = host_eval.FOLD_LIMIT  # the most bytes a tensor made at compile time may take
 
     def error(self, message: str, hint: str | None = None, cls=CompileError) -> CompileError:
         return cls(message, node=self.name, op=self.op_type, opset=self.opset, hint=hint)
@@ -667,6 +669,7 @@ class Importer:
         elif (
             domain == ""
             and node.op_type not in host_eval.NONDETERMINISTIC
+            and node.op_type not in ORT_DEFAULT_DOMAIN
             and all(v is None or v.is_const for v in inputs)
             and not any(isinstance(a, onnx.GraphProto) for a in attrs.values())
         ):
@@ -687,6 +690,7 @@ class Importer:
                 attrs=attrs,
                 out_types=[],
                 out_names=[scope.prefix + (_clean_name(o) or node.op_type.lower()) for o in node.output],
+                fold_limit=self.fold_limit,
             )
             info.schema = _schema(info)
             outs = self._legalize_or_inline(node, info, scope)
@@ -746,8 +750,11 @@ class Importer:
         """Legalize the node; if it has no lowering of its own but a function body, expand that.
 
         An op counts as lowered when its legalized ops all have lowerings, so a rule that
-        rewrites it into lowered ops wins over its function body."""
-        if info.domain != "" and info.schema is None:
+        rewrites it into lowered ops wins over its function body. Ops of other domains compile
+        only through a rule of their own (onnxruntime's contrib ops, legalize/contrib.py)."""
+        from .legalize import has_rule
+
+        if info.domain != "" and info.schema is None and not has_rule(info.op_type, info.domain):
             raise info.error(
                 f"no WebGPU lowering for {info.domain}.{info.op_type}, a custom op with no known definition",
                 hint="export it as standard ONNX ops, or define it as a function inside the model",
@@ -882,7 +889,7 @@ def _schema(info: NodeInfo):
     try:
         return onnx.defs.get_schema(info.op_type, info.opset, info.domain)
     except onnx.defs.SchemaError:
-        if info.domain == "":
+        if info.domain == "" and info.op_type not in ORT_DEFAULT_DOMAIN:
             raise info.error(
                 f"{info.op_type!r} is not an ONNX operator at opset {info.opset}",
                 hint="check the model's opset import",

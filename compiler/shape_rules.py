@@ -39,6 +39,11 @@ def infer_shapes(info) -> list[TensorType | None] | None:
 
     For ops whose output shape hangs on run-time values this raises the error that says so."""
     ins = [v for v in info.inputs if v is not None]
+    if (info.domain, info.op_type) in _CONTRIB:
+        try:
+            return _CONTRIB[info.domain, info.op_type](info)
+        except (IndexError, ValueError, TypeError, KeyError):
+            return None  # inputs that do not fit: the legalize rule names what is wrong
     if not ins or info.domain != "":
         return None
     if info.op_type in DATA_DEPENDENT:
@@ -92,3 +97,59 @@ def _attention(info) -> list[TensorType | None] | None:
 
 
 _OWN = {"MaxUnpool": _max_unpool, "Attention": _attention}
+
+
+# -- onnxruntime's contrib ops (legalize/contrib.py), which onnx has no schemas for ---------------
+def _first(info) -> list[TensorType | None]:
+    return [info.inputs[0].type]
+
+
+def _norm_stats(info, axis: int, sum_output: bool) -> list[TensorType | None]:
+    """output, [mean,] inv_std_var (float32, ones from ``axis`` on) [, input_skip_bias_sum]."""
+    x = info.inputs[0]
+    axis %= x.type.rank
+    stat = TensorType(DType.f32, tuple(x.shape[:axis]) + (1,) * (x.type.rank - axis))
+    return [x.type, stat, stat, x.type] if sum_output else [x.type, stat]
+
+
+def _simplified_norm(info) -> list[TensorType | None]:
+    y, stat = _norm_stats(info, int(info.attrs.get("axis", -1)), False)
+    return [TensorType(info.inputs[1].dtype, y.shape), stat]
+
+
+def _matmul_nbits(info) -> list[TensorType | None]:
+    a = info.inputs[0]
+    return [TensorType(a.dtype, tuple(a.shape[:-1]) + (int(info.attrs["N"]),))]
+
+
+def _gather_block_quantized(info) -> list[TensorType | None]:
+    data, indices, scales = info.inputs[:3]
+    axis = int(info.attrs.get("gather_axis", 0)) % data.type.rank
+    if data.dtype == DType.u8 and int(info.attrs.get("bits", 4)) < 8:  # packed along the last dim
+        shape = tuple(data.shape[:-1]) + (data.shape[-1] * 8 // int(info.attrs.get("bits", 4)),)
+    else:
+        shape = tuple(data.shape)
+    return [TensorType(scales.dtype, shape[:axis] + tuple(indices.shape) + shape[axis + 1 :])]
+
+
+def _multi_head_attention(info) -> list[TensorType | None]:
+    q, k, v = info.inputs[:3]
+    heads = int(info.attrs["num_heads"])
+    (B, S, _), L = q.shape, k.shape[1]
+    present = [TensorType(q.dtype, (B, heads, L, w.shape[2] // heads)) for w in (k, v)]
+    return [TensorType(q.dtype, (B, S, v.shape[2])), *present]
+
+
+_MS = "com.microsoft"
+_CONTRIB = {
+    **{
+        (_MS, op): _first
+        for op in ("Gelu", "BiasGelu", "FastGelu", "QuickGelu", "BiasAdd", "RotaryEmbedding")
+    },
+    (_MS, "SkipLayerNormalization"): lambda info: _norm_stats(info, -1, True),
+    (_MS, "SkipSimplifiedLayerNormalization"): lambda info: _norm_stats(info, -1, True),
+    ("", "SimplifiedLayerNormalization"): _simplified_norm,
+    (_MS, "MatMulNBits"): _matmul_nbits,
+    (_MS, "GatherBlockQuantized"): _gather_block_quantized,
+    (_MS, "MultiHeadAttention"): _multi_head_attention,
+}

@@ -25,16 +25,23 @@ def node_model(
     initializers: dict[str, np.ndarray] | None = None,
     n_outputs: int = 1,
     input_order: Sequence[str] | None = None,
+    domain: str = "",
+    outputs: Sequence[str] | None = None,
 ) -> onnx.ModelProto:
     """A one-node model: runtime inputs from ``inputs`` (any numpy dtype; their dtypes and
     shapes are declared), constants from ``initializers``.
 
-    ``input_order`` lists the node's input names (use "" for an omitted optional input)."""
+    ``input_order`` lists the node's input names (use "" for an omitted optional input), as
+    ``outputs`` lists its output names (default y0, y1, ... for ``n_outputs``). An op of
+    another ``domain`` imports that domain at version 1."""
     initializers = initializers or {}
     order = list(input_order) if input_order is not None else list(inputs) + list(initializers)
-    outs = [f"y{i}" for i in range(n_outputs)]
-    node = helper.make_node(op_type, order, outs, **(attrs or {}))
-    return graph_model([node], inputs, outs, initializers, opset=opset, name=op_type.lower())
+    outs = list(outputs) if outputs is not None else [f"y{i}" for i in range(n_outputs)]
+    node = helper.make_node(op_type, order, outs, domain=domain or None, **(attrs or {}))
+    opsets = {domain: 1} if domain else None
+    return graph_model(
+        [node], inputs, [o for o in outs if o], initializers, opset=opset, name=op_type.lower(), opsets=opsets
+    )
 
 
 def graph_model(
@@ -45,9 +52,11 @@ def graph_model(
     *,
     opset: int = 17,
     name: str = "g",
+    opsets: dict[str, int] | None = None,
 ) -> onnx.ModelProto:
     """A model of ``nodes``: runtime inputs declared from ``inputs`` (dtype and shape),
-    constants from ``initializers``, outputs typed by shape inference."""
+    constants from ``initializers``, outputs typed by shape inference. ``opsets`` adds
+    imports of other domains (e.g. {"com.microsoft": 1})."""
     graph = helper.make_graph(
         nodes,
         name,
@@ -58,7 +67,10 @@ def graph_model(
         [helper.make_value_info(o, onnx.TypeProto()) for o in outputs],
         [numpy_helper.from_array(a, n) for n, a in (initializers or {}).items()],
     )
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    imports = [helper.make_opsetid("", opset)] + [
+        helper.make_opsetid(d, v) for d, v in (opsets or {}).items()
+    ]
+    m = helper.make_model(graph, opset_imports=imports)
     m.ir_version = 8 if opset < 21 else 10  # the oldest IR each opset allows
     return onnx.shape_inference.infer_shapes(m)
 

@@ -5,6 +5,9 @@ defaults included), and compile-time secondary inputs (axes, pads, shapes, clip 
 moved into attributes. Shape-only ops (Reshape, Flatten, Squeeze, Unsqueeze) all become
 ``Reshape``, whose output type carries the new shape; Dropout in inference becomes Identity.
 Ops without a rule here keep their kind and attributes.
+
+Rules are keyed by (domain, op type). Ops of other domains that have a rule (onnxruntime's
+``com.microsoft`` contrib ops, ``contrib.py``) legalize into default-domain IR ops.
 """
 
 from __future__ import annotations
@@ -16,14 +19,16 @@ import numpy as np
 from onnx2wgsl.ir import Graph, Value
 
 Rule = Callable[[Graph, "NodeInfo"], list]  # noqa: F821
-_RULES: dict[str, Rule] = {}
+_RULES: dict[tuple[str, str], Rule] = {}
 # Rules live in one module per op family below; each registers itself with @rule.
 
 
-def rule(*op_types: str):
+def rule(*op_types: str, domain: str = ""):
+    """Register a rule for ``op_types`` of ``domain`` (the default domain unless named)."""
+
     def register(fn: Rule) -> Rule:
         for t in op_types:
-            _RULES[t] = fn
+            _RULES[domain, t] = fn
         return fn
 
     return register
@@ -32,19 +37,22 @@ def rule(*op_types: str):
 def has_rule(op_type: str, domain: str = "") -> bool:
     """Whether an op has its own legalize rule (ops without one keep their ONNX form)."""
     _load_all()
-    return domain == "" and op_type in _RULES
+    return (domain, op_type) in _RULES
 
 
 def legalize(g: Graph, info) -> list[Value | None]:
     """Emit the IR op(s) for one ONNX node into ``g``; return values for its outputs."""
     _load_all()
-    fn = _RULES.get(info.op_type) if info.domain == "" else None
+    fn = _RULES.get((info.domain, info.op_type))
     if fn is None:
         return emit(g, info, info.op_type, info.inputs, info.attrs)
     return fn(g, info)
 
 
-def emit(g: Graph, info, kind: str, inputs, attrs, out_types=None, out_names=None) -> list[Value]:
+def emit(
+    g: Graph, info, kind: str, inputs, attrs, out_types=None, out_names=None, domain: str | None = None
+) -> list[Value]:
+    """Append one IR op for ``info``'s node; ``domain`` defaults to the node's own."""
     types = list(out_types if out_types is not None else info.out_types)
     names = list(out_names if out_names is not None else info.out_names)
     live = [i for i, (t, n) in enumerate(zip(types, names)) if t is not None]
@@ -55,7 +63,7 @@ def emit(g: Graph, info, kind: str, inputs, attrs, out_types=None, out_names=Non
         attrs,
         name=info.name,
         out_names=[names[i] for i in live],
-        domain=info.domain,
+        domain=info.domain if domain is None else domain,
     )
     g.append(op)
     outs: list = [None] * len(types)
@@ -75,4 +83,4 @@ def _ints(a) -> list[int]:
 
 
 def _load_all() -> None:
-    from . import data, elementwise, nn, reduce, signal, tensor  # noqa: F401
+    from . import contrib, data, elementwise, nn, reduce, signal, tensor  # noqa: F401

@@ -104,12 +104,18 @@ INTERNAL = ("Fused",)  # made by passes, never read from a model
 
 
 def supported_ops() -> dict[str, str]:
-    """ONNX op type -> how it runs: 'gpu' (kernels), 'view' (zero-copy) or 'folded' (host, at compile time)."""
+    """ONNX op type -> how it runs: 'gpu' (kernels), 'view' (zero-copy) or 'folded' (host, at compile time).
+
+    onnxruntime's contrib ops are named with their domain (``com.microsoft.FastGelu``); they
+    legalize into GPU ops."""
+    from ..legalize.contrib import OPS as CONTRIB_OPS
+
     _load_all()
     table = {k: "view" if k in _VIEWS else "gpu" for k in _LOWERINGS if k not in INTERNAL}
     table.update({k: table[v] for k, v in ALIASES.items()})
     table.update({k: "folded" for k in HOST_ONLY})
     table.update({k: "unrolled" for k in UNROLLED})
+    table.update({f"{d}.{k}" if d else k: "gpu" for d, k in CONTRIB_OPS})
     return dict(sorted(table.items()))
 
 

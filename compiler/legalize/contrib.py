@@ -1,0 +1,537 @@
+"""Legalize rules: onnxruntime's contrib ops (domain ``com.microsoft``).
+
+Transformer models rewritten by onnxruntime's optimizer, or exported by optimum and
+onnxruntime-genai, use these fused ops. Each becomes the default-domain IR ops it stands for
+(Add + Gelu, Add + LayerNormalization, RMSNormalization, MatMul, Gather, ...), so constant
+folding, fusion and the norm kernels apply to them as to any exporter's output. Semantics
+follow onnxruntime's ContribOperators.md and its CPU kernels, which the tests compare with.
+
+Quantized weights (MatMulNBits, GatherBlockQuantized) must be constants: they are
+dequantized at compile time into float constants (within the fold limit). Keeping them
+packed on the GPU and dequantizing in the kernel is later work.
+
+Any attribute or input combination not handled here is an UnsupportedError naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from onnx2wgsl.errors import UnsupportedError
+from onnx2wgsl.ir import DType, TensorType, Value
+
+from .. import host_eval
+from . import emit, legalize, rule
+
+MS = "com.microsoft"
+# onnxruntime registers these in the default domain, where ONNX itself defines no such op.
+DEFAULT_DOMAIN = ("SimplifiedLayerNormalization",)
+# The ops of this module, as (domain, op type), for `onnx2wgsl ops` and the frontend.
+OPS: list[tuple[str, str]] = []
+# onnx's default-domain schemas the IR forms below follow (rules read ``info.opset``).
+_STANDARD_OPSET = 23
+
+
+def contrib(*op_types: str, domain: str = MS):
+    def register(fn):
+        OPS.extend((domain, t) for t in op_types)
+        return rule(*op_types, domain=domain)(fn)
+
+    return register
+
+
+# -- helpers ----------------------------------------------------------------------------------
+def _unsupported(info, what: str, hint: str | None = None):
+    return info.error(f"{what} is not supported", hint=hint, cls=UnsupportedError)
+
+
+def _inputs(info, n_min: int, n_max: int) -> list[Value | None]:
+    """The node's inputs padded with None to ``n_max``; the required ones present (onnx has no
+    schema to check these ops against)."""
+    ins = list(info.inputs)
+    if len(ins) > n_max:
+        raise info.error(
+            f"it has {len(ins)} inputs; {info.op_type} takes at most {n_max}", hint="fix the model"
+        )
+    ins += [None] * (n_max - len(ins))
+    missing = [i for i in range(n_min) if ins[i] is None]
+    if missing:
+        raise info.error(
+            f"its input {missing[0]} is required, but the node leaves it empty", hint="fix the model"
+        )
+    return ins
+
+
+def _outputs(info, n_max: int) -> list[TensorType | None]:
+    types = list(info.out_types)
+    if len(types) > n_max:
+        raise info.error(
+            f"it has {len(types)} outputs; {info.op_type} gives at most {n_max}", hint="fix the model"
+        )
+    return types + [None] * (n_max - len(types))
+
+
+def _float_input(info, v: Value, what: str) -> None:
+    if not v.dtype.is_float:
+        raise info.error(
+            f"{what} is {v.dtype.name}; {info.op_type} takes float tensors", hint="fix the model"
+        )
+
+
+def _standard(g, info, op_type: str, inputs, attrs, out_types, out_names) -> list[Value | None]:
+    """Legalize the default-domain op ``op_type`` on these operands: its IR form, by its own rule."""
+    std = dataclasses.replace(
+        info, op_type=op_type, domain="", opset=_STANDARD_OPSET, inputs=list(inputs), attrs=dict(attrs),
+        out_types=list(out_types), out_names=list(out_names), schema=None,
+    )  # fmt: skip
+    return legalize(g, std)
+
+
+def _binary(g, info, kind: str, a: Value, b: Value, name: str) -> Value:
+    try:
+        shape = np.broadcast_shapes(tuple(a.shape), tuple(b.shape))
+    except ValueError:
+        raise info.error(
+            f"{a.name!r} {list(a.shape)} and {b.name!r} {list(b.shape)} do not broadcast",
+            hint="fix the model",
+        ) from None
+    (y,) = emit(g, info, kind, [a, b], {}, [TensorType(a.dtype, tuple(shape))], [name], domain="")
+    return y
+
+
+def _last_dim_param(info, x: Value, v: Value | None, what: str) -> None:
+    """An optional per-feature operand: shape [hidden] (the input's last dim)."""
+    if v is not None and tuple(v.shape) != (x.shape[-1],):
+        raise info.error(
+            f"{what} has shape {list(v.shape)}; it must be [{x.shape[-1]}]", hint="fix the model"
+        )
+
+
+# -- activations ------------------------------------------------------------------------------
+@contrib("Gelu", "BiasGelu", "FastGelu")
+def _gelu(g, info):
+    """Gelu (erf), BiasGelu (erf of A + B) and FastGelu (the tanh form, optional bias)."""
+    n_min, n_max = {"Gelu": (1, 1), "BiasGelu": (2, 2), "FastGelu": (1, 2)}[info.op_type]
+    x, bias = (_inputs(info, n_min, n_max) + [None])[:2]
+    _outputs(info, 1)
+    _float_input(info, x, "its input")
+    if bias is not None:
+        if bias.type.rank != 1 or bias.shape[0] != (x.shape[-1] if x.type.rank else -1):
+            raise info.error(
+                f"bias has shape {list(bias.shape)}; it must be [{x.shape[-1] if x.type.rank else '?'}] "
+                "(the input's last dim)",
+                hint="fix the model",
+            )
+        x = _binary(g, info, "Add", x, bias, info.out_names[0] + ".biased")
+    approximate = "tanh" if info.op_type == "FastGelu" else "none"
+    return _standard(g, info, "Gelu", [x], {"approximate": approximate}, info.out_types, info.out_names)
+
+
+@contrib("QuickGelu")
+def _quick_gelu(g, info):
+    """x * Sigmoid(alpha * x)."""
+    (x,) = _inputs(info, 1, 1)
+    _outputs(info, 1)
+    _float_input(info, x, "its input")
+    alpha = float(info.attrs.get("alpha", 1.702))
+    name = info.out_names[0]
+    scaled = x
+    if alpha != 1.0:
+        scaled = _binary(
+            g, info, "Mul", x, g.const(np.asarray(alpha, x.dtype.numpy), name + ".alpha"), name + ".ax"
+        )
+    (gate,) = emit(g, info, "Sigmoid", [scaled], {}, [x.type], [name + ".gate"], domain="")
+    return emit(g, info, "Mul", [x, gate], {}, domain="")
+
+
+@contrib("BiasAdd")
+def _bias_add(g, info):
+    """X + bias + skip; X and skip are (N, S, C), bias (C)."""
+    x, bias, skip = _inputs(info, 3, 3)
+    _outputs(info, 1)
+    if x.type.rank != 3 or tuple(skip.shape) != tuple(x.shape):
+        raise info.error(
+            f"X {list(x.shape)} and skip {list(skip.shape)} must have one shape (N, S, C)",
+            hint="fix the model",
+        )
+    _last_dim_param(info, x, bias, "bias")
+    s = _binary(g, info, "Add", x, bias, info.out_names[0] + ".biased")
+    return emit(g, info, "Add", [s, skip], {}, domain="")
+
+
+# -- normalizations ---------------------------------------------------------------------------
+def _stat_type(x: Value, axis: int) -> TensorType:
+    """Mean / inv_std_var: the input's dims before ``axis``, ones after (always float32)."""
+    return TensorType(DType.f32, tuple(x.shape[:axis]) + (1,) * (x.type.rank - axis))
+
+
+@contrib("SkipLayerNormalization", "SkipSimplifiedLayerNormalization")
+def _skip_norm(g, info):
+    """LayerNormalization (or RMS) over the last dim of input + skip (+ bias); outputs output,
+    mean, inv_std_var, input_skip_bias_sum."""
+    simplified = info.op_type == "SkipSimplifiedLayerNormalization"
+    if simplified:
+        x, skip, gamma, bias = _inputs(info, 3, 4)
+        beta = None
+    else:
+        x, skip, gamma, beta, bias = _inputs(info, 3, 5)
+    types = _outputs(info, 4)
+    _float_input(info, x, "its input")
+    if x.type.rank not in (2, 3):
+        raise info.error(
+            f"input has rank {x.type.rank}; {info.op_type} takes 2-D or 3-D input", hint="fix the model"
+        )
+    hidden = x.shape[-1]
+    try:
+        fits = np.broadcast_shapes(tuple(skip.shape), tuple(x.shape)) == tuple(x.shape)
+    except ValueError:
+        fits = False
+    if not fits or skip.shape[-1] != hidden:
+        raise info.error(
+            f"skip {list(skip.shape)} does not broadcast to input {list(x.shape)}", hint="fix the model"
+        )
+    for what, v in (("gamma", gamma), ("beta", beta), ("bias", bias)):
+        _last_dim_param(info, x, v, what)
+    if simplified and types[1] is not None:
+        raise _unsupported(
+            info, "its mean output (onnxruntime leaves it undefined for RMS normalization)",
+            hint="leave output 1 empty",
+        )  # fmt: skip
+    names = list(info.out_names) + [""] * (4 - len(info.out_names))
+    total = _binary(g, info, "Add", x, skip, names[3] + ".skip" if bias is not None else names[3])
+    if bias is not None:
+        total = _binary(g, info, "Add", total, bias, names[3])
+    eps = float(info.attrs.get("epsilon", 1e-12))
+    axis = x.type.rank - 1
+    if simplified:
+        stat = types[2] and _stat_type(x, axis)
+        y, inv = _rms(g, info, total, gamma, axis, eps, [types[0], stat], [names[0], names[2]])
+        mean = None
+    else:
+        stat = [types[0], types[1] and _stat_type(x, axis), types[2] and _stat_type(x, axis)]
+        y, mean, inv = _standard(
+            g, info, "LayerNormalization", [total, gamma, beta], {"axis": axis, "epsilon": eps},
+            stat, names[:3],
+        )  # fmt: skip
+    outs = [y, mean, inv, total if types[3] is not None else None]
+    return outs[: len(info.out_types)]
+
+
+def _rms(g, info, x, scale, axis, eps, out_types, out_names) -> list[Value | None]:
+    """RMSNormalization of x over the dims from ``axis``; its optional second output is the
+    inverse RMS per row (IR outputs 0 and 2, the places LayerNormalization gives them)."""
+    norm = tuple(x.shape[axis:])
+    try:
+        fits = np.broadcast_shapes(tuple(scale.shape), norm) == norm
+    except ValueError:
+        fits = False
+    if not fits:
+        raise info.error(
+            f"scale {list(scale.shape)} does not broadcast to {list(norm)}", hint="fix the model"
+        )
+    types = [out_types[0], None, out_types[1]]
+    live = [i for i, t in enumerate(types) if t is not None]
+    (y, _, inv) = emit(
+        g, info, "RMSNormalization", [x, scale], {"axis": axis, "epsilon": eps, "outputs": live},
+        types, [out_names[0], "", out_names[1]], domain="",
+    )  # fmt: skip
+    return [y, inv]
+
+
+@contrib("SimplifiedLayerNormalization", domain="")
+def _simplified_norm(g, info):
+    """RMS normalization over the dims from ``axis`` on: X / sqrt(mean(X^2) + epsilon) * scale,
+    computed in float32 (``stash_type`` 1, the default)."""
+    x, scale = _inputs(info, 2, 2)
+    types = _outputs(info, 2)
+    _float_input(info, x, "X")
+    rank = x.type.rank
+    axis = int(info.attrs.get("axis", -1))
+    if not -rank <= axis < rank:
+        raise info.error(f"axis {axis} is out of range for rank {rank}", hint="fix the model")
+    axis %= rank
+    stash = int(info.attrs.get("stash_type", 1))
+    if stash != 1:
+        raise _unsupported(
+            info, f"stash_type {stash}", hint="the statistics are computed in float32 (stash_type 1)"
+        )
+    eps = float(info.attrs.get("epsilon", 1e-5))
+    names = list(info.out_names) + [""]
+    outs = _rms(g, info, x, scale, axis, eps, [types[0], types[1] and _stat_type(x, axis)], names[:2])
+    return outs[: len(info.out_types)]
+
+
+# -- block-quantized weights, dequantized at compile time -------------------------------------
+def _unpack(packed: np.ndarray, bits: int) -> np.ndarray:
+    """uint8 bytes holding 8/bits values each, low-order bits first -> one value per element
+    along the last axis."""
+    shifts = np.arange(0, 8, bits, dtype=np.uint8)
+    vals = (packed[..., None] >> shifts) & np.uint8((1 << bits) - 1)
+    return vals.reshape(*packed.shape[:-1], packed.shape[-1] * (8 // bits))
+
+
+def _constant(info, i: int, what: str) -> np.ndarray | None:
+    """Input i, which must be a compile-time constant (the weights are dequantized then)."""
+    return info.const_input(i, what)  # raises, naming the node and the input, for a run-time one
+
+
+def _check_fold(info, shape, dtype: DType, what: str) -> None:
+    host_eval.check_fold_size(
+        shape,
+        max(dtype.itemsize, 4),
+        info.fold_limit,
+        what,
+        node=info.name,
+        op=info.op_type,
+        opset=info.opset,
+    )
+
+
+@contrib("MatMulNBits")
+def _matmul_nbits(g, info):
+    """Y = A @ dequantize(B)^T (+ bias). B (N, k_blocks, blob) holds ``bits``-bit values packed
+    along K, block by block; each (row, block) has a scale and a zero point (default
+    2^(bits-1); packed uint8 or unpacked floats); g_idx maps each k to its block."""
+    a_, _, _, _, _, bias = _inputs(info, 3, 6)
+    _outputs(info, 1)
+    _float_input(info, a_, "A")
+    attrs = info.attrs
+    for name in ("K", "N", "block_size"):
+        if name not in attrs:
+            raise info.error(f"it lacks the required attribute {name!r}", hint="fix the model")
+    K, N, block, bits = int(attrs["K"]), int(attrs["N"]), int(attrs["block_size"]), int(attrs.get("bits", 4))
+    if int(attrs.get("weight_prepacked", 0)):
+        raise _unsupported(info, f"weight_prepacked={attrs['weight_prepacked']} (a GPU vendor's layout)")
+    if bits not in (2, 4, 8):
+        raise _unsupported(info, f"bits={bits}", hint="bits 2, 4 and 8 are")
+    if block < 16 or block & (block - 1):
+        raise info.error(f"block_size {block} must be a power of two, at least 16", hint="fix the model")
+    if K <= 0 or N <= 0:
+        raise info.error(f"K={K} and N={N} must be positive", hint="fix the model")
+    if a_.type.rank < 1 or a_.shape[-1] != K:
+        raise info.error(f"A {list(a_.shape)} must have K={K} as its last dim", hint="fix the model")
+    if bias is not None and tuple(bias.shape) != (N,):
+        raise info.error(f"bias has shape {list(bias.shape)}; it must be [{N}]", hint="fix the model")
+    blocks = -(-K // block)
+    _check_fold(info, (K, N), a_.dtype, "the dequantized weight")
+    B = _constant(info, 1, "B (quantized weights)")
+    scales = _constant(info, 2, "scales")
+    zp = _constant(info, 3, "zero_points")
+    g_idx = _constant(info, 4, "g_idx")
+    if g_idx is not None and zp is not None and zp.dtype == np.uint8:
+        # onnxruntime's CPU kernel reads such zero points in a layout its docs do not describe
+        raise _unsupported(
+            info, "g_idx together with packed (uint8) zero_points", hint="unpacked (float) zero points are"
+        )
+    if B.size == 0:  # an omitted projection: zeros (plus the bias)
+        W = np.zeros((N, K), np.float32)
+    else:
+        blob = block * bits // 8
+        if B.dtype != np.uint8 or B.size != N * blocks * blob:
+            raise info.error(
+                f"B is {B.dtype} of shape {list(B.shape)}; K={K}, N={N}, block_size={block}, bits={bits} "
+                f"need uint8 [{N}, {blocks}, {blob}]",
+                hint="fix the model",
+            )
+        q = _unpack(B.reshape(N, blocks * blob), bits)[:, :K].astype(np.float32)
+        if scales.size != N * blocks:
+            raise info.error(
+                f"scales has shape {list(scales.shape)}; it must be [{N}, {blocks}]", hint="fix the model"
+            )
+        s = scales.reshape(N, blocks).astype(np.float32)
+        if zp is None:
+            z = np.full((N, blocks), 1 << (bits - 1), np.float32)
+        elif zp.dtype == np.uint8:
+            per_row = -(-blocks * bits // 8)
+            if zp.size != N * per_row:
+                raise info.error(
+                    f"packed zero_points has shape {list(zp.shape)}; it must be [{N}, {per_row}]",
+                    hint="fix the model",
+                )
+            z = _unpack(zp.reshape(N, per_row), bits)[:, :blocks].astype(np.float32)
+        else:
+            if zp.size != N * blocks:
+                raise info.error(
+                    f"zero_points has shape {list(zp.shape)}; unpacked it must be [{N}, {blocks}]",
+                    hint="fix the model",
+                )
+            z = zp.reshape(N, blocks).astype(np.float32)
+        if g_idx is None:
+            group = np.arange(K) // block
+        else:
+            group = g_idx.reshape(-1).astype(np.int64)
+            if group.size != K or group.min(initial=0) < 0 or group.max(initial=0) >= blocks:
+                raise info.error(
+                    f"g_idx must hold K={K} block indices in [0, {blocks})", hint="fix the model"
+                )
+        W = (q - z[:, group]) * s[:, group]
+    w = g.const(np.ascontiguousarray(W.T).astype(a_.dtype.numpy), info.inputs[1].name + ".dequantized")
+    name = info.out_names[0]
+    if bias is None:
+        return emit(g, info, "MatMul", [a_, w], {}, domain="")
+    out = info.out_types[0]
+    (y,) = emit(g, info, "MatMul", [a_, w], {}, [out], [name + ".matmul"], domain="")
+    return emit(g, info, "Add", [y, bias], {}, domain="")
+
+
+@contrib("GatherBlockQuantized")
+def _gather_block_quantized(g, info):
+    """Gather from a table quantized block-wise along ``quantize_axis``: int4 / uint4 data
+    (zero point default 0), or uint8 holding 2-, 4- or 8-bit values packed along the last axis
+    (default 2^(bits-1)). The whole table is dequantized at compile time, then gathered."""
+    data_v, indices, scales_v, _ = _inputs(info, 3, 4)
+    _outputs(info, 1)
+    attrs = info.attrs
+    bits, block = int(attrs.get("bits", 4)), int(attrs.get("block_size", 128))
+    if indices.dtype not in (DType.i32, DType.i64):
+        raise info.error(
+            f"indices are {indices.dtype.name}; they must be int32 or int64", hint="fix the model"
+        )
+    if not scales_v.dtype.is_float:
+        raise info.error(f"scales are {scales_v.dtype.name}; they must be floats", hint="fix the model")
+    if data_v.dtype not in (DType.i4, DType.u4, DType.u8):
+        raise _unsupported(info, f"{data_v.dtype.name} data", hint="int4, uint4 and uint8 data are")
+    packed = data_v.dtype == DType.u8 and bits < 8
+    if data_v.dtype == DType.u8 and bits not in (2, 4, 8):
+        raise _unsupported(info, f"bits={bits}", hint="bits 2, 4 and 8 are")
+    if block < 16 or block & (block - 1):
+        raise info.error(f"block_size {block} must be a power of two, at least 16", hint="fix the model")
+    data = _constant(info, 0, "data (quantized table)")
+    scales = _constant(info, 2, "scales")
+    zp = _constant(info, 3, "zero_points")
+    q = (_unpack(data, bits) if packed else data).astype(np.float32)
+    rank = q.ndim
+    qa, ga = (int(attrs.get(k, d)) for k, d in (("quantize_axis", 1), ("gather_axis", 0)))
+    for what, axis in (("quantize_axis", qa), ("gather_axis", ga)):
+        if not -rank <= axis < rank:
+            raise info.error(f"{what} {axis} is out of range for rank {rank}", hint="fix the model")
+    qa, ga = qa % rank, ga % rank
+    if data_v.dtype == DType.u8 and (ga != 0 or (packed and qa == ga)):
+        raise info.error(
+            f"uint8 data needs gather_axis 0{' and another quantize_axis' if packed else ''} "
+            f"(got gather_axis {ga}, quantize_axis {qa})",
+            hint="fix the model",
+        )
+    blocks = list(q.shape)
+    blocks[qa] = -(-q.shape[qa] // block)
+    if tuple(scales.shape) != tuple(blocks):
+        raise info.error(f"scales has shape {list(scales.shape)}; it must be {blocks}", hint="fix the model")
+    if zp is None:
+        z = np.float32(1 << (bits - 1) if data_v.dtype == DType.u8 else 0)
+    else:
+        z = (_unpack(zp, bits)[..., : blocks[-1]] if packed else zp).astype(np.float32)
+        if z.shape != tuple(blocks):
+            raise info.error(
+                f"zero_points has shape {list(zp.shape)}; it must hold {blocks} values", hint="fix the model"
+            )
+        z = np.repeat(z, block, axis=qa).take(range(q.shape[qa]), axis=qa)
+    _check_fold(info, q.shape, scales_v.dtype, "the dequantized table")
+    s = np.repeat(scales.astype(np.float32), block, axis=qa).take(range(q.shape[qa]), axis=qa)
+    table = g.const(((q - z) * s).astype(scales_v.dtype.numpy), data_v.name + ".dequantized")
+    return _standard(g, info, "Gather", [table, indices], {"axis": ga}, info.out_types, info.out_names)
+
+
+# -- attention building blocks ----------------------------------------------------------------
+@contrib("RotaryEmbedding")
+def _rotary(g, info):
+    """onnxruntime's RoPE as ONNX's RotaryEmbedding (opset 23): position_ids of shape (1) (the
+    first position; the others follow it) become the (batch, sequence) ids ONNX takes."""
+    x, pos, cos, sin = _inputs(info, 4, 4)
+    _outputs(info, 1)
+    _float_input(info, x, "input")
+    a = info.attrs
+    if int(a.get("is_packed_batching", 0)):
+        raise _unsupported(info, "is_packed_batching=1 (ragged batches)")
+    if float(a.get("scale", 1.0)) != 1.0:
+        raise _unsupported(info, f"scale={a['scale']}", hint="scale 1.0 (the default) is")
+    if x.type.rank not in (3, 4) or cos.type.rank != 2 or tuple(sin.shape) != tuple(cos.shape):
+        raise info.error(
+            f"input {list(x.shape)}, cos_cache {list(cos.shape)} and sin_cache {list(sin.shape)} do not fit: "
+            "input is 3-D or 4-D, the caches 2-D of one shape",
+            hint="fix the model",
+        )
+    B, S = x.shape[0], x.shape[1] if x.type.rank == 3 else x.shape[2]
+    heads, dim = int(a.get("num_heads", 0)), int(a.get("rotary_embedding_dim", 0))
+    if x.type.rank == 3 and not heads:
+        if dim:
+            raise info.error("rotary_embedding_dim needs num_heads with 3-D input", hint="fix the model")
+        heads = x.shape[2] // (2 * cos.shape[1]) if cos.shape[1] else 0
+        if heads <= 0 or heads * 2 * cos.shape[1] != x.shape[2]:
+            raise info.error(
+                f"hidden size {x.shape[2]} is not a multiple of the head size {2 * cos.shape[1]} the caches give",
+                hint="fix the model",
+            )
+    if pos.dtype != DType.i64:
+        raise info.error(f"position_ids are {pos.dtype.name}; they must be int64", hint="fix the model")
+    if tuple(pos.shape) == (1,):
+        steps = np.broadcast_to(np.arange(S, dtype=np.int64), (B, S))
+        if pos.is_const:
+            pos = g.const(steps + pos.data.reshape(()), pos.name + ".positions")
+        else:
+            pos = _binary(
+                g,
+                info,
+                "Add",
+                pos,
+                g.const(np.ascontiguousarray(steps), pos.name + ".steps"),
+                pos.name + ".positions",
+            )
+    elif tuple(pos.shape) != (B, S):
+        raise info.error(
+            f"position_ids has shape {list(pos.shape)}; it must be [1] or [{B}, {S}]", hint="fix the model"
+        )
+    attrs = {"interleaved": int(a.get("interleaved", 0)), "num_heads": heads}
+    if dim:
+        attrs["rotary_embedding_dim"] = dim
+    return _standard(g, info, "RotaryEmbedding", [x, cos, sin, pos], attrs, info.out_types, info.out_names)
+
+
+@contrib("MultiHeadAttention")
+def _multi_head_attention(g, info):
+    """Separate 3-D query, key and value, an optional attention_bias added to the scores, and
+    unidirectional (causal) self-attention, as ONNX's Attention; present_key / present_value
+    are the keys and values per head. Packed QKV, the projection bias, key padding masks,
+    past state and the qk output are not covered yet."""
+    ins = _inputs(info, 1, 10)
+    types = _outputs(info, 4)
+    q, k, v, bias, pad, attn_bias = ins[:6]
+    given = {
+        "the projection bias": bias, "key_padding_mask": pad, "past_key": ins[6], "past_value": ins[7],
+        "past_sequence_length": ins[8], "cache_indirection": ins[9],
+    }  # fmt: skip
+    for what, val in given.items():
+        if val is not None:
+            raise _unsupported(info, f"its {what} input")
+    if types[3] is not None:
+        raise _unsupported(info, "its qk output")
+    if k is None or v is None or not q.type.rank == k.type.rank == v.type.rank == 3:
+        raise _unsupported(
+            info, "packed QKV / KV or key/value as past state", hint="separate 3-D query, key and value are"
+        )
+    _float_input(info, q, "query")
+    heads = int(info.attrs.get("num_heads", 0))
+    if heads <= 0 or q.shape[2] % heads or k.shape[2] % heads or v.shape[2] % heads:
+        raise info.error(
+            f"num_heads {heads} must divide the hidden sizes of query {list(q.shape)}, key {list(k.shape)} "
+            f"and value {list(v.shape)}",
+            hint="fix the model",
+        )
+    causal = int(info.attrs.get("unidirectional", 0))
+    if causal and q.shape[1] != k.shape[1]:
+        raise _unsupported(info, "unidirectional with a key length other than the query's")
+    if attn_bias is not None and (
+        attn_bias.type.rank != 4 or tuple(attn_bias.shape[2:]) != (q.shape[1], k.shape[1])
+    ):
+        raise info.error(
+            f"attention_bias has shape {list(attn_bias.shape)}; it must be [batch or 1, heads or 1, "
+            f"{q.shape[1]}, {k.shape[1]}]",
+            hint="fix the model",
+        )
+    attrs = {"q_num_heads": heads, "kv_num_heads": heads, "is_causal": causal}
+    if info.attrs.get("scale") is not None and float(info.attrs["scale"]) != 0.0:
+        attrs["scale"] = float(info.attrs["scale"])
+    names = list(info.out_names) + [""] * (4 - len(info.out_names))
+    outs = _standard(g, info, "Attention", [q, k, v, attn_bias], attrs, types, names)
+    return outs[: len(info.out_types)]
