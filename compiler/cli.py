@@ -58,9 +58,12 @@ def _shapes_and_dims(args: argparse.Namespace) -> tuple[dict, dict]:
     shapes = {k: _shape(v) for k, v in _pairs(args.shape, "--shape").items()}
     dims = {}
     for k, v in _pairs(args.dim, "--dim").items():
-        if not v.isdigit():
-            raise UsageError(f"--dim {k}={v}: the value must be a non-negative integer")
-        dims[k] = int(v)
+        lo, sep, hi = v.partition("..")
+        if not lo.isdigit() or (sep and not hi.isdigit()):
+            raise UsageError(f"--dim {k}={v}: the value must be a non-negative integer N or a range LO..HI")
+        if sep and int(lo) > int(hi):
+            raise UsageError(f"--dim {k}={v}: the range is empty (LO > HI)")
+        dims[k] = (int(lo), int(hi)) if sep else int(v)
     return shapes, dims
 
 
@@ -335,7 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--shape", action="append", metavar="NAME=AxBxC", help="fix an input's whole shape (repeatable)"
     )
-    c.add_argument("--dim", action="append", metavar="SYMBOL=N", help="bind a symbolic dim (repeatable)")
+    c.add_argument(
+        "--dim",
+        action="append",
+        metavar="SYMBOL=N|LO..HI",
+        help="bind a symbolic dim to N, or keep it symbolic over LO..HI (repeatable)",
+    )
     c.add_argument(
         "--const",
         action="append",

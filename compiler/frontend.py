@@ -28,8 +28,9 @@ from onnx2wgsl.errors import (
     first_line,
 )
 from onnx2wgsl.ir import DType, Graph, TensorType, Value
+from onnx2wgsl.ir.symbolic import Expr, Symbol, SymbolicError
 
-from . import control_flow, functions, host_eval, validate
+from . import control_flow, functions, host_eval, symbolic_fold, validate
 from .legalize import legalize
 from .legalize.contrib import DEFAULT_DOMAIN as ORT_DEFAULT_DOMAIN
 
@@ -313,6 +314,8 @@ class Importer:
     constants: dict[str, np.ndarray] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     fold_limit: int = host_eval.FOLD_LIMIT
+    # dims kept symbolic, with their ranges (--dim seq=1..128)
+    ranges: dict[str, Symbol] = field(default_factory=dict)
     # every overridable initializer becomes a constant, not an input with a default
     freeze_initializers: bool = False
     # overridable inputs compiled in with their initializer's value -> the node that needs it
@@ -479,6 +482,11 @@ class Importer:
         for n in self.dims:
             if n not in params:
                 self.warnings.append(f"--dim {n}={self.dims[n]} matches no symbolic input dim")
+        for n, sym in self.ranges.items():
+            if n not in params:
+                self.warnings.append(f"--dim {n}={sym.lo}..{sym.hi} matches no symbolic input dim")
+            else:
+                self.g.symbols[n] = sym
         unbound: list[str] = []
         unbound_inputs = []
         for vi in inputs:
@@ -595,6 +603,8 @@ class Importer:
                 shape.append(d.dim_value)
             elif d.dim_param and d.dim_param in self.dims:
                 shape.append(int(self.dims[d.dim_param]))
+            elif d.dim_param and d.dim_param in self.ranges:
+                shape.append(Expr.symbol(self.ranges[d.dim_param]))
             elif d.dim_param:
                 unbound.append(f"{d.dim_param!r} (input {vi.name!r}, axis {i})")
                 shape.append(1)
@@ -608,6 +618,10 @@ class Importer:
         if data.dtype == np.dtype(object):
             return self.g.const(data, _clean_name(hint) or "const", dtype=DType.string)
         return self.g.const(data, _clean_name(hint) or "const")
+
+    def _folded(self, r, scope: Scope, name: str) -> Value:
+        """A symbolic fold's result: a symbolic value (kept out of the graph), or a constant."""
+        return r if isinstance(r, Value) else self._const(r, scope.prefix + name)
 
     def _node(self, node: onnx.NodeProto, scope: Scope) -> None:
         try:
@@ -666,11 +680,35 @@ class Importer:
             outs = [
                 self._const(_shape_of(node.op_type, inputs[0].shape, attrs), scope.prefix + node.output[0])
             ]
+        elif node.op_type in ("Shape", "Size") and domain == "" and inputs[0].type.is_symbolic:
+            # a shape of dims kept symbolic: a symbolic value that shape arithmetic folds over
+            shape = inputs[0].shape
+            if node.op_type == "Size":
+                data = np.array(symbolic_fold.numel(shape), dtype=object)
+            else:
+                data = symbolic_fold.shape_data(shape, attrs.get("start", 0), attrs.get("end"))
+            outs = [
+                self._folded(
+                    symbolic_fold.make_value(data, scope.prefix + node.output[0]), scope, node.output[0]
+                )
+            ]
+        elif (
+            domain == ""
+            and any(symbolic_fold.is_symbolic(v) for v in inputs)
+            and all(v is None or v.is_const for v in inputs)
+            # a plain tensor shaped by symbolic dims is data of a symbolic shape: an op
+            and not (
+                node.op_type in ("Slice", "Expand", "Reshape") and not symbolic_fold.is_symbolic(inputs[0])
+            )
+        ):
+            res = symbolic_fold.evaluate(node, attrs, inputs, opset)
+            outs = [self._folded(r, scope, o) for r, o in zip(res, node.output)]
         elif (
             domain == ""
             and node.op_type not in host_eval.NONDETERMINISTIC
             and node.op_type not in ORT_DEFAULT_DOMAIN
             and all(v is None or v.is_const for v in inputs)
+            and not any(symbolic_fold.is_symbolic(v) for v in inputs)
             and not any(isinstance(a, onnx.GraphProto) for a in attrs.values())
         ):
             self._check_fold_size(node, inputs, scope, opset)
@@ -699,10 +737,10 @@ class Importer:
     def _onnx_inference(self, schema, node: onnx.NodeProto, inputs: list, scope: Scope) -> dict:
         """onnx's per-node inference on the inputs' types, small constants given as data (shape
         tensors, axes, pads); raises what onnx raises."""
-        types = {n: helper.make_tensor_type_proto(v.dtype.onnx, list(v.shape))
+        types = {n: helper.make_tensor_type_proto(v.dtype.onnx, [_onnx_dim(d) for d in v.shape])
                  for n, v in zip(node.input, inputs) if v is not None}  # fmt: skip
         data = {n: numpy_helper.from_array(v.data, n) for n, v in zip(node.input, inputs)
-                if v is not None and v.is_const and v.data.size <= _DATA_PROP_LIMIT and v.dtype != DType.string}  # fmt: skip
+                if v is not None and v.is_const and v.data.size <= _DATA_PROP_LIMIT and v.data.dtype != object}  # fmt: skip
         return onnx.shape_inference.infer_node_outputs(
             schema, node, types, data,
             opset_imports=[helper.make_opsetid(d, v) for d, v in scope.opset.items()],
@@ -720,6 +758,8 @@ class Importer:
         schema = _find_schema(node.op_type, opset, domain)
         if schema is None or any(v is not None and v.dtype == DType.string for v in inputs):
             return {}
+        if any(symbolic_fold.is_symbolic(v) or (v is not None and v.type.is_symbolic) for v in inputs):
+            return {}  # symbolic folding checks what it folds
         try:
             return self._onnx_inference(schema, node, inputs, scope)
         except (InferenceError, ValidationError) as e:
@@ -826,6 +866,21 @@ class Importer:
         from .shape_rules import infer_shapes
 
         onnx_types: dict[str, TensorType | None] = {}
+        symbolic = {str(d): d for v in info.inputs if v is not None for d in v.shape if isinstance(d, Expr)}
+        shape_in = info.inputs[1] if len(info.inputs) > 1 else None
+        if (
+            info.op_type in ("Reshape", "Expand", "Slice")
+            and info.inputs[0].type.is_symbolic
+            and shape_in is not None
+            and shape_in.is_const
+        ):
+            # onnx's inference leaves -1 and broadcasts over dim_params unknown
+            own = self._symbolic_rule(info, 1, shape_in)
+            return [t if name in scope.used else None for name, t in zip(node.output, own)]
+        for i, v in enumerate(info.inputs):
+            if symbolic_fold.is_symbolic(v):
+                own = self._symbolic_rule(info, i, v)
+                return [t if name in scope.used else None for name, t in zip(node.output, own)]
         if info.schema is not None:
             try:
                 res = self._onnx_inference(info.schema, node, info.inputs, scope)
@@ -833,8 +888,10 @@ class Importer:
                 raise info.error(f"shape inference failed: {str(e).strip().splitlines()[-1]}") from e
             for name in node.output:
                 tp = res.get(name)
-                onnx_types[name] = _static_type(tp) if tp is not None else None
-                if onnx_types[name] is not None and any(d < 0 for d in onnx_types[name].shape):
+                onnx_types[name] = _static_type(tp, symbolic) if tp is not None else None
+                if onnx_types[name] is not None and any(
+                    isinstance(d, int) and d < 0 for d in onnx_types[name].shape
+                ):
                     raise info.error(
                         f"its output {name!r} would have shape {list(onnx_types[name].shape)}: its "
                         "attributes do not fit its inputs' shapes",
@@ -848,6 +905,27 @@ class Importer:
                 for i, k in enumerate(known)
             ]
         return [t if name in scope.used else None for name, t in zip(node.output, known)]
+
+    def _symbolic_rule(self, info: NodeInfo, i: int, v: Value) -> list[TensorType | None]:
+        """The output type of an op that reads symbolic shape value ``v`` as input ``i``: as a
+        shape (Reshape, Expand), else the value is run-time data, which is not supported yet."""
+        x = info.inputs[0]
+        try:
+            if info.op_type == "Slice" and i >= 1 and info.opset >= 10:
+                return [symbolic_fold.slice_type(x.type, info.inputs[1:])]
+            if info.op_type == "Reshape" and i == 1:
+                shape = symbolic_fold._reshape_shape(
+                    x.shape, list(v.data.reshape(-1)), info.attrs.get("allowzero", 0)
+                )
+                return [TensorType(x.dtype, shape)]
+            if info.op_type == "Expand" and i == 1:
+                return [TensorType(x.dtype, symbolic_fold.broadcast(x.shape, tuple(v.data.reshape(-1))))]
+        except SymbolicError as e:
+            raise info.error(f"its output shape over dims kept symbolic: {e}",
+                             hint="bind the dims with --dim NAME=N") from None  # fmt: skip
+        if not symbolic_fold.is_symbolic(v):
+            return [None]
+        raise symbolic_fold.runtime_use_error(info, v)
 
     def _no_static_shape(self, node: onnx.NodeProto, info: NodeInfo, scope: Scope) -> list[Value | None]:
         """An output's shape depends on run-time values. If the op's legalize rule needs a graph
@@ -918,7 +996,13 @@ def _with_defaults(attrs: dict[str, Any], schema) -> dict[str, Any]:
     return out
 
 
-def _static_type(tp: onnx.TypeProto) -> TensorType | None:
+def _onnx_dim(d) -> int | str:
+    """A dim for onnx's inference: a symbolic one as a dim_param named by its text."""
+    return str(d) if isinstance(d, Expr) else d
+
+
+def _static_type(tp: onnx.TypeProto, symbolic: dict[str, Expr] | None = None) -> TensorType | None:
+    """onnx's inferred type, its dim_params mapped back to the ``symbolic`` dims they name."""
     if tp.WhichOneof("value") != "tensor_type":
         return None
     tt = tp.tensor_type
@@ -926,9 +1010,12 @@ def _static_type(tp: onnx.TypeProto) -> TensorType | None:
         return None
     dims = []
     for d in tt.shape.dim:
-        if not d.HasField("dim_value"):
+        if d.HasField("dim_value"):
+            dims.append(d.dim_value)
+        elif symbolic and d.dim_param in symbolic:
+            dims.append(symbolic[d.dim_param])
+        else:
             return None
-        dims.append(d.dim_value)
     try:
         return TensorType(DType.from_onnx(tt.elem_type), tuple(dims))
     except KeyError:
@@ -1045,10 +1132,38 @@ def _clean_name(name: str) -> str:
     return name.strip()
 
 
+def split_dims(dims) -> tuple[dict[str, int], dict[str, Symbol]]:
+    """``dims`` (name -> N, (lo, hi) or "lo..hi") split into dims bound to an int and dims kept
+    symbolic with a range; a range with lo == hi binds."""
+    bound: dict[str, int] = {}
+    ranges: dict[str, Symbol] = {}
+    for name, v in (dims or {}).items():
+        text = v if isinstance(v, str) else None
+        try:
+            if isinstance(v, str):
+                v = tuple(int(x) for x in v.split("..")) if ".." in v else int(v)
+            if isinstance(v, tuple | list) and len(v) == 2:
+                lo, hi = (int(x) for x in v)
+                if lo == hi:
+                    v = lo
+                else:
+                    ranges[name] = Symbol(str(name), lo, hi)
+                    continue
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 0:
+                raise ValueError(f"dim {name} = {v!r}: want a non-negative integer N or a range (lo, hi)")
+            bound[name] = int(v)
+        except ValueError as e:
+            msg = str(e) if text is None or "range" in str(e) else f"dim {name} = {text!r}: want N or LO..HI"
+            raise CompileError(
+                msg, hint="e.g. --dim batch=1 or --dim seq=1..128 (Python: dims={'seq': (1, 128)})"
+            ) from None
+    return bound, ranges
+
+
 def import_model(
     model: onnx.ModelProto,
     shapes: dict[str, tuple[int, ...]] | None = None,
-    dims: dict[str, int] | None = None,
+    dims: dict[str, int | tuple[int, int]] | None = None,
     constants: dict[str, np.ndarray] | None = None,
     fold_limit: int = host_eval.FOLD_LIMIT,
     freeze_initializers: bool = False,
@@ -1065,11 +1180,12 @@ def import_model(
     at compile time: then it is compiled in with its initializer's value, as a constant.
     ``freeze_initializers`` compiles every such initializer in."""
     model = _upgrade(model)
+    bound, ranges = split_dims(dims)
     compiled_in: dict[str, str] = {}
     while True:
         imp = Importer(
-            model, dict(shapes or {}), dict(dims or {}), dict(constants or {}), fold_limit=fold_limit,
-            freeze_initializers=freeze_initializers, compiled_in=dict(compiled_in),
+            model, dict(shapes or {}), dict(bound), dict(constants or {}), fold_limit=fold_limit,
+            freeze_initializers=freeze_initializers, compiled_in=dict(compiled_in), ranges=ranges,
         )  # fmt: skip
         try:
             return imp.run(), imp.warnings

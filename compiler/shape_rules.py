@@ -60,7 +60,12 @@ def infer_shapes(info) -> list[TensorType | None] | None:
     if info.op_type in _SAME_AS_FIRST:
         return [ins[0].type]
     if info.op_type in _BROADCAST or info.op_type in _COMPARE:
-        shape = np.broadcast_shapes(*(tuple(v.shape) for v in ins))
+        if any(v.type.is_symbolic for v in ins):
+            from .symbolic_fold import broadcast
+
+            shape = broadcast(*(tuple(v.shape) for v in ins))
+        else:
+            shape = np.broadcast_shapes(*(tuple(v.shape) for v in ins))
         dtype = ins[-1].dtype if info.op_type == "Where" else ins[0].dtype
         dtype = DType.bool if info.op_type in _COMPARE else dtype
         return [TensorType(dtype, shape)]

@@ -140,6 +140,7 @@ def _canon(g: Graph, outer: dict[int, str] | None) -> dict:
     out["outputs"] = [ref(v) for v in g.outputs]
     out["opset"] = {k: _literal(x, "opset") for k, x in g.opset.items()}
     out["metadata"] = _literal(g.metadata, "metadata")
+    out["symbols"] = {k: (s.lo, s.hi) for k, s in sorted(g.symbols.items())}
     out["buffers"] = _literal(g.buffers, "buffers")
     out["shaders"] = dict(g.shaders)
     current = {v.name for v in list(g.inputs) + consts} | {v.name for op in g.ops for v in op.outputs}

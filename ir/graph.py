@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .kernel import Kernel
+from .symbolic import Symbol
 from .types import DType, TensorType, storage_nbytes
 
 
@@ -172,6 +173,8 @@ class Graph:
     shaders: dict[str, Kernel] = field(default_factory=dict)  # after lowering: name -> kernel
     buffers: dict[str, dict[str, Any]] = field(default_factory=dict)  # after planning
     metadata: dict[str, Any] = field(default_factory=dict)
+    # dims kept symbolic (name -> Symbol with its range); only the root graph holds them
+    symbols: dict[str, Symbol] = field(default_factory=dict)
     _names: set[str] = field(default_factory=set, repr=False)
     _counter: Iterator[int] = field(default_factory=itertools.count, repr=False)
     # add_shader's index of ``shaders`` (kernel -> first name), and the dict and size it indexed

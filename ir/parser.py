@@ -31,6 +31,7 @@ from onnx2wgsl.errors import InternalError, Onnx2WgslError
 
 from .graph import Binding, Dispatch, Graph, Op, Placement, Value
 from .kernel import SLOTS, Buffer, Fold, Kernel, Ref, Slot
+from .symbolic import Expr, Symbol, SymbolicError, parse_expr
 from .types import DType, TensorType
 
 GRAMMAR = Path(__file__).with_name("ir.lark")
@@ -270,6 +271,8 @@ class _ToRecords(Transformer):
         self.weights = None
         self.weights_name: str | None = None
         self.type_tok: Token | None = None
+        self.symbols: dict[str, Symbol] = {}  # the header's dims, which types name
+        self.dims_tok: Token | None = None
 
     def _blob(self, tok: Token):
         if self.weights is None:
@@ -297,6 +300,22 @@ class _ToRecords(Transformer):
 
     def stage(self, tok):
         return ("stage", tok, _unquote(tok))
+
+    def dims_decl(self, *decls):
+        # reduced before the graph's types, which name these dims
+        self.symbols = {}
+        for sym in decls:
+            if sym.name in self.symbols:
+                raise _Fail(f"dim {sym.name!r} is declared twice", self.dims_tok)
+            self.symbols[sym.name] = sym
+        return ("dims", self.dims_tok, dict(self.symbols))
+
+    def symdecl(self, name, lo, hi):
+        self.dims_tok = name
+        try:
+            return Symbol(str(name), _int(lo), _int(hi))
+        except ValueError as e:
+            raise _Fail(str(e), name) from None
 
     def weights_file(self, tok):
         self.weights_name = _unquote(tok)
@@ -414,7 +433,17 @@ class _ToRecords(Transformer):
     def dims(self, *toks):
         out = []
         for t in toks:
-            out.append(_int(t) if t.type == "INT" else _word(t))
+            if t.type == "INT":
+                out.append(_int(t))
+            elif t.type == "DIMEXPR":
+                try:
+                    out.append(parse_expr(str(t), self.symbols))
+                except SymbolicError as e:
+                    raise _Fail(str(e), t) from None
+            elif t.type == "WORD" and str(t) in self.symbols:
+                out.append(Expr.symbol(self.symbols[str(t)]))
+            else:
+                out.append(_word(t))
         return out
 
     def dense(self, *toks):
@@ -681,9 +710,12 @@ def parse_module(text: str, weights=None, *, source: str = "<text>") -> IRModule
         records.source_weights = weights
         records.weights = None
         records.weights_name = None
+        records.symbols = {}
         try:
             header, rec = parser.parse(text)
-            return IRModule(_Builder().graph(rec, None), header.get("stage"), header.get("weights"))
+            g = _Builder().graph(rec, None)
+            g.symbols = header.get("dims", {})
+            return IRModule(g, header.get("stage"), header.get("weights"))
         except ParseError:
             raise
         except _Fail as e:

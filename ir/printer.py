@@ -28,6 +28,7 @@ import numpy as np
 
 from .graph import Graph, Op, Value
 from .kernel import Kernel, Ref
+from .symbolic import Expr
 from .types import DType, TensorType
 
 INLINE_LIMIT = 16  # constants with at most this many elements print their values inline
@@ -39,7 +40,7 @@ _INDENT = "  "
 # Words the grammar reads as keywords somewhere: never printed bare where a name is meant.
 RESERVED = frozenset(
     "stage weights graph const opset metadata names buffer shader dispatch grid write at workgroup fold "
-    "splat true false none inf nan hex _".split()
+    "splat true false none inf nan hex dims _".split()
 )
 _CANONICAL_NAN = 0x7FF8000000000000
 
@@ -126,9 +127,18 @@ def float_text(x: float) -> str:
     return s if any(c in s for c in ".en") else s + ".0"
 
 
+def dim_text(d) -> str:
+    """A dim: an int, a symbol's name, ``(expr)`` for a symbolic expression, or an unbound name."""
+    if isinstance(d, int):
+        return str(d)
+    if isinstance(d, Expr):
+        text = str(d)
+        return text if len(d.symbols) == 1 and text == next(iter(d.symbols)).name else f"({text})"
+    return word(d)
+
+
 def type_text(t: TensorType) -> str:
-    dims = ",".join(str(d) if isinstance(d, int) else word(d) for d in t.shape)
-    return f"{t.dtype.value}[{dims}]"
+    return f"{t.dtype.value}[{','.join(dim_text(d) for d in t.shape)}]"
 
 
 # -- tensor data ---------------------------------------------------------------------------------
@@ -429,6 +439,9 @@ def print_ir(
         p.lines.append(f"stage {quote(stage)}")
     if weights_file is not None:
         p.lines.append(f"weights {quote(weights_file)}")
+    if g.symbols:
+        ranges = ", ".join(f"{s.name} = {s.lo}..{s.hi}" for s in g.symbols.values())
+        p.lines.append(f"dims {{{ranges}}}")
     p.graph(g, 0, None)
     return "\n".join(p.lines) + "\n"
 

@@ -1,4 +1,6 @@
-"""Tensor types: element dtypes and shapes whose dims are ints or named symbols."""
+"""Tensor types: element dtypes and shapes whose dims are ints, bounded symbolic expressions
+(``ir/symbolic.Expr``, a dim kept symbolic with ``--dim seq=1..512``) or, before binding,
+plain names."""
 
 from __future__ import annotations
 
@@ -8,7 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-Dim = int | str
+from .symbolic import Expr
+
+# int: a static dim; Expr: a symbolic dim with a range; str: a name no range was given for
+Dim = int | Expr | str
 
 
 class DType(str, enum.Enum):
@@ -124,7 +129,7 @@ _FROM_NUMPY = {v: k for k, v in reversed(list(_NUMPY.items())) if v != np.dtype(
 
 @dataclass(frozen=True)
 class TensorType:
-    """A dtype and a shape; each dim is an int or a named symbol."""
+    """A dtype and a shape; each dim is an int, a bounded symbolic Expr or an unbound name."""
 
     dtype: DType
     shape: tuple[Dim, ...]
@@ -150,6 +155,38 @@ class TensorType:
     def nbytes(self) -> int:
         return self.numel * self.dtype.itemsize
 
+    @property
+    def is_symbolic(self) -> bool:
+        """Some dim is a bounded symbolic expression (no unbound names)."""
+        return any(isinstance(d, Expr) for d in self.shape)
+
+    @property
+    def shape_bound(self) -> tuple[int, ...]:
+        """Each dim at its largest value over the symbols' ranges (memory is planned there)."""
+        return tuple(dim_bound(d) for d in self.shape)
+
+    @property
+    def numel_bound(self) -> int:
+        """The most elements the tensor holds over the symbols' ranges."""
+        if not self.is_symbolic:
+            return self.numel
+        n = 1
+        for d in self.shape:
+            n = n * (d if isinstance(d, Expr) else int(d))  # type: ignore[operator]
+        return n.bounds[1] if isinstance(n, Expr) else n
+
+    @property
+    def nbytes_bound(self) -> int:
+        return self.numel_bound * self.dtype.itemsize
+
+    @property
+    def symbols(self) -> frozenset:
+        out: frozenset = frozenset()
+        for d in self.shape:
+            if isinstance(d, Expr):
+                out |= d.symbols
+        return out
+
     def with_shape(self, shape) -> TensorType:
         return TensorType(self.dtype, tuple(shape))
 
@@ -158,6 +195,15 @@ class TensorType:
 
     def __str__(self) -> str:
         return f"{self.dtype}[{','.join(str(d) for d in self.shape)}]"
+
+
+def dim_bound(d: Dim) -> int:
+    """A dim's largest value over its symbols' ranges."""
+    if isinstance(d, Expr):
+        return d.bounds[1]
+    if isinstance(d, str):
+        raise ValueError(f"dim {d!r} is unbound: it has no range")
+    return d
 
 
 # The dtype policy on WGSL (DESIGN.md): every GPU tensor is stored as 32-bit scalars.
@@ -182,3 +228,8 @@ def storage_dtype(dt: DType) -> DType | None:
 def storage_nbytes(t: TensorType) -> int:
     """Bytes a tensor of type ``t`` occupies on the GPU (4 per element)."""
     return t.numel * 4
+
+
+def storage_nbytes_bound(t: TensorType) -> int:
+    """Bytes a tensor of type ``t`` occupies on the GPU at its dims' bounds."""
+    return t.numel_bound * 4

@@ -26,6 +26,10 @@ def verify(g: Graph, *, static: bool = False) -> None:
         defined.add(id(v))
         if static and not v.type.is_static:
             raise VerifyError(f"{where}: %{v.name} has a symbolic shape {v.type}")
+        for sym in v.type.symbols:
+            if g.symbols.get(sym.name) != sym:
+                raise VerifyError(f"{where}: %{v.name} has dim {sym.name} ({sym.lo}..{sym.hi}), "
+                                  "which the graph's dims do not declare so")  # fmt: skip
 
     for v in g.inputs:
         if v.producer is not None or v.is_const:

@@ -40,7 +40,8 @@ def compile(
     """Compile an ONNX model (path or ModelProto) into an artifact directory.
 
     ``shapes`` maps input names to shapes (tuples or "1x3x224x224"); ``dims`` binds symbolic
-    dims by name; ``constants`` maps input names to arrays that freeze those inputs (they fold
+    dims by name (``{"batch": 1}``) or keeps one symbolic over a range (``{"seq": (1, 128)}``,
+    the CLI's ``--dim seq=1..128``; for now only the import stage takes such dims); ``constants`` maps input names to arrays that freeze those inputs (they fold
     into the model and leave its inputs). An input with an initializer of its name (IR version
     >= 4) is an input whose default is that initializer (a run that does not feed it uses it),
     unless an op needs its value at compile time (a Reshape's shape...): it is then compiled in

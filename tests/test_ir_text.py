@@ -593,3 +593,40 @@ def test_onnx_model_names_survive(tmp_path):
         round_trip(g)
 
     compile_model(str(path), on_stage=check)
+
+
+def test_symbolic_dims_print_with_their_ranges_and_round_trip():
+    from onnx2wgsl.ir.symbolic import Expr, Symbol, floordiv, smax
+
+    b, s = Symbol("batch", 1, 4), Symbol("seq", 1, 128)
+    B, S = Expr.symbol(b), Expr.symbol(s)
+    g = Graph(name="m")
+    g.symbols = {"batch": b, "seq": s}
+    x = g.add_input("x", TensorType(DType.f32, (B, S, 32)))
+    shapes = [
+        (B * S * 32,),
+        (2 * S + 1, floordiv(S + 1, 2), smax(S, 4)),
+        (floordiv(floordiv(S + 3, 2) * B + 1, 3),),
+    ]
+    g.outputs = [g.append(g.make_op("Foo", [x], [TensorType(DType.f32, sh)])).outputs[0] for sh in shapes]
+    verify(g)
+    text = print_ir(g)
+    assert "dims {batch = 1..4, seq = 1..128}" in text
+    assert "%x: f32[batch,seq,32]" in text and "f32[(2*seq + 1),(((seq + 1) // 2)),(max(4, seq))]" in text
+    back = parse_ir(text)
+    assert not graph_diff(g, back) and print_ir(back) == text
+    assert back.outputs[1].type.shape_bound == (257, 64, 128)
+    assert back.inputs[0].type.numel_bound == 4 * 128 * 32 and not back.inputs[0].type.is_static
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("dims {seq = 4..1}\ngraph @m(%x: f32[seq]) -> () {}", "range 4..1"),
+        ("dims {seq = 1..4, seq = 1..8}\ngraph @m(%x: f32[seq]) -> () {}", "declared twice"),
+        ("dims {seq = 1..4}\ngraph @m(%x: f32[(seq + len)]) -> () {}", "no declared dim"),
+    ],
+)
+def test_bad_symbolic_dims_are_parse_errors(text, message):
+    with pytest.raises(ParseError, match=message):
+        parse_ir(text)

@@ -54,6 +54,14 @@ def _slice(g, info):
         starts, ends = _ints(info.attrs["starts"]), _ints(info.attrs["ends"])
         axes = info.attrs.get("axes")
         steps = None
+    elif info.const_input(2, "ends").dtype == object:
+        # ends over dims kept symbolic: the output type holds them (symbolic_fold.slice_type)
+        starts = _ints(info.const_input(1, "starts"))
+        axes = _opt(info, 3, "axes")
+        first = [0] * rank
+        for a, s in zip(_ints(axes) if axes is not None else range(len(starts)), starts):
+            first[_axis(info, a, rank)] = s
+        return emit(g, info, "Slice", [x], {"starts": first, "steps": [1] * rank})
     else:
         starts = _ints(info.const_input(1, "starts"))
         ends = _ints(info.const_input(2, "ends"))
@@ -186,7 +194,10 @@ def _tile(g, info):
 @rule("Expand")
 def _expand(g, info):
     x = info.inputs[0]
-    shape = _ints(info.const_input(1, "shape"))
+    shape = info.const_input(1, "shape")
+    if shape.dtype == object or x.type.is_symbolic:  # dims kept symbolic
+        return emit(g, info, "Expand", [x], {})
+    shape = _ints(shape)
     try:
         out = np.broadcast_shapes(tuple(x.shape), tuple(shape))
     except ValueError:

@@ -17,13 +17,19 @@ def _reshape(g, info):
     elif info.op_type in ("Squeeze", "Unsqueeze") and info.opset >= 13:
         info.const_input(1, "axes")
     x, out = info.inputs[0].type, info.out_types[0]
-    if out is not None and x.numel != out.numel:
+    if out is not None and _numel(x) != _numel(out):
         # onnx's inference takes the requested shape as it is; onnxruntime refuses it at run time
         raise info.error(
-            f"cannot reshape {list(x.shape)} ({x.numel} elements) to {list(out.shape)} ({out.numel} elements)",
+            f"cannot reshape {list(x.shape)} ({_numel(x)} elements) to {list(out.shape)} ({_numel(out)} elements)",
             hint="a reshape keeps the number of elements; fix the target shape",
         )
     return emit(g, info, "Reshape", info.inputs[:1], {})
+
+
+def _numel(t):
+    from ..symbolic_fold import numel
+
+    return numel(t.shape) if t.is_symbolic else t.numel
 
 
 @rule("Identity")
