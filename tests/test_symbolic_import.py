@@ -182,14 +182,26 @@ MODEL_RANGES = {
 }
 
 
+# Models whose import still stops, at the op named: position ids made by a Range over a
+# symbolic dim are data computed at run time, which needs the dims on the GPU (next step).
+BLOCKED = {
+    "bert_tiny_torchscript": "Range",
+    "bert_tiny_dynamo": "Range",
+    "distilbert_tiny_torchscript": "Range",
+    "llama_tiny_torchscript": "Range",
+    "gpt2_tiny_dynamo": "Range",
+}
+
+
 @pytest.mark.parametrize("name", sorted(MODEL_RANGES))
 def test_symbolic_shapes_match_the_bound_import(name):
     ranges = MODEL_RANGES[name]
     model = onnx.load(str(MODELS / f"{name}.onnx"))
-    try:
-        g = _import(model, ranges)
-    except UnsupportedError as e:
-        pytest.xfail(f"symbolic import stops at: {e}")  # the ops still to fold (see the report)
+    if name in BLOCKED:
+        with pytest.raises(UnsupportedError, match=f"^{BLOCKED[name]} node .*depends on symbolic dim"):
+            _import(model, ranges)
+        return
+    g = _import(model, ranges)
     verify(g)
     sym = {v.name: v for v in g.values()}
     for point in [(1, 1), (2, 17), (4, 128)]:
