@@ -57,7 +57,7 @@ _SCHEMA: dict[str, Any] = {
 BINDING_TYPES = ("storage", "read-only-storage", "uniform")  # uniform: the dims buffer only
 MAX_SYMBOL = 2**31 - 1
 EXPR_OPS = ("+", "*", "//", "tdiv", "%", "max", "min")  # + and * take 2 or more, the rest 2
-MAX_EXPR_NODES = 256  # per tree: the compiler's shape expressions are a handful of nodes
+MAX_EXPR_NODES = 256  # entries of a tree's lists, in all: the compiler's are a handful
 
 # The WebGPU spec's default limits: a device grants them without asking, every browser has them.
 DEFAULT_LIMITS: dict[str, int] = {
@@ -112,12 +112,11 @@ def validate(m: dict) -> dict:
         raise ManifestError("not an onnx2wgsl artifact (manifest format field is wrong)")
     if m.get("version") not in VERSIONS:
         raise ManifestError(
-            f"artifact format version {m.get('version')} is not one this runtime reads "
-            f"({', '.join(map(str, VERSIONS))}); recompile the model with this onnx2wgsl version"
+            f"artifact format version {m.get('version')} is not {' or '.join(map(str, VERSIONS))}; "
+            "recompile the model with this onnx2wgsl version"
         )
     _check(m, _SCHEMA, "")
     ranges = _symbols(m)
-    top = {name: hi for name, (_, hi) in ranges.items()}  # every symbol at its bound
     limits = dict(DEFAULT_LIMITS)
     for k, v in m["target"]["limits"].items():
         _check(v, int, f"target.limits.{k}")
@@ -141,12 +140,7 @@ def validate(m: dict) -> dict:
             if not isinstance(d, (list, str)):
                 _check(d, int, f"{where} shape")
             else:
-                _expr(d, ranges, f"{where} shape")
-                d = evaluate(d, top)
-                if d < 0:
-                    raise ManifestError(
-                        f"manifest {where} has a dim that is negative with every symbol at its max"
-                    )
+                d = _expr(d, ranges, f"{where} shape")
             n *= d
         # every element is stored as a 32-bit scalar; a symbolic slot holds the shape at the bound
         static = not any(isinstance(d, (list, str)) for d in io["shape"])
@@ -159,7 +153,7 @@ def validate(m: dict) -> dict:
     bare = {d for io in m["inputs"] for d in io["shape"] if isinstance(d, str)}
     for name in ranges:
         if name not in bare:
-            raise ManifestError(f"manifest symbol {name!r} is no input's dim, so no run could give its value")
+            raise ManifestError(f"manifest symbol {name!r} is no input's dim")
     names = [io["name"] for io in m["inputs"]]  # feeds are by name (a model may list an output twice)
     if len(set(names)) != len(names):
         raise ManifestError("manifest inputs repeat a name")
@@ -182,27 +176,25 @@ def validate(m: dict) -> dict:
             raise ManifestError(f"dispatch {i} names shader {d['shader']}, which does not exist")
         per_dim = limits["maxComputeWorkgroupsPerDimension"]
         grid = d["grid"]
-        for g in grid:  # an expression may give 0 (at the bound too): that run skips the dispatch
-            if isinstance(g, (list, str)):
-                _expr(g, ranges, f"dispatch {i} grid")
-        at_max = [evaluate(g, top) if isinstance(g, (list, str)) else g for g in grid]
+        # an expression may give 0 (at the bound too): that run skips the dispatch
+        at_max = [_expr(g, ranges, f"dispatch {i} grid") if isinstance(g, (list, str)) else g for g in grid]
         if len(grid) != 3 or not all(
             0 <= g <= per_dim if isinstance(g0, (list, str)) else _is_int(g) and 1 <= g <= per_dim
             for g, g0 in zip(at_max, grid)
         ):
-            raise ManifestError(f"dispatch {i} grid must be 3 numbers from 1 to {per_dim} (at the bound)")
+            raise ManifestError(f"dispatch {i} grid must be 3 numbers from 1 to {per_dim}")
         types = m["shaders"][d["shader"]]["bindings"]
         if len(d["bindings"]) != len(types):
             raise ManifestError(f"dispatch {i} binds a different number of buffers than its shader declares")
         for b, t in zip(d["bindings"], types):
             _check(b, {"buffer": str, "offset": int, "size": int}, f"dispatches[{i}].bindings[]")
-            if (b["buffer"] == dims) != (t == "uniform"):
+            if (b["buffer"] == dims) != (t == "uniform") or (
+                t == "uniform" and (b["offset"] or b["size"] != dims_size)
+            ):
                 raise ManifestError(
-                    f"dispatch {i} binds the dims buffer to a storage binding or another to a uniform one"
+                    f"dispatch {i} must bind the whole dims buffer to its uniform bindings only"
                 )
             if t == "uniform":
-                if b["offset"] or b["size"] != dims_size:
-                    raise ManifestError(f"dispatch {i} binds part of the dims buffer, not all of it")
                 continue
             if b["offset"] % limits["minStorageBufferOffsetAlignment"] or not (
                 0 < b["size"] <= limits["maxStorageBufferBindingSize"]
@@ -224,50 +216,37 @@ def _symbols(m: dict) -> dict[str, tuple[int, int]]:
     syms = m.get("symbols", [])
     _check(syms, [{"name": str, "min": int, "max": int}], "symbols")
     for s in syms:
-        if not ENTRY.fullmatch(s["name"]) or s["name"] in ranges:
-            raise ManifestError(f"manifest symbol {s['name']!r} is not an identifier, or repeats a name")
-        if not s["min"] <= s["max"] <= MAX_SYMBOL:
+        if not ENTRY.fullmatch(s["name"]) or s["name"] in ranges or not s["min"] <= s["max"] <= MAX_SYMBOL:
             raise ManifestError(
-                f"manifest symbol {s['name']!r} has range {s['min']}..{s['max']}; want 0 <= min <= max < 2^31"
+                f"manifest symbol {s['name']!r} must be a new identifier, with 0 <= min <= max < 2^31"
             )
         ranges[s["name"]] = (s["min"], s["max"])
-    if ranges and m["version"] < 3:
-        raise ManifestError("manifest symbols need format version 3")
     return ranges
 
 
-def _expr(e: Any, ranges: Mapping[str, Any], where: str) -> None:
-    """An expression tree: ints, declared symbols' names and [op, args...], at most
-    MAX_EXPR_NODES nodes (which also bounds its depth)."""
+def _expr(e: Any, ranges: Mapping[str, Any], where: str) -> int:
+    """An expression tree's value at the bound: the tree is ints, declared symbols' names and
+    [op, args...] lists of at most MAX_EXPR_NODES entries in all (which bounds its depth too),
+    and its value there a non-negative integer of at most 2^53 - 1."""
     todo, n = [e], 0
+    value = None
     while todo:
         x = todo.pop()
-        n += 1
-        if n > MAX_EXPR_NODES:
-            raise ManifestError(f"manifest {where} has an expression of more than {MAX_EXPR_NODES} nodes")
-        if _is_int(x):
-            if abs(x) > MAX_INT:
-                raise ManifestError(f"manifest {where} has an integer beyond 2^53 - 1")
-        elif isinstance(x, str):
-            if x not in ranges:
-                raise ManifestError(f"manifest {where} names {x!r}, which is not a declared symbol")
-        elif (
-            not isinstance(x, list)
-            or not x
-            or x[0] not in EXPR_OPS
-            or (len(x) < 3 if x[0] in "+*" else len(x) != 3)
-        ):
-            raise ManifestError(f"manifest {where} has a malformed expression {json.dumps(x)[:80]}")
-        else:
-            todo += x[1:]
-    try:
-        value = evaluate(e, {k: hi for k, (_, hi) in ranges.items()})
-    except ZeroDivisionError:
-        value = None
-    if value is None or abs(value) > MAX_INT:
-        raise ManifestError(
-            f"manifest {where} has an expression that divides by zero or overflows at the bound"
-        )
+        if _is_int(x) and abs(x) <= MAX_INT or isinstance(x, str) and x in ranges:
+            continue
+        if not isinstance(x, list) or (n := n + len(x)) > MAX_EXPR_NODES or not x or x[0] not in EXPR_OPS:
+            break
+        if len(x) < 3 if x[0] in "+*" else len(x) != 3:
+            break
+        todo += x[1:]
+    else:
+        try:
+            value = evaluate(e, {k: hi for k, (_, hi) in ranges.items()})
+        except ZeroDivisionError:
+            pass
+    if value is None or not 0 <= value <= MAX_INT:
+        raise ManifestError(f"manifest {where} has a bad expression")
+    return value
 
 
 def evaluate(e: Any, values: Mapping[str, int]) -> int:
@@ -320,25 +299,23 @@ def _is_int(x: Any) -> bool:
 
 
 def _buffers(m: dict, limits: dict, n_symbols: int) -> tuple[dict[str, int], str | None, int]:
-    """The storage buffers' sizes by name, and the dims buffer's name (None if none) and size."""
+    """The storage buffers' sizes by name, and the dims buffer's name (None if none) and size:
+    the one buffer of kind dims holds the symbols' values as u32, 16 bytes per 4."""
     sizes: dict[str, int] = {}
     dims, dims_size = None, 0
     for b in m["buffers"]:
         if b["name"] in sizes or b["name"] == dims:
             raise ManifestError(f"manifest names buffer {b['name']!r} twice")
-        if b["kind"] == "dims":
-            want = 16 * -(-n_symbols // 4)
-            if dims is not None or not 0 < b["size"] == want <= limits["maxUniformBufferBindingSize"]:
-                raise ManifestError(
-                    f"dims buffer {b['name']!r} must be the only one, of 16 bytes per 4 symbols ({n_symbols} symbols)"
-                )
-            dims, dims_size = b["name"], b["size"]
-            continue
+        if b["kind"] == "dims" and (dims is not None or b["size"] != 16 * -(-n_symbols // 4)):
+            raise ManifestError(f"dims buffer {b['name']!r} must be the only one, of 16 bytes per 4 symbols")
         if not 0 < b["size"] <= limits["maxBufferSize"] or b["size"] % 4:
             raise ManifestError(
                 f"buffer {b['name']!r} has size {b['size']}, not a multiple of 4 from 4 to maxBufferSize"
             )
-        sizes[b["name"]] = b["size"]
+        if b["kind"] == "dims":
+            dims, dims_size = b["name"], b["size"]
+        else:
+            sizes[b["name"]] = b["size"]
     return sizes, dims, dims_size
 
 
@@ -346,7 +323,7 @@ def _within(sizes: dict[str, int], r: dict, where: str) -> None:
     """A range of a storage buffer: it exists, and offset and size are 4-aligned and inside it."""
     size = sizes.get(r["buffer"])
     if size is None:
-        raise ManifestError(f"manifest {where} names unknown buffer {r['buffer']!r} (or the dims buffer)")
+        raise ManifestError(f"manifest {where} names unknown buffer {r['buffer']!r}")
     if r["offset"] % 4 or r["size"] % 4 or r["offset"] + r["size"] > size:
         raise ManifestError(
             f"manifest {where} lies outside buffer {r['buffer']!r} "

@@ -323,64 +323,54 @@ class InferenceSession:
         return out
 
     def _bind(self, staged: list[tuple[dict, np.ndarray]]) -> tuple[int, ...]:
-        """The symbols' values, in manifest order, from the fed inputs' shapes; every dim checked."""
+        """The symbols' values, in manifest order, from the fed inputs' shapes: a dim that is a
+        bare symbol binds it (the first such dim; each in its range), then every symbolic dim
+        must equal its value."""
         if not self.symbols:
             return ()
-        got: dict[str, tuple[int, str]] = {}
+        env: dict[str, int] = {}
         for io, data in staged:
             for i, d in enumerate(io["shape"]):
                 if isinstance(d, str):
-                    n, lo, hi = data.shape[i], *self.symbols[d]
+                    n, (lo, hi) = data.shape[i], self.symbols[d]
                     if not lo <= n <= hi:
                         raise InputError(
                             f"input {io['name']!r} dim {i} ({d}) is {n}, outside {d}'s range {lo}..{hi}"
                         )
-                    if got.setdefault(d, (n, io["name"]))[0] != n:
-                        raise InputError(
-                            f"input {io['name']!r} dim {i} ({d}) is {n}, but input {got[d][1]!r} gave {d} = {got[d][0]}"
-                        )
-        values = {k: v for k, (v, _) in got.items()}
+                    env.setdefault(d, n)
+        values = tuple(env[k] for k in self.symbols)
         for io, data in staged:
             for i, d in enumerate(io["shape"]):
-                if isinstance(d, list) and data.shape[i] != (want := mf.evaluate(d, values)):
+                if isinstance(d, (str, list)) and data.shape[i] != (want := _value(d, env)):
                     raise InputError(
                         f"input {io['name']!r} dim {i} ({mf.show_dim(d)}) must be {want} for "
-                        f"{', '.join(f'{k}={v}' for k, v in values.items())}, got {data.shape[i]}"
+                        f"{_show_env(self.symbols, values)}, got {data.shape[i]}"
                     )
-            if data.nbytes > io["size"]:  # in range, but a shape not monotone in the symbols
-                raise InputError(
-                    f"input {io['name']!r} of shape {list(data.shape)} does not fit its slot of {io['size']} bytes"
-                )
-        return tuple(values[k] for k in self.symbols)
+        return values
 
     def _plan(self, values: tuple[int, ...]) -> tuple[list, dict[str, list[int]]]:
-        """The dispatches (zero grids skipped) and output shapes at these symbol values, cached."""
+        """The dispatches (zero grids skipped) and the inputs' and outputs' shapes at these
+        symbol values, evaluated once per distinct values (cached)."""
         plan = self._plans.get(values)
         if plan is not None:
             return plan
         env = dict(zip(self.symbols, values))
-        per_dim = mf.DEFAULT_LIMITS | self.manifest["target"]["limits"]
-        per_dim = per_dim["maxComputeWorkgroupsPerDimension"]
+        at = _show_env(self.symbols, values)
+        per_dim = self.device.limits["max-compute-workgroups-per-dimension"]
         steps = []
         for k, (pipeline, group, grid) in enumerate(self.steps):
-            try:
-                g = tuple(mf.evaluate(x, env) for x in grid)
-            except ZeroDivisionError:
-                g = (-1,)
+            g = tuple(_value(x, env) for x in grid)
             if not all(0 <= x <= per_dim for x in g):
-                raise InputError(
-                    f"dispatch {k} grid is {list(g)} at {env}, outside 0..{per_dim}: "
-                    "the artifact does not serve these dims"
-                )
+                raise InputError(f"dispatch {k} grid {list(g)} at {at} is beyond the artifact's bounds")
             if all(g):
                 steps.append((pipeline, group, g))
         shapes = {}
-        for o in self._outputs:
-            shapes[o["name"]] = shape = [mf.evaluate(d, env) for d in o["shape"]]
+        # a slot holds its tensor at the bound; a shape not monotone in the symbols may not fit
+        for o in self.manifest["inputs"] + self._outputs:
+            shapes[o["name"]] = shape = [_value(d, env) for d in o["shape"]]
             if min(shape, default=0) < 0 or 4 * math.prod(shape) > o["size"]:
                 raise InputError(
-                    f"output {o['name']!r} has shape {shape} at {env}, beyond its slot: "
-                    "the artifact does not serve these dims"
+                    f"input/output {o['name']!r} shape {mf.show_shape(shape)} at {at} is beyond the artifact's bounds"
                 )
         if len(self._plans) >= 256:  # distinct values seen: keep the cache bounded
             self._plans.clear()
@@ -447,6 +437,18 @@ def numpy_dtype(name: str) -> np.dtype:
 
         return np.dtype(getattr(ml_dtypes, name))
     return np.dtype(name)
+
+
+def _show_env(names: Iterable[str], values: Iterable[int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in zip(names, values))
+
+
+def _value(e: Any, env: Mapping[str, int]) -> int:
+    """An expression's value; -1 (which every check refuses) for a zero divisor."""
+    try:
+        return mf.evaluate(e, env)
+    except ZeroDivisionError:
+        return -1
 
 
 def _shown(shape: list) -> list[int | str]:

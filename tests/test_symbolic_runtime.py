@@ -113,7 +113,7 @@ def test_bad_feeds_are_one_line_input_errors(session):
         (bad(x=np.zeros((129, 4), np.float32)), "input 'x' dim 0 (seq) is 129, outside seq's range 0..128"),
         (bad(q=np.zeros(6, np.int32)), "input 'q' dim 0 (k) is 6, outside k's range 1..5"),
         (bad(q=np.zeros(0, np.int32)), "input 'q' dim 0 (k) is 0, outside k's range 1..5"),
-        (bad(t=np.zeros(5, np.float32)), "input 't' dim 0 (seq) is 5, but input 'x' gave seq = 4"),
+        (bad(t=np.zeros(5, np.float32)), "input 't' dim 0 (seq) must be 4 for seq=4, k=1, got 5"),
         (bad(p=np.zeros(9, np.float32)), "input 'p' dim 0 (2*seq) must be 8 for seq=4, k=1, got 9"),
         (bad(x=np.zeros((4, 5), np.float32)), "input 'x' must have shape [seq, 4], got [4, 5]"),
         (bad(x=np.zeros(16, np.float32)), "input 'x' must have shape [seq, 4], got [16]"),
@@ -139,7 +139,8 @@ def test_grids_beyond_the_limit_at_run_time_fail_clearly(tmp_path, device):
     with onnx2wgsl.load(write_artifact(tmp_path / "g", m), device=device) as s:
         s.run(None, feeds(128))
         with pytest.raises(
-            InputError, match=r"^dispatch 1 grid is \[70000, 1, 1\] at \{'seq': 127, 'k': 1\}"
+            InputError,
+            match=r"^dispatch 1 grid \[70000, 1, 1\] at seq=127, k=1 is beyond the artifact's bounds$",
         ):
             s.run(None, feeds(127))
 
@@ -158,3 +159,15 @@ def test_a_version_2_artifact_loads_and_runs_unchanged(tmp_path, device):
         assert s.symbols == {} and s.manifest["version"] == 2
         for got, want in zip(s.run(None, {"x": x}), ort_run(two_layer_model(), {"x": x})):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.gpu
+def test_shapes_beyond_their_slot_at_run_time_fail_clearly(tmp_path, device):
+    # a non-monotone shape: p has 0 elements at the bound, 300 (more than its slot's 256) at seq = 127
+    m = symbolic_manifest()
+    m["inputs"][2]["shape"] = [["*", 300, ["%", "seq", 2]]]
+    with onnx2wgsl.load(write_artifact(tmp_path / "s", m), device=device) as s:
+        s.run(None, {**feeds(128), "p": np.zeros(0, np.float32)})
+        with pytest.raises(InputError) as e:
+            s.run(None, {**feeds(127), "p": np.zeros(300, np.float32)})
+        assert str(e.value) == "input/output 'p' shape [300] at seq=127, k=1 is beyond the artifact's bounds"
