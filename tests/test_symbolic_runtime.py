@@ -171,3 +171,11 @@ def test_shapes_beyond_their_slot_at_run_time_fail_clearly(tmp_path, device):
         with pytest.raises(InputError) as e:
             s.run(None, {**feeds(127), "p": np.zeros(300, np.float32)})
         assert str(e.value) == "input/output 'p' shape [300] at seq=127, k=1 is beyond the artifact's bounds"
+
+
+def test_inspect_shows_symbols_and_symbolic_shapes_and_grids():
+    from onnx2wgsl.compiler.cli import schedule_summary
+
+    text = schedule_summary(symbolic_manifest())
+    assert "symbols  seq=0..128, k=1..5" in text and "'p': float32[2*seq] at in[2560:3584]" in text
+    assert "grid (seq + 63) // 64 x 1 x 1" in text and "dims dims[0:16]" in text
