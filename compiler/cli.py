@@ -265,24 +265,31 @@ def _inspect_dir(src: Path, args: argparse.Namespace, names: list[str]) -> int:
 def schedule_summary(m: dict) -> str:
     """A planned artifact, readable: buffers, inputs and outputs, then one line per dispatch
     with its bindings (``ro`` read-only weights, ``rw`` read-write storage)."""
-    lines = [f"artifact {m['name']!r}  (target {m['target']['name']}, {m['producer']})", "buffers"]
+    from onnx2wgsl.runtime.manifest import show_dim, show_shape
+
+    lines = [f"artifact {m['name']!r}  (target {m['target']['name']}, {m.get('producer', '?')})"]
+    if m.get("symbols"):
+        lines.append("symbols  " + ", ".join(f"{s['name']}={s['min']}..{s['max']}" for s in m["symbols"]))
+    lines.append("buffers")
     for b in m["buffers"]:
         lines.append(f"  {b['name']:12s} {b['kind']:8s} {b['size']:>14,} bytes")
     for key in ("inputs", "outputs"):
         lines.append(key)
         for io in m[key]:
             lines.append(
-                f"  {io['name']!r}: {io['dtype']}{io['shape']} at {io['buffer']}[{io['offset']}:{io['offset'] + io['size']}]"
+                f"  {io['name']!r}: {io['dtype']}{show_shape(io['shape'])} at {io['buffer']}[{io['offset']}:{io['offset'] + io['size']}]"
                 + (" (optional: has a default)" if "default" in io else "")
             )
     lines.append(f"dispatches ({len(m['dispatches'])})")
     for i, d in enumerate(m["dispatches"]):
         sh = m["shaders"][d["shader"]]
         binds = ", ".join(
-            f"{'rw' if t == 'storage' else 'ro'} {b['buffer']}[{b['offset']}:{b['offset'] + b['size']}]"
+            f"{ {'storage': 'rw', 'uniform': 'dims'}.get(t, 'ro') } {b['buffer']}[{b['offset']}:{b['offset'] + b['size']}]"
             for b, t in zip(d["bindings"], sh["bindings"])
         )
-        grid = "x".join(str(n) for n in d["grid"])
+        grid = (
+            " x ".join(show_dim(n) for n in d["grid"]) if m.get("symbols") else "x".join(map(str, d["grid"]))
+        )
         lines.append(f"  {i:4d} {sh['name']:24s} grid {grid:12s} {d.get('label', ''):28s} {binds}")
     return "\n".join(lines)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import onnx
 
 from onnx2wgsl import __version__
-from onnx2wgsl.runtime.manifest import FORMAT, VERSION
+from onnx2wgsl.runtime.manifest import FORMAT, VERSION, show_dim
 
 # copied unchanged from runtime/js (the runtime is the same for every model)
 RUNTIME_FILES = ("onnx2wgsl.js", "onnx2wgsl.d.ts", "index.js")
@@ -135,7 +135,7 @@ def package_json(manifest: dict, name: str, has_source: bool) -> dict:
 
 
 def _io_line(io: dict) -> str:
-    return f"{io['dtype']}[{', '.join(str(d) for d in io['shape'])}]"
+    return f"{io['dtype']}[{', '.join(show_dim(d) for d in io['shape'])}]"
 
 
 def index_dts(manifest: dict) -> str:
@@ -172,7 +172,7 @@ export type OutputName = {outputs};
 def readme(manifest: dict, pkg: str, has_source: bool) -> str:
     """README.md of the package: what the model takes and gives, and how to run it."""
     rows = "\n".join(
-        f"| {kind}{' (optional: has a default)' if 'default' in io else ''} | `{io['name']}` | {io['dtype']} | [{', '.join(str(d) for d in io['shape'])}] | {io['storage']} |"
+        f"| {kind}{' (optional: has a default)' if 'default' in io else ''} | `{io['name']}` | {io['dtype']} | [{', '.join(show_dim(d) for d in io['shape'])}] | {io['storage']} |"
         for kind, group in (("input", manifest["inputs"]), ("output", manifest["outputs"]))
         for io in group
     )

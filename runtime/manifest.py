@@ -6,6 +6,11 @@ structure, every number (sizes, offsets and grids within the buffers and limits 
 declares) and every path (plain names inside the artifact folder), so that an artifact from
 an untrusted source can fail to load but cannot make a runtime read outside its folder,
 allocate without bound, or write past a buffer's end.
+
+Version 3 adds dims chosen at run time: ``symbols`` with their ranges, shapes and grids whose
+entries may be expression trees over them (:func:`evaluate`), and a ``dims`` buffer holding
+the run's symbol values for the shaders. Slots and buffers are sized at the bound (every
+symbol at its max), so bind groups stay static; a manifest without symbols is version 2's.
 """
 
 from __future__ import annotations
@@ -14,13 +19,15 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from onnx2wgsl.errors import ManifestError, first_line
 
 FORMAT = "onnx2wgsl-artifact"
-VERSION = 2
+VERSION = 3
+VERSIONS = (2, 3)  # the versions this runtime reads: 3 is 2 plus symbols
 MANIFEST = "manifest.json"
 MAX_INT = 2**53 - 1  # JSON integers both runtimes read exactly
 MAX_MANIFEST_BYTES = 64 << 20
@@ -47,7 +54,10 @@ _SCHEMA: dict[str, Any] = {
     "shaders": [{"name": str, "file": str, "sha256": str, "entry": str, "bindings": list}],
     "dispatches": [{"shader": int, "grid": list, "bindings": list}],
 }
-BINDING_TYPES = ("storage", "read-only-storage")
+BINDING_TYPES = ("storage", "read-only-storage", "uniform")  # uniform: the dims buffer only
+MAX_SYMBOL = 2**31 - 1
+EXPR_OPS = ("+", "*", "//", "tdiv", "%", "max", "min")  # + and * take 2 or more, the rest 2
+MAX_EXPR_NODES = 256  # entries of a tree's lists, in all: the compiler's are a handful
 
 # The WebGPU spec's default limits: a device grants them without asking, every browser has them.
 DEFAULT_LIMITS: dict[str, int] = {
@@ -100,12 +110,13 @@ def validate(m: dict) -> dict:
     """Check a parsed manifest; return it, or raise ManifestError naming the first problem."""
     if not isinstance(m, dict) or m.get("format") != FORMAT:
         raise ManifestError("not an onnx2wgsl artifact (manifest format field is wrong)")
-    if m.get("version") != VERSION:
+    if m.get("version") not in VERSIONS:
         raise ManifestError(
-            f"artifact format version {m.get('version')} is not {VERSION}, the one this runtime reads; "
+            f"artifact format version {m.get('version')} is not {' or '.join(map(str, VERSIONS))}; "
             "recompile the model with this onnx2wgsl version"
         )
     _check(m, _SCHEMA, "")
+    ranges = _symbols(m)
     limits = dict(DEFAULT_LIMITS)
     for k, v in m["target"]["limits"].items():
         _check(v, int, f"target.limits.{k}")
@@ -117,7 +128,7 @@ def validate(m: dict) -> dict:
         raise ManifestError(
             f"manifest target.limits.minStorageBufferOffsetAlignment {align} is not a power of two >= 4"
         )
-    sizes = _buffers(m, limits)
+    sizes, dims, dims_size = _buffers(m, limits, len(ranges))
     for io in m["inputs"] + m["outputs"]:
         where = f"input/output {io['name']!r}"
         if io["storage"] not in STORAGE_TYPES:
@@ -126,12 +137,23 @@ def validate(m: dict) -> dict:
             raise ManifestError(f"manifest {where} has dtype {io['dtype']!r}, which this runtime cannot read")
         n = 1
         for d in io["shape"]:
-            _check(d, int, f"{where} shape")
+            if not isinstance(d, (list, str)):
+                _check(d, int, f"{where} shape")
+            else:
+                d = _expr(d, ranges, f"{where} shape")
             n *= d
-        if io["size"] != 4 * n:  # every element is stored as a 32-bit scalar
-            raise ManifestError(f"manifest {where} has size {io['size']} for shape {io['shape']}")
+        # every element is stored as a 32-bit scalar; a symbolic slot holds the shape at the bound
+        static = not any(isinstance(d, (list, str)) for d in io["shape"])
+        if io["size"] != 4 * n if static else io["size"] < 4 * n:
+            raise ManifestError(f"manifest {where} has size {io['size']} for shape {show_shape(io['shape'])}")
         if io["size"]:
             _within(sizes, io, where)
+        if "default" in io and not static:
+            raise ManifestError(f"manifest input {io['name']!r} has a default and a symbolic shape")
+    bare = {d for io in m["inputs"] for d in io["shape"] if isinstance(d, str)}
+    for name in ranges:
+        if name not in bare:
+            raise ManifestError(f"manifest symbol {name!r} is no input's dim")
     names = [io["name"] for io in m["inputs"]]  # feeds are by name (a model may list an output twice)
     if len(set(names)) != len(names):
         raise ManifestError("manifest inputs repeat a name")
@@ -147,32 +169,121 @@ def validate(m: dict) -> dict:
             raise ManifestError(f"shader {s['name']!r}: file must be shaders/NAME.wgsl, with its sha256")
         if not ENTRY.fullmatch(s["entry"]):
             raise ManifestError(f"shader {s['name']!r} has a bad entry point name")
-        if any(t not in BINDING_TYPES for t in s["bindings"]):
+        if not all(isinstance(t, str) and t in BINDING_TYPES for t in s["bindings"]):
             raise ManifestError(f"shader {s['name']!r} has an unknown binding type")
     for i, d in enumerate(m["dispatches"]):
         if not 0 <= d["shader"] < len(m["shaders"]):
             raise ManifestError(f"dispatch {i} names shader {d['shader']}, which does not exist")
-        if len(d["grid"]) != 3 or not all(_is_int(g) and 1 <= g <= limits["maxComputeWorkgroupsPerDimension"]
-                                          for g in d["grid"]):  # fmt: skip
-            raise ManifestError(
-                f"dispatch {i} grid must be 3 numbers from 1 to {limits['maxComputeWorkgroupsPerDimension']}"
-            )
-        if len(d["bindings"]) != len(m["shaders"][d["shader"]]["bindings"]):
+        per_dim = limits["maxComputeWorkgroupsPerDimension"]
+        grid = d["grid"]
+        # an expression may give 0 (at the bound too): that run skips the dispatch
+        at_max = [_expr(g, ranges, f"dispatch {i} grid") if isinstance(g, (list, str)) else g for g in grid]
+        if len(grid) != 3 or not all(
+            0 <= g <= per_dim if isinstance(g0, (list, str)) else _is_int(g) and 1 <= g <= per_dim
+            for g, g0 in zip(at_max, grid)
+        ):
+            raise ManifestError(f"dispatch {i} grid must be 3 numbers from 1 to {per_dim}")
+        types = m["shaders"][d["shader"]]["bindings"]
+        if len(d["bindings"]) != len(types):
             raise ManifestError(f"dispatch {i} binds a different number of buffers than its shader declares")
-        for b in d["bindings"]:
+        for b, t in zip(d["bindings"], types):
             _check(b, {"buffer": str, "offset": int, "size": int}, f"dispatches[{i}].bindings[]")
+            if (b["buffer"] == dims) != (t == "uniform") or (
+                t == "uniform" and (b["offset"] or b["size"] != dims_size)
+            ):
+                raise ManifestError(
+                    f"dispatch {i} must bind the whole dims buffer to its uniform bindings only"
+                )
+            if t == "uniform":
+                continue
             if b["offset"] % limits["minStorageBufferOffsetAlignment"] or not (
                 0 < b["size"] <= limits["maxStorageBufferBindingSize"]
             ):
                 raise ManifestError(f"dispatch {i} has a binding of bad offset or size")
             _within(sizes, b, f"dispatch {i} binding")
-        most = max_workgroups(d["bindings"], limits["maxComputeWorkgroupsPerDimension"])
-        if math.prod(d["grid"]) > most:
+        most = max_workgroups(d["bindings"], per_dim)
+        if math.prod(at_max) > most:
             raise ManifestError(
-                f"dispatch {i} asks for {math.prod(d['grid']):,} workgroups, more than the "
+                f"dispatch {i} asks for {math.prod(at_max):,} workgroups, more than the "
                 f"{most:,} its bindings' elements can give work to"
             )
     return m
+
+
+def _symbols(m: dict) -> dict[str, tuple[int, int]]:
+    """The symbols' ranges, by name, in manifest order (none: a static artifact)."""
+    ranges: dict[str, tuple[int, int]] = {}
+    syms = m.get("symbols", [])
+    _check(syms, [{"name": str, "min": int, "max": int}], "symbols")
+    for s in syms:
+        if not ENTRY.fullmatch(s["name"]) or s["name"] in ranges or not s["min"] <= s["max"] <= MAX_SYMBOL:
+            raise ManifestError(
+                f"manifest symbol {s['name']!r} must be a new identifier, with 0 <= min <= max < 2^31"
+            )
+        ranges[s["name"]] = (s["min"], s["max"])
+    return ranges
+
+
+def _expr(e: Any, ranges: Mapping[str, Any], where: str) -> int:
+    """An expression tree's value at the bound: the tree is ints, declared symbols' names and
+    [op, args...] lists of at most MAX_EXPR_NODES entries in all (which bounds its depth too),
+    and its value there a non-negative integer of at most 2^53 - 1."""
+    todo, n = [e], 0
+    value = None
+    while todo:
+        x = todo.pop()
+        if _is_int(x) and abs(x) <= MAX_INT or isinstance(x, str) and x in ranges:
+            continue
+        if not isinstance(x, list) or (n := n + len(x)) > MAX_EXPR_NODES or not x or x[0] not in EXPR_OPS:
+            break
+        if len(x) < 3 if x[0] in "+*" else len(x) != 3:
+            break
+        todo += x[1:]
+    else:
+        try:
+            value = evaluate(e, {k: hi for k, (_, hi) in ranges.items()})
+        except ZeroDivisionError:
+            pass
+    if value is None or not 0 <= value <= MAX_INT:
+        raise ManifestError(f"manifest {where} has a bad expression")
+    return value
+
+
+def evaluate(e: Any, values: Mapping[str, int]) -> int:
+    """An expression tree's value at the symbols' ``values`` (ZeroDivisionError for a zero divisor)."""
+    if isinstance(e, int):
+        return e
+    if isinstance(e, str):
+        return values[e]
+    op, *args = e
+    v = [evaluate(a, values) for a in args]
+    if op == "+":
+        return sum(v)
+    if op == "*":
+        return math.prod(v)
+    a, b = v
+    if op == "tdiv":  # truncating, as ONNX's integer Div
+        q = abs(a) // abs(b)
+        return q if (a < 0) == (b < 0) else -q
+    return {"//": a // b, "%": a % b, "max": max(a, b), "min": min(a, b)}[op]
+
+
+def show_shape(shape: list) -> str:
+    """A shape as text: ints, symbol names and expressions (``[seq, 4*seq]``)."""
+    return f"[{', '.join(show_dim(d) for d in shape)}]"
+
+
+def show_dim(e: Any) -> str:
+    if not isinstance(e, list):
+        return str(e)
+    op, *args = e
+    parts = [show_dim(a) if not isinstance(a, list) or a[0] in ("max", "min", "tdiv") else f"({show_dim(a)})"
+             for a in args]  # fmt: skip
+    return (
+        f"{op}({', '.join(parts)})"
+        if op in ("max", "min", "tdiv")
+        else (" " + op + " " if op != "*" else "*").join(parts)
+    )
 
 
 def max_workgroups(bindings: list[dict], per_dimension: int) -> int:
@@ -187,21 +298,29 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _buffers(m: dict, limits: dict) -> dict[str, int]:
+def _buffers(m: dict, limits: dict, n_symbols: int) -> tuple[dict[str, int], str | None, int]:
+    """The storage buffers' sizes by name, and the dims buffer's name (None if none) and size:
+    the one buffer of kind dims holds the symbols' values as u32, 16 bytes per 4."""
     sizes: dict[str, int] = {}
+    dims, dims_size = None, 0
     for b in m["buffers"]:
-        if b["name"] in sizes:
+        if b["name"] in sizes or b["name"] == dims:
             raise ManifestError(f"manifest names buffer {b['name']!r} twice")
+        if b["kind"] == "dims" and (dims is not None or b["size"] != 16 * -(-n_symbols // 4)):
+            raise ManifestError(f"dims buffer {b['name']!r} must be the only one, of 16 bytes per 4 symbols")
         if not 0 < b["size"] <= limits["maxBufferSize"] or b["size"] % 4:
             raise ManifestError(
                 f"buffer {b['name']!r} has size {b['size']}, not a multiple of 4 from 4 to maxBufferSize"
             )
-        sizes[b["name"]] = b["size"]
-    return sizes
+        if b["kind"] == "dims":
+            dims, dims_size = b["name"], b["size"]
+        else:
+            sizes[b["name"]] = b["size"]
+    return sizes, dims, dims_size
 
 
 def _within(sizes: dict[str, int], r: dict, where: str) -> None:
-    """A range of a buffer: it exists, and offset and size are 4-aligned and inside it."""
+    """A range of a storage buffer: it exists, and offset and size are 4-aligned and inside it."""
     size = sizes.get(r["buffer"])
     if size is None:
         raise ManifestError(f"manifest {where} names unknown buffer {r['buffer']!r}")

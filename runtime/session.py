@@ -3,10 +3,16 @@
 Load builds everything once: device, buffers, weights, shader modules, pipelines, bind
 groups and the read-back buffer. ``run`` only writes inputs, encodes the recorded
 dispatches into one command encoder, copies outputs out and reads them back.
+
+An artifact with symbols (dims chosen at run time, up to bounds) is sized at the bound, so the
+same objects serve every run: ``run`` binds the symbols from the fed shapes, writes them to
+the dims buffer when they changed, and evaluates the grids and output shapes once per
+distinct set of values (cached).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -35,7 +41,7 @@ class IOInfo:
 
     name: str
     dtype: str
-    shape: list[int]
+    shape: list[int | str]  # a symbolic dim as its name or expression, as onnxruntime shows dim_params
     optional: bool = False  # an input with a default (its initializer), used when a run omits it
 
     @property
@@ -131,6 +137,9 @@ class InferenceSession:
         m = self.manifest = mf.read(self.path)
         self._inputs = {io["name"]: io for io in m["inputs"]}
         self._outputs = [io for io in m["outputs"]]
+        self.symbols = {s["name"]: (s["min"], s["max"]) for s in m.get("symbols", [])}
+        self._plans: dict[tuple[int, ...], tuple[list, dict]] = {}  # symbol values -> (steps, shapes)
+        self._dims_written: tuple[int, ...] | None = None
         if device is None:
             device = request_device(m["target"]["limits"], m["target"]["features"], power_preference)
         else:
@@ -138,9 +147,14 @@ class InferenceSession:
         self.device = device
         dev = self.device
         usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_DST | wgpu.BufferUsage.COPY_SRC
+        uniform = wgpu.BufferUsage.UNIFORM | wgpu.BufferUsage.COPY_DST
         self.buffers = {
-            b["name"]: dev.create_buffer(size=b["size"], usage=usage, label=b["name"]) for b in m["buffers"]
+            b["name"]: dev.create_buffer(
+                size=b["size"], usage=uniform if b["kind"] == "dims" else usage, label=b["name"]
+            )
+            for b in m["buffers"]
         }
+        self._dims = next((self.buffers[b["name"]] for b in m["buffers"] if b["kind"] == "dims"), None)
         self._upload_weights()
         self.pipelines = []
         for s in m["shaders"]:
@@ -181,7 +195,7 @@ class InferenceSession:
                     for i, b in enumerate(d["bindings"])
                 ],
             )
-            self.steps.append((pipeline, group, tuple(d["grid"])))
+            self.steps.append((pipeline, group, d["grid"]))
         self._readback_at = {}
         total = 0
         for o in self._outputs:
@@ -246,12 +260,12 @@ class InferenceSession:
 
     def _declared_inputs(self) -> list[IOInfo]:
         return [
-            IOInfo(io["name"], io["dtype"], list(io["shape"]), "default" in io)
+            IOInfo(io["name"], io["dtype"], _shown(io["shape"]), "default" in io)
             for io in self.manifest["inputs"]
         ]
 
     def get_outputs(self) -> list[IOInfo]:
-        return [IOInfo(io["name"], io["dtype"], list(io["shape"])) for io in self.manifest["outputs"]]
+        return [IOInfo(io["name"], io["dtype"], _shown(io["shape"])) for io in self.manifest["outputs"]]
 
     def run(
         self, output_names: list[str] | None, input_feed: Mapping[str, Any], run_options: Any = None
@@ -269,25 +283,30 @@ class InferenceSession:
             (io, self._to_storage(io, input_feed[io["name"]]) if io["name"] in input_feed else self._defaults[io["name"]])
             for io in self._check_feed(input_feed)
         ]  # fmt: skip
+        values = self._bind(staged)
+        steps, shapes = self._plan(values)
         q = self.device.queue
+        if self._dims is not None and values != self._dims_written:
+            q.write_buffer(self._dims, 0, np.array(values + (0,) * (-len(values) % 4), dtype=np.uint32))
+            self._dims_written = values
         for io, data in staged:
             if data.nbytes:
                 q.write_buffer(self.buffers[io["buffer"]], io["offset"], data)
         enc = self.device.create_command_encoder()
         cpass = enc.begin_compute_pass()
-        for pipeline, group, grid in self.steps:
+        for pipeline, group, grid in steps:
             cpass.set_pipeline(pipeline)
             cpass.set_bind_group(0, group)
             cpass.dispatch_workgroups(*grid)
         cpass.end()
         for o in wanted:
-            if o["size"]:
+            if nbytes := 4 * math.prod(shapes[o["name"]]):
                 enc.copy_buffer_to_buffer(
                     self.buffers[o["buffer"]],
                     o["offset"],
                     self._readback,
                     self._readback_at[o["name"]],
-                    o["size"],
+                    nbytes,
                 )
         q.submit([enc.finish()])
         self._readback.map_sync(1)  # wgpu.MapMode.READ
@@ -298,9 +317,65 @@ class InferenceSession:
         out = []
         for o in wanted:
             at = self._readback_at[o["name"]]
-            data = np.frombuffer(raw, dtype=_STORAGE[o["storage"]], count=o["size"] // 4, offset=at)
-            out.append(_from_storage(data, o))
+            shape = shapes[o["name"]]
+            data = np.frombuffer(raw, dtype=_STORAGE[o["storage"]], count=math.prod(shape), offset=at)
+            out.append(_from_storage(data, o, shape))
         return out
+
+    def _bind(self, staged: list[tuple[dict, np.ndarray]]) -> tuple[int, ...]:
+        """The symbols' values, in manifest order, from the fed inputs' shapes: a dim that is a
+        bare symbol binds it (the first such dim; each in its range), then every symbolic dim
+        must equal its value."""
+        if not self.symbols:
+            return ()
+        env: dict[str, int] = {}
+        for io, data in staged:
+            for i, d in enumerate(io["shape"]):
+                if isinstance(d, str):
+                    n, (lo, hi) = data.shape[i], self.symbols[d]
+                    if not lo <= n <= hi:
+                        raise InputError(
+                            f"input {io['name']!r} dim {i} ({d}) is {n}, outside {d}'s range {lo}..{hi}"
+                        )
+                    env.setdefault(d, n)
+        values = tuple(env[k] for k in self.symbols)
+        for io, data in staged:
+            for i, d in enumerate(io["shape"]):
+                if isinstance(d, (str, list)) and data.shape[i] != (want := _value(d, env)):
+                    raise InputError(
+                        f"input {io['name']!r} dim {i} ({mf.show_dim(d)}) must be {want} for "
+                        f"{_show_env(self.symbols, values)}, got {data.shape[i]}"
+                    )
+        return values
+
+    def _plan(self, values: tuple[int, ...]) -> tuple[list, dict[str, list[int]]]:
+        """The dispatches (zero grids skipped) and the inputs' and outputs' shapes at these
+        symbol values, evaluated once per distinct values (cached)."""
+        plan = self._plans.get(values)
+        if plan is not None:
+            return plan
+        env = dict(zip(self.symbols, values))
+        at = _show_env(self.symbols, values)
+        per_dim = self.device.limits["max-compute-workgroups-per-dimension"]
+        steps = []
+        for k, (pipeline, group, grid) in enumerate(self.steps):
+            g = tuple(_value(x, env) for x in grid)
+            if not all(0 <= x <= per_dim for x in g):
+                raise InputError(f"dispatch {k} grid {list(g)} at {at} is beyond the artifact's bounds")
+            if all(g):
+                steps.append((pipeline, group, g))
+        shapes = {}
+        # a slot holds its tensor at the bound; a shape not monotone in the symbols may not fit
+        for o in self.manifest["inputs"] + self._outputs:
+            shapes[o["name"]] = shape = [_value(d, env) for d in o["shape"]]
+            if min(shape, default=0) < 0 or 4 * math.prod(shape) > o["size"]:
+                raise InputError(
+                    f"input/output {o['name']!r} shape {mf.show_shape(shape)} at {at} is beyond the artifact's bounds"
+                )
+        if len(self._plans) >= 256:  # distinct values seen: keep the cache bounded
+            self._plans.clear()
+        self._plans[values] = (steps, shapes)
+        return steps, shapes
 
     def _select(self, names: list[str] | None) -> list[dict]:
         if names is None:
@@ -316,7 +391,7 @@ class InferenceSession:
         missing = [n for n, io in self._inputs.items() if n not in feed and "default" not in io]
         if unknown or missing:
             expected = ", ".join(
-                f"{n} ({io['dtype']}{io['shape']}{', optional' if 'default' in io else ''})"
+                f"{n} ({io['dtype']}{mf.show_shape(io['shape'])}{', optional' if 'default' in io else ''})"
                 for n, io in self._inputs.items()
             )
             what = f"unknown input names {unknown}" if unknown else f"missing inputs {missing}"
@@ -328,8 +403,14 @@ class InferenceSession:
         arr = np.asarray(value)
         if arr.dtype != numpy_dtype(io["dtype"]):
             raise InputError(f"input {io['name']!r} must be {io['dtype']}, got {arr.dtype}")
-        if list(arr.shape) != list(io["shape"]):
-            raise InputError(f"input {io['name']!r} must have shape {io['shape']}, got {list(arr.shape)}")
+        shape = io["shape"]
+        if arr.ndim != len(shape) or any(
+            not isinstance(d, (list, str)) and n != d for n, d in zip(arr.shape, shape)
+        ):
+            raise InputError(
+                f"input {io['name']!r} must have shape {mf.show_shape(shape)}, got {list(arr.shape)}"
+            )
+
         st = _STORAGE[io["storage"]]
         if arr.dtype.kind in "iu" and arr.dtype.itemsize > 4 and arr.size:
             info = np.iinfo(st)
@@ -358,6 +439,22 @@ def numpy_dtype(name: str) -> np.dtype:
     return np.dtype(name)
 
 
-def _from_storage(data: np.ndarray, io: dict) -> np.ndarray:
+def _show_env(names: Iterable[str], values: Iterable[int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in zip(names, values))
+
+
+def _value(e: Any, env: Mapping[str, int]) -> int:
+    """An expression's value; -1 (which every check refuses) for a zero divisor."""
+    try:
+        return mf.evaluate(e, env)
+    except ZeroDivisionError:
+        return -1
+
+
+def _shown(shape: list) -> list[int | str]:
+    return [d if isinstance(d, int) else mf.show_dim(d) for d in shape]
+
+
+def _from_storage(data: np.ndarray, io: dict, shape: list[int]) -> np.ndarray:
     # float16/bfloat16/float64 were computed in f32: rounded here (to nearest even) to the declared type
-    return data.astype(numpy_dtype(io["dtype"])).reshape(io["shape"])
+    return data.astype(numpy_dtype(io["dtype"])).reshape(shape)

@@ -145,7 +145,9 @@ async function main(device: GPUDevice, input: GPUBuffer): Promise<number> {
   await session.run({ image: input }, { fetches: { probabilities: input } });
   out[name].dispose();
   await session.release();
-  return data.length + session.inputMetadata[0].shape[0];
+  const dim = session.inputMetadata[0].shape[0]; // a number, or a symbol's name or expression
+  const seq = session.symbols['seq']?.max ?? 0;
+  return data.length + (typeof dim == 'number' ? dim : 0) + seq;
 }
 export { main };
 """

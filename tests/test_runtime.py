@@ -9,6 +9,7 @@ from helpers import node_model, ort_run, rand, two_layer_model
 
 import onnx2wgsl
 from onnx2wgsl.errors import InputError, ManifestError
+from onnx2wgsl.runtime.manifest import VERSION
 
 pytestmark = pytest.mark.gpu
 
@@ -101,9 +102,9 @@ def test_damaged_artifacts_are_refused(tmp_path, device):
     (tmp_path / "a" / "weights.bin").write_bytes(blob[:-4] + b"\0\0\0\1")
     with pytest.raises(ManifestError, match="does not match the manifest"):
         onnx2wgsl.load(tmp_path / "a", device=device)
-    m = (tmp_path / "a" / "manifest.json").read_text().replace('"version": 2', '"version": 99')
+    m = (tmp_path / "a" / "manifest.json").read_text().replace(f'"version": {VERSION}', '"version": 99')
     (tmp_path / "a" / "manifest.json").write_text(m)
-    with pytest.raises(ManifestError, match="version 99"):
+    with pytest.raises(ManifestError, match="version 99 is not 2 or 3"):
         onnx2wgsl.load(tmp_path / "a", device=device)
 
 

@@ -2,7 +2,7 @@
 /// <reference types="@webgpu/types" />
 
 export declare const FORMAT: 'onnx2wgsl-artifact';
-export declare const VERSION: 2;
+export declare const VERSION: 3;
 
 /** The artifact is damaged, missing or of another format version. */
 export declare class ManifestError extends Error {}
@@ -76,7 +76,11 @@ export interface TensorMetadata {
   readonly name: string;
   readonly isTensor: true;
   readonly type: DataType;
-  readonly shape: readonly number[];
+  /**
+   * Ints, and for dims chosen at run time the symbol's name ("seq") or an expression of the
+   * symbols ("2*seq", "(seq + 1) // 2", "max(seq, 4)"); see InferenceSession.symbols.
+   */
+  readonly shape: readonly (number | string)[];
   /** The 32-bit type each element has on the GPU (what GPUBuffer feeds and outputs hold). */
   readonly storage: 'f32' | 'i32' | 'u32';
   /**
@@ -84,6 +88,13 @@ export interface TensorMetadata {
    * run() uses when the feeds omit it; a feed overrides it.
    */
   readonly optional?: boolean;
+}
+
+/** A dim chosen at run time: any value from min to max (the artifact is sized for max). */
+export interface SymbolRange {
+  readonly name: string;
+  readonly min: number;
+  readonly max: number;
 }
 
 export interface Progress {
@@ -121,6 +132,11 @@ export declare class InferenceSession {
   readonly outputNames: readonly string[];
   readonly inputMetadata: readonly TensorMetadata[];
   readonly outputMetadata: readonly TensorMetadata[];
+  /**
+   * The artifact's symbols by name (empty for a static one). A run binds each from the dims
+   * of the input Tensors whose shape names it: inputs with symbolic dims are fed as Tensors.
+   */
+  readonly symbols: Readonly<Record<string, SymbolRange>>;
   /** The session's GPUDevice (yours when you passed one): create GPUBuffer feeds on it. */
   readonly device: GPUDevice;
   /** The parsed manifest.json. */

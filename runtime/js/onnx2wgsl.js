@@ -5,10 +5,12 @@
 // the inputs, encodes the recorded dispatches in one compute pass and reads the outputs.
 // It mirrors runtime/session.py and runtime/manifest.py; it has no per-op logic and generates
 // no code (no eval, no new Function), so it runs under a strict Content-Security-Policy, in a
-// page or a Web Worker.
+// page or a Web Worker. Format version 3 adds symbols: dims chosen per run up to bounds, with
+// shapes and grids as expression trees over them and slots sized at the bound.
 
 export const FORMAT = 'onnx2wgsl-artifact';
-export const VERSION = 2;
+export const VERSION = 3;
+const VERSIONS = [2, 3];
 
 const kind = (name) =>
   class extends Error {
@@ -28,6 +30,7 @@ export const InputError = kind('InputError');
 const MAP_READ = 1;
 const COPY_SRC = 4;
 const COPY_DST = 8;
+const UNIFORM = 64;
 const STORAGE = 128;
 const COMPUTE = 4;
 
@@ -95,7 +98,30 @@ const hex = (bytes) => [...new Uint8Array(bytes)].map((x) => x.toString(16).padS
 const fail = (message) => {
   throw new ManifestError(message);
 };
-const showShape = (shape) => `[${shape.join(', ')}]`;
+// symbolic dims: a symbol's name, or [op, args...] (runtime/manifest.py's evaluate, show_dim)
+const isSym = (d) => typeof d == 'string' || Array.isArray(d);
+const FNS = ['max', 'min', 'tdiv'];
+// an expression's value at the symbols' values env; with `bad`, the tree is checked too (ops
+// and their arity, ints, declared names, at most 256 entries in all its lists) and bad() called on a fault
+function evaluate(e, env, bad) {
+    if (typeof e == 'string') return e in env ? env[e] : bad();
+  if (!Array.isArray(e)) return Number.isSafeInteger(e) ? e : bad();
+  const [op, ...args] = e;
+  if (bad && ((bad.n += e.length) > 256 || ![...'+*%', '//', ...FNS].includes(op) || ('+*'.includes(op) ? args.length < 2 : args.length != 2))) bad();
+  const v = args.map((x) => evaluate(x, env, bad));
+  if (op == '+') return v.reduce((a, b) => a + b);
+  if (op == '*') return v.reduce((a, b) => a * b);
+  const [a, b] = v;
+  const f = Math.floor(a / b); // a zero divisor gives NaN or an infinity, which every check refuses
+  return op == '//' ? f : op == 'tdiv' ? Math.trunc(a / b) : op == '%' ? a - b * f : Math[op](a, b);
+}
+function showDim(e) {
+  if (!Array.isArray(e)) return String(e);
+  const [op, ...args] = e;
+  const parts = args.map((a) => (Array.isArray(a) && !FNS.includes(a[0]) ? `(${showDim(a)})` : showDim(a)));
+  return FNS.includes(op) ? `${op}(${parts.join(', ')})` : parts.join(op == '*' ? op : ` ${op} `);
+}
+const showShape = (shape) => `[${shape.map(showDim).join(', ')}]`;
 // names as Python prints a list of strings, so both runtimes word their errors alike
 const listing = (names) => `[${names.map((n) => `'${n}'`).join(', ')}]`;
 
@@ -118,19 +144,36 @@ function check(obj, schema, where) {
 /** Check a parsed manifest; return it, or throw a ManifestError naming the first problem. */
 export function validateManifest(m) {
   if (!m || m.format !== FORMAT) fail('not an onnx2wgsl artifact (manifest format field is wrong)');
-  if (m.version !== VERSION)
-    fail(
-      `artifact format version ${m.version} is not ${VERSION}, the one this runtime reads; ` +
-        'recompile the model with this onnx2wgsl version',
-    );
+  if (!VERSIONS.includes(m.version))
+    fail(`artifact format version ${m.version} is not ${VERSIONS.join(' or ')}; recompile the model with this onnx2wgsl version`);
   check(m, SCHEMA, '');
+  const syms = m.symbols || [];
+  check(syms, [{ name: '', min: 0, max: 0 }], 'symbols');
+  const top = Object.create(null); // every symbol at its bound
+  for (const { name, min, max } of syms) {
+    if (!ENTRY.test(name) || name in top || min > max || max >= 2 ** 31)
+      fail(`manifest symbol '${name}' must be a new identifier, with 0 <= min <= max < 2^31`);
+    top[name] = max;
+  }
+  // a well-formed expression whose value at the bound is a non-negative safe integer
+  const expr = (e, where) => {
+    const bad = () => fail(`manifest ${where} has a bad expression`);
+    bad.n = 0;
+    const v = evaluate(e, top, bad);
+    return Number.isSafeInteger(v) && v >= 0 ? v : bad();
+  };
   const limits = { ...DEFAULTS };
   for (const k in m.target.limits) check((limits[k] = m.target.limits[k]), 0, `target.limits.${k}`);
   const align = limits.minStorageBufferOffsetAlignment;
   if (align < 4 || align & (align - 1)) fail(`manifest target.limits.minStorageBufferOffsetAlignment ${align} is not a power of two >= 4`);
   const sizes = {};
+  let dims; // the one buffer of kind dims: the symbols' values as u32, 16 bytes per 4
   for (const b of m.buffers) {
     if (b.name in sizes) fail(`manifest names buffer '${b.name}' twice`);
+    if (b.kind == 'dims') {
+      if (dims || b.size != 16 * Math.ceil(syms.length / 4)) fail(`dims buffer '${b.name}' must be the only one, of 16 bytes per 4 symbols`);
+      dims = b.name;
+    }
     if (!(b.size > 0 && b.size <= limits.maxBufferSize) || b.size % 4)
       fail(`buffer '${b.name}' has size ${b.size}, not a multiple of 4 from 4 to maxBufferSize`);
     sizes[b.name] = b.size;
@@ -139,7 +182,7 @@ export function validateManifest(m) {
   const within = (r, where) => {
     check(r, { buffer: '', offset: 0, size: 0 }, where);
     const size = sizes[r.buffer];
-    if (size === undefined) fail(`manifest ${where} names unknown buffer '${r.buffer}'`);
+    if (size === undefined || r.buffer == dims) fail(`manifest ${where} names unknown buffer '${r.buffer}'`);
     if (r.offset % 4 || r.size % 4 || r.offset + r.size > size)
       fail(`manifest ${where} lies outside buffer '${r.buffer}' (offset ${r.offset}, size ${r.size}, buffer size ${size})`);
   };
@@ -147,10 +190,19 @@ export function validateManifest(m) {
     const where = `input/output '${io.name}'`;
     if (!STORAGE_TYPES[io.storage]) fail(`manifest ${where} has unknown storage '${io.storage}'`);
     if (!TYPES[io.dtype]) fail(`manifest ${where} has dtype '${io.dtype}', which this runtime cannot read`);
-    io.shape.forEach((d) => check(d, 0, `${where} shape`));
-    if (io.size != 4 * io.shape.reduce((a, b) => a * b, 1)) fail(`manifest ${where} has size ${io.size} for shape ${showShape(io.shape)}`);
+    let n = 1;
+    for (const d of io.shape) {
+      if (!isSym(d)) check(d, 0, `${where} shape`);
+      n *= isSym(d) ? expr(d, `${where} shape`) : d;
+    }
+    // every element is a 32-bit scalar; a symbolic slot holds the shape at the bound
+    const fixed = !io.shape.some(isSym);
+    if (fixed ? io.size != 4 * n : io.size < 4 * n) fail(`manifest ${where} has size ${io.size} for shape ${showShape(io.shape)}`);
     if (io.size) within(io, where);
+    if ('default' in io && !fixed) fail(`manifest input '${io.name}' has a default and a symbolic shape`);
   }
+  for (const name in top)
+    if (!m.inputs.some((io) => io.shape.includes(name))) fail(`manifest symbol '${name}' is no input's dim`);
   if (new Set(m.inputs.map((io) => io.name)).size != m.inputs.length) fail('manifest inputs repeat a name');
   const w = m.weights;
   if (!WEIGHTS_FILE.test(w.file) || !SHA256.test(w.sha256)) fail('manifest weights: file must be a plain NAME.bin beside the manifest, with its sha256');
@@ -182,23 +234,30 @@ export function validateManifest(m) {
   for (const s of m.shaders) {
     if (!SHADER_FILE.test(s.file) || !SHA256.test(s.sha256)) fail(`shader '${s.name}': file must be shaders/NAME.wgsl, with its sha256`);
     if (!ENTRY.test(s.entry)) fail(`shader '${s.name}' has a bad entry point name`);
-    if (s.bindings.some((t) => t != 'storage' && t != 'read-only-storage')) fail(`shader '${s.name}' has an unknown binding type`);
+    if (s.bindings.some((t) => !['storage', 'read-only-storage', 'uniform'].includes(t))) fail(`shader '${s.name}' has an unknown binding type`);
   }
   const most = limits.maxComputeWorkgroupsPerDimension;
   m.dispatches.forEach((d, i) => {
     const s = m.shaders[d.shader];
     if (!s) fail(`dispatch ${i} names shader ${d.shader}, which does not exist`);
-    if (d.grid.length != 3 || !d.grid.every((g) => Number.isInteger(g) && g >= 1 && g <= most))
+    // an expression may give 0 (at the bound too): that run skips the dispatch
+    const at = d.grid.map((g) => (isSym(g) ? expr(g, `dispatch ${i} grid`) : g));
+    if (d.grid.length != 3 || !at.every((g, k) => (isSym(d.grid[k]) || (Number.isInteger(g) && g >= 1)) && g <= most))
       fail(`dispatch ${i} grid must be 3 numbers from 1 to ${most}`);
     if (d.bindings.length != s.bindings.length) fail(`dispatch ${i} binds a different number of buffers than its shader declares`);
-    for (const b of d.bindings) {
+    for (const [k, b] of d.bindings.entries()) {
+      check(b, { buffer: '', offset: 0, size: 0 }, `dispatches[${i}].bindings[]`);
+      const uniform = s.bindings[k] == 'uniform';
+      if ((b.buffer == dims) != uniform || (uniform && (b.offset || b.size != sizes[dims])))
+        fail(`dispatch ${i} must bind the whole dims buffer to its uniform bindings only`);
+      if (uniform) continue;
       within(b, `dispatch ${i} binding`);
       if (b.offset % limits.minStorageBufferOffsetAlignment || !(b.size > 0 && b.size <= limits.maxStorageBufferBindingSize))
         fail(`dispatch ${i} has a binding of bad offset or size`);
     }
     // No compiled kernel gives a workgroup less than one element of its largest binding to do
     // (plus the padding of a folded grid), so a larger grid is damage that would only spend GPU time.
-    const groups = d.grid[0] * d.grid[1] * d.grid[2];
+    const groups = at[0] * at[1] * at[2];
     const room = Math.max(0, ...d.bindings.map((b) => Math.floor(b.size / 4))) + most;
     if (groups > room) fail(`dispatch ${i} asks for ${groups} workgroups, more than the ${room} its bindings' elements can give work to`);
   });
@@ -345,8 +404,7 @@ function toStorage(io, data) {
   return data.constructor == S ? data : S.from(data);
 }
 
-function fromStorage(io, raw, at) {
-  const n = io.size / 4;
+function fromStorage(io, raw, at, n) {
   const S = STORAGE_TYPES[io.storage];
   const view = new S(raw, at, n);
   const t = io.dtype;
@@ -457,7 +515,12 @@ export class InferenceSession {
     this._where = preferredOutputLocation;
     this._busy = Promise.resolve();
     device.lost.then((info) => (this._lost = info.message || info.reason || 'unknown reason'));
-    const meta = (io) => ({ name: io.name, isTensor: true, type: io.dtype, shape: io.shape, storage: io.storage });
+    const meta = (io) => ({ name: io.name, isTensor: true, type: io.dtype, shape: io.shape.map((d) => (d.map ? showDim(d) : d)), storage: io.storage });
+    // symbol name -> {name, min, max}: the dims a run may choose (an input's dim named so binds it)
+    this.symbols = {};
+    this._top = {};
+    for (const s of m.symbols || []) [this.symbols[s.name], this._top[s.name]] = [s, s.max];
+    this._plans = new Map();
     this.inputNames = m.inputs.map((io) => io.name);
     this.outputNames = m.outputs.map((io) => io.name);
     // an optional input has a default (its initializer), which a run that omits it uses
@@ -483,7 +546,9 @@ export class InferenceSession {
 
   async _build(m, open, device, progress) {
     this._buffers = {};
-    for (const b of m.buffers) this._buffers[b.name] = device.createBuffer({ label: b.name, size: b.size, usage: STORAGE | COPY_SRC | COPY_DST });
+    for (const b of m.buffers)
+      this._buffers[b.name] = device.createBuffer({ label: b.name, size: b.size, usage: b.kind == 'dims' ? UNIFORM | COPY_DST : STORAGE | COPY_SRC | COPY_DST });
+    this._dims = this._buffers[m.buffers.find((b) => b.kind == 'dims')?.name];
     this._at = {};
     let total = 0;
     for (const o of m.outputs) {
@@ -584,46 +649,90 @@ export class InferenceSession {
     }
     // check and convert every input before anything reaches the device
     const staged = m.inputs.map((io) => {
-      if (!(io.name in feeds)) return [io, null, io.size ? this._defaults[io.name] : null];
+      if (!(io.name in feeds)) return [io, io.shape, null, io.size ? this._defaults[io.name] : null];
       const value = feeds[io.name];
       const gpu = gpuBufferOf(value);
       const isTensor = value instanceof Tensor;
+      const dims = isTensor ? value.dims : io.shape;
       if (isTensor && value.type != io.dtype) throw new InputError(`input '${io.name}' must be ${io.dtype}, got ${value.type}`);
-      if (isTensor && showShape(value.dims) != showShape(io.shape))
-        throw new InputError(`input '${io.name}' must have shape ${showShape(io.shape)}, got ${showShape(value.dims)}`);
+      // (symbolic dims come from a Tensor's dims)
+      if (dims.length != io.shape.length || io.shape.some((d, k) => (isSym(d) ? !isTensor : d != dims[k])))
+        throw new InputError(`input '${io.name}' must have shape ${showShape(io.shape)}, got ${isTensor ? showShape(dims) : 'no dims (feed a Tensor)'}`);
+      const bytes = 4 * numel(dims);
       if (gpu) {
-        if (gpu.size < io.size || !(gpu.usage & COPY_SRC))
-          throw new InputError(`input '${io.name}' GPUBuffer must hold ${io.size} bytes (${io.storage} per element) and have COPY_SRC usage`);
-        return [io, gpu];
+        if (gpu.size < bytes || !(gpu.usage & COPY_SRC))
+          throw new InputError(`input '${io.name}' GPUBuffer must hold ${bytes} bytes (${io.storage} per element) and have COPY_SRC usage`);
+        return [io, dims, gpu];
       }
       const data = isTensor ? value.data : value;
       if (!TYPES[io.dtype].some((C) => data instanceof C))
         throw new InputError(`input '${io.name}' must be ${io.dtype} (${TYPES[io.dtype].map((C) => C.name).join(' or ')}), got ${data?.constructor?.name}`);
-      if (data.length != numel(io.shape))
-        throw new InputError(`input '${io.name}' must have ${numel(io.shape)} elements (shape ${showShape(io.shape)}), got ${data.length}`);
-      return [io, null, io.size ? toStorage(io, data) : null];
+      if (data.length != bytes / 4) throw new InputError(`input '${io.name}' must have ${bytes / 4} elements (shape ${showShape(dims)}), got ${data.length}`);
+      return [io, dims, null, bytes ? toStorage(io, data) : null];
     });
+  // the symbols' values from the fed dims, each dim checked; the dispatches (zero grids
+  // skipped) and output shapes at those values, evaluated once per distinct values
+    const env = {};
+    const no = (message) => {
+      throw new InputError(message);
+    };
+    for (const [io, dims] of staged)
+      io.shape.forEach((d, k) => {
+        const [n, r] = [dims[k], this.symbols[d]]; // (only a bare symbol names one)
+        if (r && !(n >= r.min && n <= r.max)) no(`input '${io.name}' dim ${k} (${d}) is ${n}, outside ${d}'s range ${r.min}..${r.max}`);
+        if (r) env[d] ??= n;
+      });
+    const symbols = Object.keys(this.symbols);
+    const at = symbols.map((k) => `${k}=${env[k]}`).join(', ');
+    for (const [io, dims] of staged)
+      io.shape.forEach((d, k) => {
+        const n = evaluate(d, env);
+        if (n != dims[k]) no(`input '${io.name}' dim ${k} (${showDim(d)}) must be ${n} for ${at}, got ${dims[k]}`);
+      });
+    let plan = this._plans.get(at);
+    if (!plan) {
+      const most = device.limits.maxComputeWorkgroupsPerDimension;
+      const shapes = {};
+      const beyond = (what, ok) => ok || no(`${what} at ${at} is beyond the artifact's bounds`);
+      const steps = this._steps.map(([pipeline, group, grid], k) => {
+        const g = grid.map((x) => evaluate(x, env));
+        beyond(`dispatch ${k} grid ${showShape(g)}`, g.every((x) => x >= 0 && x <= most));
+        return [pipeline, group, g];
+      });
+      // a slot holds its tensor at the bound; a shape that is not monotone in the symbols may not fit
+      for (const o of [...m.inputs, ...outs]) {
+        const s = (shapes[o.name] = o.shape.map((d) => evaluate(d, env)));
+        beyond(`input/output '${o.name}' shape ${showShape(s)}`, s.every((x) => x >= 0) && 4 * numel(s) <= o.size);
+      }
+      if (this._plans.size > 255) this._plans = new Map();
+      this._plans.set(at, (plan = [steps.filter(([, , g]) => g.every(Boolean)), shapes, symbols.map((k) => env[k])]));
+    }
+    const [steps, shapes, values] = plan;
+    const nbytes = (o) => 4 * numel(shapes[o.name]);
     const targets = wanted.map((o) => {
       const buf = gpuBufferOf(into[o.name]);
-      if (buf && (buf.size < o.size || !(buf.usage & COPY_DST)))
-        throw new InputError(`output '${o.name}' GPUBuffer must hold ${o.size} bytes and have COPY_DST usage`);
+      if (buf && (buf.size < nbytes(o) || !(buf.usage & COPY_DST)))
+        throw new InputError(`output '${o.name}' GPUBuffer must hold ${nbytes(o)} bytes and have COPY_DST usage`);
       return buf;
     });
 
     const results = {};
-    const tensor = (o, data) => (results[o.name] = new Tensor(o.dtype, data, o.shape));
+    const tensor = (o, data) => (results[o.name] = new Tensor(o.dtype, data, shapes[o.name]));
     // zero-sized outputs need no GPU work; when nothing else is asked for, none is done
-    for (const o of wanted) if (!o.size) tensor(o, new (TYPES[o.dtype][0])(0));
-    if (!wanted.some((o) => o.size)) return results;
+    for (const o of wanted) if (!nbytes(o)) tensor(o, new (TYPES[o.dtype][0])(0));
+    if (!wanted.some(nbytes)) return results;
 
     const arena = (name) => this._buffers[name];
+    // the symbols' values, written only when they changed since the last run
+    if (this._dims && this._written != at) device.queue.writeBuffer(this._dims, 0, new Uint32Array([...values, 0, 0, 0].slice(0, this._dims.size / 4)));
+    this._written = at;
     const enc = device.createCommandEncoder();
-    for (const [io, gpu, data] of staged) {
-      if (gpu && io.size) enc.copyBufferToBuffer(gpu, 0, arena(io.buffer), io.offset, io.size);
+    for (const [io, dims, gpu, data] of staged) {
+      if (gpu && numel(dims)) enc.copyBufferToBuffer(gpu, 0, arena(io.buffer), io.offset, 4 * numel(dims));
       else if (data) device.queue.writeBuffer(arena(io.buffer), io.offset, data);
     }
     const pass = enc.beginComputePass();
-    for (const [pipeline, group, grid] of this._steps) {
+    for (const [pipeline, group, grid] of steps) {
       pass.setPipeline(pipeline);
       pass.setBindGroup(0, group);
       pass.dispatchWorkgroups(...grid);
@@ -631,19 +740,20 @@ export class InferenceSession {
     pass.end();
     const reads = [];
     wanted.forEach((o, i) => {
-      if (!o.size) return;
+      const size = nbytes(o);
+      if (!size) return;
       const mine = !targets[i] && preferredOutputLocation == 'gpu-buffer';
       if (targets[i] || mine) {
-        const buf = targets[i] || device.createBuffer({ label: o.name, size: o.size, usage: STORAGE | COPY_SRC | COPY_DST });
-        enc.copyBufferToBuffer(arena(o.buffer), o.offset, buf, 0, o.size);
+        const buf = targets[i] || device.createBuffer({ label: o.name, size, usage: STORAGE | COPY_SRC | COPY_DST });
+        enc.copyBufferToBuffer(arena(o.buffer), o.offset, buf, 0, size);
         results[o.name] = Tensor.fromGpuBuffer(buf, {
           dataType: o.dtype,
-          dims: o.shape,
-          download: async () => fromStorage(o, await readBuffer(device, buf, 0, o.size), 0),
+          dims: shapes[o.name],
+          download: async () => fromStorage(o, await readBuffer(device, buf, 0, size), 0, size / 4),
           dispose: mine ? () => buf.destroy() : undefined,
         });
       } else {
-        enc.copyBufferToBuffer(arena(o.buffer), o.offset, this._readback, this._at[o.name], o.size);
+        enc.copyBufferToBuffer(arena(o.buffer), o.offset, this._readback, this._at[o.name], size);
         reads.push(o);
       }
     });
@@ -652,7 +762,7 @@ export class InferenceSession {
       await this._readback.mapAsync(1);
       const raw = this._readback.getMappedRange().slice(0);
       this._readback.unmap();
-      for (const o of reads) tensor(o, fromStorage(o, raw, this._at[o.name]));
+      for (const o of reads) tensor(o, fromStorage(o, raw, this._at[o.name], nbytes(o) / 4));
     }
     return Object.fromEntries(wanted.map((o) => [o.name, results[o.name]]));
   }
@@ -660,7 +770,10 @@ export class InferenceSession {
   /** Run `times` times on zero inputs, optional ones at their defaults (compiles lazily built GPU state); resolves to the last run's ms. */
   async warmup(times = 1) {
     const feeds = {};
-    for (const io of this.manifest.inputs) if (!io.default) feeds[io.name] = new (TYPES[io.dtype][0])(numel(io.shape));
+    for (const io of this.manifest.inputs) {
+      const dims = io.shape.map((d) => evaluate(d, this._top));
+      if (!io.default) feeds[io.name] = new Tensor(io.dtype, new (TYPES[io.dtype][0])(numel(dims)), dims);
+    }
     let ms = 0;
     for (let i = 0; i < times; i++) {
       const t = performance.now();

@@ -296,7 +296,7 @@ def test_damaged_artifacts_are_refused(page, compiled, server):
     assert (
         out["weights"] == "ManifestError: weights.bin does not match the manifest (size or sha256); recompile"
     )
-    assert out["version"].startswith("ManifestError: artifact format version 99 is not 2")
+    assert out["version"].startswith("ManifestError: artifact format version 99 is not 2 or 3; recompile")
     assert out["schema"] == "ManifestError: manifest dispatches[0].grid is missing"
     assert out["grid"].startswith("ManifestError: dispatch 0 asks for 274869518400 workgroups, more than the")
     assert out["missing"].startswith("ManifestError: could not fetch") and "404" in out["missing"]
