@@ -56,7 +56,8 @@ def _fast(*names: str):
     return register
 
 
-def _axes(attrs, inputs, opset, since):
+def axes_input(attrs, inputs, opset, since):
+    """An op's axes: its second input from opset ``since``, its attribute before."""
     if opset >= since:
         return (
             None
@@ -102,7 +103,7 @@ def _gather(attrs, x, opset):
 
 @_fast("Unsqueeze")
 def _unsqueeze(attrs, x, opset):
-    axes = _axes(attrs, x, opset, 13)
+    axes = axes_input(attrs, x, opset, 13)
     rank = x[0].ndim + len(axes)
     out = x[0]
     for a in sorted(a % rank for a in axes):
@@ -112,7 +113,7 @@ def _unsqueeze(attrs, x, opset):
 
 @_fast("Squeeze")
 def _squeeze(attrs, x, opset):
-    axes = _axes(attrs, x, opset, 13)
+    axes = axes_input(attrs, x, opset, 13)
     if axes is None:
         return [np.squeeze(x[0])]
     return [np.squeeze(x[0], axis=tuple(a % x[0].ndim for a in axes))]

@@ -21,6 +21,8 @@ from onnx2wgsl.ir import DType, TensorType, Value
 from onnx2wgsl.ir.symbolic import Expr, SymbolicError, _atom_key, compare, simplify, smax, smin, tdiv
 from onnx2wgsl.ir.symbolic import mod as smod
 
+from .host_eval import axes_input
+
 
 def is_symbolic(v: Value | None) -> bool:
     """A value whose data holds symbolic dims (an object array that is no string tensor)."""
@@ -105,16 +107,6 @@ def _elementwise(f, *arrays) -> np.ndarray:
     return out.reshape(shape)
 
 
-def _axes(attrs, inputs, opset, since):
-    if opset >= since:
-        return (
-            None
-            if len(inputs) < 2 or inputs[1] is None
-            else [int(a) for a in np.asarray(inputs[1]).reshape(-1)]
-        )
-    return attrs.get("axes")
-
-
 def _slice(attrs, x, opset):
     data = x[0]
     if opset >= 10:
@@ -193,7 +185,7 @@ def _exact_div(a: Expr, b: Expr) -> Expr | None:
 
 
 def _unsqueeze(attrs, x, opset):
-    axes = _axes(attrs, x, opset, 13)
+    axes = axes_input(attrs, x, opset, 13)
     rank = x[0].ndim + len(axes)
     out = x[0]
     for a in sorted(a + rank if a < 0 else a for a in axes):
@@ -202,7 +194,7 @@ def _unsqueeze(attrs, x, opset):
 
 
 def _squeeze(attrs, x, opset):
-    axes = _axes(attrs, x, opset, 13)
+    axes = axes_input(attrs, x, opset, 13)
     if axes is None:
         return x[0].reshape([d for d in x[0].shape if d != 1])
     return np.squeeze(x[0], axis=tuple(a + x[0].ndim if a < 0 else a for a in axes))
@@ -225,7 +217,7 @@ def _where(attrs, x, opset):
 
 
 def _reduce_prod(attrs, x, opset):
-    axes = _axes(attrs, x, opset, 18)
+    axes = axes_input(attrs, x, opset, 18)
     if x[0].ndim != 1 or axes not in (None, [0], [-1]):
         raise SymbolicError("ReduceProd other than over a 1-D shape vector")
     out = np.empty(1, dtype=object)

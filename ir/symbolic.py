@@ -9,7 +9,8 @@ max, min), each kept in a canonical form, so equal expressions compare and hash 
 Every expression knows its bounds over the symbols' ranges (interval arithmetic: sound, and
 exact for the monotone shapes exporters make), which decides comparisons (``seq == -1`` is
 false when seq >= 1) and sizes memory at the bound. ``evaluate`` gives the value at a run's
-symbol values; ``to_json`` is the tree both runtimes evaluate, with no parser; ``str`` and
+symbol values; ``to_json`` is the tree both runtimes evaluate, with no parser
+(runtime/manifest.py ``evaluate``); ``str`` and
 ``parse_expr`` are the text form (Python syntax: ``2*batch*seq + 1``, ``(seq + 1) // 2``,
 ``max(seq, 4)``).
 """
@@ -422,19 +423,3 @@ def _from_ast(n: ast.AST, symbols: dict[str, Symbol], text: str) -> Expr:
         if f is not None:
             return as_expr(f(*(_from_ast(x, symbols, text) for x in n.args)))
     raise SymbolicError(f"bad dim expression {text!r}: only integers, dims, + - * // % and max/min/tdiv")
-
-
-def evaluate_json(tree, env: dict[str, int]) -> int:
-    """Evaluate ``Expr.to_json``'s tree (what the runtimes do, written once more here for tests)."""
-    if isinstance(tree, int):
-        return tree
-    if isinstance(tree, str):
-        return env[tree]
-    op, *args = tree
-    vals = [evaluate_json(a, env) for a in args]
-    if op == "+":
-        return sum(vals)
-    if op == "*":
-        return math.prod(vals)
-    kind = {v: k for k, v in _JSON_OP.items()}[op]
-    return _OPS[kind](*vals)

@@ -25,9 +25,10 @@ COUNTED = ("create_compute_pipeline", "create_compute_pipeline_async", "create_b
            "create_bind_group_layout", "create_pipeline_layout", "create_buffer", "create_buffer_with_data")  # fmt: skip
 
 
-def test_run_creates_no_gpu_objects(session, monkeypatch):
+def count_gpu_creations(device, monkeypatch) -> dict[str, int]:
+    """Counts, by method, the GPU objects ``device`` creates from now on (the COUNTED calls)."""
     calls = {name: 0 for name in COUNTED}
-    dev_cls = type(session.device)
+    dev_cls = type(device)
     for name in COUNTED:
         original = getattr(dev_cls, name)
 
@@ -36,6 +37,11 @@ def test_run_creates_no_gpu_objects(session, monkeypatch):
             return __orig(self, *a, **k)
 
         monkeypatch.setattr(dev_cls, name, counting)
+    return calls
+
+
+def test_run_creates_no_gpu_objects(session, monkeypatch):
+    calls = count_gpu_creations(session.device, monkeypatch)
     # the counter sees creations: prove it with one (outside run) before trusting a zero
     session.device.create_bind_group_layout(entries=[])
     assert calls["create_bind_group_layout"] == 1

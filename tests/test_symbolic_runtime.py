@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 from hand_artifacts import MALFORMED, expected, symbolic_manifest, write_artifact
-from test_runtime import COUNTED
+from test_runtime import COUNTED, count_gpu_creations
 
 import onnx2wgsl
 from onnx2wgsl.errors import InputError, ManifestError
@@ -61,16 +61,7 @@ def test_any_size_up_to_the_bound_in_one_session(session, monkeypatch):
         ("x", ["seq", 4]), ("t", ["seq"]), ("p", ["2*seq"]), ("q", ["k"])]  # fmt: skip
     assert [o.shape for o in session.get_outputs()] == [["seq", 4], ["seq"]]
     session.run(None, feeds(3))  # the first run of a value set; the counted ones follow
-    calls = {name: 0 for name in COUNTED}
-    dev_cls = type(session.device)
-    for name in COUNTED:
-        original = getattr(dev_cls, name)
-
-        def counting(self, *a, __name=name, __orig=original, **k):
-            calls[__name] += 1
-            return __orig(self, *a, **k)
-
-        monkeypatch.setattr(dev_cls, name, counting)
+    calls = count_gpu_creations(session.device, monkeypatch)
     dims_writes = []
     q_cls = type(session.device.queue)
     write = q_cls.write_buffer
