@@ -124,3 +124,9 @@ def test_bad_expressions_are_clear_errors():
         parse_expr("seq +", SYMS)
     with pytest.raises(ValueError, match="range 5..2"):
         Symbol("n", 5, 2)
+
+
+def test_the_runtime_evaluates_max_and_min_of_a_zero():
+    # found by the property test: max(0, batch - 2) at batch 1 once divided by the zero operand
+    assert evaluate(as_expr(smax(b - 2, 0)).to_json(), {"batch": 1, "seq": 1}) == 0
+    assert evaluate(["min", 0, ["+", -2, "batch"]], {"batch": 1}) == -1
