@@ -344,13 +344,7 @@ def _weights(w: dict, sizes: dict[str, int]) -> None:
         where = f"weights.segments[{i}]"
         _check(seg, {"buffer": str, "offset": int, "size": int}, where)
         _within(sizes, seg, where)
-        if "fill" in seg:
-            if not _is_int(seg["fill"]) or not 0 <= seg["fill"] < 2**32:
-                raise ManifestError(f"manifest {where}.fill must be a 32-bit word")
-        else:
-            _check(seg.get("file_offset"), int, f"{where}.file_offset")
-            if seg["file_offset"] + seg["size"] > w["size"]:
-                raise ManifestError(f"manifest {where} reads past the end of {w['file']}")
+        _weight_bytes(seg, w, where)
 
 
 def _default(io: dict, w: dict) -> None:
@@ -360,12 +354,18 @@ def _default(io: dict, w: dict) -> None:
     _check(d, {"size": int}, where)
     if d["size"] != io["size"]:
         raise ManifestError(f"manifest {where} has size {d['size']}, but the input has size {io['size']}")
-    if "fill" in d:
-        if not _is_int(d["fill"]) or not 0 <= d["fill"] < 2**32:
+    _weight_bytes(d, w, where)
+
+
+def _weight_bytes(r: dict, w: dict, where: str) -> None:
+    """Bytes of the weights file (a segment's, an input's default): 4-aligned within it, or one
+    32-bit word repeated (``fill``)."""
+    if "fill" in r:
+        if not _is_int(r["fill"]) or not 0 <= r["fill"] < 2**32:
             raise ManifestError(f"manifest {where}.fill must be a 32-bit word")
     else:
-        _check(d.get("file_offset"), int, f"{where}.file_offset")
-        if d["file_offset"] % 4 or d["file_offset"] + d["size"] > w["size"]:
+        _check(r.get("file_offset"), int, f"{where}.file_offset")
+        if r["file_offset"] % 4 or r["file_offset"] + r["size"] > w["size"]:
             raise ManifestError(f"manifest {where} is unaligned or reads past the end of {w['file']}")
 
 

@@ -206,30 +206,28 @@ export function validateManifest(m) {
   if (new Set(m.inputs.map((io) => io.name)).size != m.inputs.length) fail('manifest inputs repeat a name');
   const w = m.weights;
   if (!WEIGHTS_FILE.test(w.file) || !SHA256.test(w.sha256)) fail('manifest weights: file must be a plain NAME.bin beside the manifest, with its sha256');
-  // an input's default: its bytes in the weights file, or one 32-bit word repeated
+  // bytes of the weights file (a segment's, an input's default), or one 32-bit word repeated
+  const bytes = (r, where) => {
+    if ('fill' in r) {
+      if (!Number.isInteger(r.fill) || r.fill < 0 || r.fill >= 2 ** 32) fail(`manifest ${where}.fill must be a 32-bit word`);
+    } else {
+      check(r.file_offset, 0, `${where}.file_offset`);
+      if (r.file_offset % 4 || r.file_offset + r.size > w.size) fail(`manifest ${where} is unaligned or reads past the end of ${w.file}`);
+    }
+  };
   for (const io of m.inputs) {
     const d = io.default;
     const where = `input '${io.name}' default`;
     if (d === undefined) continue;
     check(d, { size: 0 }, where);
     if (d.size != io.size) fail(`manifest ${where} has size ${d.size}, but the input has size ${io.size}`);
-    if ('fill' in d) {
-      if (!Number.isInteger(d.fill) || d.fill < 0 || d.fill >= 2 ** 32) fail(`manifest ${where}.fill must be a 32-bit word`);
-    } else {
-      check(d.file_offset, 0, `${where}.file_offset`);
-      if (d.file_offset % 4 || d.file_offset + d.size > w.size) fail(`manifest ${where} is unaligned or reads past the end of ${w.file}`);
-    }
+    bytes(d, where);
   }
   for (const io of m.outputs) if ('default' in io) fail(`manifest output '${io.name}' has a default, which only inputs have`);
   w.segments.forEach((seg, i) => {
     const where = `weights.segments[${i}]`;
     within(seg, where);
-    if ('fill' in seg) {
-      if (!Number.isInteger(seg.fill) || seg.fill < 0 || seg.fill >= 2 ** 32) fail(`manifest ${where}.fill must be a 32-bit word`);
-    } else {
-      check(seg.file_offset, 0, `${where}.file_offset`);
-      if (seg.file_offset + seg.size > w.size) fail(`manifest ${where} reads past the end of ${w.file}`);
-    }
+    bytes(seg, where);
   });
   for (const s of m.shaders) {
     if (!SHADER_FILE.test(s.file) || !SHA256.test(s.sha256)) fail(`shader '${s.name}': file must be shaders/NAME.wgsl, with its sha256`);
