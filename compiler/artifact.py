@@ -12,6 +12,8 @@ import numpy as np
 from onnx2wgsl import __version__
 from onnx2wgsl.errors import CompileError, UnsupportedError
 from onnx2wgsl.ir import DType, Graph, Value
+from onnx2wgsl.ir.kernel import DIMS
+from onnx2wgsl.ir.symbolic import simplify
 from onnx2wgsl.ir.types import storage_dtype
 from onnx2wgsl.runtime.manifest import FORMAT, MANIFEST, SHADER_FILE, VERSION, validate
 
@@ -121,12 +123,18 @@ def _io(v: Value, name: str, default: dict | None = None) -> dict:
         "name": name,
         "dtype": v.dtype.numpy.name,
         "storage": storage_dtype(v.dtype).value,
-        "shape": [int(d) for d in v.shape],
+        "shape": [_dim_json(d) for d in v.shape],
         "buffer": p.buffer,
         "offset": p.offset,
         "size": v.nbytes,
         **({"default": default} if default is not None else {}),
     }
+
+
+def _dim_json(d) -> int | str | list:
+    """A dim in the manifest: an int, or an expression tree of the symbols (ir/symbolic.py)."""
+    d = simplify(d)
+    return d if isinstance(d, int) else d.to_json()
 
 
 def build_artifact(g: Graph, target: Target, source_sha256: str | None = None) -> Artifact:
@@ -141,24 +149,29 @@ def build_artifact(g: Graph, target: Target, source_sha256: str | None = None) -
         segments.append({"buffer": p.buffer, "offset": p.offset, **weights.add(raw)})
 
     shader_index = {name: i for i, name in enumerate(g.shaders)}
+    dims_size = 16 * -(-len(g.symbols) // 4)  # the run's symbol values, 4 to a vec4<u32>
     binding_types: dict[str, list[str]] = {}
     dispatches = []
     for op in g.ops:
         for d in op.dispatches:
             types = ["read-only-storage" if b.value.is_const else "storage" for b in d.bindings]
+            slots = [
+                {
+                    "buffer": b.value.placement.buffer,
+                    "offset": b.value.placement.offset + b.offset,
+                    "size": b.nbytes,
+                }
+                for b in d.bindings
+            ]
+            if g.shaders[d.shader].uses_dims:  # the dims uniform binds after the storage buffers
+                types.append("uniform")
+                slots.append({"buffer": DIMS, "offset": 0, "size": dims_size})
             binding_types.setdefault(d.shader, types)
             dispatches.append(
                 {
                     "shader": shader_index[d.shader],
-                    "grid": list(d.grid),
-                    "bindings": [
-                        {
-                            "buffer": b.value.placement.buffer,
-                            "offset": b.value.placement.offset + b.offset,
-                            "size": b.nbytes,
-                        }
-                        for b in d.bindings
-                    ],
+                    "grid": [_dim_json(n) for n in d.grid],
+                    "bindings": slots,
                     "label": f"{op.attrs.get('op', op.kind)} {op.name}".strip(),
                 }
             )
@@ -191,7 +204,17 @@ def build_artifact(g: Graph, target: Target, source_sha256: str | None = None) -
             **({"sha256": source_sha256} if source_sha256 else {}),
         },
         "target": {"name": target.name, "limits": limits, "features": list(target.features)},
-        "buffers": [{"name": n, **b} for n, b in g.buffers.items()],
+        **(
+            {"symbols": [{"name": s.name, "min": s.lo, "max": s.hi} for s in g.symbols.values()]}
+            if g.symbols
+            else {}
+        ),  # fmt: skip
+        "buffers": [{"name": n, **b} for n, b in g.buffers.items()]
+        + (
+            [{"name": DIMS, "kind": "dims", "size": dims_size}]
+            if any(k.uses_dims for k in g.shaders.values())
+            else []
+        ),
         "weights": {
             "file": WEIGHTS,
             "size": len(blob),

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from onnx2wgsl.errors import CompileError, InternalError, IRError, Onnx2WgslError, UnsupportedError
+from onnx2wgsl.errors import CompileError, InternalError, IRError, Onnx2WgslError
 from onnx2wgsl.ir import Graph, VerifyError, verify
 from onnx2wgsl.ir.printer import HEADER as IR_HEADER
 
@@ -243,12 +243,6 @@ def _compile(
         )
     else:
         g = src.graph
-    if g.symbols:
-        kept = ", ".join(f"{s.name} {s.lo}..{s.hi}" for s in g.symbols.values())
-        raise UnsupportedError(
-            f"dims kept symbolic ({kept}) are not yet supported past import",
-            hint="compile with --dim NAME=N (the import stage's IR, e.g. --dump-ir, shows the symbolic graph)",
-        )
     passes = pipeline(opt_level, tgt, fold_limit)
     g = run_passes(g, passes[done:], after=after)  # names[1 + i] is passes[i]
     ops = len(g.ops)

@@ -37,6 +37,11 @@ def ref(name: str) -> str:
     return f"{MARK}${name}{MARK}"
 
 
+def dim(name: str) -> str:
+    """A symbol's run-time value (u32), read from the dims uniform, to write into shader text."""
+    return f"{MARK}#{name}{MARK}"
+
+
 def slot(kind: str) -> str:
     """A slot the kernel fills in when it renders (one of SLOTS), to write into shader text."""
     assert kind in SLOTS, kind
@@ -60,6 +65,16 @@ class Ref:
     """A use of a buffer in the shader; renders as that buffer's name."""
 
     name: str
+
+
+@dataclass(frozen=True)
+class Dim:
+    """A symbol's run-time value: renders as its element of the dims uniform."""
+
+    name: str
+
+
+DIMS = "dims"  # the uniform's name in a shader: array<vec4<u32>, N>, symbol k at [k / 4][k % 4]
 
 
 @dataclass(frozen=True)
@@ -92,7 +107,7 @@ class Fold:
         )
 
 
-Part = str | Ref | Slot
+Part = str | Ref | Dim | Slot
 
 
 @dataclass(frozen=True)
@@ -103,6 +118,8 @@ class Kernel:
     workgroup: int
     parts: tuple[Part, ...]
     fold: Fold | None = None
+    # the graph's symbols in dims-uniform order when the kernel reads one (a Dim part), else ()
+    dims: tuple[str, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "parts", _joined(self.parts))  # one kernel, one spelling
@@ -118,6 +135,8 @@ class Kernel:
                 parts.append(piece)
             elif piece[0] == "$":
                 parts.append(Ref(piece[1:]))
+            elif piece[0] == "#":
+                parts.append(Dim(piece[1:]))
             else:
                 parts.append(Slot(piece[1:]))
         return Kernel(tuple(buffers), workgroup, tuple(parts))
@@ -131,6 +150,11 @@ class Kernel:
             return f"buffers {names} repeat a name"
         if any(b.access not in ACCESS for b in self.buffers):
             return f"a buffer's access is not one of {ACCESS}"
+        if DIMS in names:
+            return f"a buffer is named {DIMS!r}, the dims uniform's name"
+        read = {p.name for p in self.parts if isinstance(p, Dim)}
+        if read - set(self.dims) or (self.dims and not read):
+            return f"reads dims {sorted(read)} but declares {list(self.dims)}"
         used = {p.name for p in self.parts if isinstance(p, Ref)}
         if used - set(names):
             return f"references undeclared buffers {sorted(used - set(names))}"
@@ -160,8 +184,13 @@ class Kernel:
                 out.append(p)
             elif isinstance(p, Ref):
                 out.append(p.name)
+            elif isinstance(p, Dim):
+                k = self.dims.index(p.name)
+                out.append(f"{DIMS}[{k // 4}].{'xyzw'[k % 4]}")
             elif p.kind == DECLARATIONS:
                 out.extend(b.declaration(i) + "\n" for i, b in enumerate(self.buffers))
+                if self.dims:
+                    out.append(self.dims_declaration() + "\n")
             elif p.kind == ENTRY:
                 out.append(self._entry())
             else:
@@ -169,6 +198,15 @@ class Kernel:
                 bits = True
         text = "".join(out)
         return text.rstrip("\n") + "\n" + _F32_BITS_FN if bits else text
+
+    @property
+    def uses_dims(self) -> bool:
+        return bool(self.dims)
+
+    def dims_declaration(self) -> str:
+        """The dims uniform, bound after the storage buffers."""
+        n = -(-len(self.dims) // 4)
+        return f"@group(0) @binding({len(self.buffers)}) var<uniform> {DIMS}: array<vec4<u32>, {n}>;"
 
     def _entry(self) -> str:
         wid = "wid_folded" if self.fold else "wid"

@@ -30,7 +30,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from onnx2wgsl.errors import InternalError, Onnx2WgslError
 
 from .graph import Binding, Dispatch, Graph, Op, Placement, Value
-from .kernel import SLOTS, Buffer, Fold, Kernel, Ref, Slot
+from .kernel import SLOTS, Buffer, Dim, Fold, Kernel, Ref, Slot
 from .symbolic import Expr, Symbol, SymbolicError, parse_expr
 from .types import DType, TensorType
 
@@ -140,6 +140,8 @@ def _kernel_parts(body: str, tok: Token) -> tuple:
             if name[1:] not in SLOTS:
                 raise _Fail(f"a kernel's text names unknown slot ${{{name}}}; slots are {list(SLOTS)}", tok)
             parts.append(Slot(name[1:]))
+        elif name[0] == "#":
+            parts.append(Dim(name[1:]))
         else:
             parts.append(Ref(name))
         parts.append(rest)
@@ -386,7 +388,7 @@ class _ToRecords(Transformer):
         return _int(read), _int(write)
 
     def grid(self, *ns):
-        return tuple(_int(n) for n in ns)
+        return tuple(self.dims(*ns))
 
     def binding(self, write, local, start, end):
         offset = _int(start) if start is not None else 0
@@ -409,7 +411,10 @@ class _ToRecords(Transformer):
 
     def shader(self, name, buffers, workgroup, fold, text):
         body = str(text)[4:-3] if text.type == "TEXT" else _unquote(text)
-        kernel = Kernel(tuple(buffers), _int(workgroup), _kernel_parts(body, text), fold)
+        parts = _kernel_parts(body, text)
+        # a kernel that reads a dim reads them all from the dims uniform, in the header's order
+        reads = tuple(self.symbols) if any(isinstance(p, Dim) for p in parts) else ()
+        kernel = Kernel(tuple(buffers), _int(workgroup), parts, fold, reads)
         problem = kernel.check()
         if problem is not None:
             raise _Fail(f"shader @{_sym(name)} {problem}", name)

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .graph import Graph, Op, Value
-from .kernel import Kernel, Ref
+from .kernel import Dim, Kernel, Ref, Slot
 from .symbolic import Expr
 from .types import DType, TensorType
 
@@ -110,7 +110,15 @@ def kernel_text(k: Kernel) -> str:
     buffers = ", ".join(f"{b.name}: {word(b.elem)} {b.access}" for b in k.buffers)
     fold = f" fold({k.fold.gx}, {k.fold.gy}, {k.fold.total}, {k.fold.x}, {k.fold.y})" if k.fold else ""
     text = "".join(
-        p if isinstance(p, str) else "${" + (p.name if isinstance(p, Ref) else "@" + p.kind) + "}"
+        p
+        if isinstance(p, str)
+        else "${"
+        + (
+            p.name
+            if isinstance(p, Ref)
+            else ("#" if isinstance(p, Dim) else "@") + (p.kind if isinstance(p, Slot) else p.name)
+        )
+        + "}"
         for p in k.parts
     )
     # a text block ends at the first """: a text holding one, or ending in ", is quoted
@@ -347,7 +355,7 @@ class _Printer:
                 elif b.offset:
                     text += f"[{b.offset}:]"
                 binds.append(text)
-            grid = ", ".join(str(int(n)) for n in d.grid)
+            grid = ", ".join(dim_text(n) for n in d.grid)
             line = f"{pad}{_INDENT}dispatch {sym('@', d.shader)}({', '.join(binds)}) grid({grid})"
             if d.inplace:
                 line += " inplace(" + ", ".join(f"{r} -> {w}" for r, w in d.inplace) + ")"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Union
@@ -187,6 +188,28 @@ class Expr:
     def __rmod__(self, other: Dimish) -> Expr:
         return mod(other, self)
 
+    # -- order: decided by the ranges, else an error ---------------------------------
+    def _decided(self, other: Dimish, what: str) -> int:
+        c = compare(self, other)
+        if c is None:
+            raise SymbolicError(f"whether {self} {what} {other} depends on the dims' values")
+        return c
+
+    def __lt__(self, other: Dimish) -> bool:
+        return self._decided(other, "<") < 0
+
+    def __le__(self, other: Dimish) -> bool:
+        return self._decided(other, "<=") <= 0
+
+    def __gt__(self, other: Dimish) -> bool:
+        return self._decided(other, ">") > 0
+
+    def __ge__(self, other: Dimish) -> bool:
+        return self._decided(other, ">=") >= 0
+
+    def __bool__(self) -> bool:
+        return self._decided(0, "!=") != 0
+
     # -- identity ----------------------------------------------------------------------
     def __eq__(self, other: object) -> bool:
         if isinstance(other, int | Expr):
@@ -225,6 +248,60 @@ class Expr:
         if not terms:
             return 0
         return terms[0] if len(terms) == 1 else ["+", *terms]
+
+
+def wgsl(e: Dimish, sym: Callable[[str], str], ty: str = "u32") -> str:
+    """``e`` as a WGSL expression of type ``ty`` (u32 or i32); ``sym(name)`` is a symbol's u32
+    value in the shader. The value must lie in ``ty``'s range at every choice of the symbols.
+    A polynomial's terms may come in any order: u32 and i32 arithmetic wrap (two's complement),
+    so partial sums that leave the range still give the exact total."""
+    e = as_expr(e)
+    lo, hi = e.bounds
+    if ty == "u32" and (lo < 0 or hi >= 2**32) or ty == "i32" and (lo < -(2**31) or hi >= 2**31):
+        raise SymbolicError(f"{e} spans {lo}..{hi}, outside the {ty} range a shader computes it in")
+    return _wgsl(e, sym, ty)
+
+
+def _lit(n: int, ty: str) -> str:
+    return f"{n}u" if ty == "u32" else (f"{n}i" if n >= -(2**31) + 1 else f"i32({n + 1}i - 1i)")
+
+
+def _wgsl(e: Expr, sym: Callable[[str], str], ty: str) -> str:
+    if e.is_const:
+        return _lit(e.value, ty)
+    pos: list[str] = []
+    neg: list[str] = []
+    for m, c in e.terms:
+        if abs(c) >= 2**31:
+            raise SymbolicError(f"{e} has a coefficient too large for a shader's 32-bit arithmetic")
+        factors = [_atom_wgsl(a, sym, ty) for a, p in m for _ in range(p)]
+        if abs(c) != 1 or not factors:
+            factors.append(_lit(abs(c), ty))
+        (pos if c > 0 else neg).append(" * ".join(factors))
+    if len(pos) == 1 and not neg and " " not in pos[0]:
+        return pos[0]
+    text = " + ".join(pos) if pos else _lit(0, ty)
+    return "(" + text + "".join(f" - {t}" for t in neg) + ")"
+
+
+def _atom_wgsl(a: Atom, sym: Callable[[str], str], ty: str) -> str:
+    """An atom in ``ty``: computed in u32 when its operands cannot be negative, else in i32
+    (the conversions between them keep the bits, so the wrapping sums stay exact)."""
+    if isinstance(a, Symbol):
+        return sym(a.name) if ty == "u32" else f"i32({sym(a.name)})"
+    x, y = a.args
+    signed = x.bounds[0] < 0 or y.bounds[0] < 0
+    t = "i32" if signed else "u32"
+    X, Y = _wgsl(x, sym, t), _wgsl(y, sym, t)
+    if a.kind in ("max", "min"):
+        text = f"{a.kind}({X}, {Y})"
+    elif not signed or a.kind == "tdiv":  # the divisor is positive (floordiv, tdiv, mod)
+        text = f"({X} {'%' if a.kind == 'mod' else '/'} {Y})"
+    elif a.kind == "floordiv":  # a negative dividend rounds down, not toward zero
+        text = f"select({X} / {Y}, ({X} - {Y} + 1i) / {Y}, {X} < 0i)"
+    else:  # mod with a negative dividend: the divisor's sign
+        text = f"((({X} % {Y}) + {Y}) % {Y})"
+    return text if t == ty else f"{ty}({text})"
 
 
 def as_expr(x: Dimish) -> Expr:

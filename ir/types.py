@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .symbolic import Expr
+from .symbolic import Expr, simplify
 
 # int: a static dim; Expr: a symbolic dim with a range; str: a name no range was given for
 Dim = int | Expr | str
@@ -146,9 +146,12 @@ class TensorType:
         return all(isinstance(d, int) for d in self.shape)
 
     @property
-    def numel(self) -> int:
+    def numel(self):
+        """The element count: an int, or over dims kept symbolic an expression of them."""
         if not self.is_static:
-            raise ValueError(f"shape {self} has symbolic dims")
+            if not self.is_symbolic:
+                raise ValueError(f"shape {self} has unbound dims")
+            return simplify(math.prod(self.shape, start=Expr.const(1)))
         return math.prod(self.shape)  # type: ignore[arg-type]
 
     @property
@@ -226,10 +229,6 @@ def storage_dtype(dt: DType) -> DType | None:
 
 
 def storage_nbytes(t: TensorType) -> int:
-    """Bytes a tensor of type ``t`` occupies on the GPU (4 per element)."""
-    return t.numel * 4
-
-
-def storage_nbytes_bound(t: TensorType) -> int:
-    """Bytes a tensor of type ``t`` occupies on the GPU at its dims' bounds."""
+    """Bytes a tensor of type ``t`` occupies on the GPU (4 per element); over dims kept
+    symbolic, at their bounds (memory is planned there, once)."""
     return t.numel_bound * 4

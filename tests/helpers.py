@@ -141,7 +141,7 @@ def rand(*shape, seed=0, low=-1.0, high=1.0, dtype=np.float32) -> np.ndarray:
     return np.random.default_rng(seed).uniform(low, high, shape).astype(dtype)
 
 
-def assert_ir_round_trips(model: onnx.ModelProto) -> None:
+def assert_ir_round_trips(model: onnx.ModelProto, **compile_kwargs) -> None:
     """The model's IR prints and parses back exactly after every compile stage."""
     from onnx2wgsl.ir import WeightBlob, graph_diff, parse_ir, print_ir
 
@@ -150,7 +150,7 @@ def assert_ir_round_trips(model: onnx.ModelProto) -> None:
         back = parse_ir(print_ir(g, stage=stage, weights=blob), bytes(blob))
         assert graph_diff(g, back) is None, stage
 
-    compile_model(model, on_stage=check)
+    compile_model(model, on_stage=check, **compile_kwargs)
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -220,3 +220,36 @@ def tampered_defaults() -> dict:
         "not an object": (lambda m: m["inputs"][1].update(default=[0]), "default must be an object"),
         "on an output": (lambda m: m["outputs"][0].update(default={"size": 48, "fill": 0}), "only inputs have"),
     }  # fmt: skip
+
+
+def with_dim_params(model: onnx.ModelProto, shapes: dict[str, Sequence[int | str]]) -> onnx.ModelProto:
+    """The model with its named inputs' and outputs' dims set (a str makes a dim_param) and
+    every inner value's shape dropped, as an exporter leaves dims it keeps dynamic."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for vi in list(m.graph.input) + list(m.graph.output):
+        if vi.name in shapes:
+            dims = vi.type.tensor_type.shape.dim
+            del dims[:]
+            for d in shapes[vi.name]:
+                dims.add().CopyFrom(
+                    onnx.TensorShapeProto.Dimension(dim_param=d)
+                    if isinstance(d, str)
+                    else onnx.TensorShapeProto.Dimension(dim_value=d)
+                )
+    for vi in m.graph.output:
+        if vi.name not in shapes:
+            vi.type.tensor_type.ClearField("shape")
+    del m.graph.value_info[:]
+    return m
+
+
+def check_symbolic(model, dims: dict, feeds_list: list[dict], device, rtol=1e-4, atol=1e-5, **compile_kwargs):
+    """Compile once with dims kept symbolic, run every feed in one session, compare each with
+    onnxruntime; returns the session's artifact folder's compile result."""
+    with tempfile.TemporaryDirectory() as out:
+        res = compile_model(model, out, dims=dims, verify_ir=True, **compile_kwargs)
+        with onnx2wgsl.load(out, device=device) as sess:
+            for feeds in feeds_list:
+                assert_close(sess.run(None, feeds), ort_run(model, feeds), rtol, atol)
+        return res

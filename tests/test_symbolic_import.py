@@ -9,7 +9,6 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from onnx2wgsl.compiler import compile_model
 from onnx2wgsl.compiler.driver import run_to_stage
 from onnx2wgsl.compiler.frontend import split_dims
 from onnx2wgsl.errors import CompileError, UnsupportedError
@@ -139,14 +138,6 @@ def test_data_that_depends_on_a_symbol_is_a_clear_error():
         _import(_model(nodes, [_x(shape=(2, "seq"))], [_y()], inits))
 
 
-def test_compile_stops_after_import_while_dims_stay_symbolic():
-    nodes = [helper.make_node("Relu", ["x"], ["y"])]
-    with pytest.raises(
-        UnsupportedError, match=r"dims kept symbolic \(batch 1..4, seq 1..128\) are not yet supported"
-    ):
-        compile_model(_model(nodes, [_x()], [_y()]), dims=RANGES)
-
-
 def test_dims_option_forms():
     assert split_dims({"a": 1, "b": (1, 8), "c": (3, 3), "d": "2..5", "e": "7"})[0] == {
         "a": 1,
@@ -166,8 +157,11 @@ def test_cli_takes_a_dim_range(tmp_path):
     onnx.save(_model([helper.make_node("Relu", ["x"], ["y"])], [_x()], [_y()]), path)
     res = cli("compile", str(path), "-o", str(tmp_path / "out"), "--dim", "batch=1..4", "--dim", "seq=1..128",
               "--dump-ir", str(tmp_path / "ir"))  # fmt: skip
-    assert res.returncode != 0 and "not yet supported past import" in res.stderr
+    assert res.returncode == 0, res.stderr
     assert "f32[batch,seq,8]" in next((tmp_path / "ir").glob("*-import.ir")).read_text()
+    lowered = next((tmp_path / "ir").glob("*-plan.ir")).read_text()
+    assert "${#batch} * ${#seq} * 8u" in lowered  # the kernel reads the dims uniform
+    assert "dims[0].x * dims[0].y * 8u" in next((tmp_path / "out" / "shaders").glob("*.wgsl")).read_text()
 
 
 # -- exported transformers --------------------------------------------------------------------

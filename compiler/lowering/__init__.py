@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import jinja2
 
 from onnx2wgsl.errors import InternalError, Onnx2WgslError, UnsupportedError
 from onnx2wgsl.ir import Binding, Dispatch, Graph, Op, TensorType, Value
-from onnx2wgsl.ir.kernel import DECLARATIONS, ENTRY, F32_BITS, Buffer, Fold, Kernel, ref, slot
-from onnx2wgsl.ir.types import storage_dtype
+from onnx2wgsl.ir.kernel import DECLARATIONS, ENTRY, F32_BITS, Buffer, Dim, Fold, Kernel, dim, ref, slot
+from onnx2wgsl.ir.symbolic import Dimish, Expr, SymbolicError, simplify, smin, wgsl
+from onnx2wgsl.ir.types import dim_bound, storage_dtype
 from onnx2wgsl.runtime.manifest import max_workgroups
 
 from ..target import LOOP_BUDGET, Target
@@ -77,6 +79,39 @@ def split_workgroup(serial: int, steps: int | None = None, per_step: int = 1) ->
         if loops_fit(math.ceil(steps / wg) * per_step):
             return wg
     return SPLIT_WORKGROUPS[-1]
+
+
+def u32(n: Dimish) -> str:
+    """A size in shader text: a u32 literal, or for a dim kept symbolic its expression over the
+    run's values, which the kernel reads from the dims uniform."""
+    n = simplify(n)
+    if isinstance(n, int):
+        return f"{n}u"
+    return wgsl(n, dim)
+
+
+def ceil_div(a: Dimish, b: int) -> Dimish:
+    """``ceil(a / b)`` of a size (an int, or an expression of dims kept symbolic)."""
+    return simplify((a + b - 1) // b)
+
+
+def i32(n: Dimish) -> str:
+    """A size as an i32 expression in shader text (see ``u32``)."""
+    n = simplify(n)
+    if isinstance(n, int):
+        return f"{n}i"
+    return wgsl(n, dim, "i32")
+
+
+def is_symbolic(*dims) -> bool:
+    """Some of these dims (or dims of these shapes) is kept symbolic."""
+    for d in dims:
+        if isinstance(d, tuple | list):
+            if is_symbolic(*d):
+                return True
+        elif isinstance(simplify(d), Expr):
+            return True
+    return False
 
 
 def lowers(*kinds: str):
@@ -161,6 +196,8 @@ class LowerCtx:
 
     def add_kernel(self, kernel: Kernel, stem: str) -> str:
         """The shader name of ``kernel`` (shaders are deduplicated by kernel)."""
+        if not kernel.dims and any(isinstance(p, Dim) for p in kernel.parts):
+            kernel = replace(kernel, dims=tuple(self.g.symbols))
         problem = kernel.check()
         if problem is not None:
             raise AssertionError(f"a {stem} kernel {problem}")
@@ -171,6 +208,12 @@ class LowerCtx:
         entry point recomputes the workgroup id from a flat id over a grid of the same or a few
         more groups (those past the end return at once, uniformly for their whole workgroup)."""
         limit = self.target.max_groups
+        if is_symbolic(d.grid):
+            raise self.error(
+                f"a grid over dims kept symbolic reaches {[dim_bound(n) for n in d.grid]} workgroups, "
+                f"over {limit} per dimension",
+                hint="narrow the dims' ranges (--dim NAME=LO..HI)",
+            )
         X, Y, Z = d.grid
         total = X * Y * Z
         gx = min(total, limit)
@@ -199,7 +242,10 @@ class LowerCtx:
     # -- ops ----------------------------------------------------------------------------
     def kernel(self, inputs: list[Value], outputs: list[Value], dispatches: list[Dispatch], **attrs) -> Op:
         src = self.current
-        dispatches = [self._fold_grid(d) if max(d.grid) > self.target.max_groups else d for d in dispatches]
+        dispatches = [
+            self._fold_grid(d) if max(dim_bound(n) for n in d.grid) > self.target.max_groups else d
+            for d in dispatches
+        ]
         op = Op(
             "kernel",
             inputs,
@@ -221,10 +267,12 @@ class LowerCtx:
                         f"maxStorageBufferBindingSize of {self.target.max_binding_size:,}",
                         hint="compile for a target with larger limits (--limits FILE.json)",
                     )
-            if any(n > self.target.max_groups for n in d.grid):
+            if any(dim_bound(n) > self.target.max_groups for n in d.grid):
                 raise self.error(f"grid {d.grid} exceeds {self.target.max_groups} workgroups per dimension")
             most = max_workgroups([{"size": b.nbytes} for b in d.bindings], self.target.max_groups)
-            if math.prod(d.grid) > most:  # the runtimes refuse such a dispatch as damage
+            if (
+                math.prod(dim_bound(n) for n in d.grid) > most
+            ):  # the runtimes refuse such a dispatch as damage
                 raise InternalError(
                     "lower",
                     AssertionError(
@@ -256,11 +304,18 @@ class LowerCtx:
         )
 
     # -- launch geometry ----------------------------------------------------------------
-    def grid(self, groups: int) -> tuple[tuple[int, int, int], int]:
+    def grid(self, groups: Dimish) -> tuple[tuple, int]:
         """A grid of ``groups`` workgroups folded into 2-D under the per-dimension limit.
 
-        Returns the grid and its x extent (a shader's flat group id is y * x + x_id)."""
+        Returns the grid and its x extent (a shader's flat group id is y * x + x_id). Over dims
+        kept symbolic the grid is an expression of them and the x extent is the limit: the
+        grid's y is 1 whenever its x is below the limit."""
         limit = self.target.max_groups
+        groups = simplify(groups)
+        if isinstance(groups, Expr):
+            if groups.bounds[1] <= limit:
+                return (groups, 1, 1), limit
+            return (smin(groups, limit), simplify((groups + limit - 1) // limit), 1), limit
         y = max(1, math.ceil(groups / limit))
         x = max(1, math.ceil(groups / y))
         return (x, y, 1), x
@@ -303,7 +358,7 @@ def lower(g: Graph, target: Target) -> Graph:
                 )
         op.detach()
         try:
-            if op.outputs and not any(v.type.numel for v in op.outputs):
+            if op.outputs and not any(v.type.numel_bound for v in op.outputs):
                 ctx.kernel(list(op.inputs), list(op.outputs), [])  # empty outputs: no work to dispatch
             else:
                 fn(ctx, op)
@@ -311,8 +366,16 @@ def lower(g: Graph, target: Target) -> Graph:
                 assert v.producer is not None, f"lowering of {op.label} left %{v.name} unproduced"
         except (Onnx2WgslError, MemoryError):
             raise
-        except Exception as e:  # a bug: say which op it happened in
-            raise InternalError("lower", e, node=op.name, op=op.kind) from e
+        except Exception as e:
+            if any(v is not None and v.type.is_symbolic for v in list(op.inputs) + list(op.outputs)):
+                # a lowering that does not yet take dims kept symbolic, or one that needs a
+                # comparison of them that their ranges do not decide
+                why = str(e) if isinstance(e, SymbolicError) else "not supported yet"
+                raise ctx.error(
+                    f"{op.kind} over dims kept symbolic: {why}",
+                    hint="bind the dims with --dim NAME=N, or narrow their ranges",
+                ) from e
+            raise InternalError("lower", e, node=op.name, op=op.kind) from e  # a bug: say where
     g.ops = ctx.ops
     ctx.current = None
     for v in list(g.inputs) + list(g.outputs):

@@ -22,7 +22,7 @@ from onnx2wgsl.ir import Dispatch, Value
 from onnx2wgsl.ir.kernel import ref
 
 from ..elementwise_ops import f32
-from . import WORKGROUP, LowerCtx, binding, decl, wgsl_type
+from . import WORKGROUP, LowerCtx, binding, decl, u32, wgsl_type
 from .indexing import View, affine_expr, contiguous_strides
 
 ZERO = {"f32": "0.0f", "i32": "0i", "u32": "0u"}
@@ -138,7 +138,7 @@ class CoordKernel:
             decls=decls,
             helpers=self.helpers,
             body=body,
-            n=n,
+            n=u32(n),
             nx=nx,
             wg=self.group or WORKGROUP,
             tree=tree,

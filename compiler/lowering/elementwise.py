@@ -22,7 +22,7 @@ from ..elementwise_ops import (
     load,
     store,
 )
-from . import WORKGROUP, LowerCtx, binding, decl, lowers, wgsl_type
+from . import WORKGROUP, LowerCtx, binding, ceil_div, decl, lowers, u32, wgsl_type
 from .indexing import View, broadcast, collapse, contiguous, index_code
 
 Conv = Callable[[str], str]
@@ -51,14 +51,14 @@ def map_kernel(
     targets = [f"{ref(f'out{k}')}[{idx[len(reads) + k]}]" for k in range(len(writes))]
     decls = [decl(f"in{k}", v) for k, v in enumerate(values)]
     decls += [decl(f"out{k}", y, write=True) for k, y in enumerate(outs)]
-    grid, nx = ctx.grid(math.ceil(n / WORKGROUP))
+    grid, nx = ctx.grid(ceil_div(n, WORKGROUP))
     lines = body(raws, targets)
     shader = ctx.shader(
         "map.wgsl.j2",
         decls=decls,
         helpers=helper_code(*helpers),
         body=list(coords) + lines,
-        n=n,
+        n=u32(n),
         nx=nx,
         wg=WORKGROUP,
         tree=None,

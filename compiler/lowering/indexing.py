@@ -11,6 +11,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from onnx2wgsl.ir.symbolic import simplify
+
+from . import u32
+
 
 @dataclass(frozen=True)
 class View:
@@ -78,14 +82,14 @@ def index_code(shape, views: list[View], flat: str = "i", prefix: str = "c") -> 
     needed = {d for v, f in zip(views, flat_views) if not f for d, s in enumerate(v.strides) if s != 0}
     lines = []
     for d in sorted(needed):
-        expr = flat if inner[d] == 1 else f"({flat} / {inner[d]}u)"
+        expr = flat if inner[d] == 1 else f"({flat} / {u32(inner[d])})"
         if d > 0:
-            expr = f"{expr} % {shape[d]}u"
+            expr = f"{expr} % {u32(shape[d])}"
         lines.append(f"let {prefix}{d} = {expr};")
     exprs = []
     for v, f in zip(views, flat_views):
         if f:
-            exprs.append(f"{flat} + {v.offset}u" if v.offset else flat)
+            exprs.append(f"{flat} + {u32(v.offset)}" if v.offset else flat)
         else:
             exprs.append(affine_expr(v, lambda d: f"{prefix}{d}"))
     return lines, exprs
@@ -95,15 +99,30 @@ def affine_expr(view: View, coord) -> str:
     """WGSL u32 expression ``offset + sum(coord(d) * strides[d])``; ``coord(d)`` names dim d.
 
     Negative strides (reversed slices) are subtracted after the offset and the positive terms,
-    so no partial sum of a valid address drops below zero."""
-    pos = [coord(d) if s == 1 else f"{coord(d)} * {s}u" for d, s in enumerate(view.strides) if s > 0]
-    neg = [coord(d) if s == -1 else f"{coord(d)} * {-s}u" for d, s in enumerate(view.strides) if s < 0]
+    so no partial sum of a valid address drops below zero. (A stride over dims kept symbolic
+    is never negative: it is a product of dims.)"""
+    pos = [
+        coord(d) if s == 1 else f"{coord(d)} * {u32(s)}" for d, s in enumerate(view.strides) if _positive(s)
+    ]
+    neg = [
+        coord(d) if s == -1 else f"{coord(d)} * {u32(-s)}" for d, s in enumerate(view.strides) if _negative(s)
+    ]
     if neg:
-        head = [f"{view.offset}u"] + pos
+        head = [u32(view.offset)] + pos
     else:
-        head = pos + ([f"{view.offset}u"] if view.offset else [])
+        head = pos + ([u32(view.offset)] if view.offset else [])
     text = " + ".join(head) if head else "0u"
     return text + "".join(f" - {t}" for t in neg)
+
+
+def _positive(s) -> bool:
+    s = simplify(s)
+    return s > 0 if isinstance(s, int) else s.bounds[0] >= 0 and s != 0
+
+
+def _negative(s) -> bool:
+    s = simplify(s)
+    return s < 0 if isinstance(s, int) else s.bounds[1] < 0
 
 
 def sliced(in_shape, starts, steps) -> View:
