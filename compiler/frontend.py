@@ -28,7 +28,7 @@ from onnx2wgsl.errors import (
     first_line,
 )
 from onnx2wgsl.ir import DType, Graph, TensorType, Value
-from onnx2wgsl.ir.symbolic import Expr, Symbol, SymbolicError
+from onnx2wgsl.ir.symbolic import Expr, Symbol, SymbolicError, floordiv, simplify, smax
 
 from . import control_flow, functions, host_eval, symbolic_fold, validate
 from .legalize import legalize
@@ -326,6 +326,7 @@ class Importer:
         self.opset = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in self.model.opset_import}
         self.root = Scope(self.opset, used=_used_names(self.model.graph))
         # the element types the graph declares for its intermediate values (checked when bound)
+        self._dim_values: dict[int, Value] = {}  # symbolic values computed on the GPU, by id
         self.declared = {
             vi.name: vi.type.tensor_type.elem_type
             for vi in self.model.graph.value_info
@@ -694,15 +695,26 @@ class Importer:
             ]
         elif (
             domain == ""
+            and node.op_type in ("Range", "ConstantOfShape")
+            and any(symbolic_fold.is_symbolic(v) for v in inputs)
+        ):
+            # a tensor of a length chosen at run time (position ids, a mask): a GPU op
+            outs = [self._runtime_sized(node, attrs, inputs, scope, opset)]
+        elif (
+            domain == ""
             and any(symbolic_fold.is_symbolic(v) for v in inputs)
             and all(v is None or v.is_const for v in inputs)
+            and symbolic_fold.folds(node.op_type)
             # a plain tensor shaped by symbolic dims is data of a symbolic shape: an op
             and not (
                 node.op_type in ("Slice", "Expand", "Reshape") and not symbolic_fold.is_symbolic(inputs[0])
             )
         ):
             res = symbolic_fold.evaluate(node, attrs, inputs, opset)
-            outs = [self._folded(r, scope, o) for r, o in zip(res, node.output)]
+            if res is None:  # not shape arithmetic the ranges decide: computed on the GPU
+                outs = self._gpu_node(node, attrs, inputs, scope, domain, opset)
+            else:
+                outs = [self._folded(r, scope, o) for r, o in zip(res, node.output)]
         elif (
             domain == ""
             and node.op_type not in host_eval.NONDETERMINISTIC
@@ -719,20 +731,84 @@ class Importer:
                 None if d is None else self._const(d, scope.prefix + o) for d, o in zip(data, node.output)
             ]
         else:
-            info = NodeInfo(
-                op_type=node.op_type,
-                name=node.name,
-                domain=domain,
-                opset=opset,
-                inputs=inputs,
-                attrs=attrs,
-                out_types=[],
-                out_names=[scope.prefix + (_clean_name(o) or node.op_type.lower()) for o in node.output],
-                fold_limit=self.fold_limit,
-            )
-            info.schema = _schema(info)
-            outs = self._legalize_or_inline(node, info, scope)
+            outs = self._gpu_node(node, attrs, inputs, scope, domain, opset)
         self._bind_outputs(node, outs, scope)
+
+    def _gpu_node(self, node: onnx.NodeProto, attrs: dict, inputs: list, scope: Scope, domain: str, opset: int):
+        """The node's ops for the GPU (legalized, or expanded from its function body)."""
+        # symbolic values an op reads as data (not as a shape) are computed on the GPU
+        from .shape_rules import SHAPE_INPUTS
+
+        shape_inputs = SHAPE_INPUTS.get(node.op_type, {}) if domain == "" else {}
+        inputs = [
+            self._materialized(v) if symbolic_fold.is_symbolic(v) and i not in shape_inputs else v
+            for i, v in enumerate(inputs)
+        ]
+        info = NodeInfo(
+            op_type=node.op_type,
+            name=node.name,
+            domain=domain,
+            opset=opset,
+            inputs=inputs,
+            attrs=attrs,
+            out_types=[],
+            out_names=[scope.prefix + (_clean_name(o) or node.op_type.lower()) for o in node.output],
+            fold_limit=self.fold_limit,
+        )
+        info.schema = _schema(info)
+        outs = self._legalize_or_inline(node, info, scope)
+        return outs
+
+    def _materialized(self, v: Value) -> Value:
+        """A symbolic value as a GPU tensor: a DimValue op writes its elements, evaluated from
+        the run's dims (each symbolic value once)."""
+        done = self._dim_values.get(id(v))
+        if done is not None:
+            return done
+        flat = [simplify(x) for x in v.data.reshape(-1)]
+        if any(not isinstance(x, int | Expr) for x in flat):
+            raise CompileError(f"symbolic value %{v.name} holds {flat}, which is not integer dims")
+        texts = [str(x) for x in flat]
+        op = self.g.make_op("DimValue", [], [v.type], {"values": texts}, name=v.name, out_names=[v.name])
+        self.g.append(op)
+        self._dim_values[id(v)] = op.outputs[0]
+        return op.outputs[0]
+
+    def _runtime_sized(self, node: onnx.NodeProto, attrs: dict, inputs: list, scope: Scope, opset: int) -> Value:
+        """Range or ConstantOfShape whose length is a dim kept symbolic: the GPU fills it."""
+        name = scope.prefix + (_clean_name(node.output[0]) or node.op_type.lower())
+
+        def error(msg: str) -> CompileError:
+            return CompileError(msg, node=node.name, op=node.op_type, opset=opset,
+                                hint="bind the dims with --dim NAME=N")  # fmt: skip
+
+        if node.op_type == "ConstantOfShape":
+            shape = tuple(simplify(x) for x in inputs[0].data.reshape(-1))
+            value = attrs.get("value")
+            fill = np.zeros((), np.float32) if value is None else np.asarray(value).reshape(())
+            if any(isinstance(d, int) and d < 0 for d in shape) or any(
+                isinstance(d, Expr) and d.bounds[0] < 0 for d in shape
+            ):
+                raise error(f"its shape {list(map(str, shape))} may be negative over the dims' ranges")
+            scalar = self._const(fill, name + ".value")
+            op = self.g.make_op("Expand", [scalar], [TensorType(scalar.dtype, shape)], name=node.name,
+                                out_names=[name])  # fmt: skip
+            self.g.append(op)
+            return op.outputs[0]
+        start, limit, delta = (
+            simplify(v.data.reshape(())[()]) if v.data.dtype == object else v.data.reshape(()).item() for v in inputs
+        )
+        if not all(isinstance(x, int | Expr) for x in (start, limit, delta)) or not isinstance(delta, int):
+            raise error("a Range over dims kept symbolic takes integer bounds and a constant integer step")
+        if delta == 0:
+            raise error("its delta is 0")
+        step = abs(delta)
+        span = (limit - start) if delta > 0 else (start - limit)
+        n = simplify(smax(floordiv(smax(span, 0) + step - 1, step), 0))
+        ins = [self._materialized(v) if symbolic_fold.is_symbolic(v) else v for v in inputs]
+        op = self.g.make_op("Range", ins, [TensorType(inputs[0].dtype, (n,))], name=node.name, out_names=[name])
+        self.g.append(op)
+        return op.outputs[0]
 
     def _onnx_inference(self, schema, node: onnx.NodeProto, inputs: list, scope: Scope) -> dict:
         """onnx's per-node inference on the inputs' types, small constants given as data (shape

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from onnx2wgsl.errors import UnsupportedError
 from onnx2wgsl.ir import DType, TensorType
+from onnx2wgsl.ir.symbolic import simplify
 
 _SAME_AS_FIRST = {
     "Relu", "Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Abs", "Neg", "Erf", "LeakyRelu", "Clip",
@@ -101,7 +104,19 @@ def _attention(info) -> list[TensorType | None] | None:
     return [TensorType(q.dtype, s) for s in shapes]
 
 
-_OWN = {"MaxUnpool": _max_unpool, "Attention": _attention}
+def _flatten(info) -> list[TensorType | None] | None:
+    # onnx leaves a product of dim_params unknown; over dims kept symbolic it is an expression
+    x = info.inputs[0]
+    axis = int(info.attrs.get("axis", 1))
+    if not x.type.is_symbolic or not -x.type.rank <= axis <= x.type.rank:
+        return None
+    axis += x.type.rank if axis < 0 else 0
+    head, tail = x.shape[:axis], x.shape[axis:]
+    shape = (simplify(math.prod(head, start=1)), simplify(math.prod(tail, start=1)))
+    return [TensorType(x.dtype, shape)]
+
+
+_OWN = {"MaxUnpool": _max_unpool, "Attention": _attention, "Flatten": _flatten}
 
 
 # -- onnxruntime's contrib ops (legalize/contrib.py), which onnx has no schemas for ---------------

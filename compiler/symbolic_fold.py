@@ -259,9 +259,15 @@ _RUNTIME = {"Range", "ConstantOfShape", "CumSum", "Trilu"}
 _OUT_DTYPE = {**dict.fromkeys(_CMP, DType.bool), "Not": DType.bool}
 
 
-def evaluate(node, attrs: dict, inputs: list[Value | None], opset: int) -> list[Value | np.ndarray]:
+def folds(op: str) -> bool:
+    """Whether shape arithmetic folds ``op`` over symbolic values (else the GPU computes it)."""
+    return op in _ARITH or op in _CMP or op in _FOLD
+
+
+def evaluate(node, attrs: dict, inputs: list[Value | None], opset: int) -> list[Value | np.ndarray] | None:
     """Fold ``node`` over inputs some of which are symbolic values; each result is a symbolic
-    Value or, when its elements are all ints, a plain array."""
+    Value or, when its elements are all ints, a plain array. None when the dims' ranges do not
+    decide the result (a comparison, a cast to float): the GPU computes it at run time."""
     op = node.op_type
     datas = [None if v is None else v.data for v in inputs]
     first = next(v for v in inputs if v is not None)
@@ -289,10 +295,8 @@ def evaluate(node, attrs: dict, inputs: list[Value | None], opset: int) -> list[
                 node=node.name, op=op, opset=opset,
                 hint="bind the dims with --dim NAME=N",
             )  # fmt: skip
-    except SymbolicError as e:
-        raise CompileError(f"folding its shape arithmetic over dims kept symbolic: {e}",
-                           node=node.name, op=op, opset=opset,
-                           hint="bind the dims with --dim NAME=N, or narrow their ranges") from None  # fmt: skip
+    except SymbolicError:
+        return None  # not decided at compile time: the GPU computes it from the run's dims
     out = np.asarray(out, dtype=object)
     return [make_value(out, node.output[0], dtype)]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .graph import Graph
+from .symbolic import Expr
 
 
 class VerifyError(Exception):
@@ -56,7 +57,7 @@ def verify(g: Graph, *, static: bool = False) -> None:
                 raise VerifyError(f"{where}: output %{v.name} names another producer")
             define(v, where)
         if op.kind == "kernel":
-            if not op.dispatches and any(v.type.numel for v in op.outputs):
+            if not op.dispatches and any(v.type.numel_bound for v in op.outputs):
                 # only a kernel whose outputs are all empty (a dim of 0) may have no work
                 raise VerifyError(f"{where}: kernel op has no dispatches")
             io = {id(v) for v in op.inputs if v is not None} | {id(v) for v in op.outputs}
@@ -68,8 +69,13 @@ def verify(g: Graph, *, static: bool = False) -> None:
                         f"{where}: dispatch binds {len(d.bindings)} buffers, shader {d.shader!r} "
                         f"declares {len(g.shaders[d.shader].buffers)}"
                     )
-                if len(d.grid) != 3 or any(n < 0 for n in d.grid):
+                if len(d.grid) != 3 or any(_lowest(n) < 0 for n in d.grid):
                     raise VerifyError(f"{where}: bad grid {d.grid}")
+                reads = g.shaders[d.shader].dims
+                if reads and reads != tuple(g.symbols):
+                    raise VerifyError(f"{where}: shader {d.shader!r} reads dims {list(reads)}, not the graph's {list(g.symbols)}")
+                if any(not set(_symbols(n)) <= set(g.symbols) for n in d.grid):
+                    raise VerifyError(f"{where}: grid {d.grid} names dims the graph does not declare")
                 if 0 in d.grid:
                     raise VerifyError(f"{where}: empty grid {d.grid}; an empty dispatch must be left out")
                 for b in d.bindings:
@@ -116,3 +122,12 @@ def verify(g: Graph, *, static: bool = False) -> None:
     for v in g.outputs:
         if id(v) not in defined:
             raise VerifyError(f"graph output %{v.name} is not defined")
+
+
+def _lowest(n) -> int:
+    """A grid size's least value over the dims' ranges."""
+    return n.bounds[0] if isinstance(n, Expr) else n
+
+
+def _symbols(n) -> list[str]:
+    return [s.name for s in n.symbols] if isinstance(n, Expr) else []

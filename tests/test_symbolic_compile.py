@@ -3,9 +3,10 @@ one session, each run compared with onnxruntime."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from helpers import check_symbolic, graph_model, rand, with_dim_params
-from onnx import helper
+from onnx import TensorProto, helper
 
 SEQ = {"seq": (1, 128)}
 
@@ -33,3 +34,49 @@ def test_symbolic_kernels_round_trip_through_the_ir_text():
     m = graph_model(nodes, {"x": rand(2, 3, 4), "w": rand(2, 1, 4)}, ["y"])
     m = with_dim_params(m, {"x": ["batch", "seq", 4], "w": ["batch", 1, 4]})
     assert_ir_round_trips(m, dims={"batch": (1, 4), **SEQ})
+
+
+def _positions_model():
+    """y = x + float(Range(0, seq)) + seq: position ids and a length read as data."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Gather", ["s", "i1"], ["n"], axis=0),
+        helper.make_node("Range", ["zero", "n", "one"], ["pos"]),
+        helper.make_node("Cast", ["pos"], ["posf"], to=TensorProto.FLOAT),
+        helper.make_node("Add", ["x", "posf"], ["t"]),
+        helper.make_node("Cast", ["n"], ["nf"], to=TensorProto.FLOAT),
+        helper.make_node("Add", ["t", "nf"], ["y"]),
+    ]
+    inits = {"i1": np.array(1, np.int64), "zero": np.array(0, np.int64), "one": np.array(1, np.int64)}
+    m = graph_model(nodes, {"x": rand(2, 5)}, ["y"], inits)
+    return with_dim_params(m, {"x": [2, "seq"], "y": [2, "seq"]})
+
+
+def test_range_and_lengths_read_as_data_run_on_the_gpu(device):
+    check_symbolic(_positions_model(), SEQ, [{"x": rand(2, n, seed=n)} for n in (1, 17, 128)], device)
+
+
+@pytest.mark.parametrize("start,delta", [(0, 1), (3, 2), (100, -3)])
+def test_range_of_a_symbolic_length(device, start, delta):
+    """Range(start, seq, delta) feeds a Gather of a table: its length is a dim expression."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Gather", ["s", "i0"], ["n"], axis=0),
+        helper.make_node("Range", ["a", "n", "d"], ["idx"]),
+        helper.make_node("Cast", ["idx"], ["y"], to=TensorProto.FLOAT),
+    ]
+    inits = {"i0": np.array(0, np.int64), "a": np.array(start, np.int64), "d": np.array(delta, np.int64)}
+    m = graph_model(nodes, {"x": rand(5)}, ["y"], inits)
+    m = with_dim_params(m, {"x": ["seq"]})
+    check_symbolic(m, {"seq": (0, 128)}, [{"x": rand(n, seed=n)} for n in (0, 1, 4, 17, 128)], device)
+
+
+def test_constant_of_shape_of_a_symbolic_shape(device):
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("ConstantOfShape", ["s"], ["ones"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [2.5])),
+        helper.make_node("Mul", ["x", "ones"], ["y"]),
+    ]
+    m = with_dim_params(graph_model(nodes, {"x": rand(2, 3)}, ["y"]), {"x": ["batch", "seq"]})
+    feeds = [{"x": rand(b, s, seed=s)} for b, s in [(1, 1), (2, 17), (4, 128)]]
+    check_symbolic(m, {"batch": (1, 4), **SEQ}, feeds, device)

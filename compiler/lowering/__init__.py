@@ -131,11 +131,11 @@ ALIASES = {
     "CastLike": "Cast",
 }  # fmt: skip
 # (MelWeightMatrix: its input values decide its output shape.)
-HOST_ONLY = ("Constant", "ConstantOfShape", "Shape", "Size", "Range", "MelWeightMatrix")
+HOST_ONLY = ("Constant", "ConstantOfShape", "Shape", "Size", "MelWeightMatrix")
 # Control flow the frontend resolves at compile time (compiler/control_flow.py).
 UNROLLED = ("If", "Loop", "Scan")
 _VIEWS = ("Reshape", "Identity")
-INTERNAL = ("Fused",)  # made by passes, never read from a model
+INTERNAL = ("Fused", "DimValue")  # made by the compiler, never read from a model
 
 
 def supported_ops() -> dict[str, str]:
@@ -396,6 +396,7 @@ def _load_all() -> None:
         attention,
         conv,
         data,
+        dims,
         elementwise,
         fused,
         gather,
