@@ -292,6 +292,7 @@ def _compile(
         notes=_notes(g)
         + ([f"inputs frozen to constants: {', '.join(sorted(constants))}"] if constants else []),
         seconds=time.perf_counter() - t0,
+        dims={s.name: [s.lo, s.hi] for s in g.symbols.values()},
     )
     return CompileResult(g, plan, artifact, report)
 

@@ -734,7 +734,9 @@ class Importer:
             outs = self._gpu_node(node, attrs, inputs, scope, domain, opset)
         self._bind_outputs(node, outs, scope)
 
-    def _gpu_node(self, node: onnx.NodeProto, attrs: dict, inputs: list, scope: Scope, domain: str, opset: int):
+    def _gpu_node(
+        self, node: onnx.NodeProto, attrs: dict, inputs: list, scope: Scope, domain: str, opset: int
+    ):
         """The node's ops for the GPU (legalized, or expanded from its function body)."""
         # symbolic values an op reads as data (not as a shape) are computed on the GPU
         from .shape_rules import SHAPE_INPUTS
@@ -774,7 +776,9 @@ class Importer:
         self._dim_values[id(v)] = op.outputs[0]
         return op.outputs[0]
 
-    def _runtime_sized(self, node: onnx.NodeProto, attrs: dict, inputs: list, scope: Scope, opset: int) -> Value:
+    def _runtime_sized(
+        self, node: onnx.NodeProto, attrs: dict, inputs: list, scope: Scope, opset: int
+    ) -> Value:
         """Range or ConstantOfShape whose length is a dim kept symbolic: the GPU fills it."""
         name = scope.prefix + (_clean_name(node.output[0]) or node.op_type.lower())
 
@@ -796,7 +800,8 @@ class Importer:
             self.g.append(op)
             return op.outputs[0]
         start, limit, delta = (
-            simplify(v.data.reshape(())[()]) if v.data.dtype == object else v.data.reshape(()).item() for v in inputs
+            simplify(v.data.reshape(())[()]) if v.data.dtype == object else v.data.reshape(()).item()
+            for v in inputs
         )
         if not all(isinstance(x, int | Expr) for x in (start, limit, delta)) or not isinstance(delta, int):
             raise error("a Range over dims kept symbolic takes integer bounds and a constant integer step")
@@ -806,7 +811,9 @@ class Importer:
         span = (limit - start) if delta > 0 else (start - limit)
         n = simplify(smax(floordiv(smax(span, 0) + step - 1, step), 0))
         ins = [self._materialized(v) if symbolic_fold.is_symbolic(v) else v for v in inputs]
-        op = self.g.make_op("Range", ins, [TensorType(inputs[0].dtype, (n,))], name=node.name, out_names=[name])
+        op = self.g.make_op(
+            "Range", ins, [TensorType(inputs[0].dtype, (n,))], name=node.name, out_names=[name]
+        )
         self.g.append(op)
         return op.outputs[0]
 

@@ -29,6 +29,8 @@ class CompileReport:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # dims kept symbolic: name -> [lo, hi]; memory is planned at every dim's hi
+    dims: dict[str, list[int]] = field(default_factory=dict)
 
     def summary(self) -> str:
         ratio = self.arena_bytes / self.naive_bytes if self.naive_bytes else 0.0
@@ -41,6 +43,14 @@ class CompileReport:
             f"  dispatches      {self.dispatches:>10}",
             f"  in place        {self.in_place:>10}  (kernels writing over an input that dies there)",
             f"  unique shaders  {self.shaders:>10}",
+            *(
+                [
+                    f"  dims            {', '.join(f'{k}={lo}..{hi}' for k, (lo, hi) in self.dims.items())}"
+                    f"  (chosen per run; memory planned at {', '.join(f'{k}={hi}' for k, (_, hi) in self.dims.items())})"
+                ]
+                if self.dims
+                else []
+            ),  # fmt: skip
             f"  weight bytes    {self.weight_bytes:>14,}  ({_mib(self.weight_bytes)}; {self.weight_file_bytes:,} in weights.bin)",
             f"  arena bytes     {self.arena_bytes:>14,}  ({_mib(self.arena_bytes)}; {ratio:.1%} of naive, plan: {self.strategy})",
             f"  naive bytes     {self.naive_bytes:>14,}  (every intermediate in its own buffer)",

@@ -73,7 +73,9 @@ def verify(g: Graph, *, static: bool = False) -> None:
                     raise VerifyError(f"{where}: bad grid {d.grid}")
                 reads = g.shaders[d.shader].dims
                 if reads and reads != tuple(g.symbols):
-                    raise VerifyError(f"{where}: shader {d.shader!r} reads dims {list(reads)}, not the graph's {list(g.symbols)}")
+                    raise VerifyError(
+                        f"{where}: shader {d.shader!r} reads dims {list(reads)}, not the graph's {list(g.symbols)}"
+                    )
                 if any(not set(_symbols(n)) <= set(g.symbols) for n in d.grid):
                     raise VerifyError(f"{where}: grid {d.grid} names dims the graph does not declare")
                 if 0 in d.grid:

@@ -74,7 +74,9 @@ def test_range_of_a_symbolic_length(device, start, delta):
 def test_constant_of_shape_of_a_symbolic_shape(device):
     nodes = [
         helper.make_node("Shape", ["x"], ["s"]),
-        helper.make_node("ConstantOfShape", ["s"], ["ones"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [2.5])),
+        helper.make_node(
+            "ConstantOfShape", ["s"], ["ones"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [2.5])
+        ),
         helper.make_node("Mul", ["x", "ones"], ["y"]),
     ]
     m = with_dim_params(graph_model(nodes, {"x": rand(2, 3)}, ["y"]), {"x": ["batch", "seq"]})

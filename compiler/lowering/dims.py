@@ -42,7 +42,9 @@ def lower_range(ctx: LowerCtx, op: Op) -> None:
     y = op.outputs[0]
     ty = wgsl_type(y)
     if ty == "u32":
-        raise ctx.error(f"Range of {y.dtype.name} is not supported", hint="ONNX Range takes float and signed ints")
+        raise ctx.error(
+            f"Range of {y.dtype.name} is not supported", hint="ONNX Range takes float and signed ints"
+        )
     scalar = View(0, (0,))
     n = y.shape[0]
 

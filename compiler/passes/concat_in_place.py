@@ -53,6 +53,8 @@ class ConcatInPlace(Pass):
     def _offsets(self, xs, y) -> list[int] | None:
         if not xs or y.nbytes == 0:
             return None
+        if y.type.is_symbolic:
+            return None  # a part's offset would move with the run's dims; storage is planned once
         ref = xs[0].shape
         axis = next((d for d in range(len(ref)) if y.shape[d] != ref[d]), 0)
         if math.prod(y.shape[:axis]) != 1:

@@ -155,7 +155,12 @@ class FuseElementwise(Pass):
 
     @staticmethod
     def _candidate(op: Op, kinds: set[str]) -> bool:
-        return op.kind in kinds and op.domain == "" and len(op.outputs) == 1 and op.outputs[0].type.numel_bound > 0
+        return (
+            op.kind in kinds
+            and op.domain == ""
+            and len(op.outputs) == 1
+            and op.outputs[0].type.numel_bound > 0
+        )
 
     def _produced_by(self, v: Value, g: _Group) -> bool:
         return v.producer is not None and self._group.get(id(v.producer)) is g
