@@ -241,3 +241,19 @@ def test_float16_without_float16array(page, compiled, feeds, device):
     (want,) = onnx2wgsl.load(out, device=device).run(None, {"a": a, "b": b})
     got = np.frombuffer(decode(res["outputs"]["y0"]).tobytes(), np.uint16).reshape(want.shape)
     np.testing.assert_array_equal(got, want.view(np.uint16))
+
+
+def test_a_model_compiled_with_a_symbolic_dim_runs_any_size(page, compiled, feeds, device):
+    """Position ids from Range(0, seq), the length read as data and a broadcast add: one
+    --target js package over seq=0..128 gives what the Python runtime gives at every size."""
+    from test_symbolic_compile import _positions_model
+
+    url, out = compiled("positions_symbolic", _positions_model(), dims={"seq": (0, 128)})
+    page.open("/tests/harness.html")
+    for seq in (0, 1, 17, 128):
+        inputs = {"x": rand(2, seq, seed=seq)}
+        res = page.evaluate(
+            "s => runCase(s)", {"pkg": url, "feeds": feeds(f"positions_{seq}", inputs), "repeat": 1}
+        )
+        check_outputs(res, python_run(out, inputs, device))
+        assert res["violations"] == []
