@@ -522,6 +522,13 @@ class _ToRecords(Transformer):
     def none(self):
         return None
 
+    def dimvalue(self, tok):
+        # an attribute over dims kept symbolic (a lowering's size): ir/symbolic's text form
+        try:
+            return parse_expr(_unquote(tok), self.symbols)
+        except SymbolicError as e:
+            raise _Fail(str(e), tok) from None
+
     def list(self, *vals):
         return [_plain(v) for v in vals]
 

@@ -40,7 +40,7 @@ _INDENT = "  "
 # Words the grammar reads as keywords somewhere: never printed bare where a name is meant.
 RESERVED = frozenset(
     "stage weights graph const opset metadata names buffer shader dispatch grid write at workgroup fold "
-    "splat true false none inf nan hex dims _".split()
+    "splat true false none inf nan hex dims dim _".split()
 )
 _CANONICAL_NAN = 0x7FF8000000000000
 
@@ -265,6 +265,8 @@ class _Printer:
             return quote(v)
         if v is None:
             return "none"
+        if isinstance(v, Expr):
+            return f"dim({quote(str(v))})"
         if isinstance(v, np.ndarray):
             dt = DType.string if v.dtype == np.dtype(object) else DType.from_numpy(v.dtype)
             return f"{type_text(TensorType(dt, v.shape))} {self.data(v, dt)}"

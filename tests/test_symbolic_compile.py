@@ -82,3 +82,74 @@ def test_constant_of_shape_of_a_symbolic_shape(device):
     m = with_dim_params(graph_model(nodes, {"x": rand(2, 3)}, ["y"]), {"x": ["batch", "seq"]})
     feeds = [{"x": rand(b, s, seed=s)} for b, s in [(1, 1), (2, 17), (4, 128)]]
     check_symbolic(m, {"batch": (1, 4), **SEQ}, feeds, device)
+
+
+@pytest.mark.parametrize("causal", [0, 1])
+def test_attention_over_symbolic_batch_and_sequence(device, causal):
+    """ONNX Attention (opset 23): the key walk's length and every row offset come from the
+    dims uniform."""
+    nodes = [helper.make_node("Attention", ["q", "k", "v"], ["y"], is_causal=causal)]
+    m = graph_model(
+        nodes, {"q": rand(1, 2, 3, 8), "k": rand(1, 2, 3, 8), "v": rand(1, 2, 3, 8)}, ["y"], opset=23
+    )
+    m = with_dim_params(m, {n: ["batch", 2, "seq", 8] for n in "qkvy"})
+    feeds = [
+        {n: rand(b, 2, s, 8, seed=s + i) for i, n in enumerate("qkv")} for b, s in [(1, 1), (2, 17), (4, 128)]
+    ]
+    check_symbolic(m, {"batch": (1, 4), **SEQ}, feeds, device)
+
+
+def test_multi_head_attention_over_a_symbolic_sequence(device):
+    nodes = [
+        helper.make_node("MultiHeadAttention", ["q", "k", "v"], ["y"], num_heads=2, domain="com.microsoft")
+    ]
+    m = graph_model(
+        nodes,
+        {"q": rand(1, 3, 16), "k": rand(1, 3, 16), "v": rand(1, 3, 16)},
+        ["y"],
+        opsets={"com.microsoft": 1},
+    )
+    m.graph.output[0].type.tensor_type.elem_type = TensorProto.FLOAT  # onnx has no inference for it
+    m = with_dim_params(m, {n: [2, "seq", 16] for n in "qkvy"})
+    feeds = [{n: rand(2, s, 16, seed=s + i) for i, n in enumerate("qkv")} for s in (1, 17, 128)]
+    check_symbolic(m, SEQ, feeds, device)
+
+
+def test_attention_keys_split_into_chunks_over_a_symbolic_length(device):
+    """Up to 3,000 keys: more than one invocation may walk, so the keys split into chunks; how
+    many chunks a row has follows the run's key count."""
+    nodes = [helper.make_node("Attention", ["q", "k", "v"], ["y"])]
+    m = graph_model(
+        nodes, {"q": rand(1, 2, 1, 8), "k": rand(1, 2, 3, 8), "v": rand(1, 2, 3, 8)}, ["y"], opset=23
+    )
+    m = with_dim_params(
+        m, {"q": [1, 2, "q", 8], "k": [1, 2, "kv", 8], "v": [1, 2, "kv", 8], "y": [1, 2, "q", 8]}
+    )
+    feeds = [
+        {"q": rand(1, 2, q, 8, seed=q), "k": rand(1, 2, kv, 8, seed=kv), "v": rand(1, 2, kv, 8, seed=kv + 1)}
+        for q, kv in [(1, 1), (2, 513), (4, 3000)]
+    ]
+    res = check_symbolic(m, {"q": (1, 4), "kv": (1, 3000)}, feeds, device)
+    assert res.report.dispatches == 2  # the chunk pass and the combine pass
+
+
+def test_rotary_embedding_over_a_symbolic_sequence(device):
+    rng = np.random.default_rng(3)
+    cos = rng.uniform(-1, 1, (200, 4)).astype(np.float32)
+    sin = rng.uniform(-1, 1, (200, 4)).astype(np.float32)
+    nodes = [
+        helper.make_node(
+            "RotaryEmbedding", ["x", "pos", "cos", "sin"], ["y"], num_heads=2, domain="com.microsoft"
+        )
+    ]
+    m = graph_model(
+        nodes, {"x": rand(2, 3, 16), "pos": np.zeros((2, 3), np.int64)}, ["y"], {"cos": cos, "sin": sin},
+        opsets={"com.microsoft": 1},
+    )  # fmt: skip
+    m.graph.output[0].type.tensor_type.elem_type = TensorProto.FLOAT
+    m = with_dim_params(m, {"x": ["batch", "seq", 16], "pos": ["batch", "seq"], "y": ["batch", "seq", 16]})
+    feeds = [
+        {"x": rand(b, s, 16, seed=s), "pos": rng.integers(0, 200, (b, s)).astype(np.int64)}
+        for b, s in [(1, 1), (2, 17), (4, 128)]
+    ]
+    check_symbolic(m, {"batch": (1, 4), **SEQ}, feeds, device)

@@ -8,6 +8,7 @@ import numpy as np
 
 from onnx2wgsl.errors import UnsupportedError
 from onnx2wgsl.ir import TensorType, Value
+from onnx2wgsl.ir.types import dim_bound
 
 from . import _axis, _ints, emit, rule
 
@@ -389,7 +390,7 @@ def _attention(g, info):
         if w < -1:
             raise info.error(f"{side}={w} is out of spec; it is -1 (unbounded) or a count >= 0")
         # a window wider than any query-key distance bounds nothing (and stays a valid WGSL i32)
-        windows[side] = -1 if w >= L + Sq else w
+        windows[side] = -1 if w >= dim_bound(L + Sq) else w
     attrs = {
         "batch": B, "q_heads": Hq, "kv_heads": Hkv, "q_len": Sq, "kv_len": L, "head_size": D,
         "v_head_size": Dv, "q_3d": int(rank == 3), "kv_3d": int(not kv_4d),

@@ -21,9 +21,23 @@ import math
 
 from onnx2wgsl.ir import Dispatch, DType, Op, TensorType, Value
 from onnx2wgsl.ir.kernel import ref
+from onnx2wgsl.ir.types import dim_bound
 
 from ..elementwise_ops import NEG_INF, f32, helper_code
-from . import WORKGROUP, LowerCtx, binding, decl, loop_room, loops_fit, lowers, wgsl_type
+from . import (
+    WORKGROUP,
+    LowerCtx,
+    binding,
+    ceil_div,
+    decl,
+    i32,
+    is_symbolic,
+    loop_room,
+    loops_fit,
+    lowers,
+    u32,
+    wgsl_type,
+)
 from .indexing import broadcast
 
 MAX_CHUNK = 512  # keys per invocation when a row's keys are split
@@ -42,26 +56,26 @@ def lower_attention(ctx: LowerCtx, op: Op) -> None:
 
     # element offsets of row starts: q/y by (b, h, i), k/v by (b, kv head, key j)
     if a["q_3d"]:
-        q_base = f"(b * {Sq}u + i) * {Hq * D}u + h * {D}u"
-        y_base = f"(b * {Sq}u + i) * {Hq * Dv}u + h * {Dv}u"
+        q_base = f"(b * {u32(Sq)} + i) * {Hq * D}u + h * {D}u"
+        y_base = f"(b * {u32(Sq)} + i) * {Hq * Dv}u + h * {Dv}u"
     else:
         q_base = f"row * {D}u"
         y_base = f"row * {Dv}u"
     Skv = L - a["past_len"]
     if a["kv_3d"]:
-        k_base = f"(b * {Skv}u + j) * {Hkv * D}u + hk * {D}u"
-        v_base = f"(b * {Skv}u + j) * {Hkv * Dv}u + hk * {Dv}u"
+        k_base = f"(b * {u32(Skv)} + j) * {Hkv * D}u + hk * {D}u"
+        v_base = f"(b * {u32(Skv)} + j) * {Hkv * Dv}u + hk * {Dv}u"
     else:
-        k_base = f"((b * {Hkv}u + hk) * {L}u + j) * {D}u"
-        v_base = f"((b * {Hkv}u + hk) * {L}u + j) * {Dv}u"
+        k_base = f"((b * {Hkv}u + hk) * {u32(L)} + j) * {D}u"
+        v_base = f"((b * {Hkv}u + hk) * {u32(L)} + j) * {Dv}u"
 
     # which keys a row may attend, and the additive bias of a float mask
     allow: list[str] = []
     if nonpad is not None:
-        offset = f"i32({ref('NP')}[b]) - {Sq}"
+        offset = f"i32({ref('NP')}[b]) - {Sq if isinstance(Sq, int) else i32(Sq)}"
         allow.append(f"j < u32(max({ref('NP')}[b], 0))")
     else:
-        offset = str(a["past_len"])
+        offset = str(a["past_len"]) if isinstance(a["past_len"], int) else i32(a["past_len"])
     if a["is_causal"]:
         allow.append("i32(j) <= i32(i) + off")
     if a["left_window_size"] >= 0:
@@ -73,9 +87,9 @@ def lower_attention(ctx: LowerCtx, op: Op) -> None:
         # right-aligned broadcast of the mask over (B, Hq, Sq, its own last dim)
         full = (B, Hq, Sq, mask.shape[-1])
         strides = broadcast(mask.shape, full).strides
-        terms = [f"{c} * {s}u" for c, s in zip(("b", "h", "i", "j"), strides) if s]
+        terms = [f"{c} * {u32(s)}" for c, s in zip(("b", "h", "i", "j"), strides) if s != 0]
         index = " + ".join(terms) or "0u"
-        allow.append(f"j < {mask.shape[-1]}u")
+        allow.append(f"j < {u32(mask.shape[-1])}")
         if wgsl_type(mask) == "f32":
             bias = f"{ref('M')}[{index}]"
         else:  # a bool mask: True attends
@@ -88,22 +102,33 @@ def lower_attention(ctx: LowerCtx, op: Op) -> None:
         reads.append(("M", mask))
     if nonpad is not None:
         reads.append(("NP", nonpad))
+    if not all(isinstance(n, int) for n in (Hq, Hkv, D, Dv)):
+        raise ctx.error("Attention over a symbolic head count or head size is not supported",
+                        hint="bind the dims with --dim NAME=N")  # fmt: skip
+    sizes = dict(Sq=u32(Sq), SqHq=u32(Sq * Hq), L=u32(L), rows=u32(rows))
     params = dict(
-        wg=WORKGROUP, rows=rows, Sq=Sq, Hq=Hq, L=L, D=D, Dv=Dv, group=Hq // Hkv, q_base=q_base, y_base=y_base,
+        wg=WORKGROUP, rows=rows, Sq=Sq, Hq=Hq, L=L, D=D, Dv=Dv, u=sizes, group=Hq // Hkv, q_base=q_base, y_base=y_base,
         k_base=k_base, v_base=v_base, offset=offset, allow=" && ".join(allow) or "true", bias=bias,
         scale=f32(a["scale"]), softcap=f32(softcap) if softcap > 0 else "", mode=mode, neg_inf=NEG_INF,
         helpers=helper_code("tanh") if softcap > 0 else [],
     )  # fmt: skip
     per_key, fixed = 1 + D + 2 * Dv, D + 2 * Dv  # a key's score, V sum and worst-case rescale
     chunk = min(MAX_CHUNK, (loop_room() - fixed) // per_key)
-    chunks = math.ceil(L / max(chunk, 1))
+    Lb = dim_bound(L)  # loops are planned for the most keys a run may have
+    chunks = math.ceil(Lb / max(chunk, 1))
     # one invocation per row when it fits the budget, or when no split does (huge heads, or
     # more chunks than the second pass may fold): that still loops past it on lavapipe
-    fits = loops_fit(fixed + L * per_key + (L * (1 + D) if mode == 3 else 0))
+    fits = loops_fit(fixed + Lb * per_key + (Lb * (1 + D) if mode == 3 else 0))
     if fits or chunk < 1 or not loops_fit(2 * chunks):
         writes = [("Y", y)] + ([("QK", qk)] if qk is not None else [])
         _dispatch(ctx, "rows", rows, reads, writes, params)
         return
+    if is_symbolic(L):
+        # a run with fewer keys walks fewer chunks: the grid and the fold cover ceil(L / chunk)
+        chunks = ceil_div(L, chunk)
+    sizes.update(
+        chunks=u32(chunks), rows_chunks=u32(rows * chunks), rows_Dv=u32(rows * Dv), rows_L=u32(rows * L)
+    )
     params.update(chunk=chunk, chunks=chunks)
     part = ctx.temp(TensorType(DType.f32, (rows, chunks, Dv + 2)), f"{y.name}.partials")
     early = [("QK", qk)] if 0 <= mode <= 2 else []
@@ -117,7 +142,7 @@ def lower_attention(ctx: LowerCtx, op: Op) -> None:
 def _dispatch(ctx, stage: str, units: int, reads, writes, params: dict) -> None:
     """One kernel of one invocation per unit running ``stage`` of attention.wgsl.j2."""
     decls = [decl(n, v) for n, v in reads] + [decl(n, v, write=True) for n, v in writes]
-    grid, nx = ctx.grid(math.ceil(units / WORKGROUP))
+    grid, nx = ctx.grid(ceil_div(units, WORKGROUP))
     shader = ctx.shader("attention.wgsl.j2", decls=decls, stage=stage, nx=nx, **params)
     bindings = [binding(v) for _, v in reads] + [binding(v, write=True) for _, v in writes]
     ctx.kernel([v for _, v in reads], [v for _, v in writes], [Dispatch(shader, grid, bindings)])
@@ -130,15 +155,26 @@ def lower_rotary(ctx: LowerCtx, op: Op) -> None:
     x, cos, sin, pos = (op.input(i) for i in range(4))
     y = op.outputs[0]
     a = op.attrs
-    total = math.prod(y.shape)
+    total = math.prod(y.shape, start=1)
     R, half = a["rotary_dim"], a["rotary_dim"] // 2
     if x.type.rank == 4:
         _, N, S, Dh = x.shape
-        coords = [f"let d = i % {Dh}u;", f"let s = (i / {Dh}u) % {S}u;", f"let b = i / {N * S * Dh}u;"]
+        coords = [
+            f"let d = i % {Dh}u;",
+            f"let s = (i / {Dh}u) % {u32(S)};",
+            f"let b = i / {u32(N * S * Dh)};",
+        ]
     else:
         _, S, hidden = x.shape
         Dh = hidden // a["num_heads"]
-        coords = [f"let d = i % {Dh}u;", f"let s = (i / {hidden}u) % {S}u;", f"let b = i / {S * hidden}u;"]
+        coords = [
+            f"let d = i % {Dh}u;",
+            f"let s = (i / {hidden}u) % {u32(S)};",
+            f"let b = i / {u32(S * hidden)};",
+        ]
+    if is_symbolic(Dh, x.shape[-1], x.shape[1] if x.type.rank == 4 else 1):
+        raise ctx.error("RotaryEmbedding over a symbolic head count or size is not supported",
+                        hint="bind the dims with --dim NAME=N")  # fmt: skip
     if a["interleaved"]:
         pair = [
             "let k = d / 2u;",
@@ -151,12 +187,12 @@ def lower_rotary(ctx: LowerCtx, op: Op) -> None:
             f"let k = select(d - {half}u, d, first);",
             f"let partner = select(i - {half}u, i + {half}u, first);",
         ]
-    row = f"u32({ref('P')}[b * {S}u + s])" if pos is not None else f"(b * {S}u + s)"
+    row = f"u32({ref('P')}[b * {u32(S)} + s])" if pos is not None else f"(b * {u32(S)} + s)"
     reads = [("X", x), ("C", cos), ("Sn", sin)] + ([("P", pos)] if pos is not None else [])
     decls = [decl(n, v) for n, v in reads] + [decl("Y", y, write=True)]
-    grid, nx = ctx.grid(math.ceil(total / WORKGROUP))
+    grid, nx = ctx.grid(ceil_div(total, WORKGROUP))
     shader = ctx.shader(
-        "rotary.wgsl.j2", decls=decls, wg=WORKGROUP, nx=nx, total=total, R=R, coords=coords, pair=pair,
+        "rotary.wgsl.j2", decls=decls, wg=WORKGROUP, nx=nx, total=u32(total), R=R, coords=coords, pair=pair,
         cache_index=f"{row} * {half}u + k",
     )  # fmt: skip
     bindings = [binding(v) for _, v in reads] + [binding(y, write=True)]
