@@ -131,23 +131,104 @@ def random_input(dtype: str, shape: list[int], rng: np.random.Generator) -> np.n
     return rng.random(shape, dtype=np.float32).astype(dt)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    import onnx2wgsl
-
-    t0 = time.perf_counter()
-    sess = onnx2wgsl.load(args.artifact)
-    t_load = time.perf_counter() - t0
+def _feeds(sess, args: argparse.Namespace) -> dict[str, np.ndarray]:
+    """The inputs of a run: --input files, else random, at --dim values of the symbols (each
+    at its bound when not given)."""
     given = {k: _load_array(v) for k, v in _pairs(args.input, "--input").items()}
+    values = {k: int(v) for k, v in _pairs(getattr(args, "dim", None), "--dim").items()}
+    unknown = set(values) - set(sess.symbols)
+    if unknown:
+        raise UsageError(f"--dim names {sorted(unknown)}, not the artifact's symbols {list(sess.symbols)}")
+    env = {k: values.get(k, hi) for k, (_, hi) in sess.symbols.items()}
     rng = np.random.default_rng(args.seed)
     feeds = {}
     for io in sess.get_inputs() + sess.get_overridable_initializers():
         if io.name in given:
             feeds[io.name] = given.pop(io.name)
         elif not io.optional:  # an optional input not given keeps its default
-            feeds[io.name] = random_input(io.dtype, io.shape, rng)
+            shape = [
+                d if isinstance(d, int) else _symbolic_dim(sess, io, i, env) for i, d in enumerate(io.shape)
+            ]
+            feeds[io.name] = random_input(io.dtype, shape, rng)
     if given:
         names = [io.name for io in sess.get_inputs() + sess.get_overridable_initializers()]
         raise UsageError(f"--input names {sorted(given)} are not model inputs; the inputs are {names}")
+    return feeds
+
+
+def _symbolic_dim(sess, io, i: int, env: dict[str, int]) -> int:
+    from onnx2wgsl.runtime.manifest import evaluate
+
+    spec = next(x for x in sess.manifest["inputs"] if x["name"] == io.name)
+    return evaluate(spec["shape"][i], env)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Load an artifact, run it --warmup times, then time --iters runs (wall clock); with
+    --profile, each dispatch's GPU time (timestamp queries), heaviest kernels first."""
+    import onnx2wgsl
+
+    t0 = time.perf_counter()
+    sess = onnx2wgsl.load(args.artifact, profile=args.profile)
+    t_load = time.perf_counter() - t0
+    feeds = _feeds(sess, args)
+    t0 = time.perf_counter()
+    sess.run(None, feeds)
+    t_first = time.perf_counter() - t0
+    for _ in range(max(0, args.warmup - 1)):
+        sess.run(None, feeds)
+    walls, gpu = [], []
+    for _ in range(max(1, args.iters)):
+        t0 = time.perf_counter()
+        if args.profile:
+            gpu.append(sess.run_profiled(None, feeds)[1])
+        else:
+            sess.run(None, feeds)
+        walls.append(time.perf_counter() - t0)
+    at = ", ".join(f"{k}={v.shape}" for k, v in feeds.items())
+    print(f"{args.artifact} on {_device_name(sess)}  ({at})")
+    print(f"  load            {t_load * 1000:10.1f} ms  (weights, shaders, pipelines, bind groups)")
+    print(f"  first run       {t_first * 1000:10.1f} ms")
+    w = np.array(walls) * 1000
+    print(f"  warm runs ({len(w)})  median {np.median(w):.2f} ms, min {w.min():.2f}, max {w.max():.2f}"
+          + ("  (each dispatch in its own timed pass)" if args.profile else ""))  # fmt: skip
+    if args.profile:
+        print(profile_table(sess.manifest, gpu, float(np.median(w)) / 1000, args.top))
+    return 0
+
+
+def profile_table(m: dict, runs: list[list[tuple[int, float]]], wall: float, top: int | None = None) -> str:
+    """Per-kernel GPU times (median over runs), heaviest first: share of the total, the bytes
+    its bindings span, GB/s over them, and the ONNX node it runs."""
+    per: dict[int, list[float]] = {}
+    for run in runs:
+        for k, t in run:
+            per.setdefault(k, []).append(t)
+    rows = sorted(((float(np.median(ts)), k) for k, ts in per.items()), reverse=True)
+    total = sum(t for t, _ in rows)
+    lines = [f"  {'#':>4} {'GPU ms':>9} {'share':>6} {'MB bound':>9} {'GB/s':>7}  {'shader':24s} node"]
+    for t, k in rows[:top] if top else rows:
+        d = m["dispatches"][k]
+        nbytes = sum(b["size"] for b in d["bindings"])
+        rate = nbytes / t / 1e9 if t > 0 else 0.0
+        lines.append(
+            f"  {k:4d} {t * 1000:9.3f} {t / total if total else 0:6.1%} {nbytes / 1e6:9.2f} {rate:7.2f}  "
+            f"{m['shaders'][d['shader']]['name']:24s} {d.get('label', '')}"
+        )
+    lines.append(
+        f"  GPU total {total * 1000:.2f} ms over {len(rows)} dispatches = {total / wall if wall else 0:.0%} "
+        "of the median run's wall time"
+    )
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import onnx2wgsl
+
+    t0 = time.perf_counter()
+    sess = onnx2wgsl.load(args.artifact)
+    t_load = time.perf_counter() - t0
+    feeds = _feeds(sess, args)
     times = []
     outputs = None
     for _ in range(max(1, args.repeat)):
@@ -434,6 +515,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--output-dir", metavar="DIR", help="save outputs as DIR/output_<i>.npy")
     r.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     r.set_defaults(fn=cmd_run)
+
+    b = sub.add_parser(
+        "bench", help="time a compiled artifact's runs; --profile times each kernel on the GPU"
+    )
+    b.add_argument("artifact", help="artifact directory made by `onnx2wgsl compile`")
+    b.add_argument("--warmup", type=int, default=3, metavar="N", help="untimed runs first (default 3)")
+    b.add_argument("--iters", type=int, default=10, metavar="N", help="timed runs (default 10)")
+    b.add_argument("--profile", action="store_true", help="GPU time of every dispatch (timestamp-query)")
+    b.add_argument("--top", type=int, metavar="N", help="with --profile, show the N heaviest dispatches")
+    b.add_argument("--dim", action="append", metavar="NAME=N", help="a symbol's value (default: its bound)")
+    b.add_argument("--input", action="append", metavar="NAME=FILE", help="input from a .npy or .pb file")
+    b.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    b.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    b.set_defaults(fn=cmd_bench)
 
     i = sub.add_parser(
         "inspect",

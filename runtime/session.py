@@ -128,7 +128,12 @@ class InferenceSession:
     """A compiled model on a WebGPU device; ``run`` has onnxruntime's call shape."""
 
     def __init__(
-        self, directory: str | os.PathLike, *, device: Any = None, power_preference: str = "high-performance"
+        self,
+        directory: str | os.PathLike,
+        *,
+        device: Any = None,
+        power_preference: str = "high-performance",
+        profile: bool = False,
     ):
         import wgpu
 
@@ -140,10 +145,13 @@ class InferenceSession:
         self.symbols = {s["name"]: (s["min"], s["max"]) for s in m.get("symbols", [])}
         self._plans: dict[tuple[int, ...], tuple[list, dict]] = {}  # symbol values -> (steps, shapes)
         self._dims_written: tuple[int, ...] | None = None
+        # ``profile``: the device takes GPU timestamps around each dispatch (``run_profiled``)
+        features = list(m["target"]["features"]) + (["timestamp-query"] if profile else [])
         if device is None:
-            device = request_device(m["target"]["limits"], m["target"]["features"], power_preference)
+            device = request_device(m["target"]["limits"], features, power_preference)
         else:
-            _check_device(device, m["target"]["limits"], m["target"]["features"])
+            _check_device(device, m["target"]["limits"], features)
+        self._profiling: tuple | None = None  # query sets and buffers, made on first use
         self.device = device
         dev = self.device
         usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_DST | wgpu.BufferUsage.COPY_SRC
@@ -207,8 +215,13 @@ class InferenceSession:
 
     def release(self) -> None:
         """Free the session's GPU buffers now (a device passed in by the caller stays alive)."""
-        for buf in list(self.buffers.values()) + [self._readback]:
+        for buf in (
+            list(self.buffers.values())
+            + [self._readback]
+            + list(self._profiling[1:] if self._profiling else [])
+        ):
             buf.destroy()
+        self._profiling = None
         self.buffers = {}
         self.steps = []
         self.pipelines = []
@@ -271,6 +284,25 @@ class InferenceSession:
         self, output_names: list[str] | None, input_feed: Mapping[str, Any], run_options: Any = None
     ) -> list[np.ndarray]:
         """Write the inputs, run every dispatch in one command encoder, read the outputs."""
+        return self._run(output_names, input_feed)[0]
+
+    def run_profiled(
+        self, output_names: list[str] | None, input_feed: Mapping[str, Any]
+    ) -> tuple[list[np.ndarray], list[tuple[int, float]]]:
+        """``run`` with a GPU timestamp before and after every dispatch (each in a compute pass
+        of its own): the outputs, and for each dispatch that ran (zero grids are skipped) its
+        index in the manifest's ``dispatches`` and its GPU time in seconds. The session must be
+        made with ``profile=True`` (the device needs the timestamp-query feature)."""
+        if "timestamp-query" not in self.device.features:
+            raise DeviceError(
+                "profiling needs a device with the timestamp-query feature: load the artifact with "
+                "profile=True (onnx2wgsl.load(path, profile=True))"
+            )
+        return self._run(output_names, input_feed, timed=True)
+
+    def _run(
+        self, output_names: list[str] | None, input_feed: Mapping[str, Any], timed: bool = False
+    ) -> tuple[list[np.ndarray], list[tuple[int, float]]]:
         if self._released:
             raise InputError("this session was released; load the artifact again to run it")
         if not isinstance(input_feed, Mapping):
@@ -293,12 +325,15 @@ class InferenceSession:
             if data.nbytes:
                 q.write_buffer(self.buffers[io["buffer"]], io["offset"], data)
         enc = self.device.create_command_encoder()
-        cpass = enc.begin_compute_pass()
-        for pipeline, group, grid in steps:
-            cpass.set_pipeline(pipeline)
-            cpass.set_bind_group(0, group)
-            cpass.dispatch_workgroups(*grid)
-        cpass.end()
+        if timed:
+            stamps = self._timed_passes(enc, steps)
+        else:
+            cpass = enc.begin_compute_pass()
+            for pipeline, group, grid, _ in steps:
+                cpass.set_pipeline(pipeline)
+                cpass.set_bind_group(0, group)
+                cpass.dispatch_workgroups(*grid)
+            cpass.end()
         for o in wanted:
             if nbytes := 4 * math.prod(shapes[o["name"]]):
                 enc.copy_buffer_to_buffer(
@@ -320,7 +355,69 @@ class InferenceSession:
             shape = shapes[o["name"]]
             data = np.frombuffer(raw, dtype=_STORAGE[o["storage"]], count=math.prod(shape), offset=at)
             out.append(_from_storage(data, o, shape))
-        return out
+        if not timed:
+            return out, []
+        ticks = np.frombuffer(self._read_stamps(stamps), dtype=np.uint64)
+        times = [
+            (k, max(0, int(ticks[2 * j + 1]) - int(ticks[2 * j])) * 1e-9) for j, (*_, k) in enumerate(steps)
+        ]
+        return out, times
+
+    _QUERIES = 4096  # the most queries a WebGPU query set may hold
+
+    def _timed_passes(self, enc, steps: list):
+        """Encode each dispatch in a compute pass of its own, timestamped at its start and end,
+        and the resolve of every timestamp into a buffer (returned, to read after submit)."""
+        import wgpu
+
+        n = 2 * max(len(self.steps), 1)
+        if self._profiling is None:
+            sets = [
+                self.device.create_query_set(type=wgpu.QueryType.timestamp, count=min(self._QUERIES, n - i))
+                for i in range(0, n, self._QUERIES)
+            ]
+            resolved = self.device.create_buffer(
+                size=8 * n,
+                usage=wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC,
+                label="timestamps",
+            )
+            readable = self.device.create_buffer(
+                size=8 * n,
+                usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST,
+                label="timestamps read",
+            )
+            self._profiling = (sets, resolved, readable)
+        sets, resolved, readable = self._profiling
+        for j, (pipeline, group, grid, _) in enumerate(steps):
+            q = 2 * j
+            cpass = enc.begin_compute_pass(
+                timestamp_writes={
+                    "query_set": sets[q // self._QUERIES],
+                    "beginning_of_pass_write_index": q % self._QUERIES,
+                    "end_of_pass_write_index": q % self._QUERIES + 1,
+                }
+            )
+            cpass.set_pipeline(pipeline)
+            cpass.set_bind_group(0, group)
+            cpass.dispatch_workgroups(*grid)
+            cpass.end()
+        used = 2 * len(steps)
+        for i, qs in enumerate(sets):
+            first = i * self._QUERIES
+            count = min(self._QUERIES, used - first)
+            if count > 0:
+                enc.resolve_query_set(qs, 0, count, resolved, 8 * first)
+        if used:
+            enc.copy_buffer_to_buffer(resolved, 0, readable, 0, 8 * used)
+        return readable
+
+    @staticmethod
+    def _read_stamps(readable) -> bytes:
+        readable.map_sync(1)  # wgpu.MapMode.READ
+        try:
+            return readable.read_mapped(copy=True)
+        finally:
+            readable.unmap()
 
     def _bind(self, staged: list[tuple[dict, np.ndarray]]) -> tuple[int, ...]:
         """The symbols' values, in manifest order, from the fed inputs' shapes: a dim that is a
@@ -363,7 +460,7 @@ class InferenceSession:
             if not all(0 <= x <= per_dim for x in g):
                 raise InputError(f"dispatch {k} grid {list(g)} at {at} is beyond the artifact's bounds")
             if all(g):
-                steps.append((pipeline, group, g))
+                steps.append((pipeline, group, g, k))
         shapes = {}
         # a slot holds its tensor at the bound; a shape not monotone in the symbols may not fit
         for o in self.manifest["inputs"] + self._outputs:

@@ -90,7 +90,7 @@ def test_any_size_up_to_the_bound_in_one_session(session, monkeypatch):
     ]
     # evaluated once per distinct values; seq = 0 leaves no dispatch to run
     assert len(session._plans) == 6
-    assert [g for *_, g in session._plans[(128, 5)][0]] == [(8, 1, 1), (2, 1, 1)]
+    assert [g for _, _, g, _ in session._plans[(128, 5)][0]] == [(8, 1, 1), (2, 1, 1)]
     assert session._plans[(0, 4)][0] == []
 
 

@@ -1,0 +1,57 @@
+"""`onnx2wgsl bench` and per-dispatch GPU profiles (timestamp queries)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import cli, rand, two_layer_model
+
+import onnx2wgsl
+from onnx2wgsl.compiler import compile_model
+from onnx2wgsl.errors import DeviceError
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "a"
+    compile_model(two_layer_model(), out, opt_level=0)
+    return out
+
+
+def test_run_profiled_times_every_dispatch_and_gives_the_same_outputs(artifact):
+    with onnx2wgsl.load(artifact, profile=True) as s:
+        x = rand(2, 8)
+        want = s.run(None, {"x": x})
+        got, times = s.run_profiled(None, {"x": x})
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+        assert [k for k, _ in times] == list(range(len(s.manifest["dispatches"])))
+        assert all(0 <= t < 1 for _, t in times) and sum(t for _, t in times) > 0
+
+
+def test_profiling_needs_a_session_made_for_it(artifact, device):
+    with onnx2wgsl.load(artifact, device=device) as s:
+        with pytest.raises(DeviceError, match="timestamp-query.*profile=True"):
+            s.run_profiled(None, {"x": rand(2, 8)})
+
+
+def test_bench_command_prints_times_and_the_kernel_table(artifact):
+    res = cli("bench", str(artifact), "--warmup", "1", "--iters", "2", "--profile")
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert "first run" in out and "warm runs (2)  median" in out
+    assert "GPU ms" in out and "GPU total" in out and "of the median run's wall time" in out
+    assert (
+        len([line for line in out.splitlines() if "Gemm" in line or "MatMul" in line or "Relu" in line]) >= 1
+    )
+
+
+def test_bench_takes_symbol_values(tmp_path):
+    from test_symbolic_compile import _positions_model
+
+    compile_model(_positions_model(), tmp_path / "p", dims={"seq": (1, 128)})
+    res = cli("bench", str(tmp_path / "p"), "--iters", "1", "--dim", "seq=17")
+    assert res.returncode == 0, res.stderr
+    assert "x=(2, 17)" in res.stdout
+    res = cli("bench", str(tmp_path / "p"), "--dim", "len=3")
+    assert res.returncode != 0 and "--dim names ['len'], not the artifact's symbols ['seq']" in res.stderr
