@@ -173,6 +173,7 @@ def build_artifact(g: Graph, target: Target, source_sha256: str | None = None) -
                     "grid": [_dim_json(n) for n in d.grid],
                     "bindings": slots,
                     "label": f"{op.attrs.get('op', op.kind)} {op.name}".strip(),
+                    "flops": _dim_json(d.flops),  # for profiles (`onnx2wgsl bench --profile`)
                 }
             )
     # WGSL text is rendered here, once, from the kernels (ir/kernel.py)

@@ -193,31 +193,49 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"  warm runs ({len(w)})  median {np.median(w):.2f} ms, min {w.min():.2f}, max {w.max():.2f}"
           + ("  (each dispatch in its own timed pass)" if args.profile else ""))  # fmt: skip
     if args.profile:
-        print(profile_table(sess.manifest, gpu, float(np.median(w)) / 1000, args.top))
+        env = dict(
+            zip(
+                sess.symbols,
+                sess._bind(
+                    [(io, feeds[io["name"]]) for io in sess.manifest["inputs"] if io["name"] in feeds]
+                ),
+            )
+        )
+        print(profile_table(sess.manifest, gpu, float(np.median(w)) / 1000, args.top, env))
     return 0
 
 
-def profile_table(m: dict, runs: list[list[tuple[int, float]]], wall: float, top: int | None = None) -> str:
-    """Per-kernel GPU times (median over runs), heaviest first: share of the total, the bytes
-    its bindings span, GB/s over them, and the ONNX node it runs."""
+def profile_table(
+    m: dict, runs: list[list[tuple[int, float]]], wall: float, top: int | None = None, env: dict | None = None
+) -> str:
+    """Per-kernel GPU times (median over runs), heaviest first: share of the total, the
+    operations it does (the compiler's estimate) and GFLOP/s, the bytes its bindings span (at
+    the bounds) and GB/s over them, and the ONNX node it runs."""
+    from onnx2wgsl.runtime.manifest import evaluate
+
     per: dict[int, list[float]] = {}
     for run in runs:
         for k, t in run:
             per.setdefault(k, []).append(t)
     rows = sorted(((float(np.median(ts)), k) for k, ts in per.items()), reverse=True)
     total = sum(t for t, _ in rows)
-    lines = [f"  {'#':>4} {'GPU ms':>9} {'share':>6} {'MB bound':>9} {'GB/s':>7}  {'shader':24s} node"]
+    lines = [
+        f"  {'#':>4} {'GPU ms':>9} {'share':>6} {'MFLOP':>9} {'GFLOP/s':>8} {'MB':>8} {'GB/s':>7}  {'shader':24s} node"
+    ]
+    work = 0
     for t, k in rows[:top] if top else rows:
         d = m["dispatches"][k]
+        f = evaluate(d.get("flops", 0), env or {})
+        work += f
         nbytes = sum(b["size"] for b in d["bindings"])
-        rate = nbytes / t / 1e9 if t > 0 else 0.0
         lines.append(
-            f"  {k:4d} {t * 1000:9.3f} {t / total if total else 0:6.1%} {nbytes / 1e6:9.2f} {rate:7.2f}  "
-            f"{m['shaders'][d['shader']]['name']:24s} {d.get('label', '')}"
+            f"  {k:4d} {t * 1000:9.3f} {t / total if total else 0:6.1%} {f / 1e6:9.2f} {f / t / 1e9 if t else 0:8.2f} "
+            f"{nbytes / 1e6:8.2f} {nbytes / t / 1e9 if t else 0:7.2f}  {m['shaders'][d['shader']]['name']:24s} "
+            f"{d.get('label', '')}"
         )
     lines.append(
         f"  GPU total {total * 1000:.2f} ms over {len(rows)} dispatches = {total / wall if wall else 0:.0%} "
-        "of the median run's wall time"
+        f"of the median run's wall time; {work / total / 1e9 if total else 0:.2f} GFLOP/s over the kernels shown"
     )
     return "\n".join(lines)
 

@@ -131,6 +131,7 @@ def _canon(g: Graph, outer: dict[int, str] | None) -> dict:
                         "grid": [str(n) for n in d.grid],
                         "bindings": [(ref(b.value), b.offset, b.size, bool(b.write)) for b in d.bindings],
                         "inplace": [list(p) for p in d.inplace],
+                        "flops": str(d.flops),
                     }
                     for d in op.dispatches
                 ],

@@ -56,6 +56,8 @@ class Dispatch:
     grid: tuple[int, int, int]
     bindings: list[Binding]
     inplace: tuple[tuple[int, int], ...] = ()
+    # operations of the op it runs, for profiles (compiler/cost.py; not part of the IR text)
+    flops: object = field(default=0, compare=False)
 
 
 class Value:

@@ -378,8 +378,11 @@ class _ToRecords(Transformer):
             raise _Fail(f"placement range [{a}:{b}] is reversed or negative", start)
         return Placement(_sym(buf), a, b - a)
 
-    def dispatch(self, shader, bindings, grid, inplace):
-        return shader, bindings, grid, inplace or ()
+    def dispatch(self, shader, bindings, grid, inplace, flops):
+        return shader, bindings, grid, inplace or (), flops if flops is not None else 0
+
+    def flops(self, n):
+        return self.dims(n)[0]
 
     def inplace(self, *pairs):
         return tuple(pairs)
@@ -654,9 +657,9 @@ class _Builder:
         for tok, v in zip(rec.outs, outputs):
             scope.define(v, tok)
         made = []
-        for shader_tok, bindings, grid, inplace in rec.dispatches:
+        for shader_tok, bindings, grid, inplace, flops in rec.dispatches:
             bs = [Binding(scope.lookup(local), off, size, write) for write, local, off, size in bindings]
-            made.append((shader_tok, Dispatch(_sym(shader_tok), grid, bs, inplace)))
+            made.append((shader_tok, Dispatch(_sym(shader_tok), grid, bs, inplace, flops)))
         op = Op(
             rec.kind,
             inputs,

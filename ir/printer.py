@@ -39,7 +39,7 @@ _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 _INDENT = "  "
 # Words the grammar reads as keywords somewhere: never printed bare where a name is meant.
 RESERVED = frozenset(
-    "stage weights graph const opset metadata names buffer shader dispatch grid write at workgroup fold "
+    "stage weights graph const opset metadata names buffer shader dispatch grid write at workgroup fold flops "
     "splat true false none inf nan hex dims dim _".split()
 )
 _CANONICAL_NAN = 0x7FF8000000000000
@@ -361,6 +361,8 @@ class _Printer:
             line = f"{pad}{_INDENT}dispatch {sym('@', d.shader)}({', '.join(binds)}) grid({grid})"
             if d.inplace:
                 line += " inplace(" + ", ".join(f"{r} -> {w}" for r, w in d.inplace) + ")"
+            if d.flops != 0:
+                line += f" flops({dim_text(d.flops)})"
             self.lines.append(line)
 
 

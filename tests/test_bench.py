@@ -40,7 +40,9 @@ def test_bench_command_prints_times_and_the_kernel_table(artifact):
     assert res.returncode == 0, res.stderr
     out = res.stdout
     assert "first run" in out and "warm runs (2)  median" in out
-    assert "GPU ms" in out and "GPU total" in out and "of the median run's wall time" in out
+    assert (
+        "GPU ms" in out and "GFLOP/s" in out and "GPU total" in out and "of the median run's wall time" in out
+    )
     assert (
         len([line for line in out.splitlines() if "Gemm" in line or "MatMul" in line or "Relu" in line]) >= 1
     )
@@ -55,3 +57,15 @@ def test_bench_takes_symbol_values(tmp_path):
     assert "x=(2, 17)" in res.stdout
     res = cli("bench", str(tmp_path / "p"), "--dim", "len=3")
     assert res.returncode != 0 and "--dim names ['len'], not the artifact's symbols ['seq']" in res.stderr
+
+
+def test_the_manifest_records_each_ops_work_on_its_heaviest_dispatch(tmp_path):
+    """MatMul [2,8] x [8,16]: 2*2*16*8 operations; the profile's GFLOP/s divides them by GPU time."""
+    import json
+
+    from helpers import node_model
+
+    model = node_model("MatMul", {"a": rand(2, 8)}, initializers={"b": rand(8, 16, seed=1)})
+    compile_model(model, tmp_path / "m", opt_level=0)
+    m = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert sum(d["flops"] for d in m["dispatches"]) == 2 * 2 * 16 * 8

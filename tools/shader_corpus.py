@@ -76,11 +76,23 @@ def write(out: Path, seeds: int, only: str | None) -> None:
     print(f"{n} artifacts written under {out}")
 
 
-def compare(a: Path, b: Path, show: int) -> int:
+def _content(path: Path, ignore: set[str]) -> bytes:
+    """A file's bytes; a manifest's without the dispatch keys in ``ignore``."""
+    raw = path.read_bytes()
+    if not ignore or path.name != "manifest.json":
+        return raw
+    m = json.loads(raw)
+    for d in m.get("dispatches", []):
+        for k in ignore:
+            d.pop(k, None)
+    return json.dumps(m, indent=1, sort_keys=True).encode()
+
+
+def compare(a: Path, b: Path, show: int, ignore: set[str] = frozenset()) -> int:
     files_a = {p.relative_to(a) for p in a.rglob("*") if p.is_file()}
     files_b = {p.relative_to(b) for p in b.rglob("*") if p.is_file()}
     only_a, only_b = sorted(files_a - files_b), sorted(files_b - files_a)
-    differ = sorted(p for p in files_a & files_b if (a / p).read_bytes() != (b / p).read_bytes())
+    differ = sorted(p for p in files_a & files_b if _content(a / p, ignore) != _content(b / p, ignore))
     print(
         f"{len(files_a & files_b)} files in both, {len(differ)} differ; {len(only_a)} only in {a}, {len(only_b)} only in {b}"
     )
@@ -112,11 +124,17 @@ def main() -> int:
     c.add_argument("a", type=Path)
     c.add_argument("b", type=Path)
     c.add_argument("--show", type=int, default=5, help="differences to print (default 5)")
+    c.add_argument(
+        "--ignore",
+        default="",
+        metavar="KEY,...",
+        help="dispatch keys of the manifests to leave out (e.g. flops)",
+    )
     args = ap.parse_args()
     if args.cmd == "write":
         write(args.out, args.seeds, args.only)
         return 0
-    return compare(args.a, args.b, args.show)
+    return compare(args.a, args.b, args.show, {k for k in args.ignore.split(",") if k})
 
 
 if __name__ == "__main__":

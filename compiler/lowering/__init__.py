@@ -21,6 +21,7 @@ from onnx2wgsl.ir.symbolic import Dimish, Expr, SymbolicError, simplify, smin, w
 from onnx2wgsl.ir.types import dim_bound, storage_dtype
 from onnx2wgsl.runtime.manifest import max_workgroups
 
+from ..cost import flops
 from ..target import LOOP_BUDGET, Target
 
 Lowering = Callable[["LowerCtx", Op], None]
@@ -246,6 +247,9 @@ class LowerCtx:
             self._fold_grid(d) if max(dim_bound(n) for n in d.grid) > self.target.max_groups else d
             for d in dispatches
         ]
+        if src is not None and dispatches:  # the op's work, on its heaviest dispatch
+            heaviest = max(dispatches, key=lambda d: math.prod(dim_bound(n) for n in d.grid))
+            heaviest.flops = flops(src)
         op = Op(
             "kernel",
             inputs,

@@ -100,7 +100,7 @@ def _merge(g: Graph, d: Dispatch, x: Value, y: Value) -> Dispatch:
     bindings = [b for i, b in enumerate(d.bindings) if i != r]
     stem = d.shader.split("_", 1)[1]
     name = g.add_shader(kernel.merged(r, w), stem if stem.endswith("_inplace") else stem + "_inplace")
-    return Dispatch(name, d.grid, bindings, pairs)
+    return Dispatch(name, d.grid, bindings, pairs, flops=d.flops)
 
 
 class _Groups:
