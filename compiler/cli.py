@@ -192,6 +192,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     w = np.array(walls) * 1000
     print(f"  warm runs ({len(w)})  median {np.median(w):.2f} ms, min {w.min():.2f}, max {w.max():.2f}"
           + ("  (each dispatch in its own timed pass)" if args.profile else ""))  # fmt: skip
+    roof = None
+    if args.roofline:
+        from .roofline import measure
+
+        roof = measure(sess.device if args.profile else None)
+        print(f"  {roof.summary()}")
+        work = sum(evaluate_flops(d, sess, feeds) for d in sess.manifest["dispatches"])
+        print(f"  the median run does {work / 1e9:.3f} GFLOP: {work / (np.median(w) / 1000) / 1e9:.2f} GFLOP/s, "
+              f"{work / (np.median(w) / 1000) / 1e9 / roof.gflops:.1%} of the peak")  # fmt: skip
     if args.profile:
         env = dict(
             zip(
@@ -201,12 +210,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 ),
             )
         )
-        print(profile_table(sess.manifest, gpu, float(np.median(w)) / 1000, args.top, env))
+        print(profile_table(sess.manifest, gpu, float(np.median(w)) / 1000, args.top, env, roof))
     return 0
 
 
+def evaluate_flops(d: dict, sess, feeds) -> int:
+    from onnx2wgsl.runtime.manifest import evaluate
+
+    env = dict(
+        zip(
+            sess.symbols,
+            sess._bind([(io, feeds[io["name"]]) for io in sess.manifest["inputs"] if io["name"] in feeds]),
+        )
+    )
+    return evaluate(d.get("flops", 0), env)
+
+
 def profile_table(
-    m: dict, runs: list[list[tuple[int, float]]], wall: float, top: int | None = None, env: dict | None = None
+    m: dict,
+    runs: list[list[tuple[int, float]]],
+    wall: float,
+    top: int | None = None,
+    env: dict | None = None,
+    roof=None,
 ) -> str:
     """Per-kernel GPU times (median over runs), heaviest first: share of the total, the
     operations it does (the compiler's estimate) and GFLOP/s, the bytes its bindings span (at
@@ -220,7 +246,9 @@ def profile_table(
     rows = sorted(((float(np.median(ts)), k) for k, ts in per.items()), reverse=True)
     total = sum(t for t, _ in rows)
     lines = [
-        f"  {'#':>4} {'GPU ms':>9} {'share':>6} {'MFLOP':>9} {'GFLOP/s':>8} {'MB':>8} {'GB/s':>7}  {'shader':24s} node"
+        f"  {'#':>4} {'GPU ms':>9} {'share':>6} {'MFLOP':>9} {'GFLOP/s':>8} {'MB':>8} {'GB/s':>7}"
+        + (f" {'roof':>6}" if roof else "")
+        + f"  {'shader':24s} node"
     ]
     work = 0
     for t, k in rows[:top] if top else rows:
@@ -230,7 +258,10 @@ def profile_table(
         nbytes = sum(b["size"] for b in d["bindings"])
         lines.append(
             f"  {k:4d} {t * 1000:9.3f} {t / total if total else 0:6.1%} {f / 1e6:9.2f} {f / t / 1e9 if t else 0:8.2f} "
-            f"{nbytes / 1e6:8.2f} {nbytes / t / 1e9 if t else 0:7.2f}  {m['shaders'][d['shader']]['name']:24s} "
+            f"{nbytes / 1e6:8.2f} {nbytes / t / 1e9 if t else 0:7.2f}"
+            # the fraction of the roofline: the least time the device needs for its work and bytes
+            + (f" {max(f / roof.gflops, nbytes / roof.gbps) / 1e9 / t if t else 0:6.1%}" if roof else "")
+            + f"  {m['shaders'][d['shader']]['name']:24s} "
             f"{d.get('label', '')}"
         )
     lines.append(
@@ -542,6 +573,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--iters", type=int, default=10, metavar="N", help="timed runs (default 10)")
     b.add_argument("--profile", action="store_true", help="GPU time of every dispatch (timestamp-query)")
     b.add_argument("--top", type=int, metavar="N", help="with --profile, show the N heaviest dispatches")
+    b.add_argument(
+        "--roofline",
+        action="store_true",
+        help="measure the adapter's peak f32 multiply-add rate and copy bandwidth, and report against them",
+    )
     b.add_argument("--dim", action="append", metavar="NAME=N", help="a symbol's value (default: its bound)")
     b.add_argument("--input", action="append", metavar="NAME=FILE", help="input from a .npy or .pb file")
     b.add_argument("--seed", type=int, default=0, help="seed of the random inputs")

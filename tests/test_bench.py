@@ -69,3 +69,13 @@ def test_the_manifest_records_each_ops_work_on_its_heaviest_dispatch(tmp_path):
     compile_model(model, tmp_path / "m", opt_level=0)
     m = json.loads((tmp_path / "m" / "manifest.json").read_text())
     assert sum(d["flops"] for d in m["dispatches"]) == 2 * 2 * 16 * 8
+
+
+def test_roofline_measures_the_adapter_and_bench_reports_against_it(artifact):
+    from onnx2wgsl.compiler.roofline import measure
+
+    roof = measure(repeats=1, copy_mib=4)
+    assert roof.gflops > 0.1 and roof.gbps > 0.01, roof
+    res = cli("bench", str(artifact), "--iters", "1", "--profile", "--roofline")
+    assert res.returncode == 0, res.stderr
+    assert "roofline of" in res.stdout and "of the peak" in res.stdout and " roof " in res.stdout
