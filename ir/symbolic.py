@@ -18,6 +18,7 @@ symbol values; ``to_json`` is the tree both runtimes evaluate, with no parser
 from __future__ import annotations
 
 import ast
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ class _Node:
 
 
 Atom = Symbol | _Node
+_CORNER_ATOMS = 8  # bounds by the corners of the atoms' box up to this many atoms (2^8 points)
 Monomial = tuple[tuple[Atom, int], ...]  # sorted (atom, power) pairs; () is the constant term
 
 
@@ -121,7 +123,17 @@ class Expr:
     @cached_property
     def bounds(self) -> Interval:
         """The least and greatest value over every choice of the symbols within their ranges
-        (a sound enclosure; exact when the expression is monotone in each symbol)."""
+        (a sound enclosure). A polynomial of degree one in each atom (``(h - 2) * (w - 2)``,
+        expanded) takes its extremes at corners of the atoms' box, so those are evaluated
+        (exact over symbols); otherwise, or with many atoms, interval arithmetic term by term."""
+        atoms = sorted({a for m, _ in self.terms for a, _ in m}, key=_atom_key)
+        if atoms and len(atoms) <= _CORNER_ATOMS and all(p == 1 for m, _ in self.terms for _, p in m):
+            boxes = [_atom_bounds(a) for a in atoms]
+            values = []
+            for corner in itertools.product(*boxes):
+                at = dict(zip(atoms, corner))
+                values.append(sum(c * math.prod(at[a] for a, _ in m) for m, c in self.terms))
+            return min(values), max(values)
         lo = hi = 0
         for m, c in self.terms:
             a, b = 1, 1
