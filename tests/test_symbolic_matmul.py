@@ -1,0 +1,135 @@
+"""MatMul, Gemm and Conv compiled once with dims kept symbolic and run at many sizes in one
+session, each run compared with onnxruntime."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import check_symbolic, graph_model, rand, with_dim_params
+from onnx import helper
+
+BS = {"batch": (1, 4), "seq": (1, 128)}
+SIZES = [(1, 1), (2, 17), (4, 128)]  # (batch, seq), both ends of both ranges
+
+
+@pytest.mark.parametrize("level", [0, 2])
+def test_linear_over_batch_and_seq_with_bias_and_activation(device, level):
+    """[batch, seq, hidden] x [hidden, out] (constant weights), then a bias and Gelu-like tail:
+    at -O2 the bias and activation fuse into the MatMul's epilogue."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["t"]),
+        helper.make_node("Add", ["t", "b"], ["u"]),
+        helper.make_node("Relu", ["u"], ["y"]),
+    ]
+    m = graph_model(nodes, {"x": rand(2, 3, 32)}, ["y"], {"w": rand(32, 48, seed=1), "b": rand(48, seed=2)})
+    m = with_dim_params(m, {"x": ["batch", "seq", 32], "y": ["batch", "seq", 48]})
+    feeds = [{"x": rand(b, s, 32, seed=s)} for b, s in SIZES]
+    check_symbolic(m, BS, feeds, device, opt_level=level)
+
+
+@pytest.mark.parametrize("level", [0, 2])
+def test_attention_scores_and_context(device, level):
+    """q k^T: [batch, heads, seq, d] x [batch, heads, d, seq] (K static, M and N symbolic),
+    then softmax-free p v: [batch, heads, seq, seq] x [batch, heads, seq, d] (K symbolic)."""
+    nodes = [
+        helper.make_node("MatMul", ["q", "kt"], ["s"]),
+        helper.make_node("Mul", ["s", "scale"], ["p"]),
+        helper.make_node("MatMul", ["p", "v"], ["y"]),
+    ]
+    ins = {"q": rand(2, 2, 3, 16), "kt": rand(2, 2, 16, 3), "v": rand(2, 2, 3, 16)}
+    m = graph_model(nodes, ins, ["y"], {"scale": rand(1, seed=3, low=0.1, high=0.3)})
+    m = with_dim_params(
+        m,
+        {
+            "q": ["batch", 2, "seq", 16],
+            "kt": ["batch", 2, 16, "seq"],
+            "v": ["batch", 2, "seq", 16],
+            "y": ["batch", 2, "seq", 16],
+        },
+    )
+    feeds = [
+        {"q": rand(b, 2, s, 16, seed=s), "kt": rand(b, 2, 16, s, seed=b), "v": rand(b, 2, s, 16, seed=7)}
+        for b, s in SIZES
+    ]
+    check_symbolic(m, BS, feeds, device, opt_level=level)
+
+
+def test_transposed_key_read_by_fold_transpose(device):
+    """k stored [batch, heads, seq, d] and transposed before the MatMul: at -O2 the transpose
+    folds into the MatMul (transB over symbolic dims)."""
+    nodes = [
+        helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+        helper.make_node("MatMul", ["q", "kt"], ["y"]),
+    ]
+    m = graph_model(nodes, {"q": rand(2, 2, 3, 8), "k": rand(2, 2, 3, 8)}, ["y"])
+    m = with_dim_params(
+        m, {"q": ["batch", 2, "seq", 8], "k": ["batch", 2, "seq", 8], "y": ["batch", 2, "seq", "seq"]}
+    )
+    feeds = [{"q": rand(b, 2, s, 8, seed=s), "k": rand(b, 2, s, 8, seed=b)} for b, s in SIZES]
+    check_symbolic(m, BS, feeds, device, opt_level=2)
+
+
+def test_broadcast_batch_dims(device):
+    """A's batch [batch, 1] against B's [3]: B is read with stride 0 over batch, A over the 3."""
+    nodes = [helper.make_node("MatMul", ["a", "b"], ["y"])]
+    m = graph_model(nodes, {"a": rand(2, 1, 3, 8), "b": rand(3, 8, 5)}, ["y"])
+    m = with_dim_params(m, {"a": ["batch", 1, "seq", 8], "b": [3, 8, 5], "y": ["batch", 3, "seq", 5]})
+    feeds = [{"a": rand(b, 1, s, 8, seed=s), "b": rand(3, 8, 5, seed=b)} for b, s in SIZES]
+    check_symbolic(m, BS, feeds, device)
+
+
+def test_one_dimensional_operands(device):
+    """A 1-D A ([K] against [batch, K, N]) and a 1-D B ([batch, seq, K] against [K])."""
+    nodes = [
+        helper.make_node("MatMul", ["v", "b"], ["y0"]),
+        helper.make_node("MatMul", ["a", "u"], ["y1"]),
+    ]
+    ins = {"v": rand(8), "b": rand(2, 8, 6), "a": rand(2, 3, 8), "u": rand(8)}
+    m = graph_model(nodes, ins, ["y0", "y1"])
+    m = with_dim_params(
+        m, {"b": ["batch", 8, 6], "a": ["batch", "seq", 8], "y0": ["batch", 6], "y1": ["batch", "seq"]}
+    )
+    feeds = [
+        {"v": rand(8, seed=b), "b": rand(b, 8, 6, seed=s), "a": rand(b, s, 8, seed=3), "u": rand(8, seed=4)}
+        for b, s in SIZES
+    ]
+    check_symbolic(m, BS, feeds, device)
+
+
+def test_runtime_weights_read_as_vec4(device):
+    """A run-time B whose N is a multiple of 4 is read in vec4 columns, with a symbolic K."""
+    nodes = [helper.make_node("MatMul", ["a", "b"], ["y"])]
+    m = graph_model(nodes, {"a": rand(2, 3, 5), "b": rand(2, 5, 8)}, ["y"])
+    m = with_dim_params(m, {"a": ["batch", 3, "seq"], "b": ["batch", "seq", 8], "y": ["batch", 3, 8]})
+    feeds = [{"a": rand(b, 3, s, seed=s), "b": rand(b, s, 8, seed=b)} for b, s in SIZES]
+    check_symbolic(m, BS, feeds, device)
+
+
+def test_long_symbolic_reduction_splits_at_its_bound(device):
+    """K up to 70,000: past one invocation's loop budget at the bound, so the kernel is the
+    split-workgroup one, right at every K (1 included)."""
+    nodes = [helper.make_node("MatMul", ["a", "b"], ["y"])]
+    m = graph_model(nodes, {"a": rand(2, 5), "b": rand(5, 3)}, ["y"])
+    m = with_dim_params(m, {"a": [2, "k"], "b": ["k", 3], "y": [2, 3]})
+    feeds = [{"a": rand(2, k, seed=k), "b": rand(k, 3, seed=1)} for k in (1, 1000, 70_000)]
+    res = check_symbolic(m, {"k": (1, 70_000)}, feeds, device, rtol=1e-3, atol=1e-3)
+    texts = [k.text for k in res.graph.shaders.values()]
+    assert any("red_acc" in t for t in texts), "the bound's K should take the split kernel"
+
+
+@pytest.mark.parametrize("level", [0, 2])
+def test_gemm_over_symbolic_rows(device, level):
+    """Gemm [batch, 16] x W^T (constant, transB) + C, and a Gemm whose K is symbolic."""
+    nodes = [
+        helper.make_node("Gemm", ["x", "w", "c"], ["h"], transB=1, alpha=0.5, beta=2.0),
+        helper.make_node("Relu", ["h"], ["y0"]),
+        helper.make_node("Gemm", ["a", "b"], ["y1"], transA=1),
+    ]
+    ins = {"x": rand(2, 16), "a": rand(3, 2), "b": rand(3, 5)}
+    m = graph_model(nodes, ins, ["y0", "y1"], {"w": rand(12, 16, seed=1), "c": rand(12, seed=2)})
+    m = with_dim_params(
+        m, {"x": ["batch", 16], "a": ["seq", "batch"], "b": ["seq", 5], "y0": ["batch", 12], "y1": ["batch", 5]}
+    )
+    feeds = [
+        {"x": rand(b, 16, seed=s), "a": rand(s, b, seed=b), "b": rand(s, 5, seed=s + 1)} for b, s in SIZES
+    ]
+    check_symbolic(m, BS, feeds, device, opt_level=level)
