@@ -127,9 +127,80 @@ def test_gemm_over_symbolic_rows(device, level):
     ins = {"x": rand(2, 16), "a": rand(3, 2), "b": rand(3, 5)}
     m = graph_model(nodes, ins, ["y0", "y1"], {"w": rand(12, 16, seed=1), "c": rand(12, seed=2)})
     m = with_dim_params(
-        m, {"x": ["batch", 16], "a": ["seq", "batch"], "b": ["seq", 5], "y0": ["batch", 12], "y1": ["batch", 5]}
+        m,
+        {"x": ["batch", 16], "a": ["seq", "batch"], "b": ["seq", 5], "y0": ["batch", 12], "y1": ["batch", 5]},
     )
     feeds = [
         {"x": rand(b, 16, seed=s), "a": rand(s, b, seed=b), "b": rand(s, 5, seed=s + 1)} for b, s in SIZES
     ]
     check_symbolic(m, BS, feeds, device, opt_level=level)
+
+
+B = {"batch": (1, 4)}
+
+
+@pytest.mark.parametrize("level", [0, 2])
+def test_patch_embedding_conv_over_a_symbolic_batch(device, level):
+    """ViT's patch embedding (a stride-8 8x8 Conv, implicit GEMM), then a bias-free scale and
+    Relu that -O2 folds into the weights and the epilogue."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[8, 8], strides=[8, 8]),
+        helper.make_node("Mul", ["c", "s"], ["t"]),
+        helper.make_node("Relu", ["t"], ["y"]),
+    ]
+    inits = {"w": rand(16, 3, 8, 8, seed=1), "b": rand(16, seed=2), "s": rand(1, 16, 1, 1, seed=3)}
+    m = graph_model(nodes, {"x": rand(2, 3, 32, 32)}, ["y"], inits)
+    m = with_dim_params(m, {"x": ["batch", 3, 32, 32], "y": ["batch", 16, 4, 4]})
+    feeds = [{"x": rand(n, 3, 32, 32, seed=n)} for n in (1, 2, 4)]
+    check_symbolic(m, B, feeds, device, opt_level=level)
+
+
+@pytest.mark.parametrize("level", [0, 2])
+def test_conv1d_stem_over_a_symbolic_batch(device, level):
+    """Whisper's stem: Conv1d (pad 1) -> Gelu-like Relu -> Conv1d stride 2, then a depthwise
+    Conv1d (the direct kernel)."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3], pads=[1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], kernel_shape=[3], pads=[1, 1], strides=[2]),
+        helper.make_node("Conv", ["c2", "w3"], ["y"], kernel_shape=[3], pads=[1, 1], group=12),
+    ]
+    inits = {
+        "w1": rand(12, 8, 3, seed=1),
+        "b1": rand(12, seed=2),
+        "w2": rand(12, 12, 3, seed=3),
+        "b2": rand(12, seed=4),
+        "w3": rand(12, 1, 3, seed=5),
+    }
+    m = graph_model(nodes, {"x": rand(2, 8, 40)}, ["y"], inits)
+    m = with_dim_params(m, {"x": ["batch", 8, 40], "y": ["batch", 12, 20]})
+    feeds = [{"x": rand(n, 8, 40, seed=n)} for n in (1, 3, 4)]
+    check_symbolic(m, B, feeds, device, opt_level=level)
+
+
+def test_long_conv_reduction_over_a_symbolic_batch(device):
+    """1024 channels x 9x9 taps per output: the split-workgroup kernel, one workgroup per pixel
+    and channel quad, its grid over the symbolic batch."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[9, 9])]
+    m = graph_model(nodes, {"x": rand(2, 1024, 10, 10)}, ["y"], {"w": rand(8, 1024, 9, 9, seed=1)})
+    m = with_dim_params(m, {"x": ["batch", 1024, 10, 10], "y": ["batch", 8, 2, 2]})
+    feeds = [{"x": rand(n, 1024, 10, 10, seed=n)} for n in (1, 2, 4)]
+    check_symbolic(m, B, feeds, device, rtol=1e-3, atol=1e-3)
+
+
+def test_conv_over_a_symbolic_spatial_dim_is_a_clear_error():
+    """Only the batch may be kept symbolic (the import cannot yet infer Conv's output over a
+    symbolic spatial dim either): either way a clear error, no internal one."""
+    import tempfile
+
+    from onnx2wgsl.compiler import compile_model
+    from onnx2wgsl.errors import UnsupportedError
+
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3], pads=[1, 1])]
+    m = graph_model(nodes, {"x": rand(1, 4, 10)}, ["y"], {"w": rand(8, 4, 3, seed=1)})
+    m = with_dim_params(m, {"x": [1, 4, "seq"], "y": [1, 8, "seq"]})
+    with (
+        tempfile.TemporaryDirectory() as out,
+        pytest.raises(UnsupportedError, match="symbolic batch dim only|cannot infer a static shape"),
+    ):
+        compile_model(m, out, dims={"seq": (1, 128)})

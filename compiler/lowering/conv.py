@@ -20,8 +20,20 @@ import numpy as np
 
 from onnx2wgsl.ir import Dispatch, Op, Value
 from onnx2wgsl.ir.kernel import ref
+from onnx2wgsl.ir.types import dim_bound
 
-from . import WORKGROUP, LowerCtx, binding, decl, lowers, nested_loops, split_workgroup
+from . import (
+    WORKGROUP,
+    LowerCtx,
+    binding,
+    ceil_div,
+    decl,
+    is_symbolic,
+    lowers,
+    nested_loops,
+    split_workgroup,
+    u32,
+)
 from .fused import Epilogue, Prologue, epilogue, operands, prologue
 
 SPATIAL = 3  # kernels address (D, H, W); fewer spatial dims are padded with leading 1s
@@ -71,6 +83,12 @@ def lower_conv(ctx: LowerCtx, op: Op) -> None:
     pro = prologue(ctx, op)
     own = operands(op)[1]
     w, b = own[1], own[2] if len(own) > 2 else None
+    if is_symbolic(tuple(pro.x.shape[1:]), tuple(w.shape)):
+        raise ctx.error(
+            f"Conv over dims kept symbolic takes a symbolic batch dim only; input {pro.x.type}, "
+            f"weights {w.type}",
+            hint="bind the channel and spatial dims with --dim NAME=N",
+        )
     p = conv_geometry(ctx, op, pro.x, w)
     if p["OCG"] >= 4:
         _gemm(ctx, op, p, pro, w, b)
@@ -106,7 +124,8 @@ def _gemm(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | No
         grid = (p["P"], G * ocg4, 1)
         _split(ctx, op, p, pro, epi, decls, inputs, split, channels, w_setup, w_load, 4, grid, b is not None)
         return
-    tm = 4 if p["P"] >= 4096 else 2 if p["P"] >= 512 else 1
+    P = dim_bound(p["P"])  # (a batch kept symbolic: the tile is chosen at its bound)
+    tm = 4 if P >= 4096 else 2 if P >= 512 else 1
     pointwise = (
         p["KS"] == 1
         and (p["SD"], p["SH"], p["SW"]) == (1, 1, 1)
@@ -118,9 +137,10 @@ def _gemm(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | No
     shader = ctx.shader(
         "conv_gemm.wgsl.j2", decls=decls, wg=WORKGROUP, tm=tm, ocg4=ocg4,
         bias=b is not None, pointwise=pointwise, w_setup=w_setup, w_load=w_load, out_expr=epi.expr,
-        epi_lines=epi.lines, helpers=_helpers(pro, epi), load_x=pro.code, **p,
+        epi_lines=epi.lines, helpers=_helpers(pro, epi), load_x=pro.code,
+        **{**p, "P": u32(p["P"]), "P1": u32(p["P"] - 1)},
     )  # fmt: skip
-    grid = (math.ceil(p["P"] / (WORKGROUP * tm)), G * ocg4, 1)
+    grid = (ceil_div(p["P"], WORKGROUP * tm), G * ocg4, 1)
     ctx.kernel(inputs + epi.inputs, [y], [epi.dispatch(shader, grid, inputs, y)])
 
 
@@ -138,9 +158,9 @@ def _direct(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | 
         grid = (p["P"], p["OC"], 1)
         _split(ctx, op, p, pro, epi, decls, inputs, split, channels, [], w_load, 1, grid, b is not None)
         return
-    grid, nx = ctx.grid(math.ceil(total / WORKGROUP))
+    grid, nx = ctx.grid(ceil_div(total, WORKGROUP))
     shader = ctx.shader(
-        "conv_direct.wgsl.j2", decls=decls, wg=WORKGROUP, nx=nx, total=total, bias=b is not None,
+        "conv_direct.wgsl.j2", decls=decls, wg=WORKGROUP, nx=nx, total=u32(total), bias=b is not None,
         out_expr=epi.expr, epi_lines=epi.lines, helpers=_helpers(pro, epi), load_x=pro.code, **p,
     )  # fmt: skip
     ctx.kernel(inputs + epi.inputs, [y], [epi.dispatch(shader, grid, inputs, y)])
