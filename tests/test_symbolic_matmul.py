@@ -204,3 +204,21 @@ def test_conv_over_a_symbolic_spatial_dim_is_a_clear_error():
         pytest.raises(UnsupportedError, match="symbolic batch dim only|cannot infer a static shape"),
     ):
         compile_model(m, out, dims={"seq": (1, 128)})
+
+
+def test_conv_reading_through_a_prologue_over_a_symbolic_batch(device):
+    """At -O2 a BatchNormalization and Relu ahead of a Conv (DenseNet's pattern) run in its
+    load of the input: the prologue indexes over the symbolic batch."""
+    from helpers import bn_params
+
+    nodes = [
+        helper.make_node("BatchNormalization", ["x", "scale", "bias", "mean", "var"], ["n"]),
+        helper.make_node("Relu", ["n"], ["r"]),
+        helper.make_node("Conv", ["r", "w"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+    ]
+    inits = {**bn_params(6, seed=2), "w": rand(8, 6, 3, 3, seed=1)}
+    m = graph_model(nodes, {"x": rand(2, 6, 9, 9)}, ["y"], inits)
+    m = with_dim_params(m, {"x": ["batch", 6, 9, 9], "y": ["batch", 8, 9, 9]})
+    feeds = [{"x": rand(n, 6, 9, 9, seed=n)} for n in (1, 2, 4)]
+    res = check_symbolic(m, B, feeds, device, opt_level=2)
+    assert any("P0" in k.text for k in res.graph.shaders.values()), "the Conv should read through a prologue"
