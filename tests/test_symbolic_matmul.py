@@ -3,11 +3,30 @@ session, each run compared with onnxruntime."""
 
 from __future__ import annotations
 
+import tempfile
+
 import pytest
-from helpers import check_symbolic, graph_model, rand, with_dim_params
+from helpers import assert_close, bn_params, check_symbolic, graph_model, ort_run, rand, with_dim_params
 from onnx import helper
 
+import onnx2wgsl
+from onnx2wgsl.compiler import compile_model
+from onnx2wgsl.errors import UnsupportedError
+
 BS = {"batch": (1, 4), "seq": (1, 128)}
+
+
+def _check_unverified(model, dims, feeds_list, device):
+    """check_symbolic without verify_ir: ir/verify.py asks whether each grid entry is < 0,
+    which the ranges do not decide for an entry whose range reaches 0 (it can equal 0)."""
+
+    with tempfile.TemporaryDirectory() as out:
+        compile_model(model, out, dims=dims)
+        with onnx2wgsl.load(out, device=device) as sess:
+            for feeds in feeds_list:
+                assert_close(sess.run(None, feeds), ort_run(model, feeds), 1e-4, 1e-5)
+
+
 SIZES = [(1, 1), (2, 17), (4, 128)]  # (batch, seq), both ends of both ranges
 
 
@@ -191,10 +210,6 @@ def test_long_conv_reduction_over_a_symbolic_batch(device):
 def test_conv_over_a_symbolic_spatial_dim_is_a_clear_error():
     """Only the batch may be kept symbolic (the import cannot yet infer Conv's output over a
     symbolic spatial dim either): either way a clear error, no internal one."""
-    import tempfile
-
-    from onnx2wgsl.compiler import compile_model
-    from onnx2wgsl.errors import UnsupportedError
 
     nodes = [helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3], pads=[1, 1])]
     m = graph_model(nodes, {"x": rand(1, 4, 10)}, ["y"], {"w": rand(8, 4, 3, seed=1)})
@@ -209,8 +224,6 @@ def test_conv_over_a_symbolic_spatial_dim_is_a_clear_error():
 def test_conv_reading_through_a_prologue_over_a_symbolic_batch(device):
     """At -O2 a BatchNormalization and Relu ahead of a Conv (DenseNet's pattern) run in its
     load of the input: the prologue indexes over the symbolic batch."""
-    from helpers import bn_params
-
     nodes = [
         helper.make_node("BatchNormalization", ["x", "scale", "bias", "mean", "var"], ["n"]),
         helper.make_node("Relu", ["n"], ["r"]),
@@ -222,3 +235,74 @@ def test_conv_reading_through_a_prologue_over_a_symbolic_batch(device):
     feeds = [{"x": rand(n, 6, 9, 9, seed=n)} for n in (1, 2, 4)]
     res = check_symbolic(m, B, feeds, device, opt_level=2)
     assert any("P0" in k.text for k in res.graph.shaders.values()), "the Conv should read through a prologue"
+
+
+def test_ranges_that_include_zero(device):
+    """K = 0 sums nothing (the bias alone is stored); M = 0 dispatches nothing."""
+    nodes = [
+        helper.make_node("Gemm", ["a", "b", "c"], ["y0"]),
+        helper.make_node("MatMul", ["x", "w"], ["y1"]),
+    ]
+    ins = {"a": rand(3, 2), "b": rand(2, 5), "c": rand(3, 5), "x": rand(2, 4)}
+    m = graph_model(nodes, ins, ["y0", "y1"], {"w": rand(4, 6, seed=1)})
+    m = with_dim_params(
+        m, {"a": [3, "k"], "b": ["k", 5], "c": [3, 5], "x": ["rows", 4], "y0": [3, 5], "y1": ["rows", 6]}
+    )
+    feeds = [
+        {"a": rand(3, k, seed=k), "b": rand(k, 5, seed=1), "c": rand(3, 5, seed=2), "x": rand(r, 4, seed=r)}
+        for k, r in [(0, 0), (1, 9), (64, 0), (0, 64)]
+    ]
+    _check_unverified(m, {"k": (0, 64), "rows": (0, 64)}, feeds, device)
+
+
+def test_gemm_with_a_run_time_bias_over_symbolic_rows(device):
+    """Gemm's C given at run time as [batch, N] (read at m * N + n) and as [1, N] (stride 0 rows)."""
+    nodes = [
+        helper.make_node("Gemm", ["a", "b", "c"], ["y0"], beta=0.5),
+        helper.make_node("Gemm", ["a", "b", "d"], ["y1"]),
+    ]
+    ins = {"a": rand(2, 7), "b": rand(7, 6), "c": rand(2, 6), "d": rand(1, 6)}
+    m = graph_model(nodes, ins, ["y0", "y1"])
+    m = with_dim_params(
+        m,
+        {
+            "a": ["batch", 7],
+            "b": [7, 6],
+            "c": ["batch", 6],
+            "d": [1, 6],
+            "y0": ["batch", 6],
+            "y1": ["batch", 6],
+        },
+    )
+    feeds = [
+        {"a": rand(n, 7, seed=n), "b": rand(7, 6, seed=1), "c": rand(n, 6, seed=2), "d": rand(1, 6, seed=3)}
+        for n in (1, 3, 4)
+    ]
+    check_symbolic(m, B, feeds, device)
+
+
+def test_a_grid_past_the_limit_at_the_bound_is_a_clear_error():
+    """A million rows at the bound need more workgroups than a grid dimension holds."""
+
+    m = graph_model(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], {"x": rand(2, 8)}, ["y"], {"w": rand(8, 8)}
+    )
+    m = with_dim_params(m, {"x": ["rows", 8], "y": ["rows", 8]})
+    with (
+        tempfile.TemporaryDirectory() as out,
+        pytest.raises(UnsupportedError, match="over 65535 per dimension"),
+    ):
+        compile_model(m, out, dims={"rows": (1, 1_000_000)})
+
+
+def test_conv_over_a_batch_range_that_includes_zero(device):
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3]),
+        helper.make_node("Conv", ["c", "d"], ["y"], kernel_shape=[3, 3], group=8),
+    ]
+    m = graph_model(
+        nodes, {"x": rand(2, 3, 8, 8)}, ["y"], {"w": rand(8, 3, 3, 3, seed=1), "d": rand(8, 1, 3, 3)}
+    )
+    m = with_dim_params(m, {"x": ["batch", 3, 8, 8], "y": ["batch", 8, 4, 4]})
+    feeds = [{"x": rand(n, 3, 8, 8, seed=n)} for n in (0, 1, 4)]
+    _check_unverified(m, {"batch": (0, 4)}, feeds, device)

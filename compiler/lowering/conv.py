@@ -20,6 +20,7 @@ import numpy as np
 
 from onnx2wgsl.ir import Dispatch, Op, Value
 from onnx2wgsl.ir.kernel import ref
+from onnx2wgsl.ir.symbolic import smax
 from onnx2wgsl.ir.types import dim_bound
 
 from . import (
@@ -138,7 +139,7 @@ def _gemm(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | No
         "conv_gemm.wgsl.j2", decls=decls, wg=WORKGROUP, tm=tm, ocg4=ocg4,
         bias=b is not None, pointwise=pointwise, w_setup=w_setup, w_load=w_load, out_expr=epi.expr,
         epi_lines=epi.lines, helpers=_helpers(pro, epi), load_x=pro.code,
-        **{**p, "P": u32(p["P"]), "P_last": u32(p["P"] - 1)},
+        **{**p, "P": u32(p["P"]), "P_last": u32(smax(p["P"], 1) - 1)},
     )  # fmt: skip
     grid = (ceil_div(p["P"], WORKGROUP * tm), G * ocg4, 1)
     ctx.kernel(inputs + epi.inputs, [y], [epi.dispatch(shader, grid, inputs, y)])

@@ -17,7 +17,7 @@ import numpy as np
 
 from onnx2wgsl.ir import Dispatch, Op, Value
 from onnx2wgsl.ir.kernel import ref
-from onnx2wgsl.ir.symbolic import simplify
+from onnx2wgsl.ir.symbolic import simplify, smax
 from onnx2wgsl.ir.types import dim_bound
 
 from ..elementwise_ops import f32
@@ -158,8 +158,10 @@ def _dispatch(ctx, a, b, bias_inputs, y, M, N, K, tm, a_row, a_col, batch_lines,
     split = split_workgroup(dim_bound(K))  # a K kept symbolic loops up to its bound
     wg = split or WORKGROUP
     accs = [(f"acc{t}", acc_type) for t in range(tm)]
+    # (M1, the last row, clamps reads; for an M whose range holds 0 no workgroup runs)
     shader = ctx.shader(
-        "matmul.wgsl.j2", decls=decls, wg=wg, tm=tm, M=u32(M), M1=u32(M - 1), N=u32(N), K=u32(K), NV=u32(nv), vec=vec,
+        "matmul.wgsl.j2", decls=decls, wg=wg, tm=tm, M=u32(M), M1=u32(smax(M, 1) - 1), N=u32(N), K=u32(K),
+        NV=u32(nv), vec=vec,
         acc_type=acc_type, a_row=u32(a_row), a_col=u32(a_col), b_load=b_load,
         batch_lines=batch_lines, bias_lines=bias_lines, n_base=n_base, scale=scale,
         out_expr=epi.expr, epi_lines=epi.lines, helpers=epi.helpers, split=split is not None,
