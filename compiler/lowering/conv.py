@@ -10,6 +10,9 @@ An output whose reduction (input channels x kernel taps) is too long for one inv
 loop over (target.LOOP_BUDGET) gets a workgroup of its own instead: its invocations take
 every 64th (or 256th) product and sum in a tree (conv_split.wgsl.j2, and the split branches of
 the ConvTranspose and DeformConv templates).
+
+Conv takes a batch and spatial dims kept symbolic (channels stay static): the templates take
+those sizes rendered (``sizes``), tiles are chosen at the bounds, grids are expressions.
 """
 
 from __future__ import annotations
@@ -200,9 +203,11 @@ def _direct(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | 
         _split(ctx, op, p, pro, epi, decls, inputs, split, channels, [], w_load, 1, grid, b is not None)
         return
     grid, nx = ctx.grid(ceil_div(total, WORKGROUP))
+    total_u = product(p["N"], p["OC"], p["OD"], p["OH"], p["OW"])
     shader = ctx.shader(
-        "conv_direct.wgsl.j2", decls=decls, wg=WORKGROUP, nx=nx, total=product(p["N"], p["OC"], p["OD"], p["OH"], p["OW"]), bias=b is not None,
-        out_expr=epi.expr, epi_lines=epi.lines, helpers=_helpers(pro, epi), load_x=pro.code, **p, **sizes(p),
+        "conv_direct.wgsl.j2", decls=decls, wg=WORKGROUP, nx=nx, total=total_u, bias=b is not None,
+        out_expr=epi.expr, epi_lines=epi.lines, helpers=_helpers(pro, epi), load_x=pro.code,
+        **p, **sizes(p),
     )  # fmt: skip
     ctx.kernel(inputs + epi.inputs, [y], [epi.dispatch(shader, grid, inputs, y)])
 
@@ -215,7 +220,8 @@ def _split(ctx, op, p, pro, epi, decls, inputs, wg, channels, w_setup, w_load, l
     shader = ctx.shader(
         "conv_split.wgsl.j2", decls=decls, wg=wg, lanes=lanes, acc_type="vec4<f32>" if lanes == 4 else "f32",
         channel_lines=channels, w_setup=w_setup, w_load=w_load, bias=bias,
-        out_expr=epi.expr, epi_lines=epi.lines, helpers=_helpers(pro, epi), load_x=pro.code, **p, **sizes(p),
+        out_expr=epi.expr, epi_lines=epi.lines, helpers=_helpers(pro, epi), load_x=pro.code,
+        **p, **sizes(p),
     )  # fmt: skip
     ctx.kernel(inputs + epi.inputs, [y], [epi.dispatch(shader, grid, inputs, y)])
 

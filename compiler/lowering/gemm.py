@@ -7,6 +7,10 @@ connected weight (411 MB) runs as four dispatches under the 128 MiB binding limi
 Each invocation sums all K products of its tile, unless K is longer than one invocation may
 loop (target.LOOP_BUDGET): then a workgroup computes the tile, its invocations taking every
 64th (or 256th) k, and sums their partial tiles in a tree.
+
+Any of batch, M, N and K may be kept symbolic (a constant B fixes K and N): sizes render
+through u32, the row tile and the split workgroup are chosen at the bounds, and a symbolic K
+loops to the run's value read from the dims uniform.
 """
 
 from __future__ import annotations
@@ -160,9 +164,8 @@ def _dispatch(ctx, a, b, bias_inputs, y, M, N, K, tm, a_row, a_col, batch_lines,
     accs = [(f"acc{t}", acc_type) for t in range(tm)]
     # (M1, the last row, clamps reads; for an M whose range holds 0 no workgroup runs)
     shader = ctx.shader(
-        "matmul.wgsl.j2", decls=decls, wg=wg, tm=tm, M=u32(M), M1=u32(smax(M, 1) - 1), N=u32(N), K=u32(K),
-        NV=u32(nv), vec=vec,
-        acc_type=acc_type, a_row=u32(a_row), a_col=u32(a_col), b_load=b_load,
+        "matmul.wgsl.j2", decls=decls, wg=wg, tm=tm, M=u32(M), M1=u32(smax(M, 1) - 1), N=u32(N),
+        K=u32(K), NV=u32(nv), vec=vec, acc_type=acc_type, a_row=u32(a_row), a_col=u32(a_col), b_load=b_load,
         batch_lines=batch_lines, bias_lines=bias_lines, n_base=n_base, scale=scale,
         out_expr=epi.expr, epi_lines=epi.lines, helpers=epi.helpers, split=split is not None,
         accs=accs, merge=[f"red_{n}[lid] += red_{n}[lid + half];" for n, _ in accs],
