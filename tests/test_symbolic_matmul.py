@@ -6,7 +6,16 @@ from __future__ import annotations
 import tempfile
 
 import pytest
-from helpers import assert_close, bn_params, check_symbolic, graph_model, ort_run, rand, with_dim_params
+from helpers import (
+    assert_close,
+    assert_ir_round_trips,
+    bn_params,
+    check_symbolic,
+    graph_model,
+    ort_run,
+    rand,
+    with_dim_params,
+)
 from onnx import helper
 
 import onnx2wgsl
@@ -375,3 +384,18 @@ def test_conv_over_a_batch_range_that_includes_zero(device):
     m = with_dim_params(m, {"x": ["batch", 3, 8, 8], "y": ["batch", 8, 4, 4]})
     feeds = [{"x": rand(n, 3, 8, 8, seed=n)} for n in (0, 1, 4)]
     _check_unverified(m, {"batch": (0, 4)}, feeds, device)
+
+
+def test_symbolic_matmul_and_conv_kernels_round_trip_through_the_ir_text():
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3], pads=[1, 1]),
+        helper.make_node("Transpose", ["c"], ["t"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["t", "m"], ["s"]),
+        helper.make_node("MatMul", ["s", "c"], ["y"]),
+    ]
+    m = graph_model(
+        nodes, {"x": rand(2, 4, 10)}, ["y"], {"w": rand(8, 4, 3, seed=1), "m": rand(8, 8, seed=2)}
+    )
+    m = with_dim_params(m, {"x": ["batch", 4, "seq"]})
+    for level in (0, 2):
+        assert_ir_round_trips(m, dims=BS, opt_level=level)
