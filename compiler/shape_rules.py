@@ -8,7 +8,7 @@ import numpy as np
 
 from onnx2wgsl.errors import UnsupportedError
 from onnx2wgsl.ir import DType, TensorType
-from onnx2wgsl.ir.symbolic import simplify
+from onnx2wgsl.ir.symbolic import Expr, simplify
 
 _SAME_AS_FIRST = {
     "Relu", "Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Abs", "Neg", "Erf", "LeakyRelu", "Clip",
@@ -116,7 +116,36 @@ def _flatten(info) -> list[TensorType | None] | None:
     return [TensorType(x.dtype, shape)]
 
 
-_OWN = {"MaxUnpool": _max_unpool, "Attention": _attention, "Flatten": _flatten}
+def _conv(info) -> list[TensorType | None] | None:
+    # onnx leaves a spatial dim kept symbolic unknown; explicit (or VALID) pads give it as
+    # (size + pads - dilated kernel) // stride + 1 (SAME pads would themselves hang on the size)
+    x, w = info.inputs[0], info.inputs[1]
+    a = info.attrs
+    auto = a.get("auto_pad", "NOTSET") or "NOTSET"
+    if w is None or x.type.rank < 3 or w.type.rank != x.type.rank or auto not in ("NOTSET", "VALID"):
+        return None  # the legalize rule names what does not fit
+    nd = x.type.rank - 2
+    ks = [int(k) for k in (a.get("kernel_shape") or w.shape[2:])]
+    strides = [int(v) for v in (a.get("strides") or [1] * nd)]
+    dilations = [int(v) for v in (a.get("dilations") or [1] * nd)]
+    pads = [int(v) for v in (a.get("pads") or [0] * (2 * nd))] if auto == "NOTSET" else [0] * (2 * nd)
+    if not len(ks) == len(strides) == len(dilations) == nd or len(pads) != 2 * nd or min(strides) < 1:
+        return None
+    out = []
+    for i in range(nd):
+        span = simplify(x.shape[2 + i] + pads[i] + pads[nd + i] - dilations[i] * (ks[i] - 1) - 1)
+        low = span.bounds[0] if isinstance(span, Expr) else span
+        if low < 0:
+            raise info.error(
+                f"its window ({ks[i]} taps, dilation {dilations[i]}) is longer than the padded input "
+                f"dim {x.shape[2 + i]} at the low end of its range",
+                hint="narrow the dim's range (--dim NAME=LO..HI) to sizes the window fits",
+            )
+        out.append(simplify(span // strides[i] + 1))
+    return [TensorType(x.dtype, (x.shape[0], w.shape[0], *out))]
+
+
+_OWN = {"MaxUnpool": _max_unpool, "Attention": _attention, "Flatten": _flatten, "Conv": _conv}
 
 
 # -- onnxruntime's contrib ops (legalize/contrib.py), which onnx has no schemas for ---------------

@@ -10,6 +10,9 @@ An output whose reduction (input channels x kernel taps) is too long for one inv
 loop over (target.LOOP_BUDGET) gets a workgroup of its own instead: its invocations take
 every 64th (or 256th) product and sum in a tree (conv_split.wgsl.j2, and the split branches of
 the ConvTranspose and DeformConv templates).
+
+Conv takes a batch and spatial dims kept symbolic (channels stay static): the templates take
+those sizes rendered (``sizes``), tiles are chosen at the bounds, grids are expressions.
 """
 
 from __future__ import annotations
@@ -20,26 +23,42 @@ import numpy as np
 
 from onnx2wgsl.ir import Dispatch, Op, Value
 from onnx2wgsl.ir.kernel import ref
+from onnx2wgsl.ir.symbolic import SymbolicError, simplify, smax
+from onnx2wgsl.ir.types import dim_bound
 
-from . import WORKGROUP, LowerCtx, binding, decl, lowers, nested_loops, split_workgroup
+from . import (
+    WORKGROUP,
+    LowerCtx,
+    binding,
+    ceil_div,
+    decl,
+    i32,
+    is_symbolic,
+    lowers,
+    nested_loops,
+    split_workgroup,
+    u32,
+)
 from .fused import Epilogue, Prologue, epilogue, operands, prologue
 
 SPATIAL = 3  # kernels address (D, H, W); fewer spatial dims are padded with leading 1s
 
 
-def _as3(values, fill) -> list[int]:
-    values = [int(v) for v in values]
+def _as3(values, fill, symbolic: bool = False) -> list:
+    values = [simplify(v) for v in values] if symbolic else [int(v) for v in values]
     return [fill] * (SPATIAL - len(values)) + values
 
 
-def spatial_geometry(ctx: LowerCtx, op: Op, x: Value, y: Value) -> dict:
-    """Window geometry of a conv or pool over (D, H, W): sizes, kernel, strides, dilations, pads."""
+def spatial_geometry(ctx: LowerCtx, op: Op, x: Value, y: Value, symbolic: bool = False) -> dict:
+    """Window geometry of a conv or pool over (D, H, W): sizes, kernel, strides, dilations, pads.
+    With ``symbolic`` the sizes may be expressions of dims kept symbolic (the templates then
+    take them rendered: ``sizes``)."""
     nd = len(op.attrs["kernel_shape"])
     if not 1 <= nd <= SPATIAL:
         raise ctx.error(f"{nd}-D windows are not supported", hint="1-D, 2-D and 3-D are")
     pads = op.attrs["pads"]
-    D, H, W = _as3(x.shape[2:], 1)
-    OD, OH, OW = _as3(y.shape[2:], 1)
+    D, H, W = _as3(x.shape[2:], 1, symbolic)
+    OD, OH, OW = _as3(y.shape[2:], 1, symbolic)
     KD, KH, KW = _as3(op.attrs["kernel_shape"], 1)
     SD, SH, SW = _as3(op.attrs["strides"], 1)
     DD, DH, DW = _as3(op.attrs["dilations"], 1)
@@ -52,9 +71,45 @@ def spatial_geometry(ctx: LowerCtx, op: Op, x: Value, y: Value) -> dict:
     )  # fmt: skip
 
 
-def conv_geometry(ctx: LowerCtx, op: Op, x: Value, w: Value) -> dict:
+def product(*factors) -> str:
+    """The product of sizes in u32 shader text: a literal for ints (as always); over dims kept
+    symbolic the expanded polynomial where its terms' bounds stay in u32 (the bounds are
+    interval arithmetic, loose for products of differences such as (h - 2) * w), else the
+    product of the factors, each of which is a size and so never negative."""
+    n = simplify(math.prod(factors))
+    try:
+        return u32(n)
+    except SymbolicError:
+        return "(" + " * ".join(u32(f) for f in factors) + ")"
+
+
+def last(*factors) -> str:
+    """``product(*factors) - 1`` clamped at 0 (the last index, for clamping reads; a kernel
+    whose product is 0 has no workgroups)."""
+    n = simplify(math.prod(factors))
+    try:
+        return u32(smax(n, 1) - 1)
+    except SymbolicError:
+        return f"(max({product(*factors)}, 1u) - 1u)"
+
+
+def sizes(p: dict) -> dict:
+    """The spatial sizes of a geometry as the conv templates write them: ``X_u`` u32 sizes,
+    ``X_i`` i32 ones (bare integer literals for static sizes, as the templates always wrote)."""
+
+    def i(n) -> str:
+        return str(n) if isinstance(n, int) else i32(n)
+
+    return dict(
+        D_i=i(p["D"]), H_i=i(p["H"]), W_i=i(p["W"]), S_u=product(p["D"], p["H"], p["W"]),
+        OS_u=product(p["OD"], p["OH"], p["OW"]), OHW_u=product(p["OH"], p["OW"]), OH_u=u32(p["OH"]),
+        OW_u=u32(p["OW"]), OCS_u=product(p["OC"], p["OD"], p["OH"], p["OW"]) if "OC" in p else None,
+    )  # fmt: skip
+
+
+def conv_geometry(ctx: LowerCtx, op: Op, x: Value, w: Value, symbolic: bool = False) -> dict:
     """Conv shape parameters: batch, channels, groups and the 3-D window geometry."""
-    p = spatial_geometry(ctx, op, x, op.outputs[0])
+    p = spatial_geometry(ctx, op, x, op.outputs[0], symbolic)
     G = op.attrs["group"]
     N, C = x.shape[:2]
     OC = w.shape[0]
@@ -71,7 +126,13 @@ def lower_conv(ctx: LowerCtx, op: Op) -> None:
     pro = prologue(ctx, op)
     own = operands(op)[1]
     w, b = own[1], own[2] if len(own) > 2 else None
-    p = conv_geometry(ctx, op, pro.x, w)
+    if is_symbolic(pro.x.shape[1], tuple(w.shape)):
+        raise ctx.error(
+            f"Conv over dims kept symbolic takes symbolic batch and spatial dims only; input "
+            f"{pro.x.type}, weights {w.type}",
+            hint="bind the channel dims with --dim NAME=N",
+        )
+    p = conv_geometry(ctx, op, pro.x, w, symbolic=True)
     if p["OCG"] >= 4:
         _gemm(ctx, op, p, pro, w, b)
     else:
@@ -106,7 +167,9 @@ def _gemm(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | No
         grid = (p["P"], G * ocg4, 1)
         _split(ctx, op, p, pro, epi, decls, inputs, split, channels, w_setup, w_load, 4, grid, b is not None)
         return
-    tm = 4 if p["P"] >= 4096 else 2 if p["P"] >= 512 else 1
+    P = dim_bound(p["P"])  # (over dims kept symbolic: the tile is chosen at the bound)
+    pixels = (p["N"], p["OD"], p["OH"], p["OW"])
+    tm = 4 if P >= 4096 else 2 if P >= 512 else 1
     pointwise = (
         p["KS"] == 1
         and (p["SD"], p["SH"], p["SW"]) == (1, 1, 1)
@@ -118,9 +181,10 @@ def _gemm(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | No
     shader = ctx.shader(
         "conv_gemm.wgsl.j2", decls=decls, wg=WORKGROUP, tm=tm, ocg4=ocg4,
         bias=b is not None, pointwise=pointwise, w_setup=w_setup, w_load=w_load, out_expr=epi.expr,
-        epi_lines=epi.lines, helpers=_helpers(pro, epi), load_x=pro.code, **p,
+        epi_lines=epi.lines, helpers=_helpers(pro, epi), load_x=pro.code,
+        **{**p, "P": product(*pixels), "P_last": last(*pixels)}, **sizes(p),
     )  # fmt: skip
-    grid = (math.ceil(p["P"] / (WORKGROUP * tm)), G * ocg4, 1)
+    grid = (ceil_div(p["P"], WORKGROUP * tm), G * ocg4, 1)
     ctx.kernel(inputs + epi.inputs, [y], [epi.dispatch(shader, grid, inputs, y)])
 
 
@@ -138,10 +202,12 @@ def _direct(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | 
         grid = (p["P"], p["OC"], 1)
         _split(ctx, op, p, pro, epi, decls, inputs, split, channels, [], w_load, 1, grid, b is not None)
         return
-    grid, nx = ctx.grid(math.ceil(total / WORKGROUP))
+    grid, nx = ctx.grid(ceil_div(total, WORKGROUP))
+    total_u = product(p["N"], p["OC"], p["OD"], p["OH"], p["OW"])
     shader = ctx.shader(
-        "conv_direct.wgsl.j2", decls=decls, wg=WORKGROUP, nx=nx, total=total, bias=b is not None,
-        out_expr=epi.expr, epi_lines=epi.lines, helpers=_helpers(pro, epi), load_x=pro.code, **p,
+        "conv_direct.wgsl.j2", decls=decls, wg=WORKGROUP, nx=nx, total=total_u, bias=b is not None,
+        out_expr=epi.expr, epi_lines=epi.lines, helpers=_helpers(pro, epi), load_x=pro.code,
+        **p, **sizes(p),
     )  # fmt: skip
     ctx.kernel(inputs + epi.inputs, [y], [epi.dispatch(shader, grid, inputs, y)])
 
@@ -154,7 +220,8 @@ def _split(ctx, op, p, pro, epi, decls, inputs, wg, channels, w_setup, w_load, l
     shader = ctx.shader(
         "conv_split.wgsl.j2", decls=decls, wg=wg, lanes=lanes, acc_type="vec4<f32>" if lanes == 4 else "f32",
         channel_lines=channels, w_setup=w_setup, w_load=w_load, bias=bias,
-        out_expr=epi.expr, epi_lines=epi.lines, helpers=_helpers(pro, epi), load_x=pro.code, **p,
+        out_expr=epi.expr, epi_lines=epi.lines, helpers=_helpers(pro, epi), load_x=pro.code,
+        **p, **sizes(p),
     )  # fmt: skip
     ctx.kernel(inputs + epi.inputs, [y], [epi.dispatch(shader, grid, inputs, y)])
 

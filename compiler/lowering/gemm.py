@@ -7,6 +7,10 @@ connected weight (411 MB) runs as four dispatches under the 128 MiB binding limi
 Each invocation sums all K products of its tile, unless K is longer than one invocation may
 loop (target.LOOP_BUDGET): then a workgroup computes the tile, its invocations taking every
 64th (or 256th) k, and sums their partial tiles in a tree.
+
+Any of batch, M, N and K may be kept symbolic (a constant B fixes K and N): sizes render
+through u32, the row tile and the split workgroup are chosen at the bounds, and a symbolic K
+loops to the run's value read from the dims uniform.
 """
 
 from __future__ import annotations
@@ -17,14 +21,19 @@ import numpy as np
 
 from onnx2wgsl.ir import Dispatch, Op, Value
 from onnx2wgsl.ir.kernel import ref
+from onnx2wgsl.ir.symbolic import simplify, smax
+from onnx2wgsl.ir.types import dim_bound
 
 from ..elementwise_ops import f32
-from . import WORKGROUP, LowerCtx, decl, lowers, split_workgroup
+from . import WORKGROUP, LowerCtx, ceil_div, decl, lowers, split_workgroup, u32
 from .fused import epilogue
 from .indexing import View, broadcast, contiguous_strides, index_code
 
 
-def _rows_per_invocation(M: int) -> int:
+def _rows_per_invocation(M) -> int:
+    """Rows of A one invocation computes; for M kept symbolic, chosen at its bound (the
+    kernel clamps its reads and guards its stores, so any tile is right for every M)."""
+    M = dim_bound(M)
     return 4 if M >= 64 else 2 if M >= 8 else 1
 
 
@@ -38,7 +47,8 @@ def lower_matmul(ctx: LowerCtx, op: Op) -> None:
     b_shape = tuple(b.shape) + (1,) if b.type.rank == 1 else _swapped(b.shape, tb)
     M, K = a_shape[-2:]
     N = b_shape[-1]
-    batch = tuple(np.broadcast_shapes(a_shape[:-2], b_shape[:-2]))
+    # the batch dims are Y's leading ones (shape inference broadcast them, symbolic ones too)
+    batch = tuple(simplify(d) for d in y.shape[: y.type.rank - (a.type.rank > 1) - (b.type.rank > 1)])
     if batch and len(b_shape) == 2 and not ta:
         # A's batch dims are just more rows against one B
         M, batch = M * math.prod(batch), ()
@@ -47,7 +57,7 @@ def lower_matmul(ctx: LowerCtx, op: Op) -> None:
     _emit(ctx, op, a, b, op.input(2), y, M, N, K, batch, a_shape, b_shape, trans_a=ta, trans_b=tb)
 
 
-def _swapped(shape, swap: bool) -> tuple[int, ...]:
+def _swapped(shape, swap: bool) -> tuple:
     shape = tuple(shape)
     return shape[:-2] + (shape[-1], shape[-2]) if swap else shape
 
@@ -65,14 +75,14 @@ def lower_gemm(ctx: LowerCtx, op: Op) -> None:
 def _emit(ctx, op, a, b, c, y, M, N, K, batch, a_shape, b_shape, trans_a, trans_b) -> None:
     alpha = float(op.attrs.get("alpha", 1.0))
     beta = float(op.attrs.get("beta", 1.0))
-    Z = math.prod(batch)
+    Z = simplify(math.prod(batch))
     tm = _rows_per_invocation(M)
     a_row, a_col = (1, M) if trans_a else (K, 1)
 
     # Batch offsets of A, B and Y from the batch index z (broadcast batch dims read stride 0).
     views = [
-        _batch_view(a_shape, batch, M * K),
-        _batch_view(b_shape, batch, K * N),
+        _batch_view(ctx, a_shape, batch, M * K),
+        _batch_view(ctx, b_shape, batch, K * N),
         View(0, tuple(s * M * N for s in contiguous_strides(batch))),
     ]
     if batch:
@@ -88,7 +98,8 @@ def _emit(ctx, op, a, b, c, y, M, N, K, batch, a_shape, b_shape, trans_a, trans_
         if c.is_const:
             cv = ctx.const(c.data * np.float32(beta), f"{c.name}.beta", dtype=c.dtype) if beta != 1.0 else c
         s0, s1 = broadcast(c.shape, (M, N)).strides
-        idx = " + ".join(t for t in (f"m * {s0}u" if s0 else "", f"n * {s1}u" if s1 else "") if t) or "0u"
+        terms = (f"m * {u32(s0)}" if s0 != 0 else "", f"n * {u32(s1)}" if s1 != 0 else "")
+        idx = " + ".join(t for t in terms if t) or "0u"
         scale = "" if (c.is_const or beta == 1.0) else f" * {f32(beta)}"
         bias_lines = [f"v += {ref('C')}[{idx}]{scale};"]
         bias_inputs = [cv]
@@ -96,6 +107,7 @@ def _emit(ctx, op, a, b, c, y, M, N, K, batch, a_shape, b_shape, trans_a, trans_
     epi = epilogue(ctx, op)
     if b.is_const and not batch:
         # [K, N] with alpha folded in, padded to whole vec4 columns, chunked under the binding limit.
+        K = simplify(K)  # a constant B fixes K and N
         bdata = b.data.reshape(b_shape) if b.type.rank == 1 else b.data  # a vector is a [K, 1] matrix
         bm = (bdata.T if trans_b else bdata).astype(np.float32) * np.float32(alpha)
         n4 = math.ceil(N / 4)
@@ -117,21 +129,27 @@ def _emit(ctx, op, a, b, c, y, M, N, K, batch, a_shape, b_shape, trans_a, trans_
         return
 
     scale = "" if alpha == 1.0 else f" * {f32(alpha)}"
-    if not trans_b and N % 4 == 0:
-        vec, nv, b_load = 4, N // 4, f"{ref('B')}[bb / 4u + k * {N // 4}u + nv]"
+    if not trans_b and simplify(N % 4) == 0:  # (for N kept symbolic: a multiple of 4 at every value)
+        vec, nv, b_load = 4, simplify(N // 4), f"{ref('B')}[bb / 4u + k * {u32(N // 4)} + nv]"
     elif trans_b:
-        vec, nv, b_load = 1, N, f"{ref('B')}[bb + nv * {K}u + k]"
+        vec, nv, b_load = 1, N, f"{ref('B')}[bb + nv * {u32(K)} + k]"
     else:
-        vec, nv, b_load = 1, N, f"{ref('B')}[bb + k * {N}u + nv]"
+        vec, nv, b_load = 1, N, f"{ref('B')}[bb + k * {u32(N)} + nv]"
     d = _dispatch(ctx, a, b, bias_inputs, y, M, N, K, tm, a_row, a_col, batch_lines, bias_lines,
                   vec=vec, nv=nv, n_base="0u", b_load=b_load, scale=scale, epi=epi, Z=Z)  # fmt: skip
     ctx.kernel([a, b, *bias_inputs, *epi.inputs], [y], [d])
 
 
-def _batch_view(shape, batch, mat) -> View:
-    own = tuple(shape[:-2])
+def _batch_view(ctx, shape, batch, mat) -> View:
+    own = tuple(simplify(d) for d in shape[:-2])
     if not batch:
         return View(0, ())
+    for n, m in zip(reversed(own), reversed(batch)):
+        if n != m and n != 1:  # (static shapes were checked on import; a symbolic one may not match)
+            raise ctx.error(
+                f"batch dim {n} of a MatMul operand does not broadcast to {m} at every value of the dims",
+                hint="bind the dims with --dim NAME=N, or give the operands the same batch dims",
+            )
     v = broadcast(own, batch)
     return View(0, tuple(s * mat for s in v.strides))
 
@@ -141,15 +159,16 @@ def _dispatch(ctx, a, b, bias_inputs, y, M, N, K, tm, a_row, a_col, batch_lines,
     decls = [decl("A", a), decl("B", b, elem="vec4<f32>" if vec == 4 else None)]
     decls = epi.decls_with(decls + [decl("C", v) for v in bias_inputs], y)
     acc_type = "vec4<f32>" if vec == 4 else "f32"
-    split = split_workgroup(K)
+    split = split_workgroup(dim_bound(K))  # a K kept symbolic loops up to its bound
     wg = split or WORKGROUP
     accs = [(f"acc{t}", acc_type) for t in range(tm)]
+    # (M1, the last row, clamps reads; for an M whose range holds 0 no workgroup runs)
     shader = ctx.shader(
-        "matmul.wgsl.j2", decls=decls, wg=wg, tm=tm, M=M, N=N, K=K, NV=nv, vec=vec,
-        acc_type=acc_type, a_row=a_row, a_col=a_col, b_load=b_load,
+        "matmul.wgsl.j2", decls=decls, wg=wg, tm=tm, M=u32(M), M1=u32(smax(M, 1) - 1), N=u32(N),
+        K=u32(K), NV=u32(nv), vec=vec, acc_type=acc_type, a_row=u32(a_row), a_col=u32(a_col), b_load=b_load,
         batch_lines=batch_lines, bias_lines=bias_lines, n_base=n_base, scale=scale,
         out_expr=epi.expr, epi_lines=epi.lines, helpers=epi.helpers, split=split is not None,
         accs=accs, merge=[f"red_{n}[lid] += red_{n}[lid + half];" for n, _ in accs],
     )  # fmt: skip
-    grid = (nv if split else math.ceil(nv / WORKGROUP), math.ceil(M / tm), Z)
+    grid = (nv if split else ceil_div(nv, WORKGROUP), ceil_div(M, tm), Z)
     return epi.dispatch(shader, grid, [a, b, *bias_inputs], y)

@@ -14,8 +14,8 @@ _PRODUCERS = ("Conv", "Gemm", "MatMul")
 def _channel_vector(c: Value, out_shape: tuple, axis: int) -> np.ndarray | None:
     """c's data as one value per channel of ``axis`` if c is constant along every other dim
     of the (broadcast) output, else None."""
-    if not c.is_const or c.type.rank > len(out_shape):
-        return None
+    if not c.is_const or c.type.rank > len(out_shape) or not isinstance(out_shape[axis], int):
+        return None  # (a channel dim kept symbolic has no fixed number of channels to fold)
     shape = (1,) * (len(out_shape) - c.type.rank) + tuple(c.shape)
     if any(n != 1 for d, n in enumerate(shape) if d != axis):
         return None
