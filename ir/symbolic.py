@@ -201,26 +201,32 @@ class Expr:
         return mod(other, self)
 
     # -- order: decided by the ranges, else an error ---------------------------------
-    def _decided(self, other: Dimish, what: str) -> int:
-        c = compare(self, other)
-        if c is None:
-            raise SymbolicError(f"whether {self} {what} {other} depends on the dims' values")
-        return c
+    def _decided(self, other: Dimish, what: str, true, false) -> bool:
+        """``self <what> other`` when the bounds of their difference decide it: ``true(lo, hi)``
+        says it holds everywhere, ``false(lo, hi)`` nowhere."""
+        lo, hi = (self - as_expr(other)).bounds
+        if true(lo, hi):
+            return True
+        if false(lo, hi):
+            return False
+        raise SymbolicError(f"whether {self} {what} {other} depends on the dims' values")
 
     def __lt__(self, other: Dimish) -> bool:
-        return self._decided(other, "<") < 0
+        return self._decided(other, "<", lambda lo, hi: hi < 0, lambda lo, hi: lo >= 0)
 
     def __le__(self, other: Dimish) -> bool:
-        return self._decided(other, "<=") <= 0
+        return self._decided(other, "<=", lambda lo, hi: hi <= 0, lambda lo, hi: lo > 0)
 
     def __gt__(self, other: Dimish) -> bool:
-        return self._decided(other, ">") > 0
+        return self._decided(other, ">", lambda lo, hi: lo > 0, lambda lo, hi: hi <= 0)
 
     def __ge__(self, other: Dimish) -> bool:
-        return self._decided(other, ">=") >= 0
+        return self._decided(other, ">=", lambda lo, hi: lo >= 0, lambda lo, hi: hi < 0)
 
     def __bool__(self) -> bool:
-        return self._decided(0, "!=") != 0
+        if not self.terms:
+            return False
+        return self._decided(0, "!=", lambda lo, hi: lo > 0 or hi < 0, lambda lo, hi: lo == hi == 0)
 
     # -- identity ----------------------------------------------------------------------
     def __eq__(self, other: object) -> bool:

@@ -89,7 +89,7 @@ def index_code(shape, views: list[View], flat: str = "i", prefix: str = "c") -> 
     exprs = []
     for v, f in zip(views, flat_views):
         if f:
-            exprs.append(f"{flat} + {u32(v.offset)}" if v.offset else flat)
+            exprs.append(f"{flat} + {u32(v.offset)}" if v.offset != 0 else flat)
         else:
             exprs.append(affine_expr(v, lambda d: f"{prefix}{d}"))
     return lines, exprs
@@ -110,7 +110,7 @@ def affine_expr(view: View, coord) -> str:
     if neg:
         head = [u32(view.offset)] + pos
     else:
-        head = pos + ([u32(view.offset)] if view.offset else [])
+        head = pos + ([u32(view.offset)] if view.offset != 0 else [])
     text = " + ".join(head) if head else "0u"
     return text + "".join(f" - {t}" for t in neg)
 
