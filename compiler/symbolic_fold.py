@@ -144,7 +144,7 @@ def _reshape_shape(x_shape, target, allowzero: bool = False) -> tuple:
 
 def slice_type(x: TensorType, params: list[Value | None]) -> TensorType:
     """The type of a Slice (opset >= 10) of ``x`` whose ends may be symbolic (``x[:, :seq]``):
-    unit steps and int starts only."""
+    unit steps and int starts only, except on static axes, which slice any way."""
     starts, ends, axes, steps = (
         [None if v is None else list(v.data.reshape(-1)) for v in params] + [None] * 4
     )[:4]
@@ -153,6 +153,10 @@ def slice_type(x: TensorType, params: list[Value | None]) -> TensorType:
     shape = list(x.shape)
     for s, e, a, st in zip(starts, ends, axes, steps):
         a = int(a) + (x.rank if int(a) < 0 else 0)
+        if not any(isinstance(v, Expr) for v in (shape[a], s, e, st)) and int(st) != 0:
+            # a static axis of a tensor with other dims kept symbolic: any slice of it
+            shape[a] = len(range(*slice(int(s), int(e), int(st)).indices(shape[a])))
+            continue
         if isinstance(s, Expr) or isinstance(st, Expr) or int(st) != 1 or int(s) < 0:
             raise SymbolicError("a slice with symbolic starts or steps, or a negative start")
         n = shape[a]

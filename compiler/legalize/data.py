@@ -15,6 +15,8 @@ import numpy as np
 
 from onnx2wgsl.errors import UnsupportedError
 from onnx2wgsl.ir import TensorType
+from onnx2wgsl.ir.symbolic import Expr
+from onnx2wgsl.ir.types import dim_bound
 
 from . import _axis, _ints, emit, rule
 
@@ -150,7 +152,7 @@ def _emit_pad(g, info, operands, mode: str, pads: list[int], value):
     if mode not in PAD_MODES:
         raise info.error(f"unknown pad mode {mode!r}", hint=f"modes: {', '.join(PAD_MODES)}")
     shape = tuple(n + pads[d] + pads[d + rank] for d, n in enumerate(x.shape))
-    if min(shape, default=1) < 0:
+    if any((n.bounds[0] if isinstance(n, Expr) else n) < 0 for n in shape):  # at any size
         raise info.error(f"pads {pads} remove more than the input's shape {x.shape}")
     if mode != "constant":
         for d, n in enumerate(x.shape):
@@ -216,13 +218,16 @@ def _gather(g, info):
     return emit(g, info, info.op_type, info.inputs[:2], {"axis": axis})
 
 
-def _check_indices(info, indices, n: int, axis: int) -> None:
-    """Constant indices within [-n, n) (onnxruntime refuses others when it runs)."""
+def _check_indices(info, indices, n, axis: int) -> None:
+    """Constant indices within [-n, n) (onnxruntime refuses others when it runs). Over a dim
+    kept symbolic, within its largest value: an index out of range at some smaller sizes
+    reads 0 there, like any index out of range on the GPU."""
     if indices.is_const and indices.data.size:
         lo, hi = int(indices.data.min()), int(indices.data.max())
-        if lo < -n or hi >= n:
+        most = dim_bound(n)
+        if lo < -most or hi >= most:
             raise info.error(
-                f"index {lo if lo < -n else hi} is out of range for axis {axis} of size {n}",
+                f"index {lo if lo < -most else hi} is out of range for axis {axis} of size {n}",
                 hint="fix the model",
             )
 
