@@ -21,21 +21,23 @@ import math
 import numpy as np
 
 from onnx2wgsl.ir import DType, Op, TensorType, Value
+from onnx2wgsl.ir.symbolic import smax
 
-from . import LowerCtx, lowers, wgsl_type
+from . import LowerCtx, i32, lowers, u32, wgsl_type
 from .coords import ZERO, CoordKernel
 from .elementwise import map_dispatch
 from .indexing import View, contiguous, contiguous_strides
 
 
-def _index(k: CoordKernel, name: str, load: str, n: int) -> None:
+def _index(k: CoordKernel, name: str, load: str, n) -> None:
     """Lines binding ``name`` (i32, normalized from a negative count), ``name_ok`` (in range)
-    and ``name_u`` (u32, clamped into range so that no read leaves the tensor)."""
+    and ``name_u`` (u32, clamped into range so that no read leaves the tensor). ``n`` may be
+    a dim kept symbolic (its value is read at run time)."""
     k.add(
         f"let {name}_raw = {load};",
-        f"let {name} = select({name}_raw, {name}_raw + {n}i, {name}_raw < 0i);",
-        f"let {name}_ok = {name} >= 0i && {name} < {n}i;",
-        f"let {name}_u = u32(clamp({name}, 0i, {max(n - 1, 0)}i));",
+        f"let {name} = select({name}_raw, {name}_raw + {i32(n)}, {name}_raw < 0i);",
+        f"let {name}_ok = {name} >= 0i && {name} < {i32(n)};",
+        f"let {name}_u = u32(clamp({name}, 0i, {i32(smax(n - 1, 0))}));",
     )
 
 
@@ -88,7 +90,7 @@ def _gather_along(ctx: LowerCtx, x: Value, idx: Value, y: Value, a: int, idx_vie
             theirs = f"j_ok && j >= {hi}i" if lo == 0 else f"!(j_ok && j >= {lo}i && j < {hi}i)"
             k.add(f"if ({theirs}) {{", "  return;", "}")
         row = f"(j_u - {lo}u)" if lo else "j_u"
-        addr = f"{k.at(data_view(strides))} + {row} * {strides[a]}u"
+        addr = f"{k.at(data_view(strides))} + {row} * {u32(strides[a])}"
         k.store(f"select({ZERO[wgsl_type(y)]}, {k.read(table)}[{addr}], j_ok)", y)
         dispatches.append(k.dispatch())
     _emit(ctx, [*(t for t, _, _ in parts), idx], y, dispatches)
@@ -132,7 +134,7 @@ def lower_gather_nd(ctx: LowerCtx, op: Op) -> None:
     terms, oks = [k.at(View(0, xs[:b] + (0,) * (q - 1 - b) + xs[b + m :]))], []
     for j in range(m):
         _index(k, f"j{j}", f"{ind}[base + {j}u]", x.shape[b + j])
-        terms.append(f"j{j}_u * {xs[b + j]}u")
+        terms.append(f"j{j}_u * {u32(xs[b + j])}")
         oks.append(f"j{j}_ok")
     ok = " && ".join(oks) if oks else "true"
     k.store(f"select({ZERO[wgsl_type(y)]}, {k.read(x)}[{' + '.join(terms)}], {ok})", y)

@@ -1,0 +1,244 @@
+"""Data movement and gathers over dims kept symbolic: each model is compiled once with a
+range of sizes and run at both ends of the range and in between, against onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import check_symbolic, graph_model, rand, with_dim_params
+from onnx import helper
+
+BS = {"batch": (1, 4), "seq": (1, 128)}
+SIZES = [(1, 1), (2, 17), (4, 128)]
+LEVELS = pytest.mark.parametrize("level", [0, 2])
+
+
+def _i64(*values) -> np.ndarray:
+    return np.array(values, dtype=np.int64)
+
+
+@LEVELS
+@pytest.mark.parametrize("perm", [(0, 2, 1, 3), (0, 2, 3, 1)])
+def test_transpose_of_attention_heads(device, level, perm):
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t"], perm=list(perm)),
+        helper.make_node("Relu", ["t"], ["y"]),
+    ]
+    m = graph_model(nodes, {"x": rand(2, 3, 2, 4)}, ["y"])
+    m = with_dim_params(m, {"x": ["batch", "seq", 2, 4]})
+    feeds = [{"x": rand(b, s, 2, 4, seed=s)} for b, s in SIZES]
+    check_symbolic(m, BS, feeds, device, opt_level=level)
+
+
+@LEVELS
+def test_reshape_flatten_squeeze_unsqueeze_views(device, level):
+    nodes = [
+        helper.make_node("Reshape", ["x", "shape"], ["r"]),  # [batch, seq, 2, 4]
+        helper.make_node("Neg", ["r"], ["rn"]),
+        helper.make_node("Flatten", ["rn"], ["f"], axis=2),  # [batch * seq, 8]
+        helper.make_node("Unsqueeze", ["f", "ax0"], ["u"]),  # [1, batch * seq, 8]
+        helper.make_node("Abs", ["u"], ["ua"]),
+        helper.make_node("Squeeze", ["ua", "ax0"], ["s"]),  # [batch * seq, 8]
+        helper.make_node("Identity", ["s"], ["i"]),
+        helper.make_node("Sigmoid", ["i"], ["y"]),
+    ]
+    inits = {"shape": _i64(0, 0, 2, 4), "ax0": _i64(0)}
+    m = graph_model(nodes, {"x": rand(2, 3, 8)}, ["y"], inits)
+    m = with_dim_params(m, {"x": ["batch", "seq", 8]})
+    feeds = [{"x": rand(b, s, 8, seed=s)} for b, s in SIZES]
+    check_symbolic(m, BS, feeds, device, opt_level=level)
+
+
+@LEVELS
+def test_concat_along_and_across_symbolic_dims(device, level):
+    nodes = [
+        helper.make_node("Concat", ["x", "p"], ["a"], axis=1),  # [batch, seq + 3, 4]
+        helper.make_node("Concat", ["a", "a"], ["b"], axis=2),  # [batch, seq + 3, 8]
+        helper.make_node("Concat", ["b", "b"], ["y"], axis=0),  # [2 batch, seq + 3, 8]
+    ]
+    m = graph_model(nodes, {"x": rand(2, 3, 4), "p": rand(2, 3, 4)}, ["y"])
+    m = with_dim_params(m, {"x": ["batch", "seq", 4], "p": ["batch", 3, 4]})
+    feeds = [{"x": rand(b, s, 4, seed=s), "p": rand(b, 3, 4, seed=b)} for b, s in SIZES]
+    check_symbolic(m, BS, feeds, device, opt_level=level)
+
+
+@LEVELS
+def test_slice_with_static_bounds_over_symbolic_dims(device, level):
+    nodes = [
+        helper.make_node("Slice", ["x", "st", "en", "ax"], ["a"]),  # x[:, :, 1:6]
+        helper.make_node("Slice", ["x", "st0", "en0", "ax0"], ["b"]),  # x[1:] over batch... [:]
+        helper.make_node("Relu", ["a"], ["y"]),
+        helper.make_node("Slice", ["b", "st2", "en2", "ax2", "sp2"], ["z"]),  # reversed, stepped
+    ]
+    inits = {
+        "st": _i64(1),
+        "en": _i64(6),
+        "ax": _i64(2),
+        "st0": _i64(0),
+        "en0": _i64(2**62),
+        "ax0": _i64(1),
+        "st2": _i64(-1),
+        "en2": _i64(-(2**62)),
+        "ax2": _i64(2),
+        "sp2": _i64(-2),
+    }
+    m = graph_model(nodes, {"x": rand(2, 3, 8)}, ["y", "z"], inits)
+    m = with_dim_params(m, {"x": ["batch", "seq", 8]})
+    feeds = [{"x": rand(b, s, 8, seed=s)} for b, s in SIZES]
+    check_symbolic(m, BS, feeds, device, opt_level=level)
+
+
+@LEVELS
+def test_position_ids_slice_a_table_to_the_sequence_length(device, level):
+    """BERT's position ids: ``table[:, :seq]`` of a constant [1, 512] table, then an embedding
+    lookup of them, added to the token embeddings."""
+    table = np.arange(512, dtype=np.int64).reshape(1, 512)
+    nodes = [
+        helper.make_node("Shape", ["ids"], ["shape"]),
+        helper.make_node("Gather", ["shape", "one_s"], ["seqlen"], axis=0),
+        helper.make_node("Unsqueeze", ["seqlen", "zero"], ["end"]),
+        helper.make_node("Slice", ["table", "zero", "end", "one"], ["pos"]),  # [1, seq]
+        helper.make_node("Gather", ["pemb", "pos"], ["pe"], axis=0),  # [1, seq, 8]
+        helper.make_node("Gather", ["temb", "ids"], ["te"], axis=0),  # [batch, seq, 8]
+        helper.make_node("Add", ["te", "pe"], ["y"]),
+    ]
+    inits = {
+        "table": table,
+        "one": _i64(1),
+        "one_s": np.array(1, np.int64),
+        "zero": _i64(0),
+        "pemb": rand(512, 8, seed=3),
+        "temb": rand(50, 8, seed=4),
+    }
+    m = graph_model(nodes, {"ids": np.zeros((2, 3), np.int64)}, ["y"], inits)
+    m = with_dim_params(m, {"ids": ["batch", "seq"]})
+    rng = np.random.default_rng(0)
+    feeds = [{"ids": rng.integers(0, 50, (b, s)).astype(np.int64)} for b, s in SIZES]
+    check_symbolic(m, BS, feeds, device, opt_level=level)
+
+
+@LEVELS
+def test_expand_to_a_symbolic_shape(device, level):
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Expand", ["row", "shape"], ["e"]),  # [batch, seq, 4]
+        helper.make_node("Mul", ["e", "x"], ["y"]),
+        helper.make_node("Expand", ["c", "shape"], ["z"]),  # [batch, seq, 4] from [batch, 1, 1]
+    ]
+    m = graph_model(nodes, {"x": rand(2, 3, 4), "c": rand(2, 1, 1)}, ["y", "z"], {"row": rand(4, seed=9)})
+    m = with_dim_params(m, {"x": ["batch", "seq", 4], "c": ["batch", 1, 1]})
+    feeds = [{"x": rand(b, s, 4, seed=s), "c": rand(b, 1, 1, seed=b)} for b, s in SIZES]
+    check_symbolic(m, BS, feeds, device, opt_level=level)
+
+
+@LEVELS
+def test_split_over_tensors_with_symbolic_dims(device, level):
+    nodes = [
+        helper.make_node("Split", ["x", "parts"], ["q", "k", "v"], axis=2),
+        helper.make_node("Mul", ["q", "k"], ["qk"]),
+        helper.make_node("Split", ["x"], ["a", "b"], axis=0),  # over a static dim of 2
+        helper.make_node("Sub", ["a", "b"], ["ab"]),
+    ]
+    m = graph_model(nodes, {"x": rand(2, 3, 12)}, ["qk", "v", "ab"], {"parts": _i64(4, 4, 4)})
+    m = with_dim_params(m, {"x": [2, "seq", 12]})
+    feeds = [{"x": rand(2, s, 12, seed=s)} for s in (1, 17, 128)]
+    check_symbolic(m, {"seq": (1, 128)}, feeds, device, opt_level=level)
+
+
+@LEVELS
+def test_embedding_lookup(device, level):
+    nodes = [helper.make_node("Gather", ["emb", "ids"], ["y"], axis=0)]
+    m = graph_model(nodes, {"ids": np.zeros((2, 3), np.int64)}, ["y"], {"emb": rand(100, 16, seed=2)})
+    m = with_dim_params(m, {"ids": ["batch", "seq"]})
+    rng = np.random.default_rng(1)
+    feeds = [{"ids": rng.integers(-100, 100, (b, s)).astype(np.int64)} for b, s in SIZES]
+    check_symbolic(m, BS, feeds, device, opt_level=level)
+
+
+@LEVELS
+def test_gather_over_a_symbolic_axis(device, level):
+    nodes = [
+        helper.make_node("Gather", ["x", "at"], ["y"], axis=1),  # first and last positions
+        helper.make_node("Gather", ["x", "ix"], ["z"], axis=2),  # a static axis of a symbolic tensor
+    ]
+    inits = {"at": _i64(0, -1), "ix": np.array([[3, 0], [1, -2]], np.int64)}
+    m = graph_model(nodes, {"x": rand(2, 3, 4)}, ["y", "z"], inits)
+    m = with_dim_params(m, {"x": ["batch", "seq", 4]})
+    feeds = [{"x": rand(b, s, 4, seed=s)} for b, s in SIZES]
+    check_symbolic(m, BS, feeds, device, opt_level=level)
+
+
+@LEVELS
+def test_gather_elements_and_gather_nd(device, level):
+    nodes = [
+        helper.make_node("GatherElements", ["x", "ie"], ["y"], axis=2),
+        helper.make_node("GatherND", ["d", "ind"], ["z"], batch_dims=1),
+    ]
+    m = graph_model(
+        nodes,
+        {
+            "x": rand(2, 3, 4),
+            "ie": np.zeros((2, 3, 2), np.int64),
+            "d": rand(2, 5, 4),
+            "ind": np.zeros((2, 3, 1), np.int64),
+        },
+        ["y", "z"],
+    )
+    m = with_dim_params(
+        m,
+        {
+            "x": ["batch", "seq", 4],
+            "ie": ["batch", "seq", 2],
+            "d": ["batch", 5, 4],
+            "ind": ["batch", "seq", 1],
+        },
+    )
+    rng = np.random.default_rng(2)
+    feeds = [
+        {
+            "x": rand(b, s, 4, seed=s),
+            "ie": rng.integers(-4, 4, (b, s, 2)).astype(np.int64),
+            "d": rand(b, 5, 4, seed=b),
+            "ind": rng.integers(-5, 5, (b, s, 1)).astype(np.int64),
+        }
+        for b, s in SIZES
+    ]
+    check_symbolic(m, BS, feeds, device, opt_level=level)
+
+
+@LEVELS
+def test_where_over_symbolic_dims(device, level):
+    nodes = [
+        helper.make_node("Greater", ["x", "zero"], ["c"]),
+        helper.make_node("Where", ["c", "x", "w"], ["y"]),
+    ]
+    m = graph_model(nodes, {"x": rand(2, 3, 4), "w": rand(2, 1, 4)}, ["y"], {"zero": np.zeros(1, np.float32)})
+    m = with_dim_params(m, {"x": ["batch", "seq", 4], "w": ["batch", 1, 4]})
+    feeds = [{"x": rand(b, s, 4, seed=s), "w": rand(b, 1, 4, seed=b)} for b, s in SIZES]
+    check_symbolic(m, BS, feeds, device, opt_level=level)
+
+
+@LEVELS
+@pytest.mark.parametrize("mode", ["constant", "edge", "reflect", "wrap"])
+def test_pad_over_symbolic_dims(device, level, mode):
+    nodes = [helper.make_node("Pad", ["x", "pads"], ["y"], mode=mode)]
+    m = graph_model(nodes, {"x": rand(2, 3, 4)}, ["y"], {"pads": _i64(0, 1, 2, 0, 2, -1)}, opset=19)
+    m = with_dim_params(m, {"x": ["batch", "seq", 4]})
+    sizes = SIZES if mode in ("constant", "edge") else [(1, 3), (2, 17), (4, 128)]
+    feeds = [{"x": rand(b, s, 4, seed=s)} for b, s in sizes]
+    dims = BS if mode in ("constant", "edge") else {"batch": (1, 4), "seq": (3, 128)}
+    check_symbolic(m, dims, feeds, device, opt_level=level)
+
+
+@LEVELS
+def test_tile_and_trilu_over_symbolic_dims(device, level):
+    nodes = [
+        helper.make_node("Tile", ["x", "reps"], ["y"]),
+        helper.make_node("Trilu", ["x"], ["z"], upper=1),
+        helper.make_node("Trilu", ["x", "k"], ["w"], upper=0),
+    ]
+    inits = {"reps": _i64(2, 1, 3), "k": _i64(-1)}
+    m = graph_model(nodes, {"x": rand(2, 3, 4)}, ["y", "z", "w"], inits)
+    m = with_dim_params(m, {"x": ["batch", "seq", "seq"]})
+    feeds = [{"x": rand(b, s, s, seed=s)} for b, s in SIZES]
+    check_symbolic(m, BS, feeds, device, opt_level=level)
