@@ -15,7 +15,7 @@ import numpy as np
 
 from onnx2wgsl.errors import UnsupportedError
 from onnx2wgsl.ir import TensorType
-from onnx2wgsl.ir.symbolic import Expr
+from onnx2wgsl.ir.symbolic import Expr, SymbolicError, as_expr, smax, smin
 from onnx2wgsl.ir.types import dim_bound
 
 from . import _axis, _ints, emit, rule
@@ -36,6 +36,8 @@ def _scalar(data) -> float | int:
 # -- slices -----------------------------------------------------------------------------------
 def slice_bounds(n: int, start: int, end: int, step: int) -> tuple[int, int]:
     """ONNX Slice on one dim of size n: the clamped first index and the element count."""
+    if isinstance(n, Expr):
+        return _symbolic_slice_bounds(n, start, end, step)
     if start < 0:
         start += n
     if end < 0:
@@ -46,6 +48,17 @@ def slice_bounds(n: int, start: int, end: int, step: int) -> tuple[int, int]:
         start, end = min(max(start, 0), n - 1), min(max(end, -1), n - 1)
     count = max(0, -(-(end - start) // step))
     return (start if count else 0), count
+
+
+def _symbolic_slice_bounds(n: Expr, start: int, end: int, step: int) -> tuple:
+    """slice_bounds over a dim kept symbolic, for positive steps: clamps become min and max
+    of expressions. (When the count is 0 at a run, the first index is never read.)"""
+    if step <= 0:
+        raise SymbolicError(f"a slice with step {step} of a dim kept symbolic")
+    start = start + n if start < 0 else start
+    end = end + n if end < 0 else end
+    start, end = smin(smax(start, 0), n), smin(smax(end, 0), n)
+    return start, smax(0, (end - start + step - 1) // step)
 
 
 @rule("Slice")
@@ -308,7 +321,7 @@ def _tensor_scatter(g, info):
     if (
         len(us) != rank
         or any(p != u for d, (p, u) in enumerate(zip(ps, us)) if d != axis)
-        or us[axis] > ps[axis]
+        or _above(us[axis], ps[axis])
     ):
         raise info.error(
             f"update {us} does not fit past_cache {ps}: the shapes must agree except on axis {axis}, "
@@ -318,6 +331,15 @@ def _tensor_scatter(g, info):
         raise info.error(f"write_indices must be [{ps[0]}] (one per batch entry), got {where.type}")
     attrs = {"axis": axis, "mode": mode, "has_write_indices": int(where is not None)}
     return emit(g, info, "TensorScatter", [v for v in (past, update, where) if v is not None], attrs)
+
+
+def _above(a, b) -> bool:
+    """``a > b`` for every value of the dims kept symbolic; an error when only some values
+    make it so. (Ranges decide ``seq + 1 > seq`` and ``1 > past`` for past >= 1.)"""
+    lo, hi = (as_expr(a) - as_expr(b)).bounds
+    if lo > 0 or hi <= 0:
+        return lo > 0
+    raise SymbolicError(f"whether {a} > {b} depends on the dims' values")
 
 
 # -- rearrangements ---------------------------------------------------------------------------
