@@ -15,9 +15,10 @@ import numpy as np
 
 from onnx2wgsl.errors import UnsupportedError
 from onnx2wgsl.ir import TensorType
-from onnx2wgsl.ir.symbolic import Expr, SymbolicError, as_expr, smax, smin
+from onnx2wgsl.ir.symbolic import Expr, SymbolicError, as_expr
 from onnx2wgsl.ir.types import dim_bound
 
+from ..symbolic_fold import slice_extent
 from . import _axis, _ints, emit, rule
 
 
@@ -37,7 +38,7 @@ def _scalar(data) -> float | int:
 def slice_bounds(n: int, start: int, end: int, step: int) -> tuple[int, int]:
     """ONNX Slice on one dim of size n: the clamped first index and the element count."""
     if isinstance(n, Expr):
-        return _symbolic_slice_bounds(n, start, end, step)
+        return slice_extent(n, start, end, step)
     if start < 0:
         start += n
     if end < 0:
@@ -48,17 +49,6 @@ def slice_bounds(n: int, start: int, end: int, step: int) -> tuple[int, int]:
         start, end = min(max(start, 0), n - 1), min(max(end, -1), n - 1)
     count = max(0, -(-(end - start) // step))
     return (start if count else 0), count
-
-
-def _symbolic_slice_bounds(n: Expr, start: int, end: int, step: int) -> tuple:
-    """slice_bounds over a dim kept symbolic, for positive steps: clamps become min and max
-    of expressions. (When the count is 0 at a run, the first index is never read.)"""
-    if step <= 0:
-        raise SymbolicError(f"a slice with step {step} of a dim kept symbolic")
-    start = start + n if start < 0 else start
-    end = end + n if end < 0 else end
-    start, end = smin(smax(start, 0), n), smin(smax(end, 0), n)
-    return start, smax(0, (end - start + step - 1) // step)
 
 
 @rule("Slice")
