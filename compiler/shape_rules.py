@@ -8,6 +8,7 @@ import numpy as np
 
 from onnx2wgsl.errors import UnsupportedError
 from onnx2wgsl.ir import DType, TensorType
+from onnx2wgsl.ir.symbolic import Expr
 
 _SAME_AS_FIRST = {
     "Relu", "Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Abs", "Neg", "Erf", "LeakyRelu", "Clip",
@@ -175,9 +176,20 @@ def _pad(info, x) -> list[TensorType | None] | None:
     return [TensorType(x.dtype, tuple(shape))]
 
 
+@_symbolic_only
+def _depth_to_space(info, x) -> list[TensorType | None] | None:
+    from onnx2wgsl.ir.symbolic import simplify
+
+    b = int(info.attrs.get("blocksize", 0))
+    if x.type.rank != 4 or b < 1 or isinstance(simplify(x.shape[1]), Expr):
+        return None  # the legalize rule names what does not fit
+    N, C, H, W = x.shape
+    return [TensorType(x.dtype, (N, C // (b * b), simplify(H * b), simplify(W * b)))]
+
+
 _OWN = {
     "MaxUnpool": _max_unpool, "Attention": _attention, "Concat": _concat, "Flatten": _flatten,
-    "Tile": _tile, "Pad": _pad,
+    "Tile": _tile, "Pad": _pad, "DepthToSpace": _depth_to_space,
 }  # fmt: skip
 
 

@@ -168,15 +168,16 @@ def test_gather_over_a_symbolic_axis(device, level):
         helper.make_node("Gather", ["x", "at"], ["y"], axis=1),  # first and last positions
         helper.make_node("Gather", ["x", "ix"], ["z"], axis=2),  # a static axis of a symbolic tensor
         helper.make_node("GatherND", ["x", "nd"], ["w"]),  # rows at (batch, seq) index pairs
+        helper.make_node("Gather", ["x", "k"], ["v"], axis=1),  # a run-time position
     ]
     inits = {
         "at": _i64(0, -1),
         "ix": np.array([[3, 0], [1, -2]], np.int64),
         "nd": np.array([[0, -1], [-1, 0], [0, 0]], np.int64),
     }
-    m = graph_model(nodes, {"x": rand(2, 3, 4)}, ["y", "z", "w"], inits)
-    m = with_dim_params(m, {"x": ["batch", "seq", 4]})
-    feeds = [{"x": rand(b, s, 4, seed=s)} for b, s in SIZES]
+    m = graph_model(nodes, {"x": rand(2, 3, 4), "k": np.array(0, np.int64)}, ["y", "z", "w", "v"], inits)
+    m = with_dim_params(m, {"x": ["batch", "seq", 4], "k": []})
+    feeds = [{"x": rand(b, s, 4, seed=s), "k": np.array(s // 2 - s + 1, np.int64)} for b, s in SIZES]
     check_symbolic(m, BS, feeds, device, opt_level=level)
 
 
@@ -398,3 +399,13 @@ def test_last_position_and_strided_slices_of_a_symbolic_axis(device, level):
     # (seq from 2: an offset whose range reaches 0 is not decided by the shared indexing yet)
     feeds = [{"h": rand(b, s, 8, seed=s)} for b, s in [(1, 2), (2, 17), (4, 128)]]
     check_symbolic(m, {"batch": (1, 4), "seq": (2, 128)}, feeds, device, opt_level=level)
+
+
+@LEVELS
+@pytest.mark.parametrize("mode", ["DCR", "CRD"])
+def test_depth_to_space_over_a_symbolic_image(device, level, mode):
+    nodes = [helper.make_node("DepthToSpace", ["x"], ["y"], blocksize=2, mode=mode)]
+    m = graph_model(nodes, {"x": rand(1, 8, 3, 5)}, ["y"])
+    m = with_dim_params(m, {"x": ["batch", 8, "h", "w"]})
+    feeds = [{"x": rand(b, 8, h, w, seed=h)} for b, h, w in [(1, 1, 1), (2, 7, 3), (3, 16, 16)]]
+    check_symbolic(m, {"batch": (1, 3), "h": (1, 16), "w": (1, 16)}, feeds, device, opt_level=level)
