@@ -144,16 +144,20 @@ def _reshape_shape(x_shape, target, allowzero: bool = False) -> tuple:
 
 def slice_extent(n: Expr, start: int, end: int, step: int) -> tuple:
     """ONNX Slice at int bounds and a positive step on a dim kept symbolic: the first index
-    and the count (clamps become min and max of expressions; at a run whose count is 0 the
-    first index is never read)."""
+    (see slice_start) and the count (clamps become min and max of expressions; at a run whose
+    count is 0 the first index is never read)."""
     if step <= 0:
         raise SymbolicError(f"a slice with step {step} of a dim kept symbolic")
-    start = start + n if start < 0 else start
     end = end + n if end < 0 else end
-    start, end = smin(smax(start, 0), n), smin(smax(end, 0), n)
-    return simplify(Expr.const(0) + start), simplify(
-        Expr.const(0) + smax((end - start + step - 1) // step, 0)
-    )
+    first, end = slice_start(n, start), smin(smax(end, 0), n)
+    return first, simplify(Expr.const(0) + smax((end - first + step - 1) // step, 0))
+
+
+def slice_start(n: Expr, start: int):
+    """The first index of a slice at ``start`` (negative counts from the end) of a dim kept
+    symbolic, clamped into it. (A Slice op keeps the int start on such an axis, as IR
+    attributes are ints; its lowering takes the first index from here.)"""
+    return simplify(Expr.const(0) + smin(smax(start + n if start < 0 else start, 0), n))
 
 
 def slice_type(x: TensorType, params: list[Value | None]) -> TensorType:

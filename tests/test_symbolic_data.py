@@ -409,3 +409,24 @@ def test_depth_to_space_over_a_symbolic_image(device, level, mode):
     m = with_dim_params(m, {"x": ["batch", 8, "h", "w"]})
     feeds = [{"x": rand(b, 8, h, w, seed=h)} for b, h, w in [(1, 1, 1), (2, 7, 3), (3, 16, 16)]]
     check_symbolic(m, {"batch": (1, 3), "h": (1, 16), "w": (1, 16)}, feeds, device, opt_level=level)
+
+
+def test_symbolic_data_kernels_round_trip_through_the_ir_text():
+    from helpers import assert_ir_round_trips
+
+    nodes = [
+        helper.make_node("Slice", ["h", "minus1", "big", "one"], ["last"]),  # starts at seq - 1
+        helper.make_node("Gather", ["emb", "ids"], ["e"], axis=0),
+        helper.make_node("Pad", ["e", "pads"], ["p"], mode="reflect"),
+        helper.make_node("Transpose", ["p"], ["t"], perm=[1, 0, 2]),
+    ]
+    inits = {
+        "minus1": _i64(-1),
+        "one": _i64(1),
+        "big": _i64(2**62),
+        "emb": rand(10, 4),
+        "pads": _i64(0, 1, 0, 0, 2, 0),
+    }
+    m = graph_model(nodes, {"h": rand(2, 3, 8), "ids": np.zeros((2, 3), np.int64)}, ["last", "t"], inits)
+    m = with_dim_params(m, {"h": ["batch", "seq", 8], "ids": ["batch", "seq"]})
+    assert_ir_round_trips(m, dims={"batch": (1, 4), "seq": (3, 128)})

@@ -37,8 +37,8 @@ def _scalar(data) -> float | int:
 # -- slices -----------------------------------------------------------------------------------
 def slice_bounds(n: int, start: int, end: int, step: int) -> tuple[int, int]:
     """ONNX Slice on one dim of size n: the clamped first index and the element count."""
-    if isinstance(n, Expr):
-        return slice_extent(n, start, end, step)
+    if isinstance(n, Expr):  # the int start, which the lowering clamps (see slice_start)
+        return start, slice_extent(n, start, end, step)[1]
     if start < 0:
         start += n
     if end < 0:

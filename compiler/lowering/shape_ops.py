@@ -11,6 +11,7 @@ from onnx2wgsl.ir import Op, Value
 from onnx2wgsl.ir.symbolic import Expr, simplify, smax
 from onnx2wgsl.ir.types import dim_bound
 
+from ..symbolic_fold import slice_start
 from . import LowerCtx, i32, lowers, u32, wgsl_type
 from .coords import ZERO, CoordKernel, literal
 from .elementwise import emit_map, map_dispatch
@@ -32,7 +33,9 @@ def copy_or_alias(ctx: LowerCtx, x: Value, y: Value, view: View):
 @lowers("Slice")
 def lower_slice(ctx: LowerCtx, op: Op) -> None:
     x, y = op.inputs[0], op.outputs[0]
-    d = copy_or_alias(ctx, x, y, sliced(x.shape, op.attrs["starts"], op.attrs["steps"]))
+    # on an axis kept symbolic the start is ONNX's (negative counts from the end), clamped here
+    starts = [slice_start(n, s) if isinstance(n, Expr) else s for n, s in zip(x.shape, op.attrs["starts"])]
+    d = copy_or_alias(ctx, x, y, sliced(x.shape, starts, op.attrs["steps"]))
     if d is not None:
         emit_map(ctx, [x], y, [d])
 
