@@ -430,3 +430,20 @@ def test_symbolic_data_kernels_round_trip_through_the_ir_text():
     m = graph_model(nodes, {"h": rand(2, 3, 8), "ids": np.zeros((2, 3), np.int64)}, ["last", "t"], inits)
     m = with_dim_params(m, {"h": ["batch", "seq", 8], "ids": ["batch", "seq"]})
     assert_ir_round_trips(m, dims={"batch": (1, 4), "seq": (3, 128)})
+
+
+def test_embedding_table_over_the_binding_limit_splits_into_parts(device, tmp_path):
+    """A table over maxStorageBufferBindingSize is cut into rows that each fit; every part's
+    dispatch covers the symbolic ids."""
+    import json
+
+    limits = tmp_path / "tiny.json"
+    limits.write_text(json.dumps({"name": "tiny", "limits": {"maxStorageBufferBindingSize": 4096}}))
+    nodes = [helper.make_node("Gather", ["emb", "ids"], ["y"], axis=0)]
+    m = graph_model(nodes, {"ids": np.zeros((2, 3), np.int64)}, ["y"], {"emb": rand(100, 16, seed=2)})
+    m = with_dim_params(m, {"ids": ["batch", "seq"]})
+    rng = np.random.default_rng(5)
+    feeds = [{"ids": rng.integers(-100, 100, (b, s)).astype(np.int64)} for b, s in [(1, 1), (2, 5), (2, 8)]]
+    res = check_symbolic(m, {"batch": (1, 2), "seq": (1, 8)}, feeds, device, target=str(limits))
+    gathers = [op for op in res.graph.ops if op.kind == "kernel" and op.attrs.get("op") == "Gather"]
+    assert len(gathers) == 1 and len(gathers[0].dispatches) == 2
