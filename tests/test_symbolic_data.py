@@ -447,3 +447,35 @@ def test_embedding_table_over_the_binding_limit_splits_into_parts(device, tmp_pa
     res = check_symbolic(m, {"batch": (1, 2), "seq": (1, 8)}, feeds, device, target=str(limits))
     gathers = [op for op in res.graph.ops if op.kind == "kernel" and op.attrs.get("op") == "Gather"]
     assert len(gathers) == 1 and len(gathers[0].dispatches) == 2
+
+
+@pytest.mark.parametrize(
+    "node,inits,match",
+    [
+        (
+            helper.make_node("Split", ["x"], ["y", "z"], axis=1, num_outputs=2),
+            {},
+            "Split over dims kept symbolic",
+        ),
+        (
+            helper.make_node("CenterCropPad", ["x", "s"], ["y"]),
+            {"s": _i64(2, 5, 4)},
+            "CenterCropPad over dims kept symbolic",
+        ),
+        (
+            helper.make_node("Slice", ["x", "st", "en", "ax", "sp"], ["y"]),
+            {"st": _i64(-1), "en": _i64(-(2**62)), "ax": _i64(1), "sp": _i64(-1)},
+            "negative start or step",
+        ),
+    ],
+    ids=["split-symbolic-axis", "center-crop-pad", "reversed-symbolic-slice"],
+)
+def test_undecidable_data_ops_over_symbolic_dims_are_clear_errors(node, inits, match):
+    from onnx2wgsl.compiler import compile_model
+    from onnx2wgsl.errors import CompileError
+
+    outs = list(node.output)
+    m = graph_model([node], {"x": rand(2, 3, 4)}, outs, inits, opset=18)
+    m = with_dim_params(m, {"x": ["batch", "seq", 4]})
+    with pytest.raises(CompileError, match=match):
+        compile_model(m, dims=BS)
