@@ -104,18 +104,6 @@ def _attention(info) -> list[TensorType | None] | None:
     return [TensorType(q.dtype, s) for s in shapes]
 
 
-def _flatten(info) -> list[TensorType | None] | None:
-    # onnx leaves a product of dim_params unknown; over dims kept symbolic it is an expression
-    x = info.inputs[0]
-    axis = int(info.attrs.get("axis", 1))
-    if not x.type.is_symbolic or not -x.type.rank <= axis <= x.type.rank:
-        return None
-    axis += x.type.rank if axis < 0 else 0
-    head, tail = x.shape[:axis], x.shape[axis:]
-    shape = (simplify(math.prod(head, start=1)), simplify(math.prod(tail, start=1)))
-    return [TensorType(x.dtype, shape)]
-
-
 def _conv(info) -> list[TensorType | None] | None:
     # onnx leaves a spatial dim kept symbolic unknown; explicit (or VALID) pads give it as
     # (size + pads - dilated kernel) // stride + 1 (SAME pads would themselves hang on the size)
@@ -145,7 +133,93 @@ def _conv(info) -> list[TensorType | None] | None:
     return [TensorType(x.dtype, (x.shape[0], w.shape[0], *out))]
 
 
-_OWN = {"MaxUnpool": _max_unpool, "Attention": _attention, "Flatten": _flatten, "Conv": _conv}
+# -- ops over dims kept symbolic, where onnx's inference leaves a sum or product of them unknown
+def _symbolic_only(rule):
+    def wrapped(info) -> list[TensorType | None] | None:
+        x = info.inputs[0]
+        if x is None or not any(v is not None and v.type.is_symbolic for v in info.inputs):
+            return None
+        return rule(info, x)
+
+    return wrapped
+
+
+def _rank_axis(a: int, rank: int) -> int | None:
+    a = a + rank if a < 0 else a
+    return a if 0 <= a < rank else None
+
+
+@_symbolic_only
+def _concat(info, x) -> list[TensorType | None] | None:
+    from onnx2wgsl.ir.symbolic import simplify
+
+    ins = [v for v in info.inputs if v is not None]
+    a = _rank_axis(int(info.attrs.get("axis", 0)), x.type.rank)
+    if a is None or any(v.type.rank != x.type.rank for v in ins):
+        return None  # the legalize rule names what does not fit
+    total = sum((v.shape[a] for v in ins), 0)
+    shape = list(x.shape)
+    shape[a] = simplify(total)
+    return [TensorType(x.dtype, tuple(shape))]
+
+
+@_symbolic_only
+def _flatten(info, x) -> list[TensorType | None] | None:
+    from onnx2wgsl.ir.symbolic import simplify
+
+    a = int(info.attrs.get("axis", 1))
+    a = a + x.type.rank if a < 0 else a
+    if not 0 <= a <= x.type.rank:
+        return None
+    outer, inner = simplify(math.prod(x.shape[:a])), simplify(math.prod(x.shape[a:]))
+    return [TensorType(x.dtype, (outer, inner))]
+
+
+@_symbolic_only
+def _tile(info, x) -> list[TensorType | None] | None:
+    from onnx2wgsl.ir.symbolic import simplify
+
+    reps = [int(r) for r in info.const_input(1, "repeats").reshape(-1)]
+    if len(reps) != x.type.rank or min(reps, default=0) < 0:
+        return None
+    return [TensorType(x.dtype, tuple(simplify(n * r) for n, r in zip(x.shape, reps)))]
+
+
+@_symbolic_only
+def _pad(info, x) -> list[TensorType | None] | None:
+    from onnx2wgsl.ir.symbolic import simplify
+
+    rank = x.type.rank
+    if info.opset < 11:
+        pads = [int(p) for p in info.attrs.get("pads", info.attrs.get("paddings", []))]
+        axes = list(range(rank))
+    else:
+        pads = [int(p) for p in info.const_input(1, "pads").reshape(-1)]
+        given = info.const_input(3, "axes") if info.opset >= 18 else None
+        axes = list(range(rank)) if given is None else [_rank_axis(int(a), rank) for a in given.reshape(-1)]
+    if None in axes or len(pads) != 2 * len(axes):
+        return None
+    shape = list(x.shape)
+    for i, a in enumerate(axes):
+        shape[a] = simplify(shape[a] + pads[i] + pads[i + len(axes)])
+    return [TensorType(x.dtype, tuple(shape))]
+
+
+@_symbolic_only
+def _depth_to_space(info, x) -> list[TensorType | None] | None:
+    from onnx2wgsl.ir.symbolic import simplify
+
+    b = int(info.attrs.get("blocksize", 0))
+    if x.type.rank != 4 or b < 1 or isinstance(simplify(x.shape[1]), Expr):
+        return None  # the legalize rule names what does not fit
+    N, C, H, W = x.shape
+    return [TensorType(x.dtype, (N, C // (b * b), simplify(H * b), simplify(W * b)))]
+
+
+_OWN = {
+    "MaxUnpool": _max_unpool, "Attention": _attention, "Concat": _concat, "Flatten": _flatten,
+    "Tile": _tile, "Pad": _pad, "DepthToSpace": _depth_to_space, "Conv": _conv,
+}  # fmt: skip
 
 
 # -- onnxruntime's contrib ops (legalize/contrib.py), which onnx has no schemas for ---------------

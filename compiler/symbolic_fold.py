@@ -142,9 +142,27 @@ def _reshape_shape(x_shape, target, allowzero: bool = False) -> tuple:
     return tuple(simplify(d) if isinstance(d, Expr) else d for d in out)
 
 
+def slice_extent(n: Expr, start: int, end: int, step: int) -> tuple:
+    """ONNX Slice at int bounds and a positive step on a dim kept symbolic: the first index
+    (see slice_start) and the count (clamps become min and max of expressions; at a run whose
+    count is 0 the first index is never read)."""
+    if step <= 0:
+        raise SymbolicError(f"a slice with step {step} of a dim kept symbolic")
+    end = end + n if end < 0 else end
+    first, end = slice_start(n, start), smin(smax(end, 0), n)
+    return first, simplify(Expr.const(0) + smax((end - first + step - 1) // step, 0))
+
+
+def slice_start(n: Expr, start: int):
+    """The first index of a slice at ``start`` (negative counts from the end) of a dim kept
+    symbolic, clamped into it. (A Slice op keeps the int start on such an axis, as IR
+    attributes are ints; its lowering takes the first index from here.)"""
+    return simplify(Expr.const(0) + smin(smax(start + n if start < 0 else start, 0), n))
+
+
 def slice_type(x: TensorType, params: list[Value | None]) -> TensorType:
     """The type of a Slice (opset >= 10) of ``x`` whose ends may be symbolic (``x[:, :seq]``):
-    unit steps and int starts only."""
+    unit steps and int starts only, except on static axes, which slice any way."""
     starts, ends, axes, steps = (
         [None if v is None else list(v.data.reshape(-1)) for v in params] + [None] * 4
     )[:4]
@@ -153,8 +171,16 @@ def slice_type(x: TensorType, params: list[Value | None]) -> TensorType:
     shape = list(x.shape)
     for s, e, a, st in zip(starts, ends, axes, steps):
         a = int(a) + (x.rank if int(a) < 0 else 0)
+        if not any(isinstance(v, Expr) for v in (shape[a], s, e, st)) and int(st) != 0:
+            # a static axis of a tensor with other dims kept symbolic: any slice of it
+            shape[a] = len(range(*slice(int(s), int(e), int(st)).indices(shape[a])))
+            continue
+        if not isinstance(e, Expr) and not isinstance(s, Expr) and not isinstance(st, Expr) and int(st) > 0:
+            # a symbolic axis at int bounds (x[:, -1:], x[:, 1::2]): min and max clamps
+            shape[a] = slice_extent(shape[a], int(s), int(e), int(st))[1]
+            continue
         if isinstance(s, Expr) or isinstance(st, Expr) or int(st) != 1 or int(s) < 0:
-            raise SymbolicError("a slice with symbolic starts or steps, or a negative start")
+            raise SymbolicError("a slice with symbolic starts or steps, or a negative start or step")
         n = shape[a]
         e = int(e) if not isinstance(e, Expr) else e
         if isinstance(e, int) and e < 0:

@@ -16,7 +16,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from onnx2wgsl.errors import UnsupportedError
 from onnx2wgsl.ir import Graph, Value
+from onnx2wgsl.ir.symbolic import SymbolicError
 
 Rule = Callable[[Graph, "NodeInfo"], list]  # noqa: F821
 _RULES: dict[tuple[str, str], Rule] = {}
@@ -46,7 +48,14 @@ def legalize(g: Graph, info) -> list[Value | None]:
     fn = _RULES.get((info.domain, info.op_type))
     if fn is None:
         return emit(g, info, info.op_type, info.inputs, info.attrs)
-    return fn(g, info)
+    try:
+        return fn(g, info)
+    except SymbolicError as e:  # a check of dims kept symbolic that their ranges do not decide
+        raise info.error(
+            f"{info.op_type} over dims kept symbolic: {e}",
+            hint="bind the dims with --dim NAME=N, or narrow their ranges",
+            cls=UnsupportedError,
+        ) from None
 
 
 def emit(

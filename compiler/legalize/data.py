@@ -15,7 +15,10 @@ import numpy as np
 
 from onnx2wgsl.errors import UnsupportedError
 from onnx2wgsl.ir import TensorType
+from onnx2wgsl.ir.symbolic import Expr, SymbolicError, as_expr
+from onnx2wgsl.ir.types import dim_bound
 
+from ..symbolic_fold import slice_extent
 from . import _axis, _ints, emit, rule
 
 
@@ -34,6 +37,8 @@ def _scalar(data) -> float | int:
 # -- slices -----------------------------------------------------------------------------------
 def slice_bounds(n: int, start: int, end: int, step: int) -> tuple[int, int]:
     """ONNX Slice on one dim of size n: the clamped first index and the element count."""
+    if isinstance(n, Expr):  # the int start, which the lowering clamps (see slice_start)
+        return start, slice_extent(n, start, end, step)[1]
     if start < 0:
         start += n
     if end < 0:
@@ -150,7 +155,7 @@ def _emit_pad(g, info, operands, mode: str, pads: list[int], value):
     if mode not in PAD_MODES:
         raise info.error(f"unknown pad mode {mode!r}", hint=f"modes: {', '.join(PAD_MODES)}")
     shape = tuple(n + pads[d] + pads[d + rank] for d, n in enumerate(x.shape))
-    if min(shape, default=1) < 0:
+    if any((n.bounds[0] if isinstance(n, Expr) else n) < 0 for n in shape):  # at any size
         raise info.error(f"pads {pads} remove more than the input's shape {x.shape}")
     if mode != "constant":
         for d, n in enumerate(x.shape):
@@ -216,13 +221,16 @@ def _gather(g, info):
     return emit(g, info, info.op_type, info.inputs[:2], {"axis": axis})
 
 
-def _check_indices(info, indices, n: int, axis: int) -> None:
-    """Constant indices within [-n, n) (onnxruntime refuses others when it runs)."""
+def _check_indices(info, indices, n, axis: int) -> None:
+    """Constant indices within [-n, n) (onnxruntime refuses others when it runs). Over a dim
+    kept symbolic, within its largest value: an index out of range at some smaller sizes
+    reads 0 there, like any index out of range on the GPU."""
     if indices.is_const and indices.data.size:
         lo, hi = int(indices.data.min()), int(indices.data.max())
-        if lo < -n or hi >= n:
+        most = dim_bound(n)
+        if lo < -most or hi >= most:
             raise info.error(
-                f"index {lo if lo < -n else hi} is out of range for axis {axis} of size {n}",
+                f"index {lo if lo < -most else hi} is out of range for axis {axis} of size {n}",
                 hint="fix the model",
             )
 
@@ -303,7 +311,7 @@ def _tensor_scatter(g, info):
     if (
         len(us) != rank
         or any(p != u for d, (p, u) in enumerate(zip(ps, us)) if d != axis)
-        or us[axis] > ps[axis]
+        or _above(us[axis], ps[axis])
     ):
         raise info.error(
             f"update {us} does not fit past_cache {ps}: the shapes must agree except on axis {axis}, "
@@ -313,6 +321,15 @@ def _tensor_scatter(g, info):
         raise info.error(f"write_indices must be [{ps[0]}] (one per batch entry), got {where.type}")
     attrs = {"axis": axis, "mode": mode, "has_write_indices": int(where is not None)}
     return emit(g, info, "TensorScatter", [v for v in (past, update, where) if v is not None], attrs)
+
+
+def _above(a, b) -> bool:
+    """``a > b`` for every value of the dims kept symbolic; an error when only some values
+    make it so. (Ranges decide ``seq + 1 > seq`` and ``1 > past`` for past >= 1.)"""
+    lo, hi = (as_expr(a) - as_expr(b)).bounds
+    if lo > 0 or hi <= 0:
+        return lo > 0
+    raise SymbolicError(f"whether {a} > {b} depends on the dims' values")
 
 
 # -- rearrangements ---------------------------------------------------------------------------

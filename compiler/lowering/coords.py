@@ -20,9 +20,10 @@ import numpy as np
 
 from onnx2wgsl.ir import Dispatch, Value
 from onnx2wgsl.ir.kernel import ref
+from onnx2wgsl.ir.symbolic import Expr, simplify
 
 from ..elementwise_ops import f32
-from . import WORKGROUP, LowerCtx, binding, decl, u32, wgsl_type
+from . import WORKGROUP, LowerCtx, binding, ceil_div, decl, u32, wgsl_type
 from .indexing import View, affine_expr, contiguous_strides
 
 ZERO = {"f32": "0.0f", "i32": "0i", "u32": "0u"}
@@ -52,7 +53,8 @@ class CoordKernel:
 
     def __init__(self, ctx: LowerCtx, space, group: int | None = None):
         self.ctx = ctx
-        self.space = tuple(int(d) for d in space)
+        # ints, or Exprs of dims kept symbolic
+        self.space = tuple(simplify(d) if isinstance(d, Expr) else int(d) for d in space)
         self.group = group
         self._tree: tuple[list[tuple[str, str]], list[str], int] | None = None
         self.lines: list[str] = []
@@ -88,7 +90,7 @@ class CoordKernel:
     def at(self, view: View) -> str:
         """The u32 address of ``view`` at the current point (``i`` itself if it is dense)."""
         if view.strides == contiguous_strides(self.space):
-            return f"i + {view.offset}u" if view.offset else "i"
+            return f"i + {u32(view.offset)}" if view.offset != 0 else "i"
         return affine_expr(view, self.c)
 
     # -- body -----------------------------------------------------------------------------
@@ -109,18 +111,20 @@ class CoordKernel:
     def store(self, expr: str, out: Value) -> None:
         self.add(f"{self.write(out)}[i] = {expr};")
 
-    def dispatch(self, n: int | None = None) -> Dispatch | None:
-        """The dispatch (None if the space is empty); ``n`` overrides the invocation count."""
-        n = math.prod(self.space) if n is None else n
+    def dispatch(self, n=None) -> Dispatch | None:
+        """The dispatch (None if the space is empty); ``n`` overrides the invocation count.
+        Over dims kept symbolic the count is an expression (a run may still find it zero:
+        the runtimes skip a grid that evaluates to none)."""
+        n = simplify(math.prod(self.space) if n is None else n)
         if n == 0:
             return None
         shape = self.space
         coords = []
         for d in sorted(self._coords):
-            inner = math.prod(shape[d + 1 :])
-            expr = "i" if inner == 1 else f"(i / {inner}u)"
+            inner = simplify(math.prod(shape[d + 1 :]))
+            expr = "i" if inner == 1 else f"(i / {u32(inner)})"
             if d > 0:
-                expr = f"{expr} % {shape[d]}u"
+                expr = f"{expr} % {u32(shape[d])}"
             coords.append(f"let c{d} = {expr};")
         decls = [decl(f"in{k}", v) for k, v in enumerate(self._reads)]
         decls += [
@@ -132,7 +136,7 @@ class CoordKernel:
             assert self._tree is not None, "a group kernel combines its invocations in a tree"
             accs, merge, at = self._tree
             body, tree = coords + self.lines[:at], {"accs": accs, "merge": merge, "tail": self.lines[at:]}
-        grid, nx = self.ctx.grid(n if self.group else math.ceil(n / WORKGROUP))
+        grid, nx = self.ctx.grid(n if self.group else ceil_div(n, WORKGROUP))
         shader = self.ctx.shader(
             "map.wgsl.j2",
             decls=decls,

@@ -21,21 +21,23 @@ import math
 import numpy as np
 
 from onnx2wgsl.ir import DType, Op, TensorType, Value
+from onnx2wgsl.ir.symbolic import simplify, smax
 
-from . import LowerCtx, lowers, wgsl_type
+from . import LowerCtx, i32, lowers, u32, wgsl_type
 from .coords import ZERO, CoordKernel
 from .elementwise import map_dispatch
 from .indexing import View, contiguous, contiguous_strides
 
 
-def _index(k: CoordKernel, name: str, load: str, n: int) -> None:
+def _index(k: CoordKernel, name: str, load: str, n) -> None:
     """Lines binding ``name`` (i32, normalized from a negative count), ``name_ok`` (in range)
-    and ``name_u`` (u32, clamped into range so that no read leaves the tensor)."""
+    and ``name_u`` (u32, clamped into range so that no read leaves the tensor). ``n`` may be
+    a dim kept symbolic (its value is read at run time)."""
     k.add(
         f"let {name}_raw = {load};",
-        f"let {name} = select({name}_raw, {name}_raw + {n}i, {name}_raw < 0i);",
-        f"let {name}_ok = {name} >= 0i && {name} < {n}i;",
-        f"let {name}_u = u32(clamp({name}, 0i, {max(n - 1, 0)}i));",
+        f"let {name} = select({name}_raw, {name}_raw + {i32(n)}, {name}_raw < 0i);",
+        f"let {name}_ok = {name} >= 0i && {name} < {i32(n)};",
+        f"let {name}_u = u32(clamp({name}, 0i, {i32(smax(n - 1, 0))}));",
     )
 
 
@@ -88,7 +90,7 @@ def _gather_along(ctx: LowerCtx, x: Value, idx: Value, y: Value, a: int, idx_vie
             theirs = f"j_ok && j >= {hi}i" if lo == 0 else f"!(j_ok && j >= {lo}i && j < {hi}i)"
             k.add(f"if ({theirs}) {{", "  return;", "}")
         row = f"(j_u - {lo}u)" if lo else "j_u"
-        addr = f"{k.at(data_view(strides))} + {row} * {strides[a]}u"
+        addr = f"{k.at(data_view(strides))} + {row} * {u32(strides[a])}"
         k.store(f"select({ZERO[wgsl_type(y)]}, {k.read(table)}[{addr}], j_ok)", y)
         dispatches.append(k.dispatch())
     _emit(ctx, [*(t for t, _, _ in parts), idx], y, dispatches)
@@ -132,7 +134,7 @@ def lower_gather_nd(ctx: LowerCtx, op: Op) -> None:
     terms, oks = [k.at(View(0, xs[:b] + (0,) * (q - 1 - b) + xs[b + m :]))], []
     for j in range(m):
         _index(k, f"j{j}", f"{ind}[base + {j}u]", x.shape[b + j])
-        terms.append(f"j{j}_u * {xs[b + j]}u")
+        terms.append(f"j{j}_u * {u32(xs[b + j])}")
         oks.append(f"j{j}_ok")
     ok = " && ".join(oks) if oks else "true"
     k.store(f"select({ZERO[wgsl_type(y)]}, {k.read(x)}[{' + '.join(terms)}], {ok})", y)
@@ -196,7 +198,7 @@ def _last_wins(
     apply.add(
         f"let s = scatter_slot({apply.c(0)});",
         f"if (s < 0i || {apply.read(win)}[u32(s)] != i32({apply.c(0)})) {{ return; }}",
-        f"{apply.write(y)}[u32(s) * {inner}u + {apply.c(1)}] = {apply.read(upd)}[i];",
+        f"{apply.write(y)}[u32(s) * {u32(inner)} + {apply.c(1)}] = {apply.read(upd)}[i];",
     )
     dispatches = [_copy(ctx, x, y), fill.dispatch(), claim.dispatch(), apply.dispatch()]
     ctx.kernel([x, idx, upd], [y, win], [d for d in dispatches if d is not None])
@@ -235,7 +237,7 @@ def _reduce_in_order(
     S = claim.write(sizes, atomic=True)
     claim.add(
         f"let n = atomicLoad(&{S}[i]);",
-        f"if (n > 0i) {{ {claim.write(start)}[i] = atomicAdd(&{S}[{slots}u], n); }}",
+        f"if (n > 0i) {{ {claim.write(start)}[i] = atomicAdd(&{S}[{u32(slots)}], n); }}",
     )
     place = CoordKernel(ctx, (count,))
     place.add(
@@ -262,7 +264,7 @@ def _reduce_in_order(
         f"let first = u32({apply.read(start)}[{apply.c(0)}]);",
         f"var acc = {Y}[i];",
         "for (var q = 0u; q < n; q++) {",
-        f"  acc = {fold('acc', f'{U}[u32({order}[first + q]) * {inner}u + {apply.c(1)}]', kind)};",
+        f"  acc = {fold('acc', f'{U}[u32({order}[first + q]) * {u32(inner)} + {apply.c(1)}]', kind)};",
         "}",
         f"{Y}[i] = acc;",
     )
@@ -271,8 +273,8 @@ def _reduce_in_order(
     ctx.kernel([x, idx, upd], [y, *temps], [d for d in dispatches if d is not None])
 
 
-def _norm(v: str, n: int) -> str:
-    return f"select({v}, {v} + {n}i, {v} < 0i)"
+def _norm(v: str, n) -> str:
+    return f"select({v}, {v} + {i32(n)}, {v} < 0i)"
 
 
 @lowers("ScatterElements", "Scatter")
@@ -285,16 +287,16 @@ def lower_scatter_elements(ctx: LowerCtx, op: Op) -> None:
     n = x.shape[a]
     ys, js = contiguous_strides(y.shape), contiguous_strides(idx.shape)
     # slot of update t: the flat output element at t's coordinates with the axis one replaced
-    lines = [f"  let u{d} = (t / {js[d]}u) % {m}u;" for d, m in enumerate(idx.shape)]
-    terms = [f"u{d} * {ys[d]}u" for d in range(len(ys)) if d != a] + [f"u32(v) * {ys[a]}u"]
+    lines = [f"  let u{d} = (t / {u32(js[d])}) % {u32(m)};" for d, m in enumerate(idx.shape)]
+    terms = [f"u{d} * {u32(ys[d])}" for d in range(len(ys)) if d != a] + [f"u32(v) * {u32(ys[a])}"]
     lines += [
         "  let v_raw = {ind}[t];",
         f"  let v = {_norm('v_raw', n)};",
-        f"  if (v < 0i || v >= {n}i) {{ return -1i; }}",
+        f"  if (v < 0i || v >= {i32(n)}) {{ return -1i; }}",
         f"  return i32({' + '.join(terms)});",
     ]
     reduce = _last_wins if op.attrs["reduction"] == "none" else _reduce_in_order
-    reduce(ctx, op, y, math.prod(idx.shape), math.prod(y.shape), 1, lines)
+    reduce(ctx, op, y, simplify(math.prod(idx.shape)), simplify(math.prod(y.shape)), 1, lines)
 
 
 @lowers("ScatterND")
@@ -304,21 +306,21 @@ def lower_scatter_nd(ctx: LowerCtx, op: Op) -> None:
     x, idx, upd = op.inputs[:3]
     y = op.outputs[0]
     m = idx.shape[-1]
-    count = math.prod(idx.shape[:-1])
-    inner = math.prod(x.shape[m:])
+    count = simplify(math.prod(idx.shape[:-1]))
+    inner = simplify(math.prod(x.shape[m:]))
     ps = contiguous_strides(x.shape[:m])
     lines = ["  var at = 0i;"]
     for j in range(m):
         n = x.shape[j]
         lines += [
-            f"  let v{j}_raw = {{ind}}[t * {m}u + {j}u];",
+            f"  let v{j}_raw = {{ind}}[t * {u32(m)} + {j}u];",
             f"  let v{j} = {_norm(f'v{j}_raw', n)};",
-            f"  if (v{j} < 0i || v{j} >= {n}i) {{ return -1i; }}",
-            f"  at += v{j} * {ps[j]}i;",
+            f"  if (v{j} < 0i || v{j} >= {i32(n)}) {{ return -1i; }}",
+            f"  at += v{j} * {i32(ps[j])};",
         ]
     lines.append("  return at;")
     reduce = _last_wins if op.attrs["reduction"] == "none" else _reduce_in_order
-    reduce(ctx, op, y, count, math.prod(x.shape[:m]), inner, lines)
+    reduce(ctx, op, y, count, simplify(math.prod(x.shape[:m])), inner, lines)
 
 
 @lowers("TensorScatter")
@@ -332,7 +334,7 @@ def lower_tensor_scatter(ctx: LowerCtx, op: Op) -> None:
     a = op.attrs["axis"]
     M, L = past.shape[a], update.shape[a]
     ins = [v for v in (past, update, where) if v is not None]
-    if L == 0:  # nothing to write: a copy
+    if simplify(L) == 0:  # nothing to write: a copy
         _emit(ctx, ins, y, [_copy(ctx, past, y)])
         return
     us = contiguous_strides(update.shape)
@@ -340,10 +342,10 @@ def lower_tensor_scatter(ctx: LowerCtx, op: Op) -> None:
     P, U = k.read(past), k.read(update)
     k.add(f"let w = {k.read(where)}[{k.c(0)}];" if where is not None else "let w = 0i;")
     if op.attrs["mode"] == "circular":
-        k.add(f"let j = ((i32({k.c(a)}) - w) % {M}i + {M}i) % {M}i;")
+        k.add(f"let j = ((i32({k.c(a)}) - w) % {i32(M)} + {i32(M)}) % {i32(M)};")
     else:
         k.add(f"let j = i32({k.c(a)}) - w;")
     row = k.at(View(0, tuple(0 if d == a else s for d, s in enumerate(us))))
-    addr = f"{row} + u32(clamp(j, 0i, {L - 1}i)) * {us[a]}u"
-    k.store(f"select({P}[i], {U}[{addr}], j >= 0i && j < {L}i)", y)
+    addr = f"{row} + u32(clamp(j, 0i, {i32(L - 1)})) * {u32(us[a])}"
+    k.store(f"select({P}[i], {U}[{addr}], j >= 0i && j < {i32(L)})", y)
     _emit(ctx, ins, y, [k.dispatch()])

@@ -8,8 +8,11 @@ from __future__ import annotations
 import math
 
 from onnx2wgsl.ir import Op, Value
+from onnx2wgsl.ir.symbolic import Expr, simplify, smax
+from onnx2wgsl.ir.types import dim_bound
 
-from . import LowerCtx, lowers, wgsl_type
+from ..symbolic_fold import slice_start
+from . import LowerCtx, i32, lowers, u32, wgsl_type
 from .coords import ZERO, CoordKernel, literal
 from .elementwise import emit_map, map_dispatch
 from .indexing import View, broadcast, contiguous, contiguous_strides, is_dense, permuted, sliced
@@ -17,9 +20,11 @@ from .indexing import View, broadcast, contiguous, contiguous_strides, is_dense,
 
 def copy_or_alias(ctx: LowerCtx, x: Value, y: Value, view: View):
     """``y = x[view]``: a zero-copy view when it is one aligned contiguous run of a computed
-    tensor, else a copy dispatch (returned, or None when aliased or empty)."""
-    aligned = (view.offset * 4) % ctx.target.alignment == 0
-    if not x.is_const and math.prod(y.shape) > 0 and aligned and is_dense(y.shape, view):
+    tensor, else a copy dispatch (returned, or None when aliased or empty). An offset over
+    dims kept symbolic is a copy: a view's offset is a fixed number of bytes."""
+    offset = simplify(view.offset)
+    aligned = isinstance(offset, int) and (offset * 4) % ctx.target.alignment == 0
+    if not x.is_const and simplify(math.prod(y.shape)) != 0 and aligned and is_dense(y.shape, view):
         ctx.view(x, y, view.offset * 4)
         return None
     return map_dispatch(ctx, y.shape, [(x, view)], (y, contiguous(y.shape)), lambda a: a[0])
@@ -28,7 +33,9 @@ def copy_or_alias(ctx: LowerCtx, x: Value, y: Value, view: View):
 @lowers("Slice")
 def lower_slice(ctx: LowerCtx, op: Op) -> None:
     x, y = op.inputs[0], op.outputs[0]
-    d = copy_or_alias(ctx, x, y, sliced(x.shape, op.attrs["starts"], op.attrs["steps"]))
+    # on an axis kept symbolic the start is ONNX's (negative counts from the end), clamped here
+    starts = [slice_start(n, s) if isinstance(n, Expr) else s for n, s in zip(x.shape, op.attrs["starts"])]
+    d = copy_or_alias(ctx, x, y, sliced(x.shape, starts, op.attrs["steps"]))
     if d is not None:
         emit_map(ctx, [x], y, [d])
 
@@ -105,13 +112,24 @@ def _shifted(coord: str, by: int) -> str:
 
 
 # Per pad mode: WGSL for the source coordinate of dim of size n from s = out coord - pad.
+# (n may be a dim kept symbolic: reflect then takes the helper that also serves n == 1.)
 _PAD_SOURCE = {
-    "edge": lambda s, n: f"clamp({s}, 0i, {n - 1}i)",
-    "wrap": lambda s, n: f"(({s}) % {n}i + {n}i) % {n}i",
+    "edge": lambda s, n: f"clamp({s}, 0i, {i32(n - 1)})",
+    "wrap": lambda s, n: f"(({s}) % {i32(n)} + {i32(n)}) % {i32(n)}",
     # reflect without repeating the edge: period 2(n-1), folded back over the upper half
-    "reflect": lambda s, n: "0i" if n == 1 else f"reflect_index({s}, {n}i)",
+    "reflect": lambda s, n: (
+        "0i" if n == 1 else f"reflect_index{'_any' if isinstance(n, Expr) else ''}({s}, {i32(n)})"
+    ),
 }
 _REFLECT = """fn reflect_index(s: i32, n: i32) -> i32 {
+  let m = 2i * (n - 1i);
+  let r = (s % m + m) % m;
+  return select(r, m - r, r >= n);
+}"""
+_REFLECT_ANY = """fn reflect_index_any(s: i32, n: i32) -> i32 {
+  if (n <= 1i) {
+    return 0i;
+  }
   let m = 2i * (n - 1i);
   let r = (s % m + m) % m;
   return select(r, m - r, r >= n);
@@ -128,7 +146,7 @@ def lower_pad(ctx: LowerCtx, op: Op) -> None:
     rank = x.type.rank
     ty = wgsl_type(y)
     k = CoordKernel(ctx, y.shape)
-    if math.prod(x.shape) == 0:  # nothing to read (and no empty binding): all padding
+    if simplify(math.prod(x.shape)) == 0:  # nothing to read (and no empty binding): all padding
         k.store(_pad_value(k, op, ty), y)
         ctx.kernel([v for v in op.inputs if v is not None], [y], [d for d in [k.dispatch()] if d])
         return
@@ -138,22 +156,22 @@ def lower_pad(ctx: LowerCtx, op: Op) -> None:
     for d, n in enumerate(x.shape):
         pb, pe = pads[d], pads[d + rank]
         if pb == 0 and pe == 0:
-            terms.append(k.c(d) if xs[d] == 1 else f"{k.c(d)} * {xs[d]}u")
+            terms.append(k.c(d) if xs[d] == 1 else f"{k.c(d)} * {u32(xs[d])}")
             continue
         lo = max(0, -pb)
-        m = n - lo - max(0, -pe)  # the cropped extent
+        m = simplify(n - lo - max(0, -pe))  # the cropped extent
         s = _shifted(k.c(d), max(pb, 0))
         if mode == "constant" or m <= 0:
             k.add(f"let s{d} = {s};")
             if pb > 0 or pe > 0:
-                inside.append(f"s{d} >= 0i && s{d} < {m}i")
-            src = f"clamp(s{d}, 0i, {max(m - 1, 0)}i)"
+                inside.append(f"s{d} >= 0i && s{d} < {i32(m)}")
+            src = f"clamp(s{d}, 0i, {i32(smax(m - 1, 0))})"
         else:
             if mode == "reflect":
-                k.helper(_REFLECT)
+                k.helper(_REFLECT_ANY if isinstance(m, Expr) else _REFLECT)
             src = _PAD_SOURCE[mode](s, m)
         k.add(f"let p{d} = u32({src}) + {lo}u;" if lo else f"let p{d} = u32({src});")
-        terms.append(f"p{d}" if xs[d] == 1 else f"p{d} * {xs[d]}u")
+        terms.append(f"p{d}" if xs[d] == 1 else f"p{d} * {u32(xs[d])}")
     addr = " + ".join(terms) if terms else "0u"
     if inside:
         value = _pad_value(k, op, ty)
@@ -185,7 +203,8 @@ def lower_trilu(ctx: LowerCtx, op: Op) -> None:
     diff = f"i32({k.c(r - 1)}) - i32({k.c(r - 2)})"
     cmp = ">=" if op.attrs["upper"] else "<="
     # a run-time k is an int64 scalar stored as i32; |k| beyond the i32 range is refused on input
-    reach = x.shape[-1] + x.shape[-2]  # any |k| beyond this keeps or drops the whole matrix
+    # any |k| beyond this keeps or drops the whole matrix (over dims kept symbolic, at any size)
+    reach = dim_bound(simplify(x.shape[-1] + x.shape[-2]))
     kk = f"{k.read(op.inputs[1])}[0]" if len(op.inputs) > 1 else f"{max(-reach, min(reach, op.attrs['k']))}i"
     k.store(f"select({ZERO[wgsl_type(y)]}, {k.read(x)}[i], {diff} {cmp} {kk})", y)
     ctx.kernel(list(op.inputs), [y], [d for d in [k.dispatch()] if d])
@@ -212,10 +231,10 @@ def lower_reverse_sequence(ctx: LowerCtx, op: Op) -> None:
     k = CoordKernel(ctx, y.shape)
     xs = contiguous_strides(x.shape)
     k.add(
-        f"let n = clamp({k.read(lens)}[{k.c(ba)}], 0i, {T}i);",
+        f"let n = clamp({k.read(lens)}[{k.c(ba)}], 0i, {i32(T)});",
         f"let t = i32({k.c(ta)});",
         "let src = u32(select(t, n - 1i - t, t < n));",
     )
     rest = View(0, tuple(0 if d == ta else s for d, s in enumerate(xs)))
-    k.store(f"{k.read(x)}[{k.at(rest)} + src * {xs[ta]}u]", y)
+    k.store(f"{k.read(x)}[{k.at(rest)} + src * {u32(xs[ta])}]", y)
     ctx.kernel([x, lens], [y], [d for d in [k.dispatch()] if d])
