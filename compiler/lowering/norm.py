@@ -6,9 +6,11 @@ from __future__ import annotations
 import math
 
 from onnx2wgsl.ir import Dispatch, DType, Op, TensorType
+from onnx2wgsl.ir.symbolic import simplify
+from onnx2wgsl.ir.types import dim_bound
 
 from ..elementwise_ops import f32
-from . import WORKGROUP, LowerCtx, binding, decl, loops_fit, lowers, wgsl_type
+from . import WORKGROUP, LowerCtx, binding, ceil_div, decl, is_symbolic, loops_fit, lowers, u32, wgsl_type
 from .elementwise import emit_map, map_dispatch
 from .indexing import View, broadcast, contiguous
 from .reduce import Sweep, fold_sweep, load, row_kernel
@@ -27,27 +29,38 @@ def lower_softmax(ctx: LowerCtx, op: Op) -> None:
     x, y = op.inputs[0], op.outputs[0]
     axis = op.attrs["axis"]
     L = x.shape[axis]
-    inner = math.prod(x.shape[axis + 1 :])
-    rows = math.prod(x.shape) // max(L, 1)
-    params = dict(wg=WORKGROUP, rows=rows, L=L, inner=inner, kind=op.kind)
+    inner = simplify(math.prod(x.shape[axis + 1 :]))
+    if is_symbolic(x.shape):
+        rows = simplify(math.prod(x.shape[:axis]) * inner)
+    else:
+        rows = math.prod(x.shape) // max(L, 1)
+    params = dict(wg=WORKGROUP, kind=op.kind)
+    sizes = dict(rows=rows, L=L, inner=inner, L_inner=L * inner)
     # Y may go over X: a row's (or chunk's) last loop reads X only where it writes Y, after
     # barriers that every other read of the row precedes.
     same = x.nbytes == y.nbytes and wgsl_type(x) == wgsl_type(y)
-    if L < SOFTMAX_SPLIT_L:
+    if dim_bound(L) < SOFTMAX_SPLIT_L:  # every length in the range fits one workgroup per row
         grid, nx = ctx.grid(rows)
         shader = ctx.shader(
-            "softmax.wgsl.j2", decls=[decl("X", x), decl("Y", y, write=True)], nx=nx, stage="rows", **params
+            "softmax.wgsl.j2",
+            decls=[decl("X", x), decl("Y", y, write=True)],
+            nx=nx,
+            stage="rows",
+            **_sizes(sizes),
+            **params,
         )
         pairs = ((0, 1),) if same else ()
         ctx.kernel([x], [y], [Dispatch(shader, grid, [binding(x), binding(y, write=True)], pairs)])
         return
     chunk = SOFTMAX_CHUNK
-    while not loops_fit(2 * math.ceil(L / chunk) + 3 * math.ceil(chunk / WORKGROUP)) and chunk < L:
+    most = dim_bound(L)  # the loops must fit the budget at the longest row
+    while not loops_fit(2 * math.ceil(most / chunk) + 3 * math.ceil(chunk / WORKGROUP)) and chunk < most:
         chunk *= 2  # rows beyond 16M points: fewer, longer chunks
-    chunks = math.ceil(L / chunk)
-    params.update(chunk=chunk, chunks=chunks)
+    chunks = ceil_div(L, chunk)
+    sizes.update(chunk=chunk, chunks=chunks, chunks_2=chunks * 2)
+    params.update(_sizes(sizes))
     part = ctx.temp(TensorType(DType.u32, (rows, chunks, 2)), f"{y.name}.chunk_max")
-    grid, nx = ctx.grid(rows * chunks)
+    grid, nx = ctx.grid(simplify(rows * chunks))
     first = ctx.shader(
         "softmax.wgsl.j2",
         decls=[decl("X", x), decl("P", part, write=True)],
@@ -60,6 +73,11 @@ def lower_softmax(ctx: LowerCtx, op: Op) -> None:
     second = ctx.shader("softmax.wgsl.j2", decls=decls, nx=nx, stage="write", **params)
     bindings = [binding(x), binding(part), binding(y, write=True)]
     ctx.kernel([x, part], [y], [Dispatch(second, grid, bindings, ((0, 2),) if same else ())])
+
+
+def _sizes(sizes: dict) -> dict:
+    """Sizes for a template: each as shader text (``u32``), and as comment text under ``text``."""
+    return {**{k: u32(n) for k, n in sizes.items()}, "text": {k: str(simplify(n)) for k, n in sizes.items()}}
 
 
 @lowers("LRN")

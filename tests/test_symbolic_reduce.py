@@ -1,0 +1,213 @@
+"""Reductions, softmax and normalizations over dims kept symbolic: compiled once, run at sizes
+across the dims' ranges (both ends included) in one session, each run compared with onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import check_symbolic, graph_model, rand, with_dim_params
+from onnx import helper
+
+BS = {"batch": (1, 4), "seq": (1, 128)}
+SIZES = [(1, 1), (2, 17), (4, 128)]  # (batch, seq): both ends of the ranges, and between
+
+
+def _model(nodes, inputs, outputs, shapes, initializers=None, opset=17):
+    m = graph_model(nodes, inputs, outputs, initializers, opset=opset)
+    return with_dim_params(m, shapes)
+
+
+# -- Softmax / LogSoftmax ---------------------------------------------------------------------
+@pytest.mark.parametrize("level", [0, 2])
+@pytest.mark.parametrize("kind", ["Softmax", "LogSoftmax"])
+def test_softmax_over_symbolic_attention_scores(device, kind, level):
+    """[batch, heads, seq, seq] scores, axis -1: a symbolic axis length and symbolic rows."""
+    m = _model(
+        [helper.make_node(kind, ["x"], ["y"], axis=-1)],
+        {"x": rand(2, 3, 5, 5)},
+        ["y"],
+        {"x": ["batch", 3, "seq", "seq"], "y": ["batch", 3, "seq", "seq"]},
+    )
+    feeds = [{"x": rand(b, 3, s, s, seed=s, low=-4, high=4)} for b, s in SIZES]
+    check_symbolic(m, BS, feeds, device, opt_level=level)
+
+
+def test_softmax_over_a_static_axis_with_symbolic_rows(device):
+    m = _model(
+        [helper.make_node("Softmax", ["x"], ["y"], axis=-1)],
+        {"x": rand(2, 5, 40)},
+        ["y"],
+        {"x": ["batch", "seq", 40], "y": ["batch", "seq", 40]},
+    )
+    feeds = [{"x": rand(b, s, 40, seed=s, low=-4, high=4)} for b, s in SIZES]
+    check_symbolic(m, BS, feeds, device)
+
+
+def test_softmax_over_a_symbolic_inner_axis(device):
+    """axis 1 of [batch, seq, 6]: the axis has a symbolic length and a static stride."""
+    m = _model(
+        [helper.make_node("Softmax", ["x"], ["y"], axis=1)],
+        {"x": rand(2, 5, 6)},
+        ["y"],
+        {"x": ["batch", "seq", 6], "y": ["batch", "seq", 6]},
+    )
+    feeds = [{"x": rand(b, s, 6, seed=s, low=-4, high=4)} for b, s in SIZES]
+    check_symbolic(m, BS, feeds, device)
+
+
+@pytest.mark.parametrize("kind", ["Softmax", "LogSoftmax"])
+def test_softmax_over_a_long_symbolic_axis_runs_in_chunks(device, kind):
+    """A range past the two-pass threshold: the chunk count is an expression of the length."""
+    m = _model(
+        [helper.make_node(kind, ["x"], ["y"], axis=-1)],
+        {"x": rand(2, 5)},
+        ["y"],
+        {"x": ["batch", "n"], "y": ["batch", "n"]},
+    )
+    feeds = [{"x": rand(b, n, seed=n, low=-8, high=8)} for b, n in [(1, 1), (2, 4097), (3, 40000)]]
+    check_symbolic(m, {"batch": (1, 3), "n": (1, 40000)}, feeds, device)
+
+
+# -- LayerNormalization / RMSNormalization ----------------------------------------------------
+@pytest.mark.parametrize("level", [0, 2])
+def test_layer_norm_with_symbolic_rows(device, level):
+    hidden = 32
+    m = _model(
+        [helper.make_node("LayerNormalization", ["x", "g", "b"], ["y"], axis=-1, epsilon=1e-5)],
+        {"x": rand(2, 5, hidden)},
+        ["y"],
+        {"x": ["batch", "seq", hidden], "y": ["batch", "seq", hidden]},
+        {"g": rand(hidden, seed=1), "b": rand(hidden, seed=2)},
+    )
+    feeds = [{"x": rand(b, s, hidden, seed=s)} for b, s in SIZES]
+    check_symbolic(m, BS, feeds, device, opt_level=level)
+
+
+def test_layer_norm_over_a_symbolic_axis(device):
+    """axis 1 of [batch, seq, 8]: the normalized count seq * 8 is symbolic (its mean divides
+    by a run-time count)."""
+    m = _model(
+        [helper.make_node("LayerNormalization", ["x", "g"], ["y"], axis=1, epsilon=1e-5)],
+        {"x": rand(2, 5, 8)},
+        ["y"],
+        {"x": ["batch", "seq", 8], "y": ["batch", "seq", 8]},
+        {"g": rand(8, seed=1)},
+    )
+    feeds = [{"x": rand(b, s, 8, seed=s)} for b, s in SIZES]
+    check_symbolic(m, BS, feeds, device)
+
+
+def test_rms_norm_with_symbolic_rows(device):
+    hidden = 48
+    m = _model(
+        [helper.make_node("RMSNormalization", ["x", "g"], ["y"], axis=-1, epsilon=1e-6)],
+        {"x": rand(2, 5, hidden)},
+        ["y"],
+        {"x": ["batch", "seq", hidden], "y": ["batch", "seq", hidden]},
+        {"g": rand(hidden, seed=1)},
+        opset=23,
+    )
+    feeds = [{"x": rand(b, s, hidden, seed=s)} for b, s in SIZES]
+    check_symbolic(m, BS, feeds, device)
+
+
+@pytest.mark.parametrize("level", [0, 2])
+def test_decomposed_layer_norm(device, level):
+    """ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div (then scale and shift), as exporters
+    write it: -O2 fuses the pattern, -O0 runs each op."""
+    hidden = 32
+    nodes = [
+        helper.make_node("ReduceMean", ["x"], ["mu"], axes=[-1]),
+        helper.make_node("Sub", ["x", "mu"], ["d"]),
+        helper.make_node("Pow", ["d", "two"], ["d2"]),
+        helper.make_node("ReduceMean", ["d2"], ["var"], axes=[-1]),
+        helper.make_node("Add", ["var", "eps"], ["ve"]),
+        helper.make_node("Sqrt", ["ve"], ["sd"]),
+        helper.make_node("Div", ["d", "sd"], ["n"]),
+        helper.make_node("Mul", ["n", "g"], ["s"]),
+        helper.make_node("Add", ["s", "b"], ["y"]),
+    ]
+    inits = {
+        "two": np.array(2.0, np.float32),
+        "eps": np.array(1e-5, np.float32),
+        "g": rand(hidden, seed=1),
+        "b": rand(hidden, seed=2),
+    }
+    m = _model(
+        nodes,
+        {"x": rand(2, 5, hidden)},
+        ["y"],
+        {"x": ["batch", "seq", hidden], "y": ["batch", "seq", hidden]},
+        inits,
+        opset=17,
+    )
+    feeds = [{"x": rand(b, s, hidden, seed=s)} for b, s in SIZES]
+    check_symbolic(m, BS, feeds, device, opt_level=level)
+
+
+# -- Reduce* ----------------------------------------------------------------------------------
+REDUCE_KINDS = ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceL2", "ReduceLogSumExp"]
+
+
+@pytest.mark.parametrize("kind", REDUCE_KINDS)
+def test_reduce_over_a_static_axis_keeps_symbolic_dims(device, kind):
+    m = _model(
+        [helper.make_node(kind, ["x"], ["y"], axes=[-1], keepdims=1)],
+        {"x": rand(2, 5, 24)},
+        ["y"],
+        {"x": ["batch", "seq", 24], "y": ["batch", "seq", 1]},
+    )
+    feeds = [{"x": rand(b, s, 24, seed=s)} for b, s in SIZES]
+    check_symbolic(m, BS, feeds, device)
+
+
+@pytest.mark.parametrize("kind", REDUCE_KINDS + ["ReduceProd", "ReduceL1", "ReduceSumSquare", "ReduceLogSum"])
+def test_reduce_over_a_symbolic_axis(device, kind):
+    m = _model(
+        [helper.make_node(kind, ["x"], ["y"], axes=[1], keepdims=0)],
+        {"x": rand(2, 5, 6)},
+        ["y"],
+        {"x": ["batch", "seq", 6], "y": ["batch", 6]},
+    )
+    low = 0.9 if kind in ("ReduceProd", "ReduceLogSum") else -1.0
+    high = 1.1 if kind == "ReduceProd" else 1.0
+    feeds = [{"x": rand(b, s, 6, seed=s, low=low, high=high)} for b, s in SIZES]
+    check_symbolic(m, BS, feeds, device)
+
+
+@pytest.mark.parametrize("level", [0, 2])
+def test_reduce_over_two_symbolic_axes(device, level):
+    """ReduceMean over batch and seq: the reduced count batch * seq is symbolic, the rows static."""
+    m = _model(
+        [helper.make_node("ReduceMean", ["x"], ["y"], axes=[0, 1], keepdims=0)],
+        {"x": rand(2, 5, 6)},
+        ["y"],
+        {"x": ["batch", "seq", 6], "y": [6]},
+    )
+    feeds = [{"x": rand(b, s, 6, seed=s)} for b, s in SIZES]
+    check_symbolic(m, BS, feeds, device, opt_level=level)
+
+
+def test_reduce_sum_int_over_a_symbolic_axis(device):
+    m = _model(
+        [helper.make_node("ReduceSum", ["x"], ["y"], keepdims=1)],
+        {"x": np.zeros((2, 5), np.int32)},
+        ["y"],
+        {"x": ["batch", "seq"], "y": [1, 1]},
+        opset=13,
+    )
+    rng = np.random.default_rng(0)
+    feeds = [{"x": rng.integers(-50, 50, (b, s)).astype(np.int32)} for b, s in SIZES]
+    check_symbolic(m, BS, feeds, device)
+
+
+@pytest.mark.parametrize("kind", ["ReduceSum", "ReduceMax"])
+def test_reduce_over_a_long_symbolic_axis_runs_in_two_stages(device, kind):
+    m = _model(
+        [helper.make_node(kind, ["x"], ["y"], axes=[1], keepdims=0)],
+        {"x": rand(2, 5)},
+        ["y"],
+        {"x": ["batch", "n"], "y": ["batch"]},
+    )
+    feeds = [{"x": rand(b, n, seed=n)} for b, n in [(1, 1), (2, 5000), (3, 70000)]]
+    check_symbolic(m, {"batch": (1, 3), "n": (1, 70000)}, feeds, device, rtol=1e-3, atol=1e-3)
