@@ -117,7 +117,7 @@ def test_decomposed_layer_norm(device, level):
     write it: -O2 fuses the pattern, -O0 runs each op."""
     hidden = 32
     nodes = [
-        helper.make_node("ReduceMean", ["x"], ["mu"], axes=[-1]),
+        helper.make_node("ReduceMean", ["x"], ["mu"], axes=[-1]),  # opset 17: axes an attribute
         helper.make_node("Sub", ["x", "mu"], ["d"]),
         helper.make_node("Pow", ["d", "two"], ["d2"]),
         helper.make_node("ReduceMean", ["d2"], ["var"], axes=[-1]),
@@ -146,29 +146,32 @@ def test_decomposed_layer_norm(device, level):
 
 
 # -- Reduce* ----------------------------------------------------------------------------------
+def _reduce(kind, axes, keepdims, x_shape, x_dims, y_dims, dtype=np.float32):
+    """A Reduce* node at opset 18 (axes as a constant input)."""
+    node = helper.make_node(kind, ["x", "axes"], ["y"], keepdims=keepdims)
+    return _model(
+        [node],
+        {"x": np.zeros(x_shape, dtype)},
+        ["y"],
+        {"x": x_dims, "y": y_dims},
+        {"axes": np.array(axes, np.int64)},
+        opset=18,
+    )
+
+
 REDUCE_KINDS = ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceL2", "ReduceLogSumExp"]
 
 
 @pytest.mark.parametrize("kind", REDUCE_KINDS)
 def test_reduce_over_a_static_axis_keeps_symbolic_dims(device, kind):
-    m = _model(
-        [helper.make_node(kind, ["x"], ["y"], axes=[-1], keepdims=1)],
-        {"x": rand(2, 5, 24)},
-        ["y"],
-        {"x": ["batch", "seq", 24], "y": ["batch", "seq", 1]},
-    )
+    m = _reduce(kind, [-1], 1, (2, 5, 24), ["batch", "seq", 24], ["batch", "seq", 1])
     feeds = [{"x": rand(b, s, 24, seed=s)} for b, s in SIZES]
     check_symbolic(m, BS, feeds, device)
 
 
 @pytest.mark.parametrize("kind", REDUCE_KINDS + ["ReduceProd", "ReduceL1", "ReduceSumSquare", "ReduceLogSum"])
 def test_reduce_over_a_symbolic_axis(device, kind):
-    m = _model(
-        [helper.make_node(kind, ["x"], ["y"], axes=[1], keepdims=0)],
-        {"x": rand(2, 5, 6)},
-        ["y"],
-        {"x": ["batch", "seq", 6], "y": ["batch", 6]},
-    )
+    m = _reduce(kind, [1], 0, (2, 5, 6), ["batch", "seq", 6], ["batch", 6])
     low = 0.9 if kind in ("ReduceProd", "ReduceLogSum") else -1.0
     high = 1.1 if kind == "ReduceProd" else 1.0
     feeds = [{"x": rand(b, s, 6, seed=s, low=low, high=high)} for b, s in SIZES]
@@ -178,24 +181,13 @@ def test_reduce_over_a_symbolic_axis(device, kind):
 @pytest.mark.parametrize("level", [0, 2])
 def test_reduce_over_two_symbolic_axes(device, level):
     """ReduceMean over batch and seq: the reduced count batch * seq is symbolic, the rows static."""
-    m = _model(
-        [helper.make_node("ReduceMean", ["x"], ["y"], axes=[0, 1], keepdims=0)],
-        {"x": rand(2, 5, 6)},
-        ["y"],
-        {"x": ["batch", "seq", 6], "y": [6]},
-    )
+    m = _reduce("ReduceMean", [0, 1], 0, (2, 5, 6), ["batch", "seq", 6], [6])
     feeds = [{"x": rand(b, s, 6, seed=s)} for b, s in SIZES]
     check_symbolic(m, BS, feeds, device, opt_level=level)
 
 
 def test_reduce_sum_int_over_a_symbolic_axis(device):
-    m = _model(
-        [helper.make_node("ReduceSum", ["x"], ["y"], keepdims=1)],
-        {"x": np.zeros((2, 5), np.int32)},
-        ["y"],
-        {"x": ["batch", "seq"], "y": [1, 1]},
-        opset=13,
-    )
+    m = _reduce("ReduceSum", [0, 1], 1, (2, 5), ["batch", "seq"], [1, 1], np.int32)
     rng = np.random.default_rng(0)
     feeds = [{"x": rng.integers(-50, 50, (b, s)).astype(np.int32)} for b, s in SIZES]
     check_symbolic(m, BS, feeds, device)
@@ -203,11 +195,6 @@ def test_reduce_sum_int_over_a_symbolic_axis(device):
 
 @pytest.mark.parametrize("kind", ["ReduceSum", "ReduceMax"])
 def test_reduce_over_a_long_symbolic_axis_runs_in_two_stages(device, kind):
-    m = _model(
-        [helper.make_node(kind, ["x"], ["y"], axes=[1], keepdims=0)],
-        {"x": rand(2, 5)},
-        ["y"],
-        {"x": ["batch", "n"], "y": ["batch"]},
-    )
+    m = _reduce(kind, [1], 0, (2, 5), ["batch", "n"], ["batch"])
     feeds = [{"x": rand(b, n, seed=n)} for b, n in [(1, 1), (2, 5000), (3, 70000)]]
     check_symbolic(m, {"batch": (1, 3), "n": (1, 70000)}, feeds, device, rtol=1e-3, atol=1e-3)

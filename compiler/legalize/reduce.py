@@ -98,10 +98,15 @@ def _layer_norm(g, info):
     ins = [v for v in info.inputs[:3] if v is not None]
     norm = tuple(x.shape[axis:])
     for v in ins[1:]:
-        try:
-            fits = np.broadcast_shapes(tuple(v.shape), norm) == norm
-        except ValueError:
-            fits = False
+        if v.type.is_symbolic or x.type.is_symbolic:  # each dim 1 or the one it meets
+            fits = v.type.rank <= len(norm) and all(
+                d == 1 or d == n for d, n in zip(reversed(v.shape), reversed(norm))
+            )
+        else:
+            try:
+                fits = np.broadcast_shapes(tuple(v.shape), norm) == norm
+            except ValueError:
+                fits = False
         if not fits:
             raise info.error(f"{v.name!r} of shape {v.shape} does not broadcast to {norm}")
     attrs = {"axis": axis, "epsilon": float(info.attrs.get("epsilon", 1e-5)), "outputs": live}

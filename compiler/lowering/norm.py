@@ -13,7 +13,7 @@ from ..elementwise_ops import f32
 from . import WORKGROUP, LowerCtx, binding, ceil_div, decl, is_symbolic, loops_fit, lowers, u32, wgsl_type
 from .elementwise import emit_map, map_dispatch
 from .indexing import View, broadcast, contiguous
-from .reduce import Sweep, fold_sweep, load, row_kernel
+from .reduce import Sweep, fold_sweep, load, row_kernel, size_f32
 
 SOFTMAX_SPLIT_L = 32768  # rows this long run in chunks, a workgroup each ...
 SOFTMAX_CHUNK = 4096  # ... of this many points
@@ -111,11 +111,12 @@ def lower_batchnorm(ctx: LowerCtx, op: Op) -> None:
 
 
 # -- normalizations over row statistics: one kernel each (statistics, then the normalized row)
-def _stats(R: int, eps: float | None) -> list[Sweep]:
-    """Mean, then the mean squared deviation from it (two passes: no cancellation), in f32."""
-    after = [f"let inv = 1.0f / sqrt(q / {f32(R)} + {f32(eps)});"] if eps is not None else []
+def _stats(R, eps: float | None) -> list[Sweep]:
+    """Mean, then the mean squared deviation from it (two passes: no cancellation), in f32.
+    ``R``, the points per row, may be an expression of dims kept symbolic."""
+    after = [f"let inv = 1.0f / sqrt(q / {size_f32(R)} + {f32(eps)});"] if eps is not None else []
     return [
-        fold_sweep("s", "f32", "sum", load(0), after=[f"let mean = s / {f32(R)};"]),
+        fold_sweep("s", "f32", "sum", load(0), after=[f"let mean = s / {size_f32(R)};"]),
         fold_sweep("q", "f32", "sum", f"({load(0)} - mean) * ({load(0)} - mean)", after=after),
     ]
 
@@ -134,10 +135,10 @@ def lower_layer_norm(ctx: LowerCtx, op: Op) -> None:
     outs = dict(zip(op.attrs["outputs"], op.outputs))
     params = [v for v in op.inputs[1:] if v is not None]
     reads = [(x, contiguous(space))] + [(v, broadcast(v.shape, space)) for v in params]
-    R = math.prod(space[axis:])
+    R = simplify(math.prod(space[axis:]))
     if op.kind == "RMSNormalization":
         sweeps = [fold_sweep("q", "f32", "sum", f"{load(0)} * {load(0)}",
-                             after=[f"let inv = 1.0f / sqrt(q / {f32(R)} + {f32(eps)});"])]  # fmt: skip
+                             after=[f"let inv = 1.0f / sqrt(q / {size_f32(R)} + {f32(eps)});"])]  # fmt: skip
         expr = f"{load(0)} * inv * {load(1)}"
     else:
         sweeps = _stats(R, eps)
@@ -165,7 +166,15 @@ def lower_instance_norm(ctx: LowerCtx, op: Op) -> None:
     elem = [(y, contiguous(space), f"({load(0)} - mean) * inv * {load(1)} + {load(2)}")]
     label = f"{op.kind} of {x.type} in {G} groups"
     _emit_norm(
-        ctx, op, space, [2, 3], reads, _stats(math.prod(space[2:]), op.attrs["epsilon"]), [], elem, label
+        ctx,
+        op,
+        space,
+        [2, 3],
+        reads,
+        _stats(simplify(math.prod(space[2:])), op.attrs["epsilon"]),
+        [],
+        elem,
+        label,
     )
 
 
@@ -175,9 +184,9 @@ def lower_mvn(ctx: LowerCtx, op: Op) -> None:
     x, y = op.inputs[0], op.outputs[0]
     _float_only(ctx, x)
     space, axes = tuple(x.shape), op.attrs["axes"]
-    R = math.prod(space[a] for a in axes)
+    R = simplify(math.prod(space[a] for a in axes))
     sweeps = _stats(R, None)
-    sweeps[-1].after.append(f"let den = sqrt(q / {f32(R)}) + {f32(1e-9)};")
+    sweeps[-1].after.append(f"let den = sqrt(q / {size_f32(R)}) + {f32(1e-9)};")
     elem = [(y, contiguous(space), f"({load(0)} - mean) / den")]
     _emit_norm(
         ctx, op, space, axes, [(x, contiguous(space))], sweeps, [], elem, f"MVN of {x.type} over {axes}"
