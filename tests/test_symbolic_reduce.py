@@ -198,3 +198,96 @@ def test_reduce_over_a_long_symbolic_axis_runs_in_two_stages(device, kind):
     m = _reduce(kind, [1], 0, (2, 5), ["batch", "n"], ["batch"])
     feeds = [{"x": rand(b, n, seed=n)} for b, n in [(1, 1), (2, 5000), (3, 70000)]]
     check_symbolic(m, {"batch": (1, 3), "n": (1, 70000)}, feeds, device, rtol=1e-3, atol=1e-3)
+
+
+# -- ArgMax / ArgMin, CumSum ------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["ArgMax", "ArgMin"])
+@pytest.mark.parametrize("axis", [1, 2])
+def test_arg_over_symbolic_shapes(device, kind, axis):
+    """axis 1 (seq): a symbolic length; axis 2: a static one with symbolic rows."""
+    y_dims = ["batch", 1, 6] if axis == 1 else ["batch", "seq", 1]
+    m = _model(
+        [helper.make_node(kind, ["x"], ["y"], axis=axis, keepdims=1, select_last_index=int(axis == 2))],
+        {"x": rand(2, 5, 6)},
+        ["y"],
+        {"x": ["batch", "seq", 6], "y": y_dims},
+    )
+    # rounded values: ties, which the index rules break
+    feeds = [{"x": np.round(rand(b, s, 6, seed=s) * 3)} for b, s in SIZES]
+    check_symbolic(m, BS, feeds, device)
+
+
+@pytest.mark.parametrize(("exclusive", "reverse"), [(0, 0), (1, 1)])
+@pytest.mark.parametrize("n", [40, 300])
+def test_cumsum_over_a_symbolic_axis(device, exclusive, reverse, n):
+    """seq up to 40 scans a row per invocation; up to 300 scans chunks of 64 from their offsets,
+    the chunk count an expression of seq (1 at seq <= 64)."""
+    m = _model(
+        [helper.make_node("CumSum", ["x", "axis"], ["y"], exclusive=exclusive, reverse=reverse)],
+        {"x": rand(2, 5, 3)},
+        ["y"],
+        {"x": ["batch", "seq", 3], "y": ["batch", "seq", 3]},
+        {"axis": np.array(1, np.int64)},
+    )
+    sizes = [(1, 1), (2, 17), (3, 64), (4, n)] if n > 64 else [(1, 1), (2, 17), (4, n)]
+    feeds = [{"x": rand(b, s, 3, seed=s)} for b, s in sizes]
+    check_symbolic(m, {"batch": (1, 4), "seq": (1, n)}, feeds, device)
+
+
+def test_cumsum_over_a_static_axis_with_symbolic_rows(device):
+    m = _model(
+        [helper.make_node("CumSum", ["x", "axis"], ["y"])],
+        {"x": rand(2, 5, 100)},
+        ["y"],
+        {"x": ["batch", "seq", 100], "y": ["batch", "seq", 100]},
+        {"axis": np.array(-1, np.int64)},
+    )
+    feeds = [{"x": rand(b, s, 100, seed=s)} for b, s in SIZES]
+    check_symbolic(m, BS, feeds, device)
+
+
+# -- the other normalizations on the row kernel -------------------------------------------------
+def test_hardmax_over_a_symbolic_axis(device):
+    m = _model(
+        [helper.make_node("Hardmax", ["x"], ["y"], axis=-1)],
+        {"x": rand(2, 5)},
+        ["y"],
+        {"x": ["batch", "seq"], "y": ["batch", "seq"]},
+    )
+    feeds = [{"x": np.round(rand(b, s, seed=s) * 3)} for b, s in SIZES]
+    check_symbolic(m, BS, feeds, device)
+
+
+def test_instance_norm_over_symbolic_spatial_dims(device):
+    m = _model(
+        [helper.make_node("InstanceNormalization", ["x", "s", "b"], ["y"], epsilon=1e-5)],
+        {"x": rand(2, 3, 5)},
+        ["y"],
+        {"x": ["batch", 3, "seq"], "y": ["batch", 3, "seq"]},
+        {"s": rand(3, seed=1), "b": rand(3, seed=2)},
+    )
+    feeds = [{"x": rand(b, 3, s, seed=s)} for b, s in [(1, 2), (2, 17), (4, 128)]]
+    check_symbolic(m, BS, feeds, device, atol=1e-4)
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_lp_norm_over_a_symbolic_axis(device, p):
+    m = _model(
+        [helper.make_node("LpNormalization", ["x"], ["y"], axis=1, p=p)],
+        {"x": rand(2, 5, 4)},
+        ["y"],
+        {"x": ["batch", "seq", 4], "y": ["batch", "seq", 4]},
+    )
+    feeds = [{"x": rand(b, s, 4, seed=s)} for b, s in SIZES]
+    check_symbolic(m, BS, feeds, device)
+
+
+def test_mean_variance_normalization_over_symbolic_axes(device):
+    m = _model(
+        [helper.make_node("MeanVarianceNormalization", ["x"], ["y"], axes=[0, 1])],
+        {"x": rand(2, 5, 4)},
+        ["y"],
+        {"x": ["batch", "seq", 4], "y": ["batch", "seq", 4]},
+    )
+    feeds = [{"x": rand(b, s, 4, seed=s)} for b, s in [(1, 2), (2, 17), (4, 128)]]
+    check_symbolic(m, BS, feeds, device, atol=1e-4)
