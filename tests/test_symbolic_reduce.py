@@ -291,3 +291,52 @@ def test_mean_variance_normalization_over_symbolic_axes(device):
     )
     feeds = [{"x": rand(b, s, 4, seed=s)} for b, s in [(1, 2), (2, 17), (4, 128)]]
     check_symbolic(m, BS, feeds, device, atol=1e-4)
+
+
+@pytest.mark.parametrize("level", [0, 2])
+def test_decomposed_softmax(device, level):
+    """ReduceMax, Sub, Exp, ReduceSum, Div over a symbolic axis, as exporters write it."""
+    nodes = [
+        helper.make_node("ReduceMax", ["x"], ["m"], axes=[-1]),
+        helper.make_node("Sub", ["x", "m"], ["d"]),
+        helper.make_node("Exp", ["d"], ["e"]),
+        helper.make_node("ReduceSum", ["e", "axes"], ["s"]),
+        helper.make_node("Div", ["e", "s"], ["y"]),
+    ]
+    m = _model(
+        nodes,
+        {"x": rand(2, 3, 5, 5)},
+        ["y"],
+        {"x": ["batch", 3, "seq", "seq"], "y": ["batch", 3, "seq", "seq"]},
+        {"axes": np.array([-1], np.int64)},
+    )
+    feeds = [{"x": rand(b, 3, s, s, seed=s, low=-4, high=4)} for b, s in SIZES]
+    check_symbolic(m, BS, feeds, device, opt_level=level)
+
+
+def test_rows_past_the_grid_limit(device):
+    """Up to 70000 rows: a grid of two dims over the run's row count."""
+    m = _model(
+        [
+            helper.make_node("Softmax", ["x"], ["y"], axis=-1),
+            helper.make_node("ReduceSum", ["x", "axes"], ["s"]),
+        ],
+        {"x": rand(2, 8)},
+        ["y", "s"],
+        {"x": ["n", 8], "y": ["n", 8], "s": ["n", 1]},
+        {"axes": np.array([-1], np.int64)},
+    )
+    feeds = [{"x": rand(n, 8, seed=n)} for n in (1, 65536, 70000)]
+    check_symbolic(m, {"n": (1, 70000)}, feeds, device)
+
+
+def test_einsum_over_symbolic_labels(device):
+    """A diagonal's sum per batch (the space repeats the symbolic label) times a vector."""
+    m = _model(
+        [helper.make_node("Einsum", ["a", "v"], ["y"], equation="bssh,bs->bh")],
+        {"a": rand(2, 5, 5, 3), "v": rand(2, 5)},
+        ["y"],
+        {"a": ["batch", "seq", "seq", 3], "v": ["batch", "seq"], "y": ["batch", 3]},
+    )
+    feeds = [{"a": rand(b, s, s, 3, seed=s), "v": rand(b, s, seed=b)} for b, s in SIZES]
+    check_symbolic(m, BS, feeds, device)
