@@ -340,3 +340,41 @@ def test_einsum_over_symbolic_labels(device):
     )
     feeds = [{"a": rand(b, s, s, 3, seed=s), "v": rand(b, s, seed=b)} for b, s in SIZES]
     check_symbolic(m, BS, feeds, device)
+
+
+def test_lrn_over_symbolic_spatial_dims(device):
+    m = _model(
+        [helper.make_node("LRN", ["x"], ["y"], size=3, alpha=1e-3, beta=0.75, bias=1.0)],
+        {"x": rand(2, 5, 4, 4)},
+        ["y"],
+        {"x": ["batch", 5, "seq", 4], "y": ["batch", 5, "seq", 4]},
+    )
+    feeds = [{"x": rand(b, 5, s, 4, seed=s)} for b, s in SIZES]
+    check_symbolic(m, BS, feeds, device)
+
+
+def test_det_of_a_symbolic_batch(device):
+    m = _model(
+        [helper.make_node("Det", ["x"], ["y"])],
+        {"x": rand(2, 3, 3)},
+        ["y"],
+        {"x": ["batch", 3, 3], "y": ["batch"]},
+    )
+    feeds = [{"x": rand(b, 3, 3, seed=b)} for b in (1, 2, 4)]
+    check_symbolic(m, BS, feeds, device)
+
+
+def test_det_of_symbolic_size_matrices_is_a_clear_error():
+    import tempfile
+
+    from onnx2wgsl.compiler import compile_model
+    from onnx2wgsl.errors import UnsupportedError
+
+    m = _model(
+        [helper.make_node("Det", ["x"], ["y"])],
+        {"x": rand(2, 3, 3)},
+        ["y"],
+        {"x": [2, "seq", "seq"], "y": [2]},
+    )
+    with tempfile.TemporaryDirectory() as out, pytest.raises(UnsupportedError, match="matrix size"):
+        compile_model(m, out, dims={"seq": (1, 8)})

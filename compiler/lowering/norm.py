@@ -10,7 +10,19 @@ from onnx2wgsl.ir.symbolic import simplify
 from onnx2wgsl.ir.types import dim_bound
 
 from ..elementwise_ops import f32
-from . import WORKGROUP, LowerCtx, binding, ceil_div, decl, is_symbolic, loops_fit, lowers, u32, wgsl_type
+from . import (
+    WORKGROUP,
+    LowerCtx,
+    binding,
+    ceil_div,
+    decl,
+    i32,
+    is_symbolic,
+    loops_fit,
+    lowers,
+    u32,
+    wgsl_type,
+)
 from .elementwise import emit_map, map_dispatch
 from .indexing import View, broadcast, contiguous
 from .reduce import Sweep, fold_sweep, load, row_kernel, size_f32
@@ -84,11 +96,13 @@ def _sizes(sizes: dict) -> dict:
 def lower_lrn(ctx: LowerCtx, op: Op) -> None:
     x, y = op.inputs[0], op.outputs[0]
     size = op.attrs["size"]
-    total = math.prod(x.shape)
-    grid, nx = ctx.grid(math.ceil(total / WORKGROUP))
+    total = simplify(math.prod(x.shape))
+    C = x.shape[1]
+    grid, nx = ctx.grid(ceil_div(total, WORKGROUP))
     shader = ctx.shader(
         "lrn.wgsl.j2", decls=[decl("X", x), decl("Y", y, write=True)], wg=WORKGROUP, nx=nx,
-        total=total, C=x.shape[1], HW=math.prod(x.shape[2:]), size=size,
+        total=u32(total), C=u32(C), C_last=str(C - 1) if isinstance(C, int) else i32(C - 1),
+        HW=u32(simplify(math.prod(x.shape[2:]))), size=size,
         before=(size - 1) // 2, after=size - 1 - (size - 1) // 2, bias=f32(op.attrs["bias"]),
         alpha_over_size=f32(op.attrs["alpha"] / size), beta=f32(op.attrs["beta"]),
     )  # fmt: skip

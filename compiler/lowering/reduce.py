@@ -659,9 +659,14 @@ def lower_det(ctx: LowerCtx, op: Op) -> None:
     n = x.shape[-1]
     if x.shape[-2] != n:
         raise ctx.error(f"Det needs square matrices, got {x.type}")
+    if not isinstance(simplify(n), int):  # each invocation holds a private n x n array
+        raise ctx.error(
+            f"Det of {n}x{n} matrices: the matrix size cannot be a dim kept symbolic",
+            hint="bind that dim with --dim NAME=N",
+        )
     if n > DET_MAX_N:
         raise ctx.error(f"Det of {n}x{n} matrices is not supported", hint=f"at most {DET_MAX_N}x{DET_MAX_N}")
-    count = math.prod(x.shape[:-2])
+    count = simplify(math.prod(x.shape[:-2]))
     if count == 0:
         ctx.kernel([x], [y], [])
         return
@@ -669,10 +674,11 @@ def lower_det(ctx: LowerCtx, op: Op) -> None:
         d = _fill(ctx, y, "1.0f")
         ctx.kernel([x], [y], [d])
         return
-    grid, nx = ctx.grid(math.ceil(count / 64))
+    grid, nx = ctx.grid(ceil_div(count, 64))
     shader = ctx.shader(
-        "det.wgsl.j2", decls=[decl("X", x), decl("Y", y, write=True)], wg=64, nx=nx, count=count, n=n
-    )
+        "det.wgsl.j2", decls=[decl("X", x), decl("Y", y, write=True)], wg=64, nx=nx, count=u32(count),
+        text_count=count, n=n,
+    )  # fmt: skip
     ctx.kernel([x], [y], [Dispatch(shader, grid, [binding(x), binding(y, write=True)])])
 
 
