@@ -101,7 +101,22 @@ def _attention(info) -> list[TensorType | None] | None:
     return [TensorType(q.dtype, s) for s in shapes]
 
 
-_OWN = {"MaxUnpool": _max_unpool, "Attention": _attention}
+def _topk(info) -> list[TensorType | None] | None:
+    # onnx infers no shape along an axis that is a dim kept symbolic: the axis becomes k
+    x = info.inputs[0]
+    if not x.type.is_symbolic or x.type.rank == 0:
+        return None
+    k = info.const_input(1, "K") if info.opset >= 10 else info.attrs.get("k")
+    k = np.asarray(k).reshape(-1)
+    axis = int(info.attrs.get("axis", -1))
+    if k.size != 1 or not -x.type.rank <= axis < x.type.rank:
+        return None  # the legalize rule names what does not fit
+    shape = list(x.shape)
+    shape[axis] = int(k[0])
+    return [TensorType(x.dtype, tuple(shape)), TensorType(DType.i64, tuple(shape))]
+
+
+_OWN = {"MaxUnpool": _max_unpool, "Attention": _attention, "TopK": _topk}
 
 
 # -- onnxruntime's contrib ops (legalize/contrib.py), which onnx has no schemas for ---------------

@@ -378,3 +378,51 @@ def test_det_of_symbolic_size_matrices_is_a_clear_error():
     )
     with tempfile.TemporaryDirectory() as out, pytest.raises(UnsupportedError, match="matrix size"):
         compile_model(m, out, dims={"seq": (1, 8)})
+
+
+# -- TopK -------------------------------------------------------------------------------------
+def _topk(k, x_shape, x_dims, y_dims, axis=-1):
+    return _model(
+        [helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=axis)],
+        {"x": rand(*x_shape)},
+        ["v", "i"],
+        {"x": x_dims, "v": y_dims, "i": y_dims},
+        {"k": np.array([k], np.int64)},
+    )
+
+
+@pytest.mark.parametrize(("k", "L"), [(5, 40), (2, 1000), (64, 260000)])
+def test_topk_over_a_static_axis_with_symbolic_rows(device, k, L):
+    """Ranking every point; k rounds over the row; the rows' chunks' candidates first."""
+    m = _topk(k, (2, L), ["batch", L], ["batch", k])
+    feeds = [{"x": np.round(rand(b, L, seed=b) * 50)} for b in (1, 2, 3)]  # ties
+    check_symbolic(m, {"batch": (1, 3)}, feeds, device)
+
+
+@pytest.mark.parametrize(("k", "hi"), [(3, 40), (3, 2000)])
+def test_topk_over_a_symbolic_axis(device, k, hi):
+    m = _topk(k, (2, 5, 6), ["batch", "seq", 6], ["batch", k, 6], axis=1)
+    feeds = [{"x": np.round(rand(b, s, 6, seed=s) * 50)} for b, s in [(1, k), (2, 17), (4, hi)]]
+    check_symbolic(m, {"batch": (1, 4), "seq": (k, hi)}, feeds, device)
+
+
+def test_topk_over_a_symbolic_axis_too_long_for_one_workgroup_is_a_clear_error():
+    import tempfile
+
+    from onnx2wgsl.compiler import compile_model
+    from onnx2wgsl.errors import UnsupportedError
+
+    m = _topk(64, (2, 5), ["batch", "n"], ["batch", 64])
+    with tempfile.TemporaryDirectory() as out, pytest.raises(UnsupportedError, match="chunking a symbolic"):
+        compile_model(m, out, dims={"batch": (1, 2), "n": (64, 300000)})
+
+
+def test_topk_with_k_past_the_least_axis_length_is_a_clear_error():
+    import tempfile
+
+    from onnx2wgsl.compiler import compile_model
+    from onnx2wgsl.errors import CompileError
+
+    m = _topk(3, (2, 5), ["batch", "n"], ["batch", 3])
+    with tempfile.TemporaryDirectory() as out, pytest.raises(CompileError, match="least value is at least k"):
+        compile_model(m, out, dims={"batch": (1, 2), "n": (1, 10)})

@@ -547,8 +547,12 @@ def lower_topk(ctx: LowerCtx, op: Op) -> None:
     outs = dict(zip(op.attrs["outputs"], op.outputs))
     shape = tuple(x.shape)
     L = shape[axis]
-    inner = math.prod(shape[axis + 1 :])
-    rows = math.prod(shape) // max(L, 1)
+    inner = simplify(math.prod(shape[axis + 1 :]))
+    if is_symbolic(shape):
+        rows = simplify(math.prod(shape[:axis]) * inner)
+    else:
+        rows = math.prod(shape) // max(L, 1)
+    most = dim_bound(L)  # over dims kept symbolic the plan holds for the longest row
     template = outs.get(0, outs.get(1))
     if rows == 0 or k == 0:
         ctx.kernel([x], list(op.outputs), [])
@@ -559,35 +563,43 @@ def lower_topk(ctx: LowerCtx, op: Op) -> None:
     largest = bool(op.attrs["largest"])
     decls = [decl("X", x), decl("V", values, write=True), decl("I", indices, write=True)]
     better = ">" if largest else "<"
-    if L <= TOPK_RANK_RATIO * k and L <= TOPK_RANK_MAX_L:
+    if most <= TOPK_RANK_RATIO * k and most <= TOPK_RANK_MAX_L:
         # many picks: ranking every point at once beats k rounds of workgroup-wide arg-max
-        grid, nx = ctx.grid(math.ceil(rows * L / 64))
+        total = simplify(rows * L)
+        grid, nx = ctx.grid(ceil_div(total, 64))
         shader = ctx.shader(
-            "topk_rank.wgsl.j2", decls=decls, wg=64, nx=nx, total=rows * L, L=L, inner=inner, k=k,
-            better=better,
+            "topk_rank.wgsl.j2", decls=decls, wg=64, nx=nx, total=u32(total), L=u32(L), inner=u32(inner),
+            L_inner=u32(L * inner), k_inner=u32(k * inner), k=k, better=better,
+            text={"L": L, "inner": inner, "L_last": simplify(L - 1)},
         )  # fmt: skip
         d = Dispatch(shader, grid, [binding(x), binding(values, write=True), binding(indices, write=True)])
         ctx.kernel([x], [values, indices], [d])
         return
-    wg = 256 if L > 1024 else 64
+    wg = 256 if most > 1024 else 64
     rounds = dict(
         k=k, ty=ty, wg=wg, worst=IDENTITY["max" if largest else "min"][ty], better=better,
         worse="<" if largest else ">",
     )  # fmt: skip
     row_lines = [
         "let row = unit;",
-        f"let base = (row / {inner}u) * {L * inner}u + row % {inner}u;",
-        f"let obase = (row / {inner}u) * {k * inner}u + row % {inner}u;",
-        f"let n = {L}u;",
+        f"let base = (row / {u32(inner)}) * {u32(L * inner)} + row % {u32(inner)};",
+        f"let obase = (row / {u32(inner)}) * {u32(k * inner)} + row % {u32(inner)};",
+        f"let n = {u32(L)};",
     ]
-    chunks = None if _topk_fits(k, L, wg) else _topk_chunks(k, L, wg)
+    chunks = None if _topk_fits(k, most, wg) else _topk_chunks(k, most, wg)
+    if chunks is not None and not isinstance(L, int):  # chunks of at least k points need a static L
+        raise ctx.error(
+            f"TopK of {k} over an axis of {L} points, which may be too long to pick from in one "
+            "workgroup: chunking a symbolic axis is not supported yet",
+            hint="narrow the axis' dim range (--dim NAME=LO..HI), or bind it",
+        )
     if chunks is None:
         # one workgroup per row; when no chunking fits the budget either (k too large a part of
         # a long row), this still loops past it on a driver that cuts loops short
         grid, nx = ctx.grid(rows)
         shader = ctx.shader(
-            "topk.wgsl.j2", decls=decls, nx=nx, units=rows, unit_lines=row_lines, inner=inner,
-            out_stride=inner, index="i32(pi)", what=f"{L} points (stride {inner}) per row", **rounds,
+            "topk.wgsl.j2", decls=decls, nx=nx, units=u32(rows), unit_lines=row_lines, inner=u32(inner),
+            out_stride=u32(inner), index="i32(pi)", what=f"{L} points (stride {inner}) per row", **rounds,
         )  # fmt: skip
         d = Dispatch(shader, grid, [binding(x), binding(values, write=True), binding(indices, write=True)])
         ctx.kernel([x], [values, indices], [d])
@@ -600,13 +612,14 @@ def lower_topk(ctx: LowerCtx, op: Op) -> None:
         f"let row = unit / {chunks}u;",
         f"let j0 = (unit % {chunks}u) * {L}u / {chunks}u;  // chunks of floor or ceil L / chunks >= k points",
         f"let n = ((unit % {chunks}u) + 1u) * {L}u / {chunks}u - j0;",
-        f"let base = (row / {inner}u) * {L * inner}u + row % {inner}u + j0 * {inner}u;",
+        f"let base = (row / {u32(inner)}) * {u32(L * inner)} + row % {u32(inner)} + j0 * {u32(inner)};",
         f"let obase = unit * {k}u;",
     ]
-    grid, nx = ctx.grid(rows * chunks)
+    grid, nx = ctx.grid(simplify(rows * chunks))
     first = ctx.shader(
         "topk.wgsl.j2", decls=[decl("X", x), decl("V", cv, write=True), decl("I", ci, write=True)], nx=nx,
-        units=rows * chunks, unit_lines=chunk_lines, inner=inner, out_stride=1, index="i32(j0 + pi)",
+        units=u32(rows * chunks), unit_lines=chunk_lines, inner=u32(inner), out_stride="1u",
+        index="i32(j0 + pi)",
         what=f"each of {chunks} chunks of {L} points (stride {inner})", **rounds,
     )  # fmt: skip
     d = Dispatch(first, grid, [binding(x), binding(cv, write=True), binding(ci, write=True)])
@@ -616,13 +629,14 @@ def lower_topk(ctx: LowerCtx, op: Op) -> None:
     cand_lines = [
         "let row = unit;",
         f"let base = row * {cand}u;",
-        f"let obase = (row / {inner}u) * {k * inner}u + row % {inner}u;",
+        f"let obase = (row / {u32(inner)}) * {u32(k * inner)} + row % {u32(inner)};",
         f"let n = {cand}u;",
     ]
     grid, nx = ctx.grid(rows)
     decls = [decl("X", cv), decl("CI", ci), decl("V", values, write=True), decl("I", indices, write=True)]
     second = ctx.shader(
-        "topk.wgsl.j2", decls=decls, nx=nx, units=rows, unit_lines=cand_lines, inner=1, out_stride=inner,
+        "topk.wgsl.j2", decls=decls, nx=nx, units=u32(rows), unit_lines=cand_lines, inner="1u",
+        out_stride=u32(inner),
         index=f"{ref('CI')}[base + pi]", what=f"the {cand} candidates of a row's {chunks} chunks", **rounds,
     )  # fmt: skip
     bindings = [binding(cv), binding(ci), binding(values, write=True), binding(indices, write=True)]
