@@ -510,3 +510,11 @@ def test_ranges_that_include_zero(device):
         with onnx2wgsl.load(out, device=device) as sess:
             for f in feeds:
                 assert_close(sess.run(None, f), ort_run(m, f))
+
+
+@pytest.mark.parametrize("lo", [1, 4096])
+def test_many_symbolic_rows(device, lo):
+    """Rows that are many at every size take an invocation each; else a workgroup each."""
+    m = _reduce("ReduceMax", [1], 0, (2, 600), ["n", 600], ["n"])
+    feeds = [{"x": rand(n, 600, seed=n)} for n in (lo, lo + 7, 5000)]
+    check_symbolic(m, {"n": (lo, 5000)}, feeds, device)

@@ -27,7 +27,7 @@ import numpy as np
 
 from onnx2wgsl.ir import Dispatch, DType, Op, TensorType, Value, distinct
 from onnx2wgsl.ir.kernel import MARK, ref
-from onnx2wgsl.ir.symbolic import simplify
+from onnx2wgsl.ir.symbolic import Expr, simplify
 from onnx2wgsl.ir.types import dim_bound
 
 from ..elementwise_ops import f32, i32
@@ -203,9 +203,11 @@ def row_kernel(
     chunks, chunk = split or (1, R)
     out_rows = simplify(rows * chunks)
     # Over dims kept symbolic, the choices hold at the bounds: a row of any length in the
-    # range then stays within the loop budget (its loops run to the length read at run time).
+    # range stays within the loop budget (its loops run to the length read at run time), and
+    # rows take one invocation each only when they are many at every size in the range.
     most = dim_bound(chunk)
-    group, wg = mode or choose_mode(dim_bound(out_rows), most, exact)
+    least_rows = out_rows.bounds[0] if isinstance(out_rows, Expr) else out_rows
+    group, wg = mode or choose_mode(least_rows, most, exact)
     passes = len(sweeps) + bool(elem_writes)  # loops over the row's points
     if not group and not loops_fit(passes * most):
         group, wg = True, 256  # rows too long for one invocation each
