@@ -518,3 +518,23 @@ def test_many_symbolic_rows(device, lo):
     m = _reduce("ReduceMax", [1], 0, (2, 600), ["n", 600], ["n"])
     feeds = [{"x": rand(n, 600, seed=n)} for n in (lo, lo + 7, 5000)]
     check_symbolic(m, {"n": (lo, 5000)}, feeds, device)
+
+
+def test_symbolic_row_kernels_round_trip_through_the_ir_text():
+    from helpers import assert_ir_round_trips
+
+    nodes = [
+        helper.make_node("Softmax", ["x"], ["p"], axis=-1),
+        helper.make_node("LayerNormalization", ["p", "g"], ["n"], axis=-1),
+        helper.make_node("CumSum", ["n", "axis"], ["c"]),
+        helper.make_node("ReduceSum", ["c", "axes"], ["y"]),
+    ]
+    m = _model(
+        nodes,
+        {"x": rand(2, 5, 70)},
+        ["y"],
+        {"x": ["batch", "seq", 70], "y": ["batch", 1, 70]},
+        {"g": rand(70), "axis": np.array(2, np.int64), "axes": np.array([1], np.int64)},
+        opset=18,
+    )
+    assert_ir_round_trips(m, dims=BS)
