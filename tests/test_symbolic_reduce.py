@@ -538,3 +538,22 @@ def test_symbolic_row_kernels_round_trip_through_the_ir_text():
         opset=18,
     )
     assert_ir_round_trips(m, dims=BS)
+
+
+def test_layer_norm_statistics_outputs(device):
+    """Mean and InvStdDev, one per row, at symbolic row counts."""
+    hidden = 20
+    m = _model(
+        [helper.make_node("LayerNormalization", ["x", "g", "b"], ["y", "mean", "inv"], axis=-1)],
+        {"x": rand(2, 5, hidden)},
+        ["y", "mean", "inv"],
+        {
+            "x": ["batch", "seq", hidden],
+            "y": ["batch", "seq", hidden],
+            "mean": ["batch", "seq", 1],
+            "inv": ["batch", "seq", 1],
+        },
+        {"g": rand(hidden, seed=1), "b": rand(hidden, seed=2)},
+    )
+    feeds = [{"x": rand(b, s, hidden, seed=s)} for b, s in SIZES]
+    check_symbolic(m, BS, feeds, device, rtol=1e-3)
