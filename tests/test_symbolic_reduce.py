@@ -557,3 +557,14 @@ def test_layer_norm_statistics_outputs(device):
     )
     feeds = [{"x": rand(b, s, hidden, seed=s)} for b, s in SIZES]
     check_symbolic(m, BS, feeds, device, rtol=1e-3)
+
+
+def test_softmax_over_a_long_static_axis_with_symbolic_rows(device):
+    m = _model(
+        [helper.make_node("LogSoftmax", ["x"], ["y"], axis=-1)],
+        {"x": rand(2, 40000)},
+        ["y"],
+        {"x": ["batch", 40000], "y": ["batch", 40000]},
+    )
+    feeds = [{"x": rand(b, 40000, seed=b, low=-8, high=8)} for b in (1, 2, 3)]
+    check_symbolic(m, {"batch": (1, 3)}, feeds, device)
