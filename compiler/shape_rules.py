@@ -107,9 +107,9 @@ def _topk(info) -> list[TensorType | None] | None:
     if not x.type.is_symbolic or x.type.rank == 0:
         return None
     k = info.const_input(1, "K") if info.opset >= 10 else info.attrs.get("k")
-    k = np.asarray(k).reshape(-1)
+    k = np.asarray(k if k is not None else []).reshape(-1)
     axis = int(info.attrs.get("axis", -1))
-    if k.size != 1 or not -x.type.rank <= axis < x.type.rank:
+    if k.size != 1 or k.dtype.kind not in "iu" or not -x.type.rank <= axis < x.type.rank:
         return None  # the legalize rule names what does not fit
     shape = list(x.shape)
     shape[axis] = int(k[0])
