@@ -216,9 +216,24 @@ def _depth_to_space(info, x) -> list[TensorType | None] | None:
     return [TensorType(x.dtype, (N, C // (b * b), simplify(H * b), simplify(W * b)))]
 
 
+def _topk(info) -> list[TensorType | None] | None:
+    # onnx infers no shape along an axis that is a dim kept symbolic: the axis becomes k
+    x = info.inputs[0]
+    if not x.type.is_symbolic or x.type.rank == 0:
+        return None
+    k = info.const_input(1, "K") if info.opset >= 10 else info.attrs.get("k")
+    k = np.asarray(k if k is not None else []).reshape(-1)
+    axis = int(info.attrs.get("axis", -1))
+    if k.size != 1 or k.dtype.kind not in "iu" or not -x.type.rank <= axis < x.type.rank:
+        return None  # the legalize rule names what does not fit
+    shape = list(x.shape)
+    shape[axis] = int(k[0])
+    return [TensorType(x.dtype, tuple(shape)), TensorType(DType.i64, tuple(shape))]
+
+
 _OWN = {
     "MaxUnpool": _max_unpool, "Attention": _attention, "Concat": _concat, "Flatten": _flatten,
-    "Tile": _tile, "Pad": _pad, "DepthToSpace": _depth_to_space, "Conv": _conv,
+    "Tile": _tile, "Pad": _pad, "DepthToSpace": _depth_to_space, "Conv": _conv, "TopK": _topk,
 }  # fmt: skip
 
 

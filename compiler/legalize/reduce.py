@@ -15,6 +15,7 @@ import numpy as np
 
 from onnx2wgsl.errors import UnsupportedError
 from onnx2wgsl.ir import DType, TensorType
+from onnx2wgsl.ir.symbolic import Expr
 from onnx2wgsl.ir.types import storage_dtype
 
 from . import _axis, _ints, emit, rule
@@ -98,10 +99,15 @@ def _layer_norm(g, info):
     ins = [v for v in info.inputs[:3] if v is not None]
     norm = tuple(x.shape[axis:])
     for v in ins[1:]:
-        try:
-            fits = np.broadcast_shapes(tuple(v.shape), norm) == norm
-        except ValueError:
-            fits = False
+        if v.type.is_symbolic or x.type.is_symbolic:  # each dim 1 or the one it meets
+            fits = v.type.rank <= len(norm) and all(
+                d == 1 or d == n for d, n in zip(reversed(v.shape), reversed(norm))
+            )
+        else:
+            try:
+                fits = np.broadcast_shapes(tuple(v.shape), norm) == norm
+            except ValueError:
+                fits = False
         if not fits:
             raise info.error(f"{v.name!r} of shape {v.shape} does not broadcast to {norm}")
     attrs = {"axis": axis, "epsilon": float(info.attrs.get("epsilon", 1e-5)), "outputs": live}
@@ -183,8 +189,15 @@ def _topk(g, info):
     else:
         k = int(info.attrs["k"])
     axis = _axis(info, int(info.attrs.get("axis", -1)), x.type.rank)
-    if not 0 <= k <= x.shape[axis]:
-        raise info.error(f"k={k} is outside [0, {x.shape[axis]}]")
+    L = x.shape[axis]
+    if isinstance(L, Expr):  # k must fit every length the range allows
+        if not 0 <= k <= L.bounds[0]:
+            raise info.error(
+                f"k={k} is outside [0, {L}] for {L} in {L.bounds[0]}..{L.bounds[1]}",
+                hint="narrow the dim's range (--dim NAME=LO..HI) so that its least value is at least k",
+            )
+    elif not 0 <= k <= L:
+        raise info.error(f"k={k} is outside [0, {L}]")
     attrs = {
         "axis": axis,
         "k": k,

@@ -6,12 +6,26 @@ from __future__ import annotations
 import math
 
 from onnx2wgsl.ir import Dispatch, DType, Op, TensorType
+from onnx2wgsl.ir.symbolic import simplify
+from onnx2wgsl.ir.types import dim_bound
 
 from ..elementwise_ops import f32
-from . import WORKGROUP, LowerCtx, binding, decl, loops_fit, lowers, wgsl_type
+from . import (
+    WORKGROUP,
+    LowerCtx,
+    binding,
+    ceil_div,
+    decl,
+    i32,
+    is_symbolic,
+    loops_fit,
+    lowers,
+    u32,
+    wgsl_type,
+)
 from .elementwise import emit_map, map_dispatch
 from .indexing import View, broadcast, contiguous
-from .reduce import Sweep, fold_sweep, load, row_kernel
+from .reduce import Sweep, fold_sweep, load, row_kernel, size_f32
 
 SOFTMAX_SPLIT_L = 32768  # rows this long run in chunks, a workgroup each ...
 SOFTMAX_CHUNK = 4096  # ... of this many points
@@ -27,27 +41,38 @@ def lower_softmax(ctx: LowerCtx, op: Op) -> None:
     x, y = op.inputs[0], op.outputs[0]
     axis = op.attrs["axis"]
     L = x.shape[axis]
-    inner = math.prod(x.shape[axis + 1 :])
-    rows = math.prod(x.shape) // max(L, 1)
-    params = dict(wg=WORKGROUP, rows=rows, L=L, inner=inner, kind=op.kind)
+    inner = simplify(math.prod(x.shape[axis + 1 :]))
+    if is_symbolic(x.shape):
+        rows = simplify(math.prod(x.shape[:axis]) * inner)
+    else:
+        rows = math.prod(x.shape) // max(L, 1)
+    params = dict(wg=WORKGROUP, kind=op.kind)
+    sizes = dict(rows=rows, L=L, inner=inner, L_inner=L * inner)
     # Y may go over X: a row's (or chunk's) last loop reads X only where it writes Y, after
     # barriers that every other read of the row precedes.
     same = x.nbytes == y.nbytes and wgsl_type(x) == wgsl_type(y)
-    if L < SOFTMAX_SPLIT_L:
+    if dim_bound(L) < SOFTMAX_SPLIT_L:  # every length in the range fits one workgroup per row
         grid, nx = ctx.grid(rows)
         shader = ctx.shader(
-            "softmax.wgsl.j2", decls=[decl("X", x), decl("Y", y, write=True)], nx=nx, stage="rows", **params
+            "softmax.wgsl.j2",
+            decls=[decl("X", x), decl("Y", y, write=True)],
+            nx=nx,
+            stage="rows",
+            **_sizes(sizes),
+            **params,
         )
         pairs = ((0, 1),) if same else ()
         ctx.kernel([x], [y], [Dispatch(shader, grid, [binding(x), binding(y, write=True)], pairs)])
         return
     chunk = SOFTMAX_CHUNK
-    while not loops_fit(2 * math.ceil(L / chunk) + 3 * math.ceil(chunk / WORKGROUP)) and chunk < L:
+    most = dim_bound(L)  # the loops must fit the budget at the longest row
+    while not loops_fit(2 * math.ceil(most / chunk) + 3 * math.ceil(chunk / WORKGROUP)) and chunk < most:
         chunk *= 2  # rows beyond 16M points: fewer, longer chunks
-    chunks = math.ceil(L / chunk)
-    params.update(chunk=chunk, chunks=chunks)
+    chunks = ceil_div(L, chunk)
+    sizes.update(chunk=chunk, chunks=chunks, chunks_2=chunks * 2)
+    params.update(_sizes(sizes))
     part = ctx.temp(TensorType(DType.u32, (rows, chunks, 2)), f"{y.name}.chunk_max")
-    grid, nx = ctx.grid(rows * chunks)
+    grid, nx = ctx.grid(simplify(rows * chunks))
     first = ctx.shader(
         "softmax.wgsl.j2",
         decls=[decl("X", x), decl("P", part, write=True)],
@@ -62,15 +87,22 @@ def lower_softmax(ctx: LowerCtx, op: Op) -> None:
     ctx.kernel([x, part], [y], [Dispatch(second, grid, bindings, ((0, 2),) if same else ())])
 
 
+def _sizes(sizes: dict) -> dict:
+    """Sizes for a template: each as shader text (``u32``), and as comment text under ``text``."""
+    return {**{k: u32(n) for k, n in sizes.items()}, "text": {k: str(simplify(n)) for k, n in sizes.items()}}
+
+
 @lowers("LRN")
 def lower_lrn(ctx: LowerCtx, op: Op) -> None:
     x, y = op.inputs[0], op.outputs[0]
     size = op.attrs["size"]
-    total = math.prod(x.shape)
-    grid, nx = ctx.grid(math.ceil(total / WORKGROUP))
+    total = simplify(math.prod(x.shape))
+    C = x.shape[1]
+    grid, nx = ctx.grid(ceil_div(total, WORKGROUP))
     shader = ctx.shader(
         "lrn.wgsl.j2", decls=[decl("X", x), decl("Y", y, write=True)], wg=WORKGROUP, nx=nx,
-        total=total, C=x.shape[1], HW=math.prod(x.shape[2:]), size=size,
+        total=u32(total), C=u32(C), C_last=str(C - 1) if isinstance(C, int) else i32(C - 1),
+        HW=u32(simplify(math.prod(x.shape[2:]))), size=size,
         before=(size - 1) // 2, after=size - 1 - (size - 1) // 2, bias=f32(op.attrs["bias"]),
         alpha_over_size=f32(op.attrs["alpha"] / size), beta=f32(op.attrs["beta"]),
     )  # fmt: skip
@@ -93,11 +125,12 @@ def lower_batchnorm(ctx: LowerCtx, op: Op) -> None:
 
 
 # -- normalizations over row statistics: one kernel each (statistics, then the normalized row)
-def _stats(R: int, eps: float | None) -> list[Sweep]:
-    """Mean, then the mean squared deviation from it (two passes: no cancellation), in f32."""
-    after = [f"let inv = 1.0f / sqrt(q / {f32(R)} + {f32(eps)});"] if eps is not None else []
+def _stats(R, eps: float | None) -> list[Sweep]:
+    """Mean, then the mean squared deviation from it (two passes: no cancellation), in f32.
+    ``R``, the points per row, may be an expression of dims kept symbolic."""
+    after = [f"let inv = 1.0f / sqrt(q / {size_f32(R)} + {f32(eps)});"] if eps is not None else []
     return [
-        fold_sweep("s", "f32", "sum", load(0), after=[f"let mean = s / {f32(R)};"]),
+        fold_sweep("s", "f32", "sum", load(0), after=[f"let mean = s / {size_f32(R)};"]),
         fold_sweep("q", "f32", "sum", f"({load(0)} - mean) * ({load(0)} - mean)", after=after),
     ]
 
@@ -116,10 +149,10 @@ def lower_layer_norm(ctx: LowerCtx, op: Op) -> None:
     outs = dict(zip(op.attrs["outputs"], op.outputs))
     params = [v for v in op.inputs[1:] if v is not None]
     reads = [(x, contiguous(space))] + [(v, broadcast(v.shape, space)) for v in params]
-    R = math.prod(space[axis:])
+    R = simplify(math.prod(space[axis:]))
     if op.kind == "RMSNormalization":
         sweeps = [fold_sweep("q", "f32", "sum", f"{load(0)} * {load(0)}",
-                             after=[f"let inv = 1.0f / sqrt(q / {f32(R)} + {f32(eps)});"])]  # fmt: skip
+                             after=[f"let inv = 1.0f / sqrt(q / {size_f32(R)} + {f32(eps)});"])]  # fmt: skip
         expr = f"{load(0)} * inv * {load(1)}"
     else:
         sweeps = _stats(R, eps)
@@ -147,7 +180,15 @@ def lower_instance_norm(ctx: LowerCtx, op: Op) -> None:
     elem = [(y, contiguous(space), f"({load(0)} - mean) * inv * {load(1)} + {load(2)}")]
     label = f"{op.kind} of {x.type} in {G} groups"
     _emit_norm(
-        ctx, op, space, [2, 3], reads, _stats(math.prod(space[2:]), op.attrs["epsilon"]), [], elem, label
+        ctx,
+        op,
+        space,
+        [2, 3],
+        reads,
+        _stats(simplify(math.prod(space[2:])), op.attrs["epsilon"]),
+        [],
+        elem,
+        label,
     )
 
 
@@ -157,9 +198,9 @@ def lower_mvn(ctx: LowerCtx, op: Op) -> None:
     x, y = op.inputs[0], op.outputs[0]
     _float_only(ctx, x)
     space, axes = tuple(x.shape), op.attrs["axes"]
-    R = math.prod(space[a] for a in axes)
+    R = simplify(math.prod(space[a] for a in axes))
     sweeps = _stats(R, None)
-    sweeps[-1].after.append(f"let den = sqrt(q / {f32(R)}) + {f32(1e-9)};")
+    sweeps[-1].after.append(f"let den = sqrt(q / {size_f32(R)}) + {f32(1e-9)};")
     elem = [(y, contiguous(space), f"({load(0)} - mean) / den")]
     _emit_norm(
         ctx, op, space, axes, [(x, contiguous(space))], sweeps, [], elem, f"MVN of {x.type} over {axes}"

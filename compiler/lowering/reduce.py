@@ -27,9 +27,12 @@ import numpy as np
 
 from onnx2wgsl.ir import Dispatch, DType, Op, TensorType, Value, distinct
 from onnx2wgsl.ir.kernel import MARK, ref
+from onnx2wgsl.ir.symbolic import Expr, simplify
+from onnx2wgsl.ir.types import dim_bound
 
 from ..elementwise_ops import f32, i32
-from . import LowerCtx, binding, decl, loops_fit, lowers, wgsl_type
+from . import LowerCtx, binding, ceil_div, decl, is_symbolic, loops_fit, lowers, u32, wgsl_type
+from . import i32 as size_i32
 from .indexing import View, broadcast, collapse, contiguous, contiguous_strides, index_code
 
 # -- how a row is reduced --------------------------------------------------------------------
@@ -192,18 +195,23 @@ def row_kernel(
     views = [v for _, v in reads] + [v for _, v, _ in elem_writes]
     kshape, kviews = collapse([space[d] for d in kept], [_project(v, kept, True) for v in views])
     rshape, rviews = collapse([space[d] for d in red], [_project(v, red, False) for v in views])
-    rows, R = math.prod(kshape), math.prod(rshape)
+    rows, R = simplify(math.prod(kshape)), simplify(math.prod(rshape))
     if rows == 0:
         return None
     if R == 0:
         raise ctx.error("reduction over an empty axis reached the GPU")  # folded by legalize
     chunks, chunk = split or (1, R)
-    out_rows = rows * chunks
-    group, wg = mode or choose_mode(out_rows, chunk, exact)
+    out_rows = simplify(rows * chunks)
+    # Over dims kept symbolic, the choices hold at the bounds: a row of any length in the
+    # range stays within the loop budget (its loops run to the length read at run time), and
+    # rows take one invocation each only when they are many at every size in the range.
+    most = dim_bound(chunk)
+    least_rows = out_rows.bounds[0] if isinstance(out_rows, Expr) else out_rows
+    group, wg = mode or choose_mode(least_rows, most, exact)
     passes = len(sweeps) + bool(elem_writes)  # loops over the row's points
-    if not group and not loops_fit(passes * chunk):
+    if not group and not loops_fit(passes * most):
         group, wg = True, 256  # rows too long for one invocation each
-    unroll = _unroll(passes, math.ceil(chunk / wg) if group else chunk)
+    unroll = _unroll(passes, math.ceil(most / wg) if group else most)
 
     values = distinct(v for v, _ in reads)
     slot = {id(v): k for k, v in enumerate(values)}
@@ -215,10 +223,10 @@ def row_kernel(
     klines, kexprs = index_code(kshape, kviews, flat="krow", prefix="k")
     rlines, rexprs = index_code(rshape, rviews, flat="r", prefix="q")
     if split:
-        row_lines = [f"let krow = row / {chunks}u;", f"let r0 = (row % {chunks}u) * {chunk}u;"]
-        r_first, r_end = ("r0 + lid" if group else "r0"), f"min(r0 + {chunk}u, {R}u)"
+        row_lines = [f"let krow = row / {u32(chunks)};", f"let r0 = (row % {u32(chunks)}) * {u32(chunk)};"]
+        r_first, r_end = ("r0 + lid" if group else "r0"), f"min(r0 + {u32(chunk)}, {u32(R)})"
     else:
-        row_lines, r_first, r_end = ["let krow = row;"], ("lid" if group else "0u"), f"{R}u"
+        row_lines, r_first, r_end = ["let krow = row;"], ("lid" if group else "0u"), u32(R)
     row_lines += klines + [f"let kb{j} = {e};" for j, e in enumerate(kexprs)]
     loads = {
         f"a{j}": f"let a{j} = {ref(f'in{slot[id(v)]}')}[kb{j} + {rexprs[j]}];"
@@ -243,9 +251,10 @@ def row_kernel(
         })  # fmt: skip
 
     shared = [{"name": acc[0], "type": acc[1]} for s in sweeps for acc in s.accs]
-    grid, nx = ctx.grid(out_rows if group else math.ceil(out_rows / wg))
+    grid, nx = ctx.grid(out_rows if group else ceil_div(out_rows, wg))
     shader = ctx.shader(
-        "reduce.wgsl.j2", decls=decls, group=group, wg=wg, nx=nx, rows=out_rows, R=R,
+        "reduce.wgsl.j2", decls=decls, group=group, wg=wg, nx=nx, rows=u32(out_rows), text_rows=out_rows,
+        text_R=R,
         comment=comment, shared=shared, row_lines=row_lines, sweeps=sweep_params,
         r_first=r_first, r_end=r_end, r_step=f"{wg if group else 1}u", row_writes=rwrites, elem_writes=ewrites,
         elem_loads=loads_for(elem_used), unroll=unroll, r_stride=f"{(wg if group else 1) * unroll}u",
@@ -276,10 +285,19 @@ def _unroll(passes: int, steps: int) -> int:
     return unroll
 
 
-def reduced_rows(space, reduced) -> tuple[int, int]:
-    """(rows, reduced points per row) of a space."""
-    R = math.prod(space[d] for d in reduced)
+def reduced_rows(space, reduced) -> tuple:
+    """(rows, reduced points per row) of a space (ints, or expressions of dims kept symbolic)."""
+    R = simplify(math.prod(space[d] for d in reduced))
+    if is_symbolic(space):
+        return simplify(math.prod(n for d, n in enumerate(space) if d not in set(reduced))), R
     return math.prod(space) // max(R, 1), R
+
+
+def size_f32(n) -> str:
+    """A count as an f32 in shader text: a literal, or over dims kept symbolic the conversion
+    of its run-time value."""
+    n = simplify(n)
+    return f32(n) if isinstance(n, int) else f"f32({u32(n)})"
 
 
 # -- Reduce* ---------------------------------------------------------------------------------
@@ -293,8 +311,10 @@ class ReduceKind:
     float_only: bool = False
 
 
-def _mean(acc: str, R: int, ty: str) -> str:
-    return f"{acc} / {f32(R)}" if ty == "f32" else f"{acc} / {R}{'i' if ty == 'i32' else 'u'}"
+def _mean(acc: str, R, ty: str) -> str:
+    if ty == "f32":
+        return f"{acc} / {size_f32(R)}"
+    return f"{acc} / {size_i32(R) if ty == 'i32' else u32(R)}"
 
 
 def _l2(acc: str, R: int, ty: str) -> str:
@@ -335,7 +355,7 @@ def lower_reduce(ctx: LowerCtx, op: Op) -> None:
         d = row_kernel(ctx, space, axes, read, sweeps, row_writes=[(y, "log(s) + sh")], comment=label)
         ctx.kernel([x], [y], [d] if d else [])
         return
-    if R >= SPLIT_MIN_R:
+    if dim_bound(R) >= SPLIT_MIN_R:
         _two_stage(ctx, op, kind, ty, space, axes, label)
         return
     sweep = fold_sweep("acc", ty, kind.combine, kind.pre(load(0), ty))
@@ -358,8 +378,12 @@ def _two_stage(ctx: LowerCtx, op: Op, kind: ReduceKind, ty: str, space, axes, la
     """Chunks of the row reduce in parallel workgroups into partials; a second pass folds them."""
     x, y = op.inputs[0], op.outputs[0]
     rows, R = reduced_rows(space, axes)
-    chunks = min(256, math.ceil(R / SPLIT_CHUNK))
-    chunk = math.ceil(R / chunks)
+    if isinstance(R, int):
+        chunks = min(256, math.ceil(R / SPLIT_CHUNK))
+        chunk = math.ceil(R / chunks)
+    else:  # chunks of a fixed length, at most 256 of them at the longest row
+        chunk = max(SPLIT_CHUNK, math.ceil(dim_bound(R) / 256))
+        chunks = ceil_div(R, chunk)
     part = ctx.temp(TensorType(DType(ty), (rows, chunks)), f"{y.name}.partial")
     first = fold_sweep("acc", ty, kind.combine, kind.pre(load(0), ty))
     d1 = row_kernel(
@@ -451,27 +475,29 @@ def lower_cumulative(ctx: LowerCtx, op: Op) -> None:
     axis = op.attrs["axis"]
     shape = tuple(x.shape)
     L = shape[axis]
-    inner = math.prod(shape[axis + 1 :])
-    rows = math.prod(shape) // max(L, 1)
-    if rows == 0 or L == 0:
+    inner = simplify(math.prod(shape[axis + 1 :]))
+    outer = simplify(math.prod(shape[:axis]))
+    if outer == 0 or inner == 0 or L == 0:
         ctx.kernel([x], [y], [])
         return
     exclusive, reverse = bool(op.attrs["exclusive"]), bool(op.attrs["reverse"])
-    _cumulative(ctx, SCAN_COMBINE[op.kind], x, y, rows, L, inner, exclusive, reverse)
+    _cumulative(ctx, SCAN_COMBINE[op.kind], x, y, outer, L, inner, exclusive, reverse)
 
 
-def _cumulative(ctx, combine, x, y, rows, L, inner, exclusive, reverse) -> None:
+def _cumulative(ctx, combine, x, y, outer, L, inner, exclusive, reverse) -> None:
     """Each invocation scans a chunk of at most 64 points serially from its chunk's offset.
     The offsets are the exclusive scan (in the scan direction) of the chunk totals, done the
     same way one level down: log64(L) levels, no barriers, sums pairwise across levels.
     ``combine`` is "sum" (CumSum) or "prod" (CumProd); both are associative, so chunking only
-    changes the float rounding order."""
+    changes the float rounding order. Over dims kept symbolic, the chunk count is an
+    expression of the length."""
+    rows = simplify(outer * inner)
     ty = wgsl_type(x)
-    if L <= SCAN_CHUNK:
+    if dim_bound(L) <= SCAN_CHUNK:  # every length in the range: one invocation per row
         ctx.kernel([x], [y], [_scan(ctx, combine, x, y, rows, L, inner, exclusive, reverse, 1, None)])
         return
-    chunks = math.ceil(L / SCAN_CHUNK)
-    space = (rows // inner, L, inner)
+    chunks = ceil_div(L, SCAN_CHUNK)
+    space = (outer, L, inner)
     totals = ctx.temp(TensorType(DType(ty), (rows, chunks)), f"{y.name}.chunk_totals")
     offsets = ctx.temp(TensorType(DType(ty), (rows, chunks)), f"{y.name}.chunk_offsets")
     d = row_kernel(
@@ -486,17 +512,19 @@ def _cumulative(ctx, combine, x, y, rows, L, inner, exclusive, reverse) -> None:
 
 
 def _scan(ctx, combine, x, y, rows, L, inner, exclusive, reverse, chunks, offsets) -> Dispatch:
-    units = rows * chunks
-    grid, nx = ctx.grid(math.ceil(units / 64))
+    chunk = SCAN_CHUNK if chunks != 1 else L  # chunks is 1, or an expression of a longer L
+    units = simplify(rows * chunks)
+    grid, nx = ctx.grid(ceil_div(units, 64))
     ty = wgsl_type(x)
     decls = (
         [decl("X", x)] + ([decl("Off", offsets)] if offsets is not None else []) + [decl("Y", y, write=True)]
     )
     shader = ctx.shader(
-        "scan.wgsl.j2", decls=decls, wg=64, nx=nx, units=units, L=L, inner=inner, zero=IDENTITY[combine][ty],
+        "scan.wgsl.j2", decls=decls, wg=64, nx=nx, units=u32(units), L=u32(L), inner=u32(inner),
+        L_inner=u32(L * inner), text_L=L, text_inner=inner, zero=IDENTITY[combine][ty],
         what={"sum": "sum", "prod": "product"}[combine], combine=COMBINE[combine]("carry", "v"),
-        exclusive=exclusive, reverse=reverse, chunks=chunks, chunk=SCAN_CHUNK if chunks > 1 else L,
-        offsets=offsets is not None,
+        exclusive=exclusive, reverse=reverse, chunks=u32(chunks), chunked=chunks != 1,
+        chunk=u32(chunk), text_chunk=chunk, offsets=offsets is not None,
     )  # fmt: skip
     bindings = [binding(x)] + ([binding(offsets)] if offsets is not None else []) + [binding(y, write=True)]
     return Dispatch(shader, grid, bindings)
@@ -521,8 +549,12 @@ def lower_topk(ctx: LowerCtx, op: Op) -> None:
     outs = dict(zip(op.attrs["outputs"], op.outputs))
     shape = tuple(x.shape)
     L = shape[axis]
-    inner = math.prod(shape[axis + 1 :])
-    rows = math.prod(shape) // max(L, 1)
+    inner = simplify(math.prod(shape[axis + 1 :]))
+    if is_symbolic(shape):
+        rows = simplify(math.prod(shape[:axis]) * inner)
+    else:
+        rows = math.prod(shape) // max(L, 1)
+    most = dim_bound(L)  # over dims kept symbolic the plan holds for the longest row
     template = outs.get(0, outs.get(1))
     if rows == 0 or k == 0:
         ctx.kernel([x], list(op.outputs), [])
@@ -533,35 +565,43 @@ def lower_topk(ctx: LowerCtx, op: Op) -> None:
     largest = bool(op.attrs["largest"])
     decls = [decl("X", x), decl("V", values, write=True), decl("I", indices, write=True)]
     better = ">" if largest else "<"
-    if L <= TOPK_RANK_RATIO * k and L <= TOPK_RANK_MAX_L:
+    if most <= TOPK_RANK_RATIO * k and most <= TOPK_RANK_MAX_L:
         # many picks: ranking every point at once beats k rounds of workgroup-wide arg-max
-        grid, nx = ctx.grid(math.ceil(rows * L / 64))
+        total = simplify(rows * L)
+        grid, nx = ctx.grid(ceil_div(total, 64))
         shader = ctx.shader(
-            "topk_rank.wgsl.j2", decls=decls, wg=64, nx=nx, total=rows * L, L=L, inner=inner, k=k,
-            better=better,
+            "topk_rank.wgsl.j2", decls=decls, wg=64, nx=nx, total=u32(total), L=u32(L), inner=u32(inner),
+            L_inner=u32(L * inner), k_inner=u32(k * inner), k=k, better=better,
+            text={"L": L, "inner": inner, "L_last": simplify(L - 1)},
         )  # fmt: skip
         d = Dispatch(shader, grid, [binding(x), binding(values, write=True), binding(indices, write=True)])
         ctx.kernel([x], [values, indices], [d])
         return
-    wg = 256 if L > 1024 else 64
+    wg = 256 if most > 1024 else 64
     rounds = dict(
         k=k, ty=ty, wg=wg, worst=IDENTITY["max" if largest else "min"][ty], better=better,
         worse="<" if largest else ">",
     )  # fmt: skip
     row_lines = [
         "let row = unit;",
-        f"let base = (row / {inner}u) * {L * inner}u + row % {inner}u;",
-        f"let obase = (row / {inner}u) * {k * inner}u + row % {inner}u;",
-        f"let n = {L}u;",
+        f"let base = (row / {u32(inner)}) * {u32(L * inner)} + row % {u32(inner)};",
+        f"let obase = (row / {u32(inner)}) * {u32(k * inner)} + row % {u32(inner)};",
+        f"let n = {u32(L)};",
     ]
-    chunks = None if _topk_fits(k, L, wg) else _topk_chunks(k, L, wg)
+    chunks = None if _topk_fits(k, most, wg) else _topk_chunks(k, most, wg)
+    if chunks is not None and not isinstance(L, int):  # chunks of at least k points need a static L
+        raise ctx.error(
+            f"TopK of {k} over an axis of {L} points, which may be too long to pick from in one "
+            "workgroup: chunking a symbolic axis is not supported yet",
+            hint="narrow the axis' dim range (--dim NAME=LO..HI), or bind it",
+        )
     if chunks is None:
         # one workgroup per row; when no chunking fits the budget either (k too large a part of
         # a long row), this still loops past it on a driver that cuts loops short
         grid, nx = ctx.grid(rows)
         shader = ctx.shader(
-            "topk.wgsl.j2", decls=decls, nx=nx, units=rows, unit_lines=row_lines, inner=inner,
-            out_stride=inner, index="i32(pi)", what=f"{L} points (stride {inner}) per row", **rounds,
+            "topk.wgsl.j2", decls=decls, nx=nx, units=u32(rows), unit_lines=row_lines, inner=u32(inner),
+            out_stride=u32(inner), index="i32(pi)", what=f"{L} points (stride {inner}) per row", **rounds,
         )  # fmt: skip
         d = Dispatch(shader, grid, [binding(x), binding(values, write=True), binding(indices, write=True)])
         ctx.kernel([x], [values, indices], [d])
@@ -574,13 +614,14 @@ def lower_topk(ctx: LowerCtx, op: Op) -> None:
         f"let row = unit / {chunks}u;",
         f"let j0 = (unit % {chunks}u) * {L}u / {chunks}u;  // chunks of floor or ceil L / chunks >= k points",
         f"let n = ((unit % {chunks}u) + 1u) * {L}u / {chunks}u - j0;",
-        f"let base = (row / {inner}u) * {L * inner}u + row % {inner}u + j0 * {inner}u;",
+        f"let base = (row / {u32(inner)}) * {u32(L * inner)} + row % {u32(inner)} + j0 * {u32(inner)};",
         f"let obase = unit * {k}u;",
     ]
-    grid, nx = ctx.grid(rows * chunks)
+    grid, nx = ctx.grid(simplify(rows * chunks))
     first = ctx.shader(
         "topk.wgsl.j2", decls=[decl("X", x), decl("V", cv, write=True), decl("I", ci, write=True)], nx=nx,
-        units=rows * chunks, unit_lines=chunk_lines, inner=inner, out_stride=1, index="i32(j0 + pi)",
+        units=u32(rows * chunks), unit_lines=chunk_lines, inner=u32(inner), out_stride="1u",
+        index="i32(j0 + pi)",
         what=f"each of {chunks} chunks of {L} points (stride {inner})", **rounds,
     )  # fmt: skip
     d = Dispatch(first, grid, [binding(x), binding(cv, write=True), binding(ci, write=True)])
@@ -590,13 +631,14 @@ def lower_topk(ctx: LowerCtx, op: Op) -> None:
     cand_lines = [
         "let row = unit;",
         f"let base = row * {cand}u;",
-        f"let obase = (row / {inner}u) * {k * inner}u + row % {inner}u;",
+        f"let obase = (row / {u32(inner)}) * {u32(k * inner)} + row % {u32(inner)};",
         f"let n = {cand}u;",
     ]
     grid, nx = ctx.grid(rows)
     decls = [decl("X", cv), decl("CI", ci), decl("V", values, write=True), decl("I", indices, write=True)]
     second = ctx.shader(
-        "topk.wgsl.j2", decls=decls, nx=nx, units=rows, unit_lines=cand_lines, inner=1, out_stride=inner,
+        "topk.wgsl.j2", decls=decls, nx=nx, units=u32(rows), unit_lines=cand_lines, inner="1u",
+        out_stride=u32(inner),
         index=f"{ref('CI')}[base + pi]", what=f"the {cand} candidates of a row's {chunks} chunks", **rounds,
     )  # fmt: skip
     bindings = [binding(cv), binding(ci), binding(values, write=True), binding(indices, write=True)]
@@ -633,9 +675,14 @@ def lower_det(ctx: LowerCtx, op: Op) -> None:
     n = x.shape[-1]
     if x.shape[-2] != n:
         raise ctx.error(f"Det needs square matrices, got {x.type}")
+    if not isinstance(simplify(n), int):  # each invocation holds a private n x n array
+        raise ctx.error(
+            f"Det of {n}x{n} matrices: the matrix size cannot be a dim kept symbolic",
+            hint="bind that dim with --dim NAME=N",
+        )
     if n > DET_MAX_N:
         raise ctx.error(f"Det of {n}x{n} matrices is not supported", hint=f"at most {DET_MAX_N}x{DET_MAX_N}")
-    count = math.prod(x.shape[:-2])
+    count = simplify(math.prod(x.shape[:-2]))
     if count == 0:
         ctx.kernel([x], [y], [])
         return
@@ -643,10 +690,11 @@ def lower_det(ctx: LowerCtx, op: Op) -> None:
         d = _fill(ctx, y, "1.0f")
         ctx.kernel([x], [y], [d])
         return
-    grid, nx = ctx.grid(math.ceil(count / 64))
+    grid, nx = ctx.grid(ceil_div(count, 64))
     shader = ctx.shader(
-        "det.wgsl.j2", decls=[decl("X", x), decl("Y", y, write=True)], wg=64, nx=nx, count=count, n=n
-    )
+        "det.wgsl.j2", decls=[decl("X", x), decl("Y", y, write=True)], wg=64, nx=nx, count=u32(count),
+        text_count=count, n=n,
+    )  # fmt: skip
     ctx.kernel([x], [y], [Dispatch(shader, grid, [binding(x), binding(y, write=True)])])
 
 
