@@ -1081,7 +1081,8 @@ def _with_defaults(attrs: dict[str, Any], schema) -> dict[str, Any]:
 
 def _onnx_dim(d) -> int | str:
     """A dim for onnx's inference: a symbolic one as a dim_param named by its text."""
-    return str(d) if isinstance(d, Expr) else d
+    d = simplify(d) if isinstance(d, Expr) else d
+    return str(d) if isinstance(d, Expr) else d if isinstance(d, str) else int(d)
 
 
 def _static_type(tp: onnx.TypeProto, symbolic: dict[str, Expr] | None = None) -> TensorType | None:

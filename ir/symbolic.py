@@ -325,6 +325,8 @@ def _atom_wgsl(a: Atom, sym: Callable[[str], str], ty: str) -> str:
 def as_expr(x: Dimish) -> Expr:
     if isinstance(x, Expr):
         return x
+    if hasattr(x, "dtype") and getattr(x.dtype, "kind", "") in "iu" and getattr(x, "ndim", 1) == 0:
+        x = int(x)  # a numpy integer scalar
     if isinstance(x, bool) or not isinstance(x, int):
         raise TypeError(f"not an integer dim: {x!r}")
     return Expr.const(x)

@@ -67,3 +67,74 @@ def test_exported_transformer_matches_onnxruntime(name, dims, device):
     model = onnx.load(MODELS / f"{name}.onnx")
     feeds = _feeds(model, dims)
     assert_close(gpu_run(model, feeds, device, dims=dims), ort_run(model, feeds), rtol=1e-4, atol=2e-5)
+
+
+# -- one compile, any size: dims kept symbolic ---------------------------------------------------
+RANGES = {"batch": (1, 4), "seq": (1, 128)}
+
+
+@pytest.fixture(scope="module")
+def bert_symbolic(tmp_path_factory):
+    """bert_tiny_torchscript compiled once with batch=1..4, seq=1..128 (and its report)."""
+    from onnx2wgsl.compiler import compile_model
+
+    out = tmp_path_factory.mktemp("bert_symbolic")
+    res = compile_model(onnx.load(MODELS / "bert_tiny_torchscript.onnx"), out, dims=RANGES, verify_ir=True)
+    return out, res.report
+
+
+def test_bert_compiled_once_runs_every_size_in_one_session_creating_nothing(
+    bert_symbolic, device, monkeypatch
+):
+    from test_runtime import COUNTED, count_gpu_creations
+
+    import onnx2wgsl
+
+    model = onnx.load(MODELS / "bert_tiny_torchscript.onnx")
+    with onnx2wgsl.load(bert_symbolic[0], device=device) as sess:
+        calls = count_gpu_creations(sess.device, monkeypatch)
+        for batch, seq in [(1, 1), (1, 17), (2, 64), (4, 128), (1, 17)]:
+            feeds = bert_feeds(batch, seq, seed=seq)
+            got = sess.run(None, feeds)
+            assert_close(got, ort_run(model, feeds), rtol=1e-4, atol=2e-5)
+            assert got[0].shape == (batch, seq, 32)
+        assert calls == {name: 0 for name in COUNTED}
+
+
+def test_bert_arena_at_the_bounds_equals_the_static_plan_at_4x128(bert_symbolic, tmp_path):
+    from onnx2wgsl.compiler import compile_model
+
+    report = bert_symbolic[1]
+    static = compile_model(
+        onnx.load(MODELS / "bert_tiny_torchscript.onnx"), tmp_path / "s", dims={"batch": 4, "seq": 128}
+    )
+    assert report.arena_bytes == static.report.arena_bytes
+    assert "dims            batch=1..4, seq=1..128" in report.summary()
+    assert "memory planned at batch=4, seq=128" in report.summary()
+
+
+@pytest.mark.parametrize(
+    "name,ranges,points",
+    [
+        ("bert_tiny_dynamo", RANGES, [(1, 1), (2, 17), (4, 128)]),
+        ("distilbert_tiny_torchscript", RANGES, [(1, 1), (2, 17), (4, 128)]),
+        ("gpt2_tiny_dynamo", {"seq": (1, 128)}, [(None, 1), (None, 17), (None, 128)]),
+        ("llama_tiny_torchscript", RANGES, [(1, 1), (2, 17), (4, 128)]),
+        ("vit_tiny_torchscript", {"batch": (1, 4)}, [(1, None), (3, None), (4, None)]),
+        ("whisper_encoder_tiny_torchscript", {"batch": (1, 4)}, [(1, None), (4, None)]),
+    ],
+)
+def test_exported_transformer_compiled_once_matches_onnxruntime_at_every_size(
+    name, ranges, points, device, tmp_path
+):
+    import onnx2wgsl
+    from onnx2wgsl.compiler import compile_model
+
+    model = onnx.load(MODELS / f"{name}.onnx")
+    compile_model(model, tmp_path / "a", dims=ranges, verify_ir=True)
+    with onnx2wgsl.load(tmp_path / "a", device=device) as sess:
+        for batch, seq in points:
+            dims = {k: v for k, v in (("batch", batch), ("seq", seq)) if v is not None}
+            seed = sum(dims.values())
+            feeds = bert_feeds(batch, seq, seed) if name in BERTS else _feeds(model, dims, seed=seed)
+            assert_close(sess.run(None, feeds), ort_run(model, feeds), rtol=1e-4, atol=2e-5)
