@@ -257,3 +257,19 @@ def test_a_model_compiled_with_a_symbolic_dim_runs_any_size(page, compiled, feed
         )
         check_outputs(res, python_run(out, inputs, device))
         assert res["violations"] == []
+
+
+def test_bert_compiled_once_runs_sizes_chosen_at_run_time(page, compiled, feeds, device):
+    """One --target js package of BERT with batch=1..4, seq=1..128 gives in Chromium what the
+    Python runtime gives, at the ends of the ranges and between."""
+    from test_transformers import MODELS, RANGES, bert_feeds
+
+    url, out = compiled("bert_symbolic", onnx.load(MODELS / "bert_tiny_torchscript.onnx"), dims=RANGES)
+    page.open("/tests/harness.html")
+    for batch, seq in [(1, 1), (2, 17), (4, 128)]:
+        inputs = bert_feeds(batch, seq, seed=seq)
+        res = page.evaluate(
+            "s => runCase(s)", {"pkg": url, "feeds": feeds(f"bert_{batch}x{seq}", inputs), "repeat": 1}
+        )
+        check_outputs(res, python_run(out, inputs, device))
+        assert res["violations"] == []
