@@ -334,6 +334,23 @@ def _median(r: dict) -> float | None:
     return float(np.median(r["warm_s"])) if r.get("warm_s") else None
 
 
+def _warm_cell(res: dict, e: str, engines: list[str]) -> str:
+    r = res.get(e)
+    if r is None:
+        return "skipped" if e not in engines else "—"
+    if "error" in r:
+        return "error"
+    cell = f"{_ms(_median(r))} ({_ms(min(r['warm_s']))}-{_ms(max(r['warm_s']))})"
+    return cell + (" MISMATCH" if r.get("agree") is False else "")
+
+
+def _first_cell(res: dict, e: str) -> str:
+    r = res.get(e)
+    if r is None or "error" in r:
+        return "—"
+    return _ms(r["first_s"]) + (f" ({r['compile_s']:.1f} s)" if "compile_s" in r else "")
+
+
 def report(results: dict, engines: list[str], args, facts: dict, elapsed: float) -> str:
     ours_vs = "ort-webgpu" if "ort-webgpu" in engines else None
     lines = [
@@ -344,8 +361,11 @@ def report(results: dict, engines: list[str], args, facts: dict, elapsed: float)
         f" {args.iters} runs after {args.warmup} untimed; **first** = load (session creation) +"
         " first inference; onnx2wgsl's compile is timed in a process of its own.",
         f"Shader cache: **{args.cache}** ("
-        + ("`MESA_SHADER_CACHE_DISABLE=true` for every engine" if args.cache == "cold"
-           else "one untimed process per engine and model ran first, so Mesa's disk cache holds the shaders")
+        + (
+            "`MESA_SHADER_CACHE_DISABLE=true` for every engine"
+            if args.cache == "cold"
+            else "one untimed process per engine and model ran first, so Mesa's disk cache holds the shaders"
+        )
         + ").",  # fmt: skip
         "**ours / ORT-WebGPU** is the ratio of warm medians (below 1: onnx2wgsl is faster)."
         " **max abs diff** compares each engine's outputs with "
@@ -359,31 +379,14 @@ def report(results: dict, engines: list[str], args, facts: dict, elapsed: float)
             "onnx2wgsl first (compile)", "ORT-WebGPU first", "ORT-CPU first", "agree"]  # fmt: skip
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, res in results.items():
-
-        def warm(e):
-            r = res.get(e)
-            if r is None:
-                return "skipped" if e not in engines else "—"
-            if "error" in r:
-                return "error"
-            t = _median(r)
-            cell = f"{_ms(t)} ({_ms(min(r['warm_s']))}-{_ms(max(r['warm_s']))})"
-            return cell + (" MISMATCH" if r.get("agree") is False else "")
-
-        def first(e):
-            r = res.get(e)
-            if r is None or "error" in r:
-                return "—"
-            return _ms(r["first_s"]) + (f" ({r['compile_s']:.1f} s)" if "compile_s" in r else "")
-
         ratio = "n/a (no ORT-WebGPU)" if ours_vs is None else "—"
         a, b = res.get("onnx2wgsl", {}), res.get("ort-webgpu", {})
         if ours_vs and _median(a) and _median(b):
             ratio = f"{_median(a) / _median(b):.2f}"
         ran = [r for r in res.values() if "agree" in r]
         agree = "—" if not ran else ("yes" if all(r["agree"] for r in ran) else "**NO**")
-        lines.append("| " + " | ".join([name, warm("onnx2wgsl"), warm("ort-webgpu"), ratio, warm("ort-cpu"),
-                                         first("onnx2wgsl"), first("ort-webgpu"), first("ort-cpu"), agree]) + " |")  # fmt: skip
+        lines.append("| " + " | ".join([name, _warm_cell(res, "onnx2wgsl", engines), _warm_cell(res, "ort-webgpu", engines), ratio, _warm_cell(res, "ort-cpu", engines),
+                                         _first_cell(res, "onnx2wgsl"), _first_cell(res, "ort-webgpu"), _first_cell(res, "ort-cpu"), agree]) + " |")  # fmt: skip
     lines += ["", "## Each engine", ""]
     head = ["model", "engine", "compile s", "load", "first", "warm median", "min", "max",
             "ours / this", "max abs diff", "note"]  # fmt: skip
@@ -400,15 +403,22 @@ def report(results: dict, engines: list[str], args, facts: dict, elapsed: float)
             t = _median(r)
             note = "" if r.get("agree", True) else f"MISMATCH vs {r.get('reference')}"
             if e == "ort-webgpu":
-                note = (note + " " if note else "") + "providers " + "+".join(
-                    p.replace("ExecutionProvider", "") for p in r.get("providers", []))
+                note = (
+                    (note + " " if note else "")
+                    + "providers "
+                    + "+".join(p.replace("ExecutionProvider", "") for p in r.get("providers", []))
+                )
             lines.append("| " + " | ".join([
                 name, e, f"{r['compile_s']:.2f}" if "compile_s" in r else "—", _ms(r["load_s"]),
                 _ms(r["first_s"]), _ms(t), _ms(min(r["warm_s"])), _ms(max(r["warm_s"])),
                 f"{ours / t:.2f}" if ours and t else "—",
                 f"{r['diff']:.2e}" if "diff" in r else "—", note]) + " |")  # fmt: skip
     lines += ["", "## Machine and versions", ""]
-    lines += [f"- date: {facts['date']}", f"- CPU: {facts['cpu']}", f"- adapter ({args.adapter}): {facts['adapter']}"]
+    lines += [
+        f"- date: {facts['date']}",
+        f"- CPU: {facts['cpu']}",
+        f"- adapter ({args.adapter}): {facts['adapter']}",
+    ]
     lines += [f"- {k}: {v}" for k, v in facts["versions"].items()]
     lines += [f"- python: {platform.python_version()}, {platform.platform()}",
               f"- wall time of the whole command: {elapsed / 60:.1f} min", "",
@@ -422,10 +432,14 @@ def report(results: dict, engines: list[str], args, facts: dict, elapsed: float)
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", help=f"comma-separated (default all): {', '.join(all_models())}")
-    p.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated subset of {','.join(ENGINES)}")
+    p.add_argument(
+        "--engines", default=",".join(ENGINES), help=f"comma-separated subset of {','.join(ENGINES)}"
+    )
     p.add_argument("--adapter", choices=["mesa25", "mesa22"], default="mesa25",
                    help="mesa25: .cache/bench/mesa25 (benchmarks/setup.sh); mesa22: the system lavapipe, no ort-webgpu")  # fmt: skip
-    p.add_argument("--cache", choices=["cold", "warm"], default="warm", help="Mesa shader cache for first runs")
+    p.add_argument(
+        "--cache", choices=["cold", "warm"], default="warm", help="Mesa shader cache for first runs"
+    )
     p.add_argument("--iters", type=int, default=5, help="timed warm runs (default 5)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs before them (default 2)")
     p.add_argument("--quick", action="store_true", help=f"only {QUICK_MODEL}, 1 warm run, no warm-up runs")
@@ -444,7 +458,10 @@ def main(argv=None) -> int:
     else:
         models = [m.strip() for m in args.models.split(",")] if args.models else all_models()
     if args.adapter == "mesa22" and "ort-webgpu" in engines:
-        print("run.py: --adapter mesa22: skipping ort-webgpu (Dawn accepts no Mesa 22 lavapipe)", file=sys.stderr)
+        print(
+            "run.py: --adapter mesa22: skipping ort-webgpu (Dawn accepts no Mesa 22 lavapipe)",
+            file=sys.stderr,
+        )
         engines.remove("ort-webgpu")
     if args.adapter == "mesa25" and not (MESA25 / "lvp_icd.json").exists():
         p.error("no .cache/bench/mesa25: run `bash benchmarks/setup.sh` (or pass --adapter mesa22)")

@@ -53,7 +53,11 @@ def _session(engine: str, path: str):
     if got[0] != provider:
         # onnxruntime falls back to the CPU silently when Dawn finds no adapter it accepts
         raise SystemExit(f"worker: {engine} asked for {provider} but the session runs on {got}")
-    facts = {"providers": got, "ort_version": ort.__version__, "outputs": [o.name for o in sess.get_outputs()]}
+    facts = {
+        "providers": got,
+        "ort_version": ort.__version__,
+        "outputs": [o.name for o in sess.get_outputs()],
+    }
     return (lambda feeds: sess.run(None, feeds)), facts
 
 
