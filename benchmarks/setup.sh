@@ -46,6 +46,17 @@ PY
   rm -rf "$cache/debs"
   touch "$mesa/.complete"
 fi
+# the driver links against the system's LLVM, X and Wayland libraries that Mesa 22 already needs
+missing="$(LD_LIBRARY_PATH="$mesa/usr/lib/x86_64-linux-gnu" ldd "$(find "$mesa" -name libvulkan_lvp.so | head -n1)" \
+  | awk '/not found/ {print $1}' | tr '\n' ' ')"
+if [ -n "$missing" ]; then
+  echo "setup.sh: Mesa 25's lavapipe needs $missing- run scripts/setup-gpu.sh (Mesa 22 and its libraries) first" >&2
+  exit 1
+fi
+if ! ldconfig -p | grep -q 'libvulkan\.so\.1'; then
+  echo "setup.sh: no Vulkan loader (libvulkan1): run scripts/setup-gpu.sh first" >&2
+  exit 1
+fi
 echo "mesa25: $(cat "$mesa/VERSION") in $mesa"
 
 # --- onnxruntime-webgpu in its own venv -------------------------------------------------------
