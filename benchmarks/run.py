@@ -55,7 +55,10 @@ def transformer_models() -> list[str]:
 
 
 def all_models() -> list[str]:
-    return light_models() + ["matmul1024", "conv3x3_256"] + transformer_models()
+    """Cheapest first, so that an interrupted run has covered the most models."""
+    heavy = ["vgg19", "zfnet512", "bvlc_alexnet", "resnet50", "inception_v2", "densenet121"]
+    light = sorted(light_models(), key=lambda m: (m in heavy, heavy[::-1].index(m) if m in heavy else 0, m))
+    return transformer_models() + ["matmul1024", "conv3x3_256"] + light
 
 
 def _randomized_light(name: str, seed: int = 0) -> onnx.ModelProto:
@@ -351,7 +354,7 @@ def _first_cell(res: dict, e: str) -> str:
     return _ms(r["first_s"]) + (f" ({r['compile_s']:.1f} s)" if "compile_s" in r else "")
 
 
-def report(results: dict, engines: list[str], args, facts: dict, elapsed: float) -> str:
+def report(results: dict, engines: list[str], args, facts: dict, elapsed: float, pending=()) -> str:
     ours_vs = "ort-webgpu" if "ort-webgpu" in engines else None
     lines = [
         "# Benchmarks: onnx2wgsl vs onnxruntime",
@@ -375,6 +378,9 @@ def report(results: dict, engines: list[str], args, facts: dict, elapsed: float)
     ]
     if args.note:
         lines += [f"> {args.note}", ""]
+    if pending:
+        lines += [f"> **Partial**: {len(results)} of {len(results) + len(pending)} models measured so far;"
+                  f" not measured: {', '.join(pending)}.", ""]  # fmt: skip
     head = ["model", "onnx2wgsl warm", "ORT-WebGPU warm", "ours / ORT-WebGPU", "ORT-CPU warm",
             "onnx2wgsl first (compile)", "ORT-WebGPU first", "ORT-CPU first", "agree"]  # fmt: skip
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -485,8 +491,9 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     results: dict[str, dict] = {}
     bad = False
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="onnx2wgsl-bench-") as d:
-        for name in models:
+        for i, name in enumerate(models):
             print(f"{name}", flush=True)
             work = Path(d) / name
             work.mkdir()
@@ -494,9 +501,10 @@ def main(argv=None) -> int:
             for r in results[name].values():
                 r.pop("arrays", None)
                 bad = bad or "error" in r or r.get("agree") is False
-    text = report(results, engines, args, facts, time.perf_counter() - t0)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+            # written after every model: an interrupted run still leaves what it measured
+            pending = models[i + 1 :]
+            text = report(results, engines, args, facts, time.perf_counter() - t0, pending)
+            args.out.write_text(text)
     print(f"wrote {args.out}")
     return 1 if bad else 0
 
