@@ -126,7 +126,7 @@ def _conv() -> onnx.ModelProto:
 
 def _feeds(model: onnx.ModelProto, dims: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
     """Seeded feeds for the model's inputs (not its initializers): token ids below 1000,
-    masks of ones, uniform [0, 1) floats elsewhere."""
+    segment ids 0 or 1, masks of ones, uniform [0, 1) floats elsewhere."""
     rng = np.random.default_rng(seed)
     inits = {t.name for t in model.graph.initializer}
     feeds = {}
@@ -137,6 +137,8 @@ def _feeds(model: onnx.ModelProto, dims: dict[str, int], seed: int = 0) -> dict[
         if vi.type.tensor_type.elem_type == TensorProto.INT64:
             if "mask" in vi.name:
                 feeds[vi.name] = np.ones(shape, np.int64)
+            elif "type" in vi.name:  # BERT's segment ids: 0 or 1 (its token type table has 2 rows)
+                feeds[vi.name] = rng.integers(0, 2, shape).astype(np.int64)
             else:
                 feeds[vi.name] = rng.integers(0, 1000, shape).astype(np.int64)
         else:
