@@ -395,7 +395,16 @@ def report(results: dict, engines: list[str], args, facts: dict, elapsed: float,
         agree = "—" if not ran else ("yes" if all(r["agree"] for r in ran) else "**NO**")
         lines.append("| " + " | ".join([name, _warm_cell(res, "onnx2wgsl", engines), _warm_cell(res, "ort-webgpu", engines), ratio, _warm_cell(res, "ort-cpu", engines),
                                          _first_cell(res, "onnx2wgsl"), _first_cell(res, "ort-webgpu"), _first_cell(res, "ort-cpu"), agree]) + " |")  # fmt: skip
-    lines += ["", "## Each engine", ""]
+    lines += [
+        "",
+        "## Each engine",
+        "",
+        "**load** = session creation; **ours / this** = onnx2wgsl's warm median over this engine's;"
+        " **providers**: the execution providers ORT-WebGPU's session holds (ORT places some small"
+        " shape computations on its CPU provider by design; a session that fell back to the CPU"
+        " entirely is refused).",
+        "",
+    ]
     head = ["model", "engine", "compile s", "load", "first", "warm median", "min", "max",
             "ours / this", "max abs diff", "note"]  # fmt: skip
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
