@@ -1,0 +1,524 @@
+"""onnx2wgsl side by side with onnxruntime's WebGPU provider on the same adapter, and with
+onnxruntime's CPU provider, and write benchmarks/RESULTS.md.
+
+    bash benchmarks/setup.sh                     # Mesa 25 lavapipe + the peer's venv, in .cache/bench/
+    .venv/bin/python benchmarks/run.py --cache warm
+
+Each measurement is a fresh process (benchmarks/worker.py) and the engines take turns model
+by model. onnx2wgsl's compile is timed in a process of its own; its first run is then load +
+first inference like the others'. All GPU engines see one Vulkan ICD, Mesa 25's lavapipe
+(VK_ICD_FILENAMES), unless --adapter mesa22 (the system's lavapipe; ort-webgpu is then
+skipped: Dawn refuses Mesa 22). Outputs are compared with ort-cpu's (or the first engine's):
+a run that disagrees is marked MISMATCH and the command exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+CACHE = ROOT / ".cache" / "bench"
+MESA25 = CACHE / "mesa25"
+PEER_PY = CACHE / "ort-webgpu" / "bin" / "python"
+WORKER = HERE / "worker.py"
+LIGHT_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+TRANSFORMERS = ROOT / "tests" / "models"
+ENGINES = ["onnx2wgsl", "ort-webgpu", "ort-cpu"]
+QUICK_MODEL = "squeezenet"
+TRANSFORMER_DIMS = {"batch": 1, "seq": 128}
+
+
+# --- models -------------------------------------------------------------------------------------
+
+
+def light_models() -> list[str]:
+    return sorted(p.stem.removeprefix("light_") for p in LIGHT_DIR.glob("light_*.onnx"))
+
+
+def transformer_models() -> list[str]:
+    return sorted(p.stem for p in TRANSFORMERS.glob("*.onnx"))
+
+
+def all_models() -> list[str]:
+    """Cheapest first, so that an interrupted run has covered the most models."""
+    heavy = ["vgg19", "zfnet512", "bvlc_alexnet", "resnet50", "inception_v2", "densenet121"]
+    light = sorted(light_models(), key=lambda m: (m in heavy, heavy[::-1].index(m) if m in heavy else 0, m))
+    return transformer_models() + ["matmul1024", "conv3x3_256"] + light
+
+
+def _randomized_light(name: str, seed: int = 0) -> onnx.ModelProto:
+    """A light CNN with its ConstantOfShape weight fills (which make every class score the
+    same) replaced by seeded random initializers, so that comparing outputs means something."""
+    m = onnx.load(str(LIGHT_DIR / f"light_{name}.onnx"))
+    rng = np.random.default_rng(seed)
+    g = m.graph
+    inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    keep, new, used = [], [], set()
+    for n in g.node:
+        if n.op_type == "ConstantOfShape" and n.input[0] in inits:
+            shape = tuple(int(d) for d in inits[n.input[0]])
+            low = n.output[0].lower()
+            if len(shape) == 1 and any(k in low for k in ("_s_", "scale", "_var", "riv", "_s0", "bn_s")):
+                data = rng.uniform(0.5, 1.5, shape)  # BN scales and variances: near 1
+            elif len(shape) == 1:
+                data = rng.normal(0, 0.1, shape)
+            else:
+                data = rng.normal(0.0, np.sqrt(1.0 / max(1, int(np.prod(shape[1:])))), shape)
+            new.append(numpy_helper.from_array(data.astype(np.float32), n.output[0]))
+            used.add(n.input[0])
+        else:
+            keep.append(n)
+    del g.node[:]
+    g.node.extend(keep)
+    still = [t for t in g.initializer if t.name not in used]
+    del g.initializer[:]
+    g.initializer.extend(still + new)
+    still_in = [i for i in g.input if i.name not in used]
+    del g.input[:]
+    g.input.extend(still_in)
+    softmax = [n for n in g.node if n.op_type == "Softmax"]
+    if softmax:  # the logits too: a softmax over 1000 classes hides small errors
+        g.output.append(helper.make_tensor_value_info(softmax[-1].input[0], TensorProto.FLOAT, None))
+    return m
+
+
+def _matmul() -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    b = (rng.standard_normal((1024, 1024)) / 32).astype(np.float32)
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["y"])],
+        "matmul1024",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1024, 1024])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1024, 1024])],
+        [numpy_helper.from_array(b, "b")],
+    )
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def _conv() -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((256, 256, 3, 3)) / 48).astype(np.float32)
+    b = (rng.standard_normal(256) * 0.1).astype(np.float32)
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])],
+        "conv3x3_256",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256, 56, 56])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256, 56, 56])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
+    )
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def _feeds(model: onnx.ModelProto, dims: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded feeds for the model's inputs (not its initializers): token ids below 1000,
+    segment ids 0 or 1, masks of ones, uniform [0, 1) floats elsewhere."""
+    rng = np.random.default_rng(seed)
+    inits = {t.name for t in model.graph.initializer}
+    feeds = {}
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        shape = [d.dim_value or dims[d.dim_param] for d in vi.type.tensor_type.shape.dim]
+        if vi.type.tensor_type.elem_type == TensorProto.INT64:
+            if "mask" in vi.name:
+                feeds[vi.name] = np.ones(shape, np.int64)
+            elif "type" in vi.name:  # BERT's segment ids: 0 or 1 (its token type table has 2 rows)
+                feeds[vi.name] = rng.integers(0, 2, shape).astype(np.int64)
+            else:
+                feeds[vi.name] = rng.integers(0, 1000, shape).astype(np.int64)
+        else:
+            feeds[vi.name] = rng.random(shape, dtype=np.float32)
+    return feeds
+
+
+def prepare(name: str, where: Path) -> tuple[Path, Path, dict]:
+    """Write the model and its feeds under ``where``: (model path, feeds path, dims)."""
+    dims: dict[str, int] = {}
+    if name in light_models():
+        model = _randomized_light(name)
+    elif name == "matmul1024":
+        model = _matmul()
+    elif name == "conv3x3_256":
+        model = _conv()
+    elif name in transformer_models():
+        src = TRANSFORMERS / f"{name}.onnx"
+        model = onnx.load(str(src))
+        params = {d.dim_param for i in model.graph.input for d in i.type.tensor_type.shape.dim}
+        dims = {k: v for k, v in TRANSFORMER_DIMS.items() if k in params}
+    else:
+        raise SystemExit(f"run.py: unknown model {name!r}; models: {', '.join(all_models())}")
+    path = where / f"{name}.onnx"
+    onnx.save(model, str(path))
+    feeds_path = where / f"{name}.feeds.npz"
+    np.savez(feeds_path, **_feeds(model, dims))
+    return path, feeds_path, dims
+
+
+# --- processes ----------------------------------------------------------------------------------
+
+
+def engine_env(engine: str, adapter: str, cache: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("XDG_RUNTIME_DIR", str(Path(tempfile.gettempdir()) / f"onnx2wgsl-xdg-{os.getuid()}"))
+    Path(env["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, exist_ok=True)
+    if adapter == "mesa25":
+        env["VK_ICD_FILENAMES"] = str(MESA25 / "lvp_icd.json")
+        lib = str(MESA25 / "usr" / "lib" / "x86_64-linux-gnu")
+        env["LD_LIBRARY_PATH"] = lib + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
+    if cache == "cold":
+        env["MESA_SHADER_CACHE_DISABLE"] = "true"
+    else:
+        env.pop("MESA_SHADER_CACHE_DISABLE", None)
+    return env
+
+
+def python_for(engine: str) -> str:
+    return str(PEER_PY) if engine == "ort-webgpu" else sys.executable
+
+
+def worker(engine: str, args: list[str], env: dict, timeout: float) -> tuple[dict | None, str | None]:
+    """Run worker.py; (its result, None) or (None, an error line)."""
+    with tempfile.TemporaryDirectory() as d:
+        res = Path(d) / "result.json"
+        cmd = [python_for(engine), str(WORKER), *args[:-1], str(res), *args[-1]]
+        try:
+            p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None, f"timed out after {timeout:.0f} s"
+        if p.returncode != 0 or not res.exists():
+            tail = (p.stderr or p.stdout).strip().splitlines()
+            return None, f"exit {p.returncode}: {tail[-1] if tail else ''}"
+        return json.loads(res.read_text()), None
+
+
+def measure(name, engines, args, work: Path, log) -> dict:
+    """Every engine on one model: {engine: result dict (or {"error": ...})}."""
+    model, feeds, dims = prepare(name, work)
+    out: dict[str, dict] = {}
+    artifact = work / f"{name}.artifact"
+    for engine in engines:
+        env = engine_env(engine, args.adapter, args.cache)
+        r: dict = {}
+        target = str(model)
+        if engine == "onnx2wgsl":
+            c, err = worker(engine, ["compile", str(model), str(artifact), [] if not dims else ["--dims", json.dumps(dims)]], env, args.timeout)  # fmt: skip
+            if err:
+                out[engine] = {"error": f"compile {err}"}
+                log(f"  {engine:11s} compile failed: {err}")
+                continue
+            r["compile_s"] = c["compile_s"]
+            target = str(artifact)
+        outputs = work / f"{name}.{engine}.out.npz"
+        common = ["run", engine, target, str(feeds)]
+        if args.cache == "warm":  # one untimed process first: Mesa's disk cache now holds the shaders
+            _, err = worker(engine, [*common, ["--warmup", "0", "--iters", "0"]], env, args.timeout)
+            if err:
+                out[engine] = {"error": f"warm-up process {err}"}
+                log(f"  {engine:11s} warm-up process failed: {err}")
+                continue
+        flags = ["--outputs", str(outputs), "--warmup", str(args.warmup), "--iters", str(args.iters)]
+        res, err = worker(engine, [*common, flags], env, args.timeout)
+        if err:
+            out[engine] = {"error": err}
+            log(f"  {engine:11s} failed: {err}")
+            continue
+        r.update(res)
+        with np.load(outputs) as z:
+            r["arrays"] = [z[k] for k in r["outputs"]]
+        out[engine] = r
+        w = np.array(r["warm_s"]) * 1000
+        log(f"  {engine:11s} first {r['first_s'] * 1000:9.1f} ms  warm median {np.median(w):9.2f} ms"
+            + (f"  compile {r['compile_s']:.2f} s" if "compile_s" in r else ""))  # fmt: skip
+    _compare(out)
+    return out
+
+
+def _compare(out: dict) -> None:
+    """Each engine's outputs against ort-cpu's (else the first engine's that ran): max |diff|,
+    and a verdict: within 1e-3 of the reference's largest magnitude (of at least 1e-3)."""
+    ok = [e for e in ENGINES if e in out and "arrays" in out[e]]
+    if not ok:
+        return
+    ref_engine = "ort-cpu" if "ort-cpu" in ok else ok[0]
+    ref = out[ref_engine]["arrays"]
+    for e in ok:
+        r = out[e]
+        r["reference"] = ref_engine
+        if len(r["arrays"]) != len(ref):
+            r["diff"], r["agree"] = float("inf"), False
+            continue
+        diffs, agree = [], True
+        for a, b in zip(r["arrays"], ref):
+            if a.shape != b.shape:
+                diffs.append(float("inf"))
+                agree = False
+                continue
+            a64, b64 = a.astype(np.float64), b.astype(np.float64)
+            d = float(np.max(np.abs(a64 - b64))) if a.size else 0.0
+            tol = 1e-3 * max(1e-3, float(np.max(np.abs(b64))) if b.size else 0.0)
+            diffs.append(d)
+            agree = agree and np.isfinite(a64).all() and d <= tol
+        r["diff"], r["agree"] = max(diffs) if diffs else 0.0, bool(agree)
+
+
+# --- facts about the machine --------------------------------------------------------------------
+
+
+def cpu_facts() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{model}, {usable} cores usable ({os.cpu_count()} online)"
+
+
+def adapter_description(adapter: str) -> str:
+    code = (
+        "import wgpu; i = wgpu.gpu.request_adapter_sync(power_preference='high-performance').info; "
+        "print(f\"{i['device']} / {i['backend_type']} / {i['description']}\")"
+    )
+    p = subprocess.run([sys.executable, "-c", code], env=engine_env("onnx2wgsl", adapter, "warm"),
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    return p.stdout.strip() or f"(no adapter: {p.stderr.strip().splitlines()[-1:]})"
+
+
+def versions(engines: list[str]) -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    v = {}
+    for pkg in ("onnx2wgsl", "onnxruntime", "wgpu", "onnx", "numpy"):
+        try:
+            v[pkg] = version(pkg)
+        except PackageNotFoundError:
+            v[pkg] = "not installed"
+    try:
+        rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True).stdout.strip()  # fmt: skip
+        if rev:
+            v["onnx2wgsl"] += f" (git {rev})"
+    except OSError:
+        pass
+    if "ort-webgpu" in engines and PEER_PY.exists():
+        p = subprocess.run([str(PEER_PY), "-c", "import onnxruntime as o; print(o.__version__)"],
+                           capture_output=True, text=True)  # fmt: skip
+        v["onnxruntime-webgpu"] = p.stdout.strip() or "?"
+    return v
+
+
+# --- report -------------------------------------------------------------------------------------
+
+
+def _ms(s: float | None) -> str:
+    if s is None:
+        return "—"
+    ms = s * 1000
+    return f"{ms:,.0f}" if ms >= 100 else f"{ms:.1f}" if ms >= 10 else f"{ms:.2f}"
+
+
+def _median(r: dict) -> float | None:
+    return float(np.median(r["warm_s"])) if r.get("warm_s") else None
+
+
+def _warm_cell(res: dict, e: str, engines: list[str]) -> str:
+    r = res.get(e)
+    if r is None:
+        return "skipped" if e not in engines else "—"
+    if "error" in r:
+        return "error"
+    cell = f"{_ms(_median(r))} ({_ms(min(r['warm_s']))}-{_ms(max(r['warm_s']))})"
+    return cell + (" MISMATCH" if r.get("agree") is False else "")
+
+
+def _first_cell(res: dict, e: str) -> str:
+    r = res.get(e)
+    if r is None or "error" in r:
+        return "—"
+    return _ms(r["first_s"]) + (f" ({r['compile_s']:.1f} s)" if "compile_s" in r else "")
+
+
+def report(results: dict, engines: list[str], args, facts: dict, elapsed: float, pending=()) -> str:
+    ours_vs = "ort-webgpu" if "ort-webgpu" in engines else None
+    lines = [
+        "# Benchmarks: onnx2wgsl vs onnxruntime",
+        "",
+        "Written by `benchmarks/run.py` (do not edit by hand). Times in ms, wall clock around each",
+        "engine's own calls, each engine in a fresh process. **warm** = median (min-max) of"
+        f" {args.iters} runs after {args.warmup} untimed; **first** = load (session creation) +"
+        " first inference; onnx2wgsl's compile is timed in a process of its own.",
+        f"Shader cache: **{args.cache}** ("
+        + (
+            "`MESA_SHADER_CACHE_DISABLE=true` for every engine"
+            if args.cache == "cold"
+            else "one untimed process per engine and model ran first, so Mesa's disk cache holds the shaders"
+        )
+        + ").",  # fmt: skip
+        "**ours / ORT-WebGPU** is the ratio of warm medians (below 1: onnx2wgsl is faster)."
+        " **max abs diff** compares each engine's outputs with "
+        + ("ort-cpu's" if "ort-cpu" in engines else "the first engine's")
+        + " (MISMATCH: over 1e-3 of the reference's largest magnitude).",
+        "",
+    ]
+    if args.note:
+        lines += [f"> {args.note}", ""]
+    if pending:
+        lines += [f"> **Partial**: {len(results)} of {len(results) + len(pending)} models measured so far;"
+                  f" not measured: {', '.join(pending)}.", ""]  # fmt: skip
+    head = ["model", "onnx2wgsl warm", "ORT-WebGPU warm", "ours / ORT-WebGPU", "ORT-CPU warm",
+            "onnx2wgsl first (compile)", "ORT-WebGPU first", "ORT-CPU first", "agree"]  # fmt: skip
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, res in results.items():
+        ratio = "n/a (no ORT-WebGPU)" if ours_vs is None else "—"
+        a, b = res.get("onnx2wgsl", {}), res.get("ort-webgpu", {})
+        if ours_vs and _median(a) and _median(b):
+            ratio = f"{_median(a) / _median(b):.2f}"
+        ran = [r for r in res.values() if "agree" in r]
+        agree = "—" if not ran else ("yes" if all(r["agree"] for r in ran) else "**NO**")
+        lines.append("| " + " | ".join([name, _warm_cell(res, "onnx2wgsl", engines), _warm_cell(res, "ort-webgpu", engines), ratio, _warm_cell(res, "ort-cpu", engines),
+                                         _first_cell(res, "onnx2wgsl"), _first_cell(res, "ort-webgpu"), _first_cell(res, "ort-cpu"), agree]) + " |")  # fmt: skip
+    lines += [
+        "",
+        "## Each engine",
+        "",
+        "**load** = session creation; **ours / this** = onnx2wgsl's warm median over this engine's;"
+        " **providers**: the execution providers ORT-WebGPU's session holds (ORT places some small"
+        " shape computations on its CPU provider by design; a session that fell back to the CPU"
+        " entirely is refused).",
+        "",
+    ]
+    head = ["model", "engine", "compile s", "load", "first", "warm median", "min", "max",
+            "ours / this", "max abs diff", "note"]  # fmt: skip
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, res in results.items():
+        ours = _median(res.get("onnx2wgsl", {}))
+        for e in engines:
+            r = res.get(e)
+            if r is None:
+                continue
+            if "error" in r:
+                lines.append(f"| {name} | {e} |" + " — |" * 8 + f" {r['error'].replace('|', '/')} |")
+                continue
+            t = _median(r)
+            note = "" if r.get("agree", True) else f"MISMATCH vs {r.get('reference')}"
+            if e == "ort-webgpu":
+                note = (
+                    (note + " " if note else "")
+                    + "providers "
+                    + "+".join(p.replace("ExecutionProvider", "") for p in r.get("providers", []))
+                )
+            lines.append("| " + " | ".join([
+                name, e, f"{r['compile_s']:.2f}" if "compile_s" in r else "—", _ms(r["load_s"]),
+                _ms(r["first_s"]), _ms(t), _ms(min(r["warm_s"])), _ms(max(r["warm_s"])),
+                f"{ours / t:.2f}" if ours and t else "—",
+                f"{r['diff']:.2e}" if "diff" in r else "—", note]) + " |")  # fmt: skip
+    lines += ["", "## Machine and versions", ""]
+    lines += [
+        f"- date: {facts['date']}",
+        f"- CPU: {facts['cpu']}",
+        f"- adapter ({args.adapter}): {facts['adapter']}",
+    ]
+    lines += [f"- {k}: {v}" for k, v in facts["versions"].items()]
+    lines += [f"- python: {platform.python_version()}, {platform.platform()}",
+              f"- wall time of the whole command: {elapsed / 60:.1f} min", "",
+              "Command:", "", "```", facts["command"], "```", ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", help=f"comma-separated (default all): {', '.join(all_models())}")
+    p.add_argument(
+        "--engines", default=",".join(ENGINES), help=f"comma-separated subset of {','.join(ENGINES)}"
+    )
+    p.add_argument("--adapter", choices=["mesa25", "mesa22"], default="mesa25",
+                   help="mesa25: .cache/bench/mesa25 (benchmarks/setup.sh); mesa22: the system lavapipe, no ort-webgpu")  # fmt: skip
+    p.add_argument(
+        "--cache", choices=["cold", "warm"], default="warm", help="Mesa shader cache for first runs"
+    )
+    p.add_argument("--iters", type=int, default=5, help="timed warm runs (default 5)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed runs before them (default 2)")
+    p.add_argument("--quick", action="store_true", help=f"only {QUICK_MODEL}, 1 warm run, no warm-up runs")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds per process (default 1800)")
+    p.add_argument("--note", default="", help="a line to put at the top of the results")
+    p.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    args = p.parse_args(argv)
+
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if bad := [e for e in engines if e not in ENGINES]:
+        p.error(f"unknown engines {bad}; choose from {ENGINES}")
+    engines = [e for e in ENGINES if e in engines]  # a fixed order
+    if args.quick:
+        args.iters, args.warmup = 1, 0
+        models = [QUICK_MODEL]
+    else:
+        models = [m.strip() for m in args.models.split(",")] if args.models else all_models()
+    if args.adapter == "mesa22" and "ort-webgpu" in engines:
+        print(
+            "run.py: --adapter mesa22: skipping ort-webgpu (Dawn accepts no Mesa 22 lavapipe)",
+            file=sys.stderr,
+        )
+        engines.remove("ort-webgpu")
+    if args.adapter == "mesa25" and not (MESA25 / "lvp_icd.json").exists():
+        p.error("no .cache/bench/mesa25: run `bash benchmarks/setup.sh` (or pass --adapter mesa22)")
+    if "ort-webgpu" in engines and not PEER_PY.exists():
+        p.error("no .cache/bench/ort-webgpu: run `bash benchmarks/setup.sh` (or leave out ort-webgpu)")
+
+    command = " ".join(shlex.quote(a) for a in [os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(str(ROOT)) else sys.executable, os.path.relpath(__file__, ROOT), *(sys.argv[1:] if argv is None else argv)])  # fmt: skip
+    facts = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu_facts(),
+        "adapter": adapter_description(args.adapter),
+        "versions": versions(engines),
+        "command": command,
+    }
+    print(f"adapter: {facts['adapter']}\nengines: {', '.join(engines)}; cache {args.cache}; "
+          f"{args.iters} warm runs after {args.warmup}", flush=True)  # fmt: skip
+    if args.adapter == "mesa25" and "Mesa 25" not in facts["adapter"]:
+        print(f"run.py: expected Mesa 25 lavapipe, got {facts['adapter']}", file=sys.stderr)
+        return 2
+
+    t0 = time.perf_counter()
+    results: dict[str, dict] = {}
+    bad = False
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="onnx2wgsl-bench-") as d:
+        for i, name in enumerate(models):
+            print(f"{name}", flush=True)
+            work = Path(d) / name
+            work.mkdir()
+            results[name] = measure(name, engines, args, work, lambda s: print(s, flush=True))
+            for r in results[name].values():
+                r.pop("arrays", None)
+                bad = bad or "error" in r or r.get("agree") is False
+            # written after every model: an interrupted run still leaves what it measured
+            pending = models[i + 1 :]
+            text = report(results, engines, args, facts, time.perf_counter() - t0, pending)
+            args.out.write_text(text)
+    print(f"wrote {args.out}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

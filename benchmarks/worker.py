@@ -1,0 +1,112 @@
+"""One engine, one model, one fresh process: benchmarks/run.py starts this script once per
+measurement, with the python of the engine's environment (the project's venv for onnx2wgsl
+and ort-cpu, .cache/bench/ort-webgpu for ort-webgpu), so it imports only numpy and the engine.
+
+    worker.py compile MODEL.onnx ARTIFACT_DIR RESULT.json [--dims JSON]
+    worker.py run ENGINE MODEL_OR_ARTIFACT FEEDS.npz RESULT.json [--outputs OUT.npz]
+              [--warmup N] [--iters N]
+
+Times are wall clock (time.perf_counter) around the engine's own calls, after its imports:
+  compile   onnx2wgsl.compile(model, dir, dims=...)
+  first     load (session creation: weights, shaders, pipelines) + the first inference
+  warm      --iters inferences after --warmup untimed ones
+The result is a JSON file; outputs of the first run go to OUT.npz for run.py to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+def _compile(args) -> dict:
+    import onnx2wgsl
+
+    dims = json.loads(args.dims) if args.dims else None
+    t0 = time.perf_counter()
+    onnx2wgsl.compile(args.model, args.artifact, dims=dims, force=True)
+    return {"compile_s": time.perf_counter() - t0}
+
+
+def _session(engine: str, path: str):
+    """(run(feeds) -> list of arrays, facts about the session) for an engine."""
+    if engine == "onnx2wgsl":
+        import onnx2wgsl
+
+        sess = onnx2wgsl.load(path)
+        names = [o.name for o in sess.get_outputs()]
+        info = sess.device.adapter.info
+        facts = {
+            "adapter": f"{info['device']} / {info['backend_type']} / {info.get('description', '')}",
+            "outputs": names,
+        }
+        return (lambda feeds: sess.run(None, feeds)), facts
+    import onnxruntime as ort
+
+    provider = {"ort-webgpu": "WebGpuExecutionProvider", "ort-cpu": "CPUExecutionProvider"}[engine]
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(path, opts, providers=[provider])
+    got = sess.get_providers()
+    if got[0] != provider:
+        # onnxruntime falls back to the CPU silently when Dawn finds no adapter it accepts
+        raise SystemExit(f"worker: {engine} asked for {provider} but the session runs on {got}")
+    facts = {
+        "providers": got,
+        "ort_version": ort.__version__,
+        "outputs": [o.name for o in sess.get_outputs()],
+    }
+    return (lambda feeds: sess.run(None, feeds)), facts
+
+
+def _run(args) -> dict:
+    import numpy as np
+
+    with np.load(args.feeds) as z:
+        feeds = {k: z[k] for k in z.files}
+    t0 = time.perf_counter()
+    run, facts = _session(args.engine, args.path)
+    t_load = time.perf_counter() - t0
+    outs = run(feeds)
+    t_first = time.perf_counter() - t0
+    for _ in range(args.warmup):
+        run(feeds)
+    warm = []
+    for _ in range(args.iters):
+        t = time.perf_counter()
+        run(feeds)
+        warm.append(time.perf_counter() - t)
+    if args.outputs:
+        np.savez(args.outputs, **{n: np.asarray(o) for n, o in zip(facts["outputs"], outs)})
+    return {"load_s": t_load, "first_s": t_first, "warm_s": warm, **facts}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("compile")
+    c.add_argument("model")
+    c.add_argument("artifact")
+    c.add_argument("result")
+    c.add_argument("--dims", default=None, help="JSON object of dim values")
+    c.set_defaults(fn=_compile)
+    r = sub.add_parser("run")
+    r.add_argument("engine", choices=["onnx2wgsl", "ort-webgpu", "ort-cpu"])
+    r.add_argument("path", help="ONNX model (ort-*) or artifact directory (onnx2wgsl)")
+    r.add_argument("feeds")
+    r.add_argument("result")
+    r.add_argument("--outputs", default=None)
+    r.add_argument("--warmup", type=int, default=1)
+    r.add_argument("--iters", type=int, default=5)
+    r.set_defaults(fn=_run)
+    args = p.parse_args(argv)
+    res = args.fn(args)
+    with open(args.result, "w") as f:
+        json.dump(res, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
