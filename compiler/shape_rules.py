@@ -133,6 +133,46 @@ def _conv(info) -> list[TensorType | None] | None:
     return [TensorType(x.dtype, (x.shape[0], w.shape[0], *out))]
 
 
+def _pool(info) -> list[TensorType | None] | None:
+    # as _conv, for a window without weights; ceil_mode only where its last window always
+    # starts inside the input (stride at most the dilated kernel less the end pad)
+    x, a = info.inputs[0], info.attrs
+    auto = a.get("auto_pad", "NOTSET") or "NOTSET"
+    if x is None or not x.type.is_symbolic or x.type.rank < 3 or auto not in ("NOTSET", "VALID"):
+        return None
+    nd = x.type.rank - 2
+    ks = [int(k) for k in a.get("kernel_shape") or []]
+    strides = [int(v) for v in (a.get("strides") or [1] * nd)]
+    dilations = [int(v) for v in (a.get("dilations") or [1] * nd)]
+    pads = [int(v) for v in (a.get("pads") or [0] * (2 * nd))] if auto == "NOTSET" else [0] * (2 * nd)
+    if not len(ks) == len(strides) == len(dilations) == nd or len(pads) != 2 * nd or min(strides) < 1:
+        return None  # the legalize rule names what does not fit
+    ceil = int(a.get("ceil_mode", 0))
+    out = []
+    for i in range(nd):
+        span = simplify(x.shape[2 + i] + pads[i] + pads[nd + i] - dilations[i] * (ks[i] - 1) - 1)
+        low = span.bounds[0] if isinstance(span, Expr) else span
+        if low < 0:
+            raise info.error(
+                f"its window ({ks[i]} taps, dilation {dilations[i]}) is longer than the padded input "
+                f"dim {x.shape[2 + i]} at the low end of its range",
+                hint="narrow the dim's range (--dim NAME=LO..HI) to sizes the window fits",
+            )
+        step = strides[i]
+        if ceil and isinstance(span, Expr) and step > dilations[i] * (ks[i] - 1) + 1 - pads[nd + i]:
+            raise info.error(
+                f"ceil_mode with stride {step} over the symbolic dim {x.shape[2 + i]}: whether its last "
+                "window starts past the input depends on the size",
+                hint="bind the dim with --dim NAME=N",
+            )
+        out.append(simplify((span + step - 1 if ceil else span) // step + 1))
+    shape = (x.shape[0], x.shape[1], *out)
+    types = [TensorType(x.dtype, shape)]
+    if info.op_type == "MaxPool":  # its indices, where the node has them
+        types.append(TensorType(DType.i64, shape))
+    return types
+
+
 # -- ops over dims kept symbolic, where onnx's inference leaves a sum or product of them unknown
 def _symbolic_only(rule):
     def wrapped(info) -> list[TensorType | None] | None:
@@ -234,6 +274,7 @@ def _topk(info) -> list[TensorType | None] | None:
 _OWN = {
     "MaxUnpool": _max_unpool, "Attention": _attention, "Concat": _concat, "Flatten": _flatten,
     "Tile": _tile, "Pad": _pad, "DepthToSpace": _depth_to_space, "Conv": _conv, "TopK": _topk,
+    "MaxPool": _pool, "AveragePool": _pool, "LpPool": _pool,
 }  # fmt: skip
 
 
