@@ -173,6 +173,59 @@ def _pool(info) -> list[TensorType | None] | None:
     return types
 
 
+def _resize(info) -> list[TensorType | None] | None:
+    # a dim kept symbolic keeps its size (scale 1); other axes take floor(size * scale), or
+    # their sizes (stretched); the legalize rule names other problems
+    x = info.inputs[0]
+    if x is None or not x.type.is_symbolic:
+        return None
+    rank, a = x.type.rank, info.attrs
+    if info.op_type == "Upsample" or info.opset < 11:
+        scales = (
+            a.get("scales")
+            if info.op_type == "Upsample" and info.opset < 9
+            else info.const_input(1, "scales")
+        )
+        sizes = None
+    else:
+        scales = info.const_input(2, "scales") if len(info.inputs) > 2 else None
+        sizes = info.const_input(3, "sizes") if len(info.inputs) > 3 else None
+    scales = (
+        None if scales is None or np.asarray(scales).size == 0 else np.asarray(scales, np.float64).reshape(-1)
+    )
+    sizes = None if sizes is None or np.asarray(sizes).size == 0 else np.asarray(sizes).reshape(-1)
+    axes = [int(d) + rank if int(d) < 0 else int(d) for d in a.get("axes") or range(rank)]
+    given = sizes if sizes is not None else scales
+    if given is None or len(given) != len(axes) or not all(0 <= d < rank for d in axes):
+        return None
+    if sizes is not None and (a.get("keep_aspect_ratio_policy", "stretch") or "stretch") != "stretch":
+        return None
+    shape = list(x.shape)
+    for d, v in zip(axes, given):
+        n = x.shape[d]
+        if isinstance(n, Expr) and (sizes is not None or v != 1.0):
+            raise info.error(
+                f"it resizes the symbolic dim {n} (axis {d}); over dims kept symbolic a Resize keeps "
+                "them (scale 1) and resizes static axes only",
+                hint="bind the dim with --dim NAME=N",
+                cls=UnsupportedError,
+            )
+        if isinstance(n, int):
+            shape[d] = int(v) if sizes is not None else int(float(v) * n)
+    return [TensorType(x.dtype, tuple(shape))]
+
+
+def _col2im(info) -> list[TensorType | None] | None:
+    # [N, C * prod(block), L] -> [N, C, *image]: a symbolic batch passes through
+    x, image, block = info.inputs[0], info.const_input(1, "image_shape"), info.const_input(2, "block_shape")
+    if x is None or not x.type.is_symbolic or x.type.rank != 3 or image is None or block is None:
+        return None
+    k = int(np.prod(block))
+    if not isinstance(x.shape[1], int) or k <= 0 or x.shape[1] % k:
+        return None  # the legalize rule names what does not fit
+    return [TensorType(x.dtype, (x.shape[0], x.shape[1] // k, *(int(d) for d in image.reshape(-1))))]
+
+
 # -- ops over dims kept symbolic, where onnx's inference leaves a sum or product of them unknown
 def _symbolic_only(rule):
     def wrapped(info) -> list[TensorType | None] | None:
@@ -274,7 +327,8 @@ def _topk(info) -> list[TensorType | None] | None:
 _OWN = {
     "MaxUnpool": _max_unpool, "Attention": _attention, "Concat": _concat, "Flatten": _flatten,
     "Tile": _tile, "Pad": _pad, "DepthToSpace": _depth_to_space, "Conv": _conv, "TopK": _topk,
-    "MaxPool": _pool, "AveragePool": _pool, "LpPool": _pool,
+    "MaxPool": _pool, "AveragePool": _pool, "LpPool": _pool, "Resize": _resize, "Upsample": _resize,
+    "Col2Im": _col2im,
 }  # fmt: skip
 
 

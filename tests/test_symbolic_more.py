@@ -4,6 +4,7 @@ run compared with onnxruntime."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from helpers import check_symbolic, graph_model, rand, with_dim_params
 from onnx import helper
@@ -87,3 +88,92 @@ def test_pool_ceil_mode_past_the_input_is_a_clear_error(device):
     m = _pool_model("MaxPool", 3, ("h", "w"), ("oh", "ow"), kernel_shape=[2, 2], strides=[3, 3], ceil_mode=1)
     with pytest.raises(CompileError, match="ceil_mode"):
         check_symbolic(m, {"batch": (1, 4), "h": (4, 16), "w": (8, 16)}, [], device)
+
+
+# -- Resize, GridSample, RoiAlign, Col2Im ------------------------------------------------------
+RESIZES = [
+    dict(mode="linear"),
+    dict(mode="nearest"),
+    dict(mode="cubic", coordinate_transformation_mode="pytorch_half_pixel"),
+    dict(mode="linear", coordinate_transformation_mode="align_corners"),
+    dict(mode="linear", antialias=1),
+]
+
+
+@pytest.mark.parametrize("attrs", RESIZES, ids=lambda a: "-".join(str(v) for v in a.values()))
+@pytest.mark.parametrize("scales", [[1, 1, 2, 2], [1, 1, 0.5, 0.75]], ids=["up", "down"])
+def test_resize_scales_over_a_symbolic_batch(device, attrs, scales):
+    nodes = [helper.make_node("Resize", ["x", "", "scales"], ["y"], **attrs)]
+    consts = {"scales": np.array(scales, np.float32)}
+    m = graph_model(nodes, {"x": rand(2, 3, 8, 8)}, ["y"], consts, opset=18)
+    m = with_dim_params(m, {"x": ["batch", 3, 8, 8]})
+    feeds = [{"x": rand(b, 3, 8, 8, seed=b)} for b in (1, 2, 4)]
+    check_symbolic(m, B, feeds, device)
+
+
+@pytest.mark.parametrize("level", [0, 2])
+def test_resize_sizes_on_static_axes_over_symbolic_batch_and_channels(device, level):
+    """sizes over the spatial axes alone (opset 18's axes), then a Relu; batch and channels
+    symbolic (two symbols)."""
+    nodes = [
+        helper.make_node("Resize", ["x", "", "", "sizes"], ["r"], mode="linear", axes=[2, 3]),
+        helper.make_node("Relu", ["r"], ["y"]),
+    ]
+    m = graph_model(nodes, {"x": rand(2, 3, 7, 5)}, ["y"], {"sizes": np.array([14, 9], np.int64)}, opset=18)
+    m = with_dim_params(m, {"x": ["batch", "c", 7, 5]})
+    feeds = [{"x": rand(b, c, 7, 5, seed=c)} for b, c in [(1, 1), (2, 5), (4, 8)]]
+    check_symbolic(m, {"batch": (1, 4), "c": (1, 8)}, feeds, device, opt_level=level)
+
+
+def test_upsample_over_a_symbolic_batch(device):
+    nodes = [helper.make_node("Upsample", ["x", "scales"], ["y"], mode="nearest")]
+    m = graph_model(
+        nodes, {"x": rand(2, 3, 4, 4)}, ["y"], {"scales": np.array([1, 1, 2, 3], np.float32)}, opset=9
+    )
+    m = with_dim_params(m, {"x": ["batch", 3, 4, 4]})
+    feeds = [{"x": rand(b, 3, 4, 4, seed=b)} for b in (1, 3, 4)]
+    check_symbolic(m, B, feeds, device)
+
+
+def test_resize_of_a_symbolic_axis_is_a_clear_error(device):
+    nodes = [helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="linear")]
+    m = graph_model(nodes, {"x": rand(2, 3, 8, 8)}, ["y"], {"scales": np.array([1, 1, 2, 2], np.float32)})
+    m = with_dim_params(m, {"x": ["batch", 3, "h", 8]})
+    with pytest.raises(CompileError, match="resizes the symbolic dim"):
+        check_symbolic(m, {"batch": (1, 4), "h": (2, 16)}, [], device)
+
+
+def test_grid_sample_over_a_symbolic_batch(device):
+    nodes = [helper.make_node("GridSample", ["x", "g"], ["y"], mode="bilinear", padding_mode="border")]
+    m = graph_model(
+        nodes, {"x": rand(2, 3, 6, 7), "g": rand(2, 4, 5, 2, low=-1.1, high=1.1)}, ["y"], opset=16
+    )
+    m = with_dim_params(m, {"x": ["batch", 3, 6, 7], "g": ["batch", "gh", 5, 2]})
+    sizes = [(1, 1), (2, 3), (4, 6)]
+    feeds = [
+        {"x": rand(b, 3, 6, 7, seed=b), "g": rand(b, h, 5, 2, seed=h, low=-1.1, high=1.1)} for b, h in sizes
+    ]
+    check_symbolic(m, {"batch": (1, 4), "gh": (1, 6)}, feeds, device)
+
+
+def test_roi_align_over_symbolic_batch_and_rois(device):
+    nodes = [helper.make_node("RoiAlign", ["x", "rois", "idx"], ["y"], output_height=3, output_width=2)]
+    ins = {"x": rand(2, 3, 10, 9), "rois": rand(2, 4), "idx": np.zeros(2, np.int64)}
+    m = graph_model(nodes, ins, ["y"], opset=16)
+    m = with_dim_params(m, {"x": ["batch", 3, 10, 9], "rois": ["r", 4], "idx": ["r"]})
+    rng = np.random.default_rng(0)
+
+    def feeds(b, r):
+        lo = rng.uniform(0, 4, (r, 2))
+        rois = np.concatenate([lo, lo + rng.uniform(1, 5, (r, 2))], axis=1).astype(np.float32)
+        return {"x": rand(b, 3, 10, 9, seed=b), "rois": rois, "idx": rng.integers(0, b, r).astype(np.int64)}
+
+    check_symbolic(m, {"batch": (1, 4), "r": (1, 8)}, [feeds(1, 1), feeds(2, 5), feeds(4, 8)], device)
+
+
+def test_col2im_over_a_symbolic_batch(device):
+    nodes = [helper.make_node("Col2Im", ["x", "image", "block"], ["y"], strides=[2, 2])]
+    consts = {"image": np.array([6, 7], np.int64), "block": np.array([2, 3], np.int64)}
+    m = graph_model(nodes, {"x": rand(2, 12, 9)}, ["y"], consts, opset=18)
+    m = with_dim_params(m, {"x": ["batch", 12, 9]})
+    check_symbolic(m, B, [{"x": rand(b, 12, 9, seed=b)} for b in (1, 2, 4)], device)

@@ -15,9 +15,10 @@ import math
 import numpy as np
 
 from onnx2wgsl.ir import DType, Op
+from onnx2wgsl.ir.symbolic import smax
 
 from ..elementwise_ops import f32
-from . import LowerCtx, lowers, nested_loops, split_workgroup, wgsl_type
+from . import LowerCtx, i32, is_symbolic, lowers, nested_loops, split_workgroup, u32, wgsl_type
 from .coords import CoordKernel, literal
 from .indexing import View, contiguous_strides
 
@@ -134,6 +135,9 @@ def lower_resize(ctx: LowerCtx, op: Op) -> None:
     tables, axes = [], []  # axes: (dim, taps, word offset in the table, any extrapolation)
     at = 0
     for d, (n_in, n_out) in enumerate(zip(x.shape, y.shape)):
+        if is_symbolic(n_in, n_out):
+            _check_kept(ctx, a, d, n_in, n_out)
+            continue  # a dim kept symbolic keeps its coordinate
         idx, w, outside = axis_taps(a, d, n_in, n_out)
         if not outside.any() and idx.shape[1] == 1 and np.array_equal(idx[:, 0], np.arange(n_out)):
             continue  # an identity axis: read straight through
@@ -161,13 +165,13 @@ def lower_resize(ctx: LowerCtx, op: Op) -> None:
         outside = []  # (an extrapolated point's taps read index -1: in a group kernel, clamped)
         for d, T, off, extrapolates in axes:
             k.add(f"let row{d} = {off}u + {k.c(d)} * {2 * T}u;")
-            if extrapolates:
+            if extrapolates:  # (only on static axes: a symbolic one keeps its coordinate)
                 value = literal(a["extrapolation_value"], ty)
                 outside.append(f"if ({TAB}[row{d}] < 0i) {{ {k.write(y)}[i] = {value}; return; }}")
         if not group:
             k.add(*outside)
         if exact:
-            addr = " + ".join(["base"] + [f"u32({TAB}[row{d}]) * {xs[d]}u" for d, *_ in axes])
+            addr = " + ".join(["base"] + [f"u32({TAB}[row{d}]) * {u32(xs[d])}" for d, *_ in axes])
             k.store(f"{X}[{addr}]", y)
         else:
             weight = " * ".join(f"w{d}" for d, *_ in axes)
@@ -178,7 +182,7 @@ def lower_resize(ctx: LowerCtx, op: Op) -> None:
                 index = f"{TAB}[row{d} + 2u * t{d}]"
                 index = f"max({index}, 0i)" if group else index
                 return [
-                    f"let j{d} = u32({index}) * {xs[d]}u;",
+                    f"let j{d} = u32({index}) * {u32(xs[d])};",
                     f"let w{d} = bitcast<f32>({TAB}[row{d} + 2u * t{d} + 1u]);",
                 ]
 
@@ -198,6 +202,27 @@ def lower_resize(ctx: LowerCtx, op: Op) -> None:
                 k.add(f"acc += {weight} * {value};", *["}"] * len(axes))
             k.store(_to_storage("acc", y), y)
     ctx.kernel(inputs, [y], [d for d in [k.dispatch()] if d])
+
+
+def _check_kept(ctx: LowerCtx, a: dict, d: int, n_in, n_out) -> None:
+    """A dim kept symbolic must map each position to itself at every size in its range: scale
+    1 reads the same pixel under every coordinate transform but tf_half_pixel_for_nn (half a
+    pixel off) and tf_crop_and_resize over a roi other than (0, 1) (at a single pixel,
+    pytorch_half_pixel's -0.5 reads only that pixel)."""
+    rank = len(a["scales"])
+    transform = a["coordinate_transformation_mode"]
+    roi = (a["roi"][d], a["roi"][d + rank])
+    if (
+        n_in != n_out
+        or a["scales"][d] != 1.0
+        or transform == "tf_half_pixel_for_nn"
+        or (transform == "tf_crop_and_resize" and roi != (0.0, 1.0))
+    ):
+        raise ctx.error(
+            f"Resize of axis {d} ({n_in} -> {n_out}, scale {a['scales'][d]}, {transform}) over a dim "
+            "kept symbolic: only axes it keeps (scale 1) may be symbolic",
+            hint="bind the dim with --dim NAME=N",
+        )
 
 
 def _to_storage(expr: str, y) -> str:
@@ -369,7 +394,7 @@ def lower_roi_align(ctx: LowerCtx, op: Op) -> None:
     k.helper(_ROI_CORNERS.format(X=X, H=H, W=W, H1=H - 1, W1=W - 1, Hf=f32(H), Wf=f32(W)))
     scale, shift = f32(a["spatial_scale"]), f32(0.5 if half else 0.0)
     k.add(
-        f"let n = u32(clamp({B}[{k.c(0)}], 0i, {N - 1}i));",
+        f"let n = u32(clamp({B}[{k.c(0)}], 0i, {i32(N - 1 if isinstance(N, int) else smax(N, 1) - 1)}));",
         f"let xb = (n * {C}u + {k.c(1)}) * {H * W}u;",
         *[f"let r{j} = {Rs}[{k.c(0)} * 4u + {j}u] * {scale} - {shift};" for j in range(4)],
         "var rw = r2 - r0;",
@@ -445,7 +470,7 @@ def lower_col2im(ctx: LowerCtx, op: Op) -> None:
     group = split_workgroup(nested_loops(*block), K)
     k = CoordKernel(ctx, y.shape, group=group)
     X = k.read(x)
-    k.add(f"let xb = {k.c(0)} * {xs[0]}u + {k.c(1)} * {K * xs[1]}u;", f"var acc = {literal(0, ty)};")
+    k.add(f"let xb = {k.c(0)} * {u32(xs[0])} + {k.c(1)} * {K * xs[1]}u;", f"var acc = {literal(0, ty)};")
     if group:  # invocation lid takes every group-th block position
         k.add(f"for (var kf = lid; kf < {K}u; kf += {group}u) {{")
     for j in range(nd):
