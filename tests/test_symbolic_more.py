@@ -177,3 +177,63 @@ def test_col2im_over_a_symbolic_batch(device):
     m = graph_model(nodes, {"x": rand(2, 12, 9)}, ["y"], consts, opset=18)
     m = with_dim_params(m, {"x": ["batch", 12, 9]})
     check_symbolic(m, B, [{"x": rand(b, 12, 9, seed=b)} for b in (1, 2, 4)], device)
+
+
+# -- ConvTranspose, DeformConv -----------------------------------------------------------------
+@pytest.mark.parametrize("level", [0, 2])
+@pytest.mark.parametrize("group", [1, 2])
+def test_conv_transpose_over_a_symbolic_batch(device, level, group):
+    """A decoder's upsampling: ConvTranspose (stride 2, pads, output_padding), then a Relu
+    (fused into its epilogue at -O2)."""
+    nodes = [
+        helper.make_node(
+            "ConvTranspose", ["x", "w", "b"], ["c"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+            output_padding=[1, 1], group=group,
+        ),
+        helper.make_node("Relu", ["c"], ["y"]),
+    ]  # fmt: skip
+    consts = {"w": rand(4, 6 // group, 3, 3, seed=1), "b": rand(6, seed=2)}
+    m = graph_model(nodes, {"x": rand(2, 4, 5, 6)}, ["y"], consts)
+    m = with_dim_params(m, {"x": ["batch", 4, 5, 6]})
+    check_symbolic(m, B, [{"x": rand(b, 4, 5, 6, seed=b)} for b in (1, 3, 4)], device, opt_level=level)
+
+
+def test_conv_transpose_1d_long_reduction_over_a_symbolic_batch(device):
+    """Many input channels: each output takes a workgroup (the split kernel)."""
+    nodes = [helper.make_node("ConvTranspose", ["x", "w"], ["y"], kernel_shape=[4], strides=[2])]
+    m = graph_model(nodes, {"x": rand(2, 1024, 3)}, ["y"], {"w": rand(1024, 2, 4, seed=1)})
+    m = with_dim_params(m, {"x": ["batch", 1024, 3]})
+    check_symbolic(m, B, [{"x": rand(b, 1024, 3, seed=b)} for b in (1, 2, 4)], device, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_deform_conv_over_a_symbolic_batch(device, masked):
+    ins = {"x": rand(2, 4, 6, 6), "w": rand(6, 4, 3, 3, seed=1), "off": rand(2, 2 * 2 * 9, 4, 4, seed=2)}
+    names = ["x", "w", "off", "b"] + (["mask"] if masked else [])
+    if masked:
+        ins["mask"] = rand(2, 2 * 9, 4, 4, seed=3, low=0, high=1)
+    nodes = [helper.make_node("DeformConv", names, ["y"], kernel_shape=[3, 3], offset_group=2)]
+    m = graph_model(nodes, ins, ["y"], {"b": rand(6, seed=4)}, opset=19)
+    shapes = {
+        "x": ["batch", 4, 6, 6],
+        "w": [6, 4, 3, 3],
+        "off": ["batch", 36, 4, 4],
+        "mask": ["batch", 18, 4, 4],
+    }
+    m = with_dim_params(m, {k: v for k, v in shapes.items() if k in ins})
+
+    def feeds(b):
+        f = {"x": rand(b, 4, 6, 6, seed=b), "w": ins["w"], "off": rand(b, 36, 4, 4, seed=b + 5)}
+        if masked:
+            f["mask"] = rand(b, 18, 4, 4, seed=b + 6, low=0, high=1)
+        return f
+
+    check_symbolic(m, B, [feeds(b) for b in (1, 2, 4)], device)
+
+
+def test_conv_transpose_over_symbolic_spatial_dims_is_a_clear_error(device):
+    nodes = [helper.make_node("ConvTranspose", ["x", "w"], ["y"], kernel_shape=[3], strides=[2])]
+    m = graph_model(nodes, {"x": rand(2, 4, 5)}, ["y"], {"w": rand(4, 2, 3, seed=1)})
+    m = with_dim_params(m, {"x": ["batch", 4, "t"]})
+    with pytest.raises(CompileError, match="static shape"):  # (spatial dims must be bound)
+        check_symbolic(m, {"batch": (1, 4), "t": (2, 9)}, [], device)
