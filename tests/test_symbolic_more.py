@@ -4,11 +4,15 @@ run compared with onnxruntime."""
 
 from __future__ import annotations
 
+import tempfile
+
 import numpy as np
 import pytest
-from helpers import check_symbolic, graph_model, rand, with_dim_params
+from helpers import assert_close, check_symbolic, graph_model, rand, reference_run, with_dim_params
 from onnx import helper
 
+import onnx2wgsl
+from onnx2wgsl.compiler import compile_model
 from onnx2wgsl.errors import CompileError
 
 B = {"batch": (1, 4)}
@@ -237,3 +241,80 @@ def test_conv_transpose_over_symbolic_spatial_dims_is_a_clear_error(device):
     m = with_dim_params(m, {"x": ["batch", 4, "t"]})
     with pytest.raises(CompileError, match="static shape"):  # (spatial dims must be bound)
         check_symbolic(m, {"batch": (1, 4), "t": (2, 9)}, [], device)
+
+
+# -- RNN, GRU, LSTM ----------------------------------------------------------------------------
+def _rnn_model(
+    kind: str, hidden: int, inp: int, direction="forward", layout=0, seq_lens=False, w=0.5, **attrs
+):
+    G = {"RNN": 1, "GRU": 3, "LSTM": 4}[kind]
+    dirs = 2 if direction == "bidirectional" else 1
+    consts = {
+        "W": rand(dirs, G * hidden, inp, seed=1, low=-w, high=w),
+        "R": rand(dirs, G * hidden, hidden, seed=2, low=-w, high=w),
+        "B": rand(dirs, 2 * G * hidden, seed=3, low=-w, high=w),
+    }
+    x_shape = ["seq", "batch", inp] if layout == 0 else ["batch", "seq", inp]
+    ins = {"X": rand(*[3 if d == "seq" else 2 if d == "batch" else d for d in x_shape])}
+    names = ["X", "W", "R", "B"]
+    if seq_lens:
+        ins["sl"] = np.array([3, 2], np.int32)
+        names.append("sl")
+    outs = ["Y", "Y_h"] + (["Y_c"] if kind == "LSTM" else [])
+    nodes = [
+        helper.make_node(kind, names, outs, hidden_size=hidden, direction=direction, layout=layout, **attrs)
+    ]
+    m = graph_model(nodes, ins, outs, consts, opset=14)
+    shapes = {"X": x_shape}
+    if seq_lens:
+        shapes["sl"] = ["batch"]
+    return with_dim_params(m, shapes)
+
+
+def _rnn_feeds(sizes, inp, layout=0, seq_lens=False):
+    out = []
+    for t, b in sizes:
+        f = {"X": rand(*((t, b, inp) if layout == 0 else (b, t, inp)), seed=t)}
+        if seq_lens:
+            f["sl"] = np.random.default_rng(t).integers(1, t + 1, b).astype(np.int32)
+        out.append(f)
+    return out
+
+
+RNN_SIZES = [(1, 1), (7, 2), (24, 3)]  # (seq, batch), both ends of both ranges
+RNN_DIMS = {"seq": (1, 24), "batch": (1, 3)}
+
+
+@pytest.mark.parametrize("kind", ["RNN", "GRU", "LSTM"])
+@pytest.mark.parametrize("direction", ["forward", "bidirectional"])
+def test_recurrences_over_symbolic_seq_and_batch(device, kind, direction):
+    m = _rnn_model(kind, 16, 8, direction)
+    check_symbolic(m, RNN_DIMS, _rnn_feeds(RNN_SIZES, 8), device, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["GRU", "LSTM"])
+def test_reverse_recurrences_with_sequence_lens(device, kind):
+    m = _rnn_model(kind, 12, 5, "reverse", seq_lens=True)
+    feeds = _rnn_feeds(RNN_SIZES, 5, seq_lens=True)
+    check_symbolic(m, RNN_DIMS, feeds, device, rtol=1e-3, atol=1e-4)
+
+
+def test_batch_first_lstm_against_the_reference(device):
+    """layout 1 (onnxruntime runs only layout 0): against onnx's reference implementation."""
+    m = _rnn_model("LSTM", 12, 5, "bidirectional", layout=1)
+    with tempfile.TemporaryDirectory() as out:
+        compile_model(m, out, dims=RNN_DIMS, verify_ir=True)
+        with onnx2wgsl.load(out, device=device) as sess:
+            for feeds in _rnn_feeds(RNN_SIZES, 5, layout=1):
+                assert_close(sess.run(None, feeds), reference_run(m, feeds), 1e-3, 1e-4)
+
+
+@pytest.mark.parametrize("kind", ["GRU", "LSTM"])
+def test_long_recurrences_chunked_over_a_symbolic_length(device, kind):
+    """A sequence too long for one dispatch at its bound: dispatches planned at the bound,
+    those past a shorter run's last step write nothing (small weights: a contracting
+    recurrence, whose rounding does not grow over 300 steps)."""
+    m = _rnn_model(kind, 256, 256, "bidirectional", w=0.06)
+    sizes = [(1, 1), (40, 2), (300, 2)]
+    feeds = _rnn_feeds(sizes, 256)
+    check_symbolic(m, {"seq": (1, 300), "batch": (1, 2)}, feeds, device, rtol=1e-3, atol=1e-4)
