@@ -226,6 +226,32 @@ def _col2im(info) -> list[TensorType | None] | None:
     return [TensorType(x.dtype, (x.shape[0], x.shape[1] // k, *(int(d) for d in image.reshape(-1))))]
 
 
+def _stft(info) -> list[TensorType | None] | None:
+    # [batch, signal, 1 or 2] -> [batch, frames, bins, 2] over a symbolic batch or signal
+    x = info.inputs[0]
+    if x is None or not x.type.is_symbolic or x.type.rank != 3:
+        return None
+    step = info.const_input(1, "frame_step")
+    window = info.inputs[2] if len(info.inputs) > 2 else None
+    length = info.const_input(3, "frame_length") if len(info.inputs) > 3 else None
+    if length is not None:
+        length = int(np.asarray(length).reshape(-1)[0])
+    elif window is not None and window.type.rank == 1 and isinstance(window.shape[0], int):
+        length = window.shape[0]
+    if step is None or length is None or int(np.asarray(step).reshape(-1)[0]) < 1 or length < 1:
+        return None  # the legalize rule names what does not fit
+    step = int(np.asarray(step).reshape(-1)[0])
+    span = simplify(x.shape[1] - length)
+    if (span.bounds[0] if isinstance(span, Expr) else span) < 0:
+        raise info.error(
+            f"its frames of {length} samples are longer than the signal ({x.shape[1]}) at the low end "
+            "of its range",
+            hint="narrow the dim's range (--dim NAME=LO..HI)",
+        )
+    bins = length // 2 + 1 if int(info.attrs.get("onesided", 1)) else length
+    return [TensorType(x.dtype, (x.shape[0], simplify(span // step + 1), bins, 2))]
+
+
 # -- ops over dims kept symbolic, where onnx's inference leaves a sum or product of them unknown
 def _symbolic_only(rule):
     def wrapped(info) -> list[TensorType | None] | None:
@@ -328,7 +354,7 @@ _OWN = {
     "MaxUnpool": _max_unpool, "Attention": _attention, "Concat": _concat, "Flatten": _flatten,
     "Tile": _tile, "Pad": _pad, "DepthToSpace": _depth_to_space, "Conv": _conv, "TopK": _topk,
     "MaxPool": _pool, "AveragePool": _pool, "LpPool": _pool, "Resize": _resize, "Upsample": _resize,
-    "Col2Im": _col2im,
+    "Col2Im": _col2im, "STFT": _stft,
 }  # fmt: skip
 
 

@@ -411,3 +411,30 @@ def test_integer_convolutions_over_a_symbolic_batch(device, op):
     m = graph_model(nodes, {"x": _q(0, 2, 3, 7, 6)}, ["y"], consts)
     m = with_dim_params(m, {"x": ["batch", 3, 7, 6]})
     check_symbolic(m, B, [{"x": _q(b, b, 3, 7, 6)} for b in (1, 2, 4)], device, atol=1)
+
+
+# -- DFT, STFT ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "attrs", [{}, {"inverse": 1}, {"onesided": 1}], ids=["forward", "inverse", "onesided"]
+)
+def test_dft_over_a_symbolic_batch(device, attrs):
+    cplx = 1 if attrs.get("onesided") else 2
+    nodes = [helper.make_node("DFT", ["x", "", "axis"], ["y"], **attrs)]
+    m = graph_model(nodes, {"x": rand(2, 3, 12, cplx)}, ["y"], {"axis": np.array(2, np.int64)}, opset=20)
+    m = with_dim_params(m, {"x": ["batch", 3, 12, cplx]})
+    feeds = [{"x": rand(b, 3, 12, cplx, seed=b)} for b in (1, 2, 4)]
+    check_symbolic(m, B, feeds, device, rtol=1e-3, atol=1e-4)
+
+
+def test_stft_over_symbolic_batch_and_signal_length(device):
+    nodes = [helper.make_node("STFT", ["x", "step", "win", "len"], ["y"])]
+    consts = {
+        "step": np.array(4, np.int64),
+        "win": np.hanning(16).astype(np.float32),
+        "len": np.array(16, np.int64),
+    }
+    m = graph_model(nodes, {"x": rand(2, 64, 1)}, ["y"], consts, opset=17)
+    m = with_dim_params(m, {"x": ["batch", "samples", 1]})
+    sizes = [(1, 16), (2, 61), (3, 200)]
+    feeds = [{"x": rand(b, n, 1, seed=n)} for b, n in sizes]
+    check_symbolic(m, {"batch": (1, 3), "samples": (16, 200)}, feeds, device, rtol=1e-3, atol=1e-4)
