@@ -173,9 +173,23 @@ def _pool(info) -> list[TensorType | None] | None:
     return types
 
 
+def resized_dim(n, scale: float):
+    """floor(n * scale), the size Resize gives an axis by a scale; over a dim kept symbolic only
+    where that is a polynomial: an integer scale, or one over an integer k held exactly
+    (floor(n / k)). None otherwise."""
+    if not isinstance(n, Expr):
+        return int(scale * n)
+    if scale == 1.0:
+        return n
+    if float(scale).is_integer():
+        return simplify(n * int(scale))
+    k = round(1.0 / scale)
+    return simplify(n // k) if k >= 1 and scale * k == 1.0 else None
+
+
 def _resize(info) -> list[TensorType | None] | None:
-    # a dim kept symbolic keeps its size (scale 1); other axes take floor(size * scale), or
-    # their sizes (stretched); the legalize rule names other problems
+    # a dim kept symbolic resizes by an integer scale or one over an integer; other axes take
+    # floor(size * scale), or their sizes (stretched); the legalize rule names other problems
     x = info.inputs[0]
     if x is None or not x.type.is_symbolic:
         return None
@@ -203,15 +217,18 @@ def _resize(info) -> list[TensorType | None] | None:
     shape = list(x.shape)
     for d, v in zip(axes, given):
         n = x.shape[d]
-        if isinstance(n, Expr) and (sizes is not None or v != 1.0):
+        out = int(v) if sizes is not None and isinstance(n, int) else None
+        if sizes is None:
+            out = resized_dim(n, float(v))
+        if out is None:
             raise info.error(
-                f"it resizes the symbolic dim {n} (axis {d}); over dims kept symbolic a Resize keeps "
-                "them (scale 1) and resizes static axes only",
+                f"it resizes the symbolic dim {n} (axis {d}) "
+                + ("to a fixed size" if sizes is not None else f"by {float(v)}")
+                + "; over dims kept symbolic a Resize scales them by an integer or one over an integer",
                 hint="bind the dim with --dim NAME=N",
                 cls=UnsupportedError,
             )
-        if isinstance(n, int):
-            shape[d] = int(v) if sizes is not None else int(float(v) * n)
+        shape[d] = out
     return [TensorType(x.dtype, tuple(shape))]
 
 

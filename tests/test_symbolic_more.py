@@ -139,11 +139,65 @@ def test_upsample_over_a_symbolic_batch(device):
     check_symbolic(m, B, feeds, device)
 
 
-def test_resize_of_a_symbolic_axis_is_a_clear_error(device):
+SPATIAL_RESIZES = [
+    dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+    dict(mode="nearest"),
+    dict(mode="nearest", coordinate_transformation_mode="half_pixel", nearest_mode="round_prefer_ceil"),
+    dict(mode="linear"),
+    dict(mode="linear", coordinate_transformation_mode="pytorch_half_pixel"),
+    dict(mode="linear", coordinate_transformation_mode="align_corners"),
+    dict(mode="linear", coordinate_transformation_mode="asymmetric"),
+]
+
+
+@pytest.mark.parametrize("attrs", SPATIAL_RESIZES, ids=lambda a: "-".join(str(v) for v in a.values()))
+@pytest.mark.parametrize("scales", [[1, 1, 2, 3], [1, 1, 0.5, 0.25]], ids=["up", "down"])
+def test_resize_over_symbolic_spatial_dims(device, attrs, scales):
+    """An FPN's or a U-Net's upsampling over symbolic heights and widths: the kernel computes
+    each resized axis' source coordinate (the host cannot table taps of a symbolic axis)."""
+    nodes = [helper.make_node("Resize", ["x", "", "scales"], ["y"], **attrs)]
+    m = graph_model(nodes, {"x": rand(2, 3, 8, 8)}, ["y"], {"scales": np.array(scales, np.float32)})
+    m = with_dim_params(m, {"x": ["batch", 3, "h", "w"]})
+    sizes = [(1, 4, 4), (2, 9, 13), (3, 16, 24)]
+    if attrs.get("coordinate_transformation_mode") == "align_corners":
+        # sizes the scales divide: onnxruntime's align_corners divides by the output length,
+        # the ONNX definition (and this compiler, static or not) by scale * input length
+        sizes[1] = (2, 10, 12)
+    feeds = [{"x": rand(b, 3, h, w, seed=h)} for b, h, w in sizes]
+    check_symbolic(m, {"batch": (1, 3), "h": (4, 16), "w": (4, 24)}, feeds, device)
+
+
+@pytest.mark.parametrize("level", [0, 2])
+def test_upsample_after_conv_over_symbolic_spatial_dims(device, level):
+    """YOLO's neck: Conv, then a nearest x2 Upsample (opset 9), then a Concat with the skip."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[1, 1]),
+        helper.make_node("Upsample", ["c", "scales"], ["u"], mode="nearest"),
+        helper.make_node("Concat", ["u", "skip"], ["y"], axis=1),
+    ]
+    consts = {"w": rand(4, 3, 1, 1, seed=1), "scales": np.array([1, 1, 2, 2], np.float32)}
+    m = graph_model(nodes, {"x": rand(1, 3, 4, 4), "skip": rand(1, 2, 8, 8)}, ["y"], consts, opset=9)
+    m = with_dim_params(m, {"x": ["batch", 3, "h", "w"], "skip": ["batch", 2, "h2", "w2"]})
+    # (the skip's dims are their own symbols: the feeds keep them twice the input's)
+    sizes = [(1, 2, 2), (2, 5, 7), (2, 10, 12)]
+    feeds = [{"x": rand(b, 3, h, w, seed=h), "skip": rand(b, 2, 2 * h, 2 * w, seed=w)} for b, h, w in sizes]
+    dims = {"batch": (1, 2), "h": (2, 10), "w": (2, 12), "h2": (4, 20), "w2": (4, 24)}
+    check_symbolic(m, dims, feeds, device, opt_level=level)
+
+
+def test_resize_of_a_symbolic_axis_by_an_odd_scale_is_a_clear_error(device):
     nodes = [helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="linear")]
-    m = graph_model(nodes, {"x": rand(2, 3, 8, 8)}, ["y"], {"scales": np.array([1, 1, 2, 2], np.float32)})
+    m = graph_model(nodes, {"x": rand(2, 3, 8, 8)}, ["y"], {"scales": np.array([1, 1, 1.5, 2], np.float32)})
     m = with_dim_params(m, {"x": ["batch", 3, "h", 8]})
     with pytest.raises(CompileError, match="resizes the symbolic dim"):
+        check_symbolic(m, {"batch": (1, 4), "h": (2, 16)}, [], device)
+
+
+def test_cubic_resize_of_a_symbolic_axis_is_a_clear_error(device):
+    nodes = [helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="cubic")]
+    m = graph_model(nodes, {"x": rand(2, 3, 8, 8)}, ["y"], {"scales": np.array([1, 1, 2, 2], np.float32)})
+    m = with_dim_params(m, {"x": ["batch", 3, "h", 8]})
+    with pytest.raises(CompileError, match="a resized axis is nearest, or linear"):
         check_symbolic(m, {"batch": (1, 4), "h": (2, 16)}, [], device)
 
 
@@ -438,3 +492,19 @@ def test_stft_over_symbolic_batch_and_signal_length(device):
     sizes = [(1, 16), (2, 61), (3, 200)]
     feeds = [{"x": rand(b, n, 1, seed=n)} for b, n in sizes]
     check_symbolic(m, {"batch": (1, 3), "samples": (16, 200)}, feeds, device, rtol=1e-3, atol=1e-4)
+
+
+def test_align_corners_resize_of_symbolic_dims_against_the_reference(device):
+    """At sizes the scale does not divide, against ONNX's definition (scale * input length)."""
+    attrs = dict(mode="linear", coordinate_transformation_mode="align_corners")
+    nodes = [helper.make_node("Resize", ["x", "", "scales"], ["y"], **attrs)]
+    m = graph_model(
+        nodes, {"x": rand(1, 3, 8, 8)}, ["y"], {"scales": np.array([1, 1, 0.5, 0.25], np.float32)}
+    )
+    m = with_dim_params(m, {"x": ["batch", 3, "h", "w"]})
+    with tempfile.TemporaryDirectory() as out:
+        compile_model(m, out, dims={"batch": (1, 3), "h": (4, 16), "w": (4, 24)}, verify_ir=True)
+        with onnx2wgsl.load(out, device=device) as sess:
+            for b, h, w in [(1, 5, 7), (2, 9, 13), (3, 15, 23)]:
+                feeds = {"x": rand(b, 3, h, w, seed=h)}
+                assert_close(sess.run(None, feeds), reference_run(m, feeds), 1e-4, 1e-5)

@@ -18,6 +18,7 @@ from onnx2wgsl.ir import TensorType
 from onnx2wgsl.ir.symbolic import Expr, SymbolicError, as_expr
 from onnx2wgsl.ir.types import dim_bound
 
+from ..shape_rules import resized_dim
 from ..symbolic_fold import slice_extent
 from . import _axis, _ints, emit, rule
 
@@ -568,7 +569,7 @@ def _resize(g, info):
         for s, d in zip(scales, axes):
             if s <= 0:
                 raise info.error(f"scale {s} is not positive")
-            full_scales[d], shape[d] = s, x.shape[d] if s == 1 else int(s * x.shape[d])
+            full_scales[d], shape[d] = s, resized_dim(x.shape[d], s)
     else:
         raise info.error("neither scales nor sizes is given")
     if attrs["antialias"] and mode == "nearest":

@@ -133,11 +133,15 @@ def lower_resize(ctx: LowerCtx, op: Op) -> None:
     if ty != "f32" and not exact and y.dtype not in (DType.i8, DType.u8, DType.i16, DType.u16, DType.i32):
         raise ctx.error(f"{a['mode']} resize of {y.dtype.name} is not supported", hint="use a float input")
     tables, axes = [], []  # axes: (dim, taps, word offset in the table, any extrapolation)
+    computed = {}  # dims kept symbolic that resize: their taps computed in the kernel
     at = 0
     for d, (n_in, n_out) in enumerate(zip(x.shape, y.shape)):
         if is_symbolic(n_in, n_out):
-            _check_kept(ctx, a, d, n_in, n_out)
-            continue  # a dim kept symbolic keeps its coordinate
+            if _keeps(a, d, n_in, n_out):
+                continue  # a dim kept symbolic keeps its coordinate
+            computed[d] = _computed_axis(ctx, a, d, n_in)
+            axes.append((d, computed[d][0], None, False))
+            continue
         idx, w, outside = axis_taps(a, d, n_in, n_out)
         if not outside.any() and idx.shape[1] == 1 and np.array_equal(idx[:, 0], np.arange(n_out)):
             continue  # an identity axis: read straight through
@@ -158,12 +162,17 @@ def lower_resize(ctx: LowerCtx, op: Op) -> None:
     if not axes:  # every axis keeps its coordinate (a crop at most)
         k.store(f"{X}[{base}]", y)
     else:
-        table = ctx.const(np.concatenate(tables), f"{y.name}.taps", dtype=DType.i32)
-        inputs.append(table)
-        TAB = k.read(table)
+        TAB = None
+        if tables:
+            table = ctx.const(np.concatenate(tables), f"{y.name}.taps", dtype=DType.i32)
+            inputs.append(table)
+            TAB = k.read(table)
         k.add(f"let base = {base};")
         outside = []  # (an extrapolated point's taps read index -1: in a group kernel, clamped)
         for d, T, off, extrapolates in axes:
+            if d in computed:
+                k.add(f"let x{d} = {computed[d][1](k.c(d))};")
+                continue
             k.add(f"let row{d} = {off}u + {k.c(d)} * {2 * T}u;")
             if extrapolates:  # (only on static axes: a symbolic one keeps its coordinate)
                 value = literal(a["extrapolation_value"], ty)
@@ -171,7 +180,15 @@ def lower_resize(ctx: LowerCtx, op: Op) -> None:
         if not group:
             k.add(*outside)
         if exact:
-            addr = " + ".join(["base"] + [f"u32({TAB}[row{d}]) * {u32(xs[d])}" for d, *_ in axes])
+            addr = " + ".join(
+                ["base"]
+                + [
+                    f"{computed[d][2]('0u')} * {u32(xs[d])}"
+                    if d in computed
+                    else f"u32({TAB}[row{d}]) * {u32(xs[d])}"
+                    for d, *_ in axes
+                ]
+            )
             k.store(f"{X}[{addr}]", y)
         else:
             weight = " * ".join(f"w{d}" for d, *_ in axes)
@@ -179,6 +196,11 @@ def lower_resize(ctx: LowerCtx, op: Op) -> None:
             value = f"{X}[{addr}]" if ty == "f32" else f"f32({X}[{addr}])"
 
             def tap(d: int) -> list[str]:  # tap t<d> of axis d: its source offset and weight
+                if d in computed:
+                    return [
+                        f"let j{d} = {computed[d][2](f't{d}')} * {u32(xs[d])};",
+                        f"let w{d} = select(1.0f - (x{d} - floor(x{d})), x{d} - floor(x{d}), t{d} == 1u);",
+                    ]
                 index = f"{TAB}[row{d} + 2u * t{d}]"
                 index = f"max({index}, 0i)" if group else index
                 return [
@@ -204,25 +226,68 @@ def lower_resize(ctx: LowerCtx, op: Op) -> None:
     ctx.kernel(inputs, [y], [d for d in [k.dispatch()] if d])
 
 
-def _check_kept(ctx: LowerCtx, a: dict, d: int, n_in, n_out) -> None:
-    """A dim kept symbolic must map each position to itself at every size in its range: scale
-    1 reads the same pixel under every coordinate transform but tf_half_pixel_for_nn (half a
-    pixel off) and tf_crop_and_resize over a roi other than (0, 1) (at a single pixel,
-    pytorch_half_pixel's -0.5 reads only that pixel)."""
+def _keeps(a: dict, d: int, n_in, n_out) -> bool:
+    """Whether axis d maps each position to itself at every size: scale 1 reads the same pixel
+    under every coordinate transform but tf_half_pixel_for_nn (half a pixel off) and
+    tf_crop_and_resize over a roi other than (0, 1) (at a single pixel, pytorch_half_pixel's
+    -0.5 reads only that pixel)."""
     rank = len(a["scales"])
     transform = a["coordinate_transformation_mode"]
     roi = (a["roi"][d], a["roi"][d + rank])
-    if (
+    return not (
         n_in != n_out
         or a["scales"][d] != 1.0
         or transform == "tf_half_pixel_for_nn"
         or (transform == "tf_crop_and_resize" and roi != (0.0, 1.0))
+    )
+
+
+# a nearest source coordinate's rounding, in f32 (ties as the ONNX definition breaks them)
+_ROUND = {
+    "round_prefer_floor": lambda x: f"ceil({x} - 0.5f)",
+    "round_prefer_ceil": lambda x: f"floor({x} + 0.5f)",
+    "floor": lambda x: f"floor({x})",
+    "ceil": lambda x: f"ceil({x})",
+}
+
+
+def _computed_axis(ctx: LowerCtx, a: dict, d: int, n_in) -> tuple:
+    """A resized axis over a dim kept symbolic: its taps cannot be tabled on the host, so the
+    kernel computes the source coordinate in f32 from the output coordinate (nearest, or linear
+    without antialiasing when shrinking). Returns (taps, the source coordinate from the output
+    coordinate, tap t's source index (u32) from t)."""
+    mode, transform, scale = a["mode"], a["coordinate_transformation_mode"], a["scales"][d]
+    if (
+        mode == "cubic"
+        or (mode == "linear" and a["antialias"] and scale < 1)
+        or transform == "tf_crop_and_resize"
+        or (mode == "nearest" and a["nearest_mode"][d] not in _ROUND)
     ):
         raise ctx.error(
-            f"Resize of axis {d} ({n_in} -> {n_out}, scale {a['scales'][d]}, {transform}) over a dim "
-            "kept symbolic: only axes it keeps (scale 1) may be symbolic",
+            f"Resize of the symbolic dim {n_in} (axis {d}, {mode}, {transform}): over dims kept symbolic "
+            "a resized axis is nearest, or linear without antialiasing, and not tf_crop_and_resize",
             hint="bind the dim with --dim NAME=N",
         )
+    s, n = f32(scale), f"f32({u32(n_in)})"
+    resized = f"({s} * {n})"
+
+    def coord(y: str) -> str:
+        yf = f"f32({y})"
+        return {
+            "asymmetric": f"{yf} / {s}",
+            "half_pixel": f"({yf} + 0.5f) / {s} - 0.5f",
+            "tf_half_pixel_for_nn": f"({yf} + 0.5f) / {s}",
+            "pytorch_half_pixel": f"select(({yf} + 0.5f) / {s} - 0.5f, -0.5f, {resized} == 1.0f)",
+            "align_corners": f"select({yf} * ({n} - 1.0f) / ({resized} - 1.0f), 0.0f, {resized} == 1.0f)",
+            "half_pixel_symmetric": f"{n} / 2.0f * (1.0f - f32({u32(ctx.current.outputs[0].shape[d])}) / {resized}) "
+            f"+ ({yf} + 0.5f) / {s} - 0.5f",
+        }[transform]
+
+    last = i32(smax(n_in, 1) - 1)
+    if mode == "nearest":
+        rnd = _ROUND[a["nearest_mode"][d]]
+        return 1, coord, lambda t: f"u32(clamp(i32({rnd(f'x{d}')}), 0i, {last}))"
+    return 2, coord, lambda t: f"u32(clamp(i32(floor(x{d})) + i32({t}), 0i, {last}))"
 
 
 def _to_storage(expr: str, y) -> str:
