@@ -269,6 +269,44 @@ def _stft(info) -> list[TensorType | None] | None:
     return [TensorType(x.dtype, (x.shape[0], simplify(span // step + 1), bins, 2))]
 
 
+def _conv_transpose(info) -> list[TensorType | None] | None:
+    # over symbolic spatial dims: stride * (size - 1) + output_padding + dilated kernel - pads
+    # (explicit or VALID), or size * stride (SAME); a fixed output_shape is for static sizes
+    x, w, a = info.inputs[0], info.inputs[1], info.attrs
+    auto = a.get("auto_pad", "NOTSET") or "NOTSET"
+    if (
+        w is None
+        or not x.type.is_symbolic
+        or x.type.rank < 3
+        or w.type.rank != x.type.rank
+        or a.get("output_shape")
+    ):
+        return None  # the legalize rule names what does not fit
+    nd = x.type.rank - 2
+    ks = [int(k) for k in (a.get("kernel_shape") or w.shape[2:])]
+    strides = [int(v) for v in (a.get("strides") or [1] * nd)]
+    dilations = [int(v) for v in (a.get("dilations") or [1] * nd)]
+    out_pad = [int(v) for v in (a.get("output_padding") or [0] * nd)]
+    pads = [int(v) for v in (a.get("pads") or [0] * (2 * nd))] if auto == "NOTSET" else [0] * (2 * nd)
+    if not len(ks) == len(strides) == len(dilations) == len(out_pad) == nd or len(pads) != 2 * nd:
+        return None
+    out = []
+    for i in range(nd):
+        n = x.shape[2 + i]
+        if auto in ("SAME_UPPER", "SAME_LOWER"):
+            out.append(simplify(n * strides[i]))
+            continue
+        size = simplify(
+            strides[i] * (n - 1) + out_pad[i] + (ks[i] - 1) * dilations[i] + 1 - pads[i] - pads[nd + i]
+        )
+        if (size.bounds[0] if isinstance(size, Expr) else size) < 0:
+            return None
+        out.append(size)
+    if not isinstance(w.shape[1], int):
+        return None
+    return [TensorType(x.dtype, (x.shape[0], w.shape[1] * int(a.get("group", 1)), *out))]
+
+
 # -- ops over dims kept symbolic, where onnx's inference leaves a sum or product of them unknown
 def _symbolic_only(rule):
     def wrapped(info) -> list[TensorType | None] | None:
@@ -371,7 +409,7 @@ _OWN = {
     "MaxUnpool": _max_unpool, "Attention": _attention, "Concat": _concat, "Flatten": _flatten,
     "Tile": _tile, "Pad": _pad, "DepthToSpace": _depth_to_space, "Conv": _conv, "TopK": _topk,
     "MaxPool": _pool, "AveragePool": _pool, "LpPool": _pool, "Resize": _resize, "Upsample": _resize,
-    "Col2Im": _col2im, "STFT": _stft,
+    "Col2Im": _col2im, "STFT": _stft, "ConvTranspose": _conv_transpose,
 }  # fmt: skip
 
 

@@ -289,12 +289,35 @@ def test_deform_conv_over_a_symbolic_batch(device, masked):
     check_symbolic(m, B, [feeds(b) for b in (1, 2, 4)], device)
 
 
-def test_conv_transpose_over_symbolic_spatial_dims_is_a_clear_error(device):
-    nodes = [helper.make_node("ConvTranspose", ["x", "w"], ["y"], kernel_shape=[3], strides=[2])]
-    m = graph_model(nodes, {"x": rand(2, 4, 5)}, ["y"], {"w": rand(4, 2, 3, seed=1)})
-    m = with_dim_params(m, {"x": ["batch", 4, "t"]})
-    with pytest.raises(CompileError, match="static shape"):  # (spatial dims must be bound)
-        check_symbolic(m, {"batch": (1, 4), "t": (2, 9)}, [], device)
+@pytest.mark.parametrize("level", [0, 2])
+def test_conv_transpose_over_symbolic_spatial_dims(device, level):
+    """A U-Net decoder's upsampling over symbolic heights and widths: stride 2, pads and
+    output_padding; then a Relu (fused at -O2)."""
+    nodes = [
+        helper.make_node(
+            "ConvTranspose", ["x", "w", "b"], ["c"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+            output_padding=[1, 1],
+        ),
+        helper.make_node("Relu", ["c"], ["y"]),
+    ]  # fmt: skip
+    consts = {"w": rand(4, 5, 3, 3, seed=1), "b": rand(5, seed=2)}
+    m = graph_model(nodes, {"x": rand(1, 4, 5, 6)}, ["y"], consts)
+    m = with_dim_params(m, {"x": ["batch", 4, "h", "w"]})
+    sizes = [(1, 1, 1), (2, 7, 4), (3, 16, 20)]
+    feeds = [{"x": rand(b, 4, h, w, seed=h)} for b, h, w in sizes]
+    check_symbolic(m, {"batch": (1, 3), "h": (1, 16), "w": (1, 20)}, feeds, device, opt_level=level)
+
+
+@pytest.mark.parametrize("auto_pad", ["NOTSET", "SAME_UPPER", "VALID"])
+def test_conv_transpose_1d_over_a_symbolic_time_length(device, auto_pad):
+    """A vocoder's upsampling layer: ConvTranspose1d (stride 4, kernel 8) over a symbolic
+    number of frames."""
+    pads = {"pads": [2, 2]} if auto_pad == "NOTSET" else {"auto_pad": auto_pad}
+    nodes = [helper.make_node("ConvTranspose", ["x", "w"], ["y"], kernel_shape=[8], strides=[4], **pads)]
+    m = graph_model(nodes, {"x": rand(1, 6, 5)}, ["y"], {"w": rand(6, 3, 8, seed=1)})
+    m = with_dim_params(m, {"x": ["batch", 6, "t"]})
+    feeds = [{"x": rand(b, 6, t, seed=t)} for b, t in [(1, 1), (2, 33), (2, 100)]]
+    check_symbolic(m, {"batch": (1, 2), "t": (1, 100)}, feeds, device)
 
 
 # -- RNN, GRU, LSTM ----------------------------------------------------------------------------

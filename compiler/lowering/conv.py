@@ -234,8 +234,13 @@ def _helpers(pro: Prologue, epi: Epilogue) -> list[str]:
 def lower_conv_transpose(ctx: LowerCtx, op: Op) -> None:
     """Gather form: each output element sums the input positions whose window covers it."""
     x, w, b, y = op.inputs[0], op.inputs[1], op.input(2), op.outputs[0]
-    _batch_only(ctx, x, y)
-    p = spatial_geometry(ctx, op, x, y)
+    if is_symbolic(x.shape[1], y.shape[1]):
+        raise ctx.error(
+            f"ConvTranspose over dims kept symbolic takes symbolic batch and spatial dims only; input "
+            f"{x.type}, output {y.type}",
+            hint="bind the channel dims with --dim NAME=N",
+        )
+    p = spatial_geometry(ctx, op, x, y, symbolic=True)
     G = op.attrs["group"]
     N, C = x.shape[:2]
     OC = y.shape[1]
@@ -254,14 +259,14 @@ def lower_conv_transpose(ctx: LowerCtx, op: Op) -> None:
     split = split_workgroup(nested_loops(p["KD"], p["KH"], p["KW"]) + taps * p["ICG"], p["KS"] * p["ICG"])
     grid, nx = ctx.grid(total if split else ceil_div(total, WORKGROUP))
     shader = ctx.shader(
-        "conv_transpose.wgsl.j2", decls=decls, wg=split or WORKGROUP, nx=nx, total=u32(total), bias=b is not None,
-        out_expr=epi.expr, epi_lines=epi.lines, helpers=epi.helpers, split=split is not None, **p,
+        "conv_transpose.wgsl.j2", decls=decls, wg=split or WORKGROUP, nx=nx, total=product(*y.shape), bias=b is not None,
+        out_expr=epi.expr, epi_lines=epi.lines, helpers=epi.helpers, split=split is not None, **p, **sizes(p),
     )  # fmt: skip
     ctx.kernel(inputs + epi.inputs, [y], [epi.dispatch(shader, grid, inputs, y)])
 
 
 def _batch_only(ctx: LowerCtx, x: Value, y: Value) -> None:
-    """ConvTranspose and DeformConv take a batch kept symbolic; other dims must be static."""
+    """DeformConv takes a batch kept symbolic; other dims must be static."""
     if is_symbolic(tuple(x.shape[1:]), tuple(y.shape[1:])):
         raise ctx.error(
             f"{ctx.current.kind} over dims kept symbolic takes a symbolic batch only; input {x.type}, "
