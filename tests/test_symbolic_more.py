@@ -8,7 +8,15 @@ import tempfile
 
 import numpy as np
 import pytest
-from helpers import assert_close, check_symbolic, graph_model, rand, reference_run, with_dim_params
+from helpers import (
+    assert_close,
+    assert_ir_round_trips,
+    check_symbolic,
+    graph_model,
+    rand,
+    reference_run,
+    with_dim_params,
+)
 from onnx import helper
 
 import onnx2wgsl
@@ -531,3 +539,42 @@ def test_align_corners_resize_of_symbolic_dims_against_the_reference(device):
             for b, h, w in [(1, 5, 7), (2, 9, 13), (3, 15, 23)]:
                 feeds = {"x": rand(b, 3, h, w, seed=h)}
                 assert_close(sess.run(None, feeds), reference_run(m, feeds), 1e-4, 1e-5)
+
+
+# -- whole small models, and the IR text ---------------------------------------------------------
+@pytest.mark.parametrize("level", [0, 2])
+def test_cnn_classifier_over_symbolic_batch_and_image_size(device, level):
+    """A CNN classifier: Conv-BN-Relu, MaxPool, Conv, GlobalAveragePool, Flatten, Gemm, Softmax,
+    compiled once for any batch and image size in the ranges."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["p1", "w2"], ["c2"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("GlobalAveragePool", ["r2"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "wf", "bf"], ["logits"], transB=1),
+        helper.make_node("Softmax", ["logits"], ["y"]),
+    ]  # fmt: skip
+    consts = {
+        "w1": rand(8, 3, 3, 3, seed=1), "b1": rand(8, seed=2), "w2": rand(16, 8, 3, 3, seed=3),
+        "wf": rand(10, 16, seed=4), "bf": rand(10, seed=5),
+    }  # fmt: skip
+    m = graph_model(nodes, {"x": rand(1, 3, 32, 32)}, ["y"], consts)
+    m = with_dim_params(m, {"x": ["batch", 3, "h", "w"], "y": ["batch", 10]})
+    sizes = [(1, 8, 8), (3, 29, 40), (4, 64, 64)]
+    feeds = [{"x": rand(b, 3, h, w, seed=h)} for b, h, w in sizes]
+    check_symbolic(m, {"batch": (1, 4), "h": (8, 64), "w": (8, 64)}, feeds, device, opt_level=level)
+
+
+def test_symbolic_kernels_round_trip_through_the_ir_text():
+    pool = _pool_model("AveragePool", 4, ("h", "w"), ("oh", "ow"), kernel_shape=[3, 3], strides=[2, 2])
+    assert_ir_round_trips(pool, dims={"batch": (1, 3), "h": (8, 40), "w": (5, 33)})
+    assert_ir_round_trips(
+        _rnn_model("LSTM", 256, 256, "bidirectional", w=0.06), dims={"seq": (1, 300), "batch": (1, 2)}
+    )
+    nodes = [helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="linear")]
+    m = graph_model(nodes, {"x": rand(2, 3, 8, 8)}, ["y"], {"scales": np.array([1, 1, 2, 0.5], np.float32)})
+    m = with_dim_params(m, {"x": ["batch", 3, "h", "w"]})
+    assert_ir_round_trips(m, dims={"batch": (1, 3), "h": (4, 16), "w": (4, 24)})
