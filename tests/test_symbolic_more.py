@@ -58,8 +58,13 @@ def test_pools_over_symbolic_batch_and_spatial_dims(device, op, attrs):
     check_symbolic(m, dims, feeds, device)
 
 
-def test_maxpool_indices_over_symbolic_dims(device):
-    nodes = [helper.make_node("MaxPool", ["x"], ["y", "i"], kernel_shape=[2, 2], strides=[2, 2])]
+@pytest.mark.parametrize("storage_order", [0, 1])
+def test_maxpool_indices_over_symbolic_dims(device, storage_order):
+    nodes = [
+        helper.make_node(
+            "MaxPool", ["x"], ["y", "i"], kernel_shape=[2, 2], strides=[2, 2], storage_order=storage_order
+        )
+    ]
     m = graph_model(nodes, {"x": rand(2, 3, 12, 12)}, ["y", "i"])
     m = with_dim_params(m, {"x": ["batch", 3, "h", 12]})
     feeds = [{"x": rand(b, 3, h, 12, seed=h)} for b, h in [(1, 2), (2, 9), (4, 32)]]
@@ -462,6 +467,15 @@ def test_matmul_integer_over_a_symbolic_contraction(device):
     m = with_dim_params(m, {"a": ["batch", "seq", "seq"], "b": ["batch", "seq", 8]})
     feeds = [{"a": _q(b, b, s, s), "b": _q(s, b, s, 8)} for b, s in BS_SIZES]
     check_symbolic(m, BS, feeds, device)
+
+
+def test_matmul_integer_over_a_contraction_too_long_for_one_invocation(device):
+    """K's bound (70,000) is past the loop budget: a workgroup per tile splits it, at every K."""
+    nodes = [helper.make_node("MatMulInteger", ["a", "b"], ["y"])]
+    m = graph_model(nodes, {"a": _q(0, 1, 2, 3), "b": _q(1, 1, 3, 8)}, ["y"])
+    m = with_dim_params(m, {"a": ["batch", 2, "k"], "b": ["batch", "k", 8]})
+    feeds = [{"a": _q(k, b, 2, k), "b": _q(k + 1, b, k, 8)} for b, k in [(1, 1), (2, 5000), (2, 70000)]]
+    check_symbolic(m, {"batch": (1, 2), "k": (1, 70000)}, feeds, device)
 
 
 def test_qlinear_matmul_over_symbolic_batch_and_seq(device):
