@@ -592,3 +592,18 @@ def test_symbolic_kernels_round_trip_through_the_ir_text():
     m = graph_model(nodes, {"x": rand(2, 3, 8, 8)}, ["y"], {"scales": np.array([1, 1, 2, 0.5], np.float32)})
     m = with_dim_params(m, {"x": ["batch", 3, "h", "w"]})
     assert_ir_round_trips(m, dims={"batch": (1, 3), "h": (4, 16), "w": (4, 24)})
+
+
+def test_ranges_that_hold_zero(device):
+    """A batch range from 0: a run with no images dispatches nothing and returns empty outputs."""
+    nodes = [
+        helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Resize", ["p", "", "scales"], ["r"], mode="nearest"),
+        helper.make_node("ConvTranspose", ["r", "w"], ["y"], kernel_shape=[2, 2], strides=[2, 2]),
+    ]
+    consts = {"scales": np.array([1, 1, 2, 2], np.float32), "w": rand(3, 2, 2, 2, seed=1)}
+    m = graph_model(nodes, {"x": rand(2, 3, 8, 8)}, ["y"], consts)
+    m = with_dim_params(m, {"x": ["batch", 3, "h", "w"]})
+    sizes = [(0, 4, 4), (1, 2, 6), (4, 16, 16)]
+    feeds = [{"x": rand(b, 3, h, w, seed=h)} for b, h, w in sizes]
+    check_symbolic(m, {"batch": (0, 4), "h": (2, 16), "w": (2, 16)}, feeds, device)
