@@ -607,3 +607,13 @@ def test_ranges_that_hold_zero(device):
     sizes = [(0, 4, 4), (1, 2, 6), (4, 16, 16)]
     feeds = [{"x": rand(b, 3, h, w, seed=h)} for b, h, w in sizes]
     check_symbolic(m, {"batch": (0, 4), "h": (2, 16), "w": (2, 16)}, feeds, device)
+
+
+def test_maxpool_then_maxunpool_over_a_symbolic_batch(device):
+    nodes = [
+        helper.make_node("MaxPool", ["x"], ["p", "i"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("MaxUnpool", ["p", "i"], ["y"], kernel_shape=[2, 2], strides=[2, 2]),
+    ]
+    m = graph_model(nodes, {"x": rand(2, 3, 6, 8)}, ["y"])
+    m = with_dim_params(m, {"x": ["batch", 3, 6, 8]})
+    check_symbolic(m, B, [{"x": rand(b, 3, 6, 8, seed=b)} for b in (1, 2, 4)], device)

@@ -152,6 +152,11 @@ def lower_max_unpool(ctx: LowerCtx, op: Op) -> None:
     if not 1 <= nd <= 3:
         raise ctx.error(f"{nd}-D unpooling is not supported", hint="1-D, 2-D and 3-D are")
     out = tuple(y.shape)
+    if is_symbolic(tuple(inferred[1:]), out[1:], tuple(x.shape[1:])):
+        raise ctx.error(
+            f"MaxUnpool over dims kept symbolic takes a symbolic batch only; input {x.type}, output {y.type}",
+            hint="bind the other dims with --dim NAME=N",
+        )
     if any(i > o for i, o in zip(inferred, out)):
         raise ctx.error(f"output_shape {out} is smaller than the unpooled shape {tuple(inferred)}")
     zero = "0.0f" if wgsl_type(y) == "f32" else f"{wgsl_type(y)}(0)"
@@ -161,17 +166,17 @@ def lower_max_unpool(ctx: LowerCtx, op: Op) -> None:
     terms = []
     stride = 1
     for d in reversed(range(len(out))):
-        lines.append(f"let c{d} = q % {inferred[d]}u;" if d else f"let c{d} = q;")
+        lines.append(f"let c{d} = q % {u32(inferred[d])};" if d else f"let c{d} = q;")
         if d:
-            lines.append(f"q = q / {inferred[d]}u;")
-        terms.append(f"c{d} * {stride}u")
+            lines.append(f"q = q / {u32(inferred[d])};")
+        terms.append(f"c{d} * {u32(stride)}")
         stride *= out[d]
-    total = math.prod(x.shape)
-    grid, nx = ctx.grid(math.ceil(total / WORKGROUP))
+    total = math.prod(x.shape)  # (a symbolic batch: the other dims are static)
+    grid, nx = ctx.grid(ceil_div(total, WORKGROUP))
     shader = ctx.shader(
         "max_unpool.wgsl.j2",
         decls=[decl("X", x), decl("Ind", ind), decl("Y", y, write=True)],
-        wg=WORKGROUP, nx=nx, total=total, limit=math.prod(inferred), lines=lines,
+        wg=WORKGROUP, nx=nx, total=u32(total), limit=_int(math.prod(inferred)), lines=lines,
         target=" + ".join(reversed(terms)),
     )  # fmt: skip
     scatter = Dispatch(shader, grid, [binding(x), binding(ind), binding(y, write=True)])
