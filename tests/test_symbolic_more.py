@@ -617,3 +617,12 @@ def test_maxpool_then_maxunpool_over_a_symbolic_batch(device):
     m = graph_model(nodes, {"x": rand(2, 3, 6, 8)}, ["y"])
     m = with_dim_params(m, {"x": ["batch", 3, 6, 8]})
     check_symbolic(m, B, [{"x": rand(b, 3, 6, 8, seed=b)} for b in (1, 2, 4)], device)
+
+
+def test_dynamic_quantize_linear_over_a_long_symbolic_tensor(device):
+    """BERT-base activations ([batch, seq, 768] up to 4 x 128): one range over every element."""
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["y", "s", "z"])]
+    m = graph_model(nodes, {"x": rand(1, 2, 768)}, ["y", "s", "z"])
+    m = with_dim_params(m, {"x": ["batch", "seq", 768]})
+    feeds = [{"x": rand(b, s, 768, seed=s, low=-3, high=5)} for b, s in [(1, 1), (2, 77), (4, 128)]]
+    check_symbolic(m, {"batch": (1, 4), "seq": (1, 128)}, feeds, device)
