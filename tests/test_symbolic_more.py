@@ -626,3 +626,26 @@ def test_dynamic_quantize_linear_over_a_long_symbolic_tensor(device):
     m = with_dim_params(m, {"x": ["batch", "seq", 768]})
     feeds = [{"x": rand(b, s, 768, seed=s, low=-3, high=5)} for b, s in [(1, 1), (2, 77), (4, 128)]]
     check_symbolic(m, {"batch": (1, 4), "seq": (1, 128)}, feeds, device)
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        dict(mode="bilinear", padding_mode="zeros"),
+        dict(mode="bilinear", padding_mode="reflection", align_corners=1),
+        dict(mode="nearest", padding_mode="border"),
+        dict(mode="bicubic", padding_mode="reflection"),
+    ],
+    ids=lambda a: "-".join(str(v) for v in a.values()),
+)
+def test_grid_sample_over_symbolic_image_sizes(device, attrs):
+    """A spatial transformer's sampler: the image's height and width kept symbolic."""
+    nodes = [helper.make_node("GridSample", ["x", "g"], ["y"], **attrs)]
+    m = graph_model(nodes, {"x": rand(2, 3, 6, 7), "g": rand(2, 4, 5, 2)}, ["y"], opset=16)
+    m = with_dim_params(m, {"x": ["batch", 3, "h", "w"], "g": ["batch", 4, 5, 2]})
+    sizes = [(1, 1, 1), (2, 5, 9), (3, 16, 12)]
+    feeds = [
+        {"x": rand(b, 3, h, w, seed=h), "g": rand(b, 4, 5, 2, seed=w, low=-1.3, high=1.3)}
+        for b, h, w in sizes
+    ]
+    check_symbolic(m, {"batch": (1, 3), "h": (1, 16), "w": (1, 12)}, feeds, device)

@@ -330,6 +330,24 @@ _GS_CUBIC = """fn gs_cubic(t: f32) -> vec4<f32> {
 }"""
 
 
+def _size_f32(n, less: int = 0) -> str:
+    """``n - less`` as an f32 in shader text (a literal, or for a dim kept symbolic converted
+    from the dims uniform)."""
+    return (
+        f32(n - less)
+        if isinstance(n, int)
+        else (f"(f32({u32(n)}) - {f32(less)})" if less else f"f32({u32(n)})")
+    )
+
+
+def _gs_bounds(n, align: int) -> tuple[str, str]:
+    """The f32 range a GridSample coordinate reflects into along an axis of n pixels."""
+    if isinstance(n, int):
+        lo, hi = (0.0, n - 1.0) if align else (-0.5, n - 0.5)
+        return f32(lo), f32(hi)
+    return (f32(0.0), f"(f32({u32(n)}) - 1.0f)") if align else (f32(-0.5), f"(f32({u32(n)}) - 0.5f)")
+
+
 @lowers("GridSample")
 def lower_grid_sample(ctx: LowerCtx, op: Op) -> None:
     """Sample x[n, c] at the grid's normalized points (last grid component = first spatial
@@ -348,34 +366,35 @@ def lower_grid_sample(ctx: LowerCtx, op: Op) -> None:
     gbase = k.at(View(0, (gs[0], 0) + gs[1:-1]))
     k.add(f"let g = {gbase};", f"let xb = {k.at(View(0, (xs[0], xs[1]) + (0,) * nd))};")
     for j, n in enumerate(dims):
-        lo, hi = (0.0, n - 1.0) if align else (-0.5, n - 0.5)
+        lo, hi = _gs_bounds(n, align)
         v = f"{G}[g + {nd - 1 - j}u]"
         if align:
-            k.add(f"var x{j} = ({v} + 1.0f) * 0.5f * {f32(n - 1)};")
+            k.add(f"var x{j} = ({v} + 1.0f) * 0.5f * {_size_f32(n, 1)};")
         else:
-            k.add(f"var x{j} = (({v} + 1.0f) * {f32(n)} - 1.0f) * 0.5f;")
+            k.add(f"var x{j} = (({v} + 1.0f) * {_size_f32(n)} - 1.0f) * 0.5f;")
         if mode == "nearest":
             k.add(f"x{j} = round(x{j});")  # half to even
         if pad == "border" and mode != "cubic":
             # cubic clamps each tap instead, as onnxruntime and PyTorch do (onnx.reference
             # clamps the coordinate first, which moves the cubic's weights)
-            k.add(f"x{j} = clamp(x{j}, 0.0f, {f32(n - 1)});")
+            k.add(f"x{j} = clamp(x{j}, 0.0f, {_size_f32(n, 1)});")
         elif pad == "reflection":
-            k.add(f"x{j} = gs_reflect(x{j}, {f32(lo)}, {f32(hi)});")
+            k.add(f"x{j} = gs_reflect(x{j}, {lo}, {hi});")
 
     def fetch(taps: list[str]) -> tuple[str, str]:
         """(address, in-range condition) of integer tap coordinates (i32 expressions)."""
         terms, ok = [], []
         for j, (t, n) in enumerate(zip(taps, dims)):
-            lo, hi = (0.0, n - 1.0) if align else (-0.5, n - 0.5)
+            lo, hi = _gs_bounds(n, align)
+            last = i32(n - 1 if isinstance(n, int) else smax(n, 1) - 1)
             if pad == "zeros":
-                ok.append(f"{t} >= 0i && {t} < {n}i")
-                t = f"clamp({t}, 0i, {n - 1}i)"
+                ok.append(f"{t} >= 0i && {t} < {i32(n)}")
+                t = f"clamp({t}, 0i, {last})"
             elif pad == "border":
-                t = f"clamp({t}, 0i, {n - 1}i)"
+                t = f"clamp({t}, 0i, {last})"
             else:
-                t = f"clamp(i32(gs_reflect(f32({t}), {f32(lo)}, {f32(hi)})), 0i, {n - 1}i)"
-            terms.append(f"u32({t}) * {xs[2 + j]}u")
+                t = f"clamp(i32(gs_reflect(f32({t}), {lo}, {hi})), 0i, {last})"
+            terms.append(f"u32({t}) * {u32(xs[2 + j])}")
         return "xb + " + " + ".join(terms), " && ".join(f"({c})" for c in ok) or "true"
 
     if mode == "nearest":
