@@ -133,6 +133,180 @@ def _conv(info) -> list[TensorType | None] | None:
     return [TensorType(x.dtype, (x.shape[0], w.shape[0], *out))]
 
 
+def _pool(info) -> list[TensorType | None] | None:
+    # as _conv, for a window without weights; ceil_mode only where its last window always
+    # starts inside the input (stride at most the dilated kernel less the end pad)
+    x, a = info.inputs[0], info.attrs
+    auto = a.get("auto_pad", "NOTSET") or "NOTSET"
+    if x is None or not x.type.is_symbolic or x.type.rank < 3 or auto not in ("NOTSET", "VALID"):
+        return None
+    nd = x.type.rank - 2
+    ks = [int(k) for k in a.get("kernel_shape") or []]
+    strides = [int(v) for v in (a.get("strides") or [1] * nd)]
+    dilations = [int(v) for v in (a.get("dilations") or [1] * nd)]
+    pads = [int(v) for v in (a.get("pads") or [0] * (2 * nd))] if auto == "NOTSET" else [0] * (2 * nd)
+    if not len(ks) == len(strides) == len(dilations) == nd or len(pads) != 2 * nd or min(strides) < 1:
+        return None  # the legalize rule names what does not fit
+    ceil = int(a.get("ceil_mode", 0))
+    out = []
+    for i in range(nd):
+        span = simplify(x.shape[2 + i] + pads[i] + pads[nd + i] - dilations[i] * (ks[i] - 1) - 1)
+        low = span.bounds[0] if isinstance(span, Expr) else span
+        if low < 0:
+            raise info.error(
+                f"its window ({ks[i]} taps, dilation {dilations[i]}) is longer than the padded input "
+                f"dim {x.shape[2 + i]} at the low end of its range",
+                hint="narrow the dim's range (--dim NAME=LO..HI) to sizes the window fits",
+            )
+        step = strides[i]
+        if ceil and isinstance(span, Expr) and step > dilations[i] * (ks[i] - 1) + 1 - pads[nd + i]:
+            raise info.error(
+                f"ceil_mode with stride {step} over the symbolic dim {x.shape[2 + i]}: whether its last "
+                "window starts past the input depends on the size",
+                hint="bind the dim with --dim NAME=N",
+            )
+        out.append(simplify((span + step - 1 if ceil else span) // step + 1))
+    shape = (x.shape[0], x.shape[1], *out)
+    types = [TensorType(x.dtype, shape)]
+    if info.op_type == "MaxPool":  # its indices, where the node has them
+        types.append(TensorType(DType.i64, shape))
+    return types
+
+
+def resized_dim(n, scale: float):
+    """floor(n * scale), the size Resize gives an axis by a scale; over a dim kept symbolic only
+    where that is a polynomial: an integer scale, or one over an integer k held exactly
+    (floor(n / k)). None otherwise."""
+    if not isinstance(n, Expr):
+        return int(scale * n)
+    if scale == 1.0:
+        return n
+    if float(scale).is_integer():
+        return simplify(n * int(scale))
+    k = round(1.0 / scale)
+    return simplify(n // k) if k >= 1 and scale * k == 1.0 else None
+
+
+def _resize(info) -> list[TensorType | None] | None:
+    # a dim kept symbolic resizes by an integer scale or one over an integer; other axes take
+    # floor(size * scale), or their sizes (stretched); the legalize rule names other problems
+    x = info.inputs[0]
+    if x is None or not x.type.is_symbolic:
+        return None
+    rank, a = x.type.rank, info.attrs
+    if info.op_type == "Upsample" or info.opset < 11:
+        scales = (
+            a.get("scales")
+            if info.op_type == "Upsample" and info.opset < 9
+            else info.const_input(1, "scales")
+        )
+        sizes = None
+    else:
+        scales = info.const_input(2, "scales") if len(info.inputs) > 2 else None
+        sizes = info.const_input(3, "sizes") if len(info.inputs) > 3 else None
+    scales = (
+        None if scales is None or np.asarray(scales).size == 0 else np.asarray(scales, np.float64).reshape(-1)
+    )
+    sizes = None if sizes is None or np.asarray(sizes).size == 0 else np.asarray(sizes).reshape(-1)
+    axes = [int(d) + rank if int(d) < 0 else int(d) for d in a.get("axes") or range(rank)]
+    given = sizes if sizes is not None else scales
+    if given is None or len(given) != len(axes) or not all(0 <= d < rank for d in axes):
+        return None
+    if sizes is not None and (a.get("keep_aspect_ratio_policy", "stretch") or "stretch") != "stretch":
+        return None
+    shape = list(x.shape)
+    for d, v in zip(axes, given):
+        n = x.shape[d]
+        out = int(v) if sizes is not None and isinstance(n, int) else None
+        if sizes is None:
+            out = resized_dim(n, float(v))
+        if out is None:
+            raise info.error(
+                f"it resizes the symbolic dim {n} (axis {d}) "
+                + ("to a fixed size" if sizes is not None else f"by {float(v)}")
+                + "; over dims kept symbolic a Resize scales them by an integer or one over an integer",
+                hint="bind the dim with --dim NAME=N",
+                cls=UnsupportedError,
+            )
+        shape[d] = out
+    return [TensorType(x.dtype, tuple(shape))]
+
+
+def _col2im(info) -> list[TensorType | None] | None:
+    # [N, C * prod(block), L] -> [N, C, *image]: a symbolic batch passes through
+    x, image, block = info.inputs[0], info.const_input(1, "image_shape"), info.const_input(2, "block_shape")
+    if x is None or not x.type.is_symbolic or x.type.rank != 3 or image is None or block is None:
+        return None
+    k = int(np.prod(block))
+    if not isinstance(x.shape[1], int) or k <= 0 or x.shape[1] % k:
+        return None  # the legalize rule names what does not fit
+    return [TensorType(x.dtype, (x.shape[0], x.shape[1] // k, *(int(d) for d in image.reshape(-1))))]
+
+
+def _stft(info) -> list[TensorType | None] | None:
+    # [batch, signal, 1 or 2] -> [batch, frames, bins, 2] over a symbolic batch or signal
+    x = info.inputs[0]
+    if x is None or not x.type.is_symbolic or x.type.rank != 3:
+        return None
+    step = info.const_input(1, "frame_step")
+    window = info.inputs[2] if len(info.inputs) > 2 else None
+    length = info.const_input(3, "frame_length") if len(info.inputs) > 3 else None
+    if length is not None:
+        length = int(np.asarray(length).reshape(-1)[0])
+    elif window is not None and window.type.rank == 1 and isinstance(window.shape[0], int):
+        length = window.shape[0]
+    if step is None or length is None or int(np.asarray(step).reshape(-1)[0]) < 1 or length < 1:
+        return None  # the legalize rule names what does not fit
+    step = int(np.asarray(step).reshape(-1)[0])
+    span = simplify(x.shape[1] - length)
+    if (span.bounds[0] if isinstance(span, Expr) else span) < 0:
+        raise info.error(
+            f"its frames of {length} samples are longer than the signal ({x.shape[1]}) at the low end "
+            "of its range",
+            hint="narrow the dim's range (--dim NAME=LO..HI)",
+        )
+    bins = length // 2 + 1 if int(info.attrs.get("onesided", 1)) else length
+    return [TensorType(x.dtype, (x.shape[0], simplify(span // step + 1), bins, 2))]
+
+
+def _conv_transpose(info) -> list[TensorType | None] | None:
+    # over symbolic spatial dims: stride * (size - 1) + output_padding + dilated kernel - pads
+    # (explicit or VALID), or size * stride (SAME); a fixed output_shape is for static sizes
+    x, w, a = info.inputs[0], info.inputs[1], info.attrs
+    auto = a.get("auto_pad", "NOTSET") or "NOTSET"
+    if (
+        w is None
+        or not x.type.is_symbolic
+        or x.type.rank < 3
+        or w.type.rank != x.type.rank
+        or a.get("output_shape")
+    ):
+        return None  # the legalize rule names what does not fit
+    nd = x.type.rank - 2
+    ks = [int(k) for k in (a.get("kernel_shape") or w.shape[2:])]
+    strides = [int(v) for v in (a.get("strides") or [1] * nd)]
+    dilations = [int(v) for v in (a.get("dilations") or [1] * nd)]
+    out_pad = [int(v) for v in (a.get("output_padding") or [0] * nd)]
+    pads = [int(v) for v in (a.get("pads") or [0] * (2 * nd))] if auto == "NOTSET" else [0] * (2 * nd)
+    if not len(ks) == len(strides) == len(dilations) == len(out_pad) == nd or len(pads) != 2 * nd:
+        return None
+    out = []
+    for i in range(nd):
+        n = x.shape[2 + i]
+        if auto in ("SAME_UPPER", "SAME_LOWER"):
+            out.append(simplify(n * strides[i]))
+            continue
+        size = simplify(
+            strides[i] * (n - 1) + out_pad[i] + (ks[i] - 1) * dilations[i] + 1 - pads[i] - pads[nd + i]
+        )
+        if (size.bounds[0] if isinstance(size, Expr) else size) < 0:
+            return None
+        out.append(size)
+    if not isinstance(w.shape[1], int):
+        return None
+    return [TensorType(x.dtype, (x.shape[0], w.shape[1] * int(a.get("group", 1)), *out))]
+
+
 # -- ops over dims kept symbolic, where onnx's inference leaves a sum or product of them unknown
 def _symbolic_only(rule):
     def wrapped(info) -> list[TensorType | None] | None:
@@ -234,6 +408,8 @@ def _topk(info) -> list[TensorType | None] | None:
 _OWN = {
     "MaxUnpool": _max_unpool, "Attention": _attention, "Concat": _concat, "Flatten": _flatten,
     "Tile": _tile, "Pad": _pad, "DepthToSpace": _depth_to_space, "Conv": _conv, "TopK": _topk,
+    "MaxPool": _pool, "AveragePool": _pool, "LpPool": _pool, "Resize": _resize, "Upsample": _resize,
+    "Col2Im": _col2im, "STFT": _stft, "ConvTranspose": _conv_transpose,
 }  # fmt: skip
 
 

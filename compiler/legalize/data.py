@@ -18,6 +18,7 @@ from onnx2wgsl.ir import TensorType
 from onnx2wgsl.ir.symbolic import Expr, SymbolicError, as_expr
 from onnx2wgsl.ir.types import dim_bound
 
+from ..shape_rules import resized_dim
 from ..symbolic_fold import slice_extent
 from . import _axis, _ints, emit, rule
 
@@ -548,6 +549,8 @@ def _resize(g, info):
         sizes = _ints(sizes)
         if len(sizes) != len(axes):
             raise info.error(f"sizes has {len(sizes)} values for {len(axes)} axes")
+        if any(not isinstance(x.shape[d], int) for d in axes):
+            raise info.error("its sizes name an axis kept symbolic", hint="bind the dim with --dim NAME=N")
         ratios = [sizes[i] / x.shape[d] for i, d in enumerate(axes)]
         if policy in ("not_larger", "not_smaller"):
             s = min(ratios) if policy == "not_larger" else max(ratios)
@@ -566,7 +569,7 @@ def _resize(g, info):
         for s, d in zip(scales, axes):
             if s <= 0:
                 raise info.error(f"scale {s} is not positive")
-            full_scales[d], shape[d] = s, int(s * x.shape[d])
+            full_scales[d], shape[d] = s, resized_dim(x.shape[d], s)
     else:
         raise info.error("neither scales nor sizes is given")
     if attrs["antialias"] and mode == "nearest":

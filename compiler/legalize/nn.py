@@ -8,6 +8,7 @@ import numpy as np
 
 from onnx2wgsl.errors import UnsupportedError
 from onnx2wgsl.ir import TensorType, Value
+from onnx2wgsl.ir.symbolic import simplify
 from onnx2wgsl.ir.types import dim_bound
 
 from . import _axis, _ints, emit, rule
@@ -117,6 +118,14 @@ def _conv_transpose(g, info):
         begin = [0] * nd
     out = info.out_types[0].shape[2:]
     end = [f - o - b for f, o, b in zip(full, out, begin)]
+    if x.type.is_symbolic:  # the pads of symbolic sizes are constants (or the sizes do not fit)
+        begin, end = [simplify(v) for v in begin], [simplify(v) for v in end]
+        if not all(isinstance(v, int) for v in begin + end):
+            raise info.error(
+                f"its pads over the symbolic dims {list(sizes)} depend on their values",
+                hint="bind the dims with --dim NAME=N",
+                cls=UnsupportedError,
+            )
     attrs = {
         "kernel_shape": ks, "strides": strides, "dilations": dilations, "pads": begin + end,
         "group": int(a.get("group", 1)),

@@ -234,7 +234,13 @@ def _helpers(pro: Prologue, epi: Epilogue) -> list[str]:
 def lower_conv_transpose(ctx: LowerCtx, op: Op) -> None:
     """Gather form: each output element sums the input positions whose window covers it."""
     x, w, b, y = op.inputs[0], op.inputs[1], op.input(2), op.outputs[0]
-    p = spatial_geometry(ctx, op, x, y)
+    if is_symbolic(x.shape[1], y.shape[1]):
+        raise ctx.error(
+            f"ConvTranspose over dims kept symbolic takes symbolic batch and spatial dims only; input "
+            f"{x.type}, output {y.type}",
+            hint="bind the channel dims with --dim NAME=N",
+        )
+    p = spatial_geometry(ctx, op, x, y, symbolic=True)
     G = op.attrs["group"]
     N, C = x.shape[:2]
     OC = y.shape[1]
@@ -251,12 +257,22 @@ def lower_conv_transpose(ctx: LowerCtx, op: Op) -> None:
         for k, s, d in (("KD", "SD", "DD"), ("KH", "SH", "DH"), ("KW", "SW", "DW"))
     )
     split = split_workgroup(nested_loops(p["KD"], p["KH"], p["KW"]) + taps * p["ICG"], p["KS"] * p["ICG"])
-    grid, nx = ctx.grid(total if split else math.ceil(total / WORKGROUP))
+    grid, nx = ctx.grid(total if split else ceil_div(total, WORKGROUP))
     shader = ctx.shader(
-        "conv_transpose.wgsl.j2", decls=decls, wg=split or WORKGROUP, nx=nx, total=total, bias=b is not None,
-        out_expr=epi.expr, epi_lines=epi.lines, helpers=epi.helpers, split=split is not None, **p,
+        "conv_transpose.wgsl.j2", decls=decls, wg=split or WORKGROUP, nx=nx, total=product(*y.shape), bias=b is not None,
+        out_expr=epi.expr, epi_lines=epi.lines, helpers=epi.helpers, split=split is not None, **p, **sizes(p),
     )  # fmt: skip
     ctx.kernel(inputs + epi.inputs, [y], [epi.dispatch(shader, grid, inputs, y)])
+
+
+def _batch_only(ctx: LowerCtx, x: Value, y: Value) -> None:
+    """DeformConv takes a batch kept symbolic; other dims must be static."""
+    if is_symbolic(tuple(x.shape[1:]), tuple(y.shape[1:])):
+        raise ctx.error(
+            f"{ctx.current.kind} over dims kept symbolic takes a symbolic batch only; input {x.type}, "
+            f"output {y.type}",
+            hint="bind the channel and spatial dims with --dim NAME=N",
+        )
 
 
 @lowers("DeformConv")
@@ -267,6 +283,7 @@ def lower_deform_conv(ctx: LowerCtx, op: Op) -> None:
     y = op.outputs[0]
     if x.type.rank != 4:
         raise ctx.error(f"{x.type.rank - 2}-D deformable convolution is not supported", hint="2-D is")
+    _batch_only(ctx, x, y)
     p = conv_geometry(ctx, op, x, w)
     OG = op.attrs["offset_group"]
     if p["C"] % OG:
@@ -276,10 +293,10 @@ def lower_deform_conv(ctx: LowerCtx, op: Op) -> None:
     total = math.prod(y.shape)
     sample = 2 + 4  # the bilinear sample's 2x2 loop
     split = split_workgroup(nested_loops(p["ICG"], p["KH"], p["KW"], sample), p["K"], 1 + sample)
-    grid, nx = ctx.grid(total if split else math.ceil(total / WORKGROUP))
+    grid, nx = ctx.grid(total if split else ceil_div(total, WORKGROUP))
     shader = ctx.shader(
         "deform_conv.wgsl.j2", decls=[decl(n, v) for n, v in reads] + [decl("Y", y, write=True)],
-        wg=split or WORKGROUP, nx=nx, total=total, bias=b is not None, masked=mask is not None, OG=OG,
+        wg=split or WORKGROUP, nx=nx, total=u32(total), bias=b is not None, masked=mask is not None, OG=OG,
         ICOG=p["C"] // OG, out_expr="v", split=split is not None, **p,
     )  # fmt: skip
     bindings = [binding(v) for _, v in reads] + [binding(y, write=True)]

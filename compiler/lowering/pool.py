@@ -11,10 +11,24 @@ from __future__ import annotations
 import math
 
 from onnx2wgsl.ir import Dispatch, Op
+from onnx2wgsl.ir.types import dim_bound
 
 from ..elementwise_ops import NEG_INF, f32
-from . import WORKGROUP, LowerCtx, binding, decl, lowers, nested_loops, split_workgroup, wgsl_type
-from .conv import spatial_geometry
+from . import (
+    WORKGROUP,
+    LowerCtx,
+    binding,
+    ceil_div,
+    decl,
+    i32,
+    is_symbolic,
+    lowers,
+    nested_loops,
+    split_workgroup,
+    u32,
+    wgsl_type,
+)
+from .conv import product, spatial_geometry
 from .elementwise import map_dispatch
 from .indexing import contiguous
 
@@ -25,14 +39,14 @@ _LOWEST = {"f32": NEG_INF, "i32": "i32(-2147483647i - 1i)", "u32": "0u"}
 @lowers("MaxPool", "AveragePool", "LpPool")
 def lower_pool(ctx: LowerCtx, op: Op) -> None:
     x, y = op.inputs[0], op.outputs[0]
-    geo = spatial_geometry(ctx, op, x, y)
+    geo = spatial_geometry(ctx, op, x, y, symbolic=True)
     _emit(ctx, op, geo, op.kind, op.attrs)
 
 
 @lowers("GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
 def lower_global_pool(ctx: LowerCtx, op: Op) -> None:
     x = op.inputs[0]
-    S = math.prod(x.shape[2:])
+    S = math.prod(x.shape[2:])  # (over symbolic spatial dims, a window of symbolic length)
     geo = dict(
         D=1, H=1, W=S, S=S, OD=1, OH=1, OW=1, OS=1, KD=1, KH=1, KW=S, KS=S, SD=1, SH=1, SW=1,
         DD=1, DH=1, DW=1, PD=0, PH=0, PW=0, PDE=0, PHE=0, PWE=0,
@@ -47,7 +61,14 @@ def _emit(ctx: LowerCtx, op: Op, geo: dict, kind: str, attrs: dict) -> None:
     ty = wgsl_type(x)
     if kind != "MaxPool" and ty != "f32":
         raise ctx.error(f"{kind} of {x.dtype.name} is not supported", hint="only float inputs average")
-    split = split_workgroup(nested_loops(geo["KD"], geo["KH"], geo["KW"]), geo["KS"])
+    if is_symbolic(x.shape[1]):
+        raise ctx.error(
+            f"{kind} over dims kept symbolic takes symbolic batch and spatial dims only; input {x.type}",
+            hint="bind the channel dim with --dim NAME=N",
+        )
+    # a window of symbolic length (a global pool over symbolic spatial dims) plans at its bound
+    KW, KS = dim_bound(geo["KW"]), dim_bound(geo["KS"])
+    split = split_workgroup(nested_loops(geo["KD"], geo["KH"], KW), KS)
     index = None
     if kind == "MaxPool":
         init, finish = _LOWEST[ty], "acc"
@@ -55,9 +76,9 @@ def _emit(ctx: LowerCtx, op: Op, geo: dict, kind: str, attrs: dict) -> None:
             # flat index into the whole input: row-major, or column-major over the spatial dims
             D, H = geo["D"], geo["H"]
             if attrs.get("storage_order", 0):
-                index = f"i32(nc * {geo['S']}u) + z + y * {D} + x * {D * H}"
+                index = f"i32(nc * {product(D, H, geo['W'])}) + z + y * {_int(D)} + x * {_int(D * H)}"
             else:
-                index = f"i32(xb) + (z * {H} + y) * {geo['W']} + x"
+                index = f"i32(xb) + (z * {_int(H)} + y) * {_int(geo['W'])} + x"
             at = "\n          bt = t;" if split else ""  # a split window breaks ties by place
             acc = f"if (valid == 0u || v > acc) {{\n          acc = v;\n          best = {index};{at}\n        }}"
         else:
@@ -70,6 +91,7 @@ def _emit(ctx: LowerCtx, op: Op, geo: dict, kind: str, attrs: dict) -> None:
         init, acc = "0.0f", f"acc += pow(abs(v), {f32(p)});"
         finish = f"pow(acc, {f32(1.0 / p)})"
     total = math.prod(y.shape)
+    N, C = y.shape[:2]
     accs, merge = [("acc", ty), ("valid", "u32"), ("padded", "u32")], []
     if split:
         if indices is not None:
@@ -88,19 +110,36 @@ def _emit(ctx: LowerCtx, op: Op, geo: dict, kind: str, attrs: dict) -> None:
         else:
             merge = ["red_acc[lid] += red_acc[lid + half];"]
         merge += [f"red_{n}[lid] += red_{n}[lid + half];" for n in ("valid", "padded")]
-    grid, nx = ctx.grid(total if split else math.ceil(total / WORKGROUP))
+    grid, nx = ctx.grid(total if split else ceil_div(total, WORKGROUP))
     decls = [decl("X", x), decl("Y", y, write=True)]
     if indices is not None:
         decls.append(decl("I", indices, write=True))
     shader = ctx.shader(
-        "pool.wgsl.j2", decls=decls, wg=split or WORKGROUP, nx=nx, total=total, kind=kind, init=init,
-        accumulate=acc, finish=finish, with_index=indices is not None, split=split is not None,
-        accs=accs, merge=merge, **geo,
+        "pool.wgsl.j2", decls=decls, wg=split or WORKGROUP, nx=nx, total=product(N, C, *y.shape[2:]),
+        kind=kind, init=init, accumulate=acc, finish=finish, with_index=indices is not None,
+        split=split is not None, accs=accs, merge=merge, **geo, **_sizes(geo),
     )  # fmt: skip
     bindings = [binding(x), binding(y, write=True)]
     if indices is not None:
         bindings.append(binding(indices, write=True))
     ctx.kernel([x], list(op.outputs), [Dispatch(shader, grid, bindings)])
+
+
+def _int(n) -> str:
+    """An i32 size as the pool template writes it: a bare literal, or an expression of dims
+    kept symbolic."""
+    return str(n) if isinstance(n, int) else i32(n)
+
+
+def _sizes(g: dict) -> dict:
+    """A geometry's sizes rendered for the pool template (the same text as before for ints)."""
+    D, H, W, KH, KW = g["D"], g["H"], g["W"], g["KH"], g["KW"]
+    return dict(
+        D_i=_int(D), H_i=_int(H), W_i=_int(W), DE_i=_int(D + g["PDE"]), HE_i=_int(H + g["PHE"]),
+        WE_i=_int(W + g["PWE"]), S_u=product(D, H, W), OS_u=product(g["OD"], g["OH"], g["OW"]),
+        OHW_u=product(g["OH"], g["OW"]), OW_u=u32(g["OW"]), OH_u=u32(g["OH"]), KW_i=_int(KW),
+        KW_u=u32(KW), KHW_u=product(KH, KW), KS_u=product(g["KD"], KH, KW),
+    )  # fmt: skip
 
 
 @lowers("MaxUnpool")
@@ -113,6 +152,11 @@ def lower_max_unpool(ctx: LowerCtx, op: Op) -> None:
     if not 1 <= nd <= 3:
         raise ctx.error(f"{nd}-D unpooling is not supported", hint="1-D, 2-D and 3-D are")
     out = tuple(y.shape)
+    if is_symbolic(tuple(inferred[1:]), out[1:], tuple(x.shape[1:])):
+        raise ctx.error(
+            f"MaxUnpool over dims kept symbolic takes a symbolic batch only; input {x.type}, output {y.type}",
+            hint="bind the other dims with --dim NAME=N",
+        )
     if any(i > o for i, o in zip(inferred, out)):
         raise ctx.error(f"output_shape {out} is smaller than the unpooled shape {tuple(inferred)}")
     zero = "0.0f" if wgsl_type(y) == "f32" else f"{wgsl_type(y)}(0)"
@@ -122,17 +166,17 @@ def lower_max_unpool(ctx: LowerCtx, op: Op) -> None:
     terms = []
     stride = 1
     for d in reversed(range(len(out))):
-        lines.append(f"let c{d} = q % {inferred[d]}u;" if d else f"let c{d} = q;")
+        lines.append(f"let c{d} = q % {u32(inferred[d])};" if d else f"let c{d} = q;")
         if d:
-            lines.append(f"q = q / {inferred[d]}u;")
-        terms.append(f"c{d} * {stride}u")
+            lines.append(f"q = q / {u32(inferred[d])};")
+        terms.append(f"c{d} * {u32(stride)}")
         stride *= out[d]
-    total = math.prod(x.shape)
-    grid, nx = ctx.grid(math.ceil(total / WORKGROUP))
+    total = math.prod(x.shape)  # (a symbolic batch: the other dims are static)
+    grid, nx = ctx.grid(ceil_div(total, WORKGROUP))
     shader = ctx.shader(
         "max_unpool.wgsl.j2",
         decls=[decl("X", x), decl("Ind", ind), decl("Y", y, write=True)],
-        wg=WORKGROUP, nx=nx, total=total, limit=math.prod(inferred), lines=lines,
+        wg=WORKGROUP, nx=nx, total=u32(total), limit=_int(math.prod(inferred)), lines=lines,
         target=" + ".join(reversed(terms)),
     )  # fmt: skip
     scatter = Dispatch(shader, grid, [binding(x), binding(ind), binding(y, write=True)])

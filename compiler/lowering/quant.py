@@ -14,10 +14,11 @@ import numpy as np
 
 from onnx2wgsl.ir import Dispatch, DType, Op, TensorType, Value
 from onnx2wgsl.ir.kernel import ref
-from onnx2wgsl.ir.types import storage_dtype
+from onnx2wgsl.ir.symbolic import simplify, smax
+from onnx2wgsl.ir.types import dim_bound, storage_dtype
 
 from ..elementwise_ops import cast, f32
-from . import LowerCtx, binding, decl, lowers, split_workgroup, wgsl_type
+from . import LowerCtx, binding, ceil_div, decl, is_symbolic, lowers, split_workgroup, u32, wgsl_type
 from .elementwise import emit_map, map_dispatch
 from .indexing import View, broadcast, contiguous, contiguous_strides, index_code
 from .reduce import Sweep, fold_sweep, load, row_kernel
@@ -103,9 +104,12 @@ def lower_dynamic_quantize(ctx: LowerCtx, op: Op) -> None:
     y, scale, zp = op.outputs
     if wgsl_type(x) != "f32":
         raise ctx.error(f"input of type {x.dtype.name}; DynamicQuantizeLinear takes floats")
-    n = x.type.numel
-    if n == 0:
-        raise ctx.error("the range of an empty tensor is undefined")
+    n = x.type.numel  # (an expression over dims kept symbolic)
+    if dim_bound(n) == 0 or is_symbolic(n) and n.bounds[0] == 0:
+        raise ctx.error(
+            "the range of an empty tensor is undefined",
+            hint="over dims kept symbolic, narrow their ranges to exclude 0" if is_symbolic(n) else None,
+        )
     space = (n,)
     sweep = Sweep(
         accs=[("lo", "f32", f32(math.inf)), ("hi", "f32", f32(-math.inf))],
@@ -162,8 +166,8 @@ def _integer_matmul(ctx: LowerCtx, a, b, azp, bzp, out: Value) -> None:
     N = bsh[-1]
     if bsh[-2] != K:
         raise ctx.error(f"inner dims differ: {a.type} x {b.type}")
-    batch = tuple(np.broadcast_shapes(ash[:-2], bsh[:-2]))
-    if math.prod(batch) * M * N != out.type.numel:
+    batch = _batch_shape(ash[:-2], bsh[:-2])
+    if simplify(math.prod(batch) * M * N) != out.type.numel:
         raise ctx.error(f"output {out.type} does not match {a.type} x {b.type}")
     ab = broadcast(ash[:-2], batch).strides if batch else ()
     bb = broadcast(bsh[:-2], batch).strides if batch else ()
@@ -180,7 +184,7 @@ def _integer_matmul(ctx: LowerCtx, a, b, azp, bzp, out: Value) -> None:
         tb = f"({tb} - i32({load(len(reads) - 1)}))"
     expr = f"{ta} * {tb}"
     space = batch + (M, N, K)
-    if K and _tiled_integer_matmul(ctx, a, b, azp, bzp, out, batch, M, N, K, ash, bsh):
+    if (is_symbolic(K) or K) and _tiled_integer_matmul(ctx, a, b, azp, bzp, out, batch, M, N, K, ash, bsh):
         return
     if K == 0:  # an empty sum: zeros
         d = map_dispatch(ctx, space[:-1], [], (out, contiguous(space[:-1])), lambda r: "0i")
@@ -201,17 +205,18 @@ def _tiled_integer_matmul(ctx, a, b, azp, bzp, out, batch, M, N, K, ash, bsh) ->
     """The register-tiled integer matmul, for per-tensor or plain per-row / per-column zero
     points; False where it does not apply (the row kernel then does the product)."""
     for zp in (azp, bzp):
-        if zp is not None and zp.type.numel > 1 and zp.type.rank != 1:
+        if zp is not None and dim_bound(zp.type.numel) > 1 and zp.type.rank != 1:
             return False
-    Z = math.prod(batch)
-    split = split_workgroup(K)  # a K too long for one invocation: a workgroup per tile
+    Z = simplify(math.prod(batch))
+    # a K too long for one invocation: a workgroup per tile (over a symbolic K, at its bound)
+    split = split_workgroup(dim_bound(K))
     wg = split or 64
-    tiles_n = math.ceil(N / TILE_N)
+    tiles_n = ceil_div(N, TILE_N)
     groups = (
-        tiles_n if split else math.ceil(tiles_n / wg),
-        math.ceil(M / TILE_M),
+        tiles_n if split else ceil_div(tiles_n, wg),
+        ceil_div(M, TILE_M),
         Z,
-    )  # ctx.kernel refolds big grids
+    )  # ctx.kernel refolds big grids (static ones)
 
     def batch_view(shape, mat):  # offsets of each matrix of an operand from the batch index
         return View(0, tuple(s * mat for s in broadcast(shape[:-2], batch).strides)) if batch else View(0, ())
@@ -233,20 +238,36 @@ def _tiled_integer_matmul(ctx, a, b, azp, bzp, out, batch, M, N, K, ash, bsh) ->
         bindings.append(binding(zp))
         if zp.type.numel == 1:
             return [f"i32({ref(name)}[0])"] * count
-        return [f"i32({ref(name)}[min({base} + {i}u, {last}u)])" for i in range(count)]
+        return [f"i32({ref(name)}[min({base} + {i}u, {last})])" for i in range(count)]
 
-    za = zero_point(azp, "ZA", "m0", M - 1, TILE_M)
-    zb = zero_point(bzp, "ZB", "n0", N - 1, TILE_N)
+    za = zero_point(azp, "ZA", "m0", _last(M), TILE_M)
+    zb = zero_point(bzp, "ZB", "n0", _last(N), TILE_N)
     decls.append(decl("Y", out, write=True))
     bindings.append(binding(out, write=True))
     accs = [(f"acc{t}_{c}", "i32") for t in range(TILE_M) for c in range(TILE_N)]
     shader = ctx.shader(
-        "matmul_int.wgsl.j2", decls=decls, wg=wg, tm=TILE_M, tn=TILE_N, M=M, N=N, K=K,
+        "matmul_int.wgsl.j2", decls=decls, wg=wg, tm=TILE_M, tn=TILE_N, M=u32(M), N=u32(N), K=u32(K),
+        M_last=_last(M), N_last=_last(N),
         batch_lines=batch_lines, za=za, zb=zb, split=split is not None, accs=accs,
         merge=[f"red_{n}[lid] += red_{n}[lid + half];" for n, _ in accs],
     )  # fmt: skip
     ctx.kernel([v for v in (a, b, azp, bzp) if v is not None], [out], [Dispatch(shader, groups, bindings)])
     return True
+
+
+def _batch_shape(a: tuple, b: tuple) -> tuple:
+    """The broadcast batch dims of two operands (which may be kept symbolic)."""
+    if is_symbolic(a, b):
+        from ..symbolic_fold import broadcast as symbolic_broadcast
+
+        return tuple(symbolic_broadcast(a, b))
+    return tuple(np.broadcast_shapes(a, b))
+
+
+def _last(n) -> str:
+    """The last index below a size as u32 text (as the templates wrote it for ints; a symbolic
+    size that may be 0 clamps at 0, and then its kernel has no workgroups)."""
+    return f"{n - 1}u" if isinstance(n, int) else u32(smax(n, 1) - 1)
 
 
 def _unpack(op: Op) -> list[Value | None]:
@@ -268,7 +289,7 @@ def lower_qlinear_matmul(ctx: LowerCtx, op: Op) -> None:
     acc = ctx.temp(TensorType(DType.i32, y.shape), f"{y.name}.acc")
     _integer_matmul(ctx, a, b, azp, bzp, acc)
     ash, bsh = _operand_shape(a, "a"), _operand_shape(b, "b")
-    batch = tuple(np.broadcast_shapes(ash[:-2], bsh[:-2]))
+    batch = _batch_shape(ash[:-2], bsh[:-2])
     M, N = ash[-2], bsh[-1]
     space = batch + (M, N)  # y's elements in the same order (a vector operand's dim is 1 here)
 

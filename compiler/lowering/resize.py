@@ -15,9 +15,10 @@ import math
 import numpy as np
 
 from onnx2wgsl.ir import DType, Op
+from onnx2wgsl.ir.symbolic import smax
 
 from ..elementwise_ops import f32
-from . import LowerCtx, lowers, nested_loops, split_workgroup, wgsl_type
+from . import LowerCtx, i32, is_symbolic, lowers, nested_loops, split_workgroup, u32, wgsl_type
 from .coords import CoordKernel, literal
 from .indexing import View, contiguous_strides
 
@@ -132,8 +133,15 @@ def lower_resize(ctx: LowerCtx, op: Op) -> None:
     if ty != "f32" and not exact and y.dtype not in (DType.i8, DType.u8, DType.i16, DType.u16, DType.i32):
         raise ctx.error(f"{a['mode']} resize of {y.dtype.name} is not supported", hint="use a float input")
     tables, axes = [], []  # axes: (dim, taps, word offset in the table, any extrapolation)
+    computed = {}  # dims kept symbolic that resize: their taps computed in the kernel
     at = 0
     for d, (n_in, n_out) in enumerate(zip(x.shape, y.shape)):
+        if is_symbolic(n_in, n_out):
+            if _keeps(a, d, n_in, n_out):
+                continue  # a dim kept symbolic keeps its coordinate
+            computed[d] = _computed_axis(ctx, a, d, n_in)
+            axes.append((d, computed[d][0], None, False))
+            continue
         idx, w, outside = axis_taps(a, d, n_in, n_out)
         if not outside.any() and idx.shape[1] == 1 and np.array_equal(idx[:, 0], np.arange(n_out)):
             continue  # an identity axis: read straight through
@@ -154,20 +162,33 @@ def lower_resize(ctx: LowerCtx, op: Op) -> None:
     if not axes:  # every axis keeps its coordinate (a crop at most)
         k.store(f"{X}[{base}]", y)
     else:
-        table = ctx.const(np.concatenate(tables), f"{y.name}.taps", dtype=DType.i32)
-        inputs.append(table)
-        TAB = k.read(table)
+        TAB = None
+        if tables:
+            table = ctx.const(np.concatenate(tables), f"{y.name}.taps", dtype=DType.i32)
+            inputs.append(table)
+            TAB = k.read(table)
         k.add(f"let base = {base};")
         outside = []  # (an extrapolated point's taps read index -1: in a group kernel, clamped)
         for d, T, off, extrapolates in axes:
+            if d in computed:
+                k.add(f"let x{d} = {computed[d][1](k.c(d))};")
+                continue
             k.add(f"let row{d} = {off}u + {k.c(d)} * {2 * T}u;")
-            if extrapolates:
+            if extrapolates:  # (only on static axes: a symbolic one keeps its coordinate)
                 value = literal(a["extrapolation_value"], ty)
                 outside.append(f"if ({TAB}[row{d}] < 0i) {{ {k.write(y)}[i] = {value}; return; }}")
         if not group:
             k.add(*outside)
         if exact:
-            addr = " + ".join(["base"] + [f"u32({TAB}[row{d}]) * {xs[d]}u" for d, *_ in axes])
+            addr = " + ".join(
+                ["base"]
+                + [
+                    f"{computed[d][2]('0u')} * {u32(xs[d])}"
+                    if d in computed
+                    else f"u32({TAB}[row{d}]) * {u32(xs[d])}"
+                    for d, *_ in axes
+                ]
+            )
             k.store(f"{X}[{addr}]", y)
         else:
             weight = " * ".join(f"w{d}" for d, *_ in axes)
@@ -175,10 +196,15 @@ def lower_resize(ctx: LowerCtx, op: Op) -> None:
             value = f"{X}[{addr}]" if ty == "f32" else f"f32({X}[{addr}])"
 
             def tap(d: int) -> list[str]:  # tap t<d> of axis d: its source offset and weight
+                if d in computed:
+                    return [
+                        f"let j{d} = {computed[d][2](f't{d}')} * {u32(xs[d])};",
+                        f"let w{d} = select(1.0f - (x{d} - floor(x{d})), x{d} - floor(x{d}), t{d} == 1u);",
+                    ]
                 index = f"{TAB}[row{d} + 2u * t{d}]"
                 index = f"max({index}, 0i)" if group else index
                 return [
-                    f"let j{d} = u32({index}) * {xs[d]}u;",
+                    f"let j{d} = u32({index}) * {u32(xs[d])};",
                     f"let w{d} = bitcast<f32>({TAB}[row{d} + 2u * t{d} + 1u]);",
                 ]
 
@@ -198,6 +224,70 @@ def lower_resize(ctx: LowerCtx, op: Op) -> None:
                 k.add(f"acc += {weight} * {value};", *["}"] * len(axes))
             k.store(_to_storage("acc", y), y)
     ctx.kernel(inputs, [y], [d for d in [k.dispatch()] if d])
+
+
+def _keeps(a: dict, d: int, n_in, n_out) -> bool:
+    """Whether axis d maps each position to itself at every size: scale 1 reads the same pixel
+    under every coordinate transform but tf_half_pixel_for_nn (half a pixel off) and
+    tf_crop_and_resize over a roi other than (0, 1) (at a single pixel, pytorch_half_pixel's
+    -0.5 reads only that pixel)."""
+    rank = len(a["scales"])
+    transform = a["coordinate_transformation_mode"]
+    roi = (a["roi"][d], a["roi"][d + rank])
+    return not (
+        n_in != n_out
+        or a["scales"][d] != 1.0
+        or transform == "tf_half_pixel_for_nn"
+        or (transform == "tf_crop_and_resize" and roi != (0.0, 1.0))
+    )
+
+
+# a nearest source coordinate's rounding, in f32 (ties as the ONNX definition breaks them)
+_ROUND = {
+    "round_prefer_floor": lambda x: f"ceil({x} - 0.5f)",
+    "round_prefer_ceil": lambda x: f"floor({x} + 0.5f)",
+    "floor": lambda x: f"floor({x})",
+    "ceil": lambda x: f"ceil({x})",
+}
+
+
+def _computed_axis(ctx: LowerCtx, a: dict, d: int, n_in) -> tuple:
+    """A resized axis over a dim kept symbolic: its taps cannot be tabled on the host, so the
+    kernel computes the source coordinate in f32 from the output coordinate (nearest, or linear
+    without antialiasing when shrinking). Returns (taps, the source coordinate from the output
+    coordinate, tap t's source index (u32) from t)."""
+    mode, transform, scale = a["mode"], a["coordinate_transformation_mode"], a["scales"][d]
+    if (
+        mode == "cubic"
+        or (mode == "linear" and a["antialias"] and scale < 1)
+        or transform == "tf_crop_and_resize"
+        or (mode == "nearest" and a["nearest_mode"][d] not in _ROUND)
+    ):
+        raise ctx.error(
+            f"Resize of the symbolic dim {n_in} (axis {d}, {mode}, {transform}): over dims kept symbolic "
+            "a resized axis is nearest, or linear without antialiasing, and not tf_crop_and_resize",
+            hint="bind the dim with --dim NAME=N",
+        )
+    s, n = f32(scale), f"f32({u32(n_in)})"
+    resized = f"({s} * {n})"
+
+    def coord(y: str) -> str:
+        yf = f"f32({y})"
+        return {
+            "asymmetric": f"{yf} / {s}",
+            "half_pixel": f"({yf} + 0.5f) / {s} - 0.5f",
+            "tf_half_pixel_for_nn": f"({yf} + 0.5f) / {s}",
+            "pytorch_half_pixel": f"select(({yf} + 0.5f) / {s} - 0.5f, -0.5f, {resized} == 1.0f)",
+            "align_corners": f"select({yf} * ({n} - 1.0f) / ({resized} - 1.0f), 0.0f, {resized} == 1.0f)",
+            "half_pixel_symmetric": f"{n} / 2.0f * (1.0f - f32({u32(ctx.current.outputs[0].shape[d])}) / {resized}) "
+            f"+ ({yf} + 0.5f) / {s} - 0.5f",
+        }[transform]
+
+    last = i32(smax(n_in, 1) - 1)
+    if mode == "nearest":
+        rnd = _ROUND[a["nearest_mode"][d]]
+        return 1, coord, lambda t: f"u32(clamp(i32({rnd(f'x{d}')}), 0i, {last}))"
+    return 2, coord, lambda t: f"u32(clamp(i32(floor(x{d})) + i32({t}), 0i, {last}))"
 
 
 def _to_storage(expr: str, y) -> str:
@@ -240,6 +330,24 @@ _GS_CUBIC = """fn gs_cubic(t: f32) -> vec4<f32> {
 }"""
 
 
+def _size_f32(n, less: int = 0) -> str:
+    """``n - less`` as an f32 in shader text (a literal, or for a dim kept symbolic converted
+    from the dims uniform)."""
+    return (
+        f32(n - less)
+        if isinstance(n, int)
+        else (f"(f32({u32(n)}) - {f32(less)})" if less else f"f32({u32(n)})")
+    )
+
+
+def _gs_bounds(n, align: int) -> tuple[str, str]:
+    """The f32 range a GridSample coordinate reflects into along an axis of n pixels."""
+    if isinstance(n, int):
+        lo, hi = (0.0, n - 1.0) if align else (-0.5, n - 0.5)
+        return f32(lo), f32(hi)
+    return (f32(0.0), f"(f32({u32(n)}) - 1.0f)") if align else (f32(-0.5), f"(f32({u32(n)}) - 0.5f)")
+
+
 @lowers("GridSample")
 def lower_grid_sample(ctx: LowerCtx, op: Op) -> None:
     """Sample x[n, c] at the grid's normalized points (last grid component = first spatial
@@ -258,34 +366,35 @@ def lower_grid_sample(ctx: LowerCtx, op: Op) -> None:
     gbase = k.at(View(0, (gs[0], 0) + gs[1:-1]))
     k.add(f"let g = {gbase};", f"let xb = {k.at(View(0, (xs[0], xs[1]) + (0,) * nd))};")
     for j, n in enumerate(dims):
-        lo, hi = (0.0, n - 1.0) if align else (-0.5, n - 0.5)
+        lo, hi = _gs_bounds(n, align)
         v = f"{G}[g + {nd - 1 - j}u]"
         if align:
-            k.add(f"var x{j} = ({v} + 1.0f) * 0.5f * {f32(n - 1)};")
+            k.add(f"var x{j} = ({v} + 1.0f) * 0.5f * {_size_f32(n, 1)};")
         else:
-            k.add(f"var x{j} = (({v} + 1.0f) * {f32(n)} - 1.0f) * 0.5f;")
+            k.add(f"var x{j} = (({v} + 1.0f) * {_size_f32(n)} - 1.0f) * 0.5f;")
         if mode == "nearest":
             k.add(f"x{j} = round(x{j});")  # half to even
         if pad == "border" and mode != "cubic":
             # cubic clamps each tap instead, as onnxruntime and PyTorch do (onnx.reference
             # clamps the coordinate first, which moves the cubic's weights)
-            k.add(f"x{j} = clamp(x{j}, 0.0f, {f32(n - 1)});")
+            k.add(f"x{j} = clamp(x{j}, 0.0f, {_size_f32(n, 1)});")
         elif pad == "reflection":
-            k.add(f"x{j} = gs_reflect(x{j}, {f32(lo)}, {f32(hi)});")
+            k.add(f"x{j} = gs_reflect(x{j}, {lo}, {hi});")
 
     def fetch(taps: list[str]) -> tuple[str, str]:
         """(address, in-range condition) of integer tap coordinates (i32 expressions)."""
         terms, ok = [], []
         for j, (t, n) in enumerate(zip(taps, dims)):
-            lo, hi = (0.0, n - 1.0) if align else (-0.5, n - 0.5)
+            lo, hi = _gs_bounds(n, align)
+            last = i32(n - 1 if isinstance(n, int) else smax(n, 1) - 1)
             if pad == "zeros":
-                ok.append(f"{t} >= 0i && {t} < {n}i")
-                t = f"clamp({t}, 0i, {n - 1}i)"
+                ok.append(f"{t} >= 0i && {t} < {i32(n)}")
+                t = f"clamp({t}, 0i, {last})"
             elif pad == "border":
-                t = f"clamp({t}, 0i, {n - 1}i)"
+                t = f"clamp({t}, 0i, {last})"
             else:
-                t = f"clamp(i32(gs_reflect(f32({t}), {f32(lo)}, {f32(hi)})), 0i, {n - 1}i)"
-            terms.append(f"u32({t}) * {xs[2 + j]}u")
+                t = f"clamp(i32(gs_reflect(f32({t}), {lo}, {hi})), 0i, {last})"
+            terms.append(f"u32({t}) * {u32(xs[2 + j])}")
         return "xb + " + " + ".join(terms), " && ".join(f"({c})" for c in ok) or "true"
 
     if mode == "nearest":
@@ -369,7 +478,7 @@ def lower_roi_align(ctx: LowerCtx, op: Op) -> None:
     k.helper(_ROI_CORNERS.format(X=X, H=H, W=W, H1=H - 1, W1=W - 1, Hf=f32(H), Wf=f32(W)))
     scale, shift = f32(a["spatial_scale"]), f32(0.5 if half else 0.0)
     k.add(
-        f"let n = u32(clamp({B}[{k.c(0)}], 0i, {N - 1}i));",
+        f"let n = u32(clamp({B}[{k.c(0)}], 0i, {i32(N - 1 if isinstance(N, int) else smax(N, 1) - 1)}));",
         f"let xb = (n * {C}u + {k.c(1)}) * {H * W}u;",
         *[f"let r{j} = {Rs}[{k.c(0)} * 4u + {j}u] * {scale} - {shift};" for j in range(4)],
         "var rw = r2 - r0;",
@@ -445,7 +554,7 @@ def lower_col2im(ctx: LowerCtx, op: Op) -> None:
     group = split_workgroup(nested_loops(*block), K)
     k = CoordKernel(ctx, y.shape, group=group)
     X = k.read(x)
-    k.add(f"let xb = {k.c(0)} * {xs[0]}u + {k.c(1)} * {K * xs[1]}u;", f"var acc = {literal(0, ty)};")
+    k.add(f"let xb = {k.c(0)} * {u32(xs[0])} + {k.c(1)} * {K * xs[1]}u;", f"var acc = {literal(0, ty)};")
     if group:  # invocation lid takes every group-th block position
         k.add(f"for (var kf = lid; kf < {K}u; kf += {group}u) {{")
     for j in range(nd):

@@ -22,9 +22,10 @@ import numpy as np
 
 from onnx2wgsl.ir import Dispatch, DType, Op, TensorType, Value
 from onnx2wgsl.ir.kernel import ref
+from onnx2wgsl.ir.types import dim_bound
 
 from ..elementwise_ops import f32, helper_code
-from . import LowerCtx, binding, decl, loop_room, lowers
+from . import LowerCtx, binding, decl, is_symbolic, loop_room, lowers, u32
 from .elementwise import emit_map, map_dispatch
 from .indexing import View, contiguous
 
@@ -61,6 +62,12 @@ def lower_rnn(ctx: LowerCtx, op: Op) -> None:
     dirs = 2 if a["direction"] == "bidirectional" else 1
     layout = a["layout"]
     T, Bt, In = (X.shape[0], X.shape[1], X.shape[2]) if layout == 0 else (X.shape[1], X.shape[0], X.shape[2])
+    if is_symbolic(In):
+        raise ctx.error(
+            f"{kind} over dims kept symbolic: its input size {In} must be static",
+            hint="bind it with --dim NAME=N",
+        )
+    Bu, Tu = u32(Bt), u32(T)  # (the sequence length and batch may be kept symbolic)
     outs = dict(zip([n for n, m in zip(("Y", "Y_h", "Y_c"), a["outputs"]) if m], op.outputs))
     shared = 2 if kind == "GRU" and not a["linear_before_reset"] else 1
     room = ctx.target.limit("maxComputeWorkgroupStorageSize")
@@ -76,13 +83,13 @@ def lower_rnn(ctx: LowerCtx, op: Op) -> None:
     off_r, off_b, off_p = offsets
 
     # index expressions (t = time step, j = hidden unit)
-    x_base = f"(t * {Bt}u + b) * {In}u" if layout == 0 else f"(b * {T}u + t) * {In}u"
+    x_base = f"(t * {Bu} + b) * {In}u" if layout == 0 else f"(b * {Tu} + t) * {In}u"
     y_idx = (
-        (lambda t: f"(({t} * {dirs}u + dir) * {Bt}u + b) * {H}u + j")
+        (lambda t: f"(({t} * {dirs}u + dir) * {Bu} + b) * {H}u + j")
         if layout == 0
-        else (lambda t: f"((b * {T}u + {t}) * {dirs}u + dir) * {H}u + j")
+        else (lambda t: f"((b * {Tu} + {t}) * {dirs}u + dir) * {H}u + j")
     )
-    state_idx = f"(dir * {Bt}u + b) * {H}u + j" if layout == 0 else f"(b * {dirs}u + dir) * {H}u + j"
+    state_idx = f"(dir * {Bu} + b) * {H}u + j" if layout == 0 else f"(b * {dirs}u + dir) * {H}u + j"
 
     acts = _activation_code(a, kind, dirs)
     clip = a.get("clip")
@@ -151,8 +158,9 @@ def lower_rnn(ctx: LowerCtx, op: Op) -> None:
     # dot_rh of the same length), then every phase and the write-back loop over J units
     trips = {d["name"]: d["trips"] for d in dots}
     per_step = J * (G * (trips["dot_x"] + trips["dot_h"]) + len(phases) + 1) + 1
-    S = max(1, min(T, (loop_room() - 4 * J) // per_step))
-    chunks = math.ceil(T / S)
+    # (over a symbolic length: planned at its bound; a dispatch past the run's end does nothing)
+    S = max(1, min(dim_bound(T), (loop_room() - 4 * J) // per_step))
+    chunks = math.ceil(dim_bound(T) / S)
 
     reads: list[tuple[str, Value]] = [("X", X), ("P", params)]
     init = [f"hs[j] = {_H0 + '[' + state_idx + ']' if H0 is not None else '0.0f'};"]
@@ -176,15 +184,15 @@ def lower_rnn(ctx: LowerCtx, op: Op) -> None:
         final.append(f"{_Yc}[{state_idx}] = cs[q];")
     reverse = {"forward": "false", "reverse": "true", "bidirectional": "dir == 1u"}[a["direction"]]
     common = dict(
-        wg=wg, J=J, H=H, T=T, Bt=Bt, kind=kind, helpers=helper_code("tanh"), dots=dots,
+        wg=wg, J=J, H=H, T=Tu, Bt=Bu, kind=kind, helpers=helper_code("tanh"), dots=dots,
         gru_reset_first=shared == 2, private=private, prologue=prologue, phases=phases,
         step_write=step_write, skip_write=skip_write, final=final, x_base=x_base, reverse=reverse,
-        seq_len=f"u32({_SL}[b])" if SL is not None else f"{T}u",
+        seq_len=f"u32({_SL}[b])" if SL is not None else Tu, final_guard=None,
     )  # fmt: skip
     decls = [decl(n, v) for n, v in reads] + [decl(names[n], v, write=True) for n, v in writes]
     bindings = [binding(v) for _, v in reads] + [binding(v, write=True) for _, v in writes]
     if chunks == 1:
-        shader = ctx.shader("rnn.wgsl.j2", decls=decls, init=init, S=T, what=f"all {T} steps",
+        shader = ctx.shader("rnn.wgsl.j2", decls=decls, init=init, S=Tu, what=f"all {T} steps",
                             chunked=False, resume=False, save=[], counter_at=0, **common)  # fmt: skip
         ctx.kernel([v for _, v in reads], [v for _, v in writes], [Dispatch(shader, (Bt, dirs, 1), bindings)])
         return
@@ -192,23 +200,27 @@ def lower_rnn(ctx: LowerCtx, op: Op) -> None:
     # Long sequences: `chunks` dispatches of S steps each. The hidden (and cell) state and a
     # step counter per sequence carry over in a scratch buffer; the first dispatch starts from
     # the initial state, the others resume from the scratch, and the last writes Y_h, Y_c.
-    n = dirs * Bt * H
+    n = dirs * dim_bound(Bt) * H  # (slots for the most sequences a run may have)
     cells = n if kind == "LSTM" else 0
-    state = ctx.temp(TensorType(DType.f32, (n + cells + dirs * Bt,)), f"{op.outputs[0].name}.rnn_state")
+    state = ctx.temp(
+        TensorType(DType.f32, (n + cells + dirs * dim_bound(Bt),)), f"{op.outputs[0].name}.rnn_state"
+    )
     slot = f"ci * {H}u + j"
     save = [f"{_St}[{slot}] = hs[j];"] + ([f"{_St}[{n}u + {slot}] = cs[q];"] if cells else [])
     resume = [f"hs[j] = {_St}[{slot}];"] + ([f"cs[q] = {_St}[{n}u + {slot}];"] if cells else [])
     st_decl, st_binding = decl("St", state, write=True), binding(state, write=True)
     first = ctx.shader(
-        "rnn.wgsl.j2", decls=decls + [st_decl], init=init, S=S, what=f"its first {S} of {T} steps",
+        "rnn.wgsl.j2", decls=decls + [st_decl], init=init, S=f"{S}u", what=f"its first {S} of {T} steps",
         chunked=True, resume=False, save=save, counter_at=n + cells, **common,
     )  # fmt: skip
     rest_reads = [(k, v) for k, v in reads if k not in ("H0", "C0")]
     rest_decls = [decl(k, v) for k, v in rest_reads] + [decl(names[k], v, write=True) for k, v in writes]
+    # over a symbolic length, the dispatches past the run's last step write nothing
+    guard = {"final_guard": "s0 < " + Tu} if is_symbolic(T) else {}
     rest = ctx.shader(
-        "rnn.wgsl.j2", decls=rest_decls + [st_decl], init=resume, S=S,
+        "rnn.wgsl.j2", decls=rest_decls + [st_decl], init=resume, S=f"{S}u",
         what=f"the next {S} of {T} steps, from the state the dispatch before left",
-        chunked=True, resume=True, save=save, counter_at=n + cells, **common,
+        chunked=True, resume=True, save=save, counter_at=n + cells, **{**common, **guard},
     )  # fmt: skip
     rest_bindings = [binding(v) for _, v in rest_reads] + [binding(v, write=True) for _, v in writes]
     dispatches = [Dispatch(first, (Bt, dirs, 1), bindings + [st_binding])]
