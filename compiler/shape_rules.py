@@ -104,22 +104,22 @@ def _attention(info) -> list[TensorType | None] | None:
     return [TensorType(q.dtype, s) for s in shapes]
 
 
-def _conv(info) -> list[TensorType | None] | None:
-    # onnx leaves a spatial dim kept symbolic unknown; explicit (or VALID) pads give it as
-    # (size + pads - dilated kernel) // stride + 1 (SAME pads would themselves hang on the size)
-    x, w = info.inputs[0], info.inputs[1]
+def _window(info, x, ks: list[int]) -> tuple[list[int], list[int], list] | None:
+    """A sliding window's strides, end pads and spans (``size + pads - dilated kernel``) over
+    each spatial dim of ``x``, for explicit (or VALID) pads; None when the attributes do not
+    fit (the legalize rule names what). A window longer than the padded input at the low end
+    of a dim's range is a clear error."""
     a = info.attrs
     auto = a.get("auto_pad", "NOTSET") or "NOTSET"
-    if w is None or x.type.rank < 3 or w.type.rank != x.type.rank or auto not in ("NOTSET", "VALID"):
-        return None  # the legalize rule names what does not fit
+    if x.type.rank < 3 or auto not in ("NOTSET", "VALID"):
+        return None
     nd = x.type.rank - 2
-    ks = [int(k) for k in (a.get("kernel_shape") or w.shape[2:])]
     strides = [int(v) for v in (a.get("strides") or [1] * nd)]
     dilations = [int(v) for v in (a.get("dilations") or [1] * nd)]
     pads = [int(v) for v in (a.get("pads") or [0] * (2 * nd))] if auto == "NOTSET" else [0] * (2 * nd)
     if not len(ks) == len(strides) == len(dilations) == nd or len(pads) != 2 * nd or min(strides) < 1:
         return None
-    out = []
+    spans = []
     for i in range(nd):
         span = simplify(x.shape[2 + i] + pads[i] + pads[nd + i] - dilations[i] * (ks[i] - 1) - 1)
         low = span.bounds[0] if isinstance(span, Expr) else span
@@ -129,37 +129,39 @@ def _conv(info) -> list[TensorType | None] | None:
                 f"dim {x.shape[2 + i]} at the low end of its range",
                 hint="narrow the dim's range (--dim NAME=LO..HI) to sizes the window fits",
             )
-        out.append(simplify(span // strides[i] + 1))
+        spans.append(span)
+    # the room a window has past its last start: the dilated kernel less the end pad
+    room = [dilations[i] * (ks[i] - 1) + 1 - pads[nd + i] for i in range(nd)]
+    return strides, room, spans
+
+
+def _conv(info) -> list[TensorType | None] | None:
+    # onnx leaves a spatial dim kept symbolic unknown; explicit (or VALID) pads give it as
+    # (size + pads - dilated kernel) // stride + 1 (SAME pads would themselves hang on the size)
+    x, w = info.inputs[0], info.inputs[1]
+    if w is None or w.type.rank != x.type.rank:
+        return None  # the legalize rule names what does not fit
+    window = _window(info, x, [int(k) for k in (info.attrs.get("kernel_shape") or w.shape[2:])])
+    if window is None:
+        return None
+    strides, _, spans = window
+    out = [simplify(span // step + 1) for span, step in zip(spans, strides)]
     return [TensorType(x.dtype, (x.shape[0], w.shape[0], *out))]
 
 
 def _pool(info) -> list[TensorType | None] | None:
     # as _conv, for a window without weights; ceil_mode only where its last window always
     # starts inside the input (stride at most the dilated kernel less the end pad)
-    x, a = info.inputs[0], info.attrs
-    auto = a.get("auto_pad", "NOTSET") or "NOTSET"
-    if x is None or not x.type.is_symbolic or x.type.rank < 3 or auto not in ("NOTSET", "VALID"):
+    x = info.inputs[0]
+    if x is None or not x.type.is_symbolic:
         return None
-    nd = x.type.rank - 2
-    ks = [int(k) for k in a.get("kernel_shape") or []]
-    strides = [int(v) for v in (a.get("strides") or [1] * nd)]
-    dilations = [int(v) for v in (a.get("dilations") or [1] * nd)]
-    pads = [int(v) for v in (a.get("pads") or [0] * (2 * nd))] if auto == "NOTSET" else [0] * (2 * nd)
-    if not len(ks) == len(strides) == len(dilations) == nd or len(pads) != 2 * nd or min(strides) < 1:
-        return None  # the legalize rule names what does not fit
-    ceil = int(a.get("ceil_mode", 0))
+    window = _window(info, x, [int(k) for k in info.attrs.get("kernel_shape") or []])
+    if window is None:
+        return None
+    ceil = int(info.attrs.get("ceil_mode", 0))
     out = []
-    for i in range(nd):
-        span = simplify(x.shape[2 + i] + pads[i] + pads[nd + i] - dilations[i] * (ks[i] - 1) - 1)
-        low = span.bounds[0] if isinstance(span, Expr) else span
-        if low < 0:
-            raise info.error(
-                f"its window ({ks[i]} taps, dilation {dilations[i]}) is longer than the padded input "
-                f"dim {x.shape[2 + i]} at the low end of its range",
-                hint="narrow the dim's range (--dim NAME=LO..HI) to sizes the window fits",
-            )
-        step = strides[i]
-        if ceil and isinstance(span, Expr) and step > dilations[i] * (ks[i] - 1) + 1 - pads[nd + i]:
+    for i, (step, room, span) in enumerate(zip(*window)):
+        if ceil and isinstance(span, Expr) and step > room:
             raise info.error(
                 f"ceil_mode with stride {step} over the symbolic dim {x.shape[2 + i]}: whether its last "
                 "window starts past the input depends on the size",
