@@ -36,7 +36,9 @@ CACHE = ROOT / ".cache" / "bench"
 MESA25 = CACHE / "mesa25"
 PEER_PY = CACHE / "ort-webgpu" / "bin" / "python"
 WORKER = HERE / "worker.py"
-LIGHT_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+sys.path.insert(0, str(ROOT / "tests"))
+from light_models import LIGHT_MODELS, randomized  # noqa: E402  (the tests' model helpers)
+
 TRANSFORMERS = ROOT / "tests" / "models"
 ENGINES = ["onnx2wgsl", "ort-webgpu", "ort-cpu"]
 QUICK_MODEL = "squeezenet"
@@ -47,7 +49,7 @@ TRANSFORMER_DIMS = {"batch": 1, "seq": 128}
 
 
 def light_models() -> list[str]:
-    return sorted(p.stem.removeprefix("light_") for p in LIGHT_DIR.glob("light_*.onnx"))
+    return list(LIGHT_MODELS)
 
 
 def transformer_models() -> list[str]:
@@ -59,42 +61,6 @@ def all_models() -> list[str]:
     heavy = ["vgg19", "zfnet512", "bvlc_alexnet", "resnet50", "inception_v2", "densenet121"]
     light = sorted(light_models(), key=lambda m: (m in heavy, heavy[::-1].index(m) if m in heavy else 0, m))
     return transformer_models() + ["matmul1024", "conv3x3_256"] + light
-
-
-def _randomized_light(name: str, seed: int = 0) -> onnx.ModelProto:
-    """A light CNN with its ConstantOfShape weight fills (which make every class score the
-    same) replaced by seeded random initializers, so that comparing outputs means something."""
-    m = onnx.load(str(LIGHT_DIR / f"light_{name}.onnx"))
-    rng = np.random.default_rng(seed)
-    g = m.graph
-    inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    keep, new, used = [], [], set()
-    for n in g.node:
-        if n.op_type == "ConstantOfShape" and n.input[0] in inits:
-            shape = tuple(int(d) for d in inits[n.input[0]])
-            low = n.output[0].lower()
-            if len(shape) == 1 and any(k in low for k in ("_s_", "scale", "_var", "riv", "_s0", "bn_s")):
-                data = rng.uniform(0.5, 1.5, shape)  # BN scales and variances: near 1
-            elif len(shape) == 1:
-                data = rng.normal(0, 0.1, shape)
-            else:
-                data = rng.normal(0.0, np.sqrt(1.0 / max(1, int(np.prod(shape[1:])))), shape)
-            new.append(numpy_helper.from_array(data.astype(np.float32), n.output[0]))
-            used.add(n.input[0])
-        else:
-            keep.append(n)
-    del g.node[:]
-    g.node.extend(keep)
-    still = [t for t in g.initializer if t.name not in used]
-    del g.initializer[:]
-    g.initializer.extend(still + new)
-    still_in = [i for i in g.input if i.name not in used]
-    del g.input[:]
-    g.input.extend(still_in)
-    softmax = [n for n in g.node if n.op_type == "Softmax"]
-    if softmax:  # the logits too: a softmax over 1000 classes hides small errors
-        g.output.append(helper.make_tensor_value_info(softmax[-1].input[0], TensorProto.FLOAT, None))
-    return m
 
 
 def _matmul() -> onnx.ModelProto:
@@ -150,7 +116,7 @@ def prepare(name: str, where: Path) -> tuple[Path, Path, dict]:
     """Write the model and its feeds under ``where``: (model path, feeds path, dims)."""
     dims: dict[str, int] = {}
     if name in light_models():
-        model = _randomized_light(name)
+        model = randomized(name)  # the tests' random weights, logits as an output
     elif name == "matmul1024":
         model = _matmul()
     elif name == "conv3x3_256":
