@@ -183,10 +183,8 @@ def test_patch_embedding_conv_over_a_symbolic_batch(device, level):
     check_symbolic(m, B, feeds, device, opt_level=level)
 
 
-@pytest.mark.parametrize("level", [0, 2])
-def test_conv1d_stem_over_a_symbolic_batch(device, level):
-    """Whisper's stem: Conv1d (pad 1) -> Gelu-like Relu -> Conv1d stride 2, then a depthwise
-    Conv1d (the direct kernel)."""
+def _conv1d_stem():
+    """A pad-1 Conv1d -> Relu -> a stride-2 Conv1d -> a depthwise Conv1d, over [n, 8, 40]."""
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3], pads=[1, 1]),
         helper.make_node("Relu", ["c1"], ["r1"]),
@@ -201,6 +199,14 @@ def test_conv1d_stem_over_a_symbolic_batch(device, level):
         "w3": rand(12, 1, 3, seed=5),
     }
     m = graph_model(nodes, {"x": rand(2, 8, 40)}, ["y"], inits)
+    return m
+
+
+@pytest.mark.parametrize("level", [0, 2])
+def test_conv1d_stem_over_a_symbolic_batch(device, level):
+    """Whisper's stem: Conv1d (pad 1) -> Gelu-like Relu -> Conv1d stride 2, then a depthwise
+    Conv1d (the direct kernel)."""
+    m = _conv1d_stem()
     m = with_dim_params(m, {"x": ["batch", 8, 40], "y": ["batch", 12, 20]})
     feeds = [{"x": rand(n, 8, 40, seed=n)} for n in (1, 3, 4)]
     check_symbolic(m, B, feeds, device, opt_level=level)
@@ -220,20 +226,7 @@ def test_long_conv_reduction_over_a_symbolic_batch(device):
 def test_conv1d_over_symbolic_batch_and_frames(device, level):
     """Whisper's stem over [batch, mels, frames] with frames kept symbolic too: a pad-1 Conv1d,
     a stride-2 one (frames -> (frames - 1) // 2 + 1) and a depthwise one (the direct kernel)."""
-    nodes = [
-        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3], pads=[1, 1]),
-        helper.make_node("Relu", ["c1"], ["r1"]),
-        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], kernel_shape=[3], pads=[1, 1], strides=[2]),
-        helper.make_node("Conv", ["c2", "w3"], ["y"], kernel_shape=[3], pads=[1, 1], group=12),
-    ]
-    inits = {
-        "w1": rand(12, 8, 3, seed=1),
-        "b1": rand(12, seed=2),
-        "w2": rand(12, 12, 3, seed=3),
-        "b2": rand(12, seed=4),
-        "w3": rand(12, 1, 3, seed=5),
-    }
-    m = graph_model(nodes, {"x": rand(2, 8, 40)}, ["y"], inits)
+    m = _conv1d_stem()
     m = with_dim_params(m, {"x": ["batch", 8, "seq"]})
     feeds = [{"x": rand(b, 8, s, seed=s)} for b, s in SIZES]
     check_symbolic(m, BS, feeds, device, opt_level=level)

@@ -22,6 +22,15 @@ def _model(nodes, inputs, outputs, shapes, initializers=None, opset=17):
     return with_dim_params(m, shapes)
 
 
+def _check_rows(nodes, hidden, inits, device, opset=17, level=None):
+    """``nodes`` map x [batch, seq, hidden] to y of the same shape: compiled once over BS and
+    checked against onnxruntime at every point of SIZES."""
+    shapes = {"x": ["batch", "seq", hidden], "y": ["batch", "seq", hidden]}
+    m = _model(nodes, {"x": rand(2, 5, hidden)}, ["y"], shapes, inits, opset=opset)
+    feeds = [{"x": rand(b, s, hidden, seed=s)} for b, s in SIZES]
+    check_symbolic(m, BS, feeds, device, **({} if level is None else {"opt_level": level}))
+
+
 # -- Softmax / LogSoftmax ---------------------------------------------------------------------
 @pytest.mark.parametrize("level", [0, 2])
 @pytest.mark.parametrize("kind", ["Softmax", "LogSoftmax"])
@@ -77,15 +86,13 @@ def test_softmax_over_a_long_symbolic_axis_runs_in_chunks(device, kind):
 @pytest.mark.parametrize("level", [0, 2])
 def test_layer_norm_with_symbolic_rows(device, level):
     hidden = 32
-    m = _model(
+    _check_rows(
         [helper.make_node("LayerNormalization", ["x", "g", "b"], ["y"], axis=-1, epsilon=1e-5)],
-        {"x": rand(2, 5, hidden)},
-        ["y"],
-        {"x": ["batch", "seq", hidden], "y": ["batch", "seq", hidden]},
+        hidden,
         {"g": rand(hidden, seed=1), "b": rand(hidden, seed=2)},
+        device,
+        level=level,
     )
-    feeds = [{"x": rand(b, s, hidden, seed=s)} for b, s in SIZES]
-    check_symbolic(m, BS, feeds, device, opt_level=level)
 
 
 def test_layer_norm_over_a_symbolic_axis(device):
@@ -104,16 +111,13 @@ def test_layer_norm_over_a_symbolic_axis(device):
 
 def test_rms_norm_with_symbolic_rows(device):
     hidden = 48
-    m = _model(
+    _check_rows(
         [helper.make_node("RMSNormalization", ["x", "g"], ["y"], axis=-1, epsilon=1e-6)],
-        {"x": rand(2, 5, hidden)},
-        ["y"],
-        {"x": ["batch", "seq", hidden], "y": ["batch", "seq", hidden]},
+        hidden,
         {"g": rand(hidden, seed=1)},
+        device,
         opset=23,
     )
-    feeds = [{"x": rand(b, s, hidden, seed=s)} for b, s in SIZES]
-    check_symbolic(m, BS, feeds, device)
 
 
 @pytest.mark.parametrize("level", [0, 2])
@@ -138,16 +142,7 @@ def test_decomposed_layer_norm(device, level):
         "g": rand(hidden, seed=1),
         "b": rand(hidden, seed=2),
     }
-    m = _model(
-        nodes,
-        {"x": rand(2, 5, hidden)},
-        ["y"],
-        {"x": ["batch", "seq", hidden], "y": ["batch", "seq", hidden]},
-        inits,
-        opset=17,
-    )
-    feeds = [{"x": rand(b, s, hidden, seed=s)} for b, s in SIZES]
-    check_symbolic(m, BS, feeds, device, opt_level=level)
+    _check_rows(nodes, hidden, inits, device, opset=17, level=level)
 
 
 # -- Reduce* ----------------------------------------------------------------------------------
@@ -476,16 +471,7 @@ def test_decomposed_rms_norm(device, level):
         "axes": np.array([-1], np.int64),
         "g": rand(hidden, seed=1),
     }
-    m = _model(
-        nodes,
-        {"x": rand(2, 5, hidden)},
-        ["y"],
-        {"x": ["batch", "seq", hidden], "y": ["batch", "seq", hidden]},
-        inits,
-        opset=18,
-    )
-    feeds = [{"x": rand(b, s, hidden, seed=s)} for b, s in SIZES]
-    check_symbolic(m, BS, feeds, device, opt_level=level)
+    _check_rows(nodes, hidden, inits, device, opset=18, level=level)
 
 
 def test_ranges_that_include_zero(device):
