@@ -82,13 +82,21 @@ def split_workgroup(serial: int, steps: int | None = None, per_step: int = 1) ->
     return SPLIT_WORKGROUPS[-1]
 
 
-def u32(n: Dimish) -> str:
-    """A size in shader text: a u32 literal, or for a dim kept symbolic its expression over the
-    run's values, which the kernel reads from the dims uniform."""
-    n = simplify(n)
+def u32(*factors: Dimish) -> str:
+    """A size (the product of ``factors``) in shader text: a u32 literal, or for dims kept
+    symbolic its expression over the run's values, which the kernel reads from the dims
+    uniform. Where the expanded polynomial's bounds are too loose to show it stays in u32
+    (interval bounds of a square such as (h - 2) * (h - 2)), the factors, each a size and so
+    never negative, are multiplied in the shader instead."""
+    n = simplify(math.prod(factors, start=1))
     if isinstance(n, int):
         return f"{n}u"
-    return wgsl(n, dim)
+    try:
+        return wgsl(n, dim)
+    except SymbolicError:
+        if len(factors) < 2:
+            raise
+        return "(" + " * ".join(u32(f) for f in factors) + ")"
 
 
 def ceil_div(a: Dimish, b: int) -> Dimish:

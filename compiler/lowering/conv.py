@@ -71,26 +71,14 @@ def spatial_geometry(ctx: LowerCtx, op: Op, x: Value, y: Value, symbolic: bool =
     )  # fmt: skip
 
 
-def product(*factors) -> str:
-    """The product of sizes in u32 shader text: a literal for ints (as always); over dims kept
-    symbolic the expanded polynomial where its terms' bounds stay in u32 (the bounds are
-    interval arithmetic, loose for products of differences such as (h - 2) * w), else the
-    product of the factors, each of which is a size and so never negative."""
-    n = simplify(math.prod(factors))
-    try:
-        return u32(n)
-    except SymbolicError:
-        return "(" + " * ".join(u32(f) for f in factors) + ")"
-
-
 def last(*factors) -> str:
-    """``product(*factors) - 1`` clamped at 0 (the last index, for clamping reads; a kernel
+    """``u32(*factors) - 1`` clamped at 0 (the last index, for clamping reads; a kernel
     whose product is 0 has no workgroups)."""
     n = simplify(math.prod(factors))
     try:
         return u32(smax(n, 1) - 1)
     except SymbolicError:
-        return f"(max({product(*factors)}, 1u) - 1u)"
+        return f"(max({u32(*factors)}, 1u) - 1u)"
 
 
 def sizes(p: dict) -> dict:
@@ -101,9 +89,9 @@ def sizes(p: dict) -> dict:
         return str(n) if isinstance(n, int) else i32(n)
 
     return dict(
-        D_i=i(p["D"]), H_i=i(p["H"]), W_i=i(p["W"]), S_u=product(p["D"], p["H"], p["W"]),
-        OS_u=product(p["OD"], p["OH"], p["OW"]), OHW_u=product(p["OH"], p["OW"]), OH_u=u32(p["OH"]),
-        OW_u=u32(p["OW"]), OCS_u=product(p["OC"], p["OD"], p["OH"], p["OW"]) if "OC" in p else None,
+        D_i=i(p["D"]), H_i=i(p["H"]), W_i=i(p["W"]), S_u=u32(p["D"], p["H"], p["W"]),
+        OS_u=u32(p["OD"], p["OH"], p["OW"]), OHW_u=u32(p["OH"], p["OW"]), OH_u=u32(p["OH"]),
+        OW_u=u32(p["OW"]), OCS_u=u32(p["OC"], p["OD"], p["OH"], p["OW"]) if "OC" in p else None,
     )  # fmt: skip
 
 
@@ -182,7 +170,7 @@ def _gemm(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | No
         "conv_gemm.wgsl.j2", decls=decls, wg=WORKGROUP, tm=tm, ocg4=ocg4,
         bias=b is not None, pointwise=pointwise, w_setup=w_setup, w_load=w_load, out_expr=epi.expr,
         epi_lines=epi.lines, helpers=_helpers(pro, epi), load_x=pro.code,
-        **{**p, "P": product(*pixels), "P_last": last(*pixels)}, **sizes(p),
+        **{**p, "P": u32(*pixels), "P_last": last(*pixels)}, **sizes(p),
     )  # fmt: skip
     grid = (ceil_div(p["P"], WORKGROUP * tm), G * ocg4, 1)
     ctx.kernel(inputs + epi.inputs, [y], [epi.dispatch(shader, grid, inputs, y)])
@@ -203,7 +191,7 @@ def _direct(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | 
         _split(ctx, op, p, pro, epi, decls, inputs, split, channels, [], w_load, 1, grid, b is not None)
         return
     grid, nx = ctx.grid(ceil_div(total, WORKGROUP))
-    total_u = product(p["N"], p["OC"], p["OD"], p["OH"], p["OW"])
+    total_u = u32(p["N"], p["OC"], p["OD"], p["OH"], p["OW"])
     shader = ctx.shader(
         "conv_direct.wgsl.j2", decls=decls, wg=WORKGROUP, nx=nx, total=total_u, bias=b is not None,
         out_expr=epi.expr, epi_lines=epi.lines, helpers=_helpers(pro, epi), load_x=pro.code,
@@ -259,7 +247,7 @@ def lower_conv_transpose(ctx: LowerCtx, op: Op) -> None:
     split = split_workgroup(nested_loops(p["KD"], p["KH"], p["KW"]) + taps * p["ICG"], p["KS"] * p["ICG"])
     grid, nx = ctx.grid(total if split else ceil_div(total, WORKGROUP))
     shader = ctx.shader(
-        "conv_transpose.wgsl.j2", decls=decls, wg=split or WORKGROUP, nx=nx, total=product(*y.shape), bias=b is not None,
+        "conv_transpose.wgsl.j2", decls=decls, wg=split or WORKGROUP, nx=nx, total=u32(*y.shape), bias=b is not None,
         out_expr=epi.expr, epi_lines=epi.lines, helpers=epi.helpers, split=split is not None, **p, **sizes(p),
     )  # fmt: skip
     ctx.kernel(inputs + epi.inputs, [y], [epi.dispatch(shader, grid, inputs, y)])

@@ -28,7 +28,7 @@ from . import (
     u32,
     wgsl_type,
 )
-from .conv import product, spatial_geometry
+from .conv import spatial_geometry
 from .elementwise import map_dispatch
 from .indexing import contiguous
 
@@ -76,7 +76,7 @@ def _emit(ctx: LowerCtx, op: Op, geo: dict, kind: str, attrs: dict) -> None:
             # flat index into the whole input: row-major, or column-major over the spatial dims
             D, H = geo["D"], geo["H"]
             if attrs.get("storage_order", 0):
-                index = f"i32(nc * {product(D, H, geo['W'])}) + z + y * {_int(D)} + x * {_int(D * H)}"
+                index = f"i32(nc * {u32(D, H, geo['W'])}) + z + y * {_int(D)} + x * {_int(D * H)}"
             else:
                 index = f"i32(xb) + (z * {_int(H)} + y) * {_int(geo['W'])} + x"
             at = "\n          bt = t;" if split else ""  # a split window breaks ties by place
@@ -115,7 +115,7 @@ def _emit(ctx: LowerCtx, op: Op, geo: dict, kind: str, attrs: dict) -> None:
     if indices is not None:
         decls.append(decl("I", indices, write=True))
     shader = ctx.shader(
-        "pool.wgsl.j2", decls=decls, wg=split or WORKGROUP, nx=nx, total=product(N, C, *y.shape[2:]),
+        "pool.wgsl.j2", decls=decls, wg=split or WORKGROUP, nx=nx, total=u32(N, C, *y.shape[2:]),
         kind=kind, init=init, accumulate=acc, finish=finish, with_index=indices is not None,
         split=split is not None, accs=accs, merge=merge, **geo, **_sizes(geo),
     )  # fmt: skip
@@ -136,9 +136,9 @@ def _sizes(g: dict) -> dict:
     D, H, W, KH, KW = g["D"], g["H"], g["W"], g["KH"], g["KW"]
     return dict(
         D_i=_int(D), H_i=_int(H), W_i=_int(W), DE_i=_int(D + g["PDE"]), HE_i=_int(H + g["PHE"]),
-        WE_i=_int(W + g["PWE"]), S_u=product(D, H, W), OS_u=product(g["OD"], g["OH"], g["OW"]),
-        OHW_u=product(g["OH"], g["OW"]), OW_u=u32(g["OW"]), OH_u=u32(g["OH"]), KW_i=_int(KW),
-        KW_u=u32(KW), KHW_u=product(KH, KW), KS_u=product(g["KD"], KH, KW),
+        WE_i=_int(W + g["PWE"]), S_u=u32(D, H, W), OS_u=u32(g["OD"], g["OH"], g["OW"]),
+        OHW_u=u32(g["OH"], g["OW"]), OW_u=u32(g["OW"]), OH_u=u32(g["OH"]), KW_i=_int(KW),
+        KW_u=u32(KW), KHW_u=u32(KH, KW), KS_u=u32(g["KD"], KH, KW),
     )  # fmt: skip
 
 
