@@ -192,38 +192,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
     w = np.array(walls) * 1000
     print(f"  warm runs ({len(w)})  median {np.median(w):.2f} ms, min {w.min():.2f}, max {w.max():.2f}"
           + ("  (each dispatch in its own timed pass)" if args.profile else ""))  # fmt: skip
+    # the symbols' values of these feeds (the flops of symbolic dispatches are expressions)
+    env = sess.symbol_values(feeds)
     roof = None
     if args.roofline:
+        from onnx2wgsl.runtime.manifest import evaluate
+
         from .roofline import measure
 
         roof = measure(sess.device if args.profile else None)
         print(f"  {roof.summary()}")
-        work = sum(evaluate_flops(d, sess, feeds) for d in sess.manifest["dispatches"])
+        work = sum(evaluate(d.get("flops", 0), env) for d in sess.manifest["dispatches"])
         print(f"  the median run does {work / 1e9:.3f} GFLOP: {work / (np.median(w) / 1000) / 1e9:.2f} GFLOP/s, "
               f"{work / (np.median(w) / 1000) / 1e9 / roof.gflops:.1%} of the peak")  # fmt: skip
     if args.profile:
-        env = dict(
-            zip(
-                sess.symbols,
-                sess._bind(
-                    [(io, feeds[io["name"]]) for io in sess.manifest["inputs"] if io["name"] in feeds]
-                ),
-            )
-        )
         print(profile_table(sess.manifest, gpu, float(np.median(w)) / 1000, args.top, env, roof))
     return 0
-
-
-def evaluate_flops(d: dict, sess, feeds) -> int:
-    from onnx2wgsl.runtime.manifest import evaluate
-
-    env = dict(
-        zip(
-            sess.symbols,
-            sess._bind([(io, feeds[io["name"]]) for io in sess.manifest["inputs"] if io["name"] in feeds]),
-        )
-    )
-    return evaluate(d.get("flops", 0), env)
 
 
 def profile_table(

@@ -419,6 +419,13 @@ class InferenceSession:
         finally:
             readable.unmap()
 
+    def symbol_values(self, input_feed: Mapping[str, Any]) -> dict[str, int]:
+        """The symbols' values that a run of ``input_feed`` binds (checked as ``run`` checks
+        them); empty for a static artifact."""
+        staged = [(io, np.asarray(input_feed[io["name"]])) for io in self._check_feed(input_feed)
+                  if io["name"] in input_feed]  # fmt: skip
+        return dict(zip(self.symbols, self._bind(staged)))
+
     def _bind(self, staged: list[tuple[dict, np.ndarray]]) -> tuple[int, ...]:
         """The symbols' values, in manifest order, from the fed inputs' shapes: a dim that is a
         bare symbol binds it (the first such dim; each in its range), then every symbolic dim

@@ -52,7 +52,9 @@ def test_bench_takes_symbol_values(tmp_path):
     from test_symbolic_compile import _positions_model
 
     compile_model(_positions_model(), tmp_path / "p", dims={"seq": (1, 128)})
-    res = cli("bench", str(tmp_path / "p"), "--iters", "1", "--dim", "seq=17")
+    with onnx2wgsl.load(tmp_path / "p") as s:
+        assert s.symbol_values({"x": rand(2, 17)}) == {"seq": 17}
+    res = cli("bench", str(tmp_path / "p"), "--iters", "1", "--dim", "seq=17", "--profile")
     assert res.returncode == 0, res.stderr
     assert "x=(2, 17)" in res.stdout
     res = cli("bench", str(tmp_path / "p"), "--dim", "len=3")
