@@ -344,11 +344,7 @@ class InferenceSession:
                     nbytes,
                 )
         q.submit([enc.finish()])
-        self._readback.map_sync(1)  # wgpu.MapMode.READ
-        try:
-            raw = self._readback.read_mapped(copy=True)
-        finally:
-            self._readback.unmap()
+        raw = self._read_mapped(self._readback)
         out = []
         for o in wanted:
             at = self._readback_at[o["name"]]
@@ -357,7 +353,7 @@ class InferenceSession:
             out.append(_from_storage(data, o, shape))
         if not timed:
             return out, []
-        ticks = np.frombuffer(self._read_stamps(stamps), dtype=np.uint64)
+        ticks = np.frombuffer(self._read_mapped(stamps), dtype=np.uint64)
         times = [
             (k, max(0, int(ticks[2 * j + 1]) - int(ticks[2 * j])) * 1e-9) for j, (*_, k) in enumerate(steps)
         ]
@@ -412,7 +408,8 @@ class InferenceSession:
         return readable
 
     @staticmethod
-    def _read_stamps(readable) -> bytes:
+    def _read_mapped(readable) -> bytes:
+        """The bytes of a MAP_READ buffer, after the work writing it is submitted."""
         readable.map_sync(1)  # wgpu.MapMode.READ
         try:
             return readable.read_mapped(copy=True)
