@@ -990,8 +990,9 @@ class Importer:
         return [t if name in scope.used else None for name, t in zip(node.output, known)]
 
     def _symbolic_rule(self, info: NodeInfo, i: int, v: Value) -> list[TensorType | None]:
-        """The output type of an op that reads symbolic shape value ``v`` as input ``i``: as a
-        shape (Reshape, Expand), else the value is run-time data, which is not supported yet."""
+        """The output type of an op that reads symbolic shape value ``v`` as input ``i``, an
+        input that decides its shape (symbolic values read as data are computed on the GPU
+        before this): Slice bounds, a Reshape or Expand target; any other is a clear error."""
         x = info.inputs[0]
         try:
             if info.op_type == "Slice" and i >= 1 and info.opset >= 10:

@@ -279,9 +279,6 @@ _FOLD = {
     ).copy(),
     "Not": lambda at, x, o: np.logical_not(x[0]),
 }  # fmt: skip
-# ops whose result over symbolic inputs is a tensor of symbolic length (Range(0, seq) as
-# position ids, a ConstantOfShape mask): data computed at run time, not shape arithmetic
-_RUNTIME = {"Range", "ConstantOfShape", "CumSum", "Trilu"}
 _OUT_DTYPE = {**dict.fromkeys(_CMP, DType.bool), "Not": DType.bool}
 
 
@@ -307,34 +304,14 @@ def evaluate(node, attrs: dict, inputs: list[Value | None], opset: int) -> list[
             out = _FOLD[op](attrs, datas, opset)
             if out is None:
                 raise SymbolicError(f"{op} of this form")
-        elif op in _RUNTIME:
-            names = ", ".join(_symbols(inputs))
-            raise UnsupportedError(
-                f"its result depends on symbolic dim{'s' if ',' in names else ''} {names} at run time "
-                "(a tensor, not shape arithmetic); not supported yet",
-                node=node.name, op=op, opset=opset, hint="bind the dims with --dim NAME=N",
-            )  # fmt: skip
         else:
-            raise UnsupportedError(
-                f"it computes with dims kept symbolic ({', '.join(_symbols(inputs))}), and {op} "
-                "has no symbolic folding yet",
-                node=node.name, op=op, opset=opset,
-                hint="bind the dims with --dim NAME=N",
-            )  # fmt: skip
+            raise AssertionError(
+                f"{op} does not fold (folds() is False); the frontend computes it on the GPU"
+            )
     except SymbolicError:
         return None  # not decided at compile time: the GPU computes it from the run's dims
     out = np.asarray(out, dtype=object)
     return [make_value(out, node.output[0], dtype)]
-
-
-def _symbols(inputs) -> list[str]:
-    names: set[str] = set()
-    for v in inputs:
-        if is_symbolic(v):
-            names |= set(symbols_of(v.data))
-        elif v is not None:
-            names |= {s.name for s in v.type.symbols}
-    return sorted(names)
 
 
 def runtime_use_error(info, v: Value) -> CompileError:
