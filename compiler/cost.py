@@ -13,6 +13,7 @@ _CONVS = ("Conv", "ConvInteger", "QLinearConv", "DeformConv")
 
 
 def _numel(shape) -> Dimish:
+    """The product of some dims (a slice of a shape)."""
     return simplify(math.prod(shape, start=1))
 
 
@@ -23,7 +24,7 @@ def flops(op: Op) -> Dimish:
     out = op.outputs[0] if op.outputs else None
     if out is None:
         return 0
-    n = _numel(out.shape)
+    n = out.type.numel
     x, w = op.input(0), op.input(1)
     total: Dimish = n
     if op.kind in _CONTRACTIONS and x is not None and w is not None:
@@ -35,7 +36,7 @@ def flops(op: Op) -> Dimish:
     elif op.kind in _CONVS and w is not None:
         total = 2 * n * _numel(w.shape[1:])
     elif op.kind == "ConvTranspose" and x is not None and w is not None:
-        total = 2 * _numel(x.shape) * _numel(w.shape[1:])
+        total = 2 * x.type.numel * _numel(w.shape[1:])
     elif op.kind == "Attention" and x is not None and op.input(2) is not None:
         a = op.attrs
         total = 2 * a["batch"] * a["q_heads"] * a["q_len"] * a["kv_len"] * (a["head_size"] + a["v_head_size"])
@@ -44,5 +45,5 @@ def flops(op: Op) -> Dimish:
     for part in ("prologue", "epilogue"):
         body = op.attrs.get(part)
         if body is not None:
-            total = total + _numel(body.outputs[0].shape) * len(body.ops)
+            total = total + body.outputs[0].type.numel * len(body.ops)
     return simplify(total)

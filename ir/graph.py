@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .kernel import Kernel
-from .symbolic import Symbol
+from .symbolic import Expr, Symbol
 from .types import DType, TensorType, storage_nbytes
 
 
@@ -57,7 +57,7 @@ class Dispatch:
     bindings: list[Binding]
     inplace: tuple[tuple[int, int], ...] = ()
     # operations of the op it runs, for profiles (compiler/cost.py; not part of the IR text)
-    flops: object = field(default=0, compare=False)
+    flops: int | Expr = field(default=0, compare=False)
 
 
 class Value:
