@@ -121,19 +121,16 @@ _PAD_SOURCE = {
         "0i" if n == 1 else f"reflect_index{'_any' if isinstance(n, Expr) else ''}({s}, {i32(n)})"
     ),
 }
-_REFLECT = """fn reflect_index(s: i32, n: i32) -> i32 {
-  let m = 2i * (n - 1i);
-  let r = (s % m + m) % m;
-  return select(r, m - r, r >= n);
-}"""
-_REFLECT_ANY = """fn reflect_index_any(s: i32, n: i32) -> i32 {
-  if (n <= 1i) {
-    return 0i;
-  }
-  let m = 2i * (n - 1i);
-  let r = (s % m + m) % m;
-  return select(r, m - r, r >= n);
-}"""
+
+
+def _reflect_helper(any_extent: bool) -> str:
+    """The reflect index function; over a symbolic extent (``reflect_index_any``) it also
+    serves n <= 1, where a static compile folds reflect to index 0 instead."""
+    guard = "  if (n <= 1i) {\n    return 0i;\n  }\n" if any_extent else ""
+    return (
+        f"fn reflect_index{'_any' if any_extent else ''}(s: i32, n: i32) -> i32 {{\n{guard}"
+        "  let m = 2i * (n - 1i);\n  let r = (s % m + m) % m;\n  return select(r, m - r, r >= n);\n}"
+    )
 
 
 @lowers("Pad", "CenterCropPad")
@@ -168,7 +165,7 @@ def lower_pad(ctx: LowerCtx, op: Op) -> None:
             src = f"clamp(s{d}, 0i, {i32(smax(m - 1, 0))})"
         else:
             if mode == "reflect":
-                k.helper(_REFLECT_ANY if isinstance(m, Expr) else _REFLECT)
+                k.helper(_reflect_helper(isinstance(m, Expr)))
             src = _PAD_SOURCE[mode](s, m)
         k.add(f"let p{d} = u32({src}) + {lo}u;" if lo else f"let p{d} = u32({src});")
         terms.append(f"p{d}" if xs[d] == 1 else f"p{d} * {u32(xs[d])}")
