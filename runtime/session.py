@@ -24,6 +24,7 @@ import numpy as np
 
 from onnx2wgsl.errors import DeviceError, InputError, first_line
 
+from . import ffi_types
 from . import manifest as mf
 
 _ONNX_TYPE = {
@@ -64,6 +65,7 @@ def request_device(
     """A wgpu device that grants the limits and features an artifact was compiled against."""
     import wgpu
 
+    ffi_types.prime()
     os.environ.setdefault("XDG_RUNTIME_DIR", _runtime_dir())
     adapter = wgpu.gpu.request_adapter_sync(power_preference=power_preference)
     if adapter is None:
@@ -137,6 +139,7 @@ class InferenceSession:
     ):
         import wgpu
 
+        ffi_types.prime()
         self.path = Path(directory)
         self._released = False
         m = self.manifest = mf.read(self.path)
