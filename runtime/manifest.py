@@ -371,7 +371,7 @@ def _weight_bytes(r: dict, w: dict, where: str) -> None:
 
 def artifact_file(
     directory: str | Path, name: str, size: int | None, limit: int, sha256: str | None
-) -> bytes:
+) -> bytearray:
     """The bytes of a file the manifest names: a regular file inside the artifact folder (links
     resolved), read in bounded chunks, of the size (at most ``limit``) and sha256 it declares."""
     root = Path(directory).resolve()
@@ -384,14 +384,17 @@ def artifact_file(
     if (size is not None and actual != size) or actual > limit:
         raise ManifestError(f"{name} does not match the manifest (size {actual:,}); recompile")
     h = hashlib.sha256()
-    data = bytearray()
+    data = bytearray(actual)  # read in place: no copy of a weights file of hundreds of MB
+    view, got = memoryview(data), 0
     with open(path, "rb") as f:
-        while len(data) <= actual and (chunk := f.read(min(1 << 24, actual + 1 - len(data)))):
-            h.update(chunk)
-            data += chunk
-    if len(data) != actual or (sha256 is not None and h.hexdigest() != sha256):
+        while got < actual and (n := f.readinto(view[got : got + (1 << 24)])):
+            h.update(view[got : got + n])
+            got += n
+        longer = bool(f.read(1))  # (the file grew since stat)
+    view.release()
+    if got != actual or longer or (sha256 is not None and h.hexdigest() != sha256):
         raise ManifestError(f"{name} does not match the manifest (size or sha256); recompile")
-    return bytes(data)
+    return data
 
 
 def read(directory: str | Path) -> dict:

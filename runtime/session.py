@@ -16,6 +16,7 @@ import math
 import os
 import re
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,12 @@ class InferenceSession:
         self._dims_written: tuple[int, ...] | None = None
         # ``profile``: the device takes GPU timestamps around each dispatch (``run_profiled``)
         features = list(m["target"]["features"]) + (["timestamp-query"] if profile else [])
+        # weights.bin is read and hashed on a thread while the device is requested (both mostly
+        # wait on native code that releases the GIL); its errors surface at result()
+        w = m["weights"]
+        reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx2wgsl-weights")
+        blob = reader.submit(mf.artifact_file, self.path, w["file"], w["size"], w["size"], w["sha256"])
+        reader.shutdown(wait=False)
         if device is None:
             device = request_device(m["target"]["limits"], features, power_preference)
         else:
@@ -166,7 +173,7 @@ class InferenceSession:
             for b in m["buffers"]
         }
         self._dims = next((self.buffers[b["name"]] for b in m["buffers"] if b["kind"] == "dims"), None)
-        self._upload_weights()
+        self._upload_weights(blob.result())
         self.pipelines = []
         for s in m["shaders"]:
             raw = mf.artifact_file(self.path, s["file"], None, mf.MAX_SHADER_BYTES, s["sha256"])
@@ -236,9 +243,8 @@ class InferenceSession:
     def __exit__(self, *exc) -> None:
         self.release()
 
-    def _upload_weights(self) -> None:
+    def _upload_weights(self, blob: bytearray) -> None:
         w = self.manifest["weights"]
-        blob = mf.artifact_file(self.path, w["file"], w["size"], w["size"], w["sha256"])
         q = self.device.queue
         for seg in w["segments"]:
             if not seg["size"]:
