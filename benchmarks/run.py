@@ -10,6 +10,11 @@ first inference like the others'. All GPU engines see one Vulkan ICD, Mesa 25's 
 (VK_ICD_FILENAMES), unless --adapter mesa22 (the system's lavapipe; ort-webgpu is then
 skipped: Dawn refuses Mesa 22). Outputs are compared with ort-cpu's (or the first engine's):
 a run that disagrees is marked MISMATCH and the command exits 1.
+
+The browser pair runs in the same command (benchmarks/browser.py): onnx2wgsl's JS package and
+onnxruntime-web's WebGPU backend in headless Chromium, for --browser-models (a subset by
+default: the browser's software adapter is slow; none with --quick unless named). It needs
+`bash scripts/setup-browser.sh`; without it the run goes on and RESULTS.md says why.
 """
 
 from __future__ import annotations
@@ -41,7 +46,16 @@ from light_models import LIGHT_MODELS, randomized  # noqa: E402  (the tests' mod
 
 TRANSFORMERS = ROOT / "tests" / "models"
 ENGINES = ["onnx2wgsl", "ort-webgpu", "ort-cpu"]
+BROWSER_ENGINES = ["onnx2wgsl-js", "ort-web"]  # benchmarks/browser.py: headless Chromium
 QUICK_MODEL = "squeezenet"
+# the browser's adapter here (SwiftShader) is several times slower than lavapipe: a subset
+BROWSER_MODELS = [
+    "squeezenet",
+    "inception_v1",
+    "resnet50",
+    "bert_tiny_dynamo",
+    "whisper_encoder_tiny_torchscript",
+]
 TRANSFORMER_DIMS = {"batch": 1, "seq": 128}
 
 
@@ -177,7 +191,7 @@ def measure(name, engines, args, work: Path, log) -> dict:
     model, feeds, dims = prepare(name, work)
     out: dict[str, dict] = {}
     artifact = work / f"{name}.artifact"
-    for engine in engines:
+    for engine in [e for e in engines if e in ENGINES]:
         env = engine_env(engine, args.adapter, args.cache)
         r: dict = {}
         target = str(model)
@@ -210,6 +224,12 @@ def measure(name, engines, args, work: Path, log) -> dict:
         w = np.array(r["warm_s"]) * 1000
         log(f"  {engine:11s} first {r['first_s'] * 1000:9.1f} ms  warm median {np.median(w):9.2f} ms"
             + (f"  compile {r['compile_s']:.2f} s" if "compile_s" in r else ""))  # fmt: skip
+    if name in args.browser_models and (mine := [e for e in BROWSER_ENGINES if e in engines]):
+        import browser
+
+        res = browser.measure(name, model, feeds, dims, work, engines=mine, iters=args.browser_iters,
+                              warmup=args.browser_warmup, timeout=args.timeout, log=log)  # fmt: skip
+        out.update(res)
     _compare(out)
     return out
 
@@ -217,7 +237,7 @@ def measure(name, engines, args, work: Path, log) -> dict:
 def _compare(out: dict) -> None:
     """Each engine's outputs against ort-cpu's (else the first engine's that ran): max |diff|,
     and a verdict: within 1e-3 of the reference's largest magnitude (of at least 1e-3)."""
-    ok = [e for e in ENGINES if e in out and "arrays" in out[e]]
+    ok = [e for e in ENGINES + BROWSER_ENGINES if e in out and "arrays" in out[e]]
     if not ok:
         return
     ref_engine = "ort-cpu" if "ort-cpu" in ok else ok[0]
@@ -284,6 +304,17 @@ def versions(engines: list[str]) -> dict[str, str]:
             v["onnx2wgsl"] += f" (git {rev})"
     except OSError:
         pass
+    if any(e in engines for e in BROWSER_ENGINES):
+        import browser
+
+        try:
+            chromium = subprocess.run(
+                [browser.CHROMIUM, "--version"], capture_output=True, text=True, timeout=60
+            )
+            v["chromium"] = chromium.stdout.strip() or "?"
+        except (OSError, subprocess.TimeoutExpired):
+            v["chromium"] = "?"
+        v["onnxruntime-web"] = browser.ort_web_version()
     if "ort-webgpu" in engines and PEER_PY.exists():
         p = subprocess.run([str(PEER_PY), "-c", "import onnxruntime as o; print(o.__version__)"],
                            capture_output=True, text=True)  # fmt: skip
@@ -320,6 +351,41 @@ def _first_cell(res: dict, e: str) -> str:
     if r is None or "error" in r:
         return "—"
     return _ms(r["first_s"]) + (f" ({r['compile_s']:.1f} s)" if "compile_s" in r else "")
+
+
+def _browser_table(results: dict, engines: list[str], args) -> list[str]:
+    if args.browser_skipped:
+        return ["", f"The browser pair did not run: {args.browser_skipped}."]
+    rows = {n: r for n, r in results.items() if any(e in r for e in BROWSER_ENGINES)}
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## In the browser",
+        "",
+        "Headless Chromium on its own WebGPU adapter (see the adapter line below), a fresh browser per"
+        " engine and model, the same page and feeds (benchmarks/browser.py): onnx2wgsl's JS package"
+        " against onnxruntime-web's WebGPU backend (a fresh profile each, so no shader cache). **warm** = median (min-max) of"
+        f" {args.browser_iters} runs after {args.browser_warmup} untimed; **first** = session creation"
+        " + first run (creation alone in parentheses).",
+        "",
+    ]
+    adapters = sorted(
+        {res[e]["adapter"] for res in rows.values() for e in BROWSER_ENGINES if res.get(e, {}).get("adapter")}
+    )
+    lines += [f"Browser adapter: {', '.join(adapters) or '?'}.", ""]
+    head = ["model", "onnx2wgsl JS warm", "onnxruntime-web warm", "ours / ORT-web", "onnx2wgsl JS first (create)",
+            "onnxruntime-web first (create)", "agree"]  # fmt: skip
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, res in rows.items():
+        a, b = res.get("onnx2wgsl-js", {}), res.get("ort-web", {})
+        ratio = f"{_median(a) / _median(b):.2f}" if _median(a) and _median(b) else "—"
+        first = ["—" if "first_s" not in r else f"{_ms(r['first_s'])} ({_ms(r['load_s'])})" for r in (a, b)]
+        ran = [res[e] for e in BROWSER_ENGINES if "agree" in res.get(e, {})]
+        agree = "—" if not ran else ("yes" if all(r["agree"] for r in ran) else "**NO**")
+        lines.append("| " + " | ".join([name, _warm_cell(res, "onnx2wgsl-js", engines), _warm_cell(res, "ort-web", engines),
+                                         ratio, *first, agree]) + " |")  # fmt: skip
+    return lines
 
 
 def report(results: dict, engines: list[str], args, facts: dict, elapsed: float, pending=()) -> str:
@@ -361,11 +427,13 @@ def report(results: dict, engines: list[str], args, facts: dict, elapsed: float,
         agree = "—" if not ran else ("yes" if all(r["agree"] for r in ran) else "**NO**")
         lines.append("| " + " | ".join([name, _warm_cell(res, "onnx2wgsl", engines), _warm_cell(res, "ort-webgpu", engines), ratio, _warm_cell(res, "ort-cpu", engines),
                                          _first_cell(res, "onnx2wgsl"), _first_cell(res, "ort-webgpu"), _first_cell(res, "ort-cpu"), agree]) + " |")  # fmt: skip
+    lines += _browser_table(results, engines, args)
     lines += [
         "",
         "## Each engine",
         "",
-        "**load** = session creation; **ours / this** = onnx2wgsl's warm median over this engine's;"
+        "**load** = session creation; **ours / this** = onnx2wgsl's warm median over this engine's (in the"
+        " browser, the JS package's);"
         " **providers**: the execution providers ORT-WebGPU's session holds (ORT places some small"
         " shape computations on its CPU provider by design; a session that fell back to the CPU"
         " entirely is refused).",
@@ -375,11 +443,11 @@ def report(results: dict, engines: list[str], args, facts: dict, elapsed: float,
             "ours / this", "max abs diff", "note"]  # fmt: skip
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, res in results.items():
-        ours = _median(res.get("onnx2wgsl", {}))
         for e in engines:
             r = res.get(e)
             if r is None:
                 continue
+            ours = _median(res.get("onnx2wgsl-js" if e in BROWSER_ENGINES else "onnx2wgsl", {}))
             if "error" in r:
                 lines.append(f"| {name} | {e} |" + " — |" * 8 + f" {r['error'].replace('|', '/')} |")
                 continue
@@ -416,8 +484,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", help=f"comma-separated (default all): {', '.join(all_models())}")
     p.add_argument(
-        "--engines", default=",".join(ENGINES), help=f"comma-separated subset of {','.join(ENGINES)}"
+        "--engines", help=f"comma-separated subset of {','.join(ENGINES + BROWSER_ENGINES)} (default all)"
     )
+    p.add_argument("--browser-models", help=f"comma-separated models the browser engines run, or 'none' (default {','.join(BROWSER_MODELS)}; none with --quick)")  # fmt: skip
+    p.add_argument("--browser-iters", type=int, default=3, help="timed warm runs in the browser (default 3)")
+    p.add_argument("--browser-warmup", type=int, default=1, help="untimed runs before them (default 1)")
     p.add_argument("--adapter", choices=["mesa25", "mesa22"], default="mesa25",
                    help="mesa25: .cache/bench/mesa25 (benchmarks/setup.sh); mesa22: the system lavapipe, no ort-webgpu")  # fmt: skip
     p.add_argument(
@@ -431,15 +502,35 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     args = p.parse_args(argv)
 
-    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    if bad := [e for e in engines if e not in ENGINES]:
-        p.error(f"unknown engines {bad}; choose from {ENGINES}")
-    engines = [e for e in ENGINES if e in engines]  # a fixed order
+    every = ENGINES + BROWSER_ENGINES
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()] if args.engines else every
+    if bad := [e for e in engines if e not in every]:
+        p.error(f"unknown engines {bad}; choose from {every}")
+    engines = [e for e in every if e in engines]  # a fixed order
     if args.quick:
         args.iters, args.warmup = 1, 0
+        args.browser_iters, args.browser_warmup = 1, 0
         models = [QUICK_MODEL]
     else:
         models = [m.strip() for m in args.models.split(",")] if args.models else all_models()
+    if args.browser_models:
+        args.browser_models = (
+            [] if args.browser_models == "none" else [m.strip() for m in args.browser_models.split(",")]
+        )
+    else:
+        args.browser_models = [] if args.quick else [m for m in BROWSER_MODELS if m in models]
+    args.browser_skipped = None
+    if any(e in engines for e in BROWSER_ENGINES) and args.browser_models:
+        import browser
+
+        if why := browser.unavailable():
+            if args.engines:  # asked for by name
+                p.error(f"the browser engines cannot run: {why}")
+            print(f"run.py: skipping the browser engines: {why}", file=sys.stderr)
+            args.browser_skipped = why
+            engines = [e for e in engines if e not in BROWSER_ENGINES]
+    else:
+        engines = [e for e in engines if e not in BROWSER_ENGINES]
     if args.adapter == "mesa22" and "ort-webgpu" in engines:
         print(
             "run.py: --adapter mesa22: skipping ort-webgpu (Dawn accepts no Mesa 22 lavapipe)",

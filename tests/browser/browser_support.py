@@ -41,7 +41,9 @@ def unavailable(reason: str):
 class Server:
     """Serves folders under URL prefixes, with the strict CSP on every response."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, mounts: dict[str, Path] | None = None, wasm: tuple[str, ...] = ()):
+        """``mounts`` adds URL prefixes; pages under the ``wasm`` prefixes may compile WASM
+        (onnxruntime-web needs it), like the fallback example."""
         self.root = root
         self.mounts = {
             "/runtime/": ROOT / "runtime" / "js",
@@ -51,9 +53,11 @@ class Server:
             "/feeds/": root / "feeds",
             "/ort/": JSTOOLS / "node_modules" / "onnxruntime-web" / "dist",
         }
+        self.mounts.update(mounts or {})
         for d in ("m", "feeds"):
             (root / d).mkdir(exist_ok=True)
         mounts = self.mounts
+        wasm_pages = ("/examples/fallback.html", *wasm)
 
         class Handler(http.server.SimpleHTTPRequestHandler):
             extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, ".js": "text/javascript",
@@ -71,7 +75,7 @@ class Server:
 
             def end_headers(self):
                 # the fallback page runs onnxruntime-web's WASM, which needs wasm-unsafe-eval
-                wasm = self.path.startswith("/examples/fallback.html")
+                wasm = self.path.startswith(wasm_pages)
                 self.send_header("Content-Security-Policy", CSP_WASM if wasm else CSP)
                 self.send_header("Cache-Control", "no-store")
                 super().end_headers()
