@@ -22,7 +22,7 @@ from onnx2wgsl import __version__
 from onnx2wgsl.runtime.manifest import FORMAT, VERSION, show_dim
 
 # copied unchanged from runtime/js (the runtime is the same for every model)
-RUNTIME_FILES = ("onnx2wgsl.js", "onnx2wgsl.d.ts", "index.js")
+RUNTIME_FILES = ("onnx2wgsl.js", "onnx2wgsl.d.ts", "index.js", "profile.js", "profile.d.ts")
 SOURCE_MODEL = "model.onnx"
 
 
@@ -107,6 +107,7 @@ def package_json(manifest: dict, name: str, has_source: bool) -> dict:
         "index.js",
         "index.d.ts",
         *RUNTIME_FILES[:2],
+        *RUNTIME_FILES[3:],
         "manifest.json",
         "shaders/",
         manifest["weights"]["file"],
@@ -123,6 +124,7 @@ def package_json(manifest: dict, name: str, has_source: bool) -> dict:
         "exports": {
             ".": {"types": "./index.d.ts", "default": "./index.js"},
             "./runtime": {"types": "./onnx2wgsl.d.ts", "default": "./onnx2wgsl.js"},
+            "./profile": {"types": "./profile.d.ts", "default": "./profile.js"},
             "./package.json": "./package.json",
             "./*": "./*",
         },

@@ -695,7 +695,7 @@ export class InferenceSession {
       const steps = this._steps.map(([pipeline, group, grid], k) => {
         const g = grid.map((x) => evaluate(x, env));
         beyond(`dispatch ${k} grid ${showShape(g)}`, g.every((x) => x >= 0 && x <= most));
-        return [pipeline, group, g];
+        return [pipeline, group, g, k];
       });
       // a slot holds its tensor at the bound; a shape that is not monotone in the symbols may not fit
       for (const o of [...m.inputs, ...outs]) {
@@ -729,13 +729,7 @@ export class InferenceSession {
       if (gpu && numel(dims)) enc.copyBufferToBuffer(gpu, 0, arena(io.buffer), io.offset, 4 * numel(dims));
       else if (data) device.queue.writeBuffer(arena(io.buffer), io.offset, data);
     }
-    const pass = enc.beginComputePass();
-    for (const [pipeline, group, grid] of steps) {
-      pass.setPipeline(pipeline);
-      pass.setBindGroup(0, group);
-      pass.dispatchWorkgroups(...grid);
-    }
-    pass.end();
+    this._encode(enc, steps);
     const reads = [];
     wanted.forEach((o, i) => {
       const size = nbytes(o);
@@ -763,6 +757,17 @@ export class InferenceSession {
       for (const o of reads) tensor(o, fromStorage(o, raw, this._at[o.name], nbytes(o) / 4));
     }
     return Object.fromEntries(wanted.map((o) => [o.name, results[o.name]]));
+  }
+
+  /** Encode a run's dispatches, [pipeline, bind group, grid, index in manifest.dispatches] each (profile.js times each one). */
+  _encode(enc, steps) {
+    const pass = enc.beginComputePass();
+    for (const [pipeline, group, grid] of steps) {
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, group);
+      pass.dispatchWorkgroups(...grid);
+    }
+    pass.end();
   }
 
   /** Run `times` times on zero inputs, optional ones at their defaults (compiles lazily built GPU state); resolves to the last run's ms. */
