@@ -8,7 +8,7 @@ import math
 from onnx2wgsl.ir import Op
 from onnx2wgsl.ir.symbolic import Dimish, simplify
 
-_CONTRACTIONS = ("MatMul", "MatMulInteger", "QLinearMatMul", "Gemm")
+_CONTRACTIONS = ("MatMul", "MatMulInteger", "QLinearMatMul", "Gemm", "MatMulNBits")
 _CONVS = ("Conv", "ConvInteger", "QLinearConv", "DeformConv")
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from helpers import assert_close, gpu_run, node_model, ort_run, rand
+from helpers import assert_close, check_symbolic, gpu_run, node_model, ort_run, rand, with_dim_params
 
+import onnx2wgsl
 from onnx2wgsl.compiler import compile_model
 from onnx2wgsl.errors import CompileError, ConstantRequiredError, UnsupportedError
 
@@ -335,17 +336,63 @@ def test_gather_block_quantized(dtype, shape, qa, ga, block, bits, zero_points, 
 
 
 def test_dequantized_weights_respect_the_fold_limit():
+    """Weights whose blocks come in another order (g_idx) are dequantized at compile time."""
     K, N = 64, 16
     B, scales, _, _ = _quantized_weights(K, N, 32, 4, None)
+    g_idx = (np.arange(K)[::-1] // 32).astype(np.int32)
     model = node_model(
-        "MatMulNBits", {"a": rand(2, K)}, {"K": K, "N": N, "block_size": 32}, initializers={"B": B, "s": scales},
-        domain=MS,
+        "MatMulNBits", {"a": rand(2, K)}, {"K": K, "N": N, "block_size": 32},
+        initializers={"B": B, "s": scales, "g": g_idx}, input_order=["a", "B", "s", "", "g"], domain=MS,
     )  # fmt: skip
     model.graph.node[0].name = "proj"
     with pytest.raises(CompileError, match="fold limit") as e:
         compile_model(model, fold_limit=1024)
     assert "proj" in str(e.value) and "MatMulNBits" in str(e.value)
     compile_model(model, fold_limit=K * N * 4)
+
+
+@pytest.mark.parametrize(
+    "K, N, block, bits, zero_points, rows",
+    [
+        (52, 12, 16, 4, "packed", (3,)),  # K not a multiple of a word's 8 values: a tail
+        (40, 8, 16, 2, None, (5,)),  # 16 values a word, a tail of 8
+        (50, 8, 16, 8, "packed", (2, 2)),  # 4 a word, a tail of 2
+        (256, 40, 64, 4, "packed", (70,)),  # 4 rows an invocation, ragged
+        (128, 16, 128, 4, "float", (1,)),  # a decode step: one row
+    ],
+)
+def test_matmul_nbits_packed_kernel_edges(K, N, block, bits, zero_points, rows, device):
+    B, scales, zp, W = _quantized_weights(K, N, block, bits, zero_points, seed=K)
+    a = rand(*rows, K, seed=9)
+    inits = {"B": B, "scales": scales, **({"zp": zp} if zp is not None else {})}
+    order = ["a", "B", "scales", *(["zp"] if zp is not None else [])]
+    model = node_model("MatMulNBits", {"a": a}, {"K": K, "N": N, "block_size": block, "bits": bits},
+                       initializers=inits, input_order=order, domain=MS)  # fmt: skip
+    ref = a @ W.T
+    np.testing.assert_allclose(ort_run(model, {"a": a})[0], ref, rtol=1e-3, atol=1e-3)
+    assert_close(gpu_run(model, {"a": a}, device), [ref], rtol=1e-4, atol=1e-4)
+
+
+def test_matmul_nbits_weights_stay_packed(tmp_path):
+    """4-bit weights cost about a seventh of f32 in weights.bin, whatever the fold limit."""
+    K, N, block = 512, 256, 64
+    B, scales, zp, _ = _quantized_weights(K, N, block, 4, "packed")
+    model = node_model("MatMulNBits", {"a": rand(2, K)}, {"K": K, "N": N, "block_size": block},
+                       initializers={"B": B, "s": scales, "zp": zp}, domain=MS)  # fmt: skip
+    onnx2wgsl.compile(model, tmp_path / "a", fold_limit=1024)
+    size = (tmp_path / "a" / "weights.bin").stat().st_size
+    assert size <= 0.145 * K * N * 4, size  # 4 bits + a 32-bit scale and a 4-bit zero point per 64
+
+
+def test_matmul_nbits_over_a_symbolic_sequence(device):
+    K, N, block = 64, 24, 16
+    B, scales, zp, W = _quantized_weights(K, N, block, 4, "packed", seed=3)
+    a = rand(1, 5, K, seed=4)
+    model = node_model("MatMulNBits", {"a": a}, {"K": K, "N": N, "block_size": block},
+                       initializers={"B": B, "s": scales, "zp": zp}, domain=MS)  # fmt: skip
+    model = with_dim_params(model, {"a": [1, "seq", K], "y0": [1, "seq", N]})
+    model.graph.output[0].type.tensor_type.elem_type = onnx.TensorProto.FLOAT  # (no schema types a contrib op)
+    check_symbolic(model, {"seq": (1, 70)}, [{"a": rand(1, n, K, seed=n)} for n in (1, 17, 70)], device)
 
 
 # -- RotaryEmbedding ---------------------------------------------------------------------------

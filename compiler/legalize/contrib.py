@@ -6,9 +6,11 @@ onnxruntime-genai, use these fused ops. Each becomes the default-domain IR ops i
 folding, fusion and the norm kernels apply to them as to any exporter's output. Semantics
 follow onnxruntime's ContribOperators.md and its CPU kernels, which the tests compare with.
 
-Quantized weights (MatMulNBits, GatherBlockQuantized) must be constants: they are
-dequantized at compile time into float constants (within the fold limit). Keeping them
-packed on the GPU and dequantizing in the kernel is later work.
+Quantized weights (MatMulNBits, GatherBlockQuantized) must be constants. MatMulNBits keeps
+them packed on the GPU (32-bit words of 2-, 4- or 8-bit values, scales and zero points beside
+them) for a kernel that dequantizes as it multiplies; weights whose blocks come in another
+order (g_idx), and GatherBlockQuantized tables, are dequantized at compile time into float
+constants (within the fold limit).
 
 Any attribute or input combination not handled here is an UnsupportedError naming it.
 """
@@ -315,7 +317,6 @@ def _matmul_nbits(g, info):
     if bias is not None and tuple(bias.shape) != (N,):
         raise info.error(f"bias has shape {list(bias.shape)}; it must be [{N}]", hint="fix the model")
     blocks = -(-K // block)
-    _check_fold(info, (K, N), a_.dtype, "the dequantized weight")
     B = _constant(info, 1, "B (quantized weights)")
     scales = _constant(info, 2, "scales")
     zp = _constant(info, 3, "zero_points")
@@ -325,9 +326,8 @@ def _matmul_nbits(g, info):
         raise _unsupported(
             info, "g_idx together with packed (uint8) zero_points", hint="unpacked (float) zero points are"
         )
-    if B.size == 0:  # an omitted projection: zeros (plus the bias)
-        W = np.zeros((N, K), np.float32)
-    else:
+    q = s = z = None
+    if B.size:
         blob = block * bits // 8
         if B.dtype != np.uint8 or B.size != N * blocks * blob:
             raise info.error(
@@ -335,14 +335,14 @@ def _matmul_nbits(g, info):
                 f"need uint8 [{N}, {blocks}, {blob}]",
                 hint="fix the model",
             )
-        q = _unpack(B.reshape(N, blocks * blob), bits)[:, :K].astype(np.float32)
+        q = _unpack(B.reshape(N, blocks * blob), bits)[:, :K]
         if scales.size != N * blocks:
             raise info.error(
                 f"scales has shape {list(scales.shape)}; it must be [{N}, {blocks}]", hint="fix the model"
             )
         s = scales.reshape(N, blocks).astype(np.float32)
         if zp is None:
-            z = np.full((N, blocks), 1 << (bits - 1), np.float32)
+            z = None  # 2^(bits-1)
         elif zp.dtype == np.uint8:
             per_row = -(-blocks * bits // 8)
             if zp.size != N * per_row:
@@ -350,7 +350,7 @@ def _matmul_nbits(g, info):
                     f"packed zero_points has shape {list(zp.shape)}; it must be [{N}, {per_row}]",
                     hint="fix the model",
                 )
-            z = _unpack(zp.reshape(N, per_row), bits)[:, :blocks].astype(np.float32)
+            z = _unpack(zp.reshape(N, per_row), bits)[:, :blocks]  # uint8 values
         else:
             if zp.size != N * blocks:
                 raise info.error(
@@ -358,15 +358,23 @@ def _matmul_nbits(g, info):
                     hint="fix the model",
                 )
             z = zp.reshape(N, blocks).astype(np.float32)
-        if g_idx is None:
-            group = np.arange(K) // block
-        else:
-            group = g_idx.reshape(-1).astype(np.int64)
-            if group.size != K or group.min(initial=0) < 0 or group.max(initial=0) >= blocks:
-                raise info.error(
-                    f"g_idx must hold K={K} block indices in [0, {blocks})", hint="fix the model"
-                )
-        W = (q - z[:, group]) * s[:, group]
+    group = np.arange(K) // block
+    if g_idx is not None:
+        given = g_idx.reshape(-1).astype(np.int64)
+        if given.size != K or given.min(initial=0) < 0 or given.max(initial=0) >= blocks:
+            raise info.error(f"g_idx must hold K={K} block indices in [0, {blocks})", hint="fix the model")
+        if np.array_equal(given, group):
+            g_idx = None  # the plain order, spelled out
+        group = given
+    if q is not None and g_idx is None and a_.dtype in (DType.f32, DType.f16):
+        return _matmul_nbits_packed(g, info, a_, q, s, z, bias, K, N, block, bits)
+    # zeros (an omitted projection), or groups in another order: dequantized at compile time
+    _check_fold(info, (K, N), a_.dtype, "the dequantized weight")
+    if q is None:
+        W = np.zeros((N, K), np.float32)
+    else:
+        zf = np.full((N, blocks), 1 << (bits - 1), np.float32) if z is None else z.astype(np.float32)
+        W = (q.astype(np.float32) - zf[:, group]) * s[:, group]
     w = g.const(np.ascontiguousarray(W.T).astype(a_.dtype.numpy), info.inputs[1].name + ".dequantized")
     name = info.out_names[0]
     if bias is None:
@@ -374,6 +382,42 @@ def _matmul_nbits(g, info):
     out = info.out_types[0]
     (y,) = emit(g, info, "MatMul", [a_, w], {}, [out], [name + ".matmul"], domain="")
     return emit(g, info, "Add", [y, bias], {}, domain="")
+
+
+def pack_words(values: np.ndarray, bits: int) -> np.ndarray:
+    """Values < 2^bits along the last axis -> uint32 words holding 32/bits each, low-order
+    bits first; the last axis is padded with zeros to whole words."""
+    per = 32 // bits
+    n = values.shape[-1]
+    padded = np.zeros((*values.shape[:-1], -(-n // per) * per), np.uint32)
+    padded[..., :n] = values
+    parts = padded.reshape(*values.shape[:-1], -1, per) << (np.arange(per, dtype=np.uint32) * np.uint32(bits))
+    return np.bitwise_or.reduce(parts, axis=-1).astype(np.uint32)
+
+
+def _matmul_nbits_packed(g, info, a_, q, s, z, bias, K, N, block, bits):
+    """The weights stay packed on the GPU (compiler/lowering/matmul_nbits.py dequantizes in the
+    kernel): each row of B re-packed as 32-bit words of K values (no block padding), scales as
+    f32, zero points packed the same way (or f32 when the model gives floats)."""
+    words = g.const(pack_words(q, bits), info.inputs[1].name + ".packed", dtype=DType.u32)
+    scales = g.const(np.ascontiguousarray(s), info.inputs[2].name + ".f32", dtype=DType.f32)
+    inputs = [a_, words, scales]
+    mode = "default"
+    if z is not None:
+        mode = "float" if z.dtype == np.float32 else "packed"
+        data = np.ascontiguousarray(z) if mode == "float" else pack_words(z, bits)
+        inputs.append(
+            g.const(data, info.inputs[3].name + f".{mode}", dtype=DType.f32 if mode == "float" else DType.u32)
+        )
+    attrs = {
+        "K": K,
+        "N": N,
+        "bits": bits,
+        "block_size": block,
+        "zero_points": mode,
+        "bias": int(bias is not None),
+    }
+    return emit(g, info, "MatMulNBits", inputs + ([bias] if bias is not None else []), attrs, domain="")
 
 
 @contrib("GatherBlockQuantized")

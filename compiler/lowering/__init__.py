@@ -144,7 +144,8 @@ HOST_ONLY = ("Constant", "ConstantOfShape", "Shape", "Size", "MelWeightMatrix")
 # Control flow the frontend resolves at compile time (compiler/control_flow.py).
 UNROLLED = ("If", "Loop", "Scan")
 _VIEWS = ("Reshape", "Identity")
-INTERNAL = ("Fused", "DimValue")  # made by the compiler, never read from a model
+INTERNAL = ("Fused", "DimValue", "MatMulNBits")  # made by the compiler, never read from a model
+# (MatMulNBits: com.microsoft.MatMulNBits with its weights packed, see legalize/contrib.py)
 
 
 def supported_ops() -> dict[str, str]:
@@ -413,6 +414,7 @@ def _load_all() -> None:
         fused,
         gather,
         gemm,
+        matmul_nbits,
         norm,
         pool,
         quant,

@@ -1,0 +1,79 @@
+"""MatMulNBits with its weights packed on the GPU (legalize/contrib.py packs them).
+
+B is [N, words] 32-bit words, each holding 32/bits values of one row along K, low bits first,
+with no padding between blocks (block sizes are powers of two of at least 16, so a word never
+spans two blocks); scales are [N, blocks] f32; zero points are absent (2^(bits-1)), packed like
+B ([N, zwords]) or f32 [N, blocks]. Each invocation computes a few rows of one output column,
+dequantizing each word once for all of them: the weights cost 4 bits each in memory and in
+bandwidth (plus a scale and a zero point per block), about a seventh of f32.
+
+M (A's rows, which may be kept symbolic: a sequence) is read clamped and stored guarded.
+"""
+
+from __future__ import annotations
+
+import math
+
+from onnx2wgsl.ir import Dispatch, Op
+from onnx2wgsl.ir.kernel import ref
+from onnx2wgsl.ir.symbolic import simplify, smax
+from onnx2wgsl.ir.types import dim_bound
+
+from . import WORKGROUP, LowerCtx, binding, ceil_div, decl, loops_fit, lowers, u32
+
+
+def _rows_per_invocation(M) -> int:
+    M = dim_bound(M)
+    return 4 if M >= 64 else 2 if M >= 8 else 1
+
+
+@lowers("MatMulNBits")
+def lower_matmul_nbits(ctx: LowerCtx, op: Op) -> None:
+    a = op.inputs[0]
+    y = op.outputs[0]
+    at = op.attrs
+    K, N, bits, block = at["K"], at["N"], at["bits"], at["block_size"]
+    mode = at["zero_points"]
+    words_v, scales = op.inputs[1], op.inputs[2]
+    zeros = op.inputs[3] if mode != "default" else None
+    bias = op.inputs[-1] if at["bias"] else None
+    per = 32 // bits
+    full, tail = divmod(K, per)
+    words, blocks = math.ceil(K / per), math.ceil(K / block)
+    if not loops_fit(words):
+        raise ctx.error(
+            f"K={K} is too long for one invocation's loop on this target ({words} words of {per} values)",
+            hint="split the projection along K into several MatMulNBits nodes",
+        )
+    M = simplify(math.prod(a.shape[:-1]))
+    tm = _rows_per_invocation(M)
+    zq = ref("Z") if zeros is not None else None
+
+    def zero(word: str) -> str:
+        """The zero point of the block of ``word`` (a WGSL expression)."""
+        if mode == "default":
+            return f"{float(1 << (bits - 1))}f"
+        blk = f"({word} / {block // per}u)"
+        if mode == "float":
+            return f"{zq}[srow + {blk}]"
+        zwords = math.ceil(blocks / per)
+        return f"f32(({zq}[n * {zwords}u + {blk} / {per}u] >> (({blk} % {per}u) * {bits}u)) & {(1 << bits) - 1}u)"
+
+    decls = [decl("A", a), decl("Bq", words_v), decl("S", scales)]
+    reads = [a, words_v, scales]
+    if zeros is not None:
+        decls.append(decl("Z", zeros))
+        reads.append(zeros)
+    if bias is not None:
+        decls.append(decl("Bias", bias))
+        reads.append(bias)
+    decls.append(decl("Y", y, write=True))
+    shader = ctx.shader(
+        "matmul_nbits.wgsl.j2", decls=decls, wg=WORKGROUP, tm=tm, M=u32(M), M1=u32(smax(M, 1) - 1), N=N, K=K,
+        bits=bits, per=per, mask=(1 << bits) - 1, block=block, words=words, blocks=blocks,
+        words_per_block=block // per, full=full, tail=tail, zero=zero("w"), zero_tail=zero(f"{full}u"),
+        bias=bias is not None,
+    )  # fmt: skip
+    grid = (ceil_div(N, WORKGROUP), ceil_div(M, tm), 1)
+    bindings = [binding(v) for v in reads] + [binding(y, write=True)]
+    ctx.kernel(reads, [y], [Dispatch(shader, grid, bindings)])
