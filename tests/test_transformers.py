@@ -11,7 +11,7 @@ import pytest
 from helpers import assert_close, gpu_run, ort_run
 
 MODELS = Path(__file__).resolve().parent / "models"
-BERTS = ["bert_tiny_torchscript", "bert_tiny_dynamo"]
+BERTS = ["bert_tiny_torchscript", "bert_tiny_dynamo", "bert_tiny_torchscript_q4"]
 
 
 def bert_feeds(batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -120,6 +120,9 @@ def test_bert_arena_at_the_bounds_equals_the_static_plan_at_4x128(bert_symbolic,
         ("distilbert_tiny_torchscript", RANGES, [(1, 1), (2, 17), (4, 128)]),
         ("gpt2_tiny_dynamo", {"seq": (1, 128)}, [(None, 1), (None, 17), (None, 128)]),
         ("llama_tiny_torchscript", RANGES, [(1, 1), (2, 17), (4, 128)]),
+        # 4-bit weights (tools/quantize_transformers.py), against onnxruntime on the same 4-bit model
+        ("llama_tiny_torchscript_q4", RANGES, [(1, 1), (2, 17), (4, 128)]),
+        ("bert_tiny_torchscript_q4", RANGES, [(1, 1), (2, 17), (4, 128)]),
         ("vit_tiny_torchscript", {"batch": (1, 4)}, [(1, None), (3, None), (4, None)]),
         ("whisper_encoder_tiny_torchscript", {"batch": (1, 4)}, [(1, None), (4, None)]),
     ],
@@ -138,3 +141,23 @@ def test_exported_transformer_compiled_once_matches_onnxruntime_at_every_size(
             seed = sum(dims.values())
             feeds = bert_feeds(batch, seq, seed) if name in BERTS else _feeds(model, dims, seed=seed)
             assert_close(sess.run(None, feeds), ort_run(model, feeds), rtol=1e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("name", ["llama_tiny_torchscript_q4", "bert_tiny_torchscript_q4"])
+def test_4bit_weights_stay_packed_on_the_gpu(name, tmp_path):
+    """Every MatMulNBits runs on its packed words: its projections cost a seventh of the f32
+    model's in weights.bin (the embedding tables, not quantized, stay f32)."""
+    from onnx2wgsl.compiler import compile_model
+
+    q4 = onnx.load(MODELS / f"{name}.onnx")
+    f32 = onnx.load(MODELS / f"{name.removesuffix('_q4')}.onnx")
+    compile_model(q4, tmp_path / "q", dims=RANGES)
+    compile_model(f32, tmp_path / "f", dims=RANGES)
+    size = {k: (tmp_path / k / "weights.bin").stat().st_size for k in "qf"}
+    attrs = [{a.name: a.i for a in n.attribute} for n in q4.graph.node if n.op_type == "MatMulNBits"]
+    projections = sum(4 * a["K"] * a["N"] for a in attrs)  # their bytes as f32
+    assert attrs and projections > size["f"] / 4
+    # 4 bits, and a 32-bit scale and a 4-bit zero point per block of 32: 0.16 of f32
+    assert size["q"] <= size["f"] - (1 - 0.165) * projections, (size, projections)
+    text = (tmp_path / "q" / "manifest.json").read_text()
+    assert text.count("matmul_nbits") >= 1

@@ -398,14 +398,16 @@ def pack_words(values: np.ndarray, bits: int) -> np.ndarray:
 def _matmul_nbits_packed(g, info, a_, q, s, z, bias, K, N, block, bits):
     """The weights stay packed on the GPU (compiler/lowering/matmul_nbits.py dequantizes in the
     kernel): each row of B re-packed as 32-bit words of K values (no block padding), scales as
-    f32, zero points packed the same way (or f32 when the model gives floats)."""
+    f32, zero points packed into words in row-major (row, block) order (or f32 when the model
+    gives floats)."""
     words = g.const(pack_words(q, bits), info.inputs[1].name + ".packed", dtype=DType.u32)
     scales = g.const(np.ascontiguousarray(s), info.inputs[2].name + ".f32", dtype=DType.f32)
     inputs = [a_, words, scales]
     mode = "default"
     if z is not None:
         mode = "float" if z.dtype == np.float32 else "packed"
-        data = np.ascontiguousarray(z) if mode == "float" else pack_words(z, bits)
+        # packed zero points run on across rows: 4 bits a block, whatever the blocks per row
+        data = np.ascontiguousarray(z) if mode == "float" else pack_words(z.reshape(-1), bits)
         inputs.append(
             g.const(data, info.inputs[3].name + f".{mode}", dtype=DType.f32 if mode == "float" else DType.u32)
         )

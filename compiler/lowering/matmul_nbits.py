@@ -2,8 +2,8 @@
 
 B is [N, words] 32-bit words, each holding 32/bits values of one row along K, low bits first,
 with no padding between blocks (block sizes are powers of two of at least 16, so a word never
-spans two blocks); scales are [N, blocks] f32; zero points are absent (2^(bits-1)), packed like
-B ([N, zwords]) or f32 [N, blocks]. Each invocation computes a few rows of one output column,
+spans two blocks); scales are [N, blocks] f32; zero points are absent (2^(bits-1)), packed into
+words like B but in one run over all (row, block) pairs, or f32 [N, blocks]. Each invocation computes a few rows of one output column,
 dequantizing each word once for all of them: the weights cost 4 bits each in memory and in
 bandwidth (plus a scale and a zero point per block), about a seventh of f32.
 
@@ -56,8 +56,8 @@ def lower_matmul_nbits(ctx: LowerCtx, op: Op) -> None:
         blk = f"({word} / {block // per}u)"
         if mode == "float":
             return f"{zq}[srow + {blk}]"
-        zwords = math.ceil(blocks / per)
-        return f"f32(({zq}[n * {zwords}u + {blk} / {per}u] >> (({blk} % {per}u) * {bits}u)) & {(1 << bits) - 1}u)"
+        at = f"(srow + {blk})"  # (row, block) in row-major order, packed across rows
+        return f"f32(({zq}[{at} / {per}u] >> (({at} % {per}u) * {bits}u)) & {(1 << bits) - 1}u)"
 
     decls = [decl("A", a), decl("Bq", words_v), decl("S", scales)]
     reads = [a, words_v, scales]

@@ -1,0 +1,45 @@
+"""Make the 4-bit variants of the transformer test models (run by hand, outputs committed).
+
+onnxruntime's MatMulNBitsQuantizer turns each MatMul with a constant weight into a
+com.microsoft MatMulNBits node (4-bit blocks, asymmetric: a packed zero point per block), as
+people quantize models for onnxruntime's WebGPU provider. It needs onnxruntime and onnx-ir,
+which the test environment does not carry:
+
+    python3 -m venv /tmp/quant && /tmp/quant/bin/pip install onnxruntime onnx onnx-ir
+    /tmp/quant/bin/python tools/quantize_transformers.py
+
+Writes tests/models/NAME_q4.onnx beside each source model. Round-to-nearest quantization is
+deterministic, so the files only change when the sources or onnxruntime's quantizer do.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import onnx
+from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+MODELS = Path(__file__).resolve().parent.parent / "tests" / "models"
+SOURCES = ("llama_tiny_torchscript", "bert_tiny_torchscript")  # (GPT-2 dynamo: Gemm, no MatMul to quantize)
+BLOCK = 32  # the tiny models' hidden size; onnxruntime's default, 128, is larger than a row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--block-size", type=int, default=BLOCK)
+    args = ap.parse_args()
+    for name in SOURCES:
+        q = MatMulNBitsQuantizer(
+            onnx.load(MODELS / f"{name}.onnx"), block_size=args.block_size, is_symmetric=False
+        )
+        q.process()
+        out = MODELS / f"{name}_q4.onnx"
+        onnx.save(q.model.model, out)
+        kinds = [n.op_type for n in q.model.model.graph.node]
+        print(f"{out.relative_to(MODELS.parent.parent)}: {out.stat().st_size:,} bytes, "
+              f"{kinds.count('MatMulNBits')} MatMulNBits, {kinds.count('MatMul')} MatMul left")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
