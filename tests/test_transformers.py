@@ -11,7 +11,9 @@ import pytest
 from helpers import assert_close, gpu_run, ort_run
 
 MODELS = Path(__file__).resolve().parent / "models"
-BERTS = ["bert_tiny_torchscript", "bert_tiny_dynamo", "bert_tiny_torchscript_q4"]
+# the exports, their 4-bit and optimizer-fused forms (tools/quantize_transformers.py)
+BERTS = ["bert_tiny_torchscript", "bert_tiny_dynamo", "bert_tiny_torchscript_q4", "bert_tiny_torchscript_opt",
+         "bert_tiny_dynamo_opt"]  # fmt: skip
 
 
 def bert_feeds(batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -123,6 +125,8 @@ def test_bert_arena_at_the_bounds_equals_the_static_plan_at_4x128(bert_symbolic,
         # 4-bit weights (tools/quantize_transformers.py), against onnxruntime on the same 4-bit model
         ("llama_tiny_torchscript_q4", RANGES, [(1, 1), (2, 17), (4, 128)]),
         ("bert_tiny_torchscript_q4", RANGES, [(1, 1), (2, 17), (4, 128)]),
+        ("bert_tiny_torchscript_opt", RANGES, [(1, 1), (2, 17), (4, 128)]),
+        ("bert_tiny_dynamo_opt", RANGES, [(1, 1), (2, 17), (4, 128)]),
         ("vit_tiny_torchscript", {"batch": (1, 4)}, [(1, None), (3, None), (4, None)]),
         ("whisper_encoder_tiny_torchscript", {"batch": (1, 4)}, [(1, None), (4, None)]),
     ],

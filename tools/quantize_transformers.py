@@ -1,4 +1,5 @@
-"""Make the 4-bit variants of the transformer test models (run by hand, outputs committed).
+"""Make the 4-bit and optimizer-fused variants of the transformer test models (run by hand,
+outputs committed).
 
 onnxruntime's MatMulNBitsQuantizer turns each MatMul with a constant weight into a
 com.microsoft MatMulNBits node (4-bit blocks, asymmetric: a packed zero point per block), as
@@ -8,7 +9,10 @@ which the test environment does not carry:
     python3 -m venv /tmp/quant && /tmp/quant/bin/pip install onnxruntime onnx onnx-ir
     /tmp/quant/bin/python tools/quantize_transformers.py
 
-Writes tests/models/NAME_q4.onnx beside each source model. Round-to-nearest quantization is
+It also runs onnxruntime's transformer optimizer (``optimize_model``, as people prepare BERT for
+onnxruntime) on the BERT exports: SkipLayerNormalization, BiasGelu and what else it fuses.
+
+Writes tests/models/NAME_q4.onnx and NAME_opt.onnx beside each source model. Round-to-nearest quantization is
 deterministic, so the files only change when the sources or onnxruntime's quantizer do.
 """
 
@@ -19,9 +23,14 @@ from pathlib import Path
 
 import onnx
 from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+from onnxruntime.transformers.optimizer import optimize_model
 
 MODELS = Path(__file__).resolve().parent.parent / "tests" / "models"
 SOURCES = ("llama_tiny_torchscript", "bert_tiny_torchscript")  # (GPT-2 dynamo: Gemm, no MatMul to quantize)
+OPTIMIZED = {
+    "bert_tiny_torchscript": ("bert", 2, 32),
+    "bert_tiny_dynamo": ("bert", 2, 32),
+}  # type, heads, hidden
 BLOCK = 32  # the tiny models' hidden size; onnxruntime's default, 128, is larger than a row
 
 
@@ -39,6 +48,14 @@ def main() -> None:
         kinds = [n.op_type for n in q.model.model.graph.node]
         print(f"{out.relative_to(MODELS.parent.parent)}: {out.stat().st_size:,} bytes, "
               f"{kinds.count('MatMulNBits')} MatMulNBits, {kinds.count('MatMul')} MatMul left")  # fmt: skip
+    for name, (kind, heads, hidden) in OPTIMIZED.items():
+        m = optimize_model(str(MODELS / f"{name}.onnx"), model_type=kind, num_heads=heads, hidden_size=hidden)
+        out = MODELS / f"{name}_opt.onnx"
+        m.save_model_to_file(str(out))
+        fused = sorted({n.op_type for n in m.model.graph.node if n.domain == "com.microsoft"})
+        print(
+            f"{out.relative_to(MODELS.parent.parent)}: {out.stat().st_size:,} bytes, fused: {', '.join(fused)}"
+        )
 
 
 if __name__ == "__main__":

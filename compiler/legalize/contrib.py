@@ -23,9 +23,12 @@ import numpy as np
 
 from onnx2wgsl.errors import UnsupportedError
 from onnx2wgsl.ir import DType, TensorType, Value
+from onnx2wgsl.ir.symbolic import SymbolicError
 
 from .. import host_eval
+from ..symbolic_fold import broadcast
 from . import emit, legalize, rule
+from .elementwise import _broadcasts_to
 
 MS = "com.microsoft"
 # onnxruntime registers these in the default domain, where ONNX itself defines no such op.
@@ -92,9 +95,9 @@ def _standard(g, info, op_type: str, inputs, attrs, out_types, out_names) -> lis
 
 
 def _binary(g, info, kind: str, a: Value, b: Value, name: str) -> Value:
-    try:
-        shape = np.broadcast_shapes(tuple(a.shape), tuple(b.shape))
-    except ValueError:
+    try:  # (dims kept symbolic broadcast by their ranges)
+        shape = broadcast(tuple(a.shape), tuple(b.shape))
+    except (ValueError, SymbolicError):
         raise info.error(
             f"{a.name!r} {list(a.shape)} and {b.name!r} {list(b.shape)} do not broadcast",
             hint="fix the model",
@@ -186,11 +189,7 @@ def _skip_norm(g, info):
             f"input has rank {x.type.rank}; {info.op_type} takes 2-D or 3-D input", hint="fix the model"
         )
     hidden = x.shape[-1]
-    try:
-        fits = np.broadcast_shapes(tuple(skip.shape), tuple(x.shape)) == tuple(x.shape)
-    except ValueError:
-        fits = False
-    if not fits or skip.shape[-1] != hidden:
+    if not _broadcasts_to(tuple(skip.shape), tuple(x.shape)) or skip.shape[-1] != hidden:
         raise info.error(
             f"skip {list(skip.shape)} does not broadcast to input {list(x.shape)}", hint="fix the model"
         )
@@ -225,11 +224,7 @@ def _rms(g, info, x, scale, axis, eps, out_types, out_names) -> list[Value | Non
     """RMSNormalization of x over the dims from ``axis``; its optional second output is the
     inverse RMS per row (IR outputs 0 and 2, the places LayerNormalization gives them)."""
     norm = tuple(x.shape[axis:])
-    try:
-        fits = np.broadcast_shapes(tuple(scale.shape), norm) == norm
-    except ValueError:
-        fits = False
-    if not fits:
+    if not _broadcasts_to(tuple(scale.shape), norm):
         raise info.error(
             f"scale {list(scale.shape)} does not broadcast to {list(norm)}", hint="fix the model"
         )
