@@ -10,7 +10,8 @@ which the test environment does not carry:
     /tmp/quant/bin/python tools/quantize_transformers.py
 
 It also runs onnxruntime's transformer optimizer (``optimize_model``, as people prepare BERT for
-onnxruntime) on the BERT exports: SkipLayerNormalization, BiasGelu and what else it fuses.
+onnxruntime) on the BERT, GPT-2 and ViT exports: SkipLayerNormalization, BiasGelu, FastGelu and what else
+it fuses.
 
 Writes tests/models/NAME_q4.onnx and NAME_opt.onnx beside each source model. Round-to-nearest quantization is
 deterministic, so the files only change when the sources or onnxruntime's quantizer do.
@@ -27,10 +28,12 @@ from onnxruntime.transformers.optimizer import optimize_model
 
 MODELS = Path(__file__).resolve().parent.parent / "tests" / "models"
 SOURCES = ("llama_tiny_torchscript", "bert_tiny_torchscript")  # (GPT-2 dynamo: Gemm, no MatMul to quantize)
-OPTIMIZED = {
+OPTIMIZED = {  # model type, heads, hidden size
     "bert_tiny_torchscript": ("bert", 2, 32),
     "bert_tiny_dynamo": ("bert", 2, 32),
-}  # type, heads, hidden
+    "gpt2_tiny_dynamo": ("gpt2", 2, 32),
+    "vit_tiny_torchscript": ("vit", 2, 32),
+}
 BLOCK = 32  # the tiny models' hidden size; onnxruntime's default, 128, is larger than a row
 
 
