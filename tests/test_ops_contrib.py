@@ -391,7 +391,9 @@ def test_matmul_nbits_over_a_symbolic_sequence(device):
     model = node_model("MatMulNBits", {"a": a}, {"K": K, "N": N, "block_size": block},
                        initializers={"B": B, "s": scales, "zp": zp}, domain=MS)  # fmt: skip
     model = with_dim_params(model, {"a": [1, "seq", K], "y0": [1, "seq", N]})
-    model.graph.output[0].type.tensor_type.elem_type = onnx.TensorProto.FLOAT  # (no schema types a contrib op)
+    model.graph.output[
+        0
+    ].type.tensor_type.elem_type = onnx.TensorProto.FLOAT  # (no schema types a contrib op)
     check_symbolic(model, {"seq": (1, 70)}, [{"a": rand(1, n, K, seed=n)} for n in (1, 17, 70)], device)
 
 
