@@ -456,6 +456,24 @@ def _multi_head_attention(info) -> list[TensorType | None]:
     return [TensorType(q.dtype, (B, S, v.shape[2])), *present]
 
 
+def _contrib_attention(info) -> list[TensorType | None]:
+    """Attention with packed Q/K/V weights: output [B, S, v hidden], present [2, B, N, S, head]."""
+    x, w = info.inputs[:2]
+    sizes = [int(n) for n in info.attrs.get("qkv_hidden_sizes", [])] or [w.shape[1] // 3] * 3
+    heads = max(int(info.attrs.get("num_heads", 1)), 1)
+    B, S = x.shape[0], x.shape[1]
+    present = TensorType(x.dtype, (2, B, heads, S, sizes[0] // heads))
+    return [TensorType(x.dtype, (B, S, sizes[2])), present]
+
+
+def _embed_layer_norm(info) -> list[TensorType | None]:
+    """output [B, S, H], mask_index [B] (int32), embedding_sum [B, S, H]."""
+    ids, word = info.inputs[0], info.inputs[2]
+    B, S = ids.shape
+    out = TensorType(word.dtype, (B, S, word.shape[1]))
+    return [out, TensorType(DType.i32, (B,)), out]
+
+
 _MS = "com.microsoft"
 _CONTRIB = {
     **{
@@ -468,4 +486,6 @@ _CONTRIB = {
     (_MS, "MatMulNBits"): _matmul_nbits,
     (_MS, "GatherBlockQuantized"): _gather_block_quantized,
     (_MS, "MultiHeadAttention"): _multi_head_attention,
+    (_MS, "Attention"): _contrib_attention,
+    (_MS, "EmbedLayerNormalization"): _embed_layer_norm,
 }

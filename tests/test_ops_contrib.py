@@ -471,3 +471,152 @@ def test_multi_head_attention_unsupported_inputs_are_clear_errors():
     model = node_model("MultiHeadAttention", feeds, {"num_heads": 2}, domain=MS)
     with pytest.raises(UnsupportedError, match="projection bias input is not supported"):
         compile_model(model)
+
+
+# -- Attention (packed QKV weights) and EmbedLayerNormalization ----------------------------------
+def _attention_model(
+    B, S, hidden, heads, mask=None, bias=True, sizes=None, attrs=None, attn_bias=None, seed=0
+):
+    rng = np.random.default_rng(seed)
+    sizes = sizes or [hidden] * 3
+    x = rand(B, S, hidden, seed=seed)
+    inits = {"w": (rng.standard_normal((hidden, sum(sizes))) * 0.3).astype(np.float32)}
+    order = ["x", "w"]
+    if bias:
+        inits["b"] = (rng.standard_normal(sum(sizes)) * 0.3).astype(np.float32)
+        order.append("b")
+    feeds = {"x": x}
+    if mask is not None:
+        order += [""] * (3 - len(order)) + ["mask"]
+        feeds["mask"] = mask
+    if attn_bias is not None:
+        order += [""] * (5 - len(order)) + ["ab"]
+        feeds["ab"] = attn_bias
+    a = {
+        "num_heads": heads,
+        **({"qkv_hidden_sizes": sizes} if sizes != [hidden] * 3 else {}),
+        **(attrs or {}),
+    }
+    return node_model("Attention", feeds, a, initializers=inits, input_order=order, domain=MS), feeds
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["plain", "no_bias", "ends", "raw2d", "raw3d", "causal", "sizes", "scale", "bias_input", "filter"],
+)
+def test_contrib_attention(case, device):
+    B, S, hidden, heads = 2, 7, 16, 2
+    rng = np.random.default_rng(3)
+    raw = (rng.random((B, S)) > 0.3).astype(np.int32)
+    raw[:, 0] = 1
+    kw = {
+        "plain": {},
+        "no_bias": {"bias": False},
+        "ends": {"mask": np.array([4, 7], np.int32)},
+        "raw2d": {"mask": raw},
+        "raw3d": {"mask": np.tril(np.ones((S, S), np.int32))[None].repeat(B, 0)},
+        "causal": {"attrs": {"unidirectional": 1}, "mask": raw},
+        "sizes": {"sizes": [16, 16, 8]},
+        "scale": {"attrs": {"scale": 0.5}},
+        "bias_input": {"attn_bias": rand(1, heads, S, S, seed=4)},
+        "filter": {"mask": raw, "attrs": {"mask_filter_value": -50.0}},
+    }[case]
+    model, feeds = _attention_model(B, S, hidden, heads, **kw)
+    assert_close(gpu_run(model, feeds, device), ort_run(model, feeds), rtol=1e-4, atol=1e-5)
+
+
+def test_contrib_attention_over_symbolic_dims(device):
+    hidden, heads = 16, 4
+    model, _ = _attention_model(1, 5, hidden, heads, mask=np.ones((1, 5), np.int32))
+    model = with_dim_params(
+        model, {"x": ["batch", "seq", hidden], "mask": ["batch", "seq"], "y0": ["batch", "seq", hidden]}
+    )
+    model.graph.output[0].type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    rng = np.random.default_rng(0)
+    feeds = []
+    for b, s in ((1, 1), (2, 9), (3, 24)):
+        m = (rng.random((b, s)) > 0.3).astype(np.int32)
+        m[:, 0] = 1
+        feeds.append({"x": rand(b, s, hidden, seed=s), "mask": m})
+    check_symbolic(model, {"batch": (1, 3), "seq": (1, 24)}, feeds, device)
+
+
+def test_contrib_attention_unsupported_forms_are_clear_errors():
+    model, _ = _attention_model(2, 4, 8, 2, mask=np.array([1, 4, 0, 0], np.int32))  # [2B]: ends and starts
+    with pytest.raises(UnsupportedError, match="mask_index of shape"):
+        compile_model(model)
+    model, _ = _attention_model(2, 4, 8, 3)
+    with pytest.raises(CompileError, match="num_heads"):
+        compile_model(model)
+
+
+def _embed_model(B, S, H, vocab=30, positions=16, segments=True, mask=True, pos_ids=False, outputs=3, seed=0):
+    rng = np.random.default_rng(seed)
+    feeds = {"ids": rng.integers(0, vocab, (B, S)).astype(np.int32)}
+    inits = {
+        "word": rng.standard_normal((vocab, H)).astype(np.float32),
+        "pos": rng.standard_normal((positions, H)).astype(np.float32),
+        "gamma": rng.uniform(0.5, 1.5, H).astype(np.float32),
+        "beta": rng.standard_normal(H).astype(np.float32),
+    }
+    order = ["ids", "seg" if segments else "", "word", "pos", "segtab" if segments else "", "gamma", "beta"]
+    if segments:
+        feeds["seg"] = rng.integers(0, 2, (B, S)).astype(np.int32)
+        inits["segtab"] = rng.standard_normal((2, H)).astype(np.float32)
+    if mask:
+        m = np.ones((B, S), np.int32)
+        m[0, S // 2 :] = 0
+        feeds["mask"] = m
+        order.append("mask")
+    if pos_ids:
+        order += [""] * (8 - len(order)) + ["pids"]
+        feeds["pids"] = rng.integers(0, positions, (B, S)).astype(np.int32)
+    model = node_model("EmbedLayerNormalization", feeds, {"epsilon": 1e-5}, initializers=inits, input_order=order,
+                       n_outputs=outputs, domain=MS)  # fmt: skip
+    return model, feeds
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{}, {"segments": False}, {"mask": False}, {"pos_ids": True}, {"outputs": 2}],
+    ids=["all", "no_segments", "no_mask", "position_ids", "two_outputs"],
+)
+def test_embed_layer_normalization(kw, device):
+    model, feeds = _embed_model(2, 6, 8, **kw)
+    assert_close(gpu_run(model, feeds, device), ort_run(model, feeds), rtol=1e-4, atol=1e-5)
+
+
+def test_embed_layer_normalization_feeds_attention_over_symbolic_dims(device):
+    """The optimizer's BERT pairing: EmbedLayerNormalization's mask index (key end positions)
+    masks Attention's keys, compiled once for a range of batch and sequence."""
+    from onnx import TensorProto, helper
+
+    H, heads, vocab, positions = 16, 2, 40, 32
+    rng = np.random.default_rng(1)
+    inits = {
+        "word": rng.standard_normal((vocab, H)).astype(np.float32),
+        "pos": rng.standard_normal((positions, H)).astype(np.float32),
+        "gamma": np.ones(H, np.float32),
+        "beta": np.zeros(H, np.float32),
+        "w": (rng.standard_normal((H, 3 * H)) * 0.3).astype(np.float32),
+        "b": (rng.standard_normal(3 * H) * 0.3).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("EmbedLayerNormalization", ["ids", "", "word", "pos", "", "gamma", "beta", "mask"],
+                         ["emb", "index"], domain=MS, epsilon=1e-12),
+        helper.make_node("Attention", ["emb", "w", "b", "index"], ["y"], domain=MS, num_heads=heads),
+    ]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "bert_embed_attention",
+        [helper.make_tensor_value_info("ids", TensorProto.INT32, ["batch", "seq"]),
+         helper.make_tensor_value_info("mask", TensorProto.INT32, ["batch", "seq"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", H])],
+        [onnx.numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)])
+    feeds = []
+    for b, s in ((1, 1), (2, 11), (3, 32)):
+        mask = np.ones((b, s), np.int32)
+        mask[0, s // 2 + 1 :] = 0  # right padding, as the end positions assume
+        feeds.append({"ids": rng.integers(0, vocab, (b, s)).astype(np.int32), "mask": mask})
+    check_symbolic(model, {"batch": (1, 3), "seq": (1, 32)}, feeds, device)

@@ -23,7 +23,8 @@ import numpy as np
 
 from onnx2wgsl.errors import UnsupportedError
 from onnx2wgsl.ir import DType, TensorType, Value
-from onnx2wgsl.ir.symbolic import SymbolicError
+from onnx2wgsl.ir.symbolic import SymbolicError, simplify
+from onnx2wgsl.ir.types import dim_bound
 
 from .. import host_eval
 from ..symbolic_fold import broadcast
@@ -576,3 +577,208 @@ def _multi_head_attention(g, info):
     names = list(info.out_names) + [""] * (4 - len(info.out_names))
     outs = _standard(g, info, "Attention", [q, k, v, attn_bias], attrs, types, names)
     return outs[: len(info.out_types)]
+
+
+@contrib("Attention")
+def _attention(g, info):
+    """Self-attention with Q, K and V projected by one packed weight, as onnxruntime's transformer
+    optimizer writes it for BERT: input [B, S, in] @ weights [in, q + k + v hidden] (+ bias),
+    split into query, key and value, heads of ``num_heads``. The mask index (key end positions
+    [B], or a raw 0/1 mask [B, T] or [B, S, T]) adds ``mask_filter_value`` to the scores of the
+    masked keys, as onnxruntime does; an attention_bias is added too; ``unidirectional`` is
+    causal. Past state, the present output and rotary embedding are not covered."""
+    x, w, bias, mask, past, attn_bias, past_len = _inputs(info, 2, 7)
+    types = _outputs(info, 2)
+    for what, val in (("past", past), ("past_sequence_length", past_len)):
+        if val is not None:
+            raise _unsupported(info, f"its {what} input")
+    if types[1] is not None:
+        raise _unsupported(info, "its present output", hint="leave output 1 empty")
+    for flag in ("do_rotary", "past_present_share_buffer"):
+        if int(info.attrs.get(flag, 0)):
+            raise _unsupported(info, f"{flag}=1")
+    _float_input(info, x, "input")
+    if x.type.rank != 3 or w.type.rank != 2 or w.shape[0] != x.shape[2]:
+        raise info.error(
+            f"input {list(x.shape)} and weights {list(w.shape)} must be [batch, sequence, in] and "
+            "[in, q + k + v hidden]",
+            hint="fix the model",
+        )
+    heads = int(info.attrs.get("num_heads", 0))
+    total = w.shape[1]
+    sizes = [int(n) for n in info.attrs.get("qkv_hidden_sizes", [])] or (
+        [total // 3] * 3 if total % 3 == 0 else []
+    )
+    if (
+        len(sizes) != 3 or sum(sizes) != total or sizes[0] != sizes[1] or heads <= 0
+        or sizes[0] % heads or sizes[2] % heads
+    ):  # fmt: skip
+        raise info.error(
+            f"qkv_hidden_sizes {sizes} and num_heads {heads} do not fit weights {list(w.shape)}: query and key "
+            f"sizes must be equal, both sizes multiples of num_heads, and the three must add up to {total}",
+            hint="fix the model",
+        )
+    if bias is not None and tuple(bias.shape) != (total,):
+        raise info.error(f"bias has shape {list(bias.shape)}; it must be [{total}]", hint="fix the model")
+    B, S = x.shape[0], x.shape[1]
+    name = info.out_names[0]
+    (qkv,) = emit(
+        g, info, "MatMul", [x, w], {}, [TensorType(x.dtype, (B, S, total))], [name + ".qkv"], domain=""
+    )
+    if bias is not None:
+        qkv = _binary(g, info, "Add", qkv, bias, name + ".qkv_biased")
+    parts = emit(
+        g, info, "Split", [qkv], {"axis": 2, "split": sizes}, [TensorType(x.dtype, (B, S, n)) for n in sizes],
+        [name + ".q", name + ".k", name + ".v"], domain="",
+    )  # fmt: skip
+    add = _mask_index(
+        g, info, mask, B, S, float(info.attrs.get("mask_filter_value", -10000.0)), x.dtype, name
+    )
+    if attn_bias is not None:
+        if attn_bias.type.rank != 4 or tuple(attn_bias.shape[2:]) != (S, S):
+            raise info.error(
+                f"attention_bias has shape {list(attn_bias.shape)}; it must be [batch or 1, heads or 1, {S}, {S}]",
+                hint="fix the model",
+            )
+        add = attn_bias if add is None else _binary(g, info, "Add", add, attn_bias, name + ".mask_and_bias")
+    attrs = {
+        "q_num_heads": heads,
+        "kv_num_heads": heads,
+        "is_causal": int(info.attrs.get("unidirectional", 0)),
+    }
+    if info.attrs.get("scale") is not None and float(info.attrs["scale"]) != 0.0:
+        attrs["scale"] = float(info.attrs["scale"])
+    outs = _standard(
+        g, info, "Attention", [*parts, add], attrs, [types[0], None, None, None], [name, "", "", ""]
+    )
+    return [outs[0]] + [None] * (len(info.out_types) - 1)
+
+
+def _mask_index(g, info, mask, B, S, fill: float, dtype: DType, name: str) -> Value | None:
+    """onnxruntime's mask index as scores to add, [B, 1, 1 or S, S]: ``fill`` where a key is
+    masked (at or past the end position of its batch, or where the raw mask is 0), else 0."""
+    if mask is None:
+        return None
+    if mask.dtype not in (DType.i32, DType.i64):
+        raise info.error(f"mask_index is {mask.dtype.name}; it must be int32", hint="fix the model")
+    rank = mask.type.rank
+    if rank == 1 and mask.shape[0] == B:
+        # positions 0..S-1 (a constant at the bound, cut to the run's length) against each end
+        top = dim_bound(S)
+        positions = g.const(np.arange(top, dtype=mask.dtype.numpy), name + ".positions")
+        if simplify(S) != top:
+            (positions,) = emit(
+                g, info, "Slice", [positions], {"starts": [0], "steps": [1]}, [TensorType(mask.dtype, (S,))],
+                [name + ".key_positions"], domain="",
+            )  # fmt: skip
+        (ends,) = emit(
+            g, info, "Reshape", [mask], {}, [TensorType(mask.dtype, (B, 1))], [name + ".ends"], domain=""
+        )
+        masked = _binary_typed(g, info, "GreaterOrEqual", positions, ends, DType.bool, name + ".masked")
+        shape = (B, 1, 1, S)
+    elif (
+        rank in (2, 3)
+        and tuple(mask.shape[:1]) == (B,)
+        and mask.shape[-1] == S
+        and (rank == 2 or mask.shape[1] == S)
+    ):
+        zero = g.const(np.zeros((), mask.dtype.numpy), name + ".zero")
+        masked = _binary_typed(g, info, "LessOrEqual", mask, zero, DType.bool, name + ".masked")
+        shape = (B, 1, 1, S) if rank == 2 else (B, 1, S, S)
+    else:
+        raise _unsupported(
+            info,
+            f"a mask_index of shape {list(mask.shape)}",
+            hint=f"key end positions [{B}] and raw 0/1 masks [{B}, {S}] or [{B}, {S}, {S}] are",
+        )
+    fills = [g.const(np.asarray(v, dtype.numpy), f"{name}.{k}") for k, v in (("fill", fill), ("keep", 0.0))]
+    (scores,) = emit(
+        g, info, "Where", [masked, *fills], {}, [TensorType(dtype, tuple(masked.shape))], [name + ".mask_scores"],
+        domain="",
+    )  # fmt: skip
+    (out,) = emit(
+        g, info, "Reshape", [scores], {}, [TensorType(dtype, shape)], [name + ".mask_add"], domain=""
+    )
+    return out
+
+
+def _binary_typed(g, info, kind: str, a: Value, b: Value, dtype: DType, name: str) -> Value:
+    shape = broadcast(tuple(a.shape), tuple(b.shape))
+    (y,) = emit(g, info, kind, [a, b], {}, [TensorType(dtype, tuple(shape))], [name], domain="")
+    return y
+
+
+@contrib("EmbedLayerNormalization")
+def _embed_layer_norm(g, info):
+    """BERT's embeddings as onnxruntime's optimizer fuses them: LayerNormalization of word +
+    position (+ segment) embeddings, positions 0..S-1 unless position_ids are given; outputs the
+    normalized sum, the mask index (the mask's sum per batch: key end positions, for Attention)
+    and the sum itself."""
+    ids, seg, word, pos_table, seg_table, gamma, beta, mask, pos_ids = _inputs(info, 1, 9)
+    types = _outputs(info, 3)
+    for v, k, what in ((word, 2, "word_embedding"), (pos_table, 3, "position_embedding"), (gamma, 5, "gamma"),
+                       (beta, 6, "beta")):  # fmt: skip
+        if v is None:
+            raise info.error(f"its input {k} ({what}) is required, but the node leaves it empty", hint="fix the model")  # fmt: skip
+    _float_input(info, word, "word_embedding")
+    H = word.shape[1] if word.type.rank == 2 else None
+    for what, v in (("position_embedding", pos_table), ("segment_embedding", seg_table)):
+        if v is not None and (v.type.rank != 2 or v.shape[1] != H):
+            raise info.error(
+                f"{what} has shape {list(v.shape)}; it must be [rows, {H}]", hint="fix the model"
+            )
+    if (seg is None) != (seg_table is None):
+        raise info.error("segment_ids and segment_embedding come together", hint="fix the model")
+    for what, v in (("gamma", gamma), ("beta", beta)):
+        if tuple(v.shape) != (H,):
+            raise info.error(f"{what} has shape {list(v.shape)}; it must be [{H}]", hint="fix the model")
+    B, S = ids.shape
+    names = list(info.out_names) + [""] * (3 - len(info.out_names))
+    base = names[0]
+
+    def gather(table: Value, idx: Value, what: str) -> Value:
+        out = TensorType(table.dtype, tuple(idx.shape) + (H,))
+        return _standard(g, info, "Gather", [table, idx], {"axis": 0}, [out], [f"{base}.{what}"])[0]
+
+    total = gather(word, ids, "words")
+    if pos_ids is None:
+        if dim_bound(S) > pos_table.shape[0]:
+            raise info.error(
+                f"the sequence ({S}) may be longer than position_embedding's {pos_table.shape[0]} rows",
+                hint="bound the sequence dim to the table (--dim seq=1..N)",
+            )
+        (positions,) = emit(
+            g, info, "Slice", [pos_table], {"starts": [0, 0], "steps": [1, 1]}, [TensorType(word.dtype, (S, H))],
+            [base + ".positions"], domain="",
+        )  # fmt: skip
+    else:
+        positions = gather(pos_table, pos_ids, "positions")
+    total = _binary(
+        g,
+        info,
+        "Add",
+        total,
+        positions,
+        base + ".with_positions" if seg is not None or not types[2] else names[2],
+    )
+    if seg is not None:
+        total = _binary(g, info, "Add", total, gather(seg_table, seg, "segments"), names[2] or base + ".sum")
+    eps = float(info.attrs.get("epsilon", 1e-12))
+    (y, _, _) = _standard(
+        g, info, "LayerNormalization", [total, gamma, beta], {"axis": 2, "epsilon": eps}, [types[0], None, None],
+        [names[0], "", ""],
+    )  # fmt: skip
+    index = None
+    if types[1] is not None:
+        if mask is None:  # onnxruntime gives zeros then
+            if not isinstance(simplify(B), int):
+                raise _unsupported(info, "its mask_index output without a mask, over a batch kept symbolic")
+            index = g.const(np.zeros(B, np.int32), names[1])
+        else:
+            m = mask
+            if m.dtype != DType.i32:
+                (m,) = emit(g, info, "Cast", [m], {"to": "i32", "saturate": 1, "round_mode": "up"},
+                            [TensorType(DType.i32, tuple(m.shape))], [base + ".mask32"], domain="")  # fmt: skip
+            axes = g.const(np.array([1], np.int64), base + ".mask_axes")
+            (index,) = _standard(g, info, "ReduceSum", [m, axes], {"keepdims": 0}, [types[1]], [names[1]])
+    return [y, index, total if types[2] is not None else None][: len(info.out_types)]
