@@ -84,7 +84,15 @@ def load(directory, **kwargs):
     return InferenceSession(directory, **kwargs)
 
 
+def __getattr__(name: str):
+    if name == "GpuTensor":  # the runtime's, imported when first asked for
+        from .runtime import GpuTensor
+
+        return GpuTensor
+    raise AttributeError(f"module 'onnx2wgsl' has no attribute {name!r}")
+
+
 __all__ = [
-    "CompileError", "ConstantRequiredError", "DeviceError", "InputError", "InternalError", "IRError",
+    "CompileError", "ConstantRequiredError", "DeviceError", "GpuTensor", "InputError", "InternalError", "IRError",
     "ManifestError", "Onnx2WgslError", "ShapeRequiredError", "UnsupportedError", "__version__", "compile", "load",
 ]  # fmt: skip

@@ -1,6 +1,6 @@
 """onnx2wgsl.runtime: runs a compiled artifact on WebGPU through wgpu-py (never imports the compiler)."""
 
 from .manifest import FORMAT, VERSION
-from .session import InferenceSession, IOInfo, request_device
+from .session import GpuTensor, InferenceSession, IOInfo, request_device
 
-__all__ = ["FORMAT", "IOInfo", "InferenceSession", "VERSION", "request_device"]
+__all__ = ["FORMAT", "GpuTensor", "IOInfo", "InferenceSession", "VERSION", "request_device"]

@@ -54,6 +54,53 @@ class IOInfo:
 _STORAGE = {"f32": np.dtype(np.float32), "i32": np.dtype(np.int32), "u32": np.dtype(np.uint32)}
 
 
+@dataclass
+class GpuTensor:
+    """A tensor in a GPU buffer, in the 32-bit form the kernels store (``storage``: f32 for
+    floats, i32 for signed ints, u32 for unsigned ints and bools), ``nbytes`` from ``offset``.
+
+    ``run(..., output_location="gpu")`` returns these, and ``run`` takes them (or a plain
+    wgpu buffer, for an input whose shape is fixed) as inputs: sessions on one device chain
+    without a round trip through the host, as onnxruntime's IOBinding does. ``numpy()`` reads
+    one back; ``release()`` frees a buffer the session made for it (never one you gave)."""
+
+    buffer: Any
+    shape: tuple[int, ...]
+    dtype: str  # numpy's name of the model's dtype (float32, int64, bool, ...)
+    storage: str
+    device: Any
+    offset: int = 0
+    owned: bool = False
+
+    @property
+    def nbytes(self) -> int:
+        return 4 * math.prod(self.shape)
+
+    def numpy(self) -> np.ndarray:
+        """The values, read back through a staging buffer (made for this call)."""
+        import wgpu
+
+        if not self.nbytes:
+            return np.zeros(self.shape, numpy_dtype(self.dtype))
+        staging = self.device.create_buffer(
+            size=self.nbytes, usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST
+        )
+        try:
+            enc = self.device.create_command_encoder()
+            enc.copy_buffer_to_buffer(self.buffer, self.offset, staging, 0, self.nbytes)
+            self.device.queue.submit([enc.finish()])
+            raw = InferenceSession._read_mapped(staging)
+        finally:
+            staging.destroy()
+        data = np.frombuffer(raw, dtype=_STORAGE[self.storage])
+        return data.astype(numpy_dtype(self.dtype)).reshape(self.shape)
+
+    def release(self) -> None:
+        if self.owned and self.buffer is not None:
+            self.buffer.destroy()
+        self.buffer = None
+
+
 def _kebab(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower()
 
@@ -290,10 +337,24 @@ class InferenceSession:
         return [IOInfo(io["name"], io["dtype"], _shown(io["shape"])) for io in self.manifest["outputs"]]
 
     def run(
-        self, output_names: list[str] | None, input_feed: Mapping[str, Any], run_options: Any = None
-    ) -> list[np.ndarray]:
-        """Write the inputs, run every dispatch in one command encoder, read the outputs."""
-        return self._run(output_names, input_feed)[0]
+        self,
+        output_names: list[str] | None,
+        input_feed: Mapping[str, Any],
+        run_options: Any = None,
+        *,
+        output_location: str = "cpu",
+        output_buffers: Mapping[str, Any] | None = None,
+    ) -> list:
+        """Write the inputs, run every dispatch in one command encoder, read the outputs.
+
+        Inputs are arrays, or GpuTensors / wgpu buffers on this session's device (copied on the
+        GPU). ``output_location="gpu"`` leaves the outputs on the GPU as GpuTensors in new
+        buffers (one per output per run, owned by the tensor); ``output_buffers`` names your
+        own buffers (STORAGE | COPY_DST, at least the output's bytes) to write outputs into,
+        returned as GpuTensors over them. Nothing is read back unless an output goes to the CPU."""
+        if output_location not in ("cpu", "gpu"):
+            raise InputError(f"output_location must be 'cpu' or 'gpu', not {output_location!r}")
+        return self._run(output_names, input_feed, where=output_location, into=output_buffers or {})[0]
 
     def run_profiled(
         self, output_names: list[str] | None, input_feed: Mapping[str, Any]
@@ -310,8 +371,13 @@ class InferenceSession:
         return self._run(output_names, input_feed, timed=True)
 
     def _run(
-        self, output_names: list[str] | None, input_feed: Mapping[str, Any], timed: bool = False
-    ) -> tuple[list[np.ndarray], list[tuple[int, float]]]:
+        self,
+        output_names: list[str] | None,
+        input_feed: Mapping[str, Any],
+        timed: bool = False,
+        where: str = "cpu",
+        into: Mapping[str, Any] = {},  # noqa: B006  (read only)
+    ) -> tuple[list, list[tuple[int, float]]]:
         if self._released:
             raise InputError("this session was released; load the artifact again to run it")
         if not isinstance(input_feed, Mapping):
@@ -321,9 +387,12 @@ class InferenceSession:
             )
         wanted = self._select(output_names)
         staged = [
-            (io, self._to_storage(io, input_feed[io["name"]]) if io["name"] in input_feed else self._defaults[io["name"]])
+            (io, self._staged(io, input_feed[io["name"]]) if io["name"] in input_feed else self._defaults[io["name"]])
             for io in self._check_feed(input_feed)
         ]  # fmt: skip
+        bad = [n for n in into if n not in {o["name"] for o in wanted}]
+        if bad:
+            raise InputError(f"output_buffers names {bad}, which this run does not compute")
         values = self._bind(staged)
         steps, shapes = self._plan(values)
         q = self.device.queue
@@ -331,9 +400,14 @@ class InferenceSession:
             q.write_buffer(self._dims, 0, np.array(values + (0,) * (-len(values) % 4), dtype=np.uint32))
             self._dims_written = values
         for io, data in staged:
-            if data.nbytes:
+            if data.nbytes and not isinstance(data, GpuTensor):
                 q.write_buffer(self.buffers[io["buffer"]], io["offset"], data)
         enc = self.device.create_command_encoder()
+        for io, data in staged:
+            if data.nbytes and isinstance(data, GpuTensor):
+                enc.copy_buffer_to_buffer(
+                    data.buffer, data.offset, self.buffers[io["buffer"]], io["offset"], data.nbytes
+                )
         if timed:
             stamps = self._timed_passes(enc, steps)
         else:
@@ -343,8 +417,16 @@ class InferenceSession:
                 cpass.set_bind_group(0, group)
                 cpass.dispatch_workgroups(*grid)
             cpass.end()
+        gpu = {o["name"]: self._gpu_output(o, shapes[o["name"]], into.get(o["name"]))
+               for o in wanted if where == "gpu" or o["name"] in into}  # fmt: skip
         for o in wanted:
-            if nbytes := 4 * math.prod(shapes[o["name"]]):
+            nbytes = 4 * math.prod(shapes[o["name"]])
+            if not nbytes:
+                continue
+            t = gpu.get(o["name"])
+            if t is not None:
+                enc.copy_buffer_to_buffer(self.buffers[o["buffer"]], o["offset"], t.buffer, t.offset, nbytes)
+            else:
                 enc.copy_buffer_to_buffer(
                     self.buffers[o["buffer"]],
                     o["offset"],
@@ -353,9 +435,14 @@ class InferenceSession:
                     nbytes,
                 )
         q.submit([enc.finish()])
+        if len(gpu) == len(wanted) and not timed:
+            return [gpu[o["name"]] for o in wanted], []
         raw = self._read_mapped(self._readback)
         out = []
         for o in wanted:
+            if o["name"] in gpu:
+                out.append(gpu[o["name"]])
+                continue
             at = self._readback_at[o["name"]]
             shape = shapes[o["name"]]
             data = np.frombuffer(raw, dtype=_STORAGE[o["storage"]], count=math.prod(shape), offset=at)
@@ -428,7 +515,7 @@ class InferenceSession:
     def symbol_values(self, input_feed: Mapping[str, Any]) -> dict[str, int]:
         """The symbols' values that a run of ``input_feed`` binds (checked as ``run`` checks
         them); empty for a static artifact."""
-        staged = [(io, np.asarray(input_feed[io["name"]])) for io in self._check_feed(input_feed)
+        staged = [(io, self._staged(io, input_feed[io["name"]])) for io in self._check_feed(input_feed)
                   if io["name"] in input_feed]  # fmt: skip
         return dict(zip(self.symbols, self._bind(staged)))
 
@@ -507,6 +594,66 @@ class InferenceSession:
             what = f"unknown input names {unknown}" if unknown else f"missing inputs {missing}"
             raise InputError(f"{what}; the model expects: {expected}")
         return list(self._inputs.values())
+
+    def _staged(self, io: dict, value: Any) -> np.ndarray | GpuTensor:
+        """An input as the run writes it: its storage-form array, or a GpuTensor checked to
+        fit the input (a plain wgpu buffer is taken at the input's fixed shape)."""
+        import wgpu
+
+        if isinstance(value, wgpu.GPUBuffer):
+            if any(not isinstance(d, int) for d in io["shape"]):
+                raise InputError(
+                    f"input {io['name']!r} has dims chosen at run time; feed its buffer as "
+                    "GpuTensor(buffer, shape, dtype, storage, device) so the run knows its shape"
+                )
+            value = GpuTensor(value, tuple(io["shape"]), io["dtype"], io["storage"], self.device)
+        if not isinstance(value, GpuTensor):
+            return self._to_storage(io, value)
+        if value.buffer is None:
+            raise InputError(f"input {io['name']!r} is a released GpuTensor")
+        if value.dtype != io["dtype"] or value.storage != io["storage"]:
+            raise InputError(
+                f"input {io['name']!r} must be {io['dtype']} (stored as {io['storage']}), got a GpuTensor of "
+                f"{value.dtype} ({value.storage})"
+            )
+        shape = io["shape"]
+        if len(value.shape) != len(shape) or any(
+            isinstance(d, int) and n != d for n, d in zip(value.shape, shape)
+        ):
+            raise InputError(
+                f"input {io['name']!r} must have shape {mf.show_shape(shape)}, got {list(value.shape)}"
+            )
+        import wgpu
+
+        if (
+            value.offset % 4
+            or value.offset + value.nbytes > value.buffer.size
+            or not (value.buffer.usage & wgpu.BufferUsage.COPY_SRC)
+        ):
+            raise InputError(
+                f"input {io['name']!r}: its buffer must hold {value.nbytes} bytes from offset {value.offset} "
+                "(a multiple of 4) and have COPY_SRC usage"
+            )
+        return value
+
+    def _gpu_output(self, o: dict, shape: list[int], given: Any) -> GpuTensor:
+        import wgpu
+
+        nbytes = 4 * math.prod(shape)
+        if given is None:
+            usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
+            buf = self.device.create_buffer(size=max(nbytes, 4), usage=usage, label=o["name"])
+            return GpuTensor(buf, tuple(shape), o["dtype"], o["storage"], self.device, owned=True)
+        if isinstance(given, GpuTensor):
+            buf, offset = given.buffer, given.offset
+        else:
+            buf, offset = given, 0
+        if offset % 4 or offset + nbytes > buf.size or not (buf.usage & wgpu.BufferUsage.COPY_DST):
+            raise InputError(
+                f"output_buffers[{o['name']!r}] must hold {nbytes} bytes from offset {offset} (a multiple of 4) "
+                "and have COPY_DST usage"
+            )
+        return GpuTensor(buf, tuple(shape), o["dtype"], o["storage"], self.device, offset)
 
     @staticmethod
     def _to_storage(io: dict, value: Any) -> np.ndarray:
