@@ -235,7 +235,8 @@ class KernelBuilder:
         self.lines.extend(lines)
 
     def helper(self, text: str) -> None:
-        """A WGSL function the lines call (each text once)."""
+        """A WGSL function the lines call (each text once; point kernels)."""
+        assert self.reduced is None, "helpers of a point kernel"
         if text not in self.helpers:
             self.helpers.append(text)
 
@@ -247,7 +248,7 @@ class KernelBuilder:
         """Combine the workgroup's accumulators ``accs`` (name, WGSL type): each ``merge`` line
         folds red_<name>[lid + half] into red_<name>[lid]. Lines added later run in invocation 0
         only, with each accumulator holding the workgroup's result."""
-        assert self.reduced is None and self.group and self._tree is None, "one tree, in a group kernel"
+        assert self.reduced is None and self._per_point and self._tree is None, "one tree, in a group kernel"
         self._tree = (accs, merge, len(self.lines))
 
     def sweep(self, *sweeps: Sweep) -> None:
@@ -267,6 +268,11 @@ class KernelBuilder:
         self._elem_writes.append(f"{self.target(v, view)} = {expr};")
 
     # -- rendering ------------------------------------------------------------------------
+    @property
+    def _per_point(self) -> bool:
+        """A point kernel with a workgroup per point."""
+        return self.group is not None and self.group > 1
+
     def dispatch(self) -> Dispatch | None:
         """Render the kernel: its dispatch, or None if the space is empty. Over dims kept
         symbolic the invocation count is an expression (a run may still find it zero: the
@@ -324,12 +330,10 @@ class KernelBuilder:
         if not self._coords:  # no line names a coordinate: the views' dims may merge
             shape, views = collapse(shape, views)
         coords, idx = index_code(shape, views, coords=self._coords)
-        element = self._elements(
-            idx, lambda j: f"{ref(f'in{self._slot(self._reads, self._loads[j][0])}')}[{idx[j]}]"
-        )
-        lines = _resolve(self.lines, element)
+        slots = [self._slot(self._reads, v) for v, _ in self._loads]
+        lines = _resolve(self.lines, self._elements(idx, lambda j: f"{ref(f'in{slots[j]}')}[{idx[j]}]"))
         body, tree = coords + lines, None
-        if self.group:
+        if self._per_point:
             assert self._tree is not None, "a group kernel combines its invocations in a tree"
             accs, merge, at = self._tree
             body, tree = coords + lines[:at], {"accs": accs, "merge": merge, "tail": lines[at:]}
@@ -339,14 +343,14 @@ class KernelBuilder:
             if any(_element("w", w) in line for w in range(len(self._targets)))
         ]
         late = "\n".join(self.lines[min(stores, default=len(self.lines)) :])
+        wg = self.group if self._per_point else WORKGROUP
         return self._render(
-            "map.wgsl.j2", n, bool(self.group), self.group or WORKGROUP, self._inplace(idx, late),
+            "map.wgsl.j2", n, self._per_point, wg, self._inplace(idx, late),
             helpers=self.helpers, body=body, n=u32(n), tree=tree,
         )  # fmt: skip
 
     def _rows(self) -> Dispatch | None:
         ctx, space = self.ctx, self.space
-        assert not self.helpers and not self.lines, "a row kernel's lines are its sweeps and writes"
         kept = [d for d in range(len(space)) if d not in set(self.reduced)]
         red = self.reduced
         views = [view for _, view in self._loads + self._targets]
