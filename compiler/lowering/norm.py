@@ -23,10 +23,10 @@ from . import (
     u32,
     wgsl_type,
 )
-from .builder import KernelBuilder
+from .builder import KernelBuilder, Sweep
 from .elementwise import emit_map, map_dispatch
 from .indexing import View, broadcast, contiguous
-from .reduce import Sweep, fold_sweep, size_f32
+from .reduce import fold_sweep, size_f32
 
 SOFTMAX_SPLIT_L = 32768  # rows this long run in chunks, a workgroup each ...
 SOFTMAX_CHUNK = 4096  # ... of this many points

@@ -553,4 +553,4 @@ def empty_reduction_value(kind: str, dtype: DType) -> np.ndarray | None:
     return None
 
 
-__all__ = ["Sweep", "arg_sweep", "broadcast", "fold_sweep"]
+__all__ = ["arg_sweep", "broadcast", "fold_sweep"]
