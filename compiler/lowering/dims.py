@@ -14,7 +14,8 @@ from onnx2wgsl.ir.symbolic import parse_expr
 
 from ..elementwise_ops import compute_type, convert, store
 from . import LowerCtx, i32, lowers, wgsl_type
-from .elementwise import emit_map, map_kernel
+from .builder import KernelBuilder
+from .elementwise import emit_map
 from .indexing import View, contiguous
 
 
@@ -25,14 +26,12 @@ def lower_dim_value(ctx: LowerCtx, op: Op) -> None:
     exprs = [i32(parse_expr(t, ctx.g.symbols)) for t in op.attrs["values"]]
     ty = compute_type(y.dtype)
 
-    def body(raws, targets):
-        value = exprs[0]
-        for k, e in enumerate(exprs[1:], 1):
-            value = f"select({value}, {e}, i == {k}u)"
-        return [f"{targets[0]} = {store(convert(value, 'i32', ty), y.dtype)};"]
-
-    d = map_kernel(ctx, (len(exprs),), [], [(y, contiguous((len(exprs),)))], body)
-    emit_map(ctx, [], y, [d])
+    value = exprs[0]
+    for j, e in enumerate(exprs[1:], 1):
+        value = f"select({value}, {e}, i == {j}u)"
+    k = KernelBuilder(ctx, (len(exprs),))
+    k.add(f"{k.target(y, contiguous((len(exprs),)))} = {store(convert(value, 'i32', ty), y.dtype)};")
+    emit_map(ctx, [], y, [k.dispatch()])
 
 
 @lowers("Range")
@@ -48,9 +47,8 @@ def lower_range(ctx: LowerCtx, op: Op) -> None:
     scalar = View(0, (0,))
     n = y.shape[0]
 
-    def body(raws, targets):
-        k = "f32(i)" if ty == "f32" else "i32(i)"
-        return [f"{targets[0]} = {raws[0]} + {k} * {raws[1]};"]
-
-    d = map_kernel(ctx, (n,), [(start, scalar), (delta, scalar)], [(y, contiguous((n,)))], body)
-    emit_map(ctx, [start, delta], y, [d])
+    k = KernelBuilder(ctx, (n,))
+    first, step = k.load(start, scalar), k.load(delta, scalar)
+    index = "f32(i)" if ty == "f32" else "i32(i)"
+    k.add(f"{k.target(y, contiguous((n,)))} = {first} + {index} * {step};")
+    emit_map(ctx, [start, delta], y, [k.dispatch()])

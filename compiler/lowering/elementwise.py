@@ -1,12 +1,11 @@
-"""Map kernels: elementwise ops, Cast, and any op that moves data through affine views."""
+"""Elementwise ops, Cast and BitCast, and ``map_dispatch``: the point kernel that computes one
+expression of affine views of its operands, which any op moving data through views uses."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
-from onnx2wgsl.ir import Dispatch, Op, Value, distinct
-from onnx2wgsl.ir.kernel import ref
+from onnx2wgsl.ir import Dispatch, Op, Value
 
 from ..elementwise_ops import (
     TABLE,
@@ -22,71 +21,11 @@ from ..elementwise_ops import (
     load,
     store,
 )
-from . import WORKGROUP, LowerCtx, binding, ceil_div, decl, lowers, u32, wgsl_type
-from .indexing import View, broadcast, collapse, contiguous, index_code
+from . import LowerCtx, lowers
+from .builder import KernelBuilder
+from .indexing import View, broadcast, contiguous
 
 Conv = Callable[[str], str]
-
-
-def map_kernel(
-    ctx: LowerCtx,
-    space: tuple[int, ...],
-    reads: list[tuple[Value, View]],
-    writes: list[tuple[Value, View]],
-    body: Callable[[list[str], list[str]], list[str]],
-    helpers: tuple[str, ...] = (),
-) -> Dispatch | None:
-    """One invocation per point of ``space``. ``body(raws, targets)`` gives the WGSL lines of
-    one point: ``raws[j]`` reads read j's stored element (each distinct value is bound
-    once), ``targets[k]`` is write k's element to assign. None for an empty space."""
-    n = math.prod(space)
-    if n == 0:
-        return None
-    shape, views = collapse(space, [v for _, v in reads] + [v for _, v in writes])
-    coords, idx = index_code(shape, views)
-    values = distinct(v for v, _ in reads)
-    outs = [y for y, _ in writes]
-    slot = {id(v): k for k, v in enumerate(values)}
-    raws = [f"{ref(f'in{slot[id(v)]}')}[{idx[j]}]" for j, (v, _) in enumerate(reads)]
-    targets = [f"{ref(f'out{k}')}[{idx[len(reads) + k]}]" for k in range(len(writes))]
-    decls = [decl(f"in{k}", v) for k, v in enumerate(values)]
-    decls += [decl(f"out{k}", y, write=True) for k, y in enumerate(outs)]
-    grid, nx = ctx.grid(ceil_div(n, WORKGROUP))
-    lines = body(raws, targets)
-    shader = ctx.shader(
-        "map.wgsl.j2",
-        decls=decls,
-        helpers=helper_code(*helpers),
-        body=list(coords) + lines,
-        n=u32(n),
-        nx=nx,
-        wg=WORKGROUP,
-        tree=None,
-    )
-    bindings = [binding(v) for v in values] + [binding(y, write=True) for y in outs]
-    return Dispatch(shader, grid, bindings, _inplace_pairs(reads, writes, idx, lines, raws, targets))
-
-
-def _inplace_pairs(reads, writes, idx, lines, raws, targets) -> tuple[tuple[int, int], ...]:
-    """The (read, write) binding pairs a map kernel can run in place: every read of the value
-    is at the index where the write stores, both are stored as the same scalar, and the body
-    has read the value before its first store. Each value pairs with one write at most."""
-    values = distinct(v for v, _ in reads)
-    first_store = min(
-        (n for n, line in enumerate(lines) if any(t in line for t in targets)), default=len(lines)
-    )
-    late = "\n".join(lines[first_store:])
-    pairs = []
-    for k, v in enumerate(values):
-        mine = [j for j, (u, _) in enumerate(reads) if u is v]
-        if v.is_const or any(raws[j] in late for j in mine):
-            continue
-        for w, (y, _) in enumerate(writes):
-            at = len(reads) + w
-            if all(idx[j] == idx[at] for j in mine) and v.nbytes == y.nbytes and wgsl_type(v) == wgsl_type(y):
-                pairs.append((k, len(values) + w))
-                break
-    return tuple(pairs)
 
 
 def map_dispatch(
@@ -105,16 +44,17 @@ def map_dispatch(
     ``loads`` (one per read, None = as stored) and ``store`` convert between the stored
     32-bit scalars and the values ``expr`` computes with (see elementwise_ops.load/store).
     Returns None for an empty space: no work, no dispatch."""
-
-    def body(raws: list[str], targets: list[str]) -> list[str]:
-        lines = []
-        for j, raw in enumerate(raws):
-            conv = loads[j] if loads is not None else None
-            lines.append(f"let a{j} = {conv(raw) if conv else raw};")
-        result = expr([f"a{j}" for j in range(len(raws))])
-        return lines + [f"{targets[0]} = {store(result) if store else result};"]
-
-    return map_kernel(ctx, space, reads, [write], body, helpers)
+    k = KernelBuilder(ctx, space)
+    for h in helper_code(*helpers):
+        k.helper(h)
+    raws = [k.load(v, view) for v, view in reads]
+    target = k.target(*write)
+    for j, raw in enumerate(raws):
+        conv = loads[j] if loads is not None else None
+        k.add(f"let a{j} = {conv(raw) if conv else raw};")
+    result = expr([f"a{j}" for j in range(len(raws))])
+    k.add(f"{target} = {store(result) if store else result};")
+    return k.dispatch()
 
 
 def emit_map(

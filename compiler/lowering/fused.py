@@ -1,4 +1,4 @@
-"""Fused elementwise code: ``Fused`` ops (one map kernel for a DAG of elementwise ops) and the
+"""Fused elementwise code: ``Fused`` ops (one point kernel for a DAG of elementwise ops) and the
 epilogues that Conv, ConvTranspose, Gemm and MatMul apply to each result before storing it.
 
 Both run a body graph of elementwise ops once per output element. Each body value is kept as
@@ -16,7 +16,8 @@ from onnx2wgsl.ir.kernel import Buffer, ref
 
 from ..elementwise_ops import cast, helper_code
 from . import LowerCtx, binding, decl, lowers, wgsl_type
-from .elementwise import cast_options, map_kernel, typed_expr
+from .builder import KernelBuilder
+from .elementwise import cast_options, typed_expr
 from .indexing import View, broadcast, broadcast_view, collapse, contiguous, index_code, permuted
 
 
@@ -94,12 +95,12 @@ def lower_fused(ctx: LowerCtx, op: Op) -> None:
     given = {k: f"r{j}" for k, j in at.items()}
     code, results, helpers = body_code(ctx, body, [None] * len(body.inputs), "t", given)
 
-    def lines(raws: list[str], targets: list[str]) -> list[str]:
-        loads = [f"let r{k} = {raw};" for k, raw in enumerate(raws)]
-        return loads + code + [f"{t} = {r};" for t, r in zip(targets, results)]
-
-    d = map_kernel(ctx, space, reads, [(y, contiguous(space)) for y in outs], lines, tuple(helpers))
-    ctx.kernel(list(op.inputs), outs, [d])
+    k = KernelBuilder(ctx, space)
+    for h in helper_code(*helpers):
+        k.helper(h)
+    k.add(*[f"let r{j} = {k.load(v, view)};" for j, (v, view) in enumerate(reads)], *code)
+    k.add(*[f"{k.target(y, contiguous(space))} = {r};" for y, r in zip(outs, results)])
+    ctx.kernel(list(op.inputs), outs, [k.dispatch()])
 
 
 # -- epilogues ----------------------------------------------------------------------------------

@@ -1,10 +1,10 @@
 """Indexed loads and stores: Gather, GatherElements, GatherND, OneHot, ScatterElements, ScatterND,
 TensorScatter.
 
-A gather is a coordinate kernel whose data address is an affine view of the output point plus
-loaded indices times strides. Indices (int32 or int64, both stored as i32) may be negative
-(they count from the end); an index outside its axis reads 0 and a scatter drops it, where
-ONNX leaves the result undefined.
+A gather is a point kernel (builder.py) whose data address is an affine view of the output
+point plus loaded indices times strides. Indices (int32 or int64, both stored as i32) may be
+negative (they count from the end); an index outside its axis reads 0 and a scatter drops
+it, where ONNX leaves the result undefined.
 
 Scatters copy data to the output first, then apply the updates, deterministically and
 exactly whatever the duplicates among the indices. Without a reduction the last update to an
@@ -24,12 +24,12 @@ from onnx2wgsl.ir import DType, Op, TensorType, Value
 from onnx2wgsl.ir.symbolic import simplify, smax
 
 from . import LowerCtx, i32, lowers, u32, wgsl_type
-from .coords import ZERO, CoordKernel
+from .builder import ZERO, KernelBuilder
 from .elementwise import map_dispatch
 from .indexing import View, contiguous, contiguous_strides
 
 
-def _index(k: CoordKernel, name: str, load: str, n) -> None:
+def _index(k: KernelBuilder, name: str, load: str, n) -> None:
     """Lines binding ``name`` (i32, normalized from a negative count), ``name_ok`` (in range)
     and ``name_u`` (u32, clamped into range so that no read leaves the tensor). ``n`` may be
     a dim kept symbolic (its value is read at run time)."""
@@ -83,7 +83,7 @@ def _gather_along(ctx: LowerCtx, x: Value, idx: Value, y: Value, a: int, idx_vie
     parts = _table_parts(ctx, x, a)
     dispatches = []
     for table, lo, hi in parts:
-        k = CoordKernel(ctx, y.shape)
+        k = KernelBuilder(ctx, y.shape)
         _index(k, "j", f"{k.read(idx)}[{k.at(idx_view)}]", n)
         strides = contiguous_strides(table.shape)
         if len(parts) > 1:  # the first part also writes the zeros of indices out of range
@@ -127,7 +127,7 @@ def lower_gather_nd(ctx: LowerCtx, op: Op) -> None:
     q, m = idx.type.rank, idx.shape[-1]
     xs, js = contiguous_strides(x.shape), contiguous_strides(idx.shape)
     tail = x.type.rank - b - m  # trailing data dims copied whole
-    k = CoordKernel(ctx, y.shape)
+    k = KernelBuilder(ctx, y.shape)
     base = k.at(View(0, js[:-1] + (0,) * tail))
     k.add(f"let base = {base};")
     ind = k.read(idx)
@@ -148,7 +148,7 @@ def lower_one_hot(ctx: LowerCtx, op: Op) -> None:
     y = op.outputs[0]
     a, depth = op.attrs["axis"], op.attrs["depth"]
     js = contiguous_strides(idx.shape)
-    k = CoordKernel(ctx, y.shape)
+    k = KernelBuilder(ctx, y.shape)
     load = f"{k.read(idx)}[{k.at(View(0, js[:a] + (0,) + js[a:]))}]"
     # float indices are truncated toward zero, like a cast to int64
     k.add(f"let j_raw = i32({load});", f"let j = select(j_raw, j_raw + {depth}i, j_raw < 0i);")
@@ -187,13 +187,13 @@ def _last_wins(
     writes each slot's winner. Linear in the number of updates, whatever their duplicates."""
     x, idx, upd = op.inputs[:3]
     win = ctx.temp(TensorType(DType.i32, (slots,)), f"{y.name}.winner")
-    fill = CoordKernel(ctx, (slots,))
+    fill = KernelBuilder(ctx, (slots,))
     fill.store("-1i", win)
-    claim = CoordKernel(ctx, (count,))
+    claim = KernelBuilder(ctx, (count,))
     claim.helper(_slot_helper(claim.read(idx), slot_lines))
     W = claim.write(win, atomic=True)
     claim.add("let s = scatter_slot(i);", f"if (s >= 0i) {{ atomicMax(&{W}[u32(s)], i32(i)); }}")
-    apply = CoordKernel(ctx, (count, inner))
+    apply = KernelBuilder(ctx, (count, inner))
     apply.helper(_slot_helper(apply.read(idx), slot_lines))
     apply.add(
         f"let s = scatter_slot({apply.c(0)});",
@@ -223,9 +223,9 @@ def _reduce_in_order(
     sizes, start = temp(slots + 1, "bucket_sizes"), temp(slots, "bucket_start")  # sizes[slots]: total
     slot_of, arrival = temp(count, "slot"), temp(count, "arrival")
     bucket, ordered = temp(count, "bucket"), temp(count, "ordered")
-    zero = CoordKernel(ctx, (slots + 1,))
+    zero = KernelBuilder(ctx, (slots + 1,))
     zero.store("0i", sizes)
-    tally = CoordKernel(ctx, (count,))
+    tally = KernelBuilder(ctx, (count,))
     tally.helper(_slot_helper(tally.read(idx), slot_lines))
     S = tally.write(sizes, atomic=True)
     tally.add(
@@ -233,19 +233,19 @@ def _reduce_in_order(
         f"{tally.write(slot_of)}[i] = s;",
         f"if (s >= 0i) {{ {tally.write(arrival)}[i] = atomicAdd(&{S}[u32(s)], 1i); }}",
     )
-    claim = CoordKernel(ctx, (slots,))
+    claim = KernelBuilder(ctx, (slots,))
     S = claim.write(sizes, atomic=True)
     claim.add(
         f"let n = atomicLoad(&{S}[i]);",
         f"if (n > 0i) {{ {claim.write(start)}[i] = atomicAdd(&{S}[{u32(slots)}], n); }}",
     )
-    place = CoordKernel(ctx, (count,))
+    place = KernelBuilder(ctx, (count,))
     place.add(
         f"let s = {place.read(slot_of)}[i];",
         "if (s < 0i) { return; }",
         f"{place.write(bucket)}[u32({place.read(start)}[u32(s)] + {place.read(arrival)}[i])] = i32(i);",
     )
-    sort = CoordKernel(ctx, (count,))
+    sort = KernelBuilder(ctx, (count,))
     B = sort.read(bucket)
     sort.add(
         f"let s = {sort.read(slot_of)}[i];",
@@ -256,7 +256,7 @@ def _reduce_in_order(
         f"for (var q = 0u; q < n; q++) {{ rank += u32({B}[first + q] < i32(i)); }}",
         f"{sort.write(ordered)}[first + rank] = i32(i);",
     )
-    apply = CoordKernel(ctx, (slots, inner))
+    apply = KernelBuilder(ctx, (slots, inner))
     Y, U, order = apply.write(y), apply.read(upd), apply.read(ordered)
     apply.add(
         f"let n = u32({apply.read(sizes)}[{apply.c(0)}]);",
@@ -338,7 +338,7 @@ def lower_tensor_scatter(ctx: LowerCtx, op: Op) -> None:
         _emit(ctx, ins, y, [_copy(ctx, past, y)])
         return
     us = contiguous_strides(update.shape)
-    k = CoordKernel(ctx, y.shape)
+    k = KernelBuilder(ctx, y.shape)
     P, U = k.read(past), k.read(update)
     k.add(f"let w = {k.read(where)}[{k.c(0)}];" if where is not None else "let w = 0i;")
     if op.attrs["mode"] == "circular":

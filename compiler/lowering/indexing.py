@@ -1,6 +1,6 @@
 """Affine views: how an operand is addressed from the coordinates of an iteration space.
 
-A map kernel walks an iteration space (a shape) with one invocation per point; each operand
+A kernel (lowering/builder.py) walks an iteration space (a shape), one point at a time; each operand
 is read or written at ``offset + sum(coord[d] * strides[d])``. Broadcasting (stride 0),
 transposes (permuted strides), slices (offset, strides) and writes into a slice of a
 bigger tensor (Concat) are all such views, so one kernel template serves them all.
@@ -73,13 +73,17 @@ def collapse(shape, views: list[View]) -> tuple[tuple[int, ...], list[View]]:
     return new_shape, [View(v.offset, tuple(st[i] for _, st in merged)) for i, v in enumerate(views)]
 
 
-def index_code(shape, views: list[View], flat: str = "i", prefix: str = "c") -> tuple[list[str], list[str]]:
-    """WGSL lines computing coordinates from the flat index, and each view's index expression."""
+def index_code(
+    shape, views: list[View], flat: str = "i", prefix: str = "c", coords=()
+) -> tuple[list[str], list[str]]:
+    """WGSL lines computing coordinates from the flat index (those the views need, and the
+    dims ``coords``), and each view's index expression."""
     shape = tuple(shape)
-    inner = [math.prod(shape[d + 1 :]) for d in range(len(shape))]
+    inner = [simplify(math.prod(shape[d + 1 :])) for d in range(len(shape))]
     dense = contiguous_strides(shape)
     flat_views = [v.strides == dense for v in views]
     needed = {d for v, f in zip(views, flat_views) if not f for d, s in enumerate(v.strides) if s != 0}
+    needed |= set(coords)
     lines = []
     for d in sorted(needed):
         expr = flat if inner[d] == 1 else f"({flat} / {u32(inner[d])})"

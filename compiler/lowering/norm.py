@@ -1,5 +1,5 @@
 """Row reductions and normalizations: Softmax family, LRN, BatchNormalization, and the
-Layer / RMS / Instance / Group / mean-variance / Lp normalizations on the row kernel."""
+Layer / RMS / Instance / Group / mean-variance / Lp normalizations as row kernels (builder.py)."""
 
 from __future__ import annotations
 
@@ -23,9 +23,10 @@ from . import (
     u32,
     wgsl_type,
 )
+from .builder import KernelBuilder, Sweep
 from .elementwise import emit_map, map_dispatch
 from .indexing import View, broadcast, contiguous
-from .reduce import Sweep, fold_sweep, load, row_kernel, size_f32
+from .reduce import fold_sweep, size_f32
 
 SOFTMAX_SPLIT_L = 32768  # rows this long run in chunks, a workgroup each ...
 SOFTMAX_CHUNK = 4096  # ... of this many points
@@ -125,13 +126,13 @@ def lower_batchnorm(ctx: LowerCtx, op: Op) -> None:
 
 
 # -- normalizations over row statistics: one kernel each (statistics, then the normalized row)
-def _stats(R, eps: float | None) -> list[Sweep]:
-    """Mean, then the mean squared deviation from it (two passes: no cancellation), in f32.
-    ``R``, the points per row, may be an expression of dims kept symbolic."""
+def _stats(x: str, R, eps: float | None) -> list[Sweep]:
+    """Mean, then the mean squared deviation from it (two passes: no cancellation), in f32, of
+    the element ``x``. ``R``, the points per row, may be an expression of dims kept symbolic."""
     after = [f"let inv = 1.0f / sqrt(q / {size_f32(R)} + {f32(eps)});"] if eps is not None else []
     return [
-        fold_sweep("s", "f32", "sum", load(0), after=[f"let mean = s / {size_f32(R)};"]),
-        fold_sweep("q", "f32", "sum", f"({load(0)} - mean) * ({load(0)} - mean)", after=after),
+        fold_sweep("s", "f32", "sum", x, after=[f"let mean = s / {size_f32(R)};"]),
+        fold_sweep("q", "f32", "sum", f"({x} - mean) * ({x} - mean)", after=after),
     ]
 
 
@@ -148,19 +149,24 @@ def lower_layer_norm(ctx: LowerCtx, op: Op) -> None:
     space, axis, eps = tuple(x.shape), op.attrs["axis"], op.attrs["epsilon"]
     outs = dict(zip(op.attrs["outputs"], op.outputs))
     params = [v for v in op.inputs[1:] if v is not None]
-    reads = [(x, contiguous(space))] + [(v, broadcast(v.shape, space)) for v in params]
     R = simplify(math.prod(space[axis:]))
+    k = KernelBuilder(
+        ctx, space, reduced=range(axis, len(space)), comment=f"{op.kind} of {x.type} over dims {axis}.."
+    )
+    a, *p = [k.load(x, contiguous(space))] + [k.load(v, broadcast(v.shape, space)) for v in params]
     if op.kind == "RMSNormalization":
-        sweeps = [fold_sweep("q", "f32", "sum", f"{load(0)} * {load(0)}",
-                             after=[f"let inv = 1.0f / sqrt(q / {size_f32(R)} + {f32(eps)});"])]  # fmt: skip
-        expr = f"{load(0)} * inv * {load(1)}"
+        k.sweep(fold_sweep("q", "f32", "sum", f"{a} * {a}",
+                           after=[f"let inv = 1.0f / sqrt(q / {size_f32(R)} + {f32(eps)});"]))  # fmt: skip
+        expr = f"{a} * inv * {p[0]}"
     else:
-        sweeps = _stats(R, eps)
-        expr = f"({load(0)} - mean) * inv * {load(1)}" + (f" + {load(2)}" if op.attrs["bias"] else "")
-    row_writes = [(outs[i], name) for i, name in ((1, "mean"), (2, "inv")) if i in outs]
-    elem = [(outs[0], contiguous(space), expr)] if 0 in outs else []
-    label = f"{op.kind} of {x.type} over dims {axis}.."
-    _emit_norm(ctx, op, space, range(axis, len(space)), reads, sweeps, row_writes, elem, label)
+        k.sweep(*_stats(a, R, eps))
+        expr = f"({a} - mean) * inv * {p[0]}" + (f" + {p[1]}" if op.attrs["bias"] else "")
+    stats = [(outs[i], name) for i, name in ((1, "mean"), (2, "inv")) if i in outs]
+    for v, name in stats:
+        k.row_write(v, name)
+    if 0 in outs:
+        k.elem_write(outs[0], contiguous(space), expr)
+    _emit_norm(ctx, op, k, [v for v, _ in stats])
 
 
 @lowers("InstanceNormalization", "GroupNormalization")
@@ -176,20 +182,11 @@ def lower_instance_norm(ctx: LowerCtx, op: Op) -> None:
     space = (N, G, C // G, S)
     per_group = op.attrs.get("per_group", 0)
     pview = View(0, (0, 1, 0, 0)) if per_group else View(0, (0, C // G, 1, 0))
-    reads = [(x, contiguous(space)), (scale, pview), (bias, pview)]
-    elem = [(y, contiguous(space), f"({load(0)} - mean) * inv * {load(1)} + {load(2)}")]
-    label = f"{op.kind} of {x.type} in {G} groups"
-    _emit_norm(
-        ctx,
-        op,
-        space,
-        [2, 3],
-        reads,
-        _stats(simplify(math.prod(space[2:])), op.attrs["epsilon"]),
-        [],
-        elem,
-        label,
-    )
+    k = KernelBuilder(ctx, space, reduced=[2, 3], comment=f"{op.kind} of {x.type} in {G} groups")
+    a, s, b = k.load(x, contiguous(space)), k.load(scale, pview), k.load(bias, pview)
+    k.sweep(*_stats(a, simplify(math.prod(space[2:])), op.attrs["epsilon"]))
+    k.elem_write(y, contiguous(space), f"({a} - mean) * inv * {s} + {b}")
+    _emit_norm(ctx, op, k)
 
 
 @lowers("MeanVarianceNormalization")
@@ -199,12 +196,13 @@ def lower_mvn(ctx: LowerCtx, op: Op) -> None:
     _float_only(ctx, x)
     space, axes = tuple(x.shape), op.attrs["axes"]
     R = simplify(math.prod(space[a] for a in axes))
-    sweeps = _stats(R, None)
+    k = KernelBuilder(ctx, space, reduced=axes, comment=f"MVN of {x.type} over {axes}")
+    a = k.load(x, contiguous(space))
+    sweeps = _stats(a, R, None)
     sweeps[-1].after.append(f"let den = sqrt(q / {size_f32(R)}) + {f32(1e-9)};")
-    elem = [(y, contiguous(space), f"({load(0)} - mean) / den")]
-    _emit_norm(
-        ctx, op, space, axes, [(x, contiguous(space))], sweeps, [], elem, f"MVN of {x.type} over {axes}"
-    )
+    k.sweep(*sweeps)
+    k.elem_write(y, contiguous(space), f"({a} - mean) / den")
+    _emit_norm(ctx, op, k)
 
 
 @lowers("LpNormalization")
@@ -213,20 +211,22 @@ def lower_lp_norm(ctx: LowerCtx, op: Op) -> None:
     x, y = op.inputs[0], op.outputs[0]
     _float_only(ctx, x)
     space, axis, p = tuple(x.shape), op.attrs["axis"], op.attrs["p"]
-    norm = f"abs({load(0)})" if p == 1 else f"{load(0)} * {load(0)}"
-    sweeps = [fold_sweep("q", "f32", "sum", norm, after=["let n = q;" if p == 1 else "let n = sqrt(q);"])]
-    elem = [(y, contiguous(space), f"select({load(0)} / n, 0.0f, n == 0.0f)")]
-    _emit_norm(ctx, op, space, [axis], [(x, contiguous(space))], sweeps, [], elem, f"L{p} norm of {x.type}")
+    k = KernelBuilder(ctx, space, reduced=[axis], comment=f"L{p} norm of {x.type}")
+    a = k.load(x, contiguous(space))
+    norm = f"abs({a})" if p == 1 else f"{a} * {a}"
+    k.sweep(fold_sweep("q", "f32", "sum", norm, after=["let n = q;" if p == 1 else "let n = sqrt(q);"]))
+    k.elem_write(y, contiguous(space), f"select({a} / n, 0.0f, n == 0.0f)")
+    _emit_norm(ctx, op, k)
 
 
-def _emit_norm(ctx, op, space, reduced, reads, sweeps, row_writes, elem, label) -> None:
+def _emit_norm(ctx: LowerCtx, op: Op, k: KernelBuilder, stats=()) -> None:
+    """Emit the normalization ``k`` builds; over empty rows, its outputs without a dispatch
+    (unless it writes row statistics ``stats``, which would be undefined)."""
     ins = [v for v in op.inputs if v is not None]
-    if math.prod(space[d] for d in reduced) == 0:
-        if any(v.type.numel for v, _ in row_writes):
+    if math.prod(k.space[d] for d in k.reduced) == 0:
+        if any(v.type.numel for v in stats):
             raise ctx.error("statistics over an empty set of points are undefined")
         ctx.kernel(ins, list(op.outputs), [])
         return
-    d = row_kernel(
-        ctx, space, list(reduced), reads, sweeps, row_writes=row_writes, elem_writes=elem, comment=label
-    )
+    d = k.dispatch()
     ctx.kernel(ins, list(op.outputs), [d] if d else [])

@@ -19,9 +19,10 @@ from onnx2wgsl.ir.types import dim_bound, storage_dtype
 
 from ..elementwise_ops import cast, f32
 from . import LowerCtx, binding, ceil_div, decl, is_symbolic, lowers, split_workgroup, u32, wgsl_type
+from .builder import KernelBuilder, Sweep
 from .elementwise import emit_map, map_dispatch
 from .indexing import View, broadcast, contiguous, contiguous_strides, index_code
-from .reduce import Sweep, fold_sweep, load, row_kernel
+from .reduce import fold_sweep
 
 QRANGE = {
     DType.u8: (0, 255), DType.i8: (-128, 127), DType.u16: (0, 65535), DType.i16: (-32768, 32767),
@@ -111,25 +112,29 @@ def lower_dynamic_quantize(ctx: LowerCtx, op: Op) -> None:
             hint="over dims kept symbolic, narrow their ranges to exclude 0" if is_symbolic(n) else None,
         )
     space = (n,)
-    sweep = Sweep(
-        accs=[("lo", "f32", f32(math.inf)), ("hi", "f32", f32(-math.inf))],
-        update=[f"lo = min(lo, {load(0)});", f"hi = max(hi, {load(0)});"],
-        merge=[
-            "red_lo[lid] = min(red_lo[lid], red_lo[lid + half]);",
-            "red_hi[lid] = max(red_hi[lid], red_hi[lid + half]);",
-        ],  # fmt: skip
-        after=[
-            "let mx = max(0.0f, hi);",
-            "let mn = min(0.0f, lo);",
-            "let sc = select(mx - mn, 1.0f, mx == mn) / 255.0f;",
-            "let zp = round(clamp(0.0f - mn / sc, 0.0f, 255.0f));",
-        ],
+    k = KernelBuilder(
+        ctx, space, reduced=[0], comment="DynamicQuantizeLinear: the range of x, its scale and zero point"
     )
-    d = row_kernel(
-        ctx, space, [0], [(x, contiguous(space))], [sweep], row_writes=[(scale, "sc"), (zp, "u32(zp)")],
-        comment="DynamicQuantizeLinear: the range of x, its scale and zero point",
-    )  # fmt: skip
-    ctx.kernel([x], [scale, zp], [d])
+    a = k.load(x, contiguous(space))
+    k.sweep(
+        Sweep(
+            accs=[("lo", "f32", f32(math.inf)), ("hi", "f32", f32(-math.inf))],
+            update=[f"lo = min(lo, {a});", f"hi = max(hi, {a});"],
+            merge=[
+                "red_lo[lid] = min(red_lo[lid], red_lo[lid + half]);",
+                "red_hi[lid] = max(red_hi[lid], red_hi[lid + half]);",
+            ],  # fmt: skip
+            after=[
+                "let mx = max(0.0f, hi);",
+                "let mn = min(0.0f, lo);",
+                "let sc = select(mx - mn, 1.0f, mx == mn) / 255.0f;",
+                "let zp = round(clamp(0.0f - mn / sc, 0.0f, 255.0f));",
+            ],
+        )
+    )
+    k.row_write(scale, "sc")
+    k.row_write(zp, "u32(zp)")
+    ctx.kernel([x], [scale, zp], [k.dispatch()])
     zero = View(0, (0,))
     q = map_dispatch(
         ctx, space, [(x, contiguous(space)), (scale, zero), (zp, zero)], (y, contiguous(space)),
@@ -171,18 +176,6 @@ def _integer_matmul(ctx: LowerCtx, a, b, azp, bzp, out: Value) -> None:
         raise ctx.error(f"output {out.type} does not match {a.type} x {b.type}")
     ab = broadcast(ash[:-2], batch).strides if batch else ()
     bb = broadcast(bsh[:-2], batch).strides if batch else ()
-    reads = [
-        (a, View(0, tuple(s * M * K for s in ab) + (K, 0, 1))),
-        (b, View(0, tuple(s * K * N for s in bb) + (0, 1, N))),
-    ]
-    ta, tb = f"i32({load(0)})", f"i32({load(1)})"
-    if azp is not None:
-        reads.append((azp, _param_view(azp, "a", batch, M, N)))
-        ta = f"({ta} - i32({load(len(reads) - 1)}))"
-    if bzp is not None:
-        reads.append((bzp, _param_view(bzp, "b", batch, M, N)))
-        tb = f"({tb} - i32({load(len(reads) - 1)}))"
-    expr = f"{ta} * {tb}"
     space = batch + (M, N, K)
     if (is_symbolic(K) or K) and _tiled_integer_matmul(ctx, a, b, azp, bzp, out, batch, M, N, K, ash, bsh):
         return
@@ -190,11 +183,18 @@ def _integer_matmul(ctx: LowerCtx, a, b, azp, bzp, out: Value) -> None:
         d = map_dispatch(ctx, space[:-1], [], (out, contiguous(space[:-1])), lambda r: "0i")
         ctx.kernel([v for v in (a, b, azp, bzp) if v is not None], [out], [d] if d else [])
         return
-    sweep = fold_sweep("acc", "i32", "sum", expr)
-    d = row_kernel(
-        ctx, space, [len(space) - 1], reads, [sweep], row_writes=[(out, "acc")], exact=True,
-        comment=f"integer matmul {a.type} x {b.type}",
-    )  # fmt: skip
+    k = KernelBuilder(
+        ctx, space, reduced=[len(space) - 1], exact=True, comment=f"integer matmul {a.type} x {b.type}"
+    )
+    ta = f"i32({k.load(a, View(0, tuple(s * M * K for s in ab) + (K, 0, 1)))})"
+    tb = f"i32({k.load(b, View(0, tuple(s * K * N for s in bb) + (0, 1, N)))})"
+    if azp is not None:
+        ta = f"({ta} - i32({k.load(azp, _param_view(azp, 'a', batch, M, N))}))"
+    if bzp is not None:
+        tb = f"({tb} - i32({k.load(bzp, _param_view(bzp, 'b', batch, M, N))}))"
+    k.sweep(fold_sweep("acc", "i32", "sum", f"{ta} * {tb}"))
+    k.row_write(out, "acc")
+    d = k.dispatch()
     ctx.kernel([v for v in (a, b, azp, bzp) if v is not None], [out], [d] if d else [])
 
 
@@ -351,19 +351,22 @@ def _integer_conv(ctx: LowerCtx, op: Op, x, w, xzp, wzp, out: Value) -> None:
     xv = View(0, (xs[0], ICG * xs[1], 0) + tuple(s * xs[2 + i] for i, s in enumerate(a["strides"]))
               + (xs[1],) + tuple(d * xs[2 + i] for i, d in enumerate(a["dilations"])))  # fmt: skip
     wv = View(0, (0, OCG * ws[0], ws[0]) + zeros_o + (ws[1],) + tuple(ws[2:]))
-    reads = [(xp, xv), (w, wv)]
-    tx, tw = f"i32({load(0)})", f"i32({load(1)})"
+    k = KernelBuilder(
+        ctx,
+        space,
+        reduced=range(3 + nd, len(space)),
+        exact=True,
+        comment=f"integer convolution {x.type} * {w.type}",
+    )
+    tx, tw = f"i32({k.load(xp, xv)})", f"i32({k.load(w, wv)})"
     if xzp is not None:
-        reads.append((xzp, View(0, (0,) * len(space))))
-        tx = f"({tx} - i32({load(len(reads) - 1)}))"
+        tx = f"({tx} - i32({k.load(xzp, View(0, (0,) * len(space)))}))"
     if wzp is not None:
         per_oc = wzp.type.numel > 1
-        reads.append((wzp, View(0, ((0, OCG, 1) if per_oc else (0, 0, 0)) + (0,) * (2 * nd + 1))))
-        tw = f"({tw} - i32({load(len(reads) - 1)}))"
-    reduced = list(range(3 + nd, len(space)))
-    sweep = fold_sweep("acc", "i32", "sum", f"{tx} * {tw}")
-    d = row_kernel(ctx, space, reduced, reads, [sweep], row_writes=[(out, "acc")], exact=True,
-                   comment=f"integer convolution {x.type} * {w.type}")  # fmt: skip
+        tw = f"({tw} - i32({k.load(wzp, View(0, ((0, OCG, 1) if per_oc else (0, 0, 0)) + (0,) * (2 * nd + 1)))}))"
+    k.sweep(fold_sweep("acc", "i32", "sum", f"{tx} * {tw}"))
+    k.row_write(out, "acc")
+    d = k.dispatch()
     ctx.kernel([v for v in (xp, w, xzp, wzp) if v is not None], [out], [d] if d else [])
 
 

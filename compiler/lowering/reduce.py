@@ -1,74 +1,47 @@
-"""Reductions over any subset of axes, and the row-kernel builder the normalizations share.
+"""Reductions over any subset of axes (Reduce*, ArgMax/ArgMin, Einsum, CumSum/CumProd, TopK,
+Det), and the sweeps that the row kernels of reductions and normalizations run.
 
-An op that reduces is seen as an iteration *space* (a shape) whose dims are either kept
-(they index the output rows) or reduced (they are swept per row). Every operand is read
-through an affine ``View`` over that whole space, so reducing axes 0 and 2 of a 4-D tensor,
-an Einsum diagonal or a MatMulInteger are all one template: the kept dims and the reduced
-dims are each collapsed where every operand walks them contiguously, and the template
-computes a row's base offsets once and the reduced offsets per point.
+An op that reduces is a row kernel (lowering/builder.py): an iteration *space* (a shape)
+whose dims are either kept (they index the output rows) or reduced (they are swept per row).
+Every operand is read through an affine ``View`` over that whole space, so reducing axes 0
+and 2 of a 4-D tensor, an Einsum diagonal or a MatMulInteger are all one template: the kept
+dims and the reduced dims are each collapsed where every operand walks them contiguously,
+and the template computes a row's base offsets once and the reduced offsets per point.
 
-A row is reduced by one invocation (few reduced points, or so many rows that each
-invocation already has enough work) or by one workgroup whose invocations stride the
-reduced points and then combine in a tree (a pairwise sum: error grows with log n, not n).
-Rows of 32768 points or more are split in two stages (each chunk of 4096 points gives a
-partial, a second pass folds the partials): more workgroups to run in parallel when rows are
-few, and at most a few hundred points summed serially by any invocation. Normalizations
-sweep a whole row in one workgroup; a row so long that its invocations would loop past
-target.LOOP_BUDGET takes several points per loop iteration.
+A row is reduced by one invocation (few reduced points, or so many rows that each invocation
+already has enough work) or by one workgroup whose invocations stride the reduced points and
+then combine in a tree (a pairwise sum: error grows with log n, not n); the builder chooses
+(builder.choose_mode). Rows of 32768 points or more are split in two stages (each chunk of
+4096 points gives a partial, a second pass folds the partials): more workgroups to run in
+parallel when rows are few, and at most a few hundred points summed serially by any
+invocation. Normalizations sweep a whole row in one workgroup; a row so long that its
+invocations would loop past target.LOOP_BUDGET takes several points per loop iteration.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from onnx2wgsl.ir import Dispatch, DType, Op, TensorType, Value, distinct
-from onnx2wgsl.ir.kernel import MARK, ref
-from onnx2wgsl.ir.symbolic import Expr, simplify
+from onnx2wgsl.ir import Dispatch, DType, Op, TensorType, Value
+from onnx2wgsl.ir.kernel import ref
+from onnx2wgsl.ir.symbolic import simplify
 from onnx2wgsl.ir.types import dim_bound
 
 from ..elementwise_ops import f32, i32
 from . import LowerCtx, binding, ceil_div, decl, is_symbolic, loops_fit, lowers, u32, wgsl_type
 from . import i32 as size_i32
-from .indexing import View, broadcast, collapse, contiguous, contiguous_strides, index_code
+from .builder import KernelBuilder, Sweep
+from .indexing import View, broadcast, contiguous, contiguous_strides
 
-# -- how a row is reduced --------------------------------------------------------------------
-THREAD_MAX_R = 32  # at most this many reduced points: one invocation per row
-THREAD_MANY_ROWS = (4096, 512)  # ... or at least 4096 rows of at most 512 points each
 SPLIT_MIN_R = 32768  # a reduction this long runs in two stages
 SPLIT_CHUNK = 4096
-MAX_UNROLL = 16  # points per loop iteration when a row is too long for the loop budget
-
-
-def choose_mode(rows: int, R: int, exact: bool = False) -> tuple[bool, int]:
-    """(group?, workgroup size) for ``rows`` rows of ``R`` reduced points each. ``exact``
-    accumulations (integers, max/min) lose nothing when serial, so many rows of any length
-    take one invocation each; float sums keep the tree's pairwise error beyond 512 points."""
-    many_rows = rows >= THREAD_MANY_ROWS[0]
-    if R <= THREAD_MAX_R or (many_rows and (exact or R <= THREAD_MANY_ROWS[1])):
-        return False, 64
-    return True, 64 if R <= 2048 else 256
 
 
 # -- sweeps: one pass over a row's reduced points --------------------------------------------
-@dataclass
-class Sweep:
-    """One pass over a row's reduced points.
-
-    ``accs`` are the accumulators (name, WGSL type, initial value); ``update`` runs per point
-    (the loads ``a0, a1, ...`` and the reduced index ``r`` are in scope); ``merge`` combines
-    ``red_<acc>[lid]`` with ``red_<acc>[lid + half]`` in the workgroup tree; ``after`` runs once
-    the accumulators hold the row's result (lets that later sweeps and writes may use)."""
-
-    accs: list[tuple[str, str, str]]
-    update: list[str]
-    merge: list[str]
-    after: list[str] = field(default_factory=list)
-
-
 COMBINE: dict[str, Callable[[str, str], str]] = {
     "sum": lambda a, b: f"{a} + {b}",
     "prod": lambda a, b: f"{a} * {b}",
@@ -135,156 +108,6 @@ def arg_sweep(value: str, index: str, ty: str, expr: str, largest: bool, last: b
     )
 
 
-# -- the row kernel --------------------------------------------------------------------------
-_LOAD = "%"  # marks an operand load in sweep and element lines (MARK-delimited, like ir.kernel's)
-
-
-def load(j: int) -> str:
-    """Read ``j``'s value at the current point of the row, to write into the lines of sweeps
-    and element writes; the row kernel emits the loads that the lines use."""
-    return f"{MARK}{_LOAD}a{j}{MARK}"
-
-
-def _resolve_loads(lines: list[str]) -> tuple[list[str], set[str]]:
-    """The lines with their load marks turned into the loads' names, and those names (other
-    marks, the kernel's own, are kept for it)."""
-    used: set[str] = set()
-    out = []
-    for line in lines:
-        pieces = line.split(MARK)
-        for k in range(1, len(pieces), 2):
-            if pieces[k].startswith(_LOAD):
-                used.add(pieces[k][1:])
-                pieces[k] = pieces[k][1:]
-            else:
-                pieces[k] = MARK + pieces[k] + MARK
-        out.append("".join(pieces))
-    return out, used
-
-
-def _project(v: View, dims: list[int], keep_offset: bool) -> View:
-    return View(v.offset if keep_offset else 0, tuple(v.strides[d] for d in dims))
-
-
-def row_kernel(
-    ctx: LowerCtx,
-    space: tuple[int, ...],
-    reduced: set[int] | list[int],
-    reads: list[tuple[Value, View]],
-    sweeps: list[Sweep],
-    *,
-    row_writes: list[tuple[Value, str]] = (),
-    elem_writes: list[tuple[Value, View, str]] = (),
-    comment: str,
-    mode: tuple[bool, int] | None = None,
-    split: tuple[int, int] | None = None,
-    exact: bool = False,
-) -> Dispatch | None:
-    """One dispatch reducing ``space`` over its ``reduced`` dims, row by row.
-
-    ``reads`` are loaded as ``a0, a1, ...`` at each reduced point. ``row_writes`` store one
-    expression per row at index ``row`` of their value (row-major over the kept dims, which
-    is the output layout with or without keepdims). ``elem_writes`` store an expression at
-    every point of the row through their view, after the sweeps (normalizations).
-    ``split=(chunks, chunk)`` reduces each row in ``chunks`` parts of ``chunk`` points, one
-    output row per part (the first stage of a two-stage reduction). ``exact`` says the sweeps
-    lose nothing to a serial order (integer sums, max, min), which lets long rows take one
-    invocation each when there are many rows."""
-    kept = [d for d in range(len(space)) if d not in set(reduced)]
-    red = sorted(set(reduced))
-    views = [v for _, v in reads] + [v for _, v, _ in elem_writes]
-    kshape, kviews = collapse([space[d] for d in kept], [_project(v, kept, True) for v in views])
-    rshape, rviews = collapse([space[d] for d in red], [_project(v, red, False) for v in views])
-    rows, R = simplify(math.prod(kshape)), simplify(math.prod(rshape))
-    if rows == 0:
-        return None
-    if R == 0:
-        raise ctx.error("reduction over an empty axis reached the GPU")  # folded by legalize
-    chunks, chunk = split or (1, R)
-    out_rows = simplify(rows * chunks)
-    # Over dims kept symbolic, the choices hold at the bounds: a row of any length in the
-    # range stays within the loop budget (its loops run to the length read at run time), and
-    # rows take one invocation each only when they are many at every size in the range.
-    most = dim_bound(chunk)
-    least_rows = out_rows.bounds[0] if isinstance(out_rows, Expr) else out_rows
-    group, wg = mode or choose_mode(least_rows, most, exact)
-    passes = len(sweeps) + bool(elem_writes)  # loops over the row's points
-    if not group and not loops_fit(passes * most):
-        group, wg = True, 256  # rows too long for one invocation each
-    unroll = _unroll(passes, math.ceil(most / wg) if group else most)
-
-    values = distinct(v for v, _ in reads)
-    slot = {id(v): k for k, v in enumerate(values)}
-    outs = distinct([v for v, _ in row_writes] + [v for v, _, _ in elem_writes])
-    oslot = {id(v): k for k, v in enumerate(outs)}
-    decls = [decl(f"in{k}", v) for k, v in enumerate(values)]
-    decls += [decl(f"out{k}", v, write=True) for k, v in enumerate(outs)]
-
-    klines, kexprs = index_code(kshape, kviews, flat="krow", prefix="k")
-    rlines, rexprs = index_code(rshape, rviews, flat="r", prefix="q")
-    if split:
-        row_lines = [f"let krow = row / {u32(chunks)};", f"let r0 = (row % {u32(chunks)}) * {u32(chunk)};"]
-        r_first, r_end = ("r0 + lid" if group else "r0"), f"min(r0 + {u32(chunk)}, {u32(R)})"
-    else:
-        row_lines, r_first, r_end = ["let krow = row;"], ("lid" if group else "0u"), u32(R)
-    row_lines += klines + [f"let kb{j} = {e};" for j, e in enumerate(kexprs)]
-    loads = {
-        f"a{j}": f"let a{j} = {ref(f'in{slot[id(v)]}')}[kb{j} + {rexprs[j]}];"
-        for j, (v, _) in enumerate(reads)
-    }
-
-    def loads_for(used: set[str]) -> list[str]:  # the coordinates, and only the loads used
-        return list(rlines) + [line for name, line in loads.items() if name in used]
-
-    n = len(reads)
-    ewrites = []
-    for j, (v, _, expr) in enumerate(elem_writes):
-        ewrites.append(f"{ref(f'out{oslot[id(v)]}')}[kb{n + j} + {rexprs[n + j]}] = {expr};")
-    ewrites, elem_used = _resolve_loads(ewrites)
-    rwrites, _ = _resolve_loads([f"{ref(f'out{oslot[id(v)]}')}[row] = {expr};" for v, expr in row_writes])
-    sweep_params = []
-    for s in sweeps:
-        body, used = _resolve_loads(s.update)
-        sweep_params.append({
-            "accs": [{"name": acc[0], "init": acc[2]} for acc in s.accs], "loads": loads_for(used), "body": body,
-            "merge": s.merge, "after": _resolve_loads(s.after)[0],
-        })  # fmt: skip
-
-    shared = [{"name": acc[0], "type": acc[1]} for s in sweeps for acc in s.accs]
-    grid, nx = ctx.grid(out_rows if group else ceil_div(out_rows, wg))
-    shader = ctx.shader(
-        "reduce.wgsl.j2", decls=decls, group=group, wg=wg, nx=nx, rows=u32(out_rows), text_rows=out_rows,
-        text_R=R,
-        comment=comment, shared=shared, row_lines=row_lines, sweeps=sweep_params,
-        r_first=r_first, r_end=r_end, r_step=f"{wg if group else 1}u", row_writes=rwrites, elem_writes=ewrites,
-        elem_loads=loads_for(elem_used), unroll=unroll, r_stride=f"{(wg if group else 1) * unroll}u",
-    )  # fmt: skip
-    bindings = [binding(v) for v in values] + [binding(v, write=True) for v in outs]
-    pairs: list[tuple[int, int]] = []
-    if not split:
-        # An element write may go over an operand read only where it stores: the sweeps have
-        # read the whole row before the element loop starts (a barrier, or one invocation a row).
-        at = [(kexprs[i], rexprs[i]) for i in range(len(views))]
-        for k, v in enumerate(values):
-            mine = {at[j] for j, (u, _) in enumerate(reads) if u is v}
-            for j, (y, _, _) in enumerate(elem_writes):
-                same = v.nbytes == y.nbytes and wgsl_type(v) == wgsl_type(y) and not v.is_const
-                if same and mine == {at[n + j]} and (k, len(values) + oslot[id(y)]) not in pairs:
-                    pairs.append((k, len(values) + oslot[id(y)]))
-                    break
-    return Dispatch(shader, grid, bindings, tuple(pairs))
-
-
-def _unroll(passes: int, steps: int) -> int:
-    """Points each loop iteration takes so that ``passes`` loops of ``steps`` points per
-    invocation fit the loop budget: 1 (the plain loop) unless a row is very long; at most
-    MAX_UNROLL, which covers any row the default binding limit allows."""
-    unroll = 1
-    while not loops_fit(passes * math.ceil(steps / unroll)) and unroll < MAX_UNROLL:
-        unroll *= 2
-    return unroll
-
-
 def reduced_rows(space, reduced) -> tuple:
     """(rows, reduced points per row) of a space (ints, or expressions of dims kept symbolic)."""
     R = simplify(math.prod(space[d] for d in reduced))
@@ -348,21 +171,22 @@ def lower_reduce(ctx: LowerCtx, op: Op) -> None:
     rows, R = reduced_rows(space, axes)
     if rows != y.type.numel:
         raise ctx.error(f"output {y.type} does not match reducing {x.type} over axes {axes}")
-    read = [(x, contiguous(space))]
     label = f"{op.kind} of {x.type} over axes {list(axes)}"
     if op.kind == "ReduceLogSumExp":
-        sweeps = _logsumexp(load(0))
-        d = row_kernel(ctx, space, axes, read, sweeps, row_writes=[(y, "log(s) + sh")], comment=label)
+        k = KernelBuilder(ctx, space, reduced=axes, comment=label)
+        k.sweep(*_logsumexp(k.load(x, contiguous(space))))
+        k.row_write(y, "log(s) + sh")
+        d = k.dispatch()
         ctx.kernel([x], [y], [d] if d else [])
         return
     if dim_bound(R) >= SPLIT_MIN_R:
         _two_stage(ctx, op, kind, ty, space, axes, label)
         return
-    sweep = fold_sweep("acc", ty, kind.combine, kind.pre(load(0), ty))
     exact = ty != "f32" or kind.combine in ("max", "min")
-    d = row_kernel(
-        ctx, space, axes, read, [sweep], row_writes=[(y, kind.post("acc", R, ty))], comment=label, exact=exact
-    )
+    k = KernelBuilder(ctx, space, reduced=axes, exact=exact, comment=label)
+    k.sweep(fold_sweep("acc", ty, kind.combine, kind.pre(k.load(x, contiguous(space)), ty)))
+    k.row_write(y, kind.post("acc", R, ty))
+    d = k.dispatch()
     ctx.kernel([x], [y], [d] if d else [])
 
 
@@ -385,16 +209,21 @@ def _two_stage(ctx: LowerCtx, op: Op, kind: ReduceKind, ty: str, space, axes, la
         chunk = max(SPLIT_CHUNK, math.ceil(dim_bound(R) / 256))
         chunks = ceil_div(R, chunk)
     part = ctx.temp(TensorType(DType(ty), (rows, chunks)), f"{y.name}.partial")
-    first = fold_sweep("acc", ty, kind.combine, kind.pre(load(0), ty))
-    d1 = row_kernel(
-        ctx, space, axes, [(x, contiguous(space))], [first], row_writes=[(part, "acc")],
-        comment=f"{label}: partials of {chunks} chunks", split=(chunks, chunk), mode=(True, 256),
-    )  # fmt: skip
-    second = fold_sweep("acc", ty, kind.combine, load(0))
-    d2 = row_kernel(
-        ctx, (rows, chunks), [1], [(part, contiguous((rows, chunks)))], [second],
-        row_writes=[(y, kind.post("acc", R, ty))], comment=f"{label}: the partials",
-    )  # fmt: skip
+    first = KernelBuilder(
+        ctx,
+        space,
+        reduced=axes,
+        split=(chunks, chunk),
+        group=256,
+        comment=f"{label}: partials of {chunks} chunks",
+    )
+    first.sweep(fold_sweep("acc", ty, kind.combine, kind.pre(first.load(x, contiguous(space)), ty)))
+    first.row_write(part, "acc")
+    d1 = first.dispatch()
+    second = KernelBuilder(ctx, (rows, chunks), reduced=[1], comment=f"{label}: the partials")
+    second.sweep(fold_sweep("acc", ty, kind.combine, second.load(part, contiguous((rows, chunks)))))
+    second.row_write(y, kind.post("acc", R, ty))
+    d2 = second.dispatch()
     ctx.kernel([x], [part], [d1])
     ctx.kernel([part], [y], [d2])
 
@@ -406,11 +235,11 @@ def lower_arg(ctx: LowerCtx, op: Op) -> None:
     axis = op.attrs["axis"]
     space = tuple(x.shape)
     ty = wgsl_type(x)
-    sweep = arg_sweep("v", "i", ty, load(0), op.kind == "ArgMax", bool(op.attrs["select_last_index"]))
-    d = row_kernel(
-        ctx, space, [axis], [(x, contiguous(space))], [sweep], row_writes=[(y, f"{wgsl_type(y)}(i)")],
-        comment=f"{op.kind} of {x.type} along axis {axis}",
-    )  # fmt: skip
+    k = KernelBuilder(ctx, space, reduced=[axis], comment=f"{op.kind} of {x.type} along axis {axis}")
+    a = k.load(x, contiguous(space))
+    k.sweep(arg_sweep("v", "i", ty, a, op.kind == "ArgMax", bool(op.attrs["select_last_index"])))
+    k.row_write(y, f"{wgsl_type(y)}(i)")
+    d = k.dispatch()
     ctx.kernel([x], [y], [d] if d else [])
 
 
@@ -443,24 +272,18 @@ def lower_einsum(ctx: LowerCtx, op: Op) -> None:
     ty = wgsl_type(y)
     if any(wgsl_type(v) != ty for v in ins):
         raise ctx.error("operands of different dtypes")
-    product = " * ".join(load(j) for j in range(len(ins))) or IDENTITY["prod"][ty]
     reduced = list(range(len(out), len(labels)))
-    equation = op.attrs["equation"]
     if math.prod(space[d] for d in reduced) == 0:  # an empty sum: zeros, x is never read
         d = _fill(ctx, y, IDENTITY["sum"][ty])
         ctx.kernel(list(ins), [y], [d] if d else [])
         return
-    sweep = fold_sweep("acc", ty, "sum", product)
-    d = row_kernel(
-        ctx,
-        space,
-        reduced,
-        reads,
-        [sweep],
-        row_writes=[(y, "acc")],
-        comment=f"Einsum {equation}",
-        exact=ty != "f32",
+    k = KernelBuilder(
+        ctx, space, reduced=reduced, exact=ty != "f32", comment=f"Einsum {op.attrs['equation']}"
     )
+    product = " * ".join(k.load(v, view) for v, view in reads) or IDENTITY["prod"][ty]
+    k.sweep(fold_sweep("acc", ty, "sum", product))
+    k.row_write(y, "acc")
+    d = k.dispatch()
     ctx.kernel(list(ins), [y], [d] if d else [])
 
 
@@ -500,12 +323,13 @@ def _cumulative(ctx, combine, x, y, outer, L, inner, exclusive, reverse) -> None
     space = (outer, L, inner)
     totals = ctx.temp(TensorType(DType(ty), (rows, chunks)), f"{y.name}.chunk_totals")
     offsets = ctx.temp(TensorType(DType(ty), (rows, chunks)), f"{y.name}.chunk_offsets")
-    d = row_kernel(
-        ctx, space, [1], [(x, contiguous(space))], [fold_sweep("acc", ty, combine, load(0))],
-        row_writes=[(totals, "acc")], comment=f"{ctx.current.kind}: the totals of {chunks} chunks per row",
-        split=(chunks, SCAN_CHUNK), mode=(False, 64),
+    k = KernelBuilder(
+        ctx, space, reduced=[1], split=(chunks, SCAN_CHUNK), group=1,
+        comment=f"{ctx.current.kind}: the totals of {chunks} chunks per row",
     )  # fmt: skip
-    ctx.kernel([x], [totals], [d])
+    k.sweep(fold_sweep("acc", ty, combine, k.load(x, contiguous(space))))
+    k.row_write(totals, "acc")
+    ctx.kernel([x], [totals], [k.dispatch()])
     _cumulative(ctx, combine, totals, offsets, rows, chunks, 1, True, reverse)
     d = _scan(ctx, combine, x, y, rows, L, inner, exclusive, reverse, chunks, offsets)
     ctx.kernel([x, offsets], [y], [d])
@@ -729,4 +553,4 @@ def empty_reduction_value(kind: str, dtype: DType) -> np.ndarray | None:
     return None
 
 
-__all__ = ["Sweep", "arg_sweep", "broadcast", "fold_sweep", "row_kernel"]
+__all__ = ["arg_sweep", "broadcast", "fold_sweep"]

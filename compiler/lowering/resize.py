@@ -19,7 +19,7 @@ from onnx2wgsl.ir.symbolic import smax
 
 from ..elementwise_ops import f32
 from . import LowerCtx, i32, is_symbolic, lowers, nested_loops, split_workgroup, u32, wgsl_type
-from .coords import CoordKernel, literal
+from .builder import KernelBuilder, literal
 from .indexing import View, contiguous_strides
 
 
@@ -153,7 +153,7 @@ def lower_resize(ctx: LowerCtx, op: Op) -> None:
     # taps too many for one invocation (a wide antialiasing filter): a workgroup per output
     taps = [T for _, T, _, _ in axes]
     group = None if exact else split_workgroup(nested_loops(*taps), math.prod(taps))
-    k = CoordKernel(ctx, y.shape, group=group)
+    k = KernelBuilder(ctx, y.shape, group=group)
     X = k.read(x)
     xs = contiguous_strides(x.shape)
     resized = {d for d, *_ in axes}
@@ -360,7 +360,7 @@ def lower_grid_sample(ctx: LowerCtx, op: Op) -> None:
     dims = tuple(x.shape[2:])
     nd = len(dims)
     xs, gs = contiguous_strides(x.shape), contiguous_strides(grid.shape)
-    k = CoordKernel(ctx, y.shape)
+    k = KernelBuilder(ctx, y.shape)
     X, G = k.read(x), k.read(grid)
     k.helper(_GS_REFLECT)
     gbase = k.at(View(0, (gs[0], 0) + gs[1:-1]))
@@ -473,7 +473,7 @@ def lower_roi_align(ctx: LowerCtx, op: Op) -> None:
     half = a["coordinate_transformation_mode"] == "half_pixel"
     gh_max, gw_max = (ratio, ratio) if ratio > 0 else (math.ceil(H / oh) + 1, math.ceil(W / ow) + 1)
     group = split_workgroup(nested_loops(gh_max, gw_max), gh_max * gw_max)
-    k = CoordKernel(ctx, y.shape, group=group)
+    k = KernelBuilder(ctx, y.shape, group=group)
     X, B, Rs = k.read(x), k.read(batch), k.read(rois)
     k.helper(_ROI_CORNERS.format(X=X, H=H, W=W, H1=H - 1, W1=W - 1, Hf=f32(H), Wf=f32(W)))
     scale, shift = f32(a["spatial_scale"]), f32(0.5 if half else 0.0)
@@ -552,7 +552,7 @@ def lower_col2im(ctx: LowerCtx, op: Op) -> None:
     xs = contiguous_strides(x.shape)
     ty = wgsl_type(y)
     group = split_workgroup(nested_loops(*block), K)
-    k = CoordKernel(ctx, y.shape, group=group)
+    k = KernelBuilder(ctx, y.shape, group=group)
     X = k.read(x)
     k.add(f"let xb = {k.c(0)} * {u32(xs[0])} + {k.c(1)} * {K * xs[1]}u;", f"var acc = {literal(0, ty)};")
     if group:  # invocation lid takes every group-th block position

@@ -13,7 +13,7 @@ from onnx2wgsl.ir.types import dim_bound
 
 from ..symbolic_fold import slice_start
 from . import LowerCtx, i32, lowers, u32, wgsl_type
-from .coords import ZERO, CoordKernel, literal
+from .builder import ZERO, KernelBuilder, literal
 from .elementwise import emit_map, map_dispatch
 from .indexing import View, broadcast, contiguous, contiguous_strides, is_dense, permuted, sliced
 
@@ -142,7 +142,7 @@ def lower_pad(ctx: LowerCtx, op: Op) -> None:
     mode, pads = op.attrs["mode"], op.attrs["pads"]
     rank = x.type.rank
     ty = wgsl_type(y)
-    k = CoordKernel(ctx, y.shape)
+    k = KernelBuilder(ctx, y.shape)
     if simplify(math.prod(x.shape)) == 0:  # nothing to read (and no empty binding): all padding
         k.store(_pad_value(k, op, ty), y)
         ctx.kernel([v for v in op.inputs if v is not None], [y], [d for d in [k.dispatch()] if d])
@@ -182,7 +182,7 @@ def lower_pad(ctx: LowerCtx, op: Op) -> None:
     ctx.kernel([v for v in op.inputs if v is not None], [y], [d for d in [k.dispatch()] if d])
 
 
-def _pad_value(k: CoordKernel, op: Op, ty: str) -> str:
+def _pad_value(k: KernelBuilder, op: Op, ty: str) -> str:
     """The constant pad value: a literal, or the run-time scalar operand."""
     if len(op.inputs) > 1:
         return f"{k.read(op.inputs[1])}[0]"
@@ -196,7 +196,7 @@ def lower_trilu(ctx: LowerCtx, op: Op) -> None:
     r = x.type.rank
     if r < 2:
         raise ctx.error("Trilu needs a tensor of rank 2 or more")
-    k = CoordKernel(ctx, y.shape)
+    k = KernelBuilder(ctx, y.shape)
     diff = f"i32({k.c(r - 1)}) - i32({k.c(r - 2)})"
     cmp = ">=" if op.attrs["upper"] else "<="
     # a run-time k is an int64 scalar stored as i32; |k| beyond the i32 range is refused on input
@@ -212,7 +212,7 @@ def lower_eye_like(ctx: LowerCtx, op: Op) -> None:
     """Ones on the k-th diagonal; the input gives only the (static) shape, so it is not read."""
     y = op.outputs[0]
     ty = wgsl_type(y)
-    k = CoordKernel(ctx, y.shape)
+    k = KernelBuilder(ctx, y.shape)
     diff = f"i32({k.c(1)}) - i32({k.c(0)})"
     k.store(f"select({ZERO[ty]}, {literal(1, ty)}, {diff} == {op.attrs['k']}i)", y)
     ctx.kernel([], [y], [d for d in [k.dispatch()] if d])
@@ -225,7 +225,7 @@ def lower_reverse_sequence(ctx: LowerCtx, op: Op) -> None:
     y = op.outputs[0]
     ta, ba = op.attrs["time_axis"], op.attrs["batch_axis"]
     T = x.shape[ta]
-    k = CoordKernel(ctx, y.shape)
+    k = KernelBuilder(ctx, y.shape)
     xs = contiguous_strides(x.shape)
     k.add(
         f"let n = clamp({k.read(lens)}[{k.c(ba)}], 0i, {i32(T)});",

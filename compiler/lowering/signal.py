@@ -16,7 +16,7 @@ from onnx2wgsl.ir import Op, Value
 
 from ..elementwise_ops import f32
 from . import LowerCtx, lowers, split_workgroup, wgsl_type
-from .coords import CoordKernel
+from .builder import KernelBuilder
 from .indexing import View, contiguous_strides
 
 
@@ -56,7 +56,7 @@ def _transform(
     if wgsl_type(y) != "f32":
         raise ctx.error(f"{ctx.current.kind} of {y.dtype.name} is not supported", hint="use a float input")
     if count == 0:  # an empty signal padded to N points: all zeros, and x is never read
-        zeros = CoordKernel(ctx, y.shape)
+        zeros = KernelBuilder(ctx, y.shape)
         zeros.store("0.0f", y)
         ctx.kernel(inputs, [y], [zeros.dispatch()])
         return
@@ -66,7 +66,7 @@ def _transform(
     group = split_workgroup(count)
     if group and length * group >= 2**32:  # k * lid would wrap: keep one invocation per bin
         group = None
-    k = CoordKernel(ctx, space, group=group)
+    k = KernelBuilder(ctx, space, group=group)
     X, T, Y = k.read(x), k.read(table), k.write(y)
     kk = k.c(axis)
     weight = f" * {k.read(window)}[n]" if window is not None else ""
