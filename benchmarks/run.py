@@ -2,7 +2,7 @@
 onnxruntime's CPU provider, and write benchmarks/RESULTS.md.
 
     bash benchmarks/setup.sh                     # Mesa 25 lavapipe + the peer's venv, in .cache/bench/
-    .venv/bin/python benchmarks/run.py --cache warm
+    .venv/bin/python benchmarks/run.py              # first runs cache off and warm, warm runs, the browser pair
 
 Each measurement is a fresh process (benchmarks/worker.py) and the engines take turns model
 by model. onnx2wgsl's compile is timed in a process of its own; its first run is then load +
@@ -160,7 +160,7 @@ def engine_env(engine: str, adapter: str, cache: str) -> dict[str, str]:
         env["VK_ICD_FILENAMES"] = str(MESA25 / "lvp_icd.json")
         lib = str(MESA25 / "usr" / "lib" / "x86_64-linux-gnu")
         env["LD_LIBRARY_PATH"] = lib + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
-    if cache == "cold":
+    if cache == "cold":  # ("both" runs its warm processes with the cache on)
         env["MESA_SHADER_CACHE_DISABLE"] = "true"
     else:
         env.pop("MESA_SHADER_CACHE_DISABLE", None)
@@ -205,7 +205,18 @@ def measure(name, engines, args, work: Path, log) -> dict:
             target = str(artifact)
         outputs = work / f"{name}.{engine}.out.npz"
         common = ["run", engine, target, str(feeds)]
-        if args.cache == "warm":  # one untimed process first: Mesa's disk cache now holds the shaders
+        if args.cache == "both":  # a first run with Mesa's shader cache off, then the warm ones
+            cold, err = worker(engine, [*common, ["--warmup", "0", "--iters", "0"]],
+                               engine_env(engine, args.adapter, "cold"), args.timeout)  # fmt: skip
+            if err:
+                out[engine] = {"error": f"cold process {err}"}
+                log(f"  {engine:11s} cold process failed: {err}")
+                continue
+            r["first_cold_s"], r["load_cold_s"] = cold["first_s"], cold["load_s"]
+        if args.cache in (
+            "warm",
+            "both",
+        ):  # one untimed process first: Mesa's disk cache now holds the shaders
             _, err = worker(engine, [*common, ["--warmup", "0", "--iters", "0"]], env, args.timeout)
             if err:
                 out[engine] = {"error": f"warm-up process {err}"}
@@ -223,6 +234,7 @@ def measure(name, engines, args, work: Path, log) -> dict:
         out[engine] = r
         w = np.array(r["warm_s"]) * 1000
         log(f"  {engine:11s} first {r['first_s'] * 1000:9.1f} ms  warm median {np.median(w):9.2f} ms"
+            + (f"  first, cache off {r['first_cold_s'] * 1000:.0f} ms" if "first_cold_s" in r else "")
             + (f"  compile {r['compile_s']:.2f} s" if "compile_s" in r else ""))  # fmt: skip
     if name in args.browser_models and (mine := [e for e in BROWSER_ENGINES if e in engines]):
         import browser
@@ -388,6 +400,27 @@ def _browser_table(results: dict, engines: list[str], args) -> list[str]:
     return lines
 
 
+# the issue's yardstick: these four CNNs, ours over ORT-WebGPU
+SUMMARY_MODELS = ("squeezenet", "resnet50", "inception_v1", "densenet121")
+
+
+def _summary(results: dict, args) -> list[str]:
+    """The median over SUMMARY_MODELS of ours / ORT-WebGPU: warm, first run, first run cache off."""
+    rows = [results[m] for m in SUMMARY_MODELS if m in results]
+    ratios = {}
+    for what, get in (("warm", _median), ("first run", lambda r: r.get("first_s")),
+                      ("first run, cache off", lambda r: r.get("first_cold_s"))):  # fmt: skip
+        vals = [get(r["onnx2wgsl"]) / get(r["ort-webgpu"]) for r in rows
+                if get(r.get("onnx2wgsl", {})) and get(r.get("ort-webgpu", {}))]  # fmt: skip
+        if vals and len(vals) == len(SUMMARY_MODELS):
+            ratios[what] = float(np.median(vals))
+    if not ratios:
+        return []
+    text = ", ".join(f"{k} **{v:.2f}**" for k, v in ratios.items())
+    return [f"Median over {', '.join(SUMMARY_MODELS)} of onnx2wgsl / ORT-WebGPU: {text}"
+            " (first runs: load + first inference; onnx2wgsl compiles ahead of time).", ""]  # fmt: skip
+
+
 def report(results: dict, engines: list[str], args, facts: dict, elapsed: float, pending=()) -> str:
     ours_vs = "ort-webgpu" if "ort-webgpu" in engines else None
     lines = [
@@ -398,11 +431,12 @@ def report(results: dict, engines: list[str], args, facts: dict, elapsed: float,
         f" {args.iters} runs after {args.warmup} untimed; **first** = load (session creation) +"
         " first inference; onnx2wgsl's compile is timed in a process of its own.",
         f"Shader cache: **{args.cache}** ("
-        + (
-            "`MESA_SHADER_CACHE_DISABLE=true` for every engine"
-            if args.cache == "cold"
-            else "one untimed process per engine and model ran first, so Mesa's disk cache holds the shaders"
-        )
+        + {
+            "cold": "`MESA_SHADER_CACHE_DISABLE=true` for every engine",
+            "warm": "one untimed process per engine and model ran first, so Mesa's disk cache holds the shaders",
+            "both": "**first, cache off** is a process with `MESA_SHADER_CACHE_DISABLE=true`; then one untimed"
+            " process filled Mesa's disk cache, and **first** and **warm** come from a process after it",
+        }[args.cache]
         + ").",  # fmt: skip
         "**ours / ORT-WebGPU** is the ratio of warm medians (below 1: onnx2wgsl is faster)."
         " **max abs diff** compares each engine's outputs with "
@@ -415,8 +449,12 @@ def report(results: dict, engines: list[str], args, facts: dict, elapsed: float,
     if pending:
         lines += [f"> **Partial**: {len(results)} of {len(results) + len(pending)} models measured so far;"
                   f" not measured: {', '.join(pending)}.", ""]  # fmt: skip
+    lines += _summary(results, args)
+    cold = args.cache == "both"
     head = ["model", "onnx2wgsl warm", "ORT-WebGPU warm", "ours / ORT-WebGPU", "ORT-CPU warm",
-            "onnx2wgsl first (compile)", "ORT-WebGPU first", "ORT-CPU first", "agree"]  # fmt: skip
+            "onnx2wgsl first (compile)", "ORT-WebGPU first", "ORT-CPU first"]  # fmt: skip
+    head += ["onnx2wgsl first, cache off", "ORT-WebGPU first, cache off"] if cold else []
+    head += ["agree"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, res in results.items():
         ratio = "n/a (no ORT-WebGPU)" if ours_vs is None else "—"
@@ -425,8 +463,11 @@ def report(results: dict, engines: list[str], args, facts: dict, elapsed: float,
             ratio = f"{_median(a) / _median(b):.2f}"
         ran = [r for r in res.values() if "agree" in r]
         agree = "—" if not ran else ("yes" if all(r["agree"] for r in ran) else "**NO**")
-        lines.append("| " + " | ".join([name, _warm_cell(res, "onnx2wgsl", engines), _warm_cell(res, "ort-webgpu", engines), ratio, _warm_cell(res, "ort-cpu", engines),
-                                         _first_cell(res, "onnx2wgsl"), _first_cell(res, "ort-webgpu"), _first_cell(res, "ort-cpu"), agree]) + " |")  # fmt: skip
+        cells = [name, _warm_cell(res, "onnx2wgsl", engines), _warm_cell(res, "ort-webgpu", engines), ratio, _warm_cell(res, "ort-cpu", engines),
+                 _first_cell(res, "onnx2wgsl"), _first_cell(res, "ort-webgpu"), _first_cell(res, "ort-cpu")]  # fmt: skip
+        if cold:
+            cells += [_ms(res.get(e, {}).get("first_cold_s")) for e in ("onnx2wgsl", "ort-webgpu")]
+        lines.append("| " + " | ".join(cells + [agree]) + " |")
     lines += _browser_table(results, engines, args)
     lines += [
         "",
@@ -491,9 +532,9 @@ def main(argv=None) -> int:
     p.add_argument("--browser-warmup", type=int, default=1, help="untimed runs before them (default 1)")
     p.add_argument("--adapter", choices=["mesa25", "mesa22"], default="mesa25",
                    help="mesa25: .cache/bench/mesa25 (benchmarks/setup.sh); mesa22: the system lavapipe, no ort-webgpu")  # fmt: skip
-    p.add_argument(
-        "--cache", choices=["cold", "warm"], default="warm", help="Mesa shader cache for first runs"
-    )
+    p.add_argument("--cache", choices=["both", "cold", "warm"], default="both",
+                   help="Mesa's shader cache for first runs: both (default: a first run with the cache off, then "
+                        "one with it warm), cold or warm")  # fmt: skip
     p.add_argument("--iters", type=int, default=5, help="timed warm runs (default 5)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs before them (default 2)")
     p.add_argument("--quick", action="store_true", help=f"only {QUICK_MODEL}, 1 warm run, no warm-up runs")
