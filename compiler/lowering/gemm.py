@@ -4,6 +4,13 @@ A constant B is re-laid out at compile time as [K, N] in vec4 columns (alpha fol
 and split along N into chunks that each fit one storage binding: a 25088x4096 fully
 connected weight (411 MB) runs as four dispatches under the 128 MiB binding limit.
 
+An invocation's tile is up to 4 rows (A's reads are uniform across its SIMD group) by 4
+columns (B read as vec4 along n) or 1 column. Where A's rows are whole vec4s (K % 4 == 0, no
+transA) A is read as vec4 along k and a loop trip takes four k: on llvmpipe every load in a
+loop is a gather per component, so one vec4 of A per row and trip (and, for a run-time B stored
+[N, K], one vec4 of B) does a quarter of the loads of four scalar ones, and the four products
+chain through fma into one write of the accumulator.
+
 Each invocation sums all K products of its tile, unless K is longer than one invocation may
 loop (target.LOOP_BUDGET): then a workgroup computes the tile, its invocations taking every
 64th (or 256th) k, and sums their partial tiles in a tree.
@@ -25,7 +32,7 @@ from onnx2wgsl.ir.symbolic import simplify, smax
 from onnx2wgsl.ir.types import dim_bound
 
 from ..elementwise_ops import f32
-from . import WORKGROUP, LowerCtx, ceil_div, decl, lowers, split_workgroup, u32
+from . import WORKGROUP, LowerCtx, ceil_div, decl, lowers, split_workgroup, u32, wgsl_type
 from .fused import epilogue
 from .indexing import View, broadcast, contiguous_strides, index_code
 
@@ -105,6 +112,8 @@ def _emit(ctx, op, a, b, c, y, M, N, K, batch, a_shape, b_shape, trans_a, trans_
         bias_inputs = [cv]
 
     epi = epilogue(ctx, op)
+    # A read as vec4 along k (four k per loop trip, one load per row): its rows must be whole vec4s
+    kv = not trans_a and simplify(K % 4) == 0 and wgsl_type(a) == "f32"
     if b.is_const and not batch:
         # [K, N] with alpha folded in, padded to whole vec4 columns, chunked under the binding limit.
         K = simplify(K)  # a constant B fixes K and N
@@ -122,22 +131,44 @@ def _emit(ctx, op, a, b, c, y, M, N, K, batch, a_shape, b_shape, trans_a, trans_
             consts.append(w)
             dispatches.append(
                 _dispatch(ctx, a, w, bias_inputs, y, M, N, K, tm, a_row, a_col, batch_lines, bias_lines,
-                          vec=4, nv=c1 - c0, n_base=f"{c0 * 4}u", b_load=f"{ref('B')}[k * {c1 - c0}u + nv]",
-                          scale="", epi=epi, Z=1)
+                          bmode="n4", kv=kv, nv=c1 - c0, n_base=f"{c0 * 4}u",
+                          b_at=_b_at("const", N, K, c1 - c0), scale="", epi=epi, Z=1)
             )  # fmt: skip
         ctx.kernel([a, *consts, *bias_inputs, *epi.inputs], [y], dispatches)
         return
 
     scale = "" if alpha == 1.0 else f" * {f32(alpha)}"
     if not trans_b and simplify(N % 4) == 0:  # (for N kept symbolic: a multiple of 4 at every value)
-        vec, nv, b_load = 4, simplify(N // 4), f"{ref('B')}[bb / 4u + k * {u32(N // 4)} + nv]"
-    elif trans_b:
-        vec, nv, b_load = 1, N, f"{ref('B')}[bb + nv * {u32(K)} + k]"
+        bmode, nv, b_at = "n4", simplify(N // 4), _b_at("n4", N, K)
+    elif trans_b and kv and wgsl_type(b) == "f32":  # B's rows along k are whole vec4s too
+        bmode, nv, b_at = "k4", N, _b_at("k4", N, K)
     else:
-        vec, nv, b_load = 1, N, f"{ref('B')}[bb + k * {u32(N)} + nv]"
+        bmode, nv, b_at = "s", N, _b_at("nk" if trans_b else "kn", N, K)
     d = _dispatch(ctx, a, b, bias_inputs, y, M, N, K, tm, a_row, a_col, batch_lines, bias_lines,
-                  vec=vec, nv=nv, n_base="0u", b_load=b_load, scale=scale, epi=epi, Z=Z)  # fmt: skip
+                  bmode=bmode, kv=kv, nv=nv, n_base="0u", b_at=b_at, scale=scale, epi=epi, Z=Z)  # fmt: skip
     ctx.kernel([a, b, *bias_inputs, *epi.inputs], [y], [d])
+
+
+def _b_at(layout: str, N, K, cols: int = 0):
+    """B's load at row ``k`` (shader text), an expression of ``nv``, the invocation's column
+    (of vec4s for ``const`` and ``n4``) and of ``bb``, B's batch offset: ``const`` is a chunk of
+    ``cols`` vec4 columns of the compile-time layout, ``n4`` a run-time [K, N] read as vec4
+    along n, ``k4`` a run-time [N, K] read as vec4 along k (row k4 * 4 to k4 * 4 + 3), ``kn``
+    and ``nk`` run-time [K, N] and [N, K] read one f32 at a time."""
+    B = ref("B")
+
+    def at(k: str) -> str:
+        if layout == "const":
+            return f"{B}[{k} * {cols}u + nv]"
+        if layout == "n4":
+            return f"{B}[bb / 4u + {k} * {u32(N // 4)} + nv]"
+        if layout == "k4":
+            return f"{B}[bb / 4u + nv * {u32(K // 4)} + k4]"
+        if layout == "nk":
+            return f"{B}[bb + nv * {u32(K)} + {k}]"
+        return f"{B}[bb + {k} * {u32(N)} + nv]"
+
+    return at
 
 
 def _batch_view(ctx, shape, batch, mat) -> View:
@@ -155,17 +186,49 @@ def _batch_view(ctx, shape, batch, mat) -> View:
 
 
 def _dispatch(ctx, a, b, bias_inputs, y, M, N, K, tm, a_row, a_col, batch_lines, bias_lines,
-              *, vec, nv, n_base, b_load, scale, epi, Z) -> Dispatch:  # fmt: skip
-    decls = [decl("A", a), decl("B", b, elem="vec4<f32>" if vec == 4 else None)]
+              *, bmode, kv, nv, n_base, b_at, scale, epi, Z) -> Dispatch:  # fmt: skip
+    """One dispatch of the matmul template. ``bmode`` is how B is read: ``n4`` as vec4 along n
+    (an invocation's tile is 4 columns, vec4 accumulators), ``k4`` as vec4 along k (B stored
+    [N, K], one column), ``s`` one f32 at a time (one column); ``kv`` reads A as vec4 along k,
+    four k per loop trip. ``b_at(k)`` is B's load at row k (an expression of ``nv``, the
+    invocation's column)."""
+    vec = 4 if bmode == "n4" else 1
+    vec4 = "vec4<f32>"
+    decls = [decl("A", a, elem=vec4 if kv else None), decl("B", b, elem=vec4 if bmode != "s" else None)]
     decls = epi.decls_with(decls + [decl("C", v) for v in bias_inputs], y)
-    acc_type = "vec4<f32>" if vec == 4 else "f32"
-    split = split_workgroup(dim_bound(K))  # a K kept symbolic loops up to its bound
+    acc_type = vec4 if vec == 4 else "f32"
+    steps = simplify(K // 4) if kv else K
+    split = split_workgroup(dim_bound(steps))  # a K kept symbolic loops up to its bound
     wg = split or WORKGROUP
     accs = [(f"acc{t}", acc_type) for t in range(tm)]
+    body: list[str] = []
+    if kv:
+        # four products per row and trip, chained through fma into one write of the accumulator
+        if bmode == "k4":
+            body.append(f"let b = {b_at('k4')};")
+            bs = ["b.x", "b.y", "b.z", "b.w"]
+        else:
+            body += [f"let b{i} = {b_at(f'(k4 * 4u + {i}u)')};" for i in range(4)]
+            bs = [f"b{i}" for i in range(4)]
+        for t in range(tm):
+            body.append(f"let x{t} = {ref('A')}[a{t} + k4];")
+            e = f"acc{t}"
+            for i, c in enumerate("xyzw"):
+                x = f"x{t}.{c}"
+                e = f"fma({vec4}({x}), {bs[i]}, {e})" if vec == 4 else f"fma({x}, {bs[i]}, {e})"
+            body.append(f"acc{t} = {e};")
+    else:
+        body.append(f"let b = {b_at('k')};")
+        for t in range(tm):
+            x = f"{ref('A')}[a{t} + k * {u32(a_col)}]"
+            body.append(
+                f"acc{t} = fma({vec4}({x}), b, acc{t});" if vec == 4 else f"acc{t} = fma({x}, b, acc{t});"
+            )
     # (M1, the last row, clamps reads; for an M whose range holds 0 no workgroup runs)
     shader = ctx.shader(
         "matmul.wgsl.j2", decls=decls, wg=wg, tm=tm, M=u32(M), M1=u32(smax(M, 1) - 1), N=u32(N),
-        K=u32(K), NV=u32(nv), vec=vec, acc_type=acc_type, a_row=u32(a_row), a_col=u32(a_col), b_load=b_load,
+        NV=u32(nv), vec=vec, acc_type=acc_type, kv=kv, bmode=bmode,
+        a_row=u32(simplify(a_row // 4) if kv else a_row), steps=u32(steps), body=body,
         batch_lines=batch_lines, bias_lines=bias_lines, n_base=n_base, scale=scale,
         out_expr=epi.expr, epi_lines=epi.lines, helpers=epi.helpers, split=split is not None,
         accs=accs, merge=[f"red_{n}[lid] += red_{n}[lid + half];" for n, _ in accs],
