@@ -8,6 +8,8 @@ for the loop budget."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from helpers import assert_close, graph_model, node_model, ort_run, rand, with_dim_params
 from onnx import helper
@@ -25,10 +27,10 @@ def _matmul_shaders(tmp_path) -> list[str]:
     return [f.read_text() for f in (tmp_path / "shaders").iterdir() if f.read_text().count("sum_k")]
 
 
-def _check(model, feeds, device, tmp_path, has=(), lacks=(), dims=None, runs=None, atol=1e-4):
+def _check(model, feeds, device, tmp_path, has=(), lacks=(), dims=None, runs=None, atol=1e-4, target=None):
     """Compile, check the matmul shaders' comments name (or do not name) each path, run every
     feed and compare with onnxruntime."""
-    compile_model(model, tmp_path, verify_ir=True, dims=dims)
+    compile_model(model, tmp_path, verify_ir=True, dims=dims, target=target)
     shaders = _matmul_shaders(tmp_path)
     assert shaders, "no matmul shader"
     for marker in has:
@@ -60,6 +62,58 @@ def test_matmul_shapes(shape, const_b, device, tmp_path):
     if const_b or N % 4 == 0:
         has.append(B_N4)
     _check(model, feeds, device, tmp_path, has=has, lacks=[] if K % 4 == 0 else [A_VEC4])
+
+
+WIDE = "8 rows x 8"  # an invocation's tile of 8 rows by two vec4 column groups
+
+
+@pytest.mark.parametrize("const_b", [False, True], ids=["runtime", "const"])
+@pytest.mark.parametrize(
+    "shape", [(130, 20, 516), (129, 7, 520), (128, 4, 1024)], ids=lambda s: "x".join(map(str, s))
+)
+def test_wide_tiles(shape, const_b, device, tmp_path):
+    """M >= 128 and N >= 512: 8 rows x 2 vec4 column groups, the second group ragged (clamped
+    reads, guarded stores) where N / 4 is not a multiple of 128."""
+    M, K, N = shape
+    model, feeds = _matmul(rand(M, K), rand(K, N, seed=1), const_b)
+    _check(model, feeds, device, tmp_path, has=[WIDE, B_N4] + ([A_VEC4] if K % 4 == 0 else []))
+
+
+def test_wide_tiles_batched_and_fused(device, tmp_path):
+    """[2, 130, 8] x [2, 8, 512] (run-time B per batch), and [2, 70, 24] x [24, 600] + bias +
+    Relu (the batch folds into 140 rows against a constant B) at the wide tile."""
+    model, feeds = _matmul(rand(2, 130, 8), rand(2, 8, 512, seed=1), False)
+    _check(model, feeds, device, tmp_path / "batched", has=[WIDE])
+    a, w, bias = rand(2, 70, 24), rand(24, 600, seed=1), rand(600, seed=2)
+    nodes = [
+        helper.make_node("MatMul", ["a", "w"], ["h"]),
+        helper.make_node("Add", ["h", "bias"], ["hb"]),
+        helper.make_node("Relu", ["hb"], ["y"]),
+    ]
+    model = graph_model(nodes, {"a": a}, ["y"], {"w": w, "bias": bias})
+    _check(model, {"a": a}, device, tmp_path / "fused", has=[WIDE])
+
+
+def test_constant_b_chunks_under_the_binding_limit(device, tmp_path):
+    """A 256 x 1100 constant B under a 1 MiB binding limit: a chunk of 256 vec4 columns at the
+    wide tile, then one of 19 at 4 x 4."""
+    from onnx2wgsl.compiler.target import WEBGPU_DEFAULT_LIMITS, Target
+
+    target = Target("small-bindings", {**WEBGPU_DEFAULT_LIMITS, "maxStorageBufferBindingSize": 1 << 20})
+    model, feeds = _matmul(rand(130, 256), rand(256, 1100, seed=1), True)
+    _check(model, feeds, device, tmp_path, has=[WIDE, "4 rows x 4"], target=target, atol=1e-3)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert len(manifest["dispatches"]) == 2  # one per chunk
+
+
+def test_symbolic_wide_tiles(device, tmp_path):
+    """[batch, seq, 12] x [12, 512] with seq up to 160: the tile is chosen at the bound and is
+    right at every size (rows past M clamp their reads)."""
+    x, w = rand(1, 5, 12), rand(12, 512, seed=1)
+    model = node_model("MatMul", {"x": x}, initializers={"w": w}, input_order=["x", "w"])
+    model = with_dim_params(model, {"x": ["batch", "seq", 12], "y0": ["batch", "seq", 512]})
+    runs = [{"x": rand(b, s, 12, seed=s)} for b, s in [(1, 1), (2, 9), (1, 160)]]
+    _check(model, None, device, tmp_path, has=[WIDE], dims={"batch": (1, 2), "seq": (1, 160)}, runs=runs)
 
 
 @pytest.mark.parametrize("const_b", [False, True], ids=["runtime", "const"])
