@@ -9,7 +9,7 @@ two groups of 4 columns (B read as vec4 along n), or by 1 column (_tile has the 
 A's rows are whole vec4s (K % 4 == 0, no transA) A is read as vec4 along k and a loop trip
 takes four k: on llvmpipe every load in a loop is a gather per component, so one vec4 of A per
 row and trip (and, for a run-time B stored [N, K], one vec4 of B) does a quarter of the loads
-of four scalar ones, and the four products chain through fma into one write of the accumulator.
+of four scalar ones, and the four products sum into one write of the accumulator.
 
 Each invocation sums all K products of its tile, unless K is longer than one invocation may
 loop (target.LOOP_BUDGET): then a workgroup computes the tile, its invocations taking every
@@ -215,7 +215,7 @@ def _dispatch(ctx, a, b, bias_inputs, y, M, N, K, a_row, a_col, batch_lines, bia
     A = ref("A")
     body: list[str] = []
     if kv:
-        # four products per row and trip, chained through fma into one write of the accumulator
+        # four products per row and trip, summed into one write of the accumulator
         if bmode == "k4":
             body.append(f"let b0_0 = {b_at('k4')};")
             bs = [["b0_0.x", "b0_0.y", "b0_0.z", "b0_0.w"]]
@@ -227,17 +227,13 @@ def _dispatch(ctx, a, b, bias_inputs, y, M, N, K, a_row, a_col, batch_lines, bia
         for t in range(tm):
             body.append(f"let x{t} = {A}[a{t} + k4];")
             for j in range(tn):
-                e = f"acc{t}_{j}"
-                for i, c in enumerate("xyzw"):
-                    x = f"{vec4}(x{t}.{c})" if vec == 4 else f"x{t}.{c}"
-                    e = f"fma({x}, {bs[j][i]}, {e})"
-                body.append(f"acc{t}_{j} = {e};")
+                terms = " + ".join(f"x{t}.{c} * {bs[j][i]}" for i, c in enumerate("xyzw"))
+                body.append(f"acc{t}_{j} += {terms};")
     else:
         body += [f"let b{j} = {b_at('k', cols[j])};" for j in range(tn)]
         for t in range(tm):
-            x = f"{A}[a{t} + k * {u32(a_col)}]"
-            body.append(f"let x{t} = {f'{vec4}({x})' if vec == 4 else x};")
-            body += [f"acc{t}_{j} = fma(x{t}, b{j}, acc{t}_{j});" for j in range(tn)]
+            body.append(f"let x{t} = {A}[a{t} + k * {u32(a_col)}];")
+            body += [f"acc{t}_{j} += x{t} * b{j};" for j in range(tn)]
     # (M1, the last row, clamps reads; for an M whose range holds 0 no workgroup runs)
     shader = ctx.shader(
         "matmul.wgsl.j2", decls=decls, wg=wg, tm=tm, tn=tn, M=u32(M), M1=u32(smax(M, 1) - 1), N=u32(N),
