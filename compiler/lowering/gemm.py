@@ -158,11 +158,12 @@ def _emit(ctx, op, a, b, c, y, M, N, K, batch, a_shape, b_shape, trans_a, trans_
 
 
 def _b_at(layout: str, N, K, cols: int = 0):
-    """B's load at row ``k`` (shader text), an expression of ``nv``, the invocation's column
-    (of vec4s for ``const`` and ``n4``, which take another column's name), and of ``bb``, B's batch offset: ``const`` is a chunk of
-    ``cols`` vec4 columns of the compile-time layout, ``n4`` a run-time [K, N] read as vec4
-    along n, ``k4`` a run-time [N, K] read as vec4 along k (row k4 * 4 to k4 * 4 + 3), ``kn``
-    and ``nk`` run-time [K, N] and [N, K] read one f32 at a time."""
+    """B's load at row ``k`` (shader text), an expression of ``bb`` (B's batch offset) and of
+    ``nv``, the invocation's column (a vec4 column for ``const`` and ``n4``, which also take
+    another column variable's name). ``const`` is a chunk of ``cols`` vec4 columns of the
+    compile-time layout, ``n4`` a run-time [K, N] read as vec4 along n, ``k4`` a run-time
+    [N, K] read as vec4 along k (rows k4 * 4 to k4 * 4 + 3), ``kn`` and ``nk`` run-time [K, N]
+    and [N, K] read one f32 at a time."""
     B = ref("B")
 
     def at(k: str, nv: str = "nv") -> str:
@@ -196,10 +197,9 @@ def _batch_view(ctx, shape, batch, mat) -> View:
 def _dispatch(ctx, a, b, bias_inputs, y, M, N, K, a_row, a_col, batch_lines, bias_lines,
               *, bmode, kv, nv, n_base, b_at, scale, epi, Z) -> Dispatch:  # fmt: skip
     """One dispatch of the matmul template. ``bmode`` is how B is read: ``n4`` as vec4 along n
-    (an invocation's tile is 4 columns, vec4 accumulators), ``k4`` as vec4 along k (B stored
-    [N, K], one column), ``s`` one f32 at a time (one column); ``kv`` reads A as vec4 along k,
-    four k per loop trip. ``b_at(k)`` is B's load at row k (an expression of ``nv``, the
-    invocation's column)."""
+    (vec4 accumulators, one per row and column group), ``k4`` as vec4 along k (B stored [N, K],
+    one column), ``s`` one f32 at a time (one column); ``kv`` reads A as vec4 along k, four k
+    per loop trip. ``b_at`` makes B's loads (see _b_at); _tile picks the tile."""
     vec = 4 if bmode == "n4" else 1
     vec4 = "vec4<f32>"
     decls = [decl("A", a, elem=vec4 if kv else None), decl("B", b, elem=vec4 if bmode != "s" else None)]
