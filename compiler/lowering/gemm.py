@@ -4,6 +4,13 @@ A constant B is re-laid out at compile time as [K, N] in vec4 columns (alpha fol
 and split along N into chunks that each fit one storage binding: a 25088x4096 fully
 connected weight (411 MB) runs as four dispatches under the 128 MiB binding limit.
 
+An invocation's tile is up to 8 rows (A's reads are uniform across its SIMD group) by one or
+two groups of 4 columns (B read as vec4 along n), or by 1 column (_tile has the rule). Where
+A's rows are whole vec4s (K % 4 == 0, no transA) A is read as vec4 along k and a loop trip
+takes four k: on llvmpipe every load in a loop is a gather per component, so one vec4 of A per
+row and trip (and, for a run-time B stored [N, K], one vec4 of B) does a quarter of the loads
+of four scalar ones, and the four products sum into one write of the accumulator.
+
 Each invocation sums all K products of its tile, unless K is longer than one invocation may
 loop (target.LOOP_BUDGET): then a workgroup computes the tile, its invocations taking every
 64th (or 256th) k, and sums their partial tiles in a tree.
@@ -25,16 +32,25 @@ from onnx2wgsl.ir.symbolic import simplify, smax
 from onnx2wgsl.ir.types import dim_bound
 
 from ..elementwise_ops import f32
-from . import WORKGROUP, LowerCtx, ceil_div, decl, lowers, split_workgroup, u32
+from . import WORKGROUP, LowerCtx, ceil_div, decl, lowers, split_workgroup, u32, wgsl_type
 from .fused import epilogue
 from .indexing import View, broadcast, contiguous_strides, index_code
 
 
-def _rows_per_invocation(M) -> int:
-    """Rows of A one invocation computes; for M kept symbolic, chosen at its bound (the
-    kernel clamps its reads and guards its stores, so any tile is right for every M)."""
+def _tile(M, nv, bmode: str, split: bool) -> tuple[int, int]:
+    """(rows, column groups) of an invocation's tile; dims kept symbolic are judged at their
+    bounds (the kernel clamps its reads and guards its stores, so any tile is right for every
+    size). On llvmpipe each load in the loop is a gather per component, so the cost of a k step
+    is about rows + column groups x 4 loads for rows x column groups x 4 products: 4 x 4 does 8
+    loads for 16 products, 8 rows x 2 vec4 column groups 16 for 64 (measured 1.2x faster on a
+    1024^3 product; larger tiles spill registers and are slower). Wide tiles only where every
+    lane still has columns (two column groups each: N at least 512) and rows (M at least 128);
+    a split workgroup keeps 4 x 4 (its tree holds a tile per invocation in workgroup memory)."""
     M = dim_bound(M)
-    return 4 if M >= 64 else 2 if M >= 8 else 1
+    tm = 4 if M >= 64 else 2 if M >= 8 else 1
+    if split or bmode != "n4" or dim_bound(nv) < 2 * WORKGROUP or M < 128:
+        return tm, 1
+    return 8, 2
 
 
 @lowers("MatMul")
@@ -76,7 +92,6 @@ def _emit(ctx, op, a, b, c, y, M, N, K, batch, a_shape, b_shape, trans_a, trans_
     alpha = float(op.attrs.get("alpha", 1.0))
     beta = float(op.attrs.get("beta", 1.0))
     Z = simplify(math.prod(batch))
-    tm = _rows_per_invocation(M)
     a_row, a_col = (1, M) if trans_a else (K, 1)
 
     # Batch offsets of A, B and Y from the batch index z (broadcast batch dims read stride 0).
@@ -105,6 +120,8 @@ def _emit(ctx, op, a, b, c, y, M, N, K, batch, a_shape, b_shape, trans_a, trans_
         bias_inputs = [cv]
 
     epi = epilogue(ctx, op)
+    # A read as vec4 along k (four k per loop trip, one load per row): its rows must be whole vec4s
+    kv = not trans_a and simplify(K % 4) == 0 and wgsl_type(a) == "f32"
     if b.is_const and not batch:
         # [K, N] with alpha folded in, padded to whole vec4 columns, chunked under the binding limit.
         K = simplify(K)  # a constant B fixes K and N
@@ -121,23 +138,46 @@ def _emit(ctx, op, a, b, c, y, M, N, K, batch, a_shape, b_shape, trans_a, trans_
             w = ctx.const(part, f"{b.name}.mm{c0}" if c0 else f"{b.name}.mm", dtype=b.dtype)
             consts.append(w)
             dispatches.append(
-                _dispatch(ctx, a, w, bias_inputs, y, M, N, K, tm, a_row, a_col, batch_lines, bias_lines,
-                          vec=4, nv=c1 - c0, n_base=f"{c0 * 4}u", b_load=f"{ref('B')}[k * {c1 - c0}u + nv]",
-                          scale="", epi=epi, Z=1)
+                _dispatch(ctx, a, w, bias_inputs, y, M, N, K, a_row, a_col, batch_lines, bias_lines,
+                          bmode="n4", kv=kv, nv=c1 - c0, n_base=f"{c0 * 4}u",
+                          b_at=_b_at("const", N, K, c1 - c0), scale="", epi=epi, Z=1)
             )  # fmt: skip
         ctx.kernel([a, *consts, *bias_inputs, *epi.inputs], [y], dispatches)
         return
 
     scale = "" if alpha == 1.0 else f" * {f32(alpha)}"
     if not trans_b and simplify(N % 4) == 0:  # (for N kept symbolic: a multiple of 4 at every value)
-        vec, nv, b_load = 4, simplify(N // 4), f"{ref('B')}[bb / 4u + k * {u32(N // 4)} + nv]"
-    elif trans_b:
-        vec, nv, b_load = 1, N, f"{ref('B')}[bb + nv * {u32(K)} + k]"
+        bmode, nv, b_at = "n4", simplify(N // 4), _b_at("n4", N, K)
+    elif trans_b and kv and wgsl_type(b) == "f32":  # B's rows along k are whole vec4s too
+        bmode, nv, b_at = "k4", N, _b_at("k4", N, K)
     else:
-        vec, nv, b_load = 1, N, f"{ref('B')}[bb + k * {u32(N)} + nv]"
-    d = _dispatch(ctx, a, b, bias_inputs, y, M, N, K, tm, a_row, a_col, batch_lines, bias_lines,
-                  vec=vec, nv=nv, n_base="0u", b_load=b_load, scale=scale, epi=epi, Z=Z)  # fmt: skip
+        bmode, nv, b_at = "s", N, _b_at("nk" if trans_b else "kn", N, K)
+    d = _dispatch(ctx, a, b, bias_inputs, y, M, N, K, a_row, a_col, batch_lines, bias_lines,
+                  bmode=bmode, kv=kv, nv=nv, n_base="0u", b_at=b_at, scale=scale, epi=epi, Z=Z)  # fmt: skip
     ctx.kernel([a, b, *bias_inputs, *epi.inputs], [y], [d])
+
+
+def _b_at(layout: str, N, K, cols: int = 0):
+    """B's load at row ``k`` (shader text), an expression of ``bb`` (B's batch offset) and of
+    ``nv``, the invocation's column (a vec4 column for ``const`` and ``n4``, which also take
+    another column variable's name). ``const`` is a chunk of ``cols`` vec4 columns of the
+    compile-time layout, ``n4`` a run-time [K, N] read as vec4 along n, ``k4`` a run-time
+    [N, K] read as vec4 along k (rows k4 * 4 to k4 * 4 + 3), ``kn`` and ``nk`` run-time [K, N]
+    and [N, K] read one f32 at a time."""
+    B = ref("B")
+
+    def at(k: str, nv: str = "nv") -> str:
+        if layout == "const":
+            return f"{B}[{k} * {cols}u + {nv}]"
+        if layout == "n4":
+            return f"{B}[bb / 4u + {k} * {u32(N // 4)} + {nv}]"
+        if layout == "k4":
+            return f"{B}[bb / 4u + nv * {u32(K // 4)} + k4]"
+        if layout == "nk":
+            return f"{B}[bb + nv * {u32(K)} + {k}]"
+        return f"{B}[bb + {k} * {u32(N)} + nv]"
+
+    return at
 
 
 def _batch_view(ctx, shape, batch, mat) -> View:
@@ -154,21 +194,54 @@ def _batch_view(ctx, shape, batch, mat) -> View:
     return View(0, tuple(s * mat for s in v.strides))
 
 
-def _dispatch(ctx, a, b, bias_inputs, y, M, N, K, tm, a_row, a_col, batch_lines, bias_lines,
-              *, vec, nv, n_base, b_load, scale, epi, Z) -> Dispatch:  # fmt: skip
-    decls = [decl("A", a), decl("B", b, elem="vec4<f32>" if vec == 4 else None)]
+def _dispatch(ctx, a, b, bias_inputs, y, M, N, K, a_row, a_col, batch_lines, bias_lines,
+              *, bmode, kv, nv, n_base, b_at, scale, epi, Z) -> Dispatch:  # fmt: skip
+    """One dispatch of the matmul template. ``bmode`` is how B is read: ``n4`` as vec4 along n
+    (vec4 accumulators, one per row and column group), ``k4`` as vec4 along k (B stored [N, K],
+    one column), ``s`` one f32 at a time (one column); ``kv`` reads A as vec4 along k, four k
+    per loop trip. ``b_at`` makes B's loads (see _b_at); _tile picks the tile."""
+    vec = 4 if bmode == "n4" else 1
+    vec4 = "vec4<f32>"
+    decls = [decl("A", a, elem=vec4 if kv else None), decl("B", b, elem=vec4 if bmode != "s" else None)]
     decls = epi.decls_with(decls + [decl("C", v) for v in bias_inputs], y)
-    acc_type = "vec4<f32>" if vec == 4 else "f32"
-    split = split_workgroup(dim_bound(K))  # a K kept symbolic loops up to its bound
+    acc_type = vec4 if vec == 4 else "f32"
+    steps = simplify(K // 4) if kv else K
+    split = split_workgroup(dim_bound(steps))  # a K kept symbolic loops up to its bound
     wg = split or WORKGROUP
-    accs = [(f"acc{t}", acc_type) for t in range(tm)]
+    tm, tn = _tile(M, nv, bmode, split is not None)
+    # column group j of an invocation is column nv + j * wg (loads clamp to the last column)
+    cols = ["nv"] + [f"nv{j}" for j in range(1, tn)]
+    accs = [(f"acc{t}_{j}", acc_type) for t in range(tm) for j in range(tn)]
+    A = ref("A")
+    body: list[str] = []
+    if kv:
+        # four products per row and trip, summed into one write of the accumulator
+        if bmode == "k4":
+            body.append(f"let b0_0 = {b_at('k4')};")
+            bs = [["b0_0.x", "b0_0.y", "b0_0.z", "b0_0.w"]]
+        else:
+            body += [
+                f"let b{j}_{i} = {b_at(f'(k4 * 4u + {i}u)', cols[j])};" for j in range(tn) for i in range(4)
+            ]
+            bs = [[f"b{j}_{i}" for i in range(4)] for j in range(tn)]
+        for t in range(tm):
+            body.append(f"let x{t} = {A}[a{t} + k4];")
+            for j in range(tn):
+                terms = " + ".join(f"x{t}.{c} * {bs[j][i]}" for i, c in enumerate("xyzw"))
+                body.append(f"acc{t}_{j} += {terms};")
+    else:
+        body += [f"let b{j} = {b_at('k', cols[j])};" for j in range(tn)]
+        for t in range(tm):
+            body.append(f"let x{t} = {A}[a{t} + k * {u32(a_col)}];")
+            body += [f"acc{t}_{j} += x{t} * b{j};" for j in range(tn)]
     # (M1, the last row, clamps reads; for an M whose range holds 0 no workgroup runs)
     shader = ctx.shader(
-        "matmul.wgsl.j2", decls=decls, wg=wg, tm=tm, M=u32(M), M1=u32(smax(M, 1) - 1), N=u32(N),
-        K=u32(K), NV=u32(nv), vec=vec, acc_type=acc_type, a_row=u32(a_row), a_col=u32(a_col), b_load=b_load,
+        "matmul.wgsl.j2", decls=decls, wg=wg, tm=tm, tn=tn, M=u32(M), M1=u32(smax(M, 1) - 1), N=u32(N),
+        NV=u32(nv), NV1=u32(smax(nv, 1) - 1), vec=vec, acc_type=acc_type, kv=kv, bmode=bmode,
+        a_row=u32(simplify(a_row // 4) if kv else a_row), steps=u32(steps), body=body,
         batch_lines=batch_lines, bias_lines=bias_lines, n_base=n_base, scale=scale,
         out_expr=epi.expr, epi_lines=epi.lines, helpers=epi.helpers, split=split is not None,
         accs=accs, merge=[f"red_{n}[lid] += red_{n}[lid + half];" for n, _ in accs],
     )  # fmt: skip
-    grid = (nv if split else ceil_div(nv, WORKGROUP), ceil_div(M, tm), Z)
+    grid = (nv if split else ceil_div(nv, WORKGROUP * tn), ceil_div(M, tm), Z)
     return epi.dispatch(shader, grid, [a, b, *bias_inputs], y)
