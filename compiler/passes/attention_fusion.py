@@ -43,7 +43,7 @@ from onnx2wgsl.ir import Graph, Op, TensorType, Value
 from onnx2wgsl.ir.symbolic import simplify
 
 from . import Pass, PassResult
-from .patterns import _Uses, _scalar
+from .patterns import _scalar, _Uses
 
 NEG_INF = float("-inf")
 _LAYOUT_OPS = ("Reshape", "Transpose", "Expand")
@@ -357,7 +357,11 @@ def attention(g: Graph, u: _Uses, sm: Op) -> _Match | None:
     mm = s.producer
     if mm is None or mm.kind != "MatMul" or mm.domain or len([i for i in mm.inputs if i is not None]) != 2:
         return None
-    if mm.attrs.get("transA", 0) or s.type != x.type or (s is not x and (not u.internal(s) or len(u.users(s)) != 1)):
+    if (
+        mm.attrs.get("transA", 0)
+        or s.type != x.type
+        or (s is not x and (not u.internal(s) or len(u.users(s)) != 1))
+    ):
         return None
     ops.append(mm)
     B, H, Sq, L = x.shape
@@ -384,7 +388,11 @@ def attention(g: Graph, u: _Uses, sm: Op) -> _Match | None:
         guard = next((o for o in users if o.kind == "Where" and not o.domain), None)
         if isnan is None or guard is None or u.only(isnan.outputs[0]) is not guard:
             return None
-        if guard.inputs[0] is not isnan.outputs[0] or _scalar(guard.inputs[1]) != 0.0 or guard.inputs[2] is not y:
+        if (
+            guard.inputs[0] is not isnan.outputs[0]
+            or _scalar(guard.inputs[1]) != 0.0
+            or guard.inputs[2] is not y
+        ):
             return None
         if guard.outputs[0].type != y.type or not u.internal(guard.outputs[0]):
             return None
@@ -394,7 +402,12 @@ def attention(g: Graph, u: _Uses, sm: Op) -> _Match | None:
     if len(users) != 1:
         return None
     pv = users[0]
-    if pv.kind != "MatMul" or pv.domain or pv.inputs[0] is not y or len([i for i in pv.inputs if i is not None]) != 2:
+    if (
+        pv.kind != "MatMul"
+        or pv.domain
+        or pv.inputs[0] is not y
+        or len([i for i in pv.inputs if i is not None]) != 2
+    ):
         return None
     if pv.attrs.get("transA", 0):
         return None
@@ -418,7 +431,12 @@ def attention(g: Graph, u: _Uses, sm: Op) -> _Match | None:
         ops.append(nxt)
         out, y_3d = nxt.outputs[0], True
         r = _next_view(u, out)
-        if r is not None and r.kind == "Reshape" and r.outputs[0].type.rank == 3 and _eq(r.outputs[0].shape[2], H * Dv):
+        if (
+            r is not None
+            and r.kind == "Reshape"
+            and r.outputs[0].type.rank == 3
+            and _eq(r.outputs[0].shape[2], H * Dv)
+        ):
             ops.append(r)
             out = r.outputs[0]
     if not isinstance(D, int) or not isinstance(Dv, int) or not isinstance(H, int):
@@ -562,7 +580,7 @@ def _merge_projections(g: Graph, fused: list[Op]) -> bool:
                            out_names=[f"{att.outputs[0].name}.qkv"])  # fmt: skip
         offsets = [0, widths[0], widths[0] + widths[1]]
         changed = True
-        for i, (n, v) in enumerate(zip("qkv", vals)):
+        for i, n in enumerate("qkv"):
             att.set_input(i, packed.outputs[0])
             a[f"{n}_row"] = sum(widths)
             a[f"{n}_offset"] = offsets[i]
