@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from helpers import assert_close, check_against_ort, check_symbolic, graph_model, ort_run, with_dim_params
+from helpers import assert_close, check_against_ort, check_symbolic, graph_model, ort_run
 from onnx import helper, numpy_helper
 from test_transformers import BERTS, RANGES, _feeds, bert_feeds
 
