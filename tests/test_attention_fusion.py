@@ -64,14 +64,15 @@ def _projections(nodes: list, inits: dict, seed: int = 0) -> None:
     ]
 
 
-def _merge_heads(nodes: list, inits: dict, p: str) -> None:
-    """p [B, H, S, S] -> y [B, S, E]: P @ V, heads merged."""
+def _merge_heads(nodes: list, inits: dict, p: str, flat: bool = True) -> None:
+    """p [B, H, S, S] -> y [B, S, E] (or [B, S, H, D] unless ``flat``): P @ V, heads merged."""
     inits["merged"] = np.array([0, 0, E], np.int64)
     nodes += [
         helper.make_node("MatMul", [p, "v"], ["o"]),
-        helper.make_node("Transpose", ["o"], ["ot"], perm=[0, 2, 1, 3]),
-        helper.make_node("Reshape", ["ot", "merged"], ["y"]),
+        helper.make_node("Transpose", ["o"], ["ot" if flat else "y"], perm=[0, 2, 1, 3]),
     ]
+    if flat:
+        nodes.append(helper.make_node("Reshape", ["ot", "merged"], ["y"]))
 
 
 def _guarded_softmax(nodes: list, inits: dict, s: str, axis: int = -1) -> str:
@@ -122,7 +123,7 @@ def _bool_mask(B: int, S: int, seed: int = 2) -> np.ndarray:
 
 
 def sdpa_model(
-    B: int, S: int, where_scores: bool = False, q_scale=None, score_scale=None
+    B: int, S: int, where_scores: bool = False, q_scale=None, score_scale=None, flat: bool = True
 ) -> tuple[onnx.ModelProto, dict]:
     """torch SDPA as exported: Q and K^T each scaled by D^-1/4, a bool mask as Add of
     Where(mask, 0, -inf) (or ``where_scores``: Where(mask, scores, -inf)), the NaN guard."""
@@ -148,7 +149,7 @@ def sdpa_model(
             helper.make_node("Add", ["s0", "m"], ["s1"]),
         ]
     p = _guarded_softmax(nodes, inits, "s1")
-    _merge_heads(nodes, inits, p)
+    _merge_heads(nodes, inits, p, flat)
     x = np.random.default_rng(1).standard_normal((B, S, E)).astype(np.float32)
     model = graph_model(nodes, {"x": x, "mask": _bool_mask(B, S)}, ["y"], inits, opset=17)
     return model, {"x": x, "mask": _bool_mask(B, S)}
@@ -230,6 +231,14 @@ def test_sdpa_bool_mask_with_nan_guard_fuses_and_matches(where_scores, device):
     assert att.inputs[3].dtype.value == "bool" and "mask_fill" not in att.attrs
     assert att.attrs["scale"] == pytest.approx(D**-0.5, rel=1e-6)
     _no_transpose_around_attention(g)
+    check_against_ort(model, feeds, device)
+
+
+def test_heads_merged_without_a_reshape_are_written_3d_and_viewed_4d(device):
+    model, feeds = sdpa_model(2, 5, flat=False)
+    g = _dce_graph(model)
+    (att,) = [op for op in g.ops if op.kind == "Attention"]
+    assert att.outputs[0].type.rank == 3 and [u.kind for u in att.outputs[0].uses] == ["Reshape"]
     check_against_ort(model, feeds, device)
 
 
