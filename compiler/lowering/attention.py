@@ -157,10 +157,22 @@ def lower_attention(ctx: LowerCtx, op: Op) -> None:
 
 
 def _dispatch(ctx, stage: str, units: int, reads, writes, params: dict) -> None:
-    """One kernel of one invocation per unit running ``stage`` of attention.wgsl.j2."""
+    """One kernel of one invocation per unit running ``stage`` of attention.wgsl.j2. Q, K and
+    V read from one tensor (a packed projection) are bound once, under Q's name."""
+    first: dict[int, str] = {}
+    same: dict[str, str] = {}
+    kept = []
+    for n, v in reads:
+        if n in ("Km", "Vm") and id(v) in first:
+            same[n] = ref(first[id(v)])
+            continue
+        if n in ("Qm", "Km"):
+            first.setdefault(id(v), n)
+        kept.append((n, v))
+    reads = kept
     decls = [decl(n, v) for n, v in reads] + [decl(n, v, write=True) for n, v in writes]
     grid, nx = ctx.grid(ceil_div(units, WORKGROUP))
-    shader = ctx.shader("attention.wgsl.j2", decls=decls, stage=stage, nx=nx, **params)
+    shader = ctx.shader("attention.wgsl.j2", decls=decls, stage=stage, nx=nx, **params, **same)
     bindings = [binding(v) for _, v in reads] + [binding(v, write=True) for _, v in writes]
     ctx.kernel([v for _, v in reads], [v for _, v in writes], [Dispatch(shader, grid, bindings)])
 

@@ -308,7 +308,7 @@ def attention(g: Graph, u: _Uses, sm: Op) -> _Match | None:
     if sm.domain or sm.kind != "Softmax":
         return None
     x = sm.inputs[0]
-    if x.type.rank != 4 or sm.attrs.get("axis") != 3 or x.dtype.value != "f32":
+    if x.type.rank != 4 or sm.attrs.get("axis") not in (3, -1) or x.dtype.value != "f32":
         return None
     ops: list[Op] = [sm]
     # the mask and scales before the softmax
@@ -332,7 +332,11 @@ def attention(g: Graph, u: _Uses, sm: Op) -> _Match | None:
             and _scalar(w.inputs[2]) is not None and w.inputs[0].dtype.value == "bool"
             and tuple(w.inputs[0].shape) == tuple(m.shape)
         ):  # fmt: skip
-            mask, fill = w.inputs[0], _scalar(w.inputs[2])
+            fill = _scalar(w.inputs[2])
+            if fill == NEG_INF or math.isfinite(fill):
+                mask = w.inputs[0]
+            else:
+                fill = None  # +inf or NaN: the Where's result is the float mask
         ops.append(p)
         s = other
     elif p is not None and not p.domain and p.kind == "Where" and p.outputs[0].type == s.type:
