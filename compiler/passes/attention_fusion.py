@@ -102,6 +102,8 @@ class _View:
         out: list[list[_Atom]] = []
         k = 0
         for t in shape:
+            if _eq(t, 0):
+                return False
             group: list[_Atom] = []
             acc = 1
             while not _eq(acc, t):
@@ -310,6 +312,8 @@ def attention(g: Graph, u: _Uses, sm: Op) -> _Match | None:
     x = sm.inputs[0]
     if x.type.rank != 4 or sm.attrs.get("axis") not in (3, -1) or x.dtype.value != "f32":
         return None
+    if any(_eq(d, 0) for d in x.shape):
+        return None  # empty: nothing to fuse
     ops: list[Op] = [sm]
     # the mask and scales before the softmax
     mask, fill = None, None
@@ -443,7 +447,7 @@ def attention(g: Graph, u: _Uses, sm: Op) -> _Match | None:
         ):
             ops.append(r)
             out = r.outputs[0]
-    if not isinstance(D, int) or not isinstance(Dv, int) or not isinstance(H, int):
+    if not isinstance(D, int) or not isinstance(Dv, int) or not isinstance(H, int) or not D or not Dv:
         return None
     attrs = {
         "batch": B, "q_heads": H, "kv_heads": k.heads, "q_len": Sq, "kv_len": L, "head_size": D,
