@@ -123,14 +123,20 @@ def _bool_mask(B: int, S: int, seed: int = 2) -> np.ndarray:
 
 
 def sdpa_model(
-    B: int, S: int, where_scores: bool = False, q_scale=None, score_scale=None, flat: bool = True
+    B: int,
+    S: int,
+    where_scores: bool = False,
+    q_scale=None,
+    score_scale=None,
+    flat: bool = True,
+    fill: float = -np.inf,
 ) -> tuple[onnx.ModelProto, dict]:
     """torch SDPA as exported: Q and K^T each scaled by D^-1/4, a bool mask as Add of
     Where(mask, 0, -inf) (or ``where_scores``: Where(mask, scores, -inf)), the NaN guard."""
     nodes, inits = [], {}
     _projections(nodes, inits)
     c = np.float32(D**-0.25)
-    inits.update(c=c, ninf=np.float32(-np.inf), zero_m=np.float32(0.0))
+    inits.update(c=c, ninf=np.float32(fill), zero_m=np.float32(0.0))
     inits["cq"] = np.asarray(q_scale if q_scale is not None else c, np.float32)
     nodes += [
         helper.make_node("Mul", ["q", "cq"], ["qs"]),
@@ -231,6 +237,25 @@ def test_sdpa_bool_mask_with_nan_guard_fuses_and_matches(where_scores, device):
     assert att.inputs[3].dtype.value == "bool" and "mask_fill" not in att.attrs
     assert att.attrs["scale"] == pytest.approx(D**-0.5, rel=1e-6)
     _no_transpose_around_attention(g)
+    check_against_ort(model, feeds, device)
+
+
+def test_a_bool_mask_with_a_finite_fill_adds_it_to_the_scores(device):
+    """Where(mask, 0, finfo.min) added to the scores (the dynamo export): a row with every key
+    masked is uniform, fused or not, so the kernel adds the fill instead of skipping keys."""
+    low = float(np.finfo(np.float32).min)
+    model, feeds = sdpa_model(2, 6, fill=low)
+    g = _dce_graph(model)
+    (att,) = [op for op in g.ops if op.kind == "Attention"]
+    assert att.attrs["mask_fill"] == pytest.approx(low) and att.inputs[3].dtype.value == "bool"
+    check_against_ort(model, feeds, device)
+
+
+def test_a_finite_fill_in_place_of_masked_scores_is_left_alone(device):
+    """Where(mask, scores, finfo.min) replaces masked scores rather than adding to them."""
+    model, feeds = sdpa_model(2, 6, where_scores=True, fill=float(np.finfo(np.float32).min))
+    kinds = _kinds(_dce_graph(model))
+    assert kinds["Attention"] == 0 and kinds["Softmax"] == 1
     check_against_ort(model, feeds, device)
 
 
