@@ -47,6 +47,7 @@ from .patterns import _scalar, _Uses
 
 NEG_INF = float("-inf")
 _LAYOUT_OPS = ("Reshape", "Transpose", "Expand")
+_MAX_CHAIN = 16  # data movement ops followed back from Q, K or V (exporters use 2 to 5)
 
 
 def _eq(a, b) -> bool:
@@ -163,7 +164,10 @@ def _views(v: Value) -> list[_View]:
     through, the deepest first, v itself last."""
     chain: list[Op] = []
     x = v
-    while x.producer is not None and x.producer.kind in _LAYOUT_OPS and not x.producer.domain:
+    while (
+        x.producer is not None and x.producer.kind in _LAYOUT_OPS and not x.producer.domain
+        and len(chain) < _MAX_CHAIN
+    ):  # fmt: skip
         chain.append(x.producer)
         x = x.producer.inputs[0]
     out = []
