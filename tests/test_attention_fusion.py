@@ -398,3 +398,31 @@ def test_bert_encoder_layer_runs_in_seven_dispatches_at_O2(tmp_path):
     assert len(rest) == 9 and sum(1 for label in rest if "/pooler/" in label) == 2
     assert len(labels) == 9 + 2 * 7
     assert not any(label.startswith(("Transpose", "Softmax")) for label in labels)
+
+
+# -- ONNX's own Attention function body, as the backend suite's expanded cases write it ----------
+SPEC_CASES = [
+    "test_attention_4d_expanded",
+    "test_attention_3d_gqa_causal_expanded",
+    "test_attention_4d_causal_with_past_and_present_expanded",
+    "test_attention_4d_diff_heads_sizes_scaled_expanded",
+    "test_attention_local_window_expanded",
+]
+
+
+@pytest.mark.parametrize("name", SPEC_CASES)
+def test_onnx_attention_function_body_fuses_and_matches_its_reference(name, device):
+    """The expanded cases of ONNX's backend suite (Attention through its function body:
+    Unsqueeze / Expand / Reshape of K and V, K^T, scales on Q and K^T, an additive bias, the
+    Softmax and a guard that passes it through) fuse into one Attention op and still match
+    the suite's reference outputs (tools/conformance.py runs them all)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    import conformance
+
+    (case,) = [c for c in conformance.collect(["node"]) if c.name == name]
+    kinds = _kinds(_dce_graph(onnx.load(case.model_path)))
+    assert kinds["Attention"] == 1 and kinds["Softmax"] == 0
+    result = conformance.run_case(case, device)
+    assert result.ok, result.message

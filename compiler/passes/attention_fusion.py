@@ -12,7 +12,7 @@ The match, anchored at the Softmax, is
                                 fill) mask is read as the bool cond with that fill), or
     S = Where(cond, S, -inf)    a bool mask
     P = Softmax(S, axis=-1)
-    P = Where(IsNaN(P), 0, P)   optional guard
+    P = Where(IsNaN(P), 0, P)   optional guard (or Where(False, 0, P), a constant condition)
     O = MatMul(P, V)            then optionally Transpose(0, 2, 1, 3) and Reshape to [B, S, H*Dv]
 
 Every intermediate from Q' on must be read by nothing else. The scale is the product of the
@@ -409,6 +409,18 @@ def attention(g: Graph, u: _Uses, sm: Op) -> _Match | None:
         if guard.outputs[0].type != y.type or not u.internal(guard.outputs[0]):
             return None
         ops += [isnan, guard]
+        y = guard.outputs[0]
+        users = u.users(y)
+    elif len(users) == 1 and users[0].kind == "Where" and not users[0].domain:
+        # a guard whose condition is a constant False everywhere (ONNX's own Attention function
+        # body without masks) passes the probabilities through
+        guard = users[0]
+        cond = guard.inputs[0]
+        if not (cond.is_const and cond.dtype.value == "bool" and not np.any(cond.data)):
+            return None
+        if guard.inputs[2] is not y or guard.outputs[0].type != y.type or not u.internal(guard.outputs[0]):
+            return None
+        ops.append(guard)
         y = guard.outputs[0]
         users = u.users(y)
     if len(users) != 1:
