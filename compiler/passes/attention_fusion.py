@@ -182,7 +182,7 @@ def _views(v: Value) -> list[_View]:
 @dataclass
 class _Read:
     """How the kernel reads Q, K or V: ``value`` [B, S, row] (3-D, ``offset`` in the row) or
-    [B, H, S, D] (4-D), heads shared by ``group`` query heads."""
+    [B, heads, S, D] (4-D); K and V may have fewer ``heads`` than Q (each shared by a group)."""
 
     value: Value
     is_3d: bool
