@@ -267,6 +267,24 @@ def test_heads_merged_without_a_reshape_are_written_3d_and_viewed_4d(device):
     check_against_ort(model, feeds, device)
 
 
+@pytest.mark.parametrize("fill", [-np.inf, float(np.finfo(np.float32).min)], ids=["neg_inf", "finite"])
+def test_packed_rows_read_by_the_chunked_kernel_under_a_small_loop_budget(
+    fill, device, monkeypatch, tmp_path
+):
+    """With the loop budget cut, a row's keys are split in chunks (attention.wgsl.j2's two
+    passes): they read Q, K and V from the packed projection rows and the mask as well."""
+    import onnx2wgsl
+    from onnx2wgsl.compiler import compile_model, lowering
+
+    monkeypatch.setattr(lowering, "LOOP_BUDGET", lowering.LOOP_SLACK + 64)
+    model, feeds = sdpa_model(2, 9, fill=fill)
+    compile_model(model, tmp_path, verify_ir=True)
+    shaders = [f.read_text() for f in (tmp_path / "shaders").iterdir()]
+    assert any("first of two passes" in text for text in shaders)
+    with onnx2wgsl.load(tmp_path, device=device) as sess:
+        assert_close(sess.run(None, feeds), ort_run(model, feeds), rtol=1e-4, atol=1e-5)
+
+
 def test_causal_constant_mask_fuses_and_matches(device):
     model, feeds = causal_model(2, 9)
     kinds = _kinds(_dce_graph(model))
