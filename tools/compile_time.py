@@ -12,6 +12,8 @@ Graphs (every tensor [1, 64] f32, constants shared so the weights stay small):
   identity Identity, Relu, repeated: canonicalize drops half the graph
   affine   one MatMul, then N - 1 per-column Muls and Adds: fold-affine folds them all
   patterns N / 5 written-out Softmaxes in a chain: fuse-patterns rewrites each
+  attention N / 16 attention blocks (8 positions, 2 heads) in a chain: fuse-attention makes
+           each one MatMul and one Attention
   shapes   Pad (one more column), Relu, repeated: N kernels, N distinct shaders
 """
 
@@ -153,6 +155,37 @@ def patterns(n: int) -> onnx.ModelProto:
     return _model(nodes, [numpy_helper.from_array(np.array([1], np.int64), "axes")], prev)
 
 
+def attention(n: int) -> onnx.ModelProto:
+    """Self-attention written out as torch exports it (Q, K, V projections, head split, K^T,
+    scaled scores, Softmax, @ V, heads merged) N / 16 times in a chain over [1, 8, 8]."""
+    rng = np.random.default_rng(0)
+    inits = _consts(rng, **{f"w{p}": rng.normal(size=(8, 8)) * 0.3 for p in "qkv"}, scale=np.array(0.5))
+    inits += [
+        numpy_helper.from_array(np.array(s, np.int64), name)
+        for name, s in (("seq", [1, 8, 8]), ("heads", [1, 8, 2, 4]), ("flat", [1, WIDTH]))
+    ]
+    nodes, prev = [], "x"
+    for i in range(max(n // 16, 1)):
+        a = f"a{i}"
+        nodes.append(helper.make_node("Reshape", [prev, "seq"], [a + "x"]))
+        for p, perm in (("q", [0, 2, 1, 3]), ("k", [0, 2, 3, 1]), ("v", [0, 2, 1, 3])):
+            nodes += [
+                helper.make_node("MatMul", [a + "x", "w" + p], [a + p + "0"]),
+                helper.make_node("Reshape", [a + p + "0", "heads"], [a + p + "1"]),
+                helper.make_node("Transpose", [a + p + "1"], [a + p], perm=perm),
+            ]
+        nodes += [
+            helper.make_node("MatMul", [a + "q", a + "k"], [a + "s"]),
+            helper.make_node("Mul", [a + "s", "scale"], [a + "ss"]),
+            helper.make_node("Softmax", [a + "ss"], [a + "p"], axis=-1),
+            helper.make_node("MatMul", [a + "p", a + "v"], [a + "o"]),
+            helper.make_node("Transpose", [a + "o"], [a + "ot"], perm=[0, 2, 1, 3]),
+            helper.make_node("Reshape", [a + "ot", "flat"], [a]),
+        ]
+        prev = a
+    return _model(nodes, inits, prev)
+
+
 def shapes(n: int) -> onnx.ModelProto:
     """Pad (one more column), Relu, repeated: every kernel has a shape, so a shader, of its own."""
     pads = numpy_helper.from_array(np.array([0, 0, 0, 1], np.int64), "pads")
@@ -172,6 +205,7 @@ GRAPHS = {
     "identity": identity,
     "affine": affine,
     "patterns": patterns,
+    "attention": attention,
     "shapes": shapes,
 }
 

@@ -54,19 +54,33 @@ def lower_attention(ctx: LowerCtx, op: Op) -> None:
     D, Dv = a["head_size"], a["v_head_size"]
     rows = B * Hq * Sq
 
-    # element offsets of row starts: q/y by (b, h, i), k/v by (b, kv head, key j)
+    # element offsets of row starts: q/y by (b, h, i), k/v by (b, kv head, key j). A 3-D
+    # operand is [B, S, row] with the heads one after another from an offset in the row
+    # (row and offset default to the heads alone: a packed QKV projection sets them).
+    def row_3d(name: str, width: int) -> tuple[str, str]:
+        row, offset = a.get(f"{name}_row", width), a.get(f"{name}_offset", 0)
+        return f"{row}u", f"{offset}u + " if offset else ""
+
+    Skv = L - a["past_len"]
+    k_3d, v_3d = a.get("k_3d", a["kv_3d"]), a.get("v_3d", a["kv_3d"])
     if a["q_3d"]:
-        q_base = f"(b * {u32(Sq)} + i) * {Hq * D}u + h * {D}u"
-        y_base = f"(b * {u32(Sq)} + i) * {Hq * Dv}u + h * {Dv}u"
+        row, off = row_3d("q", Hq * D)
+        q_base = f"(b * {u32(Sq)} + i) * {row} + {off}h * {D}u"
     else:
         q_base = f"row * {D}u"
+    if a.get("y_3d", a["q_3d"]):
+        y_base = f"(b * {u32(Sq)} + i) * {Hq * Dv}u + h * {Dv}u"
+    else:
         y_base = f"row * {Dv}u"
-    Skv = L - a["past_len"]
-    if a["kv_3d"]:
-        k_base = f"(b * {u32(Skv)} + j) * {Hkv * D}u + hk * {D}u"
-        v_base = f"(b * {u32(Skv)} + j) * {Hkv * Dv}u + hk * {Dv}u"
+    if k_3d:
+        row, off = row_3d("k", Hkv * D)
+        k_base = f"(b * {u32(Skv)} + j) * {row} + {off}hk * {D}u"
     else:
         k_base = f"((b * {Hkv}u + hk) * {u32(L)} + j) * {D}u"
+    if v_3d:
+        row, off = row_3d("v", Hkv * Dv)
+        v_base = f"(b * {u32(Skv)} + j) * {row} + {off}hk * {Dv}u"
+    else:
         v_base = f"((b * {Hkv}u + hk) * {u32(L)} + j) * {Dv}u"
 
     # which keys a row may attend, and the additive bias of a float mask
@@ -90,10 +104,13 @@ def lower_attention(ctx: LowerCtx, op: Op) -> None:
         terms = [f"{c} * {u32(s)}" for c, s in zip(("b", "h", "i", "j"), strides) if s != 0]
         index = " + ".join(terms) or "0u"
         allow.append(f"j < {u32(mask.shape[-1])}")
+        fill = a.get("mask_fill", -math.inf)
         if wgsl_type(mask) == "f32":
             bias = f"{ref('M')}[{index}]"
-        else:  # a bool mask: True attends
+        elif fill == -math.inf:  # a bool mask: True attends
             allow.append(f"{ref('M')}[{index}] != 0u")
+        else:  # a bool mask adding ``fill`` to the scores where False (Where(mask, 0, fill))
+            bias = f"select({f32(fill)}, 0.0f, {ref('M')}[{index}] != 0u)"
 
     mode = a["qk_matmul_output_mode"] if qk is not None else -1
     softcap = a["softcap"]
@@ -140,10 +157,22 @@ def lower_attention(ctx: LowerCtx, op: Op) -> None:
 
 
 def _dispatch(ctx, stage: str, units: int, reads, writes, params: dict) -> None:
-    """One kernel of one invocation per unit running ``stage`` of attention.wgsl.j2."""
+    """One kernel of one invocation per unit running ``stage`` of attention.wgsl.j2. Q, K and
+    V read from one tensor (a packed projection) are bound once, under Q's name."""
+    first: dict[int, str] = {}
+    same: dict[str, str] = {}
+    kept = []
+    for n, v in reads:
+        if n in ("Km", "Vm") and id(v) in first:
+            same[n] = ref(first[id(v)])
+            continue
+        if n in ("Qm", "Km"):
+            first.setdefault(id(v), n)
+        kept.append((n, v))
+    reads = kept
     decls = [decl(n, v) for n, v in reads] + [decl(n, v, write=True) for n, v in writes]
     grid, nx = ctx.grid(ceil_div(units, WORKGROUP))
-    shader = ctx.shader("attention.wgsl.j2", decls=decls, stage=stage, nx=nx, **params)
+    shader = ctx.shader("attention.wgsl.j2", decls=decls, stage=stage, nx=nx, **params, **same)
     bindings = [binding(v) for _, v in reads] + [binding(v, write=True) for _, v in writes]
     ctx.kernel([v for _, v in reads], [v for _, v in writes], [Dispatch(shader, grid, bindings)])
 

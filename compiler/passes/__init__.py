@@ -26,6 +26,7 @@ class Pass:
         return self.name
 
 
+from .attention_fusion import FuseAttention  # noqa: E402
 from .canonicalize import Canonicalize  # noqa: E402
 from .concat_in_place import ConcatInPlace  # noqa: E402
 from .dce import DeadCodeElimination  # noqa: E402
@@ -44,6 +45,7 @@ PASSES: dict[str, Callable[[], Pass]] = {
         FoldAffine,
         FoldTranspose,
         FusePatterns,
+        FuseAttention,
         DeadCodeElimination,
         FuseElementwise,
         FuseEpilogue,
@@ -58,14 +60,15 @@ def pipeline(level: int = 2, target=None, fold_limit: int | None = None) -> list
     """The graph passes for an optimization level: -O0 only what correctness needs (BatchNorm
     canonicalized, constants folded, dead ops removed); -O1 folds affine ops into weights and
     last-two-dim Transposes into MatMul/Gemm flags,
-    replaces decomposed normalizations and softmax by their single ops, and fuses elementwise
-    ops; -O2 also fuses epilogues into Conv, ConvTranspose, Gemm and MatMul and prologues
+    replaces decomposed normalizations and softmax by their single ops and scaled-dot-product
+    attention by the Attention op (Q, K and V projections merged into one MatMul), and fuses
+    elementwise ops; -O2 also fuses epilogues into Conv, ConvTranspose, Gemm and MatMul and prologues
     into Conv. Fusion keeps each kernel within
     the target's storage bindings per stage."""
     bindings = target.max_bindings if target is not None else 8
     passes: list[Pass] = [Canonicalize(), FoldConstants(fold_limit)]
     if level >= 1:
-        passes += [FoldAffine(), FoldTranspose(), FusePatterns()]
+        passes += [FoldAffine(), FoldTranspose(), FusePatterns(), FuseAttention()]
     passes += [DeadCodeElimination()]
     if level >= 1:
         passes += [FuseElementwise(bindings)]
