@@ -620,3 +620,38 @@ def test_embed_layer_normalization_feeds_attention_over_symbolic_dims(device):
         mask[0, s // 2 + 1 :] = 0  # right padding, as the end positions assume
         feeds.append({"ids": rng.integers(0, vocab, (b, s)).astype(np.int32), "mask": mask})
     check_symbolic(model, {"batch": (1, 3), "seq": (1, 32)}, feeds, device)
+
+
+def test_matmul_nbits_takes_bias_scale_and_epilogue(device, tmp_path):
+    """A per-column Mul and Add after MatMulNBits fold into its scales and bias, and an
+    elementwise consumer runs at its store: one dispatch, as onnxruntime computes it."""
+    from onnx import TensorProto, helper
+
+    K, N, block = 64, 24, 16
+    B, scales, zp, _ = _quantized_weights(K, N, block, 4, "packed", seed=5)
+    rng = np.random.default_rng(6)
+    inits = {"B": B, "s": scales, "zp": zp, "k": rng.uniform(0.5, 2, N).astype(np.float32),
+             "t": rng.standard_normal(N).astype(np.float32), "r": rand(3, N, seed=7)}  # fmt: skip
+    nodes = [
+        helper.make_node(
+            "MatMulNBits", ["a", "B", "s", "zp"], ["m"], domain=MS, K=K, N=N, block_size=block, bits=4
+        ),
+        helper.make_node("Mul", ["m", "k"], ["ms"]),
+        helper.make_node("Add", ["ms", "t"], ["mt"]),
+        helper.make_node("Add", ["mt", "r"], ["res"]),
+        helper.make_node("Relu", ["res"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "nbits_epilogue", [helper.make_tensor_value_info("a", TensorProto.FLOAT, [3, K])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, N])],
+        [onnx.numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)])
+    a = rand(3, K, seed=8)
+    onnx2wgsl.compile(model, tmp_path / "o2")
+    import json
+
+    manifest = json.loads((tmp_path / "o2" / "manifest.json").read_text())
+    assert len(manifest["dispatches"]) == 1, [d["label"] for d in manifest["dispatches"]]
+    with onnx2wgsl.load(tmp_path / "o2", device=device) as sess:
+        assert_close(sess.run(None, {"a": a}), ort_run(model, {"a": a}), rtol=1e-4, atol=1e-5)

@@ -398,24 +398,19 @@ def _matmul_nbits_packed(g, info, a_, q, s, z, bias, K, N, block, bits):
     gives floats)."""
     words = g.const(pack_words(q, bits), info.inputs[1].name + ".packed", dtype=DType.u32)
     scales = g.const(np.ascontiguousarray(s), info.inputs[2].name + ".f32", dtype=DType.f32)
-    inputs = [a_, words, scales]
+    # fixed operand slots (A, words, scales, zero points, bias; None where absent): a fused
+    # epilogue's operands follow them
+    inputs: list[Value | None] = [a_, words, scales, None, bias]
     mode = "default"
     if z is not None:
         mode = "float" if z.dtype == np.float32 else "packed"
         # packed zero points run on across rows: 4 bits a block, whatever the blocks per row
         data = np.ascontiguousarray(z) if mode == "float" else pack_words(z.reshape(-1), bits)
-        inputs.append(
-            g.const(data, info.inputs[3].name + f".{mode}", dtype=DType.f32 if mode == "float" else DType.u32)
+        inputs[3] = g.const(
+            data, info.inputs[3].name + f".{mode}", dtype=DType.f32 if mode == "float" else DType.u32
         )
-    attrs = {
-        "K": K,
-        "N": N,
-        "bits": bits,
-        "block_size": block,
-        "zero_points": mode,
-        "bias": int(bias is not None),
-    }
-    return emit(g, info, "MatMulNBits", inputs + ([bias] if bias is not None else []), attrs, domain="")
+    attrs = {"K": K, "N": N, "bits": bits, "block_size": block, "zero_points": mode}
+    return emit(g, info, "MatMulNBits", inputs, attrs, domain="")
 
 
 @contrib("GatherBlockQuantized")

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import math
 
-from onnx2wgsl.ir import Dispatch, Op
+from onnx2wgsl.ir import Op
 from onnx2wgsl.ir.kernel import ref
 from onnx2wgsl.ir.symbolic import simplify, smax
 from onnx2wgsl.ir.types import dim_bound
 
-from . import WORKGROUP, LowerCtx, binding, ceil_div, decl, loops_fit, lowers, u32
+from . import WORKGROUP, LowerCtx, ceil_div, decl, loops_fit, lowers, u32
+from .fused import epilogue
 
 
 def _rows_per_invocation(M) -> int:
@@ -34,9 +35,8 @@ def lower_matmul_nbits(ctx: LowerCtx, op: Op) -> None:
     at = op.attrs
     K, N, bits, block = at["K"], at["N"], at["bits"], at["block_size"]
     mode = at["zero_points"]
-    words_v, scales = op.inputs[1], op.inputs[2]
-    zeros = op.inputs[3] if mode != "default" else None
-    bias = op.inputs[-1] if at["bias"] else None
+    words_v, scales, zeros, bias = op.inputs[1], op.inputs[2], op.input(3), op.input(4)
+    epi = epilogue(ctx, op)  # elementwise consumers fused in (fuse-epilogue), applied at the store
     per = 32 // bits
     full, tail = divmod(K, per)
     words, blocks = math.ceil(K / per), math.ceil(K / block)
@@ -67,13 +67,12 @@ def lower_matmul_nbits(ctx: LowerCtx, op: Op) -> None:
     if bias is not None:
         decls.append(decl("Bias", bias))
         reads.append(bias)
-    decls.append(decl("Y", y, write=True))
+    decls = epi.decls_with(decls, y)
     shader = ctx.shader(
         "matmul_nbits.wgsl.j2", decls=decls, wg=WORKGROUP, tm=tm, M=u32(M), M1=u32(smax(M, 1) - 1), N=N, K=K,
         bits=bits, per=per, mask=(1 << bits) - 1, block=block, words=words, blocks=blocks,
         words_per_block=block // per, full=full, tail=tail, zero=zero("w"), zero_tail=zero(f"{full}u"),
-        bias=bias is not None,
+        bias=bias is not None, epi_lines=epi.lines, out_expr=epi.expr, helpers=epi.helpers,
     )  # fmt: skip
     grid = (ceil_div(N, WORKGROUP), ceil_div(M, tm), 1)
-    bindings = [binding(v) for v in reads] + [binding(y, write=True)]
-    ctx.kernel(reads, [y], [Dispatch(shader, grid, bindings)])
+    ctx.kernel(reads + epi.inputs, [y], [epi.dispatch(shader, grid, reads, y)])

@@ -1,4 +1,5 @@
-"""Fold per-channel scaling and shifting by constants into the weights of Conv, Gemm and MatMul."""
+"""Fold per-channel scaling and shifting by constants into the weights of Conv, Gemm, MatMul and
+MatMulNBits (whose per-block scales take the scaling, its bias operand the shift)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ from onnx2wgsl.ir import Graph, Op, Value
 
 from . import Pass, PassResult
 
-_PRODUCERS = ("Conv", "Gemm", "MatMul")
+_PRODUCERS = ("Conv", "Gemm", "MatMul", "MatMulNBits")
+
+
+def _bias_slot(op: Op) -> int:
+    return 4 if op.kind == "MatMulNBits" else 2
 
 
 def _channel_vector(c: Value, out_shape: tuple, axis: int) -> np.ndarray | None:
@@ -76,6 +81,8 @@ class FoldAffine(Pass):
 
     @staticmethod
     def _foldable(op: Op) -> bool:
+        if op.kind == "MatMulNBits":  # scales [N, blocks] and the bias are constants (legalize made them)
+            return op.inputs[2].is_const and (op.input(4) is None or op.input(4).is_const)
         w = op.inputs[1]
         bias = op.input(2)
         if not w.is_const or (bias is not None and not bias.is_const):
@@ -89,7 +96,7 @@ class FoldAffine(Pass):
     @staticmethod
     def _bias(g: Graph, op: Op, n: int) -> np.ndarray:
         """The producer's current bias as a per-channel float64 vector (zeros if none)."""
-        b = op.input(2)
+        b = op.input(_bias_slot(op))
         if b is None:
             return np.zeros(n)
         if op.kind == "Gemm":  # per-column (checked by _foldable)
@@ -97,6 +104,14 @@ class FoldAffine(Pass):
         return b.data.astype(np.float64).reshape(-1) * np.ones(n)
 
     def _scale(self, g: Graph, op: Op, s: np.ndarray) -> None:
+        if op.kind == "MatMulNBits":  # column n's weights are its blocks' scales times (q - z)
+            sc = op.inputs[2]
+            op.set_input(
+                2, g.const(sc.data.astype(np.float64) * s.reshape(-1, 1), f"{sc.name}.scaled", dtype=sc.dtype)
+            )
+            if op.input(4) is not None:
+                self._set_bias(g, op, self._bias(g, op, len(s)) * s)
+            return
         w = op.inputs[1]
         data = w.data.astype(np.float64)
         if op.kind == "Conv":
@@ -118,6 +133,7 @@ class FoldAffine(Pass):
         b = g.const(vec, "bias.folded", dtype=dtype)
         if op.kind == "Gemm":
             op.attrs["beta"] = 1.0
-        if len(op.inputs) < 3:
+        slot = _bias_slot(op)
+        while len(op.inputs) <= slot:
             op.inputs.append(None)
-        op.set_input(2, b)
+        op.set_input(slot, b)

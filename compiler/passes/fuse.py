@@ -423,7 +423,7 @@ def _body_of(op: Op, inner: dict[int, Value], body: Graph) -> Value:
 
 # Ops whose kernels apply an epilogue at their store, and how many operands of their own they
 # take (the epilogue's operands follow; an omitted optional operand is None).
-EPILOGUE_HOSTS = {"Conv": 3, "ConvTranspose": 3, "Gemm": 3, "MatMul": 3}
+EPILOGUE_HOSTS = {"Conv": 3, "ConvTranspose": 3, "Gemm": 3, "MatMul": 3, "MatMulNBits": 5}
 
 
 class FuseEpilogue(_IntoHost):
