@@ -992,7 +992,8 @@ class Importer:
     def _symbolic_rule(self, info: NodeInfo, i: int, v: Value) -> list[TensorType | None]:
         """The output type of an op that reads symbolic shape value ``v`` as input ``i``, an
         input that decides its shape (symbolic values read as data are computed on the GPU
-        before this): Slice bounds, a Reshape or Expand target; any other is a clear error."""
+        before this): Slice bounds, a Reshape or Expand target, Tile's repeats; any other is a
+        clear error."""
         x = info.inputs[0]
         try:
             if info.op_type == "Slice" and i >= 1 and info.opset >= 10:
@@ -1004,6 +1005,11 @@ class Importer:
                 return [TensorType(x.dtype, shape)]
             if info.op_type == "Expand" and i == 1:
                 return [TensorType(x.dtype, symbolic_fold.broadcast(x.shape, tuple(v.data.reshape(-1))))]
+            if info.op_type == "Tile" and i == 1:
+                reps = [simplify(r) for r in v.data.reshape(-1)]
+                if len(reps) != x.type.rank:
+                    raise info.error(f"repeats {reps} do not match rank {x.type.rank}")
+                return [TensorType(x.dtype, tuple(simplify(n * r) for n, r in zip(x.shape, reps)))]
         except SymbolicError as e:
             raise info.error(f"its output shape over dims kept symbolic: {e}",
                              hint="bind the dims with --dim NAME=N") from None  # fmt: skip

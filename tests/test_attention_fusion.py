@@ -364,6 +364,10 @@ EXPORTS = [
     ("vit_tiny_torchscript", {"batch": (1, 4)}, [(1, None), (3, None)]),
     ("vit_tiny_torchscript_opt", {"batch": (1, 4)}, [(1, None), (4, None)]),
     ("whisper_encoder_tiny_torchscript", {"batch": (1, 4)}, [(1, None), (4, None)]),
+    ("qwen2_tiny_torchscript", RANGES, [(1, 1), (4, 128)]),
+    ("qwen2_tiny_dynamo", RANGES, [(1, 1), (4, 128)]),
+    ("phi3_tiny_dynamo", RANGES, [(1, 1), (4, 128)]),
+    ("t5_encoder_tiny_torchscript", RANGES, [(1, 1), (2, 17), (4, 128)]),
 ]
 # the models whose Q, K and V projections are plain MatMuls of one input: one packed MatMul
 PACKED = {"bert_tiny_torchscript", "bert_tiny_dynamo", "bert_tiny_torchscript_opt", "bert_tiny_dynamo_opt",

@@ -479,3 +479,27 @@ def test_undecidable_data_ops_over_symbolic_dims_are_clear_errors(node, inits, m
     m = with_dim_params(m, {"x": ["batch", "seq", 4]})
     with pytest.raises(CompileError, match=match):
         compile_model(m, dims=BS)
+
+
+def test_tile_with_repeats_computed_from_a_symbolic_dim(device):
+    """Tile(x, [batch, 1, 1]) with batch read from another input's shape (the Whisper decoder's
+    positions tiled over the batch): the output's leading dim is an expression of batch."""
+    nodes = [
+        helper.make_node("Shape", ["ids"], ["shape"], start=0, end=1),
+        helper.make_node("Concat", ["shape", "ones"], ["repeats"], axis=0),
+        helper.make_node("Tile", ["x", "repeats"], ["tiled"]),
+        helper.make_node("Add", ["tiled", "e"], ["y"]),
+    ]
+    model = graph_model(
+        nodes, {"ids": np.zeros((2, 5), np.int64), "x": rand(1, 5, 4), "e": rand(2, 5, 4)}, ["y"],
+        {"ones": np.array([1, 1], np.int64)},
+    )  # fmt: skip
+    model = with_dim_params(
+        model,
+        {"ids": ["batch", "seq"], "x": [1, "seq", 4], "e": ["batch", "seq", 4], "y": ["batch", "seq", 4]},
+    )
+    feeds = [
+        {"ids": np.zeros((b, s), np.int64), "x": rand(1, s, 4, seed=s), "e": rand(b, s, 4, seed=b)}
+        for b, s in ((1, 1), (3, 7), (4, 16))
+    ]
+    check_symbolic(model, {"batch": (1, 4), "seq": (1, 16)}, feeds, device)

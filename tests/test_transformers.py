@@ -131,6 +131,10 @@ def test_bert_arena_at_the_bounds_equals_the_static_plan_at_4x128(bert_symbolic,
         ("vit_tiny_torchscript", {"batch": (1, 4)}, [(1, None), (3, None), (4, None)]),
         ("vit_tiny_torchscript_opt", {"batch": (1, 4)}, [(1, None), (4, None)]),
         ("whisper_encoder_tiny_torchscript", {"batch": (1, 4)}, [(1, None), (4, None)]),
+        ("qwen2_tiny_torchscript", RANGES, [(1, 1), (2, 17), (4, 128)]),
+        ("qwen2_tiny_dynamo", RANGES, [(1, 1), (2, 17), (4, 128)]),
+        ("phi3_tiny_dynamo", RANGES, [(1, 1), (2, 17), (4, 128)]),
+        ("t5_encoder_tiny_torchscript", RANGES, [(1, 1), (2, 17), (4, 128)]),
     ],
 )
 def test_exported_transformer_compiled_once_matches_onnxruntime_at_every_size(
@@ -167,3 +171,24 @@ def test_4bit_weights_stay_packed_on_the_gpu(name, tmp_path):
     assert size["q"] <= size["f"] - (1 - 0.165) * projections, (size, projections)
     text = (tmp_path / "q" / "manifest.json").read_text()
     assert text.count("matmul_nbits") >= 1
+
+
+def test_whisper_decoder_compiled_once_matches_onnxruntime_at_every_size(device, tmp_path):
+    """Cross-attention over encoder states of a length of their own (``frames``), and a Tile whose
+    repeats are computed from the batch dim."""
+    import onnx2wgsl
+    from onnx2wgsl.compiler import compile_model
+
+    model = onnx.load(MODELS / "whisper_decoder_tiny_dynamo.onnx")
+    kinds = []
+    compile_model(model, tmp_path / "a", dims={"batch": (1, 4), "seq": (1, 64), "frames": (1, 50)}, verify_ir=True,
+                  on_stage=lambda stage, g: kinds.extend(op.kind for op in g.ops) if stage == "dce" else None)  # fmt: skip
+    assert kinds.count("Attention") == 4 and "Softmax" not in kinds  # self- and cross-attention, 2 layers
+    rng = np.random.default_rng(0)
+    with onnx2wgsl.load(tmp_path / "a", device=device) as sess:
+        for batch, seq, frames in ((1, 1, 1), (2, 17, 10), (4, 64, 50)):
+            feeds = {
+                "input_ids": rng.integers(0, 1000, (batch, seq)).astype(np.int64),
+                "encoder_hidden_states": rng.standard_normal((batch, frames, 32)).astype(np.float32),
+            }
+            assert_close(sess.run(None, feeds), ort_run(model, feeds), rtol=1e-4, atol=2e-5)

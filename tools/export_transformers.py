@@ -7,7 +7,8 @@ Needs torch and transformers, which the test environment does not carry:
 
 Each model comes from a tiny config with random weights (fixed seed), so the files stay small
 and nothing is downloaded: BERT (both exporters), GPT-2, Llama with grouped-query attention,
-ViT, the Whisper encoder and DistilBERT. Both torch exporters are used, since models in the wild come from
+ViT, the Whisper encoder and DistilBERT, and (``--only more``) Qwen2 (both exporters), Phi-3, the
+T5 encoder and the Whisper decoder. Both torch exporters are used, since models in the wild come from
 both: the TorchScript one (``dynamo=False``) and the dynamo one. Batch and sequence stay
 symbolic (``batch``, ``seq``).
 """
@@ -161,12 +162,65 @@ def export_others() -> list[Path]:
     ]  # fmt: skip
 
 
+def export_more() -> list[Path]:
+    """Qwen2 (grouped-query attention with Q/K/V biases) by both exporters, Phi-3, the T5
+    encoder (relative position buckets) and the Whisper decoder (cross-attention over encoder
+    states of their own length)."""
+    torch.manual_seed(1)
+    ids, mask = torch.randint(0, 1000, (1, 12)), torch.ones(1, 12, dtype=torch.int64)
+    text = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}}
+    small = dict(vocab_size=1000, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 max_position_embeddings=128)  # fmt: skip
+    qwen2 = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**small, num_key_value_heads=2))
+    phi3 = transformers.Phi3ForCausalLM(transformers.Phi3Config(**small, num_key_value_heads=4, pad_token_id=0))
+    t5 = transformers.T5EncoderModel(
+        transformers.T5Config(vocab_size=1000, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                              relative_attention_num_buckets=8, relative_attention_max_distance=32)
+    )  # fmt: skip
+    decoder = transformers.WhisperModel(
+        transformers.WhisperConfig(
+            vocab_size=1000, d_model=32, encoder_layers=2, encoder_attention_heads=4, decoder_layers=2,
+            decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=16,
+            max_source_positions=50, max_target_positions=64, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+            decoder_start_token_id=1,
+        )
+    ).decoder  # fmt: skip
+    with torch.no_grad():
+        for m in (qwen2, phi3, t5, decoder):
+            for n, p in m.named_parameters():
+                if n.endswith("bias") or "norm" in n:
+                    p.add_(0.1 * torch.randn_like(p))
+    states = torch.randn(1, 10, 32)
+    causal = (["input_ids", "attention_mask"], "logits")
+    return [
+        _export("qwen2_tiny_torchscript", _Logits(qwen2, *causal, use_cache=False), (ids, mask), *causal, text,
+                dynamo=False),
+        _export("qwen2_tiny_dynamo", _Logits(qwen2, *causal, use_cache=False), (ids, mask), *causal, text,
+                dynamo=True),
+        _export("phi3_tiny_dynamo", _Logits(phi3, *causal, use_cache=False), (ids, mask), *causal, text,
+                dynamo=True),  # (the TorchScript exporter has no aten::diff)
+        _export("t5_encoder_tiny_torchscript", _Logits(t5, ["input_ids", "attention_mask"], "last_hidden_state"),
+                (ids, mask), ["input_ids", "attention_mask"], "last_hidden_state", text, dynamo=False),
+        _export("whisper_decoder_tiny_dynamo",
+                _Logits(decoder, ["input_ids", "encoder_hidden_states"], "last_hidden_state", use_cache=False),
+                (ids[:, :8], states), ["input_ids", "encoder_hidden_states"], "last_hidden_state",
+                {"input_ids": {0: "batch", 1: "seq"}, "encoder_hidden_states": {0: "batch", 1: "frames"}},
+                dynamo=True),  # (the TorchScript exporter has no aten::diff)
+    ]  # fmt: skip
+
+
+GROUPS = {"bert": lambda: [export_bert(False), export_bert(True)], "others": export_others, "more": export_more}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.parse_args()
+    ap.add_argument("--only", choices=sorted(GROUPS), action="append",
+                    help="export only these groups (default all; files of other groups stay as they are)")  # fmt: skip
+    args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    for path in [export_bert(False), export_bert(True), *export_others()]:
-        print(f"{path.relative_to(OUT.parent.parent)}: {path.stat().st_size:,} bytes")
+    for group in args.only or list(GROUPS):
+        for path in GROUPS[group]():
+            print(f"{path.relative_to(OUT.parent.parent)}: {path.stat().st_size:,} bytes")
 
 
 if __name__ == "__main__":

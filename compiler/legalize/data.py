@@ -15,7 +15,7 @@ import numpy as np
 
 from onnx2wgsl.errors import UnsupportedError
 from onnx2wgsl.ir import TensorType
-from onnx2wgsl.ir.symbolic import Expr, SymbolicError, as_expr
+from onnx2wgsl.ir.symbolic import Expr, SymbolicError, as_expr, simplify
 from onnx2wgsl.ir.types import dim_bound
 
 from ..shape_rules import resized_dim
@@ -190,10 +190,12 @@ def _center_crop_pad(g, info):
 @rule("Tile")
 def _tile(g, info):
     x = info.inputs[0]
-    repeats = _ints(info.const_input(1, "repeats"))
-    if len(repeats) != x.type.rank or min(repeats, default=0) < 0:
+    given = info.const_input(1, "repeats")
+    # (repeats computed from dims kept symbolic are expressions of them: a symbolic output shape)
+    repeats = [simplify(r) for r in given.reshape(-1)] if given.dtype == object else _ints(given)
+    if len(repeats) != x.type.rank or any(r < 0 for r in repeats):
         raise info.error(f"repeats {repeats} do not match rank {x.type.rank}")
-    out = TensorType(x.dtype, tuple(n * r for n, r in zip(x.shape, repeats)))
+    out = TensorType(x.dtype, tuple(simplify(n * r) for n, r in zip(x.shape, repeats)))
     return emit(g, info, "Tile", [x], {"repeats": repeats}, [out])
 
 
