@@ -15,7 +15,7 @@ import onnx
 import pytest
 from helpers import assert_close, check_against_ort, check_symbolic, graph_model, ort_run
 from onnx import helper, numpy_helper
-from test_transformers import BERTS, RANGES, _feeds, bert_feeds
+from test_transformers import RANGES, check_points
 
 MODELS = Path(__file__).resolve().parent / "models"
 
@@ -377,7 +377,6 @@ PACKED = {"bert_tiny_torchscript", "bert_tiny_dynamo", "bert_tiny_torchscript_op
 
 @pytest.mark.parametrize("name,ranges,points", EXPORTS, ids=[e[0] for e in EXPORTS])
 def test_exported_attention_fused_per_layer_and_matches_onnxruntime(name, ranges, points, device, tmp_path):
-    import onnx2wgsl
     from onnx2wgsl.compiler import compile_model
 
     model = onnx.load(MODELS / f"{name}.onnx")
@@ -394,12 +393,7 @@ def test_exported_attention_fused_per_layer_and_matches_onnxruntime(name, ranges
     assert seen["kinds"]["Softmax"] == 0 and seen["kinds"]["IsNaN"] == 0
     if name in PACKED:
         assert all(len({id(v) for v in op.inputs[:3]}) == 1 for op in seen["attention"])
-    with onnx2wgsl.load(tmp_path / "a", device=device) as sess:
-        for batch, seq in points:
-            dims = {k: v for k, v in (("batch", batch), ("seq", seq)) if v is not None}
-            seed = sum(dims.values())
-            feeds = bert_feeds(batch, seq, seed) if name in BERTS else _feeds(model, dims, seed=seed)
-            assert_close(sess.run(None, feeds), ort_run(model, feeds), rtol=1e-4, atol=2e-5)
+    check_points(tmp_path / "a", model, name, points, device)
 
 
 def test_bert_encoder_layer_runs_in_seven_dispatches_at_O2(tmp_path):

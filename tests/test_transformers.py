@@ -140,12 +140,19 @@ def test_bert_arena_at_the_bounds_equals_the_static_plan_at_4x128(bert_symbolic,
 def test_exported_transformer_compiled_once_matches_onnxruntime_at_every_size(
     name, ranges, points, device, tmp_path
 ):
-    import onnx2wgsl
     from onnx2wgsl.compiler import compile_model
 
     model = onnx.load(MODELS / f"{name}.onnx")
     compile_model(model, tmp_path / "a", dims=ranges, verify_ir=True)
-    with onnx2wgsl.load(tmp_path / "a", device=device) as sess:
+    check_points(tmp_path / "a", model, name, points, device)
+
+
+def check_points(artifact, model, name: str, points, device) -> None:
+    """One session of ``artifact`` runs every (batch, seq) point (None: a dim the model lacks)
+    against onnxruntime."""
+    import onnx2wgsl
+
+    with onnx2wgsl.load(artifact, device=device) as sess:
         for batch, seq in points:
             dims = {k: v for k, v in (("batch", batch), ("seq", seq)) if v is not None}
             seed = sum(dims.values())

@@ -110,6 +110,26 @@ def _export(
     return path
 
 
+def _whisper(**extra) -> torch.nn.Module:
+    return transformers.WhisperModel(
+        transformers.WhisperConfig(
+            vocab_size=1000, d_model=32, encoder_layers=2, encoder_attention_heads=4, decoder_layers=2,
+            decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=16,
+            max_source_positions=50, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
+            **extra,
+        )
+    )  # fmt: skip
+
+
+def _perturb(*models: torch.nn.Module) -> None:
+    """Biases and norms away from their 0/1 start, so that a dropped one shows."""
+    with torch.no_grad():
+        for m in models:
+            for n, p in m.named_parameters():
+                if n.endswith("bias") or "norm" in n:
+                    p.add_(0.1 * torch.randn_like(p))
+
+
 def export_others() -> list[Path]:
     """GPT-2 (dynamo: the TorchScript exporter has no aten::diff), Llama with grouped-query
     attention, ViT, the Whisper encoder and DistilBERT (TorchScript)."""
@@ -131,21 +151,11 @@ def export_others() -> list[Path]:
             patch_size=8,
         )
     )  # fmt: skip
-    whisper = transformers.WhisperModel(
-        transformers.WhisperConfig(
-            vocab_size=1000, d_model=32, encoder_layers=2, encoder_attention_heads=4, decoder_layers=2,
-            decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=16,
-            max_source_positions=50, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
-        )
-    ).encoder  # fmt: skip
+    whisper = _whisper().encoder
     distil = transformers.DistilBertModel(
         transformers.DistilBertConfig(vocab_size=1000, dim=32, n_layers=2, n_heads=4, hidden_dim=64)
     )
-    with torch.no_grad():  # biases and norms away from their 0/1 start, so a dropped one shows
-        for m in (gpt2, llama, vit, whisper, distil):
-            for n, p in m.named_parameters():
-                if n.endswith("bias") or "norm" in n:
-                    p.add_(0.1 * torch.randn_like(p))
+    _perturb(gpt2, llama, vit, whisper, distil)
     return [
         _export("gpt2_tiny_dynamo", _Logits(gpt2, ["input_ids"], "logits", use_cache=False), (ids,), ["input_ids"],
                 "logits", {"input_ids": text["input_ids"]}, dynamo=True),
@@ -172,24 +182,15 @@ def export_more() -> list[Path]:
     small = dict(vocab_size=1000, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                  max_position_embeddings=128)  # fmt: skip
     qwen2 = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**small, num_key_value_heads=2))
-    phi3 = transformers.Phi3ForCausalLM(transformers.Phi3Config(**small, num_key_value_heads=4, pad_token_id=0))
+    phi3 = transformers.Phi3ForCausalLM(
+        transformers.Phi3Config(**small, num_key_value_heads=4, pad_token_id=0)
+    )
     t5 = transformers.T5EncoderModel(
         transformers.T5Config(vocab_size=1000, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
                               relative_attention_num_buckets=8, relative_attention_max_distance=32)
     )  # fmt: skip
-    decoder = transformers.WhisperModel(
-        transformers.WhisperConfig(
-            vocab_size=1000, d_model=32, encoder_layers=2, encoder_attention_heads=4, decoder_layers=2,
-            decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=16,
-            max_source_positions=50, max_target_positions=64, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-            decoder_start_token_id=1,
-        )
-    ).decoder  # fmt: skip
-    with torch.no_grad():
-        for m in (qwen2, phi3, t5, decoder):
-            for n, p in m.named_parameters():
-                if n.endswith("bias") or "norm" in n:
-                    p.add_(0.1 * torch.randn_like(p))
+    decoder = _whisper(max_target_positions=64).decoder
+    _perturb(qwen2, phi3, t5, decoder)
     states = torch.randn(1, 10, 32)
     causal = (["input_ids", "attention_mask"], "logits")
     return [
@@ -209,7 +210,11 @@ def export_more() -> list[Path]:
     ]  # fmt: skip
 
 
-GROUPS = {"bert": lambda: [export_bert(False), export_bert(True)], "others": export_others, "more": export_more}
+GROUPS = {
+    "bert": lambda: [export_bert(False), export_bert(True)],
+    "others": export_others,
+    "more": export_more,
+}
 
 
 def main() -> None:
