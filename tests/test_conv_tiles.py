@@ -151,6 +151,13 @@ def test_row_tile_rule(shape, tile):
     assert oct % 4 == 0 and tw * oct <= ROW_ACCS and tw * KW * oct // 4 <= ROW_BODY
 
 
+def test_row_tile_rule_with_a_prologue():
+    from onnx2wgsl.compiler.lowering.conv import row_tile
+
+    assert row_tile(dict(N=1, OD=1, OH=56, OW=56, OCG=128, G=1, KW=1), prologue=True) == (4, 32)
+    assert row_tile(dict(N=1, OD=1, OH=7, OW=7, OCG=128, G=1, KW=1), prologue=True) == (4, 8)
+
+
 def test_artifact_is_deterministic(tmp_path):
     m = _conv_model((1, 5, 9, 20), (10, 5, 3, 3), kernel_shape=[3, 3], pads=[1, 1, 1, 1])
     for d in ("a", "b"):

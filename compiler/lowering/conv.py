@@ -181,6 +181,7 @@ def _gemm(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | No
 
 
 ROW_TILE = 16  # most output pixels of a row one invocation computes
+ROW_TILE_PROLOGUE = 4  # the same when the input is read through a prologue
 ROW_ACCS = 128  # accumulators (pixels x channels) an invocation keeps at most
 ROW_BODY = 512  # multiply-adds of vec4s the unrolled loop body holds at most
 ROW_GROUPS = 16  # fewer workgroups than this: smaller channel blocks, to share the work out
@@ -192,7 +193,7 @@ def row_workgroup(tasks: int) -> int:
     return min(WORKGROUP, 8 * math.ceil(tasks / 8))
 
 
-def row_tile(p: dict) -> tuple[int, int]:
+def row_tile(p: dict, prologue: bool = False) -> tuple[int, int]:
     """The (pixels along a row, output channels) tile of one invocation of conv_rows, chosen at
     the bounds of dims kept symbolic.
 
@@ -202,12 +203,16 @@ def row_tile(p: dict) -> tuple[int, int]:
     cut into equal tiles of at most ROW_TILE pixels (whose taps share input columns: a row of tw
     pixels reads tw + KW - 1 of them at stride 1), and 16 output channels go with tiles of up
     to 8 pixels, 8 with wider ones (ROW_ACCS accumulators; more spill to the stack, cheaply,
-    but not for free). The tile shrinks to keep the unrolled loop body (tile x KW x channels / 4
+    but not for free). An input read through a prologue (DenseNet's BatchNorm and Relu before
+    each conv) costs several loads, so such a conv takes tiles of up to ROW_TILE_PROLOGUE
+    pixels and up to 32 channels instead: fewer reads of the input per multiply-add, more
+    loads of weights. The tile shrinks to keep the unrolled loop body (tile x KW x channels / 4
     vec4 multiply-adds) at most ROW_BODY, and channels halve (down to 4) while there are fewer
     than ROW_GROUPS workgroups."""
     ow = dim_bound(p["OW"])
-    tw = math.ceil(ow / math.ceil(ow / ROW_TILE))
-    oct = min(ROW_ACCS // tw // 4 * 4, 16, 4 * math.ceil(p["OCG"] / 4))
+    most = ROW_TILE_PROLOGUE if prologue else ROW_TILE
+    tw = math.ceil(ow / math.ceil(ow / most))
+    oct = min(ROW_ACCS // tw // 4 * 4, 32 if prologue else 16, 4 * math.ceil(p["OCG"] / 4))
     while tw > 1 and tw * p["KW"] * oct // 4 > ROW_BODY:
         tw = math.ceil(tw / 2)
     tasks = dim_bound(p["N"] * p["OD"] * p["OH"]) * math.ceil(ow / tw)
@@ -222,7 +227,7 @@ def _rows(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | No
     conv_rows.wgsl.j2, a tile of ``row_tile`` pixels along an output row x output channels."""
     y = op.outputs[0]
     G, OCG, K = p["G"], p["OCG"], p["K"]
-    tw, oct = row_tile(p)
+    tw, oct = row_tile(p, prologue=op.attrs.get("prologue") is not None)
     nq, nblk = oct // 4, math.ceil(OCG / oct)
     # [OC, ICG, KD, KH, KW] -> [G, channel block, K, oct] (channels past OCG are zeros)
     wt = np.pad(w.data.reshape(G, OCG, K), ((0, 0), (0, nblk * oct - OCG), (0, 0)))
