@@ -124,6 +124,12 @@ def test_reduction_at_the_budget_stays_on_rows(device, tmp_path, monkeypatch):
     _run(m, {"x": rand(1, 40, 5, 6, seed=3)}, device, tmp_path)
 
 
+def test_long_kernel_rows_keep_the_gather_kernel(device, tmp_path):
+    """A kernel row longer than ROW_KW is looped over, not unrolled."""
+    m = _conv_model((1, 2, 90), (5, 2, 70), kernel_shape=[70], pads=[3, 3])
+    _run(m, {"x": rand(1, 2, 90, seed=3)}, device, tmp_path, marker="Implicit-GEMM")
+
+
 def test_run_time_weights_keep_the_gather_kernel(device, tmp_path):
     node = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
     feeds = {"x": rand(1, 4, 6, 7, seed=3), "w": rand(8, 4, 3, 3, seed=1)}

@@ -150,7 +150,7 @@ def _gemm(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | No
     inputs = pro.inputs + [wv] + ([b] if b is not None else [])
     epi = epilogue(ctx, op)
     decls = epi.decls_with(pro.decls + [w_decl] + ([decl("Bv", b)] if b is not None else []), y)
-    if w.is_const and loops_fit(nested_loops(p["ICG"], p["KD"], p["KH"])):
+    if w.is_const and p["KW"] <= ROW_KW and loops_fit(nested_loops(p["ICG"], p["KD"], p["KH"])):
         _rows(ctx, op, p, pro, w, b)
         return
     split = split_workgroup(nested_loops(p["ICG"], p["KD"], p["KH"], p["KW"]), p["K"])
@@ -184,6 +184,7 @@ ROW_TILE = 16  # most output pixels of a row one invocation computes
 ROW_TILE_PROLOGUE = 4  # the same when the input is read through a prologue
 ROW_ACCS = 128  # accumulators (pixels x channels) an invocation keeps at most
 ROW_BODY = 512  # multiply-adds of vec4s the unrolled loop body holds at most
+ROW_KW = 64  # longest kernel row conv_rows unrolls (longer ones loop in conv_gemm)
 ROW_GROUPS = 16  # fewer workgroups than this: smaller channel blocks, to share the work out
 
 
