@@ -1,5 +1,10 @@
 """Convolutions: Conv (implicit GEMM or direct), ConvTranspose (gather form), DeformConv.
 
+Conv with constant weights and at least 4 output channels per group runs as conv_rows.wgsl.j2:
+each invocation a tile of pixels along an output row x a block of output channels, sized per
+conv by ``row_tile``; run-time weights and kernel rows longer than ROW_KW taps take
+conv_gemm.wgsl.j2, fewer channels per group conv_direct.wgsl.j2.
+
 Every kernel is written for three spatial dims; 1-D and 2-D convolutions are viewed as 3-D
 ones with leading spatial dims of size 1 (their loops then run once, which shader compilers
 remove). Weights and biases may be constants or computed at run time: the implicit-GEMM
