@@ -616,15 +616,7 @@ class InferenceSession:
                 f"input {io['name']!r} must be {io['dtype']} (stored as {io['storage']}), got a GpuTensor of "
                 f"{value.dtype} ({value.storage})"
             )
-        shape = io["shape"]
-        if len(value.shape) != len(shape) or any(
-            isinstance(d, int) and n != d for n, d in zip(value.shape, shape)
-        ):
-            raise InputError(
-                f"input {io['name']!r} must have shape {mf.show_shape(shape)}, got {list(value.shape)}"
-            )
-        import wgpu
-
+        _check_shape(io, value.shape)
         if (
             value.offset % 4
             or value.offset + value.nbytes > value.buffer.size
@@ -660,14 +652,7 @@ class InferenceSession:
         arr = np.asarray(value)
         if arr.dtype != numpy_dtype(io["dtype"]):
             raise InputError(f"input {io['name']!r} must be {io['dtype']}, got {arr.dtype}")
-        shape = io["shape"]
-        if arr.ndim != len(shape) or any(
-            not isinstance(d, (list, str)) and n != d for n, d in zip(arr.shape, shape)
-        ):
-            raise InputError(
-                f"input {io['name']!r} must have shape {mf.show_shape(shape)}, got {list(arr.shape)}"
-            )
-
+        _check_shape(io, arr.shape)
         st = _STORAGE[io["storage"]]
         if arr.dtype.kind in "iu" and arr.dtype.itemsize > 4 and arr.size:
             info = np.iinfo(st)
@@ -694,6 +679,13 @@ def numpy_dtype(name: str) -> np.dtype:
 
         return np.dtype(getattr(ml_dtypes, name))
     return np.dtype(name)
+
+
+def _check_shape(io: dict, shape) -> None:
+    """A fed shape has the input's rank and its fixed dims (symbolic ones are bound later)."""
+    want = io["shape"]
+    if len(shape) != len(want) or any(isinstance(d, int) and n != d for n, d in zip(shape, want)):
+        raise InputError(f"input {io['name']!r} must have shape {mf.show_shape(want)}, got {list(shape)}")
 
 
 def _show_env(names: Iterable[str], values: Iterable[int]) -> str:

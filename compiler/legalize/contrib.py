@@ -95,7 +95,8 @@ def _standard(g, info, op_type: str, inputs, attrs, out_types, out_names) -> lis
     return legalize(g, std)
 
 
-def _binary(g, info, kind: str, a: Value, b: Value, name: str) -> Value:
+def _binary(g, info, kind: str, a: Value, b: Value, name: str, dtype: DType | None = None) -> Value:
+    """``kind`` of a and b broadcast; the result is ``dtype`` (default a's: comparisons pass bool)."""
     try:  # (dims kept symbolic broadcast by their ranges)
         shape = broadcast(tuple(a.shape), tuple(b.shape))
     except (ValueError, SymbolicError):
@@ -103,7 +104,7 @@ def _binary(g, info, kind: str, a: Value, b: Value, name: str) -> Value:
             f"{a.name!r} {list(a.shape)} and {b.name!r} {list(b.shape)} do not broadcast",
             hint="fix the model",
         ) from None
-    (y,) = emit(g, info, kind, [a, b], {}, [TensorType(a.dtype, tuple(shape))], [name], domain="")
+    (y,) = emit(g, info, kind, [a, b], {}, [TensorType(dtype or a.dtype, tuple(shape))], [name], domain="")
     return y
 
 
@@ -669,7 +670,7 @@ def _mask_index(g, info, mask, B, S, fill: float, dtype: DType, name: str) -> Va
         (ends,) = emit(
             g, info, "Reshape", [mask], {}, [TensorType(mask.dtype, (B, 1))], [name + ".ends"], domain=""
         )
-        masked = _binary_typed(g, info, "GreaterOrEqual", positions, ends, DType.bool, name + ".masked")
+        masked = _binary(g, info, "GreaterOrEqual", positions, ends, name + ".masked", DType.bool)
         shape = (B, 1, 1, S)
     elif (
         rank in (2, 3)
@@ -678,7 +679,7 @@ def _mask_index(g, info, mask, B, S, fill: float, dtype: DType, name: str) -> Va
         and (rank == 2 or mask.shape[1] == S)
     ):
         zero = g.const(np.zeros((), mask.dtype.numpy), name + ".zero")
-        masked = _binary_typed(g, info, "LessOrEqual", mask, zero, DType.bool, name + ".masked")
+        masked = _binary(g, info, "LessOrEqual", mask, zero, name + ".masked", DType.bool)
         shape = (B, 1, 1, S) if rank == 2 else (B, 1, S, S)
     else:
         raise _unsupported(
@@ -695,12 +696,6 @@ def _mask_index(g, info, mask, B, S, fill: float, dtype: DType, name: str) -> Va
         g, info, "Reshape", [scores], {}, [TensorType(dtype, shape)], [name + ".mask_add"], domain=""
     )
     return out
-
-
-def _binary_typed(g, info, kind: str, a: Value, b: Value, dtype: DType, name: str) -> Value:
-    shape = broadcast(tuple(a.shape), tuple(b.shape))
-    (y,) = emit(g, info, kind, [a, b], {}, [TensorType(dtype, tuple(shape))], [name], domain="")
-    return y
 
 
 @contrib("EmbedLayerNormalization")
