@@ -37,6 +37,13 @@ from .fused import epilogue
 from .indexing import View, broadcast, contiguous_strides, index_code
 
 
+def rows_per_invocation(M) -> int:
+    """Rows of A an invocation's plain tile takes; for M kept symbolic, chosen at its bound (the
+    kernels clamp their reads and guard their stores, so any tile is right for every M)."""
+    M = dim_bound(M)
+    return 4 if M >= 64 else 2 if M >= 8 else 1
+
+
 def _tile(M, nv, bmode: str, split: bool) -> tuple[int, int]:
     """(rows, column groups) of an invocation's tile; dims kept symbolic are judged at their
     bounds (the kernel clamps its reads and guards its stores, so any tile is right for every
@@ -47,7 +54,7 @@ def _tile(M, nv, bmode: str, split: bool) -> tuple[int, int]:
     lane still has columns (two column groups each: N at least 512) and rows (M at least 128);
     a split workgroup keeps 4 x 4 (its tree holds a tile per invocation in workgroup memory)."""
     M = dim_bound(M)
-    tm = 4 if M >= 64 else 2 if M >= 8 else 1
+    tm = rows_per_invocation(M)
     if split or bmode != "n4" or dim_bound(nv) < 2 * WORKGROUP or M < 128:
         return tm, 1
     return 8, 2

@@ -17,15 +17,10 @@ import math
 from onnx2wgsl.ir import Op
 from onnx2wgsl.ir.kernel import ref
 from onnx2wgsl.ir.symbolic import simplify, smax
-from onnx2wgsl.ir.types import dim_bound
 
 from . import WORKGROUP, LowerCtx, ceil_div, decl, loops_fit, lowers, u32
 from .fused import epilogue
-
-
-def _rows_per_invocation(M) -> int:
-    M = dim_bound(M)
-    return 4 if M >= 64 else 2 if M >= 8 else 1
+from .gemm import rows_per_invocation
 
 
 @lowers("MatMulNBits")
@@ -46,7 +41,7 @@ def lower_matmul_nbits(ctx: LowerCtx, op: Op) -> None:
             hint="split the projection along K into several MatMulNBits nodes",
         )
     M = simplify(math.prod(a.shape[:-1]))
-    tm = _rows_per_invocation(M)
+    tm = rows_per_invocation(M)
     zq = ref("Z") if zeros is not None else None
 
     def zero(word: str) -> str:
