@@ -354,7 +354,7 @@ class InferenceSession:
         returned as GpuTensors over them. Nothing is read back unless an output goes to the CPU."""
         if output_location not in ("cpu", "gpu"):
             raise InputError(f"output_location must be 'cpu' or 'gpu', not {output_location!r}")
-        return self._run(output_names, input_feed, where=output_location, into=output_buffers or {})[0]
+        return self._run(output_names, input_feed, where=output_location, into=output_buffers)[0]
 
     def run_profiled(
         self, output_names: list[str] | None, input_feed: Mapping[str, Any]
@@ -376,8 +376,9 @@ class InferenceSession:
         input_feed: Mapping[str, Any],
         timed: bool = False,
         where: str = "cpu",
-        into: Mapping[str, Any] = {},  # noqa: B006  (read only)
+        into: Mapping[str, Any] | None = None,
     ) -> tuple[list, list[tuple[int, float]]]:
+        into = into or {}
         if self._released:
             raise InputError("this session was released; load the artifact again to run it")
         if not isinstance(input_feed, Mapping):
