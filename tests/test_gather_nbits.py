@@ -211,3 +211,41 @@ def test_other_axes_are_dequantized_at_compile_time(qa, ga, shape, device):
     res = compile_model(model)
     assert _kernels(res, "Gather") and not _kernels(res, "GatherNBits")
     assert_close(gpu_run(model, {"indices": i}, device), ort_run(model, {"indices": i}))
+
+
+def test_tied_embeddings_share_the_lm_head_words(device, tmp_path):
+    """onnxruntime-genai's tied form: GatherBlockQuantized over the lm_head MatMulNBits's B
+    (reshaped to [vocab, hidden / 2] bytes) with its scales and zero points. The packed words,
+    scales and zero points are stored once, read by both kernels."""
+    from helpers import graph_model
+
+    V, H, block = 200, 64, 32
+    rng = np.random.default_rng(13)
+    blocks = H // block
+    B = _pack(rng.integers(0, 16, (V, H)), 4).reshape(V, blocks, block // 2)
+    inits = {
+        "B": B,
+        "scales": rng.uniform(0.05, 0.5, (V, blocks)).astype(np.float32),
+        "zp": _pack(rng.integers(0, 16, (V, blocks)), 4),
+        "flat": np.array([V, H // 2], np.int64),
+    }
+    nodes = [
+        onnx.helper.make_node(
+            "MatMulNBits", ["h", "B", "scales", "zp"], ["logits"], domain=MS, K=H, N=V, bits=4, block_size=block
+        ),
+        onnx.helper.make_node("Reshape", ["B", "flat"], ["table"]),
+        onnx.helper.make_node(
+            "GatherBlockQuantized", ["table", "ids", "scales", "zp"], ["emb"], domain=MS, bits=4,
+            block_size=block, gather_axis=0, quantize_axis=1,
+        ),
+    ]  # fmt: skip
+    feeds = {"h": np.random.default_rng(14).uniform(-1, 1, (1, 3, H)).astype(np.float32),
+             "ids": np.array([[5, -1, 199]], np.int64)}  # fmt: skip
+    model = graph_model(nodes, feeds, ["logits", "emb"], inits, opsets={MS: 1})
+    for out in model.graph.output:
+        out.type.tensor_type.elem_type = onnx.TensorProto.FLOAT  # (no schema types a contrib op)
+    assert_close(gpu_run(model, feeds, device), ort_run(model, feeds), rtol=1e-4, atol=1e-5)
+    onnx2wgsl.compile(model, tmp_path / "a")
+    size = (tmp_path / "a" / "weights.bin").stat().st_size
+    one_copy = V * H // 2 + V * blocks * 4 + V * blocks // 2
+    assert one_copy <= size <= one_copy + 256, size

@@ -393,13 +393,31 @@ def pack_words(values: np.ndarray, bits: int) -> np.ndarray:
     return np.bitwise_or.reduce(parts, axis=-1).astype(np.uint32)
 
 
+def _packed_const(g, data: np.ndarray, name: str, dtype: DType) -> Value:
+    """A constant of packed weights: the one an earlier MatMulNBits or GatherNBits already
+    reads if its bytes are these, else a new one. A model whose embedding table is its lm_head's
+    quantized weights (tied embeddings, as onnxruntime-genai's builder writes them: a
+    GatherBlockQuantized over the MatMulNBits's B) keeps one copy of the words, scales and zero
+    points."""
+    data = np.ascontiguousarray(data, dtype=dtype.numpy)
+    for op in g.ops:
+        if op.kind in ("MatMulNBits", "GatherNBits") and op.domain == "":
+            for v in op.inputs:
+                if (
+                    v is not None and v.is_const and v.dtype == dtype and tuple(v.shape) == data.shape
+                    and np.array_equal(v.data, data)
+                ):  # fmt: skip
+                    return v
+    return g.const(data, name, dtype=dtype)
+
+
 def _matmul_nbits_packed(g, info, a_, q, s, z, bias, K, N, block, bits):
     """The weights stay packed on the GPU (compiler/lowering/matmul_nbits.py dequantizes in the
     kernel): each row of B re-packed as 32-bit words of K values (no block padding), scales as
     f32, zero points packed into words in row-major (row, block) order (or f32 when the model
     gives floats)."""
-    words = g.const(pack_words(q, bits), info.inputs[1].name + ".packed", dtype=DType.u32)
-    scales = g.const(np.ascontiguousarray(s), info.inputs[2].name + ".f32", dtype=DType.f32)
+    words = _packed_const(g, pack_words(q, bits), info.inputs[1].name + ".packed", DType.u32)
+    scales = _packed_const(g, s, info.inputs[2].name + ".f32", DType.f32)
     # fixed operand slots (A, words, scales, zero points, bias; None where absent): a fused
     # epilogue's operands follow them
     inputs: list[Value | None] = [a_, words, scales, None, bias]
@@ -408,8 +426,8 @@ def _matmul_nbits_packed(g, info, a_, q, s, z, bias, K, N, block, bits):
         mode = "float" if z.dtype == np.float32 else "packed"
         # packed zero points run on across rows: 4 bits a block, whatever the blocks per row
         data = np.ascontiguousarray(z) if mode == "float" else pack_words(z.reshape(-1), bits)
-        inputs[3] = g.const(
-            data, info.inputs[3].name + f".{mode}", dtype=DType.f32 if mode == "float" else DType.u32
+        inputs[3] = _packed_const(
+            g, data, info.inputs[3].name + f".{mode}", DType.f32 if mode == "float" else DType.u32
         )
     attrs = {"K": K, "N": N, "bits": bits, "block_size": block, "zero_points": mode}
     return emit(g, info, "MatMulNBits", inputs, attrs, domain="")
@@ -500,17 +518,15 @@ def _gather_nbits_packed(g, info, q, indices, scales, z, zero: int, bits: int, b
     data_name, scales_name = info.inputs[0].name, info.inputs[2].name
     words = pack_words(q.reshape(R * M, K), bits).reshape(R, -1)
     inputs: list[Value | None] = [
-        g.const(words, data_name + ".packed", dtype=DType.u32),
+        _packed_const(g, words, data_name + ".packed", DType.u32),
         indices,
-        g.const(
-            np.ascontiguousarray(scales.astype(np.float32).reshape(R, -1)),
-            scales_name + ".f32",
-            dtype=DType.f32,
-        ),
+        _packed_const(g, scales.astype(np.float32).reshape(R, -1), scales_name + ".f32", DType.f32),
         None,
     ]
     if z is not None:
-        inputs[3] = g.const(pack_words(z.reshape(-1), bits), info.inputs[3].name + ".packed", dtype=DType.u32)
+        inputs[3] = _packed_const(
+            g, pack_words(z.reshape(-1), bits), info.inputs[3].name + ".packed", DType.u32
+        )
     attrs = {"K": K, "bits": bits, "block_size": block, "zero": zero}
     return emit(g, info, "GatherNBits", inputs, attrs, domain="")
 
