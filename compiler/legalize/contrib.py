@@ -400,13 +400,18 @@ def _packed_const(g, data: np.ndarray, name: str, dtype: DType) -> Value:
     GatherBlockQuantized over the MatMulNBits's B) keeps one copy of the words, scales and zero
     points."""
     data = np.ascontiguousarray(data, dtype=dtype.numpy)
+    flat = data.reshape(-1)
+    step = max(1, flat.size // 64)  # a sample first: weights that differ differ there
+
+    def same(v: Value | None) -> bool:
+        if v is None or not v.is_const or v.dtype != dtype or tuple(v.shape) != data.shape:
+            return False
+        return np.array_equal(v.data.reshape(-1)[::step], flat[::step]) and np.array_equal(v.data, data)
+
     for op in g.ops:
         if op.kind in ("MatMulNBits", "GatherNBits") and op.domain == "":
             for v in op.inputs:
-                if (
-                    v is not None and v.is_const and v.dtype == dtype and tuple(v.shape) == data.shape
-                    and np.array_equal(v.data, data)
-                ):  # fmt: skip
+                if same(v):
                     return v
     return g.const(data, name, dtype=dtype)
 
