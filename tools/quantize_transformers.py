@@ -3,7 +3,8 @@ outputs committed).
 
 onnxruntime's MatMulNBitsQuantizer turns each MatMul with a constant weight into a
 com.microsoft MatMulNBits node (4-bit blocks, asymmetric: a packed zero point per block), as
-people quantize models for onnxruntime's WebGPU provider. It needs onnxruntime and onnx-ir,
+people quantize models for onnxruntime's WebGPU provider, and the Llama's embedding Gather into
+GatherBlockQuantized (uint4 blocks along the hidden axis, uint4 zero points). It needs onnxruntime and onnx-ir,
 which the test environment does not carry:
 
     python3 -m venv /tmp/quant && /tmp/quant/bin/pip install onnxruntime onnx onnx-ir
@@ -23,11 +24,18 @@ import argparse
 from pathlib import Path
 
 import onnx
+from onnx import version_converter
 from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 from onnxruntime.transformers.optimizer import optimize_model
 
 MODELS = Path(__file__).resolve().parent.parent / "tests" / "models"
-SOURCES = ("llama_tiny_torchscript", "bert_tiny_torchscript")  # (GPT-2 dynamo: Gemm, no MatMul to quantize)
+# the ops each source has quantized: the Llama's token embeddings too (a Gather of a constant
+# table becomes GatherBlockQuantized, quantized along the hidden axis), as people quantize LLMs
+# for onnxruntime's WebGPU provider (its lm_head is a MatMul of its own, not tied to the table)
+SOURCES = {
+    "llama_tiny_torchscript": ("MatMul", "Gather"),
+    "bert_tiny_torchscript": ("MatMul",),
+}  # (GPT-2 dynamo: Gemm, no MatMul to quantize)
 OPTIMIZED = {  # model type, heads, hidden size
     "bert_tiny_torchscript": ("bert", 2, 32),
     "bert_tiny_dynamo": ("bert", 2, 32),
@@ -41,16 +49,24 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--block-size", type=int, default=BLOCK)
     args = ap.parse_args()
-    for name in SOURCES:
+    for name, ops in SOURCES.items():
+        model = onnx.load(MODELS / f"{name}.onnx")
+        if "Gather" in ops:
+            # uint4 tables need opset 21; converted first, since the quantizer only relabels the
+            # import (leaving opset-17 forms such as ReduceMean's axes attribute invalid)
+            model = version_converter.convert_version(model, 21)
+            del model.graph.value_info[:]  # (the shapes it inferred: the source carries none)
         q = MatMulNBitsQuantizer(
-            onnx.load(MODELS / f"{name}.onnx"), block_size=args.block_size, is_symmetric=False
-        )
+            model, block_size=args.block_size, is_symmetric=False,
+            op_types_to_quantize=ops, quant_axes=(("MatMul", 0), ("Gather", 1)),
+        )  # fmt: skip
         q.process()
         out = MODELS / f"{name}_q4.onnx"
         onnx.save(q.model.model, out)
         kinds = [n.op_type for n in q.model.model.graph.node]
         print(f"{out.relative_to(MODELS.parent.parent)}: {out.stat().st_size:,} bytes, "
-              f"{kinds.count('MatMulNBits')} MatMulNBits, {kinds.count('MatMul')} MatMul left")  # fmt: skip
+              f"{kinds.count('MatMulNBits')} MatMulNBits, {kinds.count('GatherBlockQuantized')} "
+              f"GatherBlockQuantized, {kinds.count('MatMul')} MatMul left")  # fmt: skip
     for name, (kind, heads, hidden) in OPTIMIZED.items():
         m = optimize_model(str(MODELS / f"{name}.onnx"), model_type=kind, num_heads=heads, hidden_size=hidden)
         out = MODELS / f"{name}_opt.onnx"

@@ -8,9 +8,10 @@ follow onnxruntime's ContribOperators.md and its CPU kernels, which the tests co
 
 Quantized weights (MatMulNBits, GatherBlockQuantized) must be constants. MatMulNBits keeps
 them packed on the GPU (32-bit words of 2-, 4- or 8-bit values, scales and zero points beside
-them) for a kernel that dequantizes as it multiplies; weights whose blocks come in another
-order (g_idx), and GatherBlockQuantized tables, are dequantized at compile time into float
-constants (within the fold limit).
+them) for a kernel that dequantizes as it multiplies, and GatherBlockQuantized tables
+quantized along their rows (embeddings) stay packed for a kernel that dequantizes the rows it
+gathers; weights whose blocks come in another order (g_idx), and tables quantized along
+another axis, are dequantized at compile time into float constants (within the fold limit).
 
 Any attribute or input combination not handled here is an UnsupportedError naming it.
 """
@@ -392,13 +393,36 @@ def pack_words(values: np.ndarray, bits: int) -> np.ndarray:
     return np.bitwise_or.reduce(parts, axis=-1).astype(np.uint32)
 
 
+def _packed_const(g, data: np.ndarray, name: str, dtype: DType) -> Value:
+    """A constant of packed weights: the one an earlier MatMulNBits or GatherNBits already
+    reads if its bytes are these, else a new one. A model whose embedding table is its lm_head's
+    quantized weights (tied embeddings, as onnxruntime-genai's builder writes them: a
+    GatherBlockQuantized over the MatMulNBits's B) keeps one copy of the words, scales and zero
+    points."""
+    data = np.ascontiguousarray(data, dtype=dtype.numpy)
+    flat = data.reshape(-1)
+    step = max(1, flat.size // 64)  # a sample first: weights that differ differ there
+
+    def same(v: Value | None) -> bool:
+        if v is None or not v.is_const or v.dtype != dtype or tuple(v.shape) != data.shape:
+            return False
+        return np.array_equal(v.data.reshape(-1)[::step], flat[::step]) and np.array_equal(v.data, data)
+
+    for op in g.ops:
+        if op.kind in ("MatMulNBits", "GatherNBits") and op.domain == "":
+            for v in op.inputs:
+                if same(v):
+                    return v
+    return g.const(data, name, dtype=dtype)
+
+
 def _matmul_nbits_packed(g, info, a_, q, s, z, bias, K, N, block, bits):
     """The weights stay packed on the GPU (compiler/lowering/matmul_nbits.py dequantizes in the
     kernel): each row of B re-packed as 32-bit words of K values (no block padding), scales as
     f32, zero points packed into words in row-major (row, block) order (or f32 when the model
     gives floats)."""
-    words = g.const(pack_words(q, bits), info.inputs[1].name + ".packed", dtype=DType.u32)
-    scales = g.const(np.ascontiguousarray(s), info.inputs[2].name + ".f32", dtype=DType.f32)
+    words = _packed_const(g, pack_words(q, bits), info.inputs[1].name + ".packed", DType.u32)
+    scales = _packed_const(g, s, info.inputs[2].name + ".f32", DType.f32)
     # fixed operand slots (A, words, scales, zero points, bias; None where absent): a fused
     # epilogue's operands follow them
     inputs: list[Value | None] = [a_, words, scales, None, bias]
@@ -407,8 +431,8 @@ def _matmul_nbits_packed(g, info, a_, q, s, z, bias, K, N, block, bits):
         mode = "float" if z.dtype == np.float32 else "packed"
         # packed zero points run on across rows: 4 bits a block, whatever the blocks per row
         data = np.ascontiguousarray(z) if mode == "float" else pack_words(z.reshape(-1), bits)
-        inputs[3] = g.const(
-            data, info.inputs[3].name + f".{mode}", dtype=DType.f32 if mode == "float" else DType.u32
+        inputs[3] = _packed_const(
+            g, data, info.inputs[3].name + f".{mode}", DType.f32 if mode == "float" else DType.u32
         )
     attrs = {"K": K, "N": N, "bits": bits, "block_size": block, "zero_points": mode}
     return emit(g, info, "MatMulNBits", inputs, attrs, domain="")
@@ -418,7 +442,13 @@ def _matmul_nbits_packed(g, info, a_, q, s, z, bias, K, N, block, bits):
 def _gather_block_quantized(g, info):
     """Gather from a table quantized block-wise along ``quantize_axis``: int4 / uint4 data
     (zero point default 0), or uint8 holding 2-, 4- or 8-bit values packed along the last axis
-    (default 2^(bits-1)). The whole table is dequantized at compile time, then gathered."""
+    (default 2^(bits-1)).
+
+    The common form, rows gathered along axis 0 of a table quantized along its last axis (an
+    LLM's token embeddings), keeps the table packed on the GPU (``_gather_nbits_packed``; the
+    kernel dequantizes the rows it gathers). Other axis pairs (quantized along the gathered
+    axis or a middle one, or gathered along another axis: rare) are dequantized at compile
+    time into a float table (within the fold limit), then gathered."""
     data_v, indices, scales_v, _ = _inputs(info, 3, 4)
     _outputs(info, 1)
     attrs = info.attrs
@@ -439,7 +469,7 @@ def _gather_block_quantized(g, info):
     data = _constant(info, 0, "data (quantized table)")
     scales = _constant(info, 2, "scales")
     zp = _constant(info, 3, "zero_points")
-    q = (_unpack(data, bits) if packed else data).astype(np.float32)
+    q = (_unpack(data, bits) if packed else data).astype(np.int64)
     rank = q.ndim
     qa, ga = (int(attrs.get(k, d)) for k, d in (("quantize_axis", 1), ("gather_axis", 0)))
     for what, axis in (("quantize_axis", qa), ("gather_axis", ga)):
@@ -456,19 +486,54 @@ def _gather_block_quantized(g, info):
     blocks[qa] = -(-q.shape[qa] // block)
     if tuple(scales.shape) != tuple(blocks):
         raise info.error(f"scales has shape {list(scales.shape)}; it must be {blocks}", hint="fix the model")
-    if zp is None:
-        z = np.float32(1 << (bits - 1) if data_v.dtype == DType.u8 else 0)
-    else:
-        z = (_unpack(zp, bits)[..., : blocks[-1]] if packed else zp).astype(np.float32)
-        if z.shape != tuple(blocks):
+    default = 1 << (bits - 1) if data_v.dtype == DType.u8 else 0
+    zq = None
+    if zp is not None:
+        zq = (_unpack(zp, bits)[..., : blocks[-1]] if packed else zp).astype(np.int64)
+        if zq.shape != tuple(blocks):
             raise info.error(
                 f"zero_points has shape {list(zp.shape)}; it must hold {blocks} values", hint="fix the model"
             )
-        z = np.repeat(z, block, axis=qa).take(range(q.shape[qa]), axis=qa)
+    if rank >= 2 and ga == 0 and qa == rank - 1 and q.size:
+        # int4 values (-8..7) and their zero points, shifted by 8 into unsigned 4-bit values
+        shift = 8 if data_v.dtype == DType.i4 else 0
+        z = None if zq is None else zq + shift
+        vbits = 4 if data_v.dtype in (DType.i4, DType.u4) else bits
+        return _gather_nbits_packed(g, info, q + shift, indices, scales, z, default + shift, vbits, block)
+    if zq is None:
+        z = np.float32(default)
+    else:
+        z = np.repeat(zq.astype(np.float32), block, axis=qa).take(range(q.shape[qa]), axis=qa)
     _check_fold(info, q.shape, scales_v.dtype, "the dequantized table")
     s = np.repeat(scales.astype(np.float32), block, axis=qa).take(range(q.shape[qa]), axis=qa)
-    table = g.const(((q - z) * s).astype(scales_v.dtype.numpy), data_v.name + ".dequantized")
+    table = g.const(
+        ((q.astype(np.float32) - z) * s).astype(scales_v.dtype.numpy), data_v.name + ".dequantized"
+    )
     return _standard(g, info, "Gather", [table, indices], {"axis": ga}, info.out_types, info.out_names)
+
+
+def _gather_nbits_packed(g, info, q, indices, scales, z, zero: int, bits: int, block: int):
+    """The table stays packed on the GPU (compiler/lowering/gather_nbits.py gathers and
+    dequantizes): q (unsigned values < 2^bits) [rows, ..., K] as [rows, M * words] 32-bit
+    words, each of the M = prod(middle dims) sub-rows of K values packed on its own (no block
+    padding, a partial word at the end of each sub-row), scales [rows, M * blocks] f32, and zero
+    points (absent: ``zero``) packed into words in one run over all (sub-row, block) pairs."""
+    R, K = q.shape[0], q.shape[-1]
+    M = int(np.prod(q.shape[1:-1], dtype=np.int64))
+    data_name, scales_name = info.inputs[0].name, info.inputs[2].name
+    words = pack_words(q.reshape(R * M, K), bits).reshape(R, -1)
+    inputs: list[Value | None] = [
+        _packed_const(g, words, data_name + ".packed", DType.u32),
+        indices,
+        _packed_const(g, scales.astype(np.float32).reshape(R, -1), scales_name + ".f32", DType.f32),
+        None,
+    ]
+    if z is not None:
+        inputs[3] = _packed_const(
+            g, pack_words(z.reshape(-1), bits), info.inputs[3].name + ".packed", DType.u32
+        )
+    attrs = {"K": K, "bits": bits, "block_size": block, "zero": zero}
+    return emit(g, info, "GatherNBits", inputs, attrs, domain="")
 
 
 # -- attention building blocks ----------------------------------------------------------------

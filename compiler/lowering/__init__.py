@@ -144,8 +144,14 @@ HOST_ONLY = ("Constant", "ConstantOfShape", "Shape", "Size", "MelWeightMatrix")
 # Control flow the frontend resolves at compile time (compiler/control_flow.py).
 UNROLLED = ("If", "Loop", "Scan")
 _VIEWS = ("Reshape", "Identity")
-INTERNAL = ("Fused", "DimValue", "MatMulNBits")  # made by the compiler, never read from a model
-# (MatMulNBits: com.microsoft.MatMulNBits with its weights packed, see legalize/contrib.py)
+INTERNAL = (
+    "Fused",
+    "DimValue",
+    "MatMulNBits",
+    "GatherNBits",
+)  # made by the compiler, never read from a model
+# (MatMulNBits, GatherNBits: com.microsoft.MatMulNBits and GatherBlockQuantized with their weights
+# packed, see legalize/contrib.py)
 
 
 def supported_ops() -> dict[str, str]:
@@ -413,6 +419,7 @@ def _load_all() -> None:
         elementwise,
         fused,
         gather,
+        gather_nbits,
         gemm,
         matmul_nbits,
         norm,
