@@ -2,9 +2,10 @@
 outputs committed).
 
 onnxruntime's MatMulNBitsQuantizer turns each MatMul with a constant weight into a
-com.microsoft MatMulNBits node (4-bit blocks, asymmetric: a packed zero point per block), as
-people quantize models for onnxruntime's WebGPU provider, and the Llama's embedding Gather into
-GatherBlockQuantized (uint4 blocks along the hidden axis, uint4 zero points). It needs onnxruntime and onnx-ir,
+com.microsoft MatMulNBits node (4-bit blocks), as people quantize models for onnxruntime's
+WebGPU provider: BERT asymmetric (a packed zero point per block), the Llama symmetric (no zero
+points: onnxruntime-genai's model builder quantizes LLMs so by default) with its embedding
+Gather turned into GatherBlockQuantized (4-bit blocks along the hidden axis). It needs onnxruntime and onnx-ir,
 which the test environment does not carry:
 
     python3 -m venv /tmp/quant && /tmp/quant/bin/pip install onnxruntime onnx onnx-ir
@@ -32,9 +33,9 @@ MODELS = Path(__file__).resolve().parent.parent / "tests" / "models"
 # the ops each source has quantized: the Llama's token embeddings too (a Gather of a constant
 # table becomes GatherBlockQuantized, quantized along the hidden axis), as people quantize LLMs
 # for onnxruntime's WebGPU provider (its lm_head is a MatMul of its own, not tied to the table)
-SOURCES = {
-    "llama_tiny_torchscript": ("MatMul", "Gather"),
-    "bert_tiny_torchscript": ("MatMul",),
+SOURCES = {  # the ops quantized, symmetric
+    "llama_tiny_torchscript": (("MatMul", "Gather"), True),
+    "bert_tiny_torchscript": (("MatMul",), False),
 }  # (GPT-2 dynamo: Gemm, no MatMul to quantize)
 OPTIMIZED = {  # model type, heads, hidden size
     "bert_tiny_torchscript": ("bert", 2, 32),
@@ -49,7 +50,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--block-size", type=int, default=BLOCK)
     args = ap.parse_args()
-    for name, ops in SOURCES.items():
+    for name, (ops, symmetric) in SOURCES.items():
         model = onnx.load(MODELS / f"{name}.onnx")
         if "Gather" in ops:
             # uint4 tables need opset 21; converted first, since the quantizer only relabels the
@@ -57,7 +58,7 @@ def main() -> None:
             model = version_converter.convert_version(model, 21)
             del model.graph.value_info[:]  # (the shapes it inferred: the source carries none)
         q = MatMulNBitsQuantizer(
-            model, block_size=args.block_size, is_symmetric=False,
+            model, block_size=args.block_size, is_symmetric=symmetric,
             op_types_to_quantize=ops, quant_axes=(("MatMul", 0), ("Gather", 1)),
         )  # fmt: skip
         q.process()
