@@ -526,6 +526,232 @@ def _rotary(g, info):
     return _standard(g, info, "RotaryEmbedding", [x, cos, sin, pos], attrs, info.out_types, info.out_names)
 
 
+@contrib("GroupQueryAttention")
+def _group_query_attention(g, info):
+    """Causal self-attention over a KV cache with fewer key/value heads than query heads, as
+    onnxruntime-genai's model builder writes LLMs: query [B, S, Hq * D] (Q, K and V packed in it
+    when key and value are left empty), past_key / past_value [B, Hkv, P, D], seqlens_k [B]
+    (each batch row's total length - 1), rotary embedding of Q and K when do_rotary is set.
+
+    present_key / present_value hold each row's past then its new keys, zeros after
+    ([B, Hkv, P + S, D]: total_sequence_length is taken to be P + S, the form whose present is
+    not the past's own buffer). Query i of row b stands at past_b + i, past_b = seqlens_k[b] + 1
+    - S (0 for a right-padded first prompt) and attends keys 0 .. past_b + i (the last
+    local_window_size of them when that is set). The attention itself is the Attention IR op:
+    one kernel reads the present cache in place, each row's key count from seqlens_k.
+
+    One batch row's past fills its buffer, so its present is Concat(past, new); a batch of rows
+    with pasts of their own lengths (right-padded in the buffer) places each row's new keys
+    after its own past (GatherElements over the Concat)."""
+    ins = _inputs(info, 1, 12)
+    q, k, v, past_k, past_v, seqlens, _total, cos, sin, pos_ids, attn_bias, sink = ins
+    for i, what in ((5, "seqlens_k"), (6, "total_sequence_length")):
+        if ins[i] is None:
+            raise info.error(f"its input {i} ({what}) is required, but the node leaves it empty", hint="fix the model")  # fmt: skip
+    types = _outputs(info, 4)
+    names = list(info.out_names) + [""] * (4 - len(info.out_names))
+    a = info.attrs
+    if types[3] is not None:
+        raise _unsupported(info, "its output_qk output", hint="leave output 3 empty")
+    if int(a.get("smooth_softmax", 0)) or sink is not None:
+        raise _unsupported(info, "smooth_softmax=1 / a head_sink input (an extra softmax logit)")
+    _float_input(info, q, "query")
+    Hq, Hkv = int(a.get("num_heads", 0)), int(a.get("kv_num_heads", 0))
+    if Hq <= 0 or Hkv <= 0 or Hq % Hkv:
+        raise info.error(
+            f"num_heads {Hq} and kv_num_heads {Hkv} must be positive, num_heads a multiple of kv_num_heads",
+            hint="fix the model",
+        )
+    if (k is None) != (v is None) or (past_k is None) != (past_v is None):
+        raise info.error("key and value, and past_key and past_value, come in pairs", hint="fix the model")
+    if q.type.rank != 3:
+        raise info.error(f"query has shape {list(q.shape)}; it must be [batch, sequence, hidden]", hint="fix the model")  # fmt: skip
+    B, S, W = q.shape
+    packed = k is None
+    heads = Hq + 2 * Hkv if packed else Hq
+    if not isinstance(W, int) or W % heads:
+        raise info.error(
+            f"query's hidden size {W} is not a multiple of {heads} heads"
+            + (" (num_heads + 2 * kv_num_heads, Q, K and V packed)" if packed else ""),
+            hint="fix the model",
+        )
+    D = W // heads
+    base = names[0]
+    dt = q.dtype
+    if packed:
+        sizes = [Hq * D, Hkv * D, Hkv * D]
+        q, k, v = emit(
+            g, info, "Split", [q], {"axis": 2, "split": sizes}, [TensorType(dt, (B, S, n)) for n in sizes],
+            [base + ".q", base + ".k", base + ".v"], domain="",
+        )  # fmt: skip
+    for what, x in (("key", k), ("value", v)):
+        if tuple(x.shape) != (B, S, Hkv * D):
+            raise info.error(
+                f"{what} has shape {list(x.shape)}; it must be [{B}, {S}, {Hkv * D}] (kv_num_heads x head size)",
+                hint="fix the model",
+            )
+    P = 0
+    if past_k is not None:
+        P = past_k.shape[2] if past_k.type.rank == 4 else None
+        for what, x in (("past_key", past_k), ("past_value", past_v)):
+            if x.type.rank != 4 or tuple(x.shape) != (B, Hkv, P, D):
+                raise info.error(
+                    f"{what} has shape {list(x.shape)}; it must be [{B}, {Hkv}, past length, {D}] (BNSH)",
+                    hint="fix the model",
+                )
+    if seqlens.dtype != DType.i32 or tuple(seqlens.shape) != (B,):
+        raise info.error(
+            f"seqlens_k is {seqlens.dtype.name} {list(seqlens.shape)}; it must be int32 [{B}]",
+            hint="fix the model",
+        )
+
+    def const(x, what: str, dtype=np.int32) -> Value:
+        return g.const(np.asarray(x, dtype), f"{base}.{what}")
+
+    def dim_value(d, what: str) -> Value:
+        """A dim as an int32 [1] tensor: a constant, or written from the dims uniform."""
+        if isinstance(simplify(d), int):
+            return const([simplify(d)], what)
+        (out,) = emit(
+            g, info, "DimValue", [], {"values": [str(simplify(d))]}, [TensorType(DType.i32, (1,))],
+            [f"{base}.{what}"], domain="",
+        )  # fmt: skip
+        return out
+
+    def reshape(x: Value, shape, what: str) -> Value:
+        (out,) = emit(
+            g, info, "Reshape", [x], {}, [x.type.with_shape(tuple(shape))], [f"{base}.{what}"], domain=""
+        )
+        return out
+
+    def positions(n, what: str) -> Value:
+        """0 .. n - 1 (int32): a constant at n's bound, cut to the run's n."""
+        top = dim_bound(n)
+        out = const(np.arange(top), what + "_all")
+        if simplify(n) != top:
+            (out,) = emit(
+                g, info, "Slice", [out], {"starts": [0], "steps": [1]}, [TensorType(DType.i32, (n,))],
+                [f"{base}.{what}"], domain="",
+            )  # fmt: skip
+        return out
+
+    # each row's key count, and its past: the keys before its first query
+    total = _binary(g, info, "Add", seqlens, const(1, "one"), base + ".kv_lengths")
+    past_b = _binary(
+        g, info, "Max", _binary(g, info, "Sub", total, dim_value(S, "seq"), base + ".past_or_less"),
+        const(0, "zero"), base + ".past",
+    )  # fmt: skip
+    past_col = reshape(past_b, (B, 1), "past_column")
+
+    if int(a.get("do_rotary", 0)):
+        if cos is None or sin is None:
+            raise info.error("do_rotary=1 needs cos_cache and sin_cache", hint="fix the model")
+        if cos.type.rank != 2 or tuple(sin.shape) != tuple(cos.shape) or 2 * cos.shape[1] > D:
+            raise info.error(
+                f"cos_cache {list(cos.shape)} and sin_cache {list(sin.shape)} must be one shape [positions, "
+                f"rotary dim / 2], the rotary dim at most the head size {D}",
+                hint="fix the model",
+            )
+        if pos_ids is not None:
+            if tuple(pos_ids.shape) != (B, S) or not pos_ids.dtype.is_int:
+                raise info.error(
+                    f"position_ids is {pos_ids.dtype.name} {list(pos_ids.shape)}; it must be int64 [{B}, {S}]",
+                    hint="fix the model",
+                )
+            pos = pos_ids
+        else:  # row b's queries stand at past_b, past_b + 1, ...
+            pos = _binary(g, info, "Add", past_col, reshape(positions(S, "steps"), (1, S), "step_row"),
+                          base + ".positions32")  # fmt: skip
+        if pos.dtype != DType.i64:
+            (pos,) = emit(g, info, "Cast", [pos], {"to": "i64", "saturate": 1, "round_mode": "up"},
+                          [TensorType(DType.i64, (B, S))], [base + ".positions"], domain="")  # fmt: skip
+        rot = {"interleaved": int(a.get("rotary_interleaved", 0)), "rotary_embedding_dim": 2 * cos.shape[1]}
+        (q,) = _standard(g, info, "RotaryEmbedding", [q, cos, sin, pos], {**rot, "num_heads": Hq},
+                         [q.type], [base + ".q_rotated"])  # fmt: skip
+        (k,) = _standard(g, info, "RotaryEmbedding", [k, cos, sin, pos], {**rot, "num_heads": Hkv},
+                         [k.type], [base + ".k_rotated"])  # fmt: skip
+    elif pos_ids is not None:
+        raise info.error("position_ids are for the rotary embedding; do_rotary is 0", hint="fix the model")
+
+    def heads_first(x: Value, what: str) -> Value:  # [B, S, Hkv * D] -> [B, Hkv, S, D]
+        r = reshape(x, (B, S, Hkv, D), what + "_heads")
+        (t,) = emit(g, info, "Transpose", [r], {"perm": [0, 2, 1, 3]}, [r.type.with_shape((B, Hkv, S, D))],
+                    [f"{base}.{what}"], domain="")  # fmt: skip
+        return t
+
+    L = S if past_k is None else simplify(P + S)
+    single = isinstance(simplify(B), int) and simplify(B) == 1
+    present = []
+    reorder = None
+    for i, (new, past) in enumerate(((k, past_k), (v, past_v))):
+        name = names[1 + i] or f"{base}.present_{'kv'[i]}"
+        new4 = heads_first(new, "kv"[i] + "_new")
+        if past is None:
+            present.append(new4)
+            continue
+        cat_name = name if single else f"{base}.{'kv'[i]}_concat"
+        (cat,) = emit(g, info, "Concat", [past, new4], {"axis": 2}, [new4.type.with_shape((B, Hkv, L, D))],
+                      [cat_name], domain="")  # fmt: skip
+        if single:  # the one row's past fills the past buffer: the new keys follow it
+            present.append(cat)
+            continue
+        if reorder is None:
+            reorder = _kv_reorder(
+                g, info, past_b, past_col, positions, const, dim_value, reshape, B, Hkv, S, P, L, D
+            )
+        index, keep = reorder
+        (gathered,) = emit(g, info, "GatherElements", [cat, index], {"axis": 2}, [cat.type],
+                           [f"{base}.{'kv'[i]}_placed"], domain="")  # fmt: skip
+        zero = g.const(np.zeros((), dt.numpy), f"{base}.zero_{'kv'[i]}")
+        (out,) = emit(g, info, "Where", [keep, gathered, zero], {}, [cat.type], [name], domain="")
+        present.append(out)
+
+    if attn_bias is not None:
+        _float_input(info, attn_bias, "attention_bias")
+        if attn_bias.type.rank != 4 or tuple(attn_bias.shape[2:]) != (S, L):
+            raise info.error(
+                f"attention_bias has shape {list(attn_bias.shape)}; it must be [batch or 1, heads or 1, {S}, {L}]",
+                hint="fix the model",
+            )
+    scale = float(a.get("scale", 0.0) or 0.0)
+    window = int(a.get("local_window_size", -1))
+    # a window of n keys: the query's own and n - 1 before it (onnxruntime bounds nothing for a
+    # window <= 0, nor does a window wider than any distance)
+    window = -1 if window <= 0 or window > dim_bound(L) else window - 1
+    attrs = {
+        "batch": B, "q_heads": Hq, "kv_heads": Hkv, "q_len": S, "kv_len": L, "head_size": D, "v_head_size": D,
+        "q_3d": 1, "kv_3d": 0, "past_len": P, "scale": scale or 1.0 / float(np.sqrt(D)),
+        "softcap": float(a.get("softcap", 0.0) or 0.0), "is_causal": 1, "qk_matmul_output_mode": 0,
+        "left_window_size": window, "right_window_size": -1, "padded_prompt": 1,
+    }  # fmt: skip
+    y, _ = emit(g, info, "Attention", [q, *present, attn_bias, total], attrs, [types[0], None], [names[0], ""],
+                domain="")  # fmt: skip
+    outs = [y, present[0] if types[1] is not None else None, present[1] if types[2] is not None else None]
+    return outs[: len(info.out_types)]
+
+
+def _kv_reorder(g, info, past_b, past_col, positions, const, dim_value, reshape, B, Hkv, S, P, L, D):
+    """Where each row's keys lie in Concat(past, new) [B, Hkv, L, D]: row b's first past_b past
+    keys, then its S new ones (at P ..), then nothing. Index [B, Hkv, L, D] for GatherElements
+    along the keys, and keep [B, 1, L, 1]: whether position j holds a key."""
+    base = info.out_names[0]
+    j = reshape(positions(L, "key_positions"), (1, L), "key_row")
+    before = _binary(g, info, "Less", j, past_col, base + ".in_past", DType.bool)
+    # j - past_b + P for the new keys (clamped to the buffer: those past the row's end are dropped)
+    shifted = _binary(g, info, "Add", _binary(g, info, "Sub", j, past_col, base + ".after_past"),
+                      dim_value(P, "past_buffer"), base + ".new_index")  # fmt: skip
+    shifted = _binary(g, info, "Min", shifted, dim_value(simplify(L - 1), "last_key"), base + ".new_index_in")
+    (index,) = emit(g, info, "Where", [before, j, shifted], {}, [TensorType(DType.i32, (B, L))],
+                    [base + ".kv_index"], domain="")  # fmt: skip
+    index = reshape(index, (B, 1, L, 1), "kv_index4")
+    index = _binary(
+        g, info, "Add", index, const(np.zeros((1, Hkv, 1, D)), "kv_spread"), base + ".kv_index_full"
+    )
+    end = _binary(g, info, "Add", past_col, dim_value(S, "seq_len"), base + ".kv_end")
+    keep = _binary(g, info, "Less", j, end, base + ".kv_keep", DType.bool)
+    return index, reshape(keep, (B, 1, L, 1), "kv_keep4")
+
+
 @contrib("MultiHeadAttention")
 def _multi_head_attention(g, info):
     """Separate 3-D query, key and value, an optional attention_bias added to the scores, and

@@ -87,6 +87,8 @@ def lower_attention(ctx: LowerCtx, op: Op) -> None:
     allow: list[str] = []
     if nonpad is not None:
         offset = f"i32({ref('NP')}[b]) - {Sq if isinstance(Sq, int) else i32(Sq)}"
+        if a.get("padded_prompt"):  # GroupQueryAttention: a right-padded first prompt has no past
+            offset = f"max({offset}, 0)"
         allow.append(f"j < u32(max({ref('NP')}[b], 0))")
     else:
         offset = str(a["past_len"]) if isinstance(a["past_len"], int) else i32(a["past_len"])
