@@ -20,8 +20,9 @@ MS = "com.microsoft"
 
 
 def gqa_model(B, S, P, Hq=4, Hkv=2, D=16, *, packed=True, rotary=False, interleaved=False, rotary_dim=None,
-              dtype=np.float32, max_pos=64, seed=0, **attrs) -> onnx.ModelProto:  # fmt: skip
-    """One GroupQueryAttention node (P = 0: no past inputs); cos/sin caches are constants."""
+              dtype=np.float32, max_pos=64, seed=0, extra=(), **attrs) -> onnx.ModelProto:  # fmt: skip
+    """One GroupQueryAttention node (P = 0: no past inputs); cos/sin caches are constants;
+    ``extra`` names the newer optional inputs given (position_ids, attention_bias, head_sink)."""
     rng = np.random.default_rng(seed)
     inputs: dict[str, np.ndarray] = {}
     if packed:
@@ -35,6 +36,10 @@ def gqa_model(B, S, P, Hq=4, Hkv=2, D=16, *, packed=True, rotary=False, interlea
         inputs["past_value"] = np.zeros((B, Hkv, P, D), dtype)
     inputs["seqlens_k"] = np.zeros(B, np.int32)
     inputs["total_sequence_length"] = np.zeros((), np.int32)
+    shapes = {"position_ids": ((B, S), np.int64), "attention_bias": ((B, 1, S, P + S), dtype),
+              "head_sink": ((Hq,), dtype)}  # fmt: skip
+    for name in extra:
+        inputs[name] = np.zeros(*shapes[name])
     inits = {}
     if rotary:
         half = (rotary_dim or D) // 2
@@ -42,7 +47,10 @@ def gqa_model(B, S, P, Hq=4, Hkv=2, D=16, *, packed=True, rotary=False, interlea
         inits = {"cos_cache": np.cos(angles).astype(dtype), "sin_cache": np.sin(angles).astype(dtype)}
     order = ["query", "key" if not packed else "", "value" if not packed else ""]
     order += ["past_key", "past_value"] if P else ["", ""]
-    order += ["seqlens_k", "total_sequence_length"] + (["cos_cache", "sin_cache"] if rotary else [])
+    order += ["seqlens_k", "total_sequence_length"] + (["cos_cache", "sin_cache"] if rotary else ["", ""])
+    order += [n if n in extra else "" for n in ("position_ids", "attention_bias", "head_sink")]
+    while not order[-1]:
+        order.pop()
     node = helper.make_node(
         "GroupQueryAttention", order, ["output", "present_key", "present_value"], domain=MS, num_heads=Hq,
         kv_num_heads=Hkv, do_rotary=int(rotary), rotary_interleaved=int(interleaved), **attrs,
@@ -68,6 +76,8 @@ def gqa_feeds(model: onnx.ModelProto, lengths, seed=0) -> dict[str, np.ndarray]:
     S = shapes["query"][0][1]
     P = shapes["past_key"][0][2] if "past_key" in shapes else 0
     feeds["seqlens_k"] = np.asarray(lengths, np.int32) - 1
+    if "position_ids" in shapes:
+        feeds["position_ids"] = rng.integers(0, 60, shapes["position_ids"][0]).astype(np.int64)
     feeds["total_sequence_length"] = np.asarray(P + S, np.int32)
     return feeds
 
@@ -116,6 +126,16 @@ CASES = {
     "batch_padded_prefill": (2, 6, 0, [6, 4], {"rotary": True}),
     "batch_decode": (2, 1, 7, [8, 5], {"rotary": True}),
     "batch_decode_separate": (3, 1, 4, [5, 2, 4], {"packed": False, "Hq": 2, "Hkv": 2}),
+    "smooth_softmax": (1, 4, 3, [7], {"smooth_softmax": 1}),
+    "smooth_softmax_batch": (2, 1, 5, [6, 3], {"smooth_softmax": 1, "local_window_size": 2}),
+    "head_sink": (2, 1, 5, [6, 4], {"extra": ["head_sink"], "rotary": True}),
+    "head_sink_prefill": (1, 6, 0, [6], {"extra": ["head_sink"], "softcap": 1.5}),
+    "attention_bias": (2, 1, 6, [7, 5], {"extra": ["attention_bias"]}),
+    "attention_bias_chunk": (1, 3, 4, [7], {"extra": ["attention_bias"], "rotary": True}),
+    "position_ids": (1, 3, 4, [7], {"extra": ["position_ids"], "rotary": True, "interleaved": True}),
+    # more keys than one invocation walks: the kernel splits each row's keys into chunks
+    "long_cache": (2, 1, 1400, [1401, 700], {"smooth_softmax": 1, "local_window_size": 900}),
+    "long_cache_sink": (1, 2, 1500, [1502], {"extra": ["head_sink"], "rotary": True, "max_pos": 1600}),
 }
 
 
@@ -177,16 +197,13 @@ def test_gqa_one_artifact_runs_prefill_and_decode(batch, device, tmp_path):
             compare(sess.run(None, feeds), ort_run(model, feeds), feeds, S, P)
 
 
-def test_gqa_rejects_output_qk_and_head_sink():
+def test_gqa_rejects_output_qk():
     base = gqa_model(1, 2, 0)
     node = base.graph.node[0]
     node.output.append("qk")
     base.graph.output.append(helper.make_value_info("qk", onnx.TypeProto()))
     with tempfile.TemporaryDirectory() as out, pytest.raises(UnsupportedError, match="output_qk"):
         compile_model(base, out)
-    smooth = gqa_model(1, 2, 0, smooth_softmax=1)
-    with tempfile.TemporaryDirectory() as out, pytest.raises(UnsupportedError, match="smooth_softmax"):
-        compile_model(smooth, out)
 
 
 # -- onnxruntime-genai's model builder output (tools/export_genai.py) -----------------------------

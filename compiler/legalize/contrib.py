@@ -553,8 +553,6 @@ def _group_query_attention(g, info):
     a = info.attrs
     if types[3] is not None:
         raise _unsupported(info, "its output_qk output", hint="leave output 3 empty")
-    if int(a.get("smooth_softmax", 0)) or sink is not None:
-        raise _unsupported(info, "smooth_softmax=1 / a head_sink input (an extra softmax logit)")
     _float_input(info, q, "query")
     Hq, Hkv = int(a.get("num_heads", 0)), int(a.get("kv_num_heads", 0))
     if Hq <= 0 or Hkv <= 0 or Hq % Hkv:
@@ -713,6 +711,12 @@ def _group_query_attention(g, info):
                 f"attention_bias has shape {list(attn_bias.shape)}; it must be [batch or 1, heads or 1, {S}, {L}]",
                 hint="fix the model",
             )
+    if sink is not None:
+        _float_input(info, sink, "head_sink")
+        if tuple(sink.shape) != (Hq,):
+            raise info.error(
+                f"head_sink has shape {list(sink.shape)}; it must be [{Hq}]", hint="fix the model"
+            )
     scale = float(a.get("scale", 0.0) or 0.0)
     window = int(a.get("local_window_size", -1))
     # a window of n keys: the query's own and n - 1 before it (onnxruntime bounds nothing for a
@@ -723,8 +727,9 @@ def _group_query_attention(g, info):
         "q_3d": 1, "kv_3d": 0, "past_len": P, "scale": scale or 1.0 / float(np.sqrt(D)),
         "softcap": float(a.get("softcap", 0.0) or 0.0), "is_causal": 1, "qk_matmul_output_mode": 0,
         "left_window_size": window, "right_window_size": -1, "padded_prompt": 1,
+        "smooth_softmax": int(a.get("smooth_softmax", 0) or 0),
     }  # fmt: skip
-    y, _ = emit(g, info, "Attention", [q, *present, attn_bias, total], attrs, [types[0], None], [names[0], ""],
+    y, _ = emit(g, info, "Attention", [q, *present, attn_bias, total, sink], attrs, [types[0], None], [names[0], ""],
                 domain="")  # fmt: skip
     outs = [y, present[0] if types[1] is not None else None, present[1] if types[2] is not None else None]
     return outs[: len(info.out_types)]
