@@ -18,6 +18,7 @@ Any attribute or input combination not handled here is an UnsupportedError namin
 from __future__ import annotations
 
 import dataclasses
+import weakref
 
 import numpy as np
 
@@ -603,43 +604,19 @@ def _group_query_attention(g, info):
             hint="fix the model",
         )
 
-    def const(x, what: str, dtype=np.int32) -> Value:
-        return g.const(np.asarray(x, dtype), f"{base}.{what}")
-
-    def dim_value(d, what: str) -> Value:
-        """A dim as an int32 [1] tensor: a constant, or written from the dims uniform."""
-        if isinstance(simplify(d), int):
-            return const([simplify(d)], what)
-        (out,) = emit(
-            g, info, "DimValue", [], {"values": [str(simplify(d))]}, [TensorType(DType.i32, (1,))],
-            [f"{base}.{what}"], domain="",
+    make = _Emit(g, info, base)
+    # each row's key count, and its past: the keys before its first query (shared by the layers
+    # reading one seqlens_k)
+    shared = _GQA_SHARED.setdefault(seqlens, {})
+    lengths = shared.get(("lengths", str(S)))
+    if lengths is None:
+        total = _binary(g, info, "Add", seqlens, make.const(1, "one"), base + ".kv_lengths")
+        past_b = _binary(
+            g, info, "Max", _binary(g, info, "Sub", total, make.dim_value(S, "seq"), base + ".past_or_less"),
+            make.const(0, "zero"), base + ".past",
         )  # fmt: skip
-        return out
-
-    def reshape(x: Value, shape, what: str) -> Value:
-        (out,) = emit(
-            g, info, "Reshape", [x], {}, [x.type.with_shape(tuple(shape))], [f"{base}.{what}"], domain=""
-        )
-        return out
-
-    def positions(n, what: str) -> Value:
-        """0 .. n - 1 (int32): a constant at n's bound, cut to the run's n."""
-        top = dim_bound(n)
-        out = const(np.arange(top), what + "_all")
-        if simplify(n) != top:
-            (out,) = emit(
-                g, info, "Slice", [out], {"starts": [0], "steps": [1]}, [TensorType(DType.i32, (n,))],
-                [f"{base}.{what}"], domain="",
-            )  # fmt: skip
-        return out
-
-    # each row's key count, and its past: the keys before its first query
-    total = _binary(g, info, "Add", seqlens, const(1, "one"), base + ".kv_lengths")
-    past_b = _binary(
-        g, info, "Max", _binary(g, info, "Sub", total, dim_value(S, "seq"), base + ".past_or_less"),
-        const(0, "zero"), base + ".past",
-    )  # fmt: skip
-    past_col = reshape(past_b, (B, 1), "past_column")
+        lengths = shared[("lengths", str(S))] = (total, make.reshape(past_b, (B, 1), "past_column"))
+    total, past_col = lengths
 
     if int(a.get("do_rotary", 0)):
         if cos is None or sin is None:
@@ -657,12 +634,14 @@ def _group_query_attention(g, info):
                     hint="fix the model",
                 )
             pos = pos_ids
+        elif ("positions", str(S)) in shared:
+            pos = shared[("positions", str(S))]
         else:  # row b's queries stand at past_b, past_b + 1, ...
-            pos = _binary(g, info, "Add", past_col, reshape(positions(S, "steps"), (1, S), "step_row"),
-                          base + ".positions32")  # fmt: skip
+            steps = make.reshape(make.positions(S, "steps"), (1, S), "step_row")
+            pos = _binary(g, info, "Add", past_col, steps, base + ".positions32")
+            pos = shared[("positions", str(S))] = make.cast_i64(pos, "positions")
         if pos.dtype != DType.i64:
-            (pos,) = emit(g, info, "Cast", [pos], {"to": "i64", "saturate": 1, "round_mode": "up"},
-                          [TensorType(DType.i64, (B, S))], [base + ".positions"], domain="")  # fmt: skip
+            pos = make.cast_i64(pos, "positions")
         rot = {"interleaved": int(a.get("rotary_interleaved", 0)), "rotary_embedding_dim": 2 * cos.shape[1]}
         (q,) = _standard(g, info, "RotaryEmbedding", [q, cos, sin, pos], {**rot, "num_heads": Hq},
                          [q.type], [base + ".q_rotated"])  # fmt: skip
@@ -672,7 +651,7 @@ def _group_query_attention(g, info):
         raise info.error("position_ids are for the rotary embedding; do_rotary is 0", hint="fix the model")
 
     def heads_first(x: Value, what: str) -> Value:  # [B, S, Hkv * D] -> [B, Hkv, S, D]
-        r = reshape(x, (B, S, Hkv, D), what + "_heads")
+        r = make.reshape(x, (B, S, Hkv, D), what + "_heads")
         (t,) = emit(g, info, "Transpose", [r], {"perm": [0, 2, 1, 3]}, [r.type.with_shape((B, Hkv, S, D))],
                     [f"{base}.{what}"], domain="")  # fmt: skip
         return t
@@ -680,7 +659,6 @@ def _group_query_attention(g, info):
     L = S if past_k is None else simplify(P + S)
     single = isinstance(simplify(B), int) and simplify(B) == 1
     present = []
-    reorder = None
     for i, (new, past) in enumerate(((k, past_k), (v, past_v))):
         name = names[1 + i] or f"{base}.present_{'kv'[i]}"
         new4 = heads_first(new, "kv"[i] + "_new")
@@ -693,11 +671,10 @@ def _group_query_attention(g, info):
         if single:  # the one row's past fills the past buffer: the new keys follow it
             present.append(cat)
             continue
-        if reorder is None:
-            reorder = _kv_reorder(
-                g, info, past_b, past_col, positions, const, dim_value, reshape, B, Hkv, S, P, L, D
-            )
-        index, keep = reorder
+        key = ("reorder", str(S), str(P), Hkv, D)
+        if key not in shared:
+            shared[key] = _kv_reorder(make, past_col, B, Hkv, S, P, L, D)
+        index, keep = shared[key]
         (gathered,) = emit(g, info, "GatherElements", [cat, index], {"axis": 2}, [cat.type],
                            [f"{base}.{'kv'[i]}_placed"], domain="")  # fmt: skip
         zero = g.const(np.zeros((), dt.numpy), f"{base}.zero_{'kv'[i]}")
@@ -735,26 +712,71 @@ def _group_query_attention(g, info):
     return outs[: len(info.out_types)]
 
 
-def _kv_reorder(g, info, past_b, past_col, positions, const, dim_value, reshape, B, Hkv, S, P, L, D):
+# values a model's GroupQueryAttention nodes share, per seqlens_k (the layers read one)
+_GQA_SHARED: weakref.WeakKeyDictionary[Value, dict] = weakref.WeakKeyDictionary()
+
+
+class _Emit:
+    """Small int32 tensors for GroupQueryAttention's index arithmetic, named after ``base``."""
+
+    def __init__(self, g, info, base: str):
+        self.g, self.info, self.base = g, info, base
+
+    def const(self, x, what: str, dtype=np.int32) -> Value:
+        return self.g.const(np.asarray(x, dtype), f"{self.base}.{what}")
+
+    def dim_value(self, d, what: str) -> Value:
+        """A dim as an int32 [1] tensor: a constant, or written from the dims uniform."""
+        if isinstance(simplify(d), int):
+            return self.const([simplify(d)], what)
+        (out,) = emit(
+            self.g, self.info, "DimValue", [], {"values": [str(simplify(d))]}, [TensorType(DType.i32, (1,))],
+            [f"{self.base}.{what}"], domain="",
+        )  # fmt: skip
+        return out
+
+    def reshape(self, x: Value, shape, what: str) -> Value:
+        (out,) = emit(self.g, self.info, "Reshape", [x], {}, [x.type.with_shape(tuple(shape))],
+                      [f"{self.base}.{what}"], domain="")  # fmt: skip
+        return out
+
+    def cast_i64(self, x: Value, what: str) -> Value:
+        (out,) = emit(self.g, self.info, "Cast", [x], {"to": "i64", "saturate": 1, "round_mode": "up"},
+                      [TensorType(DType.i64, tuple(x.shape))], [f"{self.base}.{what}"], domain="")  # fmt: skip
+        return out
+
+    def positions(self, n, what: str) -> Value:
+        """0 .. n - 1 (int32): a constant at n's bound, cut to the run's n."""
+        top = dim_bound(n)
+        out = self.const(np.arange(top), what + "_all")
+        if simplify(n) != top:
+            (out,) = emit(
+                self.g, self.info, "Slice", [out], {"starts": [0], "steps": [1]}, [TensorType(DType.i32, (n,))],
+                [f"{self.base}.{what}"], domain="",
+            )  # fmt: skip
+        return out
+
+
+def _kv_reorder(make: _Emit, past_col: Value, B, Hkv: int, S, P, L, D: int) -> tuple[Value, Value]:
     """Where each row's keys lie in Concat(past, new) [B, Hkv, L, D]: row b's first past_b past
     keys, then its S new ones (at P ..), then nothing. Index [B, Hkv, L, D] for GatherElements
     along the keys, and keep [B, 1, L, 1]: whether position j holds a key."""
-    base = info.out_names[0]
-    j = reshape(positions(L, "key_positions"), (1, L), "key_row")
+    g, info, base = make.g, make.info, make.base
+    j = make.reshape(make.positions(L, "key_positions"), (1, L), "key_row")
     before = _binary(g, info, "Less", j, past_col, base + ".in_past", DType.bool)
     # j - past_b + P for the new keys (clamped to the buffer: those past the row's end are dropped)
     shifted = _binary(g, info, "Add", _binary(g, info, "Sub", j, past_col, base + ".after_past"),
-                      dim_value(P, "past_buffer"), base + ".new_index")  # fmt: skip
-    shifted = _binary(g, info, "Min", shifted, dim_value(simplify(L - 1), "last_key"), base + ".new_index_in")
+                      make.dim_value(P, "past_buffer"), base + ".new_index")  # fmt: skip
+    last = make.dim_value(simplify(L - 1), "last_key")
+    shifted = _binary(g, info, "Min", shifted, last, base + ".new_index_in")
     (index,) = emit(g, info, "Where", [before, j, shifted], {}, [TensorType(DType.i32, (B, L))],
                     [base + ".kv_index"], domain="")  # fmt: skip
-    index = reshape(index, (B, 1, L, 1), "kv_index4")
-    index = _binary(
-        g, info, "Add", index, const(np.zeros((1, Hkv, 1, D)), "kv_spread"), base + ".kv_index_full"
-    )
-    end = _binary(g, info, "Add", past_col, dim_value(S, "seq_len"), base + ".kv_end")
+    index = make.reshape(index, (B, 1, L, 1), "kv_index4")
+    spread = make.const(np.zeros((1, Hkv, 1, D)), "kv_spread")
+    index = _binary(g, info, "Add", index, spread, base + ".kv_index_full")
+    end = _binary(g, info, "Add", past_col, make.dim_value(S, "seq_len"), base + ".kv_end")
     keep = _binary(g, info, "Less", j, end, base + ".kv_keep", DType.bool)
-    return index, reshape(keep, (B, 1, L, 1), "kv_keep4")
+    return index, make.reshape(keep, (B, 1, L, 1), "kv_keep4")
 
 
 @contrib("MultiHeadAttention")
