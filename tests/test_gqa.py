@@ -257,3 +257,23 @@ def test_genai_llama_prefill_then_decode_feeding_present_back(name, batch, tol, 
                                            err_msg=f"{n} with past {P}")  # fmt: skip
             past = {n.replace("present", "past_key_values"): w for n, w in zip(names[1:], want[1:])}
             ids = rng.integers(0, 128, (B, 1)).astype(np.int64)
+
+
+@pytest.mark.parametrize("seq, past", [(7, 0), (1, 7), (3, 5)])
+def test_genai_llama_with_every_dim_bound(seq, past, device, tmp_path):
+    """The fp32 model compiled for one size (a zero-length past for the prompt)."""
+    model = onnx.load(MODELS / "llama_genai_fp32.onnx")
+    dims = {"batch_size": 1, "sequence_length": seq, "past_sequence_length": past,
+            "total_sequence_length": seq + past, "kv_cache_dim": 16}  # fmt: skip
+    rng = np.random.default_rng(seq)
+    feeds = {"input_ids": rng.integers(0, 128, (1, seq)).astype(np.int64),
+             "attention_mask": np.ones((1, past + seq), np.int64)}  # fmt: skip
+    for i in range(2):
+        for kv in ("key", "value"):
+            feeds[f"past_key_values.{i}.{kv}"] = rng.standard_normal((1, 2, past, 16)).astype(np.float32)
+    with tempfile.TemporaryDirectory() as out:
+        compile_model(model, out, dims=dims, verify_ir=True)
+        with onnx2wgsl.load(out, device=device) as sess:
+            got = sess.run(None, feeds)
+    for g, w in zip(got, ort_run(model, feeds)):
+        np.testing.assert_allclose(g, w, rtol=0, atol=1e-4 * float(np.abs(w).max()))
