@@ -197,6 +197,13 @@ def test_gqa_one_artifact_runs_prefill_and_decode(batch, device, tmp_path):
             compare(sess.run(None, feeds), ort_run(model, feeds), feeds, S, P)
 
 
+def test_gqa_refuses_positions_past_the_rotary_caches(tmp_path):
+    model = symbolic_model(1)  # caches of 64 positions
+    with pytest.raises(Exception, match="rotary caches hold 64"):
+        compile_model(model, tmp_path / "a", dims={"batch_size": 1, "sequence_length": (1, 16),
+                                                   "past_sequence_length": (0, 64)})  # fmt: skip
+
+
 def test_gqa_rejects_output_qk():
     base = gqa_model(1, 2, 0)
     node = base.graph.node[0]

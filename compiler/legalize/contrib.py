@@ -634,6 +634,12 @@ def _group_query_attention(g, info):
                     hint="fix the model",
                 )
             pos = pos_ids
+        elif dim_bound(S) + dim_bound(P) > cos.shape[0]:
+            raise info.error(
+                f"past + sequence may reach {dim_bound(S) + dim_bound(P)} positions; the rotary caches "
+                f"hold {cos.shape[0]}",
+                hint="bound the sequence and past dims to the caches (--dim NAME=LO..HI)",
+            )
         elif ("positions", str(S)) in shared:
             pos = shared[("positions", str(S))]
         else:  # row b's queries stand at past_b, past_b + 1, ...
