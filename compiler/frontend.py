@@ -1188,7 +1188,7 @@ def _used_names(gp: onnx.GraphProto) -> set[str]:
 
 def _needs(n: onnx.NodeProto) -> set[str]:
     """Names a node reads: its inputs and what its subgraphs take from the outer scope."""
-    needed = set(n.input)
+    needed = set(n.input) - {""}  # (an omitted optional input reads nothing)
     for a in n.attribute:
         for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
             inner = {vi.name for vi in sub.input} | {t.name for t in sub.initializer}

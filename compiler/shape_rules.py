@@ -456,6 +456,21 @@ def _multi_head_attention(info) -> list[TensorType | None]:
     return [TensorType(q.dtype, (B, S, v.shape[2])), *present]
 
 
+def _group_query_attention(info) -> list[TensorType | None]:
+    """output [B, S, num_heads * head], present [B, kv_num_heads, past + S, head], output_qk
+    [B, num_heads, S, past + S]."""
+    ins = list(info.inputs) + [None] * (5 - len(info.inputs))
+    q, k, past = ins[0], ins[1], ins[3]
+    Hq, Hkv = int(info.attrs.get("num_heads", 0)), int(info.attrs.get("kv_num_heads", 0))
+    if q.type.rank != 3 or Hq <= 0 or Hkv <= 0 or not isinstance(q.shape[2], int):
+        return None  # the legalize rule names what does not fit
+    B, S, W = q.shape
+    D = W // (Hq + 2 * Hkv) if k is None else W // Hq
+    L = S if past is None or past.type.rank != 4 else simplify(past.shape[2] + S)
+    present = TensorType(q.dtype, (B, Hkv, L, D))
+    return [TensorType(q.dtype, (B, S, Hq * D)), present, present, TensorType(q.dtype, (B, Hq, S, L))]
+
+
 def _contrib_attention(info) -> list[TensorType | None]:
     """Attention with packed Q/K/V weights: output [B, S, v hidden], present [2, B, N, S, head]."""
     x, w = info.inputs[:2]
@@ -487,5 +502,6 @@ _CONTRIB = {
     (_MS, "GatherBlockQuantized"): _gather_block_quantized,
     (_MS, "MultiHeadAttention"): _multi_head_attention,
     (_MS, "Attention"): _contrib_attention,
+    (_MS, "GroupQueryAttention"): _group_query_attention,
     (_MS, "EmbedLayerNormalization"): _embed_layer_norm,
 }

@@ -46,7 +46,7 @@ MAX_CHUNK = 512  # keys per invocation when a row's keys are split
 @lowers("Attention")
 def lower_attention(ctx: LowerCtx, op: Op) -> None:
     a = op.attrs
-    Q, K, V, mask, nonpad = (op.input(i) for i in range(5))
+    Q, K, V, mask, nonpad, sink = (op.input(i) for i in range(6))
     outs = iter(op.outputs)
     y = next(outs)
     qk = next(outs, None)
@@ -87,6 +87,8 @@ def lower_attention(ctx: LowerCtx, op: Op) -> None:
     allow: list[str] = []
     if nonpad is not None:
         offset = f"i32({ref('NP')}[b]) - {Sq if isinstance(Sq, int) else i32(Sq)}"
+        if a.get("padded_prompt"):  # GroupQueryAttention: a right-padded first prompt has no past
+            offset = f"max({offset}, 0)"
         allow.append(f"j < u32(max({ref('NP')}[b], 0))")
     else:
         offset = str(a["past_len"]) if isinstance(a["past_len"], int) else i32(a["past_len"])
@@ -119,6 +121,13 @@ def lower_attention(ctx: LowerCtx, op: Op) -> None:
         reads.append(("M", mask))
     if nonpad is not None:
         reads.append(("NP", nonpad))
+    # a sink: one more logit in each row's softmax, of no value (per head from a tensor, or 0)
+    sink_logit = ""
+    if sink is not None:
+        reads.append(("Sk", sink))
+        sink_logit = f"{ref('Sk')}[h]"
+    elif a.get("smooth_softmax"):
+        sink_logit = "0.0f"
     if not all(isinstance(n, int) for n in (Hq, Hkv, D, Dv)):
         raise ctx.error("Attention over a symbolic head count or head size is not supported",
                         hint="bind the dims with --dim NAME=N")  # fmt: skip
@@ -127,7 +136,7 @@ def lower_attention(ctx: LowerCtx, op: Op) -> None:
         wg=WORKGROUP, rows=rows, Sq=Sq, Hq=Hq, L=L, D=D, Dv=Dv, u=sizes, group=Hq // Hkv, q_base=q_base, y_base=y_base,
         k_base=k_base, v_base=v_base, offset=offset, allow=" && ".join(allow) or "true", bias=bias,
         scale=f32(a["scale"]), softcap=f32(softcap) if softcap > 0 else "", mode=mode, neg_inf=NEG_INF,
-        helpers=helper_code("tanh") if softcap > 0 else [],
+        helpers=helper_code("tanh") if softcap > 0 else [], sink=sink_logit,
     )  # fmt: skip
     per_key, fixed = 1 + D + 2 * Dv, D + 2 * Dv  # a key's score, V sum and worst-case rescale
     chunk = min(MAX_CHUNK, (loop_room() - fixed) // per_key)
