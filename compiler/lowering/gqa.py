@@ -1,0 +1,183 @@
+"""GQAScatter: GroupQueryAttention's query, key and value rows made ready for the Attention
+kernel (legalize/contrib.py emits it), in two dispatches (one without a past).
+
+Each batch row b's present_key / present_value [B, Hkv, L, D] hold its first ``past_b`` past
+keys (from the past buffer [B, Hkv, P, D]), then its S new keys, then zeros: past_b = P for
+one batch row (the present is Concat(past, new)), or max(seqlens_k[b] + 1 - S, 0) for a batch
+of rows with pasts of their own lengths (``placed``; right-padded in the buffer).
+
+- The past dispatch writes every slot j outside a row's new keys (j < past_b or
+  j >= past_b + S): the past key j where it has one (j < past_b, j < P), else zero. It runs
+  over both presents at once.
+- The new-rows dispatch reads the new rows (Q, K and V packed in one [B, S, (Hq + 2 Hkv) D]
+  tensor, or three tensors), rotates q and k by their positions (the cos / sin caches over the
+  first rotary_dim values of each head, halves or interleaved pairs; the rest pass through)
+  and writes Q [B, S, Hq * D] where Attention reads it (``write_q``: else Attention reads the
+  query input) and each new key and value at slot past_b + s of its row. A model whose
+  operands need more bindings than the target has (separate Q, K and V with position_ids)
+  takes one dispatch for Q and one for K and V.
+
+A query or key at step s of row b stands at position position_ids[b, s], or at
+max(seqlens_k[b] + 1 - S, 0) + s (a right-padded first prompt starts at 0).
+"""
+
+from __future__ import annotations
+
+from onnx2wgsl.ir import Op
+
+from . import LowerCtx, i32, is_symbolic, lowers, u32
+from .builder import ZERO, KernelBuilder
+
+
+@lowers("GQAScatter")
+def lower_gqa_scatter(ctx: LowerCtx, op: Op) -> None:
+    a = op.attrs
+    q, k_in, v_in, past_k, past_v, seqlens, cos, sin, pos = (op.input(i) for i in range(9))
+    outs = list(op.outputs)
+    q_out = outs.pop(0) if a["write_q"] else None
+    present_k, present_v = outs
+    B, S, P, L = a["batch"], a["q_len"], a["past_len"], a["kv_len"]
+    Hq, Hkv, D = a["q_heads"], a["kv_heads"], a["head_size"]
+    if is_symbolic(Hq, Hkv, D):
+        raise ctx.error("GroupQueryAttention over a symbolic head count or head size is not supported",
+                        hint="bind the dims with --dim NAME=N")  # fmt: skip
+    packed = k_in is None
+    rotary = cos is not None
+    nkv = B * Hkv * L * D
+
+    def row_past(kb: KernelBuilder, var: str) -> str:
+        """``var``: row b's keys before its first query, from seqlens_k."""
+        return f"let {var} = u32(max({kb.read(seqlens)}[b] + 1i - {i32(S)}, 0i));"
+
+    def before(kb: KernelBuilder) -> str:
+        """``before``: row b's past keys in its present."""
+        if a["placed"]:
+            return row_past(kb, "before")
+        return f"let before = {u32(P)};"
+
+    dispatches = []
+    if past_k is not None:  # the past keys and the zeros after each row's end
+        kb = KernelBuilder(ctx, (2 * nkv,))
+        PK, PV, KO, VO = kb.read(past_k), kb.read(past_v), kb.write(present_k), kb.write(present_v)
+        kb.add(
+            f"let is_v = i >= {u32(nkv)};",
+            f"let o = select(i, i - {u32(nkv)}, is_v);",
+            f"let d = o % {D}u;",
+            f"let t = o / {D}u;",
+            f"let j = t % {u32(L)};",
+            f"let hk = (t / {u32(L)}) % {Hkv}u;",
+            f"let b = t / {u32(L * Hkv)};",
+            before(kb),
+            f"if (j >= before && j < before + {u32(S)}) {{",
+            "  return;  // a new key: the new-rows dispatch writes it",
+            "}",
+            f"var y = {ZERO['f32']};",
+            f"if (j < min(before, {u32(P)})) {{",
+            f"  let at = ((b * {Hkv}u + hk) * {u32(P)} + j) * {D}u + d;",
+            f"  y = select({PK}[at], {PV}[at], is_v);",
+            "}",
+            "if (is_v) {",
+            f"  {VO}[o] = y;",
+            "} else {",
+            f"  {KO}[o] = y;",
+            "}",
+        )
+        dispatches.append(kb.dispatch())
+
+    def new_rows(parts: tuple[int, ...]):
+        """The dispatch writing the new rows of ``parts`` (0: Q, 1: K, 2: V), one invocation per
+        element: (b, s, column), the columns of the parts one after another."""
+        widths = [Hq * D if p == 0 else Hkv * D for p in parts]
+        W = sum(widths)
+        kb = KernelBuilder(ctx, (B * S * W,))
+        kb.add(
+            f"let col = i % {W}u;",
+            f"let s = (i / {W}u) % {u32(S)};",
+            f"let b = i / {u32(S * W)};",
+        )
+        if 1 in parts:
+            kb.add(before(kb))
+        start = 0
+        for n, (p, width) in enumerate(zip(parts, widths)):
+            last = n == len(parts) - 1
+            kb.add(f"if (col < {start + width}u) {{" if not last else "{")
+            kb.add(*("  " + line for line in _new_element(kb, p, start, a, inputs=(q, k_in, v_in, cos, sin, pos),
+                                                            seqlens=seqlens, outputs=(q_out, present_k, present_v),
+                                                            packed=packed, rotary=rotary)))  # fmt: skip
+            kb.add("  return;", "}")
+            start += width
+        return kb.dispatch()
+
+    parts = (0, 1, 2) if q_out is not None else (1, 2)
+    reads = [v for v in (q, k_in, v_in, cos, sin, pos) if v is not None]
+    if rotary and pos is None or a["placed"]:
+        reads.append(seqlens)
+    if len(reads) + len(parts) > ctx.target.max_bindings and q_out is not None:
+        dispatches += [new_rows((0,)), new_rows((1, 2))]
+    else:
+        dispatches.append(new_rows(parts))
+    inputs = [v for v in (q, k_in, v_in, past_k, past_v, seqlens, cos, sin, pos) if v is not None]
+    outputs = [v for v in (q_out, present_k, present_v) if v is not None]
+    ctx.kernel(inputs, outputs, [d for d in dispatches if d is not None])
+
+
+def _new_element(kb: KernelBuilder, part: int, start: int, a: dict, *, inputs, seqlens, outputs, packed: bool,
+                 rotary: bool) -> list[str]:  # fmt: skip
+    """Lines writing column ``col`` (from ``start`` in the part's columns) of new row (b, s) of
+    ``part`` (0: Q, 1: K, 2: V), rotated for Q and K."""
+    q, k_in, v_in, cos, sin, pos = inputs
+    S, L, Hq, Hkv, D = a["q_len"], a["kv_len"], a["q_heads"], a["kv_heads"], a["head_size"]
+    src = kb.read(q if packed else (q, k_in, v_in)[part])
+    row = (Hq + 2 * Hkv) * D if packed else (Hq * D if part == 0 else Hkv * D)
+    offset = (0, Hq * D, (Hq + Hkv) * D)[part] if packed else 0
+    c = f"col - {start}u" if start else "col"
+    lines = [
+        f"let e = {c};",
+        f"let d = e % {D}u;",
+        f"let head = e / {D}u;",
+        f"let at = (b * {u32(S)} + s) * {row}u + {f'{offset}u + ' if offset else ''}head * {D}u;",
+        "var y = 0.0f;",
+    ]
+    if not rotary or part == 2:
+        lines.append(f"y = {src}[at + d];")
+    else:
+        R, half = a["rotary_dim"], a["rotary_dim"] // 2
+        if a["interleaved"]:
+            pair = [
+                "let kk = d / 2u;",
+                "let first = d % 2u == 0u;",
+                "let partner = select(d - 1u, d + 1u, first);",
+            ]
+        else:
+            pair = [
+                f"let first = d < {half}u;",
+                f"let kk = select(d - {half}u, d, first);",
+                f"let partner = select(d - {half}u, d + {half}u, first);",
+            ]
+        if pos is not None:
+            where = [f"let p = u32({kb.read(pos)}[b * {u32(S)} + s]);"]
+        else:
+            where = [f"let p = u32(max({kb.read(seqlens)}[b] + 1i - {i32(S)}, 0i)) + s;"]
+        C, Sn = kb.read(cos), kb.read(sin)
+        lines += [
+            f"if (d >= {R}u) {{",
+            f"  y = {src}[at + d];",
+            "} else {",
+            *("  " + line for line in pair + where),
+            f"  let c = {C}[p * {half}u + kk];",
+            f"  let sn = {Sn}[p * {half}u + kk];",
+            f"  let x = {src}[at + d];",
+            f"  let xp = {src}[at + partner];",
+            # as the RotaryEmbedding kernel: first of a pair x cos - partner sin, second partner sin + x cos
+            "  y = select(xp * sn + x * c, x * c - xp * sn, first);",
+            "}",
+        ]
+    out = kb.write(outputs[part])
+    if part == 0:
+        return lines + [f"{out}[(b * {u32(S)} + s) * {Hq * D}u + e] = y;"]
+    return lines + [
+        "let j = before + s;",
+        f"if (j < {u32(L)}) {{",
+        f"  {out}[((b * {Hkv}u + head) * {u32(L)} + j) * {D}u + d] = y;",
+        "}",
+    ]
