@@ -1,6 +1,5 @@
 """GroupQueryAttention's dispatches: each layer of onnxruntime-genai's Llama runs one kernel
-writing the past into the presents, one rotating the new rows into Q and the presents, and the
-attention kernel; the forms that take other paths through that kernel (separate Q, K and V
+writing the past and the rotated new rows into Q and the presents, and the attention kernel; the forms that take other paths through that kernel (separate Q, K and V
 with position_ids: Q and K/V in two dispatches; batch rows placed by seqlens_k; long caches;
 dims kept symbolic) against onnxruntime."""
 
@@ -38,13 +37,13 @@ def node_dispatches(out, node: str) -> list[str]:
 @pytest.mark.parametrize("name", ["llama_genai_fp32", "llama_genai_int4"])
 @pytest.mark.parametrize("dims", sorted(GENAI_DIMS))
 def test_genai_layer_attention_dispatches(name, dims, tmp_path):
-    """Past copy, new rows, attention: 3 dispatches per layer (2 for a prompt with no past),
-    none shared between layers."""
+    """One kernel writing Q and the presents (past and rotated new keys), then attention: 2
+    dispatches per layer, none shared between layers."""
     model = onnx.load(MODELS / f"{name}.onnx")
     nodes = [n.name for n in model.graph.node if n.op_type == "GroupQueryAttention"]
     assert len(nodes) == 2
     compile_model(model, tmp_path, dims=GENAI_DIMS[dims])
-    want = 2 if dims == "static_prefill" else 3
+    want = 2
     for node in nodes:
         assert len(node_dispatches(tmp_path, node)) == want, node_dispatches(tmp_path, node)
     labels = json.loads((tmp_path / "manifest.json").read_text())["dispatches"]

@@ -707,9 +707,12 @@ def _group_query_attention(g, info):
         "placed": int(past_k is not None and not single), "write_q": int(write_q),
         "interleaved": int(a.get("rotary_interleaved", 0)), "rotary_dim": 2 * cos.shape[1] if rotary else 0,
     }  # fmt: skip
+    caches = (cos, sin) if rotary else (None, None)
+    if rotary and cos.is_const and sin.is_const:  # one binding for both: the kernel fits one dispatch
+        caches = (_cos_sin_const(g, cos, sin), None)
     outs = emit(
         g, info, "GQAScatter",
-        [qkv, k, v, past_k, past_v, seqlens, *((cos, sin) if rotary else (None, None)), pos],
+        [qkv, k, v, past_k, past_v, seqlens, *caches, pos],
         scatter, ([TensorType(dt, (B, S, Hq * D))] if write_q else []) + [kv_type, kv_type],
         ([base + ".q_rotated"] if write_q else []) + present_names, domain="",
     )  # fmt: skip
@@ -745,6 +748,23 @@ def _group_query_attention(g, info):
                 domain="")  # fmt: skip
     outs = [y, present[0] if types[1] is not None else None, present[1] if types[2] is not None else None]
     return outs[: len(info.out_types)]
+
+
+def _cos_sin_const(g, cos: Value, sin: Value) -> Value:
+    """The rotary caches [positions, half] as one constant [2 * positions, half], the cosines
+    first: the one an earlier GroupQueryAttention of the model already reads if it holds these."""
+    data = np.concatenate([cos.data, sin.data]).astype(cos.dtype.numpy)
+    for op in g.ops:
+        if op.kind == "GQAScatter" and op.domain == "" and op.input(6) is not None and op.input(7) is None:
+            v = op.input(6)
+            if (
+                v.is_const
+                and tuple(v.shape) == data.shape
+                and v.dtype == cos.dtype
+                and np.array_equal(v.data, data)
+            ):
+                return v
+    return g.const(data, cos.name + ".with_sin", dtype=cos.dtype)
 
 
 @contrib("MultiHeadAttention")

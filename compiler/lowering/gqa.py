@@ -55,13 +55,12 @@ def lower_gqa_scatter(ctx: LowerCtx, op: Op) -> None:
             return row_past(kb, "before")
         return f"let before = {u32(P)};"
 
-    dispatches = []
-    if past_k is not None:  # the past keys and the zeros after each row's end
-        kb = KernelBuilder(ctx, (2 * nkv,))
+    def past_lines(kb: KernelBuilder, index: str) -> list[str]:
+        """Present slot ``index`` over both presents: the past key or zero, unless a new one."""
         PK, PV, KO, VO = kb.read(past_k), kb.read(past_v), kb.write(present_k), kb.write(present_v)
-        kb.add(
-            f"let is_v = i >= {u32(nkv)};",
-            f"let o = select(i, i - {u32(nkv)}, is_v);",
+        return [
+            f"let is_v = {index} >= {u32(nkv)};",
+            f"let o = select({index}, {index} - {u32(nkv)}, is_v);",
             f"let d = o % {D}u;",
             f"let t = o / {D}u;",
             f"let j = t % {u32(L)};",
@@ -69,7 +68,7 @@ def lower_gqa_scatter(ctx: LowerCtx, op: Op) -> None:
             f"let b = t / {u32(L * Hkv)};",
             before(kb),
             f"if (j >= before && j < before + {u32(S)}) {{",
-            "  return;  // a new key: the new-rows dispatch writes it",
+            "  return;  // a new key: written from the new rows",
             "}",
             f"var y = {ZERO['f32']};",
             f"if (j < min(before, {u32(P)})) {{",
@@ -81,41 +80,59 @@ def lower_gqa_scatter(ctx: LowerCtx, op: Op) -> None:
             "} else {",
             f"  {KO}[o] = y;",
             "}",
-        )
-        dispatches.append(kb.dispatch())
+        ]
 
-    def new_rows(parts: tuple[int, ...]):
-        """The dispatch writing the new rows of ``parts`` (0: Q, 1: K, 2: V), one invocation per
-        element: (b, s, column), the columns of the parts one after another."""
+    def new_lines(kb: KernelBuilder, parts: tuple[int, ...], index: str) -> list[str]:
+        """New row element ``index`` of ``parts`` (0: Q, 1: K, 2: V): (b, s, column), the
+        columns of the parts one after another."""
         widths = [Hq * D if p == 0 else Hkv * D for p in parts]
         W = sum(widths)
-        kb = KernelBuilder(ctx, (B * S * W,))
-        kb.add(
-            f"let col = i % {W}u;",
-            f"let s = (i / {W}u) % {u32(S)};",
-            f"let b = i / {u32(S * W)};",
-        )
+        lines = [
+            f"let col = {index} % {W}u;",
+            f"let s = ({index} / {W}u) % {u32(S)};",
+            f"let b = {index} / {u32(S * W)};",
+        ]
         if 1 in parts:
-            kb.add(before(kb))
+            lines.append(before(kb))
         start = 0
         for n, (p, width) in enumerate(zip(parts, widths)):
             last = n == len(parts) - 1
-            kb.add(f"if (col < {start + width}u) {{" if not last else "{")
-            kb.add(*("  " + line for line in _new_element(kb, p, start, a, inputs=(q, k_in, v_in, cos, sin, pos),
-                                                            seqlens=seqlens, outputs=(q_out, present_k, present_v),
-                                                            packed=packed, rotary=rotary)))  # fmt: skip
-            kb.add("  return;", "}")
+            lines.append(f"if (col < {start + width}u) {{" if not last else "{")
+            lines += ["  " + line for line in _new_element(kb, p, start, a, inputs=(q, k_in, v_in, cos, sin, pos),
+                                                           seqlens=seqlens, outputs=(q_out, present_k, present_v),
+                                                           packed=packed, rotary=rotary)]  # fmt: skip
+            lines += ["  return;", "}"]
             start += width
-        return kb.dispatch()
+        return lines
+
+    def new_count(parts: tuple[int, ...]):
+        return B * S * sum(Hq * D if p == 0 else Hkv * D for p in parts)
 
     parts = (0, 1, 2) if q_out is not None else (1, 2)
-    reads = [v for v in (q, k_in, v_in, cos, sin, pos) if v is not None]
+    reads = {id(v) for v in (q, k_in, v_in, cos, sin, pos) if v is not None}
     if rotary and pos is None or a["placed"]:
-        reads.append(seqlens)
-    if len(reads) + len(parts) > ctx.target.max_bindings and q_out is not None:
-        dispatches += [new_rows((0,)), new_rows((1, 2))]
+        reads.add(id(seqlens))
+    writes = len(parts)
+    limit = ctx.target.max_bindings
+    kernels: list[KernelBuilder] = []
+    if past_k is not None and len(reads) + 2 + writes <= limit:
+        # one dispatch: the new rows' elements, then the present slots they leave
+        n = new_count(parts)
+        kb = KernelBuilder(ctx, (n + 2 * nkv,))
+        kb.add(f"if (i < {u32(n)}) {{", *("  " + x for x in new_lines(kb, parts, "i")), "}")
+        kb.add(f"let r = i - {u32(n)};", *past_lines(kb, "r"))
+        kernels.append(kb)
     else:
-        dispatches.append(new_rows(parts))
+        if past_k is not None:
+            kb = KernelBuilder(ctx, (2 * nkv,))
+            kb.add(*past_lines(kb, "i"))
+            kernels.append(kb)
+        # more operands than a dispatch binds (separate Q, K and V with position_ids): Q apart
+        for group in [(0,), (1, 2)] if len(reads) + writes > limit and q_out is not None else [parts]:
+            kb = KernelBuilder(ctx, (new_count(group),))
+            kb.add(*new_lines(kb, group, "i"))
+            kernels.append(kb)
+    dispatches = [kb.dispatch() for kb in kernels]
     inputs = [v for v in (q, k_in, v_in, past_k, past_v, seqlens, cos, sin, pos) if v is not None]
     outputs = [v for v in (q_out, present_k, present_v) if v is not None]
     ctx.kernel(inputs, outputs, [d for d in dispatches if d is not None])
@@ -158,14 +175,16 @@ def _new_element(kb: KernelBuilder, part: int, start: int, a: dict, *, inputs, s
             where = [f"let p = u32({kb.read(pos)}[b * {u32(S)} + s]);"]
         else:
             where = [f"let p = u32(max({kb.read(seqlens)}[b] + 1i - {i32(S)}, 0i)) + s;"]
-        C, Sn = kb.read(cos), kb.read(sin)
+        C = kb.read(cos)
+        # the sines: their own cache, or after the cosines in one (legalize packs constant caches)
+        Sn, sin_at = (kb.read(sin), "") if sin is not None else (C, f"{cos.shape[0] // 2 * half}u + ")
         lines += [
             f"if (d >= {R}u) {{",
             f"  y = {src}[at + d];",
             "} else {",
             *("  " + line for line in pair + where),
             f"  let c = {C}[p * {half}u + kk];",
-            f"  let sn = {Sn}[p * {half}u + kk];",
+            f"  let sn = {Sn}[{sin_at}p * {half}u + kk];",
             f"  let x = {src}[at + d];",
             f"  let xp = {src}[at + partner];",
             # as the RotaryEmbedding kernel: first of a pair x cos - partner sin, second partner sin + x cos
