@@ -1,21 +1,26 @@
 """GQAScatter: GroupQueryAttention's query, key and value rows made ready for the Attention
-kernel (legalize/contrib.py emits it), in two dispatches (one without a past).
+kernel (legalize/contrib.py emits it), in one dispatch where its operands fit the target's
+bindings.
 
 Each batch row b's present_key / present_value [B, Hkv, L, D] hold its first ``past_b`` past
 keys (from the past buffer [B, Hkv, P, D]), then its S new keys, then zeros: past_b = P for
 one batch row (the present is Concat(past, new)), or max(seqlens_k[b] + 1 - S, 0) for a batch
 of rows with pasts of their own lengths (``placed``; right-padded in the buffer).
 
-- The past dispatch writes every slot j outside a row's new keys (j < past_b or
-  j >= past_b + S): the past key j where it has one (j < past_b, j < P), else zero. It runs
-  over both presents at once.
-- The new-rows dispatch reads the new rows (Q, K and V packed in one [B, S, (Hq + 2 Hkv) D]
+Two kinds of invocation, one per output element:
+
+- a new-row element reads the new rows (Q, K and V packed in one [B, S, (Hq + 2 Hkv) D]
   tensor, or three tensors), rotates q and k by their positions (the cos / sin caches over the
-  first rotary_dim values of each head, halves or interleaved pairs; the rest pass through)
-  and writes Q [B, S, Hq * D] where Attention reads it (``write_q``: else Attention reads the
-  query input) and each new key and value at slot past_b + s of its row. A model whose
-  operands need more bindings than the target has (separate Q, K and V with position_ids)
-  takes one dispatch for Q and one for K and V.
+  first rotary_dim values of each head, halves or interleaved pairs; the rest pass through;
+  constant caches come packed in one, the sines after the cosines) and writes Q [B, S, Hq * D]
+  where Attention reads it (``write_q``: else Attention reads the query input) or the new key
+  or value at slot past_b + s of its row;
+- a present slot j outside its row's new keys (j < past_b or j >= past_b + S) gets the past
+  key j where there is one (j < past_b, j < P), else zero; both presents at once.
+
+The new-row elements come first, then the slots. Operands over the target's bindings split
+the kernel: the slots in a dispatch of their own (separate Q, K and V with rotary caches), and
+Q apart from K and V (with position_ids too).
 
 A query or key at step s of row b stands at position position_ids[b, s], or at
 max(seqlens_k[b] + 1 - S, 0) + s (a right-padded first prompt starts at 0).
