@@ -114,7 +114,8 @@ def lower_gqa_scatter(ctx: LowerCtx, op: Op) -> None:
         return B * S * sum(Hq * D if p == 0 else Hkv * D for p in parts)
 
     parts = (0, 1, 2) if q_out is not None else (1, 2)
-    reads = {id(v) for v in (q, k_in, v_in, cos, sin, pos) if v is not None}
+    sources = (q,) if packed else (q, k_in, v_in) if q_out is not None else (k_in, v_in)
+    reads = {id(v) for v in (*sources, cos, sin, pos) if v is not None}
     if rotary and pos is None or a["placed"]:
         reads.add(id(seqlens))
     writes = len(parts)
