@@ -123,3 +123,21 @@ def test_gqa_separate_rotary_symbolic_batch(device, tmp_path):
                 "total_sequence_length": np.asarray(P + S, np.int32),
             }
             compare(sess.run(None, feeds), ort_run(model, feeds), feeds, S, P)
+
+
+@pytest.mark.parametrize("B, lengths", [(1, [8]), (2, [8, 5])])
+def test_gqa_rotary_caches_fed_at_run_time(B, lengths, device, tmp_path):
+    """cos_cache and sin_cache as graph inputs (bound apart, not packed into one constant)."""
+    model = gqa_model(B, 1, 7, rotary=True, interleaved=True)
+    caches = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    assert sorted(caches) == ["cos_cache", "sin_cache"]
+    del model.graph.initializer[:]
+    for name, data in caches.items():
+        model.graph.input.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, data.shape))
+    feeds = {**gqa_feeds(model, lengths, seed=B), **caches}
+    compare(run_static(model, feeds, device), ort_run(model, feeds), feeds, 1, 7)
+    compile_model(model, tmp_path)
+    labels = [
+        d["label"].split()[0] for d in json.loads((tmp_path / "manifest.json").read_text())["dispatches"]
+    ]
+    assert labels == ["GQAScatter"] * 2 + ["Attention"]  # past, new rows (9 operands: too many for one)
