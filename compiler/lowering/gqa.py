@@ -184,19 +184,25 @@ def _new_element(kb: KernelBuilder, part: int, start: int, a: dict, *, inputs, s
         C = kb.read(cos)
         # the sines: their own cache, or after the cosines in one (legalize packs constant caches)
         Sn, sin_at = (kb.read(sin), "") if sin is not None else (C, f"{cos.shape[0] // 2 * half}u + ")
-        lines += [
-            f"if (d >= {R}u) {{",
-            f"  y = {src}[at + d];",
-            "} else {",
-            *("  " + line for line in pair + where),
-            f"  let c = {C}[p * {half}u + kk];",
-            f"  let sn = {Sn}[{sin_at}p * {half}u + kk];",
-            f"  let x = {src}[at + d];",
-            f"  let xp = {src}[at + partner];",
+        rotate = [
+            *pair,
+            *where,
+            f"let c = {C}[p * {half}u + kk];",
+            f"let sn = {Sn}[{sin_at}p * {half}u + kk];",
+            f"let x = {src}[at + d];",
+            f"let xp = {src}[at + partner];",
             # as the RotaryEmbedding kernel: first of a pair x cos - partner sin, second partner sin + x cos
-            "  y = select(xp * sn + x * c, x * c - xp * sn, first);",
-            "}",
+            "y = select(xp * sn + x * c, x * c - xp * sn, first);",
         ]
+        if R < D:  # the values past the rotary dim pass through
+            rotate = [
+                f"if (d >= {R}u) {{",
+                f"  y = {src}[at + d];",
+                "} else {",
+                *("  " + x for x in rotate),
+                "}",
+            ]
+        lines += rotate
     out = kb.write(outputs[part])
     if part == 0:
         return lines + [f"{out}[(b * {u32(S)} + s) * {Hq * D}u + e] = y;"]
