@@ -19,7 +19,6 @@ Any attribute or input combination not handled here is an UnsupportedError namin
 from __future__ import annotations
 
 import dataclasses
-import weakref
 
 import numpy as np
 
@@ -642,18 +641,14 @@ def _group_query_attention(g, info):
     D = W // heads
     base = names[0]
     dt = q.dtype
-    if packed:
-        sizes = [Hq * D, Hkv * D, Hkv * D]
-        q, k, v = emit(
-            g, info, "Split", [q], {"axis": 2, "split": sizes}, [TensorType(dt, (B, S, n)) for n in sizes],
-            [base + ".q", base + ".k", base + ".v"], domain="",
-        )  # fmt: skip
-    for what, x in (("key", k), ("value", v)):
-        if tuple(x.shape) != (B, S, Hkv * D):
-            raise info.error(
-                f"{what} has shape {list(x.shape)}; it must be [{B}, {S}, {Hkv * D}] (kv_num_heads x head size)",
-                hint="fix the model",
-            )
+    qkv = q
+    if not packed:
+        for what, x in (("key", k), ("value", v)):
+            if tuple(x.shape) != (B, S, Hkv * D):
+                raise info.error(
+                    f"{what} has shape {list(x.shape)}; it must be [{B}, {S}, {Hkv * D}] (kv_num_heads x head size)",
+                    hint="fix the model",
+                )
     P = 0
     if past_k is not None:
         P = past_k.shape[2] if past_k.type.rank == 4 else None
@@ -669,21 +664,9 @@ def _group_query_attention(g, info):
             hint="fix the model",
         )
 
-    make = _Emit(g, info, base)
-    # each row's key count, and its past: the keys before its first query (shared by the layers
-    # reading one seqlens_k)
-    shared = _GQA_SHARED.setdefault(seqlens, {})
-    lengths = shared.get(("lengths", str(S)))
-    if lengths is None:
-        total = _binary(g, info, "Add", seqlens, make.const(1, "one"), base + ".kv_lengths")
-        past_b = _binary(
-            g, info, "Max", _binary(g, info, "Sub", total, make.dim_value(S, "seq"), base + ".past_or_less"),
-            make.const(0, "zero"), base + ".past",
-        )  # fmt: skip
-        lengths = shared[("lengths", str(S))] = (total, make.reshape(past_b, (B, 1), "past_column"))
-    total, past_col = lengths
-
-    if int(a.get("do_rotary", 0)):
+    rotary = bool(int(a.get("do_rotary", 0)))
+    pos = None
+    if rotary:
         if cos is None or sin is None:
             raise info.error("do_rotary=1 needs cos_cache and sin_cache", hint="fix the model")
         if cos.type.rank != 2 or tuple(sin.shape) != tuple(cos.shape) or 2 * cos.shape[1] > D:
@@ -705,52 +688,36 @@ def _group_query_attention(g, info):
                 f"hold {cos.shape[0]}",
                 hint="bound the sequence and past dims to the caches (--dim NAME=LO..HI)",
             )
-        elif ("positions", str(S)) in shared:
-            pos = shared[("positions", str(S))]
-        else:  # row b's queries stand at past_b, past_b + 1, ...
-            steps = make.reshape(make.positions(S, "steps"), (1, S), "step_row")
-            pos = _binary(g, info, "Add", past_col, steps, base + ".positions32")
-            pos = shared[("positions", str(S))] = make.cast_i64(pos, "positions")
-        if pos.dtype != DType.i64:
-            pos = make.cast_i64(pos, "positions")
-        rot = {"interleaved": int(a.get("rotary_interleaved", 0)), "rotary_embedding_dim": 2 * cos.shape[1]}
-        (q,) = _standard(g, info, "RotaryEmbedding", [q, cos, sin, pos], {**rot, "num_heads": Hq},
-                         [q.type], [base + ".q_rotated"])  # fmt: skip
-        (k,) = _standard(g, info, "RotaryEmbedding", [k, cos, sin, pos], {**rot, "num_heads": Hkv},
-                         [k.type], [base + ".k_rotated"])  # fmt: skip
     elif pos_ids is not None:
         raise info.error("position_ids are for the rotary embedding; do_rotary is 0", hint="fix the model")
 
-    def heads_first(x: Value, what: str) -> Value:  # [B, S, Hkv * D] -> [B, Hkv, S, D]
-        r = make.reshape(x, (B, S, Hkv, D), what + "_heads")
-        (t,) = emit(g, info, "Transpose", [r], {"perm": [0, 2, 1, 3]}, [r.type.with_shape((B, Hkv, S, D))],
-                    [f"{base}.{what}"], domain="")  # fmt: skip
-        return t
-
+    # One kernel (GQAScatter, compiler/lowering/gqa.py) rotates q and k and writes Q and the
+    # presents: each row's past, then its new keys and values, then zeros. One batch row's past
+    # fills its buffer, so its present is Concat(past, new); a batch of rows with pasts of their
+    # own lengths (right-padded in the buffer) places each row's new keys after its own past.
     L = S if past_k is None else simplify(P + S)
     single = isinstance(simplify(B), int) and simplify(B) == 1
-    present = []
-    for i, (new, past) in enumerate(((k, past_k), (v, past_v))):
-        name = names[1 + i] or f"{base}.present_{'kv'[i]}"
-        new4 = heads_first(new, "kv"[i] + "_new")
-        if past is None:
-            present.append(new4)
-            continue
-        cat_name = name if single else f"{base}.{'kv'[i]}_concat"
-        (cat,) = emit(g, info, "Concat", [past, new4], {"axis": 2}, [new4.type.with_shape((B, Hkv, L, D))],
-                      [cat_name], domain="")  # fmt: skip
-        if single:  # the one row's past fills the past buffer: the new keys follow it
-            present.append(cat)
-            continue
-        key = ("reorder", str(S), str(P), Hkv, D)
-        if key not in shared:
-            shared[key] = _kv_reorder(make, past_col, B, Hkv, S, P, L, D)
-        index, keep = shared[key]
-        (gathered,) = emit(g, info, "GatherElements", [cat, index], {"axis": 2}, [cat.type],
-                           [f"{base}.{'kv'[i]}_placed"], domain="")  # fmt: skip
-        zero = g.const(np.zeros((), dt.numpy), f"{base}.zero_{'kv'[i]}")
-        (out,) = emit(g, info, "Where", [keep, gathered, zero], {}, [cat.type], [name], domain="")
-        present.append(out)
+    write_q = rotary or packed  # else Attention reads the query input itself
+    kv_type = TensorType(dt, (B, Hkv, L, D))
+    present_names = [names[1 + i] or f"{base}.present_{'kv'[i]}" for i in range(2)]
+    if isinstance(simplify(P), int) and simplify(P) == 0:  # an empty past: nothing to copy
+        past_k = past_v = None
+    scatter = {
+        "batch": B, "q_len": S, "past_len": P, "kv_len": L, "q_heads": Hq, "kv_heads": Hkv, "head_size": D,
+        "placed": int(past_k is not None and not single), "write_q": int(write_q),
+        "interleaved": int(a.get("rotary_interleaved", 0)), "rotary_dim": 2 * cos.shape[1] if rotary else 0,
+    }  # fmt: skip
+    caches = (cos, sin) if rotary else (None, None)
+    if rotary and cos.is_const and sin.is_const:  # one binding for both: the kernel fits one dispatch
+        caches = (_cos_sin_const(g, cos, sin), None)
+    outs = emit(
+        g, info, "GQAScatter",
+        [qkv, k, v, past_k, past_v, seqlens, *caches, pos],
+        scatter, ([TensorType(dt, (B, S, Hq * D))] if write_q else []) + [kv_type, kv_type],
+        ([base + ".q_rotated"] if write_q else []) + present_names, domain="",
+    )  # fmt: skip
+    present = outs[-2:]
+    q = outs[0] if write_q else q
 
     if attn_bias is not None:
         _float_input(info, attn_bias, "attention_bias")
@@ -775,79 +742,29 @@ def _group_query_attention(g, info):
         "q_3d": 1, "kv_3d": 0, "past_len": P, "scale": scale or 1.0 / float(np.sqrt(D)),
         "softcap": float(a.get("softcap", 0.0) or 0.0), "is_causal": 1, "qk_matmul_output_mode": 0,
         "left_window_size": window, "right_window_size": -1, "padded_prompt": 1,
-        "smooth_softmax": int(a.get("smooth_softmax", 0) or 0),
+        "smooth_softmax": int(a.get("smooth_softmax", 0) or 0), "seqlens_k": 1,
     }  # fmt: skip
-    y, _ = emit(g, info, "Attention", [q, *present, attn_bias, total, sink], attrs, [types[0], None], [names[0], ""],
+    y, _ = emit(g, info, "Attention", [q, *present, attn_bias, seqlens, sink], attrs, [types[0], None], [names[0], ""],
                 domain="")  # fmt: skip
     outs = [y, present[0] if types[1] is not None else None, present[1] if types[2] is not None else None]
     return outs[: len(info.out_types)]
 
 
-# values a model's GroupQueryAttention nodes share, per seqlens_k (the layers read one)
-_GQA_SHARED: weakref.WeakKeyDictionary[Value, dict] = weakref.WeakKeyDictionary()
-
-
-class _Emit:
-    """Small int32 tensors for GroupQueryAttention's index arithmetic, named after ``base``."""
-
-    def __init__(self, g, info, base: str):
-        self.g, self.info, self.base = g, info, base
-
-    def const(self, x, what: str, dtype=np.int32) -> Value:
-        return self.g.const(np.asarray(x, dtype), f"{self.base}.{what}")
-
-    def dim_value(self, d, what: str) -> Value:
-        """A dim as an int32 [1] tensor: a constant, or written from the dims uniform."""
-        if isinstance(simplify(d), int):
-            return self.const([simplify(d)], what)
-        (out,) = emit(
-            self.g, self.info, "DimValue", [], {"values": [str(simplify(d))]}, [TensorType(DType.i32, (1,))],
-            [f"{self.base}.{what}"], domain="",
-        )  # fmt: skip
-        return out
-
-    def reshape(self, x: Value, shape, what: str) -> Value:
-        (out,) = emit(self.g, self.info, "Reshape", [x], {}, [x.type.with_shape(tuple(shape))],
-                      [f"{self.base}.{what}"], domain="")  # fmt: skip
-        return out
-
-    def cast_i64(self, x: Value, what: str) -> Value:
-        (out,) = emit(self.g, self.info, "Cast", [x], {"to": "i64", "saturate": 1, "round_mode": "up"},
-                      [TensorType(DType.i64, tuple(x.shape))], [f"{self.base}.{what}"], domain="")  # fmt: skip
-        return out
-
-    def positions(self, n, what: str) -> Value:
-        """0 .. n - 1 (int32): a constant at n's bound, cut to the run's n."""
-        top = dim_bound(n)
-        out = self.const(np.arange(top), what + "_all")
-        if simplify(n) != top:
-            (out,) = emit(
-                self.g, self.info, "Slice", [out], {"starts": [0], "steps": [1]}, [TensorType(DType.i32, (n,))],
-                [f"{self.base}.{what}"], domain="",
-            )  # fmt: skip
-        return out
-
-
-def _kv_reorder(make: _Emit, past_col: Value, B, Hkv: int, S, P, L, D: int) -> tuple[Value, Value]:
-    """Where each row's keys lie in Concat(past, new) [B, Hkv, L, D]: row b's first past_b past
-    keys, then its S new ones (at P ..), then nothing. Index [B, Hkv, L, D] for GatherElements
-    along the keys, and keep [B, 1, L, 1]: whether position j holds a key."""
-    g, info, base = make.g, make.info, make.base
-    j = make.reshape(make.positions(L, "key_positions"), (1, L), "key_row")
-    before = _binary(g, info, "Less", j, past_col, base + ".in_past", DType.bool)
-    # j - past_b + P for the new keys (clamped to the buffer: those past the row's end are dropped)
-    shifted = _binary(g, info, "Add", _binary(g, info, "Sub", j, past_col, base + ".after_past"),
-                      make.dim_value(P, "past_buffer"), base + ".new_index")  # fmt: skip
-    last = make.dim_value(simplify(L - 1), "last_key")
-    shifted = _binary(g, info, "Min", shifted, last, base + ".new_index_in")
-    (index,) = emit(g, info, "Where", [before, j, shifted], {}, [TensorType(DType.i32, (B, L))],
-                    [base + ".kv_index"], domain="")  # fmt: skip
-    index = make.reshape(index, (B, 1, L, 1), "kv_index4")
-    spread = make.const(np.zeros((1, Hkv, 1, D)), "kv_spread")
-    index = _binary(g, info, "Add", index, spread, base + ".kv_index_full")
-    end = _binary(g, info, "Add", past_col, make.dim_value(S, "seq_len"), base + ".kv_end")
-    keep = _binary(g, info, "Less", j, end, base + ".kv_keep", DType.bool)
-    return index, make.reshape(keep, (B, 1, L, 1), "kv_keep4")
+def _cos_sin_const(g, cos: Value, sin: Value) -> Value:
+    """The rotary caches [positions, half] as one constant [2 * positions, half], the cosines
+    first: the one an earlier GroupQueryAttention of the model already reads if it holds these."""
+    data = np.concatenate([cos.data, sin.data]).astype(cos.dtype.numpy)
+    for op in g.ops:
+        if op.kind == "GQAScatter" and op.domain == "" and op.input(6) is not None and op.input(7) is None:
+            v = op.input(6)
+            if (
+                v.is_const
+                and tuple(v.shape) == data.shape
+                and v.dtype == cos.dtype
+                and np.array_equal(v.data, data)
+            ):
+                return v
+    return g.const(data, cos.name + ".with_sin", dtype=cos.dtype)
 
 
 @contrib("MultiHeadAttention")

@@ -149,6 +149,7 @@ INTERNAL = (
     "DimValue",
     "MatMulNBits",
     "GatherNBits",
+    "GQAScatter",
 )  # made by the compiler, never read from a model
 # (MatMulNBits, GatherNBits: com.microsoft.MatMulNBits and GatherBlockQuantized with their weights
 # packed, see legalize/contrib.py)
@@ -421,6 +422,7 @@ def _load_all() -> None:
         gather,
         gather_nbits,
         gemm,
+        gqa,
         matmul_nbits,
         norm,
         pool,

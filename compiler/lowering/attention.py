@@ -86,10 +86,12 @@ def lower_attention(ctx: LowerCtx, op: Op) -> None:
     # which keys a row may attend, and the additive bias of a float mask
     allow: list[str] = []
     if nonpad is not None:
-        offset = f"i32({ref('NP')}[b]) - {Sq if isinstance(Sq, int) else i32(Sq)}"
+        # GroupQueryAttention passes its seqlens_k: each row's key count - 1
+        count = f"{ref('NP')}[b] + 1" if a.get("seqlens_k") else f"{ref('NP')}[b]"
+        offset = f"i32({count}) - {Sq if isinstance(Sq, int) else i32(Sq)}"
         if a.get("padded_prompt"):  # GroupQueryAttention: a right-padded first prompt has no past
             offset = f"max({offset}, 0)"
-        allow.append(f"j < u32(max({ref('NP')}[b], 0))")
+        allow.append(f"j < u32(max({count}, 0))")
     else:
         offset = str(a["past_len"]) if isinstance(a["past_len"], int) else i32(a["past_len"])
     if a["is_causal"]:
