@@ -125,6 +125,10 @@ CASES = {
     "local_window_prefill": (1, 9, 0, [9], {"local_window_size": 2, "rotary": True}),
     "batch_padded_prefill": (2, 6, 0, [6, 4], {"rotary": True}),
     "batch_decode": (2, 1, 7, [8, 5], {"rotary": True}),
+    # one row whose valid past (seqlens_k + 1 - S) is shorter than its past buffer, as with a
+    # max-length buffer shared by past and present: the new keys go after the valid past
+    "decode_short_past": (1, 1, 12, [6], {"rotary": True}),
+    "chunk_short_past": (1, 3, 10, [7], {}),
     "batch_decode_separate": (3, 1, 4, [5, 2, 4], {"packed": False, "Hq": 2, "Hkv": 2}),
     "smooth_softmax": (1, 4, 3, [7], {"smooth_softmax": 1}),
     "smooth_softmax_batch": (2, 1, 5, [6, 3], {"smooth_softmax": 1, "local_window_size": 2}),

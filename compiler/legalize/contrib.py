@@ -692,11 +692,12 @@ def _group_query_attention(g, info):
         raise info.error("position_ids are for the rotary embedding; do_rotary is 0", hint="fix the model")
 
     # One kernel (GQAScatter, compiler/lowering/gqa.py) rotates q and k and writes Q and the
-    # presents: each row's past, then its new keys and values, then zeros. One batch row's past
-    # fills its buffer, so its present is Concat(past, new); a batch of rows with pasts of their
-    # own lengths (right-padded in the buffer) places each row's new keys after its own past.
+    # presents: each row's past, then its new keys and values, then zeros. Every row's new keys
+    # go after its own past, seqlens_k + 1 - S keys long: rows of a batch have pasts of their own
+    # lengths (right-padded in the buffer), and a past buffer shared with the present (onnxruntime-
+    # genai's past_present_share_buffer: a max-length past) is longer than the valid past. One row
+    # whose past fills its buffer gets Concat(past, new), as before.
     L = S if past_k is None else simplify(P + S)
-    single = isinstance(simplify(B), int) and simplify(B) == 1
     write_q = rotary or packed  # else Attention reads the query input itself
     kv_type = TensorType(dt, (B, Hkv, L, D))
     present_names = [names[1 + i] or f"{base}.present_{'kv'[i]}" for i in range(2)]
@@ -704,7 +705,7 @@ def _group_query_attention(g, info):
         past_k = past_v = None
     scatter = {
         "batch": B, "q_len": S, "past_len": P, "kv_len": L, "q_heads": Hq, "kv_heads": Hkv, "head_size": D,
-        "placed": int(past_k is not None and not single), "write_q": int(write_q),
+        "placed": int(past_k is not None), "write_q": int(write_q),
         "interleaved": int(a.get("rotary_interleaved", 0)), "rotary_dim": 2 * cos.shape[1] if rotary else 0,
     }  # fmt: skip
     caches = (cos, sin) if rotary else (None, None)

@@ -3,9 +3,9 @@ kernel (legalize/contrib.py emits it), in one dispatch where its operands fit th
 bindings.
 
 Each batch row b's present_key / present_value [B, Hkv, L, D] hold its first ``past_b`` past
-keys (from the past buffer [B, Hkv, P, D]), then its S new keys, then zeros: past_b = P for
-one batch row (the present is Concat(past, new)), or max(seqlens_k[b] + 1 - S, 0) for a batch
-of rows with pasts of their own lengths (``placed``; right-padded in the buffer).
+keys (from the past buffer [B, Hkv, P, D]), then its S new keys, then zeros: past_b =
+max(seqlens_k[b] + 1 - S, 0) (``placed``: rows with pasts of their own lengths, right-padded in
+the buffer, or a max-length past buffer shared with the present), or P without a past.
 
 Two kinds of invocation, one per output element:
 
