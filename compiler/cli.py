@@ -72,6 +72,13 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     shapes, dims = _shapes_and_dims(args)
     constants = {k: _load_array(v) for k, v in _pairs(args.const, "--const").items()}
+    generation = None
+    if args.max_length is not None:
+        from .generation import Generation
+
+        generation = Generation(args.max_length, _pairs(args.state, "--state"))
+    elif args.state:
+        raise UsageError("--state applies to a compile for generation: give --max-length N too")
     hooks = [_progress] if args.verbose else []
     if args.dump_ir:
         hooks.append(IRDumper(args.dump_ir, args.opt_level, force=args.force))
@@ -88,6 +95,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         force=args.force,
         fold_limit=args.fold_limit,
         freeze_initializers=args.freeze_initializers,
+        generation=generation,
     )
     if args.target == "js":
         from .package_js import write_js_package
@@ -513,6 +521,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help=f"the most bytes one tensor folded at compile time may take (default {FOLD_LIMIT:,}; "
         "suffixes K, M, G)",
+    )
+    c.add_argument(
+        "--max-length",
+        type=int,
+        metavar="N",
+        help="compile a decoder with a KV cache for generation (`onnx2wgsl generate`): prompt and "
+        "later tokens up to N in all, the greedy choice as output next_token",
+    )
+    c.add_argument(
+        "--state",
+        action="append",
+        metavar="PAST=PRESENT",
+        help="with --max-length, a past input fed by a present output of the step before "
+        "(default: recognised by name, past_key_values.N.key -> present.N.key ...)",
     )
     c.add_argument("--verify-ir", action="store_true", help="check the IR after every stage")
     c.add_argument(

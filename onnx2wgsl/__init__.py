@@ -89,10 +89,14 @@ def __getattr__(name: str):
         from .runtime import GpuTensor
 
         return GpuTensor
+    if name == "Generator":
+        from .runtime.generate import Generator
+
+        return Generator
     raise AttributeError(f"module 'onnx2wgsl' has no attribute {name!r}")
 
 
 __all__ = [
-    "CompileError", "ConstantRequiredError", "DeviceError", "GpuTensor", "InputError", "InternalError", "IRError",
+    "CompileError", "ConstantRequiredError", "DeviceError", "Generator", "GpuTensor", "InputError", "InternalError", "IRError",
     "ManifestError", "Onnx2WgslError", "ShapeRequiredError", "UnsupportedError", "__version__", "compile", "load",
 ]  # fmt: skip

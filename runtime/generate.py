@@ -1,0 +1,169 @@
+"""Token-by-token generation from an artifact compiled for it (``compile --max-length``).
+
+The artifact's decoder runs the prompt in one step and then one token per step. Everything a
+step needs exists after load (the session's buffers, pipelines and bind groups, sized at the
+bounds, and one small read-back buffer), so a step only writes the token ids, mask and
+positions (a few bytes), encodes the recorded dispatches, copies every present into its past's
+slot on the GPU, and reads back the chosen token id: 4 bytes. The compiler appended the
+choice (``next_token``) and kept each past's slot apart from the outputs (compiler/generation.py).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from onnx2wgsl.errors import InputError
+
+from . import manifest as mf
+from .session import InferenceSession
+
+
+class Generator:
+    """Greedy generation on the GPU, the KV cache kept there between steps.
+
+    ``generate`` continues after what an earlier call left in the cache (a conversation goes
+    on); ``reset`` forgets it. The sequence (everything fed and generated) holds at most the
+    artifact's ``max_length`` tokens. Do not ``run`` the session while generating: its past
+    inputs' slots hold the cache."""
+
+    def __init__(self, directory: str | os.PathLike, **session_options: Any):
+        import wgpu
+
+        self.session = s = InferenceSession(directory, **session_options)
+        gen = s.manifest.get("generation")
+        if gen is None:
+            raise InputError(
+                f"{str(directory)!r} is not compiled for generation; compile the decoder with "
+                "`onnx2wgsl compile MODEL.onnx -o DIR --max-length N`"
+            )
+        self.max_length: int = gen["max_length"]
+        inputs = {io["name"]: io for io in s.manifest["inputs"]}
+        outputs = {io["name"]: io for io in s.manifest["outputs"]}
+        self._ids = inputs[gen["input_ids"]]
+        self._mask = inputs.get(gen.get("attention_mask", ""))
+        self._positions = inputs.get(gen.get("position_ids", ""))
+        self._token = outputs[gen["next_token"]]
+        self._state = [(inputs[p["past"]], outputs[p["present"]]) for p in gen["state"]]
+        self._seq, self._past = gen["sequence_dim"], gen["past_dim"]
+        others = [k for k in s.symbols if k not in (self._seq, self._past)]
+        batch = self._ids["shape"][0]
+        if others or batch != 1:
+            raise InputError(
+                f"generation runs one sequence: compile with --dim for {others or ['the batch dim']} "
+                "(batch 1)"
+            )
+        fed = (
+            {gen["input_ids"]}
+            | {io["name"] for io in (self._mask, self._positions) if io}
+            | {p["past"] for p in gen["state"]}
+        )
+        rest = [n for n in inputs if n not in fed and "default" not in inputs[n]]
+        if rest:
+            raise InputError(f"generation feeds no value to the model's inputs {rest}")
+        # a present fed back is its past at the next step: their shapes must agree
+        env = {self._seq: 2, self._past: 1}
+        nxt = {self._seq: 1, self._past: 3}
+        for past, present in self._state:
+            if [mf.evaluate(d, env) for d in present["shape"]] != [
+                mf.evaluate(d, nxt) for d in past["shape"]
+            ]:
+                raise InputError(
+                    f"present {present['name']!r} is not shaped as past {past['name']!r} one step on"
+                )
+        self._readback = s.device.create_buffer(
+            size=max(self._token["size"], 4),
+            usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST,
+            label="next token",
+        )
+        self._ones = np.ones(self.max_length, np.int32)
+        self._arange = np.arange(self.max_length, dtype=np.int32)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the sequence: the next ``generate`` starts from an empty cache."""
+        self._cached = 0  # positions whose keys and values are in the past slots
+        self._pending: list[int] = []  # the last chosen token, not yet fed
+
+    def generate(
+        self,
+        prompt_ids: Iterable[int],
+        max_new_tokens: int = 64,
+        eos_token_id: int | Iterable[int] | None = None,
+    ) -> Iterator[int]:
+        """Feed ``prompt_ids`` (after the sequence so far), then choose up to ``max_new_tokens``
+        tokens greedily, yielding each id as soon as it is chosen; stops after an end token
+        (``eos_token_id``, yielded too) or when the sequence reaches the max length."""
+        if max_new_tokens < 0:
+            raise InputError(f"max_new_tokens must be 0 or more, not {max_new_tokens}")
+        prompt = [int(t) for t in np.asarray(list(prompt_ids), dtype=np.int64).reshape(-1)]
+        eos = {int(eos_token_id)} if isinstance(eos_token_id, (int, np.integer)) else set(eos_token_id or ())
+        feed = self._pending + prompt
+        if not feed:
+            raise InputError("generate needs at least one prompt token to start from")
+        if self._cached + len(feed) > self.max_length:
+            raise InputError(
+                f"the sequence would hold {self._cached + len(feed)} tokens, more than the artifact's max "
+                f"length {self.max_length}; reset() or recompile with a larger --max-length"
+            )
+        return self._tokens(feed, max_new_tokens, eos) if max_new_tokens else iter(())
+
+    def _tokens(self, feed: list[int], count: int, eos: set[int]) -> Iterator[int]:
+        self._pending = []
+        for _ in range(count):
+            token = self._step(feed)
+            self._pending = [token]
+            yield token
+            if token in eos or self._cached + 1 >= self.max_length:
+                return  # (the sequence is full once the token is in it)
+            feed = [token]
+
+    def _step(self, feed: list[int]) -> int:
+        """One run: ``feed`` after the cached positions; returns the chosen token."""
+        s = self.session
+        n, past = len(feed), self._cached
+        values = tuple(n if k == self._seq else past for k in s.symbols)
+        steps, shapes = s._plan(values)
+        q = s.device.queue
+        if s._dims is not None and values != s._dims_written:
+            q.write_buffer(s._dims, 0, np.array(values + (0,) * (-len(values) % 4), dtype=np.uint32))
+            s._dims_written = values
+        q.write_buffer(s.buffers[self._ids["buffer"]], self._ids["offset"], np.asarray(feed, np.int32))
+        if self._mask is not None:
+            q.write_buffer(s.buffers[self._mask["buffer"]], self._mask["offset"], self._ones[: past + n])
+        if self._positions is not None:
+            io = self._positions
+            q.write_buffer(s.buffers[io["buffer"]], io["offset"], self._arange[past : past + n])
+        enc = s.device.create_command_encoder()
+        cpass = enc.begin_compute_pass()
+        for pipeline, group, grid, _ in steps:
+            cpass.set_pipeline(pipeline)
+            cpass.set_bind_group(0, group)
+            cpass.dispatch_workgroups(*grid)
+        cpass.end()
+        tok = self._token
+        enc.copy_buffer_to_buffer(s.buffers[tok["buffer"]], tok["offset"], self._readback, 0, 4)
+        if past + n < self.max_length:  # the next step's past: on the GPU, into the past slots
+            for past_io, present in self._state:
+                nbytes = 4 * math.prod(shapes[present["name"]])
+                if nbytes:
+                    enc.copy_buffer_to_buffer(
+                        s.buffers[present["buffer"]],
+                        present["offset"],
+                        s.buffers[past_io["buffer"]],
+                        past_io["offset"],
+                        nbytes,
+                    )
+        q.submit([enc.finish()])
+        self._cached = past + n
+        raw = InferenceSession._read_mapped(self._readback)
+        return int(np.frombuffer(raw, np.int32, 1)[0])
+
+    def release(self) -> None:
+        """Free the GPU buffers now."""
+        self._readback.destroy()
+        self.session.release()
