@@ -1,4 +1,4 @@
-"""The ``onnx2wgsl`` command line: compile, run, inspect, ops."""
+"""The ``onnx2wgsl`` command line: compile, run, bench, generate, inspect, ops."""
 
 from __future__ import annotations
 
@@ -310,6 +310,70 @@ def cmd_run(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Greedy generation from an artifact compiled with --max-length: tokens (or text, with a
+    tokenizer) printed as they come, then the prefill time, time to first token and tokens/s."""
+    import onnx2wgsl
+
+    if (args.prompt_ids is None) == (args.prompt is None):
+        raise UsageError("give the prompt as --prompt-ids 1,2,3 or as --prompt TEXT with --tokenizer")
+    tokenizer = None
+    if args.prompt is not None or args.tokenizer:
+        if not args.tokenizer:
+            raise UsageError("--prompt TEXT needs --tokenizer tokenizer.json (or give --prompt-ids)")
+        tokenizer = _tokenizer(args.tokenizer)
+    if args.prompt is not None:
+        ids = tokenizer.encode(args.prompt).ids
+    else:
+        try:
+            ids = [int(t) for t in args.prompt_ids.split(",") if t.strip()]
+        except ValueError:
+            raise UsageError(f"--prompt-ids {args.prompt_ids!r} must be token ids like 1,2,3") from None
+    if not ids:
+        raise UsageError("the prompt has no tokens")
+    t0 = time.perf_counter()
+    gen = onnx2wgsl.Generator(args.artifact)
+    t_load = time.perf_counter() - t0
+    out: list[int] = []
+    shown = ""
+    t0 = time.perf_counter()
+    t_first = 0.0
+    for token in gen.generate(ids, max_new_tokens=args.max_new_tokens, eos_token_id=args.eos):
+        if not out:
+            t_first = time.perf_counter() - t0
+        out.append(token)
+        if tokenizer is None:
+            print(token, end=" ", flush=True)
+        else:  # decoded as a whole: a token may complete a character the one before began
+            text = tokenizer.decode(out)
+            print(text[len(shown) :] if text.startswith(shown) else text, end="", flush=True)
+            shown = text
+    total = time.perf_counter() - t0
+    print()
+    decode = total - t_first
+    rate = f"{(len(out) - 1) / decode:.1f} tokens/s" if len(out) > 1 and decode > 0 else "n/a"
+    print(
+        f"loaded {args.artifact} in {t_load:.2f}s on {_device_name(gen.session)}\n"
+        f"  prefill {len(ids)} tokens in {t_first * 1000:.1f} ms (time to first token)\n"
+        f"  decode {len(out) - 1} tokens in {decode * 1000:.1f} ms: {rate}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _tokenizer(path: str):
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise UsageError("--tokenizer needs the tokenizers package: pip install 'onnx2wgsl[text]'") from None
+    if not Path(path).is_file():
+        raise UsageError(f"tokenizer file not found: {path!r}")
+    try:
+        return Tokenizer.from_file(path)
+    except Exception as e:
+        raise UsageError(f"{path!r} is not a tokenizer.json ({first_line(e, 200)})") from e
+
+
 def _device_name(sess) -> str:
     try:
         info = sess.device.adapter.info
@@ -589,6 +653,22 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     b.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     b.set_defaults(fn=cmd_bench)
+
+    gen = sub.add_parser(
+        "generate", help="generate tokens greedily from a decoder compiled with --max-length"
+    )
+    gen.add_argument("artifact", help="artifact directory made by `onnx2wgsl compile ... --max-length N`")
+    gen.add_argument("--prompt-ids", metavar="1,2,3", help="the prompt as token ids")
+    gen.add_argument("--prompt", metavar="TEXT", help="the prompt as text (needs --tokenizer)")
+    gen.add_argument(
+        "--tokenizer", metavar="tokenizer.json", help="a Hugging Face tokenizer file: text in and out"
+    )
+    gen.add_argument(
+        "--max-new-tokens", type=int, default=64, metavar="N", help="tokens to generate (default 64)"
+    )
+    gen.add_argument("--eos", type=int, action="append", metavar="ID", help="stop after this token id")
+    gen.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    gen.set_defaults(fn=cmd_generate)
 
     i = sub.add_parser(
         "inspect",

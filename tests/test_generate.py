@@ -1,0 +1,251 @@
+"""Token-by-token generation: a decoder with a KV cache compiled with ``--max-length``
+(compiler/generation.py) and run by ``onnx2wgsl.Generator`` (runtime/generate.py), checked
+against a step-by-step onnxruntime CPU loop over the same ONNX model, with the cache kept on
+the GPU: no GPU objects made and at most 16 bytes read back per step."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from test_runtime import count_gpu_creations
+
+import onnx2wgsl
+from onnx2wgsl.compiler import compile_model
+from onnx2wgsl.compiler.cli import main
+from onnx2wgsl.compiler.generation import Generation, state_pairs
+from onnx2wgsl.errors import CompileError, InputError, ManifestError
+from onnx2wgsl.runtime import manifest as mf
+
+MODELS = Path(__file__).parent / "models"
+DECODERS = ["llama_tiny_kv", "gpt2_tiny_kv"]
+PROMPT = [1, 5, 7, 9]
+MAX_LENGTH = 80  # the prompt and 64 new tokens fit
+
+
+def ort_greedy(path: Path, prompt: list[int], n: int) -> list[int]:
+    """Greedy ids by onnxruntime on the CPU: the prompt in one step, then one token per step,
+    each step's present fed back as the next one's past."""
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ins = {i.name: i for i in s.get_inputs()}
+    names = [o.name for o in s.get_outputs()]
+    past = {
+        k: np.zeros((1, i.shape[1], 0, i.shape[3]), np.float32)
+        for k, i in ins.items()
+        if k.startswith("past")
+    }
+    ids, total, out = np.array([prompt], np.int64), 0, []
+    for _ in range(n):
+        seq = ids.shape[1]
+        feed = {"input_ids": ids, "attention_mask": np.ones((1, total + seq), np.int64), **past}
+        if "position_ids" in ins:
+            feed["position_ids"] = np.arange(total, total + seq)[None]
+        res = dict(zip(names, s.run(None, feed)))
+        out.append(int(np.argmax(res["logits"][0, -1])))
+        past = {k: res[k.replace("past_key_values", "present")] for k in past}
+        total += seq
+        ids = np.array([[out[-1]]], np.int64)
+    return out
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    out = {}
+    for name in DECODERS:
+        path = tmp_path_factory.mktemp(name)
+        compile_model(MODELS / f"{name}.onnx", path, generation=Generation(MAX_LENGTH))
+        out[name] = path
+    return out
+
+
+@pytest.fixture(scope="module")
+def references():
+    return {name: ort_greedy(MODELS / f"{name}.onnx", PROMPT, 64) for name in DECODERS}
+
+
+# -- compile (no device) ---------------------------------------------------------------------
+def test_manifest_records_the_state_pairs_and_bounds(artifacts):
+    m = mf.read(artifacts["llama_tiny_kv"])
+    gen = m["generation"]
+    assert gen["max_length"] == MAX_LENGTH
+    assert gen["position_ids"] == "position_ids" and gen["attention_mask"] == "attention_mask"
+    assert [(s["past"], s["present"]) for s in gen["state"]] == [
+        (f"past_key_values.{i}.{k}", f"present.{i}.{k}") for i in range(2) for k in ("key", "value")
+    ]
+    symbols = {s["name"]: (s["min"], s["max"]) for s in m["symbols"]}
+    assert symbols == {"sequence_length": (1, MAX_LENGTH), "past_sequence_length": (0, MAX_LENGTH - 1)}
+    (tok,) = [o for o in m["outputs"] if o["name"] == "next_token"]
+    assert tok["dtype"] == "int64" and tok["shape"] == [1, 1] and tok["size"] == 4
+    mask = next(i for i in m["inputs"] if i["name"] == "attention_mask")
+    assert mask["shape"] == [1, ["+", "past_sequence_length", "sequence_length"]]
+    # the cache lies in buffers that hold no output: a present is copied into its past's slot
+    out_buffers = {o["buffer"] for o in m["outputs"]}
+    assert all(
+        next(i for i in m["inputs"] if i["name"] == s["past"])["buffer"] not in out_buffers
+        for s in gen["state"]
+    )
+
+
+def test_compile_is_deterministic(artifacts, tmp_path):
+    compile_model(MODELS / "gpt2_tiny_kv.onnx", tmp_path, generation=Generation(MAX_LENGTH))
+    for f in ("manifest.json", "weights.bin"):
+        assert (tmp_path / f).read_bytes() == (artifacts["gpt2_tiny_kv"] / f).read_bytes()
+
+
+def test_state_pairs_by_name_or_given():
+    m = onnx.load(MODELS / "gpt2_tiny_kv.onnx", load_external_data=False)
+    assert ("past_key_values.1.value", "present.1.value") in state_pairs(m, {})
+    given = {"past_key_values.0.key": "present.0.key"}
+    assert state_pairs(m, given) == list(given.items())
+    with pytest.raises(CompileError, match="no model input"):
+        state_pairs(m, {"past.0": "present.0.key"})
+    with pytest.raises(CompileError, match="no model output"):
+        state_pairs(m, {"past_key_values.0.key": "present.9.key"})
+
+
+def test_a_model_without_a_cache_is_refused(tmp_path):
+    with pytest.raises(CompileError, match="no past/present pairs"):
+        compile_model(MODELS / "llama_tiny_torchscript.onnx", tmp_path, generation=Generation(32))
+
+
+def test_cli_compile_state_needs_max_length(tmp_path, capsys):
+    model = str(MODELS / "gpt2_tiny_kv.onnx")
+    assert main(["compile", model, "-o", str(tmp_path / "a"), "--state", "a=b"]) == 1
+    assert "--max-length" in capsys.readouterr().err
+    args = ["compile", model, "-o", str(tmp_path / "b"), "--max-length", "16"]
+    assert main([*args, "--state", "past_key_values.0.key=present.0.key"]) == 0
+    gen = json.loads((tmp_path / "b" / "manifest.json").read_text())["generation"]
+    assert gen["state"] == [{"past": "past_key_values.0.key", "present": "present.0.key"}]
+
+
+def test_manifest_refuses_a_past_beside_outputs(artifacts):
+    m = mf.read(artifacts["gpt2_tiny_kv"])
+    past = next(i for i in m["inputs"] if i["name"] == "past_key_values.0.key")
+    past["buffer"] = m["outputs"][0]["buffer"]
+    past["offset"] = 0
+    with pytest.raises(ManifestError, match="holds outputs"):
+        mf.validate(m)
+    m = mf.read(artifacts["gpt2_tiny_kv"])
+    m["generation"]["max_length"] = MAX_LENGTH + 1  # past_sequence_length's range is too short
+    with pytest.raises(ManifestError, match="max_length"):
+        mf.validate(m)
+
+
+# -- on the device ---------------------------------------------------------------------------
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", DECODERS)
+def test_greedy_64_tokens_match_onnxruntime(name, artifacts, references, device):
+    gen = onnx2wgsl.Generator(artifacts[name], device=device)
+    got = list(gen.generate(PROMPT, max_new_tokens=64))
+    assert got == references[name]
+    assert len(set(got)) > 16  # (the reference is not one token repeated)
+
+
+@pytest.mark.gpu
+def test_generate_makes_no_gpu_objects_and_reads_4_bytes_a_step(artifacts, references, device, monkeypatch):
+    gen = onnx2wgsl.Generator(artifacts["llama_tiny_kv"], device=device)
+    calls = count_gpu_creations(device, monkeypatch)
+    device.create_bind_group_layout(entries=[])  # the counter sees creations
+    assert calls["create_bind_group_layout"] == 1
+    calls["create_bind_group_layout"] = 0
+    read = [0]
+    buffer_cls = type(gen._readback)
+
+    def counted(original):
+        def wrapper(self, *a, **k):
+            data = original(self, *a, **k)
+            read[0] += memoryview(data).nbytes
+            return data
+
+        return wrapper
+
+    for name in ("read_mapped", "_experimental_get_mapped_range"):
+        monkeypatch.setattr(buffer_cls, name, counted(getattr(buffer_cls, name)))
+    queue_cls = type(device.queue)
+    monkeypatch.setattr(queue_cls, "read_buffer", counted(queue_cls.read_buffer))
+    got, per_step = [], []
+    for token in gen.generate(PROMPT, max_new_tokens=64):
+        got.append(token)
+        per_step.append(read[0])
+        read[0] = 0
+    assert got == references["llama_tiny_kv"]
+    assert calls == {name: 0 for name in calls}
+    assert max(per_step) <= 16 and per_step[0] > 0
+
+
+@pytest.mark.gpu
+def test_generate_continues_until_reset(artifacts, references, device):
+    gen = onnx2wgsl.Generator(artifacts["gpt2_tiny_kv"], device=device)
+    first = list(gen.generate(PROMPT, max_new_tokens=10))
+    rest = list(gen.generate([], max_new_tokens=10))  # goes on from the last token chosen
+    assert first + rest == references["gpt2_tiny_kv"][:20]
+    gen.reset()
+    assert list(gen.generate(PROMPT, max_new_tokens=5)) == references["gpt2_tiny_kv"][:5]
+
+
+@pytest.mark.gpu
+def test_generate_stops_at_eos_and_at_max_length(artifacts, references, device):
+    ref = references["llama_tiny_kv"]
+    gen = onnx2wgsl.Generator(artifacts["llama_tiny_kv"], device=device)
+    assert list(gen.generate(PROMPT, max_new_tokens=64, eos_token_id=ref[6])) == ref[: ref.index(ref[6]) + 1]
+    gen.reset()
+    long = [3] * (MAX_LENGTH - 3)
+    got = list(gen.generate(long, max_new_tokens=64))
+    assert len(got) == 3  # the sequence holds MAX_LENGTH tokens
+    assert got == ort_greedy(MODELS / "llama_tiny_kv.onnx", long, 3)
+    with pytest.raises(InputError, match="max length"):
+        gen.generate([1], max_new_tokens=1)
+    gen.reset()
+    with pytest.raises(InputError, match="max length"):
+        gen.generate([3] * (MAX_LENGTH + 1))
+
+
+@pytest.mark.gpu
+def test_an_artifact_not_compiled_for_generation_is_refused(tmp_path, device):
+    compile_model(MODELS / "gpt2_tiny_kv.onnx", tmp_path, dims={"batch_size": 1, "sequence_length": (1, 8),
+                  "past_sequence_length": (0, 8)})  # fmt: skip
+    with pytest.raises(InputError, match="--max-length"):
+        onnx2wgsl.Generator(tmp_path, device=device)
+
+
+@pytest.mark.gpu
+def test_cli_generate_prints_the_tokens_and_timings(artifacts, references, capsys):
+    ids = ",".join(map(str, PROMPT))
+    assert (
+        main(["generate", str(artifacts["gpt2_tiny_kv"]), "--prompt-ids", ids, "--max-new-tokens", "12"]) == 0
+    )
+    out = capsys.readouterr()
+    assert [int(t) for t in out.out.split()] == references["gpt2_tiny_kv"][:12]
+    for what in ("prefill 4 tokens", "time to first token", "tokens/s"):
+        assert what in out.err
+
+
+@pytest.mark.gpu
+def test_cli_generate_with_a_tokenizer(artifacts, references, tmp_path, capsys):
+    tokenizers = pytest.importorskip("tokenizers")
+    vocab = {f"w{i}": i for i in range(1000)}
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="w0"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tok.save(str(tmp_path / "tokenizer.json"))
+    prompt = " ".join(f"w{i}" for i in PROMPT)
+    args = [
+        "generate",
+        str(artifacts["llama_tiny_kv"]),
+        "--prompt",
+        prompt,
+        "--tokenizer",
+        str(tmp_path / "tokenizer.json"),
+    ]
+    assert main([*args, "--max-new-tokens", "8"]) == 0
+    assert capsys.readouterr().out.split() == [f"w{i}" for i in references["llama_tiny_kv"][:8]]
+
+
+def test_cli_generate_needs_a_prompt(capsys, tmp_path):
+    assert main(["generate", str(tmp_path)]) == 1
+    assert "--prompt-ids" in capsys.readouterr().err
+    assert main(["generate", str(tmp_path), "--prompt", "hi"]) == 1
+    assert "--tokenizer" in capsys.readouterr().err
