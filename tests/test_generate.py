@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from onnx import helper
 from test_runtime import count_gpu_creations
 
 import onnx2wgsl
@@ -202,6 +203,50 @@ def test_generate_stops_at_eos_and_at_max_length(artifacts, references, device):
     gen.reset()
     with pytest.raises(InputError, match="max length"):
         gen.generate([3] * (MAX_LENGTH + 1))
+
+
+def merged_decoder(path: Path) -> onnx.ModelProto:
+    """The decoder as optimum's decoder_model_merged has it: an If on input use_cache_branch
+    over two copies of the graph (optimum's other branch is the decoder without a past)."""
+    m = onnx.load(path)
+    g = m.graph
+
+    def branch(tag: str) -> onnx.GraphProto:
+        rename: dict[str, str] = {}
+        nodes = []
+        for n in g.node:
+            copy = onnx.NodeProto()
+            copy.CopyFrom(n)
+            copy.name = f"{tag}/{n.name}"
+            for i, x in enumerate(copy.input):
+                copy.input[i] = rename.get(x, x)
+            for i, y in enumerate(copy.output):
+                if y:
+                    rename[y] = copy.output[i] = f"{tag}/{y}"
+            nodes.append(copy)
+        outs = [
+            helper.make_tensor_value_info(rename[o.name], o.type.tensor_type.elem_type, None)
+            for o in g.output
+        ]
+        return helper.make_graph(nodes, tag, [], outs)
+
+    node = helper.make_node(
+        "If", ["use_cache_branch"], [o.name for o in g.output], then_branch=branch("with_past"),
+        else_branch=branch("without_past"),
+    )  # fmt: skip
+    del g.node[:]
+    g.node.append(node)
+    g.input.append(helper.make_tensor_value_info("use_cache_branch", onnx.TensorProto.BOOL, [1]))
+    return m
+
+
+@pytest.mark.gpu
+def test_a_merged_decoder_runs_its_cache_branch(references, tmp_path, device):
+    model = merged_decoder(MODELS / "llama_tiny_kv.onnx")
+    res = compile_model(model, tmp_path, generation=Generation(MAX_LENGTH))
+    assert "use_cache_branch" not in [i["name"] for i in res.artifact.manifest["inputs"]]
+    gen = onnx2wgsl.Generator(tmp_path, device=device)
+    assert list(gen.generate(PROMPT, max_new_tokens=16)) == references["llama_tiny_kv"][:16]
 
 
 @pytest.mark.gpu
