@@ -76,9 +76,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.max_length is not None:
         from .generation import Generation
 
-        generation = Generation(args.max_length, _pairs(args.state, "--state"))
-    elif args.state:
-        raise UsageError("--state applies to a compile for generation: give --max-length N too")
+        generation = Generation(args.max_length, _pairs(args.state, "--state"), args.sample_candidates)
+    elif args.state or args.sample_candidates:
+        raise UsageError(
+            "--state and --sample-candidates apply to a compile for generation: give --max-length N too"
+        )
     hooks = [_progress] if args.verbose else []
     if args.dump_ir:
         hooks.append(IRDumper(args.dump_ir, args.opt_level, force=args.force))
@@ -599,6 +601,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PAST=PRESENT",
         help="with --max-length, a past input fed by a present output of the step before "
         "(default: recognised by name, past_key_values.N.key -> present.N.key ...)",
+    )
+    c.add_argument(
+        "--sample-candidates",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with --max-length, also sample on the GPU (temperature, top-k, top-p, repetition "
+        "penalty) among the K best tokens of each step",
     )
     c.add_argument("--verify-ir", action="store_true", help="check the IR after every stage")
     c.add_argument(

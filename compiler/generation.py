@@ -31,6 +31,10 @@ from onnx import helper
 from onnx2wgsl.errors import CompileError
 
 NEXT_TOKEN = "next_token"
+SAMPLED_TOKEN = "sampled_token"
+SAMPLING = "sampling_params"  # f32 [temperature, top_k, top_p, repetition_penalty, u]
+SEEN = "sampling_seen"  # f32 [batch, vocab]: 1 for each token in the sequence so far
+SEEN_NEXT = "sampling_seen_next"
 _HINT = "name the pairs with --state PAST=PRESENT (Python: state={past: present})"
 # past name -> present name, for the names exporters give a decoder's cache
 _PAIR_PATTERNS = [
@@ -50,6 +54,7 @@ class Generation:
 
     max_length: int
     state: dict[str, str] = field(default_factory=dict)
+    sample_candidates: int = 0  # >0: also sample among this many best tokens (``sampled_token``)
 
 
 def state_pairs(model: onnx.ModelProto, given: dict[str, str]) -> list[tuple[str, str]]:
@@ -171,6 +176,23 @@ def prepare(
         ]
     )
     g.output.append(helper.make_tensor_value_info(NEXT_TOKEN, onnx.TensorProto.INT64, [batch, 1]))
+    sampling = {}
+    if spec.sample_candidates:
+        vocab = _dims(outputs["logits"])[-1]
+        if not isinstance(vocab, int):
+            raise CompileError(f"sampling needs the logits' vocabulary dim fixed, not {vocab!r}")
+        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        if opset < 13:
+            raise CompileError(f"sampling appends opset-13 ops; the model is opset {opset}")
+        _append_sampling(g, batch, vocab, min(spec.sample_candidates, vocab), opset)
+        pairs.append((SEEN, SEEN_NEXT))
+        sampling = {
+            "sampling": {
+                "params": SAMPLING,
+                "token": SAMPLED_TOKEN,
+                "candidates": min(spec.sample_candidates, vocab),
+            }
+        }
     record = {
         "max_length": n,
         "input_ids": "input_ids",
@@ -180,6 +202,7 @@ def prepare(
         "sequence_dim": seq,
         "past_dim": past,
         "state": [{"past": p, "present": q} for p, q in pairs],
+        **sampling,
     }
     return model, dims, constants, record
 
@@ -190,3 +213,87 @@ def _rename_dim(g: onnx.GraphProto, old: str, new: str) -> None:
         for d in vi.type.tensor_type.shape.dim:
             if d.dim_param == old:
                 d.dim_param = new
+
+
+def _append_sampling(g: onnx.GraphProto, batch, vocab: int, k: int, opset: int) -> None:
+    """``sampled_token``: a token drawn from the last position's logits with a repetition
+    penalty (HF's: a seen token's positive logit divided by it, a negative one multiplied),
+    a temperature, the top_k best (of the k candidates; 0 keeps all k) and the fewest best
+    whose probabilities sum to top_p, at the uniform draw u in [0, 1) that the runtime feeds.
+    The tokens seen (the prompt and every token fed since) are a state pair of their own."""
+    f32, i64 = onnx.TensorProto.FLOAT, onnx.TensorProto.INT64
+
+    def const(name: str, dtype: int, dims: list[int], values: list) -> None:
+        g.node.append(
+            helper.make_node("Constant", [], [name], value=helper.make_tensor("", dtype, dims, values))
+        )
+
+    def node(op: str, ins: list[str], out: str, **attrs) -> str:
+        g.node.append(helper.make_node(op, ins, [out], **attrs))
+        return out
+
+    p = "sampling/"
+    const(p + "last", i64, [1], [-1])
+    const(p + "end", i64, [1], [2**62])
+    const(p + "one", i64, [1], [1])
+    const(p + "shape", i64, [2], [0, vocab])
+    const(p + "vocab", i64, [], [vocab])
+    const(p + "zero_i", i64, [], [0])
+    const(p + "step_i", i64, [], [1])
+    const(p + "k", i64, [1], [k])
+    const(p + "kk", i64, [], [k])
+    const(p + "zero", f32, [], [0.0])
+    const(p + "neg_inf", f32, [], [-np.inf])
+    for i, name in enumerate(("temperature", "top_k", "top_p", "penalty", "u")):
+        const(p + f"at{i}", i64, [1], [i])
+        node("Gather", [SAMPLING, p + f"at{i}"], p + name, axis=0)  # [1]
+    last = node("Slice", ["logits", p + "last", p + "end", p + "one"], p + "last_logits")
+    logits = node("Reshape", [last, p + "shape"], p + "logits")  # [batch, vocab]
+    # the tokens seen: those of earlier steps, and this step's input_ids
+    const(p + "end_axis", i64, [1], [-1])
+    ids = node("Unsqueeze", ["input_ids", p + "end_axis"], p + "ids")
+    vocab_ids = node("Range", [p + "zero_i", p + "vocab", p + "step_i"], p + "vocab_ids")
+    hit = node("Cast", [node("Equal", [ids, vocab_ids], p + "hit_b")], p + "hit", to=f32)  # [b, seq, V]
+    if opset >= 18:
+        fed = node("ReduceMax", [hit, p + "one"], p + "fed", keepdims=0)  # [b, V]
+    else:
+        fed = node("ReduceMax", [hit], p + "fed", keepdims=0, axes=[1])
+    seen = node("Max", [SEEN, fed], SEEN_NEXT)
+    seen_b = node("Greater", [seen, p + "zero"], p + "seen_b")
+    positive = node("Greater", [logits, p + "zero"], p + "positive")
+    penalized = node(
+        "Where",
+        [
+            positive,
+            node("Div", [logits, p + "penalty"], p + "div"),
+            node("Mul", [logits, p + "penalty"], p + "mul"),
+        ],
+        p + "penalized_all",
+    )
+    adjusted = node("Where", [seen_b, penalized, logits], p + "penalized")
+    scaled = node("Div", [adjusted, p + "temperature"], p + "scaled")
+    g.node.append(helper.make_node("TopK", [scaled, p + "k"], [p + "values", p + "indices"], axis=-1))
+    # top_k: candidates past it drop out (0 keeps all)
+    rank = node(
+        "Cast", [node("Range", [p + "zero_i", p + "kk", p + "step_i"], p + "rank_i")], p + "rank", to=f32
+    )
+    within = node("Less", [rank, p + "top_k"], p + "within_k")
+    all_k = node("LessOrEqual", [p + "top_k", p + "zero"], p + "all_k")
+    keep_k = node("Or", [within, all_k], p + "keep_k")
+    masked = node("Where", [keep_k, p + "values", p + "neg_inf"], p + "masked")
+    probs = node("Softmax", [masked], p + "probs", axis=-1)
+    # top_p: a candidate stays while the probability before it is under top_p (the best always)
+    const(p + "axis1", i64, [], [1])
+    before = node("CumSum", [probs, p + "axis1"], p + "before", exclusive=1)
+    nucleus = node("Less", [before, p + "top_p"], p + "nucleus")
+    kept = node("Where", [nucleus, probs, p + "zero"], p + "kept")
+    cum = node("CumSum", [kept, p + "axis1"], p + "cum")
+    total = node("Slice", [cum, p + "last", p + "end", p + "one"], p + "total")  # [b, 1]
+    threshold = node("Mul", [total, p + "u"], p + "threshold")
+    past = node("Cast", [node("Greater", [cum, threshold], p + "past_b")], p + "past", to=f32)
+    pick = node("ArgMax", [past], p + "pick", axis=-1, keepdims=1)  # the first candidate past u
+    node("GatherElements", [p + "indices", pick], SAMPLED_TOKEN, axis=1)
+    g.input.append(helper.make_tensor_value_info(SAMPLING, f32, [5]))
+    g.input.append(helper.make_tensor_value_info(SEEN, f32, [batch, vocab]))
+    g.output.append(helper.make_tensor_value_info(SEEN_NEXT, f32, [batch, vocab]))
+    g.output.append(helper.make_tensor_value_info(SAMPLED_TOKEN, i64, [batch, 1]))

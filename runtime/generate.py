@@ -48,6 +48,9 @@ class Generator:
         self._mask = inputs.get(gen.get("attention_mask", ""))
         self._positions = inputs.get(gen.get("position_ids", ""))
         self._token = outputs[gen["next_token"]]
+        sampling = gen.get("sampling")
+        self._params = inputs[sampling["params"]] if sampling else None
+        self._sampled = outputs[sampling["token"]] if sampling else None
         self._state = [(inputs[p["past"]], outputs[p["present"]]) for p in gen["state"]]
         self._seq, self._past = gen["sequence_dim"], gen["past_dim"]
         others = [k for k in s.symbols if k not in (self._seq, self._past)]
@@ -59,7 +62,7 @@ class Generator:
             )
         fed = (
             {gen["input_ids"]}
-            | {io["name"] for io in (self._mask, self._positions) if io}
+            | {io["name"] for io in (self._mask, self._positions, self._params) if io}
             | {p["past"] for p in gen["state"]}
         )
         rest = [n for n in inputs if n not in fed and "default" not in inputs[n]]
@@ -80,6 +83,9 @@ class Generator:
             usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST,
             label="next token",
         )
+        # at a sequence's first step the cache starts empty: slots not empty at past 0 are cleared
+        start = {self._seq: 1, self._past: 0}
+        self._cleared = [p for p, _ in self._state if math.prod(mf.evaluate(d, start) for d in p["shape"])]
         self._ones = np.ones(self.max_length, np.int32)
         self._arange = np.arange(self.max_length, dtype=np.int32)
         self.reset()
@@ -94,10 +100,22 @@ class Generator:
         prompt_ids: Iterable[int],
         max_new_tokens: int = 64,
         eos_token_id: int | Iterable[int] | None = None,
+        *,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        repetition_penalty: float | None = None,
+        seed: int | None = None,
     ) -> Iterator[int]:
         """Feed ``prompt_ids`` (after the sequence so far), then choose up to ``max_new_tokens``
-        tokens greedily, yielding each id as soon as it is chosen; stops after an end token
-        (``eos_token_id``, yielded too) or when the sequence reaches the max length."""
+        tokens, yielding each id as soon as it is chosen; stops after an end token
+        (``eos_token_id``, yielded too) or when the sequence reaches the max length.
+
+        Greedy unless a sampling option is given (an artifact compiled with
+        ``--sample-candidates K``): ``temperature`` (default 1; 0 is greedy), ``top_k`` (of
+        the K candidates; default all K), ``top_p`` (default 1), ``repetition_penalty``
+        (default 1; alone, it is greedy over the penalized logits) and ``seed`` (of the host's
+        uniform draw per step, the only randomness; default fresh)."""
         if max_new_tokens < 0:
             raise InputError(f"max_new_tokens must be 0 or more, not {max_new_tokens}")
         prompt = [int(t) for t in np.asarray(list(prompt_ids), dtype=np.int64).reshape(-1)]
@@ -110,20 +128,45 @@ class Generator:
                 f"the sequence would hold {self._cached + len(feed)} tokens, more than the artifact's max "
                 f"length {self.max_length}; reset() or recompile with a larger --max-length"
             )
-        return self._tokens(feed, max_new_tokens, eos) if max_new_tokens else iter(())
+        params = self._sampling(temperature, top_k, top_p, repetition_penalty)
+        draws = uniforms(seed) if params is not None else None
+        return self._tokens(feed, max_new_tokens, eos, params, draws) if max_new_tokens else iter(())
 
-    def _tokens(self, feed: list[int], count: int, eos: set[int]) -> Iterator[int]:
+    def _sampling(self, temperature, top_k, top_p, penalty) -> np.ndarray | None:
+        """The sampling inputs but the draw: [temperature, top_k, top_p, penalty, 0], or None
+        for the greedy choice."""
+        if temperature is None and top_k is None and top_p is None and penalty in (None, 1, 1.0):
+            return None
+        if self._params is None:
+            raise InputError(
+                "this artifact chooses greedily only; compile with --sample-candidates K to sample on the GPU"
+            )
+        t = 1.0 if temperature is None else float(temperature)
+        k, p = 0 if top_k is None else int(top_k), 1.0 if top_p is None else float(top_p)
+        r = 1.0 if penalty is None else float(penalty)
+        if t < 0 or k < 0 or not 0 < p <= 1 or r <= 0:
+            raise InputError(
+                "sampling needs temperature >= 0, top_k >= 0, 0 < top_p <= 1 and repetition_penalty > 0"
+            )
+        if t == 0 or temperature is None and top_k is None and top_p is None:
+            t, k = 1.0, 1  # greedy (over the penalized logits)
+        return np.array([t, k, p, r, 0.0], np.float32)
+
+    def _tokens(self, feed: list[int], count: int, eos: set[int], params, draws) -> Iterator[int]:
         self._pending = []
         for _ in range(count):
-            token = self._step(feed)
+            if params is not None:
+                params[4] = next(draws)
+            token = self._step(feed, params)
             self._pending = [token]
             yield token
             if token in eos or self._cached + 1 >= self.max_length:
                 return  # (the sequence is full once the token is in it)
             feed = [token]
 
-    def _step(self, feed: list[int]) -> int:
-        """One run: ``feed`` after the cached positions; returns the chosen token."""
+    def _step(self, feed: list[int], params: np.ndarray | None = None) -> int:
+        """One run: ``feed`` after the cached positions; returns the chosen token (sampled
+        with ``params``, else the greedy one)."""
         s = self.session
         n, past = len(feed), self._cached
         values = tuple(n if k == self._seq else past for k in s.symbols)
@@ -138,14 +181,23 @@ class Generator:
         if self._positions is not None:
             io = self._positions
             q.write_buffer(s.buffers[io["buffer"]], io["offset"], self._arange[past : past + n])
+        if self._params is not None:
+            q.write_buffer(
+                s.buffers[self._params["buffer"]],
+                self._params["offset"],
+                params if params is not None else np.array([1, 1, 1, 1, 0], np.float32),
+            )
         enc = s.device.create_command_encoder()
+        if past == 0:
+            for io in self._cleared:
+                enc.clear_buffer(s.buffers[io["buffer"]], io["offset"], io["size"])
         cpass = enc.begin_compute_pass()
         for pipeline, group, grid, _ in steps:
             cpass.set_pipeline(pipeline)
             cpass.set_bind_group(0, group)
             cpass.dispatch_workgroups(*grid)
         cpass.end()
-        tok = self._token
+        tok = self._token if params is None else self._sampled
         enc.copy_buffer_to_buffer(s.buffers[tok["buffer"]], tok["offset"], self._readback, 0, 4)
         if past + n < self.max_length:  # the next step's past: on the GPU, into the past slots
             for past_io, present in self._state:
@@ -167,3 +219,12 @@ class Generator:
         """Free the GPU buffers now."""
         self._readback.destroy()
         self.session.release()
+
+
+def uniforms(seed: int | None) -> Iterator[float]:
+    """The uniform draws in [0, 1) that sampling takes, one per step, from numpy's generator
+    at ``seed`` (rounded to f32 below 1)."""
+    rng = np.random.default_rng(seed)
+    below_one = float(np.nextafter(np.float32(1), np.float32(0)))
+    while True:
+        yield min(float(np.float32(rng.random())), below_one)

@@ -18,7 +18,7 @@ from test_runtime import count_gpu_creations
 import onnx2wgsl
 from onnx2wgsl.compiler import compile_model
 from onnx2wgsl.compiler.cli import main
-from onnx2wgsl.compiler.generation import Generation, state_pairs
+from onnx2wgsl.compiler.generation import Generation, prepare, state_pairs
 from onnx2wgsl.errors import CompileError, InputError, ManifestError
 from onnx2wgsl.runtime import manifest as mf
 
@@ -147,7 +147,9 @@ def test_greedy_64_tokens_match_onnxruntime(name, artifacts, references, device)
 
 
 @pytest.mark.gpu
-def test_generate_makes_no_gpu_objects_and_reads_4_bytes_a_step(artifacts, references, device, monkeypatch):
+def test_generate_makes_no_gpu_objects_and_reads_4_bytes_a_step(
+    artifacts, sampling_artifact, references, device, monkeypatch
+):
     gen = onnx2wgsl.Generator(artifacts["llama_tiny_kv"], device=device)
     calls = count_gpu_creations(device, monkeypatch)
     device.create_bind_group_layout(entries=[])  # the counter sees creations
@@ -176,6 +178,15 @@ def test_generate_makes_no_gpu_objects_and_reads_4_bytes_a_step(artifacts, refer
     assert got == references["llama_tiny_kv"]
     assert calls == {name: 0 for name in calls}
     assert max(per_step) <= 16 and per_step[0] > 0
+    # sampling on the GPU too: after load, nothing made, 4 bytes a step
+    sampler = onnx2wgsl.Generator(sampling_artifact, device=device)
+    calls.update({name: 0 for name in calls})
+    per_step = []
+    for _ in sampler.generate(PROMPT, max_new_tokens=32, temperature=0.8, top_k=8, top_p=0.9, seed=1):
+        per_step.append(read[0])
+        read[0] = 0
+    assert calls == {name: 0 for name in calls}
+    assert len(per_step) == 32 and max(per_step) <= 16
 
 
 @pytest.mark.gpu
@@ -294,3 +305,120 @@ def test_cli_generate_needs_a_prompt(capsys, tmp_path):
     assert "--prompt-ids" in capsys.readouterr().err
     assert main(["generate", str(tmp_path), "--prompt", "hi"]) == 1
     assert "--tokenizer" in capsys.readouterr().err
+
+
+# -- sampling --------------------------------------------------------------------------------
+CANDIDATES = 16
+
+
+def numpy_sample(logits: np.ndarray, seen: set[int], params: list[float], u: float) -> int:
+    """The sampling rule, in numpy: repetition penalty, temperature, the K candidates, top-k,
+    top-p, then the first candidate whose cumulative probability passes u."""
+    temperature, top_k, top_p, penalty = params
+    x = logits.astype(np.float64).copy()
+    for t in seen:
+        x[t] = x[t] / penalty if x[t] > 0 else x[t] * penalty
+    x /= temperature
+    order = np.argsort(-x, kind="stable")[:CANDIDATES]
+    v = x[order]
+    if top_k > 0:
+        v[int(top_k) :] = -np.inf
+    p = np.exp(v - v.max())
+    p /= p.sum()
+    p[np.cumsum(p) - p >= top_p] = 0
+    cum = np.cumsum(p)
+    return int(order[np.argmax(cum > u * cum[-1])])
+
+
+def ort_sampled(
+    model: onnx.ModelProto, record: dict, prompt: list[int], n: int, params: list[float], seed: int
+):
+    """Sampled ids by onnxruntime on the CPU over the model as compiled for generation (its
+    sampling nodes appended), fed the same draws as the Generator; and each step's logits."""
+    from onnx2wgsl.runtime.generate import uniforms
+
+    s = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    ins = {i.name: i for i in s.get_inputs()}
+    names = [o.name for o in s.get_outputs()]
+    state = {
+        p["past"]: np.zeros([d if isinstance(d, int) else 1 - (i == 2) for i, d in enumerate(ins[p["past"]].shape)],
+                            np.float32)
+        for p in record["state"]
+    }  # fmt: skip
+    draws = uniforms(seed)
+    ids, total, out, steps = np.array([prompt], np.int64), 0, [], []
+    for _ in range(n):
+        seq = ids.shape[1]
+        u = next(draws)
+        feed = {"input_ids": ids, "attention_mask": np.ones((1, total + seq), np.int64), **state,
+                "sampling_params": np.array([*params, u], np.float32)}  # fmt: skip
+        if "position_ids" in ins:
+            feed["position_ids"] = np.arange(total, total + seq)[None]
+        res = dict(zip(names, s.run(None, feed)))
+        out.append(int(res["sampled_token"][0, 0]))
+        steps.append((res["logits"][0, -1], u))
+        state = {p["past"]: res[p["present"]] for p in record["state"]}
+        total += seq
+        ids = np.array([[out[-1]]], np.int64)
+    return out, steps
+
+
+SAMPLING = [[1.0, 0, 1.0, 1.0], [0.8, 5, 0.9, 1.3], [1.5, 0, 0.7, 1.0], [0.7, 3, 1.0, 2.0]]
+
+
+@pytest.fixture(scope="module")
+def sampling_model():
+    m = onnx.load(MODELS / "llama_tiny_kv.onnx")
+    model, _, _, record = prepare(m, Generation(MAX_LENGTH, sample_candidates=CANDIDATES), {}, {})
+    return model, record
+
+
+@pytest.mark.parametrize("params", SAMPLING)
+def test_the_sampling_nodes_follow_the_rule(sampling_model, params):
+    model, record = sampling_model
+    prompt = [1, 5, 7, 9]
+    got, steps = ort_sampled(model, record, prompt, 12, params, seed=3)
+    seen = set(prompt)
+    for token, (logits, u) in zip(got, steps):
+        assert token == numpy_sample(logits, seen, params, u)
+        seen.add(token)
+    assert len(set(got)) > 1
+
+
+@pytest.fixture(scope="module")
+def sampling_artifact(tmp_path_factory):
+    path = tmp_path_factory.mktemp("sampling")
+    compile_model(
+        MODELS / "llama_tiny_kv.onnx", path, generation=Generation(MAX_LENGTH, sample_candidates=CANDIDATES)
+    )
+    return path
+
+
+@pytest.mark.gpu
+def test_sampling_on_the_gpu_matches_onnxruntime(sampling_model, sampling_artifact, device):
+    model, record = sampling_model
+    gen = onnx2wgsl.Generator(sampling_artifact, device=device)
+    for params in SAMPLING:
+        want, _ = ort_sampled(model, record, PROMPT, 40, params, seed=11)
+        gen.reset()
+        t, k, p, r = params
+        got = list(gen.generate(PROMPT, 40, temperature=t, top_k=k, top_p=p, repetition_penalty=r, seed=11))
+        assert got == want
+    gen.reset()  # the same seed, the same tokens
+    first = list(gen.generate(PROMPT, 8, temperature=0.9, seed=5))
+    gen.reset()
+    assert list(gen.generate(PROMPT, 8, temperature=0.9, seed=5)) == first
+    gen.reset()
+    greedy = ort_greedy(MODELS / "llama_tiny_kv.onnx", PROMPT, 8)
+    assert list(gen.generate(PROMPT, 8)) == greedy
+    gen.reset()
+    assert list(gen.generate(PROMPT, 8, temperature=0)) == greedy
+    with pytest.raises(InputError, match="top_p"):
+        gen.generate(PROMPT, 8, top_p=0)
+
+
+@pytest.mark.gpu
+def test_a_greedy_artifact_refuses_sampling(artifacts, device):
+    gen = onnx2wgsl.Generator(artifacts["gpt2_tiny_kv"], device=device)
+    with pytest.raises(InputError, match="--sample-candidates"):
+        gen.generate(PROMPT, 4, temperature=0.8)
