@@ -340,7 +340,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
     shown = ""
     t0 = time.perf_counter()
     t_first = 0.0
-    for token in gen.generate(ids, max_new_tokens=args.max_new_tokens, eos_token_id=args.eos):
+    sampling = {
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "repetition_penalty": args.repetition_penalty,
+        "seed": args.seed,
+    }
+    tokens = gen.generate(ids, max_new_tokens=args.max_new_tokens, eos_token_id=args.eos, **sampling)
+    for token in tokens:
         if not out:
             t_first = time.perf_counter() - t0
         out.append(token)
@@ -677,6 +685,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-new-tokens", type=int, default=64, metavar="N", help="tokens to generate (default 64)"
     )
     gen.add_argument("--eos", type=int, action="append", metavar="ID", help="stop after this token id")
+    gen.add_argument(
+        "--temperature", type=float, help="sample at this temperature (needs --sample-candidates)"
+    )
+    gen.add_argument("--top-k", type=int, help="sample among the K best tokens")
+    gen.add_argument(
+        "--top-p", type=float, help="sample among the fewest best tokens holding this probability"
+    )
+    gen.add_argument("--repetition-penalty", type=float, help="divide the logits of tokens seen by this")
+    gen.add_argument("--seed", type=int, help="seed of the sampling draws")
     gen.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     gen.set_defaults(fn=cmd_generate)
 

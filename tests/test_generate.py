@@ -422,3 +422,26 @@ def test_a_greedy_artifact_refuses_sampling(artifacts, device):
     gen = onnx2wgsl.Generator(artifacts["gpt2_tiny_kv"], device=device)
     with pytest.raises(InputError, match="--sample-candidates"):
         gen.generate(PROMPT, 4, temperature=0.8)
+
+
+@pytest.mark.gpu
+def test_cli_generate_samples_with_a_seed(sampling_artifact, device, capsys):
+    gen = onnx2wgsl.Generator(sampling_artifact, device=device)
+    want = list(
+        gen.generate(PROMPT, 10, temperature=0.8, top_k=8, top_p=0.95, repetition_penalty=1.2, seed=4)
+    )
+    args = ["generate", str(sampling_artifact), "--prompt-ids", "1,5,7,9", "--max-new-tokens", "10"]
+    sampling = [
+        "--temperature",
+        "0.8",
+        "--top-k",
+        "8",
+        "--top-p",
+        "0.95",
+        "--repetition-penalty",
+        "1.2",
+        "--seed",
+        "4",
+    ]
+    assert main([*args, *sampling]) == 0
+    assert [int(t) for t in capsys.readouterr().out.split()] == want
