@@ -22,7 +22,15 @@ from onnx2wgsl import __version__
 from onnx2wgsl.runtime.manifest import FORMAT, VERSION, show_dim
 
 # copied unchanged from runtime/js (the runtime is the same for every model)
-RUNTIME_FILES = ("onnx2wgsl.js", "onnx2wgsl.d.ts", "index.js", "profile.js", "profile.d.ts")
+RUNTIME_FILES = (
+    "onnx2wgsl.js",
+    "onnx2wgsl.d.ts",
+    "index.js",
+    "profile.js",
+    "profile.d.ts",
+    "generate.js",
+    "generate.d.ts",
+)
 SOURCE_MODEL = "model.onnx"
 
 
@@ -125,6 +133,7 @@ def package_json(manifest: dict, name: str, has_source: bool) -> dict:
             ".": {"types": "./index.d.ts", "default": "./index.js"},
             "./runtime": {"types": "./onnx2wgsl.d.ts", "default": "./onnx2wgsl.js"},
             "./profile": {"types": "./profile.d.ts", "default": "./profile.js"},
+            "./generate": {"types": "./generate.d.ts", "default": "./generate.js"},
             "./package.json": "./package.json",
             "./*": "./*",
         },
