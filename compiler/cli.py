@@ -76,10 +76,13 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.max_length is not None:
         from .generation import Generation
 
-        generation = Generation(args.max_length, _pairs(args.state, "--state"), args.sample_candidates)
-    elif args.state or args.sample_candidates:
+        generation = Generation(
+            args.max_length, _pairs(args.state, "--state"), args.sample_candidates, args.max_prompt
+        )
+    elif args.state or args.sample_candidates or args.max_prompt:
         raise UsageError(
-            "--state and --sample-candidates apply to a compile for generation: give --max-length N too"
+            "--state, --max-prompt and --sample-candidates apply to a compile for generation: "
+            "give --max-length N too"
         )
     hooks = [_progress] if args.verbose else []
     if args.dump_ir:
@@ -609,6 +612,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PAST=PRESENT",
         help="with --max-length, a past input fed by a present output of the step before "
         "(default: recognised by name, past_key_values.N.key -> present.N.key ...)",
+    )
+    c.add_argument(
+        "--max-prompt",
+        type=int,
+        metavar="N",
+        help="with --max-length, the most tokens one step takes (default the max length); a longer "
+        "prompt runs in pieces, and memory is planned for N new tokens at once",
     )
     c.add_argument(
         "--sample-candidates",

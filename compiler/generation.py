@@ -55,6 +55,9 @@ class Generation:
     max_length: int
     state: dict[str, str] = field(default_factory=dict)
     sample_candidates: int = 0  # >0: also sample among this many best tokens (``sampled_token``)
+    max_prompt: int | None = (
+        None  # the most tokens one step takes (default max_length): a longer prompt runs in pieces
+    )
 
 
 def state_pairs(model: onnx.ModelProto, given: dict[str, str]) -> list[tuple[str, str]]:
@@ -151,7 +154,10 @@ def prepare(
             )
     dims = dict(dims)
     n = spec.max_length
-    dims.setdefault(seq, (1, n))
+    chunk = n if spec.max_prompt is None else spec.max_prompt
+    if not 1 <= chunk <= n:
+        raise CompileError(f"--max-prompt must be from 1 to the max length {n}, not {chunk}")
+    dims.setdefault(seq, (1, chunk))
     dims.setdefault(past, (0, max(n - 1, 0)))
     if isinstance(batch, str):
         dims.setdefault(batch, 1)

@@ -22,15 +22,14 @@ from onnx2wgsl import __version__
 from onnx2wgsl.runtime.manifest import FORMAT, VERSION, show_dim
 
 # copied unchanged from runtime/js (the runtime is the same for every model)
-RUNTIME_FILES = (
-    "onnx2wgsl.js",
-    "onnx2wgsl.d.ts",
-    "index.js",
-    "profile.js",
-    "profile.d.ts",
-    "generate.js",
-    "generate.d.ts",
-)
+RUNTIME_FILES = ("onnx2wgsl.js", "onnx2wgsl.d.ts", "index.js", "profile.js", "profile.d.ts")
+GENERATE_FILES = ("generate.js", "generate.d.ts")  # in the packages of artifacts compiled for generation
+
+
+def runtime_files(manifest: dict) -> tuple[str, ...]:
+    return RUNTIME_FILES + (GENERATE_FILES if "generation" in manifest else ())
+
+
 SOURCE_MODEL = "model.onnx"
 
 
@@ -65,7 +64,7 @@ def write_js_package(
     pkg = package_name(name)
     written = []
     js = runtime_js_dir()
-    for f in RUNTIME_FILES:
+    for f in runtime_files(manifest):
         (out / f).write_bytes((js / f).read_bytes())
         written.append(f)
     written += _copy_source(source, out)
@@ -114,8 +113,7 @@ def package_json(manifest: dict, name: str, has_source: bool) -> dict:
     files = [
         "index.js",
         "index.d.ts",
-        *RUNTIME_FILES[:2],
-        *RUNTIME_FILES[3:],
+        *(f for f in runtime_files(manifest) if f != "index.js"),
         "manifest.json",
         "shaders/",
         manifest["weights"]["file"],
@@ -133,7 +131,11 @@ def package_json(manifest: dict, name: str, has_source: bool) -> dict:
             ".": {"types": "./index.d.ts", "default": "./index.js"},
             "./runtime": {"types": "./onnx2wgsl.d.ts", "default": "./onnx2wgsl.js"},
             "./profile": {"types": "./profile.d.ts", "default": "./profile.js"},
-            "./generate": {"types": "./generate.d.ts", "default": "./generate.js"},
+            **(
+                {"./generate": {"types": "./generate.d.ts", "default": "./generate.js"}}
+                if "generation" in manifest
+                else {}
+            ),
             "./package.json": "./package.json",
             "./*": "./*",
         },

@@ -53,6 +53,7 @@ class Generator:
         self._sampled = outputs[sampling["token"]] if sampling else None
         self._state = [(inputs[p["past"]], outputs[p["present"]]) for p in gen["state"]]
         self._seq, self._past = gen["sequence_dim"], gen["past_dim"]
+        self._chunk = s.symbols[self._seq][1]  # the most tokens one step takes
         others = [k for k in s.symbols if k not in (self._seq, self._past)]
         batch = self._ids["shape"][0]
         if others or batch != 1:
@@ -157,6 +158,10 @@ class Generator:
         for _ in range(count):
             if params is not None:
                 params[4] = next(draws)
+            chunk = self._chunk  # a prompt longer than a step takes runs in pieces
+            while len(feed) > chunk:
+                self._step(feed[:chunk], params, read=False)
+                feed = feed[chunk:]
             token = self._step(feed, params)
             self._pending = [token]
             yield token
@@ -164,9 +169,9 @@ class Generator:
                 return  # (the sequence is full once the token is in it)
             feed = [token]
 
-    def _step(self, feed: list[int], params: np.ndarray | None = None) -> int:
+    def _step(self, feed: list[int], params: np.ndarray | None = None, read: bool = True) -> int:
         """One run: ``feed`` after the cached positions; returns the chosen token (sampled
-        with ``params``, else the greedy one)."""
+        with ``params``, else the greedy one; -1 and nothing read back unless ``read``)."""
         s = self.session
         n, past = len(feed), self._cached
         values = tuple(n if k == self._seq else past for k in s.symbols)
@@ -198,7 +203,8 @@ class Generator:
             cpass.dispatch_workgroups(*grid)
         cpass.end()
         tok = self._token if params is None else self._sampled
-        enc.copy_buffer_to_buffer(s.buffers[tok["buffer"]], tok["offset"], self._readback, 0, 4)
+        if read:
+            enc.copy_buffer_to_buffer(s.buffers[tok["buffer"]], tok["offset"], self._readback, 0, 4)
         if past + n < self.max_length:  # the next step's past: on the GPU, into the past slots
             for past_io, present in self._state:
                 nbytes = 4 * math.prod(shapes[present["name"]])
@@ -212,6 +218,8 @@ class Generator:
                     )
         q.submit([enc.finish()])
         self._cached = past + n
+        if not read:
+            return -1
         raw = InferenceSession._read_mapped(self._readback)
         return int(np.frombuffer(raw, np.int32, 1)[0])
 

@@ -445,3 +445,20 @@ def test_cli_generate_samples_with_a_seed(sampling_artifact, device, capsys):
     ]
     assert main([*args, *sampling]) == 0
     assert [int(t) for t in capsys.readouterr().out.split()] == want
+
+
+@pytest.mark.gpu
+def test_a_prompt_longer_than_a_step_runs_in_pieces(references, tmp_path, device):
+    """--max-prompt 3: memory for 3 new tokens a step; a prompt of 4 (or 40) runs in pieces."""
+    res = compile_model(
+        MODELS / "gpt2_tiny_kv.onnx", tmp_path, generation=Generation(MAX_LENGTH, max_prompt=3)
+    )
+    symbols = {s["name"]: s["max"] for s in res.artifact.manifest["symbols"]}
+    assert symbols == {"sequence_length": 3, "past_sequence_length": MAX_LENGTH - 1}
+    gen = onnx2wgsl.Generator(tmp_path, device=device)
+    assert list(gen.generate(PROMPT, max_new_tokens=24)) == references["gpt2_tiny_kv"][:24]
+    gen.reset()
+    long = [(7 * i) % 1000 for i in range(40)]
+    assert list(gen.generate(long, max_new_tokens=8)) == ort_greedy(MODELS / "gpt2_tiny_kv.onnx", long, 8)
+    with pytest.raises(CompileError, match="--max-prompt"):
+        compile_model(MODELS / "gpt2_tiny_kv.onnx", tmp_path / "x", generation=Generation(8, max_prompt=9))

@@ -45,7 +45,11 @@ export async function* generate(session, promptIds, options = {}) {
   gen.pending = [];
   for (let i = 0; i < maxNewTokens && !signal?.aborted; i++) {
     if (params) params[4] = draw();
-    const step = session._busy.then(() => generationStep(session, gen, feed, params));
+    const step = session._busy.then(async () => {
+      // a prompt longer than a step takes runs in pieces
+      for (; feed.length > gen.chunk; feed = feed.slice(gen.chunk)) await generationStep(session, gen, feed.slice(0, gen.chunk), params, false);
+      return generationStep(session, gen, feed, params, true);
+    });
     session._busy = step.catch(() => {});
     const token = await step;
     gen.pending = [token];
@@ -76,7 +80,7 @@ function generationState(session) {
   const held = new Set(m.outputs.map((o) => o.buffer));
   const token = outs[g.next_token];
   const sampled = outs[g.sampling?.token];
-  if (!token || state.some(([p, q]) => !p || !q || held.has(p.buffer) || p.storage != q.storage))
+  if (!token || !session.symbols[g.sequence_dim] || !session.symbols[g.past_dim] || state.some(([p, q]) => !p || !q || held.has(p.buffer) || p.storage != q.storage))
     throw new InputError('the manifest generation names inputs and outputs that do not fit its roles');
   const fed = new Set([g.input_ids, g.attention_mask, g.position_ids, g.sampling?.params, ...g.state.map((p) => p.past)]);
   const rest = m.inputs.filter((io) => !fed.has(io.name) && !io.default).map((io) => io.name);
@@ -94,6 +98,7 @@ function generationState(session) {
     // at a sequence's first step the cache starts empty: slots not empty at past 0 are cleared
     cleared: state.map(([p]) => p).filter((p) => numel(p.shape.map((d) => evaluateDim(d, start)))),
     plans: new Map(),
+    chunk: session.symbols[g.sequence_dim].max, // the most tokens one step takes
     cached: 0,
     pending: [],
   };
@@ -121,7 +126,7 @@ function planAt(session, gen, n, past) {
   return plan;
 }
 
-async function generationStep(session, gen, feed, params) {
+async function generationStep(session, gen, feed, params, read) {
   if (!session._steps) throw new InputError('the session was released');
   if (session._lost) throw new DeviceError(`the GPU device was lost (${session._lost}); create the session again`);
   const { g } = gen;
@@ -141,10 +146,11 @@ async function generationStep(session, gen, feed, params) {
   if (past == 0) for (const io of gen.cleared) enc.clearBuffer(buf(io), io.offset, io.size);
   session._encode(enc, steps);
   const [tok, offset] = gen.read[params ? 1 : 0];
-  enc.copyBufferToBuffer(buf(tok), tok.offset, session._readback, offset, 4);
+  if (read) enc.copyBufferToBuffer(buf(tok), tok.offset, session._readback, offset, 4);
   if (past + n < g.max_length) for (const [p, present, size] of copies) if (size) enc.copyBufferToBuffer(buf(present), present.offset, buf(p), p.offset, size);
   q.submit([enc.finish()]);
   gen.cached = past + n;
+  if (!read) return -1;
   // map the token's 4 bytes (from the multiple of 8 at or before them, where a mapped range starts)
   const [from, size] = [offset - (offset % 8), (offset % 8) + 4];
   await session._readback.mapAsync(1, from, size);
