@@ -462,3 +462,34 @@ def test_a_prompt_longer_than_a_step_runs_in_pieces(references, tmp_path, device
     assert list(gen.generate(long, max_new_tokens=8)) == ort_greedy(MODELS / "gpt2_tiny_kv.onnx", long, 8)
     with pytest.raises(CompileError, match="--max-prompt"):
         compile_model(MODELS / "gpt2_tiny_kv.onnx", tmp_path / "x", generation=Generation(8, max_prompt=9))
+
+
+def test_generate_js_types_check_with_tsc(tmp_path):
+    """A generation artifact's package ships generate.js with types that a consumer checks."""
+    import subprocess
+
+    tools = Path(__file__).resolve().parent.parent / ".cache" / "jstools" / "node_modules"
+    if not (tools / ".bin" / "tsc").is_file():
+        pytest.skip("typescript not installed (bash scripts/setup-browser.sh)")
+    pkg = tmp_path / "llm"
+    onnx2wgsl.compile(MODELS / "gpt2_tiny_kv.onnx", pkg, emit="js", generation=Generation(16))
+    assert (
+        json.loads((pkg / "package.json").read_text())["exports"]["./generate"]["default"] == "./generate.js"
+    )
+    (tmp_path / "main.ts").write_text(
+        "import { createSession } from './llm/index.js';\n"
+        "import { generate, resetGeneration } from './llm/generate.js';\n"
+        "const s = await createSession();\nconst ac = new AbortController();\nconst ids: number[] = [];\n"
+        "for await (const id of generate(s, [1, 2], { maxNewTokens: 4, eosTokenId: [0], signal: ac.signal })) ids.push(id);\n"
+        "resetGeneration(s);\nexport {};\n"
+    )
+    (tmp_path / "bad.ts").write_text(
+        "import { createSession } from './llm/index.js';\nimport { generate } from './llm/generate.js';\n"
+        "const s = await createSession();\ngenerate(s, [1], { maxNewTokens: 'many' });\nexport {};\n"
+    )
+    (tmp_path / "node_modules").symlink_to(tools)
+    base = [str(tools / ".bin" / "tsc"), "--noEmit", "--strict", "--target", "es2022", "--module", "esnext",
+            "--moduleResolution", "bundler", "--lib", "es2022,dom"]  # fmt: skip
+    r = subprocess.run([*base, "main.ts", "bad.ts"], capture_output=True, text=True, cwd=tmp_path)
+    errors = [line for line in r.stdout.splitlines() if ": error TS" in line]
+    assert len(errors) == 1 and errors[0].startswith("bad.ts(4,"), r.stdout + r.stderr
