@@ -493,3 +493,33 @@ def test_generate_js_types_check_with_tsc(tmp_path):
     r = subprocess.run([*base, "main.ts", "bad.ts"], capture_output=True, text=True, cwd=tmp_path)
     errors = [line for line in r.stdout.splitlines() if ": error TS" in line]
     assert len(errors) == 1 and errors[0].startswith("bad.ts(4,"), r.stdout + r.stderr
+
+
+@pytest.mark.parametrize(
+    "past, present",
+    [
+        ("past_key_values.3.key", "present.3.key"),
+        ("past_key_values.0.value", "present.0.value"),
+        ("past_key.2", "present_key.2"),
+        ("past_value_1", "present_value_1"),
+        ("past.0", "present.0"),  # GPT-2's old form, keys and values stacked
+    ],
+)
+def test_state_pairs_recognised_by_name(past, present):
+    x = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        [
+            helper.make_node("Identity", [past], [present]),
+            helper.make_node("Identity", ["input_ids"], ["logits"]),
+        ],
+        "g",
+        [
+            x("input_ids", onnx.TensorProto.INT64, ["b", "s"]),
+            x(past, onnx.TensorProto.FLOAT, ["b", 2, "p", 4]),
+        ],
+        [
+            x("logits", onnx.TensorProto.INT64, ["b", "s"]),
+            x(present, onnx.TensorProto.FLOAT, ["b", 2, "t", 4]),
+        ],
+    )
+    assert state_pairs(helper.make_model(graph), {}) == [(past, present)]
