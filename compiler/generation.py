@@ -32,7 +32,7 @@ from onnx2wgsl.errors import CompileError
 
 NEXT_TOKEN = "next_token"
 SAMPLED_TOKEN = "sampled_token"
-SAMPLING = "sampling_params"  # f32 [temperature, top_k, top_p, repetition_penalty, u]
+SAMPLING = "sampling_params"  # f32 [temperature, top_k, top_p, repetition_penalty, u per row]
 SEEN = "sampling_seen"  # f32 [batch, vocab]: 1 for each token in the sequence so far
 SEEN_NEXT = "sampling_seen_next"
 _HINT = "name the pairs with --state PAST=PRESENT (Python: state={past: present})"
@@ -190,7 +190,12 @@ def prepare(
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
         if opset < 13:
             raise CompileError(f"sampling appends opset-13 ops; the model is opset {opset}")
-        _append_sampling(g, batch, vocab, min(spec.sample_candidates, vocab), opset)
+        rows = dims.get(batch) if isinstance(batch, str) else batch
+        if not isinstance(rows, int):
+            raise CompileError(
+                f"sampling needs a fixed batch, not {batch}={rows}", hint=f"bind it: --dim {batch}=N"
+            )
+        _append_sampling(g, batch, rows, vocab, min(spec.sample_candidates, vocab), opset)
         pairs.append((SEEN, SEEN_NEXT))
         sampling = {
             "sampling": {
@@ -221,11 +226,12 @@ def _rename_dim(g: onnx.GraphProto, old: str, new: str) -> None:
                 d.dim_param = new
 
 
-def _append_sampling(g: onnx.GraphProto, batch, vocab: int, k: int, opset: int) -> None:
+def _append_sampling(g: onnx.GraphProto, batch, rows: int, vocab: int, k: int, opset: int) -> None:
     """``sampled_token``: a token drawn from the last position's logits with a repetition
     penalty (HF's: a seen token's positive logit divided by it, a negative one multiplied),
     a temperature, the top_k best (of the k candidates; 0 keeps all k) and the fewest best
-    whose probabilities sum to top_p, at the uniform draw u in [0, 1) that the runtime feeds.
+    whose probabilities sum to top_p, at the uniform draw u in [0, 1) that the runtime feeds
+    (one per row of the batch: ``sampling_params`` is [temperature, top_k, top_p, penalty, u...]).
     The tokens seen (the prompt and every token fed since) are a state pair of their own."""
     f32, i64 = onnx.TensorProto.FLOAT, onnx.TensorProto.INT64
 
@@ -250,9 +256,15 @@ def _append_sampling(g: onnx.GraphProto, batch, vocab: int, k: int, opset: int) 
     const(p + "kk", i64, [], [k])
     const(p + "zero", f32, [], [0.0])
     const(p + "neg_inf", f32, [], [-np.inf])
-    for i, name in enumerate(("temperature", "top_k", "top_p", "penalty", "u")):
+    for i, name in enumerate(("temperature", "top_k", "top_p", "penalty")):
         const(p + f"at{i}", i64, [1], [i])
         node("Gather", [SAMPLING, p + f"at{i}"], p + name, axis=0)  # [1]
+    const(p + "u_from", i64, [1], [4])
+    const(p + "u_to", i64, [1], [4 + rows])
+    const(p + "zero_axis", i64, [1], [0])
+    const(p + "u_shape", i64, [2], [rows, 1])
+    u = node("Slice", [SAMPLING, p + "u_from", p + "u_to", p + "zero_axis"], p + "u_rows")
+    node("Reshape", [u, p + "u_shape"], p + "u")  # [rows, 1]
     last = node("Slice", ["logits", p + "last", p + "end", p + "one"], p + "last_logits")
     logits = node("Reshape", [last, p + "shape"], p + "logits")  # [batch, vocab]
     # the tokens seen: those of earlier steps, and this step's input_ids
@@ -299,7 +311,7 @@ def _append_sampling(g: onnx.GraphProto, batch, vocab: int, k: int, opset: int) 
     past = node("Cast", [node("Greater", [cum, threshold], p + "past_b")], p + "past", to=f32)
     pick = node("ArgMax", [past], p + "pick", axis=-1, keepdims=1)  # the first candidate past u
     node("GatherElements", [p + "indices", pick], SAMPLED_TOKEN, axis=1)
-    g.input.append(helper.make_tensor_value_info(SAMPLING, f32, [5]))
+    g.input.append(helper.make_tensor_value_info(SAMPLING, f32, [4 + rows]))
     g.input.append(helper.make_tensor_value_info(SEEN, f32, [batch, vocab]))
     g.output.append(helper.make_tensor_value_info(SEEN_NEXT, f32, [batch, vocab]))
     g.output.append(helper.make_tensor_value_info(SAMPLED_TOKEN, i64, [batch, 1]))

@@ -56,11 +56,12 @@ class Generator:
         self._chunk = s.symbols[self._seq][1]  # the most tokens one step takes
         others = [k for k in s.symbols if k not in (self._seq, self._past)]
         batch = self._ids["shape"][0]
-        if others or batch != 1:
+        if others or not isinstance(batch, int) or batch < 1:
             raise InputError(
-                f"generation runs one sequence: compile with --dim for {others or ['the batch dim']} "
-                "(batch 1)"
+                f"generation needs every dim but the sequence and past fixed: compile with --dim for "
+                f"{others or ['the batch dim']}"
             )
+        self.batch: int = batch  # sequences generated at once
         fed = (
             {gen["input_ids"]}
             | {io["name"] for io in (self._mask, self._positions, self._params) if io}
@@ -87,18 +88,18 @@ class Generator:
         # at a sequence's first step the cache starts empty: slots not empty at past 0 are cleared
         start = {self._seq: 1, self._past: 0}
         self._cleared = [p for p, _ in self._state if math.prod(mf.evaluate(d, start) for d in p["shape"])]
-        self._ones = np.ones(self.max_length, np.int32)
+        self._ones = np.ones(batch * self.max_length, np.int32)
         self._arange = np.arange(self.max_length, dtype=np.int32)
         self.reset()
 
     def reset(self) -> None:
         """Forget the sequence: the next ``generate`` starts from an empty cache."""
         self._cached = 0  # positions whose keys and values are in the past slots
-        self._pending: list[int] = []  # the last chosen token, not yet fed
+        self._pending = np.zeros((self.batch, 0), np.int64)  # the last chosen tokens, not yet fed
 
     def generate(
         self,
-        prompt_ids: Iterable[int],
+        prompt_ids: Iterable[int] | np.ndarray,
         max_new_tokens: int = 64,
         eos_token_id: int | Iterable[int] | None = None,
         *,
@@ -107,7 +108,7 @@ class Generator:
         top_p: float | None = None,
         repetition_penalty: float | None = None,
         seed: int | None = None,
-    ) -> Iterator[int]:
+    ) -> Iterator[Any]:
         """Feed ``prompt_ids`` (after the sequence so far), then choose up to ``max_new_tokens``
         tokens, yielding each id as soon as it is chosen; stops after an end token
         (``eos_token_id``, yielded too) or when the sequence reaches the max length.
@@ -116,18 +117,29 @@ class Generator:
         ``--sample-candidates K``): ``temperature`` (default 1; 0 is greedy), ``top_k`` (of
         the K candidates; default all K), ``top_p`` (default 1), ``repetition_penalty``
         (default 1; alone, it is greedy over the penalized logits) and ``seed`` (of the host's
-        uniform draw per step, the only randomness; default fresh)."""
+        uniform draw per step, the only randomness; default fresh).
+
+        An artifact compiled for a batch of B > 1 (``--dim batch_size=B``) takes B prompts of
+        one length (a [B, n] array) and yields an array of B ids a step, until every sequence
+        has ended (a sequence's ids after its end token mean nothing)."""
         if max_new_tokens < 0:
             raise InputError(f"max_new_tokens must be 0 or more, not {max_new_tokens}")
-        prompt = [int(t) for t in np.asarray(list(prompt_ids), dtype=np.int64).reshape(-1)]
-        eos = {int(eos_token_id)} if isinstance(eos_token_id, (int, np.integer)) else set(eos_token_id or ())
-        feed = self._pending + prompt
-        if not feed:
-            raise InputError("generate needs at least one prompt token to start from")
-        if self._cached + len(feed) > self.max_length:
+        prompt = np.asarray(prompt_ids if isinstance(prompt_ids, np.ndarray) else list(prompt_ids), np.int64)
+        if self.batch == 1 and prompt.ndim == 1:
+            prompt = prompt[None]
+        if prompt.ndim != 2 or prompt.shape[0] != self.batch:
             raise InputError(
-                f"the sequence would hold {self._cached + len(feed)} tokens, more than the artifact's max "
-                f"length {self.max_length}; reset() or recompile with a larger --max-length"
+                f"the artifact generates {self.batch} sequence(s) at once: give the prompts as a "
+                f"[{self.batch}, n] array of token ids, got shape {list(prompt.shape)}"
+            )
+        eos = {int(eos_token_id)} if isinstance(eos_token_id, (int, np.integer)) else set(eos_token_id or ())
+        feed = np.concatenate([self._pending, prompt], axis=1)
+        if not feed.shape[1]:
+            raise InputError("generate needs at least one prompt token to start from")
+        if self._cached + feed.shape[1] > self.max_length:
+            raise InputError(
+                f"the sequence would hold {self._cached + feed.shape[1]} tokens, more than the artifact's "
+                f"max length {self.max_length}; reset() or recompile with a larger --max-length"
             )
         params = self._sampling(temperature, top_k, top_p, repetition_penalty)
         draws = uniforms(seed) if params is not None else None
@@ -151,46 +163,54 @@ class Generator:
             )
         if t == 0 or temperature is None and top_k is None and top_p is None:
             t, k = 1.0, 1  # greedy (over the penalized logits)
-        return np.array([t, k, p, r, 0.0], np.float32)
+        return np.array([t, k, p, r] + [0.0] * self.batch, np.float32)
 
-    def _tokens(self, feed: list[int], count: int, eos: set[int], params, draws) -> Iterator[int]:
-        self._pending = []
+    def _tokens(self, feed: np.ndarray, count: int, eos: set[int], params, draws) -> Iterator[Any]:
+        self._pending = feed[:, :0]
+        ended = np.zeros(self.batch, bool)
         for _ in range(count):
             if params is not None:
-                params[4] = next(draws)
+                params[4:] = [next(draws) for _ in range(self.batch)]
             chunk = self._chunk  # a prompt longer than a step takes runs in pieces
-            while len(feed) > chunk:
-                self._step(feed[:chunk], params, read=False)
-                feed = feed[chunk:]
-            token = self._step(feed, params)
-            self._pending = [token]
-            yield token
-            if token in eos or self._cached + 1 >= self.max_length:
+            while feed.shape[1] > chunk:
+                self._step(feed[:, :chunk], params, read=False)
+                feed = feed[:, chunk:]
+            tokens = self._step(feed, params)
+            self._pending = tokens[:, None]
+            yield int(tokens[0]) if self.batch == 1 else tokens
+            ended |= np.isin(tokens, list(eos))
+            if ended.all() or self._cached + 1 >= self.max_length:
                 return  # (the sequence is full once the token is in it)
-            feed = [token]
+            feed = tokens[:, None]
 
-    def _step(self, feed: list[int], params: np.ndarray | None = None, read: bool = True) -> int:
-        """One run: ``feed`` after the cached positions; returns the chosen token (sampled
-        with ``params``, else the greedy one; -1 and nothing read back unless ``read``)."""
+    def _step(self, feed: np.ndarray, params: np.ndarray | None = None, read: bool = True) -> np.ndarray:
+        """One run: ``feed`` ([batch, n]) after the cached positions; returns the chosen tokens
+        (sampled with ``params``, else the greedy ones; nothing read back unless ``read``)."""
         s = self.session
-        n, past = len(feed), self._cached
+        n, past = feed.shape[1], self._cached
         values = tuple(n if k == self._seq else past for k in s.symbols)
         steps, shapes = s._plan(values)
         q = s.device.queue
         if s._dims is not None and values != s._dims_written:
             q.write_buffer(s._dims, 0, np.array(values + (0,) * (-len(values) % 4), dtype=np.uint32))
             s._dims_written = values
-        q.write_buffer(s.buffers[self._ids["buffer"]], self._ids["offset"], np.asarray(feed, np.int32))
+        q.write_buffer(
+            s.buffers[self._ids["buffer"]], self._ids["offset"], np.ascontiguousarray(feed, np.int32)
+        )
         if self._mask is not None:
-            q.write_buffer(s.buffers[self._mask["buffer"]], self._mask["offset"], self._ones[: past + n])
+            q.write_buffer(
+                s.buffers[self._mask["buffer"]], self._mask["offset"], self._ones[: self.batch * (past + n)]
+            )
         if self._positions is not None:
             io = self._positions
-            q.write_buffer(s.buffers[io["buffer"]], io["offset"], self._arange[past : past + n])
+            q.write_buffer(
+                s.buffers[io["buffer"]], io["offset"], np.tile(self._arange[past : past + n], self.batch)
+            )
         if self._params is not None:
             q.write_buffer(
                 s.buffers[self._params["buffer"]],
                 self._params["offset"],
-                params if params is not None else np.array([1, 1, 1, 1, 0], np.float32),
+                params if params is not None else np.array([1, 1, 1, 1] + [0] * self.batch, np.float32),
             )
         enc = s.device.create_command_encoder()
         if past == 0:
@@ -204,7 +224,9 @@ class Generator:
         cpass.end()
         tok = self._token if params is None else self._sampled
         if read:
-            enc.copy_buffer_to_buffer(s.buffers[tok["buffer"]], tok["offset"], self._readback, 0, 4)
+            enc.copy_buffer_to_buffer(
+                s.buffers[tok["buffer"]], tok["offset"], self._readback, 0, 4 * self.batch
+            )
         if past + n < self.max_length:  # the next step's past: on the GPU, into the past slots
             for past_io, present in self._state:
                 nbytes = 4 * math.prod(shapes[present["name"]])
@@ -219,9 +241,9 @@ class Generator:
         q.submit([enc.finish()])
         self._cached = past + n
         if not read:
-            return -1
+            return feed[:, :0]
         raw = InferenceSession._read_mapped(self._readback)
-        return int(np.frombuffer(raw, np.int32, 1)[0])
+        return np.frombuffer(raw, np.int32, self.batch).astype(np.int64)
 
     def release(self) -> None:
         """Free the GPU buffers now."""

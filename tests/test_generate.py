@@ -523,3 +523,28 @@ def test_state_pairs_recognised_by_name(past, present):
         ],
     )
     assert state_pairs(helper.make_model(graph), {}) == [(past, present)]
+
+
+@pytest.mark.gpu
+def test_a_batch_of_sequences(references, tmp_path, device):
+    """--dim batch_size=2: two prompts of one length, an array of 2 ids a step, each row the
+    ids of its own sequence; sampling draws for each row."""
+    prompts = np.array([PROMPT, [2, 4, 6, 8]])
+    generation = Generation(40, sample_candidates=CANDIDATES)
+    compile_model(MODELS / "llama_tiny_kv.onnx", tmp_path, dims={"batch_size": 2}, generation=generation)
+    gen = onnx2wgsl.Generator(tmp_path, device=device)
+    assert gen.batch == 2
+    steps = list(gen.generate(prompts, max_new_tokens=16))
+    got = np.stack(steps, axis=1)
+    assert got.shape == (2, 16)
+    assert got[0].tolist() == references["llama_tiny_kv"][:16]
+    assert got[1].tolist() == ort_greedy(MODELS / "llama_tiny_kv.onnx", [2, 4, 6, 8], 16)
+    gen.reset()  # two rows of one prompt sample differently (a draw per row), reproducibly
+    twice = np.array([PROMPT, PROMPT])
+    a = np.stack(list(gen.generate(twice, 12, temperature=1.0, seed=2)), axis=1)
+    gen.reset()
+    b = np.stack(list(gen.generate(twice, 12, temperature=1.0, seed=2)), axis=1)
+    assert (a == b).all() and (a[0] != a[1]).any()
+    gen.reset()
+    with pytest.raises(InputError, match=r"\[2, n\]"):
+        gen.generate(PROMPT)
