@@ -23,7 +23,7 @@ from onnx2wgsl.errors import CompileError, InputError, ManifestError
 from onnx2wgsl.runtime import manifest as mf
 
 MODELS = Path(__file__).parent / "models"
-DECODERS = ["llama_tiny_kv", "gpt2_tiny_kv"]
+DECODERS = ["llama_tiny_kv", "gpt2_tiny_kv", "gpt2_tiny_kv_optimum"]  # (the last by optimum's exporter)
 PROMPT = [1, 5, 7, 9]
 MAX_LENGTH = 80  # the prompt and 64 new tokens fit
 

@@ -15,10 +15,19 @@ optimum's ``text-generation-with-past`` export has, which is what generation loo
 
 A prompt runs with an empty past (past_sequence_length 0), then one token per step with the
 previous step's present fed back as past.
+
+``--optimum`` exports GPT-2 (with position_ids, opset 18) by optimum's own exporter instead,
+the form ``optimum-cli export onnx --task text-generation-with-past`` gives; it needs optimum
+and optimum-onnx, which the export venv does not carry:
+
+    python3 -m venv /work/venv-optimum && /work/venv-optimum/bin/pip install optimum optimum-onnx torch
+    /work/venv-optimum/bin/python tools/export_decoders.py --optimum
 """
 
 from __future__ import annotations
 
+import argparse
+import tempfile
 from pathlib import Path
 
 import onnx
@@ -120,9 +129,31 @@ def export() -> list[Path]:
     ]
 
 
+def export_optimum() -> list[Path]:
+    """GPT-2 through optimum's exporter (its ONNX config names the inputs and dims)."""
+    from optimum.exporters.onnx import main_export
+
+    torch.manual_seed(2)
+    gpt2 = transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(
+            vocab_size=1000, n_embd=32, n_layer=2, n_head=4, n_positions=512, initializer_range=0.4
+        )
+    )
+    _perturb(gpt2)
+    path = OUT / "gpt2_tiny_kv_optimum.onnx"
+    with tempfile.TemporaryDirectory() as tmp:
+        gpt2.save_pretrained(f"{tmp}/hf")
+        main_export(f"{tmp}/hf", f"{tmp}/onnx", task="text-generation-with-past", do_validation=False)
+        onnx.save(onnx.load(f"{tmp}/onnx/model.onnx"), str(path))  # one file, no external data
+    return [path]
+
+
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--optimum", action="store_true", help="export GPT-2 by optimum's exporter instead")
+    args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    for path in export():
+    for path in export_optimum() if args.optimum else export():
         print(f"{path.relative_to(OUT.parent.parent)}: {path.stat().st_size:,} bytes")
 
 
