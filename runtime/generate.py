@@ -1,11 +1,13 @@
 """Token-by-token generation from an artifact compiled for it (``compile --max-length``).
 
-The artifact's decoder runs the prompt in one step and then one token per step. Everything a
+The artifact's decoder runs the prompt in one step (or in pieces of ``--max-prompt``) and then
+one token per step. Everything a
 step needs exists after load (the session's buffers, pipelines and bind groups, sized at the
 bounds, and one small read-back buffer), so a step only writes the token ids, mask and
 positions (a few bytes), encodes the recorded dispatches, copies every present into its past's
 slot on the GPU, and reads back the chosen token id: 4 bytes. The compiler appended the
-choice (``next_token``) and kept each past's slot apart from the outputs (compiler/generation.py).
+choice (``next_token``, and ``sampled_token`` with ``--sample-candidates``) and put the pasts
+in buffers that hold no output (compiler/generation.py).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from .session import InferenceSession
 
 
 class Generator:
-    """Greedy generation on the GPU, the KV cache kept there between steps.
+    """Generation on the GPU (greedy, or sampled), the KV cache kept there between steps.
 
     ``generate`` continues after what an earlier call left in the cache (a conversation goes
     on); ``reset`` forgets it. The sequence (everything fed and generated) holds at most the
@@ -70,8 +72,14 @@ class Generator:
         rest = [n for n in inputs if n not in fed and "default" not in inputs[n]]
         if rest:
             raise InputError(f"generation feeds no value to the model's inputs {rest}")
-        # a present fed back is its past at the next step: their shapes must agree
+        # what a step writes and reads must be shaped as the model's roles say
         env = {self._seq: 2, self._past: 1}
+        want = [(self._ids, [batch, 2]), (self._mask, [batch, 3]), (self._positions, [batch, 2]),
+                (self._params, [4 + batch]), (self._token, [batch, 1]), (self._sampled, [batch, 1])]  # fmt: skip
+        for io, shape in want:
+            if io is not None and [mf.evaluate(d, env) for d in io["shape"]] != shape:
+                raise InputError(f"{io['name']!r} is not shaped as generation needs ({io['shape']})")
+        # a present fed back is its past at the next step: their shapes must agree
         nxt = {self._seq: 1, self._past: 3}
         for past, present in self._state:
             if [mf.evaluate(d, env) for d in present["shape"]] != [

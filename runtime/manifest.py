@@ -232,6 +232,12 @@ def _generation(m: dict, ranges: dict[str, tuple[int, int]]) -> None:
     tok = outputs.get(gen["next_token"])
     if tok is None or tok["storage"] != "i32":
         raise ManifestError("manifest generation.next_token names no integer output")
+    sampling = gen.get("sampling")
+    if sampling is not None:
+        _check(sampling, {"params": str, "token": str, "candidates": int}, "generation.sampling")
+        params, sampled = inputs.get(sampling["params"]), outputs.get(sampling["token"])
+        if params is None or params["storage"] != "f32" or sampled is None or sampled["storage"] != "i32":
+            raise ManifestError("manifest generation.sampling must name a float input and an integer output")
     seq, past = ranges.get(gen["sequence_dim"]), ranges.get(gen["past_dim"])
     n = gen["max_length"]
     if seq is None or past is None or not (seq[0] <= 1 <= seq[1] and past[0] == 0 and 1 <= n <= past[1] + 1):

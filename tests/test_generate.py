@@ -134,6 +134,10 @@ def test_manifest_refuses_a_past_beside_outputs(artifacts):
     m["generation"]["max_length"] = MAX_LENGTH + 1  # past_sequence_length's range is too short
     with pytest.raises(ManifestError, match="max_length"):
         mf.validate(m)
+    m = mf.read(artifacts["gpt2_tiny_kv"])
+    m["generation"]["sampling"] = {"params": "input_ids", "token": "next_token", "candidates": 4}
+    with pytest.raises(ManifestError, match="float input"):
+        mf.validate(m)
 
 
 # -- on the device ---------------------------------------------------------------------------
