@@ -326,7 +326,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.prompt is not None or args.tokenizer:
         if not args.tokenizer:
             raise UsageError("--prompt TEXT needs --tokenizer tokenizer.json (or give --prompt-ids)")
-        tokenizer = _tokenizer(args.tokenizer)
+        from onnx2wgsl.runtime.generate import load_tokenizer
+
+        tokenizer = load_tokenizer(args.tokenizer)
     if args.prompt is not None:
         ids = tokenizer.encode(args.prompt).ids
     else:
@@ -372,19 +374,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
-
-
-def _tokenizer(path: str):
-    try:
-        from tokenizers import Tokenizer
-    except ImportError:
-        raise UsageError("--tokenizer needs the tokenizers package: pip install 'onnx2wgsl[text]'") from None
-    if not Path(path).is_file():
-        raise UsageError(f"tokenizer file not found: {path!r}")
-    try:
-        return Tokenizer.from_file(path)
-    except Exception as e:
-        raise UsageError(f"{path!r} is not a tokenizer.json ({first_line(e, 200)})") from e
 
 
 def _device_name(sess) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from onnx2wgsl.errors import InputError
+from onnx2wgsl.errors import InputError, first_line
 
 from . import manifest as mf
 from .session import InferenceSession
@@ -253,10 +253,53 @@ class Generator:
         raw = InferenceSession._read_mapped(self._readback)
         return np.frombuffer(raw, np.int32, self.batch).astype(np.int64)
 
+    def generate_text(
+        self, prompt: str, tokenizer: str | os.PathLike | Any, max_new_tokens: int = 64, **options: Any
+    ) -> Iterator[str]:
+        """``generate`` in text: ``prompt`` encoded by ``tokenizer`` (a Hugging Face
+        tokenizer.json path, or a ``tokenizers.Tokenizer``; needs the tokenizers package: pip
+        install 'onnx2wgsl[text]'), yielding the text each new token adds (decoded as a whole,
+        so a token that completes a character the one before began yields it whole)."""
+        tok = load_tokenizer(tokenizer)
+        ids = tok.encode(prompt).ids
+        if self.batch != 1:
+            raise InputError("generate_text runs one sequence; give a batch's prompts as ids to generate")
+        out: list[int] = []
+        shown = ""
+        for token in self.generate(ids, max_new_tokens, **options):
+            out.append(token)
+            text = tok.decode(out)
+            if text.startswith(shown):
+                piece, shown = text[len(shown) :], text
+                if piece:
+                    yield piece
+
     def release(self) -> None:
         """Free the GPU buffers now."""
         self._readback.destroy()
         self.session.release()
+
+    def __enter__(self) -> Generator:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def load_tokenizer(tokenizer: str | os.PathLike | Any) -> Any:
+    """A ``tokenizers.Tokenizer``: the one given, or read from a tokenizer.json path."""
+    if not isinstance(tokenizer, (str, os.PathLike)):
+        return tokenizer
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise InputError("a tokenizer needs the tokenizers package: pip install 'onnx2wgsl[text]'") from None
+    if not os.path.isfile(tokenizer):
+        raise InputError(f"tokenizer file not found: {str(tokenizer)!r}")
+    try:
+        return Tokenizer.from_file(str(tokenizer))
+    except Exception as e:  # the tokenizers package raises its own exception types
+        raise InputError(f"{str(tokenizer)!r} is not a tokenizer.json ({first_line(e, 200)})") from e
 
 
 def uniforms(seed: int | None) -> Iterator[float]:

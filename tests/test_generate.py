@@ -552,3 +552,16 @@ def test_a_batch_of_sequences(references, tmp_path, device):
     gen.reset()
     with pytest.raises(InputError, match=r"\[2, n\]"):
         gen.generate(PROMPT)
+
+
+@pytest.mark.gpu
+def test_generate_text_with_a_tokenizer(artifacts, references, tmp_path, device):
+    tokenizers = pytest.importorskip("tokenizers")
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel({f"w{i}": i for i in range(1000)}, unk_token="w0"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tok.save(str(tmp_path / "tokenizer.json"))
+    with onnx2wgsl.Generator(artifacts["llama_tiny_kv"], device=device) as gen:
+        text = "".join(gen.generate_text("w1 w5 w7 w9", tmp_path / "tokenizer.json", max_new_tokens=8))
+        assert text.split() == [f"w{i}" for i in references["llama_tiny_kv"][:8]]
+    with pytest.raises(InputError, match="not found"):
+        gen.generate_text("w1", tmp_path / "missing.json").__next__()
