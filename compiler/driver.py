@@ -150,10 +150,11 @@ def compile_model(
     compiles every such initializer in as a constant. No tensor folded on the host may take
     more than ``fold_limit`` bytes (a clear error names the node).
 
-    ``generation`` (a ``Generation``: the max total length, and state pairs beyond those
-    recognised by name) compiles a decoder with a KV cache for token-by-token generation
-    (compiler/generation.py): one artifact for the prompt and every later token, with the
-    greedy choice ``next_token`` as an extra output; ``onnx2wgsl.Generator`` runs it.
+    ``generation`` (a ``Generation``: the max total length, state pairs beyond those recognised
+    by name, the most tokens a step takes, sampling candidates) compiles a decoder with a KV
+    cache for token-by-token generation (compiler/generation.py): one artifact for the prompt
+    and every later token, with the greedy choice ``next_token`` (and a sampled one) as extra
+    outputs; ``onnx2wgsl.Generator`` runs it.
 
     Only onnx2wgsl's errors leave (an exception ``on_stage`` raises passes through as it is):
     any other is a bug, wrapped as an InternalError naming the stage it was raised in; when the

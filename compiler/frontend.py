@@ -8,6 +8,7 @@ rewrites it into its opset-independent IR form.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -619,10 +620,18 @@ class Importer:
     def _dim_expression(self, text: str) -> Expr | int | None:
         """A dim_param that is an expression over the kept-symbolic dims (optimum names a
         decoder's total length ``past_sequence_length + sequence_length``), or None."""
-        if text.isidentifier() or not self.ranges:
+        if text.isidentifier():
             return None
         try:
-            return parse_expr(text, self.ranges)
+            tree = ast.parse(text.strip(), mode="eval")
+        except SyntaxError:
+            return None
+        for node in ast.walk(tree):  # dims bound to a value enter as that value
+            for name, child in ast.iter_fields(node):
+                if isinstance(child, ast.Name) and child.id in self.dims:
+                    setattr(node, name, ast.Constant(int(self.dims[child.id])))
+        try:
+            return parse_expr(ast.unparse(tree), self.ranges)
         except SymbolicError:
             return None
 

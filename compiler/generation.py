@@ -100,8 +100,8 @@ def prepare(
 ) -> tuple[onnx.ModelProto, dict, dict, dict]:
     """The model with the selection appended and the total length's dim written as past +
     seq, the dims and constants to import it with, and the manifest's ``generation`` record."""
-    if spec.max_length < 1:
-        raise CompileError(f"--max-length must be at least 1, not {spec.max_length}")
+    if spec.max_length < 2:
+        raise CompileError(f"--max-length must be at least 2 (a prompt and a token), not {spec.max_length}")
     model = onnx.ModelProto.FromString(model.SerializeToString())  # the caller's stays as it was
     g = model.graph
     inputs = {i.name: i for i in g.input}

@@ -131,7 +131,6 @@ def lifetimes(g: Graph, root: dict[int, Value]) -> list[Block]:
     for v in g.outputs:
         if not v.is_const:
             touch(v, end)
-
     return [Block(r, r.nbytes, first[k], last[k]) for k, r in values.items()]
 
 

@@ -55,7 +55,7 @@ class Generator:
         self._sampled = outputs[sampling["token"]] if sampling else None
         self._state = [(inputs[p["past"]], outputs[p["present"]]) for p in gen["state"]]
         self._seq, self._past = gen["sequence_dim"], gen["past_dim"]
-        self._chunk = s.symbols[self._seq][1]  # the most tokens one step takes
+        self._chunk = s.symbols.get(self._seq, (1, 1))[1]  # the most tokens one step takes
         others = [k for k in s.symbols if k not in (self._seq, self._past)]
         batch = self._ids["shape"][0]
         if others or not isinstance(batch, int) or batch < 1:
@@ -73,14 +73,15 @@ class Generator:
         if rest:
             raise InputError(f"generation feeds no value to the model's inputs {rest}")
         # what a step writes and reads must be shaped as the model's roles say
-        env = {self._seq: 2, self._past: 1}
-        want = [(self._ids, [batch, 2]), (self._mask, [batch, 3]), (self._positions, [batch, 2]),
+        k = min(2, self._chunk)  # new tokens at a step after one cached
+        env = {self._seq: k, self._past: 1}
+        want = [(self._ids, [batch, k]), (self._mask, [batch, 1 + k]), (self._positions, [batch, k]),
                 (self._params, [4 + batch]), (self._token, [batch, 1]), (self._sampled, [batch, 1])]  # fmt: skip
         for io, shape in want:
             if io is not None and [mf.evaluate(d, env) for d in io["shape"]] != shape:
                 raise InputError(f"{io['name']!r} is not shaped as generation needs ({io['shape']})")
         # a present fed back is its past at the next step: their shapes must agree
-        nxt = {self._seq: 1, self._past: 3}
+        nxt = {self._seq: 1, self._past: 1 + k}
         for past, present in self._state:
             if [mf.evaluate(d, env) for d in present["shape"]] != [
                 mf.evaluate(d, nxt) for d in past["shape"]

@@ -238,12 +238,15 @@ def _generation(m: dict, ranges: dict[str, tuple[int, int]]) -> None:
         params, sampled = inputs.get(sampling["params"]), outputs.get(sampling["token"])
         if params is None or params["storage"] != "f32" or sampled is None or sampled["storage"] != "i32":
             raise ManifestError("manifest generation.sampling must name a float input and an integer output")
-    seq, past = ranges.get(gen["sequence_dim"]), ranges.get(gen["past_dim"])
-    n = gen["max_length"]
-    if seq is None or past is None or not (seq[0] <= 1 <= seq[1] and past[0] == 0 and 1 <= n <= past[1] + 1):
+    # (a sequence dim of one token a step is fixed: no symbol)
+    ids = inputs.get(gen["input_ids"])
+    one = ids is not None and ids["shape"][-1:] == [1]
+    seq = ranges.get(gen["sequence_dim"], (1, 1) if one else None)
+    past, n = ranges.get(gen["past_dim"]), gen["max_length"]
+    if seq is None or past is None or not (seq[0] <= 1 <= seq[1] and past[0] == 0 and 2 <= n <= past[1] + 1):
         raise ManifestError(
             "manifest generation's sequence_dim and past_dim must be symbols whose ranges hold 1 "
-            "and 0..max_length - 1"
+            "and 0..max_length - 1 (max_length at least 2)"
         )
     pasts = [s["past"] for s in gen["state"]]
     if not pasts or len(set(pasts)) != len(pasts):
@@ -256,7 +259,7 @@ def _generation(m: dict, ranges: dict[str, tuple[int, int]]) -> None:
                 "not an input and an output of one storage and rank"
             )
         # (a copy between two ranges of one buffer is not allowed in WebGPU)
-        if p["buffer"] in {o["buffer"] for o in m["outputs"]}:
+        if p["size"] and p["buffer"] in {o["buffer"] for o in m["outputs"]}:
             raise ManifestError(
                 f"manifest generation: past {s['past']!r} lies in a buffer that holds outputs"
             )

@@ -565,3 +565,20 @@ def test_generate_text_with_a_tokenizer(artifacts, references, tmp_path, device)
         assert text.split() == [f"w{i}" for i in references["llama_tiny_kv"][:8]]
     with pytest.raises(InputError, match="not found"):
         gen.generate_text("w1", tmp_path / "missing.json").__next__()
+
+
+@pytest.mark.gpu
+def test_one_token_a_step_and_the_shortest_sequence(tmp_path, device):
+    """--max-prompt 1 fixes the sequence dim to 1 (the prompt goes in token by token); a max
+    length of 2 holds a prompt token and one more; 1 is refused."""
+    model = MODELS / "gpt2_tiny_kv.onnx"
+    res = compile_model(model, tmp_path / "a", generation=Generation(8, max_prompt=1))
+    assert [s["name"] for s in res.artifact.manifest["symbols"]] == ["past_sequence_length"]
+    gen = onnx2wgsl.Generator(tmp_path / "a", device=device)
+    assert list(gen.generate([5, 6, 7], 5)) == ort_greedy(model, [5, 6, 7], 5)
+    compile_model(model, tmp_path / "b", generation=Generation(2))
+    assert list(onnx2wgsl.Generator(tmp_path / "b", device=device).generate([5], 5)) == ort_greedy(
+        model, [5], 1
+    )
+    with pytest.raises(CompileError, match="at least 2"):
+        compile_model(model, tmp_path / "c", generation=Generation(1))

@@ -80,7 +80,7 @@ function generationState(session) {
   const held = new Set(m.outputs.map((o) => o.buffer));
   const token = outs[g.next_token];
   const sampled = outs[g.sampling?.token];
-  if (!token || !session.symbols[g.sequence_dim] || !session.symbols[g.past_dim] || state.some(([p, q]) => !p || !q || held.has(p.buffer) || p.storage != q.storage))
+  if (!token || !session.symbols[g.past_dim] || state.some(([p, q]) => !p || !q || held.has(p.buffer) || p.storage != q.storage))
     throw new InputError('the manifest generation names inputs and outputs that do not fit its roles');
   const fed = new Set([g.input_ids, g.attention_mask, g.position_ids, g.sampling?.params, ...g.state.map((p) => p.past)]);
   const rest = m.inputs.filter((io) => !fed.has(io.name) && !io.default).map((io) => io.name);
@@ -98,7 +98,7 @@ function generationState(session) {
     // at a sequence's first step the cache starts empty: slots not empty at past 0 are cleared
     cleared: state.map(([p]) => p).filter((p) => numel(p.shape.map((d) => evaluateDim(d, start)))),
     plans: new Map(),
-    chunk: session.symbols[g.sequence_dim].max, // the most tokens one step takes
+    chunk: session.symbols[g.sequence_dim]?.max ?? 1, // the most tokens one step takes (a fixed dim: 1)
     cached: 0,
     pending: [],
   };
