@@ -18,7 +18,7 @@ from onnx2wgsl.ir.printer import HEADER as IR_HEADER
 
 from .artifact import Artifact, build_artifact, check_output_dir
 from .frontend import import_model, load_model
-from .generation import Generation, prepare
+from .generation import Generation, generation_note, prepare
 from .host_eval import FOLD_LIMIT
 from .lowering import lower
 from .memory import MemoryPlan, align, check_plan, lifetimes, peak_bytes, plan_memory, roots
@@ -305,7 +305,8 @@ def _compile(
         output=str(output) if output is not None else None,
         warnings=warnings,
         notes=_notes(g)
-        + ([f"inputs frozen to constants: {', '.join(sorted(constants))}"] if constants else []),
+        + ([f"inputs frozen to constants: {', '.join(sorted(constants))}"] if constants else [])
+        + ([generation_note(record)] if record else []),
         seconds=time.perf_counter() - t0,
         dims={s.name: [s.lo, s.hi] for s in g.symbols.values()},
     )

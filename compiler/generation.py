@@ -218,6 +218,16 @@ def prepare(
     return model, dims, constants, record
 
 
+def generation_note(record: dict) -> str:
+    """The compile summary's line about a compile for generation."""
+    sampled = f" and {record['sampling']['token']}" if "sampling" in record else ""
+    return (
+        f"compiled for generation: max length {record['max_length']}, {len(record['state'])} state pairs "
+        f"({record['state'][0]['past']} -> {record['state'][0]['present']}, ...), outputs "
+        f"{record['next_token']}{sampled} (onnx2wgsl generate DIR)"
+    )
+
+
 def _rename_dim(g: onnx.GraphProto, old: str, new: str) -> None:
     """Every graph input's and output's dim named ``old`` named ``new`` (an expression)."""
     for vi in list(g.input) + list(g.output):
