@@ -210,6 +210,7 @@ def prepare(
         **({"attention_mask": "attention_mask"} if mask is not None else {}),
         **({"position_ids": position} if position else {}),
         "next_token": NEXT_TOKEN,
+        "logits": "logits",
         "sequence_dim": seq,
         "past_dim": past,
         "state": [{"past": p, "present": q} for p, q in pairs],

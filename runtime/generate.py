@@ -54,6 +54,7 @@ class Generator:
         self._params = inputs[sampling["params"]] if sampling else None
         self._sampled = outputs[sampling["token"]] if sampling else None
         self._state = [(inputs[p["past"]], outputs[p["present"]]) for p in gen["state"]]
+        self._logits = outputs.get(gen.get("logits", ""))
         self._seq, self._past = gen["sequence_dim"], gen["past_dim"]
         self._chunk = s.symbols.get(self._seq, (1, 1))[1]  # the most tokens one step takes
         others = [k for k in s.symbols if k not in (self._seq, self._past)]
@@ -94,6 +95,23 @@ class Generator:
             usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST,
             label="next token",
         )
+        self._vocab = self._logits["shape"][-1] if self._logits is not None else None
+        if not isinstance(self._vocab, int) or [mf.evaluate(d, env) for d in self._logits["shape"]] != [
+            batch,
+            k,
+            self._vocab,
+        ]:
+            self._logits = None  # (then output_logits is refused)
+        # the last position's logits, read back only when asked for (``output_logits``)
+        self._logits_readback = (
+            s.device.create_buffer(
+                size=4 * batch * self._vocab,
+                usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST,
+                label="logits",
+            )
+            if self._logits is not None
+            else None
+        )
         # at a sequence's first step the cache starts empty: slots not empty at past 0 are cleared
         start = {self._seq: 1, self._past: 0}
         self._cleared = [p for p, _ in self._state if math.prod(mf.evaluate(d, start) for d in p["shape"])]
@@ -117,6 +135,7 @@ class Generator:
         top_p: float | None = None,
         repetition_penalty: float | None = None,
         seed: int | None = None,
+        output_logits: bool = False,
     ) -> Iterator[Any]:
         """Feed ``prompt_ids`` (after the sequence so far), then choose up to ``max_new_tokens``
         tokens, yielding each id as soon as it is chosen; stops after an end token
@@ -126,7 +145,8 @@ class Generator:
         ``--sample-candidates K``): ``temperature`` (default 1; 0 is greedy), ``top_k`` (of
         the K candidates; default all K), ``top_p`` (default 1), ``repetition_penalty``
         (default 1; alone, it is greedy over the penalized logits) and ``seed`` (of the host's
-        uniform draw per step, the only randomness; default fresh).
+        uniform draw per step, the only randomness; default fresh). ``output_logits`` yields
+        (id, the last position's logits) pairs instead, reading the logits back too.
 
         An artifact compiled for a batch of B > 1 (``--dim batch_size=B``) takes B prompts of
         one length (a [B, n] array) and yields an array of B ids a step, until every sequence
@@ -152,7 +172,10 @@ class Generator:
             )
         params = self._sampling(temperature, top_k, top_p, repetition_penalty)
         draws = uniforms(seed) if params is not None else None
-        return self._tokens(feed, max_new_tokens, eos, params, draws) if max_new_tokens else iter(())
+        if output_logits and self._logits is None:
+            raise InputError("this artifact names no logits output to read back")
+        steps = self._tokens(feed, max_new_tokens, eos, params, draws, output_logits)
+        return steps if max_new_tokens else iter(())
 
     def _sampling(self, temperature, top_k, top_p, penalty) -> np.ndarray | None:
         """The sampling inputs but the draw: [temperature, top_k, top_p, penalty, 0], or None
@@ -174,7 +197,9 @@ class Generator:
             t, k = 1.0, 1  # greedy (over the penalized logits)
         return np.array([t, k, p, r] + [0.0] * self.batch, np.float32)
 
-    def _tokens(self, feed: np.ndarray, count: int, eos: set[int], params, draws) -> Iterator[Any]:
+    def _tokens(
+        self, feed: np.ndarray, count: int, eos: set[int], params, draws, logits: bool
+    ) -> Iterator[Any]:
         self._pending = feed[:, :0]
         ended = np.zeros(self.batch, bool)
         for _ in range(count):
@@ -184,15 +209,23 @@ class Generator:
             while feed.shape[1] > chunk:
                 self._step(feed[:, :chunk], params, read=False)
                 feed = feed[:, chunk:]
-            tokens = self._step(feed, params)
+            tokens = self._step(feed, params, logits=logits)
             self._pending = tokens[:, None]
-            yield int(tokens[0]) if self.batch == 1 else tokens
+            chosen = int(tokens[0]) if self.batch == 1 else tokens
+            if logits:
+                values = np.frombuffer(InferenceSession._read_mapped(self._logits_readback), np.float32)
+                values = values.reshape(self.batch, self._vocab)
+                yield chosen, values[0] if self.batch == 1 else values
+            else:
+                yield chosen
             ended |= np.isin(tokens, list(eos))
             if ended.all() or self._cached + 1 >= self.max_length:
                 return  # (the sequence is full once the token is in it)
             feed = tokens[:, None]
 
-    def _step(self, feed: np.ndarray, params: np.ndarray | None = None, read: bool = True) -> np.ndarray:
+    def _step(
+        self, feed: np.ndarray, params: np.ndarray | None = None, read: bool = True, logits: bool = False
+    ) -> np.ndarray:
         """One run: ``feed`` ([batch, n]) after the cached positions; returns the chosen tokens
         (sampled with ``params``, else the greedy ones; nothing read back unless ``read``)."""
         s = self.session
@@ -236,6 +269,13 @@ class Generator:
             enc.copy_buffer_to_buffer(
                 s.buffers[tok["buffer"]], tok["offset"], self._readback, 0, 4 * self.batch
             )
+        if logits:  # each row's last position: [batch, n, vocab] in the logits slot
+            row = 4 * self._vocab
+            for b in range(self.batch):
+                at = self._logits["offset"] + row * (b * n + n - 1)
+                enc.copy_buffer_to_buffer(
+                    s.buffers[self._logits["buffer"]], at, self._logits_readback, b * row, row
+                )
         if past + n < self.max_length:  # the next step's past: on the GPU, into the past slots
             for past_io, present in self._state:
                 nbytes = 4 * math.prod(shapes[present["name"]])
@@ -278,6 +318,8 @@ class Generator:
     def release(self) -> None:
         """Free the GPU buffers now."""
         self._readback.destroy()
+        if self._logits_readback is not None:
+            self._logits_readback.destroy()
         self.session.release()
 
     def __enter__(self) -> Generator:

@@ -229,6 +229,10 @@ def _generation(m: dict, ranges: dict[str, tuple[int, int]]) -> None:
     for role in ("input_ids", "attention_mask", "position_ids"):
         if role in gen and (not isinstance(gen[role], str) or gen[role] not in inputs):
             raise ManifestError(f"manifest generation.{role} names no input")
+    if "logits" in gen and (
+        not isinstance(gen["logits"], str) or outputs.get(gen["logits"], {}).get("storage") != "f32"
+    ):
+        raise ManifestError("manifest generation.logits names no float output")
     tok = outputs.get(gen["next_token"])
     if tok is None or tok["storage"] != "i32":
         raise ManifestError("manifest generation.next_token names no integer output")

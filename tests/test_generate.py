@@ -582,3 +582,25 @@ def test_one_token_a_step_and_the_shortest_sequence(tmp_path, device):
     )
     with pytest.raises(CompileError, match="at least 2"):
         compile_model(model, tmp_path / "c", generation=Generation(1))
+
+
+@pytest.mark.gpu
+def test_output_logits_reads_back_the_last_positions_logits(artifacts, device):
+    s = ort.InferenceSession(str(MODELS / "llama_tiny_kv.onnx"), providers=["CPUExecutionProvider"])
+    past = {
+        f"past_key_values.{i}.{k}": np.zeros((1, 2, 0, 8), np.float32)
+        for i in range(2)
+        for k in ("key", "value")
+    }
+    gen = onnx2wgsl.Generator(artifacts["llama_tiny_kv"], device=device)
+    ids, total = np.array([PROMPT]), 0
+    for token, logits in gen.generate(PROMPT, max_new_tokens=6, output_logits=True):
+        n = ids.shape[1]
+        feed = {"input_ids": ids, "attention_mask": np.ones((1, total + n), np.int64),
+                "position_ids": np.arange(total, total + n)[None], **past}  # fmt: skip
+        res = dict(zip([o.name for o in s.get_outputs()], s.run(None, feed)))
+        np.testing.assert_allclose(logits, res["logits"][0, -1], rtol=1e-4, atol=1e-5)
+        assert token == int(np.argmax(logits))
+        past = {k: res[k.replace("past_key_values", "present")] for k in past}
+        total += n
+        ids = np.array([[token]])
