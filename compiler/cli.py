@@ -685,14 +685,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--eos", type=int, action="append", metavar="ID", help="stop after this token id")
     gen.add_argument(
-        "--temperature", type=float, help="sample at this temperature (needs --sample-candidates)"
+        "--temperature",
+        type=float,
+        metavar="T",
+        help="sample at this temperature (needs --sample-candidates)",
     )
-    gen.add_argument("--top-k", type=int, help="sample among the K best tokens")
+    gen.add_argument("--top-k", type=int, metavar="K", help="sample among the K best tokens")
     gen.add_argument(
-        "--top-p", type=float, help="sample among the fewest best tokens holding this probability"
+        "--top-p",
+        type=float,
+        metavar="P",
+        help="sample among the fewest best tokens holding this probability",
     )
-    gen.add_argument("--repetition-penalty", type=float, help="divide the logits of tokens seen by this")
-    gen.add_argument("--seed", type=int, help="seed of the sampling draws")
+    gen.add_argument(
+        "--repetition-penalty", type=float, metavar="R", help="divide the logits of tokens seen by this"
+    )
+    gen.add_argument("--seed", type=int, metavar="N", help="seed of the sampling draws")
     gen.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     gen.set_defaults(fn=cmd_generate)
 
