@@ -212,6 +212,26 @@ const session = (await isModelSupported()).supported
         if has_source
         else ""
     )
+    generation = (
+        f"""
+## Generating tokens
+
+The model is compiled for generation (max length {manifest["generation"]["max_length"]}): `generate.js`
+streams token ids with the KV cache kept on the GPU, in a page or a Worker.
+
+```js
+import {{ createSession }} from '{pkg}';
+import {{ generate, resetGeneration }} from '{pkg}/generate';
+
+const session = await createSession();
+const controller = new AbortController();  // controller.abort() stops before the next step
+for await (const id of generate(session, promptIds, {{ maxNewTokens: 64, signal: controller.signal }})) show(id);
+resetGeneration(session);  // the next generate() starts a new sequence
+```
+"""
+        if "generation" in manifest
+        else ""
+    )
     return f"""# {pkg}
 
 `{manifest["name"]}` compiled ahead of time to WebGPU compute shaders by
@@ -239,7 +259,7 @@ await session.release();
 The package's files must be reachable over http(s) beside `index.js` (a bundler may need them
 copied as static assets); `InferenceSession.create(url)` loads the artifact from any other
 URL, and `InferenceSession.create(files)` from a FileList or a map of its files.
-
+{generation}
 - `InferenceSession.create(urlOrFiles, {{device, onProgress, preferredOutputLocation, powerPreference}})`
   fetches the manifest and the weights (checked against the manifest's sha256 before use),
   builds all pipelines with `createComputePipelineAsync` in parallel and one bind group per
