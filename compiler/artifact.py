@@ -235,5 +235,6 @@ def build_artifact(g: Graph, target: Target, source_sha256: str | None = None) -
             for n in used
         ],
         "dispatches": dispatches,
+        **({"generation": g.metadata["generation"]} if "generation" in g.metadata else {}),
     }
     return Artifact(validate(manifest), shaders, bytes(blob))

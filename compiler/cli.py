@@ -1,4 +1,4 @@
-"""The ``onnx2wgsl`` command line: compile, run, inspect, ops."""
+"""The ``onnx2wgsl`` command line: compile, run, bench, generate, inspect, ops."""
 
 from __future__ import annotations
 
@@ -72,6 +72,18 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     shapes, dims = _shapes_and_dims(args)
     constants = {k: _load_array(v) for k, v in _pairs(args.const, "--const").items()}
+    generation = None
+    if args.max_length is not None:
+        from .generation import Generation
+
+        generation = Generation(
+            args.max_length, _pairs(args.state, "--state"), args.sample_candidates, args.max_prompt
+        )
+    elif args.state or args.sample_candidates or args.max_prompt:
+        raise UsageError(
+            "--state, --max-prompt and --sample-candidates apply to a compile for generation: "
+            "give --max-length N too"
+        )
     hooks = [_progress] if args.verbose else []
     if args.dump_ir:
         hooks.append(IRDumper(args.dump_ir, args.opt_level, force=args.force))
@@ -88,6 +100,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         force=args.force,
         fold_limit=args.fold_limit,
         freeze_initializers=args.freeze_initializers,
+        generation=generation,
     )
     if args.target == "js":
         from .package_js import write_js_package
@@ -302,6 +315,67 @@ def cmd_run(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Greedy generation from an artifact compiled with --max-length: tokens (or text, with a
+    tokenizer) printed as they come, then the prefill time, time to first token and tokens/s."""
+    import onnx2wgsl
+
+    if (args.prompt_ids is None) == (args.prompt is None):
+        raise UsageError("give the prompt as --prompt-ids 1,2,3 or as --prompt TEXT with --tokenizer")
+    tokenizer = None
+    if args.prompt is not None or args.tokenizer:
+        if not args.tokenizer:
+            raise UsageError("--prompt TEXT needs --tokenizer tokenizer.json (or give --prompt-ids)")
+        from onnx2wgsl.runtime.generate import load_tokenizer
+
+        tokenizer = load_tokenizer(args.tokenizer)
+    if args.prompt is not None:
+        ids = tokenizer.encode(args.prompt).ids
+    else:
+        try:
+            ids = [int(t) for t in args.prompt_ids.split(",") if t.strip()]
+        except ValueError:
+            raise UsageError(f"--prompt-ids {args.prompt_ids!r} must be token ids like 1,2,3") from None
+    if not ids:
+        raise UsageError("the prompt has no tokens")
+    t0 = time.perf_counter()
+    gen = onnx2wgsl.Generator(args.artifact)
+    t_load = time.perf_counter() - t0
+    out: list[int] = []
+    shown = ""
+    t0 = time.perf_counter()
+    t_first = 0.0
+    sampling = {
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "repetition_penalty": args.repetition_penalty,
+        "seed": args.seed,
+    }
+    tokens = gen.generate(ids, max_new_tokens=args.max_new_tokens, eos_token_id=args.eos, **sampling)
+    for token in tokens:
+        if not out:
+            t_first = time.perf_counter() - t0
+        out.append(token)
+        if tokenizer is None:
+            print(token, end=" ", flush=True)
+        else:  # decoded as a whole: a token may complete a character the one before began
+            text = tokenizer.decode(out)
+            print(text[len(shown) :] if text.startswith(shown) else text, end="", flush=True)
+            shown = text
+    total = time.perf_counter() - t0
+    print()
+    decode = total - t_first
+    rate = f"{(len(out) - 1) / decode:.1f} tokens/s" if len(out) > 1 and decode > 0 else "n/a"
+    print(
+        f"loaded {args.artifact} in {t_load:.2f}s on {_device_name(gen.session)}\n"
+        f"  prefill {len(ids)} tokens in {t_first * 1000:.1f} ms (time to first token)\n"
+        f"  decode {len(out) - 1} tokens in {decode * 1000:.1f} ms: {rate}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def _device_name(sess) -> str:
     try:
         info = sess.device.adapter.info
@@ -514,6 +588,35 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the most bytes one tensor folded at compile time may take (default {FOLD_LIMIT:,}; "
         "suffixes K, M, G)",
     )
+    c.add_argument(
+        "--max-length",
+        type=int,
+        metavar="N",
+        help="compile a decoder with a KV cache for generation (`onnx2wgsl generate`): prompt and "
+        "later tokens up to N in all, the greedy choice as output next_token",
+    )
+    c.add_argument(
+        "--state",
+        action="append",
+        metavar="PAST=PRESENT",
+        help="with --max-length, a past input fed by a present output of the step before "
+        "(default: recognised by name, past_key_values.N.key -> present.N.key ...)",
+    )
+    c.add_argument(
+        "--max-prompt",
+        type=int,
+        metavar="N",
+        help="with --max-length, the most tokens one step takes (default the max length); a longer "
+        "prompt runs in pieces, and memory is planned for N new tokens at once",
+    )
+    c.add_argument(
+        "--sample-candidates",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with --max-length, also sample on the GPU (temperature, top-k, top-p, repetition "
+        "penalty) among the K best tokens of each step",
+    )
     c.add_argument("--verify-ir", action="store_true", help="check the IR after every stage")
     c.add_argument(
         "--dump-ir",
@@ -567,6 +670,39 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     b.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     b.set_defaults(fn=cmd_bench)
+
+    gen = sub.add_parser(
+        "generate", help="generate tokens greedily from a decoder compiled with --max-length"
+    )
+    gen.add_argument("artifact", help="artifact directory made by `onnx2wgsl compile ... --max-length N`")
+    gen.add_argument("--prompt-ids", metavar="1,2,3", help="the prompt as token ids")
+    gen.add_argument("--prompt", metavar="TEXT", help="the prompt as text (needs --tokenizer)")
+    gen.add_argument(
+        "--tokenizer", metavar="tokenizer.json", help="a Hugging Face tokenizer file: text in and out"
+    )
+    gen.add_argument(
+        "--max-new-tokens", type=int, default=64, metavar="N", help="tokens to generate (default 64)"
+    )
+    gen.add_argument("--eos", type=int, action="append", metavar="ID", help="stop after this token id")
+    gen.add_argument(
+        "--temperature",
+        type=float,
+        metavar="T",
+        help="sample at this temperature (needs --sample-candidates)",
+    )
+    gen.add_argument("--top-k", type=int, metavar="K", help="sample among the K best tokens")
+    gen.add_argument(
+        "--top-p",
+        type=float,
+        metavar="P",
+        help="sample among the fewest best tokens holding this probability",
+    )
+    gen.add_argument(
+        "--repetition-penalty", type=float, metavar="R", help="divide the logits of tokens seen by this"
+    )
+    gen.add_argument("--seed", type=int, metavar="N", help="seed of the sampling draws")
+    gen.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    gen.set_defaults(fn=cmd_generate)
 
     i = sub.add_parser(
         "inspect",

@@ -18,6 +18,7 @@ from onnx2wgsl.ir.printer import HEADER as IR_HEADER
 
 from .artifact import Artifact, build_artifact, check_output_dir
 from .frontend import import_model, load_model
+from .generation import Generation, generation_note, prepare
 from .host_eval import FOLD_LIMIT
 from .lowering import lower
 from .memory import MemoryPlan, align, check_plan, lifetimes, peak_bytes, plan_memory, roots
@@ -132,6 +133,7 @@ def compile_model(
     force: bool = False,
     fold_limit: int = FOLD_LIMIT,
     freeze_initializers: bool = False,
+    generation: Generation | None = None,
 ) -> CompileResult:
     """Compile into an artifact; write it if ``output`` is given (a new or empty folder, or one
     holding an earlier artifact; any other folder only with ``force``).
@@ -148,6 +150,12 @@ def compile_model(
     compiles every such initializer in as a constant. No tensor folded on the host may take
     more than ``fold_limit`` bytes (a clear error names the node).
 
+    ``generation`` (a ``Generation``: the max total length, state pairs beyond those recognised
+    by name, the most tokens a step takes, sampling candidates) compiles a decoder with a KV
+    cache for token-by-token generation (compiler/generation.py): one artifact for the prompt
+    and every later token, with the greedy choice ``next_token`` (and a sampled one) as extra
+    outputs; ``onnx2wgsl.Generator`` runs it.
+
     Only onnx2wgsl's errors leave (an exception ``on_stage`` raises passes through as it is):
     any other is a bug, wrapped as an InternalError naming the stage it was raised in; when the
     compile started from IR, whose ops are checked for structure but not for every op's
@@ -157,7 +165,7 @@ def compile_model(
         return _compile(
             model, output, at, shapes=shapes, dims=dims, target=target, opt_level=opt_level,
             verify_ir=verify_ir, on_stage=on_stage, stage=stage, constants=constants, force=force,
-            fold_limit=fold_limit, freeze_initializers=freeze_initializers,
+            fold_limit=fold_limit, freeze_initializers=freeze_initializers, generation=generation,
         )  # fmt: skip
     except InternalError as e:
         if at.from_ir:  # the graph came in as IR, whose ops are checked for structure only
@@ -200,7 +208,7 @@ class _Progress:
 
 def _compile(
     model, output, at: _Progress, *, shapes, dims, target, opt_level, verify_ir, on_stage, stage,
-    constants, force, fold_limit, freeze_initializers,
+    constants, force, fold_limit, freeze_initializers, generation,
 ) -> CompileResult:  # fmt: skip
     t0 = time.perf_counter()
     if output is not None:
@@ -226,10 +234,17 @@ def _compile(
 
     done = names.index(src.done) if src.done else -1
     warnings: list[str] = []
+    record = None
+    if generation is not None:
+        if src.proto is None:
+            raise CompileError(f"{src.label}: compiling for generation starts from the ONNX model, not IR")
+        src.proto, dims, constants, record = prepare(src.proto, generation, dims or {}, constants or {})
     if src.proto is not None:
         g, warnings = import_model(
             src.proto, _parse_shapes(shapes), dims, constants, fold_limit, freeze_initializers
         )
+        if record is not None:
+            g.metadata["generation"] = record
         warnings += wide_int_warnings(g)
         g.metadata["input_names"] = [v.name for v in g.inputs]
         g.metadata["onnx_nodes"] = len(src.proto.graph.node)
@@ -290,7 +305,8 @@ def _compile(
         output=str(output) if output is not None else None,
         warnings=warnings,
         notes=_notes(g)
-        + ([f"inputs frozen to constants: {', '.join(sorted(constants))}"] if constants else []),
+        + ([f"inputs frozen to constants: {', '.join(sorted(constants))}"] if constants else [])
+        + ([generation_note(record)] if record else []),
         seconds=time.perf_counter() - t0,
         dims={s.name: [s.lo, s.hi] for s in g.symbols.values()},
     )

@@ -8,6 +8,7 @@ rewrites it into its opset-independent IR form.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from onnx2wgsl.errors import (
     first_line,
 )
 from onnx2wgsl.ir import DType, Graph, TensorType, Value
-from onnx2wgsl.ir.symbolic import Expr, Symbol, SymbolicError, floordiv, simplify, smax
+from onnx2wgsl.ir.symbolic import Expr, Symbol, SymbolicError, floordiv, parse_expr, simplify, smax
 
 from . import control_flow, functions, host_eval, symbolic_fold, validate
 from .legalize import legalize
@@ -606,6 +607,8 @@ class Importer:
                 shape.append(int(self.dims[d.dim_param]))
             elif d.dim_param and d.dim_param in self.ranges:
                 shape.append(Expr.symbol(self.ranges[d.dim_param]))
+            elif d.dim_param and (e := self._dim_expression(d.dim_param)) is not None:
+                shape.append(e)
             elif d.dim_param:
                 unbound.append(f"{d.dim_param!r} (input {vi.name!r}, axis {i})")
                 shape.append(1)
@@ -613,6 +616,24 @@ class Importer:
                 unbound.append(f"unnamed dim of input {vi.name!r} at axis {i} (use --shape)")
                 shape.append(1)
         return TensorType(dtype, tuple(shape))
+
+    def _dim_expression(self, text: str) -> Expr | int | None:
+        """A dim_param that is an expression over the kept-symbolic dims (optimum names a
+        decoder's total length ``past_sequence_length + sequence_length``), or None."""
+        if text.isidentifier():
+            return None
+        try:
+            tree = ast.parse(text.strip(), mode="eval")
+        except SyntaxError:
+            return None
+        for node in ast.walk(tree):  # dims bound to a value enter as that value
+            for name, child in ast.iter_fields(node):
+                if isinstance(child, ast.Name) and child.id in self.dims:
+                    setattr(node, name, ast.Constant(int(self.dims[child.id])))
+        try:
+            return parse_expr(ast.unparse(tree), self.ranges)
+        except SymbolicError:
+            return None
 
     # -- nodes ----------------------------------------------------------------------------
     def _const(self, data: np.ndarray, hint: str) -> Value:

@@ -247,6 +247,12 @@ def plan_memory(g: Graph, target: Target) -> MemoryPlan:
     root = roots(g)
     by_id = {id(v): v for v in g.values()}
     blocks = [b for b in lifetimes(g, root) if b.size > 0]
+    # a generation's past inputs (the KV cache) get buffers of their own: after a step the
+    # runtime copies each present output into its past's slot, which WebGPU allows only
+    # between distinct buffers, and which must clobber nothing the step wrote
+    kept = {id(v) for v in state_inputs(g)}
+    state = [b for b in blocks if id(b.value) in kept]
+    blocks = [b for b in blocks if id(b.value) not in kept]
     best: tuple[int, str, list[int], list[tuple[int, int]]] | None = None
     for name, order in _STRATEGIES.items():
         sizes = _place(blocks, order, target.max_buffer_size, target.alignment)
@@ -263,6 +269,11 @@ def plan_memory(g: Graph, target: Target) -> MemoryPlan:
         buffers[f"arena{i}"] = {"kind": "arena", "size": align(max(size, 4), 16)}
     for b in blocks:
         b.value.placement = Placement(f"arena{b.buffer}", b.offset, b.size)
+    state_sizes = _place(state, _STRATEGIES["start"], target.max_buffer_size, target.alignment)
+    for i, size in enumerate(state_sizes):
+        buffers[f"state{i}"] = {"kind": "arena", "size": align(max(size, 4), 16)}
+    for b in state:
+        b.value.placement = Placement(f"state{b.buffer}", b.offset, b.size)
     for b in lifetimes(g, root):
         if b.size == 0:
             b.value.placement = Placement("arena0" if arena_sizes else "", 0, 0)
@@ -277,7 +288,16 @@ def plan_memory(g: Graph, target: Target) -> MemoryPlan:
     # naive: every graph input and every tensor an op produces in a buffer of its own
     produced = [v for op in g.ops if op.kind in ("kernel", "concat_view") for v in op.outputs]
     naive = sum(align(v.nbytes, target.alignment) for v in list(g.inputs) + produced)
-    return MemoryPlan(arena_sizes, weight_sizes, naive, peak_bytes(blocks), strategy, blocks)
+    return MemoryPlan(
+        arena_sizes + state_sizes, weight_sizes, naive, peak_bytes(blocks + state), strategy, blocks + state
+    )
+
+
+def state_inputs(g: Graph) -> list[Value]:
+    """The graph inputs a generation's state pairs name as pasts (compiler/generation.py)."""
+    kept = {s["past"] for s in g.metadata.get("generation", {}).get("state", ())}
+    names = g.metadata.get("input_names", [v.name for v in g.inputs])
+    return [v for v, name in zip(g.inputs, names) if name in kept]
 
 
 def _pack_weights(g: Graph, target: Target, buffers: dict[str, dict]) -> list[int]:

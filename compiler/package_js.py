@@ -23,6 +23,13 @@ from onnx2wgsl.runtime.manifest import FORMAT, VERSION, show_dim
 
 # copied unchanged from runtime/js (the runtime is the same for every model)
 RUNTIME_FILES = ("onnx2wgsl.js", "onnx2wgsl.d.ts", "index.js", "profile.js", "profile.d.ts")
+GENERATE_FILES = ("generate.js", "generate.d.ts")  # in the packages of artifacts compiled for generation
+
+
+def runtime_files(manifest: dict) -> tuple[str, ...]:
+    return RUNTIME_FILES + (GENERATE_FILES if "generation" in manifest else ())
+
+
 SOURCE_MODEL = "model.onnx"
 
 
@@ -57,7 +64,7 @@ def write_js_package(
     pkg = package_name(name)
     written = []
     js = runtime_js_dir()
-    for f in RUNTIME_FILES:
+    for f in runtime_files(manifest):
         (out / f).write_bytes((js / f).read_bytes())
         written.append(f)
     written += _copy_source(source, out)
@@ -106,8 +113,7 @@ def package_json(manifest: dict, name: str, has_source: bool) -> dict:
     files = [
         "index.js",
         "index.d.ts",
-        *RUNTIME_FILES[:2],
-        *RUNTIME_FILES[3:],
+        *(f for f in runtime_files(manifest) if f != "index.js"),
         "manifest.json",
         "shaders/",
         manifest["weights"]["file"],
@@ -125,6 +131,11 @@ def package_json(manifest: dict, name: str, has_source: bool) -> dict:
             ".": {"types": "./index.d.ts", "default": "./index.js"},
             "./runtime": {"types": "./onnx2wgsl.d.ts", "default": "./onnx2wgsl.js"},
             "./profile": {"types": "./profile.d.ts", "default": "./profile.js"},
+            **(
+                {"./generate": {"types": "./generate.d.ts", "default": "./generate.js"}}
+                if "generation" in manifest
+                else {}
+            ),
             "./package.json": "./package.json",
             "./*": "./*",
         },
@@ -201,6 +212,26 @@ const session = (await isModelSupported()).supported
         if has_source
         else ""
     )
+    generation = (
+        f"""
+## Generating tokens
+
+The model is compiled for generation (max length {manifest["generation"]["max_length"]}): `generate.js`
+streams token ids with the KV cache kept on the GPU, in a page or a Worker.
+
+```js
+import {{ createSession }} from '{pkg}';
+import {{ generate, resetGeneration }} from '{pkg}/generate';
+
+const session = await createSession();
+const controller = new AbortController();  // controller.abort() stops before the next step
+for await (const id of generate(session, promptIds, {{ maxNewTokens: 64, signal: controller.signal }})) show(id);
+resetGeneration(session);  // the next generate() starts a new sequence
+```
+"""
+        if "generation" in manifest
+        else ""
+    )
     return f"""# {pkg}
 
 `{manifest["name"]}` compiled ahead of time to WebGPU compute shaders by
@@ -228,7 +259,7 @@ await session.release();
 The package's files must be reachable over http(s) beside `index.js` (a bundler may need them
 copied as static assets); `InferenceSession.create(url)` loads the artifact from any other
 URL, and `InferenceSession.create(files)` from a FileList or a map of its files.
-
+{generation}
 - `InferenceSession.create(urlOrFiles, {{device, onProgress, preferredOutputLocation, powerPreference}})`
   fetches the manifest and the weights (checked against the manifest's sha256 before use),
   builds all pipelines with `createComputePipelineAsync` in parallel and one bind group per

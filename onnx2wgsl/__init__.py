@@ -36,6 +36,7 @@ def compile(
     force=False,
     fold_limit=None,
     freeze_initializers=False,
+    generation=None,
 ):
     """Compile an ONNX model (path or ModelProto) into an artifact directory.
 
@@ -50,6 +51,9 @@ def compile(
     package for the browser (the CLI's ``--target js``). ``output`` must be new, empty or hold
     an earlier artifact; ``force=True`` writes into any folder (its other files are kept).
     ``fold_limit`` caps the bytes of one tensor folded on the host (default 1 GiB).
+    ``generation`` (``onnx2wgsl.compiler.generation.Generation(max_length, state,
+    sample_candidates)``, the CLI's ``--max-length``) compiles a decoder with a KV cache for
+    ``onnx2wgsl.Generator``.
     Returns the CompileReport
     (``.summary()`` prints it)."""
     from .compiler import compile_model
@@ -68,6 +72,7 @@ def compile(
         constants=constants,
         force=force,
         freeze_initializers=freeze_initializers,
+        generation=generation,
         **({} if fold_limit is None else {"fold_limit": int(fold_limit)}),
     ).report
     if emit == "js":
@@ -89,10 +94,14 @@ def __getattr__(name: str):
         from .runtime import GpuTensor
 
         return GpuTensor
+    if name == "Generator":
+        from .runtime.generate import Generator
+
+        return Generator
     raise AttributeError(f"module 'onnx2wgsl' has no attribute {name!r}")
 
 
 __all__ = [
-    "CompileError", "ConstantRequiredError", "DeviceError", "GpuTensor", "InputError", "InternalError", "IRError",
+    "CompileError", "ConstantRequiredError", "DeviceError", "Generator", "GpuTensor", "InputError", "InternalError", "IRError",
     "ManifestError", "Onnx2WgslError", "ShapeRequiredError", "UnsupportedError", "__version__", "compile", "load",
 ]  # fmt: skip

@@ -207,7 +207,66 @@ def validate(m: dict) -> dict:
                 f"dispatch {i} asks for {math.prod(at_max):,} workgroups, more than the "
                 f"{most:,} its bindings' elements can give work to"
             )
+    if "generation" in m:
+        _generation(m, ranges)
     return m
+
+
+def _generation(m: dict, ranges: dict[str, tuple[int, int]]) -> None:
+    """A decoder compiled for generation (compiler/generation.py): its roles name inputs and
+    outputs of the right kinds, its dims are symbols whose ranges cover prompt and decode up
+    to max_length, and each past's slot lies in a buffer that holds no output (after a
+    step the runtime copies every present into its past's slot)."""
+    gen = m["generation"]
+    _check(
+        gen,
+        {"max_length": int, "input_ids": str, "next_token": str, "sequence_dim": str, "past_dim": str,
+         "state": [{"past": str, "present": str}]},
+        "generation",
+    )  # fmt: skip
+    inputs = {io["name"]: io for io in m["inputs"]}
+    outputs = {io["name"]: io for io in m["outputs"]}
+    for role in ("input_ids", "attention_mask", "position_ids"):
+        if role in gen and (not isinstance(gen[role], str) or gen[role] not in inputs):
+            raise ManifestError(f"manifest generation.{role} names no input")
+    if "logits" in gen and (
+        not isinstance(gen["logits"], str) or outputs.get(gen["logits"], {}).get("storage") != "f32"
+    ):
+        raise ManifestError("manifest generation.logits names no float output")
+    tok = outputs.get(gen["next_token"])
+    if tok is None or tok["storage"] != "i32":
+        raise ManifestError("manifest generation.next_token names no integer output")
+    sampling = gen.get("sampling")
+    if sampling is not None:
+        _check(sampling, {"params": str, "token": str, "candidates": int}, "generation.sampling")
+        params, sampled = inputs.get(sampling["params"]), outputs.get(sampling["token"])
+        if params is None or params["storage"] != "f32" or sampled is None or sampled["storage"] != "i32":
+            raise ManifestError("manifest generation.sampling must name a float input and an integer output")
+    # (a sequence dim of one token a step is fixed: no symbol)
+    ids = inputs.get(gen["input_ids"])
+    one = ids is not None and ids["shape"][-1:] == [1]
+    seq = ranges.get(gen["sequence_dim"], (1, 1) if one else None)
+    past, n = ranges.get(gen["past_dim"]), gen["max_length"]
+    if seq is None or past is None or not (seq[0] <= 1 <= seq[1] and past[0] == 0 and 2 <= n <= past[1] + 1):
+        raise ManifestError(
+            "manifest generation's sequence_dim and past_dim must be symbols whose ranges hold 1 "
+            "and 0..max_length - 1 (max_length at least 2)"
+        )
+    pasts = [s["past"] for s in gen["state"]]
+    if not pasts or len(set(pasts)) != len(pasts):
+        raise ManifestError("manifest generation.state must pair distinct past inputs with present outputs")
+    for s in gen["state"]:
+        p, q = inputs.get(s["past"]), outputs.get(s["present"])
+        if p is None or q is None or p["storage"] != q["storage"] or len(p["shape"]) != len(q["shape"]):
+            raise ManifestError(
+                f"manifest generation.state pairs {s['past']!r} with {s['present']!r}, "
+                "not an input and an output of one storage and rank"
+            )
+        # (a copy between two ranges of one buffer is not allowed in WebGPU)
+        if p["size"] and p["buffer"] in {o["buffer"] for o in m["outputs"]}:
+            raise ManifestError(
+                f"manifest generation: past {s['past']!r} lies in a buffer that holds outputs"
+            )
 
 
 def _symbols(m: dict) -> dict[str, tuple[int, int]]:

@@ -157,5 +157,8 @@ export interface Support {
 /** Whether WebGPU, an adapter and (given an artifact) its limits and features are here. Never rejects. */
 export declare function isSupported(source?: ArtifactSource, options?: { powerPreference?: GPUPowerPreference }): Promise<Support>;
 
+/** A manifest shape or grid entry's value at the symbols' values (generate.js evaluates with it). */
+export declare function evaluateDim(entry: number | string | unknown[], values: Record<string, number>): number;
+
 /** Check a parsed manifest.json; returns it or throws ManifestError. */
 export declare function validateManifest(manifest: unknown): Record<string, unknown>;

@@ -123,6 +123,9 @@ function showDim(e) {
 }
 const showShape = (shape) => `[${shape.map(showDim).join(', ')}]`;
 // names as Python prints a list of strings, so both runtimes word their errors alike
+// (generate.js evaluates a run's shapes and grids as run does)
+export { evaluate as evaluateDim };
+
 const listing = (names) => `[${names.map((n) => `'${n}'`).join(', ')}]`;
 
 function check(obj, schema, where) {
