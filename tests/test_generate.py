@@ -286,7 +286,8 @@ def test_cli_generate_prints_the_tokens_and_timings(artifacts, references, capsy
 
 @pytest.mark.gpu
 def test_cli_generate_with_a_tokenizer(artifacts, references, tmp_path, capsys):
-    tokenizers = pytest.importorskip("tokenizers")
+    import tokenizers
+
     vocab = {f"w{i}": i for i in range(1000)}
     tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="w0"))
     tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
@@ -556,7 +557,8 @@ def test_a_batch_of_sequences(references, tmp_path, device):
 
 @pytest.mark.gpu
 def test_generate_text_with_a_tokenizer(artifacts, references, tmp_path, device):
-    tokenizers = pytest.importorskip("tokenizers")
+    import tokenizers
+
     tok = tokenizers.Tokenizer(tokenizers.models.WordLevel({f"w{i}": i for i in range(1000)}, unk_token="w0"))
     tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
     tok.save(str(tmp_path / "tokenizer.json"))
