@@ -128,8 +128,14 @@ def prepare(
     batch, seq = ids
     past = None
     for name, present in pairs:
-        d = _dims(inputs[name])
-        named = [x for x in d if isinstance(x, str) and x not in (batch, seq)]
+        d, pd = _dims(inputs[name]), _dims(outputs[present])
+        # the past-length dim: not the batch's, and not one the present keeps (a head size
+        # exported as a dim_param, as onnxruntime-genai's kv_cache_dim) nor one bound to a size
+        named = [
+            x for i, x in enumerate(d)
+            if isinstance(x, str) and x not in (batch, seq) and not (i < len(pd) and pd[i] == x)
+            and not isinstance(dims.get(x), int)
+        ]  # fmt: skip
         if len(named) != 1 or (past is not None and named[0] != past):
             raise CompileError(
                 f"past input {name!r} has dims {d}: generation needs one named past-length dim, "
@@ -157,6 +163,16 @@ def prepare(
     chunk = n if spec.max_prompt is None else spec.max_prompt
     if not 1 <= chunk <= n:
         raise CompileError(f"--max-prompt must be from 1 to the max length {n}, not {chunk}")
+    inits = {t.name: t for t in g.initializer}
+    for node in g.node:  # positions come from rotary caches of a fixed length
+        if node.op_type == "GroupQueryAttention" and len(node.input) > 7 and node.input[7] in inits:
+            rows = inits[node.input[7]].dims[0]
+            if n > rows:
+                raise CompileError(
+                    f"--max-length {n} reaches past the {rows} positions of the rotary caches of "
+                    f"GroupQueryAttention node {node.name!r}",
+                    hint=f"--max-length {rows} or less",
+                )
     dims.setdefault(seq, (1, chunk))
     dims.setdefault(past, (0, max(n - 1, 0)))
     if isinstance(batch, str):

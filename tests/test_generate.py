@@ -28,14 +28,18 @@ PROMPT = [1, 5, 7, 9]
 MAX_LENGTH = 80  # the prompt and 64 new tokens fit
 
 
-def ort_greedy(path: Path, prompt: list[int], n: int) -> list[int]:
+def ort_greedy(path, prompt: list[int], n: int, head_size: int | None = None) -> list[int]:
     """Greedy ids by onnxruntime on the CPU: the prompt in one step, then one token per step,
-    each step's present fed back as the next one's past."""
-    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    each step's present fed back as the next one's past (``head_size`` where the model names
+    the past's last dim; ``path`` a file or a model's bytes)."""
+    s = ort.InferenceSession(
+        str(path) if isinstance(path, Path) else path, providers=["CPUExecutionProvider"]
+    )
     ins = {i.name: i for i in s.get_inputs()}
     names = [o.name for o in s.get_outputs()]
+    types = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
     past = {
-        k: np.zeros((1, i.shape[1], 0, i.shape[3]), np.float32)
+        k: np.zeros((1, i.shape[1], 0, head_size or i.shape[3]), types[i.type])
         for k, i in ins.items()
         if k.startswith("past")
     }
@@ -606,3 +610,28 @@ def test_output_logits_reads_back_the_last_positions_logits(artifacts, device):
         past = {k: res[k.replace("past_key_values", "present")] for k in past}
         total += n
         ids = np.array([[token]])
+
+
+# -- onnxruntime-genai's model builder form (tools/export_genai.py) -----------------------------
+@pytest.mark.gpu
+@pytest.mark.parametrize("name, n", [("llama_genai_fp32", 64), ("llama_genai_int4", 24)])
+def test_genai_models_generate_as_onnxruntime(name, n, tmp_path, device):
+    """GroupQueryAttention models, as onnxruntime-genai's builder writes them (the seqlens and
+    total length computed from attention_mask, the head size a dim_param of its own that
+    --dim binds), generate onnxruntime's greedy ids. The int4 model runs in onnxruntime with
+    MatMulNBits' accuracy_level 0 (its CPU kernel otherwise rounds activations to int8)."""
+    from test_gqa import accuracy_level_0
+
+    model = onnx.load(MODELS / f"{name}.onnx")
+    compile_model(model, tmp_path, generation=Generation(MAX_LENGTH), dims={"kv_cache_dim": 16})
+    want = ort_greedy(accuracy_level_0(model).SerializeToString(), PROMPT, n, head_size=16)
+    with onnx2wgsl.Generator(tmp_path, device=device) as gen:
+        got = list(gen.generate(PROMPT, max_new_tokens=n))
+    assert got == want
+    assert len(set(got)) > 5  # (not one token repeated)
+
+
+def test_a_max_length_past_the_rotary_caches_is_refused(tmp_path):
+    model = onnx.load(MODELS / "llama_genai_fp32.onnx")  # caches of 128 positions
+    with pytest.raises(CompileError, match="past the 128 positions of the rotary caches"):
+        compile_model(model, tmp_path, generation=Generation(200), dims={"kv_cache_dim": 16})

@@ -24,7 +24,7 @@ import numpy as np
 
 from onnx2wgsl.errors import UnsupportedError
 from onnx2wgsl.ir import DType, TensorType, Value
-from onnx2wgsl.ir.symbolic import SymbolicError, simplify
+from onnx2wgsl.ir.symbolic import Expr, SymbolicError, simplify
 from onnx2wgsl.ir.types import dim_bound
 
 from .. import host_eval
@@ -591,6 +591,11 @@ def _rotary(g, info):
     return _standard(g, info, "RotaryEmbedding", [x, cos, sin, pos], attrs, info.out_types, info.out_names)
 
 
+def _dim_low(d) -> int:
+    """A dim's smallest value over its symbols' ranges."""
+    return d.bounds[0] if isinstance(d, Expr) else d
+
+
 @contrib("GroupQueryAttention")
 def _group_query_attention(g, info):
     """Causal self-attention over a KV cache with fewer key/value heads than query heads, as
@@ -682,9 +687,12 @@ def _group_query_attention(g, info):
                     hint="fix the model",
                 )
             pos = pos_ids
-        elif dim_bound(S) + dim_bound(P) > cos.shape[0]:
+        elif _dim_low(S) + _dim_low(P) > cos.shape[0]:
+            # (dims kept symbolic may reach past the caches at their bounds, while a run never
+            # does: a generator keeps past + sequence within its max length, which compiling for
+            # generation checks against the caches; the kernel clamps positions to the last row)
             raise info.error(
-                f"past + sequence may reach {dim_bound(S) + dim_bound(P)} positions; the rotary caches "
+                f"past + sequence is at least {_dim_low(S) + _dim_low(P)} positions; the rotary caches "
                 f"hold {cos.shape[0]}",
                 hint="bound the sequence and past dims to the caches (--dim NAME=LO..HI)",
             )

@@ -177,10 +177,13 @@ def _new_element(kb: KernelBuilder, part: int, start: int, a: dict, *, inputs, s
                 f"let kk = select(d - {half}u, d, first);",
                 f"let partner = select(d - {half}u, d + {half}u, first);",
             ]
+        # positions past the caches (never reached by a run within the caches: legalize and
+        # compiling for generation check that) read the last row, not the sines after the cosines
+        last = cos.shape[0] // (1 if sin is not None else 2) - 1
         if pos is not None:
-            where = [f"let p = u32({kb.read(pos)}[b * {u32(S)} + s]);"]
+            where = [f"let p = min(u32({kb.read(pos)}[b * {u32(S)} + s]), {last}u);"]
         else:
-            where = [f"let p = u32(max({kb.read(seqlens)}[b] + 1i - {i32(S)}, 0i)) + s;"]
+            where = [f"let p = min(u32(max({kb.read(seqlens)}[b] + 1i - {i32(S)}, 0i)) + s, {last}u);"]
         C = kb.read(cos)
         # the sines: their own cache, or after the cosines in one (legalize packs constant caches)
         Sn, sin_at = (kb.read(sin), "") if sin is not None else (C, f"{cos.shape[0] // 2 * half}u + ")
