@@ -8,6 +8,7 @@ rewrites it into its opset-independent IR form.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from onnx2wgsl.errors import (
     first_line,
 )
 from onnx2wgsl.ir import DType, Graph, TensorType, Value
-from onnx2wgsl.ir.symbolic import Expr, Symbol, SymbolicError, floordiv, simplify, smax
+from onnx2wgsl.ir.symbolic import Expr, Symbol, SymbolicError, floordiv, parse_expr, simplify, smax
 
 from . import control_flow, functions, host_eval, symbolic_fold, validate
 from .legalize import legalize
@@ -480,6 +481,8 @@ class Importer:
                     hint=f"the inputs are {sorted(names)}",
                 )
         params = {d.dim_param for vi in inputs for d in vi.type.tensor_type.shape.dim if d.dim_param}
+        self._bare_params = set(params)
+        params |= {n for p in params for n in _expression_names(p)}
         for n in self.dims:
             if n not in params:
                 self.warnings.append(f"--dim {n}={self.dims[n]} matches no symbolic input dim")
@@ -606,6 +609,8 @@ class Importer:
                 shape.append(int(self.dims[d.dim_param]))
             elif d.dim_param and d.dim_param in self.ranges:
                 shape.append(Expr.symbol(self.ranges[d.dim_param]))
+            elif d.dim_param and (e := self._dim_expression(d.dim_param, vi.name, i)) is not None:
+                shape.append(e)
             elif d.dim_param:
                 unbound.append(f"{d.dim_param!r} (input {vi.name!r}, axis {i})")
                 shape.append(1)
@@ -613,6 +618,36 @@ class Importer:
                 unbound.append(f"unnamed dim of input {vi.name!r} at axis {i} (use --shape)")
                 shape.append(1)
         return TensorType(dtype, tuple(shape))
+
+    def _dim_expression(self, text: str, input_name: str, axis: int):
+        """A dim_param written as arithmetic over other dims, as exporters name a dim they
+        derive (optimum: ``past_sequence_length + sequence_length``): its value in the bound
+        dims, or None when it is a plain name or names a dim that is not bound."""
+        try:
+            tree = ast.parse(text.strip(), mode="eval").body
+        except SyntaxError:
+            return None
+        names = _expression_names(text)
+        if not names or not names <= (set(self.dims) | set(self.ranges)):
+            return None
+        for n in names & set(self.ranges):
+            if n not in self._bare_params:
+                raise CompileError(
+                    f"input {input_name!r} axis {axis} is {text!r}, but {n!r} is the bare dim of no "
+                    "input, so a run cannot read its value",
+                    hint=f"bind {n!r} with --dim {n}=N, or give the input's shape with --shape",
+                )
+
+        class _Static(ast.NodeTransformer):
+            def visit_Name(_, node):  # noqa: N805 - ast's visitor protocol
+                if node.id in self.dims:
+                    return ast.copy_location(ast.Constant(int(self.dims[node.id])), node)
+                return node
+
+        try:
+            return parse_expr(ast.unparse(_Static().visit(tree)), dict(self.ranges))
+        except SymbolicError as e:
+            raise CompileError(f"input {input_name!r} axis {axis} is {text!r}: {e}") from None
 
     # -- nodes ----------------------------------------------------------------------------
     def _const(self, data: np.ndarray, hint: str) -> Value:
@@ -1217,6 +1252,18 @@ def _shape_deciding(gp: onnx.GraphProto, defaults: dict, used: set[str]) -> dict
 
 def _where(op: str | None, node: str | None) -> str:
     return f"{op} node {node!r}" if node else f"{op} node"
+
+
+def _expression_names(text: str) -> set[str]:
+    """The names a dim_param written as arithmetic (``past_sequence_length + sequence_length``)
+    uses; empty for a plain name or text that is no expression."""
+    try:
+        tree = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError:
+        return set()
+    if isinstance(tree, ast.Name):
+        return set()
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
 
 
 def _clean_name(name: str) -> str:

@@ -19,7 +19,7 @@ from onnx2wgsl.ir.symbolic import Expr, SymbolicError, as_expr, simplify
 from onnx2wgsl.ir.types import dim_bound
 
 from ..shape_rules import resized_dim
-from ..symbolic_fold import slice_extent
+from ..symbolic_fold import slice_index, slice_extent
 from . import _axis, _ints, emit, rule
 
 
@@ -60,6 +60,8 @@ def _slice(g, info):
         starts, ends = _ints(info.attrs["starts"]), _ints(info.attrs["ends"])
         axes = info.attrs.get("axes")
         steps = None
+    elif info.const_input(1, "starts").dtype == object:
+        return _slice_symbolic_start(g, info)
     elif info.const_input(2, "ends").dtype == object:
         # ends over dims kept symbolic: the output type holds them (symbolic_fold.slice_type)
         starts = _ints(info.const_input(1, "starts"))
@@ -90,6 +92,34 @@ def _slice(g, info):
         step[a] = st
     out = TensorType(x.dtype, tuple(shape))
     return emit(g, info, "Slice", [x], {"starts": first, "steps": step}, [out])
+
+
+def _slice_symbolic_start(g, info):
+    """A Slice whose starts depend on the dims (T5 slices its position bias as
+    ``bias[:, :, -seq:]``): unit steps; each such start is stored as its clamped first index,
+    an expression of the dims (see lower_slice); the output type holds the counts."""
+    x = info.inputs[0]
+    rank = x.type.rank
+    starts = list(info.const_input(1, "starts").reshape(-1))
+    axes = _opt(info, 3, "axes")
+    steps = _opt(info, 4, "steps")
+    axes = _ints(axes) if axes is not None else list(range(len(starts)))
+    if steps is not None and any(int(st) != 1 for st in steps.reshape(-1)):
+        raise info.error(
+            "a slice whose starts depend on the dims takes unit steps only",
+            hint="bind the dims with --dim NAME=N",
+        )
+    first = [0] * rank
+    for a, s in zip(axes, starts):
+        a = _axis(info, a, rank)
+        n = x.shape[a]
+        if isinstance(s, Expr):
+            first[a] = simplify(Expr.const(0) + slice_index(s, n))
+        elif isinstance(n, Expr):
+            first[a] = int(s)  # ONNX's start, which the lowering clamps (see slice_start)
+        else:
+            first[a] = min(max(int(s) + (n if int(s) < 0 else 0), 0), n)
+    return emit(g, info, "Slice", [x], {"starts": first, "steps": [1] * rank})
 
 
 @rule("Split")
