@@ -19,7 +19,7 @@ from onnx2wgsl.ir.symbolic import Expr, SymbolicError, as_expr, simplify
 from onnx2wgsl.ir.types import dim_bound
 
 from ..shape_rules import resized_dim
-from ..symbolic_fold import slice_index, slice_extent
+from ..symbolic_fold import slice_extent, slice_index
 from . import _axis, _ints, emit, rule
 
 
