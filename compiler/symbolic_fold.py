@@ -215,8 +215,16 @@ def slice_type(x: TensorType, params: list[Value | None]) -> TensorType:
 
 
 def _exact_div(a: Expr, b: Expr) -> Expr | None:
-    """``a / b`` when ``b`` is one term dividing every term of ``a`` (1600*batch / 400*batch)."""
+    """``a / b`` when ``b`` is one term dividing every term of ``a`` (1600*batch / 400*batch),
+    or a sum that ``a`` is a one-term multiple of (768*n + 768 over 64*n + 64, as a reshape of
+    heads over a length derived by a conv stack divides)."""
     if len(b.terms) != 1:
+        for term in a.terms:  # a candidate quotient from each term of a over b's first term
+            q = _exact_div(
+                Expr({}) + Expr({term[0]: term[1]}), Expr({}) + Expr({b.terms[0][0]: b.terms[0][1]})
+            )
+            if q is not None and q * b == a:
+                return q
         return None
     mb, cb = b.terms[0]
     if not mb:

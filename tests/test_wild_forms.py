@@ -163,3 +163,26 @@ def test_t5_bias_slice_matches_onnxruntime_at_one_size(device):
         compile_model(m, out, dims={"n": 12, "seq": 4})
         with onnx2wgsl.load(out, device=device) as sess:
             np.testing.assert_allclose(sess.run(None, feeds)[0], ort_run(m, feeds)[0], rtol=1e-6)
+
+
+# -- wav2vec2 splits heads over a length its conv feature encoder derives -----------------------
+def test_reshape_heads_over_a_length_derived_by_a_strided_conv(device):
+    """Conv over raw audio, then ``x.view(b, frames, -1, head_dim)`` with ``frames`` read back with
+    Shape: the -1 divides ``16*((len - 3) // 2) + 16`` elements by ``4*((len - 3) // 2) + 4``."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], strides=[2]),
+        helper.make_node("Transpose", ["c"], ["t"], perm=[0, 2, 1]),
+        helper.make_node("Shape", ["t"], ["t_shape"]),
+        _ints("one", [1]),
+        _ints("two", [2]),
+        helper.make_node("Slice", ["t_shape", "one", "two"], ["frames"]),
+        _ints("head", [1]),
+        _ints("tail", [-1, 4]),
+        helper.make_node("Concat", ["head", "frames", "tail"], ["target"], axis=0),
+        helper.make_node("Reshape", ["t", "target"], ["heads"]),
+        helper.make_node("Transpose", ["heads"], ["y"], perm=[0, 2, 1, 3]),
+    ]
+    m = graph_model(nodes, {"x": rand(1, 8, 21)}, ["y"], {"w": rand(16, 8, 3, seed=1)})
+    m = with_dim_params(m, {"x": [1, 8, "len"], "y": [1, 4, "frames", 4]})
+    feeds = [{"x": rand(1, 8, n, seed=n)} for n in (3, 4, 21, 64)]
+    check_symbolic(m, {"len": (3, 64)}, feeds, device)
