@@ -40,12 +40,30 @@ import numpy as np
 SEQ = 32
 MODELS: dict[str, dict] = {
     "bert-base": {"exporter": "optimum", "task": "feature-extraction"},
+    "bert-base-O2": {
+        "exporter": "optimum --optimize O2",
+        "task": "feature-extraction",
+        "hf": "bert-base",
+        "args": ["--optimize", "O2"],
+    },
     "distilbert-base": {"exporter": "optimum", "task": "feature-extraction"},
     "vit-base": {"exporter": "optimum", "task": "image-classification"},
     "whisper-tiny": {"exporter": "optimum", "task": "automatic-speech-recognition-with-past"},
     "gpt2": {"exporter": "optimum", "task": "text-generation-with-past"},
+    "gpt2-O2": {
+        "exporter": "optimum --optimize O2",
+        "task": "text-generation-with-past",
+        "hf": "gpt2",
+        "args": ["--optimize", "O2"],
+    },
     "t5-small": {"exporter": "optimum", "task": "text2text-generation-with-past"},
     "llama-tinyllama-2l": {"exporter": "optimum", "task": "text-generation-with-past"},
+    "llama-tinyllama-2l-genai-int4": {
+        "exporter": "onnxruntime-genai builder",
+        "task": "-p int4 -e webgpu (GQA, MatMulNBits, fp16)",
+        "hf": "llama-tinyllama-2l",
+        "args": ["-p", "int4", "-e", "webgpu"],
+    },
     "wav2vec2-base": {"exporter": "optimum", "task": "feature-extraction"},
     "resnet18": {"exporter": "torch.onnx", "task": "image-classification"},
     "mobilenet_v3_small": {"exporter": "torch.onnx", "task": "image-classification"},
@@ -288,12 +306,31 @@ def export(work: Path, names: list[str]) -> None:
         t0 = time.time()
         if spec["exporter"].startswith("torch.onnx"):
             _torchvision(name, onnx_dir)
+        elif spec["exporter"].startswith("onnxruntime-genai"):
+            # onnxruntime-genai's model builder (the LLM form run on WebGPU); it lives in its own
+            # environment (GENAI_PYTHON, default /work/export-venv/bin/python)
+            hf = work / spec["hf"] / "hf"
+            py = os.environ.get("GENAI_PYTHON", "/work/export-venv/bin/python")
+            cmd = [py, "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o", str(onnx_dir)]
+            cmd += [*spec["args"], "-c", str(d / "cache")]
+            print(" ".join(cmd), flush=True)
+            subprocess.run(cmd, check=True)
         else:
-            hf = d / "hf"
+            hf = work / spec.get("hf", name) / "hf"
             if not (hf / "config.json").exists():
-                _hf_model(name, hf)
+                _hf_model(spec.get("hf", name), hf)
             cli = Path(sys.executable).parent / "optimum-cli"
-            cmd = [str(cli), "export", "onnx", "--model", str(hf), "--task", spec["task"], str(onnx_dir)]
+            cmd = [
+                str(cli),
+                "export",
+                "onnx",
+                "--model",
+                str(hf),
+                "--task",
+                spec["task"],
+                *spec.get("args", []),
+                str(onnx_dir),
+            ]
             print(" ".join(cmd), flush=True)
             subprocess.run(cmd, check=True)
         (onnx_dir / "done").write_text("")
@@ -313,7 +350,7 @@ def plan(name: str, onnx_dir: Path) -> list[tuple[str, str, list[str], dict]]:
     for f in files:
         flags: list[str] = []
         run: dict = {}
-        if name in ("bert-base", "distilbert-base"):
+        if name in ("bert-base", "bert-base-O2", "distilbert-base"):
             flags = ["--dim", "batch_size=1..2", "--dim", "sequence_length=1..128"]
             run = {"batch_size": 1, "sequence_length": SEQ}
         elif name == "vit-base":
@@ -356,7 +393,7 @@ def plan(name: str, onnx_dir: Path) -> list[tuple[str, str, list[str], dict]]:
                 if "past" in f or "merged" in f:
                     flags += ["--dim", "past_decoder_sequence_length=1..64"]
                     run.update(past_decoder_sequence_length=8)
-        elif name in ("gpt2", "llama-tinyllama-2l"):
+        elif name in ("gpt2", "gpt2-O2", "llama-tinyllama-2l"):
             flags = [
                 "--dim",
                 "batch_size=1",
@@ -366,6 +403,26 @@ def plan(name: str, onnx_dir: Path) -> list[tuple[str, str, list[str], dict]]:
                 "past_sequence_length=1..64",
             ]
             run = {"batch_size": 1, "sequence_length": 8, "past_sequence_length": 8}
+        elif name == "llama-tinyllama-2l-genai-int4":
+            flags = [
+                "--dim",
+                "batch_size=1",
+                "--dim",
+                "sequence_length=1..64",
+                "--dim",
+                "past_sequence_length=0..64",
+                "--dim",
+                "total_sequence_length=1..128",
+                "--dim",
+                "kv_cache_dim=64",
+            ]
+            run = {
+                "batch_size": 1,
+                "sequence_length": 8,
+                "past_sequence_length": 8,
+                "total_sequence_length": 16,
+            }
+            run["kv_cache_dim"] = 64
         elif name == "t5-small":
             flags = ["--dim", "batch_size=1", "--dim", "encoder_sequence_length=1..64"]
             run = {"batch_size": 1, "encoder_sequence_length": 16}
@@ -375,7 +432,7 @@ def plan(name: str, onnx_dir: Path) -> list[tuple[str, str, list[str], dict]]:
             if "past" in f or "merged" in f:
                 flags += ["--dim", "past_decoder_sequence_length=1..64"]
                 run.update(past_decoder_sequence_length=8)
-        if name in ("gpt2", "llama-tinyllama-2l"):
+        if name in ("gpt2", "gpt2-O2", "llama-tinyllama-2l"):
             # the first step of generation feeds an empty cache
             zero = [x if x != "past_sequence_length=1..64" else "past_sequence_length=0..64" for x in flags]
             out.append((f, "model-past0", zero, {**run, "past_sequence_length": 0}))
