@@ -585,6 +585,63 @@ def check(work: Path, names: list[str]) -> None:
     print(table(results))
 
 
+PADDED = {  # a batch of 2 whose first row is left-padded: masks with zeros, positions from them
+    "bert-base": (["batch_size=1..2", "sequence_length=1..128"], {"b": 2, "s": 24}),
+    "distilbert-base": (["batch_size=1..2", "sequence_length=1..128"], {"b": 2, "s": 24}),
+    "gpt2": (
+        ["batch_size=1..2", "sequence_length=1..64", "past_sequence_length=0..64"],
+        {"b": 2, "s": 6, "p": 5},
+    ),
+    "llama-tinyllama-2l": (
+        ["batch_size=1..2", "sequence_length=1..64", "past_sequence_length=0..64"],
+        {"b": 2, "s": 6, "p": 5},
+    ),
+}
+
+
+def padded(work: Path, names: list[str]) -> None:
+    """Batches of 2 with a left-padded row (attention masks with zeros), as generation batches
+    prompts of different lengths: the masked paths of the fused attention at full width."""
+    import onnxruntime as ort
+
+    import onnx2wgsl
+
+    for name in names:
+        if name not in PADDED:
+            continue
+        dims, n = PADDED[name]
+        path = work / name / "onnx" / "model.onnx"
+        art = work / name / "art" / "padded"
+        shutil.rmtree(art, ignore_errors=True)
+        cmd = [str(Path(sys.executable).parent / "onnx2wgsl"), "compile", str(path), "-o", str(art)]
+        subprocess.run(cmd + [x for d in dims for x in ("--dim", d)], check=True, capture_output=True)
+        b, s, p = n["b"], n["s"], n.get("p", 0)
+        rng = np.random.default_rng(1)
+        ref_sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        feeds: dict[str, np.ndarray] = {}
+        for i in ref_sess.get_inputs():
+            if i.name == "input_ids":
+                feeds[i.name] = rng.integers(0, 1000, (b, s)).astype(np.int64)
+            elif i.name == "attention_mask":
+                mask = np.ones((b, p + s), np.int64)
+                mask[0, : (p + s) // 3] = 0
+                feeds[i.name] = mask
+            elif i.name == "token_type_ids":
+                feeds[i.name] = np.zeros((b, s), np.int64)
+            elif i.name == "position_ids":
+                mask = feeds["attention_mask"]
+                pos = np.cumsum(mask, -1) - 1
+                pos[mask == 0] = 1
+                feeds[i.name] = pos[:, -s:].astype(np.int64)
+            elif i.name.startswith("past_key_values"):
+                feeds[i.name] = rng.standard_normal([b, i.shape[1], p, i.shape[3]]).astype(np.float32)
+        ref = ref_sess.run(None, feeds)
+        with onnx2wgsl.load(art) as sess:
+            got = sess.run([o.name for o in ref_sess.get_outputs()], feeds)
+        worst = max(float(np.abs(a - g).max() / max(np.abs(a).max(), 1e-6)) for a, g in zip(ref, got))
+        print(f"| {name} | {' '.join(dims)} | {', '.join(f'{k}={v}' for k, v in n.items())} | {worst:.1e} |")
+
+
 def table(results: dict) -> str:
     lines = [
         "| model | exporter | task | file | opset | dims (compile) | run at | compile s | run s | max rel err | status |",
@@ -610,7 +667,7 @@ def table(results: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("step", choices=["export", "check", "table"])
+    ap.add_argument("step", choices=["export", "check", "padded", "table"])
     ap.add_argument("--work", type=Path, default=Path("/tmp/wild"))
     ap.add_argument("--only", default="", help="comma-separated model names (default: all)")
     a = ap.parse_args()
@@ -624,6 +681,8 @@ def main() -> None:
         export(a.work, names)
     elif a.step == "check":
         check(a.work, names)
+    elif a.step == "padded":
+        padded(a.work, names)
     else:
         print(table(json.loads((a.work / "results.json").read_text())))
 
