@@ -1033,6 +1033,10 @@ class Importer:
         try:
             if info.op_type == "Slice" and i >= 1 and info.opset >= 10:
                 return [symbolic_fold.slice_type(x.type, info.inputs[1:])]
+            if info.op_type == "Resize" and i == 3 and info.opset >= 11:
+                from .shape_rules import _resize
+
+                return _resize(info)
             if info.op_type == "Reshape" and i == 1:
                 shape = symbolic_fold._reshape_shape(
                     x.shape, list(v.data.reshape(-1)), info.attrs.get("allowzero", 0)

@@ -230,8 +230,9 @@ def _resize(info) -> list[TensorType | None] | None:
     shape = list(x.shape)
     for d, v in zip(axes, given):
         n = x.shape[d]
-        out = int(v) if sizes is not None and isinstance(n, int) else None
-        if sizes is None:
+        if sizes is not None:  # over dims kept symbolic, the kernel computes the scale
+            out = simplify(v) if isinstance(v, Expr) else int(v)
+        else:
             out = resized_dim(n, float(v))
         if out is None:
             raise info.error(

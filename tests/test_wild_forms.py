@@ -186,3 +186,52 @@ def test_reshape_heads_over_a_length_derived_by_a_strided_conv(device):
     m = with_dim_params(m, {"x": [1, 8, "len"], "y": [1, 4, "frames", 4]})
     feeds = [{"x": rand(1, 8, n, seed=n)} for n in (3, 4, 21, 64)]
     check_symbolic(m, {"len": (3, 64)}, feeds, device)
+
+
+# -- FPN-style nets: a map resized to its skip connection's size, over any height and width -----
+@pytest.mark.parametrize(
+    "mode,attrs",
+    [
+        ("nearest", dict(coordinate_transformation_mode="asymmetric", nearest_mode="floor")),
+        ("linear", dict(coordinate_transformation_mode="pytorch_half_pixel")),
+        ("linear", dict(coordinate_transformation_mode="half_pixel")),
+    ],
+    ids=["nearest", "pytorch_half_pixel", "half_pixel"],
+)
+def test_resize_to_a_symbolic_size_read_with_shape(device, mode, attrs):
+    """``interpolate(y, size=skip.shape[-2:])`` as the dynamo exporter writes it: Resize's sizes
+    are a shape computed from the dims, so its scales (skip over y) are too."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["y"], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Shape", ["x"], ["x_shape"]),
+        _ints("two", [2]),
+        _ints("four", [4]),
+        helper.make_node("Slice", ["x_shape", "two", "four"], ["hw"]),
+        _ints("nc", [1, 4]),
+        helper.make_node("Concat", ["nc", "hw"], ["sizes"], axis=0),
+        helper.make_node("Resize", ["y", "", "", "sizes"], ["up"], mode=mode, **attrs),
+        helper.make_node("Add", ["up", "x"], ["z"]),
+    ]
+    m = graph_model(nodes, {"x": rand(1, 4, 9, 13)}, ["z"], {"w": rand(4, 4, 3, 3, seed=1)})
+    m = with_dim_params(m, {"x": [1, 4, "h", "w"], "z": [1, 4, "h", "w"]})
+    sizes = [(9, 13), (16, 16), (5, 31), (32, 7)]
+    feeds = [{"x": rand(1, 4, h, w, seed=h * w)} for h, w in sizes]
+    check_symbolic(m, {"h": (4, 32), "w": (4, 32)}, feeds, device)
+
+
+def test_sizes_halved_three_times_equal_the_size_over_8(device):
+    """Three stride-2 convs give ``(((h - 1) // 2) // 2) // 2 + 1``; one stride-8 conv
+    ``(h - 1) // 8 + 1``: one size, which an Add of the two must see."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["a1"], strides=[2], pads=[1, 1]),
+        helper.make_node("Conv", ["a1", "w"], ["a2"], strides=[2], pads=[1, 1]),
+        helper.make_node("Conv", ["a2", "w"], ["a3"], strides=[2], pads=[1, 1]),
+        helper.make_node("Conv", ["x", "w1"], ["b"], strides=[8]),
+        helper.make_node("Add", ["a3", "b"], ["y"]),
+    ]
+    m = graph_model(
+        nodes, {"x": rand(1, 2, 17)}, ["y"], {"w": rand(2, 2, 3, seed=1), "w1": rand(2, 2, 1, seed=2)}
+    )
+    m = with_dim_params(m, {"x": [1, 2, "len"], "y": [1, 2, "out"]})
+    feeds = [{"x": rand(1, 2, n, seed=n)} for n in (1, 8, 9, 17, 40)]
+    check_symbolic(m, {"len": (1, 40)}, feeds, device)

@@ -577,12 +577,31 @@ def _resize(g, info):
             full_roi[d], full_roi[d + rank] = roi[i], roi[i + len(axes)]
     shape = list(x.shape)
     full_scales = [1.0] * rank
-    if sizes is not None:
+    symbolic_sizes = sizes is not None and any(
+        isinstance(v, Expr) or not isinstance(x.shape[d], int) for v, d in zip(sizes.reshape(-1), axes)
+    )
+    if symbolic_sizes:
+        # sizes over dims kept symbolic (a feature map resized to its skip connection's size,
+        # read with Shape): the scale of such an axis, size / input size, is computed in the
+        # kernel from the dims (None here; see lowering/resize.py)
+        sizes = [simplify(v) if isinstance(v, Expr) else int(v) for v in sizes.reshape(-1)]
+        if len(sizes) != len(axes):
+            raise info.error(f"sizes has {len(sizes)} values for {len(axes)} axes")
+        if policy != "stretch":
+            raise info.error(
+                f"keep_aspect_ratio_policy {policy!r} with sizes over dims kept symbolic",
+                hint="bind the dims with --dim NAME=N",
+            )
+        for v, d in zip(sizes, axes):
+            n = x.shape[d]
+            if isinstance(v, Expr) or isinstance(n, Expr):
+                full_scales[d], shape[d] = None, v
+            else:
+                full_scales[d], shape[d] = v / n, v
+    elif sizes is not None:
         sizes = _ints(sizes)
         if len(sizes) != len(axes):
             raise info.error(f"sizes has {len(sizes)} values for {len(axes)} axes")
-        if any(not isinstance(x.shape[d], int) for d in axes):
-            raise info.error("its sizes name an axis kept symbolic", hint="bind the dim with --dim NAME=N")
         ratios = [sizes[i] / x.shape[d] for i, d in enumerate(axes)]
         if policy in ("not_larger", "not_smaller"):
             s = min(ratios) if policy == "not_larger" else max(ratios)
