@@ -481,6 +481,8 @@ class Importer:
                     hint=f"the inputs are {sorted(names)}",
                 )
         params = {d.dim_param for vi in inputs for d in vi.type.tensor_type.shape.dim if d.dim_param}
+        self._bare_params = set(params)
+        params |= {n for p in params for n in _expression_names(p)}
         for n in self.dims:
             if n not in params:
                 self.warnings.append(f"--dim {n}={self.dims[n]} matches no symbolic input dim")
@@ -607,7 +609,7 @@ class Importer:
                 shape.append(int(self.dims[d.dim_param]))
             elif d.dim_param and d.dim_param in self.ranges:
                 shape.append(Expr.symbol(self.ranges[d.dim_param]))
-            elif d.dim_param and (e := self._dim_expression(d.dim_param)) is not None:
+            elif d.dim_param and (e := self._dim_expression(d.dim_param, vi.name, i)) is not None:
                 shape.append(e)
             elif d.dim_param:
                 unbound.append(f"{d.dim_param!r} (input {vi.name!r}, axis {i})")
@@ -617,23 +619,35 @@ class Importer:
                 shape.append(1)
         return TensorType(dtype, tuple(shape))
 
-    def _dim_expression(self, text: str) -> Expr | int | None:
-        """A dim_param that is an expression over the kept-symbolic dims (optimum names a
-        decoder's total length ``past_sequence_length + sequence_length``), or None."""
-        if text.isidentifier():
-            return None
+    def _dim_expression(self, text: str, input_name: str, axis: int):
+        """A dim_param written as arithmetic over other dims, as exporters name a dim they
+        derive (optimum: ``past_sequence_length + sequence_length``): its value in the bound
+        dims, or None when it is a plain name or names a dim that is not bound."""
         try:
-            tree = ast.parse(text.strip(), mode="eval")
+            tree = ast.parse(text.strip(), mode="eval").body
         except SyntaxError:
             return None
-        for node in ast.walk(tree):  # dims bound to a value enter as that value
-            for name, child in ast.iter_fields(node):
-                if isinstance(child, ast.Name) and child.id in self.dims:
-                    setattr(node, name, ast.Constant(int(self.dims[child.id])))
-        try:
-            return parse_expr(ast.unparse(tree), self.ranges)
-        except SymbolicError:
+        names = _expression_names(text)
+        if not names or not names <= (set(self.dims) | set(self.ranges)):
             return None
+        for n in names & set(self.ranges):
+            if n not in self._bare_params:
+                raise CompileError(
+                    f"input {input_name!r} axis {axis} is {text!r}, but {n!r} is the bare dim of no "
+                    "input, so a run cannot read its value",
+                    hint=f"bind {n!r} with --dim {n}=N, or give the input's shape with --shape",
+                )
+
+        class _Static(ast.NodeTransformer):
+            def visit_Name(_, node):  # noqa: N805 - ast's visitor protocol
+                if node.id in self.dims:
+                    return ast.copy_location(ast.Constant(int(self.dims[node.id])), node)
+                return node
+
+        try:
+            return parse_expr(ast.unparse(_Static().visit(tree)), dict(self.ranges))
+        except SymbolicError as e:
+            raise CompileError(f"input {input_name!r} axis {axis} is {text!r}: {e}") from None
 
     # -- nodes ----------------------------------------------------------------------------
     def _const(self, data: np.ndarray, hint: str) -> Value:
@@ -1019,6 +1033,10 @@ class Importer:
         try:
             if info.op_type == "Slice" and i >= 1 and info.opset >= 10:
                 return [symbolic_fold.slice_type(x.type, info.inputs[1:])]
+            if info.op_type == "Resize" and i == 3 and info.opset >= 11:
+                from .shape_rules import _resize
+
+                return _resize(info)
             if info.op_type == "Reshape" and i == 1:
                 shape = symbolic_fold._reshape_shape(
                     x.shape, list(v.data.reshape(-1)), info.attrs.get("allowzero", 0)
@@ -1238,6 +1256,18 @@ def _shape_deciding(gp: onnx.GraphProto, defaults: dict, used: set[str]) -> dict
 
 def _where(op: str | None, node: str | None) -> str:
     return f"{op} node {node!r}" if node else f"{op} node"
+
+
+def _expression_names(text: str) -> set[str]:
+    """The names a dim_param written as arithmetic (``past_sequence_length + sequence_length``)
+    uses; empty for a plain name or text that is no expression."""
+    try:
+        tree = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError:
+        return set()
+    if isinstance(tree, ast.Name):
+        return set()
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
 
 
 def _clean_name(name: str) -> str:

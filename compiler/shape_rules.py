@@ -8,7 +8,7 @@ import numpy as np
 
 from onnx2wgsl.errors import UnsupportedError
 from onnx2wgsl.ir import DType, TensorType
-from onnx2wgsl.ir.symbolic import Expr, simplify
+from onnx2wgsl.ir.symbolic import Expr, SymbolicError, simplify
 
 _SAME_AS_FIRST = {
     "Relu", "Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Abs", "Neg", "Erf", "LeakyRelu", "Clip",
@@ -66,7 +66,18 @@ def infer_shapes(info) -> list[TensorType | None] | None:
         if any(v.type.is_symbolic for v in ins):
             from .symbolic_fold import broadcast
 
-            shape = broadcast(*(tuple(v.shape) for v in ins))
+            try:
+                shape = broadcast(*(tuple(v.shape) for v in ins))
+            except SymbolicError as e:
+                # e.g. an FPN's upsampled map added to a skip connection: sizes agree only for
+                # inputs divisible by the net's stride, which a range cannot say
+                raise info.error(
+                    f"its operands' shapes {', '.join('[' + ', '.join(map(str, v.shape)) + ']' for v in ins)} over "
+                    "dims kept symbolic "
+                    f"agree only at some sizes ({e})",
+                    hint="bind those dims with --dim NAME=N (one artifact per size), as the model "
+                    "runs only at sizes where they agree",
+                ) from None
         else:
             shape = np.broadcast_shapes(*(tuple(v.shape) for v in ins))
         dtype = ins[-1].dtype if info.op_type == "Where" else ins[0].dtype
@@ -219,8 +230,9 @@ def _resize(info) -> list[TensorType | None] | None:
     shape = list(x.shape)
     for d, v in zip(axes, given):
         n = x.shape[d]
-        out = int(v) if sizes is not None and isinstance(n, int) else None
-        if sizes is None:
+        if sizes is not None:  # over dims kept symbolic, the kernel computes the scale
+            out = simplify(v) if isinstance(v, Expr) else int(v)
+        else:
             out = resized_dim(n, float(v))
         if out is None:
             raise info.error(

@@ -160,6 +160,28 @@ def slice_start(n: Expr, start: int):
     return simplify(Expr.const(0) + smin(smax(start + n if start < 0 else start, 0), n))
 
 
+def slice_index(i, n):
+    """A Slice start or end (negative counts from the end) clamped into ``[0, n]``, where its
+    sign is decided by the dims' ranges."""
+    if not isinstance(i, Expr) and int(i) >= 0:
+        return smin(int(i), n)
+    if not isinstance(i, Expr):
+        return smax(n + int(i), 0)
+    sign = compare(i, 0)
+    if sign is None:
+        raise SymbolicError(f"a slice bound {i} whose sign depends on the dims' values")
+    return smin(i, n) if sign >= 0 else smax(n + i, 0)
+
+
+def slice_symbolic_start(n, start, end) -> tuple:
+    """ONNX Slice with unit step and a start that depends on the dims (``x[:, :, -seq:]``, as
+    T5's relative position bias is sliced): the first index, clamped, and the count. The
+    start's sign must be decided by the ranges."""
+    first = simplify(Expr.const(0) + slice_index(start, n))
+    last = slice_index(end, n)
+    return first, simplify(Expr.const(0) + smax(Expr.const(0) + last - first, 0))
+
+
 def slice_type(x: TensorType, params: list[Value | None]) -> TensorType:
     """The type of a Slice (opset >= 10) of ``x`` whose ends may be symbolic (``x[:, :seq]``):
     unit steps and int starts only, except on static axes, which slice any way."""
@@ -179,8 +201,11 @@ def slice_type(x: TensorType, params: list[Value | None]) -> TensorType:
             # a symbolic axis at int bounds (x[:, -1:], x[:, 1::2]): min and max clamps
             shape[a] = slice_extent(shape[a], int(s), int(e), int(st))[1]
             continue
+        if isinstance(s, Expr) and not isinstance(st, Expr) and int(st) == 1:
+            shape[a] = slice_symbolic_start(shape[a], s, e)[1]
+            continue
         if isinstance(s, Expr) or isinstance(st, Expr) or int(st) != 1 or int(s) < 0:
-            raise SymbolicError("a slice with symbolic starts or steps, or a negative start or step")
+            raise SymbolicError("a slice with symbolic steps, or a negative start or step")
         n = shape[a]
         e = int(e) if not isinstance(e, Expr) else e
         if isinstance(e, int) and e < 0:
@@ -190,8 +215,16 @@ def slice_type(x: TensorType, params: list[Value | None]) -> TensorType:
 
 
 def _exact_div(a: Expr, b: Expr) -> Expr | None:
-    """``a / b`` when ``b`` is one term dividing every term of ``a`` (1600*batch / 400*batch)."""
+    """``a / b`` when ``b`` is one term dividing every term of ``a`` (1600*batch / 400*batch),
+    or a sum that ``a`` is a one-term multiple of (768*n + 768 over 64*n + 64, as a reshape of
+    heads over a length derived by a conv stack divides)."""
     if len(b.terms) != 1:
+        for term in a.terms:  # a candidate quotient from each term of a over b's first term
+            q = _exact_div(
+                Expr({}) + Expr({term[0]: term[1]}), Expr({}) + Expr({b.terms[0][0]: b.terms[0][1]})
+            )
+            if q is not None and q * b == a:
+                return q
         return None
     mb, cb = b.terms[0]
     if not mb:

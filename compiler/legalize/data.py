@@ -19,7 +19,7 @@ from onnx2wgsl.ir.symbolic import Expr, SymbolicError, as_expr, simplify
 from onnx2wgsl.ir.types import dim_bound
 
 from ..shape_rules import resized_dim
-from ..symbolic_fold import slice_extent
+from ..symbolic_fold import slice_extent, slice_index
 from . import _axis, _ints, emit, rule
 
 
@@ -60,6 +60,8 @@ def _slice(g, info):
         starts, ends = _ints(info.attrs["starts"]), _ints(info.attrs["ends"])
         axes = info.attrs.get("axes")
         steps = None
+    elif info.const_input(1, "starts").dtype == object:
+        return _slice_symbolic_start(g, info)
     elif info.const_input(2, "ends").dtype == object:
         # ends over dims kept symbolic: the output type holds them (symbolic_fold.slice_type)
         starts = _ints(info.const_input(1, "starts"))
@@ -90,6 +92,34 @@ def _slice(g, info):
         step[a] = st
     out = TensorType(x.dtype, tuple(shape))
     return emit(g, info, "Slice", [x], {"starts": first, "steps": step}, [out])
+
+
+def _slice_symbolic_start(g, info):
+    """A Slice whose starts depend on the dims (T5 slices its position bias as
+    ``bias[:, :, -seq:]``): unit steps; each such start is stored as its clamped first index,
+    an expression of the dims (see lower_slice); the output type holds the counts."""
+    x = info.inputs[0]
+    rank = x.type.rank
+    starts = list(info.const_input(1, "starts").reshape(-1))
+    axes = _opt(info, 3, "axes")
+    steps = _opt(info, 4, "steps")
+    axes = _ints(axes) if axes is not None else list(range(len(starts)))
+    if steps is not None and any(int(st) != 1 for st in steps.reshape(-1)):
+        raise info.error(
+            "a slice whose starts depend on the dims takes unit steps only",
+            hint="bind the dims with --dim NAME=N",
+        )
+    first = [0] * rank
+    for a, s in zip(axes, starts):
+        a = _axis(info, a, rank)
+        n = x.shape[a]
+        if isinstance(s, Expr):
+            first[a] = simplify(Expr.const(0) + slice_index(s, n))
+        elif isinstance(n, Expr):
+            first[a] = int(s)  # ONNX's start, which the lowering clamps (see slice_start)
+        else:
+            first[a] = min(max(int(s) + (n if int(s) < 0 else 0), 0), n)
+    return emit(g, info, "Slice", [x], {"starts": first, "steps": [1] * rank})
 
 
 @rule("Split")
@@ -547,12 +577,31 @@ def _resize(g, info):
             full_roi[d], full_roi[d + rank] = roi[i], roi[i + len(axes)]
     shape = list(x.shape)
     full_scales = [1.0] * rank
-    if sizes is not None:
+    symbolic_sizes = sizes is not None and any(
+        isinstance(v, Expr) or not isinstance(x.shape[d], int) for v, d in zip(sizes.reshape(-1), axes)
+    )
+    if symbolic_sizes:
+        # sizes over dims kept symbolic (a feature map resized to its skip connection's size,
+        # read with Shape): the scale of such an axis, size / input size, is computed in the
+        # kernel from the dims (None here; see lowering/resize.py)
+        sizes = [simplify(v) if isinstance(v, Expr) else int(v) for v in sizes.reshape(-1)]
+        if len(sizes) != len(axes):
+            raise info.error(f"sizes has {len(sizes)} values for {len(axes)} axes")
+        if policy != "stretch":
+            raise info.error(
+                f"keep_aspect_ratio_policy {policy!r} with sizes over dims kept symbolic",
+                hint="bind the dims with --dim NAME=N",
+            )
+        for v, d in zip(sizes, axes):
+            n = x.shape[d]
+            if isinstance(v, Expr) or isinstance(n, Expr):
+                full_scales[d], shape[d] = None, v
+            else:
+                full_scales[d], shape[d] = v / n, v
+    elif sizes is not None:
         sizes = _ints(sizes)
         if len(sizes) != len(axes):
             raise info.error(f"sizes has {len(sizes)} values for {len(axes)} axes")
-        if any(not isinstance(x.shape[d], int) for d in axes):
-            raise info.error("its sizes name an axis kept symbolic", hint="bind the dim with --dim NAME=N")
         ratios = [sizes[i] / x.shape[d] for i, d in enumerate(axes)]
         if policy in ("not_larger", "not_smaller"):
             s = min(ratios) if policy == "not_larger" else max(ratios)

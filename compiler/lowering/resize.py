@@ -259,7 +259,7 @@ def _computed_axis(ctx: LowerCtx, a: dict, d: int, n_in) -> tuple:
     mode, transform, scale = a["mode"], a["coordinate_transformation_mode"], a["scales"][d]
     if (
         mode == "cubic"
-        or (mode == "linear" and a["antialias"] and scale < 1)
+        or (mode == "linear" and a["antialias"] and (scale is None or scale < 1))
         or transform == "tf_crop_and_resize"
         or (mode == "nearest" and a["nearest_mode"][d] not in _ROUND)
     ):
@@ -268,7 +268,10 @@ def _computed_axis(ctx: LowerCtx, a: dict, d: int, n_in) -> tuple:
             "a resized axis is nearest, or linear without antialiasing, and not tf_crop_and_resize",
             hint="bind the dim with --dim NAME=N",
         )
-    s, n = f32(scale), f"f32({u32(n_in)})"
+    n = f"f32({u32(n_in)})"
+    # sizes over dims kept symbolic: the scale is output size / input size, in f32 as
+    # onnxruntime computes it
+    s = f32(scale) if scale is not None else f"(f32({u32(ctx.current.outputs[0].shape[d])}) / {n})"
     resized = f"({s} * {n})"
 
     def coord(y: str) -> str:

@@ -33,8 +33,12 @@ def copy_or_alias(ctx: LowerCtx, x: Value, y: Value, view: View):
 @lowers("Slice")
 def lower_slice(ctx: LowerCtx, op: Op) -> None:
     x, y = op.inputs[0], op.outputs[0]
-    # on an axis kept symbolic the start is ONNX's (negative counts from the end), clamped here
-    starts = [slice_start(n, s) if isinstance(n, Expr) else s for n, s in zip(x.shape, op.attrs["starts"])]
+    # on an axis kept symbolic an int start is ONNX's (negative counts from the end), clamped
+    # here; a start that depends on the dims is the first index already (legalize/data.py)
+    starts = [
+        slice_start(n, s) if isinstance(n, Expr) and not isinstance(s, Expr) else s
+        for n, s in zip(x.shape, op.attrs["starts"])
+    ]
     d = copy_or_alias(ctx, x, y, sliced(x.shape, starts, op.attrs["steps"]))
     if d is not None:
         emit_map(ctx, [x], y, [d])
