@@ -506,6 +506,27 @@ def random_feeds(model_path: Path, sizes: dict) -> dict[str, np.ndarray]:
     return feeds
 
 
+def _reference_model(path: Path, art: Path) -> str:
+    """The model onnxruntime runs as the reference: ``path``, or a copy with MatMulNBits'
+    accuracy_level 0 (onnxruntime's CPU kernel rounds the activations to int8 at level 4, as
+    onnxruntime-genai's builder writes it: about 1% off the float result, which onnx2wgsl
+    computes)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    changed = False
+    for n in model.graph.node:
+        for a in n.attribute:
+            if n.op_type == "MatMulNBits" and a.name == "accuracy_level" and a.i:
+                a.i, changed = 0, True
+    if not changed:
+        return str(path)
+    copy = art.parent / f"{art.name}-reference" / path.name
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(copy), save_as_external_data=True, location=path.name + ".data")
+    return str(copy)
+
+
 def check_file(path: Path, flags: list[str], sizes: dict, art: Path, venv_bin: Path) -> dict:
     import onnxruntime as ort
 
@@ -525,7 +546,7 @@ def check_file(path: Path, flags: list[str], sizes: dict, art: Path, venv_bin: P
     feeds = random_feeds(path, sizes)
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
-    ref_sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    ref_sess = ort.InferenceSession(_reference_model(path, art), so, providers=["CPUExecutionProvider"])
     names = [o.name for o in ref_sess.get_outputs()]
     ref = ref_sess.run(None, feeds)
     try:
@@ -543,6 +564,10 @@ def check_file(path: Path, flags: list[str], sizes: dict, art: Path, venv_bin: P
         return row
     worst = 0.0
     worst_name = ""
+    # the bar: 1e-3 of the output's scale; float16 outputs 4e-3 (onnxruntime rounds every
+    # intermediate to float16, about 5e-4 each; onnx2wgsl computes in f32 and rounds once)
+    bar = 4e-3 if any(np.asarray(a).dtype == np.float16 for a in ref) else 1e-3
+    row["bar"] = bar
     for n, a, b in zip(names, ref, got):
         a = np.asarray(a, np.float64)
         b = np.asarray(b, np.float64)
@@ -558,7 +583,7 @@ def check_file(path: Path, flags: list[str], sizes: dict, art: Path, venv_bin: P
             worst, worst_name = err, n
     row["max_rel_err"] = worst
     row["worst_output"] = worst_name
-    row["status"] = "ok" if worst <= 1e-3 else "mismatch"
+    row["status"] = "ok" if worst <= bar else "mismatch"
     return row
 
 
