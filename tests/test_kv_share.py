@@ -151,3 +151,45 @@ def test_a_conversation_goes_on_over_the_shared_cache(shared, device):
     want = ort_greedy(model.SerializeToString(), whole, 8, head_size=16)
     assert more == want
     assert np.all(np.array(first) < 128)
+
+
+@pytest.mark.gpu
+def test_sampling_keeps_its_seen_tokens_copied_beside_the_shared_cache(tmp_path, shared, device):
+    """With --sample-candidates, the tokens seen stay a copied pair (a buffer apart from the
+    shared caches); greedy through the sampler equals the greedy ids."""
+    compile_model(
+        MODELS / "llama_genai_fp32.onnx",
+        tmp_path,
+        generation=Generation(MAX_LENGTH, sample_candidates=8),
+        dims=DIMS,
+    )
+    m = mf.read(tmp_path)
+    state = m["generation"]["state"]
+    assert [bool(s.get("shared")) for s in state] == [True] * 4 + [False]
+    ios = {io["name"]: io for io in m["inputs"]}
+    assert ios[state[-1]["past"]]["buffer"] not in {ios[s["past"]]["buffer"] for s in state[:4]}
+    with onnx2wgsl.Generator(tmp_path, device=device) as gen:
+        greedy = list(gen.generate(PROMPT, max_new_tokens=16))
+        gen.reset()
+        assert list(gen.generate(PROMPT, max_new_tokens=16, temperature=0)) == greedy
+        gen.reset()
+        a = list(gen.generate(PROMPT, max_new_tokens=16, temperature=0.8, top_k=4, seed=3))
+        gen.reset()
+        b = list(gen.generate(PROMPT, max_new_tokens=16, temperature=0.8, top_k=4, seed=3))
+    with onnx2wgsl.Generator(shared["llama_genai_fp32"], device=device) as plain:
+        assert list(plain.generate(PROMPT, max_new_tokens=16)) == greedy
+    assert a == b
+
+
+@pytest.mark.gpu
+def test_a_batch_of_two_shares_its_caches_as_onnxruntime(tmp_path, device):
+    prompts = np.array([PROMPT, [3, 8, 2, 6]])
+    compile_model(
+        MODELS / "llama_genai_fp32.onnx", tmp_path, generation=Generation(MAX_LENGTH),
+        dims={**DIMS, "batch_size": 2},
+    )  # fmt: skip
+    model = onnx.load(MODELS / "llama_genai_fp32.onnx").SerializeToString()
+    want = [ort_greedy(model, list(p), 12, head_size=16) for p in prompts]
+    with onnx2wgsl.Generator(tmp_path, device=device) as gen:
+        got = np.array(list(gen.generate(prompts, max_new_tokens=12)))
+    assert got.T.tolist() == want
