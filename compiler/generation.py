@@ -16,7 +16,10 @@ each later token (seq 1):
 
 The manifest records it all under ``generation`` (runtime/manifest.py checks it), and the
 memory planner puts the past inputs in buffers of their own (``state0``...), so that after a
-step the runtime can copy every present into its past's slot on the GPU.
+step the runtime can copy every present into its past's slot on the GPU. GroupQueryAttention's
+caches (onnxruntime-genai's form) are not copied: each past holds the max length and is its
+present's buffer, which the step writes in place (``_share_buffers``; the pairs are recorded
+``shared`` and the attention mask's length as ``total_dim``).
 """
 
 from __future__ import annotations

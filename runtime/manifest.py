@@ -216,7 +216,8 @@ def _generation(m: dict, ranges: dict[str, tuple[int, int]]) -> None:
     """A decoder compiled for generation (compiler/generation.py): its roles name inputs and
     outputs of the right kinds, its dims are symbols whose ranges cover prompt and decode up
     to max_length, and each past's slot lies in a buffer that holds no output (after a
-    step the runtime copies every present into its past's slot)."""
+    step the runtime copies every present into its past's slot), or, for a ``shared`` pair, in
+    the very bytes of its present (written in place; nothing is copied)."""
     gen = m["generation"]
     _check(
         gen,

@@ -607,8 +607,9 @@ def _group_query_attention(g, info):
     ([B, Hkv, P + S, D]: total_sequence_length is taken to be P + S, the form whose present is
     not the past's own buffer; a constant total_sequence_length gives onnxruntime's max(total,
     P), and a present as long as its past is that past with the new keys placed: the buffer a
-    generation shares between them, written in place). Query i of row b stands at past_b + i, past_b = seqlens_k[b] + 1
-    - S (0 for a right-padded first prompt) and attends keys 0 .. past_b + i (the last
+    generation shares between them, written in place). Query i of row b stands at past_b + i,
+    past_b = seqlens_k[b] + 1 - S (0 for a right-padded first prompt) and attends keys 0 ..
+    past_b + i (the last
     local_window_size of them when that is set). The attention itself is the Attention IR op:
     one kernel reads the present cache in place, each row's key count from seqlens_k.
 
