@@ -259,7 +259,8 @@ def generation_note(record: dict) -> str:
     sampled = f" and {record['sampling']['token']}" if "sampling" in record else ""
     return (
         f"compiled for generation: max length {record['max_length']}, {len(record['state'])} state pairs "
-        f"({record['state'][0]['past']} -> {record['state'][0]['present']}, ...), outputs "
+        f"({record['state'][0]['past']} -> {record['state'][0]['present']}, ...)"
+        f"{', each present its past written in place' if record['state'][0].get('shared') else ''}, outputs "
         f"{record['next_token']}{sampled} (onnx2wgsl generate DIR)"
     )
 
