@@ -16,7 +16,10 @@ each later token (seq 1):
 
 The manifest records it all under ``generation`` (runtime/manifest.py checks it), and the
 memory planner puts the past inputs in buffers of their own (``state0``...), so that after a
-step the runtime can copy every present into its past's slot on the GPU.
+step the runtime can copy every present into its past's slot on the GPU. GroupQueryAttention's
+caches (onnxruntime-genai's form) are not copied: each past holds the max length and is its
+present's buffer, which the step writes in place (``_share_buffers``; the pairs are recorded
+``shared`` and the attention mask's length as ``total_dim``).
 """
 
 from __future__ import annotations
@@ -147,11 +150,17 @@ def prepare(
             raise CompileError(f"past {name!r} and present {present!r} have different dtypes")
     total = f"{past} + {seq}"
     mask = inputs.get("attention_mask")
+    # GroupQueryAttention's caches: each present its past's own buffer, of the max length; the
+    # attention mask's length (the total) is then a dim of its own, the past's gone
+    shared = _shared_pairs(g, pairs) and mask is not None
+    total_dim = None
     if mask is not None:
         md = _dims(mask)
         if len(md) != 2 or md[0] != batch:
             raise CompileError(f"attention_mask must be [batch, past + seq], not {md}")
-        if isinstance(md[1], str) and md[1] not in (total, f"{seq} + {past}"):
+        if shared and isinstance(md[1], str) and md[1] not in (past, seq):
+            total_dim = md[1]
+        elif isinstance(md[1], str) and md[1] not in (total, f"{seq} + {past}"):
             _rename_dim(g, md[1], total)
         elif not isinstance(md[1], str):
             raise CompileError(
@@ -173,8 +182,13 @@ def prepare(
                     f"GroupQueryAttention node {node.name!r}",
                     hint=f"--max-length {rows} or less",
                 )
+    shared = total_dim is not None
     dims.setdefault(seq, (1, chunk))
-    dims.setdefault(past, (0, max(n - 1, 0)))
+    if shared:
+        _share_buffers(model, pairs, n)
+        dims.setdefault(total_dim, (1, n))
+    else:
+        dims.setdefault(past, (0, max(n - 1, 0)))
     if isinstance(batch, str):
         dims.setdefault(batch, 1)
     constants = dict(constants)
@@ -199,6 +213,7 @@ def prepare(
     )
     g.output.append(helper.make_tensor_value_info(NEXT_TOKEN, onnx.TensorProto.INT64, [batch, 1]))
     sampling = {}
+    pairs_of_model = len(pairs)
     if spec.sample_candidates:
         vocab = _dims(outputs["logits"])[-1]
         if not isinstance(vocab, int):
@@ -229,7 +244,11 @@ def prepare(
         "logits": "logits",
         "sequence_dim": seq,
         "past_dim": past,
-        "state": [{"past": p, "present": q} for p, q in pairs],
+        **({"total_dim": total_dim} if shared else {}),
+        "state": [
+            {"past": p, "present": q, **({"shared": True} if shared and i < pairs_of_model else {})}
+            for i, (p, q) in enumerate(pairs)
+        ],
         **sampling,
     }
     return model, dims, constants, record
@@ -240,9 +259,54 @@ def generation_note(record: dict) -> str:
     sampled = f" and {record['sampling']['token']}" if "sampling" in record else ""
     return (
         f"compiled for generation: max length {record['max_length']}, {len(record['state'])} state pairs "
-        f"({record['state'][0]['past']} -> {record['state'][0]['present']}, ...), outputs "
+        f"({record['state'][0]['past']} -> {record['state'][0]['present']}, ...)"
+        f"{', each present its past written in place' if record['state'][0].get('shared') else ''}, outputs "
         f"{record['next_token']}{sampled} (onnx2wgsl generate DIR)"
     )
+
+
+def _shared_pairs(g: onnx.GraphProto, pairs: list[tuple[str, str]]) -> bool:
+    """Whether every state pair is a GroupQueryAttention's past_key -> present_key or
+    past_value -> present_value (inputs 3 and 4, outputs 1 and 2 of one node), each past read
+    by that node alone: then the present can be its past's own buffer (onnxruntime-genai's
+    past_present_share_buffer), the new keys written in place at each row's valid length."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in g.node:
+        for x in set(node.input):
+            readers.setdefault(x, []).append(node)
+    for past, present in pairs:
+        nodes = readers.get(past, [])
+        if len(nodes) != 1 or nodes[0].op_type != "GroupQueryAttention" or nodes[0].domain != "com.microsoft":
+            return False
+        node = nodes[0]
+        slot = list(node.input).index(past)
+        if slot not in (3, 4) or len(node.output) <= slot - 2 or node.output[slot - 2] != present:
+            return False
+        if len(node.input) <= 6 or not node.input[6]:
+            return False
+    return bool(pairs)
+
+
+def _share_buffers(model: onnx.ModelProto, pairs: list[tuple[str, str]], n: int) -> None:
+    """The pasts and presents of ``pairs`` made [batch, kv heads, ``n``, head size] (the past
+    dim fixed at the max length), and each GroupQueryAttention reading them told a total length
+    of ``n``: its present is then as long as its past (onnxruntime's rule: the present holds
+    max(total_sequence_length, past length) positions), the past with the step's new keys
+    placed after each row's valid ones, which the compiler writes in place. The valid length
+    still comes from seqlens_k (the attention mask)."""
+    g = model.graph
+    names = {p for pair in pairs for p in pair}
+    for vi in list(g.input) + list(g.output):
+        if vi.name in names:
+            dim = vi.type.tensor_type.shape.dim[2]
+            dim.Clear()
+            dim.dim_value = n
+    total = "kv_share/total_sequence_length"
+    g.initializer.append(helper.make_tensor(total, onnx.TensorProto.INT32, [], [n]))
+    pasts = {p for p, _ in pairs}
+    for node in g.node:
+        if node.op_type == "GroupQueryAttention" and any(x in pasts for x in node.input[3:5]):
+            node.input[6] = total
 
 
 def _rename_dim(g: onnx.GraphProto, old: str, new: str) -> None:

@@ -250,8 +250,13 @@ def plan_memory(g: Graph, target: Target) -> MemoryPlan:
     # a generation's past inputs (the KV cache) get buffers of their own: after a step the
     # runtime copies each present output into its past's slot, which WebGPU allows only
     # between distinct buffers, and which must clobber nothing the step wrote
+    # (a past shared with its present, which the step writes in place, is copied nowhere: those
+    # get buffers of their own too, apart from the copied ones, a copy's source and destination
+    # being distinct buffers)
     kept = {id(v) for v in state_inputs(g)}
-    state = [b for b in blocks if id(b.value) in kept]
+    shared = shared_states(g)
+    state = [b for b in blocks if id(b.value) in kept and id(b.value) not in shared]
+    shared_blocks = [b for b in blocks if id(b.value) in shared]
     blocks = [b for b in blocks if id(b.value) not in kept]
     best: tuple[int, str, list[int], list[tuple[int, int]]] | None = None
     for name, order in _STRATEGIES.items():
@@ -274,6 +279,13 @@ def plan_memory(g: Graph, target: Target) -> MemoryPlan:
         buffers[f"state{i}"] = {"kind": "arena", "size": align(max(size, 4), 16)}
     for b in state:
         b.value.placement = Placement(f"state{b.buffer}", b.offset, b.size)
+    shared_sizes = _place(shared_blocks, _STRATEGIES["start"], target.max_buffer_size, target.alignment)
+    for i, size in enumerate(shared_sizes):
+        buffers[f"state{len(state_sizes) + i}"] = {"kind": "arena", "size": align(max(size, 4), 16)}
+    for b in shared_blocks:
+        b.value.placement = Placement(f"state{len(state_sizes) + b.buffer}", b.offset, b.size)
+    state += shared_blocks
+    state_sizes += shared_sizes
     for b in lifetimes(g, root):
         if b.size == 0:
             b.value.placement = Placement("arena0" if arena_sizes else "", 0, 0)
@@ -298,6 +310,20 @@ def state_inputs(g: Graph) -> list[Value]:
     kept = {s["past"] for s in g.metadata.get("generation", {}).get("state", ())}
     names = g.metadata.get("input_names", [v.name for v in g.inputs])
     return [v for v, name in zip(g.inputs, names) if name in kept]
+
+
+def shared_states(g: Graph) -> dict[int, Value]:
+    """Map id(past input) -> its present output, for the state pairs whose present is its
+    past's own buffer (``shared``: GroupQueryAttention writes the new keys into it in place)."""
+    gen = g.metadata.get("generation", {})
+    pairs = {s["past"]: s["present"] for s in gen.get("state", ()) if s.get("shared")}
+    if not pairs:
+        return {}
+    ins = g.metadata.get("input_names", [v.name for v in g.inputs])
+    outs = dict(zip(g.metadata.get("output_names", [v.name for v in g.outputs]), g.outputs))
+    return {
+        id(v): outs[pairs[name]] for v, name in zip(g.inputs, ins) if name in pairs and pairs[name] in outs
+    }
 
 
 def _pack_weights(g: Graph, target: Target, buffers: dict[str, dict]) -> list[int]:
@@ -417,8 +443,11 @@ def _check_in_place(g: Graph) -> None:
         for v in op.inputs:
             if v is not None and not v.is_const:
                 last_read[id(v)] = step
+    shared = shared_states(g)
     for v in list(g.inputs) + list(g.outputs):
-        last_read[id(v)] = math.inf
+        # (a shared state's past: its bytes become its present, the graph output, in place)
+        if id(v) not in shared:
+            last_read[id(v)] = math.inf
     members = [v for v in g.values() if not v.is_const]
     # The storage links form a forest (a value's parent holds it). Numbered in depth-first
     # order, the values sharing bytes with x but not living in y are those of x's tree outside
@@ -456,6 +485,11 @@ def _check_in_place(g: Graph) -> None:
         if tree[t][1] > t:
             suffix[t] = max(suffix[t], suffix[t + 1])
     for step, op, x, y in pairs:
+        if id(x) in shared and shared[id(x)] is not y:
+            raise CompileError(
+                f"memory plan error: {op.label} writes %{y.name} over the state input %{x.name}, "
+                "which is not the present paired with it"
+            )
         lo, hi = tree[enter[id(x)]]
         if id(y) in enter and tree[enter[id(y)]] == (lo, hi):
             a, b = enter[id(y)], leave[id(y)]

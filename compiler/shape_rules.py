@@ -468,17 +468,29 @@ def _multi_head_attention(info) -> list[TensorType | None]:
     return [TensorType(q.dtype, (B, S, v.shape[2])), *present]
 
 
+def gqa_present_len(S, past, total):
+    """GroupQueryAttention's present length: past + S, or onnxruntime's max(total, past) where
+    total_sequence_length is a constant and the past length fixed (a past that holds the max
+    length, shared with the present)."""
+    if past is None or past.type.rank != 4:
+        return S
+    P = past.shape[2]
+    if total is not None and total.is_const and total.data.size == 1 and isinstance(P, int):
+        return max(int(total.data.reshape(-1)[0]), P)
+    return simplify(P + S)
+
+
 def _group_query_attention(info) -> list[TensorType | None]:
-    """output [B, S, num_heads * head], present [B, kv_num_heads, past + S, head], output_qk
-    [B, num_heads, S, past + S]."""
-    ins = list(info.inputs) + [None] * (5 - len(info.inputs))
+    """output [B, S, num_heads * head], present [B, kv_num_heads, past + S, head] (max(total,
+    past) positions for a constant total_sequence_length), output_qk [B, num_heads, S, present]."""
+    ins = list(info.inputs) + [None] * (7 - len(info.inputs))
     q, k, past = ins[0], ins[1], ins[3]
     Hq, Hkv = int(info.attrs.get("num_heads", 0)), int(info.attrs.get("kv_num_heads", 0))
     if q.type.rank != 3 or Hq <= 0 or Hkv <= 0 or not isinstance(q.shape[2], int):
         return None  # the legalize rule names what does not fit
     B, S, W = q.shape
     D = W // (Hq + 2 * Hkv) if k is None else W // Hq
-    L = S if past is None or past.type.rank != 4 else simplify(past.shape[2] + S)
+    L = gqa_present_len(S, past, ins[6])
     present = TensorType(q.dtype, (B, Hkv, L, D))
     return [TensorType(q.dtype, (B, S, Hq * D)), present, present, TensorType(q.dtype, (B, Hq, S, L))]
 

@@ -5,7 +5,8 @@ one token per step. Everything a
 step needs exists after load (the session's buffers, pipelines and bind groups, sized at the
 bounds, and one small read-back buffer), so a step only writes the token ids, mask and
 positions (a few bytes), encodes the recorded dispatches, copies every present into its past's
-slot on the GPU, and reads back the chosen token id: 4 bytes. The compiler appended the
+slot on the GPU (none where the present is its past's own buffer: onnxruntime-genai's
+GroupQueryAttention caches, written in place), and reads back the chosen token id: 4 bytes. The compiler appended the
 choice (``next_token``, and ``sampled_token`` with ``--sample-candidates``) and put the pasts
 in buffers that hold no output (compiler/generation.py).
 """
@@ -53,11 +54,15 @@ class Generator:
         sampling = gen.get("sampling")
         self._params = inputs[sampling["params"]] if sampling else None
         self._sampled = outputs[sampling["token"]] if sampling else None
-        self._state = [(inputs[p["past"]], outputs[p["present"]]) for p in gen["state"]]
+        # the pairs the runtime copies; a shared present is its past's own buffer, written in place
+        self._state = [
+            (inputs[p["past"]], outputs[p["present"]]) for p in gen["state"] if not p.get("shared")
+        ]
         self._logits = outputs.get(gen.get("logits", ""))
         self._seq, self._past = gen["sequence_dim"], gen["past_dim"]
+        self._total = gen.get("total_dim")  # the mask's length, where the pasts hold max_length
         self._chunk = s.symbols.get(self._seq, (1, 1))[1]  # the most tokens one step takes
-        others = [k for k in s.symbols if k not in (self._seq, self._past)]
+        others = [k for k in s.symbols if k not in (self._seq, self._past, self._total)]
         batch = self._ids["shape"][0]
         if others or not isinstance(batch, int) or batch < 1:
             raise InputError(
@@ -75,14 +80,14 @@ class Generator:
             raise InputError(f"generation feeds no value to the model's inputs {rest}")
         # what a step writes and reads must be shaped as the model's roles say
         k = min(2, self._chunk)  # new tokens at a step after one cached
-        env = {self._seq: k, self._past: 1}
+        env = {self._seq: k, self._past: 1, **({self._total: 1 + k} if self._total else {})}
         want = [(self._ids, [batch, k]), (self._mask, [batch, 1 + k]), (self._positions, [batch, k]),
                 (self._params, [4 + batch]), (self._token, [batch, 1]), (self._sampled, [batch, 1])]  # fmt: skip
         for io, shape in want:
             if io is not None and [mf.evaluate(d, env) for d in io["shape"]] != shape:
                 raise InputError(f"{io['name']!r} is not shaped as generation needs ({io['shape']})")
         # a present fed back is its past at the next step: their shapes must agree
-        nxt = {self._seq: 1, self._past: 1 + k}
+        nxt = {self._seq: 1, self._past: 1 + k, **({self._total: 2 + k} if self._total else {})}
         for past, present in self._state:
             if [mf.evaluate(d, env) for d in present["shape"]] != [
                 mf.evaluate(d, nxt) for d in past["shape"]
@@ -113,7 +118,7 @@ class Generator:
             else None
         )
         # at a sequence's first step the cache starts empty: slots not empty at past 0 are cleared
-        start = {self._seq: 1, self._past: 0}
+        start = {self._seq: 1, self._past: 0, **({self._total: 1} if self._total else {})}
         self._cleared = [p for p, _ in self._state if math.prod(mf.evaluate(d, start) for d in p["shape"])]
         self._ones = np.ones(batch * self.max_length, np.int32)
         self._arange = np.arange(self.max_length, dtype=np.int32)
@@ -230,7 +235,7 @@ class Generator:
         (sampled with ``params``, else the greedy ones; nothing read back unless ``read``)."""
         s = self.session
         n, past = feed.shape[1], self._cached
-        values = tuple(n if k == self._seq else past for k in s.symbols)
+        values = tuple(n if k == self._seq else past + n if k == self._total else past for k in s.symbols)
         steps, shapes = s._plan(values)
         q = s.device.queue
         if s._dims is not None and values != s._dims_written:

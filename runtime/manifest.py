@@ -216,7 +216,8 @@ def _generation(m: dict, ranges: dict[str, tuple[int, int]]) -> None:
     """A decoder compiled for generation (compiler/generation.py): its roles name inputs and
     outputs of the right kinds, its dims are symbols whose ranges cover prompt and decode up
     to max_length, and each past's slot lies in a buffer that holds no output (after a
-    step the runtime copies every present into its past's slot)."""
+    step the runtime copies every present into its past's slot), or, for a ``shared`` pair, in
+    the very bytes of its present (written in place; nothing is copied)."""
     gen = m["generation"]
     _check(
         gen,
@@ -246,11 +247,16 @@ def _generation(m: dict, ranges: dict[str, tuple[int, int]]) -> None:
     ids = inputs.get(gen["input_ids"])
     one = ids is not None and ids["shape"][-1:] == [1]
     seq = ranges.get(gen["sequence_dim"], (1, 1) if one else None)
-    past, n = ranges.get(gen["past_dim"]), gen["max_length"]
+    n = gen["max_length"]
+    if "total_dim" in gen:  # the pasts of the max length: the total length (the mask's) is the symbol
+        total = ranges.get(gen["total_dim"]) if isinstance(gen["total_dim"], str) else None
+        past = None if total is None else (total[0] - 1, total[1] - 1)
+    else:
+        past = ranges.get(gen["past_dim"])
     if seq is None or past is None or not (seq[0] <= 1 <= seq[1] and past[0] == 0 and 2 <= n <= past[1] + 1):
         raise ManifestError(
-            "manifest generation's sequence_dim and past_dim must be symbols whose ranges hold 1 "
-            "and 0..max_length - 1 (max_length at least 2)"
+            "manifest generation's sequence_dim and past_dim (or total_dim) must be symbols whose "
+            "ranges hold 1 and 0..max_length - 1 (1..max_length; max_length at least 2)"
         )
     pasts = [s["past"] for s in gen["state"]]
     if not pasts or len(set(pasts)) != len(pasts):
@@ -262,6 +268,15 @@ def _generation(m: dict, ranges: dict[str, tuple[int, int]]) -> None:
                 f"manifest generation.state pairs {s['past']!r} with {s['present']!r}, "
                 "not an input and an output of one storage and rank"
             )
+        if s.get("shared", False) is not False:  # the present is the past's own buffer: no copy
+            if s["shared"] is not True or [p[k] for k in ("buffer", "offset", "size", "shape")] != [
+                q[k] for k in ("buffer", "offset", "size", "shape")
+            ]:
+                raise ManifestError(
+                    f"manifest generation.state: shared past {s['past']!r} and present {s['present']!r} "
+                    "must lie in the same bytes, of one shape"
+                )
+            continue
         # (a copy between two ranges of one buffer is not allowed in WebGPU)
         if p["size"] and p["buffer"] in {o["buffer"] for o in m["outputs"]}:
             raise ManifestError(

@@ -3,6 +3,7 @@ onnxruntime's WebGPU provider (IO binding: the KV cache stays on the GPU) and it
 
     bash benchmarks/setup.sh    # Mesa 25 lavapipe and the peer's venv with onnxruntime's WebGPU provider
     .venv/bin/python tools/bench_decode.py [--model tests/models/llama_tiny_kv.onnx] [--max-length 512]
+    .venv/bin/python tools/bench_decode.py --model GENAI.onnx --dim kv_cache_dim=16  # onnxruntime-genai's form
 
 Each engine runs in a process of its own, on Mesa 25's lavapipe (VK_ICD_FILENAMES) when
 .cache/bench has it. For each position p: a prompt of p tokens, then --steps greedy tokens one
@@ -35,18 +36,27 @@ def prompt(p: int, vocab: int = 1000) -> list[int]:
     return [(7 * i + 3) % vocab for i in range(p)]
 
 
-def onnx2wgsl_worker(model: str, max_length: int, positions: list[int], steps: int) -> dict:
+def vocab_of(model: str) -> int:
+    """The logits' vocabulary size (the prompt's ids stay below it)."""
+    import onnx
+
+    m = onnx.load(model, load_external_data=False)
+    logits = next(o for o in m.graph.output if o.name == "logits")
+    return logits.type.tensor_type.shape.dim[-1].dim_value or 1000
+
+
+def onnx2wgsl_worker(model: str, max_length: int, positions: list[int], steps: int, dims: dict) -> dict:
     import onnx2wgsl
     from onnx2wgsl.compiler import compile_model
     from onnx2wgsl.compiler.generation import Generation
 
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        compile_model(model, tmp, generation=Generation(max_length, max_prompt=64), force=True)
+        compile_model(model, tmp, generation=Generation(max_length, max_prompt=64), dims=dims, force=True)
         gen = onnx2wgsl.Generator(tmp)
         for p in positions:
             gen.reset()
-            it = gen.generate(prompt(p), max_new_tokens=steps + 1)
+            it = gen.generate(prompt(p, vocab_of(model)), max_new_tokens=steps + 1)
             ids = [next(it)]  # the prompt
             times = []
             t = time.perf_counter()
@@ -60,7 +70,7 @@ def onnx2wgsl_worker(model: str, max_length: int, positions: list[int], steps: i
     return out
 
 
-def ort_worker(model: str, provider: str, positions: list[int], steps: int) -> dict:
+def ort_worker(model: str, provider: str, positions: list[int], steps: int, dims: dict) -> dict:
     """onnxruntime's loop with IO binding: each present stays where the provider made it and is
     bound as the next step's past; the logits come to the host."""
     import onnxruntime as ort
@@ -69,13 +79,21 @@ def ort_worker(model: str, provider: str, positions: list[int], steps: int) -> d
     s = ort.InferenceSession(model, providers=[name])
     ins = {i.name: i for i in s.get_inputs()}
     pasts = [n for n in ins if n.startswith("past_key_values.")]
+    logits = next(o for o in s.get_outputs() if o.name == "logits")
+    vocab = logits.shape[-1] if isinstance(logits.shape[-1], int) else 1000
     out = {}
     # two bindings in turn: a step's outputs (the next past) live until the binding that made
     # them is cleared, two steps on
     bindings = [s.io_binding(), s.io_binding()]
     for p in positions:
-        state = {n: np.zeros((1, ins[n].shape[1], 0, ins[n].shape[3]), np.float32) for n in pasts}
-        ids, total, times, chosen = np.array([prompt(p)], np.int64), 0, [], []
+        types = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+        state = {
+            n: np.zeros(
+                (1, ins[n].shape[1], 0, dims.get(ins[n].shape[3], ins[n].shape[3])), types[ins[n].type]
+            )
+            for n in pasts
+        }
+        ids, total, times, chosen = np.array([prompt(p, vocab)], np.int64), 0, [], []
         for step in range(steps + 1):
             t = time.perf_counter()
             io = bindings[step % 2]
@@ -122,13 +140,21 @@ def main() -> int:
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--at", type=int, nargs="+", default=[16, 480], metavar="POSITION")
     ap.add_argument("--steps", type=int, default=16, help="timed tokens per position (default 16)")
+    ap.add_argument(
+        "--dim",
+        action="append",
+        default=[],
+        metavar="NAME=N",
+        help="bind a dim the model names (an onnxruntime-genai model's kv_cache_dim=16)",
+    )
     ap.add_argument("--worker", choices=["onnx2wgsl", "ort-webgpu", "ort-cpu"], help=argparse.SUPPRESS)
     args = ap.parse_args()
+    dims = {k: int(v) for k, v in (d.split("=", 1) for d in args.dim)}
     if args.worker:
         if args.worker == "onnx2wgsl":
-            res = onnx2wgsl_worker(args.model, args.max_length, args.at, args.steps)
+            res = onnx2wgsl_worker(args.model, args.max_length, args.at, args.steps, dims)
         else:
-            res = ort_worker(args.model, args.worker.split("-")[1], args.at, args.steps)
+            res = ort_worker(args.model, args.worker.split("-")[1], args.at, args.steps, dims)
         print(json.dumps(res), flush=True)
         os._exit(0)  # onnxruntime 1.27's WebGPU provider crashes when torn down at exit
     env = dict(os.environ)
@@ -144,7 +170,7 @@ def main() -> int:
     results = {}
     for engine, python in engines:
         cmd = [python, __file__, "--worker", engine, "--model", args.model, "--max-length", str(args.max_length),
-               "--steps", str(args.steps), "--at", *map(str, args.at)]  # fmt: skip
+               "--steps", str(args.steps), "--at", *map(str, args.at), *(f"--dim={d}" for d in args.dim)]  # fmt: skip
         r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
         if r.returncode:
             print(

@@ -605,8 +605,11 @@ def _group_query_attention(g, info):
 
     present_key / present_value hold each row's past then its new keys, zeros after
     ([B, Hkv, P + S, D]: total_sequence_length is taken to be P + S, the form whose present is
-    not the past's own buffer). Query i of row b stands at past_b + i, past_b = seqlens_k[b] + 1
-    - S (0 for a right-padded first prompt) and attends keys 0 .. past_b + i (the last
+    not the past's own buffer; a constant total_sequence_length gives onnxruntime's max(total,
+    P), and a present as long as its past is that past with the new keys placed: the buffer a
+    generation shares between them, written in place). Query i of row b stands at past_b + i,
+    past_b = seqlens_k[b] + 1 - S (0 for a right-padded first prompt) and attends keys 0 ..
+    past_b + i (the last
     local_window_size of them when that is set). The attention itself is the Attention IR op:
     one kernel reads the present cache in place, each row's key count from seqlens_k.
 
@@ -614,7 +617,7 @@ def _group_query_attention(g, info):
     with pasts of their own lengths (right-padded in the buffer) places each row's new keys
     after its own past (GatherElements over the Concat)."""
     ins = _inputs(info, 1, 12)
-    q, k, v, past_k, past_v, seqlens, _total, cos, sin, pos_ids, attn_bias, sink = ins
+    q, k, v, past_k, past_v, seqlens, total, cos, sin, pos_ids, attn_bias, sink = ins
     for i, what in ((5, "seqlens_k"), (6, "total_sequence_length")):
         if ins[i] is None:
             raise info.error(f"its input {i} ({what}) is required, but the node leaves it empty", hint="fix the model")  # fmt: skip
@@ -669,6 +672,12 @@ def _group_query_attention(g, info):
             hint="fix the model",
         )
 
+    # the present: past + S positions, or a constant total_sequence_length's max(total, past):
+    # a past of the max length whose buffer is the present's (see compiling for generation)
+    from ..shape_rules import gqa_present_len
+
+    L = S if past_k is None else gqa_present_len(S, past_k, total)
+    shared = past_k is not None and L == P
     rotary = bool(int(a.get("do_rotary", 0)))
     pos = None
     if rotary:
@@ -687,7 +696,7 @@ def _group_query_attention(g, info):
                     hint="fix the model",
                 )
             pos = pos_ids
-        elif _dim_low(S) + _dim_low(P) > cos.shape[0]:
+        elif (_dim_low(L) if shared else _dim_low(S) + _dim_low(P)) > cos.shape[0]:
             # (dims kept symbolic may reach past the caches at their bounds, while a run never
             # does: a generator keeps past + sequence within its max length, which compiling for
             # generation checks against the caches; the kernel clamps positions to the last row)
@@ -705,7 +714,6 @@ def _group_query_attention(g, info):
     # lengths (right-padded in the buffer), and a past buffer shared with the present (onnxruntime-
     # genai's past_present_share_buffer: a max-length past) is longer than the valid past. One row
     # whose past fills its buffer gets Concat(past, new), as before.
-    L = S if past_k is None else simplify(P + S)
     write_q = rotary or packed  # else Attention reads the query input itself
     kv_type = TensorType(dt, (B, Hkv, L, D))
     present_names = [names[1 + i] or f"{base}.present_{'kv'[i]}" for i in range(2)]
@@ -714,6 +722,7 @@ def _group_query_attention(g, info):
     scatter = {
         "batch": B, "q_len": S, "past_len": P, "kv_len": L, "q_heads": Hq, "kv_heads": Hkv, "head_size": D,
         "placed": int(past_k is not None), "write_q": int(write_q),
+        "shared": int(shared and past_k is not None),
         "interleaved": int(a.get("rotary_interleaved", 0)), "rotary_dim": 2 * cos.shape[1] if rotary else 0,
     }  # fmt: skip
     caches = (cos, sin) if rotary else (None, None)

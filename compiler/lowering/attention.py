@@ -85,9 +85,13 @@ def lower_attention(ctx: LowerCtx, op: Op) -> None:
 
     # which keys a row may attend, and the additive bias of a float mask
     allow: list[str] = []
+    end = sizes_L = u32(L)  # the walk's end: past the last key a row may attend
     if nonpad is not None:
         # GroupQueryAttention passes its seqlens_k: each row's key count - 1
         count = f"{ref('NP')}[b] + 1" if a.get("seqlens_k") else f"{ref('NP')}[b]"
+        if a.get("seqlens_k") and qk is None:
+            # no key past the row's count is scored (a cache of the max length, a short past)
+            end = f"min({sizes_L}, u32(max({count}, 0)))"
         offset = f"i32({count}) - {Sq if isinstance(Sq, int) else i32(Sq)}"
         if a.get("padded_prompt"):  # GroupQueryAttention: a right-padded first prompt has no past
             offset = f"max({offset}, 0)"
@@ -138,7 +142,7 @@ def lower_attention(ctx: LowerCtx, op: Op) -> None:
         wg=WORKGROUP, rows=rows, Sq=Sq, Hq=Hq, L=L, D=D, Dv=Dv, u=sizes, group=Hq // Hkv, q_base=q_base, y_base=y_base,
         k_base=k_base, v_base=v_base, offset=offset, allow=" && ".join(allow) or "true", bias=bias,
         scale=f32(a["scale"]), softcap=f32(softcap) if softcap > 0 else "", mode=mode, neg_inf=NEG_INF,
-        helpers=helper_code("tanh") if softcap > 0 else [], sink=sink_logit,
+        helpers=helper_code("tanh") if softcap > 0 else [], sink=sink_logit, end=end,
     )  # fmt: skip
     per_key, fixed = 1 + D + 2 * Dv, D + 2 * Dv  # a key's score, V sum and worst-case rescale
     chunk = min(MAX_CHUNK, (loop_room() - fixed) // per_key)

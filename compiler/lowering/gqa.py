@@ -22,6 +22,11 @@ The new-row elements come first, then the slots. Operands over the target's bind
 the kernel: the slots in a dispatch of their own (separate Q, K and V with rotary caches), and
 Q apart from K and V (with position_ids too).
 
+A generation's shared state (``shared``: the present as long as the past, which is a state
+input whose pair is this present) takes the new-row elements alone: the presents are the
+pasts' buffers (in place), so each step writes only its new keys and values, at slot
+seqlens_k + 1 - S + s, and copies nothing.
+
 A query or key at step s of row b stands at position position_ids[b, s], or at
 max(seqlens_k[b] + 1 - S, 0) + s (a right-padded first prompt starts at 0).
 """
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 from onnx2wgsl.ir import Op
 
+from ..memory import shared_states
 from . import LowerCtx, i32, is_symbolic, lowers, u32
 from .builder import ZERO, KernelBuilder
 
@@ -121,6 +127,14 @@ def lower_gqa_scatter(ctx: LowerCtx, op: Op) -> None:
     writes = len(parts)
     limit = ctx.target.max_bindings
     kernels: list[KernelBuilder] = []
+    # a present that is its past's own buffer (a generation's shared state): only the new keys
+    # are written, into the past's bytes; the past is not bound apart (its bytes are the present's)
+    states = shared_states(ctx.g) if a.get("shared") else {}
+    in_place = (
+        past_k is not None and states.get(id(past_k)) is present_k and states.get(id(past_v)) is present_v
+    )
+    if in_place:
+        past_k = past_v = None
     if past_k is not None and len(reads) + 2 + writes <= limit:
         # one dispatch: the new rows' elements, then the present slots they leave
         n = new_count(parts)
@@ -139,9 +153,14 @@ def lower_gqa_scatter(ctx: LowerCtx, op: Op) -> None:
             kb.add(*new_lines(kb, group, "i"))
             kernels.append(kb)
     dispatches = [kb.dispatch() for kb in kernels]
+    if in_place:
+        past_k, past_v = op.input(3), op.input(4)
     inputs = [v for v in (q, k_in, v_in, past_k, past_v, seqlens, cos, sin, pos) if v is not None]
     outputs = [v for v in (q_out, present_k, present_v) if v is not None]
-    ctx.kernel(inputs, outputs, [d for d in dispatches if d is not None])
+    at = lambda vs, x: next(i for i, v in enumerate(vs) if v is x)  # noqa: E731
+    pairs = {"in_place": [[at(outputs, present_k), at(inputs, past_k)],
+                          [at(outputs, present_v), at(inputs, past_v)]]} if in_place else {}  # fmt: skip
+    ctx.kernel(inputs, outputs, [d for d in dispatches if d is not None], **pairs)
 
 
 def _new_element(kb: KernelBuilder, part: int, start: int, a: dict, *, inputs, seqlens, outputs, packed: bool,

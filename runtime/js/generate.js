@@ -6,8 +6,9 @@
 //   for await (const id of generate(session, promptIds, { maxNewTokens: 64, signal })) show(id);
 //
 // The KV cache stays on the GPU: a step writes the new ids, mask and positions (a few bytes),
-// runs the recorded dispatches, copies each present into its past's slot and reads back the
-// chosen id (at most 8 bytes mapped), creating nothing but its command encoder.
+// runs the recorded dispatches, copies each present into its past's slot (none that is its
+// past's own buffer: GroupQueryAttention caches, written in place) and reads back the chosen id
+// (at most 8 bytes mapped), creating nothing but its command encoder.
 import { DeviceError, evaluateDim, InputError } from './onnx2wgsl.js';
 
 const numel = (shape) => shape.reduce((a, b) => a * b, 1);
@@ -72,20 +73,21 @@ function generationState(session) {
   if (!session._steps) throw new InputError('the session was released');
   const ins = Object.fromEntries(m.inputs.map((io) => [io.name, io]));
   const outs = Object.fromEntries(m.outputs.map((io) => [io.name, io]));
-  const others = Object.keys(session.symbols).filter((k) => k != g.sequence_dim && k != g.past_dim);
+  const others = Object.keys(session.symbols).filter((k) => k != g.sequence_dim && k != g.past_dim && k != g.total_dim);
   if (others.length || ins[g.input_ids]?.shape[0] !== 1)
     throw new InputError(`generation runs one sequence: compile with --dim for ${others.length ? others.join(', ') : 'the batch dim'} (batch 1)`);
-  const state = g.state.map((p) => [ins[p.past], outs[p.present]]);
+  const state = g.state.filter((p) => !p.shared).map((p) => [ins[p.past], outs[p.present]]);
+  const same = (p, q) => p && q && p.buffer == q.buffer && p.offset == q.offset && p.size == q.size;
   // a present is copied into its past's slot, in a buffer that holds no output
   const held = new Set(m.outputs.map((o) => o.buffer));
   const token = outs[g.next_token];
   const sampled = outs[g.sampling?.token];
-  if (!token || !session.symbols[g.past_dim] || state.some(([p, q]) => !p || !q || held.has(p.buffer) || p.storage != q.storage))
+  if (!token || !session.symbols[g.total_dim ?? g.past_dim] || g.state.some((p) => p.shared && !same(ins[p.past], outs[p.present])) || state.some(([p, q]) => !p || !q || held.has(p.buffer) || p.storage != q.storage))
     throw new InputError('the manifest generation names inputs and outputs that do not fit its roles');
   const fed = new Set([g.input_ids, g.attention_mask, g.position_ids, g.sampling?.params, ...g.state.map((p) => p.past)]);
   const rest = m.inputs.filter((io) => !fed.has(io.name) && !io.default).map((io) => io.name);
   if (rest.length) throw new InputError(`generation feeds no value to the model's inputs ${rest.join(', ')}`);
-  const start = { [g.sequence_dim]: 1, [g.past_dim]: 0 };
+  const start = dimsAt(g, 1, 0);
   return {
     g,
     ids: ins[g.input_ids],
@@ -104,13 +106,16 @@ function generationState(session) {
   };
 }
 
+/** The dims' values at n new tokens after `past` (the mask's total length where the pasts hold max_length). */
+const dimsAt = (g, n, past) => ({ [g.sequence_dim]: n, [g.past_dim]: past, ...(g.total_dim ? { [g.total_dim]: past + n } : {}) });
+
 /** The dispatches (zero grids skipped) and the presents' byte counts at n new tokens after `past`, cached. */
 function planAt(session, gen, n, past) {
   const { g } = gen;
   const key = `${n},${past}`;
   let plan = gen.plans.get(key);
   if (plan) return plan;
-  const env = { [g.sequence_dim]: n, [g.past_dim]: past };
+  const env = dimsAt(g, n, past);
   const most = session.device.limits.maxComputeWorkgroupsPerDimension;
   const steps = [];
   for (const [pipeline, group, grid] of session._steps) {
