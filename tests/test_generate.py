@@ -490,7 +490,9 @@ def test_generate_js_types_check_with_tsc(tmp_path):
         "import { generate, resetGeneration } from './llm/generate.js';\n"
         "const s = await createSession();\nconst ac = new AbortController();\nconst ids: number[] = [];\n"
         "for await (const id of generate(s, [1, 2], { maxNewTokens: 4, eosTokenId: [0], signal: ac.signal })) ids.push(id);\n"
-        "resetGeneration(s);\nexport {};\n"
+        "resetGeneration(s);\n"
+        "for await (const id of s.generate([3], { maxNewTokens: 2 })) ids.push(id);\n"  # (the method form)
+        "s.resetGeneration();\nexport {};\n"
     )
     (tmp_path / "bad.ts").write_text(
         "import { createSession } from './llm/index.js';\nimport { generate } from './llm/generate.js';\n"

@@ -29,3 +29,12 @@ export declare function generate(
 ): AsyncGenerator<number, void, unknown>;
 /** Forget the sequence: the next generate() starts from an empty KV cache. */
 export declare function resetGeneration(session: InferenceSession): void;
+
+declare module './onnx2wgsl.js' {
+  interface InferenceSession {
+    /** generate(this, promptIds, options), once generate.js is imported. */
+    generate(promptIds: Iterable<number>, options?: GenerateOptions): AsyncGenerator<number, void, unknown>;
+    /** resetGeneration(this), once generate.js is imported. */
+    resetGeneration(): void;
+  }
+}

@@ -5,11 +5,15 @@
 //   import { generate, resetGeneration } from './generate.js';
 //   for await (const id of generate(session, promptIds, { maxNewTokens: 64, signal })) show(id);
 //
+// Importing it also gives every InferenceSession the same as methods:
+//   for await (const id of session.generate(promptIds, { maxNewTokens: 64, signal })) show(id);
+//   session.resetGeneration();
+//
 // The KV cache stays on the GPU: a step writes the new ids, mask and positions (a few bytes),
 // runs the recorded dispatches, copies each present into its past's slot (none that is its
 // past's own buffer: GroupQueryAttention caches, written in place) and reads back the chosen id
 // (at most 8 bytes mapped), creating nothing but its command encoder.
-import { DeviceError, evaluateDim, InputError } from './onnx2wgsl.js';
+import { DeviceError, evaluateDim, InferenceSession, InputError } from './onnx2wgsl.js';
 
 const numel = (shape) => shape.reduce((a, b) => a * b, 1);
 
@@ -64,6 +68,13 @@ export async function* generate(session, promptIds, options = {}) {
 export function resetGeneration(session) {
   if (session._generation) [session._generation.cached, session._generation.pending] = [0, []];
 }
+
+InferenceSession.prototype.generate = function (promptIds, options) {
+  return generate(this, promptIds, options);
+};
+InferenceSession.prototype.resetGeneration = function () {
+  resetGeneration(this);
+};
 
 /** What every step needs, found once per session (the roles checked as runtime/manifest.py does). */
 function generationState(session) {

@@ -43,8 +43,8 @@ def test_generate_streams_the_greedy_ids_and_creates_nothing(llm):
         GPUBuffer.prototype.mapAsync = map;
         const made = { ...counts };
         const more = [];
-        for await (const t of generate(s, [], { maxNewTokens: 4 })) more.push(t);  // goes on
-        resetGeneration(s);
+        for await (const t of s.generate([], { maxNewTokens: 4 })) more.push(t);  // goes on (as a method)
+        s.resetGeneration();
         const again = [];
         for await (const t of generate(s, prompt, { maxNewTokens: 6 })) again.push(t);
         const ac = new AbortController();
