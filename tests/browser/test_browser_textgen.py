@@ -29,7 +29,7 @@ def test_textgen_page_streams_the_greedy_text_and_stops(page, textgen, tmp_path)
     from test_textgen import greedy_pieces
 
     page.page.set_viewport_size({"width": 820, "height": 560})
-    page.open(f"/examples/textgen.html?model={textgen}&prompt={PROMPT.replace(' ', '+')}&n=60")
+    page.open(f"/examples/textgen.html?model={textgen}&prompt={PROMPT.replace(' ', '+')}&n=60&temperature=0")
     assert page.evaluate("() => window.__error || null") is None
     # press Stop (the page's button) as soon as SHOWN characters are on the page
     page.evaluate(
