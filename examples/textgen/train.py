@@ -1,17 +1,18 @@
-"""Train the example's character-level decoder on corpus.txt and export it with its KV cache
-(run by hand; model.onnx and vocab.json are committed):
+"""Train the example's decoder on corpus.txt and export it with its KV cache (run by hand;
+model.onnx and vocab.json are committed):
 
-    /work/export-venv/bin/python examples/textgen/train.py            # about 5 minutes, 2 CPU threads
-    /work/export-venv/bin/python examples/textgen/train.py --quick --out /tmp/textgen   # seconds
+    python examples/textgen/train.py            # about 4-6 minutes on 2 CPU threads
+    python examples/textgen/train.py --quick --out /tmp/textgen   # seconds
 
-The model is transformers' GPT-2 with a small config (4 layers, 64 wide, 4 heads, 64
-positions), one token per word or punctuation mark of the corpus with the space before it
-(PATTERN below, so that the text is the tokens joined: `In`, ` the`, ` beginning`, `,`...).
-Characters would take several times the training that the few minutes on a CPU give (a
-character-level model of this size writes "the the the" after them). It is exported by torch's TorchScript
-exporter in the form optimum's ``text-generation-with-past`` export has (as
-tools/export_decoders.py does): inputs ``input_ids``, ``attention_mask`` and
-``past_key_values.N.key`` / ``.value``; outputs ``logits`` and ``present.N.key`` / ``.value``.
+(with torch, transformers and onnx installed). The model is transformers' GPT-2 with a small
+config (4 layers, 64 wide, 4 heads, 64 positions), one token per word or punctuation mark of
+the corpus with the space before it, or a newline (PATTERN below; the text is its tokens
+joined: `In`, ` the`, ` beginning`, `,`...). Characters would need several times the training
+that a few minutes on a CPU give: a character-level model of this size trained as long writes
+"the the the". It is exported by torch's TorchScript exporter in the form optimum's
+``text-generation-with-past`` export has (as tools/export_decoders.py does): inputs
+``input_ids``, ``attention_mask`` and ``past_key_values.N.key`` / ``.value``; outputs
+``logits`` and ``present.N.key`` / ``.value``.
 """
 
 from __future__ import annotations
