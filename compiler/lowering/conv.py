@@ -1,5 +1,10 @@
 """Convolutions: Conv (implicit GEMM or direct), ConvTranspose (gather form), DeformConv.
 
+Conv with constant weights and at least 4 output channels per group runs as conv_rows.wgsl.j2:
+each invocation a tile of pixels along an output row x a block of output channels, sized per
+conv by ``row_tile``; run-time weights and kernel rows longer than ROW_KW taps take
+conv_gemm.wgsl.j2, fewer channels per group conv_direct.wgsl.j2.
+
 Every kernel is written for three spatial dims; 1-D and 2-D convolutions are viewed as 3-D
 ones with leading spatial dims of size 1 (their loops then run once, which shader compilers
 remove). Weights and biases may be constants or computed at run time: the implicit-GEMM
@@ -34,6 +39,7 @@ from . import (
     decl,
     i32,
     is_symbolic,
+    loops_fit,
     lowers,
     nested_loops,
     split_workgroup,
@@ -149,6 +155,9 @@ def _gemm(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | No
     inputs = pro.inputs + [wv] + ([b] if b is not None else [])
     epi = epilogue(ctx, op)
     decls = epi.decls_with(pro.decls + [w_decl] + ([decl("Bv", b)] if b is not None else []), y)
+    if w.is_const and p["KW"] <= ROW_KW and loops_fit(nested_loops(p["ICG"], p["KD"], p["KH"])):
+        _rows(ctx, op, p, pro, w, b)
+        return
     split = split_workgroup(nested_loops(p["ICG"], p["KD"], p["KH"], p["KW"]), p["K"])
     if split:
         channels = [f"let g = wid.y / {ocg4}u;", f"let oc4 = wid.y % {ocg4}u;"]
@@ -173,6 +182,83 @@ def _gemm(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | No
         **{**p, "P": u32(*pixels), "P_last": last(*pixels)}, **sizes(p),
     )  # fmt: skip
     grid = (ceil_div(p["P"], WORKGROUP * tm), G * ocg4, 1)
+    ctx.kernel(inputs + epi.inputs, [y], [epi.dispatch(shader, grid, inputs, y)])
+
+
+ROW_TILE = 16  # most output pixels of a row one invocation computes
+ROW_TILE_PROLOGUE = 4  # the same when the input is read through a prologue
+ROW_ACCS = 128  # accumulators (pixels x channels) an invocation keeps at most
+ROW_BODY = 512  # multiply-adds of vec4s the unrolled loop body holds at most
+ROW_KW = 64  # longest kernel row conv_rows unrolls (longer ones loop in conv_gemm)
+ROW_GROUPS = 16  # fewer workgroups than this: smaller channel blocks, to share the work out
+
+
+def row_workgroup(tasks: int) -> int:
+    """conv_rows' workgroup size for ``tasks`` (row tiles, at the bound): WORKGROUP, or fewer
+    (a multiple of 8, a SIMD width) when there are fewer tiles."""
+    return min(WORKGROUP, 8 * math.ceil(tasks / 8))
+
+
+def row_tile(p: dict, prologue: bool = False) -> tuple[int, int]:
+    """The (pixels along a row, output channels) tile of one invocation of conv_rows, chosen at
+    the bounds of dims kept symbolic.
+
+    On lavapipe (each invocation one SIMD lane of a CPU thread) a conv's time goes to its loads,
+    the per-lane reads of the input and the loads of weights, far more than to its multiply-adds,
+    so an invocation takes the largest tile that still leaves work for every thread: the row is
+    cut into equal tiles of at most ROW_TILE pixels (whose taps share input columns: a row of tw
+    pixels reads tw + KW - 1 of them at stride 1), and 16 output channels go with tiles of up
+    to 8 pixels, 8 with wider ones (ROW_ACCS accumulators; more spill to the stack, cheaply,
+    but not for free). An input read through a prologue (DenseNet's BatchNorm and Relu before
+    each conv) costs several loads, so such a conv takes tiles of up to ROW_TILE_PROLOGUE
+    pixels and up to 32 channels instead: fewer reads of the input per multiply-add, more
+    loads of weights. The tile shrinks to keep the unrolled loop body (tile x KW x channels / 4
+    vec4 multiply-adds) at most ROW_BODY, and channels halve (down to 4) while there are fewer
+    than ROW_GROUPS workgroups."""
+    ow = dim_bound(p["OW"])
+    most = ROW_TILE_PROLOGUE if prologue else ROW_TILE
+    tw = math.ceil(ow / math.ceil(ow / most))
+    oct = min(ROW_ACCS // tw // 4 * 4, 32 if prologue else 16, 4 * math.ceil(p["OCG"] / 4))
+    while tw > 1 and tw * p["KW"] * oct // 4 > ROW_BODY:
+        tw = math.ceil(tw / 2)
+    tasks = dim_bound(p["N"] * p["OD"] * p["OH"]) * math.ceil(ow / tw)
+    tiles = math.ceil(tasks / row_workgroup(tasks)) * p["G"]
+    while oct > 4 and tiles * math.ceil(p["OCG"] / oct) < ROW_GROUPS:
+        oct //= 2
+    return tw, max(4, oct // 4 * 4)
+
+
+def _rows(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | None) -> None:
+    """Constant weights whose reduction loop over (input channels, kd, kh) fits one invocation:
+    conv_rows.wgsl.j2, a tile of ``row_tile`` pixels along an output row x output channels."""
+    y = op.outputs[0]
+    G, OCG, K = p["G"], p["OCG"], p["K"]
+    tw, oct = row_tile(p, prologue=op.attrs.get("prologue") is not None)
+    nq, nblk = oct // 4, math.ceil(OCG / oct)
+    # [OC, ICG, KD, KH, KW] -> [G, channel block, K, oct] (channels past OCG are zeros)
+    wt = np.pad(w.data.reshape(G, OCG, K), ((0, 0), (0, nblk * oct - OCG), (0, 0)))
+    wt = wt.reshape(G, nblk, oct, K).transpose(0, 1, 3, 2)
+    wv = ctx.const(np.ascontiguousarray(wt).reshape(-1, 4), f"{w.name}.rows{oct}", dtype=w.dtype)
+    inputs = pro.inputs + [wv] + ([b] if b is not None else [])
+    epi = epilogue(ctx, op)
+    decls = epi.decls_with(
+        pro.decls + [decl("Wt", wv, elem="vec4<f32>")] + ([decl("Bv", b)] if b is not None else []), y
+    )
+    rows = p["N"] * p["OD"] * p["OH"]
+    nwt = ceil_div(p["OW"], tw)
+    tasks = simplify(rows * nwt)
+    wg = row_workgroup(dim_bound(tasks))
+    # input columns (from the tile's first pixel's first tap) that the tile's taps read
+    cols = sorted({t * p["SW"] + kw * p["DW"] for t in range(tw) for kw in range(p["KW"])})
+    shader = ctx.shader(
+        "conv_rows.wgsl.j2", decls=decls, wg=wg, tw=tw, oct=oct, nq=nq, nblk=nblk, cols=cols,
+        kw_count=p["KW"], tasks=u32(tasks), nwt=u32(nwt), ragged=OCG % oct != 0,
+        mask_w=bool(p["PW"] or p["PWE"]), mask_r=bool(p["PD"] or p["PDE"] or p["PH"] or p["PHE"]),
+        bias=b is not None, out_expr=epi.expr, epi_lines=epi.lines, helpers=_helpers(pro, epi),
+        load_x=pro.code, H_u=u32(p["H"]), W_u=u32(p["W"]), W_last=last(p["W"]), OD_u=u32(p["OD"]), ODH_u=u32(p["OD"], p["OH"]),
+        **p, **sizes(p),
+    )  # fmt: skip
+    grid = (ceil_div(tasks, wg), G * nblk, 1)
     ctx.kernel(inputs + epi.inputs, [y], [epi.dispatch(shader, grid, inputs, y)])
 
 
