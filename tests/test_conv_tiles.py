@@ -6,6 +6,8 @@ epilogues, dims kept symbolic, and the split path a small loop budget forces."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from helpers import assert_close, bn_params, check_symbolic, graph_model, ort_run, rand, with_dim_params
@@ -140,28 +142,34 @@ def test_run_time_weights_keep_the_gather_kernel(device, tmp_path):
 @pytest.mark.parametrize(
     "shape, tile",
     [
-        # (N, OD, OH, OW, OCG, G, KW) -> (pixels, channels)
-        ((1, 1, 56, 56, 256, 1, 3), (14, 8)),
-        ((1, 1, 7, 7, 512, 1, 3), (7, 16)),
-        ((1, 1, 7, 7, 6, 1, 1), (7, 4)),
-        ((1, 1, 112, 112, 64, 1, 7), (16, 8)),
-        ((1, 1, 1, 300, 4, 1, 3), (16, 4)),
+        # (N, OD, OH, OW, OCG, G, KW, SW) -> (pixels, channels)
+        ((1, 1, 56, 56, 256, 1, 3, 1), (8, 16)),
+        ((1, 1, 7, 7, 512, 1, 3, 1), (8, 16)),
+        ((1, 1, 7, 7, 6, 1, 1, 1), (8, 4)),  # 6 channels in a block of 8, halved for workgroups
+        ((1, 1, 112, 112, 64, 1, 7, 2), (4, 16)),  # 8 pixels would read 21 columns
+        ((1, 1, 55, 55, 64, 1, 3, 2), (8, 16)),  # 17 columns
+        ((1, 1, 1, 300, 4, 1, 3, 1), (8, 4)),
+        ((1, 1, 3, 3, 64, 1, 3, 1), (4, 4)),  # a row of 3: 4 pixels (a power of two)
+        ((1, 1, 1, 1, 64, 1, 1, 1), (1, 4)),
+        ((1, 1, 20, 20, 64, 1, 15, 1), (2, 4)),  # 15 taps: 2 pixels (16 columns)
     ],
 )
 def test_row_tile_rule(shape, tile):
-    from onnx2wgsl.compiler.lowering.conv import ROW_ACCS, ROW_BODY, row_tile
+    from onnx2wgsl.compiler.lowering.conv import ROW_ACCS, ROW_BODY, ROW_COLS, row_cols, row_tile
 
-    N, OD, OH, OW, OCG, G, KW = shape
-    tw, oct = row_tile(dict(N=N, OD=OD, OH=OH, OW=OW, OCG=OCG, G=G, KW=KW))
+    N, OD, OH, OW, OCG, G, KW, SW = shape
+    p = dict(N=N, OD=OD, OH=OH, OW=OW, OCG=OCG, G=G, KW=KW, SW=SW, DW=1)
+    tw, oct = row_tile(p)
     assert (tw, oct) == tile
     assert oct % 4 == 0 and tw * oct <= ROW_ACCS and tw * KW * oct // 4 <= ROW_BODY
+    assert len(row_cols(p, tw)) <= ROW_COLS
 
 
 def test_row_tile_rule_with_a_prologue():
     from onnx2wgsl.compiler.lowering.conv import row_tile
 
-    assert row_tile(dict(N=1, OD=1, OH=56, OW=56, OCG=128, G=1, KW=1), prologue=True) == (4, 32)
-    assert row_tile(dict(N=1, OD=1, OH=7, OW=7, OCG=128, G=1, KW=1), prologue=True) == (4, 8)
+    assert row_tile(dict(N=1, OD=1, OH=56, OW=56, OCG=128, G=1, KW=1, SW=1, DW=1), prologue=True) == (4, 32)
+    assert row_tile(dict(N=1, OD=1, OH=7, OW=7, OCG=128, G=1, KW=1, SW=1, DW=1), prologue=True) == (4, 8)
 
 
 def test_artifact_is_deterministic(tmp_path):
@@ -171,3 +179,115 @@ def test_artifact_is_deterministic(tmp_path):
     for f in sorted((tmp_path / "a").rglob("*")):
         if f.is_file():
             assert f.read_bytes() == (tmp_path / "b" / f.relative_to(tmp_path / "a")).read_bytes()
+
+
+def _rows_dispatches(out) -> list[int]:
+    """The shader index of each conv_rows dispatch of the artifact in ``out``."""
+    m = json.loads((out / "manifest.json").read_text())
+    rows = {k for k, sh in enumerate(m["shaders"]) if ROWS in (out / sh["file"]).read_text()}
+    return [d["shader"] for d in m["dispatches"] if d["shader"] in rows]
+
+
+def _chain(x_shape, convs, relu_between=False):
+    """Convs one after another: each (out channels, kernel, attrs); weights and biases seeded."""
+    nodes, consts, c, prev = [], {}, x_shape[1], "x"
+    for k, (oc, kernel, attrs) in enumerate(convs):
+        consts[f"w{k}"] = rand(oc, c, *kernel, seed=10 + k) / np.float32(np.sqrt(c * np.prod(kernel)))
+        consts[f"b{k}"] = rand(oc, seed=20 + k)
+        conv = helper.make_node("Conv", [prev, f"w{k}", f"b{k}"], [f"c{k}"], kernel_shape=kernel, **attrs)
+        nodes.append(conv)
+        prev, c = f"c{k}", oc
+        if relu_between and k < len(convs) - 1:
+            nodes.append(helper.make_node("Relu", [prev], [f"r{k}"]))
+            prev = f"r{k}"
+    nodes.append(helper.make_node("Identity", [prev], ["y"]))
+    return graph_model(nodes, {"x": rand(*x_shape)}, ["y"], consts)
+
+
+SHARED = {
+    # channels 6 -> 20 -> 12 -> 9, spatial 13x21 -> 13x21 -> 7x11 (stride 2 along H only: the
+    # kernel row's stride stays 1) -> 7x11; ragged tiles (rows of 21 and 11 in tiles of 8) and
+    # channel counts that are not multiples of the block
+    "channels-and-sizes": (
+        (1, 6, 13, 21),
+        [
+            (20, [3, 3], dict(pads=[1, 1, 1, 1])),
+            (12, [3, 3], dict(pads=[1, 1, 1, 1], strides=[2, 1])),
+            (9, [3, 3], dict(pads=[1, 1, 1, 1])),
+        ],
+    ),
+    # pointwise convs: a batch of 2, 16 -> 24 -> 8 channels
+    "pointwise": ((2, 16, 9, 17), [(24, [1, 1], {}), (8, [1, 1], {})]),
+    # 1-D convs of 5 taps, dilation 1, different pads (both nonzero) and lengths
+    "1d": ((1, 4, 40), [(8, [5], dict(pads=[2, 2])), (12, [5], dict(pads=[4, 0]))]),
+}
+
+
+@pytest.mark.parametrize("name", list(SHARED))
+def test_convs_of_different_sizes_share_one_shader(name, device, tmp_path):
+    """Convs that differ only in channels, spatial sizes, strides along H and pads read those
+    sizes from their dispatch's table: one shader for all, each dispatch right."""
+    x_shape, convs = SHARED[name]
+    m = _chain(x_shape, convs)
+    _run(m, {"x": rand(*x_shape, seed=3)}, device, tmp_path)
+    shaders = _rows_dispatches(tmp_path)
+    assert len(shaders) == len(convs) and len(set(shaders)) == 1
+
+
+def test_a_stride_along_the_row_is_a_shader_of_its_own(tmp_path):
+    """The kernel row's stride indexes the unrolled body: another shader."""
+    m = _chain(
+        (1, 4, 10, 12),
+        [(8, [3, 3], dict(pads=[1, 1, 1, 1])), (8, [3, 3], dict(pads=[1, 1, 1, 1], strides=[1, 2]))],
+    )
+    compile_model(m, tmp_path)
+    shaders = _rows_dispatches(tmp_path)
+    assert len(shaders) == 2 and len(set(shaders)) == 2
+
+
+def test_shared_shader_over_symbolic_dims(device):
+    """Sizes over dims kept symbolic come from the dims uniform, the static ones from the table:
+    convs of different channel counts still share the shader."""
+    m = _chain((2, 5, 12, 30), [(12, [3, 3], dict(pads=[1, 1, 1, 1])), (7, [3, 3], dict(pads=[1, 1, 1, 1]))])
+    m = with_dim_params(m, {"x": ["batch", 5, "h", "w"], "y": ["batch", 7, "h", "w"]})
+    feeds = [{"x": rand(b, 5, h, w, seed=h)} for b, h, w in [(1, 1, 1), (2, 7, 30), (1, 12, 17), (2, 3, 9)]]
+    res = check_symbolic(m, {"batch": (1, 2), "h": (1, 12), "w": (1, 30)}, feeds, device)
+    rows = [k for k in res.graph.shaders.values() if ROWS in k.text]
+    assert len(rows) == 1
+
+
+def test_a_prologue_with_the_table_of_sizes_fits_the_bindings(device, tmp_path):
+    """DenseNet's BatchNorm + Relu before a conv is read through a prologue of several buffers;
+    the bias goes with the weights, so the table still has a binding and two such convs of
+    different channel counts (over inputs of one spatial size) share a shader."""
+    nodes, consts, feeds = [], {}, {}
+    for k, (c, oc) in enumerate(((6, 10), (9, 14))):
+        bn = tuple(f"{n}{k}" for n in ("scale", "bias", "mean", "var"))
+        consts.update(bn_params(c, seed=k, names=bn))
+        consts[f"w{k}"] = rand(oc, c, 1, 1, seed=10 + k) / np.float32(3)
+        consts[f"b{k}"] = rand(oc, seed=20 + k)
+        feeds[f"x{k}"] = rand(1, c, 8, 19, seed=3 + k)
+        nodes += [
+            helper.make_node("BatchNormalization", [f"x{k}", *bn], [f"bn{k}"]),
+            helper.make_node("Relu", [f"bn{k}"], [f"r{k}"]),
+            helper.make_node("Conv", [f"r{k}", f"w{k}", f"b{k}"], [f"y{k}"], kernel_shape=[1, 1]),
+        ]
+    m = graph_model(nodes, feeds, ["y0", "y1"], consts)
+    _run(m, feeds, device, tmp_path)
+    shaders = _rows_dispatches(tmp_path)
+    assert len(shaders) == 2 and len(set(shaders)) == 1
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    text = (tmp_path / manifest["shaders"][shaders[0]]["file"]).read_text()
+    assert "fn load_x(i: u32) -> f32 {\n  return X[i];" not in text  # (read through the prologue)
+
+
+def test_without_a_binding_for_the_table_the_sizes_are_written_in(device, tmp_path):
+    """A target with fewer storage bindings: no room for the table; the shader holds the sizes."""
+    from onnx2wgsl.compiler.target import TARGETS, Target
+
+    m = _chain((1, 6, 13, 21), [(20, [3, 3], dict(pads=[1, 1, 1, 1])), (12, [3, 3], dict(pads=[1, 1, 1, 1]))])
+    limits = {**TARGETS["webgpu"].limits, "maxStorageBuffersPerShaderStage": 3}  # X, weights, Y
+    target = Target("three-bindings", limits)
+    _run(m, {"x": rand(1, 6, 13, 21, seed=3)}, device, tmp_path, target=target)
+    shaders = _rows_dispatches(tmp_path)
+    assert len(shaders) == 2 and len(set(shaders)) == 2
