@@ -146,12 +146,12 @@ def test_run_time_weights_keep_the_gather_kernel(device, tmp_path):
         ((1, 1, 56, 56, 256, 1, 3, 1), (8, 16)),
         ((1, 1, 7, 7, 512, 1, 3, 1), (8, 16)),
         ((1, 1, 7, 7, 6, 1, 1, 1), (8, 4)),  # 6 channels in a block of 8, halved for workgroups
-        ((1, 1, 112, 112, 64, 1, 7, 2), (4, 16)),  # 8 pixels would read 21 columns
-        ((1, 1, 55, 55, 64, 1, 3, 2), (8, 16)),  # 17 columns
+        ((1, 1, 112, 112, 64, 1, 7, 2), (2, 16)),  # 4 pixels would read 13 columns
+        ((1, 1, 55, 55, 64, 1, 3, 2), (4, 16)),  # 8 pixels would read 17 columns
         ((1, 1, 1, 300, 4, 1, 3, 1), (8, 4)),
         ((1, 1, 3, 3, 64, 1, 3, 1), (4, 4)),  # a row of 3: 4 pixels (a power of two)
         ((1, 1, 1, 1, 64, 1, 1, 1), (1, 4)),
-        ((1, 1, 20, 20, 64, 1, 15, 1), (2, 4)),  # 15 taps: 2 pixels (16 columns)
+        ((1, 1, 20, 20, 64, 1, 5, 1), (4, 4)),  # 5 taps: 4 pixels (8 columns)
     ],
 )
 def test_row_tile_rule(shape, tile):

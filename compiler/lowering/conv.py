@@ -193,9 +193,10 @@ ROW_TILE_PROLOGUE = 4  # the same when the input is read through a prologue
 ROW_ACCS = 128  # accumulators (pixels x channels) an invocation keeps at most
 ROW_BODY = 128  # multiply-adds of vec4s the unrolled (pixels x kernel row x channels) body holds
 # input columns the unrolled body reads per (input channel, kd, kh) at most: SwiftShader
-# (Chromium's software WebGPU) loses the device on squeezenet's convs at tiles of 16 pixels
-# (18 to 33 columns) and runs them at 8 (10 to 17), with as many accumulators and multiply-adds
-ROW_COLS = 17
+# (Chromium's software WebGPU) loses the device creating the pipeline of a padded 3x3 conv at
+# stride 2 whose tile of 8 pixels reads 17 columns (each a clamped, masked load), and of
+# squeezenet's padded 3x3 convs at tiles of 16 pixels (18 columns); at most 10 run
+ROW_COLS = 10
 ROW_KW = ROW_COLS  # longest kernel row conv_rows unrolls (longer ones loop in conv_gemm)
 ROW_GROUPS = 16  # fewer workgroups than this: smaller channel blocks, to share the work out
 
