@@ -619,7 +619,7 @@ SMALL: dict[str, Case] = {
     ),
     "conv-3d-dilated": Case(
         _conv(
-            (1, 4, 5, 6, 7), (4, 4, 3, 3, 3), {"dilations": [2, 1, 1], "pads": [1] * 6, "strides": [1, 2, 1]}
+            (1, 8, 5, 6, 7), (4, 8, 3, 3, 3), {"dilations": [2, 1, 1], "pads": [1] * 6, "strides": [1, 2, 1]}
         ),
         atol=1e-4,
         marker="one workgroup per output pixel",

@@ -1,5 +1,13 @@
 """Convolutions: Conv (implicit GEMM or direct), ConvTranspose (gather form), DeformConv.
 
+Conv with constant weights and at least 4 output channels per group runs as conv_rows.wgsl.j2:
+each invocation a tile of pixels along an output row x a block of output channels, sized per
+conv by ``row_tile``; run-time weights and kernel rows longer than ROW_KW taps take
+conv_gemm.wgsl.j2, fewer channels per group conv_direct.wgsl.j2. Its sizes other than the
+kernel's and the tile's are read at run time from a table (a constant u32 tensor per
+dispatch), so convs that differ in channels, spatial sizes, strides along D and H or pads
+share one shader.
+
 Every kernel is written for three spatial dims; 1-D and 2-D convolutions are viewed as 3-D
 ones with leading spatial dims of size 1 (their loops then run once, which shader compilers
 remove). Weights and biases may be constants or computed at run time: the implicit-GEMM
@@ -34,6 +42,7 @@ from . import (
     decl,
     i32,
     is_symbolic,
+    loops_fit,
     lowers,
     nested_loops,
     split_workgroup,
@@ -149,6 +158,9 @@ def _gemm(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | No
     inputs = pro.inputs + [wv] + ([b] if b is not None else [])
     epi = epilogue(ctx, op)
     decls = epi.decls_with(pro.decls + [w_decl] + ([decl("Bv", b)] if b is not None else []), y)
+    if w.is_const and p["KW"] <= ROW_KW and loops_fit(nested_loops(p["ICG"], p["KD"], p["KH"])):
+        _rows(ctx, op, p, pro, w, b)
+        return
     split = split_workgroup(nested_loops(p["ICG"], p["KD"], p["KH"], p["KW"]), p["K"])
     if split:
         channels = [f"let g = wid.y / {ocg4}u;", f"let oc4 = wid.y % {ocg4}u;"]
@@ -173,6 +185,118 @@ def _gemm(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | No
         **{**p, "P": u32(*pixels), "P_last": last(*pixels)}, **sizes(p),
     )  # fmt: skip
     grid = (ceil_div(p["P"], WORKGROUP * tm), G * ocg4, 1)
+    ctx.kernel(inputs + epi.inputs, [y], [epi.dispatch(shader, grid, inputs, y)])
+
+
+ROW_TILE = 8  # most output pixels of a row one invocation computes
+ROW_TILE_PROLOGUE = 4  # the same when the input is read through a prologue
+ROW_ACCS = 128  # accumulators (pixels x channels) an invocation keeps at most
+ROW_BODY = 128  # multiply-adds of vec4s the unrolled (pixels x kernel row x channels) body holds
+# input columns the unrolled body reads per (input channel, kd, kh) at most: SwiftShader
+# (Chromium's software WebGPU) loses the device creating the pipeline of a padded 3x3 conv at
+# stride 2 whose tile of 8 pixels reads 17 columns (each a clamped, masked load), and of
+# squeezenet's padded 3x3 convs at tiles of 16 pixels (18 columns); at most 10 run
+ROW_COLS = 10
+ROW_KW = ROW_COLS  # longest kernel row conv_rows unrolls (longer ones loop in conv_gemm)
+ROW_GROUPS = 16  # fewer workgroups than this: smaller channel blocks, to share the work out
+
+# conv_rows' sizes, each a u32 its shader reads once from the dispatch's table of sizes (a
+# constant u32 tensor) or, for a size over dims kept symbolic, computes from the dims uniform
+ROW_SIZES = (
+    "C", "ICG", "OCG", "D", "H", "W", "OD", "OH", "OW", "SD", "SH", "DD", "DH",
+    "PD", "PH", "PW", "S", "OS", "OC", "NBLK", "NWT", "TASKS", "BIAS",
+)  # fmt: skip
+
+
+def row_cols(p: dict, tw: int) -> list[int]:
+    """The input columns (from a tile's first pixel's first tap) that a tile of ``tw`` pixels'
+    taps read."""
+    return sorted({t * p["SW"] + kw * p["DW"] for t in range(tw) for kw in range(p["KW"])})
+
+
+def row_tile(p: dict, prologue: bool = False) -> tuple[int, int]:
+    """The (pixels along a row, output channels) tile of one invocation of conv_rows, chosen at
+    the bounds of dims kept symbolic.
+
+    On lavapipe (each invocation one SIMD lane of a CPU thread) a conv's time goes to its loads,
+    the per-lane reads of the input and the loads of weights, more than to its multiply-adds, so
+    an invocation takes a tile whose taps share input columns (a row of tw pixels reads
+    tw + KW - 1 of them at stride 1) and whose weights serve tw pixels. The tile is small and
+    comes from a few sizes so that shaders stay small (a shader compiler compiles each one when
+    it is first dispatched, and SwiftShader gives up on large unrolled bodies) and convs of
+    different sizes share one: ROW_TILE pixels (ROW_TILE_PROLOGUE when the input is read through
+    a prologue, whose loads cost more), fewer for a narrower row (a power of two), x ROW_ACCS /
+    tw channels (at most 32); channels halve (down to 4) while there are fewer than ROW_GROUPS
+    workgroups, then pixels halve while the unrolled body (tw x KW x channels / 4 vec4
+    multiply-adds) exceeds ROW_BODY or reads more than ROW_COLS input columns."""
+    ow = dim_bound(p["OW"])
+    tw = min(ROW_TILE_PROLOGUE if prologue else ROW_TILE, 1 << max(0, ow - 1).bit_length())
+    oct = min(ROW_ACCS // tw, 32, 4 * math.ceil(p["OCG"] / 4))
+    tasks = dim_bound(p["N"] * p["OD"] * p["OH"]) * math.ceil(ow / tw)
+    tiles = math.ceil(tasks / WORKGROUP) * p["G"]
+    while oct > 4 and tiles * math.ceil(p["OCG"] / oct) < ROW_GROUPS:
+        oct //= 2
+    oct = max(4, oct // 4 * 4)
+    while tw > 1 and (tw * p["KW"] * oct // 4 > ROW_BODY or len(row_cols(p, tw)) > ROW_COLS):
+        tw //= 2
+    return tw, oct
+
+
+def _rows(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | None) -> None:
+    """Constant weights whose reduction loop over (input channels, kd, kh) fits one invocation:
+    conv_rows.wgsl.j2, a tile of ``row_tile`` pixels along an output row x output channels.
+
+    The shader text holds the tile, the kernel's shape (KW, SW and DW index the unrolled body;
+    KD and KH bound loops that compilers unroll), which pads exist and the prologue and
+    epilogue; every other size comes from
+    ``ROW_SIZES`` at run time, so convs that differ only in those sizes share one shader."""
+    y = op.outputs[0]
+    G, OCG, K = p["G"], p["OCG"], p["K"]
+    tw, oct = row_tile(p, prologue=op.attrs.get("prologue") is not None)
+    nq, nblk = oct // 4, math.ceil(OCG / oct)
+    # [OC, ICG, KD, KH, KW] -> [G, channel block, K, oct] (channels past OCG are zeros)
+    wt = np.pad(w.data.reshape(G, OCG, K), ((0, 0), (0, nblk * oct - OCG), (0, 0)))
+    wt = wt.reshape(G, nblk, oct, K).transpose(0, 1, 3, 2)
+    wt = np.ascontiguousarray(wt).reshape(-1, 4)
+    # a constant bias follows the weights (per group and channel block, oct of them): one binding
+    # fewer, which leaves room for the table of sizes next to a prologue's inputs
+    bias_in_w = b is not None and b.is_const and b.dtype == w.dtype
+    if bias_in_w:
+        bt = np.pad(b.data.reshape(G, OCG), ((0, 0), (0, nblk * oct - OCG)))
+        wt = np.concatenate([wt, bt.reshape(-1, 4).astype(wt.dtype)])
+    wv = ctx.const(wt, f"{w.name}.rows{oct}", dtype=w.dtype)
+    rows = p["N"] * p["OD"] * p["OH"]
+    nwt = ceil_div(p["OW"], tw)
+    tasks = simplify(rows * nwt)
+    values = dict(
+        C=p["C"], ICG=p["ICG"], OCG=OCG, D=p["D"], H=p["H"], W=p["W"], OD=p["OD"], OH=p["OH"],
+        OW=p["OW"], SD=p["SD"], SH=p["SH"], DD=p["DD"], DH=p["DH"],
+        PD=p["PD"], PH=p["PH"], PW=p["PW"], S=simplify(p["D"] * p["H"] * p["W"]),
+        OS=simplify(p["OD"] * p["OH"] * p["OW"]), OC=p["OC"],
+        NBLK=nblk, NWT=nwt, TASKS=tasks, BIAS=G * nblk * K * nq,
+    )  # fmt: skip
+    table = [k for k in ROW_SIZES if isinstance(values[k], int)]
+    epi = epilogue(ctx, op)
+    own, own_decls = [wv], [decl("Wt", wv, elem="vec4<f32>")]
+    if b is not None and not bias_in_w:
+        own, own_decls = own + [b], own_decls + [decl("Bv", b)]
+    if table and len(pro.inputs + own + epi.inputs) + 2 <= ctx.target.max_bindings:
+        tv = ctx.const(np.array([values[k] for k in table], np.uint32), f"{y.name}.sizes")
+        own, own_decls = own + [tv], own_decls + [decl("Sz", tv)]
+        slot = {k: j for j, k in enumerate(table)}
+        size_code = [(k, f"{ref('Sz')}[{slot[k]}]" if k in slot else u32(values[k])) for k in ROW_SIZES]
+    else:  # no binding left for the table (or nothing static): the sizes are written in
+        size_code = [(k, u32(values[k])) for k in ROW_SIZES]
+    inputs = pro.inputs + own
+    decls = epi.decls_with(pro.decls + own_decls, y)
+    shader = ctx.shader(
+        "conv_rows.wgsl.j2", decls=decls, wg=WORKGROUP, tw=tw, oct=oct, nq=nq, cols=row_cols(p, tw),
+        KD=p["KD"], KH=p["KH"], KW=p["KW"], SW=p["SW"], DW=p["DW"], size_code=size_code,
+        mask_w=bool(p["PW"] or p["PWE"]), mask_r=bool(p["PD"] or p["PDE"] or p["PH"] or p["PHE"]),
+        bias="in_w" if bias_in_w else "own" if b is not None else "", out_expr=epi.expr,
+        epi_lines=epi.lines, helpers=_helpers(pro, epi), load_x=pro.code,
+    )  # fmt: skip
+    grid = (ceil_div(tasks, WORKGROUP), G * nblk, 1)
     ctx.kernel(inputs + epi.inputs, [y], [epi.dispatch(shader, grid, inputs, y)])
 
 
