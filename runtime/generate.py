@@ -23,7 +23,7 @@ import numpy as np
 from onnx2wgsl.errors import InputError, first_line
 
 from . import manifest as mf
-from .session import InferenceSession
+from .session import InferenceSession, encode_pass
 
 
 class Generator:
@@ -263,12 +263,7 @@ class Generator:
         if past == 0:
             for io in self._cleared:
                 enc.clear_buffer(s.buffers[io["buffer"]], io["offset"], io["size"])
-        cpass = enc.begin_compute_pass()
-        for pipeline, group, grid, _ in steps:
-            cpass.set_pipeline(pipeline)
-            cpass.set_bind_group(0, group)
-            cpass.dispatch_workgroups(*grid)
-        cpass.end()
+        encode_pass(enc, steps)
         tok = self._token if params is None else self._sampled
         if read:
             enc.copy_buffer_to_buffer(

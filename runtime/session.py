@@ -174,6 +174,16 @@ def _runtime_dir() -> str:
     return str(path)
 
 
+def encode_pass(enc, steps) -> None:
+    """One compute pass of ``steps`` (pipeline, bind group, grid, ...), in order."""
+    cpass = enc.begin_compute_pass()
+    for pipeline, group, grid, *_ in steps:
+        cpass.set_pipeline(pipeline)
+        cpass.set_bind_group(0, group)
+        cpass.dispatch_workgroups(*grid)
+    cpass.end()
+
+
 class InferenceSession:
     """A compiled model on a WebGPU device; ``run`` has onnxruntime's call shape."""
 
@@ -412,12 +422,7 @@ class InferenceSession:
         if timed:
             stamps = self._timed_passes(enc, steps)
         else:
-            cpass = enc.begin_compute_pass()
-            for pipeline, group, grid, _ in steps:
-                cpass.set_pipeline(pipeline)
-                cpass.set_bind_group(0, group)
-                cpass.dispatch_workgroups(*grid)
-            cpass.end()
+            encode_pass(enc, steps)
         gpu = {o["name"]: self._gpu_output(o, shapes[o["name"]], into.get(o["name"]))
                for o in wanted if where == "gpu" or o["name"] in into}  # fmt: skip
         for o in wanted:
