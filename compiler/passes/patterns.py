@@ -80,6 +80,7 @@ class _Uses:
                 live.add(id(op))
         self.dead = {id(op): op for op in g.ops if id(op) not in live}
         self.order = {id(op): i for i, op in enumerate(g.ops)}  # rewrites keep the rest in order
+        self.caches: dict[int, tuple[Value, list[Op]]] = {}  # rotary caches made by earlier matches
 
     def users(self, v: Value) -> list[Op]:
         """The distinct live ops reading v."""
@@ -429,10 +430,172 @@ def log_softmax(g: Graph, u: _Uses, sum_op: Op) -> Match | None:
     return matched, lambda y: _softmax_ops(g, "LogSoftmax", x, y, block, matched[-1].name)
 
 
+# -- rotary position embedding as transformers writes it ----------------------------------------
+def _half_slice(op: Op | None, x: Value, start: int, h: int) -> bool:
+    """Whether ``op`` is a unit-step Slice of x's last axis [start, start + h), whole elsewhere."""
+    if op is None or op.kind != "Slice" or op.domain or op.inputs[0] is not x:
+        return False
+    r = x.type.rank
+    starts, steps = list(op.attrs.get("starts", ())), list(op.attrs.get("steps", ()))
+    want = (*x.shape[:-1], h)
+    return starts == [0] * (r - 1) + [start] and steps == [1] * r and tuple(op.outputs[0].shape) == want
+
+
+def _rotate_half(u: _Uses, rot: Value) -> tuple[Value, list[Op]] | None:
+    """x for rot = Concat(-x[..., h:], x[..., :h]) over the last axis; the ops, or None."""
+    cat = rot.producer
+    if cat is None or cat.kind != "Concat" or cat.domain or len(cat.inputs) != 2:
+        return None
+    r = rot.type.rank
+    if cat.attrs.get("axis") not in (r - 1, -1) or u.only(rot) is None:
+        return None
+    neg, lo = cat.inputs[0].producer, cat.inputs[1].producer
+    if neg is None or neg.kind != "Neg" or neg.domain or lo is None or u.only(neg.outputs[0]) is not cat:
+        return None
+    hi = neg.inputs[0].producer
+    x = lo.inputs[0] if lo.kind == "Slice" else None
+    if x is None or x.type != rot.type or not isinstance(x.shape[-1], int) or x.shape[-1] % 2:
+        return None
+    h = x.shape[-1] // 2
+    if not (_half_slice(lo, x, 0, h) and _half_slice(hi, x, h, h)):
+        return None
+    if u.only(lo.outputs[0]) is not cat or u.only(hi.outputs[0]) is not neg:
+        return None
+    return x, [lo, hi, neg, cat]
+
+
+def _squeezed(shape: tuple) -> tuple:
+    return tuple(d for d in shape if d != 1)
+
+
+def _cache_half(g: Graph, v: Value, rows: tuple, trig: str) -> tuple[Value, list[Op]] | None:
+    """The first half of a cos or sin table ``v`` ([b, 1, S, D] against x [B, H, S, D], b 1 or
+    B) as a [b, S, D/2] cache, when its halves are equal by construction: a constant whose halves are
+    equal, or Reshape / Cast / Mul-by-a-scalar of ``trig``(Concat(f, f)) over the last axis; then
+    the cache is trig(f) with the same scale and cast. Returns the cache and the ops that
+    compute it, or None."""
+    B, S = rows
+    D = v.shape[-1]
+    h = D // 2
+    shape = tuple(v.shape)
+    if len(shape) != 4 or shape[1] != 1 or shape[2] != S or shape[0] not in (1, B):
+        return None
+    if v.is_const:
+        data = v.data.reshape(shape[0], S, D)
+        if not np.array_equal(data[..., :h], data[..., h:]):
+            return None
+        half = np.ascontiguousarray(data[..., :h])
+        return g.const(half, f"{v.name}.half", dtype=v.dtype), []
+    steps: list[Op] = []  # from v back to the trig op: Reshapes (unit dims only), Casts, one Mul
+    w = v
+    while True:
+        op = w.producer
+        if op is None or op.domain:
+            return None
+        if (
+            op.kind == "Reshape"
+            and op.inputs[0].shape[-1] == D
+            and _squeezed(op.inputs[0].shape) == _squeezed(w.shape)
+        ):
+            w = op.inputs[0]
+        elif op.kind == "Cast" and op.inputs[0].dtype.is_float and w.dtype.is_float:
+            steps.append(op)
+            w = op.inputs[0]
+        elif op.kind == "Mul" and not any(s.kind == "Mul" for s in steps):
+            scale = next((s for s in op.inputs if _scalar(s) is not None), None)
+            other = _other(op, scale) if scale is not None else None
+            if other is None or other is scale or other.type != w.type:
+                return None
+            steps.append(op)
+            w = other
+        else:
+            break
+    trig_op = w.producer
+    cat = trig_op.inputs[0].producer if trig_op is not None and trig_op.kind == trig else None
+    if cat is None or cat.kind != "Concat" or cat.domain or len(cat.inputs) != 2:
+        return None
+    f = cat.inputs[0]
+    last = (f.type.rank - 1, -1)
+    if cat.inputs[1] is not f or cat.attrs.get("axis") not in last or f.shape[-1] != h:
+        return None
+    if _squeezed(f.shape[:-1]) != _squeezed(shape[:1] + (S,)):
+        return None
+    new: list[Op] = []
+    out = [f"{v.name}.half"]
+    cur = f
+    for op in [trig_op, *reversed(steps)]:
+        if op.kind == "Mul":
+            scale = next(s for s in op.inputs if _scalar(s) is not None)
+            ins, t = [cur, scale], cur.type
+        else:
+            ins, t = [cur], TensorType(op.outputs[0].dtype, cur.shape)
+        new.append(g.make_op(op.kind, ins, [t], dict(op.attrs), name=op.name, out_names=out))
+        cur = new[-1].outputs[0]
+    if tuple(cur.shape) != (shape[0], S, h):
+        t = TensorType(cur.dtype, (shape[0], S, h))
+        new.append(g.make_op("Reshape", [cur], [t], name=trig_op.name, out_names=out))
+    return new[-1].outputs[0], new
+
+
+def _rotary_ops(new: list[Op], ins: list, attrs: dict, name: str) -> Callable[[Value], list[Op]]:
+    return lambda y: [*new, Op("RotaryEmbedding", ins, [y], attrs, name=name)]
+
+
+def rotary(g: Graph, u: _Uses, add: Op) -> Match | None:
+    """x * cos + rotate_half(x) * sin, rotate_half(x) = Concat(-x[..., D/2:], x[..., :D/2]),
+    over a 4-D x [B, H, S, D] with cos and sin [B or 1, 1, S, D] whose halves are equal (see
+    ``_cache_half``): RotaryEmbedding with [B or 1, S, D/2] caches (one batch row serves all).
+    Either operand order."""
+    y = add.outputs[0]
+    if len(add.inputs) != 2 or y.type.rank != 4 or not y.dtype.is_float:
+        return None
+    muls = [v.producer for v in add.inputs]
+    if (
+        any(m is None or m.kind != "Mul" or m.domain or len(m.inputs) != 2 for m in muls)
+        or muls[0] is muls[1]
+    ):
+        return None
+    for m_cos, m_sin in (muls, muls[::-1]):
+        for rot in m_sin.inputs:
+            found = _rotate_half(u, rot)
+            if found is None:
+                continue
+            x, ops = found
+            sin = _other(m_sin, rot)
+            cos = _other(m_cos, x)
+            if sin is None or cos is None or sin is rot or cos is x or x.type != y.type:
+                continue
+            if m_cos.outputs[0].type != y.type or m_sin.outputs[0].type != y.type:
+                continue
+            if u.only(m_cos.outputs[0]) is not add or u.only(m_sin.outputs[0]) is not add:
+                continue
+            if cos.dtype != x.dtype or sin.dtype != x.dtype:
+                continue
+            B, H, S, D = x.shape
+            if not all(isinstance(d, int) for d in (H, D)):
+                continue
+            caches = [
+                u.caches.get(id(t)) or _cache_half(g, t, (B, S), k) for t, k in ((cos, "Cos"), (sin, "Sin"))
+            ]
+            if None in caches:
+                continue
+            new = []
+            for t, (val, made) in zip((cos, sin), caches):
+                if id(t) not in u.caches:  # made once, where first used; later matches read it
+                    u.caches[id(t)] = (val, [])
+                    new += made
+            (c, _), (s, _) = caches
+            matched = sorted([*ops, m_cos, m_sin, add], key=lambda op: u.order[id(op)])
+            attrs = {"interleaved": 0, "num_heads": H, "rotary_dim": D}
+            return matched, _rotary_ops(new, [x, c, s, None], attrs, add.name)
+    return None
+
+
 # The reduction each pattern is anchored at, and the patterns to try there, in order.
 PATTERNS: dict[str, tuple[Callable[[Graph, _Uses, Op], Match | None], ...]] = {
     "ReduceMean": (layer_norm, layer_norm_folded, rms_norm),
     "ReduceSum": (softmax, log_softmax),
+    "Add": (rotary,),
 }
 
 
