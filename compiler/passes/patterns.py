@@ -469,19 +469,25 @@ def _squeezed(shape: tuple) -> tuple:
 
 
 def _cache_half(g: Graph, v: Value, rows: tuple, trig: str) -> tuple[Value, list[Op]] | None:
-    """The first half of a cos or sin table ``v`` ([b, 1, S, D] against x [B, H, S, D], b 1 or
-    B) as a [b, S, D/2] cache, when its halves are equal by construction: a constant whose halves are
-    equal, or Reshape / Cast / Mul-by-a-scalar of ``trig``(Concat(f, f)) over the last axis; then
-    the cache is trig(f) with the same scale and cast. Returns the cache and the ops that
-    compute it, or None."""
-    B, S = rows
+    """The first half of a cos or sin table ``v`` that broadcasts against x [B, H, S, D] as
+    [b, 1, S, D] (or against a 3-D x [B, S, D] as [b, S, D]), b 1 or B, as a [b, S, D/2] cache,
+    when its halves are equal by construction: a constant whose halves are equal, or Reshape /
+    Cast / Mul-by-a-scalar of ``trig``(Concat(f, f)) over the last axis; then the cache is
+    trig(f) with the same scale and cast. ``rows`` is (x's rank, B, S). Returns the cache and
+    the ops that compute it, or None."""
+    rank, B, S = rows
     D = v.shape[-1]
     h = D // 2
-    shape = tuple(v.shape)
-    if len(shape) != 4 or shape[1] != 1 or shape[2] != S or shape[0] not in (1, B):
+    if v.type.rank > rank:
+        return None
+    full = (1,) * (rank - v.type.rank) + tuple(v.shape)
+    if rank == 4 and full[1] != 1:
+        return None
+    shape = (full[0], full[-2], D)
+    if shape[1] != S or shape[0] not in (1, B):
         return None
     if v.is_const:
-        data = v.data.reshape(shape[0], S, D)
+        data = v.data.reshape(shape)
         if not np.array_equal(data[..., :h], data[..., h:]):
             return None
         half = np.ascontiguousarray(data[..., :h])
@@ -518,7 +524,7 @@ def _cache_half(g: Graph, v: Value, rows: tuple, trig: str) -> tuple[Value, list
     last = (f.type.rank - 1, -1)
     if cat.inputs[1] is not f or cat.attrs.get("axis") not in last or f.shape[-1] != h:
         return None
-    if _squeezed(f.shape[:-1]) != _squeezed(shape[:1] + (S,)):
+    if _squeezed(f.shape[:-1]) != _squeezed(shape[:2]):
         return None
     new: list[Op] = []
     out = [f"{v.name}.half"]
@@ -531,8 +537,8 @@ def _cache_half(g: Graph, v: Value, rows: tuple, trig: str) -> tuple[Value, list
             ins, t = [cur], TensorType(op.outputs[0].dtype, cur.shape)
         new.append(g.make_op(op.kind, ins, [t], dict(op.attrs), name=op.name, out_names=out))
         cur = new[-1].outputs[0]
-    if tuple(cur.shape) != (shape[0], S, h):
-        t = TensorType(cur.dtype, (shape[0], S, h))
+    if tuple(cur.shape) != (*shape[:2], h):
+        t = TensorType(cur.dtype, (*shape[:2], h))
         new.append(g.make_op("Reshape", [cur], [t], name=trig_op.name, out_names=out))
     return new[-1].outputs[0], new
 
@@ -541,13 +547,38 @@ def _rotary_ops(new: list[Op], ins: list, attrs: dict, name: str) -> Callable[[V
     return lambda y: [*new, Op("RotaryEmbedding", ins, [y], attrs, name=name)]
 
 
+def _pass_through(u: _Uses, x: Value, y: Value, readers: set[int]) -> tuple[Value, list[Op]] | None:
+    """Partial rotary: x = q[..., :R] (read only by the rotation's ``readers``) and the rotated
+    y is read only by Concat(y, q[..., R:]) over the last axis. Returns q and those three ops."""
+    xs = x.producer
+    q = xs.inputs[0] if xs is not None and xs.kind == "Slice" and not xs.domain else None
+    cat = u.only(y, "Concat")
+    if q is None or cat is None or len(cat.inputs) != 2 or cat.inputs[0] is not y:
+        return None
+    R, Dq = x.shape[-1], q.shape[-1]
+    if not isinstance(Dq, int) or cat.attrs.get("axis") not in (q.type.rank - 1, -1) or Dq <= R:
+        return None
+    ps = cat.inputs[1].producer
+    if not (_half_slice(xs, q, 0, R) and _half_slice(ps, q, R, Dq - R)) or cat.outputs[0].type != q.type:
+        return None
+    if not u.internal(x) or {id(op) for op in u.users(x)} != readers or u.only(ps.outputs[0]) is not cat:
+        return None
+    return q, [xs, ps, cat]
+
+
+def _rotary_ops(new: list[Op], ins: list, attrs: dict, name: str) -> Callable[[Value], list[Op]]:
+    return lambda y: [*new, Op("RotaryEmbedding", ins, [y], attrs, name=name)]
+
+
 def rotary(g: Graph, u: _Uses, add: Op) -> Match | None:
     """x * cos + rotate_half(x) * sin, rotate_half(x) = Concat(-x[..., D/2:], x[..., :D/2]),
-    over a 4-D x [B, H, S, D] with cos and sin [B or 1, 1, S, D] whose halves are equal (see
-    ``_cache_half``): RotaryEmbedding with [B or 1, S, D/2] caches (one batch row serves all).
-    Either operand order."""
+    over x [B, H, S, D] or [B, S, D] with cos and sin [B or 1, 1, S, D] or [B or 1, S, D] whose
+    halves are equal (see ``_cache_half``): RotaryEmbedding with [B or 1, S, D/2] caches (one
+    batch row serves all). Either operand order. When x is q[..., :R] and the result is
+    concatenated with q[..., R:] (partial rotary), the RotaryEmbedding is of q with
+    rotary_embedding_dim R and replaces the Slices and the Concat too."""
     y = add.outputs[0]
-    if len(add.inputs) != 2 or y.type.rank != 4 or not y.dtype.is_float:
+    if len(add.inputs) != 2 or y.type.rank not in (3, 4) or not y.dtype.is_float:
         return None
     muls = [v.producer for v in add.inputs]
     if (
@@ -571,23 +602,31 @@ def rotary(g: Graph, u: _Uses, add: Op) -> Match | None:
                 continue
             if cos.dtype != x.dtype or sin.dtype != x.dtype:
                 continue
-            B, H, S, D = x.shape
-            if not all(isinstance(d, int) for d in (H, D)):
+            rank, B, S = x.type.rank, x.shape[0], x.shape[-2]
+            heads = x.shape[1] if rank == 4 else 1
+            if not all(isinstance(d, int) for d in (heads, x.shape[-1])):
                 continue
             caches = [
-                u.caches.get(id(t)) or _cache_half(g, t, (B, S), k) for t, k in ((cos, "Cos"), (sin, "Sin"))
+                u.caches.get(id(t)) or _cache_half(g, t, (rank, B, S), k)
+                for t, k in ((cos, "Cos"), (sin, "Sin"))
             ]
             if None in caches:
                 continue
+            matched = [*ops, m_cos, m_sin, add]
+            readers = {id(m_cos), id(ops[0]), id(ops[1])}
+            part = _pass_through(u, x, y, readers)
+            if part is not None:
+                x, more = part
+                matched += more
             new = []
             for t, (val, made) in zip((cos, sin), caches):
                 if id(t) not in u.caches:  # made once, where first used; later matches read it
                     u.caches[id(t)] = (val, [])
                     new += made
             (c, _), (s, _) = caches
-            matched = sorted([*ops, m_cos, m_sin, add], key=lambda op: u.order[id(op)])
-            attrs = {"interleaved": 0, "num_heads": H, "rotary_dim": D}
-            return matched, _rotary_ops(new, [x, c, s, None], attrs, add.name)
+            matched.sort(key=lambda op: u.order[id(op)])
+            attrs = {"interleaved": 0, "num_heads": heads, "rotary_dim": 2 * caches[0][0].shape[-1]}
+            return matched, _rotary_ops(new, [x, c, s, None], attrs, matched[-1].name)
     return None
 
 
