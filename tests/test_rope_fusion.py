@@ -95,9 +95,10 @@ def _rope(b: _Graph, x: str, cos: str, sin: str, D: int, order=0, near=None) -> 
 
 
 def rope_model(B=2, H=3, S=5, D=8, *, rank=4, rotary=None, order=0, scale=None, cast=False, near=None,
-               tables="computed", tensors=2):  # fmt: skip
+               tables="computed", tensors=2, rows=False):  # fmt: skip
     """``tensors`` inputs q_i [B, S, H, D] (rank 4: transposed to [B, H, S, D] the way attention
-    does) or [B, S, D] (rank 3), each rotated over its first ``rotary`` dims."""
+    does; ``rows``: [B, S, H * D], reshaped first) or [B, S, D] (rank 3), each rotated over its
+    first ``rotary`` dims."""
     b = _Graph()
     R = rotary or D
     if tables == "computed":
@@ -112,8 +113,16 @@ def rope_model(B=2, H=3, S=5, D=8, *, rank=4, rotary=None, order=0, scale=None, 
     outs = []
     for i in range(tensors):
         name = f"q{i}"
-        inputs[name] = rand(B, S, H, D, seed=i + 1) if rank == 4 else rand(B, S, D, seed=i + 1)
-        x = b.op("Transpose", [name], perm=[0, 2, 1, 3]) if rank == 4 else name
+        if rows:  # [B, S, H * D] as a projection writes it, heads split by Reshape and Transpose
+            inputs[name] = rand(B, S, H * D, seed=i + 1)
+            x = b.op("Reshape", [name, b.const([B, S, H, D], np.int64)])
+            x = b.op("Transpose", [x], perm=[0, 2, 1, 3])
+        elif rank == 4:
+            inputs[name] = rand(B, S, H, D, seed=i + 1)
+            x = b.op("Transpose", [name], perm=[0, 2, 1, 3])
+        else:
+            inputs[name] = rand(B, S, D, seed=i + 1)
+            x = name
         if rotary:
             y = _rope(b, b.slice(x, 0, R), cos, sin, R, order, near)
             y = b.op("Concat", [y, b.slice(x, R, D)], axis=-1)
@@ -144,6 +153,9 @@ CASES = [
     {"tables": "constant", "rank": 3, "order": 3},
     {"tables": "constant", "rotary": 6, "D": 10},
     {"B": 1, "H": 2, "S": 7, "D": 16},
+    {"rows": True},
+    {"rows": True, "order": 2, "scale": 0.9},
+    {"rows": True, "rotary": 4, "tables": "constant"},
 ]
 
 
