@@ -1,6 +1,6 @@
-"""Recognize normalizations and softmax written out in primitive ops, the way PyTorch, TF and
-Keras exporters often emit them, and replace each by the one op whose lowering runs it as a
-single kernel (a row kernel, or the softmax template) instead of five to ten kernels and as
+"""Recognize normalizations, softmax and rotary position embedding written out in primitive
+ops, the way PyTorch, TF and Keras exporters often emit them, and replace each by the one op
+whose lowering runs it as a single kernel (a row kernel, or the softmax template) instead of five to ten kernels and as
 many round trips through memory."""
 
 from __future__ import annotations
@@ -691,7 +691,8 @@ def rotary(g: Graph, u: _Uses, add: Op) -> Match | None:
     return None
 
 
-# The reduction each pattern is anchored at, and the patterns to try there, in order.
+# The op each pattern is anchored at (its reduction, or RoPE's final Add), and the patterns to
+# try there, in order.
 PATTERNS: dict[str, tuple[Callable[[Graph, _Uses, Op], Match | None], ...]] = {
     "ReduceMean": (layer_norm, layer_norm_folded, rms_norm),
     "ReduceSum": (softmax, log_softmax),
@@ -705,8 +706,9 @@ class FusePatterns(Pass):
     scale folded into the inverse std, x * s + (beta - mean * s)), RMSNorm (the same without
     the mean) and Softmax / LogSoftmax (Exp, ReduceSum, Div / Log and Sub, with or without the
     stabilizing ReduceMax and Sub) by LayerNormalization, RMSNormalization, Softmax and
-    LogSoftmax. Matches only when no intermediate has a use (or is a graph output) outside the
-    pattern, the reductions keep dims over trailing (normalizations) or contiguous (softmax)
+    LogSoftmax; and x * cos + rotate_half(x) * sin (transformers' RoPE, also partial) by
+    RotaryEmbedding when cos and sin repeat their halves by construction. Matches only when
+    no intermediate has a use (or is a graph output) outside the pattern, the reductions keep dims over trailing (normalizations) or contiguous (softmax)
     axes, and eps, scale and shift are constants that do not vary across rows."""
 
     name = "fuse-patterns"
