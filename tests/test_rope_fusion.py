@@ -67,8 +67,9 @@ def _tables(b: _Graph, S: int, R: int, *, scale=None, cast=False, rank=4, source
     out = []
     for trig in ("Cos", "Sin"):
         t = b.op(trig, [emb])
-        if scale is not None:
-            t = b.op("Mul", [t, b.const(scale)])
+        if scale is not None:  # a scalar, or ("vector", v): v repeated over the last axis
+            value = np.full(R, scale[1]) if isinstance(scale, tuple) else scale
+            t = b.op("Mul", [b.const(value), t] if isinstance(scale, tuple) else [t, b.const(value)])
         if cast:
             t = b.op("Cast", [t], to=TensorProto.FLOAT)
         if rank == 4:
@@ -154,6 +155,7 @@ CASES = [
     {"tables": "constant", "rotary": 6, "D": 10},
     {"B": 1, "H": 2, "S": 7, "D": 16},
     {"rows": True},
+    {"scale": ("vector", 0.8), "rotary": 6, "D": 10},
     {"rows": True, "order": 2, "scale": 0.9},
     {"rows": True, "rotary": 4, "tables": "constant"},
 ]

@@ -80,7 +80,7 @@ class _Uses:
                 live.add(id(op))
         self.dead = {id(op): op for op in g.ops if id(op) not in live}
         self.order = {id(op): i for i, op in enumerate(g.ops)}  # rewrites keep the rest in order
-        self.caches: dict[int, tuple[Value, list[Op]]] = {}  # rotary caches made by earlier matches
+        self.caches: dict[tuple, tuple[Value, int]] = {}  # rotary caches made, and where
 
     def users(self, v: Value) -> list[Op]:
         """The distinct live ops reading v."""
@@ -532,6 +532,7 @@ def _cache_half(g: Graph, v: Value, rows: tuple, trig: str) -> tuple[Value, list
     for op in [trig_op, *reversed(steps)]:
         if op.kind == "Mul":
             scale = next(s for s in op.inputs if _scalar(s) is not None)
+            scale = g.const(np.array(_scalar(scale)), f"{scale.name}.s", dtype=scale.dtype)
             ins, t = [cur, scale], cur.type
         else:
             ins, t = [cur], TensorType(op.outputs[0].dtype, cur.shape)
@@ -666,26 +667,32 @@ def rotary(g: Graph, u: _Uses, add: Op) -> Match | None:
             heads = x.shape[1] if rank == 4 else 1
             if not all(isinstance(d, int) for d in (heads, x.shape[-1])):
                 continue
-            caches = [
-                u.caches.get(id(t)) or _cache_half(g, t, (rank, B, S), k)
-                for t, k in ((cos, "Cos"), (sin, "Sin"))
-            ]
-            if None in caches:
-                continue
             matched = [*ops, m_cos, m_sin, add]
-            readers = {id(m_cos), id(ops[0]), id(ops[1])}
-            part = _pass_through(u, x, y, readers)
+            part = _pass_through(u, x, y, {id(m_cos), id(ops[0]), id(ops[1])})
             if part is not None:
                 x, more = part
                 matched += more
-            new = []
-            for t, (val, made) in zip((cos, sin), caches):
-                if id(t) not in u.caches:  # made once, where first used; later matches read it
-                    u.caches[id(t)] = (val, [])
-                    new += made
-            (c, _), (s, _) = caches
             matched.sort(key=lambda op: u.order[id(op)])
-            attrs = {"interleaved": 0, "num_heads": heads, "rotary_dim": 2 * caches[0][0].shape[-1]}
+            at = u.order[id(matched[-1])]  # where the new ops go
+            new: list[Op] = []
+            caches, made = [], {}
+            for t, trig in ((cos, "Cos"), (sin, "Sin")):
+                key = (id(t), rank)
+                val, pos = u.caches.get(key, (None, None))
+                if val is None or pos >= at or val.shape[0] not in (1, B) or val.shape[1] != S:
+                    half = _cache_half(g, t, (rank, B, S), trig)
+                    if half is None:
+                        break
+                    val, ops_t = half
+                    new += ops_t
+                    made.setdefault(key, (val, at))
+                caches.append(val)
+            if len(caches) != 2:
+                continue
+            for key, entry in made.items():  # made where first used; later matches read it
+                u.caches.setdefault(key, entry)
+            c, s = caches
+            attrs = {"interleaved": 0, "num_heads": heads, "rotary_dim": 2 * c.shape[-1]}
             rows = _head_split(x) if rank == 4 else None
             return matched, _rotary_ops(g, new, [x, c, s, None], attrs, matched[-1].name, rows)
     return None
