@@ -231,7 +231,12 @@ def lower_rotary(ctx: LowerCtx, op: Op) -> None:
             f"let k = select(d - {half}u, d, first);",
             f"let partner = select(i - {half}u, i + {half}u, first);",
         ]
-    row = f"u32({ref('P')}[b * {u32(S)} + s])" if pos is not None else f"(b * {u32(S)} + s)"
+    if pos is not None:
+        row = f"u32({ref('P')}[b * {u32(S)} + s])"
+    elif cos.shape[0] == 1 and x.shape[0] != 1:  # one cache row for every batch (rotary fusion)
+        row = "s"
+    else:
+        row = f"(b * {u32(S)} + s)"
     reads = [("X", x), ("C", cos), ("Sn", sin)] + ([("P", pos)] if pos is not None else [])
     decls = [decl(n, v) for n, v in reads] + [decl("Y", y, write=True)]
     grid, nx = ctx.grid(ceil_div(total, WORKGROUP))

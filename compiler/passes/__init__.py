@@ -60,7 +60,8 @@ def pipeline(level: int = 2, target=None, fold_limit: int | None = None) -> list
     """The graph passes for an optimization level: -O0 only what correctness needs (BatchNorm
     canonicalized, constants folded, dead ops removed); -O1 folds affine ops into weights and
     last-two-dim Transposes into MatMul/Gemm flags,
-    replaces decomposed normalizations and softmax by their single ops and scaled-dot-product
+    replaces decomposed normalizations, softmax and rotate_half RoPE by their single ops and
+    scaled-dot-product
     attention by the Attention op (Q, K and V projections merged into one MatMul), and fuses
     elementwise ops; -O2 also fuses epilogues into Conv, ConvTranspose, Gemm and MatMul and prologues
     into Conv. Fusion keeps each kernel within

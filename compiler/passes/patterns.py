@@ -1,6 +1,6 @@
-"""Recognize normalizations and softmax written out in primitive ops, the way PyTorch, TF and
-Keras exporters often emit them, and replace each by the one op whose lowering runs it as a
-single kernel (a row kernel, or the softmax template) instead of five to ten kernels and as
+"""Recognize normalizations, softmax and rotary position embedding written out in primitive
+ops, the way PyTorch, TF and Keras exporters often emit them, and replace each by the one op
+whose lowering runs it as a single kernel (a row kernel, or the softmax template) instead of five to ten kernels and as
 many round trips through memory."""
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ class _Uses:
                 live.add(id(op))
         self.dead = {id(op): op for op in g.ops if id(op) not in live}
         self.order = {id(op): i for i, op in enumerate(g.ops)}  # rewrites keep the rest in order
+        self.caches: dict[tuple, tuple[Value, int]] = {}  # rotary caches made, and where
 
     def users(self, v: Value) -> list[Op]:
         """The distinct live ops reading v."""
@@ -429,10 +430,280 @@ def log_softmax(g: Graph, u: _Uses, sum_op: Op) -> Match | None:
     return matched, lambda y: _softmax_ops(g, "LogSoftmax", x, y, block, matched[-1].name)
 
 
-# The reduction each pattern is anchored at, and the patterns to try there, in order.
+# -- rotary position embedding as transformers writes it ----------------------------------------
+def _half_slice(op: Op | None, x: Value, start: int, h: int) -> bool:
+    """Whether ``op`` is a unit-step Slice of x's last axis [start, start + h), whole elsewhere."""
+    if op is None or op.kind != "Slice" or op.domain or op.inputs[0] is not x:
+        return False
+    r = x.type.rank
+    starts, steps = list(op.attrs.get("starts", ())), list(op.attrs.get("steps", ()))
+    want = (*x.shape[:-1], h)
+    return starts == [0] * (r - 1) + [start] and steps == [1] * r and tuple(op.outputs[0].shape) == want
+
+
+def _rotate_half(u: _Uses, rot: Value) -> tuple[Value, list[Op]] | None:
+    """x for rot = Concat(-x[..., h:], x[..., :h]) over the last axis; the ops, or None."""
+    cat = rot.producer
+    if cat is None or cat.kind != "Concat" or cat.domain or len(cat.inputs) != 2:
+        return None
+    r = rot.type.rank
+    if cat.attrs.get("axis") not in (r - 1, -1) or u.only(rot) is None:
+        return None
+    neg, lo = cat.inputs[0].producer, cat.inputs[1].producer
+    if neg is None or neg.kind != "Neg" or neg.domain or lo is None or u.only(neg.outputs[0]) is not cat:
+        return None
+    hi = neg.inputs[0].producer
+    x = lo.inputs[0] if lo.kind == "Slice" else None
+    if x is None or x.type != rot.type or not isinstance(x.shape[-1], int) or x.shape[-1] % 2:
+        return None
+    h = x.shape[-1] // 2
+    if not (_half_slice(lo, x, 0, h) and _half_slice(hi, x, h, h)):
+        return None
+    if u.only(lo.outputs[0]) is not cat or u.only(hi.outputs[0]) is not neg:
+        return None
+    return x, [lo, hi, neg, cat]
+
+
+def _squeezed(shape: tuple) -> tuple:
+    return tuple(d for d in shape if d != 1)
+
+
+def _cache_half(g: Graph, v: Value, rows: tuple, trig: str) -> tuple[Value, list[Op]] | None:
+    """The first half of a cos or sin table ``v`` that broadcasts against x [B, H, S, D] as
+    [b, 1, S, D] (or against a 3-D x [B, S, D] as [b, S, D]), b 1 or B, as a [b, S, D/2] cache,
+    when its halves are equal by construction: a constant whose halves are equal, or Reshape /
+    Cast / Mul-by-a-scalar of ``trig``(Concat(f, f)) over the last axis; then the cache is
+    trig(f) with the same scale and cast. ``rows`` is (x's rank, B, S). Returns the cache and
+    the ops that compute it, or None."""
+    rank, B, S = rows
+    D = v.shape[-1]
+    h = D // 2
+    if v.type.rank > rank:
+        return None
+    full = (1,) * (rank - v.type.rank) + tuple(v.shape)
+    if rank == 4 and full[1] != 1:
+        return None
+    shape = (full[0], full[-2], D)
+    if shape[1] != S or shape[0] not in (1, B):
+        return None
+    if v.is_const:
+        data = v.data.reshape(shape)
+        if not np.array_equal(data[..., :h], data[..., h:]):
+            return None
+        half = np.ascontiguousarray(data[..., :h])
+        return g.const(half, f"{v.name}.half", dtype=v.dtype), []
+    steps: list[Op] = []  # from v back to the trig op: Reshapes (unit dims only), Casts, one Mul
+    w = v
+    while True:
+        op = w.producer
+        if op is None or op.domain:
+            return None
+        if (
+            op.kind == "Reshape"
+            and op.inputs[0].shape[-1] == D
+            and _squeezed(op.inputs[0].shape) == _squeezed(w.shape)
+        ):
+            w = op.inputs[0]
+        elif op.kind == "Cast" and op.inputs[0].dtype.is_float and w.dtype.is_float:
+            steps.append(op)
+            w = op.inputs[0]
+        elif op.kind == "Mul" and not any(s.kind == "Mul" for s in steps):
+            scale = next((s for s in op.inputs if _scalar(s) is not None), None)
+            other = _other(op, scale) if scale is not None else None
+            if other is None or other is scale or other.type != w.type:
+                return None
+            steps.append(op)
+            w = other
+        else:
+            break
+    trig_op = w.producer
+    cat = trig_op.inputs[0].producer if trig_op is not None and trig_op.kind == trig else None
+    if cat is None or cat.kind != "Concat" or cat.domain or len(cat.inputs) != 2:
+        return None
+    f = cat.inputs[0]
+    last = (f.type.rank - 1, -1)
+    if cat.inputs[1] is not f or cat.attrs.get("axis") not in last or f.shape[-1] != h:
+        return None
+    if _squeezed(f.shape[:-1]) != _squeezed(shape[:2]):
+        return None
+    new: list[Op] = []
+    out = [f"{v.name}.half"]
+    cur = f
+    for op in [trig_op, *reversed(steps)]:
+        if op.kind == "Mul":
+            scale = next(s for s in op.inputs if _scalar(s) is not None)
+            scale = g.const(np.array(_scalar(scale)), f"{scale.name}.s", dtype=scale.dtype)
+            ins, t = [cur, scale], cur.type
+        else:
+            ins, t = [cur], TensorType(op.outputs[0].dtype, cur.shape)
+        new.append(g.make_op(op.kind, ins, [t], dict(op.attrs), name=op.name, out_names=out))
+        cur = new[-1].outputs[0]
+    if tuple(cur.shape) != (*shape[:2], h):
+        t = TensorType(cur.dtype, (*shape[:2], h))
+        new.append(g.make_op("Reshape", [cur], [t], name=trig_op.name, out_names=out))
+    return new[-1].outputs[0], new
+
+
+def _head_split(x: Value) -> Value | None:
+    """t for x = Transpose(Reshape(t [B, S, H * D]) [B, S, H, D], (0, 2, 1, 3)): the heads
+    split off rows of a stored [B, S, H * D] tensor, the layout attention's projections write."""
+    tr = x.producer
+    if tr is None or tr.kind != "Transpose" or tr.domain or list(tr.attrs.get("perm", ())) != [0, 2, 1, 3]:
+        return None
+    rs = tr.inputs[0].producer
+    if rs is None or rs.kind != "Reshape" or rs.domain:
+        return None
+    t, (B, S, H, D) = rs.inputs[0], rs.outputs[0].shape
+    return t if t.type.rank == 3 and tuple(t.shape) == (B, S, H * D) else None
+
+
+def _rotary_ops(
+    g: Graph, new: list[Op], ins: list, attrs: dict, name: str, rows: Value | None
+) -> Callable[[Value], list[Op]]:
+    """The ops computing y: RotaryEmbedding of ins[0] or, with ``rows`` ([B, S, H * D] that
+    ins[0] splits into heads), of rows, its heads split the same way after, so that attention
+    reads the rotated rows where they are stored."""
+
+    def build(y: Value) -> list[Op]:
+        if rows is None:
+            return [*new, Op("RotaryEmbedding", ins, [y], attrs, name=name)]
+        B, H, S, D = y.shape
+        rot = g.make_op(
+            "RotaryEmbedding", [rows, *ins[1:]], [rows.type], attrs, name=name, out_names=[f"{y.name}.rows"]
+        )
+        split = TensorType(y.dtype, (B, S, H, D))
+        rs = g.make_op("Reshape", rot.outputs, [split], name=name, out_names=[f"{y.name}.heads"])
+        return [*new, rot, rs, Op("Transpose", rs.outputs, [y], {"perm": [0, 2, 1, 3]}, name=name)]
+
+    return build
+
+
+def _pass_through(u: _Uses, x: Value, y: Value, readers: set[int]) -> tuple[Value, list[Op]] | None:
+    """Partial rotary: x = q[..., :R] (read only by the rotation's ``readers``) and the rotated
+    y is read only by Concat(y, q[..., R:]) over the last axis. Returns q and those three ops."""
+    xs = x.producer
+    q = xs.inputs[0] if xs is not None and xs.kind == "Slice" and not xs.domain else None
+    cat = u.only(y, "Concat")
+    if q is None or cat is None or len(cat.inputs) != 2 or cat.inputs[0] is not y:
+        return None
+    R, Dq = x.shape[-1], q.shape[-1]
+    if not isinstance(Dq, int) or cat.attrs.get("axis") not in (q.type.rank - 1, -1) or Dq <= R:
+        return None
+    ps = cat.inputs[1].producer
+    if not (_half_slice(xs, q, 0, R) and _half_slice(ps, q, R, Dq - R)) or cat.outputs[0].type != q.type:
+        return None
+    if not u.internal(x) or {id(op) for op in u.users(x)} != readers or u.only(ps.outputs[0]) is not cat:
+        return None
+    return q, [xs, ps, cat]
+
+
+def _head_split(x: Value) -> Value | None:
+    """t for x = Transpose(Reshape(t [B, S, H * D]) [B, S, H, D], (0, 2, 1, 3)): the heads
+    split off rows of a stored [B, S, H * D] tensor, the layout attention's projections write."""
+    tr = x.producer
+    if tr is None or tr.kind != "Transpose" or tr.domain or list(tr.attrs.get("perm", ())) != [0, 2, 1, 3]:
+        return None
+    rs = tr.inputs[0].producer
+    if rs is None or rs.kind != "Reshape" or rs.domain:
+        return None
+    t, (B, S, H, D) = rs.inputs[0], rs.outputs[0].shape
+    return t if t.type.rank == 3 and tuple(t.shape) == (B, S, H * D) else None
+
+
+def _rotary_ops(
+    g: Graph, new: list[Op], ins: list, attrs: dict, name: str, rows: Value | None
+) -> Callable[[Value], list[Op]]:
+    """The ops computing y: RotaryEmbedding of ins[0] or, with ``rows`` ([B, S, H * D] that
+    ins[0] splits into heads), of rows, its heads split the same way after, so that attention
+    reads the rotated rows where they are stored."""
+
+    def build(y: Value) -> list[Op]:
+        if rows is None:
+            return [*new, Op("RotaryEmbedding", ins, [y], attrs, name=name)]
+        B, H, S, D = y.shape
+        rot = g.make_op(
+            "RotaryEmbedding", [rows, *ins[1:]], [rows.type], attrs, name=name, out_names=[f"{y.name}.rows"]
+        )
+        split = TensorType(y.dtype, (B, S, H, D))
+        rs = g.make_op("Reshape", rot.outputs, [split], name=name, out_names=[f"{y.name}.heads"])
+        return [*new, rot, rs, Op("Transpose", rs.outputs, [y], {"perm": [0, 2, 1, 3]}, name=name)]
+
+    return build
+
+
+def rotary(g: Graph, u: _Uses, add: Op) -> Match | None:
+    """x * cos + rotate_half(x) * sin, rotate_half(x) = Concat(-x[..., D/2:], x[..., :D/2]),
+    over x [B, H, S, D] or [B, S, D] with cos and sin [B or 1, 1, S, D] or [B or 1, S, D] whose
+    halves are equal (see ``_cache_half``): RotaryEmbedding with [B or 1, S, D/2] caches (one
+    batch row serves all). Either operand order. When x is q[..., :R] and the result is
+    concatenated with q[..., R:] (partial rotary), the RotaryEmbedding is of q with
+    rotary_embedding_dim R and replaces the Slices and the Concat too."""
+    y = add.outputs[0]
+    if len(add.inputs) != 2 or y.type.rank not in (3, 4) or not y.dtype.is_float:
+        return None
+    muls = [v.producer for v in add.inputs]
+    if (
+        any(m is None or m.kind != "Mul" or m.domain or len(m.inputs) != 2 for m in muls)
+        or muls[0] is muls[1]
+    ):
+        return None
+    for m_cos, m_sin in (muls, muls[::-1]):
+        for rot in m_sin.inputs:
+            found = _rotate_half(u, rot)
+            if found is None:
+                continue
+            x, ops = found
+            sin = _other(m_sin, rot)
+            cos = _other(m_cos, x)
+            if sin is None or cos is None or sin is rot or cos is x or x.type != y.type:
+                continue
+            if m_cos.outputs[0].type != y.type or m_sin.outputs[0].type != y.type:
+                continue
+            if u.only(m_cos.outputs[0]) is not add or u.only(m_sin.outputs[0]) is not add:
+                continue
+            if cos.dtype != x.dtype or sin.dtype != x.dtype:
+                continue
+            rank, B, S = x.type.rank, x.shape[0], x.shape[-2]
+            heads = x.shape[1] if rank == 4 else 1
+            if not all(isinstance(d, int) for d in (heads, x.shape[-1])):
+                continue
+            matched = [*ops, m_cos, m_sin, add]
+            part = _pass_through(u, x, y, {id(m_cos), id(ops[0]), id(ops[1])})
+            if part is not None:
+                x, more = part
+                matched += more
+            matched.sort(key=lambda op: u.order[id(op)])
+            at = u.order[id(matched[-1])]  # where the new ops go
+            new: list[Op] = []
+            caches, made = [], {}
+            for t, trig in ((cos, "Cos"), (sin, "Sin")):
+                key = (id(t), rank)
+                val, pos = u.caches.get(key, (None, None))
+                if val is None or pos >= at or val.shape[0] not in (1, B) or val.shape[1] != S:
+                    half = _cache_half(g, t, (rank, B, S), trig)
+                    if half is None:
+                        break
+                    val, ops_t = half
+                    new += ops_t
+                    made.setdefault(key, (val, at))
+                caches.append(val)
+            if len(caches) != 2:
+                continue
+            for key, entry in made.items():  # made where first used; later matches read it
+                u.caches.setdefault(key, entry)
+            c, s = caches
+            attrs = {"interleaved": 0, "num_heads": heads, "rotary_dim": 2 * c.shape[-1]}
+            rows = _head_split(x) if rank == 4 else None
+            return matched, _rotary_ops(g, new, [x, c, s, None], attrs, matched[-1].name, rows)
+    return None
+
+
+# The op each pattern is anchored at (its reduction, or RoPE's final Add), and the patterns to
+# try there, in order.
 PATTERNS: dict[str, tuple[Callable[[Graph, _Uses, Op], Match | None], ...]] = {
     "ReduceMean": (layer_norm, layer_norm_folded, rms_norm),
     "ReduceSum": (softmax, log_softmax),
+    "Add": (rotary,),
 }
 
 
@@ -442,8 +713,9 @@ class FusePatterns(Pass):
     scale folded into the inverse std, x * s + (beta - mean * s)), RMSNorm (the same without
     the mean) and Softmax / LogSoftmax (Exp, ReduceSum, Div / Log and Sub, with or without the
     stabilizing ReduceMax and Sub) by LayerNormalization, RMSNormalization, Softmax and
-    LogSoftmax. Matches only when no intermediate has a use (or is a graph output) outside the
-    pattern, the reductions keep dims over trailing (normalizations) or contiguous (softmax)
+    LogSoftmax; and x * cos + rotate_half(x) * sin (transformers' RoPE, also partial) by
+    RotaryEmbedding when cos and sin repeat their halves by construction. Matches only when
+    no intermediate has a use (or is a graph output) outside the pattern, the reductions keep dims over trailing (normalizations) or contiguous (softmax)
     axes, and eps, scale and shift are constants that do not vary across rows."""
 
     name = "fuse-patterns"
