@@ -201,7 +201,7 @@ def test_grids_over_the_workgroup_limit_are_folded(tmp_path, device):
     folded = [
         d for op in res.graph.kernels() for d in op.dispatches if res.graph.shaders[d.shader].fold is not None
     ]
-    assert len(folded) >= 10
+    assert len(folded) >= 5  # the large convs, pools and concats
     assert all(max(d.grid) <= 16 for op in res.graph.kernels() for d in op.dispatches)
     name, x = light_input("squeezenet")
     (y,) = onnx2wgsl.load(out, device=device).run(None, {name: x})
