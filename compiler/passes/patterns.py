@@ -544,40 +544,6 @@ def _cache_half(g: Graph, v: Value, rows: tuple, trig: str) -> tuple[Value, list
     return new[-1].outputs[0], new
 
 
-def _head_split(x: Value) -> Value | None:
-    """t for x = Transpose(Reshape(t [B, S, H * D]) [B, S, H, D], (0, 2, 1, 3)): the heads
-    split off rows of a stored [B, S, H * D] tensor, the layout attention's projections write."""
-    tr = x.producer
-    if tr is None or tr.kind != "Transpose" or tr.domain or list(tr.attrs.get("perm", ())) != [0, 2, 1, 3]:
-        return None
-    rs = tr.inputs[0].producer
-    if rs is None or rs.kind != "Reshape" or rs.domain:
-        return None
-    t, (B, S, H, D) = rs.inputs[0], rs.outputs[0].shape
-    return t if t.type.rank == 3 and tuple(t.shape) == (B, S, H * D) else None
-
-
-def _rotary_ops(
-    g: Graph, new: list[Op], ins: list, attrs: dict, name: str, rows: Value | None
-) -> Callable[[Value], list[Op]]:
-    """The ops computing y: RotaryEmbedding of ins[0] or, with ``rows`` ([B, S, H * D] that
-    ins[0] splits into heads), of rows, its heads split the same way after, so that attention
-    reads the rotated rows where they are stored."""
-
-    def build(y: Value) -> list[Op]:
-        if rows is None:
-            return [*new, Op("RotaryEmbedding", ins, [y], attrs, name=name)]
-        B, H, S, D = y.shape
-        rot = g.make_op(
-            "RotaryEmbedding", [rows, *ins[1:]], [rows.type], attrs, name=name, out_names=[f"{y.name}.rows"]
-        )
-        split = TensorType(y.dtype, (B, S, H, D))
-        rs = g.make_op("Reshape", rot.outputs, [split], name=name, out_names=[f"{y.name}.heads"])
-        return [*new, rot, rs, Op("Transpose", rs.outputs, [y], {"perm": [0, 2, 1, 3]}, name=name)]
-
-    return build
-
-
 def _pass_through(u: _Uses, x: Value, y: Value, readers: set[int]) -> tuple[Value, list[Op]] | None:
     """Partial rotary: x = q[..., :R] (read only by the rotation's ``readers``) and the rotated
     y is read only by Concat(y, q[..., R:]) over the last axis. Returns q and those three ops."""
