@@ -8,6 +8,15 @@ a row into NaN. A row with no allowed key yields zeros, as the spec's fully-mask
 guard says. The optional QK output (modes 0-3) is written on the way, mode 3 (the
 probabilities) by a second walk once the row's max and sum are known.
 
+When at least TILE_MIN_ROWS query rows read the same keys (a kv head's query heads at every
+position: encoders and prefills, over the bound of a symbolic sequence), the flash form runs
+instead: one workgroup per block of those rows loads the keys and values a tile at a time into
+workgroup memory (vec4 where the head sizes allow), once for the whole block, and each row
+folds a tile's scores into its online softmax with one rescale. The block's key span (causal
+and window limits) bounds the walk. Measured on Mesa 25's lavapipe against the per-row kernel
+(one Attention op, D = 64): BERT-base at 128 and 384 tokens 0.44 and 0.28 of its time,
+Whisper's 1500-frame encoder 0.49, a 256-token causal GQA prefill (32 over 8 heads) 0.39.
+
 Keys too many for one invocation to walk within target.LOOP_BUDGET are split into chunks,
 one invocation per row and chunk, each storing its chunk's max, sum and V sum; a second pass
 folds a row's chunks (one invocation per output value), and for mode 3 a third computes each
@@ -21,6 +30,7 @@ import math
 
 from onnx2wgsl.ir import Dispatch, DType, Op, TensorType, Value
 from onnx2wgsl.ir.kernel import ref
+from onnx2wgsl.ir.symbolic import simplify
 from onnx2wgsl.ir.types import dim_bound
 
 from ..elementwise_ops import NEG_INF, f32, helper_code
@@ -41,6 +51,8 @@ from . import (
 from .indexing import broadcast
 
 MAX_CHUNK = 512  # keys per invocation when a row's keys are split
+TILE_MIN_ROWS = 8  # rows reading the same keys from which they share them in workgroup memory
+TILE_KEYS = 32  # keys per tile, fewer where the heads are large
 
 
 @lowers("Attention")
@@ -144,6 +156,8 @@ def lower_attention(ctx: LowerCtx, op: Op) -> None:
         scale=f32(a["scale"]), softcap=f32(softcap) if softcap > 0 else "", mode=mode, neg_inf=NEG_INF,
         helpers=helper_code("tanh") if softcap > 0 else [], sink=sink_logit, end=end,
     )  # fmt: skip
+    if mode < 0 and _tiles(ctx, a, params, sizes, reads, y):
+        return
     per_key, fixed = 1 + D + 2 * Dv, D + 2 * Dv  # a key's score, V sum and worst-case rescale
     chunk = min(MAX_CHUNK, (loop_room() - fixed) // per_key)
     Lb = dim_bound(L)  # loops are planned for the most keys a run may have
@@ -171,7 +185,61 @@ def lower_attention(ctx: LowerCtx, op: Op) -> None:
         _dispatch(ctx, "probs", rows * L, [r for r in reads if r[0] != "Vm"] + stats, [("QK", qk)], params)
 
 
-def _dispatch(ctx, stage: str, units: int, reads, writes, params: dict) -> None:
+def _tiles(ctx: LowerCtx, a: dict, params: dict, sizes: dict, reads, y: Value) -> bool:
+    """The flash form, when enough query rows read the same keys (a kv head's query heads at
+    every position: an encoder, a prefill) to share them through workgroup memory. One
+    workgroup per block of those rows walks the keys a tile at a time, each tile loaded once
+    for the block; keys too many for the loop budget are split into chunks, folded by the
+    combine pass. False when the rows are too few or the heads too large for a tile."""
+    D, Dv, group, Sq = params["D"], params["Dv"], params["group"], params["Sq"]
+    GSq = group * Sq
+    if dim_bound(GSq) < TILE_MIN_ROWS:
+        return False
+    words = ctx.target.limit("maxComputeWorkgroupStorageSize") // 4 - 4  # the span words
+    T = min(TILE_KEYS, words // (D + Dv))
+    if T < 4:
+        return False
+    wg = min(WORKGROUP, 1 << (dim_bound(GSq) - 1).bit_length())
+    W = 4 if D % 4 == 0 and Dv % 4 == 0 else 1  # values per load and product
+    D4, Dv4 = D // W, Dv // W
+    # one invocation's loops per tile: the cooperative loads, the scores, one rescale and the
+    # V sums; and once: q, the accumulator and the stores
+    per_tile = ceil_div(T * D4, wg) + ceil_div(T * Dv4, wg) + T * (D4 + 1) + Dv4 + T * (Dv4 + 1) + 1
+    fixed = D4 + 2 * Dv4 + Dv + 2
+    tiles = (loop_room() - fixed) // per_tile
+    if tiles < 1:
+        return False
+    L = params["L"]
+    Lb = dim_bound(L)
+    chunk = tiles * T
+    chunks = math.ceil(Lb / chunk)
+    if chunks == 1:
+        chunk = T * math.ceil(Lb / T)
+    elif not loops_fit(2 * chunks):
+        return False
+    blocks = ceil_div(GSq, wg)
+    n_chunks = ceil_div(L, chunk) if chunks > 1 and is_symbolic(L) else chunks
+    units = simplify(a["batch"] * a["kv_heads"] * blocks * n_chunks)
+    sizes = dict(
+        sizes, GSq=u32(GSq), blocks=u32(blocks), chunks=u32(n_chunks), blocks_chunks=u32(simplify(blocks * n_chunks)),
+        units=u32(units),
+    )  # fmt: skip
+    tile_params = dict(
+        params, u=sizes, wg=wg, T=T, W=W, chunk=chunk, chunks=chunks, causal=a["is_causal"],
+        left=a["left_window_size"], right=a["right_window_size"],
+    )  # fmt: skip
+    if chunks == 1:
+        _dispatch(ctx, "tiles", units, reads, [("Y", y)], tile_params, per_group=True)
+        return True
+    rows = params["rows"]
+    sizes.update(rows_Dv=u32(rows * Dv))
+    part = ctx.temp(TensorType(DType.f32, (rows, n_chunks, Dv + 2)), f"{y.name}.partials")
+    _dispatch(ctx, "tiles", units, reads, [("Pt", part)], tile_params, per_group=True)
+    _dispatch(ctx, "combine", rows * Dv, [("Pt", part)], [("Y", y)], tile_params | {"wg": WORKGROUP})
+    return True
+
+
+def _dispatch(ctx, stage: str, units: int, reads, writes, params: dict, per_group: bool = False) -> None:
     """One kernel of one invocation per unit running ``stage`` of attention.wgsl.j2. Q, K and
     V read from one tensor (a packed projection) are bound once, under Q's name."""
     first: dict[int, str] = {}
@@ -186,7 +254,7 @@ def _dispatch(ctx, stage: str, units: int, reads, writes, params: dict) -> None:
         kept.append((n, v))
     reads = kept
     decls = [decl(n, v) for n, v in reads] + [decl(n, v, write=True) for n, v in writes]
-    grid, nx = ctx.grid(ceil_div(units, WORKGROUP))
+    grid, nx = ctx.grid(units if per_group else ceil_div(units, WORKGROUP))
     shader = ctx.shader("attention.wgsl.j2", decls=decls, stage=stage, nx=nx, **params, **same)
     bindings = [binding(v) for _, v in reads] + [binding(v, write=True) for _, v in writes]
     ctx.kernel([v for _, v in reads], [v for _, v in writes], [Dispatch(shader, grid, bindings)])

@@ -1,0 +1,74 @@
+"""Attention's flash form (attention.wgsl.j2 stage "tiles"): when enough query rows read the
+same keys, one workgroup per block of them walks the keys a tile at a time through workgroup
+memory. Cases hit every edge of it: GQA groups sharing a tile, blocks with idle lanes, ragged
+last tiles, causal and sliding-window spans, float and bool masks, past caches, per-batch key
+counts, softcap, large heads (smaller tiles), rows with no allowed key, and the chunked form a
+small loop budget forces (partials folded by the combine pass)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import assert_close, ort_run, reference_run
+from test_ops_nn import _attention_case
+
+import onnx2wgsl
+from onnx2wgsl.compiler import compile_model, lowering
+
+FLASH = "flash form"  # attention.wgsl.j2's comment on the tiles stage
+COMBINE = "folds the"  # its combine pass
+
+
+def _run(model, feeds, device, tmp_path):
+    compile_model(model, tmp_path, verify_ir=True)
+    shaders = [f.read_text() for f in sorted((tmp_path / "shaders").iterdir())]
+    assert any(FLASH in s for s in shaders), "the flash form was not chosen"
+    with onnx2wgsl.load(tmp_path, device=device) as sess:
+        return sess.run(None, feeds), shaders
+
+
+ORT_CASES = {
+    "gqa_ragged_tile": {"Sq": 20, "Skv": 37, "Hkv": 2},
+    "two_blocks_causal": {"Sq": 40, "Skv": 40, "Hkv": 2, "is_causal": 1},
+    "rank3_float_mask": {"rank": 3, "Sq": 16, "Skv": 16, "Hkv": 1, "Dv": 6, "mask": ("float", (16, "L"))},
+    "past_bool_mask": {"Sq": 12, "Skv": 12, "past": 9, "is_causal": 1, "mask": ("bool", (2, 1, 12, "L")), "n_outputs": 3},
+    "softcap": {"Sq": 10, "Hkv": 2, "softcap": 1.5},
+    "large_heads": {"Sq": 9, "Skv": 40, "Hq": 2, "Hkv": 1, "D": 128, "Dv": 96},
+}  # fmt: skip
+
+REFERENCE_CASES = {
+    "nonpad_causal": {"opset": 24, "nonpad": [7, 19], "is_causal": 1, "Sq": 10, "Skv": 20, "Hkv": 2},
+    "window_both": {"opset": 25, "left_window_size": 3, "right_window_size": 2, "Sq": 24, "Skv": 24},
+    "window_past": {"opset": 25, "left_window_size": 5, "is_causal": 1, "Sq": 20, "past": 12, "n_outputs": 3},
+}
+
+
+@pytest.mark.parametrize("name", ORT_CASES)
+def test_flash_attention_matches_onnxruntime(name, device, tmp_path):
+    model, feeds = _attention_case(**ORT_CASES[name])
+    got, _ = _run(model, feeds, device, tmp_path)
+    assert_close(got, ort_run(model, feeds), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", REFERENCE_CASES)
+def test_flash_attention_matches_the_reference(name, device, tmp_path):
+    # what onnxruntime does not implement: nonpad_kv_seqlen, sliding windows
+    model, feeds = _attention_case(**REFERENCE_CASES[name])
+    got, _ = _run(model, feeds, device, tmp_path)
+    assert_close(got, reference_run(model, feeds), rtol=1e-4, atol=1e-5)
+
+
+def test_a_row_with_no_allowed_key_is_zeros(device, tmp_path):
+    model, feeds = _attention_case(Sq=16, Skv=16, mask=("bool", (2, 1, 16, "L")))
+    feeds["mask"][1, 0, 5, :] = False
+    (got,), _ = _run(model, feeds, device, tmp_path)
+    assert np.all(got[1, :, 5, :] == 0)
+    assert_close([got], reference_run(model, feeds), rtol=1e-4, atol=1e-5)
+
+
+def test_keys_past_the_loop_budget_are_split_in_chunks_and_folded(device, monkeypatch, tmp_path):
+    monkeypatch.setattr(lowering, "LOOP_BUDGET", lowering.LOOP_SLACK + 500)
+    model, feeds = _attention_case(Sq=24, Skv=150, Hkv=2, past=30, is_causal=1, n_outputs=3)
+    got, shaders = _run(model, feeds, device, tmp_path)
+    assert any(COMBINE in s for s in shaders)
+    assert_close(got, ort_run(model, feeds), rtol=1e-4, atol=1e-5)
