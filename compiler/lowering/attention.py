@@ -30,7 +30,7 @@ import math
 
 from onnx2wgsl.ir import Dispatch, DType, Op, TensorType, Value
 from onnx2wgsl.ir.kernel import ref
-from onnx2wgsl.ir.symbolic import simplify
+from onnx2wgsl.ir.symbolic import floordiv, simplify, smin
 from onnx2wgsl.ir.types import dim_bound
 
 from ..elementwise_ops import NEG_INF, f32, helper_code
@@ -156,8 +156,6 @@ def lower_attention(ctx: LowerCtx, op: Op) -> None:
         scale=f32(a["scale"]), softcap=f32(softcap) if softcap > 0 else "", mode=mode, neg_inf=NEG_INF,
         helpers=helper_code("tanh") if softcap > 0 else [], sink=sink_logit, end=end,
     )  # fmt: skip
-    if mode < 0 and _tiles(ctx, a, params, sizes, reads, y):
-        return
     per_key, fixed = 1 + D + 2 * Dv, D + 2 * Dv  # a key's score, V sum and worst-case rescale
     chunk = min(MAX_CHUNK, (loop_room() - fixed) // per_key)
     Lb = dim_bound(L)  # loops are planned for the most keys a run may have
@@ -165,9 +163,12 @@ def lower_attention(ctx: LowerCtx, op: Op) -> None:
     # one invocation per row when it fits the budget, or when no split does (huge heads, or
     # more chunks than the second pass may fold): that still loops past it on lavapipe
     fits = loops_fit(fixed + Lb * per_key + (Lb * (1 + D) if mode == 3 else 0))
-    if fits or chunk < 1 or not loops_fit(2 * chunks):
+    one_pass = fits or chunk < 1 or not loops_fit(2 * chunks)
+    if mode < 0 and _tiles(ctx, a, params, sizes, reads, y, one_pass):
+        return
+    if one_pass:
         writes = [("Y", y)] + ([("QK", qk)] if qk is not None else [])
-        _dispatch(ctx, "rows", rows, reads, writes, params)
+        ctx.kernel(*_dispatch(ctx, "rows", rows, reads, writes, params))
         return
     if is_symbolic(L):
         # a run with fewer keys walks fewer chunks: the grid and the fold cover ceil(L / chunk)
@@ -178,19 +179,27 @@ def lower_attention(ctx: LowerCtx, op: Op) -> None:
     params.update(chunk=chunk, chunks=chunks)
     part = ctx.temp(TensorType(DType.f32, (rows, chunks, Dv + 2)), f"{y.name}.partials")
     early = [("QK", qk)] if 0 <= mode <= 2 else []
-    _dispatch(ctx, "chunks", rows * chunks, reads, [("Pt", part)] + early, params)
+    ctx.kernel(*_dispatch(ctx, "chunks", rows * chunks, reads, [("Pt", part)] + early, params))
     stats = [("St", ctx.temp(TensorType(DType.f32, (rows, 2)), f"{y.name}.stats"))] if mode == 3 else []
-    _dispatch(ctx, "combine", rows * Dv, [("Pt", part)], [("Y", y)] + stats, params)
+    ctx.kernel(*_dispatch(ctx, "combine", rows * Dv, [("Pt", part)], [("Y", y)] + stats, params))
     if mode == 3:
-        _dispatch(ctx, "probs", rows * L, [r for r in reads if r[0] != "Vm"] + stats, [("QK", qk)], params)
+        ctx.kernel(
+            *_dispatch(
+                ctx, "probs", rows * L, [r for r in reads if r[0] != "Vm"] + stats, [("QK", qk)], params
+            )
+        )
 
 
-def _tiles(ctx: LowerCtx, a: dict, params: dict, sizes: dict, reads, y: Value) -> bool:
+def _tiles(ctx: LowerCtx, a: dict, params: dict, sizes: dict, reads, y: Value, one_pass: bool) -> bool:
     """The flash form, when enough query rows read the same keys (a kv head's query heads at
     every position: an encoder, a prefill) to share them through workgroup memory. One
     workgroup per block of those rows walks the keys a tile at a time, each tile loaded once
     for the block; keys too many for the loop budget are split into chunks, folded by the
-    combine pass. False when the rows are too few or the heads too large for a tile."""
+    combine pass. False when the rows are too few or the heads too large for a tile.
+
+    Over a symbolic sequence that may also be too short for tiles (one artifact for prefill
+    and decode), the per-row kernel is dispatched beside it (when it is ``one_pass``) and the
+    run's sequence length picks one: the other's grid is zero workgroups."""
     D, Dv, group, Sq = params["D"], params["Dv"], params["group"], params["Sq"]
     GSq = group * Sq
     if dim_bound(GSq) < TILE_MIN_ROWS:
@@ -229,19 +238,33 @@ def _tiles(ctx: LowerCtx, a: dict, params: dict, sizes: dict, reads, y: Value) -
         left=a["left_window_size"], right=a["right_window_size"],
     )  # fmt: skip
     if chunks == 1:
-        _dispatch(ctx, "tiles", units, reads, [("Y", y)], tile_params, per_group=True)
+        if one_pass and not isinstance(GSq, int) and GSq.bounds[0] < TILE_MIN_ROWS:
+            gate = smin(floordiv(Sq, -(-TILE_MIN_ROWS // group)), 1)  # 1 where a run has rows enough
+            tiles_d = _dispatch(
+                ctx, "tiles", units, reads, [("Y", y)], tile_params, per_group=True, gate=gate
+            )
+            rows_d = _dispatch(
+                ctx, "rows", params["rows"], reads, [("Y", y)], params, gate=simplify(1 - gate)
+            )
+            ctx.kernel(tiles_d[0], [y], tiles_d[2] + rows_d[2])
+            return True
+        ctx.kernel(*_dispatch(ctx, "tiles", units, reads, [("Y", y)], tile_params, per_group=True))
         return True
     rows = params["rows"]
     sizes.update(rows_Dv=u32(rows * Dv))
     part = ctx.temp(TensorType(DType.f32, (rows, n_chunks, Dv + 2)), f"{y.name}.partials")
-    _dispatch(ctx, "tiles", units, reads, [("Pt", part)], tile_params, per_group=True)
-    _dispatch(ctx, "combine", rows * Dv, [("Pt", part)], [("Y", y)], tile_params | {"wg": WORKGROUP})
+    ctx.kernel(*_dispatch(ctx, "tiles", units, reads, [("Pt", part)], tile_params, per_group=True))
+    ctx.kernel(
+        *_dispatch(ctx, "combine", rows * Dv, [("Pt", part)], [("Y", y)], tile_params | {"wg": WORKGROUP})
+    )
     return True
 
 
-def _dispatch(ctx, stage: str, units: int, reads, writes, params: dict, per_group: bool = False) -> None:
-    """One kernel of one invocation per unit running ``stage`` of attention.wgsl.j2. Q, K and
-    V read from one tensor (a packed projection) are bound once, under Q's name."""
+def _dispatch(ctx, stage: str, units, reads, writes, params: dict, per_group: bool = False, gate=None):
+    """The inputs, the outputs and the dispatch of one invocation per unit (one workgroup with
+    ``per_group``) running ``stage`` of attention.wgsl.j2, for ``ctx.kernel``; ``gate`` (0 or 1
+    at run time) scales the grid. Q, K and V read from one tensor (a packed projection) are
+    bound once, under Q's name."""
     first: dict[int, str] = {}
     same: dict[str, str] = {}
     kept = []
@@ -254,10 +277,11 @@ def _dispatch(ctx, stage: str, units: int, reads, writes, params: dict, per_grou
         kept.append((n, v))
     reads = kept
     decls = [decl(n, v) for n, v in reads] + [decl(n, v, write=True) for n, v in writes]
-    grid, nx = ctx.grid(units if per_group else ceil_div(units, WORKGROUP))
+    groups = units if per_group else ceil_div(units, WORKGROUP)
+    grid, nx = ctx.grid(groups if gate is None else simplify(groups * gate))
     shader = ctx.shader("attention.wgsl.j2", decls=decls, stage=stage, nx=nx, **params, **same)
     bindings = [binding(v) for _, v in reads] + [binding(v, write=True) for _, v in writes]
-    ctx.kernel([v for _, v in reads], [v for _, v in writes], [Dispatch(shader, grid, bindings)])
+    return [v for _, v in reads], [v for _, v in writes], [Dispatch(shader, grid, bindings)]
 
 
 @lowers("RotaryEmbedding")
