@@ -9,8 +9,8 @@ guard says. The optional QK output (modes 0-3) is written on the way, mode 3 (th
 probabilities) by a second walk once the row's max and sum are known.
 
 When at least TILE_MIN_ROWS query rows read the same keys (a kv head's query heads at every
-position: encoders and prefills, over the bound of a symbolic sequence), the flash form runs
-instead: one workgroup per block of those rows loads the keys and values a tile at a time into
+position: encoders and prefills; over a symbolic sequence both kernels are dispatched and
+the run's length leaves one of them an empty grid), the flash form runs instead: one workgroup per block of those rows loads the keys and values a tile at a time into
 workgroup memory (vec4 where the head sizes allow), once for the whole block, and each row
 folds a tile's scores into its online softmax with one rescale. The block's key span (causal
 and window limits) bounds the walk. `tools/bench_attention.py` times both forms on one
