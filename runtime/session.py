@@ -141,9 +141,13 @@ def request_device(
             need[k] = value
     missing = [f for f in features if f not in adapter.features]
     if missing:
-        raise DeviceError(
-            f"adapter {adapter.info['device']!r} lacks features {missing} that the artifact needs"
+        why = (
+            "; it stores tensors as f16 (compiled with --precision fp16): recompile with "
+            "--precision fp32 for this adapter"
+            if mf.F16_FEATURE in missing
+            else ""
         )
+        raise DeviceError(f"adapter {adapter.info['device']!r} lacks features {missing} that the artifact needs{why}")
     return adapter.request_device_sync(required_limits=need, required_features=list(features))
 
 
