@@ -217,7 +217,11 @@ def build_artifact(g: Graph, target: Target, source_sha256: str | None = None) -
             "producer": g.metadata.get("producer", ""),
             **({"sha256": source_sha256} if source_sha256 else {}),
         },
-        "target": {"name": target.name, "limits": limits, "features": _features(target, [g.shaders[n] for n in used])},
+        "target": {
+            "name": target.name,
+            "limits": limits,
+            "features": _features(target, [g.shaders[n] for n in used]),
+        },
         **(
             {"symbols": [{"name": s.name, "min": s.lo, "max": s.hi} for s in g.symbols.values()]}
             if g.symbols

@@ -21,9 +21,9 @@ from .frontend import import_model, load_model
 from .generation import Generation, generation_note, prepare
 from .host_eval import FOLD_LIMIT
 from .lowering import lower
-from .precision import assign_storage, check_precision
 from .memory import MemoryPlan, align, check_plan, lifetimes, peak_bytes, plan_memory, roots
 from .passes import lowered_pipeline, pipeline, run_passes
+from .precision import assign_storage, check_precision
 from .report import CompileReport
 from .target import Target, get_target
 from .validate import check_ir_ops

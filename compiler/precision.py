@@ -49,9 +49,7 @@ _GROWS = {"Exp", "Pow", "Softplus", "Cosh", "Sinh", "Reciprocal", "Tan"}
 
 def check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
-        raise CompileError(
-            f"unknown precision {precision!r}", hint=f"choose one of {', '.join(PRECISIONS)}"
-        )
+        raise CompileError(f"unknown precision {precision!r}", hint=f"choose one of {', '.join(PRECISIONS)}")
     return precision
 
 

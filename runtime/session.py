@@ -147,7 +147,9 @@ def request_device(
             if mf.F16_FEATURE in missing
             else ""
         )
-        raise DeviceError(f"adapter {adapter.info['device']!r} lacks features {missing} that the artifact needs{why}")
+        raise DeviceError(
+            f"adapter {adapter.info['device']!r} lacks features {missing} that the artifact needs{why}"
+        )
     return adapter.request_device_sync(required_limits=need, required_features=list(features))
 
 

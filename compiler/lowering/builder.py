@@ -56,7 +56,19 @@ from onnx2wgsl.ir.symbolic import Expr, simplify
 from onnx2wgsl.ir.types import dim_bound
 
 from ..elementwise_ops import f32
-from . import WORKGROUP, LowerCtx, binding, ceil_div, decl, elem_type, loops_fit, narrow, u32, widen, wgsl_type
+from . import (
+    WORKGROUP,
+    LowerCtx,
+    binding,
+    ceil_div,
+    decl,
+    elem_type,
+    loops_fit,
+    narrow,
+    u32,
+    wgsl_type,
+    widen,
+)
 from .indexing import View, affine_expr, collapse, contiguous_strides, index_code
 
 ZERO = {"f32": "0.0f", "i32": "0i", "u32": "0u"}

@@ -156,7 +156,9 @@ def _gemm(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | No
         wv = w
         w_decl = decl("Wt", w)
         w_setup = [f"let wb{c} = (g * {OCG}u + min(oc4 * 4u + {c}u, {OCG - 1}u)) * {K}u;" for c in range(4)]
-        w_load = "vec4<f32>(" + ", ".join(widen(w_decl.elem, f"{ref('Wt')}[wb{c} + kk]") for c in range(4)) + ")"
+        w_load = (
+            "vec4<f32>(" + ", ".join(widen(w_decl.elem, f"{ref('Wt')}[wb{c} + kk]") for c in range(4)) + ")"
+        )
     inputs = pro.inputs + [wv] + ([b] if b is not None else [])
     epi = epilogue(ctx, op)
     decls = epi.decls_with(pro.decls + [w_decl] + ([decl("Bv", b)] if b is not None else []), y)

@@ -215,7 +215,10 @@ def prologue(ctx: LowerCtx, op: Op) -> Prologue:
     if body is None:
         x = own[0]
         return Prologue(
-            x, [x], [decl("X", x)], "fn load_x(i: u32) -> f32 {\n  return " + widen(elem_type(x), ref("X") + "[i]") + ";\n}"
+            x,
+            [x],
+            [decl("X", x)],
+            "fn load_x(i: u32) -> f32 {\n  return " + widen(elem_type(x), ref("X") + "[i]") + ";\n}",
         )
     x = body.outputs[0]
     reads, at = operand_reads(ctx, body, {id(b): v for b, v in zip(body.inputs, pro)}, x.shape)
@@ -224,7 +227,8 @@ def prologue(ctx: LowerCtx, op: Op) -> Prologue:
     shape, views = collapse(x.shape, [view for _, view in reads] + [contiguous(x.shape)])
     coords, idx = index_code(shape, views, flat="i", prefix="pc")
     lines = coords + [
-        f"let pr{j} = {widen(elem_type(v), ref(f'P{slot[id(v)]}') + f'[{idx[j]}]')};" for j, (v, _) in enumerate(reads)
+        f"let pr{j} = {widen(elem_type(v), ref(f'P{slot[id(v)]}') + f'[{idx[j]}]')};"
+        for j, (v, _) in enumerate(reads)
     ]
     given = {k: f"pr{j}" for k, j in at.items()}
     code, (result,), helpers = body_code(ctx, body, [None] * len(pro), "pt", given)

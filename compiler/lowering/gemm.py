@@ -32,7 +32,7 @@ from onnx2wgsl.ir.symbolic import simplify, smax
 from onnx2wgsl.ir.types import dim_bound
 
 from ..elementwise_ops import f32
-from . import WORKGROUP, LowerCtx, ceil_div, decl, elem_type, lowers, split_workgroup, u32, widen, wgsl_type
+from . import WORKGROUP, LowerCtx, ceil_div, decl, elem_type, lowers, split_workgroup, u32, wgsl_type, widen
 from .fused import epilogue
 from .indexing import View, broadcast, contiguous_strides, index_code
 
@@ -118,7 +118,11 @@ def _emit(ctx, op, a, b, c, y, M, N, K, batch, a_shape, b_shape, trans_a, trans_
     if c is not None and beta != 0.0:
         cv = c
         if c.is_const:
-            cv = ctx.const(c.data * np.float32(beta), f"{c.name}.beta", dtype=c.dtype, like=c) if beta != 1.0 else c
+            cv = (
+                ctx.const(c.data * np.float32(beta), f"{c.name}.beta", dtype=c.dtype, like=c)
+                if beta != 1.0
+                else c
+            )
         s0, s1 = broadcast(c.shape, (M, N)).strides
         terms = (f"m * {u32(s0)}" if s0 != 0 else "", f"n * {u32(s1)}" if s1 != 0 else "")
         idx = " + ".join(t for t in terms if t) or "0u"
@@ -229,7 +233,9 @@ def _dispatch(ctx, a, b, bias_inputs, y, M, N, K, a_row, a_col, batch_lines, bia
             bs = [["b0_0.x", "b0_0.y", "b0_0.z", "b0_0.w"]]
         else:
             body += [
-                f"let b{j}_{i} = {widen(eb, b_at(f'(k4 * 4u + {i}u)', cols[j]))};" for j in range(tn) for i in range(4)
+                f"let b{j}_{i} = {widen(eb, b_at(f'(k4 * 4u + {i}u)', cols[j]))};"
+                for j in range(tn)
+                for i in range(4)
             ]
             bs = [[f"b{j}_{i}" for i in range(4)] for j in range(tn)]
         for t in range(tm):
