@@ -21,6 +21,8 @@ a lowering re-lays out take the storage of the weight they come from (``LowerCtx
 
 from __future__ import annotations
 
+import numpy as np
+
 from onnx2wgsl.errors import CompileError
 from onnx2wgsl.ir import DType, Graph, Op, Value
 
@@ -32,10 +34,10 @@ PRECISIONS = ("fp32", "fp16")
 # op kinds (before lowering) whose kernels convert every float operand at its loads and stores
 _TEMPLATE_OPS = {
     "Conv", "MatMul", "Gemm", "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool",
-    "GlobalMaxPool", "GlobalLpPool", "Softmax", "LogSoftmax", "Hardmax", "LRN",
+    "GlobalMaxPool", "GlobalLpPool", "Softmax", "LogSoftmax", "Hardmax", "LRN", "Attention",
 }  # fmt: skip
 _BUILDER_OPS = {
-    "Fused", "Concat", "Transpose", "BatchNormalization", "LayerNormalization",
+    "Fused", "Concat", "Transpose", "Gather", "GatherElements", "BatchNormalization", "LayerNormalization",
     "RMSNormalization", "InstanceNormalization", "GroupNormalization",
     "MeanVarianceNormalization", "LpNormalization",
 }  # fmt: skip
@@ -53,13 +55,19 @@ def check_precision(precision: str) -> str:
     return precision
 
 
+F16_MAX = 65504.0
+
+
 def guarded(op: Op) -> bool:
     """Whether ``op``'s results may exceed f16's range by its nature: sums over an axis (of
     any length: a row of 4096 values of 16 already reaches 65536), squares (a value of 300
-    squared is 90000), exp and powers, or a fused body or epilogue computing one."""
+    squared is 90000), exp and powers, an operand constant beyond f16's range (a mask's
+    float32 minimum), or a fused body or epilogue doing one of these."""
     if op.kind in _SUMS or op.kind in _GROWS:
         return True
     if op.kind == "Mul" and len(op.inputs) == 2 and op.inputs[0] is op.inputs[1]:
+        return True
+    if any(v is not None and v.is_const and _beyond_f16(v) for v in op.inputs):
         return True
     for key in ("body", "epilogue", "prologue"):
         body = op.attrs.get(key)
@@ -109,6 +117,13 @@ def assign_storage(g: Graph, precision: str) -> int:
             n += 1
     g.metadata["precision"] = precision
     return n
+
+
+def _beyond_f16(v: Value) -> bool:
+    if not v.dtype.is_float or v.data.size == 0:
+        return False
+    a = np.abs(v.data[np.isfinite(v.data)])
+    return bool(a.size) and float(a.max()) > F16_MAX
 
 
 def _views(op: Op) -> bool:

@@ -229,18 +229,18 @@ class LowerCtx:
 
         elems = {refs[b.name]: b.elem for b in buffers}
 
-        def wide(r: str) -> str:  # opens a load of buffer ``r`` as f32: wide(X)X[i]end(X)
+        def wide(r: str) -> str:  # opens a load of buffer ``r`` as f32: wide(X)X[i]shut(X)
             return _OPEN_WIDE.get(elems[r], "")
 
-        def narrowed(r: str) -> str:  # opens a store into buffer ``r``: X[i] = narrow(X)v end(X)
+        def narrowed(r: str) -> str:  # opens a store into buffer ``r``: X[i] = narrow(X)v shut(X)
             return _OPEN_NARROW.get(elems[r], "")
 
-        def end(r: str) -> str:  # closes either
+        def shut(r: str) -> str:  # closes either
             return ")" if elems[r] in _OPEN_WIDE else ""
 
         text = _ENV.get_template(template).render(
             **params, **refs, declarations=slot(DECLARATIONS), entry=entry, f32_bits=slot(F32_BITS),
-            wide=wide, narrow=narrowed, end=end,
+            wide=wide, narrow=narrowed, shut=shut,
         )  # fmt: skip
         assert len(sizes) == 1, f"{template} has {len(sizes)} entry points"
         return self.add_kernel(Kernel.from_marked(text, buffers, sizes[0]), template.split(".")[0])

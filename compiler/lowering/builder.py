@@ -222,6 +222,12 @@ class KernelBuilder:
             self._atomic.add(k)
         return ref(f"out{k}")
 
+    def element(self, v: Value, index: str) -> str:
+        """``v``'s element at ``index`` (u32 shader text) of its whole buffer, bound for
+        reading, as the 32-bit word it is computed in (an f16 element is widened to f32)."""
+        self._whole.add(id(v))
+        return widen(elem_type(v), f"{ref(f'in{self._slot(self._reads, v)}')}[{index}]")
+
     def load(self, v: Value, view: View) -> str:
         """``v``'s element at the current point through ``view`` (each call a read of its own),
         as the 32-bit word it is computed in (an f16 element is widened to f32)."""
