@@ -171,7 +171,15 @@ def _check_device(device, limits: Mapping[str, int], features: Iterable[str]) ->
             )
     missing = [f for f in features if f not in device.features]
     if missing:
-        raise DeviceError(f"the device lacks features {missing} that the artifact needs")
+        raise DeviceError(
+            f"the device lacks features {missing} that the artifact needs; create it with "
+            f"required_features {list(features)} or let onnx2wgsl.load create it"
+            + (
+                " (an artifact compiled with --precision fp16 stores f16s)"
+                if mf.F16_FEATURE in missing
+                else ""
+            )
+        )
 
 
 def _runtime_dir() -> str:
