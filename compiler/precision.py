@@ -35,6 +35,7 @@ PRECISIONS = ("fp32", "fp16")
 _TEMPLATE_OPS = {
     "Conv", "MatMul", "Gemm", "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool",
     "GlobalMaxPool", "GlobalLpPool", "Softmax", "LogSoftmax", "Hardmax", "LRN", "Attention",
+    "RotaryEmbedding",
 }  # fmt: skip
 _BUILDER_OPS = {
     "Fused", "Concat", "Transpose", "Gather", "GatherElements", "BatchNormalization", "LayerNormalization",
@@ -105,6 +106,7 @@ def assign_storage(g: Graph, precision: str) -> int:
     for k, v in values.items():
         root = find(k)
         fits = v.dtype in (DType.f32, DType.f16) and k not in io and v.type.numel_bound > 0
+        fits = fits and not (v.is_const and _beyond_f16(v))  # (a float32 minimum as a mask fill)
         if fits and v.producer is not None and not _views(v.producer):
             fits = _takes_f16(v.producer) and not guarded(v.producer)
         if fits:
