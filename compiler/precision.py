@@ -63,13 +63,16 @@ def guarded(op: Op) -> bool:
     """Whether ``op``'s results may exceed f16's range by its nature: sums over an axis (of
     any length: a row of 4096 values of 16 already reaches 65536), squares (a value of 300
     squared is 90000), exp and powers, an operand constant beyond f16's range (a mask's
-    float32 minimum), or a fused body or epilogue doing one of these."""
+    float32 minimum), a normalization's exposed statistics, or a fused body or epilogue doing
+    one of these."""
     if op.kind in _SUMS or op.kind in _GROWS:
         return True
     if op.kind == "Mul" and len(op.inputs) == 2 and op.inputs[0] is op.inputs[1]:
         return True
     if any(v is not None and v.is_const and _beyond_f16(v) for v in op.inputs):
         return True
+    if op.kind in ("LayerNormalization", "RMSNormalization") and len(op.outputs) > 1:
+        return True  # its inverse standard deviation reaches 1 / sqrt(epsilon): 1e6 at 1e-12
     for key in ("body", "epilogue", "prologue"):
         body = op.attrs.get(key)
         if isinstance(body, Graph) and any(guarded(o) for o in body.ops):
