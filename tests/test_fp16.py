@@ -141,3 +141,34 @@ def test_ir_text_carries_storage_and_fp16_needs_the_feature(device, tmp_path):
 def test_unknown_precision_is_a_clear_error():
     with pytest.raises(CompileError, match="fp32, fp16"):
         compile_model(_planted(), precision="fp8")
+
+
+def test_an_fp16_model_keeps_f16_storage_inside(device16, tmp_path):
+    """A float16 model at fp16: its inner tensors and weights are stored as f16 (not widened),
+    its inputs and outputs stay float16 at the API."""
+    rng = np.random.default_rng(0)
+    half = TensorProto.FLOAT16
+    inits = [
+        numpy_helper.from_array((rng.standard_normal((64, 32)) / 8).astype(np.float16), "w1"),
+        numpy_helper.from_array((rng.standard_normal((32, 10)) / 4).astype(np.float16), "w2"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("MatMul", ["r", "w2"], ["z"]),
+        helper.make_node("Softmax", ["z"], ["y"], axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "half",
+        [helper.make_tensor_value_info("x", half, [4, 64])],
+        [helper.make_tensor_value_info("y", half, [4, 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((4, 64)).astype(np.float16)
+    res, got = _run(model, {"x": x}, device16, tmp_path, precision="fp16")
+    _assert_scaled_close(got, ort_run(model, {"x": x}))
+    stored = {v.name: v.storage for op in res.graph.ops for v in op.outputs}
+    assert stored["r"] is DType.f16 and stored["z"] is DType.f16 and stored["y"] is None
+    assert all(v.storage is DType.f16 for v in res.graph.constants() if v.dtype.is_float)
