@@ -45,7 +45,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 from light_models import LIGHT_MODELS, randomized  # noqa: E402  (the tests' model helpers)
 
 TRANSFORMERS = ROOT / "tests" / "models"
-ENGINES = ["onnx2wgsl", "ort-webgpu", "ort-cpu"]
+# onnx2wgsl-fp16: the same compile at --precision fp16 (f16 storage, f32 arithmetic)
+ENGINES = ["onnx2wgsl", "onnx2wgsl-fp16", "ort-webgpu", "ort-cpu"]
+FP16_TOLERANCE = 1e-2  # of the reference's largest magnitude: f16 storage keeps ~3 digits
 BROWSER_ENGINES = ["onnx2wgsl-js", "ort-web"]  # benchmarks/browser.py: headless Chromium
 QUICK_MODEL = "squeezenet"
 # the browser's adapter here (SwiftShader) is several times slower than lavapipe: a subset
@@ -190,18 +192,20 @@ def measure(name, engines, args, work: Path, log) -> dict:
     """Every engine on one model: {engine: result dict (or {"error": ...})}."""
     model, feeds, dims = prepare(name, work)
     out: dict[str, dict] = {}
-    artifact = work / f"{name}.artifact"
     for engine in [e for e in engines if e in ENGINES]:
         env = engine_env(engine, args.adapter, args.cache)
         r: dict = {}
         target = str(model)
-        if engine == "onnx2wgsl":
-            c, err = worker(engine, ["compile", str(model), str(artifact), [] if not dims else ["--dims", json.dumps(dims)]], env, args.timeout)  # fmt: skip
+        if engine.startswith("onnx2wgsl"):
+            artifact = work / f"{name}.{engine}.artifact"
+            flags = ["--dims", json.dumps(dims)] if dims else []
+            flags += ["--precision", "fp16"] if engine == "onnx2wgsl-fp16" else []
+            c, err = worker(engine, ["compile", str(model), str(artifact), flags], env, args.timeout)
             if err:
                 out[engine] = {"error": f"compile {err}"}
                 log(f"  {engine:11s} compile failed: {err}")
                 continue
-            r["compile_s"] = c["compile_s"]
+            r.update(c)
             target = str(artifact)
         outputs = work / f"{name}.{engine}.out.npz"
         common = ["run", engine, target, str(feeds)]
@@ -268,7 +272,8 @@ def _compare(out: dict) -> None:
                 continue
             a64, b64 = a.astype(np.float64), b.astype(np.float64)
             d = float(np.max(np.abs(a64 - b64))) if a.size else 0.0
-            tol = 1e-3 * max(1e-3, float(np.max(np.abs(b64))) if b.size else 0.0)
+            rel = FP16_TOLERANCE if e == "onnx2wgsl-fp16" else 1e-3
+            tol = rel * max(1e-3, float(np.max(np.abs(b64))) if b.size else 0.0)
             diffs.append(d)
             agree = agree and np.isfinite(a64).all() and d <= tol
         r["diff"], r["agree"] = max(diffs) if diffs else 0.0, bool(agree)
@@ -400,6 +405,44 @@ def _browser_table(results: dict, engines: list[str], args) -> list[str]:
     return lines
 
 
+def _mb(n: int | None) -> str:
+    return "—" if n is None else f"{n / 1e6:,.2f}"
+
+
+def _fp16_table(results: dict, engines: list[str]) -> list[str]:
+    """onnx2wgsl at --precision fp16 next to fp32: warm time, weights.bin and arena bytes."""
+    if "onnx2wgsl-fp16" not in engines:
+        return []
+    lines = [
+        "",
+        "## fp16 storage next to fp32",
+        "",
+        "onnx2wgsl compiled at `--precision fp16` (activations and weights stored as f16 where every kernel"
+        " converts, arithmetic in f32) and at the default fp32: warm medians, weights.bin and the arena"
+        f" (MB), the fp16 figure over the fp32 one; **agree**: fp16 within {FP16_TOLERANCE:g} of the"
+        " reference's largest magnitude.",
+        "",
+    ]
+    head = ["model", "fp32 warm", "fp16 warm", "time fp16 / fp32", "weights fp32", "weights fp16", "weights ratio",
+            "arena fp32", "arena fp16", "arena ratio", "fp16 max abs diff", "agree"]  # fmt: skip
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, res in results.items():
+        a, b = res.get("onnx2wgsl", {}), res.get("onnx2wgsl-fp16", {})
+        if "error" in b or not b:
+            lines.append(f"| {name} |" + " — |" * (len(head) - 2) + f" {b.get('error', 'not run')} |")
+            continue
+
+        def ratio(x, y):
+            return f"{x / y:.2f}" if x and y else "—"
+
+        lines.append("| " + " | ".join([
+            name, _ms(_median(a)), _ms(_median(b)), ratio(_median(b), _median(a)),
+            _mb(a.get("weight_bytes")), _mb(b.get("weight_bytes")), ratio(b.get("weight_bytes"), a.get("weight_bytes")),
+            _mb(a.get("arena_bytes")), _mb(b.get("arena_bytes")), ratio(b.get("arena_bytes"), a.get("arena_bytes")),
+            f"{b['diff']:.2e}" if "diff" in b else "—", "yes" if b.get("agree") else "**NO**"]) + " |")  # fmt: skip
+    return lines
+
+
 # the issue's yardstick: these four CNNs, ours over ORT-WebGPU
 SUMMARY_MODELS = ("squeezenet", "resnet50", "inception_v1", "densenet121")
 
@@ -468,6 +511,7 @@ def report(results: dict, engines: list[str], args, facts: dict, elapsed: float,
         if cold:
             cells += [_ms(res.get(e, {}).get("first_cold_s")) for e in ("onnx2wgsl", "ort-webgpu")]
         lines.append("| " + " | ".join(cells + [agree]) + " |")
+    lines += _fp16_table(results, engines)
     lines += _browser_table(results, engines, args)
     lines += [
         "",

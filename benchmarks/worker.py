@@ -2,12 +2,13 @@
 measurement, with the python of the engine's environment (the project's venv for onnx2wgsl
 and ort-cpu, .cache/bench/ort-webgpu for ort-webgpu), so it imports only numpy and the engine.
 
-    worker.py compile MODEL.onnx ARTIFACT_DIR RESULT.json [--dims JSON]
+    worker.py compile MODEL.onnx ARTIFACT_DIR RESULT.json [--dims JSON] [--precision fp16]
     worker.py run ENGINE MODEL_OR_ARTIFACT FEEDS.npz RESULT.json [--outputs OUT.npz]
               [--warmup N] [--iters N]
 
 Times are wall clock (time.perf_counter) around the engine's own calls, after its imports:
-  compile   onnx2wgsl.compile(model, dir, dims=...)
+  compile   onnx2wgsl.compile(model, dir, dims=..., precision=...) (with the artifact's weight
+            and arena bytes)
   first     load (session creation: weights, shaders, pipelines) + the first inference
   warm      --iters inferences after --warmup untimed ones
 The result is a JSON file; outputs of the first run go to OUT.npz for run.py to compare.
@@ -26,13 +27,17 @@ def _compile(args) -> dict:
 
     dims = json.loads(args.dims) if args.dims else None
     t0 = time.perf_counter()
-    onnx2wgsl.compile(args.model, args.artifact, dims=dims, force=True)
-    return {"compile_s": time.perf_counter() - t0}
+    report = onnx2wgsl.compile(args.model, args.artifact, dims=dims, force=True, precision=args.precision)
+    return {
+        "compile_s": time.perf_counter() - t0,
+        "weight_bytes": report.weight_file_bytes,
+        "arena_bytes": report.arena_bytes,
+    }
 
 
 def _session(engine: str, path: str):
     """(run(feeds) -> list of arrays, facts about the session) for an engine."""
-    if engine == "onnx2wgsl":
+    if engine.startswith("onnx2wgsl"):
         import onnx2wgsl
 
         sess = onnx2wgsl.load(path)
@@ -91,9 +96,10 @@ def main(argv=None) -> int:
     c.add_argument("artifact")
     c.add_argument("result")
     c.add_argument("--dims", default=None, help="JSON object of dim values")
+    c.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
     c.set_defaults(fn=_compile)
     r = sub.add_parser("run")
-    r.add_argument("engine", choices=["onnx2wgsl", "ort-webgpu", "ort-cpu"])
+    r.add_argument("engine", choices=["onnx2wgsl", "onnx2wgsl-fp16", "ort-webgpu", "ort-cpu"])
     r.add_argument("path", help="ONNX model (ort-*) or artifact directory (onnx2wgsl)")
     r.add_argument("feeds")
     r.add_argument("result")

@@ -15,7 +15,7 @@ from onnx2wgsl.ir import DType, Graph, Value
 from onnx2wgsl.ir.kernel import DIMS
 from onnx2wgsl.ir.symbolic import simplify
 from onnx2wgsl.ir.types import storage_dtype
-from onnx2wgsl.runtime.manifest import FORMAT, MANIFEST, SHADER_FILE, VERSION, validate
+from onnx2wgsl.runtime.manifest import F16_FEATURE, FORMAT, MANIFEST, SHADER_FILE, VERSION, validate
 
 from .target import Target
 
@@ -85,7 +85,11 @@ def check_output_dir(out: str | Path, force: bool = False) -> None:
 
 
 def storage_bytes(v: Value) -> bytes:
-    """A constant's bytes as the GPU stores it (32-bit scalars; see the dtype policy)."""
+    """A constant's bytes as the GPU stores it (32-bit scalars by the dtype policy, or f16s
+    padded to a 4-byte multiple for a constant the precision pass narrowed)."""
+    if v.storage is DType.f16:
+        raw = np.ascontiguousarray(v.data.astype(np.float16)).tobytes()
+        return raw + bytes(-len(raw) % 4)
     return _storage_bytes(v.data, v.dtype, f"constant %{v.name}")
 
 
@@ -135,6 +139,15 @@ def _dim_json(d) -> int | str | list:
     """A dim in the manifest: an int, or an expression tree of the symbols (ir/symbolic.py)."""
     d = simplify(d)
     return d if isinstance(d, int) else d.to_json()
+
+
+def _features(target: Target, kernels) -> list[str]:
+    """The device features the artifact needs: the target's, and shader-f16 when a shader
+    holds f16 buffers (a compile at --precision fp16)."""
+    features = list(target.features)
+    if any(k.uses_f16 for k in kernels) and F16_FEATURE not in features:
+        features.append(F16_FEATURE)
+    return features
 
 
 def build_artifact(g: Graph, target: Target, source_sha256: str | None = None) -> Artifact:
@@ -204,7 +217,11 @@ def build_artifact(g: Graph, target: Target, source_sha256: str | None = None) -
             "producer": g.metadata.get("producer", ""),
             **({"sha256": source_sha256} if source_sha256 else {}),
         },
-        "target": {"name": target.name, "limits": limits, "features": list(target.features)},
+        "target": {
+            "name": target.name,
+            "limits": limits,
+            "features": _features(target, [g.shaders[n] for n in used]),
+        },
         **(
             {"symbols": [{"name": s.name, "min": s.lo, "max": s.hi} for s in g.symbols.values()]}
             if g.symbols

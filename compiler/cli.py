@@ -101,6 +101,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         fold_limit=args.fold_limit,
         freeze_initializers=args.freeze_initializers,
         generation=generation,
+        precision=args.precision,
     )
     if args.target == "js":
         from .package_js import write_js_package
@@ -567,6 +568,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=range(4),
         metavar="LEVEL",
         help="optimization level 0-3 (default 2)",
+    )
+    c.add_argument(
+        "--precision",
+        choices=("fp32", "fp16"),
+        default="fp32",
+        help="fp16: store activations and weights as f16 where every kernel touching them converts "
+        "(computing in f32; the range guard keeps overflow-prone results f32); the artifact then needs "
+        "the device feature shader-f16 (default fp32)",
     )
     c.add_argument(
         "--target",

@@ -23,6 +23,7 @@ from .host_eval import FOLD_LIMIT
 from .lowering import lower
 from .memory import MemoryPlan, align, check_plan, lifetimes, peak_bytes, plan_memory, roots
 from .passes import lowered_pipeline, pipeline, run_passes
+from .precision import assign_storage, check_precision
 from .report import CompileReport
 from .target import Target, get_target
 from .validate import check_ir_ops
@@ -134,6 +135,7 @@ def compile_model(
     fold_limit: int = FOLD_LIMIT,
     freeze_initializers: bool = False,
     generation: Generation | None = None,
+    precision: str = "fp32",
 ) -> CompileResult:
     """Compile into an artifact; write it if ``output`` is given (a new or empty folder, or one
     holding an earlier artifact; any other folder only with ``force``).
@@ -156,6 +158,10 @@ def compile_model(
     and every later token, with the greedy choice ``next_token`` (and a sampled one) as extra
     outputs; ``onnx2wgsl.Generator`` runs it.
 
+    ``precision="fp16"`` stores activations and weights as f16 wherever every kernel that reads
+    and writes them converts at its loads and stores (computing in f32) and the range guard
+    allows (compiler/precision.py); the artifact then requires the device feature shader-f16.
+
     Only onnx2wgsl's errors leave (an exception ``on_stage`` raises passes through as it is):
     any other is a bug, wrapped as an InternalError naming the stage it was raised in; when the
     compile started from IR, whose ops are checked for structure but not for every op's
@@ -166,6 +172,7 @@ def compile_model(
             model, output, at, shapes=shapes, dims=dims, target=target, opt_level=opt_level,
             verify_ir=verify_ir, on_stage=on_stage, stage=stage, constants=constants, force=force,
             fold_limit=fold_limit, freeze_initializers=freeze_initializers, generation=generation,
+            precision=check_precision(precision),
         )  # fmt: skip
     except InternalError as e:
         if at.from_ir:  # the graph came in as IR, whose ops are checked for structure only
@@ -208,7 +215,7 @@ class _Progress:
 
 def _compile(
     model, output, at: _Progress, *, shapes, dims, target, opt_level, verify_ir, on_stage, stage,
-    constants, force, fold_limit, freeze_initializers, generation,
+    constants, force, fold_limit, freeze_initializers, generation, precision,
 ) -> CompileResult:  # fmt: skip
     t0 = time.perf_counter()
     if output is not None:
@@ -262,6 +269,7 @@ def _compile(
     g = run_passes(g, passes[done:], after=after)  # names[1 + i] is passes[i]
     ops = len(g.ops)
     if done < names.index("lower"):
+        assign_storage(g, precision)
         g = lower(g, tgt)
         after("lower", g)
     lowered = lowered_pipeline(opt_level, tgt)

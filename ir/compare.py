@@ -99,6 +99,7 @@ def _canon(g: Graph, outer: dict[int, str] | None) -> dict:
             "name": v.name,
             "type": (v.type.dtype.value, tuple((type(d).__name__, d) for d in v.shape)),
             "placement": None if p is None else (p.buffer, p.offset, p.size),
+            "storage": None if v.storage is None else v.storage.value,
             "data": None if v.data is None else _Data(v.data),
         }
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from .kernel import Kernel
 from .symbolic import Expr, Symbol
-from .types import DType, TensorType, storage_nbytes
+from .types import DType, TensorType, storage_dtype, storage_nbytes
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class Dispatch:
 class Value:
     """An SSA value. Constants carry their data; every other value has a producer or is a graph input."""
 
-    __slots__ = ("name", "type", "producer", "uses", "data", "placement", "__weakref__")
+    __slots__ = ("name", "type", "producer", "uses", "data", "placement", "storage", "__weakref__")
 
     def __init__(self, name: str, type: TensorType, data: np.ndarray | None = None):
         self.name = name
@@ -72,6 +72,9 @@ class Value:
         self.uses: list[Op] = []
         self.data = data
         self.placement: Placement | None = None
+        # the scalar type the GPU stores it as when not the dtype policy's (ir/types.py): f16
+        # for a float value the precision pass narrowed, else None
+        self.storage: DType | None = None
 
     @property
     def is_const(self) -> bool:
@@ -87,8 +90,13 @@ class Value:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of GPU storage (every element is stored as a 32-bit scalar)."""
-        return storage_nbytes(self.type)
+        """Bytes of GPU storage (32-bit scalars, or f16 ones padded to 4-byte words)."""
+        return storage_nbytes(self.type, self.storage)
+
+    @property
+    def stored(self) -> DType | None:
+        """The scalar type the GPU stores the value as (None: it cannot be stored)."""
+        return self.storage or storage_dtype(self.dtype)
 
     def __repr__(self) -> str:
         return f"%{self.name}: {self.type}"

@@ -197,7 +197,14 @@ class Kernel:
                 out.append("f32_bits")
                 bits = True
         text = "".join(out)
+        if self.uses_f16:  # WGSL's f16 is an extension
+            text = "enable f16;\n\n" + text
         return text.rstrip("\n") + "\n" + _F32_BITS_FN if bits else text
+
+    @property
+    def uses_f16(self) -> bool:
+        """Some buffer holds f16s: the shader needs the device's shader-f16 feature."""
+        return any("f16" in b.elem for b in self.buffers)
 
     @property
     def uses_dims(self) -> bool:

@@ -332,16 +332,22 @@ class _ToRecords(Transformer):
 
     results = items = operands = out_types = dispatches = bindings = params
 
-    def param(self, local, t, placement):
-        return local, t, placement
+    def param(self, local, t, stored, placement):
+        return local, (t, stored), placement
+
+    def stored(self, tok):
+        dt = _dtype(tok)
+        if dt != DType.f16:
+            raise _Fail(f"values are stored as f16 or by the dtype policy, not {dt}", tok, ["f16"])
+        return dt
 
     def result(self, local, t):
         return local, t
 
-    def const(self, outs, t, data, placement):
+    def const(self, outs, t, stored, data, placement):
         if len(outs) != 1:
             raise _Fail("a const defines exactly one value", outs[1])
-        return ("const", outs[0], t, self._tensor(t, data), placement)
+        return ("const", outs[0], (t, stored), self._tensor(t, data), placement)
 
     def op(self, outs, callee, operands, attrs, out_types, node, dispatches):
         outs = outs or []
@@ -369,8 +375,8 @@ class _ToRecords(Transformer):
             return first, "", _word(first)
         return first, _word(first), _word(second)
 
-    def out_type(self, t, placement):
-        return t, placement
+    def out_type(self, t, stored, placement):
+        return (t, stored), placement
 
     def placement(self, buf, start, end):
         a, b = _int(start), _int(end)
@@ -581,9 +587,9 @@ class _Builder:
     def graph(self, rec: _GraphRec, outer: _Scope | None) -> Graph:
         scope = _Scope(outer)
         g = Graph(name=rec.name)
-        for local, t, placement in rec.params:
+        for local, (t, stored), placement in rec.params:
             v = Value(_sym(local), t)
-            v.placement = placement
+            v.placement, v.storage = placement, stored
             scope.define(v, local)
             g.inputs.append(v)
         given: dict[str, Any] = {}
@@ -594,9 +600,9 @@ class _Builder:
                 continue
             key = item[0]
             if key == "const":
-                _, tok, t, data, placement = item
+                _, tok, (t, stored), data, placement = item
                 v = Value(_sym(tok), t, data=data)
-                v.placement = placement
+                v.placement, v.storage = placement, stored
                 scope.define(v, tok)
             elif key in _DIRECTIVES:
                 _, tok, val = item
@@ -649,9 +655,9 @@ class _Builder:
     def _op(self, g: Graph, rec: _OpRec, scope: _Scope) -> list[tuple[Token, Dispatch]]:
         inputs = [None if t.type == "NONE_OPERAND" else scope.lookup(t) for t in rec.operands]
         outputs = []
-        for tok, (t, placement) in zip(rec.outs, rec.out_types):
+        for tok, ((t, stored), placement) in zip(rec.outs, rec.out_types):
             v = Value(_sym(tok), t)
-            v.placement = placement
+            v.placement, v.storage = placement, stored
             outputs.append(v)
         attrs = {k: self._resolve(v, scope) for k, v in rec.attrs.items()}
         for tok, v in zip(rec.outs, outputs):

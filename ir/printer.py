@@ -304,7 +304,7 @@ class _Printer:
         params = []
         for v in g.inputs:
             names.define(v)
-            params.append(f"{sym('%', v.name)}: {type_text(v.type)}{_place(v)}")
+            params.append(f"{sym('%', v.name)}: {type_text(v.type)}{_stored(v)}{_place(v)}")
         own_consts = [v for v in g.constants() if outer is None or not outer.has(v)]
         for v in own_consts:
             names.define(v)
@@ -324,7 +324,7 @@ class _Printer:
             self.lines.append(f"{pad}buffer {sym('@', buf)} {self.dict_text(spec, depth + 1, names)}")
         for v in own_consts:
             self.lines.append(
-                f"{pad}{sym('%', v.name)} = const {type_text(v.type)} {self.data(v.data, v.dtype)}{_place(v)}"
+                f"{pad}{sym('%', v.name)} = const {type_text(v.type)}{_stored(v)} {self.data(v.data, v.dtype)}{_place(v)}"
             )
         for op in g.ops:
             self.op(op, depth + 1, names)
@@ -344,7 +344,7 @@ class _Printer:
         if op.attrs:
             line += " " + self.dict_text(op.attrs, depth, names)
         if op.outputs:
-            line += " : " + ", ".join(type_text(v.type) + _place(v) for v in op.outputs)
+            line += " : " + ", ".join(type_text(v.type) + _stored(v) + _place(v) for v in op.outputs)
         if op.name:
             line += " " + sym("#", op.name)
         self.lines.append(line)
@@ -399,6 +399,11 @@ class _Names:
 def _place(v: Value) -> str:
     p = v.placement
     return "" if p is None else f" at {sym('@', p.buffer)}[{p.offset}:{p.offset + p.size}]"
+
+
+def _stored(v: Value) -> str:
+    """A value's storage type when not the dtype policy's: ``f32[4] stored f16``."""
+    return "" if v.storage is None else f" stored {v.storage.value}"
 
 
 def _hex(a: np.ndarray) -> str:

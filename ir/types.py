@@ -209,8 +209,10 @@ def dim_bound(d: Dim) -> int:
     return d
 
 
-# The dtype policy on WGSL (DESIGN.md): every GPU tensor is stored as 32-bit scalars.
+# The dtype policy on WGSL (DESIGN.md): a GPU tensor is stored as 32-bit scalars by default.
 # Floats are computed in f32, signed ints (int64 too) in i32, unsigned ints and bool in u32.
+# A float value may instead be stored as f16 (``Value.storage``, chosen by the precision pass
+# under ``--precision fp16``); kernels still compute in f32 and convert at loads and stores.
 _STORAGE = {
     DType.f32: DType.f32, DType.f16: DType.f32, DType.bf16: DType.f32, DType.f64: DType.f32,
     DType.i8: DType.i32, DType.i16: DType.i32, DType.i32: DType.i32, DType.i64: DType.i32,
@@ -228,7 +230,10 @@ def storage_dtype(dt: DType) -> DType | None:
     return _STORAGE.get(dt)
 
 
-def storage_nbytes(t: TensorType) -> int:
-    """Bytes a tensor of type ``t`` occupies on the GPU (4 per element); over dims kept
-    symbolic, at their bounds (memory is planned there, once)."""
+def storage_nbytes(t: TensorType, storage: DType | None = None) -> int:
+    """Bytes a tensor of type ``t`` occupies on the GPU: 4 per element, or 2 when it is stored
+    as ``storage`` f16, padded to a multiple of 4 (WebGPU binds whole 4-byte words); over dims
+    kept symbolic, at their bounds (memory is planned there, once)."""
+    if storage == DType.f16:
+        return -(-t.numel_bound * 2 // 4) * 4
     return t.numel_bound * 4

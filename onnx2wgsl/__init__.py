@@ -37,6 +37,7 @@ def compile(
     fold_limit=None,
     freeze_initializers=False,
     generation=None,
+    precision="fp32",
 ):
     """Compile an ONNX model (path or ModelProto) into an artifact directory.
 
@@ -53,7 +54,9 @@ def compile(
     ``fold_limit`` caps the bytes of one tensor folded on the host (default 1 GiB).
     ``generation`` (``onnx2wgsl.compiler.generation.Generation(max_length, state,
     sample_candidates)``, the CLI's ``--max-length``) compiles a decoder with a KV cache for
-    ``onnx2wgsl.Generator``.
+    ``onnx2wgsl.Generator``. ``precision="fp16"`` (the CLI's ``--precision fp16``) stores
+    activations and weights as f16 where every kernel converts at its loads and stores, computing
+    in f32; the artifact then needs the device feature shader-f16.
     Returns the CompileReport
     (``.summary()`` prints it)."""
     from .compiler import compile_model
@@ -73,6 +76,7 @@ def compile(
         force=force,
         freeze_initializers=freeze_initializers,
         generation=generation,
+        precision=precision,
         **({} if fold_limit is None else {"fold_limit": int(fold_limit)}),
     ).report
     if emit == "js":

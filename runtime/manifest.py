@@ -29,6 +29,7 @@ FORMAT = "onnx2wgsl-artifact"
 VERSION = 3
 VERSIONS = (2, 3)  # the versions this runtime reads: 3 is 2 plus symbols
 MANIFEST = "manifest.json"
+F16_FEATURE = "shader-f16"  # WebGPU's feature for f16 in shaders: artifacts compiled at fp16 list it
 MAX_INT = 2**53 - 1  # JSON integers both runtimes read exactly
 MAX_MANIFEST_BYTES = 64 << 20
 MAX_SHADER_BYTES = 16 << 20

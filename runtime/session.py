@@ -141,8 +141,14 @@ def request_device(
             need[k] = value
     missing = [f for f in features if f not in adapter.features]
     if missing:
+        why = (
+            "; it stores tensors as f16 (compiled with --precision fp16): recompile with "
+            "--precision fp32 for this adapter"
+            if mf.F16_FEATURE in missing
+            else ""
+        )
         raise DeviceError(
-            f"adapter {adapter.info['device']!r} lacks features {missing} that the artifact needs"
+            f"adapter {adapter.info['device']!r} lacks features {missing} that the artifact needs{why}"
         )
     return adapter.request_device_sync(required_limits=need, required_features=list(features))
 
@@ -165,7 +171,15 @@ def _check_device(device, limits: Mapping[str, int], features: Iterable[str]) ->
             )
     missing = [f for f in features if f not in device.features]
     if missing:
-        raise DeviceError(f"the device lacks features {missing} that the artifact needs")
+        raise DeviceError(
+            f"the device lacks features {missing} that the artifact needs; create it with "
+            f"required_features {list(features)} or let onnx2wgsl.load create it"
+            + (
+                " (an artifact compiled with --precision fp16 stores f16s)"
+                if mf.F16_FEATURE in missing
+                else ""
+            )
+        )
 
 
 def _runtime_dir() -> str:

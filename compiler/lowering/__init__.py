@@ -15,7 +15,7 @@ from pathlib import Path
 import jinja2
 
 from onnx2wgsl.errors import InternalError, Onnx2WgslError, UnsupportedError
-from onnx2wgsl.ir import Binding, Dispatch, Graph, Op, TensorType, Value
+from onnx2wgsl.ir import Binding, Dispatch, DType, Graph, Op, TensorType, Value
 from onnx2wgsl.ir.kernel import DECLARATIONS, ENTRY, F32_BITS, Buffer, Dim, Fold, Kernel, dim, ref, slot
 from onnx2wgsl.ir.symbolic import Dimish, Expr, SymbolicError, simplify, smin, wgsl
 from onnx2wgsl.ir.types import dim_bound, storage_dtype
@@ -172,11 +172,33 @@ def supported_ops() -> dict[str, str]:
 
 
 def wgsl_type(v: Value) -> str:
-    """The WGSL scalar type a value is stored as."""
+    """The WGSL scalar type a kernel computes a value in: the 32-bit type of the dtype policy
+    (f32 also for a value stored as f16, which loads widen and stores narrow: ``elem_type``)."""
     st = storage_dtype(v.dtype)
     if st is None:
         raise UnsupportedError(f"dtype {v.dtype} of %{v.name} cannot be stored on the GPU")
     return st.value
+
+
+def elem_type(v: Value) -> str:
+    """The WGSL scalar type a value's buffer holds: f16 for a value stored as f16, else
+    ``wgsl_type``. Two values share storage in place only when they agree on it."""
+    return "f16" if v.storage is DType.f16 else wgsl_type(v)
+
+
+_OPEN_WIDE = {"f16": "f32(", "vec4<f16>": "vec4<f32>("}
+_OPEN_NARROW = {"f16": "f16(", "vec4<f16>": "vec4<f16>("}
+
+
+def widen(elem: str, text: str) -> str:
+    """``text``, a load of a buffer element of WGSL type ``elem``, as the f32 (or vec4<f32>)
+    a kernel computes with: f16 elements convert, others are as stored."""
+    return f"{_OPEN_WIDE[elem]}{text})" if elem in _OPEN_WIDE else text
+
+
+def narrow(elem: str, expr: str) -> str:
+    """``expr`` (computed in f32) as a store into a buffer element of WGSL type ``elem``."""
+    return f"{_OPEN_NARROW[elem]}{expr})" if elem in _OPEN_NARROW else expr
 
 
 class LowerCtx:
@@ -205,9 +227,21 @@ class LowerCtx:
             sizes.append(int(size))
             return slot(ENTRY)
 
+        elems = {refs[b.name]: b.elem for b in buffers}
+
+        def wide(r: str) -> str:  # opens a load of buffer ``r`` as f32: wide(X)X[i]shut(X)
+            return _OPEN_WIDE.get(elems[r], "")
+
+        def narrowed(r: str) -> str:  # opens a store into buffer ``r``: X[i] = narrow(X)v shut(X)
+            return _OPEN_NARROW.get(elems[r], "")
+
+        def shut(r: str) -> str:  # closes either
+            return ")" if elems[r] in _OPEN_WIDE else ""
+
         text = _ENV.get_template(template).render(
-            **params, **refs, declarations=slot(DECLARATIONS), entry=entry, f32_bits=slot(F32_BITS)
-        )
+            **params, **refs, declarations=slot(DECLARATIONS), entry=entry, f32_bits=slot(F32_BITS),
+            wide=wide, narrow=narrowed, shut=shut,
+        )  # fmt: skip
         assert len(sizes) == 1, f"{template} has {len(sizes)} entry points"
         return self.add_kernel(Kernel.from_marked(text, buffers, sizes[0]), template.split(".")[0])
 
@@ -253,8 +287,12 @@ class LowerCtx:
     def temp(self, type: TensorType, hint: str) -> Value:
         return self.g.value(hint, type)
 
-    def const(self, data, hint: str, dtype=None) -> Value:
-        return self.g.const(data, hint, dtype=dtype)
+    def const(self, data, hint: str, dtype=None, like: Value | None = None) -> Value:
+        """A constant; ``like``: a value whose storage type it takes (a weight re-laid out)."""
+        v = self.g.const(data, hint, dtype=dtype)
+        if like is not None and v.dtype.is_float:
+            v.storage = like.storage
+        return v
 
     # -- ops ----------------------------------------------------------------------------
     def kernel(self, inputs: list[Value], outputs: list[Value], dispatches: list[Dispatch], **attrs) -> Op:
@@ -349,7 +387,11 @@ def decl(name: str, v: Value, write: bool = False, elem: str | None = None) -> B
     """A kernel's buffer for ``v``, named ``name`` in its shader: constants live in read-only
     weight buffers; everything else is read_write, since WebGPU forbids one buffer in a
     dispatch as both read-only and writable storage."""
-    return Buffer(name, elem or wgsl_type(v), "read" if v.is_const else "read_write")
+    elem = elem or wgsl_type(v)
+    if v.storage is DType.f16:  # f32 or vec4<f32>: the same shape of f16s
+        assert elem in ("f32", "vec4<f32>"), f"%{v.name} is stored as f16, not {elem}"
+        elem = elem.replace("f32", "f16")
+    return Buffer(name, elem, "read" if v.is_const else "read_write")
 
 
 def lower(g: Graph, target: Target) -> Graph:

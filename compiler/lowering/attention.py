@@ -41,6 +41,7 @@ from . import (
     binding,
     ceil_div,
     decl,
+    elem_type,
     i32,
     is_symbolic,
     loop_room,
@@ -48,6 +49,7 @@ from . import (
     lowers,
     u32,
     wgsl_type,
+    widen,
 )
 from .indexing import broadcast
 
@@ -127,7 +129,7 @@ def lower_attention(ctx: LowerCtx, op: Op) -> None:
         allow.append(f"j < {u32(mask.shape[-1])}")
         fill = a.get("mask_fill", -math.inf)
         if wgsl_type(mask) == "f32":
-            bias = f"{ref('M')}[{index}]"
+            bias = widen(elem_type(mask), f"{ref('M')}[{index}]")
         elif fill == -math.inf:  # a bool mask: True attends
             allow.append(f"{ref('M')}[{index}] != 0u")
         else:  # a bool mask adding ``fill`` to the scores where False (Where(mask, 0, fill))
@@ -144,7 +146,7 @@ def lower_attention(ctx: LowerCtx, op: Op) -> None:
     sink_logit = ""
     if sink is not None:
         reads.append(("Sk", sink))
-        sink_logit = f"{ref('Sk')}[h]"
+        sink_logit = widen(elem_type(sink), f"{ref('Sk')}[h]")
     elif a.get("smooth_softmax"):
         sink_logit = "0.0f"
     if not all(isinstance(n, int) for n in (Hq, Hkv, D, Dv)):

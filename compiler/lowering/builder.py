@@ -56,7 +56,19 @@ from onnx2wgsl.ir.symbolic import Expr, simplify
 from onnx2wgsl.ir.types import dim_bound
 
 from ..elementwise_ops import f32
-from . import WORKGROUP, LowerCtx, binding, ceil_div, decl, loops_fit, u32, wgsl_type
+from . import (
+    WORKGROUP,
+    LowerCtx,
+    binding,
+    ceil_div,
+    decl,
+    elem_type,
+    loops_fit,
+    narrow,
+    u32,
+    wgsl_type,
+    widen,
+)
 from .indexing import View, affine_expr, collapse, contiguous_strides, index_code
 
 ZERO = {"f32": "0.0f", "i32": "0i", "u32": "0u"}
@@ -179,6 +191,7 @@ class KernelBuilder:
         self._sweeps: list[Sweep] = []
         self._row_writes: list[str] = []
         self._elem_writes: list[str] = []
+        self._raw: list[Value] = []  # named by the lowering's own text: must be stored as 32 bits
 
     # -- operands -------------------------------------------------------------------------
     @staticmethod
@@ -190,26 +203,50 @@ class KernelBuilder:
         return len(bound) - 1
 
     def read(self, v: Value) -> str:
-        """Bind ``v`` for reading; its buffer's WGSL name."""
+        """Bind ``v`` for reading; its buffer's WGSL name (a value of 32-bit storage: the
+        lowering's text reads it as it is stored)."""
+        self._raw.append(v)
         self._whole.add(id(v))
         return ref(f"in{self._slot(self._reads, v)}")
 
     def write(self, v: Value, atomic: bool = False) -> str:
-        """Bind ``v`` for writing; ``atomic`` declares its (i32/u32) elements as atomics."""
+        """Bind ``v`` for writing; ``atomic`` declares its (i32/u32) elements as atomics (a
+        value of 32-bit storage, see ``read``)."""
+        self._raw.append(v)
+        return self._write(v, atomic)
+
+    def _write(self, v: Value, atomic: bool = False) -> str:
         self._whole.add(id(v))
         k = self._slot(self._writes, v)
         if atomic:
             self._atomic.add(k)
         return ref(f"out{k}")
 
+    def element(self, v: Value, index: str) -> str:
+        """``v``'s element at ``index`` (u32 shader text) of its whole buffer, bound for
+        reading, as the 32-bit word it is computed in (an f16 element is widened to f32)."""
+        self._whole.add(id(v))
+        return widen(elem_type(v), f"{ref(f'in{self._slot(self._reads, v)}')}[{index}]")
+
     def load(self, v: Value, view: View) -> str:
-        """``v``'s element at the current point through ``view`` (each call a read of its own)."""
+        """``v``'s element at the current point through ``view`` (each call a read of its own),
+        as the 32-bit word it is computed in (an f16 element is widened to f32)."""
         self._slot(self._reads, v)
         self._loads.append((v, view))
         return _element("r", len(self._loads) - 1)
 
     def target(self, v: Value, view: View) -> str:
-        """``v``'s element at the current point through ``view``, to assign (point kernels)."""
+        """``v``'s element at the current point through ``view``, to assign (point kernels; a
+        value of 32-bit storage: ``assign`` converts a store to any)."""
+        self._raw.append(v)
+        return self._target(v, view)
+
+    def assign(self, v: Value, view: View, expr: str) -> str:
+        """The line storing ``expr`` (the 32-bit word it is computed in) at ``v``'s element at
+        the current point through ``view``, converted to ``v``'s storage."""
+        return f"{self._target(v, view)} = {narrow(elem_type(v), expr)};"
+
+    def _target(self, v: Value, view: View) -> str:
         self._slot(self._writes, v)
         self._targets.append((v, view))
         return _element("w", len(self._targets) - 1)
@@ -242,7 +279,7 @@ class KernelBuilder:
 
     def store(self, expr: str, out: Value) -> None:
         """``out[i] = expr``: the point's element of an output contiguous over the space."""
-        self.add(f"{self.write(out)}[i] = {expr};")
+        self.add(f"{self._write(out)}[i] = {narrow(elem_type(out), expr)};")
 
     def tree(self, accs: list[tuple[str, str]], merge: list[str]) -> None:
         """Combine the workgroup's accumulators ``accs`` (name, WGSL type): each ``merge`` line
@@ -260,12 +297,12 @@ class KernelBuilder:
         """Store ``expr`` once per row at index ``row`` of ``v`` (row-major over the kept dims,
         the output layout with or without keepdims), after the sweeps."""
         assert self.reduced is not None, "row writes of a row kernel"
-        self._row_writes.append(f"{self.write(v)}[row] = {expr};")
+        self._row_writes.append(f"{self._write(v)}[row] = {narrow(elem_type(v), expr)};")
 
     def elem_write(self, v: Value, view: View, expr: str) -> None:
         """Store ``expr`` at every point of the row through ``view``, after the sweeps."""
         assert self.reduced is not None, "element writes of a row kernel"
-        self._elem_writes.append(f"{self.target(v, view)} = {expr};")
+        self._elem_writes.append(self.assign(v, view, expr))
 
     # -- rendering ------------------------------------------------------------------------
     @property
@@ -277,6 +314,8 @@ class KernelBuilder:
         """Render the kernel: its dispatch, or None if the space is empty. Over dims kept
         symbolic the invocation count is an expression (a run may still find it zero: the
         runtimes skip a grid that evaluates to none)."""
+        narrow16 = [v.name for v in self._raw if elem_type(v) != wgsl_type(v)]
+        assert not narrow16, f"a kernel names the f16 storage of {narrow16} in its own text"
         return self._points() if self.reduced is None else self._rows()
 
     def _render(self, template: str, units, per_unit: bool, wg: int, inplace, **params) -> Dispatch:
@@ -315,7 +354,7 @@ class KernelBuilder:
             if v.is_const or id(v) in self._whole or any(_element("r", j) in late for j in mine):
                 continue
             for w, (y, _) in enumerate(self._targets):
-                same = v.nbytes == y.nbytes and wgsl_type(v) == wgsl_type(y) and id(y) not in self._whole
+                same = v.nbytes == y.nbytes and elem_type(v) == elem_type(y) and id(y) not in self._whole
                 if same and all(addresses[j] == addresses[n + w] for j in mine):
                     pairs.append((k, len(self._reads) + self._slot(self._writes, y)))
                     break
@@ -331,7 +370,10 @@ class KernelBuilder:
             shape, views = collapse(shape, views)
         coords, idx = index_code(shape, views, coords=self._coords)
         slots = [self._slot(self._reads, v) for v, _ in self._loads]
-        lines = _resolve(self.lines, self._elements(idx, lambda j: f"{ref(f'in{slots[j]}')}[{idx[j]}]"))
+        elems = [elem_type(v) for v, _ in self._loads]
+        lines = _resolve(
+            self.lines, self._elements(idx, lambda j: widen(elems[j], f"{ref(f'in{slots[j]}')}[{idx[j]}]"))
+        )
         body, tree = coords + lines, None
         if self._per_point:
             assert self._tree is not None, "a group kernel combines its invocations in a tree"
@@ -389,7 +431,7 @@ class KernelBuilder:
             row_lines, r_first, r_end = ["let krow = row;"], ("lid" if group else "0u"), u32(R)
         row_lines += klines + [f"let kb{j} = {e};" for j, e in enumerate(kexprs)]
         loads = [
-            f"let a{j} = {ref(f'in{self._slot(self._reads, v)}')}[kb{j} + {rexprs[j]}];"
+            f"let a{j} = {widen(elem_type(v), ref(f'in{self._slot(self._reads, v)}') + f'[kb{j} + {rexprs[j]}]')};"
             for j, (v, _) in enumerate(self._loads)
         ]
         idx = [f"kb{j} + {e}" for j, e in enumerate(rexprs)]

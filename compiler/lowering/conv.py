@@ -40,6 +40,7 @@ from . import (
     binding,
     ceil_div,
     decl,
+    elem_type,
     i32,
     is_symbolic,
     loops_fit,
@@ -47,6 +48,7 @@ from . import (
     nested_loops,
     split_workgroup,
     u32,
+    widen,
 )
 from .fused import Epilogue, Prologue, epilogue, operands, prologue
 
@@ -144,17 +146,19 @@ def _gemm(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | No
         # [OC, ICG, KD, KH, KW] -> [G, K, OCG padded to 4]: one vec4 of weights feeds 4 channels
         wt = w.data.reshape(G, OCG, K).transpose(0, 2, 1)
         wt = np.pad(wt, ((0, 0), (0, 0), (0, ocg4 * 4 - OCG)))
-        wv = ctx.const(wt.reshape(G * K * ocg4, 4), f"{w.name}.gemm", dtype=w.dtype)
+        wv = ctx.const(wt.reshape(G * K * ocg4, 4), f"{w.name}.gemm", dtype=w.dtype, like=w)
         w_decl = decl("Wt", wv, elem="vec4<f32>")
         w_setup = [f"let wb = g * {K * ocg4}u + oc4;"]
-        w_load = f"{ref('Wt')}[wb + kk * {ocg4}u]"
+        w_load = widen(w_decl.elem, f"{ref('Wt')}[wb + kk * {ocg4}u]")
     else:
         # run-time weights in ONNX layout: lane c reads channel oc4 * 4 + c (clamped; unused lanes
         # past OCG are never stored)
         wv = w
         w_decl = decl("Wt", w)
         w_setup = [f"let wb{c} = (g * {OCG}u + min(oc4 * 4u + {c}u, {OCG - 1}u)) * {K}u;" for c in range(4)]
-        w_load = "vec4<f32>(" + ", ".join(f"{ref('Wt')}[wb{c} + kk]" for c in range(4)) + ")"
+        w_load = (
+            "vec4<f32>(" + ", ".join(widen(w_decl.elem, f"{ref('Wt')}[wb{c} + kk]") for c in range(4)) + ")"
+        )
     inputs = pro.inputs + [wv] + ([b] if b is not None else [])
     epi = epilogue(ctx, op)
     decls = epi.decls_with(pro.decls + [w_decl] + ([decl("Bv", b)] if b is not None else []), y)
@@ -264,7 +268,7 @@ def _rows(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | No
     if bias_in_w:
         bt = np.pad(b.data.reshape(G, OCG), ((0, 0), (0, nblk * oct - OCG)))
         wt = np.concatenate([wt, bt.reshape(-1, 4).astype(wt.dtype)])
-    wv = ctx.const(wt, f"{w.name}.rows{oct}", dtype=w.dtype)
+    wv = ctx.const(wt, f"{w.name}.rows{oct}", dtype=w.dtype, like=w)
     rows = p["N"] * p["OD"] * p["OH"]
     nwt = ceil_div(p["OW"], tw)
     tasks = simplify(rows * nwt)
@@ -310,7 +314,7 @@ def _direct(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | 
     split = split_workgroup(nested_loops(p["ICG"], p["KD"], p["KH"], p["KW"]), p["K"])
     if split:
         channels = ["let oc = wid.y;", f"let g = oc / {p['OCG']}u;"]
-        w_load = f"{ref('Wt')}[oc * {p['K']}u + kk]"
+        w_load = widen(elem_type(w), f"{ref('Wt')}[oc * {p['K']}u + kk]")
         grid = (p["P"], p["OC"], 1)
         _split(ctx, op, p, pro, epi, decls, inputs, split, channels, [], w_load, 1, grid, b is not None)
         return

@@ -48,12 +48,11 @@ def map_dispatch(
     for h in helper_code(*helpers):
         k.helper(h)
     raws = [k.load(v, view) for v, view in reads]
-    target = k.target(*write)
     for j, raw in enumerate(raws):
         conv = loads[j] if loads is not None else None
         k.add(f"let a{j} = {conv(raw) if conv else raw};")
     result = expr([f"a{j}" for j in range(len(raws))])
-    k.add(f"{target} = {store(result) if store else result};")
+    k.add(k.assign(*write, store(result) if store else result))
     return k.dispatch()
 
 

@@ -15,7 +15,7 @@ from onnx2wgsl.ir import Binding, Dispatch, Graph, Op, Value, distinct
 from onnx2wgsl.ir.kernel import Buffer, ref
 
 from ..elementwise_ops import cast, helper_code
-from . import LowerCtx, binding, decl, lowers, wgsl_type
+from . import LowerCtx, binding, decl, elem_type, lowers, widen
 from .builder import KernelBuilder
 from .elementwise import cast_options, typed_expr
 from .indexing import View, broadcast, broadcast_view, collapse, contiguous, index_code, permuted
@@ -99,7 +99,7 @@ def lower_fused(ctx: LowerCtx, op: Op) -> None:
     for h in helper_code(*helpers):
         k.helper(h)
     k.add(*[f"let r{j} = {k.load(v, view)};" for j, (v, view) in enumerate(reads)], *code)
-    k.add(*[f"{k.target(y, contiguous(space))} = {r};" for y, r in zip(outs, results)])
+    k.add(*[k.assign(y, contiguous(space), r) for y, r in zip(outs, results)])
     ctx.kernel(list(op.inputs), outs, [k.dispatch()])
 
 
@@ -136,7 +136,7 @@ class Epilogue:
         pairs: tuple[tuple[int, int], ...] = ()
         for k in self.at_store:
             v = self.inputs[k]
-            if v.nbytes == y.nbytes and wgsl_type(v) == wgsl_type(y) and all(u is not v for u in own):
+            if v.nbytes == y.nbytes and elem_type(v) == elem_type(y) and all(u is not v for u in own):
                 pairs = ((len(own) + k, len(bindings) - 1),)
                 break
         return Dispatch(shader, grid, bindings, pairs)
@@ -168,7 +168,10 @@ def epilogue(ctx: LowerCtx, op: Op) -> Epilogue:
         shape, cviews = collapse(y.shape, [view for _, view in reads] + [contiguous(y.shape)])
         coords, idx = index_code(shape, cviews, flat="oi", prefix="ec")
         lines += coords
-        lines += [f"let er{j} = {ref(f'E{slot[id(v)]}')}[{idx[j]}];" for j, (v, _) in enumerate(reads)]
+        lines += [
+            f"let er{j} = {widen(elem_type(v), ref(f'E{slot[id(v)]}') + f'[{idx[j]}]')};"
+            for j, (v, _) in enumerate(reads)
+        ]
         at_store = [
             k
             for k, v in enumerate(values)
@@ -212,7 +215,10 @@ def prologue(ctx: LowerCtx, op: Op) -> Prologue:
     if body is None:
         x = own[0]
         return Prologue(
-            x, [x], [decl("X", x)], "fn load_x(i: u32) -> f32 {\n  return " + ref("X") + "[i];\n}"
+            x,
+            [x],
+            [decl("X", x)],
+            "fn load_x(i: u32) -> f32 {\n  return " + widen(elem_type(x), ref("X") + "[i]") + ";\n}",
         )
     x = body.outputs[0]
     reads, at = operand_reads(ctx, body, {id(b): v for b, v in zip(body.inputs, pro)}, x.shape)
@@ -220,7 +226,10 @@ def prologue(ctx: LowerCtx, op: Op) -> Prologue:
     slot = {id(v): k for k, v in enumerate(values)}
     shape, views = collapse(x.shape, [view for _, view in reads] + [contiguous(x.shape)])
     coords, idx = index_code(shape, views, flat="i", prefix="pc")
-    lines = coords + [f"let pr{j} = {ref(f'P{slot[id(v)]}')}[{idx[j]}];" for j, (v, _) in enumerate(reads)]
+    lines = coords + [
+        f"let pr{j} = {widen(elem_type(v), ref(f'P{slot[id(v)]}') + f'[{idx[j]}]')};"
+        for j, (v, _) in enumerate(reads)
+    ]
     given = {k: f"pr{j}" for k, j in at.items()}
     code, (result,), helpers = body_code(ctx, body, [None] * len(pro), "pt", given)
     text = "fn load_x(i: u32) -> f32 {\n" + "".join(f"  {line}\n" for line in lines + code)

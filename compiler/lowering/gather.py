@@ -91,7 +91,7 @@ def _gather_along(ctx: LowerCtx, x: Value, idx: Value, y: Value, a: int, idx_vie
             k.add(f"if ({theirs}) {{", "  return;", "}")
         row = f"(j_u - {lo}u)" if lo else "j_u"
         addr = f"{k.at(data_view(strides))} + {row} * {u32(strides[a])}"
-        k.store(f"select({ZERO[wgsl_type(y)]}, {k.read(table)}[{addr}], j_ok)", y)
+        k.store(f"select({ZERO[wgsl_type(y)]}, {k.element(table, addr)}, j_ok)", y)
         dispatches.append(k.dispatch())
     _emit(ctx, [*(t for t, _, _ in parts), idx], y, dispatches)
 
@@ -114,7 +114,7 @@ def _table_parts(ctx: LowerCtx, x: Value, a: int) -> list[tuple[Value, int, int]
     for lo in range(0, x.shape[a], step):
         hi = min(x.shape[a], lo + step)
         data = np.ascontiguousarray(x.data[(slice(None),) * a + (slice(lo, hi),)])
-        parts.append((ctx.const(data, f"{x.name}.rows{lo}", dtype=x.dtype), lo, hi))
+        parts.append((ctx.const(data, f"{x.name}.rows{lo}", dtype=x.dtype, like=x), lo, hi))
     return parts
 
 

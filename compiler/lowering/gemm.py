@@ -32,7 +32,7 @@ from onnx2wgsl.ir.symbolic import simplify, smax
 from onnx2wgsl.ir.types import dim_bound
 
 from ..elementwise_ops import f32
-from . import WORKGROUP, LowerCtx, ceil_div, decl, lowers, split_workgroup, u32, wgsl_type
+from . import WORKGROUP, LowerCtx, ceil_div, decl, elem_type, lowers, split_workgroup, u32, wgsl_type, widen
 from .fused import epilogue
 from .indexing import View, broadcast, contiguous_strides, index_code
 
@@ -118,12 +118,16 @@ def _emit(ctx, op, a, b, c, y, M, N, K, batch, a_shape, b_shape, trans_a, trans_
     if c is not None and beta != 0.0:
         cv = c
         if c.is_const:
-            cv = ctx.const(c.data * np.float32(beta), f"{c.name}.beta", dtype=c.dtype) if beta != 1.0 else c
+            cv = (
+                ctx.const(c.data * np.float32(beta), f"{c.name}.beta", dtype=c.dtype, like=c)
+                if beta != 1.0
+                else c
+            )
         s0, s1 = broadcast(c.shape, (M, N)).strides
         terms = (f"m * {u32(s0)}" if s0 != 0 else "", f"n * {u32(s1)}" if s1 != 0 else "")
         idx = " + ".join(t for t in terms if t) or "0u"
         scale = "" if (c.is_const or beta == 1.0) else f" * {f32(beta)}"
-        bias_lines = [f"v += {ref('C')}[{idx}]{scale};"]
+        bias_lines = [f"v += {widen(elem_type(cv), ref('C') + f'[{idx}]')}{scale};"]
         bias_inputs = [cv]
 
     epi = epilogue(ctx, op)
@@ -142,7 +146,7 @@ def _emit(ctx, op, a, b, c, y, M, N, K, batch, a_shape, b_shape, trans_a, trans_
         for c0 in range(0, n4, cols):
             c1 = min(n4, c0 + cols)
             part = np.ascontiguousarray(bm[:, c0 * 4 : c1 * 4]).reshape(K * (c1 - c0), 4)
-            w = ctx.const(part, f"{b.name}.mm{c0}" if c0 else f"{b.name}.mm", dtype=b.dtype)
+            w = ctx.const(part, f"{b.name}.mm{c0}" if c0 else f"{b.name}.mm", dtype=b.dtype, like=b)
             consts.append(w)
             dispatches.append(
                 _dispatch(ctx, a, w, bias_inputs, y, M, N, K, a_row, a_col, batch_lines, bias_lines,
@@ -210,6 +214,7 @@ def _dispatch(ctx, a, b, bias_inputs, y, M, N, K, a_row, a_col, batch_lines, bia
     vec = 4 if bmode == "n4" else 1
     vec4 = "vec4<f32>"
     decls = [decl("A", a, elem=vec4 if kv else None), decl("B", b, elem=vec4 if bmode != "s" else None)]
+    ea, eb = decls[0].elem, decls[1].elem  # loads of f16 storage widen to f32
     decls = epi.decls_with(decls + [decl("C", v) for v in bias_inputs], y)
     acc_type = vec4 if vec == 4 else "f32"
     steps = simplify(K // 4) if kv else K
@@ -224,22 +229,24 @@ def _dispatch(ctx, a, b, bias_inputs, y, M, N, K, a_row, a_col, batch_lines, bia
     if kv:
         # four products per row and trip, summed into one write of the accumulator
         if bmode == "k4":
-            body.append(f"let b0_0 = {b_at('k4')};")
+            body.append(f"let b0_0 = {widen(eb, b_at('k4'))};")
             bs = [["b0_0.x", "b0_0.y", "b0_0.z", "b0_0.w"]]
         else:
             body += [
-                f"let b{j}_{i} = {b_at(f'(k4 * 4u + {i}u)', cols[j])};" for j in range(tn) for i in range(4)
+                f"let b{j}_{i} = {widen(eb, b_at(f'(k4 * 4u + {i}u)', cols[j]))};"
+                for j in range(tn)
+                for i in range(4)
             ]
             bs = [[f"b{j}_{i}" for i in range(4)] for j in range(tn)]
         for t in range(tm):
-            body.append(f"let x{t} = {A}[a{t} + k4];")
+            body.append(f"let x{t} = {widen(ea, f'{A}[a{t} + k4]')};")
             for j in range(tn):
                 terms = " + ".join(f"x{t}.{c} * {bs[j][i]}" for i, c in enumerate("xyzw"))
                 body.append(f"acc{t}_{j} += {terms};")
     else:
-        body += [f"let b{j} = {b_at('k', cols[j])};" for j in range(tn)]
+        body += [f"let b{j} = {widen(eb, b_at('k', cols[j]))};" for j in range(tn)]
         for t in range(tm):
-            body.append(f"let x{t} = {A}[a{t} + k * {u32(a_col)}];")
+            body.append(f"let x{t} = {widen(ea, f'{A}[a{t} + k * {u32(a_col)}]')};")
             body += [f"acc{t}_{j} += x{t} * b{j};" for j in range(tn)]
     # (M1, the last row, clamps reads; for an M whose range holds 0 no workgroup runs)
     shader = ctx.shader(

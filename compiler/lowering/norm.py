@@ -16,6 +16,7 @@ from . import (
     binding,
     ceil_div,
     decl,
+    elem_type,
     i32,
     is_symbolic,
     loops_fit,
@@ -51,7 +52,7 @@ def lower_softmax(ctx: LowerCtx, op: Op) -> None:
     sizes = dict(rows=rows, L=L, inner=inner, L_inner=L * inner)
     # Y may go over X: a row's (or chunk's) last loop reads X only where it writes Y, after
     # barriers that every other read of the row precedes.
-    same = x.nbytes == y.nbytes and wgsl_type(x) == wgsl_type(y)
+    same = x.nbytes == y.nbytes and elem_type(x) == elem_type(y)
     if dim_bound(L) < SOFTMAX_SPLIT_L:  # every length in the range fits one workgroup per row
         grid, nx = ctx.grid(rows)
         shader = ctx.shader(

@@ -59,6 +59,8 @@ class ConcatInPlace(Pass):
         axis = next((d for d in range(len(ref)) if y.shape[d] != ref[d]), 0)
         if math.prod(y.shape[:axis]) != 1:
             return None  # slices are strided: producers would need strided writes
+        if any(x.storage is not y.storage for x in xs):
+            return None  # parts stored as other scalar types than the whole
         offsets, at = [], 0
         for x in xs:
             if at % self.alignment:

@@ -1,0 +1,139 @@
+"""The precision pass: which float values a compile stores as f16 (``--precision fp16``).
+
+Kernels always compute in f32 (matmul and conv accumulate in f32; reductions, normalizations,
+Softmax and exp/log run in f32) and convert at their loads and stores (``lowering.widen`` /
+``narrow``). Storage is a property of each value (``Value.storage``): under fp16 a float value
+is stored as f16 when
+
+- every op that writes it and every op that reads it lowers to a kernel that loads and stores
+  its operands through those conversions (``F16_OPS``; any other op keeps its operands 32-bit,
+  so coverage grows op by op and nothing is ever read as the wrong type),
+- the range guard allows it: a result that f16 (largest finite 65504) could not hold by the
+  op's nature stays f32 (``guarded``: sums over an axis, squares, exp, powers, and any fused
+  group or epilogue computing one of them),
+- and it is no graph input or output (those keep the dtype policy's storage: the API and the
+  runtimes' uploads and downloads are unchanged).
+
+Values that share storage through a zero-copy view (Reshape, Identity) decide together. A
+constant read only by such kernels is stored, and packed into weights.bin, as f16; constants
+a lowering re-lays out take the storage of the weight they come from (``LowerCtx.const``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onnx2wgsl.errors import CompileError
+from onnx2wgsl.ir import DType, Graph, Op, Value
+
+from .elementwise_ops import TABLE
+from .lowering.reduce import REDUCE
+
+PRECISIONS = ("fp32", "fp16")
+
+# op kinds (before lowering) whose kernels convert every float operand at its loads and stores
+_TEMPLATE_OPS = {
+    "Conv", "MatMul", "Gemm", "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool",
+    "GlobalMaxPool", "GlobalLpPool", "Softmax", "LogSoftmax", "Hardmax", "LRN", "Attention",
+    "RotaryEmbedding",
+}  # fmt: skip
+_BUILDER_OPS = {
+    "Fused", "Concat", "Transpose", "Gather", "GatherElements", "BatchNormalization", "LayerNormalization",
+    "RMSNormalization", "InstanceNormalization", "GroupNormalization",
+    "MeanVarianceNormalization", "LpNormalization",
+}  # fmt: skip
+F16_OPS = frozenset(_TEMPLATE_OPS | _BUILDER_OPS | set(REDUCE) | (set(TABLE) - {"Identity", "Cast"}))
+VIEWS = ("Reshape", "Identity")
+
+# results f16 could overflow by the op's nature (the range guard): they stay f32
+_SUMS = {"ReduceSum", "ReduceSumSquare", "ReduceL1", "ReduceL2", "ReduceProd", "CumSum", "CumProd"}
+_GROWS = {"Exp", "Pow", "Softplus", "Cosh", "Sinh", "Reciprocal", "Tan"}
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise CompileError(f"unknown precision {precision!r}", hint=f"choose one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+F16_MAX = 65504.0
+
+
+def guarded(op: Op) -> bool:
+    """Whether ``op``'s results may exceed f16's range by its nature: sums over an axis (of
+    any length: a row of 4096 values of 16 already reaches 65536), squares (a value of 300
+    squared is 90000), exp and powers, an operand constant beyond f16's range (a mask's
+    float32 minimum), a normalization's exposed statistics, or a fused body or epilogue doing
+    one of these."""
+    if op.kind in _SUMS or op.kind in _GROWS:
+        return True
+    if op.kind == "Mul" and len(op.inputs) == 2 and op.inputs[0] is op.inputs[1]:
+        return True
+    if any(v is not None and v.is_const and _beyond_f16(v) for v in op.inputs):
+        return True
+    if op.kind in ("LayerNormalization", "RMSNormalization") and len(op.outputs) > 1:
+        return True  # its inverse standard deviation reaches 1 / sqrt(epsilon): 1e6 at 1e-12
+    for key in ("body", "epilogue", "prologue"):
+        body = op.attrs.get(key)
+        if isinstance(body, Graph) and any(guarded(o) for o in body.ops):
+            return True
+    return False
+
+
+def assign_storage(g: Graph, precision: str) -> int:
+    """Mark the values ``precision`` stores as f16 (see the module); the count marked."""
+    if check_precision(precision) == "fp32":
+        return 0
+    parent: dict[int, int] = {}
+    values: dict[int, Value] = {}
+
+    def find(k: int) -> int:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    def add(v: Value) -> None:
+        if id(v) not in parent:
+            parent[id(v)] = id(v)
+            values[id(v)] = v
+
+    for op in g.ops:
+        for v in list(op.inputs) + list(op.outputs):
+            if v is not None:
+                add(v)
+        if op.kind in VIEWS and op.domain == "" and op.inputs and op.inputs[0] is not None:
+            parent[find(id(op.outputs[0]))] = find(id(op.inputs[0]))
+    io = {id(v) for v in list(g.inputs) + list(g.outputs)}
+    ok: dict[int, bool] = {}
+    for k, v in values.items():
+        root = find(k)
+        fits = v.dtype in (DType.f32, DType.f16) and k not in io and v.type.numel_bound > 0
+        fits = fits and not (v.is_const and _beyond_f16(v))  # (a float32 minimum as a mask fill)
+        if fits and v.producer is not None and not _views(v.producer):
+            fits = _takes_f16(v.producer) and not guarded(v.producer)
+        if fits:
+            fits = all(_views(u) or _takes_f16(u) for u in v.uses)
+        ok[root] = ok.get(root, True) and fits
+    n = 0
+    for k, v in values.items():
+        if ok[find(k)]:
+            v.storage = DType.f16
+            n += 1
+    g.metadata["precision"] = precision
+    return n
+
+
+def _beyond_f16(v: Value) -> bool:
+    if not v.dtype.is_float or v.data.size == 0:
+        return False
+    a = np.abs(v.data[np.isfinite(v.data)])
+    return bool(a.size) and float(a.max()) > F16_MAX
+
+
+def _views(op: Op) -> bool:
+    return op.domain == "" and op.kind in VIEWS
+
+
+def _takes_f16(op: Op) -> bool:
+    return op.domain == "" and op.kind in F16_OPS

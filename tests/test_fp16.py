@@ -1,0 +1,174 @@
+"""Half-precision storage (``--precision fp16``): activations and weights stored as f16 where every
+kernel touching them converts at its loads and stores, computing in f32 (compiler/precision.py)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from helpers import assert_ir_round_trips, ort_run
+from onnx import TensorProto, helper, numpy_helper
+
+import onnx2wgsl
+from onnx2wgsl.compiler import compile_model
+from onnx2wgsl.compiler import precision as prec
+from onnx2wgsl.errors import CompileError, DeviceError
+from onnx2wgsl.ir import DType
+from onnx2wgsl.runtime.manifest import F16_FEATURE
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from light_models import random_input, randomized  # noqa: E402
+
+MODELS = Path(__file__).resolve().parent / "models"
+
+
+@pytest.fixture(scope="module")
+def device16():
+    from onnx2wgsl.runtime import request_device
+
+    try:
+        return request_device(features=[F16_FEATURE])
+    except DeviceError as e:
+        pytest.skip(f"no WebGPU adapter with shader-f16: {e}")
+
+
+def _run(model, feeds, device, out, **kw):
+    res = compile_model(model, out, verify_ir=True, **kw)
+    return res, onnx2wgsl.load(out, device=device).run(None, feeds)
+
+
+def _assert_scaled_close(got, want, tol=1e-2):
+    """Each output within ``tol`` of the reference, relative to that output's largest magnitude."""
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g.shape == w.shape and g.dtype == w.dtype, i
+        assert np.isfinite(g).all(), f"output {i} is not finite"
+        scale = float(np.abs(w).max()) or 1.0
+        err = float(np.abs(g.astype(np.float64) - w).max()) / scale
+        assert err <= tol, f"output {i}: error {err:.2e} of its scale {scale:.3g}"
+
+
+def test_squeezenet_fp16_matches_onnxruntime_at_half_the_weight_bytes(device16, tmp_path):
+    name = "squeezenet"
+    model = randomized(name)
+    iname, x = random_input(name)
+    want = ort_run(model, {iname: x})
+    r16, got = _run(model, {iname: x}, device16, tmp_path / "fp16", precision="fp16")
+    _assert_scaled_close(got, want)
+    assert [int(g.argmax()) for g in got] == [int(w.argmax()) for w in want]
+    r32 = compile_model(model)
+    assert not any(v.storage for op in r32.graph.ops for v in op.outputs)  # fp32 stays as it was
+    assert r16.report.weight_file_bytes <= 0.51 * r32.report.weight_file_bytes
+    manifest = json.loads((tmp_path / "fp16" / "manifest.json").read_text())
+    assert F16_FEATURE in manifest["target"]["features"]
+    assert F16_FEATURE not in r32.artifact.manifest["target"]["features"]
+
+
+def test_bert_fp16_matches_onnxruntime(device16, tmp_path):
+    from test_transformers import bert_feeds
+
+    model = onnx.load(MODELS / "bert_tiny_torchscript.onnx")
+    feeds = bert_feeds(2, 17)
+    res, got = _run(model, feeds, device16, tmp_path / "a", precision="fp16", dims={"batch": 2, "seq": 17})
+    _assert_scaled_close(got, ort_run(model, feeds))
+    stored = [op.attrs["op"] for op in res.graph.ops if op.kind == "kernel" and op.outputs[0].storage]
+    assert {"Attention", "MatMul", "LayerNormalization", "Gather"} <= set(stored)
+
+
+def _planted() -> onnx.ModelProto:
+    """Activations near 300 over rows of 4096: their squares (90000) and the row's sum of
+    squares (3.7e8) overflow f16, and so does a naive f16 LayerNorm's variance sum."""
+    n = 4096
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.uniform(0.5, 1.5, n).astype(np.float32), "gamma"),
+        numpy_helper.from_array(rng.uniform(-0.1, 0.1, n).astype(np.float32), "beta"),
+        numpy_helper.from_array((rng.standard_normal((n, 16)) / 64).astype(np.float32), "w"),
+        numpy_helper.from_array(np.array([-1], np.int64), "axes"),
+    ]
+    nodes = [
+        helper.make_node("Relu", ["x"], ["a"]),
+        helper.make_node("Mul", ["a", "a"], ["sq"]),
+        helper.make_node("ReduceSum", ["sq", "axes"], ["s"], keepdims=1),
+        helper.make_node("Sqrt", ["s"], ["norm"]),
+        helper.make_node("Div", ["a", "norm"], ["unit"]),
+        helper.make_node("MatMul", ["unit", "w"], ["proj"]),
+        helper.make_node("LayerNormalization", ["a", "gamma", "beta"], ["ln"], axis=-1),
+        helper.make_node("MatMul", ["ln", "w"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "planted",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, n])],
+        [
+            helper.make_tensor_value_info("norm", TensorProto.FLOAT, [2, 1]),
+            helper.make_tensor_value_info("proj", TensorProto.FLOAT, [2, 16]),
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 16]),
+        ],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_planted_overflow_stays_finite_by_the_range_guard(device16, tmp_path, monkeypatch):
+    model = _planted()
+    x = (300 + np.random.default_rng(1).uniform(-10, 10, (2, 4096))).astype(np.float32)
+    with np.errstate(over="ignore"):
+        assert np.isinf(np.float16(x * x)).all() and np.isinf(np.float16((x * x).sum(-1))).all()
+    want = ort_run(model, {"x": x})
+    res, got = _run(model, {"x": x}, device16, tmp_path / "guarded", precision="fp16")
+    _assert_scaled_close(got, want)
+    assert any(v.storage is DType.f16 for op in res.graph.ops for v in op.outputs)  # a is f16
+    # without the guard the squares are stored as f16: inf, and the norm with them
+    monkeypatch.setattr(prec, "guarded", lambda op: False)
+    _, bad = _run(model, {"x": x}, device16, tmp_path / "naive", precision="fp16")
+    assert not np.isfinite(bad[0]).all()
+
+
+def test_ir_text_carries_storage_and_fp16_needs_the_feature(device, tmp_path):
+    model = _planted()
+    assert_ir_round_trips(model, precision="fp16")
+    compile_model(model, tmp_path, precision="fp16")
+    if F16_FEATURE in device.features:
+        pytest.skip("the shared device was created with shader-f16")
+    with pytest.raises(DeviceError, match="shader-f16"):
+        onnx2wgsl.load(tmp_path, device=device)
+
+
+def test_unknown_precision_is_a_clear_error():
+    with pytest.raises(CompileError, match="fp32, fp16"):
+        compile_model(_planted(), precision="fp8")
+
+
+def test_an_fp16_model_keeps_f16_storage_inside(device16, tmp_path):
+    """A float16 model at fp16: its inner tensors and weights are stored as f16 (not widened),
+    its inputs and outputs stay float16 at the API."""
+    rng = np.random.default_rng(0)
+    half = TensorProto.FLOAT16
+    inits = [
+        numpy_helper.from_array((rng.standard_normal((64, 32)) / 8).astype(np.float16), "w1"),
+        numpy_helper.from_array((rng.standard_normal((32, 10)) / 4).astype(np.float16), "w2"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("MatMul", ["r", "w2"], ["z"]),
+        helper.make_node("Softmax", ["z"], ["y"], axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "half",
+        [helper.make_tensor_value_info("x", half, [4, 64])],
+        [helper.make_tensor_value_info("y", half, [4, 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((4, 64)).astype(np.float16)
+    res, got = _run(model, {"x": x}, device16, tmp_path, precision="fp16")
+    _assert_scaled_close(got, ort_run(model, {"x": x}))
+    stored = {v.name: v.storage for op in res.graph.ops for v in op.outputs}
+    assert stored["r"] is DType.f16 and stored["z"] is DType.f16 and stored["y"] is None
+    assert all(v.storage is DType.f16 for v in res.graph.constants() if v.dtype.is_float)
