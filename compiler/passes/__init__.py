@@ -35,6 +35,7 @@ from .fold_affine import FoldAffine  # noqa: E402
 from .fold_transpose import FoldTranspose  # noqa: E402
 from .fuse import FuseElementwise, FuseEpilogue, FusePrologue  # noqa: E402
 from .in_place import InPlace  # noqa: E402
+from .kv_share import ShareKVCache  # noqa: E402
 from .patterns import FusePatterns  # noqa: E402
 
 PASSES: dict[str, Callable[[], Pass]] = {
@@ -47,6 +48,7 @@ PASSES: dict[str, Callable[[], Pass]] = {
         FusePatterns,
         FuseAttention,
         DeadCodeElimination,
+        ShareKVCache,
         FuseElementwise,
         FuseEpilogue,
         FusePrologue,
@@ -72,7 +74,7 @@ def pipeline(level: int = 2, target=None, fold_limit: int | None = None) -> list
         passes += [FoldAffine(), FoldTranspose(), FusePatterns(), FuseAttention()]
     passes += [DeadCodeElimination()]
     if level >= 1:
-        passes += [FuseElementwise(bindings)]
+        passes += [ShareKVCache(), FuseElementwise(bindings)]
     if level >= 2:
         passes += [FuseEpilogue(bindings), FusePrologue(bindings)]
     return passes
