@@ -68,8 +68,9 @@ class ShareKVCache(Pass):
         n = gen["max_length"]
         plans: dict[int, tuple] = {}  # id(present) -> (concat, past input, new rows, links, record)
         for present_id, (record, past_in) in pairs.items():
-            found = _concat(u, outputs[record["present"]], past_in, past, seq)
-            if found is not None:
+            present = outputs[record["present"]]
+            found = _concat(u, present, past_in, past, seq)
+            if found is not None and sum(v is present for v in g.outputs) == 1:  # (no other output)
                 plans[present_id] = (*found, record)
         # every Attention reading a shareable present: K and V both shareable, and nothing
         # else reading either present; else the pairs it reads keep the copy
