@@ -64,7 +64,8 @@ def pipeline(level: int = 2, target=None, fold_limit: int | None = None) -> list
     last-two-dim Transposes into MatMul/Gemm flags,
     replaces decomposed normalizations, softmax and rotate_half RoPE by their single ops and
     scaled-dot-product
-    attention by the Attention op (Q, K and V projections merged into one MatMul), and fuses
+    attention by the Attention op (Q, K and V projections merged into one MatMul), writes a
+    decoder's Concat(past, new) KV cache in place when compiled for generation, and fuses
     elementwise ops; -O2 also fuses epilogues into Conv, ConvTranspose, Gemm and MatMul and prologues
     into Conv. Fusion keeps each kernel within
     the target's storage bindings per stage."""
