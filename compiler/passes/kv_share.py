@@ -7,7 +7,7 @@ read by nothing but fused ``Attention`` ops (as their K or V, 4-D, over past_len
 becomes a buffer of the max length that is its past and its present at once: the past input
 is made [B, H, max_length, D], the Concat a ``KVCacheWrite`` of the new rows at row past_len
 into the past's bytes (compiler/lowering/kv_cache.py: the present is the past, written in
-place), and each Attention reading it is told the buffer's length (kv_len) and the valid one
+place; one write for the K and V an Attention reads), and each Attention reading it is told the buffer's length (kv_len) and the valid one
 (``seqlens_k``: past_len + seq - 1 per batch row, written from the dims uniform), so that it
 walks the valid keys alone and never the unused tail. The pair is recorded ``shared``: the
 runtime copies nothing between steps (runtime/generate.py).
@@ -109,16 +109,31 @@ class ShareKVCache(Pass):
         # each row's valid keys less one (GroupQueryAttention's seqlens_k), from the dims uniform
         seqlens = g.make_op("DimValue", [], [TensorType(DType.i32, (batch,))], {"values": [str(past + seq - 1)] * batch},
                             name="kv_share/seqlens_k", out_names=["kv_share/seqlens_k"])  # fmt: skip
-        put: dict[int, Op] = {}
-        for concat, past_in, new, _, record in plans.values():
-            present = concat.outputs[0]
-            B, H, _, D = present.shape
-            past_in.type = present.type = TensorType(present.dtype, (B, H, n, D))
-            attrs = {"batch": B, "heads": H, "new_len": seq, "head_size": D, "start": past,
-                     "new_3d": int(new.is_3d), "new_row": new.row if new.is_3d else 0}  # fmt: skip
-            concat.detach()
-            put[id(concat)] = Op("KVCacheWrite", [past_in, new.value], [present], attrs, name=concat.name)
-            record["shared"] = True
+        # one write per Attention for its K and V (each read by it alone), else one per present
+        groups, grouped = [], set()
+        for op in attentions.values():
+            kv = [id(op.inputs[1]), id(op.inputs[2])]
+            presents = [plans[k][0].outputs[0] for k in kv]
+            if not grouped & set(kv) and all(len(u.users(v)) == 1 for v in presents):
+                if presents[0].shape[:2] == presents[1].shape[:2]:
+                    groups.append([plans[k] for k in kv])
+                    grouped.update(kv)
+        groups += [[p] for k, p in plans.items() if k not in grouped]
+        put: dict[int, Op | None] = {}
+        for group in groups:
+            for concat, past_in, _, _, record in group:
+                present = concat.outputs[0]
+                B, H, _, D = present.shape
+                past_in.type = present.type = TensorType(present.dtype, (B, H, n, D))
+                concat.detach()
+                record["shared"] = True
+            reads = [new for _, _, new, _, _ in group]
+            attrs = {"batch": B, "heads": H, "new_len": seq, "start": past,
+                     "new_3d": [int(r.is_3d) for r in reads], "new_row": [r.row if r.is_3d else 0 for r in reads]}  # fmt: skip
+            last = max((p[0] for p in group), key=lambda o: u.order[id(o)])  # (after every new row)
+            ins = [p[1] for p in group] + [r.value for r in reads]
+            put.update({id(p[0]): None for p in group})
+            put[id(last)] = Op("KVCacheWrite", ins, [p[0].outputs[0] for p in group], attrs, name=last.name)
         for op in attentions.values():
             op.attrs.update(kv_len=n, seqlens_k=1)
             while len(op.inputs) < 5:
@@ -126,7 +141,8 @@ class ShareKVCache(Pass):
             op.set_input(4, seqlens.outputs[0])
         first = min(u.order[id(op)] for op in attentions.values())
         ops = [put.get(id(op), op) for op in g.ops]
-        g.ops = ops[:first] + [seqlens] + ops[first:]
+        ops.insert(first, seqlens)
+        g.ops = [op for op in ops if op is not None]
         DeadCodeElimination().run(g)  # the identity Concats and head layouts the writes read past
         sub.apply(g)
         gen["total_dim"] = total.name
