@@ -7,8 +7,8 @@ outputs: the presents, each its cache's very bytes (``in_place``). Cache c gets 
 [B, H, S, D_c] at rows ``start`` .. ``start`` + S - 1 (``start``: the past's length, a dim the
 kernel reads from the dims uniform); no other row is read or written. The new rows are read
 where they are stored: a [B, H, S, D_c] tensor, or (``new_3d[c]``) a [B, S, row] tensor whose
-row (``new_row[c]``) holds the heads one after another (a projection's output before its
-head split). One invocation per new element, the caches' elements one after another.
+row (``new_row[c]``) holds the heads one after another from ``new_offset[c]`` on (a
+projection's output before its head split, or the packed Q, K and V one Split would part). One invocation per new element, the caches' elements one after another.
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ def lower_kv_cache_write(ctx: LowerCtx, op: Op) -> None:
     for c, (new, present) in enumerate(zip(news, op.outputs)):
         D = present.shape[3]
         src, dst = kb.read(new), kb.write(present)
-        at = f"(b * {u32(S)} + s) * {a['new_row'][c]}u + h * {D}u + d" if a["new_3d"][c] else "e"
+        offset = a.get("new_offset", [0] * k)[c]
+        at = f"(b * {u32(S)} + s) * {a['new_row'][c]}u + {f'{offset}u + ' if offset else ''}h * {D}u + d"
+        at = at if a["new_3d"][c] else "e"
         body = [
             f"let e = i - {u32(first)};" if first else "let e = i;",
             f"let d = e % {D}u;",

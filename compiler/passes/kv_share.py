@@ -7,7 +7,8 @@ read by nothing but fused ``Attention`` ops (as their K or V, 4-D, over past_len
 becomes a buffer of the max length that is its past and its present at once: the past input
 is made [B, H, max_length, D], the Concat a ``KVCacheWrite`` of the new rows at row past_len
 into the past's bytes (compiler/lowering/kv_cache.py: the present is the past, written in
-place; one write for the K and V an Attention reads), and each Attention reading it is told the buffer's length (kv_len) and the valid one
+place; one write for the K and V an Attention reads, which with its Q may be the parts of one
+Split, GPT-2's: then both read the Split's input and the Split goes), and each Attention reading it is told the buffer's length (kv_len) and the valid one
 (``seqlens_k``: past_len + seq - 1 per batch row, written from the dims uniform), so that it
 walks the valid keys alone and never the unused tail. The pair is recorded ``shared``: the
 runtime copies nothing between steps (runtime/generate.py).
@@ -144,9 +145,47 @@ class ShareKVCache(Pass):
         ops.insert(first, seqlens)
         g.ops = [op for op in ops if op is not None]
         DeadCodeElimination().run(g)  # the identity Concats and head layouts the writes read past
+        outs = {id(v) for v in g.outputs}
+        if [op for op in attentions.values() if _absorb_split(op, op.inputs[1].producer, outs)]:
+            DeadCodeElimination().run(g)
         sub.apply(g)
         gen["total_dim"] = total.name
         return PassResult(g, True)
+
+
+def _absorb_split(att: Op, write: Op | None, outputs: set[int]) -> bool:
+    """Q, K and V the parts of one Split of a 3-D value's last axis (GPT-2's), Q read by the
+    Attention alone and K and V by the write alone: both read the Split's input at the parts'
+    offsets instead, and the Split goes."""
+    q, a = att.inputs[0], att.attrs
+    sp = q.producer
+    if write is None or write.kind != "KVCacheWrite" or len(write.outputs) != 2 or write.inputs[1] is None:
+        return False
+    if sp is None or sp.kind != "Split" or sp.domain or not a.get("q_3d") or "q_row" in a or "q_offset" in a:
+        return False
+    src, news = sp.inputs[0], write.inputs[2:]
+    if (
+        src.type.rank != 3
+        or sp.attrs.get("axis") not in (2, -1)
+        or tuple(src.shape[:2]) != tuple(q.shape[:2])
+    ):
+        return False
+    widths = [v.shape[-1] for v in sp.outputs]
+    if not all(isinstance(x, int) for x in widths) or not all(write.attrs["new_3d"]):
+        return False
+    if any(v.producer is not sp for v in news) or len({id(v) for v in (q, *news)}) != 3:
+        return False
+    if q.uses != [att] or any(v.uses != [write] for v in news) or any(id(v) in outputs for v in sp.outputs):
+        return False
+    if any(v.uses for v in sp.outputs if v not in (q, *news)):
+        return False
+    offset = {id(v): sum(widths[:i]) for i, v in enumerate(sp.outputs)}
+    a.update(q_row=src.shape[2], q_offset=offset[id(q)])
+    write.attrs.update(new_row=[src.shape[2]] * 2, new_offset=[offset[id(v)] for v in news])
+    att.set_input(0, src)
+    for c in range(2):
+        write.set_input(2 + c, src)
+    return True
 
 
 def _negative(x) -> bool:
