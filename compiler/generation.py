@@ -19,7 +19,9 @@ memory planner puts the past inputs in buffers of their own (``state0``...), so 
 step the runtime can copy every present into its past's slot on the GPU. GroupQueryAttention's
 caches (onnxruntime-genai's form) are not copied: each past holds the max length and is its
 present's buffer, which the step writes in place (``_share_buffers``; the pairs are recorded
-``shared`` and the attention mask's length as ``total_dim``).
+``shared`` and the attention mask's length as ``total_dim``). Caches whose present is the
+model's own Concat(past, new) (torch's and optimum's exports) are made so after the attention
+is fused, by the share-kv-cache pass (compiler/passes/kv_share.py).
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ one token per step. Everything a
 step needs exists after load (the session's buffers, pipelines and bind groups, sized at the
 bounds, and one small read-back buffer), so a step only writes the token ids, mask and
 positions (a few bytes), encodes the recorded dispatches, copies every present into its past's
-slot on the GPU (none where the present is its past's own buffer: onnxruntime-genai's
-GroupQueryAttention caches, written in place), and reads back the chosen token id: 4 bytes. The compiler appended the
+slot on the GPU (none where the present is its past's own buffer, written in place: the
+manifest's ``shared`` pairs), and reads back the chosen token id: 4 bytes. The compiler appended the
 choice (``next_token``, and ``sampled_token`` with ``--sample-candidates``) and put the pasts
 in buffers that hold no output (compiler/generation.py).
 """

@@ -93,7 +93,8 @@ def test_the_memory_checker_passes_and_each_scatter_binds_its_cache_once():
 
 
 def test_models_of_other_caches_keep_the_copy(tmp_path):
-    compile_model(MODELS / "llama_tiny_kv.onnx", tmp_path, generation=Generation(MAX_LENGTH))
+    # (at -O0 the Llama's attention stays unfused: its Concat presents are copied)
+    compile_model(MODELS / "llama_tiny_kv.onnx", tmp_path, generation=Generation(MAX_LENGTH), opt_level=0)
     gen = mf.read(tmp_path)["generation"]
     assert "total_dim" not in gen and not any(s.get("shared") for s in gen["state"])
 

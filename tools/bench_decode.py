@@ -9,8 +9,9 @@ Each engine runs in a process of its own, on Mesa 25's lavapipe (VK_ICD_FILENAME
 .cache/bench has it. For each position p: a prompt of p tokens, then --steps greedy tokens one
 at a time, each timed (the median is shown). onnx2wgsl reads back the chosen id (4 bytes);
 onnxruntime reads back the last position's logits and picks on the host, as a Python loop over
-it does. Both compute over the whole cache each step, so the growth from the first position to
-the second is what a longer cache costs.
+it does. onnx2wgsl writes each step's keys and values into a cache of the max length in place
+and its attention walks the valid keys alone (the manifest's ``shared`` pairs), so the growth
+from the first position to the second is the attention's longer walk.
 """
 
 from __future__ import annotations

@@ -150,6 +150,7 @@ INTERNAL = (
     "MatMulNBits",
     "GatherNBits",
     "GQAScatter",
+    "KVCacheWrite",
 )  # made by the compiler, never read from a model
 # (MatMulNBits, GatherNBits: com.microsoft.MatMulNBits and GatherBlockQuantized with their weights
 # packed, see legalize/contrib.py)
@@ -465,6 +466,7 @@ def _load_all() -> None:
         gather_nbits,
         gemm,
         gqa,
+        kv_cache,
         matmul_nbits,
         norm,
         pool,

@@ -35,6 +35,7 @@ from .fold_affine import FoldAffine  # noqa: E402
 from .fold_transpose import FoldTranspose  # noqa: E402
 from .fuse import FuseElementwise, FuseEpilogue, FusePrologue  # noqa: E402
 from .in_place import InPlace  # noqa: E402
+from .kv_share import ShareKVCache  # noqa: E402
 from .patterns import FusePatterns  # noqa: E402
 
 PASSES: dict[str, Callable[[], Pass]] = {
@@ -47,6 +48,7 @@ PASSES: dict[str, Callable[[], Pass]] = {
         FusePatterns,
         FuseAttention,
         DeadCodeElimination,
+        ShareKVCache,
         FuseElementwise,
         FuseEpilogue,
         FusePrologue,
@@ -62,7 +64,8 @@ def pipeline(level: int = 2, target=None, fold_limit: int | None = None) -> list
     last-two-dim Transposes into MatMul/Gemm flags,
     replaces decomposed normalizations, softmax and rotate_half RoPE by their single ops and
     scaled-dot-product
-    attention by the Attention op (Q, K and V projections merged into one MatMul), and fuses
+    attention by the Attention op (Q, K and V projections merged into one MatMul), writes a
+    decoder's Concat(past, new) KV cache in place when compiled for generation, and fuses
     elementwise ops; -O2 also fuses epilogues into Conv, ConvTranspose, Gemm and MatMul and prologues
     into Conv. Fusion keeps each kernel within
     the target's storage bindings per stage."""
@@ -72,7 +75,7 @@ def pipeline(level: int = 2, target=None, fold_limit: int | None = None) -> list
         passes += [FoldAffine(), FoldTranspose(), FusePatterns(), FuseAttention()]
     passes += [DeadCodeElimination()]
     if level >= 1:
-        passes += [FuseElementwise(bindings)]
+        passes += [ShareKVCache(), FuseElementwise(bindings)]
     if level >= 2:
         passes += [FuseEpilogue(bindings), FusePrologue(bindings)]
     return passes

@@ -11,7 +11,7 @@
 //
 // The KV cache stays on the GPU: a step writes the new ids, mask and positions (a few bytes),
 // runs the recorded dispatches, copies each present into its past's slot (none that is its
-// past's own buffer: GroupQueryAttention caches, written in place) and reads back the chosen id
+// past's own buffer, written in place: the manifest's shared pairs) and reads back the chosen id
 // (at most 8 bytes mapped), creating nothing but its command encoder.
 import { DeviceError, evaluateDim, InferenceSession, InputError } from './onnx2wgsl.js';
 

@@ -1,6 +1,7 @@
-"""generate.js over GroupQueryAttention caches written in place (onnxruntime-genai's form): each
-past is its present's buffer, so a step copies nothing but the chosen id to the read-back
-buffer, and the greedy ids are onnxruntime's."""
+"""generate.js over KV caches written in place, GroupQueryAttention's (onnxruntime-genai's form)
+and a torch export's Concat(past, new) (compiler/passes/kv_share.py): each past is its
+present's buffer, so a step copies nothing but the chosen id to the read-back buffer, and the
+greedy ids are onnxruntime's."""
 
 from __future__ import annotations
 
@@ -12,16 +13,20 @@ import pytest
 from onnx2wgsl.compiler.generation import Generation
 
 pytestmark = [pytest.mark.gpu, pytest.mark.browser]
-MODEL = Path(__file__).resolve().parents[1] / "models" / "llama_genai_fp32.onnx"
+MODELS = Path(__file__).resolve().parents[1] / "models"
 PROMPT = [1, 5, 7, 9]
 
 
-def test_generate_copies_no_cache(page, compiled):
+@pytest.mark.parametrize(
+    "name, dims, head_size",
+    [("llama_genai_fp32", {"kv_cache_dim": 16}, 16), ("llama_tiny_kv", {}, None)],
+    ids=["gqa", "concat"],
+)
+def test_generate_copies_no_cache(name, dims, head_size, page, compiled):
     from test_generate import ort_greedy
 
-    url, _ = compiled(
-        "llama_genai_shared", str(MODEL), generation=Generation(48, max_prompt=3), dims={"kv_cache_dim": 16}
-    )
+    model = MODELS / f"{name}.onnx"
+    url, _ = compiled(f"{name}_shared", str(model), generation=Generation(48, max_prompt=3), dims=dims)
     page.open("/tests/harness.html")
     out = page.evaluate(
         """async ([pkg, prompt]) => withModule(pkg, async (rt) => {
@@ -44,7 +49,7 @@ def test_generate_copies_no_cache(page, compiled):
         })""",
         [url, PROMPT],
     )
-    ref = ort_greedy(onnx.load(MODEL).SerializeToString(), PROMPT, 24, head_size=16)
+    ref = ort_greedy(onnx.load(model).SerializeToString(), PROMPT, 24, head_size=head_size)
     assert out["first"] == ref
     assert out["again"] == ref[:6]
     assert out["copies"] == [4] * 24  # the chosen id alone, once a token
