@@ -85,6 +85,8 @@ def stored_nbytes(storage: str, n: int) -> int:
     """Bytes ``n`` elements stored as ``storage`` occupy on the GPU: 4 each, or 2 each for f16
     padded to a multiple of 4 (WebGPU copies and writes whole 4-byte words)."""
     return -(-n // 2) * 4 if storage == "f16" else 4 * n
+
+
 # the dtype names a manifest may give an input or output (the JS runtime reads the same set)
 DTYPES = (
     "float32", "float64", "float16", "bfloat16", "int8", "int16", "int32", "int64", "uint8", "uint16",
