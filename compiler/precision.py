@@ -108,6 +108,8 @@ def assign_storage(g: Graph, precision: str) -> int:
         if op.kind in VIEWS and op.domain == "" and op.inputs and op.inputs[0] is not None:
             parent[find(id(op.outputs[0]))] = find(id(op.inputs[0]))
     # a model compiled for generation keeps its inputs and outputs 32-bit (see the module)
+    for v in list(g.inputs) + list(g.outputs):  # (an input that is an output, read by no op)
+        add(v)
     io = {id(v) for v in list(g.inputs) + list(g.outputs)} if "generation" in g.metadata else set()
     ok: dict[int, bool] = {}
     for k, v in values.items():

@@ -86,7 +86,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("models", nargs="*")
     ap.add_argument("--all", action="store_true", help="the nine light CNNs and the transformers")
-    ap.add_argument("--dims", action="append", default=[], metavar="NAME=LO..HI", help="keep a dim symbolic over a range")
+    ap.add_argument(
+        "--dims", action="append", default=[], metavar="NAME=LO..HI", help="keep a dim symbolic over a range"
+    )
     args = ap.parse_args()
     ranges = {}
     for d in args.dims:
