@@ -118,3 +118,23 @@ def test_a_generation_graph_keeps_its_inputs_and_outputs_32_bit():
     assign_storage(g, "fp16")
     assert all(v.storage is None for v in g.inputs + g.outputs)
     assert any(v.storage is DType.f16 for op in g.ops for v in op.outputs)
+
+
+def test_greedy_generation_at_fp16_keeps_32_bit_state_and_matches_fp32(device16, tmp_path):
+    """A decoder compiled for generation at fp16: its past/present pairs, logits and token stay
+    32-bit in the manifest, and 24 greedy tokens are those of the fp32 compile."""
+    from pathlib import Path
+
+    from onnx2wgsl.compiler.generation import Generation
+
+    model = Path(__file__).resolve().parent / "models" / "gpt2_tiny_kv.onnx"
+    ids = {}
+    for precision in ("fp32", "fp16"):
+        compile_model(model, tmp_path / precision, generation=Generation(32), precision=precision)
+        ids[precision] = list(
+            onnx2wgsl.Generator(tmp_path / precision, device=device16).generate([1, 5, 7, 9], 24)
+        )
+    m = json.loads((tmp_path / "fp16" / "manifest.json").read_text())
+    assert {io["storage"] for io in m["inputs"] + m["outputs"]} <= {"f32", "i32", "u32"}
+    assert F16_FEATURE in m["target"]["features"]
+    assert ids["fp16"] == ids["fp32"] and len(set(ids["fp32"])) > 4
