@@ -641,6 +641,12 @@ class InferenceSession:
             raise InputError(
                 f"input {io['name']!r} must be {io['dtype']} (stored as {io['storage']}), got a GpuTensor of "
                 f"{value.dtype} ({value.storage})"
+                + (
+                    "; f16 storage (--precision fp16) differs between the two artifacts: feed its .numpy() "
+                    "instead, or compile both at one precision"
+                    if "f16" in (value.storage, io["storage"]) and value.dtype == io["dtype"]
+                    else ""
+                )
             )
         _check_shape(io, value.shape)
         if (

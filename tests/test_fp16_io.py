@@ -87,6 +87,10 @@ def test_float_inputs_and_outputs_are_stored_f16_and_converted_at_the_boundary(d
     _close(t.numpy(), want)
     (again,) = sess.run(None, {"x": t, "b": b})
     _close(again, ort_run(model, {"x": want, "b": b})[0])
+    compile_model(model, tmp_path / "fp32", dims={"n": (1, 4)})
+    fp32 = onnx2wgsl.load(tmp_path / "fp32", device=device16)
+    with pytest.raises(InputError, match="feed its .numpy"):
+        fp32.run(None, {"x": t})  # (f16 on the GPU: no silent reinterpretation as f32)
     t.release()
 
 
