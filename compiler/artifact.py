@@ -107,6 +107,14 @@ def _storage_bytes(data: np.ndarray, dtype: DType, what: str) -> bytes:
     return np.ascontiguousarray(data.astype(st.numpy)).tobytes()
 
 
+def _default_bytes(v: Value, data, name: str) -> bytes:
+    """An input default's bytes, stored as the input is (f16s padded to a 4-byte multiple)."""
+    if v.storage is DType.f16:
+        raw = np.ascontiguousarray(np.asarray(data).astype(np.float16)).tobytes()
+        return raw + bytes(-len(raw) % 4)
+    return _storage_bytes(np.asarray(data), v.dtype, f"the default of input {name!r}")
+
+
 class _WeightsFile:
     """weights.bin as it is written: a run of 32-bit words stored once (``fill``) or bytes."""
 
@@ -126,7 +134,7 @@ def _io(v: Value, name: str, default: dict | None = None) -> dict:
     return {
         "name": name,
         "dtype": v.dtype.numpy.name,
-        "storage": storage_dtype(v.dtype).value,
+        "storage": v.stored.value,
         "shape": [_dim_json(d) for d in v.shape],
         "buffer": p.buffer,
         "offset": p.offset,
@@ -201,7 +209,7 @@ def build_artifact(g: Graph, target: Target, source_sha256: str | None = None) -
     # an input's default (its initializer, which a feed overrides) is stored as a weight is
     defaults = g.metadata.get("input_defaults", {})
     inputs = [
-        _io(v, n, weights.add(_storage_bytes(np.asarray(defaults[v.name]), v.dtype, f"the default of input {n!r}")))
+        _io(v, n, weights.add(_default_bytes(v, defaults[v.name], n)))
         if v.name in defaults else _io(v, n)
         for v, n in zip(g.inputs, input_names)
     ]  # fmt: skip

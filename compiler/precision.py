@@ -11,8 +11,11 @@ is stored as f16 when
 - the range guard allows it: a result that f16 (largest finite 65504) could not hold by the
   op's nature stays f32 (``guarded``: sums over an axis, squares, exp, powers, and any fused
   group or epilogue computing one of them),
-- and it is no graph input or output (those keep the dtype policy's storage: the API and the
-  runtimes' uploads and downloads are unchanged).
+- and, for a graph input or output, the graph is not compiled for generation (its state
+  pairs, logits and tokens keep 32-bit storage: runtime/generate.py and shared caches read
+  them so). A float input or output stored f16 is recorded in the manifest (``storage``
+  "f16"); the runtimes convert at the boundary, so feeds and results keep the model's dtype
+  (a GPU buffer bound for one, IO binding, holds f16s).
 
 Values that share storage through a zero-copy view (Reshape, Identity) decide together. A
 constant read only by such kernels is stored, and packed into weights.bin, as f16; constants
@@ -104,7 +107,10 @@ def assign_storage(g: Graph, precision: str) -> int:
                 add(v)
         if op.kind in VIEWS and op.domain == "" and op.inputs and op.inputs[0] is not None:
             parent[find(id(op.outputs[0]))] = find(id(op.inputs[0]))
-    io = {id(v) for v in list(g.inputs) + list(g.outputs)}
+    # a model compiled for generation keeps its inputs and outputs 32-bit (see the module)
+    for v in list(g.inputs) + list(g.outputs):  # (an input that is an output, read by no op)
+        add(v)
+    io = {id(v) for v in list(g.inputs) + list(g.outputs)} if "generation" in g.metadata else set()
     ok: dict[int, bool] = {}
     for k, v in values.items():
         root = find(k)

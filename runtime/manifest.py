@@ -78,7 +78,15 @@ DEFAULT_LIMITS: dict[str, int] = {
     "maxComputeWorkgroupSizeZ": 64,
     "maxComputeWorkgroupsPerDimension": 65535,
 }
-STORAGE_TYPES = ("f32", "i32", "u32")
+STORAGE_TYPES = ("f32", "i32", "u32", "f16")  # f16: a float input/output of a --precision fp16 compile
+
+
+def stored_nbytes(storage: str, n: int) -> int:
+    """Bytes ``n`` elements stored as ``storage`` occupy on the GPU: 4 each, or 2 each for f16
+    padded to a multiple of 4 (WebGPU copies and writes whole 4-byte words)."""
+    return -(-n // 2) * 4 if storage == "f16" else 4 * n
+
+
 # the dtype names a manifest may give an input or output (the JS runtime reads the same set)
 DTYPES = (
     "float32", "float64", "float16", "bfloat16", "int8", "int16", "int32", "int64", "uint8", "uint16",
@@ -143,9 +151,10 @@ def validate(m: dict) -> dict:
             else:
                 d = _expr(d, ranges, f"{where} shape")
             n *= d
-        # every element is stored as a 32-bit scalar; a symbolic slot holds the shape at the bound
+        # every element is stored as a 32-bit scalar (or an f16); a symbolic slot holds the shape at the bound
         static = not any(isinstance(d, (list, str)) for d in io["shape"])
-        if io["size"] != 4 * n if static else io["size"] < 4 * n:
+        need = stored_nbytes(io["storage"], n)
+        if io["size"] != need if static else io["size"] < need:
             raise ManifestError(f"manifest {where} has size {io['size']} for shape {show_shape(io['shape'])}")
         if io["size"]:
             _within(sizes, io, where)

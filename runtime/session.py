@@ -51,13 +51,17 @@ class IOInfo:
         return _ONNX_TYPE.get(self.dtype, f"tensor({self.dtype})")
 
 
-_STORAGE = {"f32": np.dtype(np.float32), "i32": np.dtype(np.int32), "u32": np.dtype(np.uint32)}
+_STORAGE = {
+    "f32": np.dtype(np.float32), "i32": np.dtype(np.int32), "u32": np.dtype(np.uint32), "f16": np.dtype(np.float16),
+}  # fmt: skip
 
 
 @dataclass
 class GpuTensor:
-    """A tensor in a GPU buffer, in the 32-bit form the kernels store (``storage``: f32 for
-    floats, i32 for signed ints, u32 for unsigned ints and bools), ``nbytes`` from ``offset``.
+    """A tensor in a GPU buffer, in the form the kernels store (``storage``: f32 for floats,
+    i32 for signed ints, u32 for unsigned ints and bools; f16 for a float input or output an
+    artifact compiled with --precision fp16 stores as f16s, 2 bytes each, padded to a 4-byte
+    multiple), ``nbytes`` from ``offset``.
 
     ``run(..., output_location="gpu")`` returns these, and ``run`` takes them (or a plain
     wgpu buffer, for an input whose shape is fixed) as inputs: sessions on one device chain
@@ -74,7 +78,7 @@ class GpuTensor:
 
     @property
     def nbytes(self) -> int:
-        return 4 * math.prod(self.shape)
+        return mf.stored_nbytes(self.storage, math.prod(self.shape))
 
     def numpy(self) -> np.ndarray:
         """The values, read back through a staging buffer (made for this call)."""
@@ -92,7 +96,7 @@ class GpuTensor:
             raw = InferenceSession._read_mapped(staging)
         finally:
             staging.destroy()
-        data = np.frombuffer(raw, dtype=_STORAGE[self.storage])
+        data = np.frombuffer(raw, dtype=_STORAGE[self.storage], count=math.prod(self.shape))
         return data.astype(numpy_dtype(self.dtype)).reshape(self.shape)
 
     def release(self) -> None:
@@ -426,6 +430,8 @@ class InferenceSession:
             self._dims_written = values
         for io, data in staged:
             if data.nbytes and not isinstance(data, GpuTensor):
+                if data.nbytes % 4:  # an odd count of f16s: writes are whole 4-byte words
+                    data = data.tobytes() + bytes(2)
                 q.write_buffer(self.buffers[io["buffer"]], io["offset"], data)
         enc = self.device.create_command_encoder()
         for io, data in staged:
@@ -440,7 +446,7 @@ class InferenceSession:
         gpu = {o["name"]: self._gpu_output(o, shapes[o["name"]], into.get(o["name"]))
                for o in wanted if where == "gpu" or o["name"] in into}  # fmt: skip
         for o in wanted:
-            nbytes = 4 * math.prod(shapes[o["name"]])
+            nbytes = mf.stored_nbytes(o["storage"], math.prod(shapes[o["name"]]))
             if not nbytes:
                 continue
             t = gpu.get(o["name"])
@@ -585,7 +591,7 @@ class InferenceSession:
         # a slot holds its tensor at the bound; a shape not monotone in the symbols may not fit
         for o in self.manifest["inputs"] + self._outputs:
             shapes[o["name"]] = shape = [_value(d, env) for d in o["shape"]]
-            if min(shape, default=0) < 0 or 4 * math.prod(shape) > o["size"]:
+            if min(shape, default=0) < 0 or mf.stored_nbytes(o["storage"], math.prod(shape)) > o["size"]:
                 raise InputError(
                     f"input/output {o['name']!r} shape {mf.show_shape(shape)} at {at} is beyond the artifact's bounds"
                 )
@@ -635,6 +641,12 @@ class InferenceSession:
             raise InputError(
                 f"input {io['name']!r} must be {io['dtype']} (stored as {io['storage']}), got a GpuTensor of "
                 f"{value.dtype} ({value.storage})"
+                + (
+                    "; f16 storage (--precision fp16) differs between the two artifacts: feed its .numpy() "
+                    "instead, or compile both at one precision"
+                    if "f16" in (value.storage, io["storage"]) and value.dtype == io["dtype"]
+                    else ""
+                )
             )
         _check_shape(io, value.shape)
         if (
@@ -651,7 +663,7 @@ class InferenceSession:
     def _gpu_output(self, o: dict, shape: list[int], given: Any) -> GpuTensor:
         import wgpu
 
-        nbytes = 4 * math.prod(shape)
+        nbytes = mf.stored_nbytes(o["storage"], math.prod(shape))
         if given is None:
             usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
             buf = self.device.create_buffer(size=max(nbytes, 4), usage=usage, label=o["name"])

@@ -144,8 +144,8 @@ def test_unknown_precision_is_a_clear_error():
 
 
 def test_an_fp16_model_keeps_f16_storage_inside(device16, tmp_path):
-    """A float16 model at fp16: its inner tensors and weights are stored as f16 (not widened),
-    its inputs and outputs stay float16 at the API."""
+    """A float16 model at fp16: its tensors and weights are stored as f16 end to end (not
+    widened), its inputs and outputs stay float16 at the API."""
     rng = np.random.default_rng(0)
     half = TensorProto.FLOAT16
     inits = [
@@ -170,5 +170,6 @@ def test_an_fp16_model_keeps_f16_storage_inside(device16, tmp_path):
     res, got = _run(model, {"x": x}, device16, tmp_path, precision="fp16")
     _assert_scaled_close(got, ort_run(model, {"x": x}))
     stored = {v.name: v.storage for op in res.graph.ops for v in op.outputs}
-    assert stored["r"] is DType.f16 and stored["z"] is DType.f16 and stored["y"] is None
+    assert stored["r"] is DType.f16 and stored["z"] is DType.f16 and stored["y"] is DType.f16
+    assert res.graph.inputs[0].storage is DType.f16
     assert all(v.storage is DType.f16 for v in res.graph.constants() if v.dtype.is_float)

@@ -3,10 +3,12 @@ each output's error against onnxruntime (CPU, fp32) relative to that output's la
 
     python tools/precision_report.py resnet50 squeezenet bert_tiny_torchscript
     python tools/precision_report.py --all              # the nine light CNNs and the transformers
+    python tools/precision_report.py bert_tiny_torchscript --dims batch=1..4 --dims seq=1..128
 
 Light CNNs run with the tests' random weights (tests/light_models.py: randomized) on a random
 image and also report whether the top-1 class of each output is unchanged; transformers
-(tests/models/) run at batch 2, seq 17 (seq where the model has one).
+(tests/models/) run at batch 2, seq 17 (seq where the model has one); ``--dims`` compiles such a
+dim symbolic over a range instead (the arena is then planned at the bounds), still run at 2 x 17.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ TRANSFORMERS = [
 DIMS = {"batch": 2, "seq": 17}
 
 
-def _case(name: str):
+def _case(name: str, ranges: dict | None = None):
     """(model, feeds, dims)"""
     if name in LIGHT_MODELS:
         iname, x = random_input(name)
@@ -43,16 +45,16 @@ def _case(name: str):
     params = {d.dim_param for i in model.graph.input for d in i.type.tensor_type.shape.dim}
     dims = {k: v for k, v in DIMS.items() if k in params}
     feeds = bert_feeds(dims["batch"], dims["seq"]) if name.startswith("bert") else _feeds(model, dims)
-    return model, feeds, dims
+    return model, feeds, {**dims, **{k: v for k, v in (ranges or {}).items() if k in params}}
 
 
-def measure(name: str, device) -> str:
+def measure(name: str, device, ranges: dict | None = None) -> str:
     import onnxruntime as ort
 
     import onnx2wgsl
     from onnx2wgsl.compiler import compile_model
 
-    model, feeds, dims = _case(name)
+    model, feeds, dims = _case(name, ranges)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     want = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(
@@ -84,7 +86,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("models", nargs="*")
     ap.add_argument("--all", action="store_true", help="the nine light CNNs and the transformers")
+    ap.add_argument(
+        "--dims", action="append", default=[], metavar="NAME=LO..HI", help="keep a dim symbolic over a range"
+    )
     args = ap.parse_args()
+    ranges = {}
+    for d in args.dims:
+        k, _, r = d.partition("=")
+        lo, _, hi = r.partition("..")
+        ranges[k] = (int(lo), int(hi))
     models = LIGHT_MODELS + TRANSFORMERS if args.all else args.models
     if not models:
         ap.error("name models, or --all")
@@ -96,7 +106,7 @@ def main() -> int:
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for name in models:
-        print(measure(name, device), flush=True)
+        print(measure(name, device, ranges), flush=True)
     return 0
 
 

@@ -53,8 +53,9 @@ export declare class Tensor<T extends DataType = DataType> {
   constructor(type: T, data: DataTypeMap[T] | readonly number[] | readonly bigint[], dims?: readonly number[]);
   constructor(data: TypedArray, dims?: readonly number[]);
   /**
-   * A tensor in a GPUBuffer on the session's device, in the 32-bit storage form (one f32, i32
-   * or u32 per element, as the model's metadata `storage` says). The caller owns the buffer.
+   * A tensor in a GPUBuffer on the session's device, in the storage form (one f32, i32 or u32
+   * per element, or f16 for a float input or output of a --precision fp16 compile, as the
+   * model's metadata `storage` says). The caller owns the buffer.
    */
   static fromGpuBuffer<T extends DataType>(buffer: GPUBuffer, options: GpuBufferTensorOptions<T>): Tensor<T>;
   readonly type: T;
@@ -81,8 +82,12 @@ export interface TensorMetadata {
    * symbols ("2*seq", "(seq + 1) // 2", "max(seq, 4)"); see InferenceSession.symbols.
    */
   readonly shape: readonly (number | string)[];
-  /** The 32-bit type each element has on the GPU (what GPUBuffer feeds and outputs hold). */
-  readonly storage: 'f32' | 'i32' | 'u32';
+  /**
+   * The type each element has on the GPU (what GPUBuffer feeds and outputs hold): 32-bit, or
+   * f16 (2 bytes, padded to a 4-byte multiple) for a float input or output of a --precision fp16
+   * compile. Typed-array feeds and results keep the model's dtype either way.
+   */
+  readonly storage: 'f32' | 'i32' | 'u32' | 'f16';
   /**
    * Inputs only: the input has a default (its initializer, in the artifact's weights), which
    * run() uses when the feeds omit it; a feed overrides it.

@@ -52,8 +52,9 @@ const TYPES = {
   float16: F16 ? [F16, Uint16Array] : [Uint16Array],
   bfloat16: [Uint16Array],
 };
-// the 32-bit form each tensor has on the GPU (manifest `storage`)
-const STORAGE_TYPES = { f32: Float32Array, i32: Int32Array, u32: Uint32Array };
+// the 32-bit form each tensor has on the GPU (manifest `storage`; f16, of --precision fp16, is
+// converted from and to f32 at the boundary)
+const STORAGE_TYPES = { f32: Float32Array, i32: Int32Array, u32: Uint32Array, f16: Float32Array };
 // the WebGPU spec's defaults: only limits beyond them are requested
 const DEFAULTS = {
   maxBindGroups: 4,
@@ -198,9 +199,10 @@ export function validateManifest(m) {
       if (!isSym(d)) check(d, 0, `${where} shape`);
       n *= isSym(d) ? expr(d, `${where} shape`) : d;
     }
-    // every element is a 32-bit scalar; a symbolic slot holds the shape at the bound
+    // a symbolic slot holds the shape at the bound
     const fixed = !io.shape.some(isSym);
-    if (fixed ? io.size != 4 * n : io.size < 4 * n) fail(`manifest ${where} has size ${io.size} for shape ${showShape(io.shape)}`);
+    n = stored(io, [n]);
+    if (fixed ? io.size != n : io.size < n) fail(`manifest ${where} has size ${io.size} for shape ${showShape(io.shape)}`);
     if (io.size) within(io, where);
     if ('default' in io && !fixed) fail(`manifest input '${io.name}' has a default and a symbolic shape`);
   }
@@ -357,6 +359,8 @@ export async function isSupported(src, { powerPreference } = {}) {
 
 // ---- dtypes at the boundary: the caller's typed arrays <-> the GPU's 32-bit storage ---------
 const numel = (shape) => shape.reduce((a, b) => a * b, 1);
+// the bytes n elements take on the GPU: 4 each, or 2 each (f16) padded to whole 4-byte words
+const stored = (io, shape) => 4 * Math.ceil(numel(shape) / (1 + (io.storage == 'f16')));
 
 // float16 bits -> number
 function h2f(h) {
@@ -367,34 +371,28 @@ function h2f(h) {
 
 const scratch = new Float32Array(1);
 const scratchBits = new Uint32Array(scratch.buffer);
-// number -> float16 bits, rounded to nearest even (only where Float16Array is missing)
+// number -> float16 bits, rounded to nearest even (for f16 storage, and float16 where Float16Array is missing)
 function f2h(x) {
   scratch[0] = x;
   const b = scratchBits[0];
-  const sign = (b >>> 16) & 0x8000;
-  const e = (b >>> 23) & 255;
-  const m = b & 0x7fffff;
-  if (e == 255) return sign | 0x7c00 | (m ? 0x200 : 0);
-  if (e > 142) return sign | 0x7c00;
-  const [mant, shift, base] = e > 112 ? [m, 13, (e - 112) << 10] : [m | 0x800000, 126 - e, 0];
-  if (shift > 24) return sign;
-  const r = base + (mant >>> shift);
-  const rest = mant & ((1 << shift) - 1);
-  const half = 1 << (shift - 1);
-  return sign | (r + (rest > half || (rest == half && r & 1) ? 1 : 0));
+  const f = (scratchBits[0] = b & 0x7fffffff);
+  // (Giesen's float_to_half_fast3_rtne: a subnormal's rounding done by an f32 add of 0.5)
+  return ((b >>> 16) & 0x8000) | (f > 0x7f800000 ? 0x7e00 : f > 0x477fffff ? 0x7c00 : f < 0x38800000 ? ((scratch[0] += 0.5), scratchBits[0] - 0x3f000000) : (f - 0x37fff001 + ((f >> 13) & 1)) >>> 13);
 }
 
 // float32 bits -> bfloat16 bits, rounded to nearest even, NaN kept quiet
 const f2bf = (b) => ((b & 0x7fffffff) > 0x7f800000 ? (b >>> 16) | 0x40 : (b + 0x7fff + ((b >>> 16) & 1)) >>> 16);
 
-function toStorage(io, data) {
+// (f16: f32 values as f16 bits, padded to whole 4-byte words)
+const toStorage = (io, data, x = to32(io, data)) => (io.storage == 'f16' ? Uint16Array.from(x.length & 1 ? [...x, 0] : x, f2h) : x);
+
+function to32(io, data) {
   const S = STORAGE_TYPES[io.storage];
   const t = io.dtype;
   if (data instanceof BigInt64Array || data instanceof BigUint64Array) {
-    const [lo, hi] = io.storage == 'i32' ? [-(2 ** 31), 2 ** 31 - 1] : [0, 2 ** 32 - 1];
     return S.from(data, (v) => {
       v = Number(v);
-      if (v < lo || v > hi)
+      if (S.of(v)[0] !== v)
         throw new InputError(`input '${io.name}' has values outside the ${io.storage == 'i32' ? 'int32' : 'uint32'} range the GPU computes in`);
       return v;
     });
@@ -407,7 +405,7 @@ function toStorage(io, data) {
 
 function fromStorage(io, raw, at, n) {
   const S = STORAGE_TYPES[io.storage];
-  const view = new S(raw, at, n);
+  const view = io.storage == 'f16' ? S.from(new Uint16Array(raw, at, n), h2f) : new S(raw, at, n);
   const t = io.dtype;
   const C = TYPES[t][0];
   if (t == 'bfloat16') return Uint16Array.from(new Uint32Array(raw, at, n), f2bf);
@@ -467,7 +465,7 @@ export class Tensor {
   }
 }
 
-const isGpuBuffer = (v) => !!v && typeof v.mapAsync == 'function' && typeof v.getMappedRange == 'function';
+const isGpuBuffer = (v) => typeof v?.mapAsync == 'function';
 const gpuBufferOf = (v) => (isGpuBuffer(v) ? v : v?.location == 'gpu-buffer' ? v.gpuBuffer : null);
 
 async function readBuffer(device, buffer, offset, size) {
@@ -554,7 +552,7 @@ export class InferenceSession {
     let total = 0;
     for (const o of m.outputs) {
       this._at[o.name] = total;
-      total += Math.ceil(o.size / 4) * 4;
+      total += o.size; // (a multiple of 4)
     }
     this._readback = device.createBuffer({ label: 'readback', size: Math.max(total, 4), usage: MAP_READ | COPY_DST });
 
@@ -659,7 +657,7 @@ export class InferenceSession {
       // (symbolic dims come from a Tensor's dims)
       if (dims.length != io.shape.length || io.shape.some((d, k) => (isSym(d) ? !isTensor : d != dims[k])))
         throw new InputError(`input '${io.name}' must have shape ${showShape(io.shape)}, got ${isTensor ? showShape(dims) : 'no dims (feed a Tensor)'}`);
-      const bytes = 4 * numel(dims);
+      const bytes = stored(io, dims);
       if (gpu) {
         if (gpu.size < bytes || !(gpu.usage & COPY_SRC))
           throw new InputError(`input '${io.name}' GPUBuffer must hold ${bytes} bytes (${io.storage} per element) and have COPY_SRC usage`);
@@ -668,7 +666,7 @@ export class InferenceSession {
       const data = isTensor ? value.data : value;
       if (!TYPES[io.dtype].some((C) => data instanceof C))
         throw new InputError(`input '${io.name}' must be ${io.dtype} (${TYPES[io.dtype].map((C) => C.name).join(' or ')}), got ${data?.constructor?.name}`);
-      if (data.length != bytes / 4) throw new InputError(`input '${io.name}' must have ${bytes / 4} elements (shape ${showShape(dims)}), got ${data.length}`);
+      if (data.length != numel(dims)) throw new InputError(`input '${io.name}' must have ${numel(dims)} elements (shape ${showShape(dims)}), got ${data.length}`);
       return [io, dims, null, bytes ? toStorage(io, data) : null];
     });
   // the symbols' values from the fed dims, each dim checked; the dispatches (zero grids
@@ -703,13 +701,13 @@ export class InferenceSession {
       // a slot holds its tensor at the bound; a shape that is not monotone in the symbols may not fit
       for (const o of [...m.inputs, ...outs]) {
         const s = (shapes[o.name] = o.shape.map((d) => evaluate(d, env)));
-        beyond(`input/output '${o.name}' shape ${showShape(s)}`, s.every((x) => x >= 0) && 4 * numel(s) <= o.size);
+        beyond(`input/output '${o.name}' shape ${showShape(s)}`, s.every((x) => x >= 0) && stored(o, s) <= o.size);
       }
       if (this._plans.size > 255) this._plans = new Map();
       this._plans.set(at, (plan = [steps.filter(([, , g]) => g.every(Boolean)), shapes, symbols.map((k) => env[k])]));
     }
     const [steps, shapes, values] = plan;
-    const nbytes = (o) => 4 * numel(shapes[o.name]);
+    const nbytes = (o) => stored(o, shapes[o.name]);
     const targets = wanted.map((o) => {
       const buf = gpuBufferOf(into[o.name]);
       if (buf && (buf.size < nbytes(o) || !(buf.usage & COPY_DST)))
@@ -729,7 +727,7 @@ export class InferenceSession {
     this._written = at;
     const enc = device.createCommandEncoder();
     for (const [io, dims, gpu, data] of staged) {
-      if (gpu && numel(dims)) enc.copyBufferToBuffer(gpu, 0, arena(io.buffer), io.offset, 4 * numel(dims));
+      if (gpu && numel(dims)) enc.copyBufferToBuffer(gpu, 0, arena(io.buffer), io.offset, stored(io, dims));
       else if (data) device.queue.writeBuffer(arena(io.buffer), io.offset, data);
     }
     this._encode(enc, steps);
@@ -744,7 +742,7 @@ export class InferenceSession {
         results[o.name] = Tensor.fromGpuBuffer(buf, {
           dataType: o.dtype,
           dims: shapes[o.name],
-          download: async () => fromStorage(o, await readBuffer(device, buf, 0, size), 0, size / 4),
+          download: async () => fromStorage(o, await readBuffer(device, buf, 0, size), 0, numel(shapes[o.name])),
           dispose: mine ? () => buf.destroy() : undefined,
         });
       } else {
@@ -757,7 +755,7 @@ export class InferenceSession {
       await this._readback.mapAsync(1);
       const raw = this._readback.getMappedRange().slice(0);
       this._readback.unmap();
-      for (const o of reads) tensor(o, fromStorage(o, raw, this._at[o.name], nbytes(o) / 4));
+      for (const o of reads) tensor(o, fromStorage(o, raw, this._at[o.name], numel(shapes[o.name])));
     }
     return Object.fromEntries(wanted.map((o) => [o.name, results[o.name]]));
   }
