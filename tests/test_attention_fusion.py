@@ -400,7 +400,9 @@ def test_bert_encoder_layer_runs_in_seven_dispatches_at_O2(tmp_path):
     """bert_tiny_torchscript at batch=1, seq=128, -O2: each encoder layer is the packed QKV
     MatMul, Attention, the output projection (+ residual), LayerNorm, FFN up (+ Gelu), FFN
     down (+ residual), LayerNorm = 7 dispatches (17 before attention fusion). The rest of the
-    23 dispatches are the embeddings and the mask (7) and the pooler (2): 7 + 2 * 7 + 2."""
+    22 dispatches are the embeddings and the padding mask (6: attention reads the [B, 1, 1, L]
+    mask, not its And with an always-true arange test broadcast to [B, 1, S, L]) and the pooler
+    (2): 6 + 2 * 7 + 2."""
     from onnx2wgsl.compiler import compile_model
 
     compile_model(onnx.load(MODELS / "bert_tiny_torchscript.onnx"), tmp_path, dims={"batch": 1, "seq": 128},
@@ -411,8 +413,9 @@ def test_bert_encoder_layer_runs_in_seven_dispatches_at_O2(tmp_path):
     )
     assert per_layer == {"layer.0": 7, "layer.1": 7}
     rest = [label for label in labels if "/encoder/layer." not in label]
-    assert len(rest) == 9 and sum(1 for label in rest if "/pooler/" in label) == 2
-    assert len(labels) == 9 + 2 * 7
+    assert len(rest) == 8 and sum(1 for label in rest if "/pooler/" in label) == 2
+    assert not any(label.split()[0] in ("And", "Expand") for label in rest)
+    assert len(labels) == 8 + 2 * 7
     assert not any(label.startswith(("Transpose", "Softmax")) for label in labels)
 
 
@@ -442,3 +445,38 @@ def test_onnx_attention_function_body_fuses_and_matches_its_reference(name, devi
     assert kinds["Attention"] == 1 and kinds["Softmax"] == 0
     result = conformance.run_case(case, device)
     assert result.ok, result.message
+
+
+# -- masks read before what only broadcasts them -------------------------------------------------
+def _arange_and_padding_mask_model(bound: int) -> tuple[onnx.ModelProto, dict]:
+    """ONNX Attention whose mask is transformers' builder form: And(arange(S)[1, 1, S, 1] >=
+    bound, padding[B, 1, 1, S]), Expanded to [B, 1, S, S]."""
+    B, H, S, D = 2, 2, 12, 8
+    rng = np.random.default_rng(4)
+    feeds = {n: rng.uniform(-1, 1, (B, H, S, D)).astype(np.float32) for n in "qkv"}
+    pad = np.ones((B, 1, 1, S), bool)
+    pad[1, ..., 9:] = False
+    feeds["pad"] = pad
+    consts = {"start": np.array(0, np.int64), "limit": np.array(S, np.int64), "delta": np.array(1, np.int64),
+              "rows": np.array([1, 1, S, 1], np.int64), "bound": np.array(bound, np.int64),
+              "full": np.array([B, 1, S, S], np.int64)}  # fmt: skip
+    nodes = [
+        helper.make_node("Range", ["start", "limit", "delta"], ["ar"]),
+        helper.make_node("Reshape", ["ar", "rows"], ["ar4"]),
+        helper.make_node("GreaterOrEqual", ["ar4", "bound"], ["ok"]),
+        helper.make_node("And", ["ok", "pad"], ["both"]),
+        helper.make_node("Expand", ["both", "full"], ["mask"]),
+        helper.make_node("Attention", ["q", "k", "v", "mask"], ["y"]),
+    ]
+    return graph_model(nodes, feeds, ["y"], consts, opset=23), feeds
+
+
+@pytest.mark.parametrize("bound,narrowed", [(0, True), (1, False)], ids=["always_true", "masks_row_0"])
+def test_attention_reads_the_mask_before_an_always_true_and_and_its_expand(bound, narrowed, device):
+    model, feeds = _arange_and_padding_mask_model(bound)
+    (att,) = [op for op in _dce_graph(model).ops if op.kind == "Attention"]
+    mask = att.input(3)
+    assert (mask.shape == (2, 1, 1, 12)) == narrowed, mask.type
+    if not narrowed:  # the And stays (row 0 attends nothing: zeros), only its Expand goes
+        assert mask.producer.kind == "And"
+    check_against_ort(model, feeds, device)

@@ -529,8 +529,10 @@ class FuseAttention(Pass):
                     gone.add(id(o))
         if put:
             g.ops = [new for op in g.ops if id(op) not in gone for new in put.get(id(op), [op])]
-        merged = _merge_projections(g, [op for op in g.ops if op.kind == "Attention" and not op.domain])
-        return PassResult(g, bool(put) or merged)
+        attentions = [op for op in g.ops if op.kind == "Attention" and not op.domain]
+        merged = _merge_projections(g, attentions)
+        narrowed = [_narrow_mask(op) for op in attentions]
+        return PassResult(g, bool(put) or merged or any(narrowed))
 
     @staticmethod
     def _build(g: Graph, m: _Match) -> list[Op]:
@@ -639,3 +641,71 @@ def _absorb_split(u: _Uses, att: Op) -> bool:
         a[f"{n}_row"] = src.shape[2]
         a[f"{n}_offset"] = sum(sizes[:k])
     return True
+
+
+def _narrow_mask(att: Op) -> bool:
+    """Read an Attention's mask before what only broadcasts it: an Expand, or an And with an
+    operand true everywhere (transformers' mask builders And the padding mask [B, 1, 1, L]
+    with ``arange(S) >= 0`` into [B, 1, S, L]). The kernel broadcasts the smaller mask itself,
+    so the full one is never stored (B x S x L words) nor computed."""
+    mask = att.input(3)
+    if mask is None:
+        return False
+    a = att.attrs
+    full = (a["batch"], a["q_heads"], a["q_len"], mask.shape[-1])
+    m = mask
+    while m.producer is not None and not m.producer.domain:
+        p = m.producer
+        if p.kind == "Expand":
+            nxt = p.inputs[0]
+        elif p.kind == "And" and _all_true(p.inputs[0]):
+            nxt = p.inputs[1]
+        elif p.kind == "And" and _all_true(p.inputs[1]):
+            nxt = p.inputs[0]
+        else:
+            break
+        if nxt.type.rank == 0 or not _eq(nxt.shape[-1], full[-1]) or not _broadcasts_into(nxt.shape, full):
+            break
+        m = nxt
+    if m is mask:
+        return False
+    att.set_input(3, m)
+    return True
+
+
+def _all_true(v: Value, depth: int = 0) -> bool:
+    """Whether bool ``v`` is true everywhere by construction: a constant, an And of such, or a
+    comparison of a Range from a constant start with a constant step against a constant bound
+    its values all pass (through reshapes)."""
+    if v.is_const:
+        return v.dtype.name == "bool" and bool(np.all(v.data))
+    p = v.producer
+    if p is None or p.domain or depth > _MAX_CHAIN:
+        return False
+    if p.kind in ("Reshape", "Expand"):
+        return _all_true(p.inputs[0], depth + 1)
+    if p.kind == "And":
+        return all(_all_true(x, depth + 1) for x in p.inputs)
+    if p.kind in ("GreaterOrEqual", "Greater", "LessOrEqual", "Less"):
+        x, c = p.inputs if p.kind.startswith("Greater") else reversed(p.inputs)
+        low = _range_low(x)
+        bound = _scalar(c)
+        if low is None or bound is None:
+            return False
+        return low >= bound if p.kind in ("GreaterOrEqual", "LessOrEqual") else low > bound
+    return False
+
+
+def _range_low(v: Value, depth: int = 0) -> float | None:
+    """The least value of an ascending Range with a constant start and step (through
+    reshapes), else None."""
+    p = v.producer
+    if p is None or p.domain or depth > _MAX_CHAIN:
+        return None
+    if p.kind == "Reshape":
+        return _range_low(p.inputs[0], depth + 1)
+    if p.kind == "Range":
+        start, delta = _scalar(p.inputs[0]), _scalar(p.inputs[2])
+        if start is not None and delta is not None and delta > 0:
+            return start
+    return None
