@@ -13,9 +13,25 @@ and the few other strings wgpu-py uses (``_OTHER``) through a single pycparser r
 it stores are the ones cffi's own parse would give, built through cffi's own cache. Any
 surprise in cffi's internals (another version, another layout) leaves the rest of the table
 untouched: those strings are then parsed on demand as before, only slower.
+
+Before that, importing wgpu-py's native backend parses its C header (wgpu.h, about 100 KB)
+with pycparser, in pure Python: 0.2-0.5 s of every fresh process, as long as the rest of a
+small model's session creation. ``prime()`` keeps the syntax tree of that parse in the user's
+cache folder (``$XDG_CACHE_HOME/onnx2wgsl``, as JSON, keyed by the header's text and the
+versions of cffi and pycparser) and hands it to cffi instead of parsing when the text is the
+same. cffi still builds its types from the tree as before. A cache that is missing, unreadable
+or unexpected is ignored (the header is parsed, and the cache written again when possible);
+``ONNX2WGSL_NO_HEADER_CACHE=1`` turns it off.
 """
 
 from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
 
 # the strings other than WGPU* pointers and arrays that a session's creation and runs use
 # (wgpu 0.32); a string missing here still works, it is parsed when first used
@@ -46,7 +62,9 @@ def prime() -> int:
     _done = True
     try:
         from cffi import model
-        from wgpu.backends.wgpu_native._ffi import ffi
+
+        with _header_cache():
+            from wgpu.backends.wgpu_native._ffi import ffi
     except Exception:
         return 0
     added = 0
@@ -78,3 +96,142 @@ def prime() -> int:
         except Exception:  # an unexpected cffi: keep its own (slower) path for what is left
             pass
     return added
+
+
+# --- the header's syntax tree, cached --------------------------------------------------------
+
+FFI_MODULE = "wgpu.backends.wgpu_native._ffi"
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "onnx2wgsl"
+
+
+class _header_cache:
+    """While wgpu-py's backend is imported (a ``with`` block), cffi's parse of the wgpu header
+    takes its syntax tree from the cache, or parses and stores it. Does nothing when the
+    backend is imported already, when turned off, or when cffi or pycparser are not the
+    expected ones."""
+
+    def __enter__(self):
+        self.restore = None
+        if FFI_MODULE in sys.modules or os.environ.get("ONNX2WGSL_NO_HEADER_CACHE", "") not in ("", "0"):
+            return self
+        try:
+            import cffi
+            import pycparser
+            from cffi.cparser import Parser
+            from wgpu._coreutils import get_header_filename
+
+            header = Path(get_header_filename("combined_header.h")).read_text()
+        except Exception:
+            return self
+        key = hashlib.sha256(f"{cffi.__version__}\0{pycparser.__version__}\0{header}".encode()).hexdigest()
+        path = cache_dir() / f"wgpu-header-{key[:32]}.json"
+        original = Parser._parse
+
+        def _parse(parser, csource, *rest):
+            if csource != header or rest:
+                return original(parser, csource, *rest)
+            tree = load_tree(path)
+            if tree is not None:
+                return tree[0], tree[1], csource
+            ast, macros, text = original(parser, csource)
+            save_tree(path, ast, macros)
+            return ast, macros, text
+
+        Parser._parse = _parse
+        self.restore = lambda: setattr(Parser, "_parse", original)
+        return self
+
+    def __exit__(self, *exc):
+        if self.restore:
+            self.restore()
+        return False
+
+
+def save_tree(path: Path, ast, macros: dict) -> None:
+    """Write a pycparser tree and cffi's macros to ``path`` (atomically; nothing on failure).
+
+    A node is written as ``[class index, line, *fields]`` (its fields in ``__slots__`` order,
+    without coord and __weakref__); lists as lists (never starting with an int)."""
+    try:
+        from pycparser import c_ast
+
+        classes: dict[str, int] = {}
+
+        def enc(v):
+            if isinstance(v, c_ast.Node):
+                k = classes.setdefault(type(v).__name__, len(classes))
+                return [k, v.coord.line if v.coord is not None else None] + [
+                    enc(getattr(v, f)) for f in type(v).__slots__[:-2]
+                ]
+            if isinstance(v, list):
+                return [enc(x) for x in v]
+            if v is None or isinstance(v, (str, bool)):
+                return v
+            raise TypeError(f"unexpected {type(v).__name__} in the tree")
+
+        tree = enc(ast)
+        file = ast.ext[-1].coord.file if ast.ext and ast.ext[-1].coord is not None else ""
+        data = json.dumps(
+            {"classes": list(classes), "file": file, "macros": macros, "tree": tree}, separators=(",", ":")
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except Exception:
+        pass
+
+
+def load_tree(path: Path):
+    """(tree, macros) from ``path``, or None when it is missing or not as ``save_tree`` writes:
+    nodes are made only of pycparser's own AST classes, fields set by name."""
+    try:
+        data = json.loads(path.read_text())
+        from pycparser import c_ast
+        from pycparser.c_parser import Coord
+
+        classes = []
+        for name in data["classes"]:
+            cls = getattr(c_ast, name)
+            if not (isinstance(cls, type) and issubclass(cls, c_ast.Node) and cls is not c_ast.Node):
+                return None
+            classes.append((cls, cls.__slots__[:-2]))
+        coords = {}  # one Coord per line (the parser's are never changed)
+
+        def coord(line):
+            if line is None:
+                return None
+            c = coords.get(line)
+            if c is None:
+                c = coords[line] = Coord(data["file"], line)
+            return c
+
+        def dec(v):
+            if type(v) is not list:
+                return v
+            if v and type(v[0]) is int:
+                cls, fields = classes[v[0]]
+                if len(v) != len(fields) + 2:
+                    raise ValueError("a node with other fields")
+                node = cls.__new__(cls)
+                for f, x in zip(fields, v[2:]):
+                    setattr(node, f, dec(x))
+                node.coord = coord(v[1])
+                return node
+            return [dec(x) for x in v]
+
+        tree, macros = dec(data["tree"]), data["macros"]
+        if not isinstance(tree, c_ast.FileAST) or not isinstance(macros, dict):
+            return None
+        return tree, macros
+    except Exception:
+        return None
