@@ -313,8 +313,8 @@ class InferenceSession:
                         buf, seg["offset"], np.full(seg["size"] // 4, seg["fill"], dtype=np.uint32)
                     )
             else:
-                start = seg["file_offset"]
-                q.write_buffer(buf, seg["offset"], blob[start : start + seg["size"]])
+                # (an offset into the blob, not a slice of it: a slice of a bytearray is a copy)
+                q.write_buffer(buf, seg["offset"], blob, seg["file_offset"], seg["size"])
         # inputs' defaults, kept in memory: a run that omits such an input writes these bytes
         self._defaults = {}
         for io in self.manifest["inputs"]:
