@@ -208,11 +208,13 @@ class InferenceSession:
         self._dims_written: tuple[int, ...] | None = None
         # ``profile``: the device takes GPU timestamps around each dispatch (``run_profiled``)
         features = list(m["target"]["features"]) + (["timestamp-query"] if profile else [])
-        # weights.bin is read and hashed on a thread while the device is requested (both mostly
-        # wait on native code that releases the GIL); its errors surface at result()
+        # weights.bin is read on a thread while the device is requested, then hashed there while
+        # the weights are uploaded and the pipelines made (all mostly native code that releases
+        # the GIL); its errors surface at result(), the hash's before the session is returned
         w = m["weights"]
         reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx2wgsl-weights")
-        blob = reader.submit(mf.artifact_file, self.path, w["file"], w["size"], w["size"], w["sha256"])
+        blob = reader.submit(mf.artifact_file, self.path, w["file"], w["size"], w["size"], None)
+        hashed = reader.submit(lambda: mf.check_sha256(w["file"], blob.result(), w["sha256"]))
         reader.shutdown(wait=False)
         if device is None:
             device = request_device(m["target"]["limits"], features, power_preference)
@@ -279,6 +281,7 @@ class InferenceSession:
         self._readback = dev.create_buffer(
             size=max(total, 4), usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST, label="readback"
         )
+        hashed.result()
 
     def release(self) -> None:
         """Free the session's GPU buffers now (a device passed in by the caller stays alive)."""
