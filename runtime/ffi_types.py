@@ -60,11 +60,14 @@ def prime() -> int:
     if _done:
         return 0
     _done = True
+    with _header_cache():  # (the parse of ``_OTHER`` below is cached too)
+        return _prime()
+
+
+def _prime() -> int:
     try:
         from cffi import model
-
-        with _header_cache():
-            from wgpu.backends.wgpu_native._ffi import ffi
+        from wgpu.backends.wgpu_native._ffi import ffi
     except Exception:
         return 0
     added = 0
@@ -109,10 +112,11 @@ def cache_dir() -> Path:
 
 
 class _header_cache:
-    """While wgpu-py's backend is imported (a ``with`` block), cffi's parse of the wgpu header
-    takes its syntax tree from the cache, or parses and stores it. Does nothing when the
-    backend is imported already, when turned off, or when cffi or pycparser are not the
-    expected ones."""
+    """While wgpu-py's backend is imported (a ``with`` block), cffi's parses (of the wgpu header,
+    and of the type strings the import itself uses before ``prime`` can fill cffi's table) take
+    their syntax trees from the cache; on a miss they are parsed and the cache written after
+    the import. Does nothing when the backend is imported already, when turned off, or when
+    cffi or pycparser are not the expected ones."""
 
     def __enter__(self):
         self.restore = None
@@ -128,55 +132,61 @@ class _header_cache:
         except Exception:
             return self
         key = hashlib.sha256(f"{cffi.__version__}\0{pycparser.__version__}\0{header}".encode()).hexdigest()
-        path = cache_dir() / f"wgpu-header-{key[:32]}.json"
+        self.path = cache_dir() / f"wgpu-header-{key[:32]}.json"
+        self.trees = load_trees(self.path) or {}
+        self.parsed = {}  # csource -> (tree, macros) parsed in this block
         original = Parser._parse
 
         def _parse(parser, csource, *rest):
-            if csource != header or rest:
+            if rest or type(csource) is not str:
                 return original(parser, csource, *rest)
-            tree = load_tree(path)
-            if tree is not None:
-                return tree[0], tree[1], csource
+            if csource in self.trees:
+                tree, macros = self.trees[csource]
+                return tree, dict(macros), csource
             ast, macros, text = original(parser, csource)
-            save_tree(path, ast, macros)
+            self.parsed[csource] = (ast, dict(macros))
             return ast, macros, text
 
         Parser._parse = _parse
         self.restore = lambda: setattr(Parser, "_parse", original)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         if self.restore:
             self.restore()
+            if self.parsed and exc_type is None:
+                save_trees(self.path, {**self.trees, **self.parsed})
         return False
 
 
-def save_tree(path: Path, ast, macros: dict) -> None:
-    """Write a pycparser tree and cffi's macros to ``path`` (atomically; nothing on failure).
+def save_trees(path: Path, trees: dict) -> None:
+    """Write pycparser trees with cffi's macros, by the source text they parse, to ``path``
+    (atomically; nothing on failure).
 
-    A node is written as ``[class index, line, *fields]`` (its fields in ``__slots__`` order,
-    without coord and __weakref__); lists as lists (never starting with an int)."""
+    A node is written as ``[class index, file index, line, *fields]`` (its fields in
+    ``__slots__`` order, without coord and __weakref__; the indices into the lists of class
+    names and coordinates' file names); lists as lists (never starting with an int)."""
     try:
         from pycparser import c_ast
 
         classes: dict[str, int] = {}
+        files: dict[str, int] = {}
 
         def enc(v):
             if isinstance(v, c_ast.Node):
                 k = classes.setdefault(type(v).__name__, len(classes))
-                return [k, v.coord.line if v.coord is not None else None] + [
-                    enc(getattr(v, f)) for f in type(v).__slots__[:-2]
-                ]
+                c = v.coord
+                where = [None, None] if c is None else [files.setdefault(c.file, len(files)), c.line]
+                return [k, *where] + [enc(getattr(v, f)) for f in type(v).__slots__[:-2]]
             if isinstance(v, list):
                 return [enc(x) for x in v]
             if v is None or isinstance(v, (str, bool)):
                 return v
             raise TypeError(f"unexpected {type(v).__name__} in the tree")
 
-        tree = enc(ast)
-        file = ast.ext[-1].coord.file if ast.ext and ast.ext[-1].coord is not None else ""
+        out = [[text, enc(ast), macros] for text, (ast, macros) in trees.items()]
         data = json.dumps(
-            {"classes": list(classes), "file": file, "macros": macros, "tree": tree}, separators=(",", ":")
+            {"classes": list(classes), "files": list(files), "trees": out}, separators=(",", ":")
         )
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
@@ -191,9 +201,10 @@ def save_tree(path: Path, ast, macros: dict) -> None:
         pass
 
 
-def load_tree(path: Path):
-    """(tree, macros) from ``path``, or None when it is missing or not as ``save_tree`` writes:
-    nodes are made only of pycparser's own AST classes, fields set by name."""
+def load_trees(path: Path) -> dict | None:
+    """{source text: (tree, macros)} from ``path``, or None when it is missing or not as
+    ``save_trees`` writes: nodes are made only of pycparser's own AST classes, fields set by
+    name."""
     try:
         data = json.loads(path.read_text())
         from pycparser import c_ast
@@ -205,33 +216,35 @@ def load_tree(path: Path):
             if not (isinstance(cls, type) and issubclass(cls, c_ast.Node) and cls is not c_ast.Node):
                 return None
             classes.append((cls, cls.__slots__[:-2]))
-        coords = {}  # one Coord per line (the parser's are never changed)
-
-        def coord(line):
-            if line is None:
-                return None
-            c = coords.get(line)
-            if c is None:
-                c = coords[line] = Coord(data["file"], line)
-            return c
+        files = [str(f) for f in data["files"]]
+        coords = {}  # one Coord per place (the parser's are never changed)
 
         def dec(v):
             if type(v) is not list:
                 return v
             if v and type(v[0]) is int:
                 cls, fields = classes[v[0]]
-                if len(v) != len(fields) + 2:
+                if len(v) != len(fields) + 3:
                     raise ValueError("a node with other fields")
                 node = cls.__new__(cls)
-                for f, x in zip(fields, v[2:]):
+                for f, x in zip(fields, v[3:]):
                     setattr(node, f, dec(x))
-                node.coord = coord(v[1])
+                if v[1] is None:
+                    node.coord = None
+                else:
+                    c = coords.get((v[1], v[2]))
+                    if c is None:
+                        c = coords[v[1], v[2]] = Coord(files[v[1]], int(v[2]))
+                    node.coord = c
                 return node
             return [dec(x) for x in v]
 
-        tree, macros = dec(data["tree"]), data["macros"]
-        if not isinstance(tree, c_ast.FileAST) or not isinstance(macros, dict):
-            return None
-        return tree, macros
+        trees = {}
+        for text, tree, macros in data["trees"]:
+            tree = dec(tree)
+            if not (isinstance(text, str) and isinstance(tree, c_ast.FileAST) and isinstance(macros, dict)):
+                return None
+            trees[text] = (tree, macros)
+        return trees
     except Exception:
         return None
