@@ -226,11 +226,13 @@ class InferenceSession:
         self._dims_written: tuple[int, ...] | None = None
         # ``profile``: the device takes GPU timestamps around each dispatch (``run_profiled``)
         features = list(m["target"]["features"]) + (["timestamp-query"] if profile else [])
-        # weights.bin is read and hashed on a thread while the device is requested (both mostly
-        # wait on native code that releases the GIL); its errors surface at result()
+        # weights.bin is read on a thread while the device is requested, then hashed there while
+        # the weights are uploaded and the pipelines made (all mostly native code that releases
+        # the GIL); its errors surface at result(), the hash's before the session is returned
         w = m["weights"]
         reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx2wgsl-weights")
-        blob = reader.submit(mf.artifact_file, self.path, w["file"], w["size"], w["size"], w["sha256"])
+        blob = reader.submit(mf.artifact_file, self.path, w["file"], w["size"], w["size"], None)
+        hashed = reader.submit(lambda: mf.check_sha256(w["file"], blob.result(), w["sha256"]))
         reader.shutdown(wait=False)
         if device is None:
             device = request_device(m["target"]["limits"], features, power_preference)
@@ -297,6 +299,7 @@ class InferenceSession:
         self._readback = dev.create_buffer(
             size=max(total, 4), usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST, label="readback"
         )
+        hashed.result()
 
     def release(self) -> None:
         """Free the session's GPU buffers now (a device passed in by the caller stays alive)."""
@@ -331,8 +334,8 @@ class InferenceSession:
                         buf, seg["offset"], np.full(seg["size"] // 4, seg["fill"], dtype=np.uint32)
                     )
             else:
-                start = seg["file_offset"]
-                q.write_buffer(buf, seg["offset"], blob[start : start + seg["size"]])
+                # (an offset into the blob, not a slice of it: a slice of a bytearray is a copy)
+                q.write_buffer(buf, seg["offset"], blob, seg["file_offset"], seg["size"])
         # inputs' defaults, kept in memory: a run that omits such an input writes these bytes
         self._defaults = {}
         for io in self.manifest["inputs"]:
