@@ -82,7 +82,7 @@ def write_js_package(
             indent=2,
         )
         + "\n",
-        "README.md": readme(manifest, pkg, SOURCE_MODEL in written),
+        "README.md": readme(manifest, pkg, SOURCE_MODEL in written, [v["precision"] for v in variants or ()]),
     }
     for f, text in files.items():
         (out / f).write_text(text)
@@ -203,8 +203,16 @@ export type OutputName = {outputs};
 """
 
 
-def readme(manifest: dict, pkg: str, has_source: bool) -> str:
-    """README.md of the package: what the model takes and gives, and how to run it."""
+def readme(manifest: dict, pkg: str, has_source: bool, variants: list[str] | None = None) -> str:
+    """README.md of the package: what the model takes and gives, and how to run it
+    (``variants``: the precisions of a compile for several, in order of preference)."""
+    held = (
+        f"one artifact per precision ({', '.join(f'`{v}/`' for v in variants)}: each a `manifest.json`, "
+        "`shaders/*.wgsl` and `weights.bin`) under an index `manifest.json`, of which `createSession()` "
+        "loads the first the adapter runs (`session.precision` says which),"
+        if variants
+        else "the artifact (`manifest.json`, `shaders/*.wgsl`, `weights.bin`)"
+    )
     rows = "\n".join(
         f"| {kind}{' (optional: has a default)' if 'default' in io else ''} | `{io['name']}` | {io['dtype']} | [{', '.join(show_dim(d) for d in io['shape'])}] | {io['storage']} |"
         for kind, group in (("input", manifest["inputs"]), ("output", manifest["outputs"]))
@@ -258,7 +266,7 @@ resetGeneration(session);  // the next generate() starts a new sequence
 `{manifest["name"]}` compiled ahead of time to WebGPU compute shaders by
 {manifest.get("producer", "onnx2wgsl")}. This folder is an npm package (an ES module with
 TypeScript types and no dependencies) and can equally be served as static files. It holds
-the artifact (`manifest.json`, `shaders/*.wgsl`, `weights.bin`) and onnx2wgsl's browser
+{held} and onnx2wgsl's browser
 runtime (`onnx2wgsl.js`), which interprets the manifest: it generates no code, so it runs
 under a strict Content-Security-Policy, in a page or in a Web Worker.
 
