@@ -15,7 +15,15 @@ from onnx2wgsl.ir import DType, Graph, Value
 from onnx2wgsl.ir.kernel import DIMS
 from onnx2wgsl.ir.symbolic import simplify
 from onnx2wgsl.ir.types import storage_dtype
-from onnx2wgsl.runtime.manifest import F16_FEATURE, FORMAT, MANIFEST, SHADER_FILE, VERSION, validate
+from onnx2wgsl.runtime.manifest import (
+    F16_FEATURE,
+    FORMAT,
+    MANIFEST,
+    SHADER_FILE,
+    VERSION,
+    validate,
+    validate_index,
+)
 
 from .target import Target
 
@@ -44,6 +52,32 @@ class Artifact:
         (out / WEIGHTS).write_bytes(self.weights)
         (out / MANIFEST).write_text(json.dumps(self.manifest, indent=1) + "\n")
         return out
+
+
+def write_index(out: str | Path, variants: list[tuple[str, dict]]) -> dict:
+    """Write the index manifest of an artifact compiled for several precisions: ``variants``
+    lists (precision, manifest) in order of preference, each artifact already written in the
+    folder ``out/<precision>``. A single-precision artifact that was there before loses its
+    top-level shaders and weights, which the index no longer names."""
+    out = Path(out)
+    earlier = _earlier_manifest(out)
+    if earlier is not None and "variants" not in earlier:
+        for old in _artifact_files(out):
+            old.unlink()
+        weights = earlier.get("weights")
+        if isinstance(weights, dict) and weights.get("file") == WEIGHTS and (out / WEIGHTS).is_file():
+            (out / WEIGHTS).unlink()
+    index = {
+        "format": FORMAT,
+        "version": VERSION,
+        "name": variants[0][1]["name"],
+        "variants": [
+            {"precision": p, "features": list(m["target"]["features"]), "path": p} for p, m in variants
+        ],
+    }
+    validate_index(index)
+    (out / MANIFEST).write_text(json.dumps(index, indent=1) + "\n")
+    return index
 
 
 def _earlier_manifest(out: Path) -> dict | None:

@@ -444,9 +444,15 @@ def _inspect_dir(src: Path, args: argparse.Namespace, names: list[str]) -> int:
             raise UsageError(
                 "an artifact holds the planned schedule only; --stage applies to models and IR files"
             )
-        from onnx2wgsl.runtime.manifest import read
+        from onnx2wgsl.runtime.manifest import is_index, read, read_any
 
-        print(schedule_summary(read(src)))
+        m = read_any(src)
+        if not is_index(m):
+            print(schedule_summary(m))
+            return 0
+        for v in m["variants"]:  # a compile for several precisions: each variant's schedule
+            print(f"precision variant {v['precision']} ({src / v['path']}), needs features {v['features']}")
+            print(schedule_summary(read(src / v["path"])))
         return 0
     raise UsageError(f"{str(src)!r} holds neither IR files (NN-<stage>.ir) nor an artifact (manifest.json)")
 
@@ -571,11 +577,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument(
         "--precision",
-        choices=("fp32", "fp16"),
         default="fp32",
+        metavar="fp32|fp16|fp16,fp32",
         help="fp16: store activations and weights as f16 where every kernel touching them converts "
         "(computing in f32; the range guard keeps overflow-prone results f32); the artifact then needs "
-        "the device feature shader-f16 (default fp32)",
+        "the device feature shader-f16 (default fp32). Several, in order of preference (fp16,fp32): "
+        "one artifact each in DIR/<precision> under an index manifest; the runtimes load the first "
+        "the device runs",
     )
     c.add_argument(
         "--target",

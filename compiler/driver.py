@@ -16,14 +16,14 @@ from onnx2wgsl.errors import CompileError, InternalError, IRError, Onnx2WgslErro
 from onnx2wgsl.ir import Graph, VerifyError, verify
 from onnx2wgsl.ir.printer import HEADER as IR_HEADER
 
-from .artifact import Artifact, build_artifact, check_output_dir
+from .artifact import Artifact, build_artifact, check_output_dir, write_index
 from .frontend import import_model, load_model
 from .generation import Generation, generation_note, prepare
 from .host_eval import FOLD_LIMIT
 from .lowering import lower
 from .memory import MemoryPlan, align, check_plan, lifetimes, peak_bytes, plan_memory, roots
 from .passes import lowered_pipeline, pipeline, run_passes
-from .precision import assign_storage, check_precision
+from .precision import assign_storage, check_precisions
 from .report import CompileReport
 from .target import Target, get_target
 from .validate import check_ir_ops
@@ -135,7 +135,7 @@ def compile_model(
     fold_limit: int = FOLD_LIMIT,
     freeze_initializers: bool = False,
     generation: Generation | None = None,
-    precision: str = "fp32",
+    precision: str | list[str] | tuple[str, ...] = "fp32",
 ) -> CompileResult:
     """Compile into an artifact; write it if ``output`` is given (a new or empty folder, or one
     holding an earlier artifact; any other folder only with ``force``).
@@ -161,18 +161,28 @@ def compile_model(
     ``precision="fp16"`` stores activations and weights as f16 wherever every kernel that reads
     and writes them converts at its loads and stores (computing in f32) and the range guard
     allows (compiler/precision.py); the artifact then requires the device feature shader-f16.
+    Several precisions (``"fp16,fp32"`` or a list, in order of preference) write one complete
+    artifact each in ``output/<precision>`` under an index manifest.json listing them; the
+    runtimes load the first the device runs, and the first variant's result is returned.
 
     Only onnx2wgsl's errors leave (an exception ``on_stage`` raises passes through as it is):
     any other is a bug, wrapped as an InternalError naming the stage it was raised in; when the
     compile started from IR, whose ops are checked for structure but not for every op's
     meaning, it is an IRError that says the IR breaks what the stage relies on."""
+    precisions = check_precisions(precision)
+    if len(precisions) > 1:
+        return _compile_variants(
+            model, output, precisions, shapes=shapes, dims=dims, target=target, opt_level=opt_level,
+            verify_ir=verify_ir, on_stage=on_stage, stage=stage, constants=constants, force=force,
+            fold_limit=fold_limit, freeze_initializers=freeze_initializers, generation=generation,
+        )  # fmt: skip
     at = _Progress(stage_names(opt_level))
     try:
         return _compile(
             model, output, at, shapes=shapes, dims=dims, target=target, opt_level=opt_level,
             verify_ir=verify_ir, on_stage=on_stage, stage=stage, constants=constants, force=force,
             fold_limit=fold_limit, freeze_initializers=freeze_initializers, generation=generation,
-            precision=check_precision(precision),
+            precision=precisions[0],
         )  # fmt: skip
     except InternalError as e:
         if at.from_ir:  # the graph came in as IR, whose ops are checked for structure only
@@ -191,6 +201,37 @@ def compile_model(
         if at.from_ir:
             raise IRError(at.stage, e) from e
         raise InternalError(at.stage, e) from e
+
+
+def _compile_variants(model, output, precisions: tuple[str, ...], **options) -> CompileResult:
+    """One artifact per precision, each complete in ``output/<precision>``, under an index
+    manifest listing them in order of preference (the runtimes load the first the device
+    runs). Returns the first variant's result, its report noting the others."""
+    if isinstance(model, Graph):
+        raise CompileError(
+            "a Graph compiles for one precision at a time (passes change it in place)",
+            hint="pass the ONNX model or an IR file, or compile the Graph once per precision",
+        )
+    if output is not None:
+        check_output_dir(output, options["force"])
+    results = [
+        compile_model(model, None if output is None else Path(output) / p, precision=p, **options)
+        for p in precisions
+    ]
+    if output is not None:
+        write_index(output, [(p, r.artifact.manifest) for p, r in zip(precisions, results, strict=True)])
+    first = results[0]
+    first.report.notes.append(
+        "precision variants, in order of preference: "
+        + ", ".join(
+            f"{p} ({r.report.weight_file_bytes:,} B of weights)"
+            for p, r in zip(precisions, results, strict=True)
+        )
+        + f"; this report is {precisions[0]}'s"
+    )
+    if output is not None:
+        first.report.output = str(output)
+    return first
 
 
 class _HookError(Exception):

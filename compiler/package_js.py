@@ -23,6 +23,7 @@ from onnx2wgsl.runtime.manifest import FORMAT, VERSION, show_dim
 
 # copied unchanged from runtime/js (the runtime is the same for every model)
 RUNTIME_FILES = ("onnx2wgsl.js", "onnx2wgsl.d.ts", "index.js", "profile.js", "profile.d.ts")
+VARIANTS_ENTRY = "variants.js"  # index.js of a package compiled for several precisions
 GENERATE_FILES = ("generate.js", "generate.d.ts")  # in the packages of artifacts compiled for generation
 
 
@@ -54,6 +55,11 @@ def write_js_package(
     ``out`` (written by compile first). Returns the file names added."""
     out = Path(out)
     manifest = json.loads((out / "manifest.json").read_text())
+    # a compile for several precisions: the index lists the variants, whose inputs and outputs
+    # are the same; the package's types and README follow the first, its entry picks one
+    variants = manifest.get("variants")
+    if variants:
+        manifest = json.loads((out / variants[0]["path"] / "manifest.json").read_text())
     if name is None:
         if source is not None and not isinstance(source, onnx.ModelProto):
             path = Path(source).resolve()
@@ -65,13 +71,18 @@ def write_js_package(
     written = []
     js = runtime_js_dir()
     for f in runtime_files(manifest):
-        (out / f).write_bytes((js / f).read_bytes())
+        src = VARIANTS_ENTRY if variants and f == "index.js" else f
+        (out / f).write_bytes((js / src).read_bytes())
         written.append(f)
     written += _copy_source(source, out)
     files = {
-        "index.d.ts": index_dts(manifest),
-        "package.json": json.dumps(package_json(manifest, pkg, SOURCE_MODEL in written), indent=2) + "\n",
-        "README.md": readme(manifest, pkg, SOURCE_MODEL in written),
+        "index.d.ts": index_dts(manifest, bool(variants)),
+        "package.json": json.dumps(
+            package_json(manifest, pkg, SOURCE_MODEL in written, [v["path"] for v in variants or ()]),
+            indent=2,
+        )
+        + "\n",
+        "README.md": readme(manifest, pkg, SOURCE_MODEL in written, [v["precision"] for v in variants or ()]),
     }
     for f, text in files.items():
         (out / f).write_text(text)
@@ -108,15 +119,15 @@ def _copy_source(source, out: Path) -> list[str]:
     return written
 
 
-def package_json(manifest: dict, name: str, has_source: bool) -> dict:
-    """package.json of the model's package: an ES module with types, no dependencies."""
+def package_json(manifest: dict, name: str, has_source: bool, variants: list[str] | None = None) -> dict:
+    """package.json of the model's package: an ES module with types, no dependencies
+    (``variants``: the folders of a compile for several precisions)."""
     files = [
         "index.js",
         "index.d.ts",
         *(f for f in runtime_files(manifest) if f != "index.js"),
         "manifest.json",
-        "shaders/",
-        manifest["weights"]["file"],
+        *([f"{v}/" for v in variants] if variants else ["shaders/", manifest["weights"]["file"]]),
     ]
     files += [SOURCE_MODEL] if has_source else []
     return {
@@ -151,8 +162,20 @@ def _io_line(io: dict) -> str:
     return f"{io['dtype']}[{', '.join(show_dim(d) for d in io['shape'])}]"
 
 
-def index_dts(manifest: dict) -> str:
-    """index.d.ts: the runtime's types plus this model's feeds and output names."""
+def index_dts(manifest: dict, variants: bool = False) -> str:
+    """index.d.ts: the runtime's types plus this model's feeds and output names (``variants``:
+    the entry of a compile for several precisions, which picks one)."""
+    picks = (
+        """
+/** The precision variant this browser runs: the first whose features the adapter has. */
+export declare function pickVariant(options?: SessionOptions): Promise<{ precision: 'fp16' | 'fp32'; features: string[]; path: string; url: string }>;
+/** The chosen variant's session; `precision` says which. */
+export declare function createSession(options?: SessionOptions): Promise<InferenceSession & { precision: 'fp16' | 'fp32' }>;"""
+        if variants
+        else """
+/** InferenceSession.create(modelUrl, options). */
+export declare function createSession(options?: SessionOptions): Promise<InferenceSession>;"""
+    )
     feeds = "\n".join(
         f"  /** {_io_line(io)}{', optional: omitted, its default is used' if 'default' in io else ''} */\n"
         f"  {json.dumps(io['name'])}{'?' if 'default' in io else ''}: Tensor<{json.dumps(io['dtype'])}> | "
@@ -167,9 +190,7 @@ import type {{ DataTypeMap, InferenceSession, SessionOptions, Support, Tensor }}
 export * from './onnx2wgsl.js';
 
 /** The URL of this package's folder, where manifest.json, shaders/ and weights.bin lie. */
-export declare const modelUrl: string;
-/** InferenceSession.create(modelUrl, options). */
-export declare function createSession(options?: SessionOptions): Promise<InferenceSession>;
+export declare const modelUrl: string;{picks}
 /** isSupported(modelUrl): whether this browser can run this model, and why not. */
 export declare function isModelSupported(options?: {{ powerPreference?: GPUPowerPreference }}): Promise<Support>;
 
@@ -182,8 +203,16 @@ export type OutputName = {outputs};
 """
 
 
-def readme(manifest: dict, pkg: str, has_source: bool) -> str:
-    """README.md of the package: what the model takes and gives, and how to run it."""
+def readme(manifest: dict, pkg: str, has_source: bool, variants: list[str] | None = None) -> str:
+    """README.md of the package: what the model takes and gives, and how to run it
+    (``variants``: the precisions of a compile for several, in order of preference)."""
+    held = (
+        f"one artifact per precision ({', '.join(f'`{v}/`' for v in variants)}: each a `manifest.json`, "
+        "`shaders/*.wgsl` and `weights.bin`) under an index `manifest.json`, of which `createSession()` "
+        "loads the first the adapter runs (`session.precision` says which),"
+        if variants
+        else "the artifact (`manifest.json`, `shaders/*.wgsl`, `weights.bin`)"
+    )
     rows = "\n".join(
         f"| {kind}{' (optional: has a default)' if 'default' in io else ''} | `{io['name']}` | {io['dtype']} | [{', '.join(show_dim(d) for d in io['shape'])}] | {io['storage']} |"
         for kind, group in (("input", manifest["inputs"]), ("output", manifest["outputs"]))
@@ -237,7 +266,7 @@ resetGeneration(session);  // the next generate() starts a new sequence
 `{manifest["name"]}` compiled ahead of time to WebGPU compute shaders by
 {manifest.get("producer", "onnx2wgsl")}. This folder is an npm package (an ES module with
 TypeScript types and no dependencies) and can equally be served as static files. It holds
-the artifact (`manifest.json`, `shaders/*.wgsl`, `weights.bin`) and onnx2wgsl's browser
+{held} and onnx2wgsl's browser
 runtime (`onnx2wgsl.js`), which interprets the manifest: it generates no code, so it runs
 under a strict Content-Security-Policy, in a page or in a Web Worker.
 

@@ -59,6 +59,25 @@ def check_precision(precision: str) -> str:
     return precision
 
 
+def check_precisions(precision: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The precisions asked for, in order of preference: one ("fp16"), or several ("fp16,fp32"
+    or a list) for an artifact holding one variant each, of which the runtime picks the first
+    the device runs."""
+    if not isinstance(precision, (str, list, tuple)):
+        raise CompileError(
+            f"precision {precision!r} is not a name or a list of names",
+            hint=f"give one of {', '.join(PRECISIONS)}, or several in order of preference (fp16,fp32)",
+        )
+    names = precision.split(",") if isinstance(precision, str) else list(precision)
+    names = [check_precision(p.strip() if isinstance(p, str) else p) for p in names]
+    if not names or len(set(names)) != len(names):
+        raise CompileError(
+            f"precision {precision!r} lists no precision or one twice",
+            hint="give one (fp16) or several, each once, in order of preference (fp16,fp32)",
+        )
+    return tuple(names)
+
+
 F16_MAX = 65504.0
 
 

@@ -19,7 +19,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,9 @@ SHADER_FILE = re.compile(r"shaders/[A-Za-z0-9_.\-]{1,200}\.wgsl")
 WEIGHTS_FILE = re.compile(r"[A-Za-z0-9_.\-]{1,200}\.bin")
 SHA256 = re.compile(r"[0-9a-f]{64}")
 ENTRY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+PRECISIONS = ("fp32", "fp16")
+VARIANT_DIR = re.compile(r"[A-Za-z0-9_\-]{1,64}")  # a variant's folder: a plain name, no dots
+MAX_VARIANTS = 8
 
 # key -> type, for the top level and for each entry of the listed arrays
 _SCHEMA: dict[str, Any] = {
@@ -488,7 +491,70 @@ def check_sha256(name: str, data: bytes | bytearray, sha256: str) -> None:
         raise ManifestError(f"{name} does not match the manifest (size or sha256); recompile")
 
 
+_INDEX_SCHEMA: dict[str, Any] = {
+    "format": str,
+    "version": int,
+    "name": str,
+    "variants": [{"precision": str, "features": list, "path": str}],
+}
+
+
+def validate_index(m: dict) -> dict:
+    """Check a parsed index manifest (a compile for several precisions, ``--precision
+    fp16,fp32``): its ``variants``, in order of preference, each a precision, the features it
+    needs and the folder (a plain name inside the artifact) of its own complete artifact."""
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        raise ManifestError("not an onnx2wgsl artifact (manifest format field is wrong)")
+    if m.get("version") not in VERSIONS:
+        raise ManifestError(
+            f"artifact format version {m.get('version')} is not {' or '.join(map(str, VERSIONS))}; "
+            "recompile the model with this onnx2wgsl version"
+        )
+    _check(m, _INDEX_SCHEMA, "")
+    if not 1 <= len(m["variants"]) <= MAX_VARIANTS:
+        raise ManifestError(f"manifest variants must list 1 to {MAX_VARIANTS} variants")
+    seen = set()
+    for i, v in enumerate(m["variants"]):
+        if v["precision"] not in PRECISIONS:
+            raise ManifestError(
+                f"manifest variants[{i}].precision {v['precision']!r} is not one of {PRECISIONS}"
+            )
+        for f in v["features"]:
+            _check(f, str, f"variants[{i}].features[]")
+        if not VARIANT_DIR.fullmatch(v["path"]) or v["path"] in seen:
+            raise ManifestError(
+                f"manifest variants[{i}].path {v['path']!r} is not a plain folder name of its own"
+            )
+        seen.add(v["path"])
+    return m
+
+
+def is_index(m: dict) -> bool:
+    """Whether a parsed manifest is an index of precision variants rather than an artifact."""
+    return isinstance(m, dict) and "variants" in m
+
+
+def choose(index: dict, have: Iterable[str]) -> dict | None:
+    """The first variant of ``index`` whose features are all in ``have``, or None."""
+    have = set(have)
+    return next((v for v in index["variants"] if set(v["features"]) <= have), None)
+
+
 def read(directory: str | Path) -> dict:
+    """The artifact's checked manifest; an index of precision variants is refused (open it
+    with ``read_any``, or name one variant's folder)."""
+    m = read_any(directory)
+    if is_index(m):
+        folders = ", ".join(str(Path(directory) / v["path"]) for v in m["variants"])
+        raise ManifestError(
+            f"{str(directory)!r} holds one artifact per precision ({folders}); load it with "
+            "onnx2wgsl.load, which picks the one the device runs, or name one variant's folder"
+        )
+    return m
+
+
+def read_any(directory: str | Path) -> dict:
+    """The checked manifest of an artifact or of an index of precision variants."""
     path = Path(directory) / MANIFEST
     if not path.is_file():
         raise ManifestError(
@@ -500,4 +566,4 @@ def read(directory: str | Path) -> dict:
         m = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise ManifestError(f"{path} is not valid JSON ({first_line(e) or type(e).__name__})") from e
-    return validate(m)
+    return validate_index(m) if is_index(m) else validate(m)

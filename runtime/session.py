@@ -109,12 +109,8 @@ def _kebab(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower()
 
 
-def request_device(
-    required_limits: Mapping[str, int] | None = None,
-    features: Iterable[str] = (),
-    power_preference: str = "high-performance",
-):
-    """A wgpu device that grants the limits and features an artifact was compiled against."""
+def request_adapter(power_preference: str = "high-performance"):
+    """wgpu's adapter for ``power_preference``, or a DeviceError saying how to get one."""
     import wgpu
 
     ffi_types.prime()
@@ -125,6 +121,20 @@ def request_device(
             "no WebGPU adapter found; install a GPU driver, or Mesa's lavapipe for a software GPU "
             "(apt-get install mesa-vulkan-drivers)"
         )
+    return adapter
+
+
+def request_device(
+    required_limits: Mapping[str, int] | None = None,
+    features: Iterable[str] = (),
+    power_preference: str = "high-performance",
+    adapter: Any = None,
+):
+    """A wgpu device that grants the limits and features an artifact was compiled against
+    (from ``adapter``, or the one ``power_preference`` picks)."""
+
+    if adapter is None:
+        adapter = request_adapter(power_preference)
     have = dict(adapter.limits)
     need = {}
     for key, value in (required_limits or {}).items():
@@ -218,7 +228,26 @@ class InferenceSession:
         ffi_types.prime()
         self.path = Path(directory)
         self._released = False
-        m = self.manifest = mf.read(self.path)
+        m = mf.read_any(self.path)
+        adapter = None
+        # ``precision``: the variant picked from an artifact compiled for several (``--precision
+        # fp16,fp32``): the first whose features the device (or adapter) has; None for one
+        # compiled for a single precision
+        self.precision: str | None = None
+        if mf.is_index(m):
+            if device is None:
+                adapter = request_adapter(power_preference)
+            have = (device if device is not None else adapter).features
+            v = mf.choose(m, have)
+            if v is None:
+                who = "the device given" if device is not None else f"adapter {adapter.info['device']!r}"
+                needs = "; ".join(
+                    f"{v['precision']} needs {sorted(set(v['features']) - set(have))}" for v in m["variants"]
+                )
+                raise DeviceError(f"{who} runs none of the artifact's precision variants ({needs})")
+            self.path, self.precision = self.path / v["path"], v["precision"]
+            m = mf.read(self.path)
+        self.manifest = m
         self._inputs = {io["name"]: io for io in m["inputs"]}
         self._outputs = [io for io in m["outputs"]]
         self.symbols = {s["name"]: (s["min"], s["max"]) for s in m.get("symbols", [])}
@@ -235,7 +264,7 @@ class InferenceSession:
         hashed = reader.submit(lambda: mf.check_sha256(w["file"], blob.result(), w["sha256"]))
         reader.shutdown(wait=False)
         if device is None:
-            device = request_device(m["target"]["limits"], features, power_preference)
+            device = request_device(m["target"]["limits"], features, power_preference, adapter)
         else:
             _check_device(device, m["target"]["limits"], features)
         self._profiling: tuple | None = None  # query sets and buffers, made on first use
