@@ -118,8 +118,8 @@ def _check(obj: Any, schema: Any, where: str) -> None:
         raise ManifestError(f"manifest {where} must be a {schema.__name__}")
 
 
-def validate(m: dict) -> dict:
-    """Check a parsed manifest; return it, or raise ManifestError naming the first problem."""
+def _check_format(m) -> None:
+    """The format and version fields every manifest (an artifact's or an index's) starts with."""
     if not isinstance(m, dict) or m.get("format") != FORMAT:
         raise ManifestError("not an onnx2wgsl artifact (manifest format field is wrong)")
     if m.get("version") not in VERSIONS:
@@ -127,6 +127,11 @@ def validate(m: dict) -> dict:
             f"artifact format version {m.get('version')} is not {' or '.join(map(str, VERSIONS))}; "
             "recompile the model with this onnx2wgsl version"
         )
+
+
+def validate(m: dict) -> dict:
+    """Check a parsed manifest; return it, or raise ManifestError naming the first problem."""
+    _check_format(m)
     _check(m, _SCHEMA, "")
     ranges = _symbols(m)
     limits = dict(DEFAULT_LIMITS)
@@ -503,13 +508,7 @@ def validate_index(m: dict) -> dict:
     """Check a parsed index manifest (a compile for several precisions, ``--precision
     fp16,fp32``): its ``variants``, in order of preference, each a precision, the features it
     needs and the folder (a plain name inside the artifact) of its own complete artifact."""
-    if not isinstance(m, dict) or m.get("format") != FORMAT:
-        raise ManifestError("not an onnx2wgsl artifact (manifest format field is wrong)")
-    if m.get("version") not in VERSIONS:
-        raise ManifestError(
-            f"artifact format version {m.get('version')} is not {' or '.join(map(str, VERSIONS))}; "
-            "recompile the model with this onnx2wgsl version"
-        )
+    _check_format(m)
     _check(m, _INDEX_SCHEMA, "")
     if not 1 <= len(m["variants"]) <= MAX_VARIANTS:
         raise ManifestError(f"manifest variants must list 1 to {MAX_VARIANTS} variants")

@@ -32,6 +32,21 @@ def device():
     return dev
 
 
+@pytest.fixture(scope="session")
+def device16():
+    """A device with shader-f16 (lavapipe has it): f16 storage (--precision fp16) needs one."""
+    from onnx2wgsl.errors import DeviceError
+    from onnx2wgsl.runtime import request_device
+    from onnx2wgsl.runtime.manifest import F16_FEATURE
+
+    try:
+        return request_device(features=[F16_FEATURE])
+    except DeviceError as e:
+        if IN_CI:
+            pytest.fail(f"CI=true but no WebGPU adapter with shader-f16: {e}", pytrace=False)
+        pytest.skip(f"no WebGPU adapter with shader-f16: {e}")
+
+
 def pytest_addoption(parser):
     parser.addoption(
         "--update-golden",

@@ -16,20 +16,10 @@ from onnx import TensorProto, helper, numpy_helper
 import onnx2wgsl
 from onnx2wgsl.compiler import compile_model
 from onnx2wgsl.compiler.precision import assign_storage
-from onnx2wgsl.errors import DeviceError, InputError
+from onnx2wgsl.errors import InputError
 from onnx2wgsl.ir import DType
 from onnx2wgsl.runtime import manifest as mf
 from onnx2wgsl.runtime.manifest import F16_FEATURE, ManifestError
-
-
-@pytest.fixture(scope="module")
-def device16():
-    from onnx2wgsl.runtime import request_device
-
-    try:
-        return request_device(features=[F16_FEATURE])
-    except DeviceError as e:
-        pytest.skip(f"no WebGPU adapter with shader-f16: {e}")
 
 
 def _model(dtype=TensorProto.FLOAT) -> onnx.ModelProto:
