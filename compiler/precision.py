@@ -43,7 +43,8 @@ _TEMPLATE_OPS = {
 _BUILDER_OPS = {
     "Fused", "Concat", "Transpose", "Gather", "GatherElements", "BatchNormalization", "LayerNormalization",
     "RMSNormalization", "InstanceNormalization", "GroupNormalization",
-    "MeanVarianceNormalization", "LpNormalization",
+    "MeanVarianceNormalization", "LpNormalization", "Slice", "Split", "Expand", "Tile", "Where",
+    "DepthToSpace", "SpaceToDepth",
 }  # fmt: skip
 F16_OPS = frozenset(_TEMPLATE_OPS | _BUILDER_OPS | set(REDUCE) | (set(TABLE) - {"Identity", "Cast"}))
 VIEWS = ("Reshape", "Identity")
