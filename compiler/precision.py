@@ -43,7 +43,7 @@ _TEMPLATE_OPS = {
 _BUILDER_OPS = {
     "Fused", "Concat", "Transpose", "Gather", "GatherElements", "BatchNormalization", "LayerNormalization",
     "RMSNormalization", "InstanceNormalization", "GroupNormalization",
-    "MeanVarianceNormalization", "LpNormalization", "Slice", "Split", "Expand", "Tile", "Where",
+    "MeanVarianceNormalization", "LpNormalization", "Slice", "Split", "Pad", "Expand", "Tile", "Where",
     "DepthToSpace", "SpaceToDepth",
 }  # fmt: skip
 F16_OPS = frozenset(_TEMPLATE_OPS | _BUILDER_OPS | set(REDUCE) | (set(TABLE) - {"Identity", "Cast"}))

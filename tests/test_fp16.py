@@ -165,18 +165,21 @@ def test_an_fp16_model_keeps_f16_storage_inside(device16, tmp_path):
 
 
 def test_data_movement_ops_keep_f16_storage_and_match(device16, tmp_path):
-    """Slice, Expand, Where, Split, Tile and DepthToSpace between f16 values: each
+    """Pad, Slice, Expand, Where, Split, Tile and DepthToSpace between f16 values: each
     kernel converts at its loads and stores, so the values between them are stored f16."""
     from helpers import graph_model, rand
 
     consts = {
         "starts": np.array([1, 0], np.int64), "ends": np.array([6, 8], np.int64), "axes": np.array([2, 3], np.int64),
         "shape": np.array([2, 4, 5, 8], np.int64), "split": np.array([1, 3], np.int64),
+        "pads": np.array([0, 0, 1, 2, 0, 0, 0, 1], np.int64), "pads2": np.array([0, 0, 0, 1, 0, 0, 1, -2], np.int64),
         "reps": np.array([1, 1, 1, 2], np.int64),
     }  # fmt: skip
     nodes = [
         helper.make_node("Relu", ["x"], ["r"]),
-        helper.make_node("Slice", ["r", "starts", "ends", "axes"], ["s"]),
+        helper.make_node("Pad", ["r", "pads"], ["p"], mode="reflect"),
+        helper.make_node("Pad", ["p", "pads2", "fill"], ["q"]),
+        helper.make_node("Slice", ["q", "starts", "ends", "axes"], ["s"]),
         helper.make_node("Expand", ["bias", "shape"], ["e"]),
         helper.make_node("Where", ["cond", "s", "e"], ["w"]),
         helper.make_node("Split", ["w", "split"], ["a", "b"], axis=1),
@@ -185,9 +188,10 @@ def test_data_movement_ops_keep_f16_storage_and_match(device16, tmp_path):
         helper.make_node("Neg", ["t"], ["y1"]),
         helper.make_node("Neg", ["d"], ["y2"]),
     ]
-    feeds = {"x": rand(2, 4, 7, 9), "bias": rand(1, 4, 1, 8, seed=1), "cond": rand(2, 1, 5, 8, seed=2) > 0}
+    feeds = {"x": rand(2, 4, 6, 8), "bias": rand(1, 4, 1, 8, seed=1), "cond": rand(2, 1, 5, 8, seed=2) > 0,
+             "fill": np.array(0.75, np.float32)}  # fmt: skip
     model = graph_model(nodes, feeds, ["y1", "y2"], consts)
     res, got = _run(model, feeds, device16, tmp_path, precision="fp16")
     _assert_scaled_close(got, ort_run(model, feeds))
     stored = {v.name: v.storage for v in res.graph.values()}
-    assert all(stored[n] is DType.f16 for n in ("s", "w", "a", "t", "d")), stored
+    assert all(stored[n] is DType.f16 for n in ("p", "q", "s", "w", "a", "t", "d")), stored

@@ -279,7 +279,11 @@ class KernelBuilder:
 
     def store(self, expr: str, out: Value) -> None:
         """``out[i] = expr``: the point's element of an output contiguous over the space."""
-        self.add(f"{self._write(out)}[i] = {narrow(elem_type(out), expr)};")
+        self.add(self.store_line(expr, out))
+
+    def store_line(self, expr: str, out: Value) -> str:
+        """The line of ``store``, for a lowering to place itself (an early store in a branch)."""
+        return f"{self._write(out)}[i] = {narrow(elem_type(out), expr)};"
 
     def tree(self, accs: list[tuple[str, str]], merge: list[str]) -> None:
         """Combine the workgroup's accumulators ``accs`` (name, WGSL type): each ``merge`` line

@@ -151,7 +151,6 @@ def lower_pad(ctx: LowerCtx, op: Op) -> None:
         k.store(_pad_value(k, op, ty), y)
         ctx.kernel([v for v in op.inputs if v is not None], [y], [d for d in [k.dispatch()] if d])
         return
-    X = k.read(x)
     xs = contiguous_strides(x.shape)
     terms, inside = [], []
     for d, n in enumerate(x.shape):
@@ -174,22 +173,23 @@ def lower_pad(ctx: LowerCtx, op: Op) -> None:
         k.add(f"let p{d} = u32({src}) + {lo}u;" if lo else f"let p{d} = u32({src});")
         terms.append(f"p{d}" if xs[d] == 1 else f"p{d} * {u32(xs[d])}")
     addr = " + ".join(terms) if terms else "0u"
+    at = k.element(x, addr)
     if inside:
         value = _pad_value(k, op, ty)
         k.add(
             f"if (!({' && '.join(f'({c})' for c in inside)})) {{",
-            f"  {k.write(y)}[i] = {value};",
+            f"  {k.store_line(value, y)}",
             "  return;",
             "}",
         )
-    k.store(f"{X}[{addr}]", y)
+    k.store(at, y)
     ctx.kernel([v for v in op.inputs if v is not None], [y], [d for d in [k.dispatch()] if d])
 
 
 def _pad_value(k: KernelBuilder, op: Op, ty: str) -> str:
     """The constant pad value: a literal, or the run-time scalar operand."""
     if len(op.inputs) > 1:
-        return f"{k.read(op.inputs[1])}[0]"
+        return k.element(op.inputs[1], "0")
     return literal(op.attrs.get("value", 0), ty)
 
 
