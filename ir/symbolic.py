@@ -473,6 +473,25 @@ def _extreme(kind: str, a: Dimish, b: Dimish) -> Dimish:
     return Expr._atom(_Node(kind, (x, y)))
 
 
+def substitute(e: Dimish, new: dict[str, Dimish]) -> Dimish:
+    """``e`` with each symbol named in ``new`` replaced by its expression, simplified."""
+    e = as_expr(e)
+    if not any(s.name in new for s in e.symbols):
+        return simplify(e)
+    total: Expr = Expr.const(0)
+    for m, c in e.terms:
+        term: Expr = Expr.const(c)
+        for a, p in m:
+            if isinstance(a, Symbol):
+                x = as_expr(new.get(a.name, Expr.symbol(a)))
+            else:
+                x = as_expr(_REBUILD[a.kind](*(substitute(arg, new) for arg in a.args)))
+            for _ in range(p):
+                term = term * x
+        total = total + term
+    return simplify(total)
+
+
 def compare(a: Dimish, b: Dimish) -> int | None:
     """-1, 0 or 1 when ``a`` is below, equal to or above ``b`` for every choice of the symbols
     in their ranges; None when that depends on the choice."""
@@ -526,3 +545,7 @@ def _from_ast(n: ast.AST, symbols: dict[str, Symbol], text: str) -> Expr:
         if f is not None:
             return as_expr(f(*(_from_ast(x, symbols, text) for x in n.args)))
     raise SymbolicError(f"bad dim expression {text!r}: only integers, dims, + - * // % and max/min/tdiv")
+
+
+# how each kind of atom is made again from its (substituted) operands
+_REBUILD = {"floordiv": floordiv, "tdiv": tdiv, "mod": mod, "max": smax, "min": smin}

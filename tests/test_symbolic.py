@@ -21,6 +21,7 @@ from onnx2wgsl.ir.symbolic import (
     simplify,
     smax,
     smin,
+    substitute,
     tdiv,
 )
 from onnx2wgsl.runtime.manifest import evaluate
@@ -130,3 +131,16 @@ def test_the_runtime_evaluates_max_and_min_of_a_zero():
     # found by the property test: max(0, batch - 2) at batch 1 once divided by the zero operand
     assert evaluate(as_expr(smax(b - 2, 0)).to_json(), {"batch": 1, "seq": 1}) == 0
     assert evaluate(["min", 0, ["+", -2, "batch"]], {"batch": 1}) == -1
+
+
+def test_substitute_replaces_a_symbol_inside_every_kind_of_atom():
+    T = Symbol("total", 2, 13)
+    t = Expr.symbol(T)
+    e = smin(floordiv(s * s + 3 * b, 2), mod(s + 1, 4) + b) + tdiv(s - 5, 3) + smax(s, b) * b
+    got = substitute(e, {"seq": t - b})
+    assert S not in got.symbols and T in got.symbols
+    for bv in range(1, 5):
+        for tv in range(bv + 1, 14):
+            if 1 <= tv - bv <= 9:
+                assert got.evaluate({"batch": bv, "total": tv}) == e.evaluate({"batch": bv, "seq": tv - bv})
+    assert substitute(b + 1, {"seq": t}) == b + 1

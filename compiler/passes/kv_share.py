@@ -21,10 +21,8 @@ keeps the copy: nothing of that pair, nor of any pair an Attention reads beside 
 
 from __future__ import annotations
 
-import ast
-
 from onnx2wgsl.ir import DType, Graph, Op, TensorType, Value
-from onnx2wgsl.ir.symbolic import Expr, Symbol, _from_ast, parse_expr, simplify
+from onnx2wgsl.ir.symbolic import Expr, Symbol, parse_expr, simplify, substitute
 
 from . import Pass, PassResult
 from .attention_fusion import _resolve
@@ -210,17 +208,12 @@ class _Substitution:
 
     def __init__(self, symbols: dict[str, Symbol], past: str, total: Symbol, seq: Symbol | None):
         self.past, self.total = past, total
-        self.symbols = {k: v for k, v in symbols.items() if k != past} | {total.name: total}
-        self.new = ast.parse(f"{total.name} - {seq.name if seq else 1}", mode="eval").body
+        self.new = {past: Expr.symbol(total) - (Expr.symbol(seq) if seq else 1)}
         self.old = symbols
 
     def __call__(self, x):
         if isinstance(x, Expr):
-            if all(s.name != self.past for s in x.symbols):
-                return x
-            text = str(x)
-            tree = _Replace(self.past, self.new).visit(ast.parse(text, mode="eval")).body
-            return simplify(_from_ast(tree, self.symbols, text))
+            return substitute(x, self.new) if any(s.name == self.past for s in x.symbols) else x
         if isinstance(x, list):
             return [self(i) for i in x]
         if isinstance(x, tuple):
@@ -242,14 +235,6 @@ class _Substitution:
                 op.attrs = self(op.attrs)
         g.symbols = {(self.total.name if k == self.past else k): (self.total if k == self.past else s)
                      for k, s in g.symbols.items()}  # fmt: skip
-
-
-class _Replace(ast.NodeTransformer):
-    def __init__(self, name: str, new: ast.AST):
-        self.name, self.new = name, new
-
-    def visit_Name(self, node: ast.Name) -> ast.AST:
-        return self.new if node.id == self.name else node
 
 
 def _concat(u: _Uses, present: Value, past_in: Value, past: Expr, seq) -> tuple | None:
