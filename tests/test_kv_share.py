@@ -37,8 +37,10 @@ def shared(tmp_path_factory):
 
 
 # -- compile (no device) ---------------------------------------------------------------------
-def test_manifest_records_each_pair_in_one_buffer(shared):
-    m = mf.read(shared["llama_genai_fp32"])
+def assert_pairs_share_one_buffer(m: dict, cache_shape: list) -> None:
+    """Every state pair of manifest ``m`` is recorded shared over the total length: the past
+    holds ``cache_shape`` (max_length positions), the present is those very bytes, and no other
+    output is placed there."""
     gen = m["generation"]
     assert len(gen["state"]) == 4 and all(s["shared"] is True for s in gen["state"])
     assert gen["total_dim"] == "total_sequence_length"
@@ -50,14 +52,15 @@ def test_manifest_records_each_pair_in_one_buffer(shared):
     outputs = {io["buffer"] for io in m["outputs"] if not io["name"].startswith("present.")}
     for s in gen["state"]:
         past, present = ios[s["past"]], ios[s["present"]]
-        # the past holds max_length positions; the present is those very bytes
-        assert past["shape"] == present["shape"] == [1, 2, MAX_LENGTH, 16]
-        assert (past["buffer"], past["offset"], past["size"]) == (
-            present["buffer"],
-            present["offset"],
-            present["size"],
-        )
+        assert past["shape"] == present["shape"] == cache_shape
+        assert [past[k] for k in ("buffer", "offset", "size")] == [
+            present[k] for k in ("buffer", "offset", "size")
+        ]
         assert past["buffer"] not in outputs
+
+
+def test_manifest_records_each_pair_in_one_buffer(shared):
+    assert_pairs_share_one_buffer(mf.read(shared["llama_genai_fp32"]), [1, 2, MAX_LENGTH, 16])
 
 
 def test_a_shared_pair_in_two_places_is_refused(shared):

@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import pytest
 from test_generate import MAX_LENGTH, PROMPT, ort_greedy
+from test_kv_share import assert_pairs_share_one_buffer
 from test_runtime import count_gpu_creations
 
 import onnx2wgsl
@@ -38,24 +39,10 @@ def shared(tmp_path_factory):
 @pytest.mark.parametrize("name, heads", [("llama_tiny_kv", 2), ("gpt2_tiny_kv_optimum", 4)])
 def test_manifest_records_each_pair_in_one_buffer(name, heads, shared):
     m = mf.read(shared[name])
-    gen = m["generation"]
-    assert len(gen["state"]) == 4 and all(s["shared"] is True for s in gen["state"])
     # the total length is the attention mask's own dim; the past's is total - sequence
-    assert gen["total_dim"] == "total_sequence_length"
-    assert {s["name"]: (s["min"], s["max"]) for s in m["symbols"]} == {
-        "sequence_length": (1, MAX_LENGTH),
-        "total_sequence_length": (1, MAX_LENGTH),
-    }
-    ios = {io["name"]: io for io in m["inputs"] + m["outputs"]}
+    assert_pairs_share_one_buffer(m, [1, heads, MAX_LENGTH, 8])
+    ios = {io["name"]: io for io in m["inputs"]}
     assert ios["attention_mask"]["shape"] == [1, "total_sequence_length"]
-    outputs = {io["buffer"] for io in m["outputs"] if not io["name"].startswith("present.")}
-    for s in gen["state"]:
-        past, present = ios[s["past"]], ios[s["present"]]
-        assert past["shape"] == present["shape"] == [1, heads, MAX_LENGTH, 8]
-        assert [past[k] for k in ("buffer", "offset", "size")] == [
-            present[k] for k in ("buffer", "offset", "size")
-        ]
-        assert past["buffer"] not in outputs
 
 
 def test_the_writes_bind_each_cache_once_and_the_attention_reads_the_valid_keys():
