@@ -343,10 +343,17 @@ class LowerCtx:
         self.ops.append(op)
         return op
 
+    def can_view(self, src: Value, dst: Value) -> bool:
+        """Whether ``dst`` can alias ``src``'s storage: a computed value stored as the same
+        scalars (under --precision fp16 one side may be f16 and the other 32-bit: a copy then
+        converts)."""
+        return not src.is_const and src.stored == dst.stored
+
     def view(self, src: Value, dst: Value, offset: int = 0) -> Op:
         """``dst`` aliases ``src``'s storage, ``offset`` bytes in (a multiple of the target's
         binding alignment, so any kernel can bind the view)."""
         assert offset % self.target.alignment == 0, "view offsets must keep bindings aligned"
+        assert src.stored == dst.stored, f"a view of {src.stored} storage as {dst.stored}"
         attrs = {"offset": offset} if offset else {}
         op = Op("view", [src], [dst], attrs, name=self.current.name if self.current else "")
         self.ops.append(op)

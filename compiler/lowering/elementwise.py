@@ -169,7 +169,7 @@ def lower_cast(ctx: LowerCtx, op: Op) -> None:
     """A copy that converts each value (ONNX Cast rules); a zero-copy view where the stored
     words do not change (float16/float64 <-> float32, int32 <-> int64, widening ints...)."""
     x, y = op.inputs[0], op.outputs[0]
-    if cast_is_copy(x.dtype, y.dtype) and not x.is_const:  # a view of a weight could not be bound
+    if cast_is_copy(x.dtype, y.dtype) and ctx.can_view(x, y):  # (a view of a weight could not be bound)
         ctx.view(x, y)
         return
     options = cast_options(op)
@@ -190,7 +190,7 @@ def lower_bitcast(ctx: LowerCtx, op: Op) -> None:
     """Reinterpret bit patterns: a view between 32-bit types, else a copy that moves the
     pattern from the source's stored word to the target's (sign-extending narrow ints)."""
     x, y = op.inputs[0], op.outputs[0]
-    if bitcast_is_copy(x.dtype, y.dtype) and not x.is_const:
+    if bitcast_is_copy(x.dtype, y.dtype) and ctx.can_view(x, y):
         ctx.view(x, y)
         return
     try:

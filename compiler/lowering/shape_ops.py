@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from onnx2wgsl.ir import Op, Value
+from onnx2wgsl.ir import DType, Op, Value
 from onnx2wgsl.ir.symbolic import Expr, simplify, smax
 from onnx2wgsl.ir.types import dim_bound
 
@@ -22,10 +22,10 @@ def copy_or_alias(ctx: LowerCtx, x: Value, y: Value, view: View):
     """``y = x[view]``: a zero-copy view when it is one aligned contiguous run of a computed
     tensor, else a copy dispatch (returned, or None when aliased or empty). An offset over
     dims kept symbolic is a copy: a view's offset is a fixed number of bytes."""
-    offset = simplify(view.offset)
-    aligned = isinstance(offset, int) and (offset * 4) % ctx.target.alignment == 0
-    if not x.is_const and simplify(math.prod(y.shape)) != 0 and aligned and is_dense(y.shape, view):
-        ctx.view(x, y, view.offset * 4)
+    offset, size = simplify(view.offset), 2 if x.stored == DType.f16 else 4
+    aligned = isinstance(offset, int) and (offset * size) % ctx.target.alignment == 0
+    if ctx.can_view(x, y) and simplify(math.prod(y.shape)) != 0 and aligned and is_dense(y.shape, view):
+        ctx.view(x, y, offset * size)
         return None
     return map_dispatch(ctx, y.shape, [(x, view)], (y, contiguous(y.shape)), lambda a: a[0])
 
@@ -82,7 +82,7 @@ def lower_tile(ctx: LowerCtx, op: Op) -> None:
 @lowers("Expand")
 def lower_expand(ctx: LowerCtx, op: Op) -> None:
     x, y = op.inputs[0], op.outputs[0]
-    if tuple(x.shape) == tuple(y.shape) and not x.is_const:
+    if tuple(x.shape) == tuple(y.shape) and ctx.can_view(x, y):
         ctx.view(x, y)
         return
     d = map_dispatch(
