@@ -577,11 +577,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument(
         "--precision",
-        default="fp32",
+        default=None,
         metavar="fp32|fp16|fp16,fp32",
         help="fp16: store activations and weights as f16 where every kernel touching them converts "
         "(computing in f32; the range guard keeps overflow-prone results f32); the artifact then needs "
-        "the device feature shader-f16 (default fp32). Several, in order of preference (fp16,fp32): "
+        "the device feature shader-f16 (default: fp16 for a float16 model, else fp32). Several, in order of preference (fp16,fp32): "
         "one artifact each in DIR/<precision> under an index manifest; the runtimes load the first "
         "the device runs",
     )

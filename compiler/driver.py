@@ -23,7 +23,7 @@ from .host_eval import FOLD_LIMIT
 from .lowering import lower
 from .memory import MemoryPlan, align, check_plan, lifetimes, peak_bytes, plan_memory, roots
 from .passes import lowered_pipeline, pipeline, run_passes
-from .precision import assign_storage, check_precisions
+from .precision import assign_storage, check_precisions, model_precision
 from .report import CompileReport
 from .target import Target, get_target
 from .validate import check_ir_ops
@@ -135,7 +135,7 @@ def compile_model(
     fold_limit: int = FOLD_LIMIT,
     freeze_initializers: bool = False,
     generation: Generation | None = None,
-    precision: str | list[str] | tuple[str, ...] = "fp32",
+    precision: str | list[str] | tuple[str, ...] | None = None,
 ) -> CompileResult:
     """Compile into an artifact; write it if ``output`` is given (a new or empty folder, or one
     holding an earlier artifact; any other folder only with ``force``).
@@ -164,13 +164,15 @@ def compile_model(
     Several precisions (``"fp16,fp32"`` or a list, in order of preference) write one complete
     artifact each in ``output/<precision>`` under an index manifest.json listing them; the
     runtimes load the first the device runs, and the first variant's result is returned.
+    Without a precision, a float16 model compiles at fp16 (its weights and activations stay
+    half; compiler/precision.py ``model_precision``) and any other at fp32; the report notes it.
 
     Only onnx2wgsl's errors leave (an exception ``on_stage`` raises passes through as it is):
     any other is a bug, wrapped as an InternalError naming the stage it was raised in; when the
     compile started from IR, whose ops are checked for structure but not for every op's
     meaning, it is an IRError that says the IR breaks what the stage relies on."""
     precisions = check_precisions(precision)
-    if len(precisions) > 1:
+    if precisions is not None and len(precisions) > 1:
         return _compile_variants(
             model, output, precisions, shapes=shapes, dims=dims, target=target, opt_level=opt_level,
             verify_ir=verify_ir, on_stage=on_stage, stage=stage, constants=constants, force=force,
@@ -182,7 +184,7 @@ def compile_model(
             model, output, at, shapes=shapes, dims=dims, target=target, opt_level=opt_level,
             verify_ir=verify_ir, on_stage=on_stage, stage=stage, constants=constants, force=force,
             fold_limit=fold_limit, freeze_initializers=freeze_initializers, generation=generation,
-            precision=precisions[0],
+            precision=precisions and precisions[0],
         )  # fmt: skip
     except InternalError as e:
         if at.from_ir:  # the graph came in as IR, whose ops are checked for structure only
@@ -309,7 +311,16 @@ def _compile(
     passes = pipeline(opt_level, tgt, fold_limit)
     g = run_passes(g, passes[done:], after=after)  # names[1 + i] is passes[i]
     ops = len(g.ops)
+    precision_notes: list[str] = []
     if done < names.index("lower"):
+        if precision is None:
+            precision = model_precision(g)
+            if precision == "fp16":
+                precision_notes.append(
+                    "a float16 model: compiled at --precision fp16 (weights and activations stored as f16), "
+                    "which needs the device feature shader-f16; --precision fp16,fp32 adds a schedule for "
+                    "adapters without it, --precision fp32 widens everything to 32 bits"
+                )
         assign_storage(g, precision)
         g = lower(g, tgt)
         after("lower", g)
@@ -354,6 +365,7 @@ def _compile(
         output=str(output) if output is not None else None,
         warnings=warnings,
         notes=_notes(g)
+        + precision_notes
         + ([f"inputs frozen to constants: {', '.join(sorted(constants))}"] if constants else [])
         + ([generation_note(record)] if record else []),
         seconds=time.perf_counter() - t0,

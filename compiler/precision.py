@@ -60,10 +60,12 @@ def check_precision(precision: str) -> str:
     return precision
 
 
-def check_precisions(precision: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+def check_precisions(precision: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...] | None:
     """The precisions asked for, in order of preference: one ("fp16"), or several ("fp16,fp32"
     or a list) for an artifact holding one variant each, of which the runtime picks the first
-    the device runs."""
+    the device runs; None for the model's own (``model_precision``)."""
+    if precision is None:
+        return None
     if not isinstance(precision, (str, list, tuple)):
         raise CompileError(
             f"precision {precision!r} is not a name or a list of names",
@@ -80,6 +82,21 @@ def check_precisions(precision: str | list[str] | tuple[str, ...]) -> tuple[str,
 
 
 F16_MAX = 65504.0
+
+
+def model_precision(g: Graph) -> str:
+    """The precision a model compiles at when none is asked for: "fp16" for a float16 model
+    (most of its float constants' elements are float16, or, with no float constants, its float
+    inputs and outputs are all float16: its author chose half precision, and its weights and
+    activations keep it on the GPU instead of doubling), "fp32" for any other."""
+    sizes = {DType.f16: 0, DType.f32: 0}
+    for v in g.constants():
+        if v.dtype in sizes:
+            sizes[v.dtype] += v.type.numel_bound
+    if sizes[DType.f16] or sizes[DType.f32]:
+        return "fp16" if sizes[DType.f16] > sizes[DType.f32] else "fp32"
+    io = [v.dtype for v in list(g.inputs) + list(g.outputs) if v.dtype in sizes]
+    return "fp16" if io and all(d == DType.f16 for d in io) else "fp32"
 
 
 def guarded(op: Op) -> bool:

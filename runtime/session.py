@@ -156,7 +156,8 @@ def request_device(
     missing = [f for f in features if f not in adapter.features]
     if missing:
         why = (
-            "; it stores tensors as f16 (compiled with --precision fp16): recompile with "
+            "; it stores tensors as f16 (compiled with --precision fp16, the default for a float16 "
+            "model): recompile with --precision fp16,fp32 (a fallback schedule the runtime picks) or "
             "--precision fp32 for this adapter"
             if mf.F16_FEATURE in missing
             else ""

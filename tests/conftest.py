@@ -13,17 +13,19 @@ sys.path.insert(0, os.path.dirname(__file__))
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-@pytest.fixture(scope="session")
-def device():
+def _request(features: list[str]):
     from onnx2wgsl.errors import DeviceError
     from onnx2wgsl.runtime import request_device
 
     try:
-        dev = request_device()
+        dev = request_device(features=features)
     except DeviceError as e:
         if IN_CI:
-            pytest.fail(f"CI=true but no WebGPU adapter: {e}", pytrace=False)
-        pytest.skip(f"no WebGPU adapter: {e}")
+            pytest.fail(
+                f"CI=true but no WebGPU adapter{' with ' + features[0] if features else ''}: {e}",
+                pytrace=False,
+            )
+        pytest.skip(f"no WebGPU adapter{' with ' + features[0] if features else ''}: {e}")
     info = dev.adapter.info
     if IN_CI and info.get("backend_type") != "Vulkan":
         pytest.fail(
@@ -33,18 +35,27 @@ def device():
 
 
 @pytest.fixture(scope="session")
-def device16():
-    """A device with shader-f16 (lavapipe has it): f16 storage (--precision fp16) needs one."""
-    from onnx2wgsl.errors import DeviceError
-    from onnx2wgsl.runtime import request_device
+def device():
+    """The device most tests run on: with shader-f16 where the adapter offers it (lavapipe does),
+    as ``onnx2wgsl.load`` asks for what an artifact needs; a float16 model compiles at fp16."""
     from onnx2wgsl.runtime.manifest import F16_FEATURE
 
-    try:
-        return request_device(features=[F16_FEATURE])
-    except DeviceError as e:
-        if IN_CI:
-            pytest.fail(f"CI=true but no WebGPU adapter with shader-f16: {e}", pytrace=False)
-        pytest.skip(f"no WebGPU adapter with shader-f16: {e}")
+    dev = _request([])
+    return _request([F16_FEATURE]) if F16_FEATURE in dev.adapter.features else dev
+
+
+@pytest.fixture(scope="session")
+def device32():
+    """A device created without features: what an adapter lacking shader-f16 gives."""
+    return _request([])
+
+
+@pytest.fixture(scope="session")
+def device16():
+    """A device with shader-f16 (lavapipe has it): f16 storage (--precision fp16) needs one."""
+    from onnx2wgsl.runtime.manifest import F16_FEATURE
+
+    return _request([F16_FEATURE])
 
 
 def pytest_addoption(parser):

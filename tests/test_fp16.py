@@ -16,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 import onnx2wgsl
 from onnx2wgsl.compiler import compile_model
 from onnx2wgsl.compiler import precision as prec
+from onnx2wgsl.compiler.driver import run_to_stage
 from onnx2wgsl.errors import CompileError, DeviceError
 from onnx2wgsl.ir import DType
 from onnx2wgsl.runtime.manifest import F16_FEATURE
@@ -118,13 +119,13 @@ def test_planted_overflow_stays_finite_by_the_range_guard(device16, tmp_path, mo
     assert not np.isfinite(bad[0]).all()
 
 
-def test_ir_text_carries_storage_and_fp16_needs_the_feature(device, tmp_path):
+def test_ir_text_carries_storage_and_fp16_needs_the_feature(device32, tmp_path):
     model = _planted()
     assert_ir_round_trips(model, precision="fp16")
     compile_model(model, tmp_path, precision="fp16")
-    assert F16_FEATURE not in device.features  # (tests/conftest.py asks for no features)
+    assert F16_FEATURE not in device32.features  # (tests/conftest.py asks for no features)
     with pytest.raises(DeviceError, match="shader-f16"):
-        onnx2wgsl.load(tmp_path, device=device)
+        onnx2wgsl.load(tmp_path, device=device32)
 
 
 def test_unknown_precision_is_a_clear_error():
@@ -133,8 +134,9 @@ def test_unknown_precision_is_a_clear_error():
 
 
 def test_an_fp16_model_keeps_f16_storage_inside(device16, tmp_path):
-    """A float16 model at fp16: its tensors and weights are stored as f16 end to end (not
-    widened), its inputs and outputs stay float16 at the API."""
+    """A float16 model compiles at fp16 when no precision is given: its tensors and weights are
+    stored as f16 end to end (not widened), its inputs and outputs stay float16 at the API;
+    --precision fp32 widens it, and a float32 model stays fp32."""
     rng = np.random.default_rng(0)
     half = TensorProto.FLOAT16
     inits = [
@@ -156,8 +158,25 @@ def test_an_fp16_model_keeps_f16_storage_inside(device16, tmp_path):
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     x = rng.standard_normal((4, 64)).astype(np.float16)
-    res, got = _run(model, {"x": x}, device16, tmp_path, precision="fp16")
+    res, got = _run(model, {"x": x}, device16, tmp_path)  # (no precision: the model's own)
     _assert_scaled_close(got, ort_run(model, {"x": x}))
+    assert any("a float16 model: compiled at --precision fp16" in n for n in res.report.notes)
+    assert F16_FEATURE in res.artifact.manifest["target"]["features"]
+    wide = compile_model(model, precision="fp32")
+    assert (
+        not any(v.storage for v in wide.graph.values())
+        and wide.report.weight_bytes == 2 * res.report.weight_bytes
+    )
+    mixed = onnx.ModelProto()  # the same graph with float32 weights: most float weights decide
+    mixed.CopyFrom(model)
+    for t in mixed.graph.initializer:
+        t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float32), t.name))
+    mixed.graph.node.insert(0, helper.make_node("Cast", ["x"], ["x32"], to=TensorProto.FLOAT))
+    mixed.graph.node[1].input[0] = "x32"
+    mixed.graph.node[-1].output[0] = "y32"
+    mixed.graph.node.append(helper.make_node("Cast", ["y32"], ["y"], to=half))
+    assert prec.model_precision(run_to_stage(mixed, "import")) == "fp32"
+    assert compile_model(mixed).artifact.manifest["target"]["features"] == []
     stored = {v.name: v.storage for op in res.graph.ops for v in op.outputs}
     assert stored["r"] is DType.f16 and stored["z"] is DType.f16 and stored["y"] is DType.f16
     assert res.graph.inputs[0].storage is DType.f16
@@ -195,3 +214,42 @@ def test_data_movement_ops_keep_f16_storage_and_match(device16, tmp_path):
     _assert_scaled_close(got, ort_run(model, feeds))
     stored = {v.name: v.storage for v in res.graph.values()}
     assert all(stored[n] is DType.f16 for n in ("p", "q", "s", "w", "a", "t", "d")), stored
+
+
+def test_views_of_f16_storage_take_its_element_size(device16, tmp_path):
+    """A Slice that is an aligned contiguous run is a view at f16's byte offset (2 per element),
+    and an Expand or Cast between f16 and 32-bit storage is a converting copy, never a view."""
+    half = TensorProto.FLOAT16
+    consts = [
+        numpy_helper.from_array(np.array([1], np.int64), "s"),
+        numpy_helper.from_array(np.array([2], np.int64), "e"),
+        numpy_helper.from_array(np.array([0], np.int64), "a"),
+        numpy_helper.from_array(np.array([1, 256], np.int64), "shape"),
+    ]
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Slice", ["r", "s", "e", "a"], ["row"]),  # row 1: 512 bytes in as f16
+        helper.make_node("Neg", ["row"], ["y"]),
+        helper.make_node("Expand", ["x", "shape2"], ["xe"]),  # (a no-op Expand read by a Cast)
+        helper.make_node("Cast", ["xe"], ["x32"], to=TensorProto.FLOAT),
+        helper.make_node("CumSum", ["x32", "a"], ["c"]),  # (kept 32-bit by the range guard)
+    ]
+    consts.append(numpy_helper.from_array(np.array([2, 256], np.int64), "shape2"))
+    graph = helper.make_graph(
+        nodes,
+        "views",
+        [helper.make_tensor_value_info("x", half, [2, 256])],
+        [
+            helper.make_tensor_value_info("y", half, [1, 256]),
+            helper.make_tensor_value_info("c", TensorProto.FLOAT, [2, 256]),
+        ],
+        consts,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.random.default_rng(3).standard_normal((2, 256)).astype(np.float16)
+    res, got = _run(model, {"x": x}, device16, tmp_path, precision="fp16")
+    views = [op for op in res.graph.ops if op.kind == "view"]
+    assert any(op.attrs.get("offset") == 512 for op in views)
+    want = ort_run(model, {"x": x})
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-5)

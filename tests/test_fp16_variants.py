@@ -90,13 +90,13 @@ def test_index_lists_both_complete_artifacts_and_is_deterministic(artifact, tmp_
     assert "precision variant fp16" in shown and "precision variant fp32" in shown
 
 
-def test_runtime_picks_fp16_with_shader_f16_and_fp32_without(artifact, device):
+def test_runtime_picks_fp16_with_shader_f16_and_fp32_without(artifact, device32):
     out, _ = artifact
     x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
     (want,) = ort_run(conv_matmul(), {"x": x})
-    # `device` (tests/conftest.py) is created without features: the fp32 variant is the one it runs
-    assert F16_FEATURE not in device.features
-    s32 = onnx2wgsl.load(out, device=device)
+    # `device32` (tests/conftest.py) is created without features: the fp32 variant is the one it runs
+    assert F16_FEATURE not in device32.features
+    s32 = onnx2wgsl.load(out, device=device32)
     assert s32.precision == "fp32" and s32.path == out / "fp32"
     np.testing.assert_allclose(s32.run(None, {"x": x})[0], want, rtol=1e-4, atol=1e-5)
     s32.release()
@@ -109,7 +109,7 @@ def test_runtime_picks_fp16_with_shader_f16_and_fp32_without(artifact, device):
     s.release()
 
 
-def test_no_fitting_variant_and_bad_precisions_are_clear_errors(tmp_path, device):
+def test_no_fitting_variant_and_bad_precisions_are_clear_errors(tmp_path, device32):
     out = tmp_path / "only16"
     compile_model(conv_matmul(), out, precision="fp16,fp32")
     index = json.loads((out / "manifest.json").read_text())
@@ -118,11 +118,11 @@ def test_no_fitting_variant_and_bad_precisions_are_clear_errors(tmp_path, device
     with pytest.raises(
         DeviceError, match=r"runs none of the artifact's precision variants \(fp16 needs \['shader-f16'\]\)"
     ):
-        onnx2wgsl.load(out, device=device)
+        onnx2wgsl.load(out, device=device32)
     index["variants"][0]["path"] = "../fp16"
     (out / "manifest.json").write_text(json.dumps(index))
     with pytest.raises(ManifestError, match="plain folder name"):
-        onnx2wgsl.load(out, device=device)
-    for bad in ("fp16,fp16", "fp16,bf16", "", None):
+        onnx2wgsl.load(out, device=device32)
+    for bad in ("fp16,fp16", "fp16,bf16", "", 16):
         with pytest.raises(CompileError):
             compile_model(conv_matmul(), None, precision=bad)
