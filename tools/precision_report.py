@@ -9,6 +9,9 @@ Light CNNs run with the tests' random weights (tests/light_models.py: randomized
 image and also report whether the top-1 class of each output is unchanged; transformers
 (tests/models/) run at batch 2, seq 17 (seq where the model has one); ``--dims`` compiles such a
 dim symbolic over a range instead (the arena is then planned at the bounds), still run at 2 x 17.
+Decoders with a KV cache run one step of 5 new tokens after a past of 7 random keys and values
+(batch 2), all their outputs compared (logits and presents); onnxruntime-genai's int4 model is
+compared with its MatMulNBits at accuracy_level 0, as the tests do (tests/test_gqa.py).
 """
 
 from __future__ import annotations
@@ -29,9 +32,51 @@ from light_models import LIGHT_MODELS, random_input, randomized  # noqa: E402
 TRANSFORMERS = [
     "bert_tiny_torchscript", "bert_tiny_dynamo", "bert_tiny_torchscript_opt", "bert_tiny_dynamo_opt",
     "distilbert_tiny_torchscript", "gpt2_tiny_dynamo", "llama_tiny_torchscript", "vit_tiny_torchscript",
-    "whisper_encoder_tiny_torchscript",
+    "whisper_encoder_tiny_torchscript", "t5_encoder_tiny_torchscript", "phi3_tiny_dynamo", "qwen2_tiny_dynamo",
+    "qwen2_tiny_torchscript", "gpt2_tiny_dynamo_opt", "vit_tiny_torchscript_opt", "bert_tiny_torchscript_q4",
+    "llama_tiny_torchscript_q4",
+]  # fmt: skip
+DECODERS = [
+    "whisper_decoder_tiny_dynamo", "gpt2_tiny_kv", "gpt2_tiny_kv_optimum", "llama_tiny_kv", "llama_genai_fp32",
+    "llama_genai_int4",
 ]  # fmt: skip
 DIMS = {"batch": 2, "seq": 17}
+STEP = {"batch": 2, "seq": 5, "frames": 10, "batch_size": 2, "sequence_length": 5, "past_sequence_length": 7,
+        "total_sequence_length": 12, "kv_cache_dim": 16}  # fmt: skip
+
+
+def _dim(d, dims: dict) -> int:
+    """A dim of an ONNX input at ``dims``: a number, a symbol, or a sum of symbols as exporters
+    write them ("past_sequence_length + sequence_length")."""
+    if d.dim_value or not d.dim_param:
+        return d.dim_value
+    return sum(dims[t.strip()] for t in d.dim_param.split("+"))
+
+
+def _step_case(model: onnx.ModelProto):
+    """(feeds, dims) of one decoder step: ids below 100, masks of ones, float inputs random
+    (a past of STEP's length)."""
+    rng = np.random.default_rng(0)
+    params = {
+        t.strip()
+        for i in model.graph.input
+        for d in i.type.tensor_type.shape.dim
+        for t in d.dim_param.split("+")
+    }
+    dims = {k: v for k, v in STEP.items() if k in params}
+    if any(n.op_type == "GroupQueryAttention" for n in model.graph.node):
+        dims["batch_size"] = 1  # (onnxruntime's GroupQueryAttention continues a past one sequence at a time)
+    feeds = {}
+    for vi in model.graph.input:
+        shape = [_dim(d, dims) for d in vi.type.tensor_type.shape.dim]
+        dt = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
+        if dt == np.int64 and "mask" in vi.name:
+            feeds[vi.name] = np.ones(shape, np.int64)
+        elif dt == np.int64:
+            feeds[vi.name] = rng.integers(0, 100, shape).astype(np.int64)
+        else:
+            feeds[vi.name] = rng.standard_normal(shape).astype(dt)
+    return feeds, dims
 
 
 def _case(name: str, ranges: dict | None = None):
@@ -39,6 +84,10 @@ def _case(name: str, ranges: dict | None = None):
     if name in LIGHT_MODELS:
         iname, x = random_input(name)
         return randomized(name), {iname: x}, {}
+    if name in DECODERS:
+        model = onnx.load(ROOT / "tests" / "models" / f"{name}.onnx")
+        feeds, dims = _step_case(model)
+        return model, feeds, {**dims, **{k: v for k, v in (ranges or {}).items() if k in dims}}
     from test_transformers import _feeds, bert_feeds
 
     model = onnx.load(ROOT / "tests" / "models" / f"{name}.onnx")
@@ -57,9 +106,11 @@ def measure(name: str, device, ranges: dict | None = None) -> str:
     model, feeds, dims = _case(name, ranges)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    want = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(
-        None, feeds
-    )
+    from test_gqa import accuracy_level_0
+
+    want = ort.InferenceSession(
+        accuracy_level_0(model).SerializeToString(), opts, providers=["CPUExecutionProvider"]
+    ).run(None, feeds)
     sizes, errors, top1 = {}, [], True
     for precision in ("fp32", "fp16"):
         with tempfile.TemporaryDirectory() as out:
@@ -68,6 +119,7 @@ def measure(name: str, device, ranges: dict | None = None) -> str:
         sizes[precision] = (rep.weight_file_bytes, rep.arena_bytes)
         if precision == "fp16":
             for g, w in zip(got, want):
+                w = w.astype(np.float64)
                 scale = float(np.abs(w).max()) or 1.0
                 errors.append(float(np.abs(g.astype(np.float64) - w).max()) / scale)
                 top1 = (
@@ -85,7 +137,9 @@ def measure(name: str, device, ranges: dict | None = None) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("models", nargs="*")
-    ap.add_argument("--all", action="store_true", help="the nine light CNNs and the transformers")
+    ap.add_argument(
+        "--all", action="store_true", help="the nine light CNNs, the transformers and the decoders"
+    )
     ap.add_argument(
         "--dims", action="append", default=[], metavar="NAME=LO..HI", help="keep a dim symbolic over a range"
     )
@@ -95,7 +149,7 @@ def main() -> int:
         k, _, r = d.partition("=")
         lo, _, hi = r.partition("..")
         ranges[k] = (int(lo), int(hi))
-    models = LIGHT_MODELS + TRANSFORMERS if args.all else args.models
+    models = LIGHT_MODELS + TRANSFORMERS + DECODERS if args.all else args.models
     if not models:
         ap.error("name models, or --all")
     from onnx2wgsl.runtime import request_device
