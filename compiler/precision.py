@@ -38,7 +38,7 @@ PRECISIONS = ("fp32", "fp16")
 _TEMPLATE_OPS = {
     "Conv", "MatMul", "Gemm", "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool",
     "GlobalMaxPool", "GlobalLpPool", "Softmax", "LogSoftmax", "Hardmax", "LRN", "Attention",
-    "RotaryEmbedding",
+    "RotaryEmbedding", "MatMulNBits",
 }  # fmt: skip
 _BUILDER_OPS = {
     "Fused", "Concat", "Transpose", "Gather", "GatherElements", "BatchNormalization", "LayerNormalization",
