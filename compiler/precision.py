@@ -44,7 +44,7 @@ _BUILDER_OPS = {
     "Fused", "Concat", "Transpose", "Gather", "GatherElements", "BatchNormalization", "LayerNormalization",
     "RMSNormalization", "InstanceNormalization", "GroupNormalization",
     "MeanVarianceNormalization", "LpNormalization", "Slice", "Split", "Pad", "Expand", "Tile", "Where",
-    "DepthToSpace", "SpaceToDepth",
+    "DepthToSpace", "SpaceToDepth", "GatherNBits",
 }  # fmt: skip
 F16_OPS = frozenset(_TEMPLATE_OPS | _BUILDER_OPS | set(REDUCE) | (set(TABLE) - {"Identity", "Cast"}))
 VIEWS = ("Reshape", "Identity")
