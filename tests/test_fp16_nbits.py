@@ -158,3 +158,53 @@ def test_gather_block_quantized_table_in_parts_at_fp16(device16, tmp_path):
     with onnx2wgsl.load(tmp_path / "a", device=device16) as sess:
         got = sess.run(None, {"indices": i})
     _assert_scaled_close(got, ort_run(model, {"indices": i}))
+
+
+def test_resampling_and_scatter_ops_at_fp16(device16, tmp_path):
+    """ConvTranspose (with a Relu at its store), Resize (linear, nearest, and cropping with
+    extrapolation), Trilu, ScatterND (add: the in-order reduction), ScatterElements (the last
+    update wins) and GatherND, chained on f16 storage."""
+    rng = np.random.default_rng(4)
+    f = TensorProto.FLOAT
+
+    def const(name, v):
+        return numpy_helper.from_array(np.asarray(v), name)
+
+    inits = [
+        const("w", rng.uniform(-0.5, 0.5, (3, 4, 3, 3)).astype(np.float32)),
+        const("wb", rng.uniform(-0.2, 0.2, 4).astype(np.float32)),
+        const("up", np.array([1, 1, 1.5, 1.5], np.float32)),
+        const("crop", np.array([0, 0, -0.2, -0.2, 1, 1, 1.2, 1.2], np.float32)),
+        const("small", np.array([1, 4, 8, 8], np.int64)),
+        const("k", np.array(1, np.int64)),
+        const("nd", np.array([[0, 1], [0, 3], [0, 1]], np.int64)),
+        const("el", rng.integers(-16, 16, (1, 4, 16, 2)).astype(np.int64)),
+        const("pick", np.array([[0, 2, 5], [0, 1, 7]], np.int64)),
+    ]
+    nodes = [
+        helper.make_node("ConvTranspose", ["x", "w", "wb"], ["ct"], strides=[2, 2]),
+        helper.make_node("Relu", ["ct"], ["c"]),  # [1, 4, 11, 11]
+        helper.make_node("Resize", ["c", "", "up"], ["r"], mode="linear"),  # [1, 4, 16, 16]
+        helper.make_node("Resize", ["c", "", "up"], ["near"], mode="nearest"),
+        helper.make_node("Resize", ["c", "crop", "", "small"], ["cropped"], mode="linear",
+                         coordinate_transformation_mode="tf_crop_and_resize", extrapolation_value=0.5),
+        helper.make_node("Trilu", ["r", "k"], ["t"], upper=1),
+        helper.make_node("ScatterND", ["t", "nd", "u"], ["s"], reduction="add"),
+        helper.make_node("ScatterElements", ["s", "el", "v"], ["e"], axis=3),
+        helper.make_node("GatherND", ["e", "pick"], ["g"]),
+    ]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "resample_scatter_fp16",
+        [helper.make_tensor_value_info("x", f, [1, 3, 5, 5]), helper.make_tensor_value_info("u", f, [3, 16, 16]),
+         helper.make_tensor_value_info("v", f, [1, 4, 16, 2])],
+        [helper.make_tensor_value_info(n, f, None) for n in ("e", "g", "near", "cropped")],
+        inits,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    feeds = {"x": rand(1, 3, 5, 5, seed=1), "u": rand(3, 16, 16, seed=2), "v": rand(1, 4, 16, 2, seed=3)}
+    res = compile_model(model, tmp_path / "a", precision="fp16", verify_ir=True)
+    with onnx2wgsl.load(tmp_path / "a", device=device16) as sess:
+        got = sess.run(None, feeds)
+    _assert_scaled_close(got, ort_run(model, feeds))
+    for op in ("ConvTranspose", "Resize", "Trilu", "ScatterND", "ScatterElements", "GatherND"):
+        _all_f16(res, op)
