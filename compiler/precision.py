@@ -45,7 +45,7 @@ _BUILDER_OPS = {
     "RMSNormalization", "InstanceNormalization", "GroupNormalization",
     "MeanVarianceNormalization", "LpNormalization", "Slice", "Split", "Pad", "Expand", "Tile", "Where",
     "DepthToSpace", "SpaceToDepth", "GatherNBits", "Resize", "Upsample", "Trilu", "GatherND", "ScatterND",
-    "ScatterElements", "Scatter",
+    "ScatterElements", "Scatter", "GQAScatter",
 }  # fmt: skip
 F16_OPS = frozenset(_TEMPLATE_OPS | _BUILDER_OPS | set(REDUCE) | (set(TABLE) - {"Identity", "Cast"}))
 VIEWS = ("Reshape", "Identity")

@@ -1,6 +1,7 @@
 """Half-precision storage (``--precision fp16``) through the 4-bit kernels: MatMulNBits and
 GatherBlockQuantized's packed table (GatherNBits) load f16 activations, scales and zero points
-and store f16 results, accumulating in f32; against onnxruntime's CPU kernels in fp32."""
+and store f16 results, accumulating in f32; and through GroupQueryAttention's scatter, the
+resampling and the scatter kernels; against onnxruntime's CPU kernels in fp32."""
 
 from __future__ import annotations
 
@@ -63,7 +64,12 @@ def test_genai_int4_llama_at_fp16_prefill_then_decode(device16, tmp_path):
 
     model = onnx.load(MODELS / "llama_genai_int4.onnx")
     res = compile_model(model, tmp_path / "a", dims={"batch_size": 1, **GENAI_DIMS}, precision="fp16")
-    assert any(v.storage is DType.f16 for k in _kernel_ops(res, "MatMulNBits") for v in k.outputs)
+    _all_f16(res, "GQAScatter")
+    r32 = compile_model(model, dims={"batch_size": 1, **GENAI_DIMS})
+    assert res.report.arena_bytes <= 0.55 * r32.report.arena_bytes, (
+        res.report.arena_bytes,
+        r32.report.arena_bytes,
+    )
     reference, names = accuracy_level_0(model), [o.name for o in model.graph.output]
     rng = np.random.default_rng(0)
     past = {
@@ -81,6 +87,36 @@ def test_genai_int4_llama_at_fp16_prefill_then_decode(device16, tmp_path):
             assert all(g.dtype == np.float16 for g in got)
             past = {n.replace("present", "past_key_values"): w for n, w in zip(names[1:], want[1:])}
             ids = rng.integers(0, 128, (1, 1)).astype(np.int64)
+
+
+@pytest.mark.parametrize(
+    "case, bindings", [("separate_position_ids", None), ("separate_position_ids_chunk", None),
+                       ("partial_rotary_batch", 5)],
+)  # fmt: skip
+def test_group_query_attention_at_fp16(case, bindings, device16, tmp_path):
+    """GroupQueryAttention's rotations and present writes (GQAScatter) on f16 storage: separate
+    Q, K and V with position ids (Q apart from K and V), interleaved rotary over a chunk, and a
+    partial rotary dim with the present slots in a dispatch of their own (5 bindings)."""
+    from test_gqa import compare, gqa_feeds, gqa_model
+    from test_gqa_lean import CASES
+
+    B, S, P, lengths, kw = CASES[case]
+    model = gqa_model(B, S, P, **kw)
+    feeds = gqa_feeds(model, lengths, seed=7)
+    target = None
+    if bindings:
+        target = tmp_path / "limits.json"
+        target.write_text(
+            json.dumps({"name": "few", "limits": {"maxStorageBuffersPerShaderStage": bindings}})
+        )
+        target = str(target)
+    res = compile_model(model, tmp_path / "a", precision="fp16", target=target, verify_ir=True)
+    _all_f16(res, "GQAScatter")
+    (kernel,) = _kernel_ops(res, "GQAScatter")
+    assert len(kernel.dispatches) >= 2
+    with onnx2wgsl.load(tmp_path / "a", device=device16) as sess:
+        got = sess.run(None, feeds)
+    compare(got, ort_run(model, feeds), feeds, S, P, rtol=0, atol=1e-2)
 
 
 def _pack(q: np.ndarray, bits: int) -> np.ndarray:

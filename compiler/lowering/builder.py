@@ -234,6 +234,12 @@ class KernelBuilder:
         self._slot(self._reads, v)
         return lambda index: self.element(v, index)
 
+    def writer(self, v: Value) -> Callable[[str, str], str]:
+        """Bind ``v`` for writing now (its place among the kernel's outputs) for stores placed
+        later: a function of a u32 index and an expression giving the line as ``store_at``."""
+        self._slot(self._writes, v)
+        return lambda index, expr: self.store_at(v, index, expr)
+
     def output_element(self, v: Value, index: str) -> str:
         """``v``'s element at ``index`` of its whole buffer, bound for writing, read back as the
         32-bit word it is computed in (a kernel updating its output in place)."""
