@@ -38,13 +38,14 @@ PRECISIONS = ("fp32", "fp16")
 _TEMPLATE_OPS = {
     "Conv", "MatMul", "Gemm", "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool",
     "GlobalMaxPool", "GlobalLpPool", "Softmax", "LogSoftmax", "Hardmax", "LRN", "Attention",
-    "RotaryEmbedding",
+    "RotaryEmbedding", "MatMulNBits", "ConvTranspose",
 }  # fmt: skip
 _BUILDER_OPS = {
     "Fused", "Concat", "Transpose", "Gather", "GatherElements", "BatchNormalization", "LayerNormalization",
     "RMSNormalization", "InstanceNormalization", "GroupNormalization",
     "MeanVarianceNormalization", "LpNormalization", "Slice", "Split", "Pad", "Expand", "Tile", "Where",
-    "DepthToSpace", "SpaceToDepth",
+    "DepthToSpace", "SpaceToDepth", "GatherNBits", "Resize", "Upsample", "Trilu", "GatherND", "ScatterND",
+    "ScatterElements", "Scatter", "GQAScatter",
 }  # fmt: skip
 F16_OPS = frozenset(_TEMPLATE_OPS | _BUILDER_OPS | set(REDUCE) | (set(TABLE) - {"Identity", "Cast"}))
 VIEWS = ("Reshape", "Identity")

@@ -420,7 +420,8 @@ def _matmul_nbits_packed(g, info, a_, q, s, z, bias, K, N, block, bits):
     """The weights stay packed on the GPU (compiler/lowering/matmul_nbits.py dequantizes in the
     kernel): each row of B re-packed as 32-bit words of K values (no block padding), scales as
     f32, zero points packed into words in row-major (row, block) order (or f32 when the model
-    gives floats)."""
+    gives floats). Under --precision fp16 the precision pass stores the float ones as f16 (the
+    kernel widens them as it reads them)."""
     words = _packed_const(g, pack_words(q, bits), info.inputs[1].name + ".packed", DType.u32)
     scales = _packed_const(g, s, info.inputs[2].name + ".f32", DType.f32)
     # fixed operand slots (A, words, scales, zero points, bias; None where absent): a fused
@@ -517,7 +518,8 @@ def _gather_nbits_packed(g, info, q, indices, scales, z, zero: int, bits: int, b
     dequantizes): q (unsigned values < 2^bits) [rows, ..., K] as [rows, M * words] 32-bit
     words, each of the M = prod(middle dims) sub-rows of K values packed on its own (no block
     padding, a partial word at the end of each sub-row), scales [rows, M * blocks] f32, and zero
-    points (absent: ``zero``) packed into words in one run over all (sub-row, block) pairs."""
+    points (absent: ``zero``) packed into words in one run over all (sub-row, block) pairs. Under
+    --precision fp16 the precision pass stores the scales as f16."""
     R, K = q.shape[0], q.shape[-1]
     M = int(np.prod(q.shape[1:-1], dtype=np.int64))
     data_name, scales_name = info.inputs[0].name, info.inputs[2].name

@@ -228,6 +228,28 @@ class KernelBuilder:
         self._whole.add(id(v))
         return widen(elem_type(v), f"{ref(f'in{self._slot(self._reads, v)}')}[{index}]")
 
+    def reader(self, v: Value) -> Callable[[str], str]:
+        """Bind ``v`` for reading now (its place among the kernel's inputs) for reads placed
+        later: a function of a u32 index giving the element as ``element`` does."""
+        self._slot(self._reads, v)
+        return lambda index: self.element(v, index)
+
+    def writer(self, v: Value) -> Callable[[str, str], str]:
+        """Bind ``v`` for writing now (its place among the kernel's outputs) for stores placed
+        later: a function of a u32 index and an expression giving the line as ``store_at``."""
+        self._slot(self._writes, v)
+        return lambda index, expr: self.store_at(v, index, expr)
+
+    def output_element(self, v: Value, index: str) -> str:
+        """``v``'s element at ``index`` of its whole buffer, bound for writing, read back as the
+        32-bit word it is computed in (a kernel updating its output in place)."""
+        return widen(elem_type(v), f"{self._write(v)}[{index}]")
+
+    def store_at(self, v: Value, index: str, expr: str) -> str:
+        """The line storing ``expr`` (the 32-bit word it is computed in) at ``index`` (u32
+        shader text) of ``v``'s whole buffer, bound for writing, converted to its storage."""
+        return f"{self._write(v)}[{index}] = {narrow(elem_type(v), expr)};"
+
     def load(self, v: Value, view: View) -> str:
         """``v``'s element at the current point through ``view`` (each call a read of its own),
         as the 32-bit word it is computed in (an f16 element is widened to f32)."""

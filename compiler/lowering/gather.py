@@ -137,7 +137,7 @@ def lower_gather_nd(ctx: LowerCtx, op: Op) -> None:
         terms.append(f"j{j}_u * {u32(xs[b + j])}")
         oks.append(f"j{j}_ok")
     ok = " && ".join(oks) if oks else "true"
-    k.store(f"select({ZERO[wgsl_type(y)]}, {k.read(x)}[{' + '.join(terms)}], {ok})", y)
+    k.store(f"select({ZERO[wgsl_type(y)]}, {k.element(x, ' + '.join(terms))}, {ok})", y)
     _emit(ctx, [x, idx], y, [k.dispatch()])
 
 
@@ -198,7 +198,7 @@ def _last_wins(
     apply.add(
         f"let s = scatter_slot({apply.c(0)});",
         f"if (s < 0i || {apply.read(win)}[u32(s)] != i32({apply.c(0)})) {{ return; }}",
-        f"{apply.write(y)}[u32(s) * {u32(inner)} + {apply.c(1)}] = {apply.read(upd)}[i];",
+        apply.store_at(y, f"u32(s) * {u32(inner)} + {apply.c(1)}", apply.element(upd, "i")),
     )
     dispatches = [_copy(ctx, x, y), fill.dispatch(), claim.dispatch(), apply.dispatch()]
     ctx.kernel([x, idx, upd], [y, win], [d for d in dispatches if d is not None])
@@ -257,16 +257,16 @@ def _reduce_in_order(
         f"{sort.write(ordered)}[first + rank] = i32(i);",
     )
     apply = KernelBuilder(ctx, (slots, inner))
-    Y, U, order = apply.write(y), apply.read(upd), apply.read(ordered)
+    acc, U, order = apply.output_element(y, "i"), apply.reader(upd), apply.read(ordered)
     apply.add(
         f"let n = u32({apply.read(sizes)}[{apply.c(0)}]);",
         "if (n == 0u) { return; }",
         f"let first = u32({apply.read(start)}[{apply.c(0)}]);",
-        f"var acc = {Y}[i];",
+        f"var acc = {acc};",
         "for (var q = 0u; q < n; q++) {",
-        f"  acc = {fold('acc', f'{U}[u32({order}[first + q]) * {u32(inner)} + {apply.c(1)}]', kind)};",
+        f"  acc = {fold('acc', U(f'u32({order}[first + q]) * {u32(inner)} + {apply.c(1)}'), kind)};",
         "}",
-        f"{Y}[i] = acc;",
+        apply.store_at(y, "i", "acc"),
     )
     dispatches = [_copy(ctx, x, y)] + [k.dispatch() for k in (zero, tally, claim, place, sort, apply)]
     temps = [sizes, start, slot_of, arrival, bucket, ordered]

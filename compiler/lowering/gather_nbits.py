@@ -13,6 +13,9 @@ reads 0, like Gather, and negative indices count from the end.
 A table whose words are over the binding limit (a large vocabulary) is cut into parts of whole
 rows, with one dispatch per part, as compiler/lowering/gather.py cuts a float table: the parts'
 row counts keep each part's zero points starting on a word.
+
+Under --precision fp16 the scales and the output may be stored f16 (the scale widened as it is
+read, the result narrowed at the store).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ def lower_gather_nbits(ctx: LowerCtx, op: Op) -> None:
     dispatches = []
     for wq, sq, zq, lo, hi in parts:
         k = KernelBuilder(ctx, y.shape)
-        Q, S = k.read(wq), k.read(sq)
+        Q, s_blk = k.read(wq), k.element(sq, "blk")  # (the scale, widened from f16 storage)
         k.add(f"let p = i / {u32(inner)};", f"let e = i % {u32(inner)};")
         _index(k, "j", f"{k.read(idx)}[p]", R)
         if len(parts) > 1:  # the first part also writes the zeros of indices out of range
@@ -64,7 +67,7 @@ def lower_gather_nbits(ctx: LowerCtx, op: Op) -> None:
             k.add(
                 f"let z = f32(({Z}[blk / {u32(per)}] >> ((blk % {u32(per)}) * {u32(bits)})) & {u32(mask)});"
             )
-        k.store(f"select({ZERO['f32']}, (v - z) * {S}[blk], j_ok)", y)
+        k.store(f"select({ZERO['f32']}, (v - z) * {s_blk}, j_ok)", y)
         dispatches.append(k.dispatch())
     inputs = [v for wq, sq, zq, _, _ in parts for v in (wq, sq, zq) if v is not None]
     ctx.kernel([*inputs, idx], [y], [d for d in dispatches if d is not None])
@@ -93,7 +96,7 @@ def _parts(
     for lo in range(0, R, step):
         hi = min(R, lo + step)
         wq = ctx.const(words.data[lo:hi], f"{words.name}.rows{lo}", dtype=DType.u32)
-        sq = ctx.const(scales.data[lo:hi], f"{scales.name}.rows{lo}", dtype=DType.f32)
+        sq = ctx.const(scales.data[lo:hi], f"{scales.name}.rows{lo}", dtype=DType.f32, like=scales)
         zq = None
         if zeros is not None:
             first, end = lo * zblocks // per, -(-hi * zblocks // per)

@@ -2,10 +2,15 @@
 
 B is [N, words] 32-bit words, each holding 32/bits values of one row along K, low bits first,
 with no padding between blocks (block sizes are powers of two of at least 16, so a word never
-spans two blocks); scales are [N, blocks] f32; zero points are absent (2^(bits-1)), packed into
-words like B but in one run over all (row, block) pairs, or f32 [N, blocks]. Each invocation computes a few rows of one output column,
-dequantizing each word once for all of them: the weights cost 4 bits each in memory and in
-bandwidth (plus a scale and a zero point per block), about a seventh of f32.
+spans two blocks); scales are [N, blocks] floats; zero points are absent (2^(bits-1)), packed
+into words like B but in one run over all (row, block) pairs, or floats [N, blocks]. Each
+invocation computes a few rows of one output column, dequantizing each word once for all of
+them: the weights cost 4 bits each in memory and in bandwidth (plus a scale and a zero point
+per block), about a seventh of f32.
+
+Under --precision fp16 the float operands (A, scales, float zero points, bias, a fused
+epilogue's operands) and the output may be stored f16: the kernel widens them as it loads and
+narrows its result as it stores, accumulating in f32.
 
 M (A's rows, which may be kept symbolic: a sequence) is read clamped and stored guarded.
 """
@@ -18,7 +23,7 @@ from onnx2wgsl.ir import Op
 from onnx2wgsl.ir.kernel import ref
 from onnx2wgsl.ir.symbolic import simplify, smax
 
-from . import WORKGROUP, LowerCtx, ceil_div, decl, loops_fit, lowers, u32
+from . import WORKGROUP, LowerCtx, ceil_div, decl, elem_type, loops_fit, lowers, u32, widen
 from .fused import epilogue
 from .gemm import rows_per_invocation
 
@@ -50,7 +55,7 @@ def lower_matmul_nbits(ctx: LowerCtx, op: Op) -> None:
             return f"{float(1 << (bits - 1))}f"
         blk = f"({word} / {block // per}u)"
         if mode == "float":
-            return f"{zq}[srow + {blk}]"
+            return widen(elem_type(zeros), f"{zq}[srow + {blk}]")
         at = f"(srow + {blk})"  # (row, block) in row-major order, packed across rows
         return f"f32(({zq}[{at} / {per}u] >> (({at} % {per}u) * {bits}u)) & {(1 << bits) - 1}u)"
 

@@ -154,13 +154,13 @@ def lower_resize(ctx: LowerCtx, op: Op) -> None:
     taps = [T for _, T, _, _ in axes]
     group = None if exact else split_workgroup(nested_loops(*taps), math.prod(taps))
     k = KernelBuilder(ctx, y.shape, group=group)
-    X = k.read(x)
+    X = k.reader(x)  # (x's element at an index, widened from f16 storage)
     xs = contiguous_strides(x.shape)
     resized = {d for d, *_ in axes}
     base = k.at(View(0, tuple(0 if d in resized else s for d, s in enumerate(xs))))
     inputs = [x]
     if not axes:  # every axis keeps its coordinate (a crop at most)
-        k.store(f"{X}[{base}]", y)
+        k.store(X(base), y)
     else:
         TAB = None
         if tables:
@@ -176,7 +176,7 @@ def lower_resize(ctx: LowerCtx, op: Op) -> None:
             k.add(f"let row{d} = {off}u + {k.c(d)} * {2 * T}u;")
             if extrapolates:  # (only on static axes: a symbolic one keeps its coordinate)
                 value = literal(a["extrapolation_value"], ty)
-                outside.append(f"if ({TAB}[row{d}] < 0i) {{ {k.write(y)}[i] = {value}; return; }}")
+                outside.append(f"if ({TAB}[row{d}] < 0i) {{ {k.store_line(value, y)} return; }}")
         if not group:
             k.add(*outside)
         if exact:
@@ -189,11 +189,11 @@ def lower_resize(ctx: LowerCtx, op: Op) -> None:
                     for d, *_ in axes
                 ]
             )
-            k.store(f"{X}[{addr}]", y)
+            k.store(X(addr), y)
         else:
             weight = " * ".join(f"w{d}" for d, *_ in axes)
             addr = " + ".join(["base"] + [f"j{d}" for d, *_ in axes])
-            value = f"{X}[{addr}]" if ty == "f32" else f"f32({X}[{addr}])"
+            value = X(addr) if ty == "f32" else f"f32({X(addr)})"
 
             def tap(d: int) -> list[str]:  # tap t<d> of axis d: its source offset and weight
                 if d in computed:
@@ -556,7 +556,7 @@ def lower_col2im(ctx: LowerCtx, op: Op) -> None:
     ty = wgsl_type(y)
     group = split_workgroup(nested_loops(*block), K)
     k = KernelBuilder(ctx, y.shape, group=group)
-    X = k.read(x)
+    X = k.reader(x)  # (x's element at an index, widened from f16 storage)
     k.add(f"let xb = {k.c(0)} * {u32(xs[0])} + {k.c(1)} * {K * xs[1]}u;", f"var acc = {literal(0, ty)};")
     if group:  # invocation lid takes every group-th block position
         k.add(f"for (var kf = lid; kf < {K}u; kf += {group}u) {{")

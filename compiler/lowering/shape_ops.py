@@ -207,7 +207,7 @@ def lower_trilu(ctx: LowerCtx, op: Op) -> None:
     # any |k| beyond this keeps or drops the whole matrix (over dims kept symbolic, at any size)
     reach = dim_bound(simplify(x.shape[-1] + x.shape[-2]))
     kk = f"{k.read(op.inputs[1])}[0]" if len(op.inputs) > 1 else f"{max(-reach, min(reach, op.attrs['k']))}i"
-    k.store(f"select({ZERO[wgsl_type(y)]}, {k.read(x)}[i], {diff} {cmp} {kk})", y)
+    k.store(f"select({ZERO[wgsl_type(y)]}, {k.element(x, 'i')}, {diff} {cmp} {kk})", y)
     ctx.kernel(list(op.inputs), [y], [d for d in [k.dispatch()] if d])
 
 
