@@ -68,7 +68,9 @@ def lower_gqa_scatter(ctx: LowerCtx, op: Op) -> None:
 
     def past_lines(kb: KernelBuilder, index: str) -> list[str]:
         """Present slot ``index`` over both presents: the past key or zero, unless a new one."""
-        PK, PV, KO, VO = kb.read(past_k), kb.read(past_v), kb.write(present_k), kb.write(present_v)
+        # (bound in this order: the past keys, values, then the presents)
+        PK, PV = kb.element(past_k, "at"), kb.element(past_v, "at")
+        KO, VO = kb.put(present_k, "o", "y"), kb.put(present_v, "o", "y")
         return [
             f"let is_v = {index} >= {u32(nkv)};",
             f"let o = select({index}, {index} - {u32(nkv)}, is_v);",
@@ -84,12 +86,12 @@ def lower_gqa_scatter(ctx: LowerCtx, op: Op) -> None:
             f"var y = {ZERO['f32']};",
             f"if (j < min(before, {u32(P)})) {{",
             f"  let at = ((b * {Hkv}u + hk) * {u32(P)} + j) * {D}u + d;",
-            f"  y = select({PK}[at], {PV}[at], is_v);",
+            f"  y = select({PK}, {PV}, is_v);",
             "}",
             "if (is_v) {",
-            f"  {VO}[o] = y;",
+            f"  {VO}",
             "} else {",
-            f"  {KO}[o] = y;",
+            f"  {KO}",
             "}",
         ]
 
@@ -169,7 +171,8 @@ def _new_element(kb: KernelBuilder, part: int, start: int, a: dict, *, inputs, s
     ``part`` (0: Q, 1: K, 2: V), rotated for Q and K."""
     q, k_in, v_in, cos, sin, pos = inputs
     S, L, Hq, Hkv, D = a["q_len"], a["kv_len"], a["q_heads"], a["kv_heads"], a["head_size"]
-    src = kb.read(q if packed else (q, k_in, v_in)[part])
+    source = q if packed else (q, k_in, v_in)[part]
+    x = kb.element(source, "at + d")  # (each float operand widened at its loads)
     row = (Hq + 2 * Hkv) * D if packed else (Hq * D if part == 0 else Hkv * D)
     offset = (0, Hq * D, (Hq + Hkv) * D)[part] if packed else 0
     c = f"col - {start}u" if start else "col"
@@ -181,7 +184,7 @@ def _new_element(kb: KernelBuilder, part: int, start: int, a: dict, *, inputs, s
         "var y = 0.0f;",
     ]
     if not rotary or part == 2:
-        lines.append(f"y = {src}[at + d];")
+        lines.append(f"y = {x};")
     else:
         R, half = a["rotary_dim"], a["rotary_dim"] // 2
         if a["interleaved"]:
@@ -203,34 +206,34 @@ def _new_element(kb: KernelBuilder, part: int, start: int, a: dict, *, inputs, s
             where = [f"let p = min(u32({kb.read(pos)}[b * {u32(S)} + s]), {last}u);"]
         else:
             where = [f"let p = min(u32(max({kb.read(seqlens)}[b] + 1i - {i32(S)}, 0i)) + s, {last}u);"]
-        C = kb.read(cos)
+        cosine = kb.element(cos, f"p * {half}u + kk")
         # the sines: their own cache, or after the cosines in one (legalize packs constant caches)
-        Sn, sin_at = (kb.read(sin), "") if sin is not None else (C, f"{cos.shape[0] // 2 * half}u + ")
+        sin_at = "" if sin is not None else f"{cos.shape[0] // 2 * half}u + "
+        sine = kb.element(sin if sin is not None else cos, f"{sin_at}p * {half}u + kk")
         rotate = [
             *pair,
             *where,
-            f"let c = {C}[p * {half}u + kk];",
-            f"let sn = {Sn}[{sin_at}p * {half}u + kk];",
-            f"let x = {src}[at + d];",
-            f"let xp = {src}[at + partner];",
+            f"let c = {cosine};",
+            f"let sn = {sine};",
+            f"let x = {x};",
+            f"let xp = {kb.element(source, 'at + partner')};",
             # as the RotaryEmbedding kernel: first of a pair x cos - partner sin, second partner sin + x cos
             "y = select(xp * sn + x * c, x * c - xp * sn, first);",
         ]
         if R < D:  # the values past the rotary dim pass through
             rotate = [
                 f"if (d >= {R}u) {{",
-                f"  y = {src}[at + d];",
+                f"  y = {x};",
                 "} else {",
-                *("  " + x for x in rotate),
+                *("  " + line for line in rotate),
                 "}",
             ]
         lines += rotate
-    out = kb.write(outputs[part])
     if part == 0:
-        return lines + [f"{out}[(b * {u32(S)} + s) * {Hq * D}u + e] = y;"]
+        return lines + [kb.put(outputs[part], f"(b * {u32(S)} + s) * {Hq * D}u + e", "y")]
     return lines + [
         "let j = before + s;",
         f"if (j < {u32(L)}) {{",
-        f"  {out}[((b * {Hkv}u + head) * {u32(L)} + j) * {D}u + d] = y;",
+        f"  {kb.put(outputs[part], f'((b * {Hkv}u + head) * {u32(L)} + j) * {D}u + d', 'y')}",
         "}",
     ]
