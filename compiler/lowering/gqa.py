@@ -29,6 +29,9 @@ seqlens_k + 1 - S + s, and copies nothing.
 
 A query or key at step s of row b stands at position position_ids[b, s], or at
 max(seqlens_k[b] + 1 - S, 0) + s (a right-padded first prompt starts at 0).
+
+Every float operand is widened at its loads and every store narrowed to its output's storage
+(``--precision fp16`` may store the rows, caches and presents as f16).
 """
 
 from __future__ import annotations
