@@ -11,11 +11,15 @@ is stored as f16 when
 - the range guard allows it: a result that f16 (largest finite 65504) could not hold by the
   op's nature stays f32 (``guarded``: sums over an axis, squares, exp, powers, and any fused
   group or epilogue computing one of them),
-- and, for a graph input or output, the graph is not compiled for generation (its state
-  pairs, logits and tokens keep 32-bit storage: runtime/generate.py and shared caches read
-  them so). A float input or output stored f16 is recorded in the manifest (``storage``
-  "f16"); the runtimes convert at the boundary, so feeds and results keep the model's dtype
-  (a GPU buffer bound for one, IO binding, holds f16s).
+- and, for a graph input or output of a graph compiled for generation, it is one of the
+  state pairs (the KV cache; a past and its present decide together, as the runtime copies
+  one into the other, or they are one buffer written in place by KVCacheWrite or GQAScatter):
+  the logits, token ids, mask, positions, the appended tokens and the sampling's seen-token
+  pair keep 32-bit storage. A float input or output stored f16 is recorded in the manifest
+  (``storage`` "f16"); runtime/generate.py and generate.js copy a present into its past's
+  slot as stored (2 bytes an element), and the runtimes convert other feeds and results at the
+  boundary, so they keep the model's dtype (a GPU buffer bound for one, IO binding, holds
+  f16s).
 
 Values that share storage through a zero-copy view (Reshape, Identity) decide together. A
 constant read only by such kernels is stored, and packed into weights.bin, as f16; constants
@@ -30,6 +34,7 @@ from onnx2wgsl.errors import CompileError
 from onnx2wgsl.ir import DType, Graph, Op, Value
 
 from .elementwise_ops import TABLE
+from .generation import SEEN
 from .lowering.reduce import REDUCE
 
 PRECISIONS = ("fp32", "fp16")
@@ -45,7 +50,7 @@ _BUILDER_OPS = {
     "RMSNormalization", "InstanceNormalization", "GroupNormalization",
     "MeanVarianceNormalization", "LpNormalization", "Slice", "Split", "Pad", "Expand", "Tile", "Where",
     "DepthToSpace", "SpaceToDepth", "GatherNBits", "Resize", "Upsample", "Trilu", "GatherND", "ScatterND",
-    "ScatterElements", "Scatter", "GQAScatter",
+    "ScatterElements", "Scatter", "GQAScatter", "KVCacheWrite",
 }  # fmt: skip
 F16_OPS = frozenset(_TEMPLATE_OPS | _BUILDER_OPS | set(REDUCE) | (set(TABLE) - {"Identity", "Cast"}))
 VIEWS = ("Reshape", "Identity")
@@ -145,10 +150,13 @@ def assign_storage(g: Graph, precision: str) -> int:
                 add(v)
         if op.kind in VIEWS and op.domain == "" and op.inputs and op.inputs[0] is not None:
             parent[find(id(op.outputs[0]))] = find(id(op.inputs[0]))
-    # a model compiled for generation keeps its inputs and outputs 32-bit (see the module)
     for v in list(g.inputs) + list(g.outputs):  # (an input that is an output, read by no op)
         add(v)
-    io = {id(v) for v in list(g.inputs) + list(g.outputs)} if "generation" in g.metadata else set()
+    # a model compiled for generation keeps its inputs and outputs 32-bit but for its KV cache,
+    # whose pasts and presents decide together (one is copied into, or is, the other)
+    io = _io_kept_32bit(g)
+    for past, present in _state_pairs(g):
+        parent[find(id(present))] = find(id(past))
     ok: dict[int, bool] = {}
     for k, v in values.items():
         root = find(k)
@@ -166,6 +174,29 @@ def assign_storage(g: Graph, precision: str) -> int:
             n += 1
     g.metadata["precision"] = precision
     return n
+
+
+def _state_pairs(g: Graph) -> list[tuple[Value, Value]]:
+    """A generation graph's (past input, present output) pairs of the model's KV cache (not
+    the sampling's seen-token pair, which stays 32-bit)."""
+    gen = g.metadata.get("generation")
+    if not gen:
+        return []
+    inputs = dict(zip(g.metadata.get("input_names", [v.name for v in g.inputs]), g.inputs))
+    outputs = dict(zip(g.metadata.get("output_names", [v.name for v in g.outputs]), g.outputs))
+    return [
+        (inputs[s["past"]], outputs[s["present"]])
+        for s in gen.get("state", ())
+        if s["past"] != SEEN and s["past"] in inputs and s["present"] in outputs
+    ]
+
+
+def _io_kept_32bit(g: Graph) -> set[int]:
+    """The ids of a generation graph's inputs and outputs kept 32-bit: all but its state pairs."""
+    if "generation" not in g.metadata:
+        return set()
+    state = {id(v) for pair in _state_pairs(g) for v in pair}
+    return {id(v) for v in list(g.inputs) + list(g.outputs) if id(v) not in state}
 
 
 def _beyond_f16(v: Value) -> bool:

@@ -5,8 +5,9 @@ one token per step. Everything a
 step needs exists after load (the session's buffers, pipelines and bind groups, sized at the
 bounds, and one small read-back buffer), so a step only writes the token ids, mask and
 positions (a few bytes), encodes the recorded dispatches, copies every present into its past's
-slot on the GPU (none where the present is its past's own buffer, written in place: the
-manifest's ``shared`` pairs), and reads back the chosen token id: 4 bytes. The compiler appended the
+slot on the GPU as both are stored (f16, 2 bytes an element, under ``--precision fp16``; none
+where the present is its past's own buffer, written in place: the manifest's ``shared``
+pairs), and reads back the chosen token id: 4 bytes. The compiler appended the
 choice (``next_token``, and ``sampled_token`` with ``--sample-candidates``) and put the pasts
 in buffers that hold no output (compiler/generation.py).
 """
@@ -278,7 +279,7 @@ class Generator:
                 )
         if past + n < self.max_length:  # the next step's past: on the GPU, into the past slots
             for past_io, present in self._state:
-                nbytes = 4 * math.prod(shapes[present["name"]])
+                nbytes = mf.stored_nbytes(present["storage"], math.prod(shapes[present["name"]]))
                 if nbytes:
                     enc.copy_buffer_to_buffer(
                         s.buffers[present["buffer"]],

@@ -8,7 +8,9 @@ outputs: the presents, each its cache's very bytes (``in_place``). Cache c gets 
 kernel reads from the dims uniform); no other row is read or written. The new rows are read
 where they are stored: a [B, H, S, D_c] tensor, or (``new_3d[c]``) a [B, S, row] tensor whose
 row (``new_row[c]``) holds the heads one after another from ``new_offset[c]`` on (a
-projection's output before its head split, or the packed Q, K and V one Split would part). One invocation per new element, the caches' elements one after another.
+projection's output before its head split, or the packed Q, K and V one Split would part).
+One invocation per new element, the caches' elements one after another, each widened at its
+load and narrowed at its store (``--precision fp16`` may store caches or new rows as f16).
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ def lower_kv_cache_write(ctx: LowerCtx, op: Op) -> None:
     first = 0
     for c, (new, present) in enumerate(zip(news, op.outputs)):
         D = present.shape[3]
-        src, dst = kb.read(new), kb.write(present)
         offset = a.get("new_offset", [0] * k)[c]
         at = f"(b * {u32(S)} + s) * {a['new_row'][c]}u + {f'{offset}u + ' if offset else ''}h * {D}u + d"
         at = at if a["new_3d"][c] else "e"
@@ -49,7 +50,7 @@ def lower_kv_cache_write(ctx: LowerCtx, op: Op) -> None:
             # (never negative in a run: the past is total - sequence)
             f"let j = u32({i32(start)} + i32(s));",
             f"if (j < {N}u) {{",
-            f"  {dst}[((b * {H}u + h) * {N}u + j) * {D}u + d] = {src}[{at}];",
+            f"  {kb.put(present, f'((b * {H}u + h) * {N}u + j) * {D}u + d', kb.element(new, at))}",
             "}",
         ]
         first += sizes[c]

@@ -135,7 +135,8 @@ function planAt(session, gen, n, past) {
     if (gr.every(Boolean)) steps.push([pipeline, group, gr]);
   }
   const values = Object.keys(session.symbols).map((k) => env[k]);
-  const copies = gen.state.map(([p, q]) => [p, q, 4 * numel(q.shape.map((d) => evaluateDim(d, env)))]);
+  // (bytes as stored: 4 an element, or 2 for f16 (--precision fp16), in whole 4-byte words)
+  const copies = gen.state.map(([p, q]) => [p, q, 4 * Math.ceil(numel(q.shape.map((d) => evaluateDim(d, env))) / (q.storage == 'f16' ? 2 : 1))]);
   if (copies.some(([p, , size]) => size > p.size && past + n < g.max_length)) throw new InputError(`a present at ${key} does not fit its past`);
   if (gen.plans.size > 1023) gen.plans.clear();
   gen.plans.set(key, (plan = { steps, values, copies }));
