@@ -305,13 +305,7 @@ class KernelBuilder:
 
     def store_line(self, expr: str, out: Value) -> str:
         """The line of ``store``, for a lowering to place itself (an early store in a branch)."""
-        return self.put(out, "i", expr)
-
-    def put(self, v: Value, index: str, expr: str) -> str:
-        """The line storing ``expr`` (the 32-bit word it is computed in) at ``v``'s element
-        ``index`` (u32 shader text) of its whole buffer, bound for writing, converted to ``v``'s
-        storage (an f16 element is narrowed)."""
-        return f"{self._write(v)}[{index}] = {narrow(elem_type(v), expr)};"
+        return self.store_at(out, "i", expr)
 
     def tree(self, accs: list[tuple[str, str]], merge: list[str]) -> None:
         """Combine the workgroup's accumulators ``accs`` (name, WGSL type): each ``merge`` line

@@ -50,7 +50,7 @@ def lower_kv_cache_write(ctx: LowerCtx, op: Op) -> None:
             # (never negative in a run: the past is total - sequence)
             f"let j = u32({i32(start)} + i32(s));",
             f"if (j < {N}u) {{",
-            f"  {kb.put(present, f'((b * {H}u + h) * {N}u + j) * {D}u + d', kb.element(new, at))}",
+            f"  {kb.store_at(present, f'((b * {H}u + h) * {N}u + j) * {D}u + d', kb.element(new, at))}",
             "}",
         ]
         first += sizes[c]
