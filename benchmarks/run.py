@@ -46,7 +46,9 @@ from light_models import LIGHT_MODELS, randomized  # noqa: E402  (the tests' mod
 
 TRANSFORMERS = ROOT / "tests" / "models"
 # onnx2wgsl-fp16: the same compile at --precision fp16 (f16 storage, f32 arithmetic)
-ENGINES = ["onnx2wgsl", "onnx2wgsl-fp16", "ort-webgpu", "ort-cpu"]
+# numpy: numpy's sgemm (its BLAS) on the matmul microbenchmark only, what a CPU library reaches
+ENGINES = ["onnx2wgsl", "onnx2wgsl-fp16", "ort-webgpu", "ort-cpu", "numpy"]
+MATMUL_FLOP = 2 * 1024**3  # matmul1024's multiply-adds, two operations each
 FP16_TOLERANCE = 1e-2  # of the reference's largest magnitude: f16 storage keeps ~3 digits
 BROWSER_ENGINES = ["onnx2wgsl-js", "ort-web"]  # benchmarks/browser.py: headless Chromium
 QUICK_MODEL = "squeezenet"
@@ -193,6 +195,8 @@ def measure(name, engines, args, work: Path, log) -> dict:
     model, feeds, dims = prepare(name, work)
     out: dict[str, dict] = {}
     for engine in [e for e in engines if e in ENGINES]:
+        if engine == "numpy" and name != "matmul1024":
+            continue
         env = engine_env(engine, args.adapter, args.cache)
         r: dict = {}
         target = str(model)
@@ -240,6 +244,16 @@ def measure(name, engines, args, work: Path, log) -> dict:
         log(f"  {engine:11s} first {r['first_s'] * 1000:9.1f} ms  warm median {np.median(w):9.2f} ms"
             + (f"  first, cache off {r['first_cold_s'] * 1000:.0f} ms" if "first_cold_s" in r else "")
             + (f"  compile {r['compile_s']:.2f} s" if "compile_s" in r else ""))  # fmt: skip
+    if name == "matmul1024" and "onnx2wgsl" in engines:  # the adapter's peak, to read the kernel against
+        roof, err = worker(
+            "onnx2wgsl", ["roofline", []], engine_env("onnx2wgsl", args.adapter, args.cache), args.timeout
+        )
+        out["roofline"] = roof or {"error": err}
+        log(
+            f"  roofline    {roof['gflops']:.1f} GFLOP/s f32 multiply-add"
+            if roof
+            else f"  roofline failed: {err}"
+        )
     if name in args.browser_models and (mine := [e for e in BROWSER_ENGINES if e in engines]):
         import browser
 
@@ -464,6 +478,27 @@ def _summary(results: dict, args) -> list[str]:
             " (first runs: load + first inference; onnx2wgsl compiles ahead of time).", ""]  # fmt: skip
 
 
+def _matmul_line(results: dict) -> list[str]:
+    """matmul1024 in GFLOP/s: each engine's warm median, onnx2wgsl's as a fraction of numpy's
+    sgemm measured in the same run, and of the adapter's peak (the roofline microkernel)."""
+    res = results.get("matmul1024", {})
+    rate = {
+        e: MATMUL_FLOP / t / 1e9
+        for e in ("onnx2wgsl", "ort-webgpu", "numpy")
+        if (t := _median(res.get(e, {})))
+    }
+    if "onnx2wgsl" not in rate or "numpy" not in rate:
+        return []
+    peak = res.get("roofline", {}).get("gflops")
+    text = ", ".join(f"{e} {g:.1f}" for e, g in rate.items())
+    line = (f"MatMul 1024³ (GFLOP/s, warm medians): {text}; onnx2wgsl is **{rate['onnx2wgsl'] / rate['numpy']:.1%}**"
+            f" of numpy's sgemm ({res['numpy'].get('blas', '?')}) in this run")  # fmt: skip
+    if peak:
+        line += (f", and {rate['onnx2wgsl'] / peak:.1%} of the adapter's measured peak of {peak:.1f} GFLOP/s"
+                 f" (f32 multiply-add microkernel; numpy's sgemm is {rate['numpy'] / peak:.2f}× that peak)")  # fmt: skip
+    return [line + ".", ""]
+
+
 def report(results: dict, engines: list[str], args, facts: dict, elapsed: float, pending=()) -> str:
     ours_vs = "ort-webgpu" if "ort-webgpu" in engines else None
     lines = [
@@ -493,6 +528,7 @@ def report(results: dict, engines: list[str], args, facts: dict, elapsed: float,
         lines += [f"> **Partial**: {len(results)} of {len(results) + len(pending)} models measured so far;"
                   f" not measured: {', '.join(pending)}.", ""]  # fmt: skip
     lines += _summary(results, args)
+    lines += _matmul_line(results)
     cold = args.cache == "both"
     head = ["model", "onnx2wgsl warm", "ORT-WebGPU warm", "ours / ORT-WebGPU", "ORT-CPU warm",
             "onnx2wgsl first (compile)", "ORT-WebGPU first", "ORT-CPU first"]  # fmt: skip

@@ -5,6 +5,10 @@ and ort-cpu, .cache/bench/ort-webgpu for ort-webgpu), so it imports only numpy a
     worker.py compile MODEL.onnx ARTIFACT_DIR RESULT.json [--dims JSON] [--precision fp16]
     worker.py run ENGINE MODEL_OR_ARTIFACT FEEDS.npz RESULT.json [--outputs OUT.npz]
               [--warmup N] [--iters N]
+    worker.py roofline RESULT.json       (the adapter's peak f32 multiply-add rate and copy rate)
+
+ENGINE ``numpy`` runs a model of one MatMul by a constant (the matmul microbenchmark) as numpy's
+``a @ b``, its BLAS sgemm on the same CPU cores: what a CPU library reaches on this machine.
 
 Times are wall clock (time.perf_counter) around the engine's own calls, after its imports:
   compile   onnx2wgsl.compile(model, dir, dims=..., precision=...) (with the artifact's weight
@@ -35,8 +39,32 @@ def _compile(args) -> dict:
     }
 
 
+def _roofline(args) -> dict:
+    from onnx2wgsl.compiler.roofline import measure
+
+    r = measure()
+    return {"device": r.device, "gflops": r.gflops, "gbps": r.gbps}
+
+
 def _session(engine: str, path: str):
     """(run(feeds) -> list of arrays, facts about the session) for an engine."""
+    if engine == "numpy":
+        import numpy as np
+        import onnx
+        from onnx import numpy_helper
+
+        g = onnx.load(path).graph
+        (node,) = g.node
+        if node.op_type != "MatMul" or len(g.initializer) != 1 or node.input[1] != g.initializer[0].name:
+            raise SystemExit("worker: the numpy engine runs a model of one MatMul by a constant")
+        b = numpy_helper.to_array(g.initializer[0])
+        config = np.show_config(mode="dicts") or {}
+        blas = config.get("Build Dependencies", {}).get("blas", {})
+        facts = {
+            "outputs": [g.output[0].name],
+            "blas": f"{blas.get('name', '?')} {blas.get('version', '')}".strip(),
+        }
+        return (lambda feeds: [feeds[node.input[0]] @ b]), facts
     if engine.startswith("onnx2wgsl"):
         import onnx2wgsl
 
@@ -99,7 +127,7 @@ def main(argv=None) -> int:
     c.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
     c.set_defaults(fn=_compile)
     r = sub.add_parser("run")
-    r.add_argument("engine", choices=["onnx2wgsl", "onnx2wgsl-fp16", "ort-webgpu", "ort-cpu"])
+    r.add_argument("engine", choices=["onnx2wgsl", "onnx2wgsl-fp16", "ort-webgpu", "ort-cpu", "numpy"])
     r.add_argument("path", help="ONNX model (ort-*) or artifact directory (onnx2wgsl)")
     r.add_argument("feeds")
     r.add_argument("result")
@@ -107,6 +135,9 @@ def main(argv=None) -> int:
     r.add_argument("--warmup", type=int, default=1)
     r.add_argument("--iters", type=int, default=5)
     r.set_defaults(fn=_run)
+    f = sub.add_parser("roofline")
+    f.add_argument("result")
+    f.set_defaults(fn=_roofline)
     args = p.parse_args(argv)
     res = args.fn(args)
     with open(args.result, "w") as f:
