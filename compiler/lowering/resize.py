@@ -570,7 +570,7 @@ def lower_col2im(ctx: LowerCtx, op: Op) -> None:
         )
     kk = " + ".join(f"u32(k{j}) * {ks[j]}u" for j in range(nd))
     ll = " + ".join(f"u32(q{j} / {strides[j]}i) * {ls[j]}u" for j in range(nd))
-    k.add(f"acc += {X}[xb + ({kk}) * {xs[1]}u + {ll}];", *["}"] * (1 if group else nd))
+    k.add(f"acc += {X(f'xb + ({kk}) * {xs[1]}u + {ll}')};", *["}"] * (1 if group else nd))
     if group:
         k.tree([("acc", ty)], ["red_acc[lid] += red_acc[lid + half];"])
     k.store("acc", y)
