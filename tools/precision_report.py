@@ -2,11 +2,12 @@
 each output's error against onnxruntime (CPU, fp32) relative to that output's largest magnitude.
 
     python tools/precision_report.py resnet50 squeezenet bert_tiny_torchscript
-    python tools/precision_report.py --all              # the nine light CNNs and the transformers
+    python tools/precision_report.py --all --out benchmarks/PRECISION.md   # every model below
     python tools/precision_report.py bert_tiny_torchscript --dims batch=1..4 --dims seq=1..128
 
-Light CNNs run with the tests' random weights (tests/light_models.py: randomized) on a random
-image and also report whether the top-1 class of each output is unchanged; transformers
+The bundled digits example runs on its 397 test images and light CNNs with the tests' random
+weights (tests/light_models.py: randomized) on a random image; both also report whether the
+top-1 class of every row is unchanged from onnxruntime's. Transformers
 (tests/models/) run at batch 2, seq 17 (seq where the model has one); ``--dims`` compiles such a
 dim symbolic over a range instead (the arena is then planned at the bounds), still run at 2 x 17.
 Decoders with a KV cache run one step of 5 new tokens after a past of 7 random keys and values
@@ -81,6 +82,13 @@ def _step_case(model: onnx.ModelProto):
 
 def _case(name: str, ranges: dict | None = None):
     """(model, feeds, dims)"""
+    if name == "digits":  # the bundled example's classifier on its 397 test images
+        data = np.load(ROOT / "examples" / "digits" / "digits_test.npz")
+        return (
+            onnx.load(ROOT / "examples" / "digits" / "model.onnx"),
+            {"image": data["images"]},
+            {"batch": 397},
+        )
     if name in LIGHT_MODELS:
         iname, x = random_input(name)
         return randomized(name), {iname: x}, {}
@@ -127,7 +135,7 @@ def measure(name: str, device, ranges: dict | None = None) -> str:
                     and (g.reshape(-1, g.shape[-1]).argmax(-1) == w.reshape(-1, w.shape[-1]).argmax(-1)).all()
                 )
     (w32, a32), (w16, a16) = sizes["fp32"], sizes["fp16"]
-    top = ("yes" if top1 else "NO") if name in LIGHT_MODELS else "—"
+    top = ("yes" if top1 else "NO") if name in LIGHT_MODELS or name == "digits" else "—"
     return (
         f"| {name} | {w32:,} | {w16:,} | {w16 / w32:.3f} | {a32:,} | {a16:,} | {a16 / a32:.3f} | "
         f"{max(errors):.2e} | {top} |"
@@ -140,6 +148,7 @@ def main() -> int:
     ap.add_argument(
         "--all", action="store_true", help="the nine light CNNs, the transformers and the decoders"
     )
+    ap.add_argument("--out", metavar="FILE.md", help="also write the table, with the machine, to FILE.md")
     ap.add_argument(
         "--dims", action="append", default=[], metavar="NAME=LO..HI", help="keep a dim symbolic over a range"
     )
@@ -149,19 +158,52 @@ def main() -> int:
         k, _, r = d.partition("=")
         lo, _, hi = r.partition("..")
         ranges[k] = (int(lo), int(hi))
-    models = LIGHT_MODELS + TRANSFORMERS + DECODERS if args.all else args.models
+    models = ["digits"] + LIGHT_MODELS + TRANSFORMERS + DECODERS if args.all else args.models
     if not models:
         ap.error("name models, or --all")
     from onnx2wgsl.runtime import request_device
 
     device = request_device(features=["shader-f16"])
-    print(
-        "| model | weights fp32 | weights fp16 | ratio | arena fp32 | arena fp16 | ratio | fp16 error / scale | top-1 same |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
+    rows = [
+        "| model | weights fp32 | weights fp16 | ratio | arena fp32 | arena fp16 | ratio | fp16 error / scale | top-1 same |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    print("\n".join(rows))
     for name in models:
-        print(measure(name, device, ranges), flush=True)
+        rows.append(measure(name, device, ranges))
+        print(rows[-1], flush=True)
+    if args.out:
+        Path(args.out).write_text(_page(rows, sys.argv[1:], device))
     return 0
+
+
+def _page(rows: list[str], argv: list[str], device) -> str:
+    """The table as a page of its own, with the command, the adapter and the versions."""
+    import datetime
+    import subprocess
+
+    import onnxruntime as ort
+
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    info = device.adapter.info
+    return "\n".join(
+        [
+            "# fp16 storage against fp32",
+            "",
+            "Written by `python tools/precision_report.py " + " ".join(argv) + "` (do not edit by hand).",
+            "Bytes of weights.bin and of the arena at `--precision fp32` and `--precision fp16`, the fp16",
+            "figure over the fp32 one, and the fp16 compile's largest error against onnxruntime CPU",
+            "(float32; MatMulNBits at accuracy_level 0) relative to each output's largest magnitude",
+            "(the bar of issue 17: 1e-2). See the tool's docstring for the inputs of each model.",
+            "",
+            *rows,
+            "",
+            f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+            f"- adapter: {info.get('device')} / {info.get('backend_type')} / {info.get('description')}",
+            f"- onnx2wgsl: git {rev.stdout.strip() or '?'}; onnxruntime {ort.__version__}; onnx {onnx.__version__}",
+            "",
+        ]
+    )
 
 
 if __name__ == "__main__":
