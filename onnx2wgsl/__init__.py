@@ -37,7 +37,7 @@ def compile(
     fold_limit=None,
     freeze_initializers=False,
     generation=None,
-    precision="fp32",
+    precision=None,
 ):
     """Compile an ONNX model (path or ModelProto) into an artifact directory.
 
@@ -56,7 +56,9 @@ def compile(
     sample_candidates)``, the CLI's ``--max-length``) compiles a decoder with a KV cache for
     ``onnx2wgsl.Generator``. ``precision="fp16"`` (the CLI's ``--precision fp16``) stores
     activations and weights as f16 where every kernel converts at its loads and stores, computing
-    in f32; the artifact then needs the device feature shader-f16.
+    in f32; the artifact then needs the device feature shader-f16. Without a precision a
+    float16 model compiles at fp16 and any other at fp32; ``"fp16,fp32"`` writes both, and the
+    runtimes load the first the device runs.
     Returns the CompileReport
     (``.summary()`` prints it)."""
     from .compiler import compile_model

@@ -253,3 +253,32 @@ def test_views_of_f16_storage_take_its_element_size(device16, tmp_path):
     want = ort_run(model, {"x": x})
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-5)
+
+
+def test_the_api_and_the_cli_take_the_model_s_own_precision(tmp_path):
+    """``onnx2wgsl.compile`` and ``onnx2wgsl compile`` without a precision: a float16 model's
+    artifact stores f16 (and needs shader-f16), --precision fp32 widens it."""
+    from onnx2wgsl.compiler.cli import main
+
+    half = TensorProto.FLOAT16
+    w = numpy_helper.from_array(np.full((8, 4), 0.5, np.float16), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "half",
+        [helper.make_tensor_value_info("x", half, [2, 8])],
+        [helper.make_tensor_value_info("y", half, [2, 4])],
+        [w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, tmp_path / "half.onnx")
+    onnx2wgsl.compile(model, tmp_path / "api")
+    assert main(["compile", str(tmp_path / "half.onnx"), "-o", str(tmp_path / "cli")]) == 0
+    assert (
+        main(["compile", str(tmp_path / "half.onnx"), "-o", str(tmp_path / "wide"), "--precision", "fp32"])
+        == 0
+    )
+    features = {
+        d: json.loads((tmp_path / d / "manifest.json").read_text())["target"]["features"]
+        for d in ("api", "cli", "wide")
+    }
+    assert features == {"api": [F16_FEATURE], "cli": [F16_FEATURE], "wide": []}
