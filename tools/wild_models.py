@@ -19,6 +19,14 @@ Two steps, in two environments:
 
        .venv/bin/python tools/wild_models.py check --work /tmp/wild [--only NAME,...]
 
+3. ``fp16`` (the repo's venv) converts each exported file to float16 (onnxruntime's converter,
+   float16 inputs and outputs, as a float16 export has them), compiles it with no ``--precision``
+   (a float16 model compiles at fp16: f16 weights and activations), runs it on float16 inputs
+   and compares with onnxruntime's CPU provider on the float32 file (bar: 1e-2 of each output's
+   largest magnitude, the bar of --precision fp16)::
+
+       .venv/bin/python tools/wild_models.py fp16 --work /tmp/wild --only bert-base,vit-base
+
 The models are hundreds of MB each: keep them out of the repository.
 """
 
@@ -612,6 +620,77 @@ def check(work: Path, names: list[str]) -> None:
     print(table(results))
 
 
+def fp16(work: Path, names: list[str]) -> None:
+    """Each exported file converted to float16 and compiled as it is (fp16 by default), against
+    onnxruntime on the float32 file: | model | file | run at | max rel err | status |."""
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    import onnx2wgsl
+
+    lines = ["| model | file | run at | storage | max rel err | status |", "|---|---|---|---|---:|---|"]
+    for name in names:
+        onnx_dir = work / name / "onnx"
+        if not (onnx_dir / "done").exists():
+            print(f"{name}: not exported (run `export` first)")
+            continue
+        for f, label, flags, sizes in plan(name, onnx_dir):
+            src, half = onnx_dir / f, work / name / "fp16" / f
+            half.parent.mkdir(parents=True, exist_ok=True)
+            if not half.exists():
+                m = convert_float_to_float16(
+                    onnx.load(str(src)), keep_io_types=False, disable_shape_infer=True
+                )
+                onnx.save(m, str(half), save_as_external_data=True, location=f + ".data")
+            art = work / name / "art" / f"{label}-fp16"
+            shutil.rmtree(art, ignore_errors=True)
+            cmd = [
+                str(Path(sys.executable).parent / "onnx2wgsl"),
+                "compile",
+                str(half),
+                "-o",
+                str(art),
+                *flags,
+            ]
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            run_at = ", ".join(f"{k}={v}" for k, v in sizes.items())
+            if r.returncode != 0:
+                error = (r.stderr.strip() or r.stdout.strip()).splitlines()[-1][:240].replace("|", "/")
+                lines.append(f"| {name} | {label} | {run_at} | | | compile error: {error} |")
+                print(lines[-1], flush=True)
+                continue
+            storage = "f16" if "a float16 model: compiled at --precision fp16" in r.stdout else "f32"
+            feeds = random_feeds(src, sizes)
+            so = ort.SessionOptions()
+            so.log_severity_level = 3
+            ref_sess = ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
+            names_out = [o.name for o in ref_sess.get_outputs()]
+            ref = ref_sess.run(None, feeds)
+            kinds = {
+                i.name: i.type.tensor_type.elem_type
+                for i in onnx.load(str(half), load_external_data=False).graph.input
+            }
+            feeds = {
+                k: v.astype(np.float16) if kinds.get(k) == onnx.TensorProto.FLOAT16 else v
+                for k, v in feeds.items()
+            }
+            with onnx2wgsl.load(art) as sess:
+                got = sess.run(
+                    names_out, {i.name: feeds[i.name] for i in sess.get_inputs() if i.name in feeds}
+                )
+            worst = 0.0
+            for a, b in zip(ref, got):
+                a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+                if a.size:
+                    err = float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-6))
+                    worst = max(worst, err if np.isfinite(b).all() else float("inf"))
+            status = "ok" if worst <= 1e-2 else "mismatch"
+            lines.append(f"| {name} | {label} | {run_at} | {storage} | {worst:.1e} | {status} |")
+            print(lines[-1], flush=True)
+    print("\n".join(lines))
+
+
 PADDED = {  # a batch of 2 whose first row is left-padded: masks with zeros, positions from them
     "bert-base": (["batch_size=1..2", "sequence_length=1..128"], {"b": 2, "s": 24}),
     "distilbert-base": (["batch_size=1..2", "sequence_length=1..128"], {"b": 2, "s": 24}),
@@ -694,7 +773,7 @@ def table(results: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("step", choices=["export", "check", "padded", "table"])
+    ap.add_argument("step", choices=["export", "check", "fp16", "padded", "table"])
     ap.add_argument("--work", type=Path, default=Path("/tmp/wild"))
     ap.add_argument("--only", default="", help="comma-separated model names (default: all)")
     a = ap.parse_args()
@@ -708,6 +787,8 @@ def main() -> None:
         export(a.work, names)
     elif a.step == "check":
         check(a.work, names)
+    elif a.step == "fp16":
+        fp16(a.work, names)
     elif a.step == "padded":
         padded(a.work, names)
     else:
