@@ -196,7 +196,10 @@ def test_add_in_each_dtype(page, compiled, feeds, device, dtype):
     a = (np.arange(12).reshape(3, 4) * 1.37 - 7).astype(dtype)
     b = np.array([1.5, -2, 3.25, 1000], dtype=dtype)
     model = node_model("Add", {"a": a, "b": b})
-    res, want = run_case(page, compiled, feeds, device, f"add_{dtype}", model, {"a": a, "b": b})
+    # (float16 widened to 32-bit storage: Chromium's SwiftShader adapter has no shader-f16)
+    res, want = run_case(
+        page, compiled, feeds, device, f"add_{dtype}", model, {"a": a, "b": b}, precision="fp32"
+    )
     expected = {
         "int64": "BigInt64Array",
         "float64": "Float64Array",
@@ -230,7 +233,9 @@ def test_float16_without_float16array(page, compiled, feeds, device):
     rounded to nearest even like numpy."""
     a = np.array([[0.1, -2.0, 65504.0, 6e-8], [1e-5, 3.0, -0.0, 1000.0]], np.float16)
     b = np.array([0.2, 1e-4, 40.0, 5e-8], np.float16)
-    url, out = compiled("add_f16_fallback", node_model("Add", {"a": a, "b": b}))
+    url, out = compiled(
+        "add_f16_fallback", node_model("Add", {"a": a, "b": b}), precision="fp32"
+    )  # (see above)
     page.open("/tests/harness.html")
     page.evaluate("() => { delete globalThis.Float16Array; }")
     spec = feeds("add_f16_bits", {"a": a.view(np.uint16), "b": b.view(np.uint16)})
