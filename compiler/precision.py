@@ -32,12 +32,11 @@ import numpy as np
 
 from onnx2wgsl.errors import CompileError
 from onnx2wgsl.ir import DType, Graph, Op, Value
+from onnx2wgsl.runtime.manifest import PRECISIONS  # (the names a manifest may give a variant)
 
 from .elementwise_ops import TABLE
 from .generation import SEEN
 from .lowering.reduce import REDUCE
-
-PRECISIONS = ("fp32", "fp16")
 
 # op kinds (before lowering) whose kernels convert every float operand at its loads and stores
 _TEMPLATE_OPS = {

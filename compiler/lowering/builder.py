@@ -247,7 +247,8 @@ class KernelBuilder:
 
     def store_at(self, v: Value, index: str, expr: str) -> str:
         """The line storing ``expr`` (the 32-bit word it is computed in) at ``index`` (u32
-        shader text) of ``v``'s whole buffer, bound for writing, converted to its storage."""
+        shader text) of ``v``'s whole buffer, bound for writing, converted to its storage (at
+        index ``i``: the line of ``store``, for a lowering to place itself, e.g. in a branch)."""
         return f"{self._write(v)}[{index}] = {narrow(elem_type(v), expr)};"
 
     def load(self, v: Value, view: View) -> str:
@@ -301,11 +302,7 @@ class KernelBuilder:
 
     def store(self, expr: str, out: Value) -> None:
         """``out[i] = expr``: the point's element of an output contiguous over the space."""
-        self.add(self.store_line(expr, out))
-
-    def store_line(self, expr: str, out: Value) -> str:
-        """The line of ``store``, for a lowering to place itself (an early store in a branch)."""
-        return self.store_at(out, "i", expr)
+        self.add(self.store_at(out, "i", expr))
 
     def tree(self, accs: list[tuple[str, str]], merge: list[str]) -> None:
         """Combine the workgroup's accumulators ``accs`` (name, WGSL type): each ``merge`` line

@@ -176,7 +176,7 @@ def lower_resize(ctx: LowerCtx, op: Op) -> None:
             k.add(f"let row{d} = {off}u + {k.c(d)} * {2 * T}u;")
             if extrapolates:  # (only on static axes: a symbolic one keeps its coordinate)
                 value = literal(a["extrapolation_value"], ty)
-                outside.append(f"if ({TAB}[row{d}] < 0i) {{ {k.store_line(value, y)} return; }}")
+                outside.append(f"if ({TAB}[row{d}] < 0i) {{ {k.store_at(y, 'i', value)} return; }}")
         if not group:
             k.add(*outside)
         if exact:

@@ -178,7 +178,7 @@ def lower_pad(ctx: LowerCtx, op: Op) -> None:
         value = _pad_value(k, op, ty)
         k.add(
             f"if (!({' && '.join(f'({c})' for c in inside)})) {{",
-            f"  {k.store_line(value, y)}",
+            f"  {k.store_at(y, 'i', value)}",
             "  return;",
             "}",
         )
