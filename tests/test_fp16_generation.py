@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import pytest
 from helpers import ort_run
-from test_generate import MAX_LENGTH, PROMPT, ort_greedy
+from test_generate import MAX_LENGTH, PROMPT, StepRecorder, ort_greedy
 from test_gqa import accuracy_level_0
 
 import onnx2wgsl
@@ -89,21 +89,8 @@ def test_greedy_ids_as_onnxruntime_float32_copying_f16_bytes(key, fp16, device16
     else:
         want = ort_greedy(model, PROMPT, N)
     gen = onnx2wgsl.Generator(fp16[key], device=device16)
-    copies = []
-    encoder_cls = type(device16.create_command_encoder())
-    original = encoder_cls.copy_buffer_to_buffer
-
-    def copy(self, src, src_offset, dst, dst_offset, size):
-        if dst is not gen._readback:
-            copies.append(size)
-        return original(self, src, src_offset, dst, dst_offset, size)
-
-    monkeypatch.setattr(encoder_cls, "copy_buffer_to_buffer", copy)
-    got, per_step = [], []
-    for token in gen.generate(PROMPT, max_new_tokens=N):
-        got.append(token)
-        per_step.append(list(copies))
-        copies.clear()
+    got, steps = StepRecorder(monkeypatch).generate(gen, PROMPT, N)
+    per_step = [[size for _, dst, size in step["copies"] if dst is not gen._readback] for step in steps]
     assert got == want and len(set(got)) > 5
     if "copied" not in key:
         assert per_step == [[]] * N  # (written in place)

@@ -28,6 +28,73 @@ PROMPT = [1, 5, 7, 9]
 MAX_LENGTH = 80  # the prompt and 64 new tokens fit
 
 
+def compiled_for_generation(tmp_path_factory, names, **options) -> dict[str, Path]:
+    """Each named test decoder compiled for generation (max length MAX_LENGTH) in a folder of
+    its own: name -> folder."""
+    out = {}
+    for name in names:
+        out[name] = tmp_path_factory.mktemp(name)
+        compile_model(MODELS / f"{name}.onnx", out[name], generation=Generation(MAX_LENGTH), **options)
+    return out
+
+
+class StepRecorder:
+    """Records what each generation step asks of the GPU (installed on the device's classes
+    with ``monkeypatch``): the buffer copies (src, dst, bytes), the buffers cleared and the
+    bytes read back to the CPU."""
+
+    def __init__(self, monkeypatch):
+        from wgpu.backends.wgpu_native import GPUBuffer, GPUCommandEncoder, GPUQueue
+
+        self.copies: list[tuple] = []
+        self.clears = 0
+        self.read = 0
+
+        def copy(original):
+            def wrapper(enc, src, src_offset, dst, dst_offset, size):
+                self.copies.append((src, dst, size))
+                return original(enc, src, src_offset, dst, dst_offset, size)
+
+            return wrapper
+
+        def clear(original):
+            def wrapper(*a, **k):
+                self.clears += 1
+                return original(*a, **k)
+
+            return wrapper
+
+        def counted(original):
+            def wrapper(*a, **k):
+                data = original(*a, **k)
+                self.read += memoryview(data).nbytes
+                return data
+
+            return wrapper
+
+        monkeypatch.setattr(
+            GPUCommandEncoder, "copy_buffer_to_buffer", copy(GPUCommandEncoder.copy_buffer_to_buffer)
+        )
+        monkeypatch.setattr(GPUCommandEncoder, "clear_buffer", clear(GPUCommandEncoder.clear_buffer))
+        for cls, name in (
+            (GPUBuffer, "read_mapped"),
+            (GPUBuffer, "_experimental_get_mapped_range"),
+            (GPUQueue, "read_buffer"),
+        ):
+            monkeypatch.setattr(cls, name, counted(getattr(cls, name)))
+
+    def generate(self, gen, prompt, n: int, **options) -> tuple[list[int], list[dict]]:
+        """``gen.generate(prompt, max_new_tokens=n, **options)``: the ids and, for each step,
+        {"copies": [(src, dst, bytes)], "clears": count, "read": bytes}."""
+        tokens, steps = [], []
+        self.copies, self.clears, self.read = [], 0, 0
+        for token in gen.generate(prompt, max_new_tokens=n, **options):
+            tokens.append(token)
+            steps.append({"copies": self.copies, "clears": self.clears, "read": self.read})
+            self.copies, self.clears, self.read = [], 0, 0
+        return tokens, steps
+
+
 def ort_greedy(path, prompt: list[int], n: int, head_size: int | None = None) -> list[int]:
     """Greedy ids by onnxruntime on the CPU: the prompt in one step, then one token per step,
     each step's present fed back as the next one's past (``head_size`` where the model names
@@ -59,12 +126,7 @@ def ort_greedy(path, prompt: list[int], n: int, head_size: int | None = None) ->
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
-    out = {}
-    for name in DECODERS:
-        path = tmp_path_factory.mktemp(name)
-        compile_model(MODELS / f"{name}.onnx", path, generation=Generation(MAX_LENGTH))
-        out[name] = path
-    return out
+    return compiled_for_generation(tmp_path_factory, DECODERS)
 
 
 @pytest.fixture(scope="module")
@@ -172,36 +234,17 @@ def test_generate_makes_no_gpu_objects_and_reads_4_bytes_a_step(
     device.create_bind_group_layout(entries=[])  # the counter sees creations
     assert calls["create_bind_group_layout"] == 1
     calls["create_bind_group_layout"] = 0
-    read = [0]
-    buffer_cls = type(gen._readback)
-
-    def counted(original):
-        def wrapper(self, *a, **k):
-            data = original(self, *a, **k)
-            read[0] += memoryview(data).nbytes
-            return data
-
-        return wrapper
-
-    for name in ("read_mapped", "_experimental_get_mapped_range"):
-        monkeypatch.setattr(buffer_cls, name, counted(getattr(buffer_cls, name)))
-    queue_cls = type(device.queue)
-    monkeypatch.setattr(queue_cls, "read_buffer", counted(queue_cls.read_buffer))
-    got, per_step = [], []
-    for token in gen.generate(PROMPT, max_new_tokens=64):
-        got.append(token)
-        per_step.append(read[0])
-        read[0] = 0
+    recorder = StepRecorder(monkeypatch)
+    got, steps = recorder.generate(gen, PROMPT, 64)
+    per_step = [step["read"] for step in steps]
     assert got == references["llama_tiny_kv"]
     assert calls == {name: 0 for name in calls}
     assert max(per_step) <= 16 and per_step[0] > 0
     # sampling on the GPU too: after load, nothing made, 4 bytes a step
     sampler = onnx2wgsl.Generator(sampling_artifact, device=device)
     calls.update({name: 0 for name in calls})
-    per_step = []
-    for _ in sampler.generate(PROMPT, max_new_tokens=32, temperature=0.8, top_k=8, top_p=0.9, seed=1):
-        per_step.append(read[0])
-        read[0] = 0
+    _, steps = recorder.generate(sampler, PROMPT, 32, temperature=0.8, top_k=8, top_p=0.9, seed=1)
+    per_step = [step["read"] for step in steps]
     assert calls == {name: 0 for name in calls}
     assert len(per_step) == 32 and max(per_step) <= 16
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from test_generate import MAX_LENGTH, PROMPT, ort_greedy
+from test_generate import MAX_LENGTH, PROMPT, StepRecorder, compiled_for_generation, ort_greedy
 from test_gqa import accuracy_level_0
 from test_runtime import count_gpu_creations
 
@@ -28,12 +28,7 @@ DIMS = {"kv_cache_dim": 16}
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
-    out = {}
-    for name in ("llama_genai_fp32", "llama_genai_int4"):
-        path = tmp_path_factory.mktemp(name)
-        compile_model(MODELS / f"{name}.onnx", path, generation=Generation(MAX_LENGTH), dims=DIMS)
-        out[name] = path
-    return out
+    return compiled_for_generation(tmp_path_factory, ("llama_genai_fp32", "llama_genai_int4"), dims=DIMS)
 
 
 # -- compile (no device) ---------------------------------------------------------------------
@@ -113,31 +108,13 @@ def test_greedy_ids_as_onnxruntime_with_no_copy_and_nothing_made(name, n, shared
     device.create_bind_group_layout(entries=[])  # the counter sees creations
     assert calls["create_bind_group_layout"] == 1
     calls["create_bind_group_layout"] = 0
-    copies, clears = [], []
-    encoder_cls = type(device.create_command_encoder())
-
-    def copy(self, src, src_offset, dst, dst_offset, size):
-        copies.append((src, dst, size))
-        return original_copy(self, src, src_offset, dst, dst_offset, size)
-
-    def clear(self, *a, **k):
-        clears.append(a)
-        return original_clear(self, *a, **k)
-
-    original_copy, original_clear = encoder_cls.copy_buffer_to_buffer, encoder_cls.clear_buffer
-    monkeypatch.setattr(encoder_cls, "copy_buffer_to_buffer", copy)
-    monkeypatch.setattr(encoder_cls, "clear_buffer", clear)
-    got, per_step = [], []
-    for token in gen.generate(PROMPT, max_new_tokens=n):
-        got.append(token)
-        per_step.append(list(copies))
-        copies.clear()
+    got, steps = StepRecorder(monkeypatch).generate(gen, PROMPT, n)
     assert got == want
     assert len(set(got)) > 5  # (not one token repeated)
     assert calls == {name: 0 for name in calls}
     # each step copies only the chosen id (4 bytes) into the read-back buffer: no cache copy
-    assert all(step == [(step[0][0], gen._readback, 4)] for step in per_step)
-    assert not clears
+    assert all([c[1:] for c in step["copies"]] == [(gen._readback, 4)] for step in steps)
+    assert not any(step["clears"] for step in steps)
     # again after reset: the mask gives the valid length, so the stale cache is never read
     gen.reset()
     assert list(gen.generate(PROMPT, max_new_tokens=n)) == want

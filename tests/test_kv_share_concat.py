@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from test_generate import MAX_LENGTH, PROMPT, ort_greedy
+from test_generate import MAX_LENGTH, PROMPT, StepRecorder, compiled_for_generation, ort_greedy
 from test_kv_share import assert_pairs_share_one_buffer
 from test_runtime import count_gpu_creations
 
@@ -27,12 +27,7 @@ SHARED = ["llama_tiny_kv", "gpt2_tiny_kv_optimum"]  # (TorchScript's Llama, opti
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
-    out = {}
-    for name in SHARED:
-        path = tmp_path_factory.mktemp(name)
-        compile_model(MODELS / f"{name}.onnx", path, generation=Generation(MAX_LENGTH))
-        out[name] = path
-    return out
+    return compiled_for_generation(tmp_path_factory, SHARED)
 
 
 # -- compile (no device) ---------------------------------------------------------------------
@@ -101,41 +96,14 @@ def test_greedy_64_ids_as_onnxruntime_copying_and_making_nothing(name, shared, d
     device.create_bind_group_layout(entries=[])  # the counter sees creations
     assert calls["create_bind_group_layout"] == 1
     calls["create_bind_group_layout"] = 0
-    copies, clears, read = [], [], [0]
-    encoder_cls = type(device.create_command_encoder())
-    buffer_cls = type(gen._readback)
-    original_copy, original_clear = encoder_cls.copy_buffer_to_buffer, encoder_cls.clear_buffer
-    original_read = buffer_cls.read_mapped
-
-    def copy(self, src, src_offset, dst, dst_offset, size):
-        copies.append((dst, size))
-        return original_copy(self, src, src_offset, dst, dst_offset, size)
-
-    def clear(self, *a, **k):
-        clears.append(a)
-        return original_clear(self, *a, **k)
-
-    def read_mapped(self, *a, **k):
-        data = original_read(self, *a, **k)
-        read[0] += memoryview(data).nbytes
-        return data
-
-    monkeypatch.setattr(encoder_cls, "copy_buffer_to_buffer", copy)
-    monkeypatch.setattr(encoder_cls, "clear_buffer", clear)
-    monkeypatch.setattr(buffer_cls, "read_mapped", read_mapped)
-    got, per_step = [], []
-    for token in gen.generate(PROMPT, max_new_tokens=64):
-        got.append(token)
-        per_step.append((list(copies), read[0]))
-        copies.clear()
-        read[0] = 0
+    got, steps = StepRecorder(monkeypatch).generate(gen, PROMPT, 64)
     assert got == want
     assert len(set(got)) > 16  # (not one token repeated)
     assert calls == {name: 0 for name in calls}
     # each step copies the chosen id (4 bytes) into the read-back buffer and reads it back: no
     # cache copied, none cleared
-    assert all(step == [(gen._readback, 4)] and 0 < n <= 16 for step, n in per_step)
-    assert not clears
+    assert all([c[1:] for c in s["copies"]] == [(gen._readback, 4)] and 0 < s["read"] <= 16 for s in steps)
+    assert not any(s["clears"] for s in steps)
     # again after reset: the stale rows past the valid length are never read
     gen.reset()
     assert list(gen.generate(PROMPT, max_new_tokens=16)) == want[:16]
