@@ -204,6 +204,7 @@ def measure(name, engines, args, work: Path, log) -> dict:
             artifact = work / f"{name}.{engine}.artifact"
             flags = ["--dims", json.dumps(dims)] if dims else []
             flags += ["--precision", "fp16"] if engine == "onnx2wgsl-fp16" else []
+            flags += ["--subgroups", args.subgroups]
             c, err = worker(engine, ["compile", str(model), str(artifact), flags], env, args.timeout)
             if err:
                 out[engine] = {"error": f"compile {err}"}
@@ -520,8 +521,13 @@ def report(results: dict, engines: list[str], args, facts: dict, elapsed: float,
         " **max abs diff** compares each engine's outputs with "
         + ("ort-cpu's" if "ort-cpu" in engines else "the first engine's")
         + " (MISMATCH: over 1e-3 of the reference's largest magnitude).",
-        "",
     ]
+    sub = {bool(r.get("subgroups")) for m in results.values() for e, r in m.items() if e.startswith("onnx2wgsl")}
+    if sub:
+        how = "with" if sub == {True} else "without" if sub == {False} else "for some models with"
+        lines.append(f"onnx2wgsl compiled {how} `--subgroups` (`run.py --subgroups {args.subgroups}`:"
+                     " auto = when the adapter offers subgroups).")  # fmt: skip
+    lines.append("")
     if args.note:
         lines += [f"> {args.note}", ""]
     if pending:
@@ -615,6 +621,8 @@ def main(argv=None) -> int:
     p.add_argument("--cache", choices=["both", "cold", "warm"], default="both",
                    help="Mesa's shader cache for first runs: both (default: a first run with the cache off, then "
                         "one with it warm), cold or warm")  # fmt: skip
+    p.add_argument("--subgroups", choices=["auto", "on", "off"], default="auto",
+                   help="compile onnx2wgsl with --subgroups: auto = when the adapter offers them (default)")  # fmt: skip
     p.add_argument("--iters", type=int, default=5, help="timed warm runs (default 5)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs before them (default 2)")
     p.add_argument("--quick", action="store_true", help=f"only {QUICK_MODEL}, 1 warm run, no warm-up runs")

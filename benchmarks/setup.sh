@@ -18,7 +18,9 @@ mkdir -p "$cache"
 
 # --- Mesa 25 lavapipe in a private prefix ---------------------------------------------------
 if [ ! -f "$mesa/lvp_icd.json" ] || [ ! -f "$mesa/.complete" ]; then
-  if ! apt-cache policy mesa-vulkan-drivers 2>/dev/null | grep -q 'bookworm-backports'; then
+  # (the policy into a variable first: under pipefail, grep -q closing the pipe early can fail it)
+  policy="$(apt-cache policy mesa-vulkan-drivers 2>/dev/null || true)"
+  if ! grep -q 'bookworm-backports' <<<"$policy"; then
     echo "setup.sh: no bookworm-backports candidate for mesa-vulkan-drivers;" \
          "add the source (scripts/setup-gpu.sh --backports does) and run apt-get update" >&2
     exit 2

@@ -30,13 +30,26 @@ def _compile(args) -> dict:
     import onnx2wgsl
 
     dims = json.loads(args.dims) if args.dims else None
+    subgroups = args.subgroups == "on" or (args.subgroups == "auto" and _adapter_has_subgroups())
     t0 = time.perf_counter()
-    report = onnx2wgsl.compile(args.model, args.artifact, dims=dims, force=True, precision=args.precision)
+    report = onnx2wgsl.compile(
+        args.model, args.artifact, dims=dims, force=True, precision=args.precision, subgroups=subgroups
+    )
     return {
         "compile_s": time.perf_counter() - t0,
+        "subgroups": subgroups,
         "weight_bytes": report.weight_file_bytes,
         "arena_bytes": report.arena_bytes,
     }
+
+
+def _adapter_has_subgroups() -> bool:
+    """The adapter offers subgroup operations (wgpu-native names the feature "subgroup")."""
+    from onnx2wgsl.runtime.session import _standard, request_adapter
+
+    from onnx2wgsl.runtime.manifest import SUBGROUPS_FEATURE
+
+    return SUBGROUPS_FEATURE in _standard(request_adapter("high-performance").features)
 
 
 def _roofline(args) -> dict:
@@ -125,6 +138,8 @@ def main(argv=None) -> int:
     c.add_argument("result")
     c.add_argument("--dims", default=None, help="JSON object of dim values")
     c.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
+    c.add_argument("--subgroups", default="auto", choices=["auto", "on", "off"],
+                   help="compile with --subgroups: auto = when the adapter offers them (default)")  # fmt: skip
     c.set_defaults(fn=_compile)
     r = sub.add_parser("run")
     r.add_argument("engine", choices=["onnx2wgsl", "onnx2wgsl-fp16", "ort-webgpu", "ort-cpu", "numpy"])

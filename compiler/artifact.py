@@ -17,6 +17,7 @@ from onnx2wgsl.ir.symbolic import simplify
 from onnx2wgsl.ir.types import storage_dtype
 from onnx2wgsl.runtime.manifest import (
     F16_FEATURE,
+    SUBGROUPS_FEATURE,
     FORMAT,
     MANIFEST,
     SHADER_FILE,
@@ -184,11 +185,14 @@ def _dim_json(d) -> int | str | list:
 
 
 def _features(target: Target, kernels) -> list[str]:
-    """The device features the artifact needs: the target's, and shader-f16 when a shader
-    holds f16 buffers (a compile at --precision fp16)."""
-    features = list(target.features)
+    """The device features the artifact needs: the target's, shader-f16 when a shader holds
+    f16 buffers (a compile at --precision fp16), and subgroups when a shader uses them (a
+    target that offers subgroups lets kernels use them; an artifact with none does not ask)."""
+    features = [f for f in target.features if f != SUBGROUPS_FEATURE]
     if any(k.uses_f16 for k in kernels) and F16_FEATURE not in features:
         features.append(F16_FEATURE)
+    if any(k.uses_subgroups for k in kernels):
+        features.append(SUBGROUPS_FEATURE)
     return features
 
 

@@ -102,6 +102,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         freeze_initializers=args.freeze_initializers,
         generation=generation,
         precision=args.precision,
+        subgroups=args.subgroups,
     )
     if args.target == "js":
         from .package_js import write_js_package
@@ -584,6 +585,12 @@ def build_parser() -> argparse.ArgumentParser:
         "the device feature shader-f16 (default: fp16 for a float16 model, else fp32). Several, in order of preference (fp16,fp32): "
         "one artifact each in DIR/<precision> under an index manifest; the runtimes load the first "
         "the device runs",
+    )
+    c.add_argument(
+        "--subgroups",
+        action="store_true",
+        help="let kernels share loads through subgroup operations (the matmul's rows of A); the "
+        "artifact then needs the device feature subgroups (lavapipe and most GPUs have it)",
     )
     c.add_argument(
         "--target",

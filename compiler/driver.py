@@ -6,7 +6,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +15,7 @@ import onnx
 from onnx2wgsl.errors import CompileError, InternalError, IRError, Onnx2WgslError
 from onnx2wgsl.ir import Graph, VerifyError, verify
 from onnx2wgsl.ir.printer import HEADER as IR_HEADER
+from onnx2wgsl.runtime.manifest import SUBGROUPS_FEATURE
 
 from .artifact import Artifact, build_artifact, check_output_dir, write_index
 from .frontend import import_model, load_model
@@ -136,6 +137,7 @@ def compile_model(
     freeze_initializers: bool = False,
     generation: Generation | None = None,
     precision: str | list[str] | tuple[str, ...] | None = None,
+    subgroups: bool = False,
 ) -> CompileResult:
     """Compile into an artifact; write it if ``output`` is given (a new or empty folder, or one
     holding an earlier artifact; any other folder only with ``force``).
@@ -164,6 +166,9 @@ def compile_model(
     Several precisions (``"fp16,fp32"`` or a list, in order of preference) write one complete
     artifact each in ``output/<precision>`` under an index manifest.json listing them; the
     runtimes load the first the device runs, and the first variant's result is returned.
+    ``subgroups=True`` lets kernels share loads through subgroup operations (the matmul's rows
+    of A); the artifact then needs the device feature subgroups (each such shader still runs
+    right where subgroups are narrower than 8 invocations, on its plain loop).
     Without a precision, a float16 model compiles at fp16 (its weights and activations stay
     half; compiler/precision.py ``model_precision``) and any other at fp32; the report notes it.
 
@@ -177,6 +182,7 @@ def compile_model(
             model, output, precisions, shapes=shapes, dims=dims, target=target, opt_level=opt_level,
             verify_ir=verify_ir, on_stage=on_stage, stage=stage, constants=constants, force=force,
             fold_limit=fold_limit, freeze_initializers=freeze_initializers, generation=generation,
+            subgroups=subgroups,
         )  # fmt: skip
     at = _Progress(stage_names(opt_level))
     try:
@@ -184,7 +190,7 @@ def compile_model(
             model, output, at, shapes=shapes, dims=dims, target=target, opt_level=opt_level,
             verify_ir=verify_ir, on_stage=on_stage, stage=stage, constants=constants, force=force,
             fold_limit=fold_limit, freeze_initializers=freeze_initializers, generation=generation,
-            precision=precisions and precisions[0],
+            precision=precisions and precisions[0], subgroups=subgroups,
         )  # fmt: skip
     except InternalError as e:
         if at.from_ir:  # the graph came in as IR, whose ops are checked for structure only
@@ -258,12 +264,14 @@ class _Progress:
 
 def _compile(
     model, output, at: _Progress, *, shapes, dims, target, opt_level, verify_ir, on_stage, stage,
-    constants, force, fold_limit, freeze_initializers, generation, precision,
+    constants, force, fold_limit, freeze_initializers, generation, precision, subgroups,
 ) -> CompileResult:  # fmt: skip
     t0 = time.perf_counter()
     if output is not None:
         check_output_dir(output, force)  # before the work, not after it
     tgt = get_target(target)
+    if subgroups and SUBGROUPS_FEATURE not in tgt.features:
+        tgt = replace(tgt, features=(*tgt.features, SUBGROUPS_FEATURE))
     names = at.names
     src = _source(model, stage, names, shapes, dims)
     at.from_ir = src.proto is None

@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from functools import cached_property
 
+from onnx2wgsl.runtime.manifest import SUBGROUPS_ENABLE
+
 MARK = "\x00"  # never in WGSL text: it delimits our own markers
 
 DECLARATIONS, ENTRY, F32_BITS = "bindings", "entry", "f32_bits"
@@ -197,6 +199,8 @@ class Kernel:
                 out.append("f32_bits")
                 bits = True
         text = "".join(out)
+        if self.uses_subgroups:  # so are subgroup operations (runtime/session.py: naga takes them without it)
+            text = SUBGROUPS_ENABLE + text
         if self.uses_f16:  # WGSL's f16 is an extension
             text = "enable f16;\n\n" + text
         return text.rstrip("\n") + "\n" + _F32_BITS_FN if bits else text
@@ -205,6 +209,12 @@ class Kernel:
     def uses_f16(self) -> bool:
         """Some buffer holds f16s: the shader needs the device's shader-f16 feature."""
         return any("f16" in b.elem for b in self.buffers)
+
+    @property
+    def uses_subgroups(self) -> bool:
+        """The shader reads its subgroup (``sg_id``, ``sg_size``, subgroupBroadcast): it needs the
+        device feature subgroups, and its entry point takes the two builtins."""
+        return any(isinstance(p, str) and "sg_size" in p for p in self.parts)
 
     @property
     def uses_dims(self) -> bool:
@@ -219,7 +229,9 @@ class Kernel:
         wid = "wid_folded" if self.fold else "wid"
         return (
             f"@compute @workgroup_size({self.workgroup})\n"
-            f"fn main(@builtin(workgroup_id) {wid}: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{"
+            f"fn main(@builtin(workgroup_id) {wid}: vec3<u32>, @builtin(local_invocation_index) lid: u32"
+            + (", @builtin(subgroup_invocation_id) sg_id: u32, @builtin(subgroup_size) sg_size: u32" if self.uses_subgroups else "")
+            + ") {"
             + (self.fold.unfold() if self.fold else "")
         )
 

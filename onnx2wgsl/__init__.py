@@ -38,6 +38,7 @@ def compile(
     freeze_initializers=False,
     generation=None,
     precision=None,
+    subgroups=False,
 ):
     """Compile an ONNX model (path or ModelProto) into an artifact directory.
 
@@ -58,7 +59,9 @@ def compile(
     activations and weights as f16 where every kernel converts at its loads and stores, computing
     in f32; the artifact then needs the device feature shader-f16. Without a precision a
     float16 model compiles at fp16 and any other at fp32; ``"fp16,fp32"`` writes both, and the
-    runtimes load the first the device runs.
+    runtimes load the first the device runs. ``subgroups=True`` (the CLI's ``--subgroups``) lets
+    kernels share loads through subgroup operations; the artifact then needs the device feature
+    subgroups.
     Returns the CompileReport
     (``.summary()`` prints it)."""
     from .compiler import compile_model
@@ -79,6 +82,7 @@ def compile(
         freeze_initializers=freeze_initializers,
         generation=generation,
         precision=precision,
+        subgroups=subgroups,
         **({} if fold_limit is None else {"fold_limit": int(fold_limit)}),
     ).report
     if emit == "js":

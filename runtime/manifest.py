@@ -29,6 +29,11 @@ FORMAT = "onnx2wgsl-artifact"
 VERSION = 3
 VERSIONS = (2, 3)  # the versions this runtime reads: 3 is 2 plus symbols
 MANIFEST = "manifest.json"
+SUBGROUPS_FEATURE = "subgroups"  # WebGPU's feature for subgroup operations (kernels compiled with --subgroups)
+# WGSL's subgroup operations are an extension: a shader that uses them has this line
+SUBGROUPS_ENABLE = "enable subgroups;\n\n"
+# wgpu-native's names for WebGPU features it spells otherwise
+NATIVE_FEATURES = {SUBGROUPS_FEATURE: "subgroup"}
 F16_FEATURE = "shader-f16"  # WebGPU's feature for f16 in shaders: artifacts compiled at fp16 list it
 MAX_INT = 2**53 - 1  # JSON integers both runtimes read exactly
 MAX_MANIFEST_BYTES = 64 << 20

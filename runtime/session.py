@@ -153,7 +153,7 @@ def request_device(
             )
         elif value > mf.DEFAULT_LIMITS.get(key, 0):
             need[k] = value
-    missing = [f for f in features if f not in adapter.features]
+    missing = [f for f in features if f not in _standard(adapter.features)]
     if missing:
         why = (
             "; it stores tensors as f16 (compiled with --precision fp16, the default for a float16 "
@@ -161,11 +161,24 @@ def request_device(
             "--precision fp32 for this adapter"
             if mf.F16_FEATURE in missing
             else ""
+        ) + (
+            "; its kernels use subgroup operations (compiled with --subgroups): recompile without "
+            "--subgroups for this adapter"
+            if mf.SUBGROUPS_FEATURE in missing
+            else ""
         )
         raise DeviceError(
             f"adapter {adapter.info['device']!r} lacks features {missing} that the artifact needs{why}"
         )
-    return adapter.request_device_sync(required_limits=need, required_features=list(features))
+    return adapter.request_device_sync(
+        required_limits=need, required_features=[mf.NATIVE_FEATURES.get(f, f) for f in features]
+    )
+
+
+def _standard(features: Iterable[str]) -> set[str]:
+    """A device's or adapter's features by WebGPU's names (wgpu-native spells some otherwise)."""
+    have = set(features)
+    return have | {f for f, native in mf.NATIVE_FEATURES.items() if native in have}
 
 
 def _check_device(device, limits: Mapping[str, int], features: Iterable[str]) -> None:
@@ -184,11 +197,11 @@ def _check_device(device, limits: Mapping[str, int], features: Iterable[str]) ->
                 f"the device grants {key} = {have[k]}, the artifact needs {value}; create the device "
                 f"with required_limits {needed} or let onnx2wgsl.load create it"
             )
-    missing = [f for f in features if f not in device.features]
+    missing = [f for f in features if f not in _standard(device.features)]
     if missing:
         raise DeviceError(
             f"the device lacks features {missing} that the artifact needs; create it with "
-            f"required_features {list(features)} or let onnx2wgsl.load create it"
+            f"required_features {[mf.NATIVE_FEATURES.get(f, f) for f in features]} or let onnx2wgsl.load create it"
             + (
                 " (an artifact compiled with --precision fp16 stores f16s)"
                 if mf.F16_FEATURE in missing
@@ -238,7 +251,7 @@ class InferenceSession:
         if mf.is_index(m):
             if device is None:
                 adapter = request_adapter(power_preference)
-            have = (device if device is not None else adapter).features
+            have = _standard((device if device is not None else adapter).features)
             v = mf.choose(m, have)
             if v is None:
                 who = "the device given" if device is not None else f"adapter {adapter.info['device']!r}"
@@ -286,6 +299,8 @@ class InferenceSession:
             raw = mf.artifact_file(self.path, s["file"], None, mf.MAX_SHADER_BYTES, s["sha256"])
             try:
                 code = raw.decode("utf-8")
+                # naga (wgpu-native) takes subgroup operations without WGSL's enable, and refuses it
+                code = code.replace(mf.SUBGROUPS_ENABLE, "", 1)
                 module = dev.create_shader_module(code=code, label=s["name"])
                 layout = dev.create_bind_group_layout(
                     entries=[

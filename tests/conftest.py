@@ -58,6 +58,15 @@ def device16():
     return _request([F16_FEATURE])
 
 
+@pytest.fixture(scope="session")
+def device_sg():
+    """A device with subgroups (lavapipe has them, 8 lanes wide): kernels compiled with
+    --subgroups need one."""
+    from onnx2wgsl.runtime.manifest import SUBGROUPS_FEATURE
+
+    return _request([SUBGROUPS_FEATURE])
+
+
 def pytest_addoption(parser):
     parser.addoption(
         "--update-golden",

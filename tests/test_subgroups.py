@@ -1,0 +1,157 @@
+"""Subgroup kernels (``--subgroups``): the matmul's lanes share each load of A's rows by
+subgroupBroadcast. Against onnxruntime's CPU kernels, over the shapes the tile must clamp
+(rows and columns past the end), batches, Gemm's forms, fused epilogues and symbolic dims; the
+plain loop each such shader keeps for subgroups narrower than 8; and what the artifact asks of
+the device."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import onnx
+import pytest
+from helpers import ort_run, rand
+from onnx import TensorProto, helper, numpy_helper
+
+import onnx2wgsl
+from onnx2wgsl.compiler import compile_model
+from onnx2wgsl.errors import DeviceError
+from onnx2wgsl.runtime.manifest import SUBGROUPS_FEATURE
+
+F = TensorProto.FLOAT
+
+
+def _model(nodes, inputs, outputs, inits=(), opset=17) -> onnx.ModelProto:
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info(n, F, s) for n, s in inputs],
+        [helper.make_tensor_value_info(n, F, s) for n, s in outputs],
+        [numpy_helper.from_array(a, n) for n, a in inits],
+    )
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+
+
+def _shaders(path) -> list[str]:
+    return [p.read_text() for p in sorted((path / "shaders").glob("*.wgsl"))]
+
+
+def _check(model, feeds, path, device, **options) -> None:
+    """Compiled with --subgroups, the model's matmul broadcasts rows, the artifact asks for
+    subgroups, and the outputs match onnxruntime's."""
+    compile_model(model, path, subgroups=True, **options)
+    assert any("subgroupBroadcast(" in s for s in _shaders(path)), "no subgroup kernel"
+    assert json.loads((path / "manifest.json").read_text())["target"]["features"] == [SUBGROUPS_FEATURE]
+    with onnx2wgsl.load(path, device=device) as sess:
+        got = sess.run(None, feeds)
+    for g, w in zip(got, ort_run(model, feeds), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(w).max())))
+
+
+CONST_SHAPES = [
+    (1024, 64, 256),  # 32-row tiles, whole workgroups of columns
+    (300, 36, 200),  # rows past the end of the last 32-row tile, a partial vec4 column group
+    (70, 8, 10),  # 16-row tiles (M under 256), N under one vec4 per lane
+]
+
+
+@pytest.mark.parametrize("M,K,N", CONST_SHAPES)
+def test_matmul_with_constant_weights(M, K, N, device_sg, tmp_path):
+    w = rand(K, N, seed=1)
+    model = _model([helper.make_node("MatMul", ["a", "w"], ["y"])], [("a", [M, K])], [("y", [M, N])], [("w", w)])
+    _check(model, {"a": rand(M, K)}, tmp_path, device_sg)
+
+
+def test_batched_matmul_of_two_inputs_with_a_fused_epilogue(device_sg, tmp_path):
+    # B read at run time as vec4 along n, a broadcast batch dim, then Add and Relu fused in
+    model = _model(
+        [
+            helper.make_node("MatMul", ["a", "b"], ["p"]),
+            helper.make_node("Add", ["p", "c"], ["q"]),
+            helper.make_node("Relu", ["q"], ["y"]),
+        ],
+        [("a", [2, 3, 130, 40]), ("b", [3, 40, 48])],
+        [("y", [2, 3, 130, 48])],
+        [("c", rand(48, seed=3))],
+    )
+    feeds = {"a": rand(2, 3, 130, 40), "b": rand(3, 40, 48, seed=2)}
+    _check(model, feeds, tmp_path, device_sg)
+
+
+def test_gemm_with_transposed_weights_alpha_beta_and_bias(device_sg, tmp_path):
+    model = _model(
+        [helper.make_node("Gemm", ["a", "w", "c"], ["y"], transB=1, alpha=0.5, beta=2.0)],
+        [("a", [257, 24])],
+        [("y", [257, 33])],
+        [("w", rand(33, 24, seed=1)), ("c", rand(1, 33, seed=2))],
+    )
+    _check(model, {"a": rand(257, 24)}, tmp_path, device_sg)
+
+
+def test_symbolic_rows_take_the_tile_of_their_bound(device_sg, tmp_path):
+    w = rand(32, 20, seed=1)
+    model = _model([helper.make_node("MatMul", ["a", "w"], ["y"])], [("a", ["m", 32])], [("y", ["m", 20])], [("w", w)])
+    compile_model(model, tmp_path, subgroups=True, dims={"m": (1, 600)})
+    assert any("subgroupBroadcast(x" in s or "subgroupBroadcast(own" in s for s in _shaders(tmp_path))
+    with onnx2wgsl.load(tmp_path, device=device_sg) as sess:
+        for m in (1, 33, 300, 600):  # fewer rows than one tile, and a partial last tile
+            a = rand(m, 32, seed=m)
+            np.testing.assert_allclose(sess.run(None, {"a": a})[0], a @ w, rtol=1e-4, atol=1e-4)
+
+
+def test_the_plain_loop_serves_narrow_subgroups(device_sg, tmp_path):
+    """Each subgroup shader keeps the plain tile's loop for subgroups under 8 lanes (a branch
+    on sg_size, uniform across the dispatch): forced onto it, the artifact still matches."""
+    M, K, N = 300, 36, 200
+    w = rand(K, N, seed=1)
+    model = _model([helper.make_node("MatMul", ["a", "w"], ["y"])], [("a", [M, K])], [("y", [M, N])], [("w", w)])
+    compile_model(model, tmp_path, subgroups=True)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    forced = 0
+    for s in manifest["shaders"]:
+        path = tmp_path / s["file"]
+        text = path.read_text()
+        if "sg_size >= 8u" in text:
+            text = text.replace("sg_size >= 8u", "sg_size >= 4096u")
+            path.write_text(text)
+            s["sha256"] = hashlib.sha256(text.encode()).hexdigest()
+            forced += 1
+    assert forced == 1
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    a = rand(M, K)
+    with onnx2wgsl.load(tmp_path, device=device_sg) as sess:
+        np.testing.assert_allclose(sess.run(None, {"a": a})[0], a @ w, rtol=1e-4, atol=1e-4)
+
+
+def test_only_artifacts_with_subgroup_kernels_ask_for_the_feature(tmp_path):
+    w = rand(16, 8, seed=1)
+    one_row = _model([helper.make_node("MatMul", ["a", "w"], ["y"])], [("a", [1, 16])], [("y", [1, 8])], [("w", w)])
+    many = _model([helper.make_node("MatMul", ["a", "w"], ["y"])], [("a", [512, 16])], [("y", [512, 8])], [("w", w)])
+    features = lambda r: r.artifact.manifest["target"]["features"]  # noqa: E731
+    assert features(compile_model(one_row, subgroups=True)) == []  # one row: the plain tile
+    assert features(compile_model(many)) == []  # not asked for
+    plain = compile_model(many)
+    assert not any(k.uses_subgroups or "subgroup" in k.text for k in plain.graph.shaders.values())
+    assert features(compile_model(many, subgroups=True)) == [SUBGROUPS_FEATURE]
+
+
+def test_a_device_without_subgroups_is_told_so(device32, tmp_path):
+    w = rand(16, 8, seed=1)
+    model = _model([helper.make_node("MatMul", ["a", "w"], ["y"])], [("a", [512, 16])], [("y", [512, 8])], [("w", w)])
+    onnx2wgsl.compile(model, tmp_path, subgroups=True)
+    with pytest.raises(DeviceError, match="lacks features \\['subgroups'\\].*required_features \\['subgroup'\\]"):
+        onnx2wgsl.load(tmp_path, device=device32)
+
+
+def test_the_cli_compiles_with_subgroups(tmp_path):
+    from onnx2wgsl.compiler.cli import main
+
+    w = rand(16, 8, seed=1)
+    model = _model([helper.make_node("MatMul", ["a", "w"], ["y"])], [("a", [512, 16])], [("y", [512, 8])], [("w", w)])
+    onnx.save(model, tmp_path / "m.onnx")
+    assert main(["compile", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "a"), "--subgroups"]) == 0
+    assert json.loads((tmp_path / "a" / "manifest.json").read_text())["target"]["features"] == [SUBGROUPS_FEATURE]
+    text = _shaders(tmp_path / "a")[0]
+    assert text.startswith("enable subgroups;") and "@builtin(subgroup_size) sg_size: u32" in text
