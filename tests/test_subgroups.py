@@ -1,7 +1,8 @@
-"""Subgroup kernels (``--subgroups``): the matmul's lanes share each load of A's rows by
-subgroupBroadcast. Against onnxruntime's CPU kernels, over the shapes the tile must clamp
-(rows and columns past the end), batches, Gemm's forms, fused epilogues and symbolic dims; the
-plain loop each such shader keeps for subgroups narrower than 8; and what the artifact asks of
+"""Subgroup kernels (``--subgroups``): the matmul's lanes share each load of A's rows, and
+conv_rows' lanes each load of the weights, by subgroupBroadcast. Against onnxruntime's CPU
+kernels, over the shapes the tiles must clamp (rows, columns and tasks past the end), batches,
+Gemm's forms, conv geometry, fused prologues and epilogues, f16 storage and symbolic dims; the
+plain path each such shader keeps for subgroups narrower than 8; and what the artifact asks of
 the device."""
 
 from __future__ import annotations
@@ -101,12 +102,74 @@ def test_symbolic_rows_take_the_tile_of_their_bound(device_sg, tmp_path):
             np.testing.assert_allclose(sess.run(None, {"a": a})[0], a @ w, rtol=1e-4, atol=1e-4)
 
 
-def test_the_plain_loop_serves_narrow_subgroups(device_sg, tmp_path):
-    """Each subgroup shader keeps the plain tile's loop for subgroups under 8 lanes (a branch
+def _conv(x_shape, w_shape, y_shape, **attrs) -> onnx.ModelProto:
+    w = rand(*w_shape, seed=1) / np.sqrt(np.prod(w_shape[1:]))
+    return _model(
+        [helper.make_node("Conv", ["x", "w", "b"], ["c"], **attrs), helper.make_node("Relu", ["c"], ["y"])],
+        [("x", x_shape)],
+        [("y", y_shape)],
+        [("w", w.astype(np.float32)), ("b", rand(w_shape[0], seed=2))],
+    )
+
+
+CONVS = {
+    # 3x3 padded, 3 x 4 = 12 weight vec4s a step: two loads a lane, the second clamped
+    "3x3": (([1, 8, 20, 20], [16, 8, 3, 3], [1, 16, 20, 20]), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])),
+    # stride 2, dilation, two groups, asymmetric pads; 7 x 13 tasks, none a whole workgroup
+    "strided": (
+        ([2, 8, 15, 27], [8, 4, 3, 3], [2, 8, 7, 13]),
+        dict(kernel_shape=[3, 3], strides=[2, 2], dilations=[1, 2], group=2, pads=[1, 1, 0, 1]),
+    ),
+    "1d": (([1, 6, 50], [12, 6, 5], [1, 12, 46]), dict(kernel_shape=[5])),
+    "1x1": (([1, 32, 40, 40], [64, 32, 1, 1], [1, 64, 40, 40]), dict(kernel_shape=[1, 1])),
+}
+
+
+@pytest.mark.parametrize("name", CONVS)
+def test_conv_rows_share_the_weights(name, device_sg, tmp_path):
+    shapes, attrs = CONVS[name]
+    model = _conv(*shapes, **attrs)
+    _check(model, {"x": rand(*shapes[0])}, tmp_path, device_sg)
+    assert any("conv_rows" in p.name and "subgroupBroadcast(" in p.read_text() for p in (tmp_path / "shaders").iterdir())
+
+
+def test_subgroup_kernels_at_fp16(tmp_path):
+    from test_fp16 import _assert_scaled_close
+
+    w = rand(256, 64, seed=1) / 16
+    model = _model(
+        [
+            helper.make_node("Conv", ["x", "cw"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+            helper.make_node("Reshape", ["c", "s"], ["r"]),
+            helper.make_node("MatMul", ["r", "w"], ["y"]),
+        ],
+        [("x", [1, 8, 16, 16])],
+        [("y", [16, 64])],
+        [("cw", rand(16, 8, 3, 3, seed=3) / 8), ("s", np.array([16, 256], np.int64)), ("w", w)],
+    )
+    # (a Reshape's shape is int64: make_tensor_value_info's float type does not apply to it)
+    feeds = {"x": rand(1, 8, 16, 16)}
+    compile_model(model, tmp_path, subgroups=True, precision="fp16")
+    assert any("subgroupBroadcast(" in s for s in _shaders(tmp_path))
+    with onnx2wgsl.load(tmp_path) as sess:  # a device with shader-f16 and subgroups
+        _assert_scaled_close(sess.run(None, feeds), ort_run(model, feeds))
+
+
+def test_the_plain_path_serves_narrow_subgroups(device_sg, tmp_path):
+    """Each subgroup shader keeps the plain tile's loads for subgroups under 8 lanes (a branch
     on sg_size, uniform across the dispatch): forced onto it, the artifact still matches."""
     M, K, N = 300, 36, 200
     w = rand(K, N, seed=1)
-    model = _model([helper.make_node("MatMul", ["a", "w"], ["y"])], [("a", [M, K])], [("y", [M, N])], [("w", w)])
+    model = _model(
+        [
+            helper.make_node("MatMul", ["a", "w"], ["m"]),
+            helper.make_node("Reshape", ["m", "s"], ["r"]),
+            helper.make_node("Conv", ["r", "cw"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        ],
+        [("a", [M, K])],
+        [("y", [1, 8, 75, 100])],
+        [("w", w), ("s", np.array([1, 8, 75, 100], np.int64)), ("cw", rand(8, 8, 3, 3, seed=3))],
+    )
     compile_model(model, tmp_path, subgroups=True)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     forced = 0
@@ -118,11 +181,12 @@ def test_the_plain_loop_serves_narrow_subgroups(device_sg, tmp_path):
             path.write_text(text)
             s["sha256"] = hashlib.sha256(text.encode()).hexdigest()
             forced += 1
-    assert forced == 1
+    assert forced == 2  # the matmul and the conv
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    a = rand(M, K)
+    feeds = {"a": rand(M, K)}
     with onnx2wgsl.load(tmp_path, device=device_sg) as sess:
-        np.testing.assert_allclose(sess.run(None, {"a": a})[0], a @ w, rtol=1e-4, atol=1e-4)
+        got = sess.run(None, feeds)[0]
+    np.testing.assert_allclose(got, ort_run(model, feeds)[0], rtol=1e-4, atol=1e-3)
 
 
 def test_only_artifacts_with_subgroup_kernels_ask_for_the_feature(tmp_path):

@@ -18,6 +18,7 @@ from onnx2wgsl.errors import InternalError, Onnx2WgslError, UnsupportedError
 from onnx2wgsl.ir import Binding, Dispatch, DType, Graph, Op, TensorType, Value
 from onnx2wgsl.ir.kernel import DECLARATIONS, ENTRY, F32_BITS, Buffer, Dim, Fold, Kernel, dim, ref, slot
 from onnx2wgsl.ir.symbolic import Dimish, Expr, SymbolicError, simplify, smin, wgsl
+from onnx2wgsl.runtime.manifest import SUBGROUPS_FEATURE
 from onnx2wgsl.ir.types import dim_bound, storage_dtype
 from onnx2wgsl.runtime.manifest import max_workgroups
 
@@ -37,6 +38,9 @@ _ENV = jinja2.Environment(
 )
 
 WORKGROUP = 64  # invocations per workgroup of the 1-D kernels: a safe size on every GPU
+# lanes that share one load through subgroupBroadcast in the subgroup kernels (--subgroups);
+# their shaders branch on subgroup_size to a plain path for narrower subgroups
+SUBGROUP = 8
 LOOP_SLACK = 1024  # iterations left for a kernel's short fixed loops (workgroup trees, lanes)
 
 
@@ -62,6 +66,12 @@ def nested_loops(*trips: int) -> int:
 
 
 SPLIT_WORKGROUPS = (WORKGROUP, 256)
+
+
+def subgroups(ctx: LowerCtx) -> int:
+    """Lanes the subgroup kernels share loads across (SUBGROUP), or 0 without the target
+    feature subgroups (the CLI's --subgroups)."""
+    return SUBGROUP if SUBGROUPS_FEATURE in ctx.target.features else 0
 
 
 def split_workgroup(serial: int, steps: int | None = None, per_step: int = 1) -> int | None:

@@ -47,6 +47,7 @@ from . import (
     lowers,
     nested_loops,
     split_workgroup,
+    subgroups,
     u32,
     widen,
 )
@@ -299,6 +300,7 @@ def _rows(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | No
         mask_w=bool(p["PW"] or p["PWE"]), mask_r=bool(p["PD"] or p["PDE"] or p["PH"] or p["PHE"]),
         bias="in_w" if bias_in_w else "own" if b is not None else "", out_expr=epi.expr,
         epi_lines=epi.lines, helpers=_helpers(pro, epi), load_x=pro.code,
+        sg=subgroups(ctx) if p["KW"] * nq > 1 else 0,
     )  # fmt: skip
     grid = (ceil_div(tasks, WORKGROUP), G * nblk, 1)
     ctx.kernel(inputs + epi.inputs, [y], [epi.dispatch(shader, grid, inputs, y)])

@@ -30,15 +30,24 @@ from onnx2wgsl.ir import Dispatch, Op, Value
 from onnx2wgsl.ir.kernel import ref
 from onnx2wgsl.ir.symbolic import simplify, smax
 from onnx2wgsl.ir.types import dim_bound
-from onnx2wgsl.runtime.manifest import SUBGROUPS_FEATURE
 
 from ..elementwise_ops import f32
-from . import WORKGROUP, LowerCtx, ceil_div, decl, elem_type, lowers, split_workgroup, u32, wgsl_type, widen
+from . import (
+    SUBGROUP,
+    WORKGROUP,
+    LowerCtx,
+    ceil_div,
+    decl,
+    elem_type,
+    lowers,
+    split_workgroup,
+    subgroups,
+    u32,
+    wgsl_type,
+    widen,
+)
 from .fused import epilogue
 from .indexing import View, broadcast, contiguous_strides, index_code
-
-
-SUBGROUP = 8  # lanes that share one load of A's rows in the subgroup tile (subgroups this wide or wider)
 
 
 def rows_per_invocation(M) -> int:
@@ -73,7 +82,7 @@ def _subgroup_rows(ctx, M, bmode: str, kv: bool, split: bool) -> int:
     rate; 32 rows a further 1.15x over 16, fastest of 16-128 rows and 32-256 invocations).
     For A read as vec4 along k, B as vec4 along n, one invocation per tile, and M of at least
     64 (smaller M would broadcast clamped copies of its last row)."""
-    if SUBGROUPS_FEATURE not in ctx.target.features or split or not kv or bmode != "n4":
+    if not subgroups(ctx) or split or not kv or bmode != "n4":
         return 0
     M = dim_bound(M)
     return 32 if M >= 256 else 16 if M >= 64 else 0
