@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from functools import cached_property
 
-from onnx2wgsl.runtime.manifest import SUBGROUPS_ENABLE
+from onnx2wgsl.runtime.manifest import SUBGROUPS_HEADER
 
 MARK = "\x00"  # never in WGSL text: it delimits our own markers
 
@@ -199,8 +199,8 @@ class Kernel:
                 out.append("f32_bits")
                 bits = True
         text = "".join(out)
-        if self.uses_subgroups:  # so are subgroup operations (runtime/session.py: naga takes them without it)
-            text = SUBGROUPS_ENABLE + text
+        if self.uses_subgroups:  # so are subgroup operations (runtime/session.py: naga's differ)
+            text = SUBGROUPS_HEADER + "\n" + text
         if self.uses_f16:  # WGSL's f16 is an extension
             text = "enable f16;\n\n" + text
         return text.rstrip("\n") + "\n" + _F32_BITS_FN if bits else text

@@ -30,8 +30,10 @@ VERSION = 3
 VERSIONS = (2, 3)  # the versions this runtime reads: 3 is 2 plus symbols
 MANIFEST = "manifest.json"
 SUBGROUPS_FEATURE = "subgroups"  # WebGPU's feature for subgroup operations (kernels compiled with --subgroups)
-# WGSL's subgroup operations are an extension: a shader that uses them has this line
-SUBGROUPS_ENABLE = "enable subgroups;\n\n"
+# WGSL's subgroup operations are an extension: a shader that uses them opens with these lines
+# (the kernels keep each subgroup's lanes together where they share loads, leaving early only
+# as a whole subgroup, which WGSL's uniformity analysis cannot see)
+SUBGROUPS_HEADER = "enable subgroups;\ndiagnostic(off, subgroup_uniformity);\n"
 # wgpu-native's names for WebGPU features it spells otherwise
 NATIVE_FEATURES = {SUBGROUPS_FEATURE: "subgroup"}
 F16_FEATURE = "shader-f16"  # WebGPU's feature for f16 in shaders: artifacts compiled at fp16 list it

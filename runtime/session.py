@@ -299,8 +299,9 @@ class InferenceSession:
             raw = mf.artifact_file(self.path, s["file"], None, mf.MAX_SHADER_BYTES, s["sha256"])
             try:
                 code = raw.decode("utf-8")
-                # naga (wgpu-native) takes subgroup operations without WGSL's enable, and refuses it
-                code = code.replace(mf.SUBGROUPS_ENABLE, "", 1)
+                # naga (wgpu-native) takes subgroup operations without WGSL's enable, refuses the
+                # enable, and knows no subgroup_uniformity diagnostic (it prints an error for it)
+                code = code.replace(mf.SUBGROUPS_HEADER, "", 1)
                 module = dev.create_shader_module(code=code, label=s["name"])
                 layout = dev.create_bind_group_layout(
                     entries=[
