@@ -219,3 +219,21 @@ def test_the_cli_compiles_with_subgroups(tmp_path):
     assert json.loads((tmp_path / "a" / "manifest.json").read_text())["target"]["features"] == [SUBGROUPS_FEATURE]
     text = _shaders(tmp_path / "a")[0]
     assert text.startswith("enable subgroups;") and "@builtin(subgroup_size) sg_size: u32" in text
+
+
+def test_a_transformer_with_subgroups(device_sg, tmp_path):
+    """llama_tiny's projections take the subgroup tile (rows: batch x seq = 200, 16-row tiles
+    with a partial last one); every output within 1e-5 of the scale of onnxruntime's."""
+    from pathlib import Path
+
+    from test_transformers import _feeds
+
+    model = onnx.load(Path(__file__).parent / "models" / "llama_tiny_torchscript.onnx")
+    dims = {"batch": 2, "seq": 100}
+    compile_model(model, tmp_path, subgroups=True, dims=dims)
+    assert sum("subgroupBroadcast(" in s for s in _shaders(tmp_path)) >= 4
+    feeds = _feeds(model, dims)
+    with onnx2wgsl.load(tmp_path, device=device_sg) as sess:
+        got = sess.run(None, feeds)
+    for g, w in zip(got, ort_run(model, feeds), strict=True):
+        assert np.abs(g - w).max() <= 1e-5 * max(1.0, float(np.abs(w).max()))
