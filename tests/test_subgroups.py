@@ -133,6 +133,30 @@ def test_conv_rows_share_the_weights(name, device_sg, tmp_path):
     assert any("conv_rows" in p.name and "subgroupBroadcast(" in p.read_text() for p in (tmp_path / "shaders").iterdir())
 
 
+def test_folded_grids(device_sg, tmp_path):
+    """Under a limit of 4 workgroups a grid dimension, the matmul's and the conv's grids fold
+    (each workgroup unfolds its index, and one past the grid leaves as a whole)."""
+    from dataclasses import replace
+
+    from onnx2wgsl.compiler.target import get_target
+
+    target = replace(get_target("webgpu"), name="grid4")
+    target.limits["maxComputeWorkgroupsPerDimension"] = 4
+    model = _model(
+        [
+            helper.make_node("MatMul", ["a", "w"], ["m"]),
+            helper.make_node("Reshape", ["m", "s"], ["r"]),
+            helper.make_node("Conv", ["r", "cw"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        ],
+        [("a", [600, 20])],
+        [("y", [1, 12, 50, 80])],
+        [("w", rand(20, 80, seed=1)), ("s", np.array([1, 12, 50, 80], np.int64)), ("cw", rand(12, 12, 3, 3, seed=3))],
+    )
+    _check(model, {"a": rand(600, 20)}, tmp_path, device_sg, target=target)
+    grids = [d["grid"] for d in json.loads((tmp_path / "manifest.json").read_text())["dispatches"]]
+    assert all(max(g) <= 4 for g in grids) and any(g[1] * g[2] > 4 for g in grids), grids
+
+
 def test_subgroup_kernels_at_fp16(tmp_path):
     from test_fp16 import _assert_scaled_close
 
