@@ -522,11 +522,11 @@ def report(results: dict, engines: list[str], args, facts: dict, elapsed: float,
         + ("ort-cpu's" if "ort-cpu" in engines else "the first engine's")
         + " (MISMATCH: over 1e-3 of the reference's largest magnitude).",
     ]
-    sub = {bool(r.get("subgroups")) for m in results.values() for e, r in m.items() if e.startswith("onnx2wgsl")}
+    sub = {r["subgroups"] for m in results.values() for r in m.values() if "subgroups" in r}
     if sub:
         how = "with" if sub == {True} else "without" if sub == {False} else "for some models with"
         lines.append(f"onnx2wgsl compiled {how} `--subgroups` (`run.py --subgroups {args.subgroups}`:"
-                     " auto = when the adapter offers subgroups).")  # fmt: skip
+                     " auto = when the adapter offers subgroups; the browser's JS package without).")  # fmt: skip
     lines.append("")
     if args.note:
         lines += [f"> {args.note}", ""]

@@ -15,7 +15,7 @@ import onnx
 from onnx2wgsl.errors import CompileError, InternalError, IRError, Onnx2WgslError
 from onnx2wgsl.ir import Graph, VerifyError, verify
 from onnx2wgsl.ir.printer import HEADER as IR_HEADER
-from onnx2wgsl.runtime.manifest import SUBGROUPS_FEATURE
+from onnx2wgsl.runtime.manifest import SUBGROUPS_FEATURE, SUBGROUPS_HEADER
 
 from .artifact import Artifact, build_artifact, check_output_dir, write_index
 from .frontend import import_model, load_model
@@ -375,7 +375,8 @@ def _compile(
         notes=_notes(g)
         + precision_notes
         + ([f"inputs frozen to constants: {', '.join(sorted(constants))}"] if constants else [])
-        + ([generation_note(record)] if record else []),
+        + ([generation_note(record)] if record else [])
+        + _subgroup_notes(subgroups, artifact),
         seconds=time.perf_counter() - t0,
         dims={s.name: [s.lo, s.hi] for s in g.symbols.values()},
     )
@@ -520,6 +521,20 @@ def wide_int_warnings(g: Graph) -> list[str]:
         f"{len(risky)} op{'s' if len(risky) > 1 else ''} with int64/uint64 results run in 32 bits on the "
         f"GPU and wrap past 2^31 where onnxruntime would not: {shown}; fine for indices, positions "
         "and counts, wrong for values that grow past 32 bits (README: dtype policy)"
+    ]
+
+
+def _subgroup_notes(asked: bool, artifact: Artifact) -> list[str]:
+    """What --subgroups did: how many shaders share loads through subgroups (the artifact then
+    needs the device feature), or that none could."""
+    if not asked:
+        return []
+    n = sum(SUBGROUPS_HEADER in text for text in artifact.shaders.values())
+    if not n:
+        return ["--subgroups: no kernel of this model shares loads through subgroups (none asked of the device)"]
+    return [
+        f"--subgroups: {n} of {len(artifact.shaders)} shaders share loads through subgroups; "
+        "the artifact needs the device feature subgroups"
     ]
 
 

@@ -230,10 +230,14 @@ class Kernel:
         return (
             f"@compute @workgroup_size({self.workgroup})\n"
             f"fn main(@builtin(workgroup_id) {wid}: vec3<u32>, @builtin(local_invocation_index) lid: u32"
-            + (", @builtin(subgroup_invocation_id) sg_id: u32, @builtin(subgroup_size) sg_size: u32" if self.uses_subgroups else "")
+            + (_SUBGROUP_BUILTINS if self.uses_subgroups else "")
             + ") {"
             + (self.fold.unfold() if self.fold else "")
         )
+
+
+# the entry point's builtins that a kernel using subgroups reads (Kernel.uses_subgroups)
+_SUBGROUP_BUILTINS = ", @builtin(subgroup_invocation_id) sg_id: u32, @builtin(subgroup_size) sg_size: u32"
 
 
 def _joined(parts) -> tuple[Part, ...]:

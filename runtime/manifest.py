@@ -29,7 +29,7 @@ FORMAT = "onnx2wgsl-artifact"
 VERSION = 3
 VERSIONS = (2, 3)  # the versions this runtime reads: 3 is 2 plus symbols
 MANIFEST = "manifest.json"
-SUBGROUPS_FEATURE = "subgroups"  # WebGPU's feature for subgroup operations (kernels compiled with --subgroups)
+SUBGROUPS_FEATURE = "subgroups"  # WebGPU's feature for subgroup operations (compiled with --subgroups)
 # WGSL's subgroup operations are an extension: a shader that uses them opens with these lines
 # (the kernels keep each subgroup's lanes together where they share loads, leaving early only
 # as a whole subgroup, which WGSL's uniformity analysis cannot see)

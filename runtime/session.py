@@ -201,7 +201,8 @@ def _check_device(device, limits: Mapping[str, int], features: Iterable[str]) ->
     if missing:
         raise DeviceError(
             f"the device lacks features {missing} that the artifact needs; create it with "
-            f"required_features {[mf.NATIVE_FEATURES.get(f, f) for f in features]} or let onnx2wgsl.load create it"
+            f"required_features {[mf.NATIVE_FEATURES.get(f, f) for f in features]} "
+            "or let onnx2wgsl.load create it"
             + (
                 " (an artifact compiled with --precision fp16 stores f16s)"
                 if mf.F16_FEATURE in missing

@@ -218,7 +218,9 @@ def test_only_artifacts_with_subgroup_kernels_ask_for_the_feature(tmp_path):
     one_row = _model([helper.make_node("MatMul", ["a", "w"], ["y"])], [("a", [1, 16])], [("y", [1, 8])], [("w", w)])
     many = _model([helper.make_node("MatMul", ["a", "w"], ["y"])], [("a", [512, 16])], [("y", [512, 8])], [("w", w)])
     features = lambda r: r.artifact.manifest["target"]["features"]  # noqa: E731
-    assert features(compile_model(one_row, subgroups=True)) == []  # one row: the plain tile
+    r = compile_model(one_row, subgroups=True)
+    assert features(r) == []  # one row: the plain tile
+    assert any("no kernel of this model shares loads through subgroups" in n for n in r.report.notes)
     assert features(compile_model(many)) == []  # not asked for
     plain = compile_model(many)
     assert not any(k.uses_subgroups or "subgroup" in k.text for k in plain.graph.shaders.values())
@@ -233,13 +235,14 @@ def test_a_device_without_subgroups_is_told_so(device32, tmp_path):
         onnx2wgsl.load(tmp_path, device=device32)
 
 
-def test_the_cli_compiles_with_subgroups(tmp_path):
+def test_the_cli_compiles_with_subgroups(tmp_path, capsys):
     from onnx2wgsl.compiler.cli import main
 
     w = rand(16, 8, seed=1)
     model = _model([helper.make_node("MatMul", ["a", "w"], ["y"])], [("a", [512, 16])], [("y", [512, 8])], [("w", w)])
     onnx.save(model, tmp_path / "m.onnx")
     assert main(["compile", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "a"), "--subgroups"]) == 0
+    assert "--subgroups: 1 of 1 shaders share loads through subgroups" in capsys.readouterr().out
     assert json.loads((tmp_path / "a" / "manifest.json").read_text())["target"]["features"] == [SUBGROUPS_FEATURE]
     text = _shaders(tmp_path / "a")[0]
     assert text.startswith("enable subgroups;") and "@builtin(subgroup_size) sg_size: u32" in text

@@ -75,13 +75,14 @@ def _tile(M, nv, bmode: str, split: bool) -> tuple[int, int]:
 
 def _subgroup_rows(ctx, M, bmode: str, kv: bool, split: bool) -> int:
     """Rows of the subgroup tile (0: the plain tile). With subgroups (a target feature, the
-    CLI's --subgroups) an invocation computes 32 (or, for M under 256, 16) rows x 4 columns, and the 8 lanes of its
-    subgroup each load one vec4 of A per 8 rows and share them by subgroupBroadcast: on
-    llvmpipe every load is a loop over the lanes (the rows' loads are uniform, yet made lane by
-    lane), so a broadcast row costs an eighth of a loaded one (1024^3: 4x the plain tile's
-    rate; 32 rows a further 1.15x over 16, fastest of 16-128 rows and 32-256 invocations).
-    For A read as vec4 along k, B as vec4 along n, one invocation per tile, and M of at least
-    64 (smaller M would broadcast clamped copies of its last row)."""
+    CLI's --subgroups) an invocation computes 32 (16 for M under 256) rows x 4 columns, and
+    the 8 lanes of its subgroup each load one vec4 of A per 8 rows and share them by
+    subgroupBroadcast: on llvmpipe every load is a loop over the lanes (the rows' loads are
+    uniform, yet made lane by lane), so a broadcast row costs an eighth of a loaded one
+    (1024^3: 4x the plain tile's rate; 32 rows a further 1.15x over 16, the fastest of 16-128
+    rows and 32-256 invocations). For A read as vec4 along k, B as vec4 along n, one
+    invocation per tile, and M of at least 64 (smaller M would broadcast clamped copies of its
+    last row)."""
     if not subgroups(ctx) or split or not kv or bmode != "n4":
         return 0
     M = dim_bound(M)
