@@ -136,12 +136,9 @@ def test_conv_rows_share_the_weights(name, device_sg, tmp_path):
 def test_folded_grids(device_sg, tmp_path):
     """Under a limit of 4 workgroups a grid dimension, the matmul's and the conv's grids fold
     (each workgroup unfolds its index, and one past the grid leaves as a whole)."""
-    from dataclasses import replace
+    from onnx2wgsl.compiler.target import Target, get_target
 
-    from onnx2wgsl.compiler.target import get_target
-
-    target = replace(get_target("webgpu"), name="grid4")
-    target.limits["maxComputeWorkgroupsPerDimension"] = 4
+    target = Target("grid4", {**get_target("webgpu").limits, "maxComputeWorkgroupsPerDimension": 4})
     model = _model(
         [
             helper.make_node("MatMul", ["a", "w"], ["m"]),
