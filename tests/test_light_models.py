@@ -70,7 +70,12 @@ def test_random_weights_match_onnxruntime(name, tmp_path, device):
     gc.collect()
 
 
-@pytest.mark.parametrize("name", LIGHT_MODELS)
+# vgg19 takes a minute and a half at -O0 on lavapipe (2 cores), and its op types are a subset
+# of bvlc_alexnet's; its -O2 compile is checked against onnxruntime by the two tests above
+O0_MODELS = [m for m in LIGHT_MODELS if m != "vgg19"]
+
+
+@pytest.mark.parametrize("name", O0_MODELS)
 def test_o0_and_o2_give_the_same_outputs(name, tmp_path, device):
     """-O0 (no folding or fusion) against -O2 on the random-weight model, both against onnxruntime."""
     model = randomized(name, seed=3)
