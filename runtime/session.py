@@ -170,9 +170,12 @@ def request_device(
         raise DeviceError(
             f"adapter {adapter.info['device']!r} lacks features {missing} that the artifact needs{why}"
         )
-    return adapter.request_device_sync(
-        required_limits=need, required_features=[mf.NATIVE_FEATURES.get(f, f) for f in features]
-    )
+    return adapter.request_device_sync(required_limits=need, required_features=_native(features))
+
+
+def _native(features: Iterable[str]) -> list[str]:
+    """Features by wgpu-native's names, as its request_device takes them."""
+    return [mf.NATIVE_FEATURES.get(f, f) for f in features]
 
 
 def _standard(features: Iterable[str]) -> set[str]:
@@ -201,8 +204,7 @@ def _check_device(device, limits: Mapping[str, int], features: Iterable[str]) ->
     if missing:
         raise DeviceError(
             f"the device lacks features {missing} that the artifact needs; create it with "
-            f"required_features {[mf.NATIVE_FEATURES.get(f, f) for f in features]} "
-            "or let onnx2wgsl.load create it"
+            f"required_features {_native(features)} or let onnx2wgsl.load create it"
             + (
                 " (an artifact compiled with --precision fp16 stores f16s)"
                 if mf.F16_FEATURE in missing
