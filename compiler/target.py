@@ -69,6 +69,9 @@ def device_target() -> Target:
     try:
         import wgpu
 
+        from onnx2wgsl.runtime import ffi_types
+
+        ffi_types.prime()  # (wgpu-py's backend on cached C declarations, as the runtime imports it)
         adapter = wgpu.gpu.request_adapter_sync(power_preference="high-performance")
     except Exception as e:  # no wgpu backend library, no driver
         raise DeviceError(f"cannot query the WebGPU adapter ({e})") from e

@@ -296,32 +296,19 @@ class InferenceSession:
             for b in m["buffers"]
         }
         self._dims = next((self.buffers[b["name"]] for b in m["buffers"] if b["kind"] == "dims"), None)
-        self._upload_weights(blob.result())
-        self.pipelines = []
-        for s in m["shaders"]:
-            raw = mf.artifact_file(self.path, s["file"], None, mf.MAX_SHADER_BYTES, s["sha256"])
+        # the pipelines are made on threads (naga's translation and the driver's pipeline
+        # creation release the GIL, and wgpu-native's device takes them from any thread) while
+        # this one uploads the weights; in the artifact's order, the first failure raised
+        workers = max(1, min(len(m["shaders"]), os.cpu_count() or 1, 8))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="onnx2wgsl-pipelines") as pool:
+            made = [pool.submit(self._pipeline, s) for s in m["shaders"]]
             try:
-                code = raw.decode("utf-8")
-                # naga (wgpu-native) takes subgroup operations without WGSL's enable, refuses the
-                # enable, and knows no subgroup_uniformity diagnostic (it prints an error for it)
-                code = code.replace(mf.SUBGROUPS_HEADER, "", 1)
-                module = dev.create_shader_module(code=code, label=s["name"])
-                layout = dev.create_bind_group_layout(
-                    entries=[
-                        {"binding": i, "visibility": wgpu.ShaderStage.COMPUTE, "buffer": {"type": t}}
-                        for i, t in enumerate(s["bindings"])
-                    ]
-                )
-                pipeline = dev.create_compute_pipeline(
-                    layout=dev.create_pipeline_layout(bind_group_layouts=[layout]),
-                    compute={"module": module, "entry_point": s["entry"]},
-                    label=s["name"],
-                )
-            except Exception as e:  # wgpu's validation errors are long and multi-line
-                raise DeviceError(
-                    f"shader {s['name']} ({s['file']}) did not load on this device: {first_line(e, 400, lines=3) or type(e).__name__}"
-                ) from e
-            self.pipelines.append((pipeline, layout))
+                self._upload_weights(blob.result())
+            except BaseException:
+                for f in made:
+                    f.cancel()
+                raise
+            self.pipelines = [f.result() for f in made]
         self.steps = []
         for d in m["dispatches"]:
             pipeline, layout = self.pipelines[d["shader"]]
@@ -369,6 +356,35 @@ class InferenceSession:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+    def _pipeline(self, s: dict) -> tuple:
+        """(compute pipeline, bind group layout) of one of the manifest's shaders."""
+        import wgpu
+
+        dev = self.device
+        raw = mf.artifact_file(self.path, s["file"], None, mf.MAX_SHADER_BYTES, s["sha256"])
+        try:
+            code = raw.decode("utf-8")
+            # naga (wgpu-native) takes subgroup operations without WGSL's enable, refuses the
+            # enable, and knows no subgroup_uniformity diagnostic (it prints an error for it)
+            code = code.replace(mf.SUBGROUPS_HEADER, "", 1)
+            module = dev.create_shader_module(code=code, label=s["name"])
+            layout = dev.create_bind_group_layout(
+                entries=[
+                    {"binding": i, "visibility": wgpu.ShaderStage.COMPUTE, "buffer": {"type": t}}
+                    for i, t in enumerate(s["bindings"])
+                ]
+            )
+            pipeline = dev.create_compute_pipeline(
+                layout=dev.create_pipeline_layout(bind_group_layouts=[layout]),
+                compute={"module": module, "entry_point": s["entry"]},
+                label=s["name"],
+            )
+        except Exception as e:  # wgpu's validation errors are long and multi-line
+            raise DeviceError(
+                f"shader {s['name']} ({s['file']}) did not load on this device: {first_line(e, 400, lines=3) or type(e).__name__}"
+            ) from e
+        return pipeline, layout
 
     def _upload_weights(self, blob: bytearray) -> None:
         w = self.manifest["weights"]

@@ -114,6 +114,31 @@ def test_damaged_artifacts_are_refused(tmp_path, device):
         onnx2wgsl.load(tmp_path / "a", device=device)
 
 
+def test_a_shader_the_device_refuses_is_named(tmp_path, device):
+    """Pipelines are made on threads: the error is the first refused shader's, in the
+    artifact's order, as a DeviceError; a shader file that is not the manifest's is refused
+    before the device sees it."""
+    import hashlib
+    import json
+
+    from onnx2wgsl.errors import DeviceError
+
+    onnx2wgsl.compile(two_layer_model(), tmp_path / "a")
+    path = tmp_path / "a" / "manifest.json"
+    m = json.loads(path.read_text())
+    assert len(m["shaders"]) >= 2
+    for s in m["shaders"][1:]:  # every shader but the first: the second is named
+        code = (tmp_path / "a" / s["file"]).read_text().replace("@compute", "@compute fn broken() {}", 1)
+        (tmp_path / "a" / s["file"]).write_text(code)
+        s["sha256"] = hashlib.sha256(code.encode()).hexdigest()
+    path.write_text(json.dumps(m))
+    with pytest.raises(DeviceError, match=f"shader {m['shaders'][1]['name']} .* did not load on this device"):
+        onnx2wgsl.load(tmp_path / "a", device=device)
+    (tmp_path / "a" / m["shaders"][0]["file"]).write_text("// not the compiled shader")
+    with pytest.raises(ManifestError, match="does not match the manifest"):
+        onnx2wgsl.load(tmp_path / "a", device=device)
+
+
 def test_int64_input_is_computed_as_int32(tmp_path, device):
     model = node_model("Add", {"a": np.arange(6, dtype=np.int64).reshape(2, 3), "b": np.ones(3, np.int64)})
     onnx2wgsl.compile(model, tmp_path / "a")
