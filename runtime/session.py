@@ -296,37 +296,30 @@ class InferenceSession:
             for b in m["buffers"]
         }
         self._dims = next((self.buffers[b["name"]] for b in m["buffers"] if b["kind"] == "dims"), None)
-        # the pipelines are made on threads (naga's translation and the driver's pipeline
-        # creation release the GIL, and wgpu-native's device takes them from any thread) while
-        # this one uploads the weights; in the artifact's order, the first failure raised
+        # each shader's pipeline and the bind groups of its dispatches are made on threads
+        # (naga's translation and the driver's pipeline creation release the GIL, and
+        # wgpu-native's device takes them from any thread) while this one uploads the weights;
+        # in the artifact's order, the first failure raised
+        uses: list[list[int]] = [[] for _ in m["shaders"]]
+        for k, d in enumerate(m["dispatches"]):
+            uses[d["shader"]].append(k)
         workers = max(1, min(len(m["shaders"]), os.cpu_count() or 1, 8))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="onnx2wgsl-pipelines") as pool:
-            made = [pool.submit(self._pipeline, s) for s in m["shaders"]]
+            made = [pool.submit(self._pipeline, s, [m["dispatches"][k] for k in ks]) for s, ks in zip(m["shaders"], uses)]
             try:
                 self._upload_weights(blob.result())
             except BaseException:
                 for f in made:
                     f.cancel()
                 raise
-            self.pipelines = [f.result() for f in made]
-        self.steps = []
-        for d in m["dispatches"]:
-            pipeline, layout = self.pipelines[d["shader"]]
-            group = dev.create_bind_group(
-                layout=layout,
-                entries=[
-                    {
-                        "binding": i,
-                        "resource": {
-                            "buffer": self.buffers[b["buffer"]],
-                            "offset": b["offset"],
-                            "size": b["size"],
-                        },
-                    }
-                    for i, b in enumerate(d["bindings"])
-                ],
-            )
-            self.steps.append((pipeline, group, d["grid"]))
+            built = [f.result() for f in made]
+        self.pipelines = [(pipeline, layout) for pipeline, layout, _ in built]
+        groups: dict[int, Any] = {}
+        for ks, (_, _, gs) in zip(uses, built):
+            groups.update(zip(ks, gs))
+        self.steps = [
+            (self.pipelines[d["shader"]][0], groups[k], d["grid"]) for k, d in enumerate(m["dispatches"])
+        ]
         self._readback_at = {}
         total = 0
         for o in self._outputs:
@@ -357,8 +350,13 @@ class InferenceSession:
     def __exit__(self, *exc) -> None:
         self.release()
 
-    def _pipeline(self, s: dict) -> tuple:
-        """(compute pipeline, bind group layout) of one of the manifest's shaders."""
+    def _pipeline(self, s: dict, dispatches: list[dict]) -> tuple:
+        """(compute pipeline, bind group layout, bind groups of ``dispatches``) of one of the
+        manifest's shaders.
+
+        The pipeline is dispatched once over no workgroups, a no-op that has a driver which
+        compiles a pipeline at its first dispatch (lavapipe's llvmpipe, from its shader cache
+        or anew) do so now, on its queue's thread, while the session is still being made."""
         import wgpu
 
         dev = self.device
@@ -384,7 +382,24 @@ class InferenceSession:
             raise DeviceError(
                 f"shader {s['name']} ({s['file']}) did not load on this device: {first_line(e, 400, lines=3) or type(e).__name__}"
             ) from e
-        return pipeline, layout
+        groups = [
+            dev.create_bind_group(
+                layout=layout,
+                entries=[
+                    {
+                        "binding": i,
+                        "resource": {"buffer": self.buffers[b["buffer"]], "offset": b["offset"], "size": b["size"]},
+                    }
+                    for i, b in enumerate(d["bindings"])
+                ],
+            )
+            for d in dispatches
+        ]
+        if groups:
+            enc = dev.create_command_encoder()
+            encode_pass(enc, [(pipeline, groups[0], (0, 0, 0))])
+            dev.queue.submit([enc.finish()])
+        return pipeline, layout, groups
 
     def _upload_weights(self, blob: bytearray) -> None:
         w = self.manifest["weights"]
