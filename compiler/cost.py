@@ -24,8 +24,15 @@ def flops(op: Op) -> Dimish:
     out = op.outputs[0] if op.outputs else None
     if out is None:
         return 0
+    from .lowering.fused import operands  # (here: lowering imports this module)
+
     n = out.type.numel
-    x, w = op.input(0), op.input(1)
+    # the op's own operands: a fused prologue's come first, and then input 0 is its result
+    own = operands(op)[1]
+    x = own[0] if own and own[0] is not None else None
+    if x is None and op.attrs.get("prologue") is not None:
+        x = op.attrs["prologue"].outputs[0]
+    w = own[1] if len(own) > 1 else None
     total: Dimish = n
     if op.kind in _CONTRACTIONS and x is not None and w is not None:
         if op.kind == "Gemm":

@@ -73,6 +73,36 @@ def test_the_manifest_records_each_ops_work_on_its_heaviest_dispatch(tmp_path):
     assert sum(d["flops"] for d in m["dispatches"]) == 2 * 2 * 16 * 8
 
 
+def test_a_conv_reading_its_input_through_a_prologue_counts_its_multiply_adds(tmp_path):
+    """BatchNormalization -> Relu -> Conv fuses into one kernel whose input 0 is the prologue's
+    result (its operands come first): 2 per multiply-add of the conv, plus the prologue's."""
+    import json
+
+    from helpers import graph_model
+    from onnx import helper
+
+    nodes = [
+        helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["n"]),
+        helper.make_node("Relu", ["n"], ["r"]),
+        helper.make_node("Conv", ["r", "w"], ["y"], pads=[1, 1, 1, 1]),
+    ]
+    consts = {
+        "s": rand(4, seed=1),
+        "b": rand(4, seed=2),
+        "m": rand(4, seed=3),
+        "v": rand(4, seed=4) + 1,
+        "w": rand(8, 4, 3, 3, seed=5),
+    }
+    compile_model(graph_model(nodes, {"x": rand(1, 4, 6, 6)}, ["y"], consts), tmp_path / "c")
+    m = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    (d,) = [d for d in m["dispatches"] if d["flops"]]
+    assert (
+        len(m["dispatches"]) == 1 and "P0" in (tmp_path / "c" / m["shaders"][d["shader"]]["file"]).read_text()
+    )
+    conv = 2 * 8 * 6 * 6 * 4 * 3 * 3
+    assert conv < d["flops"] <= conv + 4 * 6 * 6 * 8, d["flops"]
+
+
 def test_roofline_measures_the_adapter_and_bench_reports_against_it(artifact):
     from onnx2wgsl.compiler.roofline import measure
 
