@@ -203,9 +203,7 @@ def make_tables(csource: str) -> dict:
     # the module cffi writes: ``import _cffi_backend`` then ``ffi = _cffi_backend.FFI(name,
     # _version=..., _types=b'...', ...)``, every argument a literal
     tree = ast.parse(out.getvalue())
-    (call,) = [
-        s.value for s in tree.body if isinstance(s, ast.Assign) and isinstance(s.value, ast.Call)
-    ]
+    (call,) = [s.value for s in tree.body if isinstance(s, ast.Assign) and isinstance(s.value, ast.Call)]
     tables = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
     if set(tables) - set(_KEYWORDS) or "_types" not in tables:
         raise ValueError(f"unexpected arguments {sorted(tables)} in cffi's compiled FFI")

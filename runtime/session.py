@@ -305,7 +305,10 @@ class InferenceSession:
             uses[d["shader"]].append(k)
         workers = max(1, min(len(m["shaders"]), os.cpu_count() or 1, 8))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="onnx2wgsl-pipelines") as pool:
-            made = [pool.submit(self._pipeline, s, [m["dispatches"][k] for k in ks]) for s, ks in zip(m["shaders"], uses)]
+            made = [
+                pool.submit(self._pipeline, s, [m["dispatches"][k] for k in ks])
+                for s, ks in zip(m["shaders"], uses)
+            ]
             try:
                 self._upload_weights(blob.result())
             except BaseException:
@@ -388,7 +391,11 @@ class InferenceSession:
                 entries=[
                     {
                         "binding": i,
-                        "resource": {"buffer": self.buffers[b["buffer"]], "offset": b["offset"], "size": b["size"]},
+                        "resource": {
+                            "buffer": self.buffers[b["buffer"]],
+                            "offset": b["offset"],
+                            "size": b["size"],
+                        },
                     }
                     for i, b in enumerate(d["bindings"])
                 ],
