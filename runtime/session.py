@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import threading
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -304,9 +305,10 @@ class InferenceSession:
         for k, d in enumerate(m["dispatches"]):
             uses[d["shader"]].append(k)
         workers = max(1, min(len(m["shaders"]), os.cpu_count() or 1, 8))
+        uploaded = threading.Event()  # (no submit while the weights are being written)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="onnx2wgsl-pipelines") as pool:
             made = [
-                pool.submit(self._pipeline, s, [m["dispatches"][k] for k in ks])
+                pool.submit(self._pipeline, s, [m["dispatches"][k] for k in ks], uploaded)
                 for s, ks in zip(m["shaders"], uses)
             ]
             try:
@@ -315,6 +317,8 @@ class InferenceSession:
                 for f in made:
                     f.cancel()
                 raise
+            finally:
+                uploaded.set()
             built = [f.result() for f in made]
         self.pipelines = [(pipeline, layout) for pipeline, layout, _ in built]
         groups: dict[int, Any] = {}
@@ -353,13 +357,14 @@ class InferenceSession:
     def __exit__(self, *exc) -> None:
         self.release()
 
-    def _pipeline(self, s: dict, dispatches: list[dict]) -> tuple:
+    def _pipeline(self, s: dict, dispatches: list[dict], uploaded: threading.Event) -> tuple:
         """(compute pipeline, bind group layout, bind groups of ``dispatches``) of one of the
         manifest's shaders.
 
-        The pipeline is dispatched once over no workgroups, a no-op that has a driver which
-        compiles a pipeline at its first dispatch (lavapipe's llvmpipe, from its shader cache
-        or anew) do so now, on its queue's thread, while the session is still being made."""
+        Once the weights are written (``uploaded``), the pipeline is dispatched over no
+        workgroups: a no-op that has a driver which compiles a pipeline at its first dispatch
+        (lavapipe's llvmpipe, from its shader cache or anew) do so now, while the session is
+        still being made, rather than in the first run."""
         import wgpu
 
         dev = self.device
@@ -402,7 +407,7 @@ class InferenceSession:
             )
             for d in dispatches
         ]
-        if groups:
+        if groups and uploaded.wait():
             enc = dev.create_command_encoder()
             encode_pass(enc, [(pipeline, groups[0], (0, 0, 0))])
             dev.queue.submit([enc.finish()])

@@ -61,6 +61,68 @@ def test_conv_scale_and_shift_by_scalars_and_channels(device):
     check_against_ort(m, {"x": rand(2, 2, 5, 5)}, device, rtol=1e-4, atol=1e-5)
 
 
+def _after_fold_affine(model):
+    """The graph's ops after canonicalize and fold-affine: (kind, shapes of its constants)."""
+    from onnx2wgsl.compiler.frontend import import_model
+    from onnx2wgsl.compiler.passes import run_passes
+    from onnx2wgsl.compiler.passes.canonicalize import Canonicalize
+    from onnx2wgsl.compiler.passes.fold_affine import FoldAffine
+
+    g, _ = import_model(model)
+    g = run_passes(g, [Canonicalize(), FoldAffine()])
+    return [(op.kind, [tuple(v.shape) for v in op.inputs if v is not None and v.is_const]) for op in g.ops]
+
+
+@pytest.mark.gpu
+def test_a_chain_of_channel_affines_becomes_one_scale_and_shift(device):
+    """BatchNormalization, then a Caffe-style scale and shift, then Relu, read by a Conv (as
+    converted DenseNets hold them): one Mul and one Add are left, which the conv's prologue
+    reads (two constants per element rather than six); an Add before a Mul moves after it."""
+    inits = {
+        **bn_params(6, names="sbmv"),
+        "c": rand(1, 6, 1, 1, seed=1, low=0.5, high=1.5),
+        "d": rand(6, 1, 1, seed=2),  # (rank 3: broadcast from the right)
+        "e": np.array(0.25, np.float32),
+        "f": rand(1, 6, 1, 1, seed=3),
+        "w": rand(8, 6, 3, 3, seed=4),
+    }
+    nodes = [
+        helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["n"]),
+        helper.make_node("Mul", ["n", "c"], ["n1"]),
+        helper.make_node("Add", ["d", "n1"], ["n2"]),
+        helper.make_node("Add", ["n2", "e"], ["n3"]),  # an Add, then a Mul: swapped
+        helper.make_node("Mul", ["f", "n3"], ["n4"]),
+        helper.make_node("Relu", ["n4"], ["r"]),
+        helper.make_node("Conv", ["r", "w"], ["y"], pads=[1, 1, 1, 1]),
+    ]
+    m = _model(nodes, [("x", [1, 6, 7, 7])], ["y"], inits)
+    ops = _after_fold_affine(m)
+    assert [k for k, _ in ops] == ["Mul", "Add", "Relu", "Conv"]
+    assert ops[0][1] == [(1, 6, 1, 1)] and ops[1][1] == [(1, 6, 1, 1)]
+    assert _kinds(m) == ["Conv"]  # (-O2: the rest is the conv's prologue)
+    check_against_ort(m, {"x": rand(1, 6, 7, 7, seed=5)}, device, rtol=1e-4, atol=1e-4)
+    check_against_ort(m, {"x": rand(1, 6, 7, 7, seed=5)}, device, rtol=1e-4, atol=1e-4, opt_level=1)
+
+
+def test_affine_chains_stop_at_a_value_read_twice_or_a_widening_constant():
+    """A value another op (or the graph's output) reads keeps its op; a constant that widens its
+    operand's shape is no channel affine; a Mul then an Add is the form chains end in."""
+    inits = {
+        "a": rand(1, 4, 1, 1, seed=1),
+        "b": rand(1, 4, 1, 1, seed=2),
+        "c": rand(2, 1, 4, 5, 5, seed=3),
+        "t": rand(4, 1, 1, seed=4),
+    }
+    nodes = [
+        helper.make_node("Mul", ["x", "a"], ["p"]),
+        helper.make_node("Mul", ["p", "b"], ["q"]),  # p is also an output: no merge
+        helper.make_node("Add", ["q", "t"], ["r"]),  # Mul then Add: kept
+        helper.make_node("Add", ["r", "c"], ["y"]),  # widens [1,4,5,5] to [2,1,4,5,5]
+    ]
+    m = _model(nodes, [("x", [1, 4, 5, 5])], ["y", "p"], inits)
+    assert [k for k, _ in _after_fold_affine(m)] == ["Mul", "Mul", "Add", "Add"]
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("trans_b", [0, 1])
 def test_gemm_then_per_column_affine(trans_b, device):

@@ -1,5 +1,6 @@
 """Fold per-channel scaling and shifting by constants into the weights of Conv, Gemm, MatMul and
-MatMulNBits (whose per-block scales take the scaling, its bias operand the shift)."""
+MatMulNBits (whose per-block scales take the scaling, its bias operand the shift), and chains of
+them anywhere into one scaling and one shift."""
 
 from __future__ import annotations
 
@@ -35,15 +36,33 @@ def _single_user(v: Value, g: Graph) -> Op | None:
     return v.uses[0]
 
 
+def _by_constant(op: Op) -> tuple[int, Value] | None:
+    """(slot of the other operand, the constant) of a float Mul or Add by a constant whose
+    result is that operand's shape and type (the constant broadcasts, never widens it)."""
+    if op.kind not in ("Mul", "Add") or op.domain or len(op.inputs) != 2 or None in op.inputs:
+        return None
+    for k in (0, 1):
+        x, c = op.inputs[k], op.inputs[1 - k]
+        if c.is_const and not x.is_const and x.dtype.is_float and op.outputs[0].type == x.type:
+            return k, c
+    return None
+
+
 class FoldAffine(Pass):
     """``Mul``/``Add`` of a Conv, Gemm or MatMul output by a per-output-channel constant
     (what BatchNormalization canonicalizes into) folds into the producer's weights and bias:
     ``(W x + B) * s + t = (W s) x + (B s + t)``. The producer's output must have no other use.
-    MatMul gains a third (bias) input for the shift, which its lowering adds in the epilogue."""
+    MatMul gains a third (bias) input for the shift, which its lowering adds in the epilogue.
+
+    First, a chain of Mul and Add by constants (a BatchNormalization then a Caffe-style scale
+    and shift, as converted DenseNets and ResNets hold, or Sub/Div-free normalizations written
+    out) becomes one Mul and one Add: ``(x * a + b) * c + d = x * (a c) + (b c + d)``, so a
+    fused kernel reading it loads two constants per element rather than four."""
 
     name = "fold-affine"
 
     def run(self, g: Graph) -> PassResult:
+        chains = self._collapse_chains(g)
         # Rounds over the producers in graph order, as long as one folds. A fold changes only
         # its own producer's prospects, so a round after the first needs to look only at the
         # producers that folded in the one before; the folded users leave the list at the end.
@@ -53,7 +72,55 @@ class FoldAffine(Pass):
             todo = [op for op in todo if self._try(g, op)]
         if self._removed:
             g.ops = [op for op in g.ops if id(op) not in self._removed]
-        return PassResult(g, bool(self._removed))
+        return PassResult(g, chains or bool(self._removed))
+
+    def _collapse_chains(self, g: Graph) -> bool:
+        """Mul after Mul and Add after Add by constants merge; an Add then a Mul swap into a
+        Mul then an Add (``(x + b) * c = x * c + b c``), which lets the Muls before and the
+        Adds after merge in turn. Only through values no other op or graph output reads."""
+        merged: set[int] = set()
+        changed = False
+        again = True
+        while again:
+            again = False
+            for op in g.ops:
+                if id(op) in merged:
+                    continue
+                while self._merge(g, op, merged):
+                    changed = again = True
+        if merged:
+            g.ops = [op for op in g.ops if id(op) not in merged]
+        return changed
+
+    @staticmethod
+    def _merge(g: Graph, op: Op, merged: set[int]) -> bool:
+        """One rewrite of ``op`` with the affine op before it, or False."""
+        here = _by_constant(op)
+        if here is None:
+            return False
+        k, c = here
+        x = op.inputs[k]
+        prev = x.producer
+        if prev is None or id(prev) in merged or _single_user(x, g) is not op:
+            return False
+        before = _by_constant(prev)
+        if before is None:
+            return False
+        j, pc = before
+        a, b = pc.data.astype(np.float64), c.data.astype(np.float64)
+        if prev.kind == op.kind:  # x' * a * c, or x' + a + c: one op, the constants combined
+            both = a * b if op.kind == "Mul" else a + b
+            op.set_input(k, prev.inputs[j])
+            op.set_input(1 - k, g.const(both, f"{c.name}.merged", dtype=x.dtype))
+            prev.detach()
+            merged.add(id(prev))
+            return True
+        if prev.kind == "Add":  # (x' + a) * c = x' * c + a c: the Mul first
+            prev.kind, op.kind = "Mul", "Add"
+            prev.set_input(1 - j, c)
+            op.set_input(1 - k, g.const(a * b, f"{pc.name}.scaled", dtype=x.dtype))
+            return True
+        return False  # a Mul then an Add: the form chains end in
 
     def _try(self, g: Graph, op: Op) -> bool:
         y = op.outputs[0]
