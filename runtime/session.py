@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import threading
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -297,36 +296,37 @@ class InferenceSession:
             for b in m["buffers"]
         }
         self._dims = next((self.buffers[b["name"]] for b in m["buffers"] if b["kind"] == "dims"), None)
-        # each shader's pipeline and the bind groups of its dispatches are made on threads
-        # (naga's translation and the driver's pipeline creation release the GIL, and
-        # wgpu-native's device takes them from any thread) while this one uploads the weights;
-        # in the artifact's order, the first failure raised
-        uses: list[list[int]] = [[] for _ in m["shaders"]]
-        for k, d in enumerate(m["dispatches"]):
-            uses[d["shader"]].append(k)
+        # the pipelines are made on threads (naga's translation and the driver's pipeline
+        # creation release the GIL, and wgpu-native's device takes them from any thread) while
+        # this one uploads the weights; in the artifact's order, the first failure raised
         workers = max(1, min(len(m["shaders"]), os.cpu_count() or 1, 8))
-        uploaded = threading.Event()  # (no submit while the weights are being written)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="onnx2wgsl-pipelines") as pool:
-            made = [
-                pool.submit(self._pipeline, s, [m["dispatches"][k] for k in ks], uploaded)
-                for s, ks in zip(m["shaders"], uses)
-            ]
+            made = [pool.submit(self._pipeline, s) for s in m["shaders"]]
             try:
                 self._upload_weights(blob.result())
             except BaseException:
                 for f in made:
                     f.cancel()
                 raise
-            finally:
-                uploaded.set()
-            built = [f.result() for f in made]
-        self.pipelines = [(pipeline, layout) for pipeline, layout, _ in built]
-        groups: dict[int, Any] = {}
-        for ks, (_, _, gs) in zip(uses, built):
-            groups.update(zip(ks, gs))
-        self.steps = [
-            (self.pipelines[d["shader"]][0], groups[k], d["grid"]) for k, d in enumerate(m["dispatches"])
-        ]
+            self.pipelines = [f.result() for f in made]
+        self.steps = []
+        for d in m["dispatches"]:
+            pipeline, layout = self.pipelines[d["shader"]]
+            group = dev.create_bind_group(
+                layout=layout,
+                entries=[
+                    {
+                        "binding": i,
+                        "resource": {
+                            "buffer": self.buffers[b["buffer"]],
+                            "offset": b["offset"],
+                            "size": b["size"],
+                        },
+                    }
+                    for i, b in enumerate(d["bindings"])
+                ],
+            )
+            self.steps.append((pipeline, group, d["grid"]))
         self._readback_at = {}
         total = 0
         for o in self._outputs:
@@ -357,14 +357,8 @@ class InferenceSession:
     def __exit__(self, *exc) -> None:
         self.release()
 
-    def _pipeline(self, s: dict, dispatches: list[dict], uploaded: threading.Event) -> tuple:
-        """(compute pipeline, bind group layout, bind groups of ``dispatches``) of one of the
-        manifest's shaders.
-
-        Once the weights are written (``uploaded``), the pipeline is dispatched over no
-        workgroups: a no-op that has a driver which compiles a pipeline at its first dispatch
-        (lavapipe's llvmpipe, from its shader cache or anew) do so now, while the session is
-        still being made, rather than in the first run."""
+    def _pipeline(self, s: dict) -> tuple:
+        """(compute pipeline, bind group layout) of one of the manifest's shaders."""
         import wgpu
 
         dev = self.device
@@ -390,28 +384,7 @@ class InferenceSession:
             raise DeviceError(
                 f"shader {s['name']} ({s['file']}) did not load on this device: {first_line(e, 400, lines=3) or type(e).__name__}"
             ) from e
-        groups = [
-            dev.create_bind_group(
-                layout=layout,
-                entries=[
-                    {
-                        "binding": i,
-                        "resource": {
-                            "buffer": self.buffers[b["buffer"]],
-                            "offset": b["offset"],
-                            "size": b["size"],
-                        },
-                    }
-                    for i, b in enumerate(d["bindings"])
-                ],
-            )
-            for d in dispatches
-        ]
-        if groups and uploaded.wait():
-            enc = dev.create_command_encoder()
-            encode_pass(enc, [(pipeline, groups[0], (0, 0, 0))])
-            dev.queue.submit([enc.finish()])
-        return pipeline, layout, groups
+        return pipeline, layout
 
     def _upload_weights(self, blob: bytearray) -> None:
         w = self.manifest["weights"]

@@ -114,44 +114,6 @@ def test_damaged_artifacts_are_refused(tmp_path, device):
         onnx2wgsl.load(tmp_path / "a", device=device)
 
 
-def test_load_dispatches_each_pipeline_once_over_no_workgroups(tmp_path, device, monkeypatch):
-    """load has the driver compile every pipeline (lavapipe does so at a pipeline's first
-    dispatch): one submit of one empty dispatch per shader, on the pool's threads; the runs
-    after it are right."""
-    import json
-    import threading
-
-    model = two_layer_model()
-    onnx2wgsl.compile(model, tmp_path / "a")
-    shaders = len(json.loads((tmp_path / "a" / "manifest.json").read_text())["shaders"])
-    seen = []
-    cls = type(device.queue)
-    submit = cls.submit
-
-    def counting_submit(self, buffers):
-        seen.append(threading.current_thread().name)
-        return submit(self, buffers)
-
-    monkeypatch.setattr(cls, "submit", counting_submit)
-    grids = []
-    import onnx2wgsl.runtime.session as session_module
-
-    encode = session_module.encode_pass
-
-    def watched(enc, steps):
-        grids.extend(tuple(grid) for _, _, grid, *_ in steps)
-        return encode(enc, steps)
-
-    monkeypatch.setattr(session_module, "encode_pass", watched)
-    sess = onnx2wgsl.load(tmp_path / "a", device=device)
-    assert len(seen) == shaders and all(name.startswith("onnx2wgsl-pipelines") for name in seen)
-    assert grids == [(0, 0, 0)] * shaders
-    x = rand(2, 8)
-    (y,) = sess.run(["y"], {"x": x})
-    np.testing.assert_allclose(y, ort_run(model, {"x": x})[0], rtol=1e-5, atol=1e-5)
-    sess.release()
-
-
 def test_a_shader_the_device_refuses_is_named(tmp_path, device):
     """Pipelines are made on threads: the error is the first refused shader's, in the
     artifact's order, as a DeviceError; a shader file that is not the manifest's is refused
