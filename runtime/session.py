@@ -289,9 +289,15 @@ class InferenceSession:
         dev = self.device
         usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_DST | wgpu.BufferUsage.COPY_SRC
         uniform = wgpu.BufferUsage.UNIFORM | wgpu.BufferUsage.COPY_DST
+        # the buffers the weights are written into are mapped at creation: one staging copy
+        # each, written in place, rather than one per segment (write_buffer's)
+        written = {seg["buffer"] for seg in m["weights"]["segments"] if seg["size"]}
         self.buffers = {
             b["name"]: dev.create_buffer(
-                size=b["size"], usage=uniform if b["kind"] == "dims" else usage, label=b["name"]
+                size=b["size"],
+                usage=uniform if b["kind"] == "dims" else usage,
+                label=b["name"],
+                mapped_at_creation=b["name"] in written and b["kind"] != "dims",
             )
             for b in m["buffers"]
         }
@@ -387,20 +393,25 @@ class InferenceSession:
         return pipeline, layout
 
     def _upload_weights(self, blob: bytearray) -> None:
+        """Write the weights' segments into their buffers (mapped since their creation), then
+        unmap those."""
         w = self.manifest["weights"]
-        q = self.device.queue
+        view = memoryview(blob)  # (a slice of it is a view; a slice of a bytearray is a copy)
+        mapped = []
         for seg in w["segments"]:
             if not seg["size"]:
                 continue
             buf = self.buffers[seg["buffer"]]
+            if buf.map_state == "mapped" and buf not in mapped:
+                mapped.append(buf)
             if "fill" in seg:
-                if seg["fill"]:  # new buffers are zeroed already
-                    q.write_buffer(
-                        buf, seg["offset"], np.full(seg["size"] // 4, seg["fill"], dtype=np.uint32)
-                    )
+                if seg["fill"]:  # buffers mapped at creation hold zeros
+                    data = np.full(seg["size"] // 4, seg["fill"], dtype=np.uint32)
+                    buf.write_mapped(data, seg["offset"])
             else:
-                # (an offset into the blob, not a slice of it: a slice of a bytearray is a copy)
-                q.write_buffer(buf, seg["offset"], blob, seg["file_offset"], seg["size"])
+                buf.write_mapped(view[seg["file_offset"] : seg["file_offset"] + seg["size"]], seg["offset"])
+        for buf in mapped:
+            buf.unmap()
         # inputs' defaults, kept in memory: a run that omits such an input writes these bytes
         self._defaults = {}
         for io in self.manifest["inputs"]:
