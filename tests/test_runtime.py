@@ -114,6 +114,27 @@ def test_damaged_artifacts_are_refused(tmp_path, device):
         onnx2wgsl.load(tmp_path / "a", device=device)
 
 
+def test_weights_of_one_value_are_filled_in_their_mapped_buffer(tmp_path, device):
+    """A constant of one repeated value is a fill segment (no bytes in weights.bin), written
+    into the weight buffer with the other segments while it is mapped."""
+    import json
+
+    model = node_model(
+        "Gemm",
+        {"a": rand(4, 64)},
+        initializers={"b": np.full((64, 32), 0.5, np.float32), "c": rand(32, seed=2)},
+    )
+    onnx2wgsl.compile(model, tmp_path / "a", opt_level=0)
+    segments = json.loads((tmp_path / "a" / "manifest.json").read_text())["weights"]["segments"]
+    assert [s["fill"] for s in segments if "fill" in s] == [int(np.float32(0.5).view(np.uint32))]
+    assert any("fill" not in s for s in segments)
+    x = rand(4, 64, seed=3)
+    with onnx2wgsl.load(tmp_path / "a", device=device) as sess:
+        (y,) = sess.run(None, {"a": x})
+        assert all(buf.map_state == "unmapped" for buf in sess.buffers.values())
+    np.testing.assert_allclose(y, ort_run(model, {"a": x})[0], rtol=1e-5, atol=1e-5)
+
+
 def test_a_shader_the_device_refuses_is_named(tmp_path, device):
     """Pipelines are made on threads: the error is the first refused shader's, in the
     artifact's order, as a DeviceError; a shader file that is not the manifest's is refused
