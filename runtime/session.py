@@ -310,6 +310,10 @@ class InferenceSession:
             made = [pool.submit(self._pipeline, s) for s in m["shaders"]]
             try:
                 self._upload_weights(blob.result())
+                # the copies out of the staging memory run now, while the pipelines are still
+                # being made, rather than before the first run's work (a software GPU runs
+                # them on the submitting thread)
+                dev.queue.submit([])
             except BaseException:
                 for f in made:
                     f.cancel()
