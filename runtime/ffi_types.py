@@ -32,6 +32,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 FFI_MODULE = "wgpu.backends.wgpu_native._ffi"
@@ -102,6 +103,7 @@ class _compiled_ffi:
             return self
         original = cffi.FFI
         _Standin.make_inline = original
+        _Standin.thread = threading.get_ident()  # (another thread's FFI stays cffi's own)
         cffi.FFI = _Standin
         self.restore = lambda: setattr(cffi, "FFI", original)
         return self
@@ -119,6 +121,7 @@ class _Standin:
     so that wgpu-py's calls through it cost what they would cost on the FFI itself)."""
 
     make_inline = None  # cffi's FFI class, set while the stand-in is in place
+    thread = None  # the thread importing wgpu-py's backend
 
     def __init__(self, *args, **kwargs):
         self._args = (args, kwargs)
@@ -129,7 +132,13 @@ class _Standin:
 
     def cdef(self, csource, *args, **kwargs):
         self._calls.append(("cdef", (csource, *args), kwargs))
-        if len(self._calls) == 1 and not args and not kwargs and self._args == ((), {}):
+        if (
+            len(self._calls) == 1
+            and not args
+            and not kwargs
+            and self._args == ((), {})
+            and threading.get_ident() == _Standin.thread
+        ):
             self._ffi = compiled_ffi(csource)
             self.compiled = self._ffi is not None
             if self.compiled:
