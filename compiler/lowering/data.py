@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from onnx2wgsl.ir import Op
+import math
 
-from . import LowerCtx, lowers
+import numpy as np
+
+from onnx2wgsl.ir import Dispatch, Op
+
+from . import WORKGROUP, LowerCtx, binding, ceil_div, decl, elem_type, lowers
 from .elementwise import emit_map, map_dispatch
 from .indexing import View, contiguous, contiguous_strides, permuted
 
@@ -25,13 +29,38 @@ def lower_transpose(ctx: LowerCtx, op: Op) -> None:
 
 @lowers("Concat")
 def lower_concat(ctx: LowerCtx, op: Op) -> None:
-    """One copy per input into its slice of the output."""
+    """One copy per input into its slice of the output: when the slices are contiguous (every
+    dim before the axis is 1) and sizes fixed, by one shader for every size (copy.wgsl.j2, its
+    sizes in a table); otherwise a strided copy each."""
     y = op.outputs[0]
     axis = op.attrs["axis"]
     ys = contiguous_strides(y.shape)
     at = 0
     dispatches = []
     ins = [v for v in op.inputs if v is not None]
+    if (
+        not y.type.is_symbolic
+        and math.prod(y.shape[:axis]) == 1
+        and all(elem_type(x) == elem_type(y) for x in ins)
+    ):
+        tables = []
+        for x in ins:
+            n = x.type.numel
+            if n:
+                grid, nx = ctx.grid(ceil_div(n, WORKGROUP))
+                table = ctx.const(np.array([n, at * ys[axis], nx], np.uint32), f"{y.name}.part{len(tables)}")
+                shader = ctx.shader(
+                    "copy.wgsl.j2",
+                    decls=[decl("X", x), decl("Sz", table), decl("Y", y, write=True)],
+                    wg=WORKGROUP,
+                )
+                dispatches.append(
+                    Dispatch(shader, grid, [binding(x), binding(table), binding(y, write=True)])
+                )
+                tables.append(table)
+            at += x.shape[axis]
+        ctx.kernel(ins + tables, [y], dispatches, parts=len(ins))  # (the tables follow the parts)
+        return
     for x in ins:
         d = map_dispatch(
             ctx, x.shape, [(x, contiguous(x.shape))], (y, View(at * ys[axis], ys)), lambda a: a[0]

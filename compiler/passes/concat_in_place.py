@@ -30,7 +30,8 @@ class ConcatInPlace(Pass):
         for i, op in enumerate(g.ops):
             if op.kind != "kernel" or op.attrs.get("op") != "Concat":
                 continue
-            xs = [v for v in op.inputs if v is not None]
+            # (its inputs: the parts, then any tables of sizes its copies read)
+            xs = [v for v in op.inputs[: op.attrs.get("parts", len(op.inputs))] if v is not None]
             y = op.outputs[0]
             offsets = self._offsets(xs, y)
             if offsets is None or id(y) in io:
