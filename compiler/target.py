@@ -65,18 +65,14 @@ def _camel(kebab: str) -> str:
 def device_target() -> Target:
     """The limits (and shader-f16) of this machine's WebGPU adapter, as a target."""
     from onnx2wgsl.errors import DeviceError
+    from onnx2wgsl.runtime.session import request_adapter
 
     try:
-        import wgpu
-
-        from onnx2wgsl.runtime import ffi_types
-
-        ffi_types.prime()  # (wgpu-py's backend on cached C declarations, as the runtime imports it)
-        adapter = wgpu.gpu.request_adapter_sync(power_preference="high-performance")
-    except Exception as e:  # no wgpu backend library, no driver
+        adapter = request_adapter()  # (a DeviceError saying how to get one when there is none)
+    except DeviceError:
+        raise
+    except Exception as e:  # no wgpu backend library
         raise DeviceError(f"cannot query the WebGPU adapter ({e})") from e
-    if adapter is None:
-        raise DeviceError("no WebGPU adapter found to read limits from")
     have = {_camel(k): v for k, v in dict(adapter.limits).items()}
     limits = {k: int(have.get(k, v)) for k, v in WEBGPU_DEFAULT_LIMITS.items()}
     name = adapter.info.get("device") or "device"

@@ -127,7 +127,6 @@ class _Standin:
         self._args = (args, kwargs)
         self._calls: list[tuple[str, tuple, dict]] = []
         self._ffi = None
-        self._make_inline = type(self).make_inline
         self.compiled = False
 
     def cdef(self, csource, *args, **kwargs):
@@ -160,12 +159,12 @@ class _Standin:
                 del self.__dict__[name]
         if self._ffi is None:
             args, kwargs = self._args
-            self._ffi = self._make_inline(*args, **kwargs)
+            self._ffi = _Standin.make_inline(*args, **kwargs)
             for name, a, k in self._calls[:-1] if pending else self._calls:
                 getattr(self._ffi, name)(*a, **k)
         return self._ffi
 
-    _OWN = frozenset({"_args", "_calls", "_ffi", "_make_inline", "compiled"})
+    _OWN = frozenset({"_args", "_calls", "_ffi", "compiled"})
 
     def __getattr__(self, name):
         if name.startswith("__") or name in _Standin._OWN:
@@ -202,10 +201,10 @@ def compiled_ffi(csource: str):
 def make_tables(csource: str) -> dict:
     """The keyword arguments of the compiled FFI that cffi's recompiler writes for ``csource``
     (one parse by cffi's own parser)."""
-    from cffi import FFI
+    import cffi
     from cffi.recompiler import make_py_source
 
-    ffi = FFI() if _Standin.make_inline is None else _Standin.make_inline()
+    ffi = (_Standin.make_inline or cffi.FFI)()  # (cffi's own, also while the stand-in is in place)
     ffi.cdef(csource)
     out = io.StringIO()
     make_py_source(ffi, MODULE_NAME, out)

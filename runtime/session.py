@@ -297,7 +297,7 @@ class InferenceSession:
                 size=b["size"],
                 usage=uniform if b["kind"] == "dims" else usage,
                 label=b["name"],
-                mapped_at_creation=b["name"] in written and b["kind"] != "dims",
+                mapped_at_creation=b["name"] in written,
             )
             for b in m["buffers"]
         }
@@ -309,7 +309,7 @@ class InferenceSession:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="onnx2wgsl-pipelines") as pool:
             made = [pool.submit(self._pipeline, s) for s in m["shaders"]]
             try:
-                self._upload_weights(blob.result())
+                self._upload_weights(blob.result(), written)
                 # the copies out of the staging memory run now, while the pipelines are still
                 # being made, rather than before the first run's work (a software GPU runs
                 # them on the submitting thread)
@@ -396,26 +396,23 @@ class InferenceSession:
             ) from e
         return pipeline, layout
 
-    def _upload_weights(self, blob: bytearray) -> None:
-        """Write the weights' segments into their buffers (mapped since their creation), then
-        unmap those."""
+    def _upload_weights(self, blob: bytearray, written: set[str]) -> None:
+        """Write the weights' segments into their buffers (``written``, mapped since their
+        creation), then unmap those."""
         w = self.manifest["weights"]
         view = memoryview(blob)  # (a slice of it is a view; a slice of a bytearray is a copy)
-        mapped = []
         for seg in w["segments"]:
             if not seg["size"]:
                 continue
             buf = self.buffers[seg["buffer"]]
-            if buf.map_state == "mapped" and buf not in mapped:
-                mapped.append(buf)
             if "fill" in seg:
                 if seg["fill"]:  # buffers mapped at creation hold zeros
                     data = np.full(seg["size"] // 4, seg["fill"], dtype=np.uint32)
                     buf.write_mapped(data, seg["offset"])
             else:
                 buf.write_mapped(view[seg["file_offset"] : seg["file_offset"] + seg["size"]], seg["offset"])
-        for buf in mapped:
-            buf.unmap()
+        for name in sorted(written):
+            self.buffers[name].unmap()
         # inputs' defaults, kept in memory: a run that omits such an input writes these bytes
         self._defaults = {}
         for io in self.manifest["inputs"]:
