@@ -2,7 +2,7 @@
 measurement, with the python of the engine's environment (the project's venv for onnx2wgsl
 and ort-cpu, .cache/bench/ort-webgpu for ort-webgpu), so it imports only numpy and the engine.
 
-    worker.py compile MODEL.onnx ARTIFACT_DIR RESULT.json [--dims JSON] [--precision fp16]
+    worker.py compile MODEL.onnx ARTIFACT_DIR RESULT.json [--dims JSON] [--precision fp16] [--tune]
     worker.py run ENGINE MODEL_OR_ARTIFACT FEEDS.npz RESULT.json [--outputs OUT.npz]
               [--warmup N] [--iters N]
     worker.py roofline RESULT.json       (the adapter's peak f32 multiply-add rate and copy rate)
@@ -33,11 +33,13 @@ def _compile(args) -> dict:
     subgroups = args.subgroups == "on" or (args.subgroups == "auto" and _adapter_has_subgroups())
     t0 = time.perf_counter()
     report = onnx2wgsl.compile(
-        args.model, args.artifact, dims=dims, force=True, precision=args.precision, subgroups=subgroups
-    )
+        args.model, args.artifact, dims=dims, force=True, precision=args.precision, subgroups=subgroups,
+        tune=args.tune,
+    )  # fmt: skip
     return {
         "compile_s": time.perf_counter() - t0,
         "subgroups": subgroups,
+        "tuned": args.tune,
         "weight_bytes": report.weight_file_bytes,
         "arena_bytes": report.arena_bytes,
     }
@@ -140,6 +142,9 @@ def main(argv=None) -> int:
     c.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
     c.add_argument("--subgroups", default="auto", choices=["auto", "on", "off"],
                    help="compile with --subgroups: auto = when the adapter offers them (default)")  # fmt: skip
+    c.add_argument(
+        "--tune", action="store_true", help="compile with --tune (kernel forms measured on the device)"
+    )
     c.set_defaults(fn=_compile)
     r = sub.add_parser("run")
     r.add_argument("engine", choices=["onnx2wgsl", "onnx2wgsl-fp16", "ort-webgpu", "ort-cpu", "numpy"])

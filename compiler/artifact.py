@@ -196,6 +196,19 @@ def _features(target: Target, kernels) -> list[str]:
     return features
 
 
+def tuning_table(g: Graph) -> dict[str, dict]:
+    """The tuning table's entries (``--tuning``, or a ``--tune`` run's) that chose the form of
+    one of the graph's kernels, by key: recorded in the manifest, from which a compile takes
+    them again (``--tuning DIR``) to build the same artifact without measuring."""
+    used = {
+        d.tune.key: json.loads(d.tune.choice)
+        for op in g.ops
+        for d in op.dispatches
+        if d.tune is not None and d.tune.source == "table"
+    }
+    return dict(sorted(used.items()))
+
+
 def build_artifact(g: Graph, target: Target, source_sha256: str | None = None) -> Artifact:
     """Serialize a planned graph."""
     segments = []
@@ -299,5 +312,6 @@ def build_artifact(g: Graph, target: Target, source_sha256: str | None = None) -
         ],
         "dispatches": dispatches,
         **({"generation": g.metadata["generation"]} if "generation" in g.metadata else {}),
+        **({"tuning": tuning} if (tuning := tuning_table(g)) else {}),
     }
     return Artifact(validate(manifest), shaders, bytes(blob))

@@ -87,9 +87,13 @@ def cmd_compile(args: argparse.Namespace) -> int:
     hooks = [_progress] if args.verbose else []
     if args.dump_ir:
         hooks.append(IRDumper(args.dump_ir, args.opt_level, force=args.force))
-    res = compile_model(
-        args.model,
-        args.output,
+    if args.tune and args.tuning:
+        raise UsageError("--tune measures the kernels' forms and --tuning takes them from a table: give one")
+    if args.tune_runs is not None and not args.tune:
+        raise UsageError("--tune-runs applies to --tune")
+    if args.tune_runs is not None and args.tune_runs < 1:
+        raise UsageError("--tune-runs takes a count of 1 or more")
+    options = dict(
         shapes=shapes,
         dims=dims,
         constants=constants,
@@ -104,6 +108,13 @@ def cmd_compile(args: argparse.Namespace) -> int:
         precision=args.precision,
         subgroups=args.subgroups,
     )
+    if args.tune:
+        from .tune import TUNE_RUNS, tune_model
+
+        log = (lambda line: print(f"  .. {line}", file=sys.stderr, flush=True)) if args.verbose else None
+        res = tune_model(args.model, args.output, runs=args.tune_runs or TUNE_RUNS, log=log, **options)
+    else:
+        res = compile_model(args.model, args.output, tuning=args.tuning, **options)
     if args.target == "js":
         from .package_js import write_js_package
 
@@ -154,8 +165,14 @@ def _feeds(sess, args: argparse.Namespace) -> dict[str, np.ndarray]:
     unknown = set(values) - set(sess.symbols)
     if unknown:
         raise UsageError(f"--dim names {sorted(unknown)}, not the artifact's symbols {list(sess.symbols)}")
+    return sample_feeds(sess, np.random.default_rng(args.seed), given, values)
+
+
+def sample_feeds(sess, rng: np.random.Generator, given: dict | None = None, values: dict | None = None):
+    """A run's inputs: those ``given``, the others random, at the symbols' ``values`` (each at
+    its bound when not given)."""
+    given, values = dict(given or {}), values or {}
     env = {k: values.get(k, hi) for k, (_, hi) in sess.symbols.items()}
-    rng = np.random.default_rng(args.seed)
     feeds = {}
     for io in sess.get_inputs() + sess.get_overridable_initializers():
         if io.name in given:
@@ -591,6 +608,26 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="let kernels share loads through subgroup operations (the matmul's rows of A); the "
         "artifact then needs the device feature subgroups (lavapipe and most GPUs have it)",
+    )
+    c.add_argument(
+        "--tune",
+        action="store_true",
+        help="measure the forms each tunable kernel may take (matmul and conv tiles) on this "
+        "machine's WebGPU device and compile the fastest; the manifest records them, and "
+        "--tuning DIR builds the same artifact again without a device",
+    )
+    c.add_argument(
+        "--tune-runs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --tune, profiled runs per candidate (default 3; the median counts)",
+    )
+    c.add_argument(
+        "--tuning",
+        metavar="DIR|FILE.json",
+        help="take the kernels' forms from a tuning table: an artifact compiled with --tune (its "
+        "directory or manifest.json) or a JSON file of {key: form}",
     )
     c.add_argument(
         "--target",

@@ -27,6 +27,7 @@ from .passes import lowered_pipeline, pipeline, run_passes
 from .precision import assign_storage, check_precisions, model_precision
 from .report import CompileReport
 from .target import Target, get_target
+from .tune import read_tuning, tuning_notes
 from .validate import check_ir_ops
 
 
@@ -138,6 +139,7 @@ def compile_model(
     generation: Generation | None = None,
     precision: str | list[str] | tuple[str, ...] | None = None,
     subgroups: bool = False,
+    tuning: str | os.PathLike | dict | None = None,
 ) -> CompileResult:
     """Compile into an artifact; write it if ``output`` is given (a new or empty folder, or one
     holding an earlier artifact; any other folder only with ``force``).
@@ -169,6 +171,9 @@ def compile_model(
     ``subgroups=True`` lets kernels share loads through subgroup operations (the matmul's rows
     of A); the artifact then needs the device feature subgroups (each such shader still runs
     right where subgroups are narrower than 8 invocations, on its plain loop).
+    ``tuning`` (a table, or the path of a JSON file of one or of an artifact compiled with
+    ``--tune``, compiler/tune.py) gives tunable kernels the forms it names; the manifest records
+    those it used, so the same table builds the same artifact.
     Without a precision, a float16 model compiles at fp16 (its weights and activations stay
     half; compiler/precision.py ``model_precision``) and any other at fp32; the report notes it.
 
@@ -182,7 +187,7 @@ def compile_model(
             model, output, precisions, shapes=shapes, dims=dims, target=target, opt_level=opt_level,
             verify_ir=verify_ir, on_stage=on_stage, stage=stage, constants=constants, force=force,
             fold_limit=fold_limit, freeze_initializers=freeze_initializers, generation=generation,
-            subgroups=subgroups,
+            subgroups=subgroups, tuning=tuning,
         )  # fmt: skip
     at = _Progress(stage_names(opt_level))
     try:
@@ -190,7 +195,7 @@ def compile_model(
             model, output, at, shapes=shapes, dims=dims, target=target, opt_level=opt_level,
             verify_ir=verify_ir, on_stage=on_stage, stage=stage, constants=constants, force=force,
             fold_limit=fold_limit, freeze_initializers=freeze_initializers, generation=generation,
-            precision=precisions and precisions[0], subgroups=subgroups,
+            precision=precisions and precisions[0], subgroups=subgroups, tuning=tuning,
         )  # fmt: skip
     except InternalError as e:
         if at.from_ir:  # the graph came in as IR, whose ops are checked for structure only
@@ -264,7 +269,7 @@ class _Progress:
 
 def _compile(
     model, output, at: _Progress, *, shapes, dims, target, opt_level, verify_ir, on_stage, stage,
-    constants, force, fold_limit, freeze_initializers, generation, precision, subgroups,
+    constants, force, fold_limit, freeze_initializers, generation, precision, subgroups, tuning,
 ) -> CompileResult:  # fmt: skip
     t0 = time.perf_counter()
     if output is not None:
@@ -272,6 +277,8 @@ def _compile(
     tgt = get_target(target)
     if subgroups and SUBGROUPS_FEATURE not in tgt.features:
         tgt = replace(tgt, features=(*tgt.features, SUBGROUPS_FEATURE))
+    if tuning is not None:
+        tgt = replace(tgt, tuning=read_tuning(tuning))
     names = at.names
     src = _source(model, stage, names, shapes, dims)
     at.from_ir = src.proto is None
@@ -376,7 +383,8 @@ def _compile(
         + precision_notes
         + ([f"inputs frozen to constants: {', '.join(sorted(constants))}"] if constants else [])
         + ([generation_note(record)] if record else [])
-        + _subgroup_notes(subgroups, artifact),
+        + _subgroup_notes(subgroups, artifact)
+        + tuning_notes(g, tgt.tuning),
         seconds=time.perf_counter() - t0,
         dims={s.name: [s.lo, s.hi] for s in g.symbols.values()},
     )

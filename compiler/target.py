@@ -29,6 +29,11 @@ class Target:
     name: str
     limits: dict[str, int] = field(default_factory=lambda: dict(WEBGPU_DEFAULT_LIMITS))
     features: tuple[str, ...] = ()
+    # a tuning table (compiler/tune.py): problem key -> the form its kernel takes
+    tuning: dict[str, dict] = field(default_factory=dict)
+    # a tuning run's round: every tunable kernel takes its candidate of this index (its
+    # default when it has fewer); None outside tuning
+    explore: int | None = None
 
     def limit(self, key: str) -> int:
         return self.limits[key]

@@ -1,7 +1,7 @@
 """onnx2wgsl.ir: the typed SSA graph shared by every compiler stage, and its text form."""
 
 from .compare import graph_diff, graphs_equal
-from .graph import Binding, Dispatch, Graph, Op, Placement, Value, distinct
+from .graph import Binding, Dispatch, Graph, Op, Placement, Tune, Value, distinct
 from .kernel import Buffer, Kernel
 from .parser import IRModule, ParseError, load_ir, parse_ir, parse_module, weights_path
 from .printer import WeightBlob, print_ir, save_ir
@@ -11,6 +11,6 @@ from .verify import VerifyError, verify
 __all__ = [
     "distinct",
     "Binding", "Buffer", "Dim", "Dispatch", "DType", "Graph", "IRModule", "Kernel", "Op", "ParseError", "Placement",
-    "TensorType", "Value", "VerifyError", "WeightBlob", "graph_diff", "graphs_equal", "load_ir",
+    "TensorType", "Tune", "Value", "VerifyError", "WeightBlob", "graph_diff", "graphs_equal", "load_ir",
     "parse_ir", "parse_module", "print_ir", "save_ir", "verify", "weights_path",
 ]  # fmt: skip

@@ -58,6 +58,23 @@ class Dispatch:
     inplace: tuple[tuple[int, int], ...] = ()
     # operations of the op it runs, for profiles (compiler/cost.py; not part of the IR text)
     flops: int | Expr = field(default=0, compare=False)
+    # the tunable choice that shaped its shader (compiler/tune.py; not part of the IR text)
+    tune: Tune | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Tune:
+    """A lowering's choice among equally correct forms of a kernel (tile sizes, ...): ``key``
+    names the problem (the kernel and the sizes the choice depends on), ``choice`` is the form
+    taken (JSON text) out of ``candidates`` forms, and ``source`` says where it came from:
+    "default" (the lowering's cost model), "table" (a tuning table, ``--tuning``), "explore"
+    (a tuning run's candidate) or "refused" (the table named a form that is not a candidate
+    here: the default was taken)."""
+
+    key: str
+    choice: str
+    candidates: int
+    source: str = "default"
 
 
 class Value:

@@ -39,6 +39,9 @@ def compile(
     generation=None,
     precision=None,
     subgroups=False,
+    tuning=None,
+    tune=False,
+    tune_runs=None,
 ):
     """Compile an ONNX model (path or ModelProto) into an artifact directory.
 
@@ -61,16 +64,34 @@ def compile(
     float16 model compiles at fp16 and any other at fp32; ``"fp16,fp32"`` writes both, and the
     runtimes load the first the device runs. ``subgroups=True`` (the CLI's ``--subgroups``) lets
     kernels share loads through subgroup operations; the artifact then needs the device feature
-    subgroups.
+    subgroups. ``tune=True`` (the CLI's ``--tune``) measures the forms of each tunable kernel
+    (matmul and conv tiles) on this machine's WebGPU device, ``tune_runs`` passes over the
+    candidates (default 3), and compiles the fastest; the manifest records them as a table, and
+    ``tuning=`` (that artifact's directory or manifest.json, a JSON file of the table, or a
+    dict) builds the same artifact again without measuring.
     Returns the CompileReport
     (``.summary()`` prints it)."""
+    from functools import partial
+
     from .compiler import compile_model
 
     if emit not in ("python", "js"):
         raise ValueError(f"emit must be 'python' or 'js', not {emit!r}")
     if emit == "js" and output is None:
         raise ValueError("emit='js' needs an output directory")
-    report = compile_model(
+    if tune_runs is not None and not tune:
+        raise ValueError("tune_runs applies to tune=True")
+    if tune and tuning is not None:
+        raise ValueError(
+            "tune=True measures the kernels' forms and tuning= takes them from a table: give one"
+        )
+    if tune:
+        from .compiler.tune import TUNE_RUNS, tune_model
+
+        run = partial(tune_model, runs=TUNE_RUNS if tune_runs is None else int(tune_runs))
+    else:
+        run = partial(compile_model, tuning=tuning)
+    report = run(
         model,
         output,
         shapes=shapes,

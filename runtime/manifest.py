@@ -147,6 +147,9 @@ def validate(m: dict) -> dict:
         limits[k] = v
     for f in m["target"]["features"]:
         _check(f, str, "target.features[]")
+    tuning = m.get("tuning", {})  # (the compiler's record of its tuned forms; runtimes ignore it)
+    if not isinstance(tuning, dict) or not all(isinstance(v, dict) for v in tuning.values()):
+        raise ManifestError("manifest tuning is not a table of problem keys to kernel forms")
     align = limits["minStorageBufferOffsetAlignment"]
     if align < 4 or align & (align - 1):
         raise ManifestError(

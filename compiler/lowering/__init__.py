@@ -7,15 +7,16 @@ that reuse the op's input and output values, so use-def links survive the rewrit
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import jinja2
 
 from onnx2wgsl.errors import InternalError, Onnx2WgslError, UnsupportedError
-from onnx2wgsl.ir import Binding, Dispatch, DType, Graph, Op, TensorType, Value
+from onnx2wgsl.ir import Binding, Dispatch, DType, Graph, Op, TensorType, Tune, Value
 from onnx2wgsl.ir.kernel import DECLARATIONS, ENTRY, F32_BITS, Buffer, Dim, Fold, Kernel, dim, ref, slot
 from onnx2wgsl.ir.symbolic import Dimish, Expr, SymbolicError, simplify, smin, wgsl
 from onnx2wgsl.runtime.manifest import SUBGROUPS_FEATURE
@@ -368,6 +369,35 @@ class LowerCtx:
         op = Op("view", [src], [dst], attrs, name=self.current.name if self.current else "")
         self.ops.append(op)
         return op
+
+    # -- tunable forms ------------------------------------------------------------------
+    def tuned(
+        self, kind: str, facts: Mapping[str, object], candidates: Sequence[Mapping], default: Mapping
+    ) -> tuple[dict, Tune]:
+        """The form a kernel takes among ``candidates`` (each equally correct; ``default`` is
+        the lowering's own pick) for the problem ``kind`` with ``facts`` (the sizes and modes
+        the choice depends on), and the Tune record its dispatches carry (``tag``): the target's
+        tuning table's entry for the problem when it names a candidate, the candidate of the
+        tuning round (target.explore) in a tuning run, else the default."""
+        key = f"{kind}(" + ", ".join(f"{k}={v}" for k, v in facts.items()) + ")"
+        default = dict(default)
+        forms = [default] + [dict(c) for c in candidates if dict(c) != default]
+        t = self.target
+        source = "default"
+        choice = default
+        if t.explore is not None:
+            choice, source = (forms[t.explore], "explore") if t.explore < len(forms) else (default, "default")
+        elif key in t.tuning:
+            got = t.tuning[key]
+            choice, source = (dict(got), "table") if got in forms else (default, "refused")
+        text = json.dumps(choice, sort_keys=True, separators=(",", ":"))
+        return choice, Tune(key, text, len(forms), source)
+
+    @staticmethod
+    def tag(dispatch: Dispatch, tune: Tune) -> Dispatch:
+        """``dispatch``, marked as shaped by the tunable choice ``tune``."""
+        dispatch.tune = tune
+        return dispatch
 
     def error(self, message: str, hint: str | None = None, cls=UnsupportedError):
         op = self.current

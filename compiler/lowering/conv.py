@@ -175,6 +175,11 @@ def _gemm(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | No
     P = dim_bound(p["P"])  # (over dims kept symbolic: the tile is chosen at the bound)
     pixels = (p["N"], p["OD"], p["OH"], p["OW"])
     tm = 4 if P >= 4096 else 2 if P >= 512 else 1
+    prologue = op.attrs.get("prologue") is not None
+    form, tune = ctx.tuned(
+        "conv_gemm", _facts(p, pro, prologue), [{"tm": t} for t in (1, 2, 4, 8)], {"tm": tm}
+    )
+    tm = form["tm"]
     pointwise = (
         p["KS"] == 1
         and (p["SD"], p["SH"], p["SW"]) == (1, 1, 1)
@@ -190,7 +195,7 @@ def _gemm(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | No
         **{**p, "P": u32(*pixels), "P_last": last(*pixels)}, **sizes(p),
     )  # fmt: skip
     grid = (ceil_div(p["P"], WORKGROUP * tm), G * ocg4, 1)
-    ctx.kernel(inputs + epi.inputs, [y], [epi.dispatch(shader, grid, inputs, y)])
+    ctx.kernel(inputs + epi.inputs, [y], [ctx.tag(epi.dispatch(shader, grid, inputs, y), tune)])
 
 
 ROW_TILE = 8  # most output pixels of a row one invocation computes
@@ -257,7 +262,10 @@ def _rows(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | No
     ``ROW_SIZES`` at run time, so convs that differ only in those sizes share one shader."""
     y = op.outputs[0]
     G, OCG, K = p["G"], p["OCG"], p["K"]
-    tw, oct = row_tile(p, prologue=op.attrs.get("prologue") is not None)
+    prologue = op.attrs.get("prologue") is not None
+    tw, oct = row_tile(p, prologue=prologue)
+    form, tune = ctx.tuned("conv_rows", _facts(p, pro, prologue), row_tiles(p), {"tw": tw, "oct": oct})
+    tw, oct = form["tw"], form["oct"]
     nq, nblk = oct // 4, math.ceil(OCG / oct)
     # [OC, ICG, KD, KH, KW] -> [G, channel block, K, oct] (channels past OCG are zeros)
     wt = np.pad(w.data.reshape(G, OCG, K), ((0, 0), (0, nblk * oct - OCG), (0, 0)))
@@ -303,7 +311,37 @@ def _rows(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | No
         sg=subgroups(ctx) if p["KW"] * nq > 1 else 0,
     )  # fmt: skip
     grid = (ceil_div(tasks, WORKGROUP), G * nblk, 1)
-    ctx.kernel(inputs + epi.inputs, [y], [epi.dispatch(shader, grid, inputs, y)])
+    ctx.kernel(inputs + epi.inputs, [y], [ctx.tag(epi.dispatch(shader, grid, inputs, y), tune)])
+
+
+def row_tiles(p: dict) -> list[dict]:
+    """The tiles conv_rows may take (each right for every size; ``onnx2wgsl compile --tune``
+    measures which is fastest): 2 to 16 pixels (not past the row's next power of two) x 8 to
+    32 channels (not past OCG's next multiple of 4), within row_tile's bounds on accumulators,
+    the unrolled body and the input columns it reads."""
+    ow = dim_bound(p["OW"])
+    forms = []
+    for tw in (2, 4, 8, 16):
+        if tw > 1 << max(0, ow - 1).bit_length() or len(row_cols(p, tw)) > ROW_COLS:
+            continue
+        for oct in (8, 16, 32):
+            if oct > 4 * math.ceil(p["OCG"] / 4) or tw * oct > ROW_ACCS or tw * p["KW"] * oct // 4 > ROW_BODY:
+                continue
+            forms.append({"tw": tw, "oct": oct})
+    return forms
+
+
+def _facts(p: dict, pro: Prologue, prologue: bool) -> dict:
+    """What a conv's tunable tile depends on: its sizes, window and storage types."""
+    return {
+        "N": p["N"], "C": p["C"], "OC": p["OC"], "G": p["G"],
+        "in": "x".join(str(p[k]) for k in ("D", "H", "W")),
+        "out": "x".join(str(p[k]) for k in ("OD", "OH", "OW")),
+        "k": "x".join(str(p[k]) for k in ("KD", "KH", "KW")),
+        "s": "x".join(str(p[k]) for k in ("SD", "SH", "SW")),
+        "d": "x".join(str(p[k]) for k in ("DD", "DH", "DW")),
+        "pro": int(prologue), "x": pro.decls[0].elem if pro.decls else "",
+    }  # fmt: skip
 
 
 def _direct(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | None) -> None:

@@ -251,6 +251,25 @@ def _dispatch(ctx, a, b, bias_inputs, y, M, N, K, a_row, a_col, batch_lines, bia
     wg = split or WORKGROUP
     sg = _subgroup_rows(ctx, M, bmode, kv, split is not None)
     tm, tn = (sg, 1) if sg else _tile(M, nv, bmode, split is not None)
+    tune = None
+    if not split:  # (a split workgroup's tree holds one plain tile per invocation)
+        form, tune = ctx.tuned(
+            "matmul",
+            {
+                "M": M,
+                "NV": nv,
+                "K": steps,
+                "Z": Z,
+                "b": bmode,
+                "kv": int(kv),
+                "A": ea,
+                "B": eb,
+                "const": int(b.is_const),
+            },
+            _tiles(ctx, M, bmode, kv),
+            {"rows": tm, "cols": tn, "sg": int(bool(sg))},
+        )
+        tm, tn, sg = form["rows"], form["cols"], form["rows"] if form["sg"] else 0
     # column group j of an invocation is column nv + j * wg (loads clamp to the last column)
     cols = ["nv"] + [f"nv{j}" for j in range(1, tn)]
     accs = [(f"acc{t}_{j}", acc_type) for t in range(tm) for j in range(tn)]
@@ -286,7 +305,11 @@ def _dispatch(ctx, a, b, bias_inputs, y, M, N, K, a_row, a_col, batch_lines, bia
         sg_body += [f"let b0_{i} = {widen(eb, b_at(f'(k4 * 4u + {i}u)', 'nvc'))};" for i in range(4)]
         for t in range(tm):
             sg_body.append(f"let x{t} = subgroupBroadcast(own{t // SUBGROUP}, {t % SUBGROUP}u);")
-            sg_body.append(f"acc{t}_0 += x{t}.x * b0_0 + x{t}.y * b0_1 + x{t}.z * b0_2 + x{t}.w * b0_3;")
+            # (as fma: on llvmpipe a product and a sum are two instructions, measured 8% slower)
+            acc = f"acc{t}_0"
+            for i, c in enumerate("xyzw"):
+                acc = f"fma(vec4(x{t}.{c}), b0_{i}, {acc})"
+            sg_body.append(f"acc{t}_0 = {acc};")
     # (M1, the last row, clamps reads; for an M whose range holds 0 no workgroup runs)
     shader = ctx.shader(
         "matmul.wgsl.j2", decls=decls, wg=wg, tm=tm, tn=tn, M=u32(M), M1=u32(smax(M, 1) - 1), N=u32(N),
@@ -298,4 +321,18 @@ def _dispatch(ctx, a, b, bias_inputs, y, M, N, K, a_row, a_col, batch_lines, bia
         sg=SUBGROUP if sg else 0, sg_body=sg_body,
     )  # fmt: skip
     grid = (nv if split else ceil_div(nv, WORKGROUP * tn), ceil_div(M, tm), Z)
-    return epi.dispatch(shader, grid, [a, b, *bias_inputs], y)
+    d = epi.dispatch(shader, grid, [a, b, *bias_inputs], y)
+    return ctx.tag(d, tune) if tune else d
+
+
+def _tiles(ctx, M, bmode: str, kv: bool) -> list[dict]:
+    """The tiles a matmul without a split workgroup may take (each right for every size; which
+    is fastest depends on the device: ``onnx2wgsl compile --tune`` measures them): 1 to 8 rows
+    by one or (B read as vec4 along n) two column groups, and with subgroups 16 to 64 rows
+    shared by broadcast (A read as vec4 along k, B as vec4 along n, M of at least 16)."""
+    forms = [
+        {"rows": tm, "cols": tn, "sg": 0} for tm in (1, 2, 4, 8) for tn in ((1, 2) if bmode == "n4" else (1,))
+    ]
+    if subgroups(ctx) and kv and bmode == "n4" and dim_bound(M) >= 16:
+        forms += [{"rows": r, "cols": 1, "sg": 1} for r in (16, 32, 64)]
+    return forms
