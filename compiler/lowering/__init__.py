@@ -45,6 +45,24 @@ SUBGROUP = 8
 LOOP_SLACK = 1024  # iterations left for a kernel's short fixed loops (workgroup trees, lanes)
 
 
+# constant loop trip counts up to this one are hidden from the shader compiler (``rolled``)
+ROLLED_TRIPS = 64
+
+
+def rolled(bound: str, buffer: str) -> str:
+    """A loop bound (u32 shader text) that shader compilers cannot read as a constant, for a
+    loop from 0 by 1: Mesa's NIR unrolls a loop of a few constant trips completely, and on
+    llvmpipe each storage load then becomes straight-line code for every SIMD lane of every
+    trip, which LLVM takes 0.1 s or more per trip to compile (measured: a LayerNorm row loop
+    of 32 trips 1.0 s, rolled 0.05 s; a matmul's 8 trips over k 1.1 s, 16 trips 0.17 s), paid
+    at the first run wherever no shader cache holds it. ``buffer`` (a ``ref``) is one of the
+    kernel's storage buffers: its arrayLength, never 0 for a bound buffer, keeps the bound."""
+    n = bound[:-1] if bound.endswith("u") else ""
+    if not n.isdigit() or not 1 < int(n) <= ROLLED_TRIPS:
+        return bound
+    return f"select({bound}, 0u, arrayLength(&{buffer}) == 0u)"
+
+
 def loop_room() -> int:
     """Loop iterations a kernel may plan for one invocation: target.LOOP_BUDGET, which some
     drivers enforce, less the slack."""

@@ -65,6 +65,7 @@ from . import (
     elem_type,
     loops_fit,
     narrow,
+    rolled,
     u32,
     wgsl_type,
     widen,
@@ -452,6 +453,8 @@ class KernelBuilder:
             r_first, r_end = ("r0 + lid" if group else "r0"), f"min(r0 + {u32(chunk)}, {u32(R)})"
         else:
             row_lines, r_first, r_end = ["let krow = row;"], ("lid" if group else "0u"), u32(R)
+            if not group and unroll == 1:
+                r_end = rolled(r_end, ref("out0"))
         row_lines += klines + [f"let kb{j} = {e};" for j, e in enumerate(kexprs)]
         loads = [
             f"let a{j} = {widen(elem_type(v), ref(f'in{self._slot(self._reads, v)}') + f'[kb{j} + {rexprs[j]}]')};"

@@ -40,6 +40,7 @@ from . import (
     decl,
     elem_type,
     lowers,
+    rolled,
     split_workgroup,
     subgroups,
     u32,
@@ -318,7 +319,7 @@ def _dispatch(ctx, a, b, bias_inputs, y, M, N, K, a_row, a_col, batch_lines, bia
         batch_lines=batch_lines, bias_lines=bias_lines, n_base=n_base, scale=scale,
         out_expr=epi.expr, epi_lines=epi.lines, helpers=epi.helpers, split=split is not None,
         accs=accs, merge=[f"red_{n}[lid] += red_{n}[lid + half];" for n, _ in accs],
-        sg=SUBGROUP if sg else 0, sg_body=sg_body,
+        sg=SUBGROUP if sg else 0, sg_body=sg_body, trips=rolled(u32(steps), ref("Y")),
     )  # fmt: skip
     grid = (nv if split else ceil_div(nv, WORKGROUP * tn), ceil_div(M, tm), Z)
     d = epi.dispatch(shader, grid, [a, b, *bias_inputs], y)
