@@ -299,7 +299,16 @@ def _dispatch(ctx, a, b, bias_inputs, y, M, N, K, a_row, a_col, batch_lines, bia
             body.append(f"let x{t} = {widen(ea, f'{A}[a{t} + k * {u32(a_col)}]')};")
             body += [f"acc{t}_{j} += x{t} * b{j};" for j in range(tn)]
     sg_body: list[str] = []
+    fb_body: list[str] = []  # narrower subgroups: the rows in a loop, into rows_acc
     if sg:
+        a_row_v = u32(simplify(a_row // 4))  # (A is read as vec4 along k)
+        fb_body += [f"let b0_{i} = {widen(eb, b_at(f'(k4 * 4u + {i}u)', 'nvc'))};" for i in range(4)]
+        fb_body += [
+            f"for (var t = 0u; t < {rolled(u32(tm), ref('Y'))}; t++) {{",
+            f"  let x = {widen(ea, f'{A}[ab / 4u + min(m0 + t, {u32(smax(M, 1) - 1)}) * {a_row_v} + k4]')};",
+            "  rows_acc[t] += x.x * b0_0 + x.y * b0_1 + x.z * b0_2 + x.w * b0_3;",
+            "}",
+        ]
         # each lane of 8 loads one vec4 of A for rows m0 + lane (+ 8 ...); every lane takes all
         # tm rows from them by broadcast, and loads only its own columns of B
         sg_body += [f"let own{r} = {A}[ao{r} + k4];" for r in range(tm // SUBGROUP)]
@@ -319,7 +328,8 @@ def _dispatch(ctx, a, b, bias_inputs, y, M, N, K, a_row, a_col, batch_lines, bia
         batch_lines=batch_lines, bias_lines=bias_lines, n_base=n_base, scale=scale,
         out_expr=epi.expr, epi_lines=epi.lines, helpers=epi.helpers, split=split is not None,
         accs=accs, merge=[f"red_{n}[lid] += red_{n}[lid + half];" for n, _ in accs],
-        sg=SUBGROUP if sg else 0, sg_body=sg_body, trips=rolled(u32(steps), ref("Y")),
+        sg=SUBGROUP if sg else 0, sg_body=sg_body, fb_body=fb_body, trips=rolled(u32(steps), ref("Y")),
+        tile_end=rolled(u32(tm * tn), ref("Y")), vec_end=rolled("4u", ref("Y")),
     )  # fmt: skip
     grid = (nv if split else ceil_div(nv, WORKGROUP * tn), ceil_div(M, tm), Z)
     d = epi.dispatch(shader, grid, [a, b, *bias_inputs], y)
