@@ -39,7 +39,6 @@ def _compile(args) -> dict:
     return {
         "compile_s": time.perf_counter() - t0,
         "subgroups": subgroups,
-        "tuned": args.tune,
         "weight_bytes": report.weight_file_bytes,
         "arena_bytes": report.arena_bytes,
     }

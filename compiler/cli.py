@@ -621,7 +621,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="with --tune, profiled runs per candidate (default 3; the median counts)",
+        help="with --tune, passes over the candidates, a profiled run of each (default 3; each "
+        "dispatch's least time counts)",
     )
     c.add_argument(
         "--tuning",

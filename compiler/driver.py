@@ -384,7 +384,7 @@ def _compile(
         + ([f"inputs frozen to constants: {', '.join(sorted(constants))}"] if constants else [])
         + ([generation_note(record)] if record else [])
         + _subgroup_notes(subgroups, artifact)
-        + tuning_notes(g, tgt.tuning),
+        + (tuning_notes(g, tgt.tuning) if tuning is not None else []),
         seconds=time.perf_counter() - t0,
         dims={s.name: [s.lo, s.hi] for s in g.symbols.values()},
     )

@@ -185,7 +185,7 @@ def tune_model(
     result = compile_model(
         model, output, target=replace(target, tuning=table), precision=precision, on_stage=on_stage, **options
     )
-    chosen = {k: _text(v) for k, v in table.items()}
+    chosen = {k: Tune.text(v) for k, v in table.items()}
     before = sum(forms.get(defaults.get(k, ""), 0.0) for k, forms in measured.items())
     after = sum(forms[chosen[k]] for k, forms in measured.items())
     changed = sum(chosen[k] != defaults.get(k) for k in table)
@@ -199,12 +199,8 @@ def tune_model(
     ]
     if failed:
         notes.append("--tune: rounds that did not run on this device: " + "; ".join(failed))
-    result.report.notes = [n for n in result.report.notes if not n.startswith("tuning table:")] + notes
+    result.report.notes += notes
     return result
-
-
-def _text(form: Mapping) -> str:
-    return json.dumps(form, sort_keys=True, separators=(",", ":"))
 
 
 def _pick(forms: Mapping[str, float], default: str | None) -> str:

@@ -9,6 +9,7 @@ that needs storage a Placement.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,6 +76,11 @@ class Tune:
     choice: str
     candidates: int
     source: str = "default"
+
+    @staticmethod
+    def text(form) -> str:
+        """A form as the JSON text ``choice`` holds (one spelling per form)."""
+        return json.dumps(form, sort_keys=True, separators=(",", ":"))
 
 
 class Value:

@@ -7,7 +7,6 @@ that reuse the op's input and output values, so use-def links survive the rewrit
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -408,8 +407,7 @@ class LowerCtx:
         elif key in t.tuning:
             got = t.tuning[key]
             choice, source = (dict(got), "table") if got in forms else (default, "refused")
-        text = json.dumps(choice, sort_keys=True, separators=(",", ":"))
-        return choice, Tune(key, text, len(forms), source)
+        return choice, Tune(key, Tune.text(choice), len(forms), source)
 
     @staticmethod
     def tag(dispatch: Dispatch, tune: Tune) -> Dispatch:
