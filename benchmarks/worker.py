@@ -46,9 +46,8 @@ def _compile(args) -> dict:
 
 def _adapter_has_subgroups() -> bool:
     """The adapter offers subgroup operations (wgpu-native names the feature "subgroup")."""
-    from onnx2wgsl.runtime.session import _standard, request_adapter
-
     from onnx2wgsl.runtime.manifest import SUBGROUPS_FEATURE
+    from onnx2wgsl.runtime.session import _standard, request_adapter
 
     return SUBGROUPS_FEATURE in _standard(request_adapter("high-performance").features)
 

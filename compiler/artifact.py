@@ -17,10 +17,10 @@ from onnx2wgsl.ir.symbolic import simplify
 from onnx2wgsl.ir.types import storage_dtype
 from onnx2wgsl.runtime.manifest import (
     F16_FEATURE,
-    SUBGROUPS_FEATURE,
     FORMAT,
     MANIFEST,
     SHADER_FILE,
+    SUBGROUPS_FEATURE,
     VERSION,
     validate,
     validate_index,

@@ -18,9 +18,8 @@ from onnx2wgsl.errors import InternalError, Onnx2WgslError, UnsupportedError
 from onnx2wgsl.ir import Binding, Dispatch, DType, Graph, Op, TensorType, Tune, Value
 from onnx2wgsl.ir.kernel import DECLARATIONS, ENTRY, F32_BITS, Buffer, Dim, Fold, Kernel, dim, ref, slot
 from onnx2wgsl.ir.symbolic import Dimish, Expr, SymbolicError, simplify, smin, wgsl
-from onnx2wgsl.runtime.manifest import SUBGROUPS_FEATURE
 from onnx2wgsl.ir.types import dim_bound, storage_dtype
-from onnx2wgsl.runtime.manifest import max_workgroups
+from onnx2wgsl.runtime.manifest import SUBGROUPS_FEATURE, max_workgroups
 
 from ..cost import flops
 from ..target import LOOP_BUDGET, Target
