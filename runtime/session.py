@@ -543,16 +543,11 @@ class InferenceSession:
         q.submit([enc.finish()])
         if len(gpu) == len(wanted) and not timed:
             return [gpu[o["name"]] for o in wanted], []
-        raw = self._read_mapped(self._readback)
-        out = []
-        for o in wanted:
-            if o["name"] in gpu:
-                out.append(gpu[o["name"]])
-                continue
-            at = self._readback_at[o["name"]]
-            shape = shapes[o["name"]]
-            data = np.frombuffer(raw, dtype=_STORAGE[o["storage"]], count=math.prod(shape), offset=at)
-            out.append(_from_storage(data, o, shape))
+        self._readback.map_sync(1)  # wgpu.MapMode.READ
+        try:
+            out = self._outputs_from(self._readback.read_mapped(copy=False), wanted, shapes, gpu)
+        finally:
+            self._readback.unmap()
         if not timed:
             return out, []
         ticks = np.frombuffer(self._read_mapped(stamps), dtype=np.uint64)
@@ -608,6 +603,22 @@ class InferenceSession:
         if used:
             enc.copy_buffer_to_buffer(resolved, 0, readable, 0, 8 * used)
         return readable
+
+    def _outputs_from(self, raw: memoryview, wanted: list[dict], shapes: dict, gpu: dict) -> list:
+        """The run's outputs: those in ``gpu`` as they are, the others converted out of ``raw``
+        (the mapped readback buffer) into arrays of their own: one copy of their bytes, and no
+        view of the mapped memory outlives this call (unmapping frees it)."""
+        out = []
+        for o in wanted:
+            if o["name"] in gpu:
+                out.append(gpu[o["name"]])
+                continue
+            shape = shapes[o["name"]]
+            data = np.frombuffer(
+                raw, dtype=_STORAGE[o["storage"]], count=math.prod(shape), offset=self._readback_at[o["name"]]
+            )
+            out.append(_from_storage(data, o, shape))
+        return out
 
     @staticmethod
     def _read_mapped(readable) -> bytes:
@@ -817,5 +828,6 @@ def _shown(shape: list) -> list[int | str]:
 
 
 def _from_storage(data: np.ndarray, io: dict, shape: list[int]) -> np.ndarray:
-    # float16/bfloat16/float64 were computed in f32: rounded here (to nearest even) to the declared type
-    return data.astype(numpy_dtype(io["dtype"])).reshape(shape)
+    # float16/bfloat16/float64 were computed in f32: rounded here (to nearest even) to the declared
+    # type; always a copy (``data`` may be a view of mapped memory)
+    return data.astype(numpy_dtype(io["dtype"]), copy=True).reshape(shape)
