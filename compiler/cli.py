@@ -606,8 +606,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--subgroups",
         action="store_true",
-        help="let kernels share loads through subgroup operations (the matmul's rows of A); the "
-        "artifact then needs the device feature subgroups (lavapipe and most GPUs have it)",
+        help="let kernels use subgroup operations (the matmul and convolutions share loads, row "
+        "reductions fold in a subgroup); the artifact then needs the device feature subgroups "
+        "(lavapipe and most GPUs have it)",
     )
     c.add_argument(
         "--tune",

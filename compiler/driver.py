@@ -168,9 +168,10 @@ def compile_model(
     Several precisions (``"fp16,fp32"`` or a list, in order of preference) write one complete
     artifact each in ``output/<precision>`` under an index manifest.json listing them; the
     runtimes load the first the device runs, and the first variant's result is returned.
-    ``subgroups=True`` lets kernels share loads through subgroup operations (the matmul's rows
-    of A); the artifact then needs the device feature subgroups (each such shader still runs
-    right where subgroups are narrower than 8 invocations, on its plain loop).
+    ``subgroups=True`` lets kernels use subgroup operations: the matmul and conv_rows share
+    loads across lanes (each still runs right where subgroups are narrower than 8 invocations,
+    on its plain loop), and row reductions fold a row in one subgroup rather than a workgroup
+    tree; the artifact then needs the device feature subgroups.
     ``tuning`` (a table, or the path of a JSON file of one or of an artifact compiled with
     ``--tune``, compiler/tune.py) gives tunable kernels the forms it names; the manifest records
     those it used, so the same table builds the same artifact.
@@ -533,15 +534,15 @@ def wide_int_warnings(g: Graph) -> list[str]:
 
 
 def _subgroup_notes(asked: bool, artifact: Artifact) -> list[str]:
-    """What --subgroups did: how many shaders share loads through subgroups (the artifact then
-    needs the device feature), or that none could."""
+    """What --subgroups did: how many shaders use subgroup operations (the artifact then needs
+    the device feature), or that none could."""
     if not asked:
         return []
     n = sum(SUBGROUPS_HEADER in text for text in artifact.shaders.values())
     if not n:
-        return ["--subgroups: no kernel of this model shares loads through subgroups (none asked of the device)"]
+        return ["--subgroups: no kernel of this model uses subgroup operations (none asked of the device)"]
     return [
-        f"--subgroups: {n} of {len(artifact.shaders)} shaders share loads through subgroups; "
+        f"--subgroups: {n} of {len(artifact.shaders)} shaders use subgroup operations; "
         "the artifact needs the device feature subgroups"
     ]
 

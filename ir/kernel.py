@@ -14,6 +14,7 @@ splits the text at. The markers are ours, so the split reads no WGSL.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from functools import cached_property
 
@@ -212,9 +213,10 @@ class Kernel:
 
     @property
     def uses_subgroups(self) -> bool:
-        """The shader reads its subgroup (``sg_id``, ``sg_size``, subgroupBroadcast): it needs the
-        device feature subgroups, and its entry point takes the two builtins."""
-        return any(isinstance(p, str) and "sg_size" in p for p in self.parts)
+        """The shader reads its subgroup (``sg_id``, ``sg_size``, a subgroup operation such as
+        subgroupBroadcast): it needs the device feature subgroups, and its entry point takes
+        the two builtins."""
+        return any(isinstance(p, str) and ("sg_size" in p or _SUBGROUP_OP.search(p)) for p in self.parts)
 
     @property
     def uses_dims(self) -> bool:
@@ -236,6 +238,8 @@ class Kernel:
         )
 
 
+# a call of a WGSL subgroup built-in function (subgroupAdd, subgroupBroadcast, ...)
+_SUBGROUP_OP = re.compile(r"\bsubgroup[A-Z]\w*\(")
 # the entry point's builtins that a kernel using subgroups reads (Kernel.uses_subgroups)
 _SUBGROUP_BUILTINS = ", @builtin(subgroup_invocation_id) sg_id: u32, @builtin(subgroup_size) sg_size: u32"
 

@@ -217,7 +217,7 @@ def test_only_artifacts_with_subgroup_kernels_ask_for_the_feature(tmp_path):
     features = lambda r: r.artifact.manifest["target"]["features"]  # noqa: E731
     r = compile_model(one_row, subgroups=True)
     assert features(r) == []  # one row: the plain tile
-    assert any("no kernel of this model shares loads through subgroups" in n for n in r.report.notes)
+    assert any("no kernel of this model uses subgroup operations" in n for n in r.report.notes)
     assert features(compile_model(many)) == []  # not asked for
     plain = compile_model(many)
     assert not any(k.uses_subgroups or "subgroup" in k.text for k in plain.graph.shaders.values())
@@ -239,7 +239,7 @@ def test_the_cli_compiles_with_subgroups(tmp_path, capsys):
     model = _model([helper.make_node("MatMul", ["a", "w"], ["y"])], [("a", [512, 16])], [("y", [512, 8])], [("w", w)])
     onnx.save(model, tmp_path / "m.onnx")
     assert main(["compile", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "a"), "--subgroups"]) == 0
-    assert "--subgroups: 1 of 1 shaders share loads through subgroups" in capsys.readouterr().out
+    assert "--subgroups: 1 of 1 shaders use subgroup operations" in capsys.readouterr().out
     assert json.loads((tmp_path / "a" / "manifest.json").read_text())["target"]["features"] == [SUBGROUPS_FEATURE]
     text = _shaders(tmp_path / "a")[0]
     assert text.startswith("enable subgroups;") and "@builtin(subgroup_size) sg_size: u32" in text
@@ -261,3 +261,98 @@ def test_a_transformer_with_subgroups(device_sg, tmp_path):
         got = sess.run(None, feeds)
     for g, w in zip(got, ort_run(model, feeds), strict=True):
         assert np.abs(g - w).max() <= 1e-5 * max(1.0, float(np.abs(w).max()))
+
+
+# -- row reductions: a subgroup per row ----------------------------------------------------------
+def _nan_rows(x: np.ndarray) -> np.ndarray:
+    x = x.copy()
+    x[3, 17] = np.nan  # a NaN row: a float max or min over it is NaN, as numpy's (and the
+    return x  # workgroup tree's; onnxruntime's CPU kernel skips it: numpy is the reference here)
+
+
+NUMPY = {"max_nan": lambda x: np.max(x, axis=1, keepdims=True), "min_nan": lambda x: np.min(x, axis=1, keepdims=True)}
+
+
+ROW_CASES = {
+    # 74 rows (a partial last workgroup of 8) of 300 points, scale and bias
+    "layer_norm": (
+        [helper.make_node("LayerNormalization", ["x", "g", "b"], ["y"], axis=-1)],
+        [2, 37, 300], [2, 37, 300], [("g", rand(300, seed=4)), ("b", rand(300, seed=5))], None,
+    ),
+    # two reduced axes around a kept one: the rows' points are strided
+    "sum_outer_axes": (
+        [helper.make_node("ReduceSum", ["x", "axes"], ["y"], keepdims=0)],
+        [16, 9, 40], [9], [("axes", np.array([0, 2], np.int64))], None,
+    ),
+    "max_nan": ([helper.make_node("ReduceMax", ["x", "axes"], ["y"])], [24, 100], [24, 1],
+                [("axes", np.array([1], np.int64))], _nan_rows),
+    "min_nan": ([helper.make_node("ReduceMin", ["x", "axes"], ["y"])], [24, 100], [24, 1],
+                [("axes", np.array([1], np.int64))], _nan_rows),
+    "prod": ([helper.make_node("ReduceProd", ["x", "axes"], ["y"])], [16, 64], [16, 1],
+             [("axes", np.array([1], np.int64))], lambda x: 1.0 + x / 64),
+    "log_sum_exp": ([helper.make_node("ReduceLogSumExp", ["x", "axes"], ["y"])], [12, 500], [12, 1],
+                    [("axes", np.array([1], np.int64))], lambda x: 40 * x),
+    "l2": ([helper.make_node("ReduceL2", ["x", "axes"], ["y"])], [40, 96], [40, 1],
+           [("axes", np.array([1], np.int64))], None),
+    # 40000 points a row: chunks of 4096 a subgroup each, then a second pass over the partials
+    "split": ([helper.make_node("ReduceSum", ["x", "axes"], ["y"])], [8, 40000], [8, 1],
+              [("axes", np.array([1], np.int64))], None),
+    # the normalized row written over the Add's output (in place) by the lanes that read it
+    "add_layer_norm": (
+        [helper.make_node("Add", ["x", "c"], ["s"]), helper.make_node("LayerNormalization", ["s", "g"], ["y"], axis=-1)],
+        [64, 768], [64, 768], [("c", rand(64, 768, seed=6)), ("g", rand(768, seed=7))], None,
+    ),
+    # Softmax's family along a strided axis (7 rows of 300 in each of 2 batches), in place
+    "softmax": ([helper.make_node("Softmax", ["x"], ["y"], axis=1)], [2, 300, 7], [2, 300, 7], [], lambda x: 30 * x),
+    "log_softmax": ([helper.make_node("LogSoftmax", ["x"], ["y"], axis=-1)], [50, 1000], [50, 1000], [], None),
+    # ties: the first index of the row's max wins
+    "hardmax": ([helper.make_node("Hardmax", ["x"], ["y"], axis=-1)], [16, 200], [16, 200], [], lambda x: np.round(x * 3)),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ROW_CASES)
+def test_row_reductions_fold_in_a_subgroup(name, device_sg, tmp_path):
+    """Rows of 32 or more points (any length, for Softmax's family), 8 or more of them: each row
+    is one subgroup's, its lanes folded by subgroupAdd/Mul/Max/Min (a reduction's float max and
+    min keep NaNs), with no workgroup tree; onnxruntime agrees."""
+    nodes, x_shape, y_shape, inits, prep = ROW_CASES[name]
+    model = _model(nodes, [("x", x_shape)], [("y", y_shape)], inits, opset=18)
+    compile_model(model, tmp_path, subgroups=True)
+    rows = [s for s in _shaders(tmp_path) if "a subgroup per row" in s or "one workgroup per row" in s]
+    assert rows and all("a subgroup per row" in s and "workgroupBarrier();\n  for" not in s for s in rows)
+    assert json.loads((tmp_path / "manifest.json").read_text())["target"]["features"] == [SUBGROUPS_FEATURE]
+    x = rand(*x_shape, seed=2)
+    feeds = {"x": (prep(x) if prep else x).astype(np.float32)}
+    with onnx2wgsl.load(tmp_path, device=device_sg) as sess:
+        got = sess.run(None, feeds)[0]
+    want = NUMPY[name](feeds["x"]) if name in NUMPY else ort_run(model, feeds)[0]
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * max(1.0, float(np.nanmax(np.abs(want)))))
+
+
+def test_symbolic_rows_fold_in_a_subgroup_at_every_count(device_sg, tmp_path):
+    """Rows kept symbolic over 8..200: a subgroup per row at every count the range allows, the
+    last workgroup's extra subgroups claiming no row."""
+    model = _model(
+        [helper.make_node("LayerNormalization", ["x", "g"], ["y"], axis=-1)],
+        [("x", ["n", 130])], [("y", ["n", 130])], [("g", rand(130, seed=1))], opset=18,
+    )  # fmt: skip
+    compile_model(model, tmp_path, subgroups=True, dims={"n": (8, 200)})
+    assert any("a subgroup per row" in s for s in _shaders(tmp_path))
+    with onnx2wgsl.load(tmp_path, device=device_sg) as sess:
+        for n in (8, 13, 200):
+            feeds = {"x": rand(n, 130, seed=n) * 5}
+            np.testing.assert_allclose(sess.run(None, feeds)[0], ort_run(model, feeds)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_few_rows_and_other_merges_keep_the_tree(tmp_path):
+    """Under 8 rows (most subgroups would idle) and merges no subgroup operation makes (ArgMax's
+    index tie-break) keep the workgroup tree, with or without --subgroups."""
+    few = _model([helper.make_node("LayerNormalization", ["x", "g"], ["y"], axis=-1)],
+                 [("x", [4, 768])], [("y", [4, 768])], [("g", rand(768, seed=1))], opset=18)  # fmt: skip
+    arg = _model([helper.make_node("ArgMax", ["x"], ["i"], axis=1)], [("x", [64, 500])], [], opset=18)
+    arg.graph.output.append(helper.make_tensor_value_info("i", TensorProto.INT64, [64, 1]))
+    for model in (few, arg):
+        r = compile_model(model, subgroups=True)
+        texts = [k.text for k in r.graph.shaders.values()]
+        assert any("for (var half" in t for t in texts) and not any("a subgroup per row" in t for t in texts)

@@ -57,6 +57,7 @@ from onnx2wgsl.ir.types import dim_bound
 
 from ..elementwise_ops import f32
 from . import (
+    SUBGROUP,
     WORKGROUP,
     LowerCtx,
     binding,
@@ -66,6 +67,7 @@ from . import (
     loops_fit,
     narrow,
     rolled,
+    subgroups,
     u32,
     wgsl_type,
     widen,
@@ -89,6 +91,12 @@ def literal(value, ty: str) -> str:
 THREAD_MAX_R = 32  # at most this many reduced points: one invocation per row
 THREAD_MANY_ROWS = (4096, 512)  # ... or at least 4096 rows of at most 512 points each
 MAX_UNROLL = 16  # points per loop iteration when a row is too long for the loop budget
+# a subgroup per row (--subgroups): rows of at most LANES_MAX_R points (a lane then sums at
+# most 1024 serially at MIN_LANES, the narrowest subgroups, as on SwiftShader), at least
+# LANES_ROWS of them (fewer leave most of a workgroup's subgroups idle: a tree then)
+LANES_MAX_R = 4096
+LANES_ROWS = 8
+MIN_LANES = 4
 
 
 def choose_mode(rows: int, R: int, exact: bool = False) -> tuple[bool, int]:
@@ -118,12 +126,16 @@ class Sweep:
     ``accs`` are the accumulators (name, WGSL type, initial value); ``update`` runs per point
     (the loaded elements and the reduced index ``r`` are in scope); ``merge`` combines
     ``red_<acc>[lid]`` with ``red_<acc>[lid + half]`` in the workgroup tree; ``after`` runs once
-    the accumulators hold the row's result (lets that later sweeps and writes may use)."""
+    the accumulators hold the row's result (lets that later sweeps and writes may use).
+    ``lanes``, where the merge has a subgroup operation (sum, max, min), folds each accumulator
+    across a subgroup's active lanes in place: a row kernel whose sweeps all have it may take
+    a subgroup per row (--subgroups) rather than a workgroup tree."""
 
     accs: list[tuple[str, str, str]]
     update: list[str]
     merge: list[str]
     after: list[str] = field(default_factory=list)
+    lanes: list[str] | None = None
 
 
 # An element of a view in the builder's lines: MARK-delimited, like ir.kernel's markers.
@@ -441,19 +453,28 @@ class KernelBuilder:
         passes = len(self._sweeps) + bool(self._elem_writes)  # loops over the row's points
         if not group and not loops_fit(passes * most):
             group, wg = True, 256  # rows too long for one invocation each
-        unroll = _unroll(passes, math.ceil(most / wg) if group else most)
+        # a subgroup per row (--subgroups) where a workgroup tree was chosen and every sweep
+        # folds by a subgroup operation: no barriers, and the tree's workgroup memory is gone
+        lanes = (
+            group and bool(self._sweeps) and all(s.lanes for s in self._sweeps)
+            and subgroups(ctx) > 0 and most <= LANES_MAX_R and least_rows >= LANES_ROWS
+        )  # fmt: skip
+        if lanes:
+            group, wg = False, WORKGROUP
+        unroll = _unroll(passes, math.ceil(most / (MIN_LANES if lanes else wg if group else 1)))
 
         klines, kexprs = index_code(kshape, kviews, flat="krow", prefix="k")
         rlines, rexprs = index_code(rshape, rviews, flat="r", prefix="q")
+        first = "lane" if lanes else "lid" if group else ""
         if self.split:
             row_lines = [
                 f"let krow = row / {u32(chunks)};",
                 f"let r0 = (row % {u32(chunks)}) * {u32(chunk)};",
             ]
-            r_first, r_end = ("r0 + lid" if group else "r0"), f"min(r0 + {u32(chunk)}, {u32(R)})"
+            r_first, r_end = (f"r0 + {first}" if first else "r0"), f"min(r0 + {u32(chunk)}, {u32(R)})"
         else:
-            row_lines, r_first, r_end = ["let krow = row;"], ("lid" if group else "0u"), u32(R)
-            if not group and unroll == 1:
+            row_lines, r_first, r_end = ["let krow = row;"], (first or "0u"), u32(R)
+            if not group and not lanes and unroll == 1:
                 r_end = rolled(r_end, ref("out0"))
         row_lines += klines + [f"let kb{j} = {e};" for j, e in enumerate(kexprs)]
         loads = [
@@ -474,16 +495,20 @@ class KernelBuilder:
             body, body_loads = resolve(s.update)
             sweeps.append({
                 "accs": [{"name": acc[0], "init": acc[2]} for acc in s.accs], "loads": body_loads, "body": body,
-                "merge": s.merge, "after": resolve(s.after)[0],
+                "merge": s.merge, "lanes": s.lanes, "after": resolve(s.after)[0],
             })  # fmt: skip
         ewrites, elem_loads = resolve(self._elem_writes)
         shared = [{"name": acc[0], "type": acc[1]} for s in self._sweeps for acc in s.accs]
         # the sweeps read the whole row before the element loop, which loads each point
         # before it stores there: no element read comes late
         inplace = self._inplace(list(zip(kexprs, rexprs)), "") if not self.split else ()
+        step = "lanes" if lanes else f"{wg if group else 1}u"
+        per_group = WORKGROUP // SUBGROUP  # rows a workgroup of subgroups takes: one each at 8 lanes
         return self._render(
-            "reduce.wgsl.j2", out_rows, group, wg, inplace, group=group, rows=u32(out_rows), text_rows=out_rows,
+            "reduce.wgsl.j2", ceil_div(out_rows, per_group) if lanes else out_rows, group or lanes, wg, inplace,
+            group=group, lanes=lanes, per_group=per_group, rows=u32(out_rows), text_rows=out_rows,
             text_R=R, comment=self.comment, shared=shared, row_lines=row_lines, sweeps=sweeps,
-            r_first=r_first, r_end=r_end, r_step=f"{wg if group else 1}u", row_writes=resolve(self._row_writes)[0],
-            elem_writes=ewrites, elem_loads=elem_loads, unroll=unroll, r_stride=f"{(wg if group else 1) * unroll}u",
+            r_first=r_first, r_end=r_end, r_step=step, row_writes=resolve(self._row_writes)[0],
+            elem_writes=ewrites, elem_loads=elem_loads, unroll=unroll,
+            r_stride=f"lanes * {unroll}u" if lanes else f"{(wg if group else 1) * unroll}u",
         )  # fmt: skip

@@ -6,11 +6,12 @@ from __future__ import annotations
 import math
 
 from onnx2wgsl.ir import Dispatch, DType, Op, TensorType
-from onnx2wgsl.ir.symbolic import simplify
+from onnx2wgsl.ir.symbolic import Expr, simplify
 from onnx2wgsl.ir.types import dim_bound
 
 from ..elementwise_ops import f32
 from . import (
+    SUBGROUP,
     WORKGROUP,
     LowerCtx,
     binding,
@@ -21,10 +22,11 @@ from . import (
     is_symbolic,
     loops_fit,
     lowers,
+    subgroups,
     u32,
     wgsl_type,
 )
-from .builder import KernelBuilder, Sweep
+from .builder import LANES_MAX_R, LANES_ROWS, KernelBuilder, Sweep
 from .elementwise import emit_map, map_dispatch
 from .indexing import View, broadcast, contiguous
 from .reduce import fold_sweep, size_f32
@@ -54,12 +56,18 @@ def lower_softmax(ctx: LowerCtx, op: Op) -> None:
     # barriers that every other read of the row precedes.
     same = x.nbytes == y.nbytes and elem_type(x) == elem_type(y)
     if dim_bound(L) < SOFTMAX_SPLIT_L:  # every length in the range fits one workgroup per row
-        grid, nx = ctx.grid(rows)
+        # a subgroup per row (--subgroups) where rows are enough to fill the workgroups
+        least_rows = rows.bounds[0] if isinstance(rows, Expr) else rows
+        lanes = subgroups(ctx) > 0 and least_rows >= LANES_ROWS and dim_bound(L) <= LANES_MAX_R
+        per_group = WORKGROUP // SUBGROUP
+        grid, nx = ctx.grid(ceil_div(rows, per_group) if lanes else rows)
         shader = ctx.shader(
             "softmax.wgsl.j2",
             decls=[decl("X", x), decl("Y", y, write=True)],
             nx=nx,
             stage="rows",
+            lanes=lanes,
+            per_group=per_group,
             **_sizes(sizes),
             **params,
         )
@@ -80,11 +88,12 @@ def lower_softmax(ctx: LowerCtx, op: Op) -> None:
         decls=[decl("X", x), decl("P", part, write=True)],
         nx=nx,
         stage="partials",
+        lanes=False,
         **params,
     )
     ctx.kernel([x], [part], [Dispatch(first, grid, [binding(x), binding(part, write=True)])])
     decls = [decl("X", x), decl("P", part), decl("Y", y, write=True)]
-    second = ctx.shader("softmax.wgsl.j2", decls=decls, nx=nx, stage="write", **params)
+    second = ctx.shader("softmax.wgsl.j2", decls=decls, nx=nx, stage="write", lanes=False, **params)
     bindings = [binding(x), binding(part), binding(y, write=True)]
     ctx.kernel([x, part], [y], [Dispatch(second, grid, bindings, ((0, 2),) if same else ())])
 

@@ -31,7 +31,7 @@ from onnx2wgsl.ir.kernel import ref
 from onnx2wgsl.ir.symbolic import simplify
 from onnx2wgsl.ir.types import dim_bound
 
-from ..elementwise_ops import f32, i32
+from ..elementwise_ops import NAN, f32, i32
 from . import LowerCtx, binding, ceil_div, decl, is_symbolic, loops_fit, lowers, u32, wgsl_type
 from . import i32 as size_i32
 from .builder import KernelBuilder, Sweep
@@ -70,6 +70,19 @@ def combiner(combine: str, ty: str) -> Callable[[str, str], str]:
     return c
 
 
+# the subgroup operation of each combine
+SUBGROUP_OPS = {"sum": "subgroupAdd", "prod": "subgroupMul", "max": "subgroupMax", "min": "subgroupMin"}
+
+
+def lanes_fold(name: str, ty: str, combine: str) -> list[str]:
+    """The line folding accumulator ``name`` across a subgroup's active lanes (every lane then
+    holds the result); a float max or min is NaN when any lane's is (see ``combiner``)."""
+    op = SUBGROUP_OPS[combine]
+    if ty == "f32" and combine in ("max", "min"):
+        return [f"{name} = select({op}({name}), {NAN}, subgroupAny({_nan(name)}));"]
+    return [f"{name} = {op}({name});"]
+
+
 def fold_sweep(name: str, ty: str, combine: str, expr: str, after: list[str] | None = None) -> Sweep:
     """acc = combine(acc, expr) over the row (sum, prod, max or min)."""
     c = combiner(combine, ty)
@@ -78,6 +91,7 @@ def fold_sweep(name: str, ty: str, combine: str, expr: str, after: list[str] | N
         update=[f"{name} = {c(name, expr)};"],
         merge=[f"red_{name}[lid] = {c(f'red_{name}[lid]', f'red_{name}[lid + half]')};"],
         after=list(after or []),
+        lanes=lanes_fold(name, ty, combine),
     )
 
 

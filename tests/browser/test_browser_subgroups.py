@@ -2,7 +2,8 @@
 subgroups;`, the session asks the adapter for the feature, and the result matches onnxruntime.
 Chromium's SwiftShader adapter has subgroups 4 lanes wide, under the kernels' 8, so this also
 runs the plain path each subgroup shader keeps (lavapipe's 8 lanes run the broadcasts: see
-tests/test_subgroups.py)."""
+tests/test_subgroups.py), and a LayerNorm's rows fold in subgroups of 4 lanes (a subgroup per
+row, 8 rows a workgroup of 64: several rows for each subgroup)."""
 
 from __future__ import annotations
 
@@ -14,16 +15,18 @@ from onnx import TensorProto, helper, numpy_helper
 
 def conv_matmul():
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 12, 12])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [72, 24])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [72, 40])
     inits = [
         numpy_helper.from_array(rand(8, 8, 3, 3, seed=1) / 8, "cw"),
         numpy_helper.from_array(np.array([72, 16], np.int64), "s"),
-        numpy_helper.from_array(rand(16, 24, seed=2), "w"),
+        numpy_helper.from_array(rand(16, 40, seed=2), "w"),
+        numpy_helper.from_array(rand(40, seed=4), "g"),
     ]
     nodes = [
         helper.make_node("Conv", ["x", "cw"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
         helper.make_node("Reshape", ["c", "s"], ["r"]),
-        helper.make_node("MatMul", ["r", "w"], ["y"]),
+        helper.make_node("MatMul", ["r", "w"], ["m"]),
+        helper.make_node("LayerNormalization", ["m", "g"], ["y"], axis=-1),
     ]
     g = helper.make_graph(nodes, "sg", [x], [y], inits)
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
@@ -32,7 +35,8 @@ def conv_matmul():
 def test_subgroup_package_runs_in_chromium(page, compiled, feeds):
     url, out = compiled("subgroups", conv_matmul(), subgroups=True)
     texts = [p.read_text() for p in sorted((out / "shaders").glob("*.wgsl"))]
-    assert sum(t.startswith("enable subgroups;") for t in texts) == 2  # the conv and the matmul
+    assert sum(t.startswith("enable subgroups;") for t in texts) == 3  # the conv, the matmul, the norm
+    assert sum("a subgroup per row" in t for t in texts) == 1
     x = rand(1, 8, 12, 12, seed=3)
     (want,) = ort_run(conv_matmul(), {"x": x})
     page.open("/tests/harness.html")
