@@ -158,6 +158,10 @@ def prepare(name: str, where: Path) -> tuple[Path, Path, dict]:
 
 def engine_env(engine: str, adapter: str, cache: str) -> dict[str, str]:
     env = dict(os.environ)
+    # every engine's Python modules load from bytecode, as an installed package's do (pip writes
+    # it at install; an editable checkout on first import): PYTHONDONTWRITEBYTECODE would have
+    # every process compile the checkout's modules again, never onnxruntime's
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.setdefault("XDG_RUNTIME_DIR", str(Path(tempfile.gettempdir()) / f"onnx2wgsl-xdg-{os.getuid()}"))
     Path(env["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, exist_ok=True)
     if adapter == "mesa25":
