@@ -403,6 +403,7 @@ function to32(io, data) {
   return data.constructor == S ? data : S.from(data);
 }
 
+// an output's values as a new array of its dtype (always a copy: raw may be a mapped range)
 function fromStorage(io, raw, at, n) {
   const S = STORAGE_TYPES[io.storage];
   const view = io.storage == 'f16' ? S.from(new Uint16Array(raw, at, n), h2f) : new S(raw, at, n);
@@ -752,10 +753,14 @@ export class InferenceSession {
     });
     device.queue.submit([enc.finish()]);
     if (reads.length) {
+      // converted straight out of the mapped range (fromStorage always copies): one copy
       await this._readback.mapAsync(1);
-      const raw = this._readback.getMappedRange().slice(0);
-      this._readback.unmap();
-      for (const o of reads) tensor(o, fromStorage(o, raw, this._at[o.name], numel(shapes[o.name])));
+      try {
+        const raw = this._readback.getMappedRange();
+        for (const o of reads) tensor(o, fromStorage(o, raw, this._at[o.name], numel(shapes[o.name])));
+      } finally {
+        this._readback.unmap();
+      }
     }
     return Object.fromEntries(wanted.map((o) => [o.name, results[o.name]]));
   }
