@@ -162,16 +162,19 @@ def test_subgroup_kernels_at_fp16(tmp_path):
         [
             helper.make_node("Conv", ["x", "cw"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
             helper.make_node("Reshape", ["c", "s"], ["r"]),
-            helper.make_node("MatMul", ["r", "w"], ["y"]),
+            helper.make_node("MatMul", ["r", "w"], ["m"]),
+            helper.make_node("LayerNormalization", ["m", "g"], ["n"], axis=-1),
+            helper.make_node("Softmax", ["n"], ["y"], axis=-1),
         ],
         [("x", [1, 8, 16, 16])],
         [("y", [16, 64])],
-        [("cw", rand(16, 8, 3, 3, seed=3) / 8), ("s", np.array([16, 256], np.int64)), ("w", w)],
+        [("cw", rand(16, 8, 3, 3, seed=3) / 8), ("s", np.array([16, 256], np.int64)), ("w", w), ("g", rand(64, seed=4))],
     )
     # (a Reshape's shape is int64: make_tensor_value_info's float type does not apply to it)
     feeds = {"x": rand(1, 8, 16, 16)}
     compile_model(model, tmp_path, subgroups=True, precision="fp16")
     assert any("subgroupBroadcast(" in s for s in _shaders(tmp_path))
+    assert sum("a subgroup per row" in s and "enable f16;" in s for s in _shaders(tmp_path)) == 2
     with onnx2wgsl.load(tmp_path) as sess:  # a device with shader-f16 and subgroups
         _assert_scaled_close(sess.run(None, feeds), ort_run(model, feeds))
 
