@@ -47,6 +47,7 @@ from . import (
     loop_room,
     loops_fit,
     lowers,
+    subgroups,
     u32,
     wgsl_type,
     widen,
@@ -239,6 +240,8 @@ def _tiles(ctx: LowerCtx, a: dict, params: dict, sizes: dict, reads, y: Value, o
     tile_params = dict(
         params, u=sizes, wg=wg, T=T, W=W, chunk=chunk, chunks=chunks, causal=a["is_causal"],
         left=a["left_window_size"], right=a["right_window_size"],
+        # --subgroups: a subgroup's lanes share each tile's loads by broadcast (vec4 heads)
+        sg=subgroups(ctx) > 0 and W == 4,
     )  # fmt: skip
     if chunks == 1:
         if one_pass and not isinstance(GSq, int) and GSq.bounds[0] < TILE_MIN_ROWS:
