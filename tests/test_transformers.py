@@ -65,10 +65,14 @@ def _feeds(model: onnx.ModelProto, dims: dict[str, int], seed: int = 0) -> dict[
         ("distilbert_tiny_torchscript", {"batch": 2, "seq": 9}),
     ],
 )
-def test_exported_transformer_matches_onnxruntime(name, dims, device):
+@pytest.mark.parametrize("subgroups", [False, True], ids=["plain", "subgroups"])
+def test_exported_transformer_matches_onnxruntime(name, dims, subgroups, device, device_sg):
+    """Also with --subgroups: the matmuls' and attention tiles' shared loads, the reductions'
+    subgroup per row."""
     model = onnx.load(MODELS / f"{name}.onnx")
     feeds = _feeds(model, dims)
-    assert_close(gpu_run(model, feeds, device, dims=dims), ort_run(model, feeds), rtol=1e-4, atol=2e-5)
+    got = gpu_run(model, feeds, device_sg if subgroups else device, dims=dims, subgroups=subgroups)
+    assert_close(got, ort_run(model, feeds), rtol=1e-4, atol=2e-5)
 
 
 # -- one compile, any size: dims kept symbolic ---------------------------------------------------
