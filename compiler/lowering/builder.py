@@ -127,7 +127,7 @@ class Sweep:
     (the loaded elements and the reduced index ``r`` are in scope); ``merge`` combines
     ``red_<acc>[lid]`` with ``red_<acc>[lid + half]`` in the workgroup tree; ``after`` runs once
     the accumulators hold the row's result (lets that later sweeps and writes may use).
-    ``lanes``, where the merge has a subgroup operation (sum, max, min), folds each accumulator
+    ``lanes``, where the merge has a subgroup operation (sum, prod, max, min), folds each accumulator
     across a subgroup's active lanes in place: a row kernel whose sweeps all have it may take
     a subgroup per row (--subgroups) rather than a workgroup tree."""
 
