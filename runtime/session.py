@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -543,11 +543,7 @@ class InferenceSession:
         q.submit([enc.finish()])
         if len(gpu) == len(wanted) and not timed:
             return [gpu[o["name"]] for o in wanted], []
-        self._readback.map_sync(1)  # wgpu.MapMode.READ
-        try:
-            out = self._outputs_from(self._readback.read_mapped(copy=False), wanted, shapes, gpu)
-        finally:
-            self._readback.unmap()
+        out = self._read_mapped(self._readback, lambda raw: self._outputs_from(raw, wanted, shapes, gpu))
         if not timed:
             return out, []
         ticks = np.frombuffer(self._read_mapped(stamps), dtype=np.uint64)
@@ -621,11 +617,13 @@ class InferenceSession:
         return out
 
     @staticmethod
-    def _read_mapped(readable) -> bytes:
-        """The bytes of a MAP_READ buffer, after the work writing it is submitted."""
+    def _read_mapped(readable, convert: Callable[[memoryview], Any] | None = None) -> Any:
+        """The bytes of a MAP_READ buffer, after the work writing it is submitted; or, with
+        ``convert``, what it makes of the mapped memory itself (a copy of its own: the memory is
+        unmapped after it, one copy of the bytes rather than two)."""
         readable.map_sync(1)  # wgpu.MapMode.READ
         try:
-            return readable.read_mapped(copy=True)
+            return convert(readable.read_mapped(copy=False)) if convert else readable.read_mapped(copy=True)
         finally:
             readable.unmap()
 

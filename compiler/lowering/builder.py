@@ -99,6 +99,15 @@ LANES_ROWS = 8
 MIN_LANES = 4
 
 
+def subgroup_rows(ctx: LowerCtx, rows, most: int) -> int:
+    """The rows a workgroup takes when each row is one subgroup's (--subgroups): one per
+    subgroup of SUBGROUP lanes, where there are at least LANES_ROWS rows (at their least, over
+    dims kept symbolic) of at most ``most`` <= LANES_MAX_R points; else 0 (a workgroup tree)."""
+    least = rows.bounds[0] if isinstance(rows, Expr) else rows
+    fits = subgroups(ctx) > 0 and least >= LANES_ROWS and most <= LANES_MAX_R
+    return WORKGROUP // SUBGROUP if fits else 0
+
+
 def choose_mode(rows: int, R: int, exact: bool = False) -> tuple[bool, int]:
     """(group?, workgroup size) for ``rows`` rows of ``R`` reduced points each. ``exact``
     accumulations (integers, max/min) lose nothing when serial, so many rows of any length
@@ -455,10 +464,9 @@ class KernelBuilder:
             group, wg = True, 256  # rows too long for one invocation each
         # a subgroup per row (--subgroups) where a workgroup tree was chosen and every sweep
         # folds by a subgroup operation: no barriers, and the tree's workgroup memory is gone
-        lanes = (
-            group and bool(self._sweeps) and all(s.lanes for s in self._sweeps)
-            and subgroups(ctx) > 0 and most <= LANES_MAX_R and least_rows >= LANES_ROWS
-        )  # fmt: skip
+        folds = bool(self._sweeps) and all(s.lanes for s in self._sweeps)
+        per_group = subgroup_rows(ctx, out_rows, most) if group and folds else 0
+        lanes = per_group > 0
         if lanes:
             group, wg = False, WORKGROUP
         unroll = _unroll(passes, math.ceil(most / (MIN_LANES if lanes else wg if group else 1)))
@@ -503,7 +511,6 @@ class KernelBuilder:
         # before it stores there: no element read comes late
         inplace = self._inplace(list(zip(kexprs, rexprs)), "") if not self.split else ()
         step = "lanes" if lanes else f"{wg if group else 1}u"
-        per_group = WORKGROUP // SUBGROUP  # rows a workgroup of subgroups takes: one each at 8 lanes
         return self._render(
             "reduce.wgsl.j2", ceil_div(out_rows, per_group) if lanes else out_rows, group or lanes, wg, inplace,
             group=group, lanes=lanes, per_group=per_group, rows=u32(out_rows), text_rows=out_rows,

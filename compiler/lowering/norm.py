@@ -6,12 +6,11 @@ from __future__ import annotations
 import math
 
 from onnx2wgsl.ir import Dispatch, DType, Op, TensorType
-from onnx2wgsl.ir.symbolic import Expr, simplify
+from onnx2wgsl.ir.symbolic import simplify
 from onnx2wgsl.ir.types import dim_bound
 
 from ..elementwise_ops import f32
 from . import (
-    SUBGROUP,
     WORKGROUP,
     LowerCtx,
     binding,
@@ -22,11 +21,10 @@ from . import (
     is_symbolic,
     loops_fit,
     lowers,
-    subgroups,
     u32,
     wgsl_type,
 )
-from .builder import LANES_MAX_R, LANES_ROWS, KernelBuilder, Sweep
+from .builder import KernelBuilder, Sweep, subgroup_rows
 from .elementwise import emit_map, map_dispatch
 from .indexing import View, broadcast, contiguous
 from .reduce import fold_sweep, size_f32
@@ -56,10 +54,8 @@ def lower_softmax(ctx: LowerCtx, op: Op) -> None:
     # barriers that every other read of the row precedes.
     same = x.nbytes == y.nbytes and elem_type(x) == elem_type(y)
     if dim_bound(L) < SOFTMAX_SPLIT_L:  # every length in the range fits one workgroup per row
-        # a subgroup per row (--subgroups) where rows are enough to fill the workgroups
-        least_rows = rows.bounds[0] if isinstance(rows, Expr) else rows
-        lanes = subgroups(ctx) > 0 and least_rows >= LANES_ROWS and dim_bound(L) <= LANES_MAX_R
-        per_group = WORKGROUP // SUBGROUP
+        per_group = subgroup_rows(ctx, rows, dim_bound(L))  # a subgroup per row (--subgroups)
+        lanes = per_group > 0
         grid, nx = ctx.grid(ceil_div(rows, per_group) if lanes else rows)
         shader = ctx.shader(
             "softmax.wgsl.j2",
