@@ -78,34 +78,76 @@ def all_models() -> list[str]:
     """Cheapest first, so that an interrupted run has covered the most models."""
     heavy = ["vgg19", "zfnet512", "bvlc_alexnet", "resnet50", "inception_v2", "densenet121"]
     light = sorted(light_models(), key=lambda m: (m in heavy, heavy[::-1].index(m) if m in heavy else 0, m))
-    return transformer_models() + ["matmul1024", "conv3x3_256"] + light
+    return transformer_models() + list(MICRO) + light
+
+
+def _one_op(name: str, nodes, inputs, outputs, inits=()) -> onnx.ModelProto:
+    """A microbenchmark graph: float inputs and outputs of fixed shapes."""
+    info = lambda n, s: helper.make_tensor_value_info(n, TensorProto.FLOAT, s)  # noqa: E731
+    g = helper.make_graph(nodes, name, [info(*i) for i in inputs], [info(*o) for o in outputs], list(inits))
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 def _matmul() -> onnx.ModelProto:
-    rng = np.random.default_rng(0)
-    b = (rng.standard_normal((1024, 1024)) / 32).astype(np.float32)
-    g = helper.make_graph(
-        [helper.make_node("MatMul", ["a", "b"], ["y"])],
-        "matmul1024",
-        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1024, 1024])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1024, 1024])],
-        [numpy_helper.from_array(b, "b")],
-    )
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    b = (np.random.default_rng(0).standard_normal((1024, 1024)) / 32).astype(np.float32)
+    return _one_op(
+        "matmul1024", [helper.make_node("MatMul", ["a", "b"], ["y"])],
+        [("a", [1024, 1024])], [("y", [1024, 1024])], [numpy_helper.from_array(b, "b")],
+    )  # fmt: skip
 
 
 def _conv() -> onnx.ModelProto:
     rng = np.random.default_rng(0)
     w = (rng.standard_normal((256, 256, 3, 3)) / 48).astype(np.float32)
     b = (rng.standard_normal(256) * 0.1).astype(np.float32)
-    g = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])],
-        "conv3x3_256",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256, 56, 56])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256, 56, 56])],
+    return _one_op(
+        "conv3x3_256", [helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])],
+        [("x", [1, 256, 56, 56])], [("y", [1, 256, 56, 56])],
         [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
-    )
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    )  # fmt: skip
+
+
+def _layernorm() -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    g, b = (rng.standard_normal(768).astype(np.float32) for _ in range(2))
+    return _one_op(
+        "layernorm512x768", [helper.make_node("LayerNormalization", ["x", "g", "b"], ["y"], axis=-1)],
+        [("x", [1, 512, 768])], [("y", [1, 512, 768])], [numpy_helper.from_array(g, "g"), numpy_helper.from_array(b, "b")],
+    )  # fmt: skip
+
+
+def _softmax() -> onnx.ModelProto:
+    return _one_op(
+        "softmax12x128x128", [helper.make_node("Softmax", ["x"], ["y"], axis=-1)],
+        [("x", [12, 128, 128])], [("y", [12, 128, 128])],
+    )  # fmt: skip
+
+
+def _attention() -> onnx.ModelProto:
+    """BERT-base's attention at sequence 128 as torch exports it (onnx2wgsl fuses it into one
+    Attention kernel; onnxruntime's WebGPU provider runs the ops)."""
+    nodes = [
+        helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+        helper.make_node("MatMul", ["q", "kt"], ["s"]),
+        helper.make_node("Mul", ["s", "scale"], ["z"]),
+        helper.make_node("Softmax", ["z"], ["p"], axis=-1),
+        helper.make_node("MatMul", ["p", "v"], ["y"]),
+    ]
+    shape = [1, 12, 128, 64]
+    return _one_op(
+        "attention12x128x64", nodes, [("q", shape), ("k", shape), ("v", shape)], [("y", shape)],
+        [numpy_helper.from_array(np.array(0.125, np.float32), "scale")],
+    )  # fmt: skip
+
+
+# the microbenchmarks beside the models: name -> its graph
+MICRO = {
+    "matmul1024": _matmul,
+    "conv3x3_256": _conv,
+    "layernorm512x768": _layernorm,
+    "softmax12x128x128": _softmax,
+    "attention12x128x64": _attention,
+}
 
 
 def _feeds(model: onnx.ModelProto, dims: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
@@ -135,10 +177,8 @@ def prepare(name: str, where: Path) -> tuple[Path, Path, dict]:
     dims: dict[str, int] = {}
     if name in light_models():
         model = randomized(name)  # the tests' random weights, logits as an output
-    elif name == "matmul1024":
-        model = _matmul()
-    elif name == "conv3x3_256":
-        model = _conv()
+    elif name in MICRO:
+        model = MICRO[name]()
     elif name in transformer_models():
         src = TRANSFORMERS / f"{name}.onnx"
         model = onnx.load(str(src))
