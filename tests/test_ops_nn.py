@@ -269,6 +269,60 @@ def test_global_pool_3d(op, device):
     check_against_ort(node_model(op, {"x": x}), {"x": x}, device)
 
 
+def test_pools_of_one_window_share_a_shader(tmp_path, device):
+    """Pools that differ only in sizes (input, strides, pads, ceil_mode) read them from a table
+    and share one shader: 3x3 max pools over two shapes and a 3-D one over depth."""
+    x = rand(1, 4, 17, 23)
+    pool = lambda i, o, **a: helper.make_node("MaxPool", [i], [o], kernel_shape=[3, 3], **a)  # noqa: E731
+    nodes = [
+        pool("x", "a", strides=[2, 2], pads=[1, 1, 1, 1]),
+        pool("a", "b", strides=[1, 2], ceil_mode=1),
+        helper.make_node("Reshape", ["b", "shape"], ["c"]),  # (1, 4, 7, 6) as (1, 2, 2, 7, 6)
+        helper.make_node("MaxPool", ["c"], ["y"], kernel_shape=[2, 3, 3], pads=[0, 1, 1, 1, 1, 1]),
+    ]
+    info = lambda n, s: helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, s)  # noqa: E731
+    graph = helper.make_graph(
+        nodes, "pools", [info("x", x.shape)], [info("y", None)],
+        [numpy_helper.from_array(np.array([1, 2, 2, 7, 6], np.int64), "shape")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    check_against_ort(model, {"x": x}, device)
+    onnx2wgsl.compile(model, tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    pools = [
+        d["shader"] for d in manifest["dispatches"] if "pool" in manifest["shaders"][d["shader"]]["name"]
+    ]
+    assert len(pools) == 3 and pools[0] == pools[1] != pools[2]  # (the 3-D pool reads depth's sizes too)
+
+
+def test_pool_past_the_table_writes_its_sizes_in(tmp_path, device):
+    """Past TABLE_MAX_OUTPUTS outputs (where the quotients by the table's sizes would not be
+    exact) a pool's shader has its sizes written in."""
+    from onnx2wgsl.compiler.lowering.pool import TABLE_MAX_OUTPUTS
+
+    x = rand(1, 9, 512, 512)
+    assert x.size > TABLE_MAX_OUTPUTS
+    model = node_model("MaxPool", {"x": x}, {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}, opset=12)
+    check_against_ort(model, {"x": x}, device)
+    onnx2wgsl.compile(model, tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert "Sz" not in (tmp_path / manifest["shaders"][0]["file"]).read_text()
+
+
+def test_pool_table_quotients_are_exact():
+    """A tabled pool divides by sizes read at run time as u32((f32(i) + 0.5) * f32(1 / d)):
+    exact for every i below TABLE_MAX_OUTPUTS, checked at each quotient's edges for divisors
+    1-600 and some large ones (f32 arithmetic as WGSL's, each operation rounded)."""
+    from onnx2wgsl.compiler.lowering.pool import TABLE_MAX_OUTPUTS
+
+    for d in list(range(1, 600)) + [4093, 7 * 7 * 1024, 112 * 112, 1 << 20, (1 << 21) - 1]:
+        k = np.arange(TABLE_MAX_OUTPUTS // d + 2, dtype=np.int64)
+        i = np.concatenate([k * d - 1, k * d, k * d + d // 2])
+        i = i[(i >= 0) & (i < TABLE_MAX_OUTPUTS)]
+        q = (i.astype(np.float32) + np.float32(0.5)) * np.float32(1.0 / d)
+        np.testing.assert_array_equal(q.astype(np.int64), i // d, err_msg=f"divisor {d}")
+
+
 @pytest.mark.parametrize(
     "xs,attrs",
     [

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from onnx2wgsl.ir import Dispatch, Op
+from onnx2wgsl.ir.kernel import ref
 from onnx2wgsl.ir.types import dim_bound
 
 from ..elementwise_ops import NEG_INF, f32
@@ -110,19 +113,82 @@ def _emit(ctx: LowerCtx, op: Op, geo: dict, kind: str, attrs: dict) -> None:
         else:
             merge = ["red_acc[lid] += red_acc[lid + half];"]
         merge += [f"red_{n}[lid] += red_{n}[lid + half];" for n in ("valid", "padded")]
-    grid, nx = ctx.grid(total if split else ceil_div(total, WORKGROUP))
     decls = [decl("X", x), decl("Y", y, write=True)]
     if indices is not None:
         decls.append(decl("I", indices, write=True))
-    shader = ctx.shader(
-        "pool.wgsl.j2", decls=decls, wg=split or WORKGROUP, nx=nx, total=u32(N, C, *y.shape[2:]),
-        kind=kind, init=init, accumulate=acc, finish=finish, with_index=indices is not None,
-        split=split is not None, accs=accs, merge=merge, **geo, **_sizes(geo),
-    )  # fmt: skip
     bindings = [binding(x), binding(y, write=True)]
     if indices is not None:
         bindings.append(binding(indices, write=True))
-    ctx.kernel([x], list(op.outputs), [Dispatch(shader, grid, bindings)])
+    inputs = [x]
+    sizes, size_code = _sizes(geo), []
+    OS, NC = geo["OD"] * geo["OH"] * geo["OW"], N * C
+    tabled = (
+        not split
+        and indices is None
+        and all(isinstance(geo[k], int) for k in TABLE_SIZES if k in geo)
+        and isinstance(NC, int)
+        and NC * OS <= TABLE_MAX_OUTPUTS
+        and len(bindings) < ctx.target.max_bindings
+    )
+    depth = any(geo[k] != v for k, v in (("D", 1), ("OD", 1), ("KD", 1), ("PD", 0), ("PDE", 0)))
+    grid, nx = ctx.grid(total if split else ceil_div(total, WORKGROUP))
+    if tabled:
+        # the sizes from a table: pools that differ only in them share one shader (a 2-D pool
+        # writes its depth's sizes in, all 1 or 0, and every pool its window's dilations)
+        values = _table_values(geo, NC, nx)
+        table = TABLE_SIZES + (DEPTH_SIZES if depth else ())
+        tv = ctx.const(np.array([values[k] for k in table], np.uint32), f"{y.name}.sizes")
+        decls.insert(1, decl("Sz", tv))
+        bindings.insert(1, binding(tv))
+        inputs.append(tv)
+        sz = ref("Sz")
+        size_code = [f"let s{k} = {_SIZE_TYPES.get(k, 'i32')}({sz}[{j}]);" for j, k in enumerate(table)]
+        sizes = _tabled_sizes(sizes, depth)
+    shader = ctx.shader(
+        "pool.wgsl.j2", decls=decls, wg=split or WORKGROUP, nx=nx, total=u32(N, C, *y.shape[2:]),
+        kind=kind, init=init, accumulate=acc, finish=finish, with_index=indices is not None,
+        split=split is not None, accs=accs, merge=merge, tabled=tabled, size_code=size_code,
+        depth=depth, **{**geo, **sizes},
+    )  # fmt: skip
+    ctx.kernel(inputs, list(op.outputs), [Dispatch(shader, grid, bindings)])
+
+
+# a tabled pool's sizes: what its shader reads from the dispatch's table (the window's shape,
+# KD x KH x KW, stays in the text, where its loops unroll)
+TABLE_SIZES = ("NX", "TOTAL", "OS", "ROS", "OW", "ROW", "S", "SH", "SW", "PH", "PW", "H", "W", "HE", "WE")
+DEPTH_SIZES = ("OH", "ROH", "SD", "PD", "D", "DE")  # and these for a pool over depth too
+_SIZE_TYPES = dict.fromkeys(("NX", "TOTAL", "OS", "OW", "OH", "S"), "u32") | dict.fromkeys(
+    ("ROS", "ROW", "ROH"), "bitcast<f32>"
+)
+# A tabled pool splits its output's flat index i by sizes it reads at run time, n by d as
+# floor((i + 0.5) / d) = u32((f32(i) + 0.5) * RD) with RD = 1 / d rounded to f32 (a CPU's SIMD
+# lanes have no integer division, and a GPU's is slow): (i + 0.5) / d lies at least 0.5 / d from
+# an integer, and the two roundings move it by under (i + 0.5) / d * 2^-23, so the quotient is
+# exact while i < 2^22. A tabled pool has at most this many outputs (more: its sizes are
+# written in).
+TABLE_MAX_OUTPUTS = 1 << 21
+
+
+def _table_values(g: dict, nc: int, nx: int) -> dict:
+    """The table's sizes as u32 words (the R sizes: the bits of f32 reciprocals) for ``nc``
+    rows of outputs and a grid ``nx`` workgroups wide."""
+    bits = lambda n: int(np.array(1.0 / n, np.float32).view(np.uint32))  # noqa: E731
+    OS = g["OD"] * g["OH"] * g["OW"]
+    return dict(
+        g, NX=nx, TOTAL=nc * OS, OS=OS, ROS=bits(OS), S=g["D"] * g["H"] * g["W"], DE=g["D"] + g["PDE"],
+        HE=g["H"] + g["PHE"], WE=g["W"] + g["PWE"], ROW=bits(g["OW"]), ROH=bits(g["OH"]),
+    )  # fmt: skip
+
+
+def _tabled_sizes(sizes: dict, depth: bool) -> dict:
+    """The template's sizes as the tabled shader's variables (``let sK`` lines read them)."""
+    names = dict(
+        H_i="sH", W_i="sW", HE_i="sHE", WE_i="sWE", S_u="sS", OS_u="sOS", OW_u="sOW", SH="sSH",
+        SW="sSW", PH="sPH", PW="sPW",
+    )  # fmt: skip
+    if depth:
+        names.update(D_i="sD", DE_i="sDE", OH_u="sOH", SD="sSD", PD="sPD")
+    return {**sizes, **names}
 
 
 def _int(n) -> str:
