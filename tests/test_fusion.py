@@ -223,6 +223,56 @@ def test_prologue_reads_a_run_time_operand(device):
     _check(model, {"x": x, "g": g}, device, ["Conv"])
 
 
+@pytest.mark.parametrize("group", [1, 2])
+def test_prologue_convs_of_other_sizes_share_a_shader(group, tmp_path, device):
+    """A prologue whose operands are read per channel (BatchNorm-ReLU) is indexed by the
+    element's channel, not by sizes written in: the conv_rows shaders of two such convs over
+    different spatial sizes are one (and a group's channels are the right ones)."""
+    import json
+
+    import onnx2wgsl
+
+    x = rand(1, 8, 12, 12)
+    inits = {
+        f"{k}{j}": rand(8, 1, 1, seed=10 * j + i, low=0.5, high=1.5)
+        for j in (1, 2)
+        for i, k in enumerate("st")
+    }
+    inits |= {f"w{j}": rand(16, 8 // group, 1, 1, seed=j) for j in (1, 2)}
+    nodes = []
+    for j, (src, dst) in enumerate((("x", "c1"), ("p", "y")), start=1):
+        nodes += [
+            helper.make_node("Mul", [src, f"s{j}"], [f"m{j}"]),
+            helper.make_node("Add", [f"m{j}", f"t{j}"], [f"a{j}"]),
+            helper.make_node("Relu", [f"a{j}"], [f"r{j}"]),
+            helper.make_node("Conv", [f"r{j}", f"w{j}"], [dst], group=group),
+        ]
+        if j == 1:
+            nodes += [
+                helper.make_node("MaxPool", ["c1"], ["q"], kernel_shape=[2, 2], strides=[2, 2]),
+                helper.make_node("Slice", ["q", "c0", "c8", "c1ax"], ["p"]),
+            ]
+    inits |= {"c0": np.array([0], np.int64), "c8": np.array([8], np.int64), "c1ax": np.array([1], np.int64)}
+    model = _model(nodes, {"x": x}, ["y"], inits)
+    _check(model, {"x": x}, device, ["Conv", "MaxPool", "Conv"])  # (the Slice is a view)
+    onnx2wgsl.compile(model, tmp_path)
+    m = json.loads((tmp_path / "manifest.json").read_text())
+    convs = [d["shader"] for d in m["dispatches"] if "conv_rows" in m["shaders"][d["shader"]]["name"]]
+    assert len(convs) == 2 and convs[0] == convs[1]
+    assert "fn load_x(i: u32, n: u32, c: u32)" in (tmp_path / m["shaders"][convs[0]]["file"]).read_text()
+
+
+def test_prologue_with_an_operand_over_space_keeps_its_sizes(device):
+    # an operand that varies over H and W is read through the element's coordinates
+    x = rand(2, 4, 6, 6)
+    nodes = [
+        helper.make_node("Mul", ["x", "k"], ["xs"]),
+        helper.make_node("Conv", ["xs", "w"], ["y"], pads=[1, 1, 1, 1]),
+    ]
+    model = _model(nodes, {"x": x}, ["y"], {"w": rand(8, 4, 3, 3, seed=2), "k": rand(1, 1, 6, 6, seed=3)})
+    _check(model, {"x": x}, device, ["Conv"])
+
+
 def test_no_prologue_when_the_input_has_another_use(device):
     x = rand(1, 4, 5, 5)
     nodes = [

@@ -15,10 +15,19 @@ from onnx2wgsl.ir import Binding, Dispatch, Graph, Op, Value, distinct
 from onnx2wgsl.ir.kernel import Buffer, ref
 
 from ..elementwise_ops import cast, helper_code
-from . import LowerCtx, binding, decl, elem_type, lowers, widen
+from . import LowerCtx, binding, decl, elem_type, lowers, u32, widen
 from .builder import KernelBuilder
 from .elementwise import cast_options, typed_expr
-from .indexing import View, broadcast, broadcast_view, collapse, contiguous, index_code, permuted
+from .indexing import (
+    View,
+    broadcast,
+    broadcast_view,
+    collapse,
+    contiguous,
+    contiguous_strides,
+    index_code,
+    permuted,
+)
 
 
 def body_code(
@@ -201,15 +210,24 @@ class Prologue:
     decls: list[Buffer]
     code: str
     helpers: list[str] = field(default_factory=list)
+    # ``load_x(i, n, c)``: the caller also passes the element's batch index and channel (see
+    # ``prologue``'s ``planes``)
+    planes: bool = False
 
     @property
     def bindings(self) -> list[Binding]:
         return [binding(v) for v in self.inputs]
 
 
-def prologue(ctx: LowerCtx, op: Op) -> Prologue:
+def prologue(ctx: LowerCtx, op: Op, planes: bool = False) -> Prologue:
     """Input 0 of ``op`` as its kernel reads it: stored, or computed by its ``prologue`` (a body
-    graph over the op's prologue operands whose one output is the tensor input 0 would be)."""
+    graph over the op's prologue operands whose one output is the tensor input 0 would be).
+
+    ``planes``: a kernel that knows each element's batch index n and channel c (input 0 is
+    [N, C, spatial...]) may take ``fn load_x(i: u32, n: u32, c: u32)``. Where every operand is
+    read element by element or per channel (a BatchNorm's scale and shift), the prologue then
+    indexes them by i and by n and c, with no size of the input in its text: convs of other
+    sizes share the shader (``Prologue.planes`` says which form it is)."""
     pro, own, _ = operands(op)
     body: Graph | None = op.attrs.get("prologue")
     if body is None:
@@ -224,14 +242,46 @@ def prologue(ctx: LowerCtx, op: Op) -> Prologue:
     reads, at = operand_reads(ctx, body, {id(b): v for b, v in zip(body.inputs, pro)}, x.shape)
     values = distinct(v for v, _ in reads)
     slot = {id(v): k for k, v in enumerate(values)}
-    shape, views = collapse(x.shape, [view for _, view in reads] + [contiguous(x.shape)])
-    coords, idx = index_code(shape, views, flat="i", prefix="pc")
+    idx = _plane_indices(x.shape, [view for _, view in reads]) if planes else None
+    by_plane = idx is not None
+    if by_plane:
+        coords, signature = [], "fn load_x(i: u32, n: u32, c: u32) -> f32 {\n"
+    else:
+        shape, views = collapse(x.shape, [view for _, view in reads] + [contiguous(x.shape)])
+        coords, idx = index_code(shape, views, flat="i", prefix="pc")
+        signature = "fn load_x(i: u32) -> f32 {\n"
     lines = coords + [
         f"let pr{j} = {widen(elem_type(v), ref(f'P{slot[id(v)]}') + f'[{idx[j]}]')};"
         for j, (v, _) in enumerate(reads)
     ]
     given = {k: f"pr{j}" for k, j in at.items()}
     code, (result,), helpers = body_code(ctx, body, [None] * len(pro), "pt", given)
-    text = "fn load_x(i: u32) -> f32 {\n" + "".join(f"  {line}\n" for line in lines + code)
+    text = signature + "".join(f"  {line}\n" for line in lines + code)
     text += f"  return {result};\n}}"
-    return Prologue(x, values, [decl(f"P{k}", v) for k, v in enumerate(values)], text, helper_code(*helpers))
+    decls = [decl(f"P{k}", v) for k, v in enumerate(values)]
+    return Prologue(x, values, decls, text, helper_code(*helpers), planes=by_plane)
+
+
+def _plane_indices(shape, views: list[View]) -> list[str] | None:
+    """Each view's index by i (the element's flat index in ``shape``, [N, C, spatial...]), n and
+    c: a view read element by element is i, one constant over the spatial dims is its offset +
+    n and c times its strides; None when some view is neither (or a size is kept symbolic)."""
+    shape = tuple(shape)
+    if len(shape) < 3 or not all(isinstance(d, int) for d in shape):
+        return None
+    dense = contiguous_strides(shape)
+    out = []
+    for v in views:
+        if not all(isinstance(s, int) for s in (v.offset, *v.strides)):
+            return None
+        live = [d for d, n in enumerate(shape) if n != 1]  # (a dim of 1 reads coordinate 0 at any stride)
+        if all(v.strides[d] == dense[d] for d in live):
+            out.append(f"i + {u32(v.offset)}" if v.offset else "i")
+        elif all(v.strides[d] == 0 for d in live if d >= 2):
+            terms = [u32(v.offset)] if v.offset else []
+            terms += [f"{coord} * {u32(v.strides[d])}" if v.strides[d] != 1 else coord
+                      for d, coord in ((0, "n"), (1, "c")) if d in live and v.strides[d]]  # fmt: skip
+            out.append(" + ".join(terms) or "0u")
+        else:
+            return None
+    return out
