@@ -109,13 +109,55 @@ def _kebab(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower()
 
 
+# The backends wgpu-native's instance starts with on each platform, when onnx2wgsl creates it:
+# starting every backend also starts OpenGL (EGL and its driver), 15-35 ms of each process on
+# Linux, for an adapter that is not picked where Vulkan has one
+PRIMARY_BACKENDS = {"linux": ("Vulkan",), "darwin": ("Metal",), "win32": ("DX12", "Vulkan")}
+
+
+def _primary_instance() -> Callable[[], None] | None:
+    """Create wgpu-native's instance with this platform's primary backends, if nothing has
+    created it yet (a caller's own use of wgpu keeps its instance) and ``WGPU_BACKEND_TYPE``
+    does not ask for a backend. Returns how to replace it by one with every backend (for a
+    machine whose primary backends have no adapter, such as OpenGL only), or None."""
+    import sys
+
+    backends = PRIMARY_BACKENDS.get(sys.platform)
+    if not backends or os.environ.get("WGPU_BACKEND_TYPE"):
+        return None
+    try:
+        from wgpu.backends.wgpu_native import _helpers, extras
+
+        if _helpers._the_instance is not None:
+            return None
+        extras.set_instance_extras(backends=list(backends))
+    except Exception:  # another wgpu-py than the one this was written for: its own instance
+        return None
+
+    def every_backend() -> None:
+        _helpers.lib.wgpuInstanceRelease(_helpers._the_instance)
+        _helpers._the_instance = None
+
+    return every_backend
+
+
 def request_adapter(power_preference: str = "high-performance"):
     """wgpu's adapter for ``power_preference``, or a DeviceError saying how to get one."""
     import wgpu
 
     ffi_types.prime()
     os.environ.setdefault("XDG_RUNTIME_DIR", _runtime_dir())
-    adapter = wgpu.gpu.request_adapter_sync(power_preference=power_preference)
+    widen = _primary_instance()
+    adapter = None
+    if widen is not None:
+        try:
+            adapter = wgpu.gpu.request_adapter_sync(power_preference=power_preference)
+        except Exception:
+            adapter = None
+        if adapter is None:
+            widen()  # (no adapter came of the first instance: nothing holds it)
+    if adapter is None:
+        adapter = wgpu.gpu.request_adapter_sync(power_preference=power_preference)
     if adapter is None:
         raise DeviceError(
             "no WebGPU adapter found; install a GPU driver, or Mesa's lavapipe for a software GPU "
