@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
-from helpers import assert_close, bn_params, check_against_ort, gpu_run, node_model, rand
+from helpers import assert_close, bn_params, check_against_ort, gpu_run, graph_model, node_model, rand
+from onnx import helper
+
+import onnx2wgsl
 
 pytestmark = pytest.mark.gpu
 
@@ -190,6 +195,33 @@ def test_lrn(size, device):
         check_against_ort(model, {"x": x}, device)
     else:  # onnxruntime implements odd sizes only (and onnx.reference loops over the wrong axis)
         assert_close(gpu_run(model, {"x": x}, device), [_lrn_spec(x, **attrs)], rtol=1e-4, atol=1e-5)
+
+
+def test_lrns_of_other_sizes_share_a_shader(tmp_path, device):
+    """LRN's sizes come from a table: two over other channels, batch and spatial sizes are one
+    shader (inception's two), and agree with onnxruntime."""
+    x = rand(2, 6, 9, 7)
+    attrs = {"size": 5, "alpha": 1e-2, "beta": 0.75, "bias": 2.0}
+    nodes = [
+        helper.make_node("LRN", ["x"], ["a"], **attrs),
+        helper.make_node("Conv", ["a", "w"], ["b"], strides=[2, 2]),
+        helper.make_node("LRN", ["b"], ["y"], **attrs),
+    ]
+    model = graph_model(nodes, {"x": x}, ["y"], {"w": rand(11, 6, 1, 1, seed=1)})
+    check_against_ort(model, {"x": x}, device)
+    onnx2wgsl.compile(model, tmp_path)
+    m = json.loads((tmp_path / "manifest.json").read_text())
+    lrns = [d["shader"] for d in m["dispatches"] if "lrn" in m["shaders"][d["shader"]]["name"]]
+    assert len(lrns) == 2 and lrns[0] == lrns[1]
+
+
+def test_lrn_past_the_table_writes_its_sizes_in(tmp_path, device):
+    x = rand(1, 40, 256, 256)
+    model = node_model("LRN", {"x": x}, {"size": 3, "alpha": 1e-2, "beta": 0.75, "bias": 2.0})
+    check_against_ort(model, {"x": x}, device)
+    onnx2wgsl.compile(model, tmp_path)
+    m = json.loads((tmp_path / "manifest.json").read_text())
+    assert "Sz" not in (tmp_path / m["shaders"][0]["file"]).read_text()
 
 
 def _lrn_spec(x, size, alpha, beta, bias):

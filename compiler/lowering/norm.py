@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from onnx2wgsl.ir import Dispatch, DType, Op, TensorType
+from onnx2wgsl.ir.kernel import ref
 from onnx2wgsl.ir.symbolic import simplify
 from onnx2wgsl.ir.types import dim_bound
 
@@ -27,6 +30,7 @@ from . import (
 from .builder import KernelBuilder, Sweep, subgroup_rows
 from .elementwise import emit_map, map_dispatch
 from .indexing import View, broadcast, contiguous
+from .pool import TABLE_MAX_OUTPUTS, quotient, reciprocal_bits
 from .reduce import fold_sweep, size_f32
 
 SOFTMAX_SPLIT_L = 32768  # rows this long run in chunks, a workgroup each ...
@@ -101,19 +105,39 @@ def _sizes(sizes: dict) -> dict:
 
 @lowers("LRN")
 def lower_lrn(ctx: LowerCtx, op: Op) -> None:
+    """One invocation an element, summing the squares of its channel window. Static sizes come
+    from a table (LRNs that differ only in them share one shader; a channel is split off the
+    flat index through f32 reciprocals, as a tabled pool's is), past TABLE_MAX_OUTPUTS elements
+    or over dims kept symbolic they are written in."""
     x, y = op.inputs[0], op.outputs[0]
     size = op.attrs["size"]
     total = simplify(math.prod(x.shape))
     C = x.shape[1]
+    HW = simplify(math.prod(x.shape[2:]))
     grid, nx = ctx.grid(ceil_div(total, WORKGROUP))
+    decls = [decl("X", x), decl("Y", y, write=True)]
+    bindings, inputs = [binding(x), binding(y, write=True)], [x]
+    C_last = str(C - 1) if isinstance(C, int) else i32(C - 1)
+    sizes = dict(total=u32(total), C=u32(C), C_last=C_last, HW=u32(HW))
+    tabled = all(isinstance(n, int) for n in (total, C, HW)) and total <= TABLE_MAX_OUTPUTS
+    if tabled:
+        words = [nx, total, C, HW, reciprocal_bits(C), reciprocal_bits(HW)]
+        tv = ctx.const(np.array(words, np.uint32), f"{y.name}.sizes")
+        decls.insert(1, decl("Sz", tv))
+        bindings.insert(1, binding(tv))
+        inputs.append(tv)
+        sz = ref("Sz")
+        sizes = dict(total=f"{sz}[1]", C=f"{sz}[2]", C_last=f"i32({sz}[2]) - 1", HW=f"{sz}[3]")
+        plane = quotient("i", f"bitcast<f32>({sz}[5])")
+        channel = f"i32(q - {quotient('q', f'bitcast<f32>({sz}[4])')} * {sizes['C']})"
+        nx = f"{sz}[0]"
     shader = ctx.shader(
-        "lrn.wgsl.j2", decls=[decl("X", x), decl("Y", y, write=True)], wg=WORKGROUP, nx=nx,
-        total=u32(total), C=u32(C), C_last=str(C - 1) if isinstance(C, int) else i32(C - 1),
-        HW=u32(simplify(math.prod(x.shape[2:]))), size=size,
+        "lrn.wgsl.j2", decls=decls, wg=WORKGROUP, nx=nx, tabled=tabled,
+        plane=plane if tabled else "", channel=channel if tabled else "", size=size,
         before=(size - 1) // 2, after=size - 1 - (size - 1) // 2, bias=f32(op.attrs["bias"]),
-        alpha_over_size=f32(op.attrs["alpha"] / size), beta=f32(op.attrs["beta"]),
+        alpha_over_size=f32(op.attrs["alpha"] / size), beta=f32(op.attrs["beta"]), **sizes,
     )  # fmt: skip
-    ctx.kernel([x], [y], [Dispatch(shader, grid, [binding(x), binding(y, write=True)])])
+    ctx.kernel(inputs, [y], [Dispatch(shader, grid, bindings)])
 
 
 @lowers("BatchNormalization")

@@ -169,10 +169,21 @@ _SIZE_TYPES = dict.fromkeys(("NX", "TOTAL", "OS", "OW", "OH", "S"), "u32") | dic
 TABLE_MAX_OUTPUTS = 1 << 21
 
 
+def reciprocal_bits(n: int) -> int:
+    """The u32 bits of the f32 nearest 1 / n: a table's word for dividing by n (see
+    TABLE_MAX_OUTPUTS)."""
+    return int(np.array(1.0 / n, np.float32).view(np.uint32))
+
+
+def quotient(i: str, reciprocal: str) -> str:
+    """WGSL for floor(i / n) with ``reciprocal`` the f32 1 / n, exact below TABLE_MAX_OUTPUTS."""
+    return f"u32((f32({i}) + 0.5f) * {reciprocal})"
+
+
 def _table_values(g: dict, nc: int, nx: int) -> dict:
     """The table's sizes as u32 words (the R sizes: the bits of f32 reciprocals) for ``nc``
     rows of outputs and a grid ``nx`` workgroups wide."""
-    bits = lambda n: int(np.array(1.0 / n, np.float32).view(np.uint32))  # noqa: E731
+    bits = reciprocal_bits
     OS = g["OD"] * g["OH"] * g["OW"]
     return dict(
         g, NX=nx, TOTAL=nc * OS, OS=OS, ROS=bits(OS), S=g["D"] * g["H"] * g["W"], DE=g["D"] + g["PDE"],
