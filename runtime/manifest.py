@@ -500,6 +500,36 @@ def artifact_file(
     return data
 
 
+def mapped_artifact_file(directory: str | Path, name: str, size: int):
+    """A file the manifest names (a regular file inside the artifact folder, of the size it
+    declares) mapped read-only, not read: a weights file of hundreds of MB is neither copied
+    into memory nor zero-filled first; its pages come from the page cache as the hash and the
+    upload read them. ``check_sha256`` checks it. The caller closes it (``close()``) after its
+    last use; while a process loads the artifact its weights file must not be rewritten."""
+    import mmap
+
+    root = Path(directory).resolve()
+    path = (root / name).resolve()
+    if root not in path.parents or not path.is_file():
+        raise ManifestError(
+            f"artifact file {name!r} is missing, not a regular file, or outside the artifact folder"
+        )
+    actual = path.stat().st_size
+    if actual != size:
+        raise ManifestError(f"{name} does not match the manifest (size {actual:,}); recompile")
+    if not size:
+        return _Empty()
+    with open(path, "rb") as f:
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+class _Empty(bytes):
+    """An empty file's contents, closed like a mapping."""
+
+    def close(self) -> None:
+        pass
+
+
 def check_sha256(name: str, data: bytes | bytearray, sha256: str) -> None:
     """The check ``artifact_file`` makes of a file read without its sha256."""
     if hashlib.sha256(data).hexdigest() != sha256:

@@ -314,13 +314,14 @@ class InferenceSession:
         self._dims_written: tuple[int, ...] | None = None
         # ``profile``: the device takes GPU timestamps around each dispatch (``run_profiled``)
         features = list(m["target"]["features"]) + (["timestamp-query"] if profile else [])
-        # weights.bin is read on a thread while the device is requested, then hashed there while
-        # the weights are uploaded and the pipelines made (all mostly native code that releases
-        # the GIL); its errors surface at result(), the hash's before the session is returned
+        # weights.bin is mapped, not read (no copy of hundreds of MB, nor a wait for one), and
+        # hashed on a thread while the device is requested, the weights uploaded from the mapping
+        # and the pipelines made (all mostly native code that releases the GIL); a mismatch
+        # surfaces at result(), before the session is returned
         w = m["weights"]
         reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx2wgsl-weights")
-        blob = reader.submit(mf.artifact_file, self.path, w["file"], w["size"], w["size"], None)
-        hashed = reader.submit(lambda: mf.check_sha256(w["file"], blob.result(), w["sha256"]))
+        blob = mf.mapped_artifact_file(self.path, w["file"], w["size"])
+        hashed = reader.submit(mf.check_sha256, w["file"], blob, w["sha256"])
         reader.shutdown(wait=False)
         if device is None:
             device = request_device(m["target"]["limits"], features, power_preference, adapter)
@@ -351,7 +352,7 @@ class InferenceSession:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="onnx2wgsl-pipelines") as pool:
             made = [pool.submit(self._pipeline, s) for s in m["shaders"]]
             try:
-                self._upload_weights(blob.result(), written)
+                self._upload_weights(blob, written)
                 # the copies out of the staging memory run now, while the pipelines are still
                 # being made, rather than before the first run's work (a software GPU runs
                 # them on the submitting thread)
@@ -388,6 +389,7 @@ class InferenceSession:
             size=max(total, 4), usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST, label="readback"
         )
         hashed.result()
+        blob.close()
 
     def release(self) -> None:
         """Free the session's GPU buffers now (a device passed in by the caller stays alive)."""
@@ -438,11 +440,11 @@ class InferenceSession:
             ) from e
         return pipeline, layout
 
-    def _upload_weights(self, blob: bytearray, written: set[str]) -> None:
+    def _upload_weights(self, blob, written: set[str]) -> None:
         """Write the weights' segments into their buffers (``written``, mapped since their
         creation), then unmap those."""
         w = self.manifest["weights"]
-        view = memoryview(blob)  # (a slice of it is a view; a slice of a bytearray is a copy)
+        view = memoryview(blob)  # (a slice of it is a view, not a copy)
         for seg in w["segments"]:
             if not seg["size"]:
                 continue
@@ -453,6 +455,7 @@ class InferenceSession:
                     buf.write_mapped(data, seg["offset"])
             else:
                 buf.write_mapped(view[seg["file_offset"] : seg["file_offset"] + seg["size"]], seg["offset"])
+        view.release()  # (the mapping closes once hashed)
         for name in sorted(written):
             self.buffers[name].unmap()
         # inputs' defaults, kept in memory: a run that omits such an input writes these bytes
