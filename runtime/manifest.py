@@ -471,11 +471,9 @@ def _weight_bytes(r: dict, w: dict, where: str) -> None:
             raise ManifestError(f"manifest {where} is unaligned or reads past the end of {w['file']}")
 
 
-def artifact_file(
-    directory: str | Path, name: str, size: int | None, limit: int, sha256: str | None
-) -> bytearray:
-    """The bytes of a file the manifest names: a regular file inside the artifact folder (links
-    resolved), read in bounded chunks, of the size (at most ``limit``) and sha256 it declares."""
+def _checked_path(directory: str | Path, name: str, size: int | None, limit: int) -> tuple[Path, int]:
+    """The path and size of a file the manifest names: a regular file inside the artifact folder
+    (links resolved), of the size it declares (at most ``limit``)."""
     root = Path(directory).resolve()
     path = (root / name).resolve()
     if root not in path.parents or not path.is_file():
@@ -485,6 +483,15 @@ def artifact_file(
     actual = path.stat().st_size
     if (size is not None and actual != size) or actual > limit:
         raise ManifestError(f"{name} does not match the manifest (size {actual:,}); recompile")
+    return path, actual
+
+
+def artifact_file(
+    directory: str | Path, name: str, size: int | None, limit: int, sha256: str | None
+) -> bytearray:
+    """The bytes of a file the manifest names: a regular file inside the artifact folder (links
+    resolved), read in bounded chunks, of the size (at most ``limit``) and sha256 it declares."""
+    path, actual = _checked_path(directory, name, size, limit)
     h = hashlib.sha256() if sha256 is not None else None
     data = bytearray(actual)  # read in place: no copy of a weights file of hundreds of MB
     view, got = memoryview(data), 0
@@ -508,15 +515,7 @@ def mapped_artifact_file(directory: str | Path, name: str, size: int):
     last use; while a process loads the artifact its weights file must not be rewritten."""
     import mmap
 
-    root = Path(directory).resolve()
-    path = (root / name).resolve()
-    if root not in path.parents or not path.is_file():
-        raise ManifestError(
-            f"artifact file {name!r} is missing, not a regular file, or outside the artifact folder"
-        )
-    actual = path.stat().st_size
-    if actual != size:
-        raise ManifestError(f"{name} does not match the manifest (size {actual:,}); recompile")
+    path, _ = _checked_path(directory, name, size, size)
     if not size:
         return _Empty()
     with open(path, "rb") as f:
