@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -120,8 +121,6 @@ def _primary_instance() -> Callable[[], None] | None:
     created it yet (a caller's own use of wgpu keeps its instance) and ``WGPU_BACKEND_TYPE``
     does not ask for a backend. Returns how to replace it by one with every backend (for a
     machine whose primary backends have no adapter, such as OpenGL only), or None."""
-    import sys
-
     backends = PRIMARY_BACKENDS.get(sys.platform)
     if not backends or os.environ.get("WGPU_BACKEND_TYPE"):
         return None

@@ -298,7 +298,7 @@ def test_pools_of_one_window_share_a_shader(tmp_path, device):
 def test_pool_past_the_table_writes_its_sizes_in(tmp_path, device):
     """Past TABLE_MAX_OUTPUTS outputs (where the quotients by the table's sizes would not be
     exact) a pool's shader has its sizes written in."""
-    from onnx2wgsl.compiler.lowering.pool import TABLE_MAX_OUTPUTS
+    from onnx2wgsl.compiler.lowering import TABLE_MAX_OUTPUTS
 
     x = rand(1, 9, 512, 512)
     assert x.size > TABLE_MAX_OUTPUTS
@@ -313,7 +313,7 @@ def test_pool_table_quotients_are_exact():
     """A tabled pool divides by sizes read at run time as u32((f32(i) + 0.5) * f32(1 / d)):
     exact for every i below TABLE_MAX_OUTPUTS, checked at each quotient's edges for divisors
     1-600 and some large ones (f32 arithmetic as WGSL's, each operation rounded)."""
-    from onnx2wgsl.compiler.lowering.pool import TABLE_MAX_OUTPUTS
+    from onnx2wgsl.compiler.lowering import TABLE_MAX_OUTPUTS
 
     for d in list(range(1, 600)) + [4093, 7 * 7 * 1024, 112 * 112, 1 << 20, (1 << 21) - 1]:
         k = np.arange(TABLE_MAX_OUTPUTS // d + 2, dtype=np.int64)

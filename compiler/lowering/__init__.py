@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import jinja2
+import numpy as np
 
 from onnx2wgsl.errors import InternalError, Onnx2WgslError, UnsupportedError
 from onnx2wgsl.ir import Binding, Dispatch, DType, Graph, Op, TensorType, Tune, Value
@@ -124,6 +125,25 @@ def u32(*factors: Dimish) -> str:
         if len(factors) < 2:
             raise
         return "(" + " * ".join(u32(f) for f in factors) + ")"
+
+
+# Kernels whose sizes come from a table (so that kernels differing only in them share a shader)
+# split a flat index i by a size d read at run time as floor((i + 0.5) / d) =
+# u32((f32(i) + 0.5) * R), R the f32 nearest 1 / d (a CPU's SIMD lanes have no integer
+# division, and a GPU's is slow): (i + 0.5) / d lies at least 0.5 / d from an integer, and the
+# two roundings move it by under (i + 0.5) / d * 2^-23, so the quotient is exact while
+# i < 2^22. Such a kernel has at most this many elements (more: its sizes are written in).
+TABLE_MAX_OUTPUTS = 1 << 21
+
+
+def reciprocal_bits(n: int) -> int:
+    """The u32 bits of the f32 nearest 1 / n: a table's word for dividing by n."""
+    return int(np.array(1.0 / n, np.float32).view(np.uint32))
+
+
+def quotient(i: str, reciprocal: str) -> str:
+    """WGSL for floor(i / n), ``reciprocal`` the f32 1 / n (exact below TABLE_MAX_OUTPUTS)."""
+    return f"u32((f32({i}) + 0.5f) * {reciprocal})"
 
 
 def ceil_div(a: Dimish, b: int) -> Dimish:

@@ -262,11 +262,9 @@ def _rows(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | No
     ``ROW_SIZES`` at run time, so convs that differ only in those sizes share one shader."""
     y = op.outputs[0]
     G, OCG, K = p["G"], p["OCG"], p["K"]
-    has_pro = op.attrs.get("prologue") is not None
-    if has_pro:  # (read by batch index and channel where it can: no sizes in its text)
-        pro = prologue(ctx, op, planes=True)
-    tw, oct = row_tile(p, prologue=has_pro)
-    form, tune = ctx.tuned("conv_rows", _facts(p, pro, has_pro), row_tiles(p), {"tw": tw, "oct": oct})
+    prologue = op.attrs.get("prologue") is not None
+    tw, oct = row_tile(p, prologue=prologue)
+    form, tune = ctx.tuned("conv_rows", _facts(p, pro, prologue), row_tiles(p), {"tw": tw, "oct": oct})
     tw, oct = form["tw"], form["oct"]
     nq, nblk = oct // 4, math.ceil(OCG / oct)
     # [OC, ICG, KD, KH, KW] -> [G, channel block, K, oct] (channels past OCG are zeros)
@@ -309,7 +307,8 @@ def _rows(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | No
         KD=p["KD"], KH=p["KH"], KW=p["KW"], SW=p["SW"], DW=p["DW"], size_code=size_code,
         mask_w=bool(p["PW"] or p["PWE"]), mask_r=bool(p["PD"] or p["PDE"] or p["PH"] or p["PHE"]),
         bias="in_w" if bias_in_w else "own" if b is not None else "", out_expr=epi.expr,
-        epi_lines=epi.lines, helpers=_helpers(pro, epi), load_x=pro.code, planes=pro.planes,
+        epi_lines=epi.lines, helpers=_helpers(pro, epi), load_x=pro.plane_code or pro.code,
+        planes=pro.plane_code is not None,
         sg=subgroups(ctx) if p["KW"] * nq > 1 else 0,
     )  # fmt: skip
     grid = (ceil_div(tasks, WORKGROUP), G * nblk, 1)

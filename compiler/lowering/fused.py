@@ -210,24 +210,24 @@ class Prologue:
     decls: list[Buffer]
     code: str
     helpers: list[str] = field(default_factory=list)
-    # ``load_x(i, n, c)``: the caller also passes the element's batch index and channel (see
-    # ``prologue``'s ``planes``)
-    planes: bool = False
+    # the same as ``fn load_x(i: u32, n: u32, c: u32) -> f32`` for a kernel that knows each
+    # element's batch index n and channel c, where the prologue's operands allow it (None
+    # elsewhere): see ``prologue``
+    plane_code: str | None = None
 
     @property
     def bindings(self) -> list[Binding]:
         return [binding(v) for v in self.inputs]
 
 
-def prologue(ctx: LowerCtx, op: Op, planes: bool = False) -> Prologue:
+def prologue(ctx: LowerCtx, op: Op) -> Prologue:
     """Input 0 of ``op`` as its kernel reads it: stored, or computed by its ``prologue`` (a body
     graph over the op's prologue operands whose one output is the tensor input 0 would be).
 
-    ``planes``: a kernel that knows each element's batch index n and channel c (input 0 is
-    [N, C, spatial...]) may take ``fn load_x(i: u32, n: u32, c: u32)``. Where every operand is
-    read element by element or per channel (a BatchNorm's scale and shift), the prologue then
-    indexes them by i and by n and c, with no size of the input in its text: convs of other
-    sizes share the shader (``Prologue.planes`` says which form it is)."""
+    Where every operand is read element by element or per channel (a BatchNorm's scale and
+    shift) of an input [N, C, spatial...], ``plane_code`` is the prologue indexing them by i and
+    by the batch index n and channel c its kernel passes, with no size of the input in its
+    text: convs of other sizes then share the shader."""
     pro, own, _ = operands(op)
     body: Graph | None = op.attrs.get("prologue")
     if body is None:
@@ -242,24 +242,23 @@ def prologue(ctx: LowerCtx, op: Op, planes: bool = False) -> Prologue:
     reads, at = operand_reads(ctx, body, {id(b): v for b, v in zip(body.inputs, pro)}, x.shape)
     values = distinct(v for v, _ in reads)
     slot = {id(v): k for k, v in enumerate(values)}
-    idx = _plane_indices(x.shape, [view for _, view in reads]) if planes else None
-    by_plane = idx is not None
-    if by_plane:
-        coords, signature = [], "fn load_x(i: u32, n: u32, c: u32) -> f32 {\n"
-    else:
-        shape, views = collapse(x.shape, [view for _, view in reads] + [contiguous(x.shape)])
-        coords, idx = index_code(shape, views, flat="i", prefix="pc")
-        signature = "fn load_x(i: u32) -> f32 {\n"
-    lines = coords + [
-        f"let pr{j} = {widen(elem_type(v), ref(f'P{slot[id(v)]}') + f'[{idx[j]}]')};"
-        for j, (v, _) in enumerate(reads)
-    ]
     given = {k: f"pr{j}" for k, j in at.items()}
     code, (result,), helpers = body_code(ctx, body, [None] * len(pro), "pt", given)
-    text = signature + "".join(f"  {line}\n" for line in lines + code)
-    text += f"  return {result};\n}}"
+
+    def function(signature: str, coords: list[str], idx: list[str]) -> str:
+        lines = coords + [
+            f"let pr{j} = {widen(elem_type(v), ref(f'P{slot[id(v)]}') + f'[{idx[j]}]')};"
+            for j, (v, _) in enumerate(reads)
+        ]
+        body_text = "".join(f"  {line}\n" for line in lines + code)
+        return f"fn load_x({signature}) -> f32 {{\n{body_text}  return {result};\n}}"
+
+    shape, views = collapse(x.shape, [view for _, view in reads] + [contiguous(x.shape)])
+    text = function("i: u32", *index_code(shape, views, flat="i", prefix="pc"))
+    by_plane = _plane_indices(x.shape, [view for _, view in reads])
+    plane_text = None if by_plane is None else function("i: u32, n: u32, c: u32", [], by_plane)
     decls = [decl(f"P{k}", v) for k, v in enumerate(values)]
-    return Prologue(x, values, decls, text, helper_code(*helpers), planes=by_plane)
+    return Prologue(x, values, decls, text, helper_code(*helpers), plane_text)
 
 
 def _plane_indices(shape, views: list[View]) -> list[str] | None:
@@ -270,11 +269,11 @@ def _plane_indices(shape, views: list[View]) -> list[str] | None:
     if len(shape) < 3 or not all(isinstance(d, int) for d in shape):
         return None
     dense = contiguous_strides(shape)
+    live = [d for d, n in enumerate(shape) if n != 1]  # (a dim of 1 reads coordinate 0 at any stride)
     out = []
     for v in views:
         if not all(isinstance(s, int) for s in (v.offset, *v.strides)):
             return None
-        live = [d for d, n in enumerate(shape) if n != 1]  # (a dim of 1 reads coordinate 0 at any stride)
         if all(v.strides[d] == dense[d] for d in live):
             out.append(f"i + {u32(v.offset)}" if v.offset else "i")
         elif all(v.strides[d] == 0 for d in live if d >= 2):

@@ -14,6 +14,7 @@ from onnx2wgsl.ir.types import dim_bound
 
 from ..elementwise_ops import f32
 from . import (
+    TABLE_MAX_OUTPUTS,
     WORKGROUP,
     LowerCtx,
     binding,
@@ -24,13 +25,14 @@ from . import (
     is_symbolic,
     loops_fit,
     lowers,
+    quotient,
+    reciprocal_bits,
     u32,
     wgsl_type,
 )
 from .builder import KernelBuilder, Sweep, subgroup_rows
 from .elementwise import emit_map, map_dispatch
 from .indexing import View, broadcast, contiguous
-from .pool import TABLE_MAX_OUTPUTS, quotient, reciprocal_bits
 from .reduce import fold_sweep, size_f32
 
 SOFTMAX_SPLIT_L = 32768  # rows this long run in chunks, a workgroup each ...
@@ -107,7 +109,7 @@ def _sizes(sizes: dict) -> dict:
 def lower_lrn(ctx: LowerCtx, op: Op) -> None:
     """One invocation an element, summing the squares of its channel window. Static sizes come
     from a table (LRNs that differ only in them share one shader; a channel is split off the
-    flat index through f32 reciprocals, as a tabled pool's is), past TABLE_MAX_OUTPUTS elements
+    flat index through f32 reciprocals, lowering.quotient), past TABLE_MAX_OUTPUTS elements
     or over dims kept symbolic they are written in."""
     x, y = op.inputs[0], op.outputs[0]
     size = op.attrs["size"]

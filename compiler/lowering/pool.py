@@ -18,6 +18,7 @@ from onnx2wgsl.ir.types import dim_bound
 
 from ..elementwise_ops import NEG_INF, f32
 from . import (
+    TABLE_MAX_OUTPUTS,
     WORKGROUP,
     LowerCtx,
     binding,
@@ -27,6 +28,8 @@ from . import (
     is_symbolic,
     lowers,
     nested_loops,
+    quotient,
+    reciprocal_bits,
     split_workgroup,
     u32,
     wgsl_type,
@@ -148,7 +151,8 @@ def _emit(ctx: LowerCtx, op: Op, geo: dict, kind: str, attrs: dict) -> None:
         "pool.wgsl.j2", decls=decls, wg=split or WORKGROUP, nx=nx, total=u32(N, C, *y.shape[2:]),
         kind=kind, init=init, accumulate=acc, finish=finish, with_index=indices is not None,
         split=split is not None, accs=accs, merge=merge, tabled=tabled, size_code=size_code,
-        depth=depth, **{**geo, **sizes},
+        depth=depth, plane=quotient("i", "sROS"), row=quotient("r", "sROW"), layer=quotient("q", "sROH"),
+        **{**geo, **sizes},
     )  # fmt: skip
     ctx.kernel(inputs, list(op.outputs), [Dispatch(shader, grid, bindings)])
 
@@ -160,34 +164,17 @@ DEPTH_SIZES = ("OH", "ROH", "SD", "PD", "D", "DE")  # and these for a pool over 
 _SIZE_TYPES = dict.fromkeys(("NX", "TOTAL", "OS", "OW", "OH", "S"), "u32") | dict.fromkeys(
     ("ROS", "ROW", "ROH"), "bitcast<f32>"
 )
-# A tabled pool splits its output's flat index i by sizes it reads at run time, n by d as
-# floor((i + 0.5) / d) = u32((f32(i) + 0.5) * RD) with RD = 1 / d rounded to f32 (a CPU's SIMD
-# lanes have no integer division, and a GPU's is slow): (i + 0.5) / d lies at least 0.5 / d from
-# an integer, and the two roundings move it by under (i + 0.5) / d * 2^-23, so the quotient is
-# exact while i < 2^22. A tabled pool has at most this many outputs (more: its sizes are
-# written in).
-TABLE_MAX_OUTPUTS = 1 << 21
-
-
-def reciprocal_bits(n: int) -> int:
-    """The u32 bits of the f32 nearest 1 / n: a table's word for dividing by n (see
-    TABLE_MAX_OUTPUTS)."""
-    return int(np.array(1.0 / n, np.float32).view(np.uint32))
-
-
-def quotient(i: str, reciprocal: str) -> str:
-    """WGSL for floor(i / n) with ``reciprocal`` the f32 1 / n, exact below TABLE_MAX_OUTPUTS."""
-    return f"u32((f32({i}) + 0.5f) * {reciprocal})"
+# (the quotients by them: lowering.quotient, at most TABLE_MAX_OUTPUTS outputs)
 
 
 def _table_values(g: dict, nc: int, nx: int) -> dict:
     """The table's sizes as u32 words (the R sizes: the bits of f32 reciprocals) for ``nc``
     rows of outputs and a grid ``nx`` workgroups wide."""
-    bits = reciprocal_bits
     OS = g["OD"] * g["OH"] * g["OW"]
     return dict(
-        g, NX=nx, TOTAL=nc * OS, OS=OS, ROS=bits(OS), S=g["D"] * g["H"] * g["W"], DE=g["D"] + g["PDE"],
-        HE=g["H"] + g["PHE"], WE=g["W"] + g["PWE"], ROW=bits(g["OW"]), ROH=bits(g["OH"]),
+        g, NX=nx, TOTAL=nc * OS, OS=OS, ROS=reciprocal_bits(OS), S=g["D"] * g["H"] * g["W"],
+        DE=g["D"] + g["PDE"], HE=g["H"] + g["PHE"], WE=g["W"] + g["PWE"], ROW=reciprocal_bits(g["OW"]),
+        ROH=reciprocal_bits(g["OH"]),
     )  # fmt: skip
 
 
