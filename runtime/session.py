@@ -111,8 +111,8 @@ def _kebab(name: str) -> str:
 
 
 # The backends wgpu-native's instance starts with on each platform, when onnx2wgsl creates it:
-# starting every backend also starts OpenGL (EGL and its driver), 15-35 ms of each process on
-# Linux, for an adapter that is not picked where Vulkan has one
+# starting every backend also starts OpenGL (EGL and its driver) in every process on Linux,
+# for an adapter that is not picked where Vulkan has one
 PRIMARY_BACKENDS = {"linux": ("Vulkan",), "darwin": ("Metal",), "win32": ("DX12", "Vulkan")}
 
 
