@@ -179,6 +179,25 @@ def test_subgroup_kernels_at_fp16(tmp_path):
         _assert_scaled_close(sess.run(None, feeds), ort_run(model, feeds))
 
 
+def test_subgroup_matmul_at_fp16(tmp_path):
+    """The matmul's broadcast rows of A are widened from f16 before the broadcast (naga refused
+    an f16 row multiplied into f32 columns)."""
+    from test_fp16 import _assert_scaled_close
+
+    model = _model(
+        [helper.make_node("MatMul", ["a", "w"], ["y"])],
+        [("a", [256, 64])],
+        [("y", [256, 128])],
+        [("w", rand(64, 128, seed=1) / 8)],
+    )
+    feeds = {"a": rand(256, 64)}
+    compile_model(model, tmp_path, subgroups=True, precision="fp16")
+    (mm,) = [s for s in _shaders(tmp_path) if "subgroupBroadcast(" in s]
+    assert "enable f16;" in mm
+    with onnx2wgsl.load(tmp_path) as sess:  # a device with shader-f16 and subgroups
+        _assert_scaled_close(sess.run(None, feeds), ort_run(model, feeds))
+
+
 def test_the_plain_path_serves_narrow_subgroups(device_sg, tmp_path):
     """Each subgroup shader keeps the plain tile's loads for subgroups under 8 lanes (a branch
     on sg_size, uniform across the dispatch): forced onto it, the artifact still matches."""

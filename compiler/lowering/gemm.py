@@ -311,7 +311,7 @@ def _dispatch(ctx, a, b, bias_inputs, y, M, N, K, a_row, a_col, batch_lines, bia
         ]
         # each lane of 8 loads one vec4 of A for rows m0 + lane (+ 8 ...); every lane takes all
         # tm rows from them by broadcast, and loads only its own columns of B
-        sg_body += [f"let own{r} = {A}[ao{r} + k4];" for r in range(tm // SUBGROUP)]
+        sg_body += [f"let own{r} = {widen(ea, f'{A}[ao{r} + k4]')};" for r in range(tm // SUBGROUP)]
         sg_body += [f"let b0_{i} = {widen(eb, b_at(f'(k4 * 4u + {i}u)', 'nvc'))};" for i in range(4)]
         for t in range(tm):
             sg_body.append(f"let x{t} = subgroupBroadcast(own{t // SUBGROUP}, {t % SUBGROUP}u);")
