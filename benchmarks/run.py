@@ -8,7 +8,8 @@ Each measurement is a fresh process (benchmarks/worker.py) and the engines take 
 by model. onnx2wgsl's compile is timed in a process of its own; its first run is then load +
 first inference like the others'. All GPU engines see one Vulkan ICD, Mesa 25's lavapipe
 (VK_ICD_FILENAMES), unless --adapter mesa22 (the system's lavapipe; ort-webgpu is then
-skipped: Dawn refuses Mesa 22). Outputs are compared with ort-cpu's (or the first engine's):
+skipped: Dawn refuses Mesa 22) or --adapter system (the system's Vulkan driver as it is, a real
+GPU's; --peer-python names the peer's Python where .cache/bench has none). Outputs are compared with ort-cpu's (or the first engine's):
 a run that disagrees is marked MISMATCH and the command exits 1.
 
 The browser pair runs in the same command (benchmarks/browser.py): onnx2wgsl's JS package and
@@ -61,6 +62,13 @@ BROWSER_MODELS = [
     "whisper_encoder_tiny_torchscript",
 ]
 TRANSFORMER_DIMS = {"batch": 1, "seq": 128}
+# a model's own: the tiny Whisper decoder has 64 positions; frames are its encoder states
+MODEL_DIMS = {"whisper_decoder_tiny_dynamo": {"seq": 64, "frames": 50}}
+# models with a KV cache (optimum's and onnxruntime-genai's dim names) run one decode step: one
+# new token after 127 cached ones
+DECODE_DIMS = {
+    "batch_size": 1, "sequence_length": 1, "past_sequence_length": 127, "total_sequence_length": 128,
+}  # fmt: skip
 
 
 # --- models -------------------------------------------------------------------------------------
@@ -71,7 +79,9 @@ def light_models() -> list[str]:
 
 
 def transformer_models() -> list[str]:
-    return sorted(p.stem for p in TRANSFORMERS.glob("*.onnx"))
+    # (onnxruntime-genai's exports are left out: their head size is a symbolic dim and their
+    # inputs f16 or a vocabulary of 128 tokens; tests/test_generate.py runs them)
+    return sorted(p.stem for p in TRANSFORMERS.glob("*.onnx") if not p.stem.startswith("llama_genai"))
 
 
 def all_models() -> list[str]:
@@ -159,7 +169,7 @@ def _feeds(model: onnx.ModelProto, dims: dict[str, int], seed: int = 0) -> dict[
     for vi in model.graph.input:
         if vi.name in inits:
             continue
-        shape = [d.dim_value or dims[d.dim_param] for d in vi.type.tensor_type.shape.dim]
+        shape = [d.dim_value or _dim_value(d.dim_param, dims) for d in vi.type.tensor_type.shape.dim]
         if vi.type.tensor_type.elem_type == TensorProto.INT64:
             if "mask" in vi.name:
                 feeds[vi.name] = np.ones(shape, np.int64)
@@ -170,6 +180,15 @@ def _feeds(model: onnx.ModelProto, dims: dict[str, int], seed: int = 0) -> dict[
         else:
             feeds[vi.name] = rng.random(shape, dtype=np.float32)
     return feeds
+
+
+def _dim_value(param: str, dims: dict[str, int]) -> int:
+    """A symbolic dim's value: a name in ``dims``, or a sum of them (optimum's
+    'past_sequence_length + sequence_length')."""
+    try:
+        return sum(dims[t.strip()] for t in param.split("+"))
+    except KeyError as e:
+        raise SystemExit(f"run.py: no value for the input dim {param!r} (known: {', '.join(dims)})") from e
 
 
 def prepare(name: str, where: Path) -> tuple[Path, Path, dict]:
@@ -183,7 +202,8 @@ def prepare(name: str, where: Path) -> tuple[Path, Path, dict]:
         src = TRANSFORMERS / f"{name}.onnx"
         model = onnx.load(str(src))
         params = {d.dim_param for i in model.graph.input for d in i.type.tensor_type.shape.dim}
-        dims = {k: v for k, v in TRANSFORMER_DIMS.items() if k in params}
+        known = {**TRANSFORMER_DIMS, **DECODE_DIMS, **MODEL_DIMS.get(name, {})}
+        dims = {t.strip(): known[t.strip()] for d in params for t in d.split("+") if t.strip() in known}
     else:
         raise SystemExit(f"run.py: unknown model {name!r}; models: {', '.join(all_models())}")
     path = where / f"{name}.onnx"
@@ -209,10 +229,15 @@ def engine_env(engine: str, adapter: str, cache: str) -> dict[str, str]:
         lib = str(MESA25 / "usr" / "lib" / "x86_64-linux-gnu")
         env["LD_LIBRARY_PATH"] = lib + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
     if cache == "cold":  # ("both" runs its warm processes with the cache on)
-        env["MESA_SHADER_CACHE_DISABLE"] = "true"
+        env.update(COLD_CACHE)
     else:
-        env.pop("MESA_SHADER_CACHE_DISABLE", None)
+        for k in COLD_CACHE:
+            env.pop(k, None)
     return env
+
+
+# the drivers' shader disk caches off: Mesa's, and NVIDIA's (its Vulkan driver reads the GL name)
+COLD_CACHE = {"MESA_SHADER_CACHE_DISABLE": "true", "__GL_SHADER_DISK_CACHE": "0"}
 
 
 def python_for(engine: str) -> str:
@@ -555,10 +580,11 @@ def report(results: dict, engines: list[str], args, facts: dict, elapsed: float,
         " first inference; onnx2wgsl's compile is timed in a process of its own.",
         f"Shader cache: **{args.cache}** ("
         + {
-            "cold": "`MESA_SHADER_CACHE_DISABLE=true` for every engine",
-            "warm": "one untimed process per engine and model ran first, so Mesa's disk cache holds the shaders",
-            "both": "**first, cache off** is a process with `MESA_SHADER_CACHE_DISABLE=true`; then one untimed"
-            " process filled Mesa's disk cache, and **first** and **warm** come from a process after it",
+            "cold": "`MESA_SHADER_CACHE_DISABLE=true __GL_SHADER_DISK_CACHE=0` for every engine",
+            "warm": "one untimed process per engine and model ran first, so the driver's disk cache holds the shaders",
+            "both": "**first, cache off** is a process with `MESA_SHADER_CACHE_DISABLE=true __GL_SHADER_DISK_CACHE=0`;"
+            " then one untimed process filled the driver's disk cache, and **first** and **warm** come from a"
+            " process after it",
         }[args.cache]
         + ").",  # fmt: skip
         "**ours / ORT-WebGPU** is the ratio of warm medians (below 1: onnx2wgsl is faster)."
@@ -655,6 +681,7 @@ def report(results: dict, engines: list[str], args, facts: dict, elapsed: float,
 
 
 def main(argv=None) -> int:
+    global PEER_PY
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", help=f"comma-separated (default all): {', '.join(all_models())}")
     p.add_argument(
@@ -663,8 +690,11 @@ def main(argv=None) -> int:
     p.add_argument("--browser-models", help=f"comma-separated models the browser engines run, or 'none' (default {','.join(BROWSER_MODELS)}; none with --quick)")  # fmt: skip
     p.add_argument("--browser-iters", type=int, default=3, help="timed warm runs in the browser (default 3)")
     p.add_argument("--browser-warmup", type=int, default=1, help="untimed runs before them (default 1)")
-    p.add_argument("--adapter", choices=["mesa25", "mesa22"], default="mesa25",
-                   help="mesa25: .cache/bench/mesa25 (benchmarks/setup.sh); mesa22: the system lavapipe, no ort-webgpu")  # fmt: skip
+    p.add_argument("--adapter", choices=["mesa25", "mesa22", "system"], default="mesa25",
+                   help="mesa25: .cache/bench/mesa25 (benchmarks/setup.sh); mesa22: the system lavapipe, no ort-webgpu; "
+                        "system: the system's Vulkan driver as it is (a real GPU)")  # fmt: skip
+    p.add_argument("--peer-python", type=Path, default=PEER_PY,
+                   help=f"the Python with onnxruntime-webgpu that runs ort-webgpu (default {PEER_PY.relative_to(ROOT)})")  # fmt: skip
     p.add_argument("--cache", choices=["both", "cold", "warm"], default="both",
                    help="Mesa's shader cache for first runs: both (default: a first run with the cache off, then "
                         "one with it warm), cold or warm")  # fmt: skip
@@ -679,6 +709,7 @@ def main(argv=None) -> int:
     p.add_argument("--note", default="", help="a line to put at the top of the results")
     p.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     args = p.parse_args(argv)
+    PEER_PY = args.peer_python.absolute()
 
     every = ENGINES + BROWSER_ENGINES
     engines = [e.strip() for e in args.engines.split(",") if e.strip()] if args.engines else every
@@ -718,7 +749,7 @@ def main(argv=None) -> int:
     if args.adapter == "mesa25" and not (MESA25 / "lvp_icd.json").exists():
         p.error("no .cache/bench/mesa25: run `bash benchmarks/setup.sh` (or pass --adapter mesa22)")
     if "ort-webgpu" in engines and not PEER_PY.exists():
-        p.error("no .cache/bench/ort-webgpu: run `bash benchmarks/setup.sh` (or leave out ort-webgpu)")
+        p.error(f"no {PEER_PY}: run `bash benchmarks/setup.sh`, name another with --peer-python, or leave out ort-webgpu")  # fmt: skip
 
     command = " ".join(shlex.quote(a) for a in [os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(str(ROOT)) else sys.executable, os.path.relpath(__file__, ROOT), *(sys.argv[1:] if argv is None else argv)])  # fmt: skip
     facts = {
@@ -732,6 +763,9 @@ def main(argv=None) -> int:
           f"{args.iters} warm runs after {args.warmup}", flush=True)  # fmt: skip
     if args.adapter == "mesa25" and "Mesa 25" not in facts["adapter"]:
         print(f"run.py: expected Mesa 25 lavapipe, got {facts['adapter']}", file=sys.stderr)
+        return 2
+    if args.adapter == "system" and "no adapter" in facts["adapter"]:
+        print(f"run.py: --adapter system: {facts['adapter']}", file=sys.stderr)
         return 2
 
     t0 = time.perf_counter()
