@@ -79,7 +79,10 @@ def measure(name: str, model: Path, feeds_path: Path, dims: dict, work: Path, *,
     out: dict[str, dict] = {}
     if "onnx2wgsl-js" in engines:
         try:
-            onnx2wgsl.compile(str(model), root / "m" / name, emit="js", dims=dims or None, force=True)
+            # (headless Chromium's adapter here is SwiftShader, a CPU's: the cpu target)
+            onnx2wgsl.compile(
+                str(model), root / "m" / name, emit="js", dims=dims or None, force=True, target="cpu"
+            )
         except Exception as e:  # reported like an engine's failure, the run goes on
             out["onnx2wgsl-js"] = {"error": f"compile: {str(e).splitlines()[0]}"}
     server = Server(

@@ -273,7 +273,9 @@ def measure(name, engines, args, work: Path, log) -> dict:
             artifact = work / f"{name}.{engine}.artifact"
             flags = ["--dims", json.dumps(dims)] if dims else []
             flags += ["--precision", "fp16"] if engine == "onnx2wgsl-fp16" else []
-            flags += ["--subgroups", args.subgroups] + (["--tune"] if args.tune else [])
+            flags += ["--subgroups", args.subgroups, "--limits", args.limits] + (
+                ["--tune"] if args.tune else []
+            )
             c, err = worker(engine, ["compile", str(model), str(artifact), flags], env, args.timeout)
             if err:
                 out[engine] = {"error": f"compile {err}"}
@@ -597,6 +599,11 @@ def report(results: dict, engines: list[str], args, facts: dict, elapsed: float,
         how = "with" if sub == {True} else "without" if sub == {False} else "for some models with"
         lines.append(f"onnx2wgsl compiled {how} `--subgroups` (`run.py --subgroups {args.subgroups}`:"
                      " auto = when the adapter offers subgroups; the browser's JS package without).")  # fmt: skip
+    targets = sorted({r["target"] for m in results.values() for r in m.values() if "target" in r})
+    if targets:
+        lines.append(f"onnx2wgsl compiled for the target {' and '.join(f'`{t}`' for t in targets)} (`run.py --limits "
+                     f"{args.limits}`: auto = `cpu` for a CPU adapter, whose kernels split no reductions across lanes; "
+                     "else `webgpu`).")  # fmt: skip
     if args.tune:
         lines.append("onnx2wgsl compiled with `--tune` (`run.py --tune`): each tunable kernel's form measured on"
                      " this adapter; the compile times include the tuning.")  # fmt: skip
@@ -700,6 +707,8 @@ def main(argv=None) -> int:
                         "one with it warm), cold or warm")  # fmt: skip
     p.add_argument("--subgroups", choices=["auto", "on", "off"], default="auto",
                    help="compile onnx2wgsl with --subgroups: auto = when the adapter offers them (default)")  # fmt: skip
+    p.add_argument("--limits", choices=["auto", "webgpu", "cpu"], default="auto",
+                   help="onnx2wgsl's compile target: auto (default) = cpu for a CPU adapter (lavapipe), else webgpu")  # fmt: skip
     p.add_argument("--tune", action="store_true",
                    help="compile onnx2wgsl with --tune: its kernels' forms measured on the adapter (slower compiles)")  # fmt: skip
     p.add_argument("--iters", type=int, default=5, help="timed warm runs (default 5)")

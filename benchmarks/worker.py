@@ -31,14 +31,16 @@ def _compile(args) -> dict:
 
     dims = json.loads(args.dims) if args.dims else None
     subgroups = args.subgroups == "on" or (args.subgroups == "auto" and _adapter_has_subgroups())
+    target = args.limits if args.limits != "auto" else "cpu" if _adapter_is_cpu() else "webgpu"
     t0 = time.perf_counter()
     report = onnx2wgsl.compile(
         args.model, args.artifact, dims=dims, force=True, precision=args.precision, subgroups=subgroups,
-        tune=args.tune,
+        tune=args.tune, target=target,
     )  # fmt: skip
     return {
         "compile_s": time.perf_counter() - t0,
         "subgroups": subgroups,
+        "target": target,
         "weight_bytes": report.weight_file_bytes,
         "arena_bytes": report.arena_bytes,
     }
@@ -50,6 +52,13 @@ def _adapter_has_subgroups() -> bool:
     from onnx2wgsl.runtime.session import _standard, request_adapter
 
     return SUBGROUPS_FEATURE in _standard(request_adapter("high-performance").features)
+
+
+def _adapter_is_cpu() -> bool:
+    """The adapter is a CPU's (lavapipe, SwiftShader): compiled for the cpu target."""
+    from onnx2wgsl.runtime.session import request_adapter
+
+    return str(request_adapter("high-performance").info.get("adapter_type", "")).lower() == "cpu"
 
 
 def _roofline(args) -> dict:
@@ -138,6 +147,8 @@ def main(argv=None) -> int:
     c.add_argument("result")
     c.add_argument("--dims", default=None, help="JSON object of dim values")
     c.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
+    c.add_argument("--limits", default="auto", choices=["auto", "webgpu", "cpu"],
+                   help="the compile target: auto = cpu for a CPU adapter, else webgpu")  # fmt: skip
     c.add_argument("--subgroups", default="auto", choices=["auto", "on", "off"],
                    help="compile with --subgroups: auto = when the adapter offers them (default)")  # fmt: skip
     c.add_argument(

@@ -582,7 +582,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--limits",
         default=None,
         metavar="NAME|FILE.json",
-        help="limits profile to compile against (default: webgpu, the spec's default limits)",
+        help="limits profile to compile against (default: webgpu, the spec's default limits, for a GPU; "
+        "cpu: the same for a CPU adapter such as lavapipe or SwiftShader, whose kernels split no reductions "
+        "across lanes; device: this machine's adapter)",
     )
     c.add_argument(
         "-O",

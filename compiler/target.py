@@ -21,6 +21,15 @@ WEBGPU_DEFAULT_LIMITS = DEFAULT_LIMITS
 # invocation's loops under it (long reductions are split across invocations or workgroups).
 LOOP_BUDGET = 65_535
 
+# Invocations a device keeps busy at once, which kernels with few tasks aim to fill by
+# splitting their reductions across lanes (conv_rows: compiler/lowering/conv.py, row_split).
+# A GPU runs tens of thousands; measured on an NVIDIA H200, convs whose tiles were split up to
+# 16384 lanes ran 3-6x faster than unsplit ones, past that no faster (benchmarks/RESULTS-h200.md).
+# A CPU adapter (lavapipe, SwiftShader) runs a few SIMD lanes per core and pays each load per
+# lane: the split's partial sums only cost there (15-45% slower on lavapipe), so its target has 0.
+GPU_LANES = 16_384
+CPU_LANES = 0
+
 
 @dataclass(frozen=True)
 class Target:
@@ -29,6 +38,7 @@ class Target:
     name: str
     limits: dict[str, int] = field(default_factory=lambda: dict(WEBGPU_DEFAULT_LIMITS))
     features: tuple[str, ...] = ()
+    lanes: int = GPU_LANES  # invocations the device runs at once (GPU_LANES, CPU_LANES)
     # a tuning table (compiler/tune.py): problem key -> the form its kernel takes
     tuning: dict[str, dict] = field(default_factory=dict)
     # a tuning run's round: every tunable kernel takes its candidate of this index (its
@@ -59,7 +69,9 @@ class Target:
         return self.limits["maxComputeWorkgroupsPerDimension"]
 
 
-TARGETS: dict[str, Target] = {"webgpu": Target("webgpu")}
+# webgpu: the spec's default limits, for a GPU; cpu: the same for a CPU adapter (lavapipe,
+# SwiftShader), whose kernels fill no more lanes than their tasks give
+TARGETS: dict[str, Target] = {"webgpu": Target("webgpu"), "cpu": Target("cpu", lanes=CPU_LANES)}
 
 
 def _camel(kebab: str) -> str:
@@ -68,7 +80,7 @@ def _camel(kebab: str) -> str:
 
 
 def device_target() -> Target:
-    """The limits (and shader-f16) of this machine's WebGPU adapter, as a target."""
+    """The limits of this machine's WebGPU adapter, and whether it is a CPU, as a target."""
     from onnx2wgsl.errors import DeviceError
     from onnx2wgsl.runtime.session import request_adapter
 
@@ -81,11 +93,17 @@ def device_target() -> Target:
     have = {_camel(k): v for k, v in dict(adapter.limits).items()}
     limits = {k: int(have.get(k, v)) for k, v in WEBGPU_DEFAULT_LIMITS.items()}
     name = adapter.info.get("device") or "device"
-    return Target(f"device ({name})", limits)
+    cpu = str(adapter.info.get("adapter_type", "")).lower() == "cpu"
+    return Target(f"device ({name})", limits, lanes=CPU_LANES if cpu else GPU_LANES)
 
 
 def target_json(t: Target) -> str:
-    return json.dumps({"name": t.name, "limits": t.limits, "features": list(t.features)}, indent=1) + "\n"
+    return (
+        json.dumps(
+            {"name": t.name, "limits": t.limits, "features": list(t.features), "lanes": t.lanes}, indent=1
+        )
+        + "\n"
+    )
 
 
 def get_target(spec: str | Target | None) -> Target:
@@ -110,7 +128,12 @@ def get_target(spec: str | Target | None) -> Target:
         if unknown:
             raise CompileError(f"limits file {spec!r} names unknown limits {sorted(unknown)}")
         limits.update({k: int(v) for k, v in data.get("limits", {}).items()})
-        return Target(data.get("name", path.stem), limits, tuple(data.get("features", ())))
+        lanes = data.get("lanes", GPU_LANES)
+        if not isinstance(lanes, int) or lanes < 0:
+            raise CompileError(
+                f"limits file {spec!r}: lanes must be a count of invocations (0 or more), not {lanes!r}"
+            )
+        return Target(data.get("name", path.stem), limits, tuple(data.get("features", ())), lanes=lanes)
     raise CompileError(
         f"unknown target {spec!r}",
         hint=f"use one of {sorted(TARGETS) + ['device']} or a JSON file of limits (see `onnx2wgsl limits`)",

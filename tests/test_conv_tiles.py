@@ -106,6 +106,103 @@ def test_conv_rows_pointwise_over_a_symbolic_batch(device):
     check_symbolic(m, {"batch": (1, 4)}, feeds, device)
 
 
+PARTS = "partial sums meet in workgroup memory"  # conv_rows' split form
+
+SPLIT_LANES = {
+    # ResNet's and DenseNet's last stage: 7 rows of one tile each
+    "late-3x3": ((1, 64, 7, 7), (32, 64, 3, 3), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])),
+    # a classifier as a 1x1 conv on one pixel: one tile per channel block
+    "logits-1x1": ((1, 256, 1, 1), (100, 256, 1, 1), dict(kernel_shape=[1, 1])),
+    # a batch of 2, stride 2, rows of 6 in tiles of 8 (ragged), 20 channels in blocks of 8
+    "ragged-strided": (
+        (2, 48, 9, 11),
+        (20, 48, 3, 3),
+        dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+    ),
+    # 37 input channels over 4 lanes (10, 9, 9, 9 each), 1x1
+    "channels-uneven": ((1, 37, 6, 6), (12, 37, 1, 1), dict(kernel_shape=[1, 1])),
+    "groups-2": ((1, 64, 5, 5), (24, 32, 3, 3), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=2)),
+    "3d": ((1, 32, 3, 4, 4), (8, 32, 2, 3, 3), dict(kernel_shape=[2, 3, 3], pads=[1, 1, 1, 0, 1, 1])),
+}
+
+
+@pytest.mark.parametrize("name", list(SPLIT_LANES))
+def test_few_tiles_split_their_input_channels_over_lanes(name, device, tmp_path):
+    """A conv with few tiles gives each tile several lanes, each over every such-th input
+    channel, summed through workgroup memory (compiler/lowering/conv.py: row_split)."""
+    x_shape, w_shape, attrs = SPLIT_LANES[name]
+    m = _conv_model(x_shape, w_shape, **attrs)
+    _run(m, {"x": rand(*x_shape, seed=3)}, device, tmp_path, marker=PARTS)
+
+
+def test_split_lanes_with_a_prologue_an_epilogue_and_subgroups(device_sg, tmp_path):
+    """BatchNorm + Relu read per channel through the prologue while the lanes of one tile take
+    different channels; a residual Add + Relu after the sum; with --subgroups, a subgroup
+    within one part of the workgroup shares its weights' loads by broadcast."""
+    c, oc = 48, 16
+    nodes = [
+        helper.make_node("BatchNormalization", ["x", "scale", "bias", "mean", "var"], ["bn"]),
+        helper.make_node("Relu", ["bn"], ["r"]),
+        helper.make_node("Conv", ["r", "w", "b"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c", "skip"], ["s"]),
+        helper.make_node("Relu", ["s"], ["y"]),
+    ]
+    consts = {"w": rand(oc, c, 3, 3, seed=1) / 16, "b": rand(oc, seed=2), **bn_params(c)}
+    feeds = {"x": rand(2, c, 5, 7, seed=3), "skip": rand(2, oc, 5, 7, seed=4)}
+    m = graph_model(nodes, feeds, ["y"], consts)
+    _run(m, feeds, device_sg, tmp_path, marker=PARTS, subgroups=True)
+    assert any(PARTS in t and "subgroupBroadcast(" in t for t in _shader_texts(tmp_path))
+
+
+def test_split_lanes_over_a_symbolic_batch(device):
+    """The tile count is taken at the batch's bound; every batch size runs right."""
+    m = _conv_model((2, 64, 4, 4), (16, 64, 3, 3), kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    m = with_dim_params(m, {"x": ["batch", 64, 4, 4]})
+    feeds = [{"x": rand(b, 64, 4, 4, seed=b)} for b in (1, 3)]
+    check_symbolic(m, {"batch": (1, 3)}, feeds, device)
+
+
+@pytest.mark.parametrize(
+    "shape, tile, lanes",
+    [
+        # (N, C, H, W, OC, K), (tw, oct): tiles = N * H * ceil(W / tw) * ceil(OC / oct); the
+        # default target's 16,384 lanes
+        ((1, 512, 7, 7, 512, 3), (8, 16), 16),  # 224 tiles
+        ((1, 1024, 1, 1, 1000, 1), (1, 32), 16),  # 32 tiles
+        ((1, 64, 56, 56, 64, 3), (8, 16), 8),  # 1,568 tiles: 8 lanes each, 64 channels allow it
+        ((1, 24, 7, 7, 16, 3), (8, 16), 2),  # 7 tiles, but 24 channels: 2 lanes of 12
+        ((1, 3, 224, 224, 64, 7), (8, 16), 1),  # 3 input channels stay in one lane
+        ((1, 256, 56, 56, 256, 1), (8, 16), 2),  # 6,272 tiles
+        ((1, 256, 112, 112, 256, 1), (8, 16), 1),  # 25,088 tiles
+    ],
+)
+def test_row_split_rule(shape, tile, lanes):
+    from onnx2wgsl.compiler.lowering.conv import row_split
+    from onnx2wgsl.compiler.target import CPU_LANES, TARGETS
+
+    n, c, h, w, oc, k = shape
+    p = dict(N=n, OD=1, OH=h, OW=w, G=1, OCG=oc, ICG=c)
+    assert row_split(p, *tile, TARGETS["webgpu"].lanes) == lanes
+    assert row_split(p, *tile, CPU_LANES) == 1  # a CPU adapter's target never splits
+
+
+def test_the_cpu_target_keeps_one_lane_per_tile(device, tmp_path):
+    """--limits cpu: the late-stage conv that splits for a GPU keeps conv_rows' plain form."""
+    x_shape, w_shape, attrs = SPLIT_LANES["late-3x3"]
+    m = _conv_model(x_shape, w_shape, **attrs)
+    _run(m, {"x": rand(*x_shape, seed=3)}, device, tmp_path, target="cpu")
+    assert not any(PARTS in t for t in _shader_texts(tmp_path))
+
+
+def test_split_convs_of_different_sizes_share_one_shader(device, tmp_path):
+    """The lanes per tile come from the table: split convs of other sizes (16 and 4 lanes
+    here) share the shader."""
+    m = _chain((1, 64, 7, 7), [(32, [3, 3], dict(pads=[1, 1, 1, 1])), (16, [3, 3], dict(pads=[1, 1, 1, 1]))])
+    _run(m, {"x": rand(1, 64, 7, 7, seed=3)}, device, tmp_path, marker=PARTS)
+    shaders = _rows_dispatches(tmp_path)
+    assert len(shaders) == 2 and len(set(shaders)) == 1
+
+
 def test_long_reduction_takes_the_split_path(device, tmp_path, monkeypatch):
     """Under a small loop budget the (input channel, kd, kh) loop no longer fits an
     invocation: conv_split sums the products in a workgroup."""
@@ -181,6 +278,10 @@ def test_artifact_is_deterministic(tmp_path):
             assert f.read_bytes() == (tmp_path / "b" / f.relative_to(tmp_path / "a")).read_bytes()
 
 
+def _shader_texts(out) -> list[str]:
+    return [f.read_text() for f in sorted((out / "shaders").iterdir())]
+
+
 def _rows_dispatches(out) -> list[int]:
     """The shader index of each conv_rows dispatch of the artifact in ``out``."""
     m = json.loads((out / "manifest.json").read_text())
@@ -229,7 +330,8 @@ def test_convs_of_different_sizes_share_one_shader(name, device, tmp_path):
     sizes from their dispatch's table: one shader for all, each dispatch right."""
     x_shape, convs = SHARED[name]
     m = _chain(x_shape, convs)
-    _run(m, {"x": rand(*x_shape, seed=3)}, device, tmp_path)
+    # (for a CPU adapter: for a GPU, a conv with few tiles takes the split form, a shader of its own)
+    _run(m, {"x": rand(*x_shape, seed=3)}, device, tmp_path, target="cpu")
     shaders = _rows_dispatches(tmp_path)
     assert len(shaders) == len(convs) and len(set(shaders)) == 1
 
@@ -291,3 +393,20 @@ def test_without_a_binding_for_the_table_the_sizes_are_written_in(device, tmp_pa
     _run(m, {"x": rand(1, 6, 13, 21, seed=3)}, device, tmp_path, target=target)
     shaders = _rows_dispatches(tmp_path)
     assert len(shaders) == 2 and len(set(shaders)) == 2
+
+
+def test_a_limits_file_sets_the_lanes(device, tmp_path):
+    """A limits file's "lanes" (as `onnx2wgsl limits` writes it) sets the split; a bad count is
+    refused by name."""
+    from onnx2wgsl.compiler.target import get_target
+    from onnx2wgsl.errors import CompileError
+
+    x_shape, w_shape, attrs = SPLIT_LANES["late-3x3"]
+    m = _conv_model(x_shape, w_shape, **attrs)
+    (tmp_path / "cpu.json").write_text(json.dumps({"name": "mine", "lanes": 0}))
+    assert get_target(str(tmp_path / "cpu.json")).lanes == 0
+    _run(m, {"x": rand(*x_shape, seed=3)}, device, tmp_path / "a", target=str(tmp_path / "cpu.json"))
+    assert not any(PARTS in t for t in _shader_texts(tmp_path / "a"))
+    (tmp_path / "bad.json").write_text(json.dumps({"lanes": -1}))
+    with pytest.raises(CompileError, match="lanes must be a count"):
+        get_target(str(tmp_path / "bad.json"))

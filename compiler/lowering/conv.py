@@ -209,12 +209,19 @@ ROW_BODY = 128  # multiply-adds of vec4s the unrolled (pixels x kernel row x cha
 ROW_COLS = 10
 ROW_KW = ROW_COLS  # longest kernel row conv_rows unrolls (longer ones loop in conv_gemm)
 ROW_GROUPS = 16  # fewer workgroups than this: smaller channel blocks, to share the work out
+# a conv with fewer tiles (an invocation each) than the target's lanes splits its input channels
+# over up to ROW_SPLIT_LANES lanes per tile, each taking at least ROW_SPLIT_CHANNELS of them: a
+# GPU runs tens of thousands of invocations at once, and small late-stage convs (7x7 pixels, 1x1
+# logits) had a few hundred, each looping over every input channel
+ROW_SPLIT_LANES = 16
+ROW_SPLIT_CHANNELS = 8
+ROW_SPLIT_ACCS = 64  # accumulators of a split tile (its partial sums pass through workgroup memory)
 
 # conv_rows' sizes, each a u32 its shader reads once from the dispatch's table of sizes (a
 # constant u32 tensor) or, for a size over dims kept symbolic, computes from the dims uniform
 ROW_SIZES = (
     "C", "ICG", "OCG", "D", "H", "W", "OD", "OH", "OW", "SD", "SH", "DD", "DH",
-    "PD", "PH", "PW", "S", "OS", "OC", "NBLK", "NWT", "TASKS", "BIAS",
+    "PD", "PH", "PW", "S", "OS", "OC", "NBLK", "NWT", "TASKS", "BIAS", "KS",
 )  # fmt: skip
 
 
@@ -252,6 +259,19 @@ def row_tile(p: dict, prologue: bool = False) -> tuple[int, int]:
     return tw, oct
 
 
+def row_split(p: dict, tw: int, oct: int, lanes: int) -> int:
+    """The lanes (a power of two) that share each tile of ``tw`` pixels x ``oct`` channels of
+    conv_rows, each over every such-th input channel: doubling from 1 while the tiles' lanes stay
+    within the target's ``lanes`` (target.GPU_LANES; none on a CPU), at most ROW_SPLIT_LANES,
+    and each lane keeps ROW_SPLIT_CHANNELS channels."""
+    tiles = dim_bound(p["N"] * p["OD"] * p["OH"]) * math.ceil(dim_bound(p["OW"]) / tw)
+    tiles *= p["G"] * math.ceil(p["OCG"] / oct)
+    ks = 1
+    while ks < ROW_SPLIT_LANES and tiles * ks * 2 <= lanes and p["ICG"] >= ks * 2 * ROW_SPLIT_CHANNELS:
+        ks *= 2
+    return ks
+
+
 def _rows(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | None) -> None:
     """Constant weights whose reduction loop over (input channels, kd, kh) fits one invocation:
     conv_rows.wgsl.j2, a tile of ``row_tile`` pixels along an output row x output channels.
@@ -266,6 +286,11 @@ def _rows(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | No
     tw, oct = row_tile(p, prologue=prologue)
     form, tune = ctx.tuned("conv_rows", _facts(p, pro, prologue), row_tiles(p), {"tw": tw, "oct": oct})
     tw, oct = form["tw"], form["oct"]
+    lanes = ctx.target.lanes
+    if row_split(p, tw, oct, lanes) > 1:  # a split tile's accumulators pass through workgroup memory
+        while tw * oct > ROW_SPLIT_ACCS:
+            oct, tw = (max(4, oct // 8 * 4), tw) if oct > 8 else (oct, tw // 2)
+    ks = row_split(p, tw, oct, lanes)
     nq, nblk = oct // 4, math.ceil(OCG / oct)
     # [OC, ICG, KD, KH, KW] -> [G, channel block, K, oct] (channels past OCG are zeros)
     wt = np.pad(w.data.reshape(G, OCG, K), ((0, 0), (0, nblk * oct - OCG), (0, 0)))
@@ -286,9 +311,10 @@ def _rows(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | No
         OW=p["OW"], SD=p["SD"], SH=p["SH"], DD=p["DD"], DH=p["DH"],
         PD=p["PD"], PH=p["PH"], PW=p["PW"], S=simplify(p["D"] * p["H"] * p["W"]),
         OS=simplify(p["OD"] * p["OH"] * p["OW"]), OC=p["OC"],
-        NBLK=nblk, NWT=nwt, TASKS=tasks, BIAS=G * nblk * K * nq,
+        NBLK=nblk, NWT=nwt, TASKS=tasks, BIAS=G * nblk * K * nq, KS=ks,
     )  # fmt: skip
-    table = [k for k in ROW_SIZES if isinstance(values[k], int)]
+    names = ROW_SIZES if ks > 1 else ROW_SIZES[:-1]  # (KS only in the split form)
+    table = [k for k in names if isinstance(values[k], int)]
     epi = epilogue(ctx, op)
     own, own_decls = [wv], [decl("Wt", wv, elem="vec4<f32>")]
     if b is not None and not bias_in_w:
@@ -297,9 +323,9 @@ def _rows(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | No
         tv = ctx.const(np.array([values[k] for k in table], np.uint32), f"{y.name}.sizes")
         own, own_decls = own + [tv], own_decls + [decl("Sz", tv)]
         slot = {k: j for j, k in enumerate(table)}
-        size_code = [(k, f"{ref('Sz')}[{slot[k]}]" if k in slot else u32(values[k])) for k in ROW_SIZES]
+        size_code = [(k, f"{ref('Sz')}[{slot[k]}]" if k in slot else u32(values[k])) for k in names]
     else:  # no binding left for the table (or nothing static): the sizes are written in
-        size_code = [(k, u32(values[k])) for k in ROW_SIZES]
+        size_code = [(k, u32(values[k])) for k in names]
     inputs = pro.inputs + own
     decls = epi.decls_with(pro.decls + own_decls, y)
     shader = ctx.shader(
@@ -309,9 +335,9 @@ def _rows(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | No
         bias="in_w" if bias_in_w else "own" if b is not None else "", out_expr=epi.expr,
         epi_lines=epi.lines, helpers=_helpers(pro, epi), load_x=pro.plane_code or pro.code,
         planes=pro.plane_code is not None,
-        sg=subgroups(ctx) if p["KW"] * nq > 1 else 0,
+        sg=subgroups(ctx) if p["KW"] * nq > 1 else 0, split=ks > 1,
     )  # fmt: skip
-    grid = (ceil_div(tasks, WORKGROUP), G * nblk, 1)
+    grid = (ceil_div(tasks, WORKGROUP // ks), G * nblk, 1)
     ctx.kernel(inputs + epi.inputs, [y], [ctx.tag(epi.dispatch(shader, grid, inputs, y), tune)])
 
 
