@@ -4,7 +4,7 @@ vec4 along n (constant B's compile-time layout, or a run-time B with N a multipl
 vec4 along k (a run-time B stored transposed) or one f32 at a time; ragged row, column and k
 tiles, one-row and vector operands, batch broadcast, transA/transB, Gemm's alpha/beta/C, fused
 epilogues and biases, dims kept symbolic, and the split over a workgroup when K is too long
-for the loop budget."""
+for the loop budget or the tiles too few for a GPU's lanes."""
 
 from __future__ import annotations
 
@@ -258,6 +258,17 @@ def test_split_k_transposed_b(device, monkeypatch, tmp_path):
     ]
     model = graph_model(nodes, {"q": q, "k": k}, ["y"])
     _check(model, {"q": q, "k": k}, device, tmp_path, has=[A_VEC4, B_K4, TREE])
+
+
+@pytest.mark.parametrize("const_b", [True, False])
+def test_a_gemv_splits_k_over_a_workgroup(const_b, device, tmp_path):
+    """One row (an LLM decode step's linear layer): its plain tiles would fill few of a GPU's
+    lanes, so each takes a workgroup whose lanes split K and sum in a tree (gemm.few_tiles);
+    the cpu target keeps the plain loop."""
+    a, b = rand(1, 1024), rand(1024, 96, seed=1)
+    m, feeds = _matmul(a, b, const_b)
+    _check(m, feeds, device, tmp_path / "gpu", has=[TREE])
+    _check(m, feeds, device, tmp_path / "cpu", lacks=[TREE], target="cpu")
 
 
 def test_deterministic(tmp_path):

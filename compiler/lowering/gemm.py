@@ -74,6 +74,19 @@ def _tile(M, nv, bmode: str, split: bool) -> tuple[int, int]:
     return 8, 2
 
 
+def few_tiles(ctx, M, nv, bmode: str, steps, Z) -> bool:
+    """The plain tiles would fill under a quarter of the target's lanes (a GEMV, one row as in an
+    LLM's decode step, had a few hundred invocations each looping over all of K), and K gives
+    each lane of a workgroup two steps or more: a workgroup per tile then, its lanes splitting K
+    and summing in a tree. Never on a CPU's target (no lanes to fill: the tree only costs)."""
+    lanes = ctx.target.lanes
+    if not lanes or dim_bound(steps) < 2 * WORKGROUP:
+        return False
+    tm, tn = _tile(M, nv, bmode, False)
+    tiles = math.ceil(dim_bound(nv) / tn) * math.ceil(dim_bound(M) / tm) * dim_bound(Z)
+    return tiles * 4 <= lanes
+
+
 def _subgroup_rows(ctx, M, bmode: str, kv: bool, split: bool) -> int:
     """Rows of the subgroup tile (0: the plain tile). With subgroups (a target feature, the
     CLI's --subgroups) an invocation computes 32 (16 for M under 256) rows x 4 columns, and
@@ -249,6 +262,8 @@ def _dispatch(ctx, a, b, bias_inputs, y, M, N, K, a_row, a_col, batch_lines, bia
     acc_type = vec4 if vec == 4 else "f32"
     steps = simplify(K // 4) if kv else K
     split = split_workgroup(dim_bound(steps))  # a K kept symbolic loops up to its bound
+    if split is None and few_tiles(ctx, M, nv, bmode, steps, Z):
+        split = WORKGROUP
     wg = split or WORKGROUP
     sg = _subgroup_rows(ctx, M, bmode, kv, split is not None)
     tm, tn = (sg, 1) if sg else _tile(M, nv, bmode, split is not None)
