@@ -242,6 +242,30 @@ def test_matmul_nbits(K, N, block, bits, zero_points, bias, device):
     assert_close(gpu_run(model, {"a": a}, device), want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("zero_points", [None, "packed", "float"])
+@pytest.mark.parametrize("rows", [1, 3])
+def test_matmul_nbits_decode_rows_split_the_words_over_a_workgroup(zero_points, rows, device, tmp_path):
+    """A decode step's few rows: a workgroup per column, its lanes taking every 64th word of the
+    row (K = 1100: 137 whole words, then 4 values of a last one), summed in a tree; the cpu
+    target keeps an invocation per column."""
+    K, N, block = 1100, 24, 32
+    B, scales, zp, _ = _quantized_weights(K, N, block, 4, zero_points, seed=3)
+    inits = {"B": B, "scales": scales, "bias": rand(N, seed=6)}
+    order = ["a", "B", "scales", "zp" if zp is not None else "", "", "bias"]
+    if zp is not None:
+        inits["zp"] = zp
+    a = rand(rows, K, seed=5)
+    model = node_model("MatMulNBits", {"a": a}, {"K": K, "N": N, "block_size": block, "bits": 4},
+                       initializers=inits, input_order=order, domain=MS)  # fmt: skip
+    want = ort_run(model, {"a": a})
+    for target, split in (("webgpu", True), ("cpu", False)):
+        out = tmp_path / target
+        compile_model(model, out, verify_ir=True, target=target)
+        assert any("sum in a tree" in f.read_text() for f in (out / "shaders").iterdir()) == split
+        with onnx2wgsl.load(out, device=device) as sess:
+            assert_close(sess.run(None, {"a": a}), want, rtol=1e-4, atol=1e-4)
+
+
 def test_matmul_nbits_needs_constant_weights():
     K, N = 32, 8
     B, scales, _, _ = _quantized_weights(K, N, 16, 4, None)

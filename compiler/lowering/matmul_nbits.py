@@ -6,7 +6,9 @@ spans two blocks); scales are [N, blocks] floats; zero points are absent (2^(bit
 into words like B but in one run over all (row, block) pairs, or floats [N, blocks]. Each
 invocation computes a few rows of one output column, dequantizing each word once for all of
 them: the weights cost 4 bits each in memory and in bandwidth (plus a scale and a zero point
-per block), about a seventh of f32.
+per block), about a seventh of f32. Where the columns x row tiles would fill under a quarter of
+a GPU target's lanes (a decode step: one row) and the row has two words a lane or more, each
+column takes a workgroup instead, its lanes reading adjacent words and summing in a tree.
 
 Under --precision fp16 the float operands (A, scales, float zero points, bias, a fused
 epilogue's operands) and the output may be stored f16: the kernel widens them as it loads and
@@ -22,6 +24,7 @@ import math
 from onnx2wgsl.ir import Op
 from onnx2wgsl.ir.kernel import ref
 from onnx2wgsl.ir.symbolic import simplify, smax
+from onnx2wgsl.ir.types import dim_bound
 
 from . import WORKGROUP, LowerCtx, ceil_div, decl, elem_type, loops_fit, lowers, u32, widen
 from .fused import epilogue
@@ -68,11 +71,18 @@ def lower_matmul_nbits(ctx: LowerCtx, op: Op) -> None:
         decls.append(decl("Bias", bias))
         reads.append(bias)
     decls = epi.decls_with(decls, y)
+    # few columns x row tiles for a GPU's lanes (a decode step's one row): a workgroup per column,
+    # its lanes splitting the row's words (never on a CPU's target; the grid's x is a column each)
+    lanes = ctx.target.lanes
+    tiles = N * math.ceil(dim_bound(M) / tm)
+    split = bool(lanes) and tiles * 4 <= lanes and words >= 2 * WORKGROUP and N <= ctx.target.max_groups
+    accs = [(f"acc{t}", "f32") for t in range(tm)]
     shader = ctx.shader(
         "matmul_nbits.wgsl.j2", decls=decls, wg=WORKGROUP, tm=tm, M=u32(M), M1=u32(smax(M, 1) - 1), N=N, K=K,
         bits=bits, per=per, mask=(1 << bits) - 1, block=block, words=words, blocks=blocks,
         words_per_block=block // per, full=full, tail=tail, zero=zero("w"), zero_tail=zero(f"{full}u"),
         bias=bias is not None, epi_lines=epi.lines, out_expr=epi.expr, helpers=epi.helpers,
+        split=split, accs=accs, merge=[f"red_{n}[lid] += red_{n}[lid + half];" for n, _ in accs],
     )  # fmt: skip
-    grid = (ceil_div(N, WORKGROUP), ceil_div(M, tm), 1)
+    grid = (N if split else ceil_div(N, WORKGROUP), ceil_div(M, tm), 1)
     ctx.kernel(reads + epi.inputs, [y], [epi.dispatch(shader, grid, reads, y)])
