@@ -95,7 +95,8 @@ def _one_op(name: str, nodes, inputs, outputs, inits=()) -> onnx.ModelProto:
     """A microbenchmark graph: float inputs and outputs of fixed shapes."""
     info = lambda n, s: helper.make_tensor_value_info(n, TensorProto.FLOAT, s)  # noqa: E731
     g = helper.make_graph(nodes, name, [info(*i) for i in inputs], [info(*o) for o in outputs], list(inits))
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    return helper.make_model(g, opset_imports=opsets, ir_version=8)
 
 
 def _matmul() -> onnx.ModelProto:
@@ -103,6 +104,36 @@ def _matmul() -> onnx.ModelProto:
     return _one_op(
         "matmul1024", [helper.make_node("MatMul", ["a", "b"], ["y"])],
         [("a", [1024, 1024])], [("y", [1024, 1024])], [numpy_helper.from_array(b, "b")],
+    )  # fmt: skip
+
+
+def _gemv() -> onnx.ModelProto:
+    """A decode step's linear layer of a 7B LLM: one token's row times 4096 x 4096 weights."""
+    b = (np.random.default_rng(0).standard_normal((4096, 4096)) / 64).astype(np.float32)
+    return _one_op(
+        "gemv4096", [helper.make_node("MatMul", ["a", "b"], ["y"])],
+        [("a", [1, 4096])], [("y", [1, 4096])], [numpy_helper.from_array(b, "b")],
+    )  # fmt: skip
+
+
+def _gemv_q4() -> onnx.ModelProto:
+    """The same with 4-bit weights (MatMulNBits, blocks of 32 with a scale each), as LLMs ship."""
+    rng = np.random.default_rng(0)
+    q = rng.integers(0, 256, (4096, 128, 16), dtype=np.uint8)  # [N, blocks, 32 values in 16 bytes]
+    scales = rng.uniform(0.001, 0.01, (4096, 128)).astype(np.float32)
+    node = helper.make_node(
+        "MatMulNBits",
+        ["a", "q", "scales"],
+        ["y"],
+        domain="com.microsoft",
+        K=4096,
+        N=4096,
+        bits=4,
+        block_size=32,
+    )
+    return _one_op(
+        "gemv4096_q4", [node], [("a", [1, 4096])], [("y", [1, 4096])],
+        [numpy_helper.from_array(q, "q"), numpy_helper.from_array(scales, "scales")],
     )  # fmt: skip
 
 
@@ -153,6 +184,8 @@ def _attention() -> onnx.ModelProto:
 # the microbenchmarks beside the models: name -> its graph
 MICRO = {
     "matmul1024": _matmul,
+    "gemv4096": _gemv,
+    "gemv4096_q4": _gemv_q4,
     "conv3x3_256": _conv,
     "layernorm512x768": _layernorm,
     "softmax12x128x128": _softmax,
