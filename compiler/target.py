@@ -26,7 +26,7 @@ LOOP_BUDGET = 65_535
 # A GPU runs tens of thousands; measured on an NVIDIA H200, convs whose tiles were split up to
 # 16384 lanes ran 3-6x faster than unsplit ones, past that no faster (benchmarks/RESULTS-h200.md).
 # A CPU adapter (lavapipe, SwiftShader) runs a few SIMD lanes per core and pays each load per
-# lane: the split's partial sums only cost there (15-45% slower on lavapipe), so its target has 0.
+# lane: the split's partial sums only cost there (15-48% slower on lavapipe), so its target has 0.
 GPU_LANES = 16_384
 CPU_LANES = 0
 
