@@ -80,7 +80,7 @@ def few_tiles(ctx, M, nv, bmode: str, steps, Z) -> bool:
     each lane of a workgroup two steps or more: a workgroup per tile then, its lanes splitting K
     and summing in a tree. Never on a CPU's target (no lanes to fill: the tree only costs)."""
     lanes = ctx.target.lanes
-    if not lanes or dim_bound(steps) < 2 * WORKGROUP:
+    if not lanes or dim_bound(steps) < 2 * WORKGROUP or dim_bound(nv) > ctx.target.max_groups:
         return False
     tm, tn = _tile(M, nv, bmode, False)
     tiles = math.ceil(dim_bound(nv) / tn) * math.ceil(dim_bound(M) / tm) * dim_bound(Z)
