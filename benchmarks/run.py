@@ -99,21 +99,22 @@ def _one_op(name: str, nodes, inputs, outputs, inits=()) -> onnx.ModelProto:
     return helper.make_model(g, opset_imports=opsets, ir_version=8)
 
 
-def _matmul() -> onnx.ModelProto:
-    b = (np.random.default_rng(0).standard_normal((1024, 1024)) / 32).astype(np.float32)
+def _const_matmul(name: str, m: int, k: int, n: int) -> onnx.ModelProto:
+    """A [m, k] input times constant [k, n] weights (seeded, of unit-size products)."""
+    b = (np.random.default_rng(0).standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)
     return _one_op(
-        "matmul1024", [helper.make_node("MatMul", ["a", "b"], ["y"])],
-        [("a", [1024, 1024])], [("y", [1024, 1024])], [numpy_helper.from_array(b, "b")],
+        name, [helper.make_node("MatMul", ["a", "b"], ["y"])],
+        [("a", [m, k])], [("y", [m, n])], [numpy_helper.from_array(b, "b")],
     )  # fmt: skip
+
+
+def _matmul() -> onnx.ModelProto:
+    return _const_matmul("matmul1024", 1024, 1024, 1024)
 
 
 def _gemv() -> onnx.ModelProto:
     """A decode step's linear layer of a 7B LLM: one token's row times 4096 x 4096 weights."""
-    b = (np.random.default_rng(0).standard_normal((4096, 4096)) / 64).astype(np.float32)
-    return _one_op(
-        "gemv4096", [helper.make_node("MatMul", ["a", "b"], ["y"])],
-        [("a", [1, 4096])], [("y", [1, 4096])], [numpy_helper.from_array(b, "b")],
-    )  # fmt: skip
+    return _const_matmul("gemv4096", 1, 4096, 4096)
 
 
 def _gemv_q4() -> onnx.ModelProto:

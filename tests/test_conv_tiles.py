@@ -75,10 +75,9 @@ def test_conv_rows_without_bias(device, tmp_path):
     _run(m, {"x": rand(1, 4, 9, 9, seed=3)}, device, tmp_path)
 
 
-def test_conv_rows_prologue_and_epilogue(device, tmp_path):
-    """DenseNet's BatchNorm + Relu before a padded conv (the padding is zeros after the
-    prologue) and ResNet's residual Add + Relu after it."""
-    c, oc = 6, 10
+def _pre_and_post(c, oc, h, w, scale):
+    """BatchNorm + Relu, a padded 3x3 conv of c -> oc channels, a residual Add + Relu: (model,
+    feeds) for a batch of 2 at h x w."""
     nodes = [
         helper.make_node("BatchNormalization", ["x", "scale", "bias", "mean", "var"], ["bn"]),
         helper.make_node("Relu", ["bn"], ["r"]),
@@ -86,9 +85,15 @@ def test_conv_rows_prologue_and_epilogue(device, tmp_path):
         helper.make_node("Add", ["c", "skip"], ["s"]),
         helper.make_node("Relu", ["s"], ["y"]),
     ]
-    consts = {"w": rand(oc, c, 3, 3, seed=1) / 4, "b": rand(oc, seed=2), **bn_params(c)}
-    feeds = {"x": rand(2, c, 8, 19, seed=3), "skip": rand(2, oc, 8, 19, seed=4)}
-    m = graph_model(nodes, feeds, ["y"], consts)
+    consts = {"w": rand(oc, c, 3, 3, seed=1) * scale, "b": rand(oc, seed=2), **bn_params(c)}
+    feeds = {"x": rand(2, c, h, w, seed=3), "skip": rand(2, oc, h, w, seed=4)}
+    return graph_model(nodes, feeds, ["y"], consts), feeds
+
+
+def test_conv_rows_prologue_and_epilogue(device, tmp_path):
+    """DenseNet's BatchNorm + Relu before a padded conv (the padding is zeros after the
+    prologue) and ResNet's residual Add + Relu after it."""
+    m, feeds = _pre_and_post(6, 10, 8, 19, 1 / 4)
     _run(m, feeds, device, tmp_path)
 
 
@@ -139,17 +144,7 @@ def test_split_lanes_with_a_prologue_an_epilogue_and_subgroups(device_sg, tmp_pa
     """BatchNorm + Relu read per channel through the prologue while the lanes of one tile take
     different channels; a residual Add + Relu after the sum; with --subgroups, a subgroup
     within one part of the workgroup shares its weights' loads by broadcast."""
-    c, oc = 48, 16
-    nodes = [
-        helper.make_node("BatchNormalization", ["x", "scale", "bias", "mean", "var"], ["bn"]),
-        helper.make_node("Relu", ["bn"], ["r"]),
-        helper.make_node("Conv", ["r", "w", "b"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
-        helper.make_node("Add", ["c", "skip"], ["s"]),
-        helper.make_node("Relu", ["s"], ["y"]),
-    ]
-    consts = {"w": rand(oc, c, 3, 3, seed=1) / 16, "b": rand(oc, seed=2), **bn_params(c)}
-    feeds = {"x": rand(2, c, 5, 7, seed=3), "skip": rand(2, oc, 5, 7, seed=4)}
-    m = graph_model(nodes, feeds, ["y"], consts)
+    m, feeds = _pre_and_post(48, 16, 5, 7, 1 / 16)
     _run(m, feeds, device_sg, tmp_path, marker=PARTS, subgroups=True)
     assert any(PARTS in t and "subgroupBroadcast(" in t for t in _shader_texts(tmp_path))
 
