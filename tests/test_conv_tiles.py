@@ -149,6 +149,19 @@ def test_split_lanes_with_a_prologue_an_epilogue_and_subgroups(device_sg, tmp_pa
     assert any(PARTS in t and "subgroupBroadcast(" in t for t in _shader_texts(tmp_path))
 
 
+def test_split_lanes_at_fp16(device16, tmp_path):
+    """f16 storage: the split lanes widen their loads and their partial sums stay f32."""
+    from test_fp16 import _assert_scaled_close
+
+    x_shape, w_shape, attrs = SPLIT_LANES["late-3x3"]
+    m = _conv_model(x_shape, w_shape, **attrs)
+    feeds = {"x": rand(*x_shape, seed=3)}
+    compile_model(m, tmp_path, precision="fp16")
+    assert any(PARTS in t and "enable f16;" in t for t in _shader_texts(tmp_path))
+    with onnx2wgsl.load(tmp_path, device=device16) as sess:
+        _assert_scaled_close(sess.run(None, feeds), ort_run(m, feeds))
+
+
 def test_split_lanes_over_a_symbolic_batch(device):
     """The tile count is taken at the batch's bound; every batch size runs right."""
     m = _conv_model((2, 64, 4, 4), (16, 64, 3, 3), kernel_shape=[3, 3], pads=[1, 1, 1, 1])
