@@ -266,6 +266,24 @@ def test_matmul_nbits_decode_rows_split_the_words_over_a_workgroup(zero_points, 
             assert_close(sess.run(None, {"a": a}), want, rtol=1e-4, atol=1e-4)
 
 
+def test_matmul_nbits_decode_split_at_fp16(device16, tmp_path):
+    """The split form with f16 storage: A, the scales and the output f16, the sums f32."""
+    from test_fp16 import _assert_scaled_close
+
+    K, N, block = 2048, 40, 32
+    B, scales, _, _ = _quantized_weights(K, N, block, 4, None, seed=4)
+    a = rand(1, K, seed=5)
+    model = node_model("MatMulNBits", {"a": a}, {"K": K, "N": N, "block_size": block, "bits": 4},
+                       initializers={"B": B, "scales": scales}, input_order=["a", "B", "scales"], domain=MS)  # fmt: skip
+    compile_model(model, tmp_path, verify_ir=True, precision="fp16")
+    assert any(
+        "sum in a tree" in t and "enable f16;" in t
+        for t in (f.read_text() for f in (tmp_path / "shaders").iterdir())
+    )
+    with onnx2wgsl.load(tmp_path, device=device16) as sess:
+        _assert_scaled_close(sess.run(None, {"a": a}), ort_run(model, {"a": a}))
+
+
 def test_matmul_nbits_needs_constant_weights():
     K, N = 32, 8
     B, scales, _, _ = _quantized_weights(K, N, 16, 4, None)
