@@ -3,6 +3,8 @@ domain), legalized into IR ops, compiled and run on the GPU against onnxruntime'
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -282,6 +284,30 @@ def test_matmul_nbits_decode_split_at_fp16(device16, tmp_path):
     )
     with onnx2wgsl.load(tmp_path, device=device16) as sess:
         _assert_scaled_close(sess.run(None, {"a": a}), ort_run(model, {"a": a}))
+
+
+def test_matmul_nbits_over_symbolic_rows_takes_both_forms(device, tmp_path):
+    """Rows kept symbolic (one artifact for a prompt and its decode steps): the split form is
+    dispatched for runs of up to lanes / (4 N) rows (8 here), the plain one for longer runs,
+    each gated to an empty grid in the other's runs."""
+    K, N, block = 1024, 512, 32
+    B, scales, _, _ = _quantized_weights(K, N, block, 4, "float", seed=2)
+    _, _, zp, _ = _quantized_weights(K, N, block, 4, "float", seed=2)
+    a = rand(3, K, seed=5)
+    model = node_model("MatMulNBits", {"a": a}, {"K": K, "N": N, "block_size": block, "bits": 4},
+                       initializers={"B": B, "scales": scales, "zp": zp}, input_order=["a", "B", "scales", "zp"],
+                       domain=MS)  # fmt: skip
+    model = with_dim_params(model, {"a": ["seq", K], "y0": ["seq", N]})
+    model.graph.output[0].type.tensor_type.elem_type = onnx.TensorProto.FLOAT  # (node_model leaves it to ORT)
+    compile_model(model, tmp_path, dims={"seq": (1, 64)}, verify_ir=True)
+    m = json.loads((tmp_path / "manifest.json").read_text())
+    assert len(m["dispatches"]) == 2
+    texts = [(tmp_path / m["shaders"][d["shader"]]["file"]).read_text() for d in m["dispatches"]]
+    assert ["sum in a tree" in t for t in texts] == [True, False]
+    with onnx2wgsl.load(tmp_path, device=device) as sess:
+        for rows in (1, 8, 9, 64):
+            feeds = {"a": rand(rows, K, seed=rows)}
+            assert_close(sess.run(None, feeds), ort_run(model, feeds), rtol=1e-4, atol=1e-4)
 
 
 def test_matmul_nbits_needs_constant_weights():

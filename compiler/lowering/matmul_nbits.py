@@ -8,7 +8,9 @@ invocation computes a few rows of one output column, dequantizing each word once
 them: the weights cost 4 bits each in memory and in bandwidth (plus a scale and a zero point
 per block), about a seventh of f32. Where the columns x row tiles would fill under a quarter of
 a GPU target's lanes (a decode step: one row) and the row has two words a lane or more, each
-column takes a workgroup instead, its lanes reading adjacent words and summing in a tree.
+column takes a workgroup instead, its lanes reading adjacent words and summing in a tree. Over
+rows kept symbolic (one artifact for a prompt and the decode steps after it) both forms are
+dispatched, each gated by the run's row count to an empty grid where the other one serves.
 
 Under --precision fp16 the float operands (A, scales, float zero points, bias, a fused
 epilogue's operands) and the output may be stored f16: the kernel widens them as it loads and
@@ -23,8 +25,7 @@ import math
 
 from onnx2wgsl.ir import Op
 from onnx2wgsl.ir.kernel import ref
-from onnx2wgsl.ir.symbolic import simplify, smax
-from onnx2wgsl.ir.types import dim_bound
+from onnx2wgsl.ir.symbolic import simplify, smax, smin
 
 from . import WORKGROUP, LowerCtx, ceil_div, decl, elem_type, loops_fit, lowers, u32, widen
 from .fused import epilogue
@@ -71,18 +72,36 @@ def lower_matmul_nbits(ctx: LowerCtx, op: Op) -> None:
         decls.append(decl("Bias", bias))
         reads.append(bias)
     decls = epi.decls_with(decls, y)
+
+    def dispatch(tm: int, split: bool, rows):
+        """The dispatch of ``tm`` rows an invocation (a workgroup when ``split``) over ``rows``
+        row tiles (0 in a run the other form takes)."""
+        accs = [(f"acc{t}", "f32") for t in range(tm)]
+        shader = ctx.shader(
+            "matmul_nbits.wgsl.j2", decls=decls, wg=WORKGROUP, tm=tm, M=u32(M), M1=u32(smax(M, 1) - 1), N=N,
+            K=K, bits=bits, per=per, mask=(1 << bits) - 1, block=block, words=words, blocks=blocks,
+            words_per_block=block // per, full=full, tail=tail, zero=zero("w"), zero_tail=zero(f"{full}u"),
+            bias=bias is not None, epi_lines=epi.lines, out_expr=epi.expr, helpers=epi.helpers,
+            split=split, accs=accs, merge=[f"red_{n}[lid] += red_{n}[lid + half];" for n, _ in accs],
+        )  # fmt: skip
+        return epi.dispatch(shader, (N if split else ceil_div(N, WORKGROUP), rows, 1), reads, y)
+
     # few columns x row tiles for a GPU's lanes (a decode step's one row): a workgroup per column,
     # its lanes splitting the row's words (never on a CPU's target; the grid's x is a column each)
     lanes = ctx.target.lanes
-    tiles = N * math.ceil(dim_bound(M) / tm)
-    split = bool(lanes) and tiles * 4 <= lanes and words >= 2 * WORKGROUP and N <= ctx.target.max_groups
-    accs = [(f"acc{t}", "f32") for t in range(tm)]
-    shader = ctx.shader(
-        "matmul_nbits.wgsl.j2", decls=decls, wg=WORKGROUP, tm=tm, M=u32(M), M1=u32(smax(M, 1) - 1), N=N, K=K,
-        bits=bits, per=per, mask=(1 << bits) - 1, block=block, words=words, blocks=blocks,
-        words_per_block=block // per, full=full, tail=tail, zero=zero("w"), zero_tail=zero(f"{full}u"),
-        bias=bias is not None, epi_lines=epi.lines, out_expr=epi.expr, helpers=epi.helpers,
-        split=split, accs=accs, merge=[f"red_{n}[lid] += red_{n}[lid + half];" for n, _ in accs],
-    )  # fmt: skip
-    grid = (N if split else ceil_div(N, WORKGROUP), ceil_div(M, tm), 1)
-    ctx.kernel(reads + epi.inputs, [y], [epi.dispatch(shader, grid, reads, y)])
+    can_split = bool(lanes) and words >= 2 * WORKGROUP and N <= ctx.target.max_groups
+    lo, hi = (M, M) if isinstance(M, int) else (M.bounds[0], M.bounds[1])
+    split_rows = lanes // (4 * N) if can_split else 0  # rows the split form fills a quarter with
+    if can_split and N * math.ceil(hi / tm) * 4 <= lanes:  # every run
+        dispatches = [dispatch(tm, True, ceil_div(M, tm))]
+    elif split_rows >= max(lo, 1):
+        # rows kept symbolic (a prefill and decode in one artifact): both forms, and the run's row
+        # count leaves one of them an empty grid (gate 1 up to split_rows rows)
+        gate = smax(smin(split_rows + 1 - M, 1), 0)
+        dispatches = [
+            dispatch(1, True, simplify(M * gate)),
+            dispatch(tm, False, simplify(ceil_div(M, tm) * (1 - gate))),
+        ]
+    else:
+        dispatches = [dispatch(tm, False, ceil_div(M, tm))]
+    ctx.kernel(reads + epi.inputs, [y], dispatches)
