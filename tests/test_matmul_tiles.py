@@ -271,6 +271,22 @@ def test_a_gemv_splits_k_over_a_workgroup(const_b, device, tmp_path):
     _check(m, feeds, device, tmp_path / "cpu", lacks=[TREE], target="cpu")
 
 
+def test_symbolic_rows_take_both_forms_for_a_gpu(device, tmp_path):
+    """Rows kept symbolic from 1 (a prompt and its decode steps in one artifact): runs of up to
+    lanes / (4 x 512 column groups) = 8 rows take the split form, longer ones the plain tiles,
+    each dispatch gated to an empty grid in the other's runs."""
+    m, _ = _matmul(rand(4, 1024), rand(1024, 2048, seed=1) / 32, const_b=True)
+    m = with_dim_params(m, {"a": ["m", 1024], "y0": ["m", 2048]})
+    compile_model(m, tmp_path, dims={"m": (1, 64)}, verify_ir=True)
+    man = json.loads((tmp_path / "manifest.json").read_text())
+    texts = [(tmp_path / man["shaders"][d["shader"]]["file"]).read_text() for d in man["dispatches"]]
+    assert [TREE in t for t in texts] == [True, False]
+    with onnx2wgsl.load(tmp_path, device=device) as sess:
+        for rows in (1, 8, 9, 64):
+            feeds = {"a": rand(rows, 1024, seed=rows)}
+            assert_close(sess.run(None, feeds), ort_run(m, feeds), 1e-4, 1e-4)
+
+
 def test_deterministic(tmp_path):
     model, _ = _matmul(rand(7, 20), rand(20, 10, seed=1), True)
     compile_model(model, tmp_path / "a")

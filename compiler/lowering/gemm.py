@@ -28,7 +28,7 @@ import numpy as np
 
 from onnx2wgsl.ir import Dispatch, Op, Value
 from onnx2wgsl.ir.kernel import ref
-from onnx2wgsl.ir.symbolic import simplify, smax
+from onnx2wgsl.ir.symbolic import simplify, smax, smin
 from onnx2wgsl.ir.types import dim_bound
 
 from ..elementwise_ops import f32
@@ -39,6 +39,7 @@ from . import (
     ceil_div,
     decl,
     elem_type,
+    is_symbolic,
     lowers,
     rolled,
     split_workgroup,
@@ -79,12 +80,47 @@ def few_tiles(ctx, M, nv, bmode: str, steps, Z) -> bool:
     LLM's decode step, had a few hundred invocations each looping over all of K), and K gives
     each lane of a workgroup two steps or more: a workgroup per tile then, its lanes splitting K
     and summing in a tree. Never on a CPU's target (no lanes to fill: the tree only costs)."""
-    lanes = ctx.target.lanes
-    if not lanes or dim_bound(steps) < 2 * WORKGROUP or dim_bound(nv) > ctx.target.max_groups:
+    if not _may_split(ctx, nv, steps):
         return False
     tm, tn = _tile(M, nv, bmode, False)
     tiles = math.ceil(dim_bound(nv) / tn) * math.ceil(dim_bound(M) / tm) * dim_bound(Z)
-    return tiles * 4 <= lanes
+    return tiles * 4 <= ctx.target.lanes
+
+
+def _may_split(ctx, nv, steps) -> bool:
+    """A GPU target, K of two steps a lane or more, and a grid of a workgroup per column group."""
+    return (
+        bool(ctx.target.lanes)
+        and dim_bound(steps) >= 2 * WORKGROUP
+        and dim_bound(nv) <= ctx.target.max_groups
+    )
+
+
+def _dispatches(
+    ctx, a, b, bias_inputs, y, M, N, K, a_row, a_col, batch_lines, bias_lines, **kw
+) -> list[Dispatch]:
+    """The matmul's dispatches: one (``_dispatch``), or over rows kept symbolic whose bound
+    takes the plain tiles but whose shortest runs would fill under a quarter of a GPU's lanes
+    (a prompt and the decode steps after it, in one artifact), both forms: the split one (a
+    row a workgroup) for runs of up to lanes / (4 x column groups x batch) rows and the plain
+    one for longer runs, the run's row count leaving the other's grid empty."""
+    args = (ctx, a, b, bias_inputs, y, M, N, K, a_row, a_col, batch_lines, bias_lines)
+    nv, Z = kw["nv"], kw["Z"]
+    steps = simplify(K // 4) if kw["kv"] else K
+    if (
+        is_symbolic(M)
+        and split_workgroup(dim_bound(steps)) is None
+        and _may_split(ctx, nv, steps)
+        and not few_tiles(ctx, M, nv, kw["bmode"], steps, Z)
+    ):
+        split_rows = ctx.target.lanes // (4 * dim_bound(nv) * dim_bound(Z))
+        if split_rows >= max(M.bounds[0], 1):
+            gate = smax(smin(split_rows + 1 - M, 1), 0)
+            return [
+                _dispatch(*args, **kw, form="split", gate=gate),
+                _dispatch(*args, **kw, form="plain", gate=1 - gate),
+            ]
+    return [_dispatch(*args, **kw)]
 
 
 def _subgroup_rows(ctx, M, bmode: str, kv: bool, split: bool) -> int:
@@ -191,10 +227,10 @@ def _emit(ctx, op, a, b, c, y, M, N, K, batch, a_shape, b_shape, trans_a, trans_
             part = np.ascontiguousarray(bm[:, c0 * 4 : c1 * 4]).reshape(K * (c1 - c0), 4)
             w = ctx.const(part, f"{b.name}.mm{c0}" if c0 else f"{b.name}.mm", dtype=b.dtype, like=b)
             consts.append(w)
-            dispatches.append(
-                _dispatch(ctx, a, w, bias_inputs, y, M, N, K, a_row, a_col, batch_lines, bias_lines,
-                          bmode="n4", kv=kv, nv=c1 - c0, n_base=f"{c0 * 4}u",
-                          b_at=_b_at("const", N, K, c1 - c0), scale="", epi=epi, Z=1)
+            dispatches.extend(
+                _dispatches(ctx, a, w, bias_inputs, y, M, N, K, a_row, a_col, batch_lines, bias_lines,
+                            bmode="n4", kv=kv, nv=c1 - c0, n_base=f"{c0 * 4}u",
+                            b_at=_b_at("const", N, K, c1 - c0), scale="", epi=epi, Z=1)
             )  # fmt: skip
         ctx.kernel([a, *consts, *bias_inputs, *epi.inputs], [y], dispatches)
         return
@@ -206,9 +242,9 @@ def _emit(ctx, op, a, b, c, y, M, N, K, batch, a_shape, b_shape, trans_a, trans_
         bmode, nv, b_at = "k4", N, _b_at("k4", N, K)
     else:
         bmode, nv, b_at = "s", N, _b_at("nk" if trans_b else "kn", N, K)
-    d = _dispatch(ctx, a, b, bias_inputs, y, M, N, K, a_row, a_col, batch_lines, bias_lines,
-                  bmode=bmode, kv=kv, nv=nv, n_base="0u", b_at=b_at, scale=scale, epi=epi, Z=Z)  # fmt: skip
-    ctx.kernel([a, b, *bias_inputs, *epi.inputs], [y], [d])
+    ds = _dispatches(ctx, a, b, bias_inputs, y, M, N, K, a_row, a_col, batch_lines, bias_lines,
+                     bmode=bmode, kv=kv, nv=nv, n_base="0u", b_at=b_at, scale=scale, epi=epi, Z=Z)  # fmt: skip
+    ctx.kernel([a, b, *bias_inputs, *epi.inputs], [y], ds)
 
 
 def _b_at(layout: str, N, K, cols: int = 0):
@@ -249,11 +285,13 @@ def _batch_view(ctx, shape, batch, mat) -> View:
 
 
 def _dispatch(ctx, a, b, bias_inputs, y, M, N, K, a_row, a_col, batch_lines, bias_lines,
-              *, bmode, kv, nv, n_base, b_at, scale, epi, Z) -> Dispatch:  # fmt: skip
+              *, bmode, kv, nv, n_base, b_at, scale, epi, Z, form="auto", gate=None) -> Dispatch:  # fmt: skip
     """One dispatch of the matmul template. ``bmode`` is how B is read: ``n4`` as vec4 along n
     (vec4 accumulators, one per row and column group), ``k4`` as vec4 along k (B stored [N, K],
     one column), ``s`` one f32 at a time (one column); ``kv`` reads A as vec4 along k, four k
-    per loop trip. ``b_at`` makes B's loads (see _b_at); _tile picks the tile."""
+    per loop trip. ``b_at`` makes B's loads (see _b_at); _tile picks the tile. ``form`` "split"
+    takes a row a workgroup, "plain" never splits for the lanes (``_dispatches``); ``gate`` (0 or
+    1 at run time) scales the grid's rows."""
     vec = 4 if bmode == "n4" else 1
     vec4 = "vec4<f32>"
     decls = [decl("A", a, elem=vec4 if kv else None), decl("B", b, elem=vec4 if bmode != "s" else None)]
@@ -262,11 +300,13 @@ def _dispatch(ctx, a, b, bias_inputs, y, M, N, K, a_row, a_col, batch_lines, bia
     acc_type = vec4 if vec == 4 else "f32"
     steps = simplify(K // 4) if kv else K
     split = split_workgroup(dim_bound(steps))  # a K kept symbolic loops up to its bound
-    if split is None and few_tiles(ctx, M, nv, bmode, steps, Z):
+    if split is None and (form == "split" or form == "auto" and few_tiles(ctx, M, nv, bmode, steps, Z)):
         split = WORKGROUP
     wg = split or WORKGROUP
     sg = _subgroup_rows(ctx, M, bmode, kv, split is not None)
     tm, tn = (sg, 1) if sg else _tile(M, nv, bmode, split is not None)
+    if form == "split":
+        tm = 1  # (the runs it serves have few rows)
     tune = None
     if not split:  # (a split workgroup's tree holds one plain tile per invocation)
         form, tune = ctx.tuned(
@@ -346,7 +386,8 @@ def _dispatch(ctx, a, b, bias_inputs, y, M, N, K, a_row, a_col, batch_lines, bia
         sg=SUBGROUP if sg else 0, sg_body=sg_body, fb_body=fb_body, trips=rolled(u32(steps), ref("Y")),
         tile_end=rolled(u32(tm * tn), ref("Y")), vec_end=rolled("4u", ref("Y")),
     )  # fmt: skip
-    grid = (nv if split else ceil_div(nv, WORKGROUP * tn), ceil_div(M, tm), Z)
+    rows = ceil_div(M, tm) if gate is None else simplify(ceil_div(M, tm) * gate)
+    grid = (nv if split else ceil_div(nv, WORKGROUP * tn), rows, Z)
     d = epi.dispatch(shader, grid, [a, b, *bias_inputs], y)
     return ctx.tag(d, tune) if tune else d
 
