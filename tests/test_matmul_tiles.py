@@ -281,6 +281,11 @@ def test_symbolic_rows_take_both_forms_for_a_gpu(device, tmp_path):
     man = json.loads((tmp_path / "manifest.json").read_text())
     texts = [(tmp_path / man["shaders"][d["shader"]]["file"]).read_text() for d in man["dispatches"]]
     assert [TREE in t for t in texts] == [True, False]
+    from onnx2wgsl.runtime.manifest import evaluate
+
+    for rows in (1, 8, 9, 64):  # the profile's work sits on the dispatch that runs
+        work = [evaluate(d["flops"], {"m": rows}) for d in man["dispatches"]]
+        assert sum(work) == 2 * rows * 1024 * 2048 and work[rows > 8] == sum(work)
     with onnx2wgsl.load(tmp_path, device=device) as sess:
         for rows in (1, 8, 9, 64):
             feeds = {"a": rand(rows, 1024, seed=rows)}

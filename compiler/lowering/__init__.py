@@ -349,7 +349,8 @@ class LowerCtx:
             self._fold_grid(d) if max(dim_bound(n) for n in d.grid) > self.target.max_groups else d
             for d in dispatches
         ]
-        if src is not None and dispatches:  # the op's work, on its heaviest dispatch
+        unset = all(isinstance(d.flops, int) and d.flops == 0 for d in dispatches)
+        if src is not None and dispatches and unset:  # the op's work, on its heaviest dispatch
             heaviest = max(dispatches, key=lambda d: math.prod(dim_bound(n) for n in d.grid))
             heaviest.flops = flops(src)
         op = Op(

@@ -31,6 +31,7 @@ from onnx2wgsl.ir.kernel import ref
 from onnx2wgsl.ir.symbolic import simplify, smax, smin
 from onnx2wgsl.ir.types import dim_bound
 
+from ..cost import flops
 from ..elementwise_ops import f32
 from . import (
     SUBGROUP,
@@ -116,10 +117,14 @@ def _dispatches(
         split_rows = ctx.target.lanes // (4 * dim_bound(nv) * dim_bound(Z))
         if split_rows >= max(M.bounds[0], 1):
             gate = smax(smin(split_rows + 1 - M, 1), 0)
-            return [
+            pair = [
                 _dispatch(*args, **kw, form="split", gate=gate),
                 _dispatch(*args, **kw, form="plain", gate=1 - gate),
             ]
+            # the op's work on the one that runs (this dispatch's share of the columns)
+            work = flops(ctx.current) * nv // (math.ceil(N / 4) if kw["bmode"] == "n4" else N)
+            pair[0].flops, pair[1].flops = simplify(work * gate), simplify(work * (1 - gate))
+            return pair
     return [_dispatch(*args, **kw)]
 
 

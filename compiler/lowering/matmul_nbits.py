@@ -27,6 +27,7 @@ from onnx2wgsl.ir import Op
 from onnx2wgsl.ir.kernel import ref
 from onnx2wgsl.ir.symbolic import simplify, smax, smin
 
+from ..cost import flops
 from . import WORKGROUP, LowerCtx, ceil_div, decl, elem_type, loops_fit, lowers, u32, widen
 from .fused import epilogue
 from .gemm import rows_per_invocation
@@ -102,6 +103,8 @@ def lower_matmul_nbits(ctx: LowerCtx, op: Op) -> None:
             dispatch(1, True, simplify(M * gate)),
             dispatch(tm, False, simplify(ceil_div(M, tm) * (1 - gate))),
         ]
+        work = flops(ctx.current)  # (on the one that runs)
+        dispatches[0].flops, dispatches[1].flops = simplify(work * gate), simplify(work * (1 - gate))
     else:
         dispatches = [dispatch(tm, False, ceil_div(M, tm))]
     ctx.kernel(reads + epi.inputs, [y], dispatches)
