@@ -385,6 +385,7 @@ def _compile(
         + ([f"inputs frozen to constants: {', '.join(sorted(constants))}"] if constants else [])
         + ([generation_note(record)] if record else [])
         + _subgroup_notes(subgroups, artifact)
+        + _lanes_notes(tgt, artifact)
         + (tuning_notes(g, tgt.tuning) if tuning is not None else []),
         seconds=time.perf_counter() - t0,
         dims={s.name: [s.lo, s.hi] for s in g.symbols.values()},
@@ -530,6 +531,26 @@ def wide_int_warnings(g: Graph) -> list[str]:
         f"{len(risky)} op{'s' if len(risky) > 1 else ''} with int64/uint64 results run in 32 bits on the "
         f"GPU and wrap past 2^31 where onnxruntime would not: {shown}; fine for indices, positions "
         "and counts, wrong for values that grow past 32 bits (README: dtype policy)"
+    ]
+
+
+# the comments of the kernels that split a reduction across a workgroup's lanes (conv_rows'
+# split form, MatMulNBits' per-column form, the matmul's tree: only a K past the loop budget
+# also takes it)
+_LANE_SPLITS = ("partial sums meet in workgroup memory", "adjacent words in adjacent lanes", "sum in a tree")
+
+
+def _lanes_notes(tgt, artifact: Artifact) -> list[str]:
+    """For a GPU target, how many shaders split reductions across lanes, and what a CPU
+    adapter should take instead."""
+    if not tgt.lanes:
+        return []
+    n = sum(any(m in text for m in _LANE_SPLITS) for text in artifact.shaders.values())
+    if not n:
+        return []
+    return [
+        f"target {tgt.name}: {n} of {len(artifact.shaders)} shaders split reductions across a workgroup's "
+        "lanes to fill a GPU; for a CPU adapter (lavapipe, SwiftShader) --limits cpu compiles without them"
     ]
 
 

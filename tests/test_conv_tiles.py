@@ -418,3 +418,15 @@ def test_a_limits_file_sets_the_lanes(device, tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"lanes": -1}))
     with pytest.raises(CompileError, match="lanes must be a count"):
         get_target(str(tmp_path / "bad.json"))
+
+
+def test_the_report_says_which_shaders_split_across_lanes(tmp_path):
+    """For a GPU target the compile report counts the shaders that split across lanes and names
+    --limits cpu for a CPU adapter; the cpu target's report has no such note."""
+    x_shape, w_shape, attrs = SPLIT_LANES["late-3x3"]
+    m = _conv_model(x_shape, w_shape, **attrs)
+    gpu = compile_model(m, tmp_path / "gpu").report.notes
+    assert any(
+        "1 of 1 shaders split reductions across a workgroup's lanes" in n and "--limits cpu" in n for n in gpu
+    )
+    assert not any("lanes" in n for n in compile_model(m, tmp_path / "cpu", target="cpu").report.notes)
