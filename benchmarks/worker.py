@@ -56,9 +56,10 @@ def _adapter_has_subgroups() -> bool:
 
 def _adapter_is_cpu() -> bool:
     """The adapter is a CPU's (lavapipe, SwiftShader): compiled for the cpu target."""
+    from onnx2wgsl.compiler.target import is_cpu_adapter
     from onnx2wgsl.runtime.session import request_adapter
 
-    return str(request_adapter("high-performance").info.get("adapter_type", "")).lower() == "cpu"
+    return is_cpu_adapter(request_adapter("high-performance"))
 
 
 def _roofline(args) -> dict:

@@ -68,6 +68,15 @@ class Target:
     def max_groups(self) -> int:
         return self.limits["maxComputeWorkgroupsPerDimension"]
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.lanes, int) or self.lanes < 0:
+            raise CompileError(
+                f"target {self.name!r}: lanes must be a count of invocations (0 or more), not {self.lanes!r}"
+            )
+        # at most 4 x the grid's limit: every split form's grid is then within it along x (at
+        # most lanes / 4 workgroups)
+        object.__setattr__(self, "lanes", min(self.lanes, 4 * self.max_groups))
+
 
 # webgpu: the spec's default limits, for a GPU; cpu: the same for a CPU adapter (lavapipe,
 # SwiftShader), whose kernels fill no more lanes than their tasks give
@@ -93,8 +102,12 @@ def device_target() -> Target:
     have = {_camel(k): v for k, v in dict(adapter.limits).items()}
     limits = {k: int(have.get(k, v)) for k, v in WEBGPU_DEFAULT_LIMITS.items()}
     name = adapter.info.get("device") or "device"
-    cpu = str(adapter.info.get("adapter_type", "")).lower() == "cpu"
-    return Target(f"device ({name})", limits, lanes=CPU_LANES if cpu else GPU_LANES)
+    return Target(f"device ({name})", limits, lanes=CPU_LANES if is_cpu_adapter(adapter) else GPU_LANES)
+
+
+def is_cpu_adapter(adapter) -> bool:
+    """A wgpu adapter that is a CPU's (lavapipe, SwiftShader): the cpu target suits it."""
+    return str(adapter.info.get("adapter_type", "")).lower() == "cpu"
 
 
 def target_json(t: Target) -> str:
@@ -128,11 +141,7 @@ def get_target(spec: str | Target | None) -> Target:
         if unknown:
             raise CompileError(f"limits file {spec!r} names unknown limits {sorted(unknown)}")
         limits.update({k: int(v) for k, v in data.get("limits", {}).items()})
-        lanes = data.get("lanes", GPU_LANES)
-        if not isinstance(lanes, int) or lanes < 0:
-            raise CompileError(
-                f"limits file {spec!r}: lanes must be a count of invocations (0 or more), not {lanes!r}"
-            )
+        lanes = data.get("lanes", GPU_LANES)  # (Target checks it)
         return Target(data.get("name", path.stem), limits, tuple(data.get("features", ())), lanes=lanes)
     raise CompileError(
         f"unknown target {spec!r}",

@@ -18,7 +18,7 @@ import numpy as np
 from onnx2wgsl.errors import InternalError, Onnx2WgslError, UnsupportedError
 from onnx2wgsl.ir import Binding, Dispatch, DType, Graph, Op, TensorType, Tune, Value
 from onnx2wgsl.ir.kernel import DECLARATIONS, ENTRY, F32_BITS, Buffer, Dim, Fold, Kernel, dim, ref, slot
-from onnx2wgsl.ir.symbolic import Dimish, Expr, SymbolicError, simplify, smin, wgsl
+from onnx2wgsl.ir.symbolic import Dimish, Expr, SymbolicError, simplify, smax, smin, wgsl
 from onnx2wgsl.ir.types import dim_bound, storage_dtype
 from onnx2wgsl.runtime.manifest import SUBGROUPS_FEATURE, max_workgroups
 
@@ -144,6 +144,19 @@ def reciprocal_bits(n: int) -> int:
 def quotient(i: str, reciprocal: str) -> str:
     """WGSL for floor(i / n), ``reciprocal`` the f32 1 / n (exact below TABLE_MAX_OUTPUTS)."""
     return f"u32((f32({i}) + 0.5f) * {reciprocal})"
+
+
+def rows_gate(rows: Dimish, most: int) -> Dimish:
+    """1 in a run of at most ``most`` rows (``rows`` kept symbolic), else 0: a pair of dispatches
+    (``gated``) scale their grids by it and by its complement, and a run leaves one empty."""
+    return smax(smin(most + 1 - rows, 1), 0)
+
+
+def gated(on: Dispatch, off: Dispatch, gate: Dimish, work: Dimish) -> list[Dispatch]:
+    """The pair ``on`` (its grid scaled by ``gate``) and ``off`` (by 1 - gate), ``work`` (the
+    op's FLOPs, or this pair's share) on the one that runs, for ``bench --profile``."""
+    on.flops, off.flops = simplify(work * gate), simplify(work * (1 - gate))
+    return [on, off]
 
 
 def ceil_div(a: Dimish, b: int) -> Dimish:

@@ -291,9 +291,6 @@ def _rows(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | No
         while tw * oct > ROW_SPLIT_ACCS:
             oct, tw = (max(4, oct // 8 * 4), tw) if oct > 8 else (oct, tw // 2)
     ks = row_split(p, tw, oct, lanes)
-    tasks_bound = dim_bound(p["N"] * p["OD"] * p["OH"]) * math.ceil(dim_bound(p["OW"]) / tw)
-    while ks > 1 and math.ceil(tasks_bound * ks / WORKGROUP) > ctx.target.max_groups:
-        ks //= 2  # (a target of very many lanes: the grid stays within its limit)
     nq, nblk = oct // 4, math.ceil(OCG / oct)
     # [OC, ICG, KD, KH, KW] -> [G, channel block, K, oct] (channels past OCG are zeros)
     wt = np.pad(w.data.reshape(G, OCG, K), ((0, 0), (0, nblk * oct - OCG), (0, 0)))
@@ -316,7 +313,7 @@ def _rows(ctx: LowerCtx, op: Op, p: dict, pro: Prologue, w: Value, b: Value | No
         OS=simplify(p["OD"] * p["OH"] * p["OW"]), OC=p["OC"],
         NBLK=nblk, NWT=nwt, TASKS=tasks, BIAS=G * nblk * K * nq, KS=ks,
     )  # fmt: skip
-    names = ROW_SIZES if ks > 1 else ROW_SIZES[:-1]  # (KS only in the split form)
+    names = [k for k in ROW_SIZES if k != "KS" or ks > 1]  # (KS only in the split form)
     table = [k for k in names if isinstance(values[k], int)]
     epi = epilogue(ctx, op)
     own, own_decls = [wv], [decl("Wt", wv, elem="vec4<f32>")]

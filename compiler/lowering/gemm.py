@@ -28,7 +28,7 @@ import numpy as np
 
 from onnx2wgsl.ir import Dispatch, Op, Value
 from onnx2wgsl.ir.kernel import ref
-from onnx2wgsl.ir.symbolic import simplify, smax, smin
+from onnx2wgsl.ir.symbolic import simplify, smax
 from onnx2wgsl.ir.types import dim_bound
 
 from ..cost import flops
@@ -40,9 +40,11 @@ from . import (
     ceil_div,
     decl,
     elem_type,
+    gated,
     is_symbolic,
     lowers,
     rolled,
+    rows_gate,
     split_workgroup,
     subgroups,
     u32,
@@ -81,20 +83,17 @@ def few_tiles(ctx, M, nv, bmode: str, steps, Z) -> bool:
     LLM's decode step, had a few hundred invocations each looping over all of K), and K gives
     each lane of a workgroup two steps or more: a workgroup per tile then, its lanes splitting K
     and summing in a tree. Never on a CPU's target (no lanes to fill: the tree only costs)."""
-    if not _may_split(ctx, nv, steps):
+    if not _may_split(ctx, steps):
         return False
     tm, tn = _tile(M, nv, bmode, False)
     tiles = math.ceil(dim_bound(nv) / tn) * math.ceil(dim_bound(M) / tm) * dim_bound(Z)
     return tiles * 4 <= ctx.target.lanes
 
 
-def _may_split(ctx, nv, steps) -> bool:
-    """A GPU target, K of two steps a lane or more, and a grid of a workgroup per column group."""
-    return (
-        bool(ctx.target.lanes)
-        and dim_bound(steps) >= 2 * WORKGROUP
-        and dim_bound(nv) <= ctx.target.max_groups
-    )
+def _may_split(ctx, steps) -> bool:
+    """A GPU target, and K of two steps a lane or more. (A split grid's workgroup per column
+    group stays within the limit: the target's lanes are at most 4 x the limit.)"""
+    return bool(ctx.target.lanes) and dim_bound(steps) >= 2 * WORKGROUP
 
 
 def _dispatches(
@@ -111,20 +110,21 @@ def _dispatches(
     if (
         is_symbolic(M)
         and split_workgroup(dim_bound(steps)) is None
-        and _may_split(ctx, nv, steps)
+        and _may_split(ctx, steps)
         and not few_tiles(ctx, M, nv, kw["bmode"], steps, Z)
     ):
         split_rows = ctx.target.lanes // (4 * dim_bound(nv) * dim_bound(Z))
         if split_rows >= max(M.bounds[0], 1):
-            gate = smax(smin(split_rows + 1 - M, 1), 0)
-            pair = [
-                _dispatch(*args, **kw, form="split", gate=gate),
-                _dispatch(*args, **kw, form="plain", gate=1 - gate),
-            ]
-            # the op's work on the one that runs (this dispatch's share of the columns)
-            work = flops(ctx.current) * nv // (math.ceil(N / 4) if kw["bmode"] == "n4" else N)
-            pair[0].flops, pair[1].flops = simplify(work * gate), simplify(work * (1 - gate))
-            return pair
+            gate = rows_gate(M, split_rows)
+            share = (
+                flops(ctx.current) * nv // (math.ceil(N / 4) if kw["bmode"] == "n4" else N)
+            )  # its columns'
+            return gated(
+                _dispatch(*args, **kw, lanes_form="split", gate=gate),
+                _dispatch(*args, **kw, lanes_form="plain", gate=1 - gate),
+                gate,
+                share,
+            )
     return [_dispatch(*args, **kw)]
 
 
@@ -290,11 +290,11 @@ def _batch_view(ctx, shape, batch, mat) -> View:
 
 
 def _dispatch(ctx, a, b, bias_inputs, y, M, N, K, a_row, a_col, batch_lines, bias_lines,
-              *, bmode, kv, nv, n_base, b_at, scale, epi, Z, form="auto", gate=None) -> Dispatch:  # fmt: skip
+              *, bmode, kv, nv, n_base, b_at, scale, epi, Z, lanes_form="auto", gate=None) -> Dispatch:  # fmt: skip
     """One dispatch of the matmul template. ``bmode`` is how B is read: ``n4`` as vec4 along n
     (vec4 accumulators, one per row and column group), ``k4`` as vec4 along k (B stored [N, K],
     one column), ``s`` one f32 at a time (one column); ``kv`` reads A as vec4 along k, four k
-    per loop trip. ``b_at`` makes B's loads (see _b_at); _tile picks the tile. ``form`` "split"
+    per loop trip. ``b_at`` makes B's loads (see _b_at); _tile picks the tile. ``lanes_form`` "split"
     takes a row a workgroup, "plain" never splits for the lanes (``_dispatches``); ``gate`` (0 or
     1 at run time) scales the grid's rows."""
     vec = 4 if bmode == "n4" else 1
@@ -305,12 +305,14 @@ def _dispatch(ctx, a, b, bias_inputs, y, M, N, K, a_row, a_col, batch_lines, bia
     acc_type = vec4 if vec == 4 else "f32"
     steps = simplify(K // 4) if kv else K
     split = split_workgroup(dim_bound(steps))  # a K kept symbolic loops up to its bound
-    if split is None and (form == "split" or form == "auto" and few_tiles(ctx, M, nv, bmode, steps, Z)):
+    if split is None and (
+        lanes_form == "split" or lanes_form == "auto" and few_tiles(ctx, M, nv, bmode, steps, Z)
+    ):
         split = WORKGROUP
     wg = split or WORKGROUP
     sg = _subgroup_rows(ctx, M, bmode, kv, split is not None)
     tm, tn = (sg, 1) if sg else _tile(M, nv, bmode, split is not None)
-    if form == "split":
+    if lanes_form == "split":
         tm = 1  # (the runs it serves have few rows)
     tune = None
     if not split:  # (a split workgroup's tree holds one plain tile per invocation)

@@ -25,10 +25,10 @@ import math
 
 from onnx2wgsl.ir import Op
 from onnx2wgsl.ir.kernel import ref
-from onnx2wgsl.ir.symbolic import simplify, smax, smin
+from onnx2wgsl.ir.symbolic import simplify, smax
 
 from ..cost import flops
-from . import WORKGROUP, LowerCtx, ceil_div, decl, elem_type, loops_fit, lowers, u32, widen
+from . import WORKGROUP, LowerCtx, ceil_div, decl, elem_type, gated, loops_fit, lowers, rows_gate, u32, widen
 from .fused import epilogue
 from .gemm import rows_per_invocation
 
@@ -90,7 +90,7 @@ def lower_matmul_nbits(ctx: LowerCtx, op: Op) -> None:
     # few columns x row tiles for a GPU's lanes (a decode step's one row): a workgroup per column,
     # its lanes splitting the row's words (never on a CPU's target; the grid's x is a column each)
     lanes = ctx.target.lanes
-    can_split = bool(lanes) and words >= 2 * WORKGROUP and N <= ctx.target.max_groups
+    can_split = bool(lanes) and words >= 2 * WORKGROUP  # (N <= lanes / 4: within the grid's limit)
     lo, hi = (M, M) if isinstance(M, int) else (M.bounds[0], M.bounds[1])
     split_rows = lanes // (4 * N) if can_split else 0  # rows the split form fills a quarter with
     if can_split and N * math.ceil(hi / tm) * 4 <= lanes:  # every run
@@ -98,13 +98,13 @@ def lower_matmul_nbits(ctx: LowerCtx, op: Op) -> None:
     elif split_rows >= max(lo, 1):
         # rows kept symbolic (a prefill and decode in one artifact): both forms, and the run's row
         # count leaves one of them an empty grid (gate 1 up to split_rows rows)
-        gate = smax(smin(split_rows + 1 - M, 1), 0)
-        dispatches = [
+        gate = rows_gate(M, split_rows)
+        dispatches = gated(
             dispatch(1, True, simplify(M * gate)),
             dispatch(tm, False, simplify(ceil_div(M, tm) * (1 - gate))),
-        ]
-        work = flops(ctx.current)  # (on the one that runs)
-        dispatches[0].flops, dispatches[1].flops = simplify(work * gate), simplify(work * (1 - gate))
+            gate,
+            flops(ctx.current),
+        )
     else:
         dispatches = [dispatch(tm, False, ceil_div(M, tm))]
     ctx.kernel(reads + epi.inputs, [y], dispatches)
