@@ -238,7 +238,7 @@ def with_dim_params(model: onnx.ModelProto, shapes: dict[str, Sequence[int | str
                     else onnx.TensorShapeProto.Dimension(dim_value=d)
                 )
     for vi in m.graph.output:
-        if vi.name not in shapes:
+        if vi.name not in shapes and vi.type.HasField("tensor_type"):  # (an untyped one stays so)
             vi.type.tensor_type.ClearField("shape")
     del m.graph.value_info[:]
     return m

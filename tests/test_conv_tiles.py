@@ -31,8 +31,7 @@ def _conv_model(x_shape, w_shape, bias=True, **attrs):
 
 def _run(model, feeds, device, tmp_path, marker=ROWS, **kwargs):
     compile_model(model, tmp_path, verify_ir=True, **kwargs)
-    shaders = [f.read_text() for f in (tmp_path / "shaders").iterdir()]
-    assert any(marker in s for s in shaders), f"no shader has {marker!r}"
+    assert any(marker in s for s in _shader_texts(tmp_path)), f"no shader has {marker!r}"
     with onnx2wgsl.load(tmp_path, device=device) as sess:
         got = sess.run(None, feeds)
     assert_close(got, ort_run(model, feeds), rtol=1e-4, atol=1e-4)
