@@ -274,15 +274,17 @@ def engine_env(engine: str, adapter: str, cache: str) -> dict[str, str]:
 COLD_CACHE = {"MESA_SHADER_CACHE_DISABLE": "true", "__GL_SHADER_DISK_CACHE": "0"}
 
 
-def python_for(engine: str) -> str:
-    return str(PEER_PY) if engine == "ort-webgpu" else sys.executable
+def python_for(engine: str, peer: Path) -> str:
+    return str(peer) if engine == "ort-webgpu" else sys.executable
 
 
-def worker(engine: str, args: list[str], env: dict, timeout: float) -> tuple[dict | None, str | None]:
+def worker(
+    engine: str, args: list[str], env: dict, timeout: float, peer: Path = PEER_PY
+) -> tuple[dict | None, str | None]:
     """Run worker.py; (its result, None) or (None, an error line)."""
     with tempfile.TemporaryDirectory() as d:
         res = Path(d) / "result.json"
-        cmd = [python_for(engine), str(WORKER), *args[:-1], str(res), *args[-1]]
+        cmd = [python_for(engine, peer), str(WORKER), *args[:-1], str(res), *args[-1]]
         try:
             p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -321,7 +323,7 @@ def measure(name, engines, args, work: Path, log) -> dict:
         common = ["run", engine, target, str(feeds)]
         if args.cache == "both":  # a first run with Mesa's shader cache off, then the warm ones
             cold, err = worker(engine, [*common, ["--warmup", "0", "--iters", "0"]],
-                               engine_env(engine, args.adapter, "cold"), args.timeout)  # fmt: skip
+                               engine_env(engine, args.adapter, "cold"), args.timeout, args.peer_python)  # fmt: skip
             if err:
                 out[engine] = {"error": f"cold process {err}"}
                 log(f"  {engine:11s} cold process failed: {err}")
@@ -331,13 +333,15 @@ def measure(name, engines, args, work: Path, log) -> dict:
             "warm",
             "both",
         ):  # one untimed process first: Mesa's disk cache now holds the shaders
-            _, err = worker(engine, [*common, ["--warmup", "0", "--iters", "0"]], env, args.timeout)
+            _, err = worker(
+                engine, [*common, ["--warmup", "0", "--iters", "0"]], env, args.timeout, args.peer_python
+            )
             if err:
                 out[engine] = {"error": f"warm-up process {err}"}
                 log(f"  {engine:11s} warm-up process failed: {err}")
                 continue
         flags = ["--outputs", str(outputs), "--warmup", str(args.warmup), "--iters", str(args.iters)]
-        res, err = worker(engine, [*common, flags], env, args.timeout)
+        res, err = worker(engine, [*common, flags], env, args.timeout, args.peer_python)
         if err:
             out[engine] = {"error": err}
             log(f"  {engine:11s} failed: {err}")
@@ -425,7 +429,7 @@ def adapter_description(adapter: str) -> str:
     return p.stdout.strip() or f"(no adapter: {p.stderr.strip().splitlines()[-1:]})"
 
 
-def versions(engines: list[str]) -> dict[str, str]:
+def versions(engines: list[str], peer: Path = PEER_PY) -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     v = {}
@@ -452,8 +456,8 @@ def versions(engines: list[str]) -> dict[str, str]:
         except (OSError, subprocess.TimeoutExpired):
             v["chromium"] = "?"
         v["onnxruntime-web"] = browser.ort_web_version()
-    if "ort-webgpu" in engines and PEER_PY.exists():
-        p = subprocess.run([str(PEER_PY), "-c", "import onnxruntime as o; print(o.__version__)"],
+    if "ort-webgpu" in engines and peer.exists():
+        p = subprocess.run([str(peer), "-c", "import onnxruntime as o; print(o.__version__)"],
                            capture_output=True, text=True)  # fmt: skip
         v["onnxruntime-webgpu"] = p.stdout.strip() or "?"
     return v
@@ -722,7 +726,6 @@ def report(results: dict, engines: list[str], args, facts: dict, elapsed: float,
 
 
 def main(argv=None) -> int:
-    global PEER_PY
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", help=f"comma-separated (default all): {', '.join(all_models())}")
     p.add_argument(
@@ -752,7 +755,7 @@ def main(argv=None) -> int:
     p.add_argument("--note", default="", help="a line to put at the top of the results")
     p.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     args = p.parse_args(argv)
-    PEER_PY = args.peer_python.absolute()
+    args.peer_python = args.peer_python.absolute()
 
     every = ENGINES + BROWSER_ENGINES
     engines = [e.strip() for e in args.engines.split(",") if e.strip()] if args.engines else every
@@ -791,15 +794,15 @@ def main(argv=None) -> int:
         engines.remove("ort-webgpu")
     if args.adapter == "mesa25" and not (MESA25 / "lvp_icd.json").exists():
         p.error("no .cache/bench/mesa25: run `bash benchmarks/setup.sh` (or pass --adapter mesa22)")
-    if "ort-webgpu" in engines and not PEER_PY.exists():
-        p.error(f"no {PEER_PY}: run `bash benchmarks/setup.sh`, name another with --peer-python, or leave out ort-webgpu")  # fmt: skip
+    if "ort-webgpu" in engines and not args.peer_python.exists():
+        p.error(f"no {args.peer_python}: run `bash benchmarks/setup.sh`, name another with --peer-python, or leave out ort-webgpu")  # fmt: skip
 
     command = " ".join(shlex.quote(a) for a in [os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(str(ROOT)) else sys.executable, os.path.relpath(__file__, ROOT), *(sys.argv[1:] if argv is None else argv)])  # fmt: skip
     facts = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu_facts(),
         "adapter": adapter_description(args.adapter),
-        "versions": versions(engines),
+        "versions": versions(engines, args.peer_python),
         "command": command,
     }
     print(f"adapter: {facts['adapter']}\nengines: {', '.join(engines)}; cache {args.cache}; "
