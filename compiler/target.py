@@ -24,7 +24,7 @@ LOOP_BUDGET = 65_535
 # Invocations a device keeps busy at once, which kernels with few tasks aim to fill by
 # splitting their reductions across lanes (conv_rows: compiler/lowering/conv.py, row_split).
 # A GPU runs tens of thousands; measured on an NVIDIA H200, convs whose tiles were split up to
-# 16384 lanes ran 3-6x faster than unsplit ones, past that no faster (benchmarks/RESULTS-h200.md).
+# 16384 lanes made the four CNNs 2.6-6.5x faster than unsplit, more lanes no faster (docs/internals.md).
 # A CPU adapter (lavapipe, SwiftShader) runs a few SIMD lanes per core and pays each load per
 # lane: the split's partial sums only cost there (15-48% slower on lavapipe), so its target has 0.
 GPU_LANES = 16_384
