@@ -182,6 +182,21 @@ def _attention() -> onnx.ModelProto:
     )  # fmt: skip
 
 
+def _attention_decode() -> onnx.ModelProto:
+    """A decode step's attention in a 7B LLM at 4096 tokens: one query row per head (32 heads
+    of 128) over a cache of 4096 keys and values, held as constants so that the run's IO is
+    the row alone (com.microsoft MultiHeadAttention, which onnxruntime's WebGPU provider runs)."""
+    rng = np.random.default_rng(0)
+    k, v = (rng.standard_normal((1, 4096, 32 * 128)).astype(np.float32) for _ in range(2))
+    node = helper.make_node(
+        "MultiHeadAttention", ["q", "k", "v"], ["y"], domain="com.microsoft", num_heads=32
+    )
+    return _one_op(
+        "attn_decode4096", [node], [("q", [1, 1, 32 * 128])], [("y", [1, 1, 32 * 128])],
+        [numpy_helper.from_array(k, "k"), numpy_helper.from_array(v, "v")],
+    )  # fmt: skip
+
+
 # the microbenchmarks beside the models: name -> its graph
 MICRO = {
     "matmul1024": _matmul,
@@ -191,6 +206,7 @@ MICRO = {
     "layernorm512x768": _layernorm,
     "softmax12x128x128": _softmax,
     "attention12x128x64": _attention,
+    "attn_decode4096": _attention_decode,
 }
 
 

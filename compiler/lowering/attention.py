@@ -22,7 +22,10 @@ Keys too many for one invocation to walk within target.LOOP_BUDGET are split int
 one invocation per row and chunk, each storing its chunk's max, sum and V sum; a second pass
 folds a row's chunks (one invocation per output value), and for mode 3 a third computes each
 probability (one invocation per score). Decoding (one query row, thousands of keys) then
-runs on many invocations instead of one per head.
+runs on many invocations instead of one per head. On a GPU target the rows of the per-row
+kernel may be too few to fill its lanes even where they fit the budget (a decode step: a row per
+head): the keys are then cut into chunks of LANE_CHUNK or more, as many as fill the lanes
+(``_lane_chunk``), for the same two passes; a CPU's target keeps the budget's chunks.
 """
 
 from __future__ import annotations
@@ -55,6 +58,10 @@ from . import (
 from .indexing import broadcast
 
 MAX_CHUNK = 512  # keys per invocation when a row's keys are split
+# GPU targets (target.lanes): the fewest keys a chunk split to fill the lanes takes, and the most
+# (row, chunk) pairs per lane (the partial sums of the most rows a run may have)
+LANE_CHUNK = 16
+LANE_UNITS = 4
 TILE_MIN_ROWS = 8  # rows reading the same keys from which they share them in workgroup memory
 TILE_KEYS = 32  # keys per tile, fewer where the heads are large
 
@@ -170,6 +177,9 @@ def lower_attention(ctx: LowerCtx, op: Op) -> None:
     one_pass = fits or chunk < 1 or not loops_fit(2 * chunks)
     if mode < 0 and _tiles(ctx, a, params, sizes, reads, y, one_pass):
         return
+    lane_chunk = _lane_chunk(ctx, rows, Lb, chunk)
+    if lane_chunk:
+        chunk, chunks, one_pass = lane_chunk, math.ceil(Lb / lane_chunk), False
     if one_pass:
         writes = [("Y", y)] + ([("QK", qk)] if qk is not None else [])
         ctx.kernel(*_dispatch(ctx, "rows", rows, reads, writes, params))
@@ -192,6 +202,26 @@ def lower_attention(ctx: LowerCtx, op: Op) -> None:
                 ctx, "probs", rows * L, [r for r in reads if r[0] != "Vm"] + stats, [("QK", qk)], params
             )
         )
+
+
+def _lane_chunk(ctx: LowerCtx, rows, Lb: int, chunk: int) -> int | None:
+    """Keys a chunk on a GPU target where the per-row kernel's rows are too few to fill its
+    lanes (a decode step: one query row per head over a long cache, a few dozen invocations
+    each walking thousands of keys): chunks of ``LANE_CHUNK`` keys or more, as many as make
+    the fewest rows a run may have x chunks fill the lanes, and no more than
+    ``LANE_UNITS`` x the lanes (row, chunk) pairs for the most rows, which bounds the partial
+    sums' memory. None where the budget's chunks already fill the lanes, on a CPU's target
+    (no lanes to fill) and where the keys are too few to split."""
+    lanes = ctx.target.lanes
+    least = max(rows.bounds[0] if is_symbolic(rows) else rows, 1)
+    most = dim_bound(rows)
+    if not lanes or chunk < LANE_CHUNK or least * math.ceil(Lb / chunk) * 4 > lanes:
+        return None
+    chunks = min(-(-lanes // least), LANE_UNITS * lanes // most)
+    keys = max(LANE_CHUNK, -(-Lb // max(chunks, 1)))
+    if keys >= chunk or keys * 2 > Lb or not loops_fit(2 * -(-Lb // keys)):
+        return None
+    return keys
 
 
 def _tiles(ctx: LowerCtx, a: dict, params: dict, sizes: dict, reads, y: Value, one_pass: bool) -> bool:

@@ -1,0 +1,112 @@
+"""Attention's per-row form split across a GPU's lanes (attention._lane_chunk): a decode step
+has a query row per head, a few dozen invocations that would each walk thousands of keys, so on
+a GPU target the keys are cut into chunks of LANE_CHUNK or more, enough of them to fill the
+target's lanes, and the combine pass folds them. Each case is compared with onnxruntime or
+onnx's reference, split (the default target) and unsplit (the cpu target, whose kernels keep one
+pass), at several lane counts (chunks of 16 keys up to one chunk too few to split)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import assert_close, ort_run, reference_run, with_dim_params
+from test_ops_nn import _attention_case
+
+import onnx2wgsl
+from onnx2wgsl.compiler import compile_model
+from onnx2wgsl.compiler.lowering import attention
+from onnx2wgsl.compiler.target import WEBGPU_DEFAULT_LIMITS, Target
+
+COMBINE = "folds the"  # attention.wgsl.j2's comment on the combine pass
+CHUNKS = "one invocation per query row and chunk of"  # ... on the chunks pass
+
+
+def _target(lanes: int) -> Target:
+    return Target(f"lanes{lanes}", dict(WEBGPU_DEFAULT_LIMITS), lanes=lanes)
+
+
+def _run(model, feeds, device, path, target=None, dims=None, runs=None):
+    """Outputs of each feed set in ``runs`` (or ``feeds``), and the shaders' text."""
+    compile_model(model, path, verify_ir=True, target=target, dims=dims)
+    shaders = [f.read_text() for f in sorted((path / "shaders").iterdir())]
+    with onnx2wgsl.load(path, device=device) as sess:
+        return [sess.run(None, f) for f in (runs or [feeds])], shaders
+
+
+def _chunk(shaders) -> int | None:
+    """Keys a chunk in the compiled chunks pass (None: one pass)."""
+    for s in shaders:
+        if CHUNKS in s:
+            return int(s.split(CHUNKS)[1].split()[0])
+    return None
+
+
+DECODE = {
+    # one query row per head over a past cache (GQA: 4 query heads over 2), the present out
+    "gqa_past": {"B": 1, "Hq": 4, "Hkv": 2, "Sq": 1, "Skv": 1, "past": 299, "n_outputs": 3},
+    # rank 3, causal, a bool mask over the keys, two batch rows
+    "rank3_causal_mask": {
+        "rank": 3, "B": 2, "Hq": 2, "Hkv": 1, "Sq": 1, "Skv": 1, "past": 180, "is_causal": 1,
+        "mask": ("bool", (2, 1, 1, "L")), "n_outputs": 3,
+    },
+    # a float mask whose -inf hides whole chunks of keys
+    "float_mask": {"B": 1, "Hq": 2, "Hkv": 2, "Sq": 1, "Skv": 200, "mask": ("float", (1, "L"))},
+    # two query rows a head (GSq under the flash form's 8), head sizes not vec4s
+    "two_rows_odd_heads": {"B": 1, "Hq": 2, "Hkv": 1, "Sq": 2, "Skv": 2, "past": 150, "D": 6, "Dv": 10, "n_outputs": 3},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", DECODE)
+def test_decode_rows_split_across_lanes_match_onnxruntime(name, device, tmp_path):
+    model, feeds = _attention_case(**DECODE[name])
+    if DECODE[name].get("mask", ("",))[0] == "float":
+        feeds["mask"][:, 40:72] = -np.inf  # two chunks of 16 without an allowed key
+    want = ort_run(model, feeds)
+    (got,), shaders = _run(model, feeds, device, tmp_path / "gpu")
+    assert _chunk(shaders) == attention.LANE_CHUNK and any(COMBINE in s for s in shaders)
+    assert_close(got, want, rtol=1e-4, atol=1e-5)
+    (got,), shaders = _run(model, feeds, device, tmp_path / "cpu", target="cpu")
+    assert _chunk(shaders) is None, "the cpu target keeps one pass"
+    assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("lanes", [64, 256, 4096])
+def test_the_lanes_size_the_chunks(lanes, device, tmp_path):
+    """4 query rows over 300 keys: lanes / 4 chunks a row, of ceil(300 / (lanes / 4)) keys and
+    at least 16 (64 lanes: 16 chunks of 19 keys; 256 and more: chunks of 16)."""
+    model, feeds = _attention_case(B=1, Hq=4, Hkv=2, Sq=1, Skv=1, past=299, is_causal=1, n_outputs=3)
+    (got,), shaders = _run(model, feeds, device, tmp_path, target=_target(lanes))
+    assert _chunk(shaders) == max(attention.LANE_CHUNK, -(-300 // (lanes // 4)))
+    assert_close(got, ort_run(model, feeds), rtol=1e-4, atol=1e-5)
+
+
+def test_too_few_lanes_or_keys_keep_one_pass(device, tmp_path):
+    model, feeds = _attention_case(B=1, Hq=4, Hkv=2, Sq=1, Skv=1, past=299)
+    # 8 lanes: the 4 rows unsplit fill more than a quarter of them
+    _, shaders = _run(model, feeds, device, tmp_path / "few_lanes", target=_target(8))
+    assert _chunk(shaders) is None
+    model, feeds = _attention_case(B=1, Hq=4, Hkv=2, Sq=1, Skv=1, past=30)
+    _, shaders = _run(model, feeds, device, tmp_path / "few_keys")
+    assert _chunk(shaders) is None  # 31 keys: two chunks of 16 would not halve the walk
+
+
+def test_symbolic_cache_length_walks_the_run_s_chunks(device, tmp_path):
+    """A cache length kept symbolic (a generation's decode steps): chunks are planned for its
+    bound and a run walks ceil(L / chunk) of them; rows with the reference at three lengths."""
+    model, _ = _attention_case(B=1, Hq=4, Hkv=2, Sq=1, Skv=1, past=8, is_causal=1)
+    model = with_dim_params(model, {"pk": [1, 2, "past", 8], "pv": [1, 2, "past", 8]})
+    rng = np.random.default_rng(5)
+    runs = [
+        {
+            "q": rng.uniform(-1, 1, (1, 4, 1, 8)).astype(np.float32),
+            "k": rng.uniform(-1, 1, (1, 2, 1, 8)).astype(np.float32),
+            "v": rng.uniform(-1, 1, (1, 2, 1, 8)).astype(np.float32),
+            "pk": rng.uniform(-1, 1, (1, 2, p, 8)).astype(np.float32),
+            "pv": rng.uniform(-1, 1, (1, 2, p, 8)).astype(np.float32),
+        }
+        for p in (3, 40, 511)
+    ]
+    got, shaders = _run(model, runs[0], device, tmp_path, dims={"past": (1, 511)}, runs=runs)
+    assert _chunk(shaders) == attention.LANE_CHUNK
+    for g, feeds in zip(got, runs):
+        assert_close(g, reference_run(model, feeds), rtol=1e-4, atol=1e-5)
