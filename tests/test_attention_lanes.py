@@ -1,9 +1,10 @@
-"""Attention's per-row form split across a GPU's lanes (attention._lane_chunk): a decode step
-has a query row per head, a few dozen invocations that would each walk thousands of keys, so on
-a GPU target the keys are cut into chunks of LANE_CHUNK or more, enough of them to fill the
-target's lanes, and the combine pass folds them. Each case is compared with onnxruntime or
-onnx's reference, split (the default target) and unsplit (the cpu target, whose kernels keep one
-pass), at several lane counts (chunks of 16 keys up to one chunk too few to split)."""
+"""Attention's lanes form (attention.wgsl.j2 stage "lanes", attention._lane_chunk): a decode
+step has a query row per head, a few dozen invocations that would each walk thousands of keys,
+so on a GPU target a workgroup of LANE_GROUP lanes takes each row and chunk of keys, its lanes
+splitting the head, with chunks enough to fill the target's lanes, and the combine pass folds
+them. Each case is compared with onnxruntime or onnx's reference, in the lanes form (the
+default target) and in one pass (the cpu target), at several lane counts; GroupQueryAttention's
+decode cases over long caches (sinks, smooth softmax, windows) take it in tests/test_gqa.py."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from onnx2wgsl.compiler.lowering import attention
 from onnx2wgsl.compiler.target import WEBGPU_DEFAULT_LIMITS, Target
 
 COMBINE = "folds the"  # attention.wgsl.j2's comment on the combine pass
-CHUNKS = "one invocation per query row and chunk of"  # ... on the chunks pass
+LANES = "Attention, first of two passes on a GPU"  # ... on the lanes form
+CHUNK = "per query row and chunk of"  # ... on the lanes form and the per-row chunks
 
 
 def _target(lanes: int) -> Target:
@@ -34,10 +36,10 @@ def _run(model, feeds, device, path, target=None, dims=None, runs=None):
 
 
 def _chunk(shaders) -> int | None:
-    """Keys a chunk in the compiled chunks pass (None: one pass)."""
+    """Keys a chunk of the compiled lanes form (None: another form)."""
     for s in shaders:
-        if CHUNKS in s:
-            return int(s.split(CHUNKS)[1].split()[0])
+        if LANES in s:
+            return int(s.split(CHUNK)[1].split()[0])
     return None
 
 
@@ -49,7 +51,7 @@ DECODE = {
         "rank": 3, "B": 2, "Hq": 2, "Hkv": 1, "Sq": 1, "Skv": 1, "past": 180, "is_causal": 1,
         "mask": ("bool", (2, 1, 1, "L")), "n_outputs": 3,
     },
-    # a float mask whose -inf hides whole chunks of keys
+    # a float mask whose -inf hides part of two steps of keys and the whole of another
     "float_mask": {"B": 1, "Hq": 2, "Hkv": 2, "Sq": 1, "Skv": 200, "mask": ("float", (1, "L"))},
     # two query rows a head (GSq under the flash form's 8), head sizes not vec4s
     "two_rows_odd_heads": {"B": 1, "Hq": 2, "Hkv": 1, "Sq": 2, "Skv": 2, "past": 150, "D": 6, "Dv": 10, "n_outputs": 3},
@@ -60,23 +62,25 @@ DECODE = {
 def test_decode_rows_split_across_lanes_match_onnxruntime(name, device, tmp_path):
     model, feeds = _attention_case(**DECODE[name])
     if DECODE[name].get("mask", ("",))[0] == "float":
-        feeds["mask"][:, 40:72] = -np.inf  # two chunks of 16 without an allowed key
+        feeds["mask"][:, 40:72] = -np.inf
+        feeds["mask"][:, 96:128] = -np.inf
     want = ort_run(model, feeds)
     (got,), shaders = _run(model, feeds, device, tmp_path / "gpu")
-    assert _chunk(shaders) == attention.LANE_CHUNK and any(COMBINE in s for s in shaders)
+    assert _chunk(shaders) == attention.LANE_GROUP and any(COMBINE in s for s in shaders)
     assert_close(got, want, rtol=1e-4, atol=1e-5)
     (got,), shaders = _run(model, feeds, device, tmp_path / "cpu", target="cpu")
-    assert _chunk(shaders) is None, "the cpu target keeps one pass"
+    assert _chunk(shaders) is None and not any(COMBINE in s for s in shaders), "the cpu target keeps one pass"
     assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("lanes", [64, 256, 4096])
+@pytest.mark.parametrize("lanes", [16, 64, 4096])
 def test_the_lanes_size_the_chunks(lanes, device, tmp_path):
-    """4 query rows over 300 keys: lanes / 4 chunks a row, of ceil(300 / (lanes / 4)) keys and
-    at least 16 (64 lanes: 16 chunks of 19 keys; 256 and more: chunks of 16)."""
+    """4 query rows over 300 keys: 4 x lanes / (32 x 4) chunks a row (one at least, and no more
+    than lanes / 4), of whole steps of 32 keys (16 lanes: one chunk of 320 keys; 64: two of 160;
+    4096: ten of 32)."""
     model, feeds = _attention_case(B=1, Hq=4, Hkv=2, Sq=1, Skv=1, past=299, is_causal=1, n_outputs=3)
     (got,), shaders = _run(model, feeds, device, tmp_path, target=_target(lanes))
-    assert _chunk(shaders) == max(attention.LANE_CHUNK, -(-300 // (lanes // 4)))
+    assert _chunk(shaders) == {16: 320, 64: 160, 4096: 32}[lanes]
     assert_close(got, ort_run(model, feeds), rtol=1e-4, atol=1e-5)
 
 
@@ -87,7 +91,7 @@ def test_too_few_lanes_or_keys_keep_one_pass(device, tmp_path):
     assert _chunk(shaders) is None
     model, feeds = _attention_case(B=1, Hq=4, Hkv=2, Sq=1, Skv=1, past=30)
     _, shaders = _run(model, feeds, device, tmp_path / "few_keys")
-    assert _chunk(shaders) is None  # 31 keys: two chunks of 16 would not halve the walk
+    assert _chunk(shaders) is None  # 31 keys: under two steps of the lanes form
 
 
 def test_symbolic_cache_length_walks_the_run_s_chunks(device, tmp_path):
@@ -107,6 +111,6 @@ def test_symbolic_cache_length_walks_the_run_s_chunks(device, tmp_path):
         for p in (3, 40, 511)
     ]
     got, shaders = _run(model, runs[0], device, tmp_path, dims={"past": (1, 511)}, runs=runs)
-    assert _chunk(shaders) == attention.LANE_CHUNK
+    assert _chunk(shaders) == attention.LANE_GROUP
     for g, feeds in zip(got, runs):
         assert_close(g, reference_run(model, feeds), rtol=1e-4, atol=1e-5)

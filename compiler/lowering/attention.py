@@ -24,8 +24,9 @@ folds a row's chunks (one invocation per output value), and for mode 3 a third c
 probability (one invocation per score). Decoding (one query row, thousands of keys) then
 runs on many invocations instead of one per head. On a GPU target the rows of the per-row
 kernel may be too few to fill its lanes even where they fit the budget (a decode step: a row per
-head): the keys are then cut into chunks of LANE_CHUNK or more, as many as fill the lanes
-(``_lane_chunk``), for the same two passes; a CPU's target keeps the budget's chunks.
+head): a workgroup of LANE_GROUP lanes then takes each row and chunk of keys, its lanes
+splitting the head (adjacent lanes read adjacent values), with chunks enough to fill the lanes
+(``_lane_chunk``), folded by the same combine pass; a CPU's target keeps the budget's chunks.
 """
 
 from __future__ import annotations
@@ -58,10 +59,11 @@ from . import (
 from .indexing import broadcast
 
 MAX_CHUNK = 512  # keys per invocation when a row's keys are split
-# GPU targets (target.lanes): the fewest keys a chunk split to fill the lanes takes, and the most
-# (row, chunk) pairs per lane (the partial sums of the most rows a run may have)
-LANE_CHUNK = 16
-LANE_UNITS = 4
+LANE_GROUP = 32  # GPU targets: lanes of the lanes form's workgroup, and keys a step of its walk
+# ... and its invocations over the target's lanes: a decode step reads the whole cache once, and
+# a GPU hides those reads' latency behind more of them (on an NVIDIA H200, 32 heads of 128 over
+# 4096 keys: 0.45-0.49 ms of GPU time at 1-4x the lanes' invocations, 0.90 ms at 0.5x)
+LANE_FILL = 4
 TILE_MIN_ROWS = 8  # rows reading the same keys from which they share them in workgroup memory
 TILE_KEYS = 32  # keys per tile, fewer where the heads are large
 
@@ -177,7 +179,7 @@ def lower_attention(ctx: LowerCtx, op: Op) -> None:
     one_pass = fits or chunk < 1 or not loops_fit(2 * chunks)
     if mode < 0 and _tiles(ctx, a, params, sizes, reads, y, one_pass):
         return
-    lane_chunk = _lane_chunk(ctx, rows, Lb, chunk)
+    lane_chunk = _lane_chunk(ctx, rows, Lb, chunk, D, Dv)
     if lane_chunk:
         chunk, chunks, one_pass = lane_chunk, math.ceil(Lb / lane_chunk), False
     if one_pass:
@@ -193,7 +195,15 @@ def lower_attention(ctx: LowerCtx, op: Op) -> None:
     params.update(chunk=chunk, chunks=chunks)
     part = ctx.temp(TensorType(DType.f32, (rows, chunks, Dv + 2)), f"{y.name}.partials")
     early = [("QK", qk)] if 0 <= mode <= 2 else []
-    ctx.kernel(*_dispatch(ctx, "chunks", rows * chunks, reads, [("Pt", part)] + early, params))
+    if lane_chunk:
+        lanes_params = params | {"wg": LANE_GROUP, "T": LANE_GROUP}
+        ctx.kernel(
+            *_dispatch(
+                ctx, "lanes", rows * chunks, reads, [("Pt", part)] + early, lanes_params, per_group=True
+            )
+        )
+    else:
+        ctx.kernel(*_dispatch(ctx, "chunks", rows * chunks, reads, [("Pt", part)] + early, params))
     stats = [("St", ctx.temp(TensorType(DType.f32, (rows, 2)), f"{y.name}.stats"))] if mode == 3 else []
     ctx.kernel(*_dispatch(ctx, "combine", rows * Dv, [("Pt", part)], [("Y", y)] + stats, params))
     if mode == 3:
@@ -204,22 +214,28 @@ def lower_attention(ctx: LowerCtx, op: Op) -> None:
         )
 
 
-def _lane_chunk(ctx: LowerCtx, rows, Lb: int, chunk: int) -> int | None:
-    """Keys a chunk on a GPU target where the per-row kernel's rows are too few to fill its
-    lanes (a decode step: one query row per head over a long cache, a few dozen invocations
-    each walking thousands of keys): chunks of ``LANE_CHUNK`` keys or more, as many as make
-    the fewest rows a run may have x chunks fill the lanes, and no more than
-    ``LANE_UNITS`` x the lanes (row, chunk) pairs for the most rows, which bounds the partial
-    sums' memory. None where the budget's chunks already fill the lanes, on a CPU's target
-    (no lanes to fill) and where the keys are too few to split."""
-    lanes = ctx.target.lanes
+def _lane_chunk(ctx: LowerCtx, rows, Lb: int, chunk: int, D: int, Dv: int) -> int | None:
+    """Keys a chunk of the lanes form (stage "lanes": a workgroup of LANE_GROUP lanes per row
+    and chunk, splitting each head) on a GPU target, whose per-row kernel would have too few
+    invocations to fill its lanes (a decode step: a query row per head over a long cache, a
+    few dozen invocations each walking thousands of keys). The chunks are as many as give the
+    fewest rows a run may have LANE_FILL x the target's lanes, of whole steps of LANE_GROUP keys, and
+    no more than the lanes for the most rows (which bounds the partial sums' memory). None
+    on a CPU's target (no lanes to fill; each load is a loop over the lanes, and the parts'
+    sums cost), where the budget's chunks already fill a quarter of the lanes, and for fewer
+    than two steps of keys."""
+    lanes, T = ctx.target.lanes, LANE_GROUP
     least = max(rows.bounds[0] if is_symbolic(rows) else rows, 1)
     most = dim_bound(rows)
-    if not lanes or chunk < LANE_CHUNK or least * math.ceil(Lb / chunk) * 4 > lanes:
+    if not lanes or Lb < 2 * T or least * math.ceil(Lb / max(chunk, 1)) * 4 > lanes:
         return None
-    chunks = min(-(-lanes // least), LANE_UNITS * lanes // most)
-    keys = max(LANE_CHUNK, -(-Lb // max(chunks, 1)))
-    if keys >= chunk or keys * 2 > Lb or not loops_fit(2 * -(-Lb // keys)):
+    chunks = max(1, min(-(-LANE_FILL * lanes // (T * least)), lanes // most))
+    keys = T * -(-Lb // (chunks * T))
+    Dq, Dvq = -(-D // T), -(-Dv // T)
+    steps = -(-keys // T)
+    if not loops_fit(steps * (T * (Dq + Dvq + 1) + T + Dvq) + Dq + 2 * Dvq) or not loops_fit(
+        2 * -(-Lb // keys)
+    ):
         return None
     return keys
 
