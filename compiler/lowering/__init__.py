@@ -262,6 +262,21 @@ def narrow(elem: str, expr: str) -> str:
     return f"{_OPEN_NARROW[elem]}{expr})" if elem in _OPEN_NARROW else expr
 
 
+def _count_work(op: Op, made: list[Op]) -> None:
+    """The op's work (``cost.flops``) once, on the heaviest dispatch of the kernels it was
+    lowered into, unless its lowering gave its dispatches their shares (a gated pair:
+    ``gated``), so that ``bench --profile`` counts each op once. The heaviest binds the most
+    bytes (the op's operands, where a second pass binds partial results), then has the most
+    workgroups."""
+    dispatches = [d for k in made for d in k.dispatches]
+    if dispatches and all(isinstance(d.flops, int) and d.flops == 0 for d in dispatches):
+        heaviest = max(
+            dispatches,
+            key=lambda d: (sum(b.nbytes for b in d.bindings), math.prod(dim_bound(n) for n in d.grid)),
+        )
+        heaviest.flops = flops(op)
+
+
 class LowerCtx:
     """What a lowering may do: render shaders, make values and constants, emit kernel ops."""
 
@@ -362,10 +377,6 @@ class LowerCtx:
             self._fold_grid(d) if max(dim_bound(n) for n in d.grid) > self.target.max_groups else d
             for d in dispatches
         ]
-        unset = all(isinstance(d.flops, int) and d.flops == 0 for d in dispatches)
-        if src is not None and dispatches and unset:  # the op's work, on its heaviest dispatch
-            heaviest = max(dispatches, key=lambda d: math.prod(dim_bound(n) for n in d.grid))
-            heaviest.flops = flops(src)
         op = Op(
             "kernel",
             inputs,
@@ -516,11 +527,13 @@ def lower(g: Graph, target: Target) -> Graph:
                     "limits (--limits)",
                 )
         op.detach()
+        first = len(ctx.ops)
         try:
             if op.outputs and not any(v.type.numel_bound for v in op.outputs):
                 ctx.kernel(list(op.inputs), list(op.outputs), [])  # empty outputs: no work to dispatch
             else:
                 fn(ctx, op)
+                _count_work(op, ctx.ops[first:])
             for v in op.outputs:
                 assert v.producer is not None, f"lowering of {op.label} left %{v.name} unproduced"
         except (Onnx2WgslError, MemoryError):
