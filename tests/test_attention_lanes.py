@@ -8,17 +8,20 @@ decode cases over long caches (sinks, smooth softmax, windows) take it in tests/
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from helpers import assert_close, ort_run, reference_run, with_dim_params
 from test_ops_nn import _attention_case
 
 import onnx2wgsl
-from onnx2wgsl.compiler import compile_model
+from onnx2wgsl.compiler import compile_model, lowering
 from onnx2wgsl.compiler.lowering import attention
 from onnx2wgsl.compiler.target import WEBGPU_DEFAULT_LIMITS, Target
+from onnx2wgsl.runtime.manifest import evaluate
 
-COMBINE = "folds the"  # attention.wgsl.j2's comment on the combine pass
+COMBINE = "Attention, second pass"  # attention.wgsl.j2's comment on the combine pass
 LANES = "Attention, first of two passes on a GPU"  # ... on the lanes form
 CHUNK = "per query row and chunk of"  # ... on the lanes form and the per-row chunks
 
@@ -114,3 +117,59 @@ def test_symbolic_cache_length_walks_the_run_s_chunks(device, tmp_path):
     assert _chunk(shaders) == attention.LANE_GROUP
     for g, feeds in zip(got, runs):
         assert_close(g, reference_run(model, feeds), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("budget", [None, 500], ids=["flash_one_pass", "flash_chunks"])
+def test_one_artifact_takes_the_flash_form_for_prompts_and_the_lanes_form_for_decode_steps(
+    budget, device, monkeypatch, tmp_path
+):
+    """A symbolic sequence (prefill and decode from one artifact, 2 query heads a kv head): runs
+    of 4 positions or more (8 rows a kv head) take the flash form, shorter ones the lanes form,
+    whose grid and partial sums are sized for 3 positions at most; each run against onnx's
+    reference, and the profile's work counted once a run. A small loop budget has the flash
+    form split its keys into chunks too, with a combine pass of its own beside the lanes
+    form's."""
+    if budget:
+        monkeypatch.setattr(lowering, "LOOP_BUDGET", lowering.LOOP_SLACK + budget)
+    model, _ = _attention_case(B=1, Hq=4, Hkv=2, Sq=1, Skv=1, past=8, is_causal=1)
+    model = with_dim_params(
+        model,
+        {
+            **{n: [1, 4 if n == "q" else 2, "seq", 8] for n in ("q", "k", "v")},
+            **{n: [1, 2, "past", 8] for n in ("pk", "pv")},
+            "y0": [1, 4, "seq", 8],
+        },
+    )
+    rng = np.random.default_rng(7)
+
+    def feeds(s, p):
+        f = {
+            n: rng.uniform(-1, 1, (1, 4 if n == "q" else 2, s, 8)).astype(np.float32) for n in ("q", "k", "v")
+        }
+        return f | {n: rng.uniform(-1, 1, (1, 2, p, 8)).astype(np.float32) for n in ("pk", "pv")}
+
+    runs = [feeds(1, 200), feeds(3, 50), feeds(12, 100), feeds(1, 5)]
+    got, shaders = _run(model, runs[0], device, tmp_path, dims={"seq": (1, 16), "past": (1, 300)}, runs=runs)
+    assert _chunk(shaders) == attention.LANE_GROUP
+    assert any("flash form" in s for s in shaders)
+    assert sum(COMBINE in s for s in shaders) == (2 if budget else 1)
+    for g, f in zip(got, runs):
+        assert_close(g, reference_run(model, f), rtol=1e-4, atol=1e-5)
+    # the op's work (per query head, position and key, a multiply-add per value of the head for
+    # QK and for PV: 2 x 2 x 8) on the dispatch of the form that runs: lanes at 1 position,
+    # flash at 4
+    m = json.loads((tmp_path / "manifest.json").read_text())
+    text = [(tmp_path / s["file"]).read_text() for s in m["shaders"]]
+    ours = [d for d in m["dispatches"] if "Attention," in text[d["shader"]]]
+    for seq, form in ((1, "lanes"), (4, "flash")):
+        values = {"seq": seq, "past": 200}
+        counted = {
+            "lanes"
+            if LANES in text[d["shader"]]
+            else "flash"
+            if "flash form" in text[d["shader"]]
+            else "combine": evaluate(d["flops"], values)
+            for d in ours
+            if evaluate(d["flops"], values)
+        }
+        assert counted == {form: 4 * 8 * 2 * 2 * seq * (200 + seq)}, counted

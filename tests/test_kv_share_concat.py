@@ -61,11 +61,13 @@ def test_the_writes_bind_each_cache_once_and_the_attention_reads_the_valid_keys(
                 attentions.append(op)
 
     compile_model(MODELS / "gpt2_tiny_kv.onnx", None, generation=Generation(MAX_LENGTH), on_stage=stage)
-    assert len(writes) == len(attentions) == 2  # (two layers)
+    # (two layers; a GPU target's attention has two kernels, a decode step's lanes form apart)
+    assert len(writes) == len({op.name for op in attentions}) == 2
     for op in attentions:  # the buffer's length, and each row's valid keys from the dims
-        k, v, seqlens = op.inputs[1], op.inputs[2], op.inputs[-1]
+        k, v = op.inputs[1], op.inputs[2]
         assert k.shape[2] == v.shape[2] == MAX_LENGTH
-        assert seqlens.producer.attrs["op"] == "DimValue" and seqlens.shape == (1,)
+        (seqlens,) = [x for x in op.inputs if x.producer is not None and x.producer.attrs.get("op") == "DimValue"]
+        assert seqlens.shape == (1,)
 
 
 @pytest.mark.gpu

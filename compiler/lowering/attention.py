@@ -38,6 +38,7 @@ from onnx2wgsl.ir.kernel import ref
 from onnx2wgsl.ir.symbolic import floordiv, simplify, smin
 from onnx2wgsl.ir.types import dim_bound
 
+from ..cost import flops
 from ..elementwise_ops import NEG_INF, f32, helper_code
 from . import (
     WORKGROUP,
@@ -177,7 +178,7 @@ def lower_attention(ctx: LowerCtx, op: Op) -> None:
     # more chunks than the second pass may fold): that still loops past it on lavapipe
     fits = loops_fit(fixed + Lb * per_key + (Lb * (1 + D) if mode == 3 else 0))
     one_pass = fits or chunk < 1 or not loops_fit(2 * chunks)
-    if mode < 0 and _tiles(ctx, a, params, sizes, reads, y, one_pass):
+    if mode < 0 and _tiles(ctx, a, params, sizes, reads, y, one_pass, chunk):
         return
     lane_chunk = _lane_chunk(ctx, rows, Lb, chunk, D, Dv)
     if lane_chunk:
@@ -240,7 +241,9 @@ def _lane_chunk(ctx: LowerCtx, rows, Lb: int, chunk: int, D: int, Dv: int) -> in
     return keys
 
 
-def _tiles(ctx: LowerCtx, a: dict, params: dict, sizes: dict, reads, y: Value, one_pass: bool) -> bool:
+def _tiles(
+    ctx: LowerCtx, a: dict, params: dict, sizes: dict, reads, y: Value, one_pass: bool, row_chunk: int
+) -> bool:
     """The flash form, when enough query rows read the same keys (a kv head's query heads at
     every position: an encoder, a prefill) to share them through workgroup memory. One
     workgroup per block of those rows walks the keys a tile at a time, each tile loaded once
@@ -249,7 +252,9 @@ def _tiles(ctx: LowerCtx, a: dict, params: dict, sizes: dict, reads, y: Value, o
 
     Over a symbolic sequence that may also be too short for tiles (one artifact for prefill
     and decode), the per-row kernel is dispatched beside it (when it is ``one_pass``) and the
-    run's sequence length picks one: the other's grid is zero workgroups."""
+    run's sequence length picks one: the other's grid is zero workgroups. On a GPU target the
+    short runs (a decode step) take the lanes form instead (``_decode_pair``), the per-row
+    kernel or not: ``row_chunk`` is the per-row kernel's keys a chunk within the loop budget."""
     D, Dv, group, Sq = params["D"], params["Dv"], params["group"], params["Sq"]
     GSq = group * Sq
     if dim_bound(GSq) < TILE_MIN_ROWS:
@@ -289,9 +294,14 @@ def _tiles(ctx: LowerCtx, a: dict, params: dict, sizes: dict, reads, y: Value, o
         # --subgroups: a subgroup's lanes share each tile's loads by broadcast (vec4 heads)
         sg=subgroups(ctx) > 0 and W == 4,
     )  # fmt: skip
+    short_runs = not isinstance(GSq, int) and GSq.bounds[0] < TILE_MIN_ROWS
+    gate = smin(floordiv(Sq, -(-TILE_MIN_ROWS // group)), 1)  # 1 where a run has rows enough
+    if short_runs and _decode_pair(
+        ctx, a, params, sizes, reads, y, tile_params, units, n_chunks, gate, row_chunk
+    ):
+        return True
     if chunks == 1:
-        if one_pass and not isinstance(GSq, int) and GSq.bounds[0] < TILE_MIN_ROWS:
-            gate = smin(floordiv(Sq, -(-TILE_MIN_ROWS // group)), 1)  # 1 where a run has rows enough
+        if one_pass and short_runs:
             tiles_d = _dispatch(
                 ctx, "tiles", units, reads, [("Y", y)], tile_params, per_group=True, gate=gate
             )
@@ -309,6 +319,53 @@ def _tiles(ctx: LowerCtx, a: dict, params: dict, sizes: dict, reads, y: Value, o
     ctx.kernel(
         *_dispatch(ctx, "combine", rows * Dv, [("Pt", part)], [("Y", y)], tile_params | {"wg": WORKGROUP})
     )
+    return True
+
+
+def _decode_pair(ctx, a, params, sizes, reads, y, tile_params, units, t_chunks, gate, row_chunk) -> bool:
+    """Over a symbolic sequence whose short runs (a decode step) have too few rows for the flash
+    form, on a GPU target: the flash form for the runs with rows enough (``gate`` 1) and the
+    lanes form for the others, the run's length leaving one of them (and its combine pass)
+    zero workgroups. The lanes form's rows are at most those of a run below the gate, which
+    bounds its grid and its partial sums. ``t_chunks``: the flash form's chunks of keys (1: it
+    writes the output itself, else partial sums for its own combine pass). False where the
+    lanes form would not be taken."""
+    D, Dv, Hq, L = params["D"], params["Dv"], params["Hq"], params["L"]
+    short = -(-TILE_MIN_ROWS // params["group"]) - 1  # the most positions of a run below the gate
+    rows = simplify(smin(params["rows"], dim_bound(a["batch"]) * Hq * short))
+    keys = _lane_chunk(ctx, rows, dim_bound(L), row_chunk, D, Dv)
+    if not keys:
+        return False
+    n = ceil_div(L, keys) if is_symbolic(L) else math.ceil(L / keys)
+    lanes_sizes = dict(
+        sizes,
+        rows=u32(rows),
+        chunks=u32(n),
+        rows_chunks=u32(simplify(rows * n)),
+        rows_Dv=u32(simplify(rows * Dv)),
+    )
+    lanes_params = dict(params, u=lanes_sizes, chunk=keys, chunks=n, wg=LANE_GROUP, T=LANE_GROUP)
+    part = ctx.temp(TensorType(DType.f32, (rows, n, Dv + 2)), f"{y.name}.decode_partials")
+    off = simplify(1 - gate)
+    lanes = _dispatch(ctx, "lanes", rows * n, reads, [("Pt", part)], lanes_params, per_group=True, gate=off)
+    combine = _dispatch(
+        ctx, "combine", rows * Dv, [("Pt", part)], [("Y", y)], lanes_params | {"wg": WORKGROUP}, gate=off
+    )
+    work = flops(ctx.current)
+    if t_chunks == 1:
+        tiles = _dispatch(ctx, "tiles", units, reads, [("Y", y)], tile_params, per_group=True, gate=gate)
+        tiles[2][0].flops, lanes[2][0].flops = simplify(work * gate), simplify(work * off)
+        ctx.kernel(lanes[0], [part], lanes[2])
+        ctx.kernel(tiles[0] + [part], [y], tiles[2] + combine[2])
+        return True
+    rows_t = params["rows"]
+    t_part = ctx.temp(TensorType(DType.f32, (rows_t, t_chunks, Dv + 2)), f"{y.name}.partials")
+    tiles = _dispatch(ctx, "tiles", units, reads, [("Pt", t_part)], tile_params, per_group=True, gate=gate)
+    tiles[2][0].flops, lanes[2][0].flops = simplify(work * gate), simplify(work * off)
+    t_params = tile_params | {"u": dict(tile_params["u"], rows_Dv=u32(rows_t * Dv)), "wg": WORKGROUP}
+    t_combine = _dispatch(ctx, "combine", rows_t * Dv, [("Pt", t_part)], [("Y", y)], t_params, gate=gate)
+    ctx.kernel(tiles[0], [t_part, part], tiles[2] + lanes[2])
+    ctx.kernel([t_part, part], [y], t_combine[2] + combine[2])
     return True
 
 
