@@ -153,6 +153,18 @@ def test_light_squeezenet_matches_python(page, compiled, feeds, device, variant)
           f"first run {res['firstMs']:.0f} ms, second {res['medianMs']:.0f} ms")  # fmt: skip
 
 
+def test_attention_decode_in_the_lanes_form_matches_python(page, compiled, feeds, device):
+    """A decode step's attention in the lanes form (workgroup memory, a workgroupUniformLoad,
+    barriers in a loop over the chunk's keys), which Tint's uniformity analysis must take."""
+    from test_ops_nn import _attention_case
+
+    model, inputs = _attention_case(B=1, Hq=4, Hkv=2, Sq=1, Skv=1, past=150, is_causal=1, n_outputs=3)
+    _, out = compiled("attention_decode", model)
+    shaders = [f.read_text() for f in (out / "shaders").iterdir()]
+    assert any("Attention, first of two passes on a GPU" in s for s in shaders)
+    run_case(page, compiled, feeds, device, "attention_decode", model, inputs)
+
+
 def test_digits_classifier_matches_python(page, compiled, feeds, device):
     x = np.load(DIGITS.replace("model.onnx", "digits_test.npz"))["images"][:1]
     run_case(page, compiled, feeds, device, "digits", DIGITS, {"image": x}, dims={"batch": 1}, repeat=3)
