@@ -444,19 +444,29 @@ class InferenceSession:
         creation), then unmap those."""
         w = self.manifest["weights"]
         view = memoryview(blob)  # (a slice of it is a view, not a copy)
+        # a segment at an offset of 4 past a multiple of 8 (the manifest allows any multiple of
+        # 4; a mapped range starts at a multiple of 8) is written through the queue once the
+        # buffer is unmapped, from a copy: the mapping of the file closes once hashed
+        late = []
         for seg in w["segments"]:
             if not seg["size"]:
                 continue
             buf = self.buffers[seg["buffer"]]
             if "fill" in seg:
-                if seg["fill"]:  # buffers mapped at creation hold zeros
-                    data = np.full(seg["size"] // 4, seg["fill"], dtype=np.uint32)
-                    buf.write_mapped(data, seg["offset"])
+                if not seg["fill"]:  # buffers mapped at creation hold zeros
+                    continue
+                data = np.full(seg["size"] // 4, seg["fill"], dtype=np.uint32)
             else:
-                buf.write_mapped(view[seg["file_offset"] : seg["file_offset"] + seg["size"]], seg["offset"])
-        view.release()  # (the mapping closes once hashed)
+                data = view[seg["file_offset"] : seg["file_offset"] + seg["size"]]
+            if seg["offset"] % 8:
+                late.append((buf, seg["offset"], bytes(data)))
+            else:
+                buf.write_mapped(data, seg["offset"])
+        view.release()
         for name in sorted(written):
             self.buffers[name].unmap()
+        for buf, offset, data in late:
+            self.device.queue.write_buffer(buf, offset, data)
         # inputs' defaults, kept in memory: a run that omits such an input writes these bytes
         self._defaults = {}
         for io in self.manifest["inputs"]:

@@ -142,6 +142,46 @@ def test_weights_of_one_value_are_filled_in_their_mapped_buffer(tmp_path, device
     np.testing.assert_allclose(y, ort_run(model, {"a": x})[0], rtol=1e-5, atol=1e-5)
 
 
+def test_segments_at_4_past_a_multiple_of_8_are_written_after_the_mapping(tmp_path, device):
+    """The manifest lets a segment start at any multiple of 4 in its buffer; a mapped range
+    starts at a multiple of 8, so such a segment (bytes or a fill) is written through the queue
+    once the buffer is unmapped (a fuzzed manifest raised wgpu's ValueError here)."""
+    import json
+
+    model = node_model(
+        "Gemm",
+        {"a": rand(4, 64)},
+        initializers={"b": np.full((64, 32), 0.5, np.float32), "c": rand(32, seed=2)},
+    )
+    onnx2wgsl.compile(model, tmp_path / "a", opt_level=0)
+    path = tmp_path / "a" / "manifest.json"
+    m = json.loads(path.read_text())
+    sizes = {b["name"]: b["size"] for b in m["buffers"]}
+    weights = (tmp_path / "a" / m["weights"]["file"]).read_bytes()
+    # each segment also written again 4 bytes past the end of the buffer's other data
+    extra = []
+    for seg in m["weights"]["segments"]:
+        end = max(s["offset"] + s["size"] for s in m["weights"]["segments"] + extra if s["buffer"] == seg["buffer"])
+        extra.append(dict(seg, offset=end + 4 + (end % 8 == 4) * 4))
+    for seg in extra:
+        sizes[seg["buffer"]] = max(sizes[seg["buffer"]], seg["offset"] + seg["size"])
+        assert seg["offset"] % 8 == 4
+    for b in m["buffers"]:
+        b["size"] = -(-sizes[b["name"]] // 256) * 256
+    m["weights"]["segments"] += extra
+    path.write_text(json.dumps(m))
+    with onnx2wgsl.load(tmp_path / "a", device=device) as sess:
+        for seg in extra:
+            got = bytes(device.queue.read_buffer(sess.buffers[seg["buffer"]], seg["offset"], seg["size"]))
+            if "fill" in seg:
+                assert got == np.full(seg["size"] // 4, seg["fill"], np.uint32).tobytes()
+            else:
+                assert got == weights[seg["file_offset"] : seg["file_offset"] + seg["size"]]
+        x = rand(4, 64, seed=3)
+        (y,) = sess.run(None, {"a": x})
+    np.testing.assert_allclose(y, ort_run(model, {"a": x})[0], rtol=1e-5, atol=1e-5)
+
+
 def test_a_shader_the_device_refuses_is_named(tmp_path, device):
     """Pipelines are made on threads: the error is the first refused shader's, in the
     artifact's order, as a DeviceError; a shader file that is not the manifest's is refused
