@@ -229,6 +229,11 @@ def validate(m: dict) -> dict:
             ):
                 raise ManifestError(f"dispatch {i} has a binding of bad offset or size")
             _within(sizes, b, f"dispatch {i} binding")
+        # (WebGPU refuses a buffer that one dispatch uses both read-only and writable)
+        writable = {b["buffer"] for b, t in zip(d["bindings"], types) if t == "storage"}
+        for b, t in zip(d["bindings"], types):
+            if t == "read-only-storage" and b["buffer"] in writable:
+                raise ManifestError(f"dispatch {i} binds buffer {b['buffer']!r} both read-only and writable")
         most = max_workgroups(d["bindings"], per_dim)
         if math.prod(at_max) > most:
             raise ManifestError(
