@@ -198,6 +198,11 @@ def check_ir_ops(ops) -> None:
                 if not isinstance(value, int) or isinstance(value, bool):
                     raise CompileError(f"attribute {name} must be an integer, not {value!r}", **where)
                 _check_int(op.kind, name, value, where)
+            elif name == "axis" and isinstance(value, int) and op.inputs and op.inputs[0] is not None:
+                # (an axis of the first input's rank, or one past it where an op inserts one)
+                r = op.inputs[0].type.rank
+                if not -r - 1 <= value <= r:
+                    raise CompileError(f"attribute axis = {value} is outside the rank {r} of its input", **where)
 
 
 def _range(lo: int, hi: int) -> str:

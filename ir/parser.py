@@ -442,6 +442,9 @@ class _ToRecords(Transformer):
     def type(self, dt, dims):
         # remembered for errors in the tensor data that follows (LALR reduces it right before)
         self.type_tok = dt
+        for d in dims:
+            if isinstance(d, int) and d < 0:
+                raise _Fail(f"a type's dims must be >= 0, not {d}", dt)
         return TensorType(_dtype(dt), tuple(dims))
 
     def dims(self, *toks):

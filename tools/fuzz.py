@@ -927,9 +927,14 @@ class Runner:
         if self._device is None and self._no_device is None:
             from onnx2wgsl.errors import DeviceError
             from onnx2wgsl.runtime import request_device
+            from onnx2wgsl.runtime.session import request_adapter
 
             try:
-                self._device = request_device()
+                # with shader-f16 where the adapter has it: a float16 model compiles at fp16
+                adapter = request_adapter("high-performance")
+                self._device = request_device(
+                    features=[f for f in ("shader-f16",) if f in adapter.features], adapter=adapter
+                )
             except DeviceError as e:
                 self._no_device = str(e)
         return self._device
