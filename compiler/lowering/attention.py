@@ -47,6 +47,7 @@ from . import (
     ceil_div,
     decl,
     elem_type,
+    gated,
     i32,
     is_symbolic,
     loop_room,
@@ -253,7 +254,7 @@ def _tiles(
     Over a symbolic sequence that may also be too short for tiles (one artifact for prefill
     and decode), the per-row kernel is dispatched beside it (when it is ``one_pass``) and the
     run's sequence length picks one: the other's grid is zero workgroups. On a GPU target the
-    short runs (a decode step) take the lanes form instead (``_decode_pair``), the per-row
+    short runs (a decode step) take the lanes form instead (``_decode_form``), the per-row
     kernel or not: ``row_chunk`` is the per-row kernel's keys a chunk within the loop budget."""
     D, Dv, group, Sq = params["D"], params["Dv"], params["group"], params["Sq"]
     GSq = group * Sq
@@ -296,46 +297,52 @@ def _tiles(
     )  # fmt: skip
     short_runs = not isinstance(GSq, int) and GSq.bounds[0] < TILE_MIN_ROWS
     gate = smin(floordiv(Sq, -(-TILE_MIN_ROWS // group)), 1)  # 1 where a run has rows enough
-    if short_runs and _decode_pair(
-        ctx, a, params, sizes, reads, y, tile_params, units, n_chunks, gate, row_chunk
-    ):
-        return True
-    if chunks == 1:
-        if one_pass and short_runs:
-            tiles_d = _dispatch(
-                ctx, "tiles", units, reads, [("Y", y)], tile_params, per_group=True, gate=gate
-            )
-            rows_d = _dispatch(
-                ctx, "rows", params["rows"], reads, [("Y", y)], params, gate=simplify(1 - gate)
-            )
-            ctx.kernel(tiles_d[0], [y], tiles_d[2] + rows_d[2])
-            return True
-        ctx.kernel(*_dispatch(ctx, "tiles", units, reads, [("Y", y)], tile_params, per_group=True))
-        return True
+    decode = _decode_form(ctx, a, params, sizes, reads, y, gate, row_chunk) if short_runs else None
+    rows_pair = decode is None and short_runs and one_pass and chunks == 1
+    g = gate if decode or rows_pair else None  # (the flash form serves only the long runs)
     rows = params["rows"]
+    if chunks == 1:
+        tiles_d = _dispatch(ctx, "tiles", units, reads, [("Y", y)], tile_params, per_group=True, gate=g)
+        if decode:
+            d_part, lanes_d, d_combine = decode
+            gated(tiles_d[2][0], lanes_d[2][0], gate, flops(ctx.current))
+            ctx.kernel(lanes_d[0], [d_part], lanes_d[2])
+            ctx.kernel(tiles_d[0] + [d_part], [y], tiles_d[2] + d_combine[2])
+        elif rows_pair:
+            rows_d = _dispatch(ctx, "rows", rows, reads, [("Y", y)], params, gate=simplify(1 - gate))
+            ctx.kernel(tiles_d[0], [y], tiles_d[2] + rows_d[2])
+        else:
+            ctx.kernel(*tiles_d)
+        return True
     sizes.update(rows_Dv=u32(rows * Dv))
     part = ctx.temp(TensorType(DType.f32, (rows, n_chunks, Dv + 2)), f"{y.name}.partials")
-    ctx.kernel(*_dispatch(ctx, "tiles", units, reads, [("Pt", part)], tile_params, per_group=True))
-    ctx.kernel(
-        *_dispatch(ctx, "combine", rows * Dv, [("Pt", part)], [("Y", y)], tile_params | {"wg": WORKGROUP})
+    tiles_d = _dispatch(ctx, "tiles", units, reads, [("Pt", part)], tile_params, per_group=True, gate=g)
+    combine = _dispatch(
+        ctx, "combine", rows * Dv, [("Pt", part)], [("Y", y)], tile_params | {"wg": WORKGROUP}, gate=g
     )
+    if decode:
+        d_part, lanes_d, d_combine = decode
+        gated(tiles_d[2][0], lanes_d[2][0], gate, flops(ctx.current))
+        ctx.kernel(tiles_d[0], [part, d_part], tiles_d[2] + lanes_d[2])
+        ctx.kernel([part, d_part], [y], combine[2] + d_combine[2])
+    else:
+        ctx.kernel(*tiles_d)
+        ctx.kernel(*combine)
     return True
 
 
-def _decode_pair(ctx, a, params, sizes, reads, y, tile_params, units, t_chunks, gate, row_chunk) -> bool:
+def _decode_form(ctx, a, params, sizes, reads, y, gate, row_chunk):
     """Over a symbolic sequence whose short runs (a decode step) have too few rows for the flash
-    form, on a GPU target: the flash form for the runs with rows enough (``gate`` 1) and the
-    lanes form for the others, the run's length leaving one of them (and its combine pass)
-    zero workgroups. The lanes form's rows are at most those of a run below the gate, which
-    bounds its grid and its partial sums. ``t_chunks``: the flash form's chunks of keys (1: it
-    writes the output itself, else partial sums for its own combine pass). False where the
-    lanes form would not be taken."""
+    form, on a GPU target: the lanes form for the runs where ``gate`` is 0 (the flash form
+    takes the others), as (its partial sums, its dispatch, its combine pass's dispatch), each
+    dispatch's grid scaled by 1 - gate; its rows are at most those of a run below the gate,
+    which bounds its grid and its partial sums. None where the lanes form would not be taken."""
     D, Dv, Hq, L = params["D"], params["Dv"], params["Hq"], params["L"]
     short = -(-TILE_MIN_ROWS // params["group"]) - 1  # the most positions of a run below the gate
     rows = simplify(smin(params["rows"], dim_bound(a["batch"]) * Hq * short))
     keys = _lane_chunk(ctx, rows, dim_bound(L), row_chunk, D, Dv)
     if not keys:
-        return False
+        return None
     n = ceil_div(L, keys) if is_symbolic(L) else math.ceil(L / keys)
     lanes_sizes = dict(
         sizes,
@@ -351,22 +358,7 @@ def _decode_pair(ctx, a, params, sizes, reads, y, tile_params, units, t_chunks, 
     combine = _dispatch(
         ctx, "combine", rows * Dv, [("Pt", part)], [("Y", y)], lanes_params | {"wg": WORKGROUP}, gate=off
     )
-    work = flops(ctx.current)
-    if t_chunks == 1:
-        tiles = _dispatch(ctx, "tiles", units, reads, [("Y", y)], tile_params, per_group=True, gate=gate)
-        tiles[2][0].flops, lanes[2][0].flops = simplify(work * gate), simplify(work * off)
-        ctx.kernel(lanes[0], [part], lanes[2])
-        ctx.kernel(tiles[0] + [part], [y], tiles[2] + combine[2])
-        return True
-    rows_t = params["rows"]
-    t_part = ctx.temp(TensorType(DType.f32, (rows_t, t_chunks, Dv + 2)), f"{y.name}.partials")
-    tiles = _dispatch(ctx, "tiles", units, reads, [("Pt", t_part)], tile_params, per_group=True, gate=gate)
-    tiles[2][0].flops, lanes[2][0].flops = simplify(work * gate), simplify(work * off)
-    t_params = tile_params | {"u": dict(tile_params["u"], rows_Dv=u32(rows_t * Dv)), "wg": WORKGROUP}
-    t_combine = _dispatch(ctx, "combine", rows_t * Dv, [("Pt", t_part)], [("Y", y)], t_params, gate=gate)
-    ctx.kernel(tiles[0], [t_part, part], tiles[2] + lanes[2])
-    ctx.kernel([t_part, part], [y], t_combine[2] + combine[2])
-    return True
+    return part, lanes, combine
 
 
 def _dispatch(ctx, stage: str, units, reads, writes, params: dict, per_group: bool = False, gate=None):
