@@ -536,8 +536,13 @@ def wide_int_warnings(g: Graph) -> list[str]:
 
 # the comments of the kernels that split a reduction across a workgroup's lanes (conv_rows'
 # split form, MatMulNBits' per-column form, the matmul's tree: only a K past the loop budget
-# also takes it)
-_LANE_SPLITS = ("partial sums meet in workgroup memory", "adjacent words in adjacent lanes", "sum in a tree")
+# also takes it; attention's lanes form)
+_LANE_SPLITS = (
+    "partial sums meet in workgroup memory",
+    "adjacent words in adjacent lanes",
+    "sum in a tree",
+    "first of two passes on a GPU",
+)
 
 
 def _lanes_notes(tgt, artifact: Artifact) -> list[str]:

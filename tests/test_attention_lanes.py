@@ -87,6 +87,13 @@ def test_the_lanes_size_the_chunks(lanes, device, tmp_path):
     assert_close(got, ort_run(model, feeds), rtol=1e-4, atol=1e-5)
 
 
+def test_the_compile_report_counts_the_lanes_form(tmp_path):
+    """The report's note on a GPU target's lane splits counts the lanes form's shader."""
+    model, _ = _attention_case(B=1, Hq=4, Hkv=2, Sq=1, Skv=1, past=299, n_outputs=3)
+    notes = compile_model(model, tmp_path).report.notes
+    assert any("1 of " in n and "split reductions across a workgroup's lanes" in n for n in notes), notes
+
+
 def test_too_few_lanes_or_keys_keep_one_pass(device, tmp_path):
     model, feeds = _attention_case(B=1, Hq=4, Hkv=2, Sq=1, Skv=1, past=299)
     # 8 lanes: the 4 rows unsplit fill more than a quarter of them
