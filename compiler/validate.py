@@ -202,7 +202,9 @@ def check_ir_ops(ops) -> None:
                 # (an axis of the first input's rank, or one past it where an op inserts one)
                 r = op.inputs[0].type.rank
                 if not -r - 1 <= value <= r:
-                    raise CompileError(f"attribute axis = {value} is outside the rank {r} of its input", **where)
+                    raise CompileError(
+                        f"attribute axis = {value} is outside the rank {r} of its input", **where
+                    )
 
 
 def _range(lo: int, hi: int) -> str:
